@@ -1,0 +1,883 @@
+/*  agg.c - aggregation of deduplicated records into ERP checkpoints (agg.h).
+
+    Data structures
+      - intern: the shard's refcounted strings; keys hold references to their
+        strings (an operation also to its line and station), so interned
+        memory follows the open keys.
+      - pool: every key is an entry in one array; an entry's index is stable
+        for its life (freed indices go to a free list), so links between
+        entries are indices and survive growth. Index 0 is never used: 0 is
+        "none" in every link.
+      - slots: open addressing, linear probing, power-of-two size, at most 70%
+        full, backward-shift deletion. A slot holds (low 32 bits of the key's
+        XXH3-64 hash, entry index); the home slot is tag & mask.
+      - the key is (kind, symbol ids); its table hash is XXH3-64 of that. The
+        event_id needs a hash that is stable across restarts, so each entry
+        also keeps khash = XXH3-128 of the kind and the key STRINGS, computed
+        once when the key is created.
+      - operation = the completion entry of (plant, order, operation). Every
+        consumption and scrap entry links to its operation (op) and the
+        operation keeps its children in an intrusive singly-linked list
+        (first_child / child_next), so OperationCompleted can flush them and
+        release can free them.
+      - two intrusive doubly-linked lists of entries with pending records:
+        DIRTY (open operations) and LATE (closed operations: corrections).
+        An entry is on exactly one list iff count > 0 and, for a completion,
+        stays there while its deltas are 0/0 (see agg.h). Flushes walk these
+        lists only, never the table.
+      - a FIFO of closed operations in closing order (closed_at grows along it).
+
+    Time for closing: agg_add has no clock. An operation closed by agg_add
+    gets closed_at = self->now, the now_ns of the latest agg_flush call (0
+    before the first). agg_flush releases a closed operation when
+    now_ns - closed_at >= closed_key_grace_ns and nothing of it is pending, so
+    the real grace is between the configured grace and grace + one flush
+    interval.
+
+    Hot path (agg_add): records are processed in chunks of S_CHUNK. Pass 1
+    maps string indices to symbols (once per batch and index, through a
+    generation-stamped scratch array; the batch holds a reference on every
+    symbol it maps until agg_add returns), builds each record's keys, hashes
+    them and prefetches their slots. Pass 2 prefetches the entries the slots
+    point to. Pass 3 applies the records in order. Capacity for every key the
+    chunk could create is reserved before pass 1, so nothing grows (and no
+    pointer moves) inside a chunk and nothing is allocated per record.
+
+    Callbacks: emit and reject run inside agg_add/agg_flush and must not call
+    back into this agg_t.
+*/
+#include "agg.h"
+
+#include <assert.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "intern.h"
+
+#define S_LINEAGE 4    /* lineage ranges kept per entry (<= FP_LINEAGE_MAX) */
+#define S_CHUNK 256    /* records hashed and prefetched together */
+#define S_NONE 0u      /* "no entry" in every index link */
+#define S_INITIAL_SLOTS 1024u
+#define S_INITIAL_POOL 256u
+
+_Static_assert(S_LINEAGE <= FP_LINEAGE_MAX, "lineage must fit a checkpoint");
+
+/* Entry flags. */
+enum {
+    S_LATE = 1,     /* pending records arrived after the operation closed */
+    S_CLOSED = 2,   /* operation entry: completed (OperationCompleted seen) */
+    S_ON_DIRTY = 4, /* on the DIRTY list */
+    S_ON_LATE = 8,  /* on the LATE list */
+};
+
+enum { S_LIST_DIRTY = 0, S_LIST_LATE = 1 };
+
+/* Key field positions in s_key_t.sym. */
+enum { K_PLANT = 0, K_ORDER, K_OPERATION, K_MATERIAL, K_LOT, K_UNIT, K_FIELDS };
+#define K_REASON K_MATERIAL /* scrap keys keep the reason in the 4th field */
+
+/* An aggregation key as symbol ids. All uint32_t: no padding, hashed as bytes. */
+typedef struct {
+    uint32_t kind;          /* FP_CK_* */
+    uint32_t sym[K_FIELDS]; /* unused fields are INTERN_EMPTY */
+} s_key_t;
+
+typedef struct {
+    s_key_t key;
+    uint64_t hash;        /* XXH3-64 of key: table hash (not stable across restarts) */
+    XXH128_hash_t khash;  /* XXH3-128 of kind + key strings: stable, for event_id */
+    int64_t sum0;         /* pending: completion yield | consumption quantity | scrap parts */
+    int64_t sum1;         /* pending: completion scrap (parts); 0 for other kinds */
+    uint64_t count;       /* pending records */
+    int64_t first_ns, last_ns; /* pending records' event times, ns since Unix epoch */
+    fp_seq_range_t lineage[S_LINEAGE];
+    uint64_t checkpoint_no; /* of the last emitted checkpoint; 0 = none yet */
+    uint32_t nlineage;
+    uint8_t flags;        /* S_* */
+    bool truncated;       /* a pending record's (source, epoch) found no lineage slot */
+    uint32_t op;          /* the operation entry (itself for a completion) */
+    uint32_t list_prev, list_next; /* DIRTY or LATE list */
+    uint32_t child_next;  /* next child of the same operation; free-list link when free */
+    /* operation entries only */
+    uint32_t first_child;
+    uint32_t line, station; /* symbols, first record's */
+    uint32_t fifo_next;     /* closed-operations FIFO */
+    int64_t closed_at;      /* self->now when it closed */
+} s_entry_t;
+
+typedef struct {
+    uint32_t tag; /* low 32 bits of the entry's hash */
+    uint32_t idx; /* entry index; S_NONE = empty */
+} s_slot_t;
+
+/* Per record of the current chunk, from pass 1. */
+typedef struct {
+    s_key_t op, child;
+    uint64_t hop, hchild;
+    uint8_t kind;     /* record kind, 0 = refuse */
+    bool has_child;
+    const char *refuse; /* reason when kind == 0 */
+} s_pre_t;
+
+struct agg {
+    agg_config_t cfg;
+    char *instance;
+    char *idbuf;          /* event_id: instance + '-' + 32 hex + NUL */
+    agg_emit_fn *emit;
+    agg_reject_fn *reject;
+    void *ctx;
+    intern_t *intern;
+    XXH3_state_t *xxh;    /* reused for key hashes */
+
+    s_entry_t *pool;      /* [pool_cap] */
+    uint32_t pool_cap, pool_used, pool_free, pool_nfree;
+    s_slot_t *slots;      /* [mask + 1] */
+    uint64_t mask;
+    uint64_t nkeys;
+
+    uint32_t head[2], tail[2]; /* DIRTY, LATE */
+    uint32_t fifo_head, fifo_tail;
+    int64_t now;          /* now_ns of the latest agg_flush */
+
+    /* batch string index -> symbol, valid where stamp == gen */
+    uint32_t *map, *stamp, *touched;
+    uint32_t map_cap, ntouched, gen;
+
+    s_pre_t pre[S_CHUNK];
+    agg_stats_t stats;
+};
+
+/* ---- construction ---- */
+
+agg_t *agg_new(const agg_config_t *cfg, agg_emit_fn *emit, agg_reject_fn *reject, void *ctx)
+{
+    assert(cfg && emit && reject);
+    agg_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->cfg = *cfg;
+    const char *inst = cfg->instance ? cfg->instance : "";
+    size_t ilen = strlen(inst);
+    self->instance = malloc(ilen + 1);
+    self->idbuf = malloc(ilen + 1 + 32 + 1);
+    self->intern = intern_new();
+    self->xxh = XXH3_createState();
+    self->pool_cap = S_INITIAL_POOL;
+    self->pool = malloc(self->pool_cap * sizeof *self->pool);
+    self->slots = calloc(S_INITIAL_SLOTS, sizeof *self->slots);
+    if (!self->instance || !self->idbuf || !self->intern || !self->xxh || !self->pool ||
+        !self->slots) {
+        agg_destroy(&self);
+        return NULL;
+    }
+    memcpy(self->instance, inst, ilen + 1);
+    self->cfg.instance = self->instance;
+    self->emit = emit;
+    self->reject = reject;
+    self->ctx = ctx;
+    self->pool_used = 1; /* index 0 is S_NONE */
+    self->mask = S_INITIAL_SLOTS - 1;
+    return self;
+}
+
+void agg_destroy(agg_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    agg_t *self = *self_p;
+    intern_destroy(&self->intern); /* frees every string; entries hold no other memory */
+    if (self->xxh)
+        XXH3_freeState(self->xxh);
+    free(self->pool);
+    free(self->slots);
+    free(self->map);
+    free(self->stamp);
+    free(self->touched);
+    free(self->idbuf);
+    free(self->instance);
+    free(self);
+    *self_p = NULL;
+}
+
+const agg_stats_t *agg_stats(const agg_t *self)
+{
+    return &self->stats;
+}
+
+/* ---- table and pool ---- */
+
+static uint64_t s_key_hash(const s_key_t *k)
+{
+    return XXH3_64bits(k, sizeof *k);
+}
+
+static bool s_key_eq(const s_key_t *a, const s_key_t *b)
+{
+    return memcmp(a, b, sizeof *a) == 0;
+}
+
+static uint32_t s_find(const agg_t *self, const s_key_t *k, uint64_t h)
+{
+    uint32_t tag = (uint32_t)h;
+    uint64_t i = h & self->mask;
+    for (;;) {
+        s_slot_t s = self->slots[i];
+        if (s.idx == S_NONE)
+            return S_NONE;
+        if (s.tag == tag && s_key_eq(&self->pool[s.idx].key, k))
+            return s.idx;
+        i = (i + 1) & self->mask;
+    }
+}
+
+static void s_slot_insert(s_slot_t *slots, uint64_t mask, s_slot_t s)
+{
+    uint64_t i = s.tag & mask;
+    while (slots[i].idx != S_NONE)
+        i = (i + 1) & mask;
+    slots[i] = s;
+}
+
+static void s_slot_remove(agg_t *self, uint32_t idx)
+{
+    uint64_t mask = self->mask;
+    uint64_t i = self->pool[idx].hash & mask;
+    while (self->slots[i].idx != idx) {
+        assert(self->slots[i].idx != S_NONE); /* a live entry is always in the table */
+        i = (i + 1) & mask;
+    }
+    uint64_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (self->slots[j].idx == S_NONE)
+            break;
+        uint64_t home = self->slots[j].tag & mask;
+        /* The slot at j may stay if its home lies cyclically in (i, j]. */
+        if (((j - home) & mask) < ((j - i) & mask))
+            continue;
+        self->slots[i] = self->slots[j];
+        i = j;
+    }
+    self->slots[i] = (s_slot_t){0, S_NONE};
+}
+
+/* Makes room for `more` new keys without growing: table load <= 70% and
+   free pool entries. -1 on out of memory (what exists stays valid). */
+static int s_reserve(agg_t *self, uint64_t more)
+{
+    uint64_t want = self->nkeys + more;
+    uint64_t cap = self->mask + 1;
+    if (want * 10 > cap * 7) {
+        uint64_t ncap = cap;
+        while (want * 10 > ncap * 7)
+            ncap *= 2;
+        if (ncap > (1ull << 32)) /* tags are 32 bits */
+            return -1;
+        s_slot_t *n = calloc(ncap, sizeof *n);
+        if (!n)
+            return -1;
+        for (uint64_t i = 0; i < cap; i++)
+            if (self->slots[i].idx != S_NONE)
+                s_slot_insert(n, ncap - 1, self->slots[i]);
+        free(self->slots);
+        self->slots = n;
+        self->mask = ncap - 1;
+    }
+    uint64_t avail = (uint64_t)(self->pool_cap - self->pool_used) + self->pool_nfree;
+    if (avail < more) {
+        uint64_t ncap = self->pool_cap;
+        while ((ncap - self->pool_used) + self->pool_nfree < more)
+            ncap *= 2;
+        if (ncap > UINT32_MAX)
+            return -1;
+        s_entry_t *n = realloc(self->pool, ncap * sizeof *n);
+        if (!n)
+            return -1;
+        self->pool = n;
+        self->pool_cap = (uint32_t)ncap;
+    }
+    return 0;
+}
+
+/* Whether one more key fits in what s_reserve set aside (never grows). */
+static bool s_room(const agg_t *self)
+{
+    bool pool_ok = self->pool_nfree > 0 || self->pool_used < self->pool_cap;
+    /* Keep at least one empty slot whatever happens, or probes never end. */
+    return pool_ok && self->nkeys + 2 <= self->mask + 1;
+}
+
+static void s_hash_strings(agg_t *self, const s_key_t *k, XXH128_hash_t *out)
+{
+    /* kind, then each field as (u32 length, bytes): injective, unlike separators. */
+    int nfields = k->kind == FP_CK_CONSUMPTION ? 6 : k->kind == FP_CK_SCRAP ? 4 : 3;
+    uint8_t kind = (uint8_t)k->kind;
+    XXH3_128bits_reset(self->xxh);
+    XXH3_128bits_update(self->xxh, &kind, 1);
+    for (int f = 0; f < nfields; f++) {
+        uint32_t len;
+        const char *s = intern_str(self->intern, k->sym[f], &len);
+        XXH3_128bits_update(self->xxh, &len, sizeof len);
+        XXH3_128bits_update(self->xxh, s, len);
+    }
+    *out = XXH3_128bits_digest(self->xxh);
+}
+
+/* Creates the entry for key k (hash h), taking references on its symbols.
+   The caller checked s_room. op: its operation entry (S_NONE for a
+   completion: it is its own). line/station: for a completion. */
+static uint32_t s_create(agg_t *self, const s_key_t *k, uint64_t h, uint32_t op,
+                         uint32_t line, uint32_t station)
+{
+    assert(s_room(self));
+    uint32_t idx;
+    if (self->pool_free != S_NONE) {
+        idx = self->pool_free;
+        self->pool_free = self->pool[idx].child_next;
+        self->pool_nfree--;
+    } else {
+        idx = self->pool_used++;
+    }
+    s_entry_t *e = &self->pool[idx];
+    memset(e, 0, sizeof *e);
+    e->key = *k;
+    e->hash = h;
+    for (int f = 0; f < K_FIELDS; f++)
+        intern_ref(self->intern, k->sym[f]);
+    s_hash_strings(self, k, &e->khash);
+    if (k->kind == FP_CK_COMPLETION) {
+        e->op = idx;
+        e->line = line;
+        e->station = station;
+        intern_ref(self->intern, line);
+        intern_ref(self->intern, station);
+        self->stats.open_operations++;
+    } else {
+        assert(op != S_NONE && self->pool[op].key.kind == FP_CK_COMPLETION);
+        e->op = op;
+        e->child_next = self->pool[op].first_child;
+        self->pool[op].first_child = idx;
+    }
+    s_slot_insert(self->slots, self->mask, (s_slot_t){.tag = (uint32_t)h, .idx = idx});
+    self->nkeys++;
+    self->stats.keys = self->nkeys;
+    return idx;
+}
+
+/* Frees an entry with nothing pending: table slot, symbols, pool index. The
+   caller unlinks it from its operation (release frees whole operations). */
+static void s_free(agg_t *self, uint32_t idx)
+{
+    s_entry_t *e = &self->pool[idx];
+    assert(e->count == 0 && !(e->flags & (S_ON_DIRTY | S_ON_LATE)));
+    s_slot_remove(self, idx);
+    for (int f = 0; f < K_FIELDS; f++)
+        intern_release(self->intern, e->key.sym[f]);
+    if (e->key.kind == FP_CK_COMPLETION) {
+        intern_release(self->intern, e->line);
+        intern_release(self->intern, e->station);
+    }
+    e->key.kind = 0;
+    e->child_next = self->pool_free;
+    self->pool_free = idx;
+    self->pool_nfree++;
+    self->nkeys--;
+    self->stats.keys = self->nkeys;
+}
+
+/* ---- pending lists ---- */
+
+static void s_list_add(agg_t *self, uint32_t idx, int list)
+{
+    s_entry_t *e = &self->pool[idx];
+    e->flags |= list == S_LIST_LATE ? S_ON_LATE : S_ON_DIRTY;
+    e->list_next = S_NONE;
+    e->list_prev = self->tail[list];
+    if (self->tail[list] != S_NONE)
+        self->pool[self->tail[list]].list_next = idx;
+    else
+        self->head[list] = idx;
+    self->tail[list] = idx;
+}
+
+static void s_list_remove(agg_t *self, uint32_t idx)
+{
+    s_entry_t *e = &self->pool[idx];
+    int list = (e->flags & S_ON_LATE) ? S_LIST_LATE : S_LIST_DIRTY;
+    assert(e->flags & (S_ON_DIRTY | S_ON_LATE));
+    if (e->list_prev != S_NONE)
+        self->pool[e->list_prev].list_next = e->list_next;
+    else
+        self->head[list] = e->list_next;
+    if (e->list_next != S_NONE)
+        self->pool[e->list_next].list_prev = e->list_prev;
+    else
+        self->tail[list] = e->list_prev;
+    e->flags &= (uint8_t)~(S_ON_DIRTY | S_ON_LATE);
+    e->list_prev = e->list_next = S_NONE;
+}
+
+/* ---- emission ---- */
+
+static const char *s_str(const agg_t *self, uint32_t sym)
+{
+    return intern_str(self->intern, sym, NULL);
+}
+
+/* Emits entry idx's pending delta as one checkpoint, then resets it. */
+static void s_emit(agg_t *self, uint32_t idx, bool final)
+{
+    s_entry_t *e = &self->pool[idx];
+    const s_entry_t *op = &self->pool[e->op];
+    assert(e->count > 0 && e->nlineage > 0);
+    e->checkpoint_no++;
+
+    /* event_id: XXH3-128 of (key hash, checkpoint_no, source, epoch and
+       first_seq of the first lineage range): a record is summed in exactly
+       one checkpoint per key, so (key, that record) names the checkpoint even
+       after the key was released and reopened (checkpoint_no restarts). */
+    uint64_t in[6] = {e->khash.low64,          e->khash.high64,
+                      e->checkpoint_no,        e->lineage[0].source_id,
+                      e->lineage[0].epoch,     e->lineage[0].first_seq};
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits(in, sizeof in));
+    size_t ilen = strlen(self->instance);
+    memcpy(self->idbuf, self->instance, ilen);
+    self->idbuf[ilen] = '-';
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        self->idbuf[ilen + 1 + 2 * i] = hex[c.digest[i] >> 4];
+        self->idbuf[ilen + 2 + 2 * i] = hex[c.digest[i] & 15];
+    }
+    self->idbuf[ilen + 33] = '\0';
+
+    fp_checkpoint_t ck;
+    memset(&ck, 0, sizeof ck);
+    ck.event_id = self->idbuf;
+    ck.stream_seq = 0; /* the emit thread numbers the feed */
+    ck.checkpoint_no = e->checkpoint_no;
+    ck.instance = self->instance;
+    ck.plant = s_str(self, e->key.sym[K_PLANT]);
+    ck.line = s_str(self, op->line);
+    ck.order = s_str(self, e->key.sym[K_ORDER]);
+    ck.operation = s_str(self, e->key.sym[K_OPERATION]);
+    ck.first_time_ns = e->first_ns;
+    ck.last_time_ns = e->last_ns;
+    ck.record_count = e->count;
+    memcpy(ck.lineage, e->lineage, e->nlineage * sizeof e->lineage[0]);
+    ck.nlineage = e->nlineage;
+    ck.lineage_truncated = e->truncated;
+    ck.late = (e->flags & S_LATE) != 0;
+    switch (e->key.kind) {
+    case FP_CK_COMPLETION:
+        ck.kind = FP_CK_COMPLETION;
+        ck.yield = e->sum0;
+        ck.scrap = e->sum1;
+        ck.final = final;
+        break;
+    case FP_CK_CONSUMPTION:
+        ck.kind = FP_CK_CONSUMPTION;
+        ck.material = s_str(self, e->key.sym[K_MATERIAL]);
+        ck.lot = s_str(self, e->key.sym[K_LOT]);
+        ck.unit = s_str(self, e->key.sym[K_UNIT]);
+        ck.quantity = e->sum0;
+        break;
+    case FP_CK_SCRAP:
+        ck.kind = FP_CK_SCRAP;
+        ck.reason = s_str(self, e->key.sym[K_REASON]);
+        ck.parts = e->sum0;
+        break;
+    default:
+        assert(!"entry kind");
+    }
+    self->emit(self->ctx, &ck);
+
+    self->stats.events++;
+    if (ck.late)
+        self->stats.late_events++;
+    s_list_remove(self, idx);
+    e->sum0 = e->sum1 = 0;
+    e->count = 0;
+    e->nlineage = 0;
+    e->truncated = false;
+    e->flags &= (uint8_t)~S_LATE;
+}
+
+/* ---- applying records ---- */
+
+/* Counts rec into entry idx (count, times, lineage) and lists it. */
+static void s_account(agg_t *self, uint32_t idx, const fp_batch_hdr_t *b, const fp_record_t *r)
+{
+    s_entry_t *e = &self->pool[idx];
+    if (e->count == 0) {
+        e->first_ns = e->last_ns = r->time_ns;
+        if (self->pool[e->op].flags & S_CLOSED)
+            e->flags |= S_LATE;
+        s_list_add(self, idx, (e->flags & S_LATE) ? S_LIST_LATE : S_LIST_DIRTY);
+    } else {
+        if (r->time_ns < e->first_ns)
+            e->first_ns = r->time_ns;
+        if (r->time_ns > e->last_ns)
+            e->last_ns = r->time_ns;
+    }
+    e->count++;
+    uint32_t i;
+    for (i = 0; i < e->nlineage; i++) {
+        fp_seq_range_t *l = &e->lineage[i];
+        if (l->source_id == b->source_id && l->epoch == b->epoch) {
+            if (r->seq < l->first_seq)
+                l->first_seq = r->seq;
+            if (r->seq > l->last_seq)
+                l->last_seq = r->seq;
+            return;
+        }
+    }
+    if (e->nlineage < S_LINEAGE)
+        e->lineage[e->nlineage++] =
+            (fp_seq_range_t){b->source_id, b->epoch, r->seq, r->seq};
+    else
+        e->truncated = true;
+}
+
+/* OperationCompleted: final completion, then the operation's pending
+   children, then the operation is closed (if it was not). */
+static void s_complete(agg_t *self, uint32_t op)
+{
+    s_emit(self, op, true);
+    for (uint32_t c = self->pool[op].first_child; c != S_NONE; c = self->pool[c].child_next)
+        if (self->pool[c].count > 0)
+            s_emit(self, c, false);
+    s_entry_t *e = &self->pool[op];
+    if (e->flags & S_CLOSED)
+        return;
+    e->flags |= S_CLOSED;
+    e->closed_at = self->now;
+    e->fifo_next = S_NONE;
+    if (self->fifo_tail != S_NONE)
+        self->pool[self->fifo_tail].fifo_next = op;
+    else
+        self->fifo_head = op;
+    self->fifo_tail = op;
+    self->stats.open_operations--;
+    self->stats.closed_operations++;
+}
+
+static void s_refuse(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
+                     const char *reason)
+{
+    self->stats.rejected++;
+    self->reject(self->ctx, b, r, reason);
+}
+
+/* Pass 3 for one record. */
+static void s_apply(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
+                    const s_pre_t *p)
+{
+    if (p->kind == 0) {
+        s_refuse(self, b, r, p->refuse);
+        return;
+    }
+    uint32_t op = s_find(self, &p->op, p->hop);
+    uint32_t ch = p->has_child ? s_find(self, &p->child, p->hchild) : S_NONE;
+    int64_t q = r->quantity, tmp;
+
+    /* Refuse before touching anything: overflow of either sum, then keys. */
+    int64_t op_yield = op ? self->pool[op].sum0 : 0, op_scrap = op ? self->pool[op].sum1 : 0;
+    int64_t ch_sum = ch ? self->pool[ch].sum0 : 0;
+    bool overflow = false;
+    switch (p->kind) {
+    case FP_KIND_PART_COUNT:
+        overflow = __builtin_add_overflow(op_yield, q, &tmp);
+        break;
+    case FP_KIND_SCRAP:
+        overflow = __builtin_add_overflow(op_scrap, q, &tmp) ||
+                   __builtin_add_overflow(ch_sum, q, &tmp);
+        break;
+    case FP_KIND_MATERIAL:
+        overflow = __builtin_add_overflow(ch_sum, q, &tmp);
+        break;
+    default:
+        break;
+    }
+    if (overflow) {
+        s_refuse(self, b, r, "overflow");
+        return;
+    }
+    uint64_t need = (op == S_NONE) + (p->has_child && ch == S_NONE);
+    if (need > 0 && self->nkeys + need > self->cfg.max_open_keys) {
+        s_refuse(self, b, r, "too_many_keys");
+        return;
+    }
+    if (op == S_NONE) {
+        if (!s_room(self)) {
+            s_refuse(self, b, r, "no_memory");
+            return;
+        }
+        uint32_t line = INTERN_EMPTY, station = INTERN_EMPTY;
+        /* The line and station of the first record were mapped in pass 1. */
+        if (r->str[FP_STR_LINE] && r->str[FP_STR_LINE] <= b->nstrings)
+            line = self->map[r->str[FP_STR_LINE]];
+        if (r->str[FP_STR_STATION] && r->str[FP_STR_STATION] <= b->nstrings)
+            station = self->map[r->str[FP_STR_STATION]];
+        op = s_create(self, &p->op, p->hop, S_NONE, line, station);
+    }
+    if (p->has_child && ch == S_NONE) {
+        if (!s_room(self)) {
+            /* the operation (if just created) stays, empty and open */
+            s_refuse(self, b, r, "no_memory");
+            return;
+        }
+        ch = s_create(self, &p->child, p->hchild, op, INTERN_EMPTY, INTERN_EMPTY);
+    }
+    self->stats.records++;
+    switch (p->kind) {
+    case FP_KIND_PART_COUNT:
+        self->pool[op].sum0 += q;
+        s_account(self, op, b, r);
+        break;
+    case FP_KIND_SCRAP:
+        self->pool[op].sum1 += q;
+        self->pool[ch].sum0 += q;
+        s_account(self, op, b, r);
+        s_account(self, ch, b, r);
+        break;
+    case FP_KIND_MATERIAL:
+        self->pool[ch].sum0 += q;
+        s_account(self, ch, b, r);
+        break;
+    case FP_KIND_OP_STARTED:
+        s_account(self, op, b, r);
+        break;
+    case FP_KIND_OP_COMPLETED:
+        s_account(self, op, b, r);
+        s_complete(self, op);
+        break;
+    default:
+        assert(!"kind checked in pass 1");
+    }
+}
+
+/* The symbol of batch string idx (1..nstrings), interned once per batch;
+   the batch holds one reference on it until agg_add returns. */
+static uint32_t s_map(agg_t *self, fp_batch_hdr_t *b, uint32_t idx)
+{
+    if (idx == 0)
+        return INTERN_EMPTY;
+    if (self->stamp[idx] == self->gen)
+        return self->map[idx];
+    uint32_t len;
+    const char *s = fp_batch_string(b, idx, &len);
+    uint32_t sym = intern_acquire(self->intern, s, len);
+    if (sym == INTERN_NOMEM)
+        return sym; /* not cached: tried again for the next record */
+    self->stamp[idx] = self->gen;
+    self->map[idx] = sym;
+    self->touched[self->ntouched++] = sym;
+    return sym;
+}
+
+/* Pass 1 for one record: validate what we rely on, map strings, build keys. */
+static void s_prepare(agg_t *self, fp_batch_hdr_t *b, const fp_record_t *r, s_pre_t *p)
+{
+    p->kind = 0;
+    p->has_child = false;
+    p->refuse = "invalid_record";
+    if (r->kind < FP_KIND_PART_COUNT || r->kind > FP_KIND_MAX)
+        return;
+    for (int f = 0; f < FP_STR_FIELDS; f++)
+        if (r->str[f] > b->nstrings)
+            return;
+    static const uint8_t order[] = {FP_STR_PLANT, FP_STR_ORDER, FP_STR_OPERATION,
+                                    FP_STR_LINE, FP_STR_STATION};
+    uint32_t s[FP_STR_FIELDS] = {0};
+    for (size_t i = 0; i < sizeof order; i++)
+        if ((s[order[i]] = s_map(self, b, r->str[order[i]])) == INTERN_NOMEM)
+            goto nomem;
+    if (r->kind == FP_KIND_MATERIAL) {
+        for (int f = FP_STR_MATERIAL; f <= FP_STR_UNIT; f++)
+            if ((s[f] = s_map(self, b, r->str[f])) == INTERN_NOMEM)
+                goto nomem;
+    } else if (r->kind == FP_KIND_SCRAP) {
+        if ((s[FP_STR_REASON] = s_map(self, b, r->str[FP_STR_REASON])) == INTERN_NOMEM)
+            goto nomem;
+    }
+    p->op = (s_key_t){.kind = FP_CK_COMPLETION,
+                      .sym = {s[FP_STR_PLANT], s[FP_STR_ORDER], s[FP_STR_OPERATION], 0, 0, 0}};
+    p->hop = s_key_hash(&p->op);
+    __builtin_prefetch(&self->slots[p->hop & self->mask]);
+    if (r->kind == FP_KIND_MATERIAL) {
+        p->child = p->op;
+        p->child.kind = FP_CK_CONSUMPTION;
+        p->child.sym[K_MATERIAL] = s[FP_STR_MATERIAL];
+        p->child.sym[K_LOT] = s[FP_STR_LOT];
+        p->child.sym[K_UNIT] = s[FP_STR_UNIT];
+        p->has_child = true;
+    } else if (r->kind == FP_KIND_SCRAP) {
+        p->child = p->op;
+        p->child.kind = FP_CK_SCRAP;
+        p->child.sym[K_REASON] = s[FP_STR_REASON];
+        p->has_child = true;
+    }
+    if (p->has_child) {
+        p->hchild = s_key_hash(&p->child);
+        __builtin_prefetch(&self->slots[p->hchild & self->mask]);
+    }
+    p->kind = r->kind;
+    return;
+nomem:
+    p->refuse = "no_memory";
+}
+
+/* Pass 2: the slots are (being) fetched; prefetch the entries they name. */
+static void s_prefetch_entry(const agg_t *self, uint64_t h)
+{
+    uint32_t tag = (uint32_t)h;
+    uint64_t i = h & self->mask;
+    for (;;) {
+        s_slot_t s = self->slots[i];
+        if (s.idx == S_NONE)
+            return;
+        if (s.tag == tag) {
+            __builtin_prefetch(&self->pool[s.idx]);
+            return;
+        }
+        i = (i + 1) & self->mask;
+    }
+}
+
+/* Sizes the string scratch arrays for n batch strings; -1 on out of memory. */
+static int s_scratch(agg_t *self, uint32_t n)
+{
+    if (n + 1 <= self->map_cap)
+        return 0;
+    uint32_t ncap = n + 1;
+    uint32_t *m = realloc(self->map, ncap * sizeof *m);
+    if (m)
+        self->map = m;
+    uint32_t *s = realloc(self->stamp, ncap * sizeof *s);
+    if (s)
+        self->stamp = s;
+    uint32_t *t = realloc(self->touched, ncap * sizeof *t);
+    if (t)
+        self->touched = t;
+    if (!m || !s || !t)
+        return -1;
+    memset(self->stamp + self->map_cap, 0, (ncap - self->map_cap) * sizeof *s);
+    self->map_cap = ncap;
+    return 0;
+}
+
+void agg_add(agg_t *self, const fp_batch_hdr_t *batch)
+{
+    assert(self && batch);
+    /* The fp_batch_* accessors take a mutable pointer; nothing here writes. */
+    fp_batch_hdr_t *b = (fp_batch_hdr_t *)batch;
+    const fp_record_t *recs = fp_batch_records(b);
+    uint32_t n = b->nrecords;
+    if (b->nstrings > FP_BATCH_STRINGS_MAX || s_scratch(self, b->nstrings) != 0) {
+        for (uint32_t i = 0; i < n; i++)
+            s_refuse(self, b, &recs[i],
+                     b->nstrings > FP_BATCH_STRINGS_MAX ? "invalid_record" : "no_memory");
+        return;
+    }
+    if (++self->gen == 0) { /* wrapped: forget every stamp */
+        memset(self->stamp, 0, self->map_cap * sizeof *self->stamp);
+        self->gen = 1;
+    }
+    self->ntouched = 0;
+
+    for (uint32_t base = 0; base < n; base += S_CHUNK) {
+        uint32_t m = n - base < S_CHUNK ? n - base : S_CHUNK;
+        /* A record creates at most 2 keys. On failure, s_room refuses the
+           records that do not fit ("no_memory"). */
+        (void)s_reserve(self, 2ull * m);
+        for (uint32_t i = 0; i < m; i++)
+            s_prepare(self, b, &recs[base + i], &self->pre[i]);
+        for (uint32_t i = 0; i < m; i++) {
+            const s_pre_t *p = &self->pre[i];
+            if (!p->kind)
+                continue;
+            s_prefetch_entry(self, p->hop);
+            if (p->has_child)
+                s_prefetch_entry(self, p->hchild);
+        }
+        for (uint32_t i = 0; i < m; i++)
+            s_apply(self, b, &recs[base + i], &self->pre[i]);
+    }
+
+    for (uint32_t i = 0; i < self->ntouched; i++)
+        intern_release(self->intern, self->touched[i]);
+    self->stats.strings = intern_count(self->intern);
+}
+
+/* ---- flush and release ---- */
+
+/* Whether a pending entry is emitted by a partial flush now. */
+static bool s_due(const agg_t *self, const s_entry_t *e)
+{
+    if (e->key.kind != FP_CK_COMPLETION)
+        return true;
+    /* A 0/0 partial completion waits for the next one (agg.h). */
+    return e->sum0 != 0 || e->sum1 != 0 || (e->flags & (S_LATE | S_CLOSED));
+}
+
+static void s_flush_list(agg_t *self, int list)
+{
+    uint32_t idx = self->head[list];
+    while (idx != S_NONE) {
+        uint32_t next = self->pool[idx].list_next; /* s_emit unlinks idx */
+        if (s_due(self, &self->pool[idx]))
+            s_emit(self, idx, false);
+        idx = next;
+    }
+}
+
+/* Whether a closed operation and its children have nothing pending. */
+static bool s_idle(const agg_t *self, uint32_t op)
+{
+    if (self->pool[op].count > 0)
+        return false;
+    for (uint32_t c = self->pool[op].first_child; c != S_NONE; c = self->pool[c].child_next)
+        if (self->pool[c].count > 0)
+            return false;
+    return true;
+}
+
+static void s_release(agg_t *self)
+{
+    while (self->fifo_head != S_NONE) {
+        uint32_t op = self->fifo_head;
+        s_entry_t *e = &self->pool[op];
+        /* closed_at only grows along the FIFO: stop at the first too young.
+           One with pending corrections (possible only if a flush skipped
+           them) waits at the head for the next flush. */
+        if (self->now - e->closed_at < self->cfg.closed_key_grace_ns || !s_idle(self, op))
+            break;
+        self->fifo_head = e->fifo_next;
+        if (self->fifo_head == S_NONE)
+            self->fifo_tail = S_NONE;
+        uint32_t c = e->first_child;
+        while (c != S_NONE) {
+            uint32_t next = self->pool[c].child_next;
+            s_free(self, c);
+            c = next;
+        }
+        s_free(self, op);
+        self->stats.closed_operations--;
+        self->stats.released++;
+    }
+}
+
+void agg_flush(agg_t *self, int mode, int64_t now_ns)
+{
+    assert(self);
+    self->now = now_ns;
+    s_flush_list(self, S_LIST_LATE);
+    if (mode == AGG_FLUSH_ALL)
+        s_flush_list(self, S_LIST_DIRTY);
+    s_release(self);
+    self->stats.strings = intern_count(self->intern);
+}

@@ -1,0 +1,593 @@
+/*  config.c - defaults, the INI parser and validation of fp_config_t.
+
+    The parser is table-driven: s_options lists every option once with its
+    section, field, kind, range and the "allowed" text of its error messages,
+    so the defaults, the parser and configs/floorpost.ini have one list to
+    agree on. Config text is untrusted: every problem is an error message,
+    never an assert. fp_config_parse is all-or-nothing: on error *cfg is
+    left untouched.
+*/
+#include "config.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define FP_CONFIG_FILE_MAX (1u << 20)   /* largest config file read, bytes */
+
+typedef enum {
+    OPT_INSTANCE,   /* char[64], 1..63 of [A-Za-z0-9._-] */
+    OPT_ENDPOINT,   /* char[FP_ENDPOINT_MAX], tcp:// ipc:// inproc:// */
+    OPT_BOOL,
+    OPT_INT,        /* int */
+    OPT_I64,        /* int64_t */
+    OPT_U32,        /* uint32_t */
+    OPT_U64,        /* uint64_t */
+    OPT_U32_POW2,   /* uint32_t, power of two */
+} s_kind_t;
+
+typedef struct {
+    const char *section;
+    const char *name;
+    s_kind_t kind;
+    size_t offset;          /* of the field in fp_config_t */
+    size_t size;            /* of the field (strings: buffer size) */
+    int64_t min, max;       /* integers: inclusive range */
+    bool may_be_empty;      /* endpoints: "" turns the endpoint off */
+    const char *allowed;    /* for messages */
+} s_option_t;
+
+#define F(field) offsetof(fp_config_t, field), sizeof(((fp_config_t *)0)->field)
+
+static const s_option_t s_options[] = {
+    {"service", "instance", OPT_INSTANCE, F(instance), 0, 0, false,
+     "1..63 characters of A-Z a-z 0-9 . _ -"},
+    {"service", "ingest_router", OPT_ENDPOINT, F(ingest_router), 0, 0, true,
+     "tcp://..., ipc://..., inproc://... or \"\" (off)"},
+    {"service", "ingest_pull", OPT_ENDPOINT, F(ingest_pull), 0, 0, true,
+     "tcp://..., ipc://..., inproc://... or \"\" (off)"},
+    {"service", "publish", OPT_ENDPOINT, F(publish), 0, 0, false,
+     "tcp://..., ipc://... or inproc://..."},
+    {"service", "deadletter", OPT_ENDPOINT, F(deadletter), 0, 0, false,
+     "tcp://..., ipc://... or inproc://..."},
+    {"service", "print_events", OPT_BOOL, F(print_events), 0, 0, false,
+     "true, false, yes, no, on, off, 1, 0"},
+    {"service", "drain_timeout_ms", OPT_I64, F(drain_timeout_ms), 100, 600000, false,
+     "100..600000"},
+    {"pipeline", "workers", OPT_INT, F(workers), 0, 64, false, "0 (auto) or 1..64"},
+    {"pipeline", "shards", OPT_INT, F(shards), 0, 64, false, "0 (auto) or 1..64"},
+    {"pipeline", "queue_batches", OPT_INT, F(queue_batches), 1, 100000, false, "1..100000"},
+    {"pipeline", "ingest_hwm", OPT_INT, F(ingest_hwm), 1, 1000000, false, "1..1000000"},
+    {"pipeline", "max_frame_bytes", OPT_U32, F(max_frame_bytes), 1024, 268435456, false,
+     "1024..268435456"},
+    {"pipeline", "round_interval_ms", OPT_I64, F(round_interval_ms), 1, 10000, false,
+     "1..10000"},
+    {"dedup", "dedup_window", OPT_U32_POW2, F(dedup_window), 64, 16777216, false,
+     "a power of two in 64..16777216"},
+    {"dedup", "max_sources", OPT_U32, F(max_sources), 1, 1000000, false, "1..1000000"},
+    {"aggregate", "posting_interval_ms", OPT_I64, F(posting_interval_ms), 10, 86400000, false,
+     "10..86400000"},
+    {"aggregate", "closed_key_grace_ms", OPT_I64, F(closed_key_grace_ms), 0, 604800000, false,
+     "0..604800000"},
+    {"aggregate", "max_open_keys", OPT_U64, F(max_open_keys), 1, 1000000000, false,
+     "1..1000000000"},
+    {"demo", "demo", OPT_BOOL, F(demo), 0, 0, false, "true, false, yes, no, on, off, 1, 0"},
+    {"demo", "demo_rate", OPT_U32, F(demo_rate), 1, 10000000, false, "1..10000000"},
+    {"demo", "demo_lines", OPT_U32, F(demo_lines), 1, 100, false, "1..100"},
+};
+#undef F
+
+#define S_NOPTIONS (sizeof s_options / sizeof s_options[0])
+
+static const char *const s_sections[] = {"service", "pipeline", "dedup", "aggregate", "demo"};
+#define S_NSECTIONS (sizeof s_sections / sizeof s_sections[0])
+
+/* Longest piece of user text quoted back in a message. */
+#define S_QUOTE_MAX 80
+
+static void
+s_set_string(fp_config_t *cfg, const s_option_t *o, const char *v)
+{
+    char *dst = (char *)cfg + o->offset;
+    assert(strlen(v) < o->size);
+    memset(dst, 0, o->size);
+    memcpy(dst, v, strlen(v));
+}
+
+void
+fp_config_defaults(fp_config_t *cfg)
+{
+    assert(cfg);
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->instance, sizeof cfg->instance, "%s", "floorpost");
+    snprintf(cfg->ingest_router, sizeof cfg->ingest_router, "%s", "tcp://*:5560");
+    snprintf(cfg->ingest_pull, sizeof cfg->ingest_pull, "%s", "tcp://*:5561");
+    snprintf(cfg->publish, sizeof cfg->publish, "%s", "tcp://*:5570");
+    snprintf(cfg->deadletter, sizeof cfg->deadletter, "%s", "tcp://*:5571");
+    cfg->print_events = false;
+    cfg->drain_timeout_ms = 10000;
+    cfg->workers = 0;
+    cfg->shards = 0;
+    cfg->queue_batches = 64;
+    cfg->ingest_hwm = 1000;
+    cfg->max_frame_bytes = 4194304;
+    cfg->round_interval_ms = 50;
+    cfg->dedup_window = 65536;
+    cfg->max_sources = 4096;
+    cfg->posting_interval_ms = 60000;
+    cfg->closed_key_grace_ms = 600000;
+    cfg->max_open_keys = 10000000;
+    cfg->demo = false;
+    cfg->demo_rate = 2000;
+    cfg->demo_lines = 3;
+}
+
+void
+fp_config_demo(fp_config_t *cfg)
+{
+    fp_config_defaults(cfg);
+    cfg->demo = true;
+    cfg->print_events = true;
+    snprintf(cfg->ingest_router, sizeof cfg->ingest_router, "%s", "tcp://127.0.0.1:5560");
+    snprintf(cfg->ingest_pull, sizeof cfg->ingest_pull, "%s", "tcp://127.0.0.1:5561");
+    snprintf(cfg->publish, sizeof cfg->publish, "%s", "tcp://127.0.0.1:5570");
+    snprintf(cfg->deadletter, sizeof cfg->deadletter, "%s", "tcp://127.0.0.1:5571");
+    cfg->posting_interval_ms = 5000;
+}
+
+void
+fp_config_resolve(fp_config_t *cfg)
+{
+    assert(cfg);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int half = cores >= 2 ? (int)(cores / 2) : 1;
+    if (half > 64)
+        half = 64;              /* the configured maximum */
+    if (cfg->workers == 0)
+        cfg->workers = half;
+    if (cfg->shards == 0)
+        cfg->shards = half;
+}
+
+/* ---- parsing ---- */
+
+typedef struct {
+    const char *name;   /* file name for messages */
+    int line;           /* current line, 1-based */
+    const char *section;/* current section, NULL before the first header */
+    char *err;
+    size_t errlen;
+} s_ctx_t;
+
+static int
+s_fail(s_ctx_t *ctx, const char *fmt, ...)
+{
+    if (!ctx->err || ctx->errlen == 0)
+        return -1;
+    int n = snprintf(ctx->err, ctx->errlen, "%s:%d: ", ctx->name, ctx->line);
+    if (n >= 0 && (size_t)n < ctx->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ctx->err + n, ctx->errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static bool
+s_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* Trims s in place; returns the first non-blank character. */
+static char *
+s_trim(char *s)
+{
+    while (s_space(*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && s_space(s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+/* Cuts a trailing comment: '#' or ';' at the start or after a blank. */
+static void
+s_cut_comment(char *s)
+{
+    for (char *p = s; *p; p++) {
+        if ((*p == '#' || *p == ';') && (p == s || s_space(p[-1]))) {
+            *p = '\0';
+            return;
+        }
+    }
+}
+
+static int
+s_parse_int(s_ctx_t *ctx, const s_option_t *o, const char *v, int64_t *out)
+{
+    const char *what = NULL;
+    if (*v == '\0')
+        what = "empty, not an integer";
+    else if (!(*v == '-' || *v == '+' || (*v >= '0' && *v <= '9')))
+        what = "not an integer";
+    if (!what) {
+        char *end = NULL;
+        errno = 0;
+        long long x = strtoll(v, &end, 10);
+        if (end == v || *end != '\0')
+            what = "not an integer";
+        else if (errno == ERANGE)
+            what = "out of range (overflows)";
+        else if (x < 0 && o->min >= 0)
+            what = "negative";
+        else if (x < o->min || x > o->max)
+            what = "out of range";
+        else if (o->kind == OPT_U32_POW2 && (x & (x - 1)) != 0)
+            what = "not a power of two";
+        else {
+            *out = x;
+            return 0;
+        }
+    }
+    return s_fail(ctx, "[%s] %s = '%.*s': %s; allowed: %s", o->section, o->name, S_QUOTE_MAX,
+                  v, what, o->allowed);
+}
+
+static int
+s_parse_bool(s_ctx_t *ctx, const s_option_t *o, const char *v, bool *out)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"};
+    static const char *const no[] = {"false", "no", "off", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcmp(v, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcmp(v, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return s_fail(ctx, "[%s] %s = '%.*s': not a boolean; allowed: %s", o->section, o->name,
+                  S_QUOTE_MAX, v, o->allowed);
+}
+
+static int
+s_check_endpoint(s_ctx_t *ctx, const s_option_t *o, const char *v)
+{
+    static const char *const schemes[] = {"tcp://", "ipc://", "inproc://"};
+    const char *what = NULL;
+    size_t len = strlen(v);
+    if (len == 0) {
+        if (o->may_be_empty)
+            return 0;
+        what = "empty, but this endpoint is required";
+    } else if (len >= o->size) {
+        return s_fail(ctx, "[%s] %s = '%.*s...': too long (%zu characters); allowed: %s, "
+                      "at most %zu characters", o->section, o->name, S_QUOTE_MAX, v, len,
+                      o->allowed, o->size - 1);
+    } else {
+        bool ok = false;
+        for (size_t i = 0; i < 3 && !ok; i++) {
+            size_t n = strlen(schemes[i]);
+            ok = strncmp(v, schemes[i], n) == 0 && v[n] != '\0';
+        }
+        for (const char *p = v; ok && *p; p++)
+            ok = (unsigned char)*p > ' ' && *p != 0x7f;
+        if (ok)
+            return 0;
+        what = "not an endpoint (scheme, then an address, no blanks)";
+    }
+    return s_fail(ctx, "[%s] %s = '%.*s': %s; allowed: %s", o->section, o->name, S_QUOTE_MAX, v,
+                  what, o->allowed);
+}
+
+static int
+s_check_instance(s_ctx_t *ctx, const s_option_t *o, const char *v)
+{
+    size_t len = strlen(v);
+    const char *what = NULL;
+    if (len == 0)
+        what = "empty";
+    else if (len >= o->size)
+        what = "too long";
+    else {
+        for (const char *p = v; *p && !what; p++) {
+            char c = *p;
+            if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+                  || c == '.' || c == '_' || c == '-'))
+                what = "bad character";
+        }
+    }
+    if (!what)
+        return 0;
+    return s_fail(ctx, "[%s] %s = '%.*s': %s; allowed: %s", o->section, o->name, S_QUOTE_MAX, v,
+                  what, o->allowed);
+}
+
+/* Sets option o from the (unquoted, trimmed) value v in cfg. */
+static int
+s_set(s_ctx_t *ctx, fp_config_t *cfg, const s_option_t *o, const char *v)
+{
+    char *field = (char *)cfg + o->offset;
+    int64_t x = 0;
+    switch (o->kind) {
+    case OPT_INSTANCE:
+        if (s_check_instance(ctx, o, v) != 0)
+            return -1;
+        s_set_string(cfg, o, v);
+        return 0;
+    case OPT_ENDPOINT:
+        if (s_check_endpoint(ctx, o, v) != 0)
+            return -1;
+        s_set_string(cfg, o, v);
+        return 0;
+    case OPT_BOOL: {
+        bool b = false;
+        if (s_parse_bool(ctx, o, v, &b) != 0)
+            return -1;
+        memcpy(field, &b, sizeof b);
+        return 0;
+    }
+    case OPT_INT:
+    case OPT_I64:
+    case OPT_U32:
+    case OPT_U64:
+    case OPT_U32_POW2:
+        break;
+    }
+    if (s_parse_int(ctx, o, v, &x) != 0)
+        return -1;
+    /* The range check above guarantees x fits the field's type. */
+    if (o->kind == OPT_INT) {
+        int i = (int)x;
+        assert(o->size == sizeof i);
+        memcpy(field, &i, sizeof i);
+    } else if (o->kind == OPT_I64) {
+        assert(o->size == sizeof x);
+        memcpy(field, &x, sizeof x);
+    } else if (o->kind == OPT_U64) {
+        uint64_t u = (uint64_t)x;
+        assert(o->size == sizeof u);
+        memcpy(field, &u, sizeof u);
+    } else {
+        uint32_t u = (uint32_t)x;
+        assert(o->size == sizeof u);
+        memcpy(field, &u, sizeof u);
+    }
+    return 0;
+}
+
+static int
+s_section_header(s_ctx_t *ctx, char *line)
+{
+    /* line starts with '[' and is trimmed */
+    char *close = strchr(line, ']');
+    if (!close)
+        return s_fail(ctx, "malformed section header '%.*s': missing ']'; allowed: "
+                      "[service], [pipeline], [dedup], [aggregate], [demo]", S_QUOTE_MAX, line);
+    *close = '\0';
+    char *rest = close + 1;
+    s_cut_comment(rest);
+    rest = s_trim(rest);
+    if (*rest != '\0')
+        return s_fail(ctx, "text '%.*s' after section header [%.*s]; allowed: a comment "
+                      "starting with # or ;", S_QUOTE_MAX, rest, S_QUOTE_MAX, line + 1);
+    char *name = s_trim(line + 1);
+    for (size_t i = 0; i < S_NSECTIONS; i++) {
+        if (strcmp(name, s_sections[i]) == 0) {
+            ctx->section = s_sections[i];
+            return 0;
+        }
+    }
+    return s_fail(ctx, "unknown section [%.*s]; allowed: service, pipeline, dedup, aggregate, "
+                  "demo", S_QUOTE_MAX, name);
+}
+
+/* Extracts the value: a "quoted" string (no escapes, may hold # and ;) or
+   bare text up to a trailing comment. Returns NULL after an error. */
+static char *
+s_value(s_ctx_t *ctx, const s_option_t *o, char *v)
+{
+    v = s_trim(v);
+    if (*v != '"') {
+        s_cut_comment(v);
+        return s_trim(v);
+    }
+    char *close = strchr(v + 1, '"');
+    if (!close) {
+        s_fail(ctx, "[%s] %s = '%.*s': unterminated quoted string; allowed: \"text\"",
+               o->section, o->name, S_QUOTE_MAX, v);
+        return NULL;
+    }
+    *close = '\0';
+    char *rest = close + 1;
+    s_cut_comment(rest);
+    rest = s_trim(rest);
+    if (*rest != '\0') {
+        s_fail(ctx, "[%s] %s: text '%.*s' after the quoted value; allowed: a comment "
+               "starting with # or ;", o->section, o->name, S_QUOTE_MAX, rest);
+        return NULL;
+    }
+    return v + 1;
+}
+
+static int
+s_parse_text(s_ctx_t *ctx, fp_config_t *cfg, char *text)
+{
+    int first_line[S_NOPTIONS];     /* line each option was given on; 0 = not */
+    memset(first_line, 0, sizeof first_line);
+    char *p = text;
+    if ((unsigned char)p[0] == 0xEF && (unsigned char)p[1] == 0xBB && (unsigned char)p[2] == 0xBF)
+        p += 3;                     /* a UTF-8 byte order mark */
+    ctx->line = 0;
+    while (p && *p) {
+        char *nl = strchr(p, '\n');
+        if (nl)
+            *nl = '\0';
+        char *line = s_trim(p);
+        p = nl ? nl + 1 : NULL;
+        ctx->line++;
+        if (*line == '\0' || *line == '#' || *line == ';')
+            continue;
+        if (*line == '[') {
+            if (s_section_header(ctx, line) != 0)
+                return -1;
+            continue;
+        }
+        char *eq = strchr(line, '=');
+        if (!eq) {
+            if (!ctx->section)
+                return s_fail(ctx, "line without '=' outside any [section]: '%.*s'; allowed: "
+                              "[section], key = value, # comment", S_QUOTE_MAX, line);
+            return s_fail(ctx, "[%s] line without '=': '%.*s'; allowed: key = value, "
+                          "[section], # comment", ctx->section, S_QUOTE_MAX, line);
+        }
+        *eq = '\0';
+        char *key = s_trim(line);
+        if (*key == '\0')
+            return s_fail(ctx, "%s%s%sline without an option name before '='; allowed: "
+                          "key = value", ctx->section ? "[" : "",
+                          ctx->section ? ctx->section : "", ctx->section ? "] " : "");
+        if (!ctx->section)
+            return s_fail(ctx, "option '%.*s' outside any [section]; allowed: a [section] "
+                          "header first", S_QUOTE_MAX, key);
+        const s_option_t *o = NULL;
+        size_t idx = 0;
+        for (size_t i = 0; i < S_NOPTIONS; i++) {
+            if (strcmp(s_options[i].section, ctx->section) == 0
+                && strcmp(s_options[i].name, key) == 0) {
+                o = &s_options[i];
+                idx = i;
+                break;
+            }
+        }
+        if (!o) {
+            /* "allowed" lists this section's options */
+            char list[512];
+            size_t n = 0;
+            list[0] = '\0';
+            for (size_t i = 0; i < S_NOPTIONS; i++) {
+                if (strcmp(s_options[i].section, ctx->section) != 0)
+                    continue;
+                int w = snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "",
+                                 s_options[i].name);
+                if (w < 0 || (size_t)w >= sizeof list - n)
+                    break;
+                n += (size_t)w;
+            }
+            /* say where it belongs if it is another section's option */
+            const char *home = NULL;
+            for (size_t i = 0; i < S_NOPTIONS && !home; i++) {
+                if (strcmp(s_options[i].name, key) == 0)
+                    home = s_options[i].section;
+            }
+            if (home)
+                return s_fail(ctx, "unknown option '%.*s' in [%s] (it belongs in [%s]); "
+                              "allowed: %s", S_QUOTE_MAX, key, ctx->section, home, list);
+            return s_fail(ctx, "unknown option '%.*s' in [%s]; allowed: %s", S_QUOTE_MAX, key,
+                          ctx->section, list);
+        }
+        if (first_line[idx] != 0)
+            return s_fail(ctx, "[%s] option '%s' given twice (first on line %d); allowed: "
+                          "once", o->section, o->name, first_line[idx]);
+        first_line[idx] = ctx->line;
+        char *v = s_value(ctx, o, eq + 1);
+        if (!v || s_set(ctx, cfg, o, v) != 0)
+            return -1;
+    }
+    /* Cross-option rules, reported at the line that broke them (or the
+       end of the text when the value came from the caller's defaults). */
+    size_t i_router = 1, i_pull = 2;
+    assert(strcmp(s_options[i_router].name, "ingest_router") == 0);
+    assert(strcmp(s_options[i_pull].name, "ingest_pull") == 0);
+    if (cfg->ingest_router[0] == '\0' && cfg->ingest_pull[0] == '\0') {
+        int l1 = first_line[i_router], l2 = first_line[i_pull];
+        if (l1 || l2)
+            ctx->line = l1 > l2 ? l1 : l2;
+        return s_fail(ctx, "[service] ingest_router and ingest_pull are both empty; allowed: "
+                      "at least one of them set (tcp://..., ipc://... or inproc://...)");
+    }
+    for (size_t i = 0; i < S_NOPTIONS; i++) {
+        const s_option_t *o = &s_options[i];
+        if (o->kind == OPT_ENDPOINT && !o->may_be_empty && ((char *)cfg + o->offset)[0] == '\0')
+            return s_fail(ctx, "[%s] option '%s' is required but empty; allowed: %s",
+                          o->section, o->name, o->allowed);
+    }
+    return 0;
+}
+
+int
+fp_config_parse(fp_config_t *cfg, const char *text, const char *name, char *err, size_t errlen)
+{
+    assert(cfg && text);
+    s_ctx_t ctx = {name ? name : "(config)", 0, NULL, err, errlen};
+    if (err && errlen)
+        err[0] = '\0';
+    size_t len = strlen(text);
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return s_fail(&ctx, "out of memory reading the configuration");
+    memcpy(copy, text, len + 1);
+    /* work on a copy so *cfg stays as it was on error; memcpy keeps the
+       padding bytes too, so a memcmp of two configs stays meaningful */
+    fp_config_t tmp;
+    memcpy(&tmp, cfg, sizeof tmp);
+    int rc = s_parse_text(&ctx, &tmp, copy);
+    if (rc == 0)
+        memcpy(cfg, &tmp, sizeof tmp);
+    free(copy);
+    return rc;
+}
+
+int
+fp_config_load(fp_config_t *cfg, const char *path, char *err, size_t errlen)
+{
+    assert(cfg && path);
+    s_ctx_t ctx = {path, 0, NULL, err, errlen};
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        int e = errno;
+        if (err && errlen)
+            snprintf(err, errlen, "%s: cannot read: %s", path, strerror(e));
+        return -1;
+    }
+    int rc = -1;
+    char *buf = malloc(FP_CONFIG_FILE_MAX + 1);
+    if (!buf) {
+        s_fail(&ctx, "out of memory reading the configuration");
+        goto cleanup;
+    }
+    size_t n = fread(buf, 1, FP_CONFIG_FILE_MAX + 1, f);
+    if (ferror(f)) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        goto cleanup;
+    }
+    if (n > FP_CONFIG_FILE_MAX) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: larger than %u bytes; allowed: a short text file", path,
+                     FP_CONFIG_FILE_MAX);
+        goto cleanup;
+    }
+    buf[n] = '\0';
+    if (strlen(buf) != n) {
+        /* name the line holding the NUL byte */
+        ctx.line = 1;
+        for (size_t i = 0; buf[i]; i++)
+            ctx.line += buf[i] == '\n';
+        s_fail(&ctx, "contains a NUL byte; allowed: a text file");
+        goto cleanup;
+    }
+    rc = fp_config_parse(cfg, buf, path, err, errlen);
+cleanup:
+    free(buf);
+    fclose(f);
+    return rc;
+}

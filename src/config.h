@@ -1,0 +1,64 @@
+/*  config.h - floorpost's configuration: defaults, the INI file, validation.
+
+    configs/floorpost.ini documents every option with its default and unit;
+    tests/test_config.c checks that file against fp_config_defaults().
+
+    Thread contract: loaded once on the main thread before any stage starts,
+    then read-only (each stage gets a const pointer).
+*/
+#ifndef FP_CONFIG_H
+#define FP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FP_ENDPOINT_MAX 256
+
+typedef struct {
+    /* [service] */
+    char instance[64];             /* instance name, part of every event_id */
+    char ingest_router[FP_ENDPOINT_MAX]; /* ROUTER endpoint, acked producers; "" = off */
+    char ingest_pull[FP_ENDPOINT_MAX];   /* PULL endpoint, fire-and-forget; "" = off */
+    char publish[FP_ENDPOINT_MAX];       /* PUB endpoint for checkpoints */
+    char deadletter[FP_ENDPOINT_MAX];    /* PUB endpoint for dead letters */
+    bool print_events;             /* print each published event as a line on stdout */
+    int64_t drain_timeout_ms;      /* SIGTERM: most time to drain before exit */
+    /* [pipeline] */
+    int workers;                   /* parse/dedup threads; 0 = from core count */
+    int shards;                    /* aggregate threads; 0 = from core count */
+    int queue_batches;             /* inproc high-water mark, in batches per pipe */
+    int ingest_hwm;                /* receive high-water mark per producer, in frames */
+    uint32_t max_frame_bytes;      /* largest telemetry frame accepted, bytes */
+    int64_t round_interval_ms;     /* barrier interval; late corrections flush per round */
+    /* [dedup] */
+    uint32_t dedup_window;         /* seqs per source; power of two, >= 64 */
+    uint32_t max_sources;          /* sources tracked per worker */
+    /* [aggregate] */
+    int64_t posting_interval_ms;   /* partial checkpoints flush interval */
+    int64_t closed_key_grace_ms;   /* closed operations released after this */
+    uint64_t max_open_keys;        /* aggregation keys per shard */
+    /* [demo] */
+    bool demo;                     /* run the built-in demo plant */
+    uint32_t demo_rate;            /* demo records per second */
+    uint32_t demo_lines;           /* demo production lines */
+} fp_config_t;
+
+/* Fills *cfg with the documented defaults (demo off). */
+void fp_config_defaults(fp_config_t *cfg);
+
+/* The embedded default `floorpost run` uses without -c: the defaults with
+   the demo plant on, loopback endpoints and a short posting interval. */
+void fp_config_demo(fp_config_t *cfg);
+
+/* Parses INI text over *cfg (options not given keep their value). On error
+   returns -1 and writes "NAME:LINE: option 'x' ...: allowed ..." into err. */
+int fp_config_parse(fp_config_t *cfg, const char *text, const char *name, char *err, size_t errlen);
+
+/* Reads and parses a file; -1 with err on error (including unreadable file). */
+int fp_config_load(fp_config_t *cfg, const char *path, char *err, size_t errlen);
+
+/* Resolves 0 = auto counts from the core count (after loading). */
+void fp_config_resolve(fp_config_t *cfg);
+
+#endif

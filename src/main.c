@@ -1,0 +1,319 @@
+/*  main.c - the floorpost command: run, send, tail.
+
+      floorpost run [-c FILE] [--check]
+      floorpost send [--push] [--batch N] [--timeout MS] ENDPOINT FILE|-
+      floorpost tail [--count N] [--timeout MS] [--human] ENDPOINT [TOPIC]
+
+    Exit codes: 0 ok; 1 runtime failure (bind error, drain timeout, records
+    refused); 2 usage or configuration error.
+*/
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "config.h"
+#include "demo.h"
+#include "jsonl.h"
+#include "log.h"
+#include "metrics.h"
+#include "pipeline.h"
+#include "producer.h"
+#include "tail.h"
+
+#define FP_VERSION "0.1.0"
+
+static int64_t fp_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void s_usage(FILE *f)
+{
+    fprintf(f,
+            "floorpost " FP_VERSION " - shop-floor telemetry in, ERP checkpoints out\n"
+            "\n"
+            "usage:\n"
+            "  floorpost run [-c FILE] [--check]\n"
+            "      run the service; without -c, the embedded demo plant feeds it and\n"
+            "      the published checkpoints are printed. --check validates and exits.\n"
+            "  floorpost send [--push] [--batch N] [--timeout MS] ENDPOINT FILE|-\n"
+            "      send telemetry from a JSON Lines file as binary batches (acked via\n"
+            "      the ROUTER endpoint; --push for the PULL endpoint)\n"
+            "  floorpost tail [--count N] [--timeout MS] [--human] ENDPOINT [TOPIC]\n"
+            "      subscribe to a feed and print each event as one JSON line\n");
+}
+
+/* "tcp://*:5560" -> "tcp://127.0.0.1:5560": where a local client connects. */
+static void s_connect_endpoint(const char *bind, char *out, size_t cap)
+{
+    const char *star = strstr(bind, "://*:");
+    const char *any = strstr(bind, "://0.0.0.0:");
+    if (star)
+        snprintf(out, cap, "%.*s://127.0.0.1:%s", (int)(star - bind), bind, star + 5);
+    else if (any)
+        snprintf(out, cap, "%.*s://127.0.0.1:%s", (int)(any - bind), bind, any + 11);
+    else
+        snprintf(out, cap, "%s", bind);
+}
+
+typedef struct {
+    void *zmq_ctx;
+    char endpoint[FP_ENDPOINT_MAX];
+    _Atomic int stop;
+} printer_t;
+
+static void *s_printer(void *arg)
+{
+    printer_t *p = arg;
+    fp_tail_opts_t o = {p->endpoint, "", 1, 0, 0, &p->stop, stdout};
+    fp_tail_stats_t st;
+    fp_tail(p->zmq_ctx, &o, &st);
+    return NULL;
+}
+
+static int s_run(int argc, char **argv)
+{
+    const char *file = NULL;
+    int check = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
+            file = argv[++i];
+        else if (strcmp(argv[i], "--check") == 0)
+            check = 1;
+        else {
+            fprintf(stderr, "floorpost run: unknown argument '%s'\n", argv[i]);
+            s_usage(stderr);
+            return 2;
+        }
+    }
+    fp_config_t cfg;
+    char err[1024];
+    if (file) {
+        fp_config_defaults(&cfg);
+        if (fp_config_load(&cfg, file, err, sizeof err) != 0) {
+            fprintf(stderr, "floorpost: %s\n", err);
+            return 2;
+        }
+    } else {
+        fp_config_demo(&cfg);
+    }
+    fp_config_resolve(&cfg);
+    if (check) {
+        printf("%s: ok (workers=%d shards=%d)\n", file ? file : "embedded default", cfg.workers,
+               cfg.shards);
+        return 0;
+    }
+    /* Signals are taken by sigwait in this thread only. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    void *ctx = zmq_ctx_new();
+    fp_metrics_t *metrics = fp_metrics_new();
+    if (!ctx || !metrics) {
+        fprintf(stderr, "floorpost: out of memory\n");
+        return 1;
+    }
+    pipeline_t *pipe = pipeline_start(ctx, &cfg, metrics, err, sizeof err);
+    if (!pipe) {
+        fp_log(FP_LOG_ERROR, "main", "start failed", "error=\"%s\"", err);
+        _exit(1); /* stages left waiting: see pipeline_start */
+    }
+    fp_log(FP_LOG_INFO, "main", "running", "config=%s instance=%s publish=%s deadletter=%s",
+           file ? file : "embedded-demo", cfg.instance, cfg.publish, cfg.deadletter);
+    printer_t printer = {.zmq_ctx = ctx};
+    pthread_t printer_thread;
+    int printing = 0;
+    if (cfg.print_events) {
+        s_connect_endpoint(cfg.publish, printer.endpoint, sizeof printer.endpoint);
+        printing = pthread_create(&printer_thread, NULL, s_printer, &printer) == 0;
+    }
+    demo_t *demo = NULL;
+    if (cfg.demo) {
+        char ep[FP_ENDPOINT_MAX];
+        s_connect_endpoint(cfg.ingest_router, ep, sizeof ep);
+        demo = demo_start(ctx, ep, cfg.demo_rate, cfg.demo_lines);
+        if (!demo)
+            fp_log(FP_LOG_ERROR, "main", "demo plant failed to start", "endpoint=%s", ep);
+        else
+            fp_log(FP_LOG_INFO, "main", "demo plant started", "lines=%u rate=%u endpoint=%s",
+                   cfg.demo_lines, cfg.demo_rate, ep);
+    }
+    int sig = 0;
+    while (sigwait(&sigs, &sig) != 0)
+        ;
+    fp_log(FP_LOG_INFO, "main", "signal received, draining", "signal=%s",
+           sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    demo_stop(&demo);
+    int64_t t0 = fp_mono_ns();
+    int rc = pipeline_drain(pipe, cfg.drain_timeout_ms);
+    char summary[2048];
+    fp_metrics_format(metrics, summary, sizeof summary);
+    if (rc != 0) {
+        fp_log(FP_LOG_ERROR, "main", "drain incomplete, exiting", "%s", summary);
+        _exit(1);
+    }
+    if (printing) {
+        /* Let the printer see the drain's last events, then stop it. */
+        usleep(300 * 1000);
+        atomic_store_explicit(&printer.stop, 1, memory_order_release);
+        pthread_join(printer_thread, NULL);
+    }
+    pipeline_destroy(&pipe);
+    zmq_ctx_term(ctx);
+    fp_log(FP_LOG_INFO, "main", "drained", "ms=%lld %s",
+           (long long)((fp_mono_ns() - t0) / 1000000), summary);
+    fp_metrics_destroy(&metrics);
+    return 0;
+}
+
+static int s_send(int argc, char **argv)
+{
+    int mode = PRODUCER_ACKED, timeout_ms = 10000;
+    uint32_t batch = 256;
+    int i = 0;
+    for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
+        if (strcmp(argv[i], "--push") == 0)
+            mode = PRODUCER_PUSH;
+        else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc)
+            batch = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
+            timeout_ms = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "floorpost send: unknown option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (argc - i != 2 || batch < 1 || batch > 65535) {
+        s_usage(stderr);
+        return 2;
+    }
+    const char *endpoint = argv[i], *path = argv[i + 1];
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "floorpost send: %s: %s\n", path, strerror(errno));
+        return 2;
+    }
+    void *ctx = zmq_ctx_new();
+    producer_t *p = producer_new(ctx, endpoint, mode, batch);
+    jsonl_t *j = jsonl_new();
+    if (!p || !j) {
+        fprintf(stderr, "floorpost send: cannot connect to %s\n", endpoint);
+        return 1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    unsigned long lineno = 0, bad = 0, records = 0;
+    while ((n = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        uint64_t source, epoch;
+        fp_rec_in_t rec;
+        char err[256];
+        int rc = jsonl_parse(j, line, &source, &epoch, &rec, err, sizeof err);
+        if (rc == 1)
+            continue;
+        if (rc != 0) {
+            fprintf(stderr, "floorpost send: %s:%lu: %s\n", path, lineno, err);
+            bad++;
+            continue;
+        }
+        if (producer_add(p, source, epoch, &rec) != 0) {
+            fprintf(stderr, "floorpost send: send failed at %s:%lu\n", path, lineno);
+            return 1;
+        }
+        records++;
+    }
+    free(line);
+    if (f != stdin)
+        fclose(f);
+    int rc = producer_flush(p);
+    if (rc == 0)
+        rc = producer_wait_acks(p, timeout_ms);
+    const producer_stats_t *st = producer_stats(p);
+    fprintf(stderr,
+            "floorpost send: %lu records in %" PRIu64 " batches, %" PRIu64 " acked, %" PRIu64
+            " rejected, %lu bad lines%s\n",
+            records, st->batches_sent, st->acks, st->rejected_batches, bad,
+            rc == -ETIMEDOUT ? ", TIMED OUT waiting for acks" : "");
+    int failed = rc != 0 || st->rejected_batches > 0 || bad > 0;
+    jsonl_destroy(&j);
+    producer_destroy(&p);
+    zmq_ctx_term(ctx);
+    return failed ? 1 : 0;
+}
+
+static int s_tail(int argc, char **argv)
+{
+    fp_tail_opts_t o = {NULL, "", 0, 0, 0, NULL, stdout};
+    int i = 0;
+    for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
+        if (strcmp(argv[i], "--count") == 0 && i + 1 < argc)
+            o.max_events = strtoull(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
+            o.idle_timeout_ms = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--human") == 0)
+            o.human = 1;
+        else {
+            fprintf(stderr, "floorpost tail: unknown option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (argc - i < 1 || argc - i > 2) {
+        s_usage(stderr);
+        return 2;
+    }
+    o.endpoint = argv[i];
+    if (argc - i == 2)
+        o.topic = argv[i + 1];
+    void *ctx = zmq_ctx_new();
+    fp_tail_stats_t st;
+    int rc = fp_tail(ctx, &o, &st);
+    zmq_ctx_term(ctx);
+    if (rc != 0) {
+        fprintf(stderr, "floorpost tail: %s: %s\n", o.endpoint, zmq_strerror(-rc));
+        return 1;
+    }
+    if (st.gaps)
+        fprintf(stderr, "floorpost tail: %" PRIu64 " gaps, %" PRIu64 " events missing\n", st.gaps,
+                st.missing);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        s_usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "run") == 0)
+        return s_run(argc - 2, argv + 2);
+    if (strcmp(argv[1], "send") == 0)
+        return s_send(argc - 2, argv + 2);
+    if (strcmp(argv[1], "tail") == 0)
+        return s_tail(argc - 2, argv + 2);
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("floorpost " FP_VERSION "\n");
+        return 0;
+    }
+    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
+        s_usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "floorpost: unknown command '%s'\n", argv[1]);
+    s_usage(stderr);
+    return 2;
+}

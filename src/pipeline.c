@@ -1,0 +1,221 @@
+/*  pipeline.c - starts the stage threads, collects their start-up results,
+    drains them. See pipeline.h.
+
+    Start-up: every stage binds its own endpoints and then reports on
+    FP_EP_READY; pipeline_start waits for all of them, so a bind error (a port
+    in use) is reported to the operator before the service claims to run.
+    Drain: main sends "DRAIN" to ingest on FP_EP_CTL; the drain barrier then
+    flows through every pipe behind the data before it (see ingest.c), and
+    each stage exits after forwarding it.
+*/
+#include "pipeline.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "log.h"
+#include "stage.h"
+
+struct pipeline {
+    void *zmq_ctx;
+    void *ctl;       /* PAIR to ingest */
+    int nthreads;
+    pthread_t threads[2 + 2 * 64];
+    fp_stage_args_t args[2 + 2 * 64];
+    int started;
+};
+
+int64_t fp_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t fp_wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void *fp_stage_socket(void *zmq_ctx, int type, const char *endpoint, int bind, int sndhwm,
+                      int rcvhwm, char *err, size_t errlen)
+{
+    void *s = zmq_socket(zmq_ctx, type);
+    if (!s) {
+        snprintf(err, errlen, "zmq_socket: %s", zmq_strerror(zmq_errno()));
+        return NULL;
+    }
+    if (sndhwm >= 0)
+        zmq_setsockopt(s, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
+    if (rcvhwm >= 0)
+        zmq_setsockopt(s, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
+    int rc = bind ? zmq_bind(s, endpoint) : zmq_connect(s, endpoint);
+    if (rc != 0) {
+        snprintf(err, errlen, "%s %s: %s", bind ? "bind" : "connect", endpoint,
+                 zmq_strerror(zmq_errno()));
+        int linger = 0;
+        zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+void fp_stage_ready(void *zmq_ctx, const char *who, int rc, const char *err)
+{
+    void *s = zmq_socket(zmq_ctx, ZMQ_PUSH);
+    if (!s)
+        return;
+    zmq_connect(s, FP_EP_READY);
+    char msg[512];
+    int n = snprintf(msg, sizeof msg, "%d %s: %s", rc, who, err ? err : "ok");
+    zmq_send(s, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1, 0);
+    zmq_close(s);
+}
+
+void fp_dead_letter(void *dl_sock, const char *reason, const char *component,
+                    const char *fields, const void *bytes, size_t len)
+{
+    char topic[64], json[1024];
+    int tn = snprintf(topic, sizeof topic, "deadletter/%s", reason);
+    int jn = snprintf(json, sizeof json, "{\"reason\":\"%s\",\"component\":\"%s\"%s%s}", reason,
+                      component, fields && *fields ? "," : "", fields ? fields : "");
+    if (jn >= (int)sizeof json)
+        jn = (int)sizeof json - 1;
+    zmq_send(dl_sock, topic, (size_t)tn, ZMQ_SNDMORE);
+    zmq_send(dl_sock, json, (size_t)jn, ZMQ_SNDMORE);
+    zmq_send(dl_sock, bytes, len, 0);
+}
+
+void fp_dead_letter_drain(void *dl_sock)
+{
+    uint32_t t = FP_MSG_DL_DRAIN;
+    zmq_send(dl_sock, &t, sizeof t, 0);
+}
+
+static int s_spawn(pipeline_t *self, void *(*fn)(void *), int index)
+{
+    int i = self->nthreads;
+    self->args[i].index = index;
+    if (pthread_create(&self->threads[i], NULL, fn, &self->args[i]) != 0)
+        return -1;
+    self->nthreads++;
+    return 0;
+}
+
+pipeline_t *pipeline_start(void *zmq_ctx, const fp_config_t *cfg, fp_metrics_t *metrics,
+                           char *err, size_t errlen)
+{
+    if (cfg->workers < 1 || cfg->shards < 1 || cfg->workers > 64 || cfg->shards > 64) {
+        snprintf(err, errlen, "workers and shards must be resolved to 1..64");
+        return NULL;
+    }
+    pipeline_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    self->zmq_ctx = zmq_ctx;
+    for (int i = 0; i < 2 + 2 * 64; i++)
+        self->args[i] = (fp_stage_args_t){zmq_ctx, cfg, metrics, 0};
+
+    void *ready = fp_stage_socket(zmq_ctx, ZMQ_PULL, FP_EP_READY, 1, -1, -1, err, errlen);
+    self->ctl = fp_stage_socket(zmq_ctx, ZMQ_PAIR, FP_EP_CTL, 1, -1, -1, err, errlen);
+    if (!ready || !self->ctl) {
+        if (ready)
+            zmq_close(ready);
+        if (self->ctl)
+            zmq_close(self->ctl);
+        free(self);
+        return NULL;
+    }
+    int expected = 0, failed = 0;
+    /* Downstream first, so that upstream connects find their peers bound
+       (inproc tolerates either order; this just keeps start-up quiet). */
+    if (s_spawn(self, fp_emit_main, 0) == 0)
+        expected++;
+    for (int s = 0; s < cfg->shards; s++)
+        if (s_spawn(self, fp_shard_main, s) == 0)
+            expected++;
+    for (int w = 0; w < cfg->workers; w++)
+        if (s_spawn(self, fp_worker_main, w) == 0)
+            expected++;
+    if (s_spawn(self, fp_ingest_main, 0) == 0)
+        expected++;
+    if (expected != 2 + cfg->shards + cfg->workers) {
+        snprintf(err, errlen, "pthread_create failed");
+        failed = 1;
+    }
+    /* Collect every start-up report (bounded wait: a stage that neither
+       reports nor fails is our bug). */
+    int timeout = 10000;
+    zmq_setsockopt(ready, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    for (int i = 0; i < expected; i++) {
+        char msg[512];
+        int n = zmq_recv(ready, msg, sizeof msg - 1, 0);
+        if (n < 0) {
+            snprintf(err, errlen, "a stage did not start within 10 s");
+            failed = 1;
+            break;
+        }
+        msg[n < (int)sizeof msg - 1 ? n : (int)sizeof msg - 1] = 0;
+        if (atoi(msg) != 0 && !failed) {
+            char *p = strchr(msg, ' ');
+            snprintf(err, errlen, "%s", p ? p + 1 : msg);
+            failed = 1;
+        }
+    }
+    zmq_close(ready);
+    self->started = 1;
+    if (failed) {
+        /* Stages that did start wait for a drain barrier that a failed
+           ingest can no longer send: the caller exits the process. */
+        return NULL;
+    }
+    return self;
+}
+
+int pipeline_drain(pipeline_t *self, int64_t timeout_ms)
+{
+    if (self->ctl) {
+        zmq_send(self->ctl, "DRAIN", 5, 0);
+        zmq_close(self->ctl);
+        self->ctl = NULL;
+    }
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (timeout_ms % 1000) * 1000000;
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
+    /* Join in pipeline order: ingest drains first, emit last. */
+    for (int i = self->nthreads - 1; i >= 0; i--) {
+        if (pthread_timedjoin_np(self->threads[i], NULL, &deadline) != 0) {
+            fp_log(FP_LOG_ERROR, "pipeline", "drain timed out", "timeout_ms=%lld",
+                   (long long)timeout_ms);
+            return -ETIMEDOUT;
+        }
+    }
+    self->nthreads = 0;
+    return 0;
+}
+
+void pipeline_destroy(pipeline_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pipeline_t *self = *self_p;
+    if (self->ctl)
+        zmq_close(self->ctl);
+    free(self);
+    *self_p = NULL;
+}

@@ -1,0 +1,216 @@
+/*  shard.c - the aggregate stage (M of them, partitioned by (plant, order,
+    operation)).
+
+    DESIGN
+    - Owns one agg_t: every key of the operations routed to it.
+    - One PULL per worker (FP_EP_SHARD s, w), so barriers can be aligned: when
+      worker w's barrier of round r arrives, w's pipe is not read again until
+      every worker's barrier of round r has arrived. The shard then has
+      exactly the records sent before the round's cut, flushes (late
+      corrections every round; every partial on FP_BARRIER_FLUSH) and passes
+      the barrier to emit. This is the cut that durable commit rounds use.
+    - Checkpoints are encoded to FlatBuffers here (in parallel across shards)
+      and sent to emit, which only stamps the per-topic stream_seq.
+    - Sends to emit block at its HWM; emit never blocks (PUB drops for slow
+      subscribers), so there is no cycle.
+*/
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "agg.h"
+#include "codec.h"
+#include "log.h"
+#include "stage.h"
+
+typedef struct {
+    const fp_config_t *cfg;
+    fp_metrics_t *metrics;
+    int index;
+    void *in[64];
+    int nin;
+    bool blocked[64];
+    int nblocked;
+    uint32_t round_flags;
+    fp_barrier_t barrier;
+    void *emit, *dl;
+    agg_t *agg;
+    fp_codec_t *codec;
+    const char **strptr; /* reject: the batch's strings for re-encoding */
+    size_t strptr_cap;
+} shard_t;
+
+static const char *s_kind_name(int kind)
+{
+    return kind == FP_CK_CONSUMPTION ? "consumption" : kind == FP_CK_COMPLETION ? "completion"
+                                                                                : "scrap";
+}
+
+static void s_emit(void *ctx, const fp_checkpoint_t *ck)
+{
+    shard_t *self = ctx;
+    char topic[512];
+    int tn = snprintf(topic, sizeof topic, "%s/%s/%s", s_kind_name(ck->kind), ck->plant,
+                      ck->line ? ck->line : "");
+    if (tn >= (int)sizeof topic)
+        tn = (int)sizeof topic - 1;
+    const void *buf;
+    size_t len;
+    int rc = fp_codec_checkpoint_encode(self->codec, ck, &buf, &len);
+    assert(rc == FP_CODEC_OK); /* our own data: failure is our bug */
+    zmq_send(self->emit, topic, (size_t)tn, ZMQ_SNDMORE);
+    zmq_send(self->emit, buf, len, 0);
+    if (ck->late)
+        fp_metrics_add(self->metrics, FP_M_EVENTS_LATE, 1);
+}
+
+static void s_reject(void *ctx, const fp_batch_hdr_t *batch, const fp_record_t *rec,
+                     const char *reason)
+{
+    shard_t *self = ctx;
+    fp_batch_hdr_t *b = (fp_batch_hdr_t *)batch;
+    if (b->nstrings > self->strptr_cap) {
+        const char **p = realloc(self->strptr, b->nstrings * sizeof *p);
+        if (!p)
+            return;
+        self->strptr = p;
+        self->strptr_cap = b->nstrings;
+    }
+    for (uint32_t i = 0; i < b->nstrings; i++)
+        self->strptr[i] = fp_batch_string(b, i + 1, NULL);
+    const void *buf = "";
+    size_t len = 0;
+    fp_codec_batch_encode(self->codec, b->source_id, b->epoch, self->strptr, b->nstrings, rec, 1,
+                          &buf, &len);
+    char fields[256];
+    snprintf(fields, sizeof fields,
+             "\"source_id\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"seq\":%" PRIu64
+             ",\"kind\":%u,\"quantity\":%" PRId64,
+             b->source_id, b->epoch, rec->seq, rec->kind, rec->quantity);
+    fp_dead_letter(self->dl, reason, "shard", fields, buf, len);
+}
+
+/* Returns true when the drain barrier completed. */
+static bool s_barrier(shard_t *self, int w, const fp_barrier_t *b)
+{
+    self->blocked[w] = true;
+    self->nblocked++;
+    self->round_flags |= b->flags;
+    self->barrier = *b;
+    if (self->nblocked < self->nin)
+        return false;
+    /* Every worker's records before this round's cut are in. */
+    int mode = (self->round_flags & FP_BARRIER_FLUSH) ? AGG_FLUSH_ALL : AGG_FLUSH_LATE;
+    agg_flush(self->agg, mode, fp_now_ns());
+    fp_barrier_t out = self->barrier;
+    out.flags = self->round_flags;
+    zmq_send(self->emit, &out, sizeof out, 0);
+    bool drain = (self->round_flags & FP_BARRIER_DRAIN) != 0;
+    memset(self->blocked, 0, sizeof self->blocked);
+    self->nblocked = 0;
+    self->round_flags = 0;
+    return drain;
+}
+
+static void s_cleanup(shard_t *self)
+{
+    for (int w = 0; w < self->nin; w++)
+        if (self->in[w])
+            zmq_close(self->in[w]);
+    if (self->emit)
+        zmq_close(self->emit);
+    if (self->dl)
+        zmq_close(self->dl);
+    agg_destroy(&self->agg);
+    fp_codec_destroy(&self->codec);
+    free(self->strptr);
+}
+
+void *fp_shard_main(void *argp)
+{
+    fp_stage_args_t *args = argp;
+    shard_t self_ = {.cfg = args->cfg, .metrics = args->metrics, .index = args->index};
+    shard_t *self = &self_;
+    const fp_config_t *cfg = self->cfg;
+    char err[512] = "", ep[64], who[32];
+    snprintf(who, sizeof who, "shard-%d", self->index);
+    self->nin = cfg->workers;
+    agg_config_t acfg = {cfg->instance, cfg->closed_key_grace_ms * 1000000,
+                         cfg->max_open_keys};
+    self->agg = agg_new(&acfg, s_emit, s_reject, self);
+    self->codec = fp_codec_new();
+    bool ok = self->agg && self->codec;
+    if (!ok)
+        snprintf(err, sizeof err, "out of memory");
+    for (int w = 0; ok && w < self->nin; w++) {
+        snprintf(ep, sizeof ep, FP_EP_SHARD, self->index, w);
+        ok = (self->in[w] = fp_stage_socket(args->zmq_ctx, ZMQ_PULL, ep, 1, -1,
+                                            cfg->queue_batches, err, sizeof err)) != NULL;
+    }
+    if (ok)
+        ok = (self->emit = fp_stage_socket(args->zmq_ctx, ZMQ_PUSH, FP_EP_EMIT, 0,
+                                           cfg->queue_batches, -1, err, sizeof err)) != NULL;
+    if (ok)
+        ok = (self->dl = fp_stage_socket(args->zmq_ctx, ZMQ_PUSH, FP_EP_DEAD, 0,
+                                         cfg->queue_batches, -1, err, sizeof err)) != NULL;
+    fp_stage_ready(args->zmq_ctx, who, ok ? 0 : -1, err);
+    if (!ok) {
+        s_cleanup(self);
+        return NULL;
+    }
+    bool done = false;
+    while (!done) {
+        zmq_pollitem_t items[64];
+        int map[64], n = 0;
+        for (int w = 0; w < self->nin; w++)
+            if (!self->blocked[w]) {
+                items[n] = (zmq_pollitem_t){self->in[w], 0, ZMQ_POLLIN, 0};
+                map[n++] = w;
+            }
+        if (zmq_poll(items, n, -1) < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            break;
+        }
+        for (int i = 0; i < n && !done; i++) {
+            if (!(items[i].revents & ZMQ_POLLIN))
+                continue;
+            int w = map[i];
+            /* A bounded burst per pipe keeps the workers fairly served. */
+            for (int k = 0; k < 32 && !self->blocked[w]; k++) {
+                zmq_msg_t m;
+                zmq_msg_init(&m);
+                if (zmq_msg_recv(&m, self->in[w], ZMQ_DONTWAIT) < 0) {
+                    zmq_msg_close(&m);
+                    break;
+                }
+                const uint32_t *type = zmq_msg_data(&m);
+                if (*type == FP_MSG_BARRIER) {
+                    fp_barrier_t b;
+                    memcpy(&b, zmq_msg_data(&m), sizeof b);
+                    done = s_barrier(self, w, &b);
+                } else {
+                    /* FP_MSG_BATCH from our worker: zmq_msg_init_size data
+                       is 8-byte aligned. */
+                    assert(((uintptr_t)zmq_msg_data(&m) & 7) == 0);
+                    agg_add(self->agg, zmq_msg_data(&m));
+                }
+                zmq_msg_close(&m);
+                if (done)
+                    break;
+            }
+        }
+    }
+    fp_dead_letter_drain(self->dl);
+    const agg_stats_t *st = agg_stats(self->agg);
+    fp_log(FP_LOG_INFO, who, "drained", "keys=%llu records=%llu events=%llu rejected=%llu",
+           (unsigned long long)st->keys, (unsigned long long)st->records,
+           (unsigned long long)st->events, (unsigned long long)st->rejected);
+    s_cleanup(self);
+    return NULL;
+}

@@ -1,0 +1,366 @@
+/*  worker.c - the parse/dedup stage (N of them, partitioned by source_id).
+
+    DESIGN
+    - Owns one dedup_t: the state of every source routed to it (ingest
+      routes by hash(source_id) % N, so no source is shared).
+    - Per frame: verify (codec), dedup per record, validate the record,
+      route it to shard hash(plant, order, operation) % M. Strings are hashed
+      once per batch, not per record. Each shard gets one batch message per
+      input frame (records + a copy of the frame's string table).
+    - Exactly-once bookkeeping: every unique (source, epoch, seq) goes either
+      to exactly one shard or to the dead-letter output; duplicates go
+      nowhere. An invalid record is still marked seen, so its resend is a
+      duplicate, not a second dead letter.
+    - Sends to shards block at their HWM (back-pressure to ingest); acks go
+      to ingest on a pipe without HWM, so this thread never waits on ingest.
+    - Barriers are forwarded to every shard behind the batches before them.
+*/
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+#include <zmq.h>
+
+#include "codec.h"
+#include "dedup.h"
+#include "log.h"
+#include "stage.h"
+
+typedef struct {
+    const fp_config_t *cfg;
+    fp_metrics_t *metrics;
+    int index;
+    void *in, *dl, *acks;
+    void *shards[64];
+    int nshards;
+    dedup_t *dedup;
+    fp_codec_t *codec;
+    dedup_stats_t last; /* dedup counters already added to metrics */
+    /* Per-batch scratch, grown as needed, never shrunk. */
+    void *aligned;
+    size_t aligned_cap;
+    uint32_t *stroff;   /* nstrings + 1 */
+    char *strblob;
+    size_t strblob_cap;
+    uint64_t *strhash;  /* index 0 = absent */
+    const char **strptr;/* index i-1 = string i, for dead-letter re-encoding */
+    uint32_t str_cap;
+    uint32_t *route;    /* per record: shard, or UINT32_MAX = not forwarded */
+    uint32_t route_cap;
+    uint32_t count[64]; /* records per shard in this batch */
+} worker_t;
+
+static inline uint64_t s_rotl(uint64_t x, int r)
+{
+    return (x << r) | (x >> (64 - r));
+}
+
+static int s_grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap : 64;
+    while (n < need)
+        n *= 2;
+    void *q = realloc(*p, n * elem);
+    if (!q)
+        return -ENOMEM;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+static void s_ack(worker_t *self, const fp_frame_meta_t *meta, uint64_t source, uint64_t epoch,
+                  uint64_t acked, uint64_t last, int status, const char *reason)
+{
+    if (meta->idlen == 0)
+        return; /* fire-and-forget producer */
+    const void *buf;
+    size_t len;
+    if (fp_codec_ack_encode(self->codec, source, epoch, acked, last, status, reason, &buf, &len) !=
+        FP_CODEC_OK)
+        return;
+    zmq_send(self->acks, meta->id, meta->idlen, ZMQ_SNDMORE);
+    zmq_send(self->acks, buf, len, 0);
+}
+
+/* Dead-letters one record, re-encoded as a one-record batch (re-submittable). */
+static void s_dead_record(worker_t *self, const fp_batch_view_t *v, const fp_record_t *rec,
+                          uint32_t index, const char *reason, const char *detail)
+{
+    char fields[384];
+    snprintf(fields, sizeof fields,
+             "\"source_id\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"seq\":%" PRIu64
+             ",\"kind\":%u,\"record_index\":%u,\"detail\":\"%s\"",
+             v->source_id, v->epoch, rec->seq, rec->kind, index, detail);
+    const void *buf = "";
+    size_t len = 0;
+    fp_codec_batch_encode(self->codec, v->source_id, v->epoch, self->strptr, v->nstrings, rec, 1,
+                          &buf, &len);
+    fp_dead_letter(self->dl, reason, "worker", fields, buf, len);
+}
+
+/* Checks what dedup cannot: kind, string indices, required fields. Returns
+   NULL when the record is usable, else the dead-letter reason. */
+static const char *s_validate(const fp_record_t *r, uint32_t nstrings, const char **detail)
+{
+    if (r->kind < FP_KIND_PART_COUNT || r->kind > FP_KIND_MAX) {
+        *detail = "kind must be 1..5";
+        return "unknown_kind";
+    }
+    for (int f = 0; f < FP_STR_FIELDS; f++)
+        if (r->str[f] > nstrings) {
+            *detail = "string index beyond the batch's string table";
+            return "bad_string_index";
+        }
+    if (!r->str[FP_STR_PLANT] || !r->str[FP_STR_ORDER] || !r->str[FP_STR_OPERATION]) {
+        *detail = "plant, order and operation are required";
+        return "missing_field";
+    }
+    if (r->kind == FP_KIND_MATERIAL && (!r->str[FP_STR_MATERIAL] || !r->str[FP_STR_UNIT])) {
+        *detail = "MaterialConsumed needs material and unit";
+        return "missing_field";
+    }
+    if (r->kind == FP_KIND_SCRAP && !r->str[FP_STR_REASON]) {
+        *detail = "Scrap needs a reason";
+        return "missing_field";
+    }
+    return NULL;
+}
+
+static void s_dead_frame(worker_t *self, const fp_frame_meta_t *meta, const void *data,
+                         size_t len, uint64_t source, uint64_t epoch, const char *reason)
+{
+    char fields[160];
+    snprintf(fields, sizeof fields, "\"source_id\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"bytes\":%zu",
+             source, epoch, len);
+    fp_dead_letter(self->dl, reason, "worker", fields, data, len);
+    s_ack(self, meta, source, epoch, 0, 0, 1, reason);
+}
+
+static void s_sync_dedup_metrics(worker_t *self)
+{
+    const dedup_stats_t *st = dedup_stats(self->dedup);
+    fp_metrics_add(self->metrics, FP_M_DUPLICATES, st->duplicates - self->last.duplicates);
+    fp_metrics_add(self->metrics, FP_M_GAPS, st->gaps - self->last.gaps);
+    fp_metrics_add(self->metrics, FP_M_GAPS_FILLED, st->gaps_filled - self->last.gaps_filled);
+    fp_metrics_add(self->metrics, FP_M_EPOCH_CHANGES, st->epoch_changes - self->last.epoch_changes);
+    self->last = *st;
+}
+
+static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payload)
+{
+    const void *data = zmq_msg_data(payload);
+    size_t len = zmq_msg_size(payload);
+    if (((uintptr_t)data & 7) != 0) {
+        /* tcp receive buffers are not aligned; FlatBuffers wants 8. */
+        if (s_grow(&self->aligned, &self->aligned_cap, len + 8, 1) != 0)
+            return;
+        memcpy(self->aligned, data, len);
+        data = self->aligned;
+    }
+    fp_batch_view_t v;
+    int rc = fp_codec_batch_parse(data, len, self->cfg->max_frame_bytes, &v);
+    if (rc != FP_CODEC_OK) {
+        s_dead_frame(self, meta, zmq_msg_data(payload), len,
+                     fp_codec_batch_peek_source(data, len), 0, fp_codec_strerror(rc));
+        return;
+    }
+    fp_metrics_add(self->metrics, FP_M_BATCHES_OK, 1);
+    fp_metrics_add(self->metrics, FP_M_RECORDS_IN, v.nrecords);
+    dedup_verdict_t verdict;
+    dedup_source_t *src = dedup_source(self->dedup, v.source_id, v.epoch, &verdict);
+    if (!src) {
+        s_dead_frame(self, meta, data, len, v.source_id, v.epoch,
+                     verdict == DEDUP_STALE_EPOCH ? "stale_epoch" : "too_many_sources");
+        s_sync_dedup_metrics(self);
+        return;
+    }
+    /* The string table, hashed once per batch. */
+    size_t cap = self->str_cap;
+    if (s_grow((void **)&self->strhash, &cap, v.nstrings + 1, sizeof(uint64_t)) != 0)
+        return;
+    cap = self->str_cap;
+    if (s_grow((void **)&self->stroff, &cap, v.nstrings + 1, sizeof(uint32_t)) != 0)
+        return;
+    cap = self->str_cap;
+    if (s_grow((void **)&self->strptr, &cap, v.nstrings + 1, sizeof(char *)) != 0)
+        return;
+    self->str_cap = (uint32_t)cap;
+    size_t blob = 0;
+    self->strhash[0] = 0;
+    self->stroff[0] = 0;
+    for (uint32_t i = 1; i <= v.nstrings; i++) {
+        uint32_t sl;
+        const char *s = fp_codec_batch_string(&v, i, &sl);
+        if (s_grow((void **)&self->strblob, &self->strblob_cap, blob + sl + 1, 1) != 0)
+            return;
+        memcpy(self->strblob + blob, s, sl);
+        self->strblob[blob + sl] = 0;
+        self->strhash[i] = XXH3_64bits(s, sl);
+        blob += sl + 1;
+        self->stroff[i] = (uint32_t)blob;
+    }
+    for (uint32_t i = 0; i < v.nstrings; i++)
+        self->strptr[i] = self->strblob + self->stroff[i];
+
+    size_t rcap = self->route_cap;
+    if (s_grow((void **)&self->route, &rcap, v.nrecords + 1, sizeof(uint32_t)) != 0)
+        return;
+    self->route_cap = (uint32_t)rcap;
+    memset(self->count, 0, sizeof self->count);
+    uint64_t accepted = 0, last_seq = 0;
+    for (uint32_t i = 0; i < v.nrecords; i++) {
+        const fp_record_t *r = &v.records[i];
+        self->route[i] = UINT32_MAX;
+        if (r->seq > last_seq)
+            last_seq = r->seq;
+        dedup_verdict_t d = dedup_check(self->dedup, src, r->seq);
+        if (d == DEDUP_DUPLICATE)
+            continue;
+        if (d == DEDUP_TOO_OLD) {
+            s_dead_record(self, &v, r, i, "too_old",
+                          "seq is 0 or older than the dedup window");
+            continue;
+        }
+        const char *detail = "";
+        const char *bad = s_validate(r, v.nstrings, &detail);
+        if (bad) {
+            s_dead_record(self, &v, r, i, bad, detail);
+            continue;
+        }
+        uint32_t shard = 0;
+        if (self->nshards > 1) {
+            uint64_t h = self->strhash[r->str[FP_STR_PLANT]] ^
+                         s_rotl(self->strhash[r->str[FP_STR_ORDER]], 21) ^
+                         s_rotl(self->strhash[r->str[FP_STR_OPERATION]], 42);
+            h *= 0x9E3779B97F4A7C15ull;
+            shard = (uint32_t)((h >> 32) % (uint64_t)self->nshards);
+        }
+        self->route[i] = shard;
+        self->count[shard]++;
+        accepted++;
+    }
+    fp_metrics_add(self->metrics, FP_M_RECORDS_ACCEPTED, accepted);
+    s_sync_dedup_metrics(self);
+    for (int s = 0; s < self->nshards; s++) {
+        if (!self->count[s])
+            continue;
+        size_t size = fp_batch_size(self->count[s], v.nstrings, (uint32_t)blob);
+        zmq_msg_t out;
+        if (zmq_msg_init_size(&out, size) != 0)
+            continue;
+        fp_batch_hdr_t *b = zmq_msg_data(&out);
+        *b = (fp_batch_hdr_t){FP_MSG_BATCH, self->count[s], v.nstrings, (uint32_t)blob,
+                              v.source_id, v.epoch};
+        fp_record_t *recs = fp_batch_records(b);
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < v.nrecords; i++)
+            if (self->route[i] == (uint32_t)s)
+                recs[k++] = v.records[i];
+        memcpy(fp_batch_stroff(b), self->stroff, (v.nstrings + 1) * sizeof(uint32_t));
+        memcpy(fp_batch_strblob(b), self->strblob, blob);
+        zmq_msg_send(&out, self->shards[s], 0); /* blocks at HWM: back-pressure */
+    }
+    s_ack(self, meta, v.source_id, v.epoch, dedup_source_acked(src), last_seq, 0, NULL);
+}
+
+static void s_cleanup(worker_t *self)
+{
+    void **socks[] = {&self->in, &self->dl, &self->acks};
+    for (size_t i = 0; i < sizeof socks / sizeof socks[0]; i++)
+        if (*socks[i])
+            zmq_close(*socks[i]);
+    for (int s = 0; s < self->nshards; s++)
+        if (self->shards[s])
+            zmq_close(self->shards[s]);
+    dedup_destroy(&self->dedup);
+    fp_codec_destroy(&self->codec);
+    free(self->aligned);
+    free(self->stroff);
+    free(self->strblob);
+    free(self->strhash);
+    free(self->strptr);
+    free(self->route);
+}
+
+void *fp_worker_main(void *argp)
+{
+    fp_stage_args_t *args = argp;
+    worker_t self_ = {.cfg = args->cfg, .metrics = args->metrics, .index = args->index};
+    worker_t *self = &self_;
+    const fp_config_t *cfg = self->cfg;
+    char err[512] = "", ep[64], who[32];
+    snprintf(who, sizeof who, "worker-%d", self->index);
+    self->nshards = cfg->shards;
+    self->dedup = dedup_new(cfg->dedup_window, cfg->max_sources);
+    self->codec = fp_codec_new();
+    bool ok = self->dedup && self->codec;
+    if (!ok)
+        snprintf(err, sizeof err, "out of memory");
+    snprintf(ep, sizeof ep, FP_EP_WORKER, self->index);
+    if (ok)
+        ok = (self->in = fp_stage_socket(args->zmq_ctx, ZMQ_PULL, ep, 1, -1, cfg->queue_batches,
+                                         err, sizeof err)) != NULL;
+    for (int s = 0; ok && s < self->nshards; s++) {
+        snprintf(ep, sizeof ep, FP_EP_SHARD, s, self->index);
+        ok = (self->shards[s] = fp_stage_socket(args->zmq_ctx, ZMQ_PUSH, ep, 0,
+                                                cfg->queue_batches, -1, err, sizeof err)) != NULL;
+    }
+    if (ok)
+        ok = (self->dl = fp_stage_socket(args->zmq_ctx, ZMQ_PUSH, FP_EP_DEAD, 0,
+                                         cfg->queue_batches, -1, err, sizeof err)) != NULL;
+    if (ok)
+        ok = (self->acks = fp_stage_socket(args->zmq_ctx, ZMQ_PUSH, FP_EP_ACKS, 0, 0, -1, err,
+                                           sizeof err)) != NULL;
+    fp_stage_ready(args->zmq_ctx, who, ok ? 0 : -1, err);
+    if (!ok) {
+        s_cleanup(self);
+        return NULL;
+    }
+    for (;;) {
+        zmq_msg_t first;
+        zmq_msg_init(&first);
+        if (zmq_msg_recv(&first, self->in, 0) < 0) {
+            zmq_msg_close(&first);
+            if (zmq_errno() == EINTR)
+                continue;
+            break;
+        }
+        size_t n = zmq_msg_size(&first);
+        uint32_t type = 0;
+        if (n >= sizeof type)
+            memcpy(&type, zmq_msg_data(&first), sizeof type);
+        if (type == FP_MSG_BARRIER && n == sizeof(fp_barrier_t)) {
+            fp_barrier_t b;
+            memcpy(&b, zmq_msg_data(&first), sizeof b);
+            for (int s = 0; s < self->nshards; s++)
+                zmq_send(self->shards[s], &b, sizeof b, 0);
+            zmq_msg_close(&first);
+            if (b.flags & FP_BARRIER_DRAIN)
+                break;
+            continue;
+        }
+        /* FP_MSG_FRAME: meta then payload (both from our own ingest). */
+        fp_frame_meta_t meta = {0};
+        memcpy(&meta, zmq_msg_data(&first), n < sizeof meta ? n : sizeof meta);
+        zmq_msg_close(&first);
+        zmq_msg_t payload;
+        zmq_msg_init(&payload);
+        zmq_msg_recv(&payload, self->in, 0);
+        s_frame(self, &meta, &payload);
+        zmq_msg_close(&payload);
+    }
+    uint32_t done = FP_MSG_DL_DRAIN;
+    zmq_send(self->acks, &done, sizeof done, 0);
+    fp_dead_letter_drain(self->dl);
+    const dedup_stats_t *st = dedup_stats(self->dedup);
+    fp_log(FP_LOG_INFO, who, "drained", "sources=%llu accepted=%llu duplicates=%llu too_old=%llu",
+           (unsigned long long)st->sources, (unsigned long long)st->accepted,
+           (unsigned long long)st->duplicates, (unsigned long long)st->too_old);
+    s_cleanup(self);
+    return NULL;
+}
