@@ -8,7 +8,7 @@
 #   make bench    the micro benchmarks in bench/
 
 DEB_PACKAGES := build-essential pkg-config clang libzmq3-dev libflatbuffers-dev \
-  flatbuffers-compiler libjemalloc-dev liblmdb-dev libxxhash-dev libcjson-dev \
+  flatbuffers-compiler libjemalloc-dev liblmdb-dev libxxhash-dev libjansson-dev \
   python3-zmq python3-flatbuffers gnuplot-nox
 
 BUILD   ?= build
@@ -21,7 +21,7 @@ OPT     ?= -O2 -g
 CPPFLAGS := -Isrc -I$(BUILD)/gen -D_GNU_SOURCE -MMD -MP
 CFLAGS  := -std=c11 $(OPT) $(WARN) -pthread
 CXXFLAGS := -std=c++17 $(OPT) $(WARNXX) -fno-exceptions -fno-rtti
-LDLIBS  := -lzmq -lflatbuffers -lxxhash -lcjson -llmdb -lpthread -lm
+LDLIBS  := -lzmq -lflatbuffers -lxxhash -ljansson -llmdb -lpthread -lm
 
 ifeq ($(SAN),1)
   # jemalloc and ASan both want to be the allocator: ASan wins in this build.
@@ -98,7 +98,7 @@ test-e2e: $(BUILD)/floorpost $(PYGEN)
 FUZZ_SECONDS ?= 60
 $(BUILD)/fuzz/fuzz_batch: fuzz/fuzz_batch.cc src/codec.cc $(GEN)
 	@mkdir -p $(@D)
-	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -I$(BUILD)/gen \
+	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Isrc -I$(BUILD)/gen \
 	  -o $@ fuzz/fuzz_batch.cc src/codec.cc -lflatbuffers
 
 fuzz: $(BUILD)/fuzz/fuzz_batch

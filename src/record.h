@@ -51,7 +51,11 @@ typedef struct {
     uint32_t reserved1;
 } fp_record_t;
 
+#ifdef __cplusplus
+static_assert(sizeof(fp_record_t) == 48, "fp_record_t must match the wire Record");
+#else
 _Static_assert(sizeof(fp_record_t) == 48, "fp_record_t must match the wire Record");
+#endif
 
 /* ---- Messages between pipeline threads (inproc, one ZeroMQ frame each) ----
 
