@@ -20,11 +20,12 @@
 #include <stdint.h>
 
 #define DEMO_TICK_MS 50
+#define DEMO_LINES_MAX 1000
 
 typedef struct demo demo_t;
 
 /* Starts the demo thread and waits until its producer is connected to
-   endpoint (floorpost's ROUTER). rate: records/s (>= 1); lines: 1..99.
+   endpoint (floorpost's ROUTER). rate: records/s (>= 1); lines: 1..DEMO_LINES_MAX.
    NULL on a bad argument or if the thread or its socket could not be made. */
 demo_t *demo_start(void *zmq_ctx, const char *endpoint, uint32_t rate, uint32_t lines);
 

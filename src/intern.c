@@ -15,6 +15,8 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+/* Inlined: XXH3 of short keys is a few ns, a library call doubles it. */
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 typedef struct {
@@ -120,12 +122,44 @@ static uint32_t s_alloc_id(intern_t *self)
     return self->used++;
 }
 
+uint64_t intern_hash(const char *s, uint32_t len)
+{
+    return XXH3_64bits(s, len);
+}
+
+void intern_prefetch(const intern_t *self, uint64_t h, int stage)
+{
+    uint32_t tag = (uint32_t)h;
+    uint32_t i = tag & self->mask;
+    if (stage == 0) {
+        __builtin_prefetch(&self->slots[i]);
+        return;
+    }
+    for (;;) {
+        s_slot_t slot = self->slots[i];
+        if (!slot.id)
+            return;
+        if (slot.tag == tag) {
+            if (stage == 1)
+                __builtin_prefetch(&self->syms[slot.id]);
+            else
+                __builtin_prefetch(self->syms[slot.id].str);
+            return;
+        }
+        i = (i + 1) & self->mask;
+    }
+}
+
 uint32_t intern_acquire(intern_t *self, const char *s, uint32_t len)
+{
+    return intern_acquire_hashed(self, s, len, len ? XXH3_64bits(s, len) : 0);
+}
+
+uint32_t intern_acquire_hashed(intern_t *self, const char *s, uint32_t len, uint64_t h)
 {
     assert(self);
     if (len == 0)
         return INTERN_EMPTY;
-    uint64_t h = XXH3_64bits(s, len);
     uint32_t tag = (uint32_t)h;
     uint32_t i = tag & self->mask;
     for (;;) {

@@ -33,6 +33,18 @@ void intern_destroy(intern_t **self_p);
    INTERN_NOMEM on out of memory (nothing is held then). */
 uint32_t intern_acquire(intern_t *self, const char *s, uint32_t len);
 
+/* The hash intern_acquire_hashed wants for s[0..len). */
+uint64_t intern_hash(const char *s, uint32_t len);
+
+/* Same as intern_acquire with h = intern_hash(s, len) computed beforehand. */
+uint32_t intern_acquire_hashed(intern_t *self, const char *s, uint32_t len, uint64_t h);
+
+/* Cache hints for a later lookup of hash h, to issue over a whole batch
+   before the lookups: stage 0 fetches the table slot, stage 1 the symbol
+   (reads the slot), stage 2 the string bytes (reads the symbol). No effect
+   on results. */
+void intern_prefetch(const intern_t *self, uint64_t h, int stage);
+
 /* Takes one more reference on a live symbol. */
 void intern_ref(intern_t *self, uint32_t sym);
 

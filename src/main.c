@@ -53,7 +53,8 @@ static void s_usage(FILE *f)
             "      subscribe to a feed and print each event as one JSON line\n");
 }
 
-/* "tcp://*:5560" -> "tcp://127.0.0.1:5560": where a local client connects. */
+/* A bind endpoint such as tcp://ANY:5560 (star or 0.0.0.0) -> where a local
+   client connects: tcp://127.0.0.1:5560. */
 static void s_connect_endpoint(const char *bind, char *out, size_t cap)
 {
     const char *star = strstr(bind, "://*:");

@@ -96,15 +96,8 @@ void producer_destroy(producer_t **self_p)
    ignored (they acknowledge nothing). */
 static void s_count_ack(producer_t *self, const void *data, size_t len)
 {
-    /* The codec wants 8-byte aligned input; small zmq frames live inside
-       the zmq_msg_t and may not be. Acks are small: copy those. */
-    uint64_t aligned[128];
-    if ((uintptr_t)data % 8 != 0) {
-        if (len > sizeof(aligned))
-            return;
-        memcpy(aligned, data, len);
-        data = aligned;
-    }
+    /* Small zmq frames live inside the zmq_msg_t, maybe not 8-byte
+       aligned: fp_codec_ack_decode copies unaligned input itself. */
     fp_ack_t ack;
     if (fp_codec_ack_decode(data, len, &ack) != FP_CODEC_OK)
         return;
@@ -182,6 +175,8 @@ int producer_add(producer_t *self, uint64_t source_id, uint64_t epoch, const fp_
     assert(self && rec);
     if (source_id == 0)
         return -EINVAL;
+    if (self->nrecs == 0)
+        strtab_clear(self->strtab); /* drops strings of a record taken back */
     if (self->nrecs > 0 &&
         (source_id != self->src || epoch != self->epoch ||
          strtab_count(self->strtab) > FP_BATCH_STRINGS_MAX - FP_STR_FIELDS)) {

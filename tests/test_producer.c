@@ -3,11 +3,16 @@
     and on (source_id, epoch), Acks are counted, waits time out. */
 #include "producer.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <time.h>
 #include <zmq.h>
 
 #include "codec.h"
+#include "demo.h"
 #include "test.h"
 
 #define MAX_FRAME (16u << 20)
@@ -22,6 +27,20 @@ static void *s_bind(void *ctx, int type, char *endpoint, size_t cap)
     ASSERT_EQ(zmq_bind(s, "tcp://127.0.0.1:*"), 0);
     ASSERT_EQ(zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, endpoint, &cap), 0);
     return s;
+}
+
+/* A loopback port nobody listens on (closed at once, synchronously, unlike
+   a zmq socket whose close completes later on the reaper thread). */
+static void s_free_port(char *endpoint, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    ASSERT_EQ(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    close(fd);
+    snprintf(endpoint, cap, "tcp://127.0.0.1:%u", ntohs(a.sin_port));
 }
 
 /* Receives one frame within 5 s into an 8-byte aligned heap buffer. */
@@ -315,8 +334,7 @@ TEST(test_send_timeout_keeps_batch)
        stays; once a peer binds, the same records go out intact. */
     void *ctx = zmq_ctx_new();
     char ep[256];
-    void *tmp = s_bind(ctx, ZMQ_PULL, ep, sizeof(ep)); /* finds a free port */
-    zmq_close(tmp);
+    s_free_port(ep, sizeof(ep));
     producer_t *p = producer_new(ctx, ep, PRODUCER_PUSH, 2);
     ASSERT(p);
     ASSERT_EQ(producer_set_send_timeout(p, 50), 0);
@@ -358,6 +376,72 @@ TEST(test_bad_args)
     zmq_ctx_term(ctx);
 }
 
+static int64_t s_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+TEST(test_demo_plant)
+{
+    /* The demo thread sends its paced plant to a ROUTER; we ack every batch
+       and check sources, contiguous seqs, the rate and a prompt stop. */
+    void *ctx = zmq_ctx_new();
+    char ep[256];
+    void *router = s_bind(ctx, ZMQ_ROUTER, ep, sizeof(ep));
+    fp_codec_t *codec = fp_codec_new();
+    ASSERT(codec);
+    ASSERT(demo_start(ctx, ep, 0, 2) == NULL);
+    ASSERT(demo_start(ctx, ep, 2000, 0) == NULL);
+    ASSERT(demo_start(ctx, "bogus://endpoint", 2000, 2) == NULL);
+    demo_t *d = demo_start(ctx, ep, 2000, 2);
+    ASSERT(d);
+    uint64_t next_seq[3] = {0, 1, 1}, epoch = 0, records = 0, kinds = 0;
+    int64_t t0 = s_mono_ms();
+    while (s_mono_ms() - t0 < 1000) {
+        if (s_pending(router, 100) != 1)
+            continue;
+        zmq_msg_t id;
+        zmq_msg_init(&id);
+        ASSERT(zmq_msg_recv(&id, router, 0) >= 0);
+        size_t len;
+        void *buf = s_recv_frame(router, &len);
+        fp_batch_view_t v;
+        ASSERT_EQ(fp_codec_batch_parse(buf, len, MAX_FRAME, &v), FP_CODEC_OK);
+        ASSERT(v.source_id == 1 || v.source_id == 2);
+        ASSERT(v.epoch > 1700000000); /* start time in seconds */
+        ASSERT(epoch == 0 || epoch == v.epoch);
+        epoch = v.epoch;
+        for (uint32_t i = 0; i < v.nrecords; i++) {
+            ASSERT_EQ(v.records[i].seq, next_seq[v.source_id]);
+            next_seq[v.source_id]++;
+            kinds |= 1u << v.records[i].kind;
+        }
+        records += v.nrecords;
+        uint64_t last = v.records[v.nrecords - 1].seq;
+        const void *out;
+        size_t out_len;
+        ASSERT_EQ(fp_codec_ack_encode(codec, v.source_id, v.epoch, last, last, 0, NULL, &out, &out_len), 0);
+        ASSERT(zmq_msg_send(&id, router, ZMQ_SNDMORE) >= 0);
+        ASSERT_EQ(zmq_send(router, out, out_len, 0), (int)out_len);
+        free(buf);
+    }
+    /* ~2000 records in 1 s (first tick at once, scheduling slack). */
+    ASSERT(records >= 1500 && records <= 2300);
+    ASSERT(demo_records(d) >= records);
+    ASSERT(kinds & (1u << FP_KIND_OP_STARTED));
+    ASSERT(kinds & (1u << FP_KIND_PART_COUNT));
+    int64_t t1 = s_mono_ms();
+    demo_stop(&d);
+    ASSERT(d == NULL);
+    ASSERT(s_mono_ms() - t1 < 1000);
+    demo_stop(&d);
+    fp_codec_destroy(&codec);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
 int main(void)
 {
     RUN(test_push_batching);
@@ -366,5 +450,6 @@ int main(void)
     RUN(test_wait_acks_nobody);
     RUN(test_send_timeout_keeps_batch);
     RUN(test_bad_args);
+    RUN(test_demo_plant);
     return 0;
 }
