@@ -115,7 +115,7 @@ def decode_checkpoint(topic, buf):
     elif t == Body.Completion:
         x = Completion()
         x.Init(tab.Bytes, tab.Pos)
-        ev.update(kind="completion", yield_=x.Yield(), scrap=x.Scrap(), final=x.Final())
+        ev.update(kind="completion", yield_=x.Yield_(), scrap=x.Scrap(), final=x.Final())
     elif t == Body.Scrap:
         x = Scrap()
         x.Init(tab.Bytes, tab.Pos)
@@ -140,6 +140,9 @@ class Truth:
         if r["kind"] == PART:
             self.completion.setdefault(op, [0, 0])[0] += r["quantity"]
         elif r["kind"] == SCRAP:
+            # a Scrap record is summed twice: into its scrap checkpoint and
+            # into its operation's completion (record_count counts it in both)
+            self.records += 1
             self.completion.setdefault(op, [0, 0])[1] += r["quantity"]
             k = op + (r["reason"],)
             self.scrap[k] = self.scrap.get(k, 0) + r["quantity"]
