@@ -28,6 +28,8 @@ typedef enum {
     OPT_U32,        /* uint32_t */
     OPT_U64,        /* uint64_t */
     OPT_U32_POW2,   /* uint32_t, power of two */
+    OPT_PATH,       /* char[FP_PATH_MAX], a file path or "" (off) */
+    OPT_LOG_LEVEL,  /* int, debug|info|warn|error */
 } s_kind_t;
 
 typedef struct {
@@ -58,6 +60,14 @@ static const s_option_t s_options[] = {
      "true, false, yes, no, on, off, 1, 0"},
     {"service", "drain_timeout_ms", OPT_I64, F(drain_timeout_ms), 100, 600000, false,
      "100..600000"},
+    {"service", "log_level", OPT_LOG_LEVEL, F(log_level), 0, 3, false,
+     "debug, info, warn, error"},
+    {"service", "heartbeat_ivl_ms", OPT_INT, F(heartbeat_ivl_ms), 0, 3600000, false,
+     "0 (off) or 1..3600000"},
+    {"service", "heartbeat_timeout_ms", OPT_INT, F(heartbeat_timeout_ms), 0, 3600000, false,
+     "0 (off) or 1..3600000"},
+    {"service", "handshake_timeout_ms", OPT_INT, F(handshake_timeout_ms), 0, 3600000, false,
+     "0 (off) or 1..3600000"},
     {"pipeline", "workers", OPT_INT, F(workers), 0, 64, false, "0 (auto) or 1..64"},
     {"pipeline", "shards", OPT_INT, F(shards), 0, 64, false, "0 (auto) or 1..64"},
     {"pipeline", "queue_batches", OPT_INT, F(queue_batches), 1, 100000, false, "1..100000"},
@@ -75,6 +85,16 @@ static const s_option_t s_options[] = {
      "0..604800000"},
     {"aggregate", "max_open_keys", OPT_U64, F(max_open_keys), 1, 1000000000, false,
      "1..1000000000"},
+    {"metrics", "metrics_port", OPT_INT, F(metrics_port), 0, 65535, false,
+     "0 (off) or 1..65535"},
+    {"metrics", "metrics_address", OPT_PATH, F(metrics_address), 0, 0, false,
+     "an IPv4 address to listen on, e.g. 0.0.0.0 or 127.0.0.1"},
+    {"metrics", "health_max_round_age_ms", OPT_I64, F(health_max_round_age_ms), 100, 3600000,
+     false, "100..3600000"},
+    {"security", "curve_secret_key_file", OPT_PATH, F(curve_secret_key_file), 0, 0, true,
+     "a key file written by floorpost keygen, or \"\" (plain, unauthenticated endpoints)"},
+    {"security", "curve_allow_file", OPT_PATH, F(curve_allow_file), 0, 0, true,
+     "a file of allowed client public keys (one Z85 key per line), or \"\""},
     {"demo", "demo", OPT_BOOL, F(demo), 0, 0, false, "true, false, yes, no, on, off, 1, 0"},
     {"demo", "demo_rate", OPT_U32, F(demo_rate), 1, 10000000, false, "1..10000000"},
     {"demo", "demo_lines", OPT_U32, F(demo_lines), 1, 100, false, "1..100"},
@@ -83,7 +103,8 @@ static const s_option_t s_options[] = {
 
 #define S_NOPTIONS (sizeof s_options / sizeof s_options[0])
 
-static const char *const s_sections[] = {"service", "pipeline", "dedup", "aggregate", "demo"};
+static const char *const s_sections[] = {"service", "pipeline", "dedup", "aggregate",
+                                         "metrics", "security", "demo"};
 #define S_NSECTIONS (sizeof s_sections / sizeof s_sections[0])
 
 /* Longest piece of user text quoted back in a message. */
@@ -121,6 +142,13 @@ fp_config_defaults(fp_config_t *cfg)
     cfg->posting_interval_ms = 60000;
     cfg->closed_key_grace_ms = 600000;
     cfg->max_open_keys = 10000000;
+    cfg->log_level = 1; /* info */
+    cfg->heartbeat_ivl_ms = 2000;
+    cfg->heartbeat_timeout_ms = 10000;
+    cfg->handshake_timeout_ms = 10000;
+    cfg->metrics_port = 9570;
+    snprintf(cfg->metrics_address, sizeof cfg->metrics_address, "%s", "0.0.0.0");
+    cfg->health_max_round_age_ms = 5000;
     cfg->demo = false;
     cfg->demo_rate = 2000;
     cfg->demo_lines = 3;
@@ -137,6 +165,7 @@ fp_config_demo(fp_config_t *cfg)
     snprintf(cfg->publish, sizeof cfg->publish, "%s", "tcp://127.0.0.1:5570");
     snprintf(cfg->deadletter, sizeof cfg->deadletter, "%s", "tcp://127.0.0.1:5571");
     cfg->posting_interval_ms = 5000;
+    snprintf(cfg->metrics_address, sizeof cfg->metrics_address, "%s", "127.0.0.1");
 }
 
 void
@@ -328,6 +357,26 @@ s_set(s_ctx_t *ctx, fp_config_t *cfg, const s_option_t *o, const char *v)
             return -1;
         s_set_string(cfg, o, v);
         return 0;
+    case OPT_PATH: {
+        size_t len = strlen(v);
+        if (len >= o->size)
+            return s_fail(ctx, "[%s] %s: too long (%zu characters); allowed: at most %zu",
+                          o->section, o->name, len, o->size - 1);
+        if (len == 0 && !o->may_be_empty)
+            return s_fail(ctx, "[%s] %s: empty; allowed: %s", o->section, o->name, o->allowed);
+        s_set_string(cfg, o, v);
+        return 0;
+    }
+    case OPT_LOG_LEVEL: {
+        static const char *const levels[] = {"debug", "info", "warn", "error"};
+        for (int i = 0; i < 4; i++)
+            if (strcmp(v, levels[i]) == 0) {
+                memcpy(field, &i, sizeof i);
+                return 0;
+            }
+        return s_fail(ctx, "[%s] %s = '%.*s': unknown level; allowed: %s", o->section, o->name,
+                      S_QUOTE_MAX, v, o->allowed);
+    }
     case OPT_BOOL: {
         bool b = false;
         if (s_parse_bool(ctx, o, v, &b) != 0)

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #define FP_ENDPOINT_MAX 256
+#define FP_PATH_MAX 256
 
 typedef struct {
     /* [service] */
@@ -24,6 +25,10 @@ typedef struct {
     char deadletter[FP_ENDPOINT_MAX];    /* PUB endpoint for dead letters */
     bool print_events;             /* print each published event as a line on stdout */
     int64_t drain_timeout_ms;      /* SIGTERM: most time to drain before exit */
+    int log_level;                 /* FP_LOG_* (log.h): 0 debug .. 3 error */
+    int heartbeat_ivl_ms;          /* ZMTP heartbeats on tcp endpoints; 0 = off */
+    int heartbeat_timeout_ms;      /* peer silent this long: connection dropped */
+    int handshake_timeout_ms;      /* peer must finish the ZMTP/CURVE handshake within */
     /* [pipeline] */
     int workers;                   /* parse/dedup threads; 0 = from core count */
     int shards;                    /* aggregate threads; 0 = from core count */
@@ -38,6 +43,13 @@ typedef struct {
     int64_t posting_interval_ms;   /* partial checkpoints flush interval */
     int64_t closed_key_grace_ms;   /* closed operations released after this */
     uint64_t max_open_keys;        /* aggregation keys per shard */
+    /* [metrics] */
+    int metrics_port;              /* HTTP /metrics and /healthz; 0 = off */
+    char metrics_address[FP_PATH_MAX]; /* IPv4 address the HTTP server listens on */
+    int64_t health_max_round_age_ms; /* /healthz: last barrier round at most this old */
+    /* [security] */
+    char curve_secret_key_file[FP_PATH_MAX]; /* server key (floorpost keygen); "" = plain */
+    char curve_allow_file[FP_PATH_MAX];      /* allowed client public keys, Z85, one a line */
     /* [demo] */
     bool demo;                     /* run the built-in demo plant */
     uint32_t demo_rate;            /* demo records per second */

@@ -186,7 +186,7 @@ static void *s_pub(void *zmq_ctx, const char *ep, char *err, size_t errlen)
     zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     if (zmq_bind(s, ep) != 0) {
-        snprintf(err, errlen, "emit: bind %s: %s", ep, zmq_strerror(zmq_errno()));
+        snprintf(err, errlen, "bind %s: %s", ep, zmq_strerror(zmq_errno()));
         linger = 0;
         zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
         zmq_close(s);
@@ -213,6 +213,7 @@ void *fp_emit_main(void *argp)
         ok = (self->dlpub = s_pub(args->zmq_ctx, cfg->deadletter, err, sizeof err)) != NULL;
     fp_stage_ready(args->zmq_ctx, "emit", ok ? 0 : -1, err);
     int shard_drains = 0, dl_drains = 0;
+    uint64_t barriers = 0;
     const int dl_senders = 1 + cfg->workers + cfg->shards;
     while (ok && (shard_drains < cfg->shards || dl_drains < dl_senders)) {
         zmq_pollitem_t items[2] = {{self->in, 0, ZMQ_POLLIN, 0}, {self->dlin, 0, ZMQ_POLLIN, 0}};
@@ -235,7 +236,9 @@ void *fp_emit_main(void *argp)
                 memcpy(&b, zmq_msg_data(&m), sizeof b);
                 if (b.flags & FP_BARRIER_DRAIN)
                     shard_drains++;
-                fp_metrics_add(self->metrics, FP_M_ROUNDS, 1);
+                /* A round is complete when every shard's barrier is in. */
+                if (++barriers % (uint64_t)cfg->shards == 0)
+                    fp_metrics_add(self->metrics, FP_M_ROUNDS, 1);
             }
             zmq_msg_close(&m);
         }

@@ -8,8 +8,8 @@
     - Routes each frame to worker hash(source_id) % N, so one source's dedup
       state lives in one worker. Reading source_id is an O(1) bounds-checked
       peek (fp_codec_batch_peek_source); the worker verifies the whole frame.
-      A frame whose source cannot be read goes to worker 0, which
-      dead-letters it with the precise reason.
+      A frame whose source cannot be read (peek returns 0) goes to the
+      worker of source 0, which dead-letters it with the precise reason.
     - The payload moves zero-copy (zmq_msg_move) from producer socket to
       worker pipe.
     - Back-pressure: worker pipes have HWM queue_batches. When a worker's
@@ -179,7 +179,7 @@ static void *s_producer_socket(ingest_t *self, int type, const char *ep, char *e
     zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     if (zmq_bind(s, ep) != 0) {
-        snprintf(err, errlen, "ingest: bind %s: %s", ep, zmq_strerror(zmq_errno()));
+        snprintf(err, errlen, "bind %s: %s", ep, zmq_strerror(zmq_errno()));
         linger = 0;
         zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
         zmq_close(s);

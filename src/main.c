@@ -109,6 +109,7 @@ static int s_run(int argc, char **argv)
         fp_config_demo(&cfg);
     }
     fp_config_resolve(&cfg);
+    fp_log_set_level(cfg.log_level);
     if (check) {
         printf("%s: ok (workers=%d shards=%d)\n", file ? file : "embedded default", cfg.workers,
                cfg.shards);

@@ -37,7 +37,7 @@ typedef enum {
     X(truncated) X(oversized) X(wrong_identifier) X(malformed) X(missing_field) \
     X(unsupported_version) X(too_many_strings) X(bad_envelope) X(unknown_kind)  \
     X(bad_string_index) X(too_old) X(stale_epoch) X(too_many_sources)           \
-    X(overflow) X(too_many_keys) X(other)
+    X(overflow) X(too_many_keys) X(invalid_record) X(no_memory) X(other)
 
 typedef struct fp_metrics fp_metrics_t;
 

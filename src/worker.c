@@ -158,7 +158,7 @@ static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payl
     if (((uintptr_t)data & 7) != 0) {
         /* tcp receive buffers are not aligned; FlatBuffers wants 8. */
         if (s_grow(&self->aligned, &self->aligned_cap, len + 8, 1) != 0)
-            return;
+            goto nomem;
         memcpy(self->aligned, data, len);
         data = self->aligned;
     }
@@ -182,13 +182,13 @@ static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payl
     /* The string table, hashed once per batch. */
     size_t cap = self->str_cap;
     if (s_grow((void **)&self->strhash, &cap, v.nstrings + 1, sizeof(uint64_t)) != 0)
-        return;
+        goto nomem;
     cap = self->str_cap;
     if (s_grow((void **)&self->stroff, &cap, v.nstrings + 1, sizeof(uint32_t)) != 0)
-        return;
+        goto nomem;
     cap = self->str_cap;
     if (s_grow((void **)&self->strptr, &cap, v.nstrings + 1, sizeof(char *)) != 0)
-        return;
+        goto nomem;
     self->str_cap = (uint32_t)cap;
     size_t blob = 0;
     self->strhash[0] = 0;
@@ -197,7 +197,7 @@ static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payl
         uint32_t sl;
         const char *s = fp_codec_batch_string(&v, i, &sl);
         if (s_grow((void **)&self->strblob, &self->strblob_cap, blob + sl + 1, 1) != 0)
-            return;
+            goto nomem;
         memcpy(self->strblob + blob, s, sl);
         self->strblob[blob + sl] = 0;
         self->strhash[i] = XXH3_64bits(s, sl);
@@ -209,7 +209,7 @@ static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payl
 
     size_t rcap = self->route_cap;
     if (s_grow((void **)&self->route, &rcap, v.nrecords + 1, sizeof(uint32_t)) != 0)
-        return;
+        goto nomem;
     self->route_cap = (uint32_t)rcap;
     memset(self->count, 0, sizeof self->count);
     uint64_t accepted = 0, last_seq = 0;
@@ -266,6 +266,11 @@ static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payl
         zmq_msg_send(&out, self->shards[s], 0); /* blocks at HWM: back-pressure */
     }
     s_ack(self, meta, v.source_id, v.epoch, dedup_source_acked(src), last_seq, 0, NULL);
+    return;
+nomem:
+    /* Before any seq was marked seen: the producer may resend it as is. */
+    s_dead_frame(self, meta, zmq_msg_data(payload), len, fp_codec_batch_peek_source(data, len), 0,
+                 "no_memory");
 }
 
 static void s_cleanup(worker_t *self)
