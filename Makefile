@@ -5,10 +5,10 @@
 #   make run      deps + build + start the demo plant (embedded default config)
 #   make test     deps + unit and end-to-end tests, again under ASan+UBSan, brief fuzz
 #   make fuzz     run the libFuzzer target for the batch parser (FUZZ_SECONDS=60)
-#   make bench    the micro benchmarks in bench/
+#   make bench    quick benchmark suite (bench/run.py, < 5 min); make bench-full: all of it
 
 DEB_PACKAGES := build-essential pkg-config clang libzmq3-dev libflatbuffers-dev \
-  flatbuffers-compiler libjemalloc-dev liblmdb-dev libxxhash-dev libjansson-dev \
+  flatbuffers-compiler libjemalloc-dev liblmdb-dev libxxhash-dev libjansson-dev libmicrohttpd-dev \
   python3-zmq python3-flatbuffers gnuplot-nox
 
 BUILD   ?= build
@@ -21,7 +21,7 @@ OPT     ?= -O2 -g
 CPPFLAGS := -Isrc -I$(BUILD)/gen -D_GNU_SOURCE -MMD -MP
 CFLAGS  := -std=c11 $(OPT) $(WARN) -pthread
 CXXFLAGS := -std=c++17 $(OPT) $(WARNXX) -fno-exceptions -fno-rtti
-LDLIBS  := -lzmq -lflatbuffers -lxxhash -ljansson -llmdb -lpthread -lm
+LDLIBS  := -lzmq -lflatbuffers -lxxhash -ljansson -llmdb -lmicrohttpd -lpthread -lm
 
 ifeq ($(SAN),1)
   # jemalloc and ASan both want to be the allocator: ASan wins in this build.
@@ -40,7 +40,7 @@ PYGEN    := $(BUILD)/py/floorpost/__init__.py
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 
-.PHONY: all deps run test test-unit test-e2e test-san fuzz fuzz-brief bench clean
+.PHONY: all deps run test test-unit test-e2e test-san fuzz fuzz-brief bench bench-full clean
 all: $(BUILD)/floorpost $(PYGEN)
 
 deps:
@@ -84,10 +84,15 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	$(BUILD)/floorpost run
 
+# The tally file collects every suite's counts for the closing line.
+export FP_TALLY := $(CURDIR)/build/test-tally
 test: deps
+	@mkdir -p build && rm -f $(FP_TALLY)
 	@$(MAKE) --no-print-directory test-unit test-e2e
+	@$(MAKE) --no-print-directory test-install
 	@$(MAKE) --no-print-directory BUILD=build-san SAN=1 OPT="-O1 -g" test-unit test-e2e
 	@$(MAKE) --no-print-directory fuzz-brief
+	@awk '{p += $$1; f += $$2} END {print "total: " p " passed, " f " failed"; exit f > 0}' $(FP_TALLY)
 
 test-unit: $(TESTS) $(BUILD)/floorpost
 	@tools/run-tests.sh $(TESTS)
@@ -108,8 +113,77 @@ fuzz: $(BUILD)/fuzz/fuzz_batch
 fuzz-brief:
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20
 
+# Quick suite (< 5 min) / everything; see docs/benchmarks.md. Results in
+# $(BUILD)/bench/results/; exits non-zero if any run's totals are not exact.
 bench: $(BENCHES) $(BUILD)/floorpost
-	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
+	/usr/bin/python3 bench/run.py --build $(BUILD)
+
+bench-full: $(BENCHES) $(BUILD)/floorpost
+	/usr/bin/python3 bench/run.py --build $(BUILD) --full
+
+# ---- Subscriber examples (docs/subscribers.md); run by tests/e2e/run.py ----
+.PHONY: examples install uninstall test-install
+EXAMPLES := $(BUILD)/examples/subscriber
+examples: $(EXAMPLES)
+all: $(EXAMPLES)
+test-e2e: $(EXAMPLES)
+
+$(BUILD)/examples/%: examples/%.c $(BUILD)/libfloorpost.a
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@.o $<
+	$(CXX) $(LDFLAGS) -o $@ $@.o $(BUILD)/libfloorpost.a $(LDLIBS)
+
+# ---- make install / uninstall (docs/operations.md) ----
+# The unit goes to $(PREFIX)/lib/systemd/system: systemd searches both
+# /usr/local/lib/systemd/system and /usr/lib/systemd/system, and
+# /etc/systemd/system stays the admin's place for overrides. The config goes
+# to /etc/floorpost (the unit's ConfigurationDirectory) and is never
+# overwritten; the reference copy in $(DATADIR) is, so an upgrade can diff.
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DATADIR    ?= $(PREFIX)/share/floorpost
+DOCDIR     ?= $(PREFIX)/share/doc/floorpost
+
+install: $(BUILD)/floorpost
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DATADIR)/schema \
+	  $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(SYSCONFDIR)/floorpost
+	install -m 0755 $(BUILD)/floorpost $(DESTDIR)$(BINDIR)/floorpost
+	sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/doc/floorpost|$(DOCDIR)|g' \
+	  -e 's|/etc/floorpost/|$(SYSCONFDIR)/floorpost/|g' configs/floorpost.service \
+	  > $(DESTDIR)$(UNITDIR)/floorpost.service.tmp
+	chmod 0644 $(DESTDIR)$(UNITDIR)/floorpost.service.tmp
+	mv -f $(DESTDIR)$(UNITDIR)/floorpost.service.tmp $(DESTDIR)$(UNITDIR)/floorpost.service
+	install -m 0644 schema/telemetry.fbs schema/checkpoint.fbs $(DESTDIR)$(DATADIR)/schema/
+	install -m 0644 configs/floorpost.ini $(DESTDIR)$(DATADIR)/floorpost.ini
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 examples/subscriber.py examples/subscriber.c $(DESTDIR)$(DOCDIR)/examples/
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/floorpost/floorpost.ini ]; then \
+	  echo "kept $(DESTDIR)$(SYSCONFDIR)/floorpost/floorpost.ini; the new reference is $(DESTDIR)$(DATADIR)/floorpost.ini"; \
+	else \
+	  install -m 0644 configs/floorpost.ini $(DESTDIR)$(SYSCONFDIR)/floorpost/floorpost.ini; \
+	  echo "installed $(DESTDIR)$(SYSCONFDIR)/floorpost/floorpost.ini"; \
+	fi
+	@if [ -z "$(DESTDIR)" ]; then \
+	  if ! id -u floorpost >/dev/null 2>&1; then \
+	    useradd --system --user-group --home-dir /var/lib/floorpost --no-create-home \
+	      --shell /usr/sbin/nologin --comment "floorpost service" floorpost && \
+	    echo "created system user floorpost"; \
+	  fi; \
+	  echo "next: systemctl daemon-reload && systemctl enable --now floorpost"; \
+	fi
+
+# Leaves the operator's config in $(SYSCONFDIR)/floorpost, the state in
+# /var/lib/floorpost and the floorpost user.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/floorpost $(DESTDIR)$(UNITDIR)/floorpost.service
+	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR)
+	@echo "kept $(DESTDIR)$(SYSCONFDIR)/floorpost, /var/lib/floorpost and the floorpost user"
+
+test-install: $(BUILD)/floorpost
+	BUILD=$(BUILD) tests/install_test.sh
 
 clean:
 	rm -rf build build-san

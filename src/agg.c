@@ -155,6 +155,7 @@ struct agg {
 
     s_pre_t pre[S_CHUNK];
     agg_stats_t stats;
+    agg_pending_t pend; /* = sums over entries of sum0 and count, per key kind */
 };
 
 /* ---- construction ---- */
@@ -210,6 +211,23 @@ void agg_destroy(agg_t **self_p)
     free(self->instance);
     free(self);
     *self_p = NULL;
+}
+
+const agg_pending_t *agg_pending(const agg_t *self)
+{
+    return &self->pend;
+}
+
+/* Adds q to a pending total, wrapping (the sum over many keys may exceed
+   int64 where no single key does). */
+static void s_pend_add(int64_t *total, int64_t q)
+{
+    *total = (int64_t)((uint64_t)*total + (uint64_t)q);
+}
+
+static void s_pend_sub(int64_t *total, int64_t q)
+{
+    *total = (int64_t)((uint64_t)*total - (uint64_t)q);
 }
 
 const agg_stats_t *agg_stats(const agg_t *self)
@@ -512,6 +530,8 @@ static void s_emit(agg_t *self, uint32_t idx, bool final)
     self->stats.events++;
     if (ck.late)
         self->stats.late_events++;
+    s_pend_sub(&self->pend.quantity[e->key.kind - 1], e->sum0);
+    self->pend.records[e->key.kind - 1] -= e->count;
     s_list_remove(self, idx);
     e->sum0 = e->sum1 = 0;
     e->count = 0;
@@ -538,6 +558,7 @@ static void s_account(agg_t *self, uint32_t idx, const fp_batch_hdr_t *b, const 
             e->last_ns = r->time_ns;
     }
     e->count++;
+    self->pend.records[e->key.kind - 1]++;
     uint32_t i;
     for (i = 0; i < e->nlineage; i++) {
         fp_seq_range_t *l = &e->lineage[i];
@@ -650,16 +671,19 @@ static void s_apply(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
     switch (p->kind) {
     case FP_KIND_PART_COUNT:
         self->pool[op].sum0 += q;
+        s_pend_add(&self->pend.quantity[FP_CK_COMPLETION - 1], q);
         s_account(self, op, b, r);
         break;
     case FP_KIND_SCRAP:
         self->pool[op].sum1 += q;
         self->pool[ch].sum0 += q;
+        s_pend_add(&self->pend.quantity[FP_CK_SCRAP - 1], q);
         s_account(self, op, b, r);
         s_account(self, ch, b, r);
         break;
     case FP_KIND_MATERIAL:
         self->pool[ch].sum0 += q;
+        s_pend_add(&self->pend.quantity[FP_CK_CONSUMPTION - 1], q);
         s_account(self, ch, b, r);
         break;
     case FP_KIND_OP_STARTED:

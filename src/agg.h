@@ -99,4 +99,16 @@ typedef struct {
 
 const agg_stats_t *agg_stats(const agg_t *self);
 
+/* What is summed but not yet emitted, per checkpoint kind (index FP_CK_* - 1:
+   consumption, completion, scrap). Running totals, O(1) to read. quantity:
+   the pending sums (consumption: thousandths of unit, every unit added
+   together; completion: yield parts; scrap: parts), wrapping in two's
+   complement beyond int64; records: pending record counts per key kind. */
+typedef struct {
+    int64_t quantity[3];
+    uint64_t records[3];
+} agg_pending_t;
+
+const agg_pending_t *agg_pending(const agg_t *self);
+
 #endif

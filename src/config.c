@@ -569,6 +569,18 @@ s_parse_text(s_ctx_t *ctx, fp_config_t *cfg, char *text)
             return s_fail(ctx, "[%s] option '%s' is required but empty; allowed: %s",
                           o->section, o->name, o->allowed);
     }
+    /* CURVE without an allowlist would refuse every client. */
+    if (cfg->curve_secret_key_file[0] && !cfg->curve_allow_file[0]) {
+        int l = 0;
+        for (size_t i = 0; i < S_NOPTIONS; i++)
+            if (strncmp(s_options[i].name, "curve_", 6) == 0 && first_line[i] > l)
+                l = first_line[i];
+        if (l)
+            ctx->line = l;
+        return s_fail(ctx, "[security] curve_secret_key_file is set but curve_allow_file is "
+                      "empty; allowed: both set (CURVE), or curve_secret_key_file = \"\" "
+                      "(plain endpoints)");
+    }
     return 0;
 }
 

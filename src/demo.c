@@ -33,6 +33,9 @@ struct demo {
     char endpoint[256];
     char pipe_ep[64];
     uint32_t rate, lines;
+    bool curve; /* connect as a CURVE client with these keys */
+    char server_z85[FP_CURVE_KEY_Z85 + 1];
+    fp_curve_keypair_t keys;
     /* Set once by demo_stop, read by the thread. Relaxed is enough: the flag
        publishes no other data (the thread only needs to see it eventually),
        and pthread_join orders everything the thread did before it exits. */
@@ -99,9 +102,17 @@ static void *s_run(void *arg)
     p.burst = burst < 1 ? 1 : burst > DEMO_BURST_MAX ? DEMO_BURST_MAX : (uint32_t)burst;
 
     gen = plantgen_new(&p);
-    prod = gen ? producer_new(self->ctx, self->endpoint, PRODUCER_ACKED, DEMO_BATCH_RECORDS) : NULL;
-    if (!gen || !prod || producer_set_send_timeout(prod, DEMO_SEND_TIMEOUT_MS) != 0) {
-        s_report(pipe, errno ? errno : ENOMEM);
+    prod = gen ? producer_new(self->ctx, NULL, PRODUCER_ACKED, DEMO_BATCH_RECORDS) : NULL;
+    int rc = prod ? 0 : -(errno ? errno : ENOMEM);
+    if (rc == 0 && self->curve)
+        rc = producer_set_curve(prod, self->server_z85, self->keys.public_z85,
+                                self->keys.secret_z85);
+    if (rc == 0)
+        rc = producer_connect(prod, self->endpoint);
+    if (rc == 0)
+        rc = producer_set_send_timeout(prod, DEMO_SEND_TIMEOUT_MS);
+    if (!gen || rc != 0) {
+        s_report(pipe, rc ? -rc : ENOMEM);
         plantgen_destroy(&gen);
         producer_destroy(&prod);
         return NULL;
@@ -111,7 +122,6 @@ static void *s_run(void *arg)
     const int64_t tick_ns = (int64_t)DEMO_TICK_MS * 1000000;
     int64_t next = s_clock_ns(CLOCK_MONOTONIC);
     uint64_t owed_milli = 0; /* records owed * 1000, carries the remainder of rate * tick */
-    int rc = 0;
     while (rc == 0 && !s_stopping(self)) {
         owed_milli += (uint64_t)self->rate * DEMO_TICK_MS;
         uint64_t n = owed_milli / 1000;
@@ -149,11 +159,23 @@ static void *s_run(void *arg)
 
 demo_t *demo_start(void *zmq_ctx, const char *endpoint, uint32_t rate, uint32_t lines)
 {
-    if (!zmq_ctx || !endpoint || rate == 0 || lines == 0 || lines > DEMO_LINES_MAX)
+    return demo_start_curve(zmq_ctx, endpoint, rate, lines, NULL, NULL);
+}
+
+demo_t *demo_start_curve(void *zmq_ctx, const char *endpoint, uint32_t rate, uint32_t lines,
+                         const char *server_z85, const fp_curve_keypair_t *kp)
+{
+    if (!zmq_ctx || !endpoint || rate == 0 || lines == 0 || lines > DEMO_LINES_MAX ||
+        !server_z85 != !kp || (server_z85 && strlen(server_z85) != FP_CURVE_KEY_Z85))
         return NULL;
     demo_t *self = calloc(1, sizeof(*self));
     if (!self)
         return NULL;
+    if (kp) {
+        self->curve = true;
+        memcpy(self->server_z85, server_z85, sizeof self->server_z85);
+        self->keys = *kp;
+    }
     if (snprintf(self->endpoint, sizeof(self->endpoint), "%s", endpoint) >= (int)sizeof(self->endpoint)) {
         free(self);
         return NULL;

@@ -19,6 +19,8 @@
 
 #include <stdint.h>
 
+#include "security.h"
+
 #define DEMO_TICK_MS 50
 #define DEMO_LINES_MAX 1000
 
@@ -28,6 +30,11 @@ typedef struct demo demo_t;
    endpoint (floorpost's ROUTER). rate: records/s (>= 1); lines: 1..DEMO_LINES_MAX.
    NULL on a bad argument or if the thread or its socket could not be made. */
 demo_t *demo_start(void *zmq_ctx, const char *endpoint, uint32_t rate, uint32_t lines);
+
+/* demo_start for a CURVE endpoint: server_z85 is the server's public key
+   and kp the producer's key pair (both copied); both NULL = plain. */
+demo_t *demo_start_curve(void *zmq_ctx, const char *endpoint, uint32_t rate, uint32_t lines,
+                         const char *server_z85, const fp_curve_keypair_t *kp);
 
 /* Stops and joins the thread (which flushes its open batch and closes its
    socket, lingering at most 2 s), frees *self_p and sets it to NULL.

@@ -10,12 +10,16 @@
     - PUB never blocks: ZeroMQ drops messages for a subscriber whose queue
       (ZMQ_SNDHWM) is full. A subscriber detects that as a stream_seq gap.
     - Dead letters from every stage arrive on FP_EP_DEAD; each is counted by
-      reason, logged (at most 10 lines a second, the rest summarised) and
+      reason, logged with its business keys (source, seq, plant, order,
+      operation, lot; the log's rate limit, log.h, keeps a flood short) and
       published on the dead-letter endpoint.
+    - Rounds: a round is complete when every shard's barrier of it is in;
+      its latency (ingest's wall_ns to now) feeds floorpost_round_seconds.
     - Exits when every shard's drain barrier and every stage's dead-letter
       drain marker have arrived: nothing sent before them is left behind.
 */
 #include <errno.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +29,7 @@
 
 #include "codec.h"
 #include "log.h"
+#include "security.h"
 #include "stage.h"
 
 /* Per-topic stream_seq: an open-addressing map, topic -> last seq. */
@@ -41,8 +46,15 @@ typedef struct {
     size_t nfeeds, cap;
     void *aligned;
     size_t aligned_cap;
-    int64_t log_window; /* dead-letter log rate limit: current second */
-    int logged, suppressed;
+    fp_stage_slot_t *slot; /* our gauges (metrics.h) */
+    /* Barriers per round, to see when every shard's is in. Shards can be
+       apart by a few rounds (queue_batches); a slot is reused when a newer
+       round lands on it. */
+    struct {
+        uint64_t round;
+        int count;
+    } rounds[256];
+    fp_hist_local_t round_hist;
 } emit_t;
 
 static uint64_t *s_feed_seq(emit_t *self, const char *topic, size_t len)
@@ -118,6 +130,54 @@ static void s_checkpoint(emit_t *self, zmq_msg_t *topic)
     zmq_msg_close(&body);
 }
 
+/* One logfmt line for a dead letter, with the business keys of its JSON
+   detail (our own JSON, but the strings in it come from producers: every
+   value is quoted and escaped). */
+static void s_log_dead_letter(const char *reason, const char *json, size_t len)
+{
+    char keys[768], q[160];
+    size_t n = 0;
+    keys[0] = 0;
+    json_t *d = json_loadb(json, len, 0, NULL);
+    static const char *ints[][2] = {{"source_id", "source"}, {"epoch", "epoch"}, {"seq", "seq"},
+                                    {"kind", "kind"}, {"bytes", "bytes"}};
+    static const char *strs[][2] = {{"component", "from"}, {"plant", "plant"},
+                                    {"order", "order"},    {"operation", "operation"},
+                                    {"lot", "lot"},        {"detail", "detail"}};
+    if (json_is_object(d)) {
+        for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+            json_t *v = json_object_get(d, ints[i][0]);
+            if (json_is_integer(v) && n < sizeof keys - 40)
+                n += (size_t)snprintf(keys + n, sizeof keys - n, " %s=%lld", ints[i][1],
+                                      (long long)json_integer_value(v));
+        }
+        for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+            json_t *v = json_object_get(d, strs[i][0]);
+            if (!json_is_string(v))
+                continue;
+            fp_log_quote(q, sizeof q, json_string_value(v), 120);
+            if (n + strlen(q) + 16 < sizeof keys)
+                n += (size_t)snprintf(keys + n, sizeof keys - n, " %s=%s", strs[i][1], q);
+        }
+    } else {
+        fp_log_quote(q, sizeof q, json, len < 120 ? len : 120);
+        snprintf(keys, sizeof keys, " detail=%s", q);
+    }
+    json_decref(d);
+    fp_log_admitted(FP_LOG_WARN, "emit", "dead letter", "reason=%s%s", reason, keys);
+}
+
+/* Counts barrier b; true when it completes its round (every shard's in). */
+static bool s_round_barrier(emit_t *self, const fp_barrier_t *b)
+{
+    size_t i = (size_t)(b->round % (sizeof self->rounds / sizeof self->rounds[0]));
+    if (self->rounds[i].round != b->round) {
+        self->rounds[i].round = b->round;
+        self->rounds[i].count = 0;
+    }
+    return ++self->rounds[i].count == self->cfg->shards;
+}
+
 /* Returns true for a stage's drain marker. */
 static bool s_dead_letter(emit_t *self)
 {
@@ -151,21 +211,8 @@ static bool s_dead_letter(emit_t *self)
             reason[tl - 11] = 0;
         }
         fp_metrics_dead_letter(self->metrics, reason);
-        int64_t sec = fp_now_ns() / 1000000000;
-        if (sec != self->log_window) {
-            if (self->suppressed)
-                fp_log(FP_LOG_WARN, "emit", "dead letters not logged (rate limit)",
-                       "suppressed=%d", self->suppressed);
-            self->log_window = sec;
-            self->logged = self->suppressed = 0;
-        }
-        if (self->logged < 10) {
-            self->logged++;
-            fp_log(FP_LOG_WARN, "emit", "dead letter", "reason=%s detail=%.*s", reason,
-                   (int)zmq_msg_size(&parts[1]), (const char *)zmq_msg_data(&parts[1]));
-        } else {
-            self->suppressed++;
-        }
+        if (fp_log_admit(FP_LOG_WARN, "emit"))
+            s_log_dead_letter(reason, zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]));
         zmq_msg_send(&parts[0], self->dlpub, ZMQ_SNDMORE);
         zmq_msg_send(&parts[1], self->dlpub, ZMQ_SNDMORE);
         zmq_msg_send(&parts[2], self->dlpub, 0);
@@ -175,18 +222,26 @@ static bool s_dead_letter(emit_t *self)
     return false;
 }
 
-static void *s_pub(void *zmq_ctx, const char *ep, char *err, size_t errlen)
+static void *s_pub(void *zmq_ctx, const fp_config_t *cfg, const char *ep, char *err,
+                   size_t errlen)
 {
     void *s = zmq_socket(zmq_ctx, ZMQ_PUB);
     if (!s)
         return NULL;
     /* Room for bursts (a posting-interval flush) before a slow subscriber
-       loses messages; 2 s linger so the drain's last events reach them. */
+       loses messages; 2 s linger so the drain's last events reach them.
+       The only frames a PUB reads are subscriptions (a topic prefix): a
+       subscriber sending a larger frame is dropped before it is allocated. */
     int hwm = 100000, linger = 2000;
+    int64_t maxsize = 1024;
     zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_bind(s, ep) != 0) {
+    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
+    /* Heartbeats, handshake timeout and, when configured, CURVE + ZAP. */
+    int rc = fp_security_server_socket(s, cfg, err, errlen);
+    if (rc == 0 && (rc = zmq_bind(s, ep)) != 0)
         snprintf(err, errlen, "bind %s: %s", ep, zmq_strerror(zmq_errno()));
+    if (rc != 0) {
         linger = 0;
         zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
         zmq_close(s);
@@ -208,12 +263,13 @@ void *fp_emit_main(void *argp)
         ok = (self->dlin = fp_stage_socket(args->zmq_ctx, ZMQ_PULL, FP_EP_DEAD, 1, -1,
                                            cfg->queue_batches, err, sizeof err)) != NULL;
     if (ok)
-        ok = (self->pub = s_pub(args->zmq_ctx, cfg->publish, err, sizeof err)) != NULL;
+        ok = (self->pub = s_pub(args->zmq_ctx, cfg, cfg->publish, err, sizeof err)) != NULL;
     if (ok)
-        ok = (self->dlpub = s_pub(args->zmq_ctx, cfg->deadletter, err, sizeof err)) != NULL;
+        ok = (self->dlpub = s_pub(args->zmq_ctx, cfg, cfg->deadletter, err, sizeof err)) != NULL;
     fp_stage_ready(args->zmq_ctx, "emit", ok ? 0 : -1, err);
+    self->slot = fp_metrics_stage(self->metrics, FP_STAGE_EMIT, 0);
+    fp_metrics_stage_beat(self->slot, fp_now_ns());
     int shard_drains = 0, dl_drains = 0;
-    uint64_t barriers = 0;
     const int dl_senders = 1 + cfg->workers + cfg->shards;
     while (ok && (shard_drains < cfg->shards || dl_drains < dl_senders)) {
         zmq_pollitem_t items[2] = {{self->in, 0, ZMQ_POLLIN, 0}, {self->dlin, 0, ZMQ_POLLIN, 0}};
@@ -222,6 +278,10 @@ void *fp_emit_main(void *argp)
                 continue;
             break;
         }
+        /* Beats at least once a round: every round brings barriers. */
+        int64_t woke = fp_now_ns();
+        fp_metrics_stage_beat(self->slot, woke);
+        uint64_t received = 0;
         for (int k = 0; k < 256 && (items[0].revents & ZMQ_POLLIN); k++) {
             zmq_msg_t m;
             zmq_msg_init(&m);
@@ -229,6 +289,7 @@ void *fp_emit_main(void *argp)
                 zmq_msg_close(&m);
                 break;
             }
+            received++;
             if (zmq_msg_more(&m)) {
                 s_checkpoint(self, &m);
             } else if (zmq_msg_size(&m) == sizeof(fp_barrier_t)) {
@@ -236,12 +297,16 @@ void *fp_emit_main(void *argp)
                 memcpy(&b, zmq_msg_data(&m), sizeof b);
                 if (b.flags & FP_BARRIER_DRAIN)
                     shard_drains++;
-                /* A round is complete when every shard's barrier is in. */
-                if (++barriers % (uint64_t)cfg->shards == 0)
+                if (s_round_barrier(self, &b)) {
+                    fp_hist_observe(&self->round_hist, FP_H_ROUND, fp_wall_ns() - b.wall_ns);
+                    fp_metrics_hist_merge(self->metrics, FP_H_ROUND, &self->round_hist);
                     fp_metrics_add(self->metrics, FP_M_ROUNDS, 1);
+                    fp_metrics_round_done(self->metrics, fp_now_ns());
+                }
             }
             zmq_msg_close(&m);
         }
+        fp_metrics_stage_received(self->slot, received);
         if (items[1].revents & ZMQ_POLLIN)
             for (int k = 0; k < 256; k++) {
                 zmq_pollitem_t one = {self->dlin, 0, ZMQ_POLLIN, 0};
@@ -250,10 +315,10 @@ void *fp_emit_main(void *argp)
                 if (s_dead_letter(self))
                     dl_drains++;
             }
+        fp_metrics_stage_busy(self->slot, fp_now_ns() - woke);
     }
-    if (self->suppressed)
-        fp_log(FP_LOG_WARN, "emit", "dead letters not logged (rate limit)", "suppressed=%d",
-               self->suppressed);
+    if (self->slot)
+        fp_metrics_stage_exit(self->slot);
     void *socks[] = {self->in, self->dlin, self->pub, self->dlpub};
     for (size_t i = 0; i < 4; i++)
         if (socks[i])

@@ -32,6 +32,7 @@
 
 #include "codec.h"
 #include "log.h"
+#include "security.h"
 #include "stage.h"
 
 typedef struct {
@@ -47,6 +48,8 @@ typedef struct {
     fp_frame_meta_t held_meta;
     zmq_msg_t held_payload;
     uint64_t round;
+    fp_stage_slot_t *slot;          /* our gauges (metrics.h) */
+    fp_stage_slot_t *wslot[64];     /* each worker's: we count what we queue for it */
 } ingest_t;
 
 static int s_worker_of(ingest_t *self, const void *data, size_t len)
@@ -67,6 +70,7 @@ static bool s_try_send_held(ingest_t *self)
     /* Once the first part is queued the rest of the message follows it. */
     zmq_msg_send(&self->held_payload, w, 0);
     self->held = false;
+    fp_metrics_stage_sent(self->wslot[self->held_w], 1);
     return true;
 }
 
@@ -134,8 +138,10 @@ static bool s_read_producer(ingest_t *self, void *sock, bool routed)
 static void s_send_barrier(ingest_t *self, uint32_t flags)
 {
     fp_barrier_t b = {FP_MSG_BARRIER, flags, ++self->round, fp_wall_ns()};
-    for (int w = 0; w < self->nworkers; w++)
+    for (int w = 0; w < self->nworkers; w++) {
+        fp_metrics_stage_sent(self->wslot[w], 1);
         zmq_send(self->workers[w], &b, sizeof b, 0); /* blocks at HWM: back-pressure */
+    }
 }
 
 /* Forwards one ack (or counts a worker's final marker). */
@@ -147,6 +153,7 @@ static void s_forward_ack(ingest_t *self, int *drained)
         zmq_msg_close(&a);
         return;
     }
+    fp_metrics_stage_received(self->slot, 1);
     if (!zmq_msg_more(&a)) {
         (*drained)++; /* FP_MSG_DL_DRAIN marker: that worker is done */
         zmq_msg_close(&a);
@@ -165,7 +172,8 @@ static void s_forward_ack(ingest_t *self, int *drained)
     zmq_msg_close(&b);
 }
 
-/* A producer-facing socket: frame size limit, receive HWM, bound. */
+/* A producer-facing socket: frame size limit, receive HWM, heartbeats,
+   handshake timeout, CURVE when configured (security.h), bound. */
 static void *s_producer_socket(ingest_t *self, int type, const char *ep, char *err, size_t errlen)
 {
     void *s = zmq_socket(self->zmq_ctx, type);
@@ -178,8 +186,11 @@ static void *s_producer_socket(ingest_t *self, int type, const char *ep, char *e
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
     zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_bind(s, ep) != 0) {
+    /* Heartbeats, handshake timeout and, when configured, CURVE + ZAP. */
+    int rc = fp_security_server_socket(s, self->cfg, err, errlen);
+    if (rc == 0 && (rc = zmq_bind(s, ep)) != 0)
         snprintf(err, errlen, "bind %s: %s", ep, zmq_strerror(zmq_errno()));
+    if (rc != 0) {
         linger = 0;
         zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
         zmq_close(s);
@@ -209,6 +220,9 @@ void *fp_ingest_main(void *argp)
     const fp_config_t *cfg = self->cfg;
     char err[512] = "";
     self->nworkers = cfg->workers;
+    self->slot = fp_metrics_stage(self->metrics, FP_STAGE_INGEST, 0);
+    for (int w = 0; w < self->nworkers; w++)
+        self->wslot[w] = fp_metrics_stage(self->metrics, FP_STAGE_WORKER, w);
     self->ctl = fp_stage_socket(self->zmq_ctx, ZMQ_PAIR, FP_EP_CTL, 0, -1, -1, err, sizeof err);
     /* No HWM on acks: a worker must never block on them (see DESIGN). */
     if (self->ctl)
@@ -232,6 +246,7 @@ void *fp_ingest_main(void *argp)
              NULL;
     if (!ok) {
         fp_stage_ready(self->zmq_ctx, "ingest", -1, err);
+        fp_metrics_stage_exit(self->slot);
         s_close_all(self);
         return NULL;
     }
@@ -267,6 +282,8 @@ void *fp_ingest_main(void *argp)
         int64_t wait = (next_round - fp_now_ns()) / 1000000;
         if (zmq_poll(items, n, wait > 0 ? wait : 0) < 0 && zmq_errno() == ETERM)
             break;
+        int64_t woke = fp_now_ns();
+        fp_metrics_stage_beat(self->slot, woke);
         if (items[0].revents & ZMQ_POLLIN) {
             char cmd[16];
             zmq_recv(self->ctl, cmd, sizeof cmd, 0);
@@ -301,6 +318,7 @@ void *fp_ingest_main(void *argp)
             }
             /* The held frame goes first: a barrier never overtakes data. */
             if (self->held) {
+                fp_metrics_stage_sent(self->wslot[self->held_w], 1);
                 zmq_send(self->workers[self->held_w], &self->held_meta,
                          offsetof(fp_frame_meta_t, id) + self->held_meta.idlen, ZMQ_SNDMORE);
                 zmq_msg_send(&self->held_payload, self->workers[self->held_w], 0);
@@ -309,12 +327,14 @@ void *fp_ingest_main(void *argp)
             s_send_barrier(self, flags);
             next_round = now + round_ns;
         }
+        fp_metrics_stage_busy(self->slot, fp_now_ns() - woke);
     }
     /* Drain: the held frame, then what producers already queued (bounded:
        a producer that keeps sending cannot hold the drain up), then the
        drain barrier behind everything. */
     for (int k = 0; k < 100000; k++) {
         if (self->held) {
+            fp_metrics_stage_sent(self->wslot[self->held_w], 1);
             zmq_send(self->workers[self->held_w], &self->held_meta,
                      offsetof(fp_frame_meta_t, id) + self->held_meta.idlen, ZMQ_SNDMORE);
             zmq_msg_send(&self->held_payload, self->workers[self->held_w], 0);
@@ -340,6 +360,7 @@ void *fp_ingest_main(void *argp)
             s_forward_ack(self, &drained);
     }
     fp_dead_letter_drain(self->dl);
+    fp_metrics_stage_exit(self->slot);
     s_close_all(self);
     return NULL;
 }

@@ -1,8 +1,9 @@
-/*  log.c - logfmt lines on stderr. See log.h. */
+/*  log.c - logfmt lines on stderr, rate-limited per component. See log.h. */
 #include "log.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -13,15 +14,63 @@ static _Atomic int s_level = FP_LOG_INFO;
 
 static const char *s_names[] = {"debug", "info", "warn", "error"};
 
+/* The rate limiter: one slot per component, claimed by CAS on its name hash
+   (0 = free). Every field is a relaxed atomic: a count, never a
+   synchronisation point. A fixed window per second: `used` lines admitted in
+   second `window`, `dropped` not yet reported. Components past the table
+   share the last slot. */
+#define S_SLOTS 64
+typedef struct {
+    _Atomic uint64_t key;
+    _Atomic int64_t window;
+    _Atomic uint32_t used;
+    _Atomic uint64_t dropped;
+    char name[32]; /* written once by the thread that claimed the slot */
+    _Atomic int named;
+} s_slot_t;
+static s_slot_t s_slots[S_SLOTS];
+
 void fp_log_set_level(int level)
 {
     atomic_store_explicit(&s_level, level, memory_order_relaxed);
 }
 
-void fp_log(int level, const char *component, const char *msg, const char *fmt, ...)
+static uint64_t s_hash(const char *s)
 {
-    if (level < atomic_load_explicit(&s_level, memory_order_relaxed))
-        return;
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+static s_slot_t *s_slot(const char *component)
+{
+    uint64_t h = s_hash(component);
+    for (int probe = 0; probe < S_SLOTS - 1; probe++) {
+        s_slot_t *s = &s_slots[(h + (uint64_t)probe) % (S_SLOTS - 1)];
+        uint64_t k = atomic_load_explicit(&s->key, memory_order_relaxed);
+        if (k == h)
+            return s;
+        if (k == 0) {
+            uint64_t zero = 0;
+            if (atomic_compare_exchange_strong_explicit(&s->key, &zero, h, memory_order_acq_rel,
+                                                        memory_order_relaxed)) {
+                snprintf(s->name, sizeof s->name, "%s", component);
+                /* release: the name is complete before `named` says so; pairs
+                   with the acquire load in s_report. */
+                atomic_store_explicit(&s->named, 1, memory_order_release);
+                return s;
+            }
+            if (zero == h)
+                return s;
+        }
+    }
+    return &s_slots[S_SLOTS - 1];
+}
+
+static void s_write(int level, const char *component, const char *msg, const char *fmt,
+                    va_list ap)
+{
     char line[1024];
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -38,14 +87,113 @@ void fp_log(int level, const char *component, const char *msg, const char *fmt, 
     line[n++] = '"';
     if (fmt && *fmt && n < sizeof line - 2) {
         line[n++] = ' ';
-        va_list ap;
-        va_start(ap, fmt);
         int k = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
-        va_end(ap);
         if (k > 0)
             n += ((size_t)k < sizeof line - n - 1) ? (size_t)k : sizeof line - n - 2;
     }
     line[n++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
+}
+
+static void s_line(int level, const char *component, const char *msg, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void s_line(int level, const char *component, const char *msg, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    s_write(level, component, msg, fmt, ap);
+    va_end(ap);
+}
+
+static void s_report(s_slot_t *s, const char *component)
+{
+    uint64_t n = atomic_exchange_explicit(&s->dropped, 0, memory_order_relaxed);
+    if (n == 0)
+        return;
+    if (!component)
+        component = atomic_load_explicit(&s->named, memory_order_acquire) ? s->name : "log";
+    s_line(FP_LOG_WARN, component, "log lines suppressed (rate limit)",
+           "suppressed=%llu limit_per_s=%d", (unsigned long long)n, FP_LOG_RATE);
+}
+
+bool fp_log_admit(int level, const char *component)
+{
+    if (level < atomic_load_explicit(&s_level, memory_order_relaxed))
+        return false;
+    s_slot_t *s = s_slot(component);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    int64_t sec = (int64_t)ts.tv_sec;
+    int64_t w = atomic_load_explicit(&s->window, memory_order_relaxed);
+    if (w != sec && atomic_compare_exchange_strong_explicit(&s->window, &w, sec,
+                                                            memory_order_relaxed,
+                                                            memory_order_relaxed)) {
+        /* This thread opened the new second: reset and report the drops. */
+        atomic_store_explicit(&s->used, 0, memory_order_relaxed);
+        s_report(s, component);
+    }
+    if (atomic_fetch_add_explicit(&s->used, 1, memory_order_relaxed) >= FP_LOG_RATE) {
+        atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
+        return false;
+    }
+    return true;
+}
+
+void fp_log_admitted(int level, const char *component, const char *msg, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    s_write(level, component, msg, fmt, ap);
+    va_end(ap);
+}
+
+void fp_log(int level, const char *component, const char *msg, const char *fmt, ...)
+{
+    if (!fp_log_admit(level, component))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    s_write(level, component, msg, fmt, ap);
+    va_end(ap);
+}
+
+void fp_log_flush_suppressed(void)
+{
+    for (int i = 0; i < S_SLOTS; i++)
+        if (atomic_load_explicit(&s_slots[i].key, memory_order_relaxed) ||
+            i == S_SLOTS - 1)
+            s_report(&s_slots[i], NULL);
+}
+
+size_t fp_log_quote(char *dst, size_t cap, const char *s, size_t maxlen)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (cap < 3) {
+        if (cap)
+            dst[0] = 0;
+        return 0;
+    }
+    size_t n = 0;
+    dst[n++] = '"';
+    for (size_t i = 0; s && s[i] && i < maxlen; i++) {
+        unsigned char c = (unsigned char)s[i];
+        size_t need = (c == '"' || c == '\\') ? 2 : c < 0x20 ? 6 : 1;
+        if (n + need + 2 > cap)
+            break;
+        if (c == '"' || c == '\\') {
+            dst[n++] = '\\';
+            dst[n++] = (char)c;
+        } else if (c < 0x20) {
+            memcpy(dst + n, "\\u00", 4);
+            dst[n + 4] = hex[c >> 4];
+            dst[n + 5] = hex[c & 15];
+            n += 6;
+        } else {
+            dst[n++] = (char)c;
+        }
+    }
+    dst[n++] = '"';
+    dst[n] = 0;
+    return n;
 }

@@ -2,20 +2,52 @@
 
     ts=2026-11-23T04:05:06.123Z level=warn component=worker msg="..." k=v ...
 
+    Rate limit: at most FP_LOG_RATE lines per second per component (all
+    levels). Past that, lines are dropped and counted; the next line the
+    component may write in a later second is preceded by one
+    msg="log lines suppressed (rate limit)" suppressed=N line, and
+    fp_log_flush_suppressed() writes the outstanding counts (call it before
+    exit). So a flood of bad frames cannot fill a disk.
+
     Thread contract: any thread; each line is written with one write(2), so
-    lines from different threads never interleave.
+    lines from different threads never interleave. The rate limiter is a
+    fixed table of relaxed atomics (no lock): under a race between threads of
+    one component a window may let a line or two more through.
 */
 #ifndef FP_LOG_H
 #define FP_LOG_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 enum { FP_LOG_DEBUG = 0, FP_LOG_INFO = 1, FP_LOG_WARN = 2, FP_LOG_ERROR = 3 };
+
+#define FP_LOG_RATE 20 /* lines per second per component */
 
 /* Lines below `level` are dropped. Call before threads start. */
 void fp_log_set_level(int level);
 
 /* fmt/... is the rest of the line after msg, e.g. "source=%llu reason=%s";
-   msg is quoted and escaped. */
+   msg is quoted and escaped. Subject to the level and the rate limit. */
 void fp_log(int level, const char *component, const char *msg, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* Takes the level check and one line of the component's rate limit; true if
+   the caller may write a line now (then with fp_log_admitted). For lines
+   that are costly to prepare. */
+bool fp_log_admit(int level, const char *component);
+
+/* Writes the line without the level and rate checks (after fp_log_admit). */
+void fp_log_admitted(int level, const char *component, const char *msg, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Writes one "suppressed" line for every component with lines dropped and
+   not yet reported. */
+void fp_log_flush_suppressed(void);
+
+/* Writes s (at most maxlen bytes of it) as a quoted, escaped string (JSON
+   and logfmt alike: \" \\ and control bytes as \u00XX) into dst, always
+   NUL-terminated, cut to fit cap. Returns the length written. */
+size_t fp_log_quote(char *dst, size_t cap, const char *s, size_t maxlen);
 
 #endif

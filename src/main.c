@@ -1,8 +1,10 @@
-/*  main.c - the floorpost command: run, send, tail.
+/*  main.c - the floorpost command: run, send, tail, keygen.
 
       floorpost run [-c FILE] [--check]
-      floorpost send [--push] [--batch N] [--timeout MS] ENDPOINT FILE|-
-      floorpost tail [--count N] [--timeout MS] [--human] ENDPOINT [TOPIC]
+      floorpost send [--push] [--batch N] [--timeout MS] [CURVE] ENDPOINT FILE|-
+      floorpost tail [--count N] [--timeout MS] [--human] [CURVE] ENDPOINT [TOPIC]
+      floorpost keygen [-o BASENAME]
+      CURVE = --server-key FILE --key FILE
 
     Exit codes: 0 ok; 1 runtime failure (bind error, drain timeout, records
     refused); 2 usage or configuration error.
@@ -21,11 +23,13 @@
 
 #include "config.h"
 #include "demo.h"
+#include "http.h"
 #include "jsonl.h"
 #include "log.h"
 #include "metrics.h"
 #include "pipeline.h"
 #include "producer.h"
+#include "security.h"
 #include "tail.h"
 
 #define FP_VERSION "0.1.0"
@@ -50,7 +54,12 @@ static void s_usage(FILE *f)
             "      send telemetry from a JSON Lines file as binary batches (acked via\n"
             "      the ROUTER endpoint; --push for the PULL endpoint)\n"
             "  floorpost tail [--count N] [--timeout MS] [--human] ENDPOINT [TOPIC]\n"
-            "      subscribe to a feed and print each event as one JSON line\n");
+            "      subscribe to a feed and print each event as one JSON line\n"
+            "  send and tail take --server-key FILE --key FILE for a CURVE endpoint:\n"
+            "      the server's .pub (or .key) file and this client's .key file\n"
+            "  floorpost keygen [-o BASENAME]\n"
+            "      make a CURVE key pair: BASENAME.key (secret, mode 0600) and\n"
+            "      BASENAME.pub; without -o, print both keys\n");
 }
 
 /* A bind endpoint such as tcp://ANY:5560 (star or 0.0.0.0) -> where a local
@@ -71,12 +80,20 @@ typedef struct {
     void *zmq_ctx;
     char endpoint[FP_ENDPOINT_MAX];
     _Atomic int stop;
+    const char *server_key;          /* CURVE: the security module's internal client, */
+    const fp_curve_keypair_t *keys;  /* or NULL for plain endpoints */
 } printer_t;
 
 static void *s_printer(void *arg)
 {
     printer_t *p = arg;
-    fp_tail_opts_t o = {p->endpoint, "", 1, 0, 0, &p->stop, stdout};
+    fp_tail_opts_t o = {.endpoint = p->endpoint, .topic = "", .human = 1, .stop = &p->stop,
+                        .out = stdout};
+    if (p->keys) {
+        o.server_key_z85 = p->server_key;
+        o.public_key_z85 = p->keys->public_z85;
+        o.secret_key_z85 = p->keys->secret_z85;
+    }
     fp_tail_stats_t st;
     fp_tail(p->zmq_ctx, &o, &st);
     return NULL;
@@ -110,6 +127,10 @@ static int s_run(int argc, char **argv)
     }
     fp_config_resolve(&cfg);
     fp_log_set_level(cfg.log_level);
+    if (fp_security_check(&cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "floorpost: %s\n", err);
+        return 2;
+    }
     if (check) {
         printf("%s: ok (workers=%d shards=%d)\n", file ? file : "embedded default", cfg.workers,
                cfg.shards);
@@ -123,10 +144,32 @@ static int s_run(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     void *ctx = zmq_ctx_new();
-    fp_metrics_t *metrics = fp_metrics_new();
+    fp_metrics_t *metrics = fp_metrics_new(cfg.workers, cfg.shards);
     if (!ctx || !metrics) {
         fprintf(stderr, "floorpost: out of memory\n");
         return 1;
+    }
+    /* The HTTP server first: a port in use fails the start before any
+       stage runs. Its thread inherits the blocked SIGTERM/SIGINT. */
+    fp_http_t *http = NULL;
+    if (cfg.metrics_port) {
+        http = fp_http_start(cfg.metrics_address, cfg.metrics_port, metrics,
+                             cfg.health_max_round_age_ms, err, sizeof err);
+        if (!http) {
+            fp_log(FP_LOG_ERROR, "main", "start failed", "error=\"%s\"", err);
+            fp_metrics_destroy(&metrics);
+            zmq_ctx_term(ctx);
+            return 1;
+        }
+        fp_log(FP_LOG_INFO, "main", "metrics endpoint listening",
+               "url=http://%s:%d/metrics health=http://%s:%d/healthz", cfg.metrics_address,
+               cfg.metrics_port, cfg.metrics_address, cfg.metrics_port);
+    }
+    /* The ZAP handler before any tcp endpoint binds (else they refuse all). */
+    fp_security_t *security = fp_security_start(ctx, &cfg, err, sizeof err);
+    if (!security) {
+        fp_log(FP_LOG_ERROR, "main", "start failed", "error=\"%s\"", err);
+        _exit(1);
     }
     pipeline_t *pipe = pipeline_start(ctx, &cfg, metrics, err, sizeof err);
     if (!pipe) {
@@ -136,6 +179,12 @@ static int s_run(int argc, char **argv)
     fp_log(FP_LOG_INFO, "main", "running", "config=%s instance=%s publish=%s deadletter=%s",
            file ? file : "embedded-demo", cfg.instance, cfg.publish, cfg.deadletter);
     printer_t printer = {.zmq_ctx = ctx};
+    const char *internal_server = NULL;
+    const fp_curve_keypair_t *internal_keys = NULL;
+    if (fp_security_internal_client(security, &internal_server, &internal_keys)) {
+        printer.server_key = internal_server;
+        printer.keys = internal_keys;
+    }
     pthread_t printer_thread;
     int printing = 0;
     if (cfg.print_events) {
@@ -146,7 +195,8 @@ static int s_run(int argc, char **argv)
     if (cfg.demo) {
         char ep[FP_ENDPOINT_MAX];
         s_connect_endpoint(cfg.ingest_router, ep, sizeof ep);
-        demo = demo_start(ctx, ep, cfg.demo_rate, cfg.demo_lines);
+        demo = demo_start_curve(ctx, ep, cfg.demo_rate, cfg.demo_lines, internal_server,
+                                internal_keys);
         if (!demo)
             fp_log(FP_LOG_ERROR, "main", "demo plant failed to start", "endpoint=%s", ep);
         else
@@ -163,6 +213,7 @@ static int s_run(int argc, char **argv)
     int rc = pipeline_drain(pipe, cfg.drain_timeout_ms);
     char summary[2048];
     fp_metrics_format(metrics, summary, sizeof summary);
+    fp_log_flush_suppressed();
     if (rc != 0) {
         fp_log(FP_LOG_ERROR, "main", "drain incomplete, exiting", "%s", summary);
         _exit(1);
@@ -174,15 +225,45 @@ static int s_run(int argc, char **argv)
         pthread_join(printer_thread, NULL);
     }
     pipeline_destroy(&pipe);
+    fp_security_stop(&security);
     zmq_ctx_term(ctx);
+    fp_http_stop(&http);
     fp_log(FP_LOG_INFO, "main", "drained", "ms=%lld %s",
            (long long)((fp_mono_ns() - t0) / 1000000), summary);
     fp_metrics_destroy(&metrics);
     return 0;
 }
 
+/* The CURVE options of send and tail: --server-key FILE (the server's .pub
+   or .key) and --key FILE (this client's .key). Both or neither. Returns 0
+   (*curve says whether they were given) or 2 after printing the error. */
+static int s_client_keys(const char *who, const char *server_file, const char *key_file,
+                         char server_z85[FP_CURVE_KEY_Z85 + 1], fp_curve_keypair_t *kp,
+                         bool *curve)
+{
+    *curve = false;
+    if (!server_file && !key_file)
+        return 0;
+    if (!server_file || !key_file) {
+        fprintf(stderr, "floorpost %s: --server-key and --key go together\n", who);
+        return 2;
+    }
+    char err[512];
+    fp_curve_keypair_t server;
+    if (fp_security_key_load(server_file, false, &server, err, sizeof err) != 0 ||
+        fp_security_key_load(key_file, true, kp, err, sizeof err) != 0) {
+        fprintf(stderr, "floorpost %s: %s\n", who, err);
+        return 2;
+    }
+    memcpy(server_z85, server.public_z85, FP_CURVE_KEY_Z85 + 1);
+    explicit_bzero(&server, sizeof server);
+    *curve = true;
+    return 0;
+}
+
 static int s_send(int argc, char **argv)
 {
+    const char *server_file = NULL, *key_file = NULL;
     int mode = PRODUCER_ACKED, timeout_ms = 10000;
     uint32_t batch = 256;
     int i = 0;
@@ -193,6 +274,10 @@ static int s_send(int argc, char **argv)
             batch = (uint32_t)strtoul(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
             timeout_ms = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--server-key") == 0 && i + 1 < argc)
+            server_file = argv[++i];
+        else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
+            key_file = argv[++i];
         else {
             fprintf(stderr, "floorpost send: unknown option '%s'\n", argv[i]);
             return 2;
@@ -203,14 +288,24 @@ static int s_send(int argc, char **argv)
         return 2;
     }
     const char *endpoint = argv[i], *path = argv[i + 1];
+    char server_z85[FP_CURVE_KEY_Z85 + 1];
+    fp_curve_keypair_t keys;
+    bool curve;
+    if (s_client_keys("send", server_file, key_file, server_z85, &keys, &curve) != 0)
+        return 2;
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     if (!f) {
         fprintf(stderr, "floorpost send: %s: %s\n", path, strerror(errno));
         return 2;
     }
     void *ctx = zmq_ctx_new();
-    producer_t *p = producer_new(ctx, endpoint, mode, batch);
+    producer_t *p = producer_new(ctx, NULL, mode, batch);
     jsonl_t *j = jsonl_new();
+    if (p && curve && producer_set_curve(p, server_z85, keys.public_z85, keys.secret_z85) != 0)
+        producer_destroy(&p);
+    explicit_bzero(&keys, sizeof keys);
+    if (p && producer_connect(p, endpoint) != 0)
+        producer_destroy(&p);
     if (!p || !j) {
         fprintf(stderr, "floorpost send: cannot connect to %s\n", endpoint);
         return 1;
@@ -259,7 +354,8 @@ static int s_send(int argc, char **argv)
 
 static int s_tail(int argc, char **argv)
 {
-    fp_tail_opts_t o = {NULL, "", 0, 0, 0, NULL, stdout};
+    fp_tail_opts_t o = {.topic = "", .out = stdout};
+    const char *server_file = NULL, *key_file = NULL;
     int i = 0;
     for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
         if (strcmp(argv[i], "--count") == 0 && i + 1 < argc)
@@ -268,6 +364,10 @@ static int s_tail(int argc, char **argv)
             o.idle_timeout_ms = atoi(argv[++i]);
         else if (strcmp(argv[i], "--human") == 0)
             o.human = 1;
+        else if (strcmp(argv[i], "--server-key") == 0 && i + 1 < argc)
+            server_file = argv[++i];
+        else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
+            key_file = argv[++i];
         else {
             fprintf(stderr, "floorpost tail: unknown option '%s'\n", argv[i]);
             return 2;
@@ -280,6 +380,16 @@ static int s_tail(int argc, char **argv)
     o.endpoint = argv[i];
     if (argc - i == 2)
         o.topic = argv[i + 1];
+    char server_z85[FP_CURVE_KEY_Z85 + 1];
+    fp_curve_keypair_t keys;
+    bool curve;
+    if (s_client_keys("tail", server_file, key_file, server_z85, &keys, &curve) != 0)
+        return 2;
+    if (curve) {
+        o.server_key_z85 = server_z85;
+        o.public_key_z85 = keys.public_z85;
+        o.secret_key_z85 = keys.secret_z85;
+    }
     void *ctx = zmq_ctx_new();
     fp_tail_stats_t st;
     int rc = fp_tail(ctx, &o, &st);
@@ -291,6 +401,30 @@ static int s_tail(int argc, char **argv)
     if (st.gaps)
         fprintf(stderr, "floorpost tail: %" PRIu64 " gaps, %" PRIu64 " events missing\n", st.gaps,
                 st.missing);
+    return 0;
+}
+
+static int s_keygen(int argc, char **argv)
+{
+    const char *base = NULL;
+    if (argc == 2 && strcmp(argv[0], "-o") == 0 && argv[1][0])
+        base = argv[1];
+    else if (argc != 0) {
+        s_usage(stderr);
+        return 2;
+    }
+    char err[512];
+    fp_curve_keypair_t kp;
+    if (fp_security_keygen(base, &kp, err, sizeof err) != 0) {
+        fprintf(stderr, "floorpost keygen: %s\n", err);
+        return 1;
+    }
+    if (base)
+        printf("wrote %s.key (secret, mode 0600) and %s.pub\npublic = %s\n", base, base,
+               kp.public_z85);
+    else
+        printf("public = %s\nsecret = %s\n", kp.public_z85, kp.secret_z85);
+    explicit_bzero(&kp, sizeof kp);
     return 0;
 }
 
@@ -306,6 +440,8 @@ int main(int argc, char **argv)
         return s_send(argc - 2, argv + 2);
     if (strcmp(argv[1], "tail") == 0)
         return s_tail(argc - 2, argv + 2);
+    if (strcmp(argv[1], "keygen") == 0)
+        return s_keygen(argc - 2, argv + 2);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("floorpost " FP_VERSION "\n");
         return 0;

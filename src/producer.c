@@ -20,6 +20,7 @@
 #include <zmq.h>
 
 #include "codec.h"
+#include "security.h"
 #include "strtab.h"
 
 struct producer {
@@ -37,7 +38,7 @@ struct producer {
 
 producer_t *producer_new(void *zmq_ctx, const char *endpoint, int mode, uint32_t batch_records)
 {
-    if (!zmq_ctx || !endpoint || (mode != PRODUCER_ACKED && mode != PRODUCER_PUSH) ||
+    if (!zmq_ctx || (mode != PRODUCER_ACKED && mode != PRODUCER_PUSH) ||
         batch_records == 0 || batch_records > PRODUCER_BATCH_MAX) {
         errno = EINVAL;
         return NULL;
@@ -64,7 +65,7 @@ producer_t *producer_new(void *zmq_ctx, const char *endpoint, int mode, uint32_t
        never come; with it, a send blocks until a peer is connected. */
     if (mode == PRODUCER_PUSH && zmq_setsockopt(self->sock, ZMQ_IMMEDIATE, &one, sizeof(one)) != 0)
         goto fail;
-    if (zmq_connect(self->sock, endpoint) != 0)
+    if (endpoint && zmq_connect(self->sock, endpoint) != 0)
         goto fail;
     return self;
 fail:;
@@ -252,6 +253,30 @@ int producer_wait_acks(producer_t *self, int timeout_ms)
         if (zmq_poll(&item, 1, wait) < 0)
             return -zmq_errno();
     }
+}
+
+int producer_set_curve(producer_t *self, const char *server_public_z85,
+                       const char *client_public_z85, const char *client_secret_z85)
+{
+    assert(self);
+    if (!server_public_z85 || !client_public_z85 || !client_secret_z85 ||
+        strlen(client_public_z85) != FP_CURVE_KEY_Z85 ||
+        strlen(client_secret_z85) != FP_CURVE_KEY_Z85)
+        return -EINVAL;
+    fp_curve_keypair_t kp;
+    memcpy(kp.public_z85, client_public_z85, sizeof kp.public_z85);
+    memcpy(kp.secret_z85, client_secret_z85, sizeof kp.secret_z85);
+    int rc = fp_security_client_socket(self->sock, server_public_z85, &kp);
+    explicit_bzero(&kp, sizeof kp);
+    return rc;
+}
+
+int producer_connect(producer_t *self, const char *endpoint)
+{
+    assert(self);
+    if (!endpoint)
+        return -EINVAL;
+    return zmq_connect(self->sock, endpoint) == 0 ? 0 : -zmq_errno();
 }
 
 int producer_set_send_timeout(producer_t *self, int timeout_ms)

@@ -52,9 +52,24 @@ typedef struct {
 typedef struct producer producer_t;
 
 /* Creates a socket of `mode` in zmq_ctx (not owned) and connects it to
-   endpoint. batch_records: records per batch, 1..PRODUCER_BATCH_MAX. NULL on
-   a bad argument, out of memory or a zmq error (errno set). */
+   endpoint; endpoint NULL: not connected yet (set options such as CURVE,
+   then producer_connect). batch_records: records per batch,
+   1..PRODUCER_BATCH_MAX. NULL on a bad argument, out of memory or a zmq
+   error (errno set). */
 producer_t *producer_new(void *zmq_ctx, const char *endpoint, int mode, uint32_t batch_records);
+
+/* Makes the socket a CURVE client: the server's public key and this
+   producer's key pair, each 40 Z85 characters (floorpost keygen). Only
+   affects connections made after it: call between producer_new(ctx, NULL,
+   ...) and producer_connect. 0, -EINVAL for a malformed key, or -errno. A
+   key floorpost does not list gets no connection (sends queue up to the
+   HWM, no Ack ever comes). */
+int producer_set_curve(producer_t *self, const char *server_public_z85,
+                       const char *client_public_z85, const char *client_secret_z85);
+
+/* Connects to endpoint (libzmq keeps reconnecting in the background).
+   0 or -errno. */
+int producer_connect(producer_t *self, const char *endpoint);
 
 /* Closes the socket (linger PRODUCER_LINGER_MS) and frees *self_p, setting it
    to NULL; NULL-safe. Does NOT flush: records still in the open batch are

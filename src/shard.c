@@ -43,6 +43,10 @@ typedef struct {
     fp_codec_t *codec;
     const char **strptr; /* reject: the batch's strings for re-encoding */
     size_t strptr_cap;
+    fp_stage_slot_t *slot;      /* our gauges (metrics.h) */
+    fp_stage_slot_t *emit_slot; /* emit's: we count what we queue for it */
+    uint64_t emitted;           /* checkpoints sent to emit, not yet counted there */
+    fp_hist_local_t delay;      /* publish delay, merged into metrics per round */
 } shard_t;
 
 static const char *s_kind_name(int kind)
@@ -65,6 +69,8 @@ static void s_emit(void *ctx, const fp_checkpoint_t *ck)
     assert(rc == FP_CODEC_OK); /* our own data: failure is our bug */
     zmq_send(self->emit, topic, (size_t)tn, ZMQ_SNDMORE);
     zmq_send(self->emit, buf, len, 0);
+    self->emitted++;
+    fp_hist_observe(&self->delay, FP_H_PUBLISH_DELAY, fp_wall_ns() - ck->last_time_ns);
     if (ck->late)
         fp_metrics_add(self->metrics, FP_M_EVENTS_LATE, 1);
 }
@@ -87,11 +93,26 @@ static void s_reject(void *ctx, const fp_batch_hdr_t *batch, const fp_record_t *
     size_t len = 0;
     fp_codec_batch_encode(self->codec, b->source_id, b->epoch, self->strptr, b->nstrings, rec, 1,
                           &buf, &len);
-    char fields[256];
-    snprintf(fields, sizeof fields,
-             "\"source_id\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"seq\":%" PRIu64
-             ",\"kind\":%u,\"quantity\":%" PRId64,
-             b->source_id, b->epoch, rec->seq, rec->kind, rec->quantity);
+    char fields[768];
+    size_t n = (size_t)snprintf(fields, 256,
+                                "\"source_id\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"seq\":%" PRIu64
+                                ",\"kind\":%u,\"quantity\":%" PRId64,
+                                b->source_id, b->epoch, rec->seq, rec->kind, rec->quantity);
+    if (n > 255)
+        n = 255;
+    /* The business keys, where the record names them (indices checked). */
+    static const struct {
+        int field;
+        const char *name;
+    } keys[] = {{FP_STR_PLANT, "plant"}, {FP_STR_ORDER, "order"}, {FP_STR_OPERATION, "operation"},
+                {FP_STR_LOT, "lot"}};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        uint16_t si = rec->str[keys[k].field];
+        if (si == 0 || si > b->nstrings || n + 100 > sizeof fields)
+            continue;
+        n += (size_t)snprintf(fields + n, sizeof fields - n, ",\"%s\":", keys[k].name);
+        n += fp_log_quote(fields + n, sizeof fields - n, fp_batch_string(b, si, NULL), 64);
+    }
     fp_dead_letter(self->dl, reason, "shard", fields, buf, len);
 }
 
@@ -107,8 +128,19 @@ static bool s_barrier(shard_t *self, int w, const fp_barrier_t *b)
     /* Every worker's records before this round's cut are in. */
     int mode = (self->round_flags & FP_BARRIER_FLUSH) ? AGG_FLUSH_ALL : AGG_FLUSH_LATE;
     agg_flush(self->agg, mode, fp_now_ns());
+    const agg_stats_t *st = agg_stats(self->agg);
+    const agg_pending_t *pend = agg_pending(self->agg);
+    fp_shard_gauges_t g = {.keys = st->keys, .open_operations = st->open_operations};
+    for (int k = 0; k < 3; k++) {
+        g.pending_quantity[k] = pend->quantity[k];
+        g.pending_records[k] = pend->records[k];
+    }
+    fp_metrics_shard_set(self->metrics, self->index, &g);
+    fp_metrics_hist_merge(self->metrics, FP_H_PUBLISH_DELAY, &self->delay);
     fp_barrier_t out = self->barrier;
     out.flags = self->round_flags;
+    fp_metrics_stage_sent(self->emit_slot, self->emitted + 1);
+    self->emitted = 0;
     zmq_send(self->emit, &out, sizeof out, 0);
     bool drain = (self->round_flags & FP_BARRIER_DRAIN) != 0;
     memset(self->blocked, 0, sizeof self->blocked);
@@ -140,6 +172,8 @@ void *fp_shard_main(void *argp)
     char err[512] = "", ep[64], who[32];
     snprintf(who, sizeof who, "shard-%d", self->index);
     self->nin = cfg->workers;
+    self->slot = fp_metrics_stage(self->metrics, FP_STAGE_SHARD, self->index);
+    self->emit_slot = fp_metrics_stage(self->metrics, FP_STAGE_EMIT, 0);
     agg_config_t acfg = {cfg->instance, cfg->closed_key_grace_ms * 1000000,
                          cfg->max_open_keys};
     self->agg = agg_new(&acfg, s_emit, s_reject, self);
@@ -160,9 +194,11 @@ void *fp_shard_main(void *argp)
                                          cfg->queue_batches, -1, err, sizeof err)) != NULL;
     fp_stage_ready(args->zmq_ctx, who, ok ? 0 : -1, err);
     if (!ok) {
+        fp_metrics_stage_exit(self->slot);
         s_cleanup(self);
         return NULL;
     }
+    fp_metrics_stage_beat(self->slot, fp_now_ns());
     bool done = false;
     while (!done) {
         zmq_pollitem_t items[64];
@@ -177,6 +213,10 @@ void *fp_shard_main(void *argp)
                 continue;
             break;
         }
+        /* Beats at least once a round: every round brings barriers. */
+        int64_t woke = fp_now_ns();
+        fp_metrics_stage_beat(self->slot, woke);
+        uint64_t received = 0;
         for (int i = 0; i < n && !done; i++) {
             if (!(items[i].revents & ZMQ_POLLIN))
                 continue;
@@ -189,6 +229,7 @@ void *fp_shard_main(void *argp)
                     zmq_msg_close(&m);
                     break;
                 }
+                received++;
                 const uint32_t *type = zmq_msg_data(&m);
                 if (*type == FP_MSG_BARRIER) {
                     fp_barrier_t b;
@@ -205,8 +246,14 @@ void *fp_shard_main(void *argp)
                     break;
             }
         }
+        fp_metrics_stage_received(self->slot, received);
+        /* Final completions sent during agg_add, counted per burst. */
+        fp_metrics_stage_sent(self->emit_slot, self->emitted);
+        self->emitted = 0;
+        fp_metrics_stage_busy(self->slot, fp_now_ns() - woke);
     }
     fp_dead_letter_drain(self->dl);
+    fp_metrics_stage_exit(self->slot);
     const agg_stats_t *st = agg_stats(self->agg);
     fp_log(FP_LOG_INFO, who, "drained", "keys=%llu records=%llu events=%llu rejected=%llu",
            (unsigned long long)st->keys, (unsigned long long)st->records,

@@ -8,6 +8,7 @@
 #include <zmq.h>
 
 #include "codec.h"
+#include "security.h"
 
 /* Last stream_seq per topic; a few topics (kind x plant x line), so a
    linear list is enough. */
@@ -70,8 +71,19 @@ int fp_tail(void *zmq_ctx, const fp_tail_opts_t *o, fp_tail_stats_t *st)
     int hwm = 0; /* a tail keeps up or the operator sees gaps; never drop here */
     zmq_setsockopt(sub, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(sub, ZMQ_SUBSCRIBE, o->topic, strlen(o->topic));
-    if (zmq_connect(sub, o->endpoint) != 0) {
-        int e = zmq_errno();
+    int e = 0;
+    if (o->server_key_z85 || o->public_key_z85 || o->secret_key_z85) {
+        fp_curve_keypair_t kp;
+        snprintf(kp.public_z85, sizeof kp.public_z85, "%s",
+                 o->public_key_z85 ? o->public_key_z85 : "");
+        snprintf(kp.secret_z85, sizeof kp.secret_z85, "%s",
+                 o->secret_key_z85 ? o->secret_key_z85 : "");
+        e = -fp_security_client_socket(sub, o->server_key_z85, &kp);
+        explicit_bzero(&kp, sizeof kp);
+    }
+    if (e == 0 && zmq_connect(sub, o->endpoint) != 0)
+        e = zmq_errno();
+    if (e != 0) {
         zmq_close(sub);
         return -e;
     }

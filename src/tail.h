@@ -18,6 +18,10 @@ typedef struct {
     int idle_timeout_ms;   /* stop after this long without an event; 0 = never */
     _Atomic int *stop;     /* stop when it becomes non-zero (may be NULL) */
     FILE *out;             /* events; gap reports go to stderr */
+    /* CURVE (all three set, 40 Z85 characters each), or NULL for plain: */
+    const char *server_key_z85; /* the server's public key */
+    const char *public_key_z85; /* this subscriber's key pair */
+    const char *secret_key_z85;
 } fp_tail_opts_t;
 
 typedef struct {
@@ -25,7 +29,8 @@ typedef struct {
 } fp_tail_stats_t;
 
 /* Subscribes and prints until a stop condition. Returns 0, or -errno when
-   the socket could not be set up. */
+   the socket could not be set up (-EINVAL: a malformed CURVE key). A key
+   floorpost does not list receives nothing (ends by idle_timeout_ms). */
 int fp_tail(void *zmq_ctx, const fp_tail_opts_t *opts, fp_tail_stats_t *stats);
 
 /* Formats one checkpoint as a readable line (no newline); returns length. */

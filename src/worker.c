@@ -51,6 +51,9 @@ typedef struct {
     uint32_t *route;    /* per record: shard, or UINT32_MAX = not forwarded */
     uint32_t route_cap;
     uint32_t count[64]; /* records per shard in this batch */
+    fp_stage_slot_t *slot;        /* our gauges (metrics.h) */
+    fp_stage_slot_t *sslot[64];   /* each shard's: we count what we queue for it */
+    fp_stage_slot_t *ingest_slot; /* acks we queue for ingest */
 } worker_t;
 
 static inline uint64_t s_rotl(uint64_t x, int r)
@@ -83,6 +86,7 @@ static void s_ack(worker_t *self, const fp_frame_meta_t *meta, uint64_t source, 
     if (fp_codec_ack_encode(self->codec, source, epoch, acked, last, status, reason, &buf, &len) !=
         FP_CODEC_OK)
         return;
+    fp_metrics_stage_sent(self->ingest_slot, 1);
     zmq_send(self->acks, meta->id, meta->idlen, ZMQ_SNDMORE);
     zmq_send(self->acks, buf, len, 0);
 }
@@ -91,11 +95,26 @@ static void s_ack(worker_t *self, const fp_frame_meta_t *meta, uint64_t source, 
 static void s_dead_record(worker_t *self, const fp_batch_view_t *v, const fp_record_t *rec,
                           uint32_t index, const char *reason, const char *detail)
 {
-    char fields[384];
-    snprintf(fields, sizeof fields,
-             "\"source_id\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"seq\":%" PRIu64
-             ",\"kind\":%u,\"record_index\":%u,\"detail\":\"%s\"",
-             v->source_id, v->epoch, rec->seq, rec->kind, index, detail);
+    char fields[768];
+    size_t n = (size_t)snprintf(fields, 384,
+                                "\"source_id\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"seq\":%" PRIu64
+                                ",\"kind\":%u,\"record_index\":%u,\"detail\":\"%s\"",
+                                v->source_id, v->epoch, rec->seq, rec->kind, index, detail);
+    if (n > 383)
+        n = 383;
+    /* The business keys, where the record names them (indices checked). */
+    static const struct {
+        int field;
+        const char *name;
+    } keys[] = {{FP_STR_PLANT, "plant"}, {FP_STR_ORDER, "order"}, {FP_STR_OPERATION, "operation"},
+                {FP_STR_LOT, "lot"}};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        uint16_t si = rec->str[keys[k].field];
+        if (si == 0 || si > v->nstrings || n + 100 > sizeof fields)
+            continue;
+        n += (size_t)snprintf(fields + n, sizeof fields - n, ",\"%s\":", keys[k].name);
+        n += fp_log_quote(fields + n, sizeof fields - n, self->strptr[si - 1], 64);
+    }
     const void *buf = "";
     size_t len = 0;
     fp_codec_batch_encode(self->codec, v->source_id, v->epoch, self->strptr, v->nstrings, rec, 1,
@@ -213,11 +232,14 @@ static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payl
     self->route_cap = (uint32_t)rcap;
     memset(self->count, 0, sizeof self->count);
     uint64_t accepted = 0, last_seq = 0;
+    int64_t last_event_ns = INT64_MIN;
     for (uint32_t i = 0; i < v.nrecords; i++) {
         const fp_record_t *r = &v.records[i];
         self->route[i] = UINT32_MAX;
         if (r->seq > last_seq)
             last_seq = r->seq;
+        if (r->time_ns > last_event_ns)
+            last_event_ns = r->time_ns;
         dedup_verdict_t d = dedup_check(self->dedup, src, r->seq);
         if (d == DEDUP_DUPLICATE)
             continue;
@@ -263,9 +285,14 @@ static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payl
                 recs[k++] = v.records[i];
         memcpy(fp_batch_stroff(b), self->stroff, (v.nstrings + 1) * sizeof(uint32_t));
         memcpy(fp_batch_strblob(b), self->strblob, blob);
+        fp_metrics_stage_sent(self->sslot[s], 1);
         zmq_msg_send(&out, self->shards[s], 0); /* blocks at HWM: back-pressure */
     }
     s_ack(self, meta, v.source_id, v.epoch, dedup_source_acked(src), last_seq, 0, NULL);
+    if (v.nrecords)
+        fp_metrics_source_set(self->metrics, self->index, v.source_id, dedup_source_epoch(src),
+                              dedup_source_high(src), dedup_source_acked(src), last_event_ns,
+                              fp_wall_ns());
     return;
 nomem:
     /* Before any seq was marked seen: the producer may resend it as is. */
@@ -301,6 +328,10 @@ void *fp_worker_main(void *argp)
     char err[512] = "", ep[64], who[32];
     snprintf(who, sizeof who, "worker-%d", self->index);
     self->nshards = cfg->shards;
+    self->slot = fp_metrics_stage(self->metrics, FP_STAGE_WORKER, self->index);
+    self->ingest_slot = fp_metrics_stage(self->metrics, FP_STAGE_INGEST, 0);
+    for (int s = 0; s < self->nshards; s++)
+        self->sslot[s] = fp_metrics_stage(self->metrics, FP_STAGE_SHARD, s);
     self->dedup = dedup_new(cfg->dedup_window, cfg->max_sources);
     self->codec = fp_codec_new();
     bool ok = self->dedup && self->codec;
@@ -323,9 +354,11 @@ void *fp_worker_main(void *argp)
                                            sizeof err)) != NULL;
     fp_stage_ready(args->zmq_ctx, who, ok ? 0 : -1, err);
     if (!ok) {
+        fp_metrics_stage_exit(self->slot);
         s_cleanup(self);
         return NULL;
     }
+    fp_metrics_stage_beat(self->slot, fp_now_ns());
     for (;;) {
         zmq_msg_t first;
         zmq_msg_init(&first);
@@ -335,6 +368,11 @@ void *fp_worker_main(void *argp)
                 continue;
             break;
         }
+        /* Busy from here to the next blocking recv; beats at least once a
+           round, since every round brings a barrier. */
+        int64_t woke = fp_now_ns();
+        fp_metrics_stage_beat(self->slot, woke);
+        fp_metrics_stage_received(self->slot, 1);
         size_t n = zmq_msg_size(&first);
         uint32_t type = 0;
         if (n >= sizeof type)
@@ -342,9 +380,13 @@ void *fp_worker_main(void *argp)
         if (type == FP_MSG_BARRIER && n == sizeof(fp_barrier_t)) {
             fp_barrier_t b;
             memcpy(&b, zmq_msg_data(&first), sizeof b);
-            for (int s = 0; s < self->nshards; s++)
+            for (int s = 0; s < self->nshards; s++) {
+                fp_metrics_stage_sent(self->sslot[s], 1);
                 zmq_send(self->shards[s], &b, sizeof b, 0);
+            }
             zmq_msg_close(&first);
+            fp_metrics_sources_tracked(self->metrics, self->index, dedup_stats(self->dedup)->sources);
+            fp_metrics_stage_busy(self->slot, fp_now_ns() - woke);
             if (b.flags & FP_BARRIER_DRAIN)
                 break;
             continue;
@@ -358,10 +400,12 @@ void *fp_worker_main(void *argp)
         zmq_msg_recv(&payload, self->in, 0);
         s_frame(self, &meta, &payload);
         zmq_msg_close(&payload);
+        fp_metrics_stage_busy(self->slot, fp_now_ns() - woke);
     }
     uint32_t done = FP_MSG_DL_DRAIN;
     zmq_send(self->acks, &done, sizeof done, 0);
     fp_dead_letter_drain(self->dl);
+    fp_metrics_stage_exit(self->slot);
     const dedup_stats_t *st = dedup_stats(self->dedup);
     fp_log(FP_LOG_INFO, who, "drained", "sources=%llu accepted=%llu duplicates=%llu too_old=%llu",
            (unsigned long long)st->sources, (unsigned long long)st->accepted,

@@ -348,6 +348,53 @@ TEST(test_arithmetic)
     free(k.ev);
 }
 
+/* agg_pending: running totals of what is summed and not yet emitted. */
+TEST(test_pending)
+{
+    sink_t k;
+    agg_t *a = s_new(&k, 1000, 0);
+    bb_t bb;
+    bb_init(&bb, 7, 3);
+    bb_rec(&bb, FP_KIND_OP_STARTED, 0, "O1", "10", NULL, NULL, NULL);
+    bb_rec(&bb, FP_KIND_PART_COUNT, 5, "O1", "10", NULL, NULL, NULL);
+    bb_rec(&bb, FP_KIND_PART_COUNT, 7, "O1", "10", NULL, NULL, NULL);
+    bb_rec(&bb, FP_KIND_SCRAP, 2, "O1", "10", "DENT", NULL, NULL);
+    bb_rec(&bb, FP_KIND_SCRAP, 4, "O1", "10", "CRACK", NULL, NULL);
+    bb_rec(&bb, FP_KIND_MATERIAL, 1500, "O1", "10", "STEEL", "LOT1", "KG");
+    bb_rec(&bb, FP_KIND_MATERIAL, 99, "O1", "10", "STEEL", "LOT2", "KG");
+    s_add(a, &bb);
+    const agg_pending_t *p = agg_pending(a);
+    ASSERT_EQ(p->quantity[FP_CK_CONSUMPTION - 1], 1599);
+    ASSERT_EQ(p->quantity[FP_CK_COMPLETION - 1], 12);
+    ASSERT_EQ(p->quantity[FP_CK_SCRAP - 1], 6);
+    ASSERT_EQ(p->records[FP_CK_CONSUMPTION - 1], 2);
+    ASSERT_EQ(p->records[FP_CK_COMPLETION - 1], 5); /* started, 2 counts, 2 scrap */
+    ASSERT_EQ(p->records[FP_CK_SCRAP - 1], 2);
+    agg_flush(a, AGG_FLUSH_LATE, 1); /* nothing late: unchanged */
+    ASSERT_EQ(p->quantity[FP_CK_COMPLETION - 1], 12);
+    agg_flush(a, AGG_FLUSH_ALL, 2);
+    for (int i = 0; i < 3; i++) {
+        ASSERT_EQ(p->quantity[i], 0);
+        ASSERT_EQ(p->records[i], 0);
+    }
+    /* Completed, then a late count: pending until the next flush. */
+    bb_rec(&bb, FP_KIND_MATERIAL, 10, "O1", "10", "STEEL", "LOT1", "KG");
+    bb_rec(&bb, FP_KIND_OP_COMPLETED, 0, "O1", "10", NULL, NULL, NULL);
+    s_add(a, &bb);
+    ASSERT_EQ(p->quantity[FP_CK_CONSUMPTION - 1], 0); /* flushed with the final completion */
+    ASSERT_EQ(p->records[FP_CK_COMPLETION - 1], 0);
+    bb_rec(&bb, FP_KIND_PART_COUNT, 3, "O1", "10", NULL, NULL, NULL);
+    s_add(a, &bb);
+    ASSERT_EQ(p->quantity[FP_CK_COMPLETION - 1], 3);
+    ASSERT_EQ(p->records[FP_CK_COMPLETION - 1], 1);
+    agg_flush(a, AGG_FLUSH_LATE, 3);
+    ASSERT_EQ(p->quantity[FP_CK_COMPLETION - 1], 0);
+    ASSERT_EQ(p->records[FP_CK_COMPLETION - 1], 0);
+    bb_free(&bb);
+    agg_destroy(&a);
+    free(k.ev);
+}
+
 TEST(test_completed_flushes_its_operation_only)
 {
     sink_t k;
@@ -1041,6 +1088,7 @@ TEST(test_growth_1m_keys)
 int main(void)
 {
     RUN(test_arithmetic);
+    RUN(test_pending);
     RUN(test_completed_flushes_its_operation_only);
     RUN(test_partial_flush_and_zero_delta_wait);
     RUN(test_late_corrections);

@@ -320,6 +320,23 @@ TEST(test_ingest_endpoints)
     ASSERT(strstr(s_err, "publish") != NULL);
 }
 
+TEST(test_security_pair)
+{
+    fp_config_t c;
+    /* a server key needs an allow file, named at the option's line */
+    s_refused("[security]\n# on\ncurve_secret_key_file = /etc/floorpost/server.key\n",
+              "x.ini:3:", "curve_allow_file is empty", "curve_secret_key_file");
+    s_refused("[security]\ncurve_allow_file = \"\"\ncurve_secret_key_file = k.key\n\n",
+              "x.ini:3:", "[security]", NULL);
+    ASSERT_EQ(s_parse(&c, "[security]\ncurve_secret_key_file = k.key\n"
+                          "curve_allow_file = a.allow\n"), 0);
+    ASSERT_STREQ(c.curve_secret_key_file, "k.key");
+    ASSERT_STREQ(c.curve_allow_file, "a.allow");
+    /* plain, with or without an (ignored) allow file */
+    ASSERT_EQ(s_parse(&c, "[security]\ncurve_allow_file = a.allow\n"), 0);
+    ASSERT_EQ(s_parse(&c, "[security]\ncurve_secret_key_file = \"\"\n"), 0);
+}
+
 TEST(test_load_errors)
 {
     fp_config_t c;
@@ -404,6 +421,7 @@ main(void)
     RUN(test_error_messages);
     RUN(test_integers);
     RUN(test_ingest_endpoints);
+    RUN(test_security_pair);
     RUN(test_load_errors);
     RUN(test_reference_file);
     return 0;

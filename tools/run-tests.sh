@@ -10,4 +10,5 @@ for t in "$@"; do
     fi
 done
 echo "unit: $pass passed, $fail failed"
+[ -n "${FP_TALLY:-}" ] && echo "$pass $fail" >> "$FP_TALLY"
 [ "$fail" -eq 0 ]

@@ -222,7 +222,17 @@ class Subscriber(threading.Thread):
 
 
 class Floorpost:
-    """The real binary, started with a generated config on free ports."""
+    """The real binary, started with a generated config on free ports.
+    Every instance is remembered so a failed test cannot leave one running
+    (run.py calls Floorpost.kill_all after each test)."""
+
+    running = []
+
+    @classmethod
+    def kill_all(cls):
+        for fp in cls.running:
+            fp.kill()
+        cls.running = []
 
     def __init__(self, **options):
         self.dir = tempfile.mkdtemp(prefix="fp-e2e-")
@@ -235,6 +245,8 @@ class Floorpost:
             "pipeline": dict(workers=2, shards=2, round_interval_ms=20, max_frame_bytes=65536),
             "dedup": dict(dedup_window=1024),
             "aggregate": dict(posting_interval_ms=60000),
+            # off unless a test asks (the default port 9570 would collide)
+            "metrics": dict(metrics_port=0, metrics_address="127.0.0.1"),
         }
         for key, value in options.items():
             for sec in sections.values():
@@ -256,6 +268,7 @@ class Floorpost:
         self.err = open(self.stderr_path, "w")
         self.proc = subprocess.Popen([FLOORPOST, "run", "-c", self.config], stdout=subprocess.DEVNULL,
                                      stderr=self.err)
+        Floorpost.running.append(self)
         end = time.time() + 10
         while time.time() < end:
             if "msg=\"running\"" in self.log():

@@ -19,6 +19,7 @@ import zmq
 sys.path.insert(0, os.path.dirname(__file__))
 from fp import (COMPLETED, FLOORPOST, MATERIAL, PART, SCRAP, STARTED, Floorpost,  # noqa: E402
                 Producer, Subscriber, Truth, encode_batch, nonzero, rec, totals)
+from fp import decode_checkpoint  # noqa: E402
 
 CTX = zmq.Context.instance()
 TESTS = []
@@ -400,6 +401,586 @@ def demo_run_shows_checkpoints():
     del fp
 
 
+EXAMPLE_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples",
+                          "subscriber.py")
+EXAMPLE_C = os.path.join(os.path.dirname(FLOORPOST), "examples", "subscriber")
+
+
+def run_example_subscribers(endpoint, args, prefix=None):
+    """Starts the Python and the C example subscribers on endpoint; returns the
+    processes once both have connected and subscribed."""
+    procs = []
+    for cmd in ([sys.executable, EXAMPLE_PY], [EXAMPLE_C]):
+        p = subprocess.Popen(cmd + args + [endpoint] + ([prefix] if prefix is not None else []),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = p.stderr.readline()
+        assert first.startswith("subscriber: connected to"), (cmd, first, p.stderr.read())
+        procs.append(p)
+    return procs
+
+
+def finish_examples(procs, timeout=30):
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=timeout)
+        eq(p.returncode, 0, "example exit code: " + err)
+        outs.append((out.splitlines(), err))
+    eq(outs[0][0], outs[1][0], "Python and C subscribers print the same lines")
+    return outs[0][0], outs[0][1], outs[1][1]
+
+
+def parse_example_line(line):
+    kind, _, rest = line.partition(" ")
+    d = dict(tok.split("=", 1) for tok in rest.split())
+    d["kind"] = kind
+    return d
+
+
+@test
+def example_subscribers_decode_filter_and_detect_gaps():
+    """examples/subscriber.py and examples/subscriber.c (docs/subscribers.md):
+    same output, right values, topic filter, gap detection, bad frames skipped."""
+    fp = Floorpost().start()
+    raw = CTX.socket(zmq.SUB)
+    raw.setsockopt(zmq.RCVHWM, 0)
+    raw.setsockopt(zmq.SUBSCRIBE, b"")
+    raw.connect(fp.endpoints["pub"])
+    try:
+        procs = run_example_subscribers(fp.endpoints["pub"], ["--count", "5", "--timeout", "20000"])
+        time.sleep(1.0)  # PUB/SUB: let the subscriptions arrive (no signal for it)
+        a, b, c = "000100000001", "000100000002", "000100000003"
+        recs = [rec(1, PART, a, qty=5), rec(2, PART, a, qty=3),
+                rec(3, SCRAP, a, qty=2, reason="SCR-DIM"),
+                rec(4, MATERIAL, a, qty=1250, material="RM-STEEL-2MM", lot="LOT-1", unit="KG"),
+                rec(5, COMPLETED, a), rec(6, PART, b, qty=4), rec(7, COMPLETED, b),
+                rec(8, PART, c, qty=7), rec(9, COMPLETED, c)]
+        prod = Producer(CTX, fp.endpoints["router"])
+        prod.send(1, 1, recs)
+        assert prod.wait_acks(1), "ack"
+        eq(prod.acks[0]["status"], 0, "ack status")
+        rc, _ = fp.stop()  # the drain publishes whatever is still pending
+        eq(rc, 0, "floorpost exit code")
+        prod.close()
+        lines, py_err, c_err = finish_examples(procs)
+        got = [parse_example_line(l) for l in lines]
+        eq(len(got), 5, "five checkpoints:\n" + "\n".join(lines))
+        by_kind = {}
+        for e in got:
+            by_kind.setdefault(e["kind"], []).append(e)
+            assert e["event_id"].startswith("e2e-"), e
+        comp = sorted((e["order"], e["yield"], e["scrap"], e["final"]) for e in by_kind["completion"])
+        eq(comp, [(a, "8", "2", "1"), (b, "4", "0", "1"), (c, "7", "0", "1")], "completions")
+        eq(sorted(e["seq"] for e in by_kind["completion"]), ["1", "2", "3"], "completion seqs")
+        eq([(e["reason"], e["parts"]) for e in by_kind["scrap"]], [("SCR-DIM", "2")], "scrap")
+        eq([(e["material"], e["lot"], e["unit"], e["quantity"]) for e in by_kind["consumption"]],
+           [("RM-STEEL-2MM", "LOT-1", "KG", "1250")], "consumption")
+        assert "5 events, 0 gaps, 0 missing, 0 bad" in py_err and "0 gaps" in c_err, py_err + c_err
+
+        # Replay the real frames from a fake publisher, without completion
+        # seq 2 and with a garbage frame: both subscribers, filtering on
+        # "completion/", must print seq 1, a gap, seq 3 and skip the rest.
+        frames = []
+        while raw.poll(500):
+            frames.append(raw.recv_multipart())
+        eq(len(frames), 5, "raw frames captured")
+        xpub = CTX.socket(zmq.XPUB)
+        xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        port = xpub.bind_to_random_port("tcp://127.0.0.1")
+        procs = run_example_subscribers("tcp://127.0.0.1:%d" % port,
+                                        ["--count", "2", "--timeout", "10000"], "completion/")
+        eq(sorted(xpub.recv() for _ in range(2)), [b"\x01completion/"] * 2, "subscriptions")
+        for f in frames:
+            if (f[0].startswith(b"completion/")
+                    and decode_checkpoint(f[0].decode(), f[1])["stream_seq"] == 2):
+                xpub.send_multipart([f[0], b"not a flatbuffer"])
+                continue
+            xpub.send_multipart(f)
+        lines, py_err, c_err = finish_examples(procs)
+        got = [parse_example_line(l) for l in lines]
+        eq([e["kind"] for e in got], ["completion", "gap", "completion"], "\n".join(lines))
+        eq((got[0]["seq"], got[2]["seq"]), ("1", "3"), "seqs around the gap")
+        eq((got[1]["expected"], got[1]["got"], got[1]["missing"]), ("2", "3", "1"), "gap line")
+        for err in (py_err, c_err):
+            assert "undecodable checkpoint" in err and "2 events, 1 gaps, 1 missing, 1 bad" in err, err
+        xpub.close(0)
+    finally:
+        raw.close(0)
+        fp.kill()
+
+
+def scrape(port, path="/metrics"):
+    """(status, body) of an HTTP GET on floorpost's metrics endpoint."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def parse_metrics(text):
+    """{'name{labels}': value} of a Prometheus text exposition."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+@test
+def metrics_endpoint_after_known_input():
+    from fp import free_port
+    port = free_port()
+    fp, sub, dl = started(metrics_port=port)
+    prod = Producer(CTX, fp.endpoints["router"])
+    # operation 0010 completes (its checkpoints publish at once); 0020 stays open
+    batch = [rec(1, STARTED), rec(2, PART, qty=2), rec(3, PART, qty=3),
+             rec(4, MATERIAL, qty=1500, material="M1", lot="L1", unit="KG"),
+             rec(5, MATERIAL, qty=250, material="M1", lot="L2", unit="KG"),
+             rec(6, SCRAP, qty=1, reason="DENT"), rec(7, COMPLETED),
+             rec(8, PART, qty=4, op="0020"), rec(9, PART, qty=5, op="0020"),
+             rec(10, MATERIAL, qty=7, op="0020", material="M2", lot="L3", unit="KG"),
+             rec(11, PART, qty=1, op="0020")]
+    prod.send(21, 1, batch)
+    prod.send(21, 1, batch[:4])                                  # 4 duplicates
+    prod.send_raw(b"\x01\x02\x03")                               # one bad frame: truncated
+    prod.send(21, 1, [rec(12, 9, order="O-77", lot="LOT-9")])    # unknown kind (record)
+    assert prod.wait_acks(4), "acks %d" % len(prod.acks)
+    time.sleep(0.5)  # a few rounds: every stage has published its gauges
+    status, body = scrape(port, "/healthz")
+    eq((status, body), (200, "ok\n"), "healthz while running")
+    status, text = scrape(port)
+    eq(status, 200, "/metrics status")
+    assert "# TYPE floorpost_records_accepted_total counter" in text
+    m = parse_metrics(text)
+    want = {
+        "floorpost_frames_received_total": 4,
+        "floorpost_batches_total": 3,
+        "floorpost_records_received_total": 16,
+        "floorpost_records_accepted_total": 11,
+        "floorpost_records_duplicate_total": 4,
+        "floorpost_dead_letters_total{reason=\"truncated\"}": 1,
+        "floorpost_dead_letters_total{reason=\"unknown_kind\"}": 1,
+        "floorpost_dead_letters_total{reason=\"malformed\"}": 0,
+        "floorpost_events_published_total{kind=\"consumption\"}": 2,
+        "floorpost_events_published_total{kind=\"completion\"}": 1,
+        "floorpost_events_published_total{kind=\"scrap\"}": 1,
+        "floorpost_late_corrections_total": 0,
+        "floorpost_acks_total": 4,
+        "floorpost_open_operations": 1,
+        "floorpost_pending_quantity{kind=\"completion\"}": 10,
+        "floorpost_pending_quantity{kind=\"consumption\"}": 7,
+        "floorpost_pending_quantity{kind=\"scrap\"}": 0,
+        "floorpost_pending_records{kind=\"completion\"}": 3,
+        "floorpost_sources": 1,
+        "floorpost_source_last_seq{source=\"21\"}": 12,
+        "floorpost_source_acked_seq{source=\"21\"}": 12,
+        "floorpost_source_epoch{source=\"21\"}": 1,
+    }
+    eq({k: m.get(k) for k in want}, {k: float(v) for k, v in want.items()}, "metric values")
+    eq(sum(v for k, v in m.items() if k.startswith("floorpost_dead_letters_total{")), 2.0,
+       "dead letters, all reasons")
+    for stage in ["ingest", "worker-0", "worker-1", "shard-0", "shard-1", "emit"]:
+        assert 'floorpost_stage_busy_seconds_total{stage="%s"}' % stage in m, stage
+        assert 0 <= m['floorpost_stage_heartbeat_age_seconds{stage="%s"}' % stage] < 1, stage
+        eq(m['floorpost_stage_queue_messages{stage="%s"}' % stage], 0.0, "queue " + stage)
+    assert m["floorpost_round_seconds_count"] >= 5, m["floorpost_round_seconds_count"]
+    eq(m['floorpost_round_seconds_bucket{le="+Inf"}'], m["floorpost_round_seconds_count"],
+       "+Inf bucket")
+    eq(m["floorpost_publish_delay_seconds_count"], 4.0, "checkpoints timed")
+    assert m["floorpost_rounds_total"] >= 5
+    assert m["floorpost_process_resident_memory_bytes"] > 1e6
+    eq(scrape(port, "/nope")[0], 404, "unknown path")
+    events, dead, summary = finish(fp, sub, dl)
+    eq(summary["records_accepted"], 11, "summary agrees")
+    eq(len(events), 4 + 2, "events after the drain flushed 0020")  # + completion, consumption
+    # the dead-letter log line carries the business keys
+    line = [l for l in fp.log().splitlines() if "reason=unknown_kind" in l]
+    eq(len(line), 1, "one unknown_kind log line")
+    for key in ("level=warn", "component=emit", "from=\"worker\"", "source=21", "seq=12",
+                "order=\"O-77\"", "lot=\"LOT-9\"", "plant=\"1000\"", "operation=\"0010\""):
+        assert key in line[0], (key, line[0])
+    prod.close()
+
+
+@test
+def log_rate_limit_under_bad_frame_flood():
+    from fp import free_port
+    port = free_port()
+    fp, sub, dl = started(metrics_port=port)
+    prod = Producer(CTX, fp.endpoints["router"])
+    for i in range(500):
+        prod.send_raw(b"\x01\x02" + bytes([i % 256]))  # truncated, 500 times
+    assert prod.wait_acks(500), "acks %d" % len(prod.acks)
+    time.sleep(0.3)
+    m = parse_metrics(scrape(port)[1])
+    eq(m['floorpost_dead_letters_total{reason="truncated"}'], 500.0, "counter sees all 500")
+    events, dead, summary = finish(fp, sub, dl)
+    eq(summary["dead_letter_truncated"], 500, "summary")
+    eq(len(dead), 500, "all 500 published on the dead-letter feed")
+    log = fp.log().splitlines()
+    written = [l for l in log if 'msg="dead letter"' in l]
+    notes = [l for l in log if 'msg="log lines suppressed (rate limit)"' in l
+             and "component=emit" in l]
+    # 20 lines a second; the flood may straddle a second or two
+    assert 20 <= len(written) <= 60, len(written)
+    assert notes, "no suppressed line"
+    suppressed = sum(int(l.split("suppressed=")[1].split()[0]) for l in notes)
+    eq(len(written) + suppressed, 500, "written + suppressed")
+    prod.close()
+
+
+# ---- who may connect (CURVE + ZAP) and hostile peers -------------------------
+
+def curve_floorpost(allow=(), **opts):
+    """A Floorpost with CURVE on: the server key made by `floorpost keygen`,
+    the allow file listing the given public keys. Returns (fp, server_public)."""
+    fp = Floorpost(**opts)
+    base = os.path.join(fp.dir, "server")
+    out = subprocess.run([FLOORPOST, "keygen", "-o", base], capture_output=True, text=True)
+    eq(out.returncode, 0, "keygen: " + out.stderr)
+    eq(oct(os.stat(base + ".key").st_mode & 0o777), "0o600", "secret key file mode")
+    with open(base + ".pub") as f:
+        server_pub = f.read().split("=", 1)[1].strip().encode()
+    fp.allow_path = os.path.join(fp.dir, "allow.txt")
+    write_allow(fp.allow_path, allow)
+    with open(fp.config, "a") as f:
+        f.write("[security]\ncurve_secret_key_file = %s.key\ncurve_allow_file = %s\n"
+                % (base, fp.allow_path))
+    return fp, server_pub
+
+
+def write_allow(path, keys):
+    """Replaces the allow file (a new file renamed over it, as editors do)."""
+    with open(path + ".tmp", "w") as f:
+        f.write("# floorpost allowlist (e2e)\n")
+        for i, k in enumerate(keys):
+            f.write("%s client-%d\n" % (k.decode(), i))
+    os.rename(path + ".tmp", path)
+
+
+def curve_socket(kind, endpoint, server_pub, pair):
+    """A pyzmq socket of kind; a CURVE client with key pair (public, secret)
+    unless pair is None; connected to endpoint."""
+    s = CTX.socket(kind)
+    s.setsockopt(zmq.LINGER, 0)
+    if pair is not None:
+        s.curve_serverkey = server_pub
+        s.curve_publickey, s.curve_secretkey = pair
+    if kind == zmq.SUB:
+        s.setsockopt(zmq.SUBSCRIBE, b"")
+    s.connect(endpoint)
+    return s
+
+
+def acked(sock, frame, timeout=1.5):
+    """Sends frame on a DEALER and returns its decoded Ack, or None."""
+    sock.send(frame)
+    if sock.poll(int(timeout * 1000)):
+        from fp import decode_ack
+        return decode_ack(sock.recv())
+    return None
+
+
+def vm_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@test
+def curve_allowed_key_delivers_unknown_key_nothing():
+    producer, subscriber = zmq.curve_keypair(), zmq.curve_keypair()
+    stranger = zmq.curve_keypair()
+    fp, server_pub = curve_floorpost(allow=[producer[0], subscriber[0]], posting_interval_ms=100)
+    fp.start()
+    try:
+        assert "CURVE on" in fp.log() and "keys=2" in fp.log(), fp.log()
+        sub_ok = curve_socket(zmq.SUB, fp.endpoints["pub"], server_pub, subscriber)
+        sub_bad = curve_socket(zmq.SUB, fp.endpoints["pub"], server_pub, stranger)
+        sub_plain = curve_socket(zmq.SUB, fp.endpoints["pub"], server_pub, None)
+        dl_bad = curve_socket(zmq.SUB, fp.endpoints["dl"], server_pub, stranger)
+        time.sleep(0.3)
+        # an unknown key: no ack, no event, no dead letter; refused and counted
+        bad = curve_socket(zmq.DEALER, fp.endpoints["router"], server_pub, stranger)
+        eq(acked(bad, encode_batch(7, 1, [rec(1, PART, order="EVIL", qty=99),
+                                          rec(2, COMPLETED, order="EVIL")])), None,
+           "ack for an unknown key")
+        push_bad = curve_socket(zmq.PUSH, fp.endpoints["pull"], server_pub, stranger)
+        push_bad.send(encode_batch(8, 1, [rec(1, PART, order="EVIL2", qty=5)]), zmq.NOBLOCK)
+        plain = curve_socket(zmq.DEALER, fp.endpoints["router"], server_pub, None)
+        eq(acked(plain, encode_batch(9, 1, [rec(1, PART, order="EVIL3", qty=5)]), 0.5), None,
+           "ack for a plain client")
+        # the listed key delivers: ack, then its checkpoint on the feed
+        good = curve_socket(zmq.DEALER, fp.endpoints["router"], server_pub, producer)
+        ack = acked(good, encode_batch(1, 1, [rec(1, PART, qty=4), rec(2, COMPLETED)]), 5)
+        assert ack is not None and ack["status"] == 0, ack
+        assert sub_ok.poll(3000), "the allowed subscriber gets the checkpoint"
+        topic, body = sub_ok.recv_multipart()
+        ev = decode_checkpoint(topic.decode(), body)
+        eq((ev["order"], ev["yield_"], ev["final"]), ("O1", 4, True), "checkpoint")
+        time.sleep(0.3)
+        for s, what in ((sub_bad, "unknown subscriber key"), (sub_plain, "plain subscriber"),
+                        (dl_bad, "unknown dead-letter subscriber")):
+            eq(s.poll(0), 0, what + " received something")
+        log = fp.log()
+        assert 'msg="client refused"' in log and "client key not allowed" in log, log
+        assert stranger[0].decode() in log, "the refused key is logged"
+        totals_ = [int(t.split("=")[1]) for t in log.split() if t.startswith("refused_total=")]
+        assert totals_ and max(totals_) >= 1, log
+        rc, _ = fp.stop()
+        eq(rc, 0, "exit code")
+        summary = fp.summary()
+        eq((summary["frames_in"], summary["records_in"]), (1, 2), "only the listed key's frame")
+        for s in (sub_ok, sub_bad, sub_plain, dl_bad, bad, push_bad, plain, good):
+            s.close(0)
+    finally:
+        fp.kill()
+
+
+@test
+def curve_key_rotation_without_restart():
+    old, new = zmq.curve_keypair(), zmq.curve_keypair()
+    fp, server_pub = curve_floorpost(allow=[old[0]])
+    fp.start()
+    try:
+        pid = fp.proc.pid
+        s = curve_socket(zmq.DEALER, fp.endpoints["router"], server_pub, old)
+        assert acked(s, encode_batch(1, 1, [rec(1, PART, qty=1)]), 5), "old key before rotation"
+        s.close(0)
+        s = curve_socket(zmq.DEALER, fp.endpoints["router"], server_pub, new)
+        eq(acked(s, encode_batch(2, 1, [rec(1, PART, qty=1)]), 0.5), None, "new key not yet listed")
+        s.close(0)
+        write_allow(fp.allow_path, [new[0]])  # the rotation: swap the key in the file
+        ack, end = None, time.time() + 4
+        while ack is None and time.time() < end:
+            # a refused connection is not retried by libzmq: a fresh socket each time
+            s = curve_socket(zmq.DEALER, fp.endpoints["router"], server_pub, new)
+            ack = acked(s, encode_batch(2, 1, [rec(1, PART, qty=1)]), 0.4)
+            s.close(0)
+        assert ack and ack["status"] == 0, "new key accepted after the edit:\n" + fp.log()
+        s = curve_socket(zmq.DEALER, fp.endpoints["router"], server_pub, old)
+        eq(acked(s, encode_batch(1, 1, [rec(2, PART, qty=1)]), 0.7), None, "old key refused now")
+        s.close(0)
+        eq(fp.proc.pid, pid, "same process")
+        assert fp.proc.poll() is None, "still running"
+        assert 'msg="allow file reloaded"' in fp.log() and "keys=1" in fp.log(), fp.log()
+        rc, _ = fp.stop()
+        eq(rc, 0, "exit code")
+    finally:
+        fp.kill()
+
+
+@test
+def curve_demo_plant_and_printer_use_the_internal_key():
+    """With CURVE on and nobody listed, floorpost's own demo producer and
+    printer still connect (an in-process key the ZAP handler allows)."""
+    fp, _ = curve_floorpost(allow=[])
+    with open(fp.config, "a") as f:
+        f.write("[demo]\ndemo = true\ndemo_rate = 2000\n[service]\nprint_events = true\n")
+    fp.start()
+    try:
+        time.sleep(1.0)
+        rc, _ = fp.stop()
+        eq(rc, 0, "exit code")
+        summary = fp.summary()
+        assert summary["records_in"] > 0 and summary["acks"] > 0, summary
+        assert 'msg="client refused"' not in fp.log(), fp.log()
+        assert "keys=0" in fp.log(), fp.log()
+    finally:
+        fp.kill()
+
+
+def zmtp_null_handshake(port, socket_type=b"DEALER"):
+    """A raw TCP connection that completes a plain (NULL) ZMTP 3.0 handshake
+    as socket_type; returns the socket."""
+    import socket
+    import struct
+    s = socket.create_connection(("127.0.0.1", port), timeout=3)
+    s.sendall(b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00")
+              + b"\x00" * 32)
+    got = b""
+    while len(got) < 64:
+        chunk = s.recv(64 - len(got))
+        assert chunk, "server closed during the greeting"
+        got += chunk
+    body = b"\x05READY" + b"\x0bSocket-Type" + struct.pack(">I", len(socket_type)) + socket_type
+    s.sendall(bytes([0x04, len(body)]) + body)
+    flags, size = s.recv(1)[0], s.recv(1)[0]
+    eq(flags, 0x04, "server's READY is a short command")
+    while size:
+        size -= len(s.recv(size))
+    return s
+
+
+def closed_by_peer(s, timeout=3.0):
+    """True when the peer closes s within timeout (pings from it are read)."""
+    s.settimeout(timeout)
+    end = time.time() + timeout
+    try:
+        while time.time() < end:
+            if not s.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
+@test
+def huge_size_claim_refused_memory_flat(max_frame_bytes=65536):
+    import struct
+    fp, sub, dl = started(max_frame_bytes=max_frame_bytes)
+    try:
+        prod = Producer(CTX, fp.endpoints["router"])
+        prod.send(1, 1, [rec(1, PART, qty=2)])
+        assert prod.wait_acks(1), "ack before"
+        time.sleep(0.2)
+        rss0 = vm_rss_kib(fp.proc.pid)
+        t0 = time.time()
+        for i in range(40):
+            port, kind = ((fp.ports["router"], b"DEALER") if i % 2 == 0
+                          else (fp.ports["pull"], b"PUSH"))
+            s = zmtp_null_handshake(port, kind)
+            # a message frame whose header claims 2^40 (or 2^28) bytes, then 1 MiB of them
+            claim = 1 << (40 if i % 4 < 2 else 28)
+            try:
+                s.sendall(b"\x02" + struct.pack(">Q", claim) + b"\xab" * (1 << 20))
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+            assert closed_by_peer(s), "connection with a %d-byte claim dropped" % claim
+            s.close()
+        for _ in range(5):  # real frames far above max_frame_bytes (65536)
+            big = CTX.socket(zmq.DEALER)
+            big.connect(fp.endpoints["router"])
+            big.send(b"\x00" * (8 << 20))
+            time.sleep(0.05)
+            big.close(0)
+        time.sleep(0.3)
+        rss1 = vm_rss_kib(fp.proc.pid)
+        assert rss1 - rss0 < 4096, "RSS grew from %d to %d KiB" % (rss0, rss1)
+        assert time.time() - t0 < 4, "hostile connections handled fast"
+        prod.send(1, 1, [rec(2, PART, qty=3), rec(3, COMPLETED)])
+        assert prod.wait_acks(2), "service still works"
+        events, _, summary = finish(fp, sub, dl)
+        eq(totals(events)[0], {("1000", "O1", "0010"): [5, 0]}, "totals")
+        eq(summary["frames_in"], 2, "no hostile frame was read")
+        prod.close()
+    finally:
+        fp.kill()
+
+
+@test
+def silent_peers_dropped_by_handshake_timeout_and_heartbeat():
+    fp = Floorpost()
+    with open(fp.config, "a") as f:
+        f.write("[service]\nhandshake_timeout_ms = 300\nheartbeat_ivl_ms = 100\n"
+                "heartbeat_timeout_ms = 300\n")
+    fp.start()
+    try:
+        import socket
+        t0 = time.time()
+        s = socket.create_connection(("127.0.0.1", fp.ports["router"]), timeout=3)
+        assert closed_by_peer(s), "a peer that never sends a greeting is dropped"
+        s.close()
+        t1 = time.time()
+        assert t1 - t0 < 2.0, "handshake timeout took %.1f s" % (t1 - t0)
+        s = zmtp_null_handshake(fp.ports["pull"], b"PUSH")  # then never answers a PING
+        assert closed_by_peer(s), "a peer that goes silent is dropped"
+        s.close()
+        assert time.time() - t1 < 2.0, "heartbeat timeout took %.1f s" % (time.time() - t1)
+        s = zmtp_null_handshake(fp.ports["pub"], b"SUB")  # the PUB drops silent peers too
+        assert closed_by_peer(s), "a silent subscriber is dropped"
+        s.close()
+        prod = Producer(CTX, fp.endpoints["router"])  # a live DEALER answers PINGs
+        prod.send(1, 1, [rec(1, PART, qty=1)])
+        assert prod.wait_acks(1), "ack"
+        time.sleep(1.0)
+        prod.send(1, 1, [rec(2, PART, qty=1)])
+        assert prod.wait_acks(2), "a live producer stays connected past the timeout"
+        prod.close()
+        assert 'msg="plain, unauthenticated endpoints"' in fp.log(), fp.log()
+        rc, _ = fp.stop()
+        eq(rc, 0, "exit code")
+    finally:
+        fp.kill()
+
+
+@test
+def keygen_and_cli_clients_over_curve():
+    fp0 = Floorpost()
+    d = fp0.dir
+    for name in ("prod", "sub", "stranger"):
+        out = subprocess.run([FLOORPOST, "keygen", "-o", os.path.join(d, name)],
+                             capture_output=True, text=True)
+        eq(out.returncode, 0, "keygen " + out.stderr)
+    out = subprocess.run([FLOORPOST, "keygen", "-o", os.path.join(d, "prod")], capture_output=True,
+                         text=True)
+    eq(out.returncode, 1, "keygen refuses to overwrite")
+    assert "prod.key" in out.stderr, out.stderr
+    pub = {}
+    for name in ("prod", "sub"):
+        with open(os.path.join(d, name + ".pub")) as f:
+            pub[name] = f.read().split("=", 1)[1].strip().encode()
+    fp, _ = curve_floorpost(allow=[pub["prod"], pub["sub"]], posting_interval_ms=100)
+    skey = os.path.join(fp.dir, "server.pub")
+    # config checks: --check validates the key files, a bad allow file is a config error
+    out = subprocess.run([FLOORPOST, "run", "--check", "-c", fp.config], capture_output=True,
+                         text=True)
+    eq(out.returncode, 0, "check: " + out.stderr)
+    with open(fp.allow_path, "a") as f:
+        f.write("not-a-key\n")
+    out = subprocess.run([FLOORPOST, "run", "--check", "-c", fp.config], capture_output=True,
+                         text=True)
+    eq(out.returncode, 2, "check with a bad allow file")
+    assert "allow.txt:4:" in out.stderr, out.stderr
+    write_allow(fp.allow_path, [pub["prod"], pub["sub"]])
+    fp.start()
+    try:
+        path = os.path.join(d, "in.jsonl")
+        with open(path, "w") as f:
+            for seq, kind, extra in ((1, "PartCount", {"quantity": 6}),
+                                     (2, "OperationCompleted", {})):
+                f.write(json.dumps(dict(source_id=5, epoch=1, seq=seq, kind=kind, plant="1000",
+                                        line="L01", order="77", operation="0010", **extra)) + "\n")
+        tail = subprocess.Popen([FLOORPOST, "tail", "--count", "1", "--timeout", "5000",
+                                 "--server-key", skey, "--key", os.path.join(d, "sub.key"),
+                                 fp.endpoints["pub"]], stdout=subprocess.PIPE, text=True)
+        stranger_tail = subprocess.Popen(
+            [FLOORPOST, "tail", "--timeout", "1500", "--server-key", skey, "--key",
+             os.path.join(d, "stranger.key"), fp.endpoints["pub"]], stdout=subprocess.PIPE,
+            text=True)
+        time.sleep(0.5)
+        out = subprocess.run([FLOORPOST, "send", "--timeout", "1000", "--server-key", skey,
+                              "--key", os.path.join(d, "stranger.key"), fp.endpoints["router"],
+                              path], capture_output=True, text=True, timeout=20)
+        eq(out.returncode, 1, "send with an unknown key: " + out.stderr)
+        assert "0 acked" in out.stderr and "TIMED OUT" in out.stderr, out.stderr
+        out = subprocess.run([FLOORPOST, "send", "--server-key", skey, "--key",
+                              os.path.join(d, "prod.key"), fp.endpoints["router"], path],
+                             capture_output=True, text=True, timeout=20)
+        eq(out.returncode, 0, "send with a listed key: " + out.stderr)
+        assert "1 acked" in out.stderr, out.stderr
+        got, _ = tail.communicate(timeout=10)
+        ev = json.loads(got.splitlines()[0])
+        eq((ev["order"], ev["yield"], ev["final"]), ("77", 6, True), "tail over CURVE")
+        got, _ = stranger_tail.communicate(timeout=10)
+        eq(got, "", "tail with an unknown key prints nothing")
+        out = subprocess.run([FLOORPOST, "send", "--server-key", skey, fp.endpoints["router"],
+                              path], capture_output=True, text=True)
+        eq(out.returncode, 2, "--server-key without --key")
+        rc, _ = fp.stop()
+        eq(rc, 0, "exit code")
+        eq(fp.summary()["frames_in"], 1, "only the listed key's frame")
+    finally:
+        fp.kill()
+
+
 def main():
     names = sys.argv[1:]
     passed = failed = 0
@@ -415,7 +996,12 @@ def main():
             failed += 1
             print("FAIL %s (%.1f s)" % (t.__name__, time.time() - t0), flush=True)
             traceback.print_exc()
+        finally:
+            Floorpost.kill_all()
     print("e2e: %d passed, %d failed" % (passed, failed))
+    if os.environ.get("FP_TALLY"):
+        with open(os.environ["FP_TALLY"], "a") as f:
+            f.write("%d %d\n" % (passed, failed))
     sys.exit(1 if failed else 0)
 
 

@@ -1,0 +1,121 @@
+/*  forwarder.c - the ceiling for fpload: the same sockets and batch frames
+    as floorpost, and nothing else (no verification, dedup or aggregation).
+
+    Receives telemetry frames on a PULL (--pull EP) or ROUTER (--router EP)
+    socket and publishes each, unchanged, on a PUB (--pub EP) as
+    [topic "fwd"][frame]. On ROUTER it answers each frame with an Ack
+    (source read with fp_codec_batch_peek_source, acked_seq 0) so an acked
+    producer can finish. Socket options as floorpost's: receive HWM 1000,
+    PUB send HWM 100000, linger 2 s.
+
+    On SIGTERM/SIGINT it forwards what is already queued (until the input
+    has been empty for 200 ms), logs `msg="drained" ms=N records_forwarded=
+    frames=` (ms = time to empty the queue, without the final 200 ms) on
+    stderr, and exits 0.
+
+    Usage: forwarder (--pull EP | --router EP) --pub EP
+*/
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "bench_util.h"
+#include "codec.h"
+
+static volatile sig_atomic_t s_stop;
+static void s_on_signal(int sig)
+{
+    (void)sig;
+    s_stop = 1;
+}
+
+int main(int argc, char **argv)
+{
+    const char *pull = NULL, *router = NULL, *pub = NULL;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--pull") == 0)
+            pull = argv[i + 1];
+        else if (strcmp(argv[i], "--router") == 0)
+            router = argv[i + 1];
+        else if (strcmp(argv[i], "--pub") == 0)
+            pub = argv[i + 1];
+    }
+    if (!pub || !pull == !router) {
+        fprintf(stderr, "usage: forwarder (--pull EP | --router EP) --pub EP\n");
+        return 2;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    void *ctx = zmq_ctx_new();
+    void *in = zmq_socket(ctx, router ? ZMQ_ROUTER : ZMQ_PULL);
+    void *out = zmq_socket(ctx, ZMQ_PUB);
+    int rcvhwm = 1000, sndhwm = 100000, linger = 2000, tmo = 100;
+    zmq_setsockopt(in, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
+    zmq_setsockopt(in, ZMQ_RCVTIMEO, &tmo, sizeof tmo);
+    zmq_setsockopt(out, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
+    zmq_setsockopt(out, ZMQ_LINGER, &linger, sizeof linger);
+    const char *iep = router ? router : pull;
+    if (zmq_bind(in, iep) != 0 || zmq_bind(out, pub) != 0) {
+        fprintf(stderr, "forwarder: bind: %s\n", zmq_strerror(zmq_errno()));
+        return 2;
+    }
+    fprintf(stderr, "ts=0 level=info who=forwarder msg=\"ready\" in=%s pub=%s\n", iep, pub);
+    fp_codec_t *codec = fp_codec_new();
+    uint64_t frames = 0;
+    int64_t stop_at = 0, last_data = 0;
+    for (;;) {
+        if (s_stop && !stop_at) {
+            stop_at = bu_now_ns();
+            tmo = 200;
+            zmq_setsockopt(in, ZMQ_RCVTIMEO, &tmo, sizeof tmo);
+        }
+        zmq_msg_t id, m;
+        zmq_msg_init(&id);
+        zmq_msg_init(&m);
+        int rc;
+        if (router) {
+            rc = zmq_msg_recv(&id, in, 0);
+            if (rc >= 0)
+                rc = zmq_msg_recv(&m, in, 0);
+        } else {
+            rc = zmq_msg_recv(&m, in, 0);
+        }
+        if (rc < 0) {
+            zmq_msg_close(&id);
+            zmq_msg_close(&m);
+            if (stop_at && zmq_errno() == EAGAIN)
+                break; /* drained: input empty for 200 ms */
+            continue;
+        }
+        if (router) {
+            const void *ack;
+            size_t alen;
+            uint64_t src = fp_codec_batch_peek_source(zmq_msg_data(&m), zmq_msg_size(&m));
+            if (fp_codec_ack_encode(codec, src, 0, 0, 0, 0, NULL, &ack, &alen) == FP_CODEC_OK) {
+                zmq_msg_send(&id, in, ZMQ_SNDMORE);
+                zmq_send(in, ack, alen, 0);
+            }
+        }
+        zmq_send(out, "fwd", 3, ZMQ_SNDMORE);
+        zmq_msg_send(&m, out, 0); /* zero-copy: the frame moves to the PUB */
+        frames++;
+        last_data = bu_now_ns();
+        zmq_msg_close(&id);
+        zmq_msg_close(&m);
+    }
+    long long ms = last_data > stop_at ? (long long)((last_data - stop_at) / 1000000) : 0;
+    fprintf(stderr, "ts=0 level=info who=forwarder msg=\"drained\" ms=%lld frames=%" PRIu64 "\n",
+            ms, frames);
+    fp_codec_destroy(&codec);
+    zmq_close(in);
+    zmq_close(out);
+    zmq_ctx_term(ctx);
+    return 0;
+}

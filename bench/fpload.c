@@ -1,0 +1,761 @@
+/*  fpload.c - floorpost's load generator and end-to-end measurer (issue 3),
+    its own process.
+
+    Sender (main thread): the plant model (plantgen) -> telemetry batches of
+    --batch records, one source and epoch each, sent with PUSH to a PULL
+    endpoint (fire and forget) or with DEALER to a ROUTER endpoint (acked).
+      --rate R > 0: open loop. Batch i is due at start + i * batch / R; the
+        sender never waits for the processor's output. Every record of a
+        batch carries time_ns = the batch's SCHEDULED send time (wall clock),
+        so a sender held back by back-pressure does not hide latency
+        (no coordinated omission); how far it fell behind is reported.
+      --rate 0: as fast as the sockets take it; time_ns = actual send time.
+    Faults: --dup-pct resends that share of batches right after sending
+    them; --reorder-pct holds that share back until the next batch of the
+    same source has been sent; --restarts K bumps the epoch K times (a
+    producer restart: a new plant model, seqs from 1 again).
+
+    Subscriber (second thread): SUB on --sub, every event. Latency is timed
+    on FINAL completions (checkpoints an OperationCompleted triggers): from
+    the send time of the newest record the event covers (header.last_time_ns)
+    to the event's arrival. Partial checkpoints are governed by the posting
+    interval (and the drain), not by processing speed, so they are counted
+    but not timed. Against the forwarder (--forwarder) every forwarded batch
+    is timed from its records' send time.
+
+    Exactness: for every unique record sent, fpload folds quantity * H(key)
+    into a per-kind checksum (H = a 64-bit hash of the key's strings) and
+    adds the plain quantity; the subscriber does the same with every event's
+    deltas. Equal checksums mean, up to hash collisions, that for every key
+    the sum of emitted deltas equals the sum of its records, without a
+    per-key table. Any difference, or a stream_seq gap, is a FAILURE (exit 1).
+
+    End of a run: after the last send fpload prints "SENT ..." on stdout and,
+    with --wait-stdin, waits for EOF on stdin (the harness closes it once the
+    processor has drained and exited); then it waits until no event arrived
+    for --idle-ms and checks.
+
+    Histogram: hand-written log-bucketed (64 sub-buckets per power of two,
+    <= 1.6 % relative error), like HdrHistogram: Debian has no HdrHistogram
+    for C (`apt-cache search hdrhistogram`: Go and Java only).
+
+    Usage: fpload --push EP | --router EP, --sub EP, [--forwarder]
+                  [--rate R] [--records N] [--batch B] [--keys K] [--lines L]
+                  [--rpo N] [--dup-pct P] [--reorder-pct P] [--restarts K]
+                  [--sndhwm N] [--wait-stdin] [--idle-ms MS] [--json FILE]
+*/
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "bench_util.h"
+#include "codec.h"
+#include "plantgen.h"
+
+/* ---- log-bucketed histogram (ns) ---- */
+
+#define H_SUB 64
+#define H_BUCKETS (60 * H_SUB)
+
+typedef struct {
+    uint64_t c[H_BUCKETS];
+    uint64_t n, max;
+    double sum;
+} s_hist_t;
+
+static int s_hidx(uint64_t v)
+{
+    if (v < H_SUB)
+        return (int)v;
+    int e = 63 - __builtin_clzll(v); /* >= 6 */
+    int sub = (int)((v >> (e - 6)) & (H_SUB - 1));
+    return (e - 5) * H_SUB + sub;
+}
+
+/* Middle of bucket idx. */
+static double s_hval(int idx)
+{
+    if (idx < H_SUB)
+        return idx;
+    int e = idx / H_SUB + 5, sub = idx % H_SUB;
+    double lo = ldexp(1.0, e) + sub * ldexp(1.0, e - 6);
+    return lo + ldexp(1.0, e - 7);
+}
+
+static void s_hadd(s_hist_t *h, int64_t v)
+{
+    uint64_t u = v < 0 ? 0 : (uint64_t)v;
+    h->c[s_hidx(u)]++;
+    h->n++;
+    h->sum += (double)u;
+    if (u > h->max)
+        h->max = u;
+}
+
+static double s_hpct(const s_hist_t *h, double pct)
+{
+    if (!h->n)
+        return 0;
+    uint64_t want = (uint64_t)ceil(pct / 100.0 * (double)h->n), seen = 0;
+    if (want == 0)
+        want = 1;
+    for (int i = 0; i < H_BUCKETS; i++) {
+        seen += h->c[i];
+        if (seen >= want) {
+            double v = s_hval(i);
+            return v > (double)h->max ? (double)h->max : v;
+        }
+    }
+    return (double)h->max;
+}
+
+/* ---- exactness sums ---- */
+
+typedef struct {
+    uint64_t cons_chk, yield_chk, cscrap_chk, scrap_chk; /* sum of q * H(key), wrapping */
+    int64_t cons_q, yield, cscrap, scrap_parts;          /* plain sums */
+} s_sums_t;
+
+/* End markers: after its last batch, each source sends one more batch that
+   starts, counts one part for and completes an operation of plant
+   MARK_PLANT. Its final completion on the feed proves that the worker of
+   that source has taken every earlier batch of it (per-source FIFO through
+   ingest and worker), so a drain started after every marker arrived loses
+   nothing; the arrival of the last marker also ends the throughput clock. */
+#define MARK_PLANT "BENCH-END"
+
+/* ---- options ---- */
+
+typedef struct {
+    const char *push, *router, *sub, *json;
+    bool forwarder, wait_stdin;
+    double rate;
+    uint64_t records, keys;
+    uint32_t batch, lines, rpo, restarts;
+    double dup_pct, reorder_pct;
+    int sndhwm, idle_ms;
+} s_opts_t;
+
+/* ---- subscriber ---- */
+
+#define TOPICS 4096u
+
+typedef struct {
+    void *ctx;
+    const s_opts_t *o;
+    atomic_int stop;
+    atomic_int_fast64_t last_event_ns; /* wall clock of the latest arrival */
+    /* written by the subscriber thread only; read after join */
+    s_hist_t lat;
+    s_sums_t sums;
+    uint64_t events, final_events, late_events, records_covered, bad, gaps;
+    uint64_t fwd_records, fwd_batches;
+    atomic_uint_fast64_t markers;   /* end markers seen (one per source) */
+    atomic_int_fast64_t marker_ns;  /* wall clock of the latest one */
+    int64_t first_ns, last_ns;
+    uint64_t topic_hash[TOPICS], topic_seq[TOPICS];
+    void *aligned;
+    size_t aligned_cap;
+} s_sub_t;
+
+static void s_seq_check(s_sub_t *s, const void *topic, size_t tl, uint64_t seq)
+{
+    uint64_t h = XXH3_64bits(topic, tl) | 1;
+    uint32_t i = (uint32_t)h & (TOPICS - 1);
+    for (uint32_t k = 0; k < TOPICS; k++, i = (i + 1) & (TOPICS - 1)) {
+        if (s->topic_hash[i] == h) {
+            if (seq != s->topic_seq[i] + 1)
+                s->gaps++;
+            s->topic_seq[i] = seq;
+            return;
+        }
+        if (s->topic_hash[i] == 0) {
+            s->topic_hash[i] = h;
+            if (seq != 1)
+                s->gaps++;
+            s->topic_seq[i] = seq;
+            return;
+        }
+    }
+}
+
+static void s_on_event(s_sub_t *s, zmq_msg_t *topic, zmq_msg_t *body, int64_t now)
+{
+    size_t len = zmq_msg_size(body);
+    const void *data = zmq_msg_data(body);
+    if (((uintptr_t)data & 7) != 0) {
+        if (len + 8 > s->aligned_cap) {
+            free(s->aligned);
+            s->aligned_cap = (len + 8) * 2;
+            s->aligned = aligned_alloc(8, (s->aligned_cap + 7) & ~(size_t)7);
+        }
+        memcpy(s->aligned, data, len);
+        data = s->aligned;
+    }
+    if (!s->first_ns)
+        s->first_ns = now;
+    s->last_ns = now;
+    if (s->o->forwarder) {
+        fp_batch_view_t v;
+        if (fp_codec_batch_parse(data, len, 256u << 20, &v) != FP_CODEC_OK) {
+            s->bad++;
+            return;
+        }
+        int64_t newest = 0;
+        for (uint32_t i = 0; i < v.nrecords; i++)
+            if (v.records[i].time_ns > newest)
+                newest = v.records[i].time_ns;
+        s->fwd_batches++;
+        s->fwd_records += v.nrecords;
+        for (uint32_t i = 0; i < v.nrecords; i++)
+            if (v.records[i].kind == FP_KIND_OP_COMPLETED && v.records[i].str[FP_STR_PLANT] &&
+                strcmp(fp_codec_batch_string(&v, v.records[i].str[FP_STR_PLANT], NULL),
+                       MARK_PLANT) == 0) {
+                atomic_fetch_add(&s->markers, 1);
+                atomic_store(&s->marker_ns, now);
+            }
+        s->events++;
+        s_hadd(&s->lat, now - newest);
+        return;
+    }
+    fp_checkpoint_t ck;
+    if (fp_codec_checkpoint_decode(data, len, &ck) != FP_CODEC_OK) {
+        s->bad++;
+        return;
+    }
+    s->events++;
+    s_seq_check(s, zmq_msg_data(topic), zmq_msg_size(topic), ck.stream_seq);
+    s->records_covered += ck.record_count;
+    if (ck.kind == FP_CK_COMPLETION && ck.final && strcmp(ck.plant, MARK_PLANT) == 0) {
+        atomic_fetch_add(&s->markers, 1);
+        atomic_store(&s->marker_ns, now);
+    }
+    if (ck.late)
+        s->late_events++;
+    uint64_t opk = bu_key_op(ck.plant, ck.order, ck.operation);
+    switch (ck.kind) {
+    case FP_CK_CONSUMPTION:
+        s->sums.cons_q += ck.quantity;
+        s->sums.cons_chk += (uint64_t)ck.quantity * bu_key_cons(opk, ck.material, ck.lot, ck.unit);
+        break;
+    case FP_CK_COMPLETION:
+        s->sums.yield += ck.yield;
+        s->sums.cscrap += ck.scrap;
+        s->sums.yield_chk += (uint64_t)ck.yield * opk;
+        s->sums.cscrap_chk += (uint64_t)ck.scrap * opk;
+        if (ck.final && !ck.late) {
+            s->final_events++;
+            s_hadd(&s->lat, now - ck.last_time_ns);
+        }
+        break;
+    case FP_CK_SCRAP:
+        s->sums.scrap_parts += ck.parts;
+        s->sums.scrap_chk += (uint64_t)ck.parts * bu_key_scrap(opk, ck.reason);
+        break;
+    default:
+        s->bad++;
+    }
+}
+
+static void *s_sub_main(void *arg)
+{
+    s_sub_t *s = arg;
+    void *sock = zmq_socket(s->ctx, ZMQ_SUB);
+    int hwm = 0, tmo = 50;
+    zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm); /* never drop on our side */
+    zmq_setsockopt(sock, ZMQ_RCVTIMEO, &tmo, sizeof tmo);
+    zmq_setsockopt(sock, ZMQ_SUBSCRIBE, "", 0);
+    if (zmq_connect(sock, s->o->sub) != 0) {
+        fprintf(stderr, "fpload: connect %s: %s\n", s->o->sub, zmq_strerror(zmq_errno()));
+        exit(2);
+    }
+    while (!atomic_load(&s->stop)) {
+        zmq_msg_t topic, body;
+        zmq_msg_init(&topic);
+        if (zmq_msg_recv(&topic, sock, 0) < 0) {
+            zmq_msg_close(&topic);
+            continue;
+        }
+        int64_t now = bu_wall_ns();
+        zmq_msg_init(&body);
+        if (!zmq_msg_more(&topic) || zmq_msg_recv(&body, sock, 0) < 0) {
+            s->bad++;
+        } else {
+            s_on_event(s, &topic, &body, now);
+        }
+        atomic_store(&s->last_event_ns, now);
+        zmq_msg_close(&topic);
+        zmq_msg_close(&body);
+    }
+    int linger = 0;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(sock);
+    return NULL;
+}
+
+/* ---- sender ---- */
+
+typedef struct {
+    void *sock;
+    bool acked;
+    uint64_t markers; /* end-marker records sent */
+    uint64_t batches, frames, records, dup_frames, dup_records, reordered, acks, ack_rejects;
+} s_tx_t;
+
+static void s_drain_acks(s_tx_t *tx, int timeout_ms)
+{
+    if (!tx->acked)
+        return;
+    for (;;) {
+        zmq_pollitem_t it = {tx->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, timeout_ms) <= 0)
+            return;
+        char buf[512];
+        int n = zmq_recv(tx->sock, buf, sizeof buf, 0);
+        if (n < 0)
+            return;
+        tx->acks++;
+        fp_ack_t a;
+        if (n <= (int)sizeof buf && fp_codec_ack_decode(buf, (size_t)n, &a) == FP_CODEC_OK &&
+            a.status != 0)
+            tx->ack_rejects++;
+        timeout_ms = 0;
+    }
+}
+
+static void s_send(s_tx_t *tx, const void *buf, size_t len)
+{
+    while (zmq_send(tx->sock, buf, len, 0) < 0) {
+        if (zmq_errno() != EINTR && zmq_errno() != EAGAIN) {
+            fprintf(stderr, "fpload: send: %s\n", zmq_strerror(zmq_errno()));
+            exit(2);
+        }
+        s_drain_acks(tx, 1);
+    }
+    tx->frames++;
+    s_drain_acks(tx, 0);
+}
+
+static uint64_t s_rng = 0x9E3779B97F4A7C15ull;
+static double s_rand01(void)
+{
+    uint64_t z = (s_rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) / 9007199254740992.0;
+}
+
+static void s_usage(void)
+{
+    fprintf(stderr,
+            "usage: fpload (--push EP | --router EP) --sub EP [--forwarder] [--rate R]\n"
+            "              [--records N] [--batch B] [--keys K] [--lines L] [--rpo N]\n"
+            "              [--dup-pct P] [--reorder-pct P] [--restarts K] [--sndhwm N]\n"
+            "              [--wait-stdin] [--idle-ms MS] [--json FILE]\n");
+    exit(2);
+}
+
+static void s_sleep_until_wall(int64_t t)
+{
+    for (;;) {
+        int64_t d = t - bu_wall_ns();
+        if (d <= 0)
+            return;
+        if (d > 200000) {
+            struct timespec ts = {0, d - 100000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    s_opts_t o = {.rate = 0, .records = 2000000, .keys = 10000, .batch = 256, .lines = 8,
+                  .rpo = 200, .sndhwm = 32, .idle_ms = 1000};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define OPT(name) (strcmp(a, name) == 0 && v && ++i)
+        if (OPT("--push"))
+            o.push = v;
+        else if (OPT("--router"))
+            o.router = v;
+        else if (OPT("--sub"))
+            o.sub = v;
+        else if (OPT("--json"))
+            o.json = v;
+        else if (OPT("--rate"))
+            o.rate = atof(v);
+        else if (OPT("--records"))
+            o.records = strtoull(v, NULL, 10);
+        else if (OPT("--keys"))
+            o.keys = strtoull(v, NULL, 10);
+        else if (OPT("--batch"))
+            o.batch = (uint32_t)atoi(v);
+        else if (OPT("--lines"))
+            o.lines = (uint32_t)atoi(v);
+        else if (OPT("--rpo"))
+            o.rpo = (uint32_t)atoi(v);
+        else if (OPT("--restarts"))
+            o.restarts = (uint32_t)atoi(v);
+        else if (OPT("--dup-pct"))
+            o.dup_pct = atof(v);
+        else if (OPT("--reorder-pct"))
+            o.reorder_pct = atof(v);
+        else if (OPT("--sndhwm"))
+            o.sndhwm = atoi(v);
+        else if (OPT("--idle-ms"))
+            o.idle_ms = atoi(v);
+        else if (strcmp(a, "--forwarder") == 0)
+            o.forwarder = true;
+        else if (strcmp(a, "--wait-stdin") == 0)
+            o.wait_stdin = true;
+        else
+            s_usage();
+#undef OPT
+    }
+    if ((!o.push == !o.router) || !o.sub || o.batch < 1 || o.batch > 65536 || o.lines < 1 ||
+        o.records < 1)
+        s_usage();
+
+    void *ctx = zmq_ctx_new();
+    s_sub_t *sub = calloc(1, sizeof *sub);
+    sub->ctx = ctx;
+    sub->o = &o;
+    pthread_t th;
+    pthread_create(&th, NULL, s_sub_main, sub);
+
+    s_tx_t tx = {.acked = o.router != NULL};
+    tx.sock = zmq_socket(ctx, tx.acked ? ZMQ_DEALER : ZMQ_PUSH);
+    int imm = 1;
+    zmq_setsockopt(tx.sock, ZMQ_SNDHWM, &o.sndhwm, sizeof o.sndhwm);
+    zmq_setsockopt(tx.sock, ZMQ_IMMEDIATE, &imm, sizeof imm);
+    const char *ep = tx.acked ? o.router : o.push;
+    if (zmq_connect(tx.sock, ep) != 0) {
+        fprintf(stderr, "fpload: connect %s: %s\n", ep, zmq_strerror(zmq_errno()));
+        return 2;
+    }
+    usleep(300 * 1000); /* PUB/SUB: let the subscription reach the publisher */
+
+    plantgen_params_t pp;
+    uint64_t epoch = 1;
+    bu_plant_for_keys(&pp, o.keys, o.lines, o.rpo, o.batch, 1, epoch);
+    plantgen_t *g = plantgen_new(&pp);
+    bu_builder_t b;
+    if (!g || bu_builder_init(&b, o.batch) != 0) {
+        fprintf(stderr, "fpload: bad plant parameters or out of memory\n");
+        return 2;
+    }
+    /* Held (reordered) batches, one per source at most. */
+    void **held = calloc(o.lines, sizeof *held);
+    size_t *held_len = calloc(o.lines, sizeof *held_len);
+    void *copy = NULL;
+    size_t copy_cap = 0;
+
+    s_sums_t truth = {0};
+    uint64_t kinds[6] = {0};
+    uint64_t late_batches = 0, next_restart = o.restarts ? o.records / (o.restarts + 1) : UINT64_MAX;
+    uint32_t restarts_done = 0;
+    int64_t max_behind = 0;
+    const int64_t start = bu_wall_ns() + 1000000;
+    s_sleep_until_wall(start);
+    const int64_t mono0 = bu_now_ns();
+    uint64_t sent_unique = 0;
+    uint64_t *last_seq = calloc(o.lines, sizeof *last_seq); /* per source, this epoch */
+
+    while (sent_unique < o.records) {
+        if (sent_unique >= next_restart && restarts_done < o.restarts) {
+            for (uint32_t l = 0; l < o.lines; l++)
+                if (held[l]) {
+                    s_send(&tx, held[l], held_len[l]);
+                    free(held[l]);
+                    held[l] = NULL;
+                }
+            plantgen_destroy(&g);
+            memset(last_seq, 0, o.lines * sizeof *last_seq);
+            epoch++;
+            restarts_done++;
+            bu_plant_for_keys(&pp, o.keys, o.lines, o.rpo, o.batch, epoch, epoch);
+            g = plantgen_new(&pp);
+            next_restart = o.records / (o.restarts + 1) * (restarts_done + 1);
+        }
+        /* schedule */
+        int64_t stamp;
+        if (o.rate > 0) {
+            int64_t due = start + (int64_t)((double)sent_unique / o.rate * 1e9);
+            int64_t now = bu_wall_ns();
+            if (now < due)
+                s_sleep_until_wall(due);
+            else if (now - due > max_behind)
+                max_behind = now - due;
+            if (now - due > 1000000)
+                late_batches++;
+            stamp = due;
+        } else {
+            stamp = bu_wall_ns();
+        }
+        /* build */
+        bu_builder_clear(&b);
+        uint32_t n = o.batch;
+        if (o.records - sent_unique < n)
+            n = (uint32_t)(o.records - sent_unique);
+        uint64_t sid = 0, ep_ = 0;
+        for (uint32_t k = 0; k < n; k++) {
+            fp_rec_in_t r;
+            plantgen_next(g, &sid, &ep_, &r);
+            r.time_ns = stamp;
+            bu_builder_add(&b, sid, ep_, &r);
+            last_seq[sid - pp.first_source_id] = r.seq;
+            kinds[r.kind]++;
+            if (r.kind == FP_KIND_OP_STARTED || r.kind == FP_KIND_OP_COMPLETED)
+                continue;
+            uint64_t opk = bu_key_op(r.str[FP_STR_PLANT], r.str[FP_STR_ORDER],
+                                     r.str[FP_STR_OPERATION]);
+            uint64_t q = (uint64_t)r.quantity;
+            if (r.kind == FP_KIND_MATERIAL) {
+                truth.cons_q += r.quantity;
+                truth.cons_chk += q * bu_key_cons(opk, r.str[FP_STR_MATERIAL], r.str[FP_STR_LOT],
+                                                  r.str[FP_STR_UNIT]);
+            } else if (r.kind == FP_KIND_SCRAP) {
+                truth.scrap_parts += r.quantity;
+                truth.cscrap += r.quantity;
+                truth.scrap_chk += q * bu_key_scrap(opk, r.str[FP_STR_REASON]);
+                truth.cscrap_chk += q * opk;
+            } else {
+                truth.yield += r.quantity;
+                truth.yield_chk += q * opk;
+            }
+        }
+        const void *out;
+        size_t len;
+        if (bu_builder_encode(&b, &out, &len) != FP_CODEC_OK) {
+            fprintf(stderr, "fpload: encode failed\n");
+            return 2;
+        }
+        sent_unique += n;
+        tx.batches++;
+        tx.records += n;
+        uint32_t line = (uint32_t)(sid - pp.first_source_id);
+        bool hold = o.reorder_pct > 0 && !held[line] && s_rand01() * 100 < o.reorder_pct &&
+                    sent_unique < o.records;
+        if (hold) {
+            held[line] = malloc(len);
+            memcpy(held[line], out, len);
+            held_len[line] = len;
+            tx.reordered++;
+            continue;
+        }
+        bool dup = o.dup_pct > 0 && s_rand01() * 100 < o.dup_pct;
+        if (dup) {
+            if (len > copy_cap) {
+                free(copy);
+                copy_cap = len * 2;
+                copy = malloc(copy_cap);
+            }
+            memcpy(copy, out, len);
+        }
+        s_send(&tx, out, len);
+        if (dup) {
+            s_send(&tx, copy, len);
+            tx.dup_frames++;
+            tx.dup_records += n;
+        }
+        if (held[line]) {
+            s_send(&tx, held[line], held_len[line]);
+            free(held[line]);
+            held[line] = NULL;
+        }
+    }
+    for (uint32_t l = 0; l < o.lines; l++)
+        if (held[l]) {
+            s_send(&tx, held[l], held_len[l]);
+            free(held[l]);
+        }
+    const double sendonly_s = (double)(bu_now_ns() - mono0) / 1e9;
+    /* end markers, then wait for all of them on the feed */
+    for (uint32_t l = 0; l < o.lines; l++) {
+        char order[32];
+        snprintf(order, sizeof order, "END-%u", l + 1);
+        bu_builder_clear(&b);
+        for (int k = 0; k < 3; k++) {
+            fp_rec_in_t r = {.seq = ++last_seq[l], .time_ns = bu_wall_ns(),
+                             .kind = k == 0 ? FP_KIND_OP_STARTED
+                                     : k == 1 ? FP_KIND_PART_COUNT : FP_KIND_OP_COMPLETED,
+                             .quantity = k == 1 ? 1 : 0};
+            r.str[FP_STR_PLANT] = MARK_PLANT;
+            r.str[FP_STR_LINE] = "END";
+            r.str[FP_STR_ORDER] = order;
+            r.str[FP_STR_OPERATION] = "0010";
+            bu_builder_add(&b, pp.first_source_id + l, epoch, &r);
+        }
+        uint64_t opk = bu_key_op(MARK_PLANT, order, "0010");
+        truth.yield += 1;
+        truth.yield_chk += opk;
+        const void *out;
+        size_t len;
+        if (bu_builder_encode(&b, &out, &len) != FP_CODEC_OK)
+            return 2;
+        s_send(&tx, out, len);
+        tx.markers += 3;
+    }
+    const int64_t wait_until = bu_now_ns() + 120000000000LL;
+    while (atomic_load(&sub->markers) < o.lines && bu_now_ns() < wait_until) {
+        s_drain_acks(&tx, 0);
+        usleep(200);
+    }
+    if (atomic_load(&sub->markers) < o.lines)
+        fprintf(stderr, "fpload: only %" PRIu64 " of %u end markers arrived within 120 s\n",
+                (uint64_t)atomic_load(&sub->markers), o.lines);
+    const int64_t mono1 = bu_now_ns();
+    double send_s = (double)(mono1 - mono0) / 1e9;
+    if (tx.acked) {
+        int64_t until = bu_now_ns() + 30000000000LL;
+        while (tx.acks < tx.frames && bu_now_ns() < until)
+            s_drain_acks(&tx, 100);
+    }
+    printf("SENT records=%" PRIu64 " frames=%" PRIu64 " seconds=%.3f\n", sent_unique, tx.frames,
+           send_s);
+    fflush(stdout);
+    if (o.wait_stdin) {
+        char buf[256];
+        while (fread(buf, 1, sizeof buf, stdin) > 0) {
+        }
+    }
+    /* Wait until the feed has been quiet for idle_ms (counted from now at
+       the earliest: the processor has drained when we get here). */
+    const int64_t wait_from = bu_wall_ns();
+    for (;;) {
+        usleep(50 * 1000);
+        int64_t last = atomic_load(&sub->last_event_ns);
+        int64_t ref = last > wait_from ? last : wait_from;
+        if (bu_wall_ns() - ref >= (int64_t)o.idle_ms * 1000000)
+            break;
+    }
+    atomic_store(&sub->stop, 1);
+    pthread_join(th, NULL);
+
+    /* ---- verdict ---- */
+    char why[512] = "";
+    bool ok = true;
+    uint64_t expect_fwd = tx.records + tx.dup_records + tx.markers;
+    if (o.forwarder) {
+        if (sub->fwd_records != expect_fwd) {
+            ok = false;
+            snprintf(why, sizeof why, "forwarded records %" PRIu64 " != sent %" PRIu64,
+                     sub->fwd_records, expect_fwd);
+        }
+    } else {
+        const s_sums_t *g2 = &sub->sums;
+        struct {
+            const char *name;
+            uint64_t want, got;
+        } c[] = {
+            {"consumption_quantity", (uint64_t)truth.cons_q, (uint64_t)g2->cons_q},
+            {"consumption_per_key", truth.cons_chk, g2->cons_chk},
+            {"completion_yield", (uint64_t)truth.yield, (uint64_t)g2->yield},
+            {"completion_yield_per_key", truth.yield_chk, g2->yield_chk},
+            {"completion_scrap", (uint64_t)truth.cscrap, (uint64_t)g2->cscrap},
+            {"completion_scrap_per_key", truth.cscrap_chk, g2->cscrap_chk},
+            {"scrap_parts", (uint64_t)truth.scrap_parts, (uint64_t)g2->scrap_parts},
+            {"scrap_per_key", truth.scrap_chk, g2->scrap_chk},
+        };
+        for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+            if (c[i].want != c[i].got) {
+                ok = false;
+                size_t l = strlen(why);
+                snprintf(why + l, sizeof why - l, "%s%s: expected %" PRIu64 " got %" PRIu64,
+                         l ? "; " : "", c[i].name, c[i].want, c[i].got);
+            }
+        if (sub->gaps) {
+            ok = false;
+            size_t l = strlen(why);
+            snprintf(why + l, sizeof why - l, "%sstream_seq gaps: %" PRIu64, l ? "; " : "",
+                     sub->gaps);
+        }
+    }
+    if (atomic_load(&sub->markers) != o.lines) {
+        ok = false;
+        size_t l = strlen(why);
+        snprintf(why + l, sizeof why - l, "%send markers seen %" PRIu64 " of %u", l ? "; " : "",
+                 (uint64_t)atomic_load(&sub->markers), o.lines);
+    }
+    if (sub->bad) {
+        ok = false;
+        size_t l = strlen(why);
+        snprintf(why + l, sizeof why - l, "%sundecodable events: %" PRIu64, l ? "; " : "",
+                 sub->bad);
+    }
+
+    const s_hist_t *h = &sub->lat;
+    double in_rate = (double)sent_unique / send_s;
+    printf("%s %s: %" PRIu64 " unique records in %.3f s = %.3f M records/s in; %" PRIu64
+           " events; timed %" PRIu64 " p50 %.3f p99 %.3f max %.3f ms%s%s\n",
+           ok ? "OK" : "FAILURE", o.forwarder ? "forwarder" : "floorpost", sent_unique, send_s,
+           in_rate / 1e6, sub->events, h->n, s_hpct(h, 50) / 1e6, s_hpct(h, 99) / 1e6,
+           (double)h->max / 1e6, ok ? "" : ": ", why);
+    if (o.json) {
+        FILE *f = fopen(o.json, "w");
+        if (!f) {
+            fprintf(stderr, "fpload: cannot write %s: %s\n", o.json, strerror(errno));
+            return 2;
+        }
+        fprintf(f,
+                "{\"target\":\"%s\",\"ok\":%s,\"failure\":\"%s\",\n"
+                " \"params\":{\"endpoint\":\"%s\",\"acked\":%s,\"sub\":\"%s\",\"rate\":%.0f,"
+                "\"records\":%" PRIu64 ",\"batch\":%u,\"keys\":%" PRIu64 ",\"lines\":%u,"
+                "\"records_per_operation\":%u,\"dup_pct\":%.1f,\"reorder_pct\":%.1f,"
+                "\"restarts\":%u,\"sndhwm\":%d},\n"
+                " \"sent\":{\"unique_records\":%" PRIu64 ",\"batches\":%" PRIu64
+                ",\"frames\":%" PRIu64 ",\"dup_frames\":%" PRIu64 ",\"dup_records\":%" PRIu64
+                ",\"reordered_batches\":%" PRIu64 ",\"restarts\":%u,\"acks\":%" PRIu64
+                ",\"ack_rejects\":%" PRIu64 ",\"seconds\":%.4f,\"records_per_s\":%.0f,"
+                "\"send_seconds\":%.4f,\"send_records_per_s\":%.0f,\"marker_records\":%" PRIu64 ","
+                "\"late_batches\":%" PRIu64 ",\"max_behind_ms\":%.3f,"
+                "\"kinds\":{\"part_count\":%" PRIu64 ",\"material\":%" PRIu64 ",\"scrap\":%" PRIu64
+                ",\"op_started\":%" PRIu64 ",\"op_completed\":%" PRIu64 "}},\n"
+                " \"received\":{\"events\":%" PRIu64 ",\"final_completions\":%" PRIu64
+                ",\"late_events\":%" PRIu64 ",\"records_covered\":%" PRIu64
+                ",\"forwarded_records\":%" PRIu64 ",\"stream_seq_gaps\":%" PRIu64
+                ",\"undecodable\":%" PRIu64 ",\"first_to_last_s\":%.4f},\n"
+                " \"latency_ms\":{\"timed\":\"%s\",\"count\":%" PRIu64
+                ",\"mean\":%.4f,\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"p999\":%.4f,\"max\":%.4f}}\n",
+                o.forwarder ? "forwarder" : "floorpost", ok ? "true" : "false", why, ep,
+                tx.acked ? "true" : "false", o.sub, o.rate, o.records, o.batch, o.keys, o.lines,
+                o.rpo, o.dup_pct, o.reorder_pct, o.restarts, o.sndhwm, sent_unique, tx.batches,
+                tx.frames, tx.dup_frames, tx.dup_records, tx.reordered, restarts_done, tx.acks,
+                tx.ack_rejects, send_s, in_rate, sendonly_s, (double)sent_unique / sendonly_s, tx.markers,
+                late_batches, (double)max_behind / 1e6,
+                kinds[1], kinds[2], kinds[3], kinds[4], kinds[5], sub->events, sub->final_events,
+                sub->late_events, sub->records_covered, sub->fwd_records, sub->gaps, sub->bad,
+                (double)(sub->last_ns - sub->first_ns) / 1e9,
+                o.forwarder ? "every forwarded batch, from its records' send time"
+                            : "final completions (triggered by OperationCompleted), from the "
+                              "newest covered record's send time",
+                h->n, h->n ? h->sum / (double)h->n / 1e6 : 0.0, s_hpct(h, 50) / 1e6,
+                s_hpct(h, 90) / 1e6, s_hpct(h, 99) / 1e6, s_hpct(h, 99.9) / 1e6,
+                (double)h->max / 1e6);
+        fclose(f);
+    }
+    bu_builder_fini(&b);
+    plantgen_destroy(&g);
+    int linger = 0;
+    zmq_setsockopt(tx.sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(tx.sock);
+    zmq_ctx_term(ctx);
+    free(held);
+    free(held_len);
+    free(last_seq);
+    free(copy);
+    free(sub->aligned);
+    free(sub);
+    return ok ? 0 : 1;
+}

@@ -1,0 +1,725 @@
+/*  security.c - CURVE key files, the allowlist, the ZAP handler thread and
+    the hostile-peer socket options. See security.h.
+
+    DESIGN
+    - Fail closed: every CURVE server socket sets ZMQ_ZAP_ENFORCE_DOMAIN, so
+      when no handler is bound to inproc://zeromq.zap.01 libzmq refuses the
+      handshake instead of letting everyone in (its "Stonehouse" default).
+      If libzmq does not accept that option, the socket is not opened.
+    - The handler thread owns its REP socket, the allowlist and the file's
+      last stat; main talks to it only through an inproc PAIR ("STOP").
+    - The allow file is re-read when its (dev, inode, size, mtime) changes,
+      checked at most once a second (and at least once a second while idle).
+      A file that no longer parses, or has vanished, keeps the previous list
+      and is logged: a bad edit cannot lock every producer out.
+    - Refusals are logged at most once a second; the lines in between are
+      counted in the next line's `suppressed`.
+*/
+#include "security.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "log.h"
+
+#ifndef ZMQ_ZAP_ENFORCE_DOMAIN
+/* Declared only under ZMQ_BUILD_DRAFT_API in libzmq 4.3's zmq.h, but
+   accepted by the library; fp_security_server_socket checks the result. */
+#define ZMQ_ZAP_ENFORCE_DOMAIN 93
+#endif
+
+#define S_NAME_MAX 64 /* bytes kept of a key's name in the allow file */
+
+/* CURVE handshakes refused by any handler of this process. A metric only:
+   relaxed adds by the handler thread, relaxed loads by readers (it orders
+   nothing else). A process-wide counter so that the metrics exporter can
+   read it without a handle on the handler. */
+static _Atomic uint64_t s_refused;
+
+uint64_t fp_security_refused(void)
+{
+    return atomic_load_explicit(&s_refused, memory_order_relaxed);
+}
+
+static int64_t s_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* true when s is exactly FP_CURVE_KEY_Z85 valid Z85 characters. */
+static bool s_z85_valid(const char *s, size_t len)
+{
+    if (len != FP_CURVE_KEY_Z85)
+        return false;
+    char key[FP_CURVE_KEY_Z85 + 1];
+    uint8_t raw[32];
+    memcpy(key, s, len);
+    key[len] = '\0';
+    return zmq_z85_decode(raw, key) != NULL;
+}
+
+/* Reads a whole small text file into a new NUL-terminated buffer (caller
+   frees). NULL with "PATH: ..." in err. */
+static char *s_read_text(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(FP_ALLOW_FILE_MAX + 1);
+    size_t n = buf ? fread(buf, 1, FP_ALLOW_FILE_MAX + 1, f) : 0;
+    if (!buf)
+        snprintf(err, errlen, "%s: out of memory", path);
+    else if (ferror(f))
+        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+    else if (n > FP_ALLOW_FILE_MAX)
+        snprintf(err, errlen, "%s: larger than %u bytes", path, FP_ALLOW_FILE_MAX);
+    else if (memchr(buf, '\0', n))
+        snprintf(err, errlen, "%s: contains a NUL byte; allowed: a text file", path);
+    else {
+        buf[n] = '\0';
+        fclose(f);
+        return buf;
+    }
+    free(buf);
+    fclose(f);
+    return NULL;
+}
+
+/* Cuts text at the next newline: returns the line (without "\r\n"), and
+   advances *pos past it; NULL at the end. */
+static char *s_next_line(char **pos)
+{
+    char *line = *pos;
+    if (!line || !*line)
+        return NULL;
+    char *nl = strchr(line, '\n');
+    if (nl) {
+        *nl = '\0';
+        *pos = nl + 1;
+    } else {
+        *pos = line + strlen(line);
+    }
+    size_t len = strlen(line);
+    if (len && line[len - 1] == '\r')
+        line[len - 1] = '\0';
+    return line;
+}
+
+static char *s_trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        s[--n] = '\0';
+    return s;
+}
+
+/* ---- key files ---- */
+
+static int s_write_new(const char *path, const char *text, mode_t mode, char *err, size_t errlen)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: cannot create: %s%s", path, strerror(errno),
+                 errno == EEXIST ? " (refusing to overwrite a key)" : "");
+        return -1;
+    }
+    size_t len = strlen(text), done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, text + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+            close(fd);
+            unlink(path);
+            return -1;
+        }
+        done += (size_t)w;
+    }
+    if (close(fd) != 0) {
+        snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+        unlink(path);
+        return -1;
+    }
+    return 0;
+}
+
+int fp_security_keygen(const char *basename, fp_curve_keypair_t *kp, char *err, size_t errlen)
+{
+    fp_curve_keypair_t pair;
+    if (zmq_curve_keypair(pair.public_z85, pair.secret_z85) != 0) {
+        snprintf(err, errlen, "zmq_curve_keypair: %s", zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    int rc = 0;
+    if (basename && *basename) {
+        char keypath[FP_PATH_MAX + 8], pubpath[FP_PATH_MAX + 8], text[128];
+        if (strlen(basename) > FP_PATH_MAX) {
+            snprintf(err, errlen, "%.64s...: name too long; allowed: at most %d bytes", basename,
+                     FP_PATH_MAX);
+            rc = -1;
+            goto done;
+        }
+        snprintf(keypath, sizeof keypath, "%s.key", basename);
+        snprintf(pubpath, sizeof pubpath, "%s.pub", basename);
+        snprintf(text, sizeof text, "public = %s\nsecret = %s\n", pair.public_z85, pair.secret_z85);
+        rc = s_write_new(keypath, text, 0600, err, errlen);
+        snprintf(text, sizeof text, "public = %s\n", pair.public_z85);
+        if (rc == 0 && (rc = s_write_new(pubpath, text, 0644, err, errlen)) != 0)
+            unlink(keypath);
+        explicit_bzero(text, sizeof text);
+    }
+done:
+    if (rc == 0 && kp)
+        *kp = pair;
+    explicit_bzero(&pair, sizeof pair);
+    return rc;
+}
+
+int fp_security_key_load(const char *path, bool need_secret, fp_curve_keypair_t *kp, char *err,
+                         size_t errlen)
+{
+    memset(kp, 0, sizeof *kp);
+    char *text = s_read_text(path, err, errlen);
+    if (!text)
+        return -1;
+    int rc = -1, lineno = 0;
+    char *pos = text, *line;
+    while ((line = s_next_line(&pos)) != NULL) {
+        lineno++;
+        line = s_trim(line);
+        if (!*line || *line == '#')
+            continue;
+        char *eq = strchr(line, '=');
+        if (!eq) {
+            snprintf(err, errlen, "%s:%d: line without '='; allowed: public = <Z85> or "
+                     "secret = <Z85>", path, lineno);
+            goto done;
+        }
+        *eq = '\0';
+        char *name = s_trim(line), *value = s_trim(eq + 1);
+        char *dst = strcmp(name, "public") == 0   ? kp->public_z85
+                    : strcmp(name, "secret") == 0 ? kp->secret_z85
+                                                  : NULL;
+        if (!dst) {
+            snprintf(err, errlen, "%s:%d: unknown name '%.32s'; allowed: public, secret", path,
+                     lineno, name);
+            goto done;
+        }
+        if (!s_z85_valid(value, strlen(value))) {
+            snprintf(err, errlen, "%s:%d: %s is not a Z85 key; allowed: 40 Z85 characters "
+                     "(floorpost keygen)", path, lineno, name);
+            goto done;
+        }
+        memcpy(dst, value, FP_CURVE_KEY_Z85 + 1);
+    }
+    if (need_secret && !kp->secret_z85[0]) {
+        snprintf(err, errlen, "%s: no 'secret = ' line; allowed: a .key file written by "
+                 "floorpost keygen", path);
+        goto done;
+    }
+    if (kp->secret_z85[0]) {
+        char derived[FP_CURVE_KEY_Z85 + 1];
+        if (zmq_curve_public(derived, kp->secret_z85) != 0) {
+            snprintf(err, errlen, "%s: cannot derive the public key: %s", path,
+                     zmq_strerror(zmq_errno()));
+            goto done;
+        }
+        if (kp->public_z85[0] && strcmp(derived, kp->public_z85) != 0) {
+            snprintf(err, errlen, "%s: the public key does not belong to the secret key", path);
+            goto done;
+        }
+        memcpy(kp->public_z85, derived, sizeof derived);
+    }
+    if (!kp->public_z85[0]) {
+        snprintf(err, errlen, "%s: no 'public = ' line; allowed: a .pub or .key file written "
+                 "by floorpost keygen", path);
+        goto done;
+    }
+    rc = 0;
+done:
+    explicit_bzero(text, strlen(text));
+    free(text);
+    if (rc != 0)
+        explicit_bzero(kp, sizeof *kp);
+    return rc;
+}
+
+/* ---- the allowlist ---- */
+
+typedef struct {
+    char key[FP_CURVE_KEY_Z85 + 1];
+    char name[S_NAME_MAX];
+} s_entry_t;
+
+struct fp_allow {
+    s_entry_t *entries; /* sorted by key, no duplicates */
+    size_t count;
+};
+
+static int s_entry_cmp(const void *a, const void *b)
+{
+    return strcmp(((const s_entry_t *)a)->key, ((const s_entry_t *)b)->key);
+}
+
+fp_allow_t *fp_allow_parse(const char *text, const char *name, char *err, size_t errlen)
+{
+    if (!name)
+        name = "(allow)";
+    fp_allow_t *self = calloc(1, sizeof *self);
+    char *copy = strdup(text);
+    size_t cap = 0;
+    int lineno = 0;
+    if (!self || !copy)
+        goto nomem;
+    char *pos = copy, *line;
+    while ((line = s_next_line(&pos)) != NULL) {
+        lineno++;
+        line = s_trim(line);
+        /* A Z85 key never starts with '#' (84 * 85^4 > 2^32 overflows the
+           first group), so a line starting with '#' is always a comment. */
+        if (!*line || *line == '#')
+            continue;
+        size_t klen = strcspn(line, " \t");
+        if (!s_z85_valid(line, klen)) {
+            snprintf(err, errlen, "%s:%d: '%.48s' is not a Z85 public key; allowed: 40 Z85 "
+                     "characters (a .pub file's key), then an optional name, or a # comment",
+                     name, lineno, line);
+            goto fail;
+        }
+        if (self->count == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            s_entry_t *n = realloc(self->entries, ncap * sizeof *n);
+            if (!n)
+                goto nomem;
+            self->entries = n;
+            cap = ncap;
+        }
+        s_entry_t *e = &self->entries[self->count++];
+        memcpy(e->key, line, FP_CURVE_KEY_Z85);
+        e->key[FP_CURVE_KEY_Z85] = '\0';
+        /* The name: what follows, without a leading '#', made safe to quote
+           in a logfmt value. */
+        char *rest = s_trim(line + klen);
+        while (*rest == '#' || *rest == ' ' || *rest == '\t')
+            rest++;
+        snprintf(e->name, sizeof e->name, "%s", rest);
+        for (char *p = e->name; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == '"' || *p == '\\' || *p == 0x7f)
+                *p = '_';
+    }
+    if (self->count > 1) {
+        qsort(self->entries, self->count, sizeof *self->entries, s_entry_cmp);
+        size_t w = 1; /* drop repeated keys: the first name (in sort order) wins */
+        for (size_t r = 1; r < self->count; r++)
+            if (strcmp(self->entries[r].key, self->entries[w - 1].key) != 0)
+                self->entries[w++] = self->entries[r];
+        self->count = w;
+    }
+    free(copy);
+    return self;
+nomem:
+    snprintf(err, errlen, "%s:%d: out of memory", name, lineno);
+fail:
+    free(copy);
+    fp_allow_destroy(&self);
+    return NULL;
+}
+
+fp_allow_t *fp_allow_load(const char *path, char *err, size_t errlen)
+{
+    char *text = s_read_text(path, err, errlen);
+    if (!text)
+        return NULL;
+    fp_allow_t *self = fp_allow_parse(text, path, err, errlen);
+    free(text);
+    return self;
+}
+
+const char *fp_allow_find(const fp_allow_t *self, const char *key_z85)
+{
+    if (!self || !key_z85 || strlen(key_z85) != FP_CURVE_KEY_Z85 || self->count == 0)
+        return NULL;
+    s_entry_t probe;
+    memcpy(probe.key, key_z85, sizeof probe.key);
+    const s_entry_t *e =
+        bsearch(&probe, self->entries, self->count, sizeof *self->entries, s_entry_cmp);
+    return e ? e->name : NULL;
+}
+
+size_t fp_allow_count(const fp_allow_t *self)
+{
+    return self ? self->count : 0;
+}
+
+void fp_allow_destroy(fp_allow_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    free((*self_p)->entries);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+/* ---- sockets ---- */
+
+int fp_security_server_socket(void *sock, const fp_config_t *cfg, char *err, size_t errlen)
+{
+    /* 0 = off for all three, which is also what libzmq reads 0 as. */
+    int hs = cfg->handshake_timeout_ms, ivl = cfg->heartbeat_ivl_ms,
+        hbt = cfg->heartbeat_timeout_ms;
+    if (zmq_setsockopt(sock, ZMQ_HANDSHAKE_IVL, &hs, sizeof hs) != 0 ||
+        zmq_setsockopt(sock, ZMQ_HEARTBEAT_IVL, &ivl, sizeof ivl) != 0 ||
+        zmq_setsockopt(sock, ZMQ_HEARTBEAT_TIMEOUT, &hbt, sizeof hbt) != 0) {
+        snprintf(err, errlen, "heartbeat/handshake options: %s", zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    if (!cfg->curve_secret_key_file[0])
+        return 0;
+    fp_curve_keypair_t kp;
+    if (fp_security_key_load(cfg->curve_secret_key_file, true, &kp, err, errlen) != 0)
+        return -1;
+    int one = 1, rc = -1;
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, kp.secret_z85, FP_CURVE_KEY_Z85) != 0 ||
+        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, FP_ZAP_DOMAIN, strlen(FP_ZAP_DOMAIN)) != 0)
+        snprintf(err, errlen, "CURVE server options: %s", zmq_strerror(zmq_errno()));
+    else if (zmq_setsockopt(sock, ZMQ_ZAP_ENFORCE_DOMAIN, &one, sizeof one) != 0)
+        snprintf(err, errlen, "ZMQ_ZAP_ENFORCE_DOMAIN: %s (this libzmq cannot fail closed)",
+                 zmq_strerror(zmq_errno()));
+    else
+        rc = 0;
+    explicit_bzero(&kp, sizeof kp);
+    return rc;
+}
+
+int fp_security_client_socket(void *sock, const char *server_z85, const fp_curve_keypair_t *kp)
+{
+    if (!server_z85 || !kp || !s_z85_valid(server_z85, strlen(server_z85)) ||
+        !s_z85_valid(kp->public_z85, strlen(kp->public_z85)) ||
+        !s_z85_valid(kp->secret_z85, strlen(kp->secret_z85)))
+        return -EINVAL;
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, server_z85, FP_CURVE_KEY_Z85) != 0 ||
+        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, kp->public_z85, FP_CURVE_KEY_Z85) != 0 ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, kp->secret_z85, FP_CURVE_KEY_Z85) != 0)
+        return -zmq_errno();
+    return 0;
+}
+
+/* ---- the ZAP handler ---- */
+
+struct fp_security {
+    void *zmq_ctx;
+    const fp_config_t *cfg;
+    bool curve;
+    char server_z85[FP_CURVE_KEY_Z85 + 1];
+    fp_curve_keypair_t internal; /* floorpost's own clients (demo, printer) */
+    pthread_t thread;
+    bool started;
+    void *pipe; /* main's end of the control PAIR */
+    char pipe_ep[64];
+    /* Owned by the handler thread once it runs (pthread_create publishes
+       the initial values; pthread_join hands them back to fp_security_stop). */
+    fp_allow_t *allow;
+    struct stat allow_st;
+    bool allow_st_ok;
+    int64_t next_check_ns;
+    int64_t next_log_ns;
+    uint64_t suppressed;
+};
+
+static bool s_same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* Re-reads the allow file if it changed; at most once a second. */
+static void s_maybe_reload(fp_security_t *self)
+{
+    int64_t now = s_mono_ns();
+    if (now < self->next_check_ns)
+        return;
+    self->next_check_ns = now + 1000000000;
+    const char *path = self->cfg->curve_allow_file;
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (self->allow_st_ok)
+            fp_log(FP_LOG_ERROR, "security", "allow file unreadable, keeping the previous keys",
+                   "file=%s error=\"%s\" keys=%zu", path, strerror(errno),
+                   fp_allow_count(self->allow));
+        self->allow_st_ok = false;
+        return;
+    }
+    if (self->allow_st_ok && s_same_file(&st, &self->allow_st))
+        return;
+    self->allow_st = st;
+    self->allow_st_ok = true;
+    char err[512];
+    fp_allow_t *fresh = fp_allow_load(path, err, sizeof err);
+    if (!fresh) {
+        fp_log(FP_LOG_ERROR, "security", "allow file not reloaded, keeping the previous keys",
+               "error=\"%s\" keys=%zu", err, fp_allow_count(self->allow));
+        return;
+    }
+    fp_allow_destroy(&self->allow);
+    self->allow = fresh;
+    fp_log(FP_LOG_INFO, "security", "allow file reloaded", "file=%s keys=%zu", path,
+           fp_allow_count(fresh));
+}
+
+static bool s_frame_is(zmq_msg_t *m, const char *s)
+{
+    size_t n = strlen(s);
+    return zmq_msg_size(m) == n && memcmp(zmq_msg_data(m), s, n) == 0;
+}
+
+/* Answers one ZAP request (RFC 27). The request comes from libzmq, but the
+   client key in it is the peer's: treat the frames as untrusted. */
+static void s_handle(fp_security_t *self, void *rep)
+{
+    enum { MAXF = 8 };
+    zmq_msg_t f[MAXF];
+    int n = 0;
+    for (bool more = true; more;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, rep, 0) < 0) {
+            zmq_msg_close(&m);
+            break;
+        }
+        more = zmq_msg_more(&m);
+        if (n < MAXF)
+            f[n++] = m;
+        else
+            zmq_msg_close(&m);
+    }
+    if (n == 0)
+        return; /* nothing received (context ending): nothing to answer */
+    const char *status = "500", *text = "malformed ZAP request";
+    char user[S_NAME_MAX + FP_CURVE_KEY_Z85 + 8] = "", key[FP_CURVE_KEY_Z85 + 1] = "-";
+    char address[64] = "-";
+    bool curve = false;
+    if (n >= 6 && s_frame_is(&f[0], "1.0")) {
+        size_t al = zmq_msg_size(&f[3]);
+        if (al >= sizeof address)
+            al = sizeof address - 1;
+        if (al) {
+            memcpy(address, zmq_msg_data(&f[3]), al);
+            address[al] = '\0';
+            for (char *p = address; *p; p++)
+                if ((unsigned char)*p <= 0x20 || *p == '"' || *p == '\\' || *p == 0x7f)
+                    *p = '_';
+        }
+        curve = s_frame_is(&f[5], "CURVE") && n >= 7 && zmq_msg_size(&f[6]) == 32;
+        if (curve)
+            zmq_z85_encode(key, zmq_msg_data(&f[6]), 32);
+        const char *name = curve ? fp_allow_find(self->allow, key) : NULL;
+        status = "400";
+        if (!s_frame_is(&f[2], FP_ZAP_DOMAIN))
+            text = "wrong ZAP domain";
+        else if (!curve)
+            text = "mechanism not allowed (CURVE required)";
+        else if (strcmp(key, self->internal.public_z85) == 0) {
+            status = "200";
+            text = "OK";
+            snprintf(user, sizeof user, "floorpost-internal");
+        } else if (name) {
+            status = "200";
+            text = "OK";
+            snprintf(user, sizeof user, "%s", *name ? name : key);
+        } else {
+            text = "client key not allowed";
+        }
+    }
+    if (strcmp(status, "200") == 0) {
+        fp_log(FP_LOG_DEBUG, "security", "client allowed", "key=%s name=\"%s\" address=%s", key,
+               user, address);
+    } else {
+        uint64_t total = atomic_fetch_add_explicit(&s_refused, 1, memory_order_relaxed) + 1;
+        int64_t now = s_mono_ns();
+        if (now >= self->next_log_ns) {
+            fp_log(FP_LOG_WARN, "security", "client refused",
+                   "reason=\"%s\" key=%s address=%s refused_total=%llu suppressed=%llu", text, key,
+                   address, (unsigned long long)total, (unsigned long long)self->suppressed);
+            self->suppressed = 0;
+            self->next_log_ns = now + 1000000000;
+        } else {
+            self->suppressed++;
+        }
+    }
+    /* Reply: version, request id, status code, status text, user id, metadata. */
+    zmq_send(rep, "1.0", 3, ZMQ_SNDMORE);
+    if (n >= 2)
+        zmq_send(rep, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
+    else
+        zmq_send(rep, "", 0, ZMQ_SNDMORE);
+    zmq_send(rep, status, 3, ZMQ_SNDMORE);
+    zmq_send(rep, text, strlen(text), ZMQ_SNDMORE);
+    zmq_send(rep, user, strlen(user), ZMQ_SNDMORE);
+    zmq_send(rep, "", 0, 0);
+    for (int i = 0; i < n; i++)
+        zmq_msg_close(&f[i]);
+}
+
+static void *s_handler(void *arg)
+{
+    fp_security_t *self = arg;
+    void *pipe = zmq_socket(self->zmq_ctx, ZMQ_PAIR);
+    if (!pipe || zmq_connect(pipe, self->pipe_ep) != 0) {
+        if (pipe)
+            zmq_close(pipe); /* fp_security_start's receive times out */
+        return NULL;
+    }
+    int linger = 0, status = 0;
+    void *rep = zmq_socket(self->zmq_ctx, ZMQ_REP);
+    if (!rep || zmq_setsockopt(rep, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_bind(rep, FP_ZAP_ENDPOINT) != 0)
+        status = zmq_errno() ? zmq_errno() : ENOMEM;
+    zmq_send(pipe, &status, sizeof status, 0);
+    while (status == 0) {
+        zmq_pollitem_t items[2] = {{pipe, 0, ZMQ_POLLIN, 0}, {rep, 0, ZMQ_POLLIN, 0}};
+        /* Wakes at least once a second to look at the allow file. */
+        int rc = zmq_poll(items, 2, 1000);
+        if (rc < 0 && zmq_errno() != EINTR)
+            break;
+        if (items[0].revents & ZMQ_POLLIN)
+            break; /* "STOP" */
+        s_maybe_reload(self);
+        if (items[1].revents & ZMQ_POLLIN)
+            s_handle(self, rep);
+    }
+    if (rep)
+        zmq_close(rep);
+    zmq_close(pipe);
+    return NULL;
+}
+
+int fp_security_check(const fp_config_t *cfg, char *err, size_t errlen)
+{
+    if (!cfg->curve_secret_key_file[0])
+        return 0;
+    fp_curve_keypair_t kp;
+    if (fp_security_key_load(cfg->curve_secret_key_file, true, &kp, err, errlen) != 0)
+        return -1;
+    explicit_bzero(&kp, sizeof kp);
+    fp_allow_t *allow = fp_allow_load(cfg->curve_allow_file, err, errlen);
+    if (!allow)
+        return -1;
+    fp_allow_destroy(&allow);
+    return 0;
+}
+
+fp_security_t *fp_security_start(void *zmq_ctx, const fp_config_t *cfg, char *err, size_t errlen)
+{
+    fp_security_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    self->zmq_ctx = zmq_ctx;
+    self->cfg = cfg;
+    if (!cfg->curve_secret_key_file[0]) {
+        fp_log(FP_LOG_WARN, "security", "plain, unauthenticated endpoints",
+               "hint=\"anyone who reaches the tcp ports may send and subscribe; set [security] "
+               "curve_secret_key_file and curve_allow_file\"%s",
+               cfg->curve_allow_file[0] ? " curve_allow_file=ignored" : "");
+        return self;
+    }
+    self->curve = true;
+    fp_curve_keypair_t server;
+    if (fp_security_key_load(cfg->curve_secret_key_file, true, &server, err, errlen) != 0)
+        goto fail;
+    memcpy(self->server_z85, server.public_z85, sizeof self->server_z85);
+    explicit_bzero(&server, sizeof server);
+    struct stat st;
+    if (stat(cfg->curve_secret_key_file, &st) == 0 && (st.st_mode & S_IROTH))
+        fp_log(FP_LOG_WARN, "security", "secret key file is readable by every user",
+               "file=%s hint=\"chmod 0600 (or 0640 with the service's group)\"",
+               cfg->curve_secret_key_file);
+    self->allow_st_ok = stat(cfg->curve_allow_file, &self->allow_st) == 0;
+    self->allow = fp_allow_load(cfg->curve_allow_file, err, errlen);
+    if (!self->allow)
+        goto fail;
+    self->next_check_ns = s_mono_ns() + 1000000000;
+    if (zmq_curve_keypair(self->internal.public_z85, self->internal.secret_z85) != 0) {
+        snprintf(err, errlen, "zmq_curve_keypair: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    /* A unique control endpoint per handler: a closed inproc endpoint is
+       unregistered asynchronously. */
+    snprintf(self->pipe_ep, sizeof self->pipe_ep, "inproc://fp-zap-ctl-%p", (void *)self);
+    self->pipe = zmq_socket(zmq_ctx, ZMQ_PAIR);
+    int timeout = 10000, linger = 0;
+    if (!self->pipe || zmq_setsockopt(self->pipe, ZMQ_RCVTIMEO, &timeout, sizeof timeout) != 0 ||
+        zmq_setsockopt(self->pipe, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_bind(self->pipe, self->pipe_ep) != 0) {
+        snprintf(err, errlen, "ZAP control pipe: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    if (pthread_create(&self->thread, NULL, s_handler, self) != 0) {
+        snprintf(err, errlen, "cannot start the ZAP handler thread");
+        goto fail;
+    }
+    self->started = true;
+    int status = -1;
+    if (zmq_recv(self->pipe, &status, sizeof status, 0) != (int)sizeof status || status != 0) {
+        snprintf(err, errlen, "ZAP handler: bind %s: %s", FP_ZAP_ENDPOINT,
+                 status > 0 ? zmq_strerror(status) : "no report");
+        goto fail;
+    }
+    fp_log(FP_LOG_INFO, "security", "CURVE on, ZAP handler running",
+           "server_key=%s allow_file=%s keys=%zu", self->server_z85, cfg->curve_allow_file,
+           fp_allow_count(self->allow));
+    return self;
+fail:
+    fp_security_stop(&self);
+    return NULL;
+}
+
+void fp_security_stop(fp_security_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    fp_security_t *self = *self_p;
+    if (self->started) {
+        zmq_send(self->pipe, "STOP", 4, ZMQ_DONTWAIT);
+        pthread_join(self->thread, NULL);
+    }
+    if (self->pipe)
+        zmq_close(self->pipe);
+    fp_allow_destroy(&self->allow);
+    explicit_bzero(&self->internal, sizeof self->internal);
+    free(self);
+    *self_p = NULL;
+}
+
+bool fp_security_curve(const fp_security_t *self)
+{
+    return self && self->curve;
+}
+
+bool fp_security_internal_client(const fp_security_t *self, const char **server_z85,
+                                 const fp_curve_keypair_t **kp)
+{
+    if (!self || !self->curve)
+        return false;
+    *server_z85 = self->server_z85;
+    *kp = &self->internal;
+    return true;
+}

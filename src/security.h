@@ -1,0 +1,135 @@
+/*  security.h - who may connect: CURVE keys, the allowlist, the ZAP handler,
+    and the options that protect floorpost's tcp sockets from hostile peers.
+
+    CURVE (RFC 26) encrypts and authenticates every tcp endpoint when
+    [security] curve_secret_key_file is set. Each server socket (ingest
+    ROUTER and PULL, both PUBs) gets ZMQ_CURVE_SERVER, the server's secret
+    key, ZMQ_ZAP_DOMAIN "floorpost" and ZMQ_ZAP_ENFORCE_DOMAIN, so libzmq
+    asks the ZAP handler (RFC 27) about every client and, with no handler
+    running, refuses every client: connections fail closed.
+
+    The ZAP handler is one thread with a REP socket bound to
+    inproc://zeromq.zap.01 in the process's context. It allows a CURVE
+    client iff the client's public key is in curve_allow_file (or is the
+    handler's own in-process client key, used by the demo plant and the
+    printer). It re-reads the allow file when the file changes (stat checked
+    at most once a second), so rotating a producer's key needs no restart.
+    A key removed from the file is refused at its next handshake; a
+    connection already established stays up until it disconnects.
+
+    Key files (written by fp_security_keygen, `floorpost keygen`):
+      NAME.key  mode 0600   "public = <Z85>\nsecret = <Z85>\n"
+      NAME.pub  mode 0644   "public = <Z85>\n"
+    Allow file: one Z85 public key (40 characters) per line, optionally
+    followed by whitespace and a name; '#' starts a comment; blank lines are
+    ignored. Any other line is an error naming FILE:LINE.
+
+    Thread contract: fp_security_start/fp_security_stop are called by one
+    controlling thread (main). fp_security_server_socket and
+    fp_security_client_socket are called by the thread that owns the socket.
+    fp_security_refused may be called from any thread. An fp_allow_t belongs
+    to one thread. Keys, allow files and the handler's replies are
+    untrusted input: errors are returned, never asserted.
+*/
+#ifndef FP_SECURITY_H
+#define FP_SECURITY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+#define FP_CURVE_KEY_Z85 40 /* a CURVE key (32 bytes) in Z85: 40 characters */
+#define FP_ZAP_ENDPOINT "inproc://zeromq.zap.01"
+#define FP_ZAP_DOMAIN "floorpost"
+#define FP_ALLOW_FILE_MAX (4u << 20) /* largest allow or key file read, bytes */
+
+/* A key pair, or just a public key (secret_z85 = ""), as NUL-terminated Z85. */
+typedef struct {
+    char public_z85[FP_CURVE_KEY_Z85 + 1];
+    char secret_z85[FP_CURVE_KEY_Z85 + 1];
+} fp_curve_keypair_t;
+
+/* ---- key files ---- */
+
+/* Makes a new key pair and writes it to the key files; basename NULL or ""
+   writes nothing. *kp (may be NULL) gets the pair. Refuses to overwrite an
+   existing file. 0, or -1 with err filled. */
+int fp_security_keygen(const char *basename, fp_curve_keypair_t *kp, char *err, size_t errlen);
+
+/* Reads a key file. need_secret: the file must hold a secret key (a .key
+   file), which must match its public key; otherwise only the public key is
+   needed (a .pub or a .key file) and kp->secret_z85 may be "". 0, or -1
+   with "PATH[:LINE]: ..." in err. */
+int fp_security_key_load(const char *path, bool need_secret, fp_curve_keypair_t *kp, char *err,
+                         size_t errlen);
+
+/* ---- the allowlist ---- */
+
+typedef struct fp_allow fp_allow_t;
+
+/* Parses allow-file text (name is used in messages; NULL = "(allow)"). NULL
+   with "NAME:LINE: ..." in err on a bad line or out of memory. Free with
+   fp_allow_destroy. */
+fp_allow_t *fp_allow_parse(const char *text, const char *name, char *err, size_t errlen);
+
+/* Reads and parses a file; NULL with err on error (unreadable file too). */
+fp_allow_t *fp_allow_load(const char *path, char *err, size_t errlen);
+
+/* The name given to key_z85 on its line ("" if none), or NULL if the key is
+   not listed. The string lives as long as self. */
+const char *fp_allow_find(const fp_allow_t *self, const char *key_z85);
+
+/* Number of distinct keys listed. */
+size_t fp_allow_count(const fp_allow_t *self);
+
+/* Frees *self_p and sets it to NULL; NULL-safe. */
+void fp_allow_destroy(fp_allow_t **self_p);
+
+/* ---- sockets ---- */
+
+/* Prepares a server (bind) socket facing the network, before zmq_bind:
+   ZMQ_HANDSHAKE_IVL, ZMQ_HEARTBEAT_IVL/TIMEOUT from cfg and, when
+   cfg->curve_secret_key_file is set, CURVE server with ZAP domain
+   "floorpost" enforced (reads the key file). 0, or -1 with err filled. */
+int fp_security_server_socket(void *sock, const fp_config_t *cfg, char *err, size_t errlen);
+
+/* Makes sock a CURVE client of the server whose public key is server_z85,
+   with the client pair kp; before zmq_connect. 0 or -errno (-EINVAL for a
+   malformed key). */
+int fp_security_client_socket(void *sock, const char *server_z85, const fp_curve_keypair_t *kp);
+
+/* ---- the ZAP handler ---- */
+
+typedef struct fp_security fp_security_t;
+
+/* Validates the [security] files of cfg (what `run --check` does): the
+   server key and the allow file when CURVE is on. 0, or -1 with err. */
+int fp_security_check(const fp_config_t *cfg, char *err, size_t errlen);
+
+/* Starts the ZAP handler on zmq_ctx when cfg configures CURVE (logs the key
+   count); with plain endpoints starts nothing and logs the warning "plain,
+   unauthenticated endpoints". Call before any server socket binds. NULL
+   with err filled on a bad key/allow file, a handler already bound in
+   zmq_ctx, or out of memory. cfg must outlive the handler. */
+fp_security_t *fp_security_start(void *zmq_ctx, const fp_config_t *cfg, char *err, size_t errlen);
+
+/* Stops and joins the handler (new CURVE handshakes then fail closed),
+   frees *self_p and sets it to NULL; NULL-safe. Call before zmq_ctx_term. */
+void fp_security_stop(fp_security_t **self_p);
+
+/* true when CURVE is on (the handler runs). */
+bool fp_security_curve(const fp_security_t *self);
+
+/* For floorpost's own in-process clients (the demo plant, the printer)
+   when CURVE is on: the server's public key and a key pair made at start
+   that the handler always allows. false with plain endpoints. */
+bool fp_security_internal_client(const fp_security_t *self, const char **server_z85,
+                                 const fp_curve_keypair_t **kp);
+
+/* CURVE handshakes the ZAP handlers of this process have refused since it
+   started (a client retrying counts once per attempt). Any thread. */
+uint64_t fp_security_refused(void);
+
+#endif

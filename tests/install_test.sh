@@ -1,0 +1,79 @@
+#!/bin/sh
+# install_test.sh - `make install` / `make uninstall` into a scratch DESTDIR:
+# the FHS layout, the unit's rewritten paths, the installed binary checking
+# the installed config, an existing config kept, uninstall leaving the
+# operator's config. Run from the top of the tree (make test-install).
+set -eu
+
+BUILD=${BUILD:-build}
+MAKE=${MAKE:-make}
+dest=$(mktemp -d /tmp/fp-install-XXXXXX)
+trap 'rm -rf "$dest"' EXIT
+fails=0
+fail() { echo "FAIL install: $*"; fails=$((fails + 1)); }
+has() { [ -e "$dest$1" ] || fail "missing $1"; }
+
+$MAKE --no-print-directory -s install DESTDIR="$dest" BUILD="$BUILD" >"$dest.log" 2>&1 ||
+    { cat "$dest.log"; rm -f "$dest.log"; echo "FAIL install: make install failed"; exit 1; }
+
+for f in /usr/local/bin/floorpost /usr/local/lib/systemd/system/floorpost.service \
+         /etc/floorpost/floorpost.ini /usr/local/share/floorpost/floorpost.ini \
+         /usr/local/share/floorpost/schema/telemetry.fbs \
+         /usr/local/share/floorpost/schema/checkpoint.fbs \
+         /usr/local/share/doc/floorpost/README.md /usr/local/share/doc/floorpost/operations.md \
+         /usr/local/share/doc/floorpost/subscribers.md \
+         /usr/local/share/doc/floorpost/examples/subscriber.py \
+         /usr/local/share/doc/floorpost/examples/subscriber.c; do
+    has "$f"
+done
+[ -x "$dest/usr/local/bin/floorpost" ] || fail "binary not executable"
+grep -q "^kept\|^installed $dest/etc/floorpost/floorpost.ini" "$dest.log" ||
+    fail "install did not report the config: $(cat "$dest.log")"
+unit="$dest/usr/local/lib/systemd/system/floorpost.service"
+grep -qx "ExecStart=/usr/local/bin/floorpost run -c /etc/floorpost/floorpost.ini" "$unit" ||
+    fail "ExecStart in $unit"
+grep -qx "ExecStartPre=/usr/local/bin/floorpost run --check -c /etc/floorpost/floorpost.ini" "$unit" ||
+    fail "ExecStartPre in $unit"
+
+# The installed binary accepts the installed config.
+out=$("$dest/usr/local/bin/floorpost" run --check -c "$dest/etc/floorpost/floorpost.ini") ||
+    fail "run --check on the installed config: $out"
+case "$out" in *": ok ("*) ;; *) fail "run --check said: $out" ;; esac
+
+# The unit is valid for systemd (its binary path pointed into DESTDIR).
+if command -v systemd-analyze >/dev/null 2>&1; then
+    sed "s|/usr/local/bin/floorpost|$dest/usr/local/bin/floorpost|; s|/etc/floorpost/|$dest/etc/floorpost/|g" \
+        "$unit" >"$dest/floorpost.service"
+    systemd-analyze verify "$dest/floorpost.service" >"$dest/verify.log" 2>&1 ||
+        fail "systemd-analyze verify: $(cat "$dest/verify.log")"
+fi
+
+# A second install keeps the operator's config.
+echo "# edited by the operator" >>"$dest/etc/floorpost/floorpost.ini"
+$MAKE --no-print-directory -s install DESTDIR="$dest" BUILD="$BUILD" >"$dest.log" 2>&1 ||
+    fail "second install failed: $(cat "$dest.log")"
+grep -q "edited by the operator" "$dest/etc/floorpost/floorpost.ini" || fail "config overwritten"
+grep -q "^kept" "$dest.log" || fail "second install did not say it kept the config"
+
+# PREFIX=/usr: the distribution layout.
+$MAKE --no-print-directory -s install DESTDIR="$dest" BUILD="$BUILD" PREFIX=/usr >/dev/null 2>&1 ||
+    fail "install PREFIX=/usr failed"
+grep -qx "ExecStart=/usr/bin/floorpost run -c /etc/floorpost/floorpost.ini" \
+    "$dest/usr/lib/systemd/system/floorpost.service" || fail "PREFIX=/usr unit"
+has /usr/bin/floorpost
+has /usr/share/floorpost/schema/checkpoint.fbs
+
+# Uninstall removes what install placed, and keeps the config.
+$MAKE --no-print-directory -s uninstall DESTDIR="$dest" >/dev/null 2>&1 || fail "uninstall failed"
+for f in /usr/local/bin/floorpost /usr/local/lib/systemd/system/floorpost.service \
+         /usr/local/share/floorpost /usr/local/share/doc/floorpost; do
+    [ ! -e "$dest$f" ] || fail "uninstall left $f"
+done
+has /etc/floorpost/floorpost.ini
+
+rm -f "$dest.log"
+if [ "$fails" -ne 0 ]; then
+    echo "install_test: $fails failures"
+    exit 1
+fi
+echo "install_test: ok (layout, unit paths, run --check, systemd-analyze verify, config kept, uninstall)"
