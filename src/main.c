@@ -3,7 +3,7 @@
       floorpost run [-c FILE] [--check]
       floorpost send [--push] [--batch N] [--timeout MS] [CURVE] ENDPOINT FILE|-
       floorpost tail [--count N] [--timeout MS] [--human] [CURVE] ENDPOINT [TOPIC]
-      floorpost keygen [-o BASENAME]
+      floorpost keygen [[-o] BASENAME]
       CURVE = --server-key FILE --key FILE
 
     Exit codes: 0 ok; 1 runtime failure (bind error, drain timeout, records
@@ -57,9 +57,9 @@ static void s_usage(FILE *f)
             "      subscribe to a feed and print each event as one JSON line\n"
             "  send and tail take --server-key FILE --key FILE for a CURVE endpoint:\n"
             "      the server's .pub (or .key) file and this client's .key file\n"
-            "  floorpost keygen [-o BASENAME]\n"
+            "  floorpost keygen [[-o] BASENAME]\n"
             "      make a CURVE key pair: BASENAME.key (secret, mode 0600) and\n"
-            "      BASENAME.pub; without -o, print both keys\n");
+            "      BASENAME.pub; without BASENAME, print both keys\n");
 }
 
 /* A bind endpoint such as tcp://ANY:5560 (star or 0.0.0.0) -> where a local
@@ -409,6 +409,8 @@ static int s_keygen(int argc, char **argv)
     const char *base = NULL;
     if (argc == 2 && strcmp(argv[0], "-o") == 0 && argv[1][0])
         base = argv[1];
+    else if (argc == 1 && argv[0][0] && argv[0][0] != '-')
+        base = argv[0]; /* `floorpost keygen NAME` works too */
     else if (argc != 0) {
         s_usage(stderr);
         return 2;
