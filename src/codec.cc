@@ -451,7 +451,7 @@ int fp_codec_checkpoint_encode(fp_codec_t *self, const fp_checkpoint_t *ck,
     auto header = fbc::CreateHeader(fbb, event_id, ck->stream_seq, ck->checkpoint_no, instance,
                                     plant, line, order, operation, ck->first_time_ns,
                                     ck->last_time_ns, ck->record_count, lineage,
-                                    ck->lineage_truncated, ck->late);
+                                    ck->lineage_truncated, ck->late, ck->global_seq);
     fbb.ForceDefaults(false);
     auto root = fbc::CreateCheckpoint(fbb, S_VERSION, header, (fbc::Body)ck->kind, body);
     fbb.Finish(root, S_ID_CHECKPOINT);
@@ -470,6 +470,19 @@ int fp_codec_checkpoint_set_stream_seq(void *buf, size_t len, uint64_t stream_se
     if (!header)
         return FP_CODEC_MISSING;
     if (!header->SetField<uint64_t>(fbc::Header::VT_STREAM_SEQ, stream_seq))
+        return FP_CODEC_MISSING;
+    return FP_CODEC_OK;
+}
+
+int fp_codec_checkpoint_set_global_seq(void *buf, size_t len, uint64_t global_seq)
+{
+    /* As fp_codec_checkpoint_set_stream_seq; global_seq is force-stored too. */
+    assert(buf && len >= S_MIN_LEN);
+    auto *root = flatbuffers::GetMutableRoot<flatbuffers::Table>(buf);
+    auto *header = root->GetPointer<flatbuffers::Table *>(fbc::Checkpoint::VT_HEADER);
+    if (!header)
+        return FP_CODEC_MISSING;
+    if (!header->SetField<uint64_t>(fbc::Header::VT_GLOBAL_SEQ, global_seq))
         return FP_CODEC_MISSING;
     return FP_CODEC_OK;
 }
@@ -519,6 +532,7 @@ int fp_codec_checkpoint_decode(const void *buf, size_t len, fp_checkpoint_t *ck)
     ck->kind = (int)c->body_type();
     ck->event_id = s_str(h->event_id());
     ck->stream_seq = h->stream_seq();
+    ck->global_seq = h->global_seq();
     ck->checkpoint_no = h->checkpoint_no();
     ck->instance = s_str(h->instance());
     ck->plant = s_str(h->plant());
@@ -709,6 +723,8 @@ int fp_codec_checkpoint_to_json(const void *buf, size_t len, char *out, size_t c
     j.string(h->event_id());
     j.key("stream_seq");
     j.u64(h->stream_seq());
+    j.key("global_seq");
+    j.u64(h->global_seq());
     j.key("checkpoint_no");
     j.u64(h->checkpoint_no());
     j.key("instance");

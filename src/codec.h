@@ -123,6 +123,7 @@ typedef struct {
     int kind; /* FP_CK_* */
     const char *event_id;
     uint64_t stream_seq;
+    uint64_t global_seq; /* per instance across topics, gap-free; set by emit */
     uint64_t checkpoint_no;
     const char *instance;
     const char *plant, *line, *order, *operation;
@@ -152,6 +153,9 @@ int fp_codec_checkpoint_encode(fp_codec_t *self, const fp_checkpoint_t *ck,
 /* Overwrites the stream_seq of an encoded (trusted, our own) Checkpoint in
    place. Returns FP_CODEC_OK, or FP_CODEC_MISSING if the field is absent. */
 int fp_codec_checkpoint_set_stream_seq(void *buf, size_t len, uint64_t stream_seq);
+
+/* The same for global_seq (also always stored). */
+int fp_codec_checkpoint_set_global_seq(void *buf, size_t len, uint64_t global_seq);
 
 /* Verifies and decodes a Checkpoint; string pointers point into buf (""
    when absent). buf must be 8-byte aligned. */

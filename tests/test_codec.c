@@ -608,7 +608,7 @@ TEST(test_checkpoint_json)
     char out[2048];
     static const char want[] =
         "{\"kind\":\"consumption\",\"event_id\":\"fp1-0123456789abcdef-7\",\"stream_seq\":42,"
-        "\"checkpoint_no\":7,\"instance\":\"fp1\",\"plant\":\"P1\",\"line\":\"L2\","
+        "\"global_seq\":0,\"checkpoint_no\":7,\"instance\":\"fp1\",\"plant\":\"P1\",\"line\":\"L2\","
         "\"order\":\"ORD-42\",\"operation\":\"\",\"first_time_ns\":-5,"
         "\"last_time_ns\":9223372036854775807,\"record_count\":12,\"late\":false,"
         "\"lineage\":[{\"source_id\":1,\"epoch\":2,\"first_seq\":3,\"last_seq\":4},"
