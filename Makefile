@@ -75,6 +75,11 @@ $(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libfloorpost.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Itests -c -o $@.o $<
 	$(CXX) $(LDFLAGS) -o $@ $@.o $(BUILD)/libfloorpost.a $(LDLIBS)
 
+$(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libfloorpost.a
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@.o $<
+	$(CXX) $(LDFLAGS) -o $@ $@.o $(BUILD)/libfloorpost.a $(LDLIBS)
+
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libfloorpost.a
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@.o $<
@@ -97,7 +102,7 @@ test: deps
 test-unit: $(TESTS) $(BUILD)/floorpost
 	@tools/run-tests.sh $(TESTS)
 
-test-e2e: $(BUILD)/floorpost $(PYGEN)
+test-e2e: $(BUILD)/floorpost $(PYGEN) $(BUILD)/tools/crashgen
 	FLOORPOST=$(BUILD)/floorpost FP_PYGEN=$(BUILD)/py /usr/bin/python3 tests/e2e/run.py
 
 FUZZ_SECONDS ?= 60

@@ -29,7 +29,8 @@
 
     Time for closing: agg_add has no clock. An operation closed by agg_add
     gets closed_at = self->now, the now_ns of the latest agg_flush call (0
-    before the first). agg_flush releases a closed operation when
+    before the first; after agg_import, the latest closed_at restored).
+    agg_flush releases a closed operation when
     now_ns - closed_at >= closed_key_grace_ns and nothing of it is pending, so
     the real grace is between the configured grace and grace + one flush
     interval.
@@ -45,6 +46,20 @@
 
     Callbacks: emit and reject run inside agg_add/agg_flush and must not call
     back into this agg_t.
+
+    Persistence (formats in agg.h): a third intrusive list, EXPORT, holds the
+    entries changed since the last agg_export_dirty (flag S_EXPORT; s_mark is
+    called wherever persistent state changes: create, account, emit, close).
+    Release appends the keys it frees to `rel` (serialized, since the entries
+    are gone), exported as deletions before the changed keys. Marking is off
+    until the first agg_export_dirty or agg_import, so a shard without
+    durability keeps no list and no released keys. The closed-operations FIFO
+    order is persisted as close_seq (one more than the FIFO's tail, so it is a
+    function of what is held and a restored agg_t numbers alike); agg_import
+    appends closed operations in file order and the FIFO is merge-sorted by
+    close_seq before it is next used. A consumption or scrap key imported
+    before its operation creates the operation as a stub (S_STUB), filled
+    when its own pair comes.
 */
 #include "agg.h"
 
@@ -58,6 +73,8 @@
 #include <xxhash.h>
 
 #include "intern.h"
+#include "route.h"
+#include "varint.h"
 
 #define S_LINEAGE 4    /* lineage ranges kept per entry (<= FP_LINEAGE_MAX) */
 #define S_CHUNK 256    /* records hashed and prefetched together */
@@ -73,6 +90,9 @@ enum {
     S_CLOSED = 2,   /* operation entry: completed (OperationCompleted seen) */
     S_ON_DIRTY = 4, /* on the DIRTY list */
     S_ON_LATE = 8,  /* on the LATE list */
+    S_EXPORT = 16,  /* on the EXPORT list: changed since agg_export_dirty */
+    S_STUB = 32,    /* operation created by agg_import for a child; its own
+                       pair not imported yet */
 };
 
 enum { S_LIST_DIRTY = 0, S_LIST_LATE = 1 };
@@ -103,11 +123,13 @@ typedef struct {
     uint32_t op;          /* the operation entry (itself for a completion) */
     uint32_t list_prev, list_next; /* DIRTY or LATE list */
     uint32_t child_next;  /* next child of the same operation; free-list link when free */
+    uint32_t exp_prev, exp_next; /* EXPORT list (while tracking) */
     /* operation entries only */
     uint32_t first_child;
     uint32_t line, station; /* symbols, first record's */
     uint32_t fifo_next;     /* closed-operations FIFO */
     int64_t closed_at;      /* self->now when it closed */
+    uint64_t close_seq;     /* closing order: the FIFO's order, see s_complete */
 } s_entry_t;
 
 typedef struct {
@@ -152,6 +174,17 @@ struct agg {
     uint64_t *shash;
     uint32_t *hstamp, *pending;
     uint32_t npending;
+
+    /* persistence (agg.h): */
+    bool track;           /* marking changes: after agg_export_dirty or agg_import */
+    uint32_t exp_head;    /* EXPORT list: marked entries, doubly linked */
+    uint8_t *rel;         /* released keys since the last export: [varint len][key]... */
+    size_t rel_len, rel_cap;
+    uint8_t *kbuf, *sbuf; /* export scratch for one key and one state */
+    size_t kbuf_cap, sbuf_cap;
+    size_t key_max;       /* >= the key bytes of any entry ever created */
+    size_t attr_max;      /* >= line + station bytes of any operation ever created */
+    bool fifo_unsorted;   /* agg_import appended to the FIFO out of order */
 
     s_pre_t pre[S_CHUNK];
     agg_stats_t stats;
@@ -209,6 +242,9 @@ void agg_destroy(agg_t **self_p)
     free(self->pending);
     free(self->idbuf);
     free(self->instance);
+    free(self->rel);
+    free(self->kbuf);
+    free(self->sbuf);
     free(self);
     *self_p = NULL;
 }
@@ -236,6 +272,35 @@ const agg_stats_t *agg_stats(const agg_t *self)
 }
 
 /* ---- table and pool ---- */
+
+/* Marks entry idx changed for the next agg_export_dirty: a load and a
+   branch per call, one list push per entry per round. */
+static inline void s_mark(agg_t *self, uint32_t idx)
+{
+    s_entry_t *e = &self->pool[idx];
+    if (!self->track || (e->flags & S_EXPORT))
+        return;
+    e->flags |= S_EXPORT;
+    e->exp_prev = S_NONE;
+    e->exp_next = self->exp_head;
+    if (self->exp_head != S_NONE)
+        self->pool[self->exp_head].exp_prev = idx;
+    self->exp_head = idx;
+}
+
+static void s_unmark(agg_t *self, uint32_t idx)
+{
+    s_entry_t *e = &self->pool[idx];
+    if (!(e->flags & S_EXPORT))
+        return;
+    if (e->exp_prev != S_NONE)
+        self->pool[e->exp_prev].exp_next = e->exp_next;
+    else
+        self->exp_head = e->exp_next;
+    if (e->exp_next != S_NONE)
+        self->pool[e->exp_next].exp_prev = e->exp_prev;
+    e->flags &= (uint8_t)~S_EXPORT;
+}
 
 static uint64_t s_key_hash(const s_key_t *k)
 {
@@ -342,8 +407,10 @@ static bool s_room(const agg_t *self)
     return pool_ok && self->nkeys + 2 <= self->mask + 1;
 }
 
-static void s_hash_strings(agg_t *self, const s_key_t *k, XXH128_hash_t *out)
+/* Also returns the key strings' total length. */
+static size_t s_hash_strings(agg_t *self, const s_key_t *k, XXH128_hash_t *out)
 {
+    size_t total = 0;
     /* kind, then each field as (u32 length, bytes): injective, unlike separators. */
     int nfields = k->kind == FP_CK_CONSUMPTION ? 6 : k->kind == FP_CK_SCRAP ? 4 : 3;
     uint8_t kind = (uint8_t)k->kind;
@@ -354,8 +421,10 @@ static void s_hash_strings(agg_t *self, const s_key_t *k, XXH128_hash_t *out)
         const char *s = intern_str(self->intern, k->sym[f], &len);
         XXH3_128bits_update(self->xxh, &len, sizeof len);
         XXH3_128bits_update(self->xxh, s, len);
+        total += len;
     }
     *out = XXH3_128bits_digest(self->xxh);
+    return total;
 }
 
 /* Creates the entry for key k (hash h), taking references on its symbols.
@@ -379,8 +448,16 @@ static uint32_t s_create(agg_t *self, const s_key_t *k, uint64_t h, uint32_t op,
     e->hash = h;
     for (int f = 0; f < K_FIELDS; f++)
         intern_ref(self->intern, k->sym[f]);
-    s_hash_strings(self, k, &e->khash);
+    /* Export bounds (agg.h formats): version, kind, 6 length varints. */
+    size_t kmax = 2 + K_FIELDS * 5 + s_hash_strings(self, k, &e->khash);
+    if (kmax > self->key_max)
+        self->key_max = kmax;
     if (k->kind == FP_CK_COMPLETION) {
+        uint32_t llen, slen;
+        (void)intern_str(self->intern, line, &llen);
+        (void)intern_str(self->intern, station, &slen);
+        if ((size_t)llen + slen > self->attr_max)
+            self->attr_max = (size_t)llen + slen;
         e->op = idx;
         e->line = line;
         e->station = station;
@@ -405,6 +482,7 @@ static void s_free(agg_t *self, uint32_t idx)
 {
     s_entry_t *e = &self->pool[idx];
     assert(e->count == 0 && !(e->flags & (S_ON_DIRTY | S_ON_LATE)));
+    s_unmark(self, idx);
     s_slot_remove(self, idx);
     for (int f = 0; f < K_FIELDS; f++)
         intern_release(self->intern, e->key.sym[f]);
@@ -533,6 +611,7 @@ static void s_emit(agg_t *self, uint32_t idx, bool final)
     s_pend_sub(&self->pend.quantity[e->key.kind - 1], e->sum0);
     self->pend.records[e->key.kind - 1] -= e->count;
     s_list_remove(self, idx);
+    s_mark(self, idx);
     e->sum0 = e->sum1 = 0;
     e->count = 0;
     e->nlineage = 0;
@@ -559,6 +638,7 @@ static void s_account(agg_t *self, uint32_t idx, const fp_batch_hdr_t *b, const 
     }
     e->count++;
     self->pend.records[e->key.kind - 1]++;
+    s_mark(self, idx);
     uint32_t i;
     for (i = 0; i < e->nlineage; i++) {
         fp_seq_range_t *l = &e->lineage[i];
@@ -577,6 +657,8 @@ static void s_account(agg_t *self, uint32_t idx, const fp_batch_hdr_t *b, const 
         e->truncated = true;
 }
 
+static void s_fifo_sort(agg_t *self);
+
 /* OperationCompleted: final completion, then the operation's pending
    children, then the operation is closed (if it was not). */
 static void s_complete(agg_t *self, uint32_t op)
@@ -590,6 +672,12 @@ static void s_complete(agg_t *self, uint32_t op)
         return;
     e->flags |= S_CLOSED;
     e->closed_at = self->now;
+    /* One more than the newest closed operation held, so that the numbers
+       depend only on what is held: a restored agg_t numbers alike. */
+    if (self->fifo_unsorted)
+        s_fifo_sort(self);
+    e->close_seq = self->fifo_tail != S_NONE ? self->pool[self->fifo_tail].close_seq + 1 : 0;
+    s_mark(self, op);
     e->fifo_next = S_NONE;
     if (self->fifo_tail != S_NONE)
         self->pool[self->fifo_tail].fifo_next = op;
@@ -658,6 +746,7 @@ static void s_apply(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
         if (r->str[FP_STR_STATION] && r->str[FP_STR_STATION] <= b->nstrings)
             station = self->map[r->str[FP_STR_STATION]];
         op = s_create(self, &p->op, p->hop, S_NONE, line, station);
+        s_mark(self, op);
     }
     if (p->has_child && ch == S_NONE) {
         if (!s_room(self)) {
@@ -666,6 +755,7 @@ static void s_apply(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
             return;
         }
         ch = s_create(self, &p->child, p->hchild, op, INTERN_EMPTY, INTERN_EMPTY);
+        s_mark(self, ch);
     }
     self->stats.records++;
     switch (p->kind) {
@@ -891,6 +981,487 @@ void agg_add(agg_t *self, const fp_batch_hdr_t *batch)
     self->stats.strings = intern_count(self->intern);
 }
 
+/* ---- persistence: formats in agg.h ---- */
+
+#define S_FORMAT 1 /* version byte of key and state bytes */
+/* State bytes but the line and station bytes, at most: version, flags,
+   checkpoint_no, count, sum0, sum1, first, span (10 each at most), n,
+   S_LINEAGE x 4 varints, 2 string lengths (5 each), closed_at, close_seq. */
+#define S_STATE_MAX (2 + 6 * FP_VARINT_MAX + 1 + S_LINEAGE * 4 * FP_VARINT_MAX + 10 \
+                     + 2 * FP_VARINT_MAX)
+
+enum { S_PF_CLOSED = 1, S_PF_LATE = 2, S_PF_TRUNCATED = 4 }; /* state flags byte */
+
+static int s_nfields(int kind)
+{
+    return kind == FP_CK_CONSUMPTION ? 6 : kind == FP_CK_SCRAP ? 4 : 3;
+}
+
+/* Writers: each returns the byte after what it wrote. The caller made room
+   (key_max, S_STATE_MAX): nothing here checks or sizes. */
+static inline uint8_t *s_put_var(uint8_t *p, uint64_t v)
+{
+    return p + fp_varint_put(p, v);
+}
+
+static inline uint8_t *s_put_sym(const agg_t *self, uint8_t *p, uint32_t sym)
+{
+    uint32_t len;
+    const char *str = intern_str(self->intern, sym, &len);
+    p = s_put_var(p, len);
+    memcpy(p, str, len);
+    return p + len;
+}
+
+/* Key bytes of k at out (room: self->key_max); returns the length. */
+static size_t s_key_write(const agg_t *self, const s_key_t *k, uint8_t *out)
+{
+    uint8_t *p = out;
+    *p++ = S_FORMAT;
+    *p++ = (uint8_t)k->kind;
+    for (int f = 0; f < s_nfields((int)k->kind); f++)
+        p = s_put_sym(self, p, k->sym[f]);
+    assert((size_t)(p - out) <= self->key_max);
+    return (size_t)(p - out);
+}
+
+/* State bytes of entry e at out (room: S_STATE_MAX + self->attr_max);
+   returns the length. */
+static size_t s_state_write(const agg_t *self, const s_entry_t *e, uint8_t *out)
+{
+    bool completion = e->key.kind == FP_CK_COMPLETION;
+    uint8_t *p = out;
+    *p++ = S_FORMAT;
+    uint8_t f = 0;
+    if (completion && (e->flags & S_CLOSED))
+        f |= S_PF_CLOSED;
+    if (e->count > 0 && (e->flags & S_LATE))
+        f |= S_PF_LATE;
+    if (e->count > 0 && e->truncated)
+        f |= S_PF_TRUNCATED;
+    *p++ = f;
+    p = s_put_var(p, e->checkpoint_no);
+    p = s_put_var(p, e->count);
+    if (e->count > 0) {
+        p = s_put_var(p, fp_zigzag(e->sum0));
+        if (completion)
+            p = s_put_var(p, fp_zigzag(e->sum1));
+        p = s_put_var(p, fp_zigzag(e->first_ns));
+        p = s_put_var(p, (uint64_t)e->last_ns - (uint64_t)e->first_ns);
+        assert(e->nlineage >= 1 && e->nlineage <= S_LINEAGE);
+        *p++ = (uint8_t)e->nlineage;
+        for (uint32_t i = 0; i < e->nlineage; i++) {
+            p = s_put_var(p, e->lineage[i].source_id);
+            p = s_put_var(p, e->lineage[i].epoch);
+            p = s_put_var(p, e->lineage[i].first_seq);
+            p = s_put_var(p, e->lineage[i].last_seq - e->lineage[i].first_seq);
+        }
+    }
+    if (completion) {
+        p = s_put_sym(self, p, e->line);
+        p = s_put_sym(self, p, e->station);
+        if (e->flags & S_CLOSED) {
+            p = s_put_var(p, fp_zigzag(e->closed_at));
+            p = s_put_var(p, e->close_seq);
+        }
+    }
+    assert((size_t)(p - out) <= S_STATE_MAX + self->attr_max);
+    return (size_t)(p - out);
+}
+
+/* A bounds-checked reader of possibly damaged bytes: once bad, stays bad
+   and reads zeros. */
+typedef struct {
+    const uint8_t *p, *end;
+    bool bad;
+} s_r_t;
+
+static uint8_t s_r_u8(s_r_t *r)
+{
+    if (r->bad || r->p >= r->end) {
+        r->bad = true;
+        return 0;
+    }
+    return *r->p++;
+}
+
+static uint64_t s_r_var(s_r_t *r)
+{
+    uint64_t v = 0;
+    if (r->bad || fp_varint_get(&r->p, r->end, &v) != 0) {
+        r->bad = true;
+        return 0;
+    }
+    return v;
+}
+
+static const char *s_r_str(s_r_t *r, uint32_t *len)
+{
+    uint64_t n = s_r_var(r);
+    if (r->bad || n > (uint64_t)(r->end - r->p) || n > UINT32_MAX) {
+        r->bad = true;
+        *len = 0;
+        return "";
+    }
+    const char *s = (const char *)r->p;
+    r->p += n;
+    *len = (uint32_t)n;
+    return s;
+}
+
+typedef struct {
+    int kind;
+    const char *s[K_FIELDS]; /* into the key bytes; unused fields "" */
+    uint32_t len[K_FIELDS];
+} s_pkey_t;
+
+static int s_key_parse(const void *key, size_t klen, s_pkey_t *k)
+{
+    if (!key)
+        return -1;
+    s_r_t r = {key, (const uint8_t *)key + klen, false};
+    memset(k, 0, sizeof *k);
+    if (s_r_u8(&r) != S_FORMAT)
+        return -1;
+    k->kind = s_r_u8(&r);
+    if (k->kind != FP_CK_CONSUMPTION && k->kind != FP_CK_COMPLETION && k->kind != FP_CK_SCRAP)
+        return -1;
+    for (int f = 0; f < K_FIELDS; f++) {
+        k->s[f] = "";
+        if (f < s_nfields(k->kind))
+            k->s[f] = s_r_str(&r, &k->len[f]);
+    }
+    return r.bad || r.p != r.end ? -1 : 0;
+}
+
+typedef struct {
+    uint8_t flags; /* S_PF_* */
+    uint64_t checkpoint_no, count;
+    int64_t sum0, sum1, first_ns, last_ns;
+    uint32_t nlineage;
+    fp_seq_range_t lineage[S_LINEAGE];
+    const char *line, *station;
+    uint32_t line_len, station_len;
+    int64_t closed_at;
+    uint64_t close_seq;
+} s_pstate_t;
+
+static int s_state_parse(const void *state, size_t slen, int kind, s_pstate_t *st)
+{
+    if (!state)
+        return -1;
+    bool completion = kind == FP_CK_COMPLETION;
+    s_r_t r = {state, (const uint8_t *)state + slen, false};
+    memset(st, 0, sizeof *st);
+    if (s_r_u8(&r) != S_FORMAT)
+        return -1;
+    st->flags = s_r_u8(&r);
+    if (st->flags & ~(S_PF_CLOSED | S_PF_LATE | S_PF_TRUNCATED))
+        return -1;
+    if ((st->flags & S_PF_CLOSED) && !completion)
+        return -1;
+    if ((st->flags & S_PF_LATE) && completion && !(st->flags & S_PF_CLOSED))
+        return -1;
+    st->checkpoint_no = s_r_var(&r);
+    st->count = s_r_var(&r);
+    if (st->count > UINT64_MAX / 4) /* room to count on without wrapping to 0 */
+        return -1;
+    if (st->count == 0 && (st->flags & (S_PF_LATE | S_PF_TRUNCATED)))
+        return -1;
+    if (st->count > 0) {
+        st->sum0 = fp_unzigzag(s_r_var(&r));
+        if (completion)
+            st->sum1 = fp_unzigzag(s_r_var(&r));
+        st->first_ns = fp_unzigzag(s_r_var(&r));
+        uint64_t span = s_r_var(&r);
+        if (span > (uint64_t)INT64_MAX
+            || __builtin_add_overflow(st->first_ns, (int64_t)span, &st->last_ns))
+            return -1;
+        st->nlineage = s_r_u8(&r);
+        if (st->nlineage < 1 || st->nlineage > S_LINEAGE)
+            return -1;
+        for (uint32_t i = 0; i < st->nlineage; i++) {
+            fp_seq_range_t *l = &st->lineage[i];
+            l->source_id = s_r_var(&r);
+            l->epoch = s_r_var(&r);
+            l->first_seq = s_r_var(&r);
+            uint64_t d = s_r_var(&r);
+            if (__builtin_add_overflow(l->first_seq, d, &l->last_seq))
+                return -1;
+        }
+    }
+    if (completion) {
+        st->line = s_r_str(&r, &st->line_len);
+        st->station = s_r_str(&r, &st->station_len);
+        if (st->flags & S_PF_CLOSED) {
+            st->closed_at = fp_unzigzag(s_r_var(&r));
+            st->close_seq = s_r_var(&r);
+        }
+    }
+    return r.bad || r.p != r.end ? -1 : 0;
+}
+
+/* Grows *buf to at least need bytes; -1 out of memory (unchanged). */
+static int s_buf_grow(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap : 256;
+    while (n < need)
+        n *= 2;
+    uint8_t *b = realloc(*buf, n);
+    if (!b)
+        return -1;
+    *buf = b;
+    *cap = n;
+    return 0;
+}
+
+/* Appends the keys of operation op and its children to the released-keys
+   buffer ([u32 length][key bytes], native-endian: in memory only), all or
+   nothing; -1 out of memory. */
+static int s_release_keys(agg_t *self, uint32_t op)
+{
+    size_t n = 1;
+    for (uint32_t c = self->pool[op].first_child; c != S_NONE; c = self->pool[c].child_next)
+        n++;
+    if (s_buf_grow(&self->rel, &self->rel_cap, self->rel_len + n * (4 + self->key_max)) != 0)
+        return -1;
+    for (uint32_t c = op; c != S_NONE;
+         c = c == op ? self->pool[op].first_child : self->pool[c].child_next) {
+        uint32_t len = (uint32_t)s_key_write(self, &self->pool[c].key, self->rel + self->rel_len + 4);
+        memcpy(self->rel + self->rel_len, &len, 4);
+        self->rel_len += 4 + len;
+    }
+    return 0;
+}
+
+/* Sorts the closed-operations FIFO by close_seq (agg_import appends in file
+   order): a merge sort of the linked list, no memory, O(n log n) once. */
+static uint32_t s_fifo_msort(agg_t *self, uint32_t head, uint64_t n)
+{
+    if (n <= 1) {
+        if (head != S_NONE)
+            self->pool[head].fifo_next = S_NONE;
+        return head;
+    }
+    uint32_t mid = head;
+    for (uint64_t i = 0; i < n / 2; i++)
+        mid = self->pool[mid].fifo_next;
+    uint32_t a = s_fifo_msort(self, head, n / 2); /* cuts the first half */
+    uint32_t b = s_fifo_msort(self, mid, n - n / 2);
+    uint32_t out = S_NONE, tail = S_NONE;
+    while (a != S_NONE || b != S_NONE) {
+        uint32_t x;
+        if (b == S_NONE || (a != S_NONE && self->pool[a].close_seq <= self->pool[b].close_seq)) {
+            x = a;
+            a = self->pool[a].fifo_next;
+        } else {
+            x = b;
+            b = self->pool[b].fifo_next;
+        }
+        if (tail != S_NONE)
+            self->pool[tail].fifo_next = x;
+        else
+            out = x;
+        tail = x;
+    }
+    if (tail != S_NONE)
+        self->pool[tail].fifo_next = S_NONE;
+    return out;
+}
+
+static void s_fifo_sort(agg_t *self)
+{
+    uint64_t n = 0;
+    for (uint32_t i = self->fifo_head; i != S_NONE; i = self->pool[i].fifo_next)
+        n++;
+    self->fifo_head = s_fifo_msort(self, self->fifo_head, n);
+    self->fifo_tail = S_NONE;
+    for (uint32_t i = self->fifo_head; i != S_NONE; i = self->pool[i].fifo_next)
+        self->fifo_tail = i;
+    self->fifo_unsorted = false;
+}
+
+/* Sizes the scratch buffers for any key and state held; -1 out of memory. */
+static int s_export_room(agg_t *self)
+{
+    if (s_buf_grow(&self->kbuf, &self->kbuf_cap, self->key_max) != 0)
+        return -1;
+    return s_buf_grow(&self->sbuf, &self->sbuf_cap, S_STATE_MAX + self->attr_max);
+}
+
+static void s_export_one(agg_t *self, uint32_t idx, agg_export_fn *fn, void *ctx)
+{
+    const s_entry_t *e = &self->pool[idx];
+    size_t klen = s_key_write(self, &e->key, self->kbuf);
+    size_t slen = s_state_write(self, e, self->sbuf);
+    fn(ctx, self->kbuf, klen, self->sbuf, slen);
+}
+
+int agg_export_dirty(agg_t *self, agg_export_fn *fn, void *ctx)
+{
+    assert(self && fn);
+    if (s_export_room(self) != 0)
+        return -1; /* nothing handed over, nothing cleared */
+    if (!self->track) {
+        /* The first export: everything held is new to the store. */
+        self->track = true;
+        for (uint32_t i = 1; i < self->pool_used; i++)
+            if (self->pool[i].key.kind != 0)
+                s_mark(self, i);
+    }
+    for (size_t off = 0; off < self->rel_len;) {
+        uint32_t len;
+        memcpy(&len, self->rel + off, 4);
+        fn(ctx, self->rel + off + 4, len, NULL, 0);
+        off += 4 + (size_t)len;
+    }
+    self->rel_len = 0;
+    uint32_t i = self->exp_head;
+    while (i != S_NONE) {
+        uint32_t next = self->pool[i].exp_next;
+        s_export_one(self, i, fn, ctx);
+        self->pool[i].flags &= (uint8_t)~S_EXPORT;
+        self->pool[i].exp_prev = self->pool[i].exp_next = S_NONE;
+        i = next;
+    }
+    self->exp_head = S_NONE;
+    return 0;
+}
+
+int agg_export_all(agg_t *self, agg_export_fn *fn, void *ctx)
+{
+    assert(self && fn);
+    if (s_export_room(self) != 0)
+        return -1;
+    for (uint32_t i = 1; i < self->pool_used; i++)
+        if (self->pool[i].key.kind != 0)
+            s_export_one(self, i, fn, ctx);
+    return 0;
+}
+
+/* Loads a parsed state into a new (or stub) entry: sums, lists, FIFO. */
+static void s_fill(agg_t *self, uint32_t idx, const s_pstate_t *st)
+{
+    s_entry_t *e = &self->pool[idx];
+    e->checkpoint_no = st->checkpoint_no;
+    if (st->count > 0) {
+        e->count = st->count;
+        e->sum0 = st->sum0;
+        e->sum1 = st->sum1;
+        e->first_ns = st->first_ns;
+        e->last_ns = st->last_ns;
+        e->nlineage = st->nlineage;
+        memcpy(e->lineage, st->lineage, st->nlineage * sizeof e->lineage[0]);
+        e->truncated = (st->flags & S_PF_TRUNCATED) != 0;
+        if (st->flags & S_PF_LATE)
+            e->flags |= S_LATE;
+        s_list_add(self, idx, (e->flags & S_LATE) ? S_LIST_LATE : S_LIST_DIRTY);
+        s_pend_add(&self->pend.quantity[e->key.kind - 1], e->sum0);
+        self->pend.records[e->key.kind - 1] += e->count;
+    }
+    if (st->flags & S_PF_CLOSED) {
+        e->flags |= S_CLOSED;
+        e->closed_at = st->closed_at;
+        e->close_seq = st->close_seq;
+        e->fifo_next = S_NONE;
+        if (self->fifo_tail != S_NONE)
+            self->pool[self->fifo_tail].fifo_next = idx;
+        else
+            self->fifo_head = idx;
+        self->fifo_tail = idx;
+        self->fifo_unsorted = true;
+        if (st->closed_at > self->now)
+            self->now = st->closed_at; /* until the first agg_flush */
+        self->stats.open_operations--;
+        self->stats.closed_operations++;
+    }
+}
+
+int agg_import(agg_t *self, const void *key, size_t klen, const void *state, size_t slen)
+{
+    assert(self);
+    s_pkey_t k;
+    s_pstate_t st;
+    if (s_key_parse(key, klen, &k) != 0 || s_state_parse(state, slen, k.kind, &st) != 0)
+        return -1;
+    self->track = true; /* the store holds what we hold from now on */
+    if (s_reserve(self, 2) != 0 || !s_room(self))
+        return -2;
+    int rc = -2, nf = s_nfields(k.kind);
+    uint32_t sym[K_FIELDS] = {0}, line = INTERN_EMPTY, station = INTERN_EMPTY;
+    int got = 0;
+    for (; got < nf; got++)
+        if ((sym[got] = intern_acquire(self->intern, k.s[got], k.len[got])) == INTERN_NOMEM)
+            goto out;
+    if (k.kind == FP_CK_COMPLETION) {
+        if ((line = intern_acquire(self->intern, st.line, st.line_len)) == INTERN_NOMEM)
+            goto out;
+        if ((station = intern_acquire(self->intern, st.station, st.station_len)) == INTERN_NOMEM)
+            goto out;
+    }
+    s_key_t opk = {.kind = FP_CK_COMPLETION, .sym = {sym[K_PLANT], sym[K_ORDER], sym[K_OPERATION]}};
+    uint64_t hop = s_key_hash(&opk);
+    uint32_t op = s_find(self, &opk, hop);
+    if (k.kind == FP_CK_COMPLETION) {
+        if (op != S_NONE) {
+            s_entry_t *e = &self->pool[op];
+            if (!(e->flags & S_STUB)) {
+                rc = -1; /* imported twice */
+                goto out;
+            }
+            intern_ref(self->intern, line);
+            intern_ref(self->intern, station);
+            intern_release(self->intern, e->line);
+            intern_release(self->intern, e->station);
+            e->line = line;
+            e->station = station;
+            e->flags &= (uint8_t)~S_STUB;
+            if ((size_t)st.line_len + st.station_len > self->attr_max)
+                self->attr_max = (size_t)st.line_len + st.station_len;
+        } else {
+            op = s_create(self, &opk, hop, S_NONE, line, station);
+        }
+        s_fill(self, op, &st);
+    } else {
+        s_key_t ck = {.kind = (uint32_t)k.kind};
+        memcpy(ck.sym, sym, sizeof ck.sym);
+        uint64_t hch = s_key_hash(&ck);
+        if (s_find(self, &ck, hch) != S_NONE) {
+            rc = -1;
+            goto out;
+        }
+        if (op == S_NONE) {
+            op = s_create(self, &opk, hop, S_NONE, INTERN_EMPTY, INTERN_EMPTY);
+            self->pool[op].flags |= S_STUB;
+        }
+        assert(s_room(self)); /* s_reserve(2) made room for both */
+        uint32_t ch = s_create(self, &ck, hch, op, INTERN_EMPTY, INTERN_EMPTY);
+        s_fill(self, ch, &st);
+    }
+    rc = 0;
+out:
+    for (int f = 0; f < got; f++)
+        intern_release(self->intern, sym[f]);
+    if (line != INTERN_NOMEM)
+        intern_release(self->intern, line);
+    if (station != INTERN_NOMEM)
+        intern_release(self->intern, station);
+    self->stats.strings = intern_count(self->intern);
+    return rc;
+}
+
+uint32_t agg_key_shard(const void *key, size_t klen, uint32_t nshards)
+{
+    s_pkey_t k;
+    if (s_key_parse(key, klen, &k) != 0)
+        return UINT32_MAX;
+    return fp_route_shard(fp_route_str_hash(k.s[K_PLANT], k.len[K_PLANT]),
+                          fp_route_str_hash(k.s[K_ORDER], k.len[K_ORDER]),
+                          fp_route_str_hash(k.s[K_OPERATION], k.len[K_OPERATION]), nshards);
+}
+
 /* ---- flush and release ---- */
 
 /* Whether a pending entry is emitted by a partial flush now. */
@@ -929,11 +1500,19 @@ static void s_release(agg_t *self)
     while (self->fifo_head != S_NONE) {
         uint32_t op = self->fifo_head;
         s_entry_t *e = &self->pool[op];
-        /* closed_at only grows along the FIFO: stop at the first too young.
-           One with pending corrections (possible only if a flush skipped
-           them) waits at the head for the next flush. */
-        if (self->now - e->closed_at < self->cfg.closed_key_grace_ns || !s_idle(self, op))
+        /* closed_at only grows along the FIFO (with a monotonic clock): stop
+           at the first too young. One with pending corrections (possible
+           only if a flush skipped them) waits at the head for the next
+           flush. closed_at may come from a restored file: no overflow. */
+        int64_t age;
+        if (__builtin_sub_overflow(self->now, e->closed_at, &age))
+            age = self->now > e->closed_at ? INT64_MAX : INT64_MIN;
+        if (age < self->cfg.closed_key_grace_ns || !s_idle(self, op))
             break;
+        /* The deletions to export; out of memory: try at the next flush. */
+        if (self->track && s_release_keys(self, op) != 0)
+            break;
+        e = &self->pool[op];
         self->fifo_head = e->fifo_next;
         if (self->fifo_head == S_NONE)
             self->fifo_tail = S_NONE;
@@ -956,6 +1535,8 @@ void agg_flush(agg_t *self, int mode, int64_t now_ns)
     s_flush_list(self, S_LIST_LATE);
     if (mode == AGG_FLUSH_ALL)
         s_flush_list(self, S_LIST_DIRTY);
+    if (self->fifo_unsorted)
+        s_fifo_sort(self);
     s_release(self);
     self->stats.strings = intern_count(self->intern);
 }

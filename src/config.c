@@ -56,6 +56,8 @@ static const s_option_t s_options[] = {
      "tcp://..., ipc://... or inproc://..."},
     {"service", "deadletter", OPT_ENDPOINT, F(deadletter), 0, 0, false,
      "tcp://..., ipc://... or inproc://..."},
+    {"service", "replay", OPT_ENDPOINT, F(replay), 0, 0, true,
+     "tcp://..., ipc://..., inproc://... or \"\" (off)"},
     {"service", "print_events", OPT_BOOL, F(print_events), 0, 0, false,
      "true, false, yes, no, on, off, 1, 0"},
     {"service", "drain_timeout_ms", OPT_I64, F(drain_timeout_ms), 100, 600000, false,
@@ -85,6 +87,11 @@ static const s_option_t s_options[] = {
      "0..604800000"},
     {"aggregate", "max_open_keys", OPT_U64, F(max_open_keys), 1, 1000000000, false,
      "1..1000000000"},
+    {"durability", "state_dir", OPT_PATH, F(state_dir), 0, 0, true,
+     "a directory for the LMDB state, or \"\" (durability off)"},
+    {"durability", "map_size_mb", OPT_U64, F(map_size_mb), 1, 1048576, false, "1..1048576"},
+    {"durability", "retention_ms", OPT_I64, F(retention_ms), 0, 2592000000, false,
+     "0..2592000000"},
     {"metrics", "metrics_port", OPT_INT, F(metrics_port), 0, 65535, false,
      "0 (off) or 1..65535"},
     {"metrics", "metrics_address", OPT_PATH, F(metrics_address), 0, 0, false,
@@ -104,7 +111,7 @@ static const s_option_t s_options[] = {
 #define S_NOPTIONS (sizeof s_options / sizeof s_options[0])
 
 static const char *const s_sections[] = {"service", "pipeline", "dedup", "aggregate",
-                                         "metrics", "security", "demo"};
+                                         "durability", "metrics", "security", "demo"};
 #define S_NSECTIONS (sizeof s_sections / sizeof s_sections[0])
 
 /* Longest piece of user text quoted back in a message. */
@@ -142,6 +149,10 @@ fp_config_defaults(fp_config_t *cfg)
     cfg->posting_interval_ms = 60000;
     cfg->closed_key_grace_ms = 600000;
     cfg->max_open_keys = 10000000;
+    snprintf(cfg->replay, sizeof cfg->replay, "%s", "tcp://*:5572");
+    snprintf(cfg->state_dir, sizeof cfg->state_dir, "%s", "/var/lib/floorpost");
+    cfg->map_size_mb = 1024;
+    cfg->retention_ms = 86400000;
     cfg->log_level = 1; /* info */
     cfg->heartbeat_ivl_ms = 2000;
     cfg->heartbeat_timeout_ms = 10000;
@@ -166,6 +177,8 @@ fp_config_demo(fp_config_t *cfg)
     snprintf(cfg->deadletter, sizeof cfg->deadletter, "%s", "tcp://127.0.0.1:5571");
     cfg->posting_interval_ms = 5000;
     snprintf(cfg->metrics_address, sizeof cfg->metrics_address, "%s", "127.0.0.1");
+    snprintf(cfg->replay, sizeof cfg->replay, "%s", "tcp://127.0.0.1:5572");
+    cfg->state_dir[0] = 0; /* the demo keeps nothing between runs */
 }
 
 void

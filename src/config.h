@@ -23,6 +23,7 @@ typedef struct {
     char ingest_pull[FP_ENDPOINT_MAX];   /* PULL endpoint, fire-and-forget; "" = off */
     char publish[FP_ENDPOINT_MAX];       /* PUB endpoint for checkpoints */
     char deadletter[FP_ENDPOINT_MAX];    /* PUB endpoint for dead letters */
+    char replay[FP_ENDPOINT_MAX];        /* ROUTER endpoint serving the outbox; "" = off */
     bool print_events;             /* print each published event as a line on stdout */
     int64_t drain_timeout_ms;      /* SIGTERM: most time to drain before exit */
     int log_level;                 /* FP_LOG_* (log.h): 0 debug .. 3 error */
@@ -43,6 +44,10 @@ typedef struct {
     int64_t posting_interval_ms;   /* partial checkpoints flush interval */
     int64_t closed_key_grace_ms;   /* closed operations released after this */
     uint64_t max_open_keys;        /* aggregation keys per shard */
+    /* [durability] */
+    char state_dir[FP_PATH_MAX];   /* LMDB state (rounds, outbox); "" = durability off */
+    uint64_t map_size_mb;          /* LMDB map size: the most disk the state may use, MiB */
+    int64_t retention_ms;          /* outbox events kept for replay at least this long */
     /* [metrics] */
     int metrics_port;              /* HTTP /metrics and /healthz; 0 = off */
     char metrics_address[FP_PATH_MAX]; /* IPv4 address the HTTP server listens on */

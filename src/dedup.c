@@ -10,9 +10,14 @@
         those it is 1 iff s was accepted in the current epoch. Bits of slots
         not yet reached since the last reset are 0.
       - acked <= high, and acked >= high - W once high >= W: every seq in
-        1..acked was seen or has left the window.
+        1..acked was seen or has left the window. So every seq in
+        (high - W, acked] is seen, seq acked+1 is not (when acked < high),
+        and seq high is: the export format relies on these.
+      - dirty is set iff the source is on the dirty list (dirty_head,
+        linked by dirty_next; sources are never freed, so no unlinking).
 */
 #include "dedup.h"
+#include "varint.h"
 
 #include <assert.h>
 #include <stdbool.h>
@@ -25,6 +30,9 @@ struct dedup_source {
     uint64_t epoch;     /* current epoch of the source */
     uint64_t high;      /* highest seq seen in this epoch; 0 = none yet */
     uint64_t acked;     /* contiguous-ack watermark, see dedup_source_acked */
+    uint64_t mask;      /* window - 1 of the owning dedup_t (for export) */
+    struct dedup_source *dirty_next; /* dirty list link */
+    bool dirty;         /* changed since the last dedup_export_dirty */
     uint64_t bits[];    /* window/64 words: the ring bitmap */
 };
 
@@ -37,6 +45,8 @@ struct dedup {
     dedup_source_t **slots; /* open-addressing table; NULL = empty */
     uint64_t cap;           /* slots, power of two; count <= cap / 2 */
     uint64_t count;         /* sources stored */
+    dedup_source_t *dirty_head; /* sources changed since the last export */
+    uint8_t *scratch;       /* [dedup_export_max]: dedup_export_dirty's buffer */
     dedup_stats_t stats;
 };
 
@@ -76,7 +86,10 @@ dedup_new(uint32_t window, uint32_t max_sources)
     self->seed = s_hash((uint64_t)(uintptr_t)self ^ (uint64_t)ts.tv_nsec
                         ^ ((uint64_t)ts.tv_sec << 32), 0x9e3779b97f4a7c15ULL);
     self->slots = calloc(self->cap, sizeof *self->slots);
-    if (!self->slots) {
+    self->scratch = malloc(dedup_export_max(self));
+    if (!self->slots || !self->scratch) {
+        free(self->slots);
+        free(self->scratch);
         free(self);
         return NULL;
     }
@@ -93,6 +106,7 @@ dedup_destroy(dedup_t **self_p)
     for (uint64_t i = 0; i < self->cap; i++)
         free(self->slots[i]);
     free(self->slots);
+    free(self->scratch);
     free(self);
     *self_p = NULL;
 }
@@ -128,6 +142,18 @@ s_grow(dedup_t *self)
     return 0;
 }
 
+/* Puts src on the dirty list once per export period: a load and a branch
+   on the hot path. */
+static inline void
+s_dirty(dedup_t *self, dedup_source_t *src)
+{
+    if (!src->dirty) {
+        src->dirty = true;
+        src->dirty_next = self->dirty_head;
+        self->dirty_head = src;
+    }
+}
+
 static void
 s_reset(dedup_t *self, dedup_source_t *src, uint64_t epoch)
 {
@@ -135,6 +161,22 @@ s_reset(dedup_t *self, dedup_source_t *src, uint64_t epoch)
     src->epoch = epoch;
     src->high = 0;
     src->acked = 0;
+}
+
+/* Creates source_id in free slot i (from s_find); the caller checked
+   max_sources and grew the table. NULL when out of memory. */
+static dedup_source_t *
+s_add(dedup_t *self, uint64_t i, uint64_t source_id)
+{
+    dedup_source_t *src = calloc(1, sizeof *src + (size_t)self->words * sizeof src->bits[0]);
+    if (!src)
+        return NULL;
+    src->id = source_id;
+    src->mask = self->mask;
+    self->slots[i] = src;
+    self->count++;
+    self->stats.sources = self->count;
+    return src;
 }
 
 dedup_source_t *
@@ -152,6 +194,7 @@ dedup_source(dedup_t *self, uint64_t source_id, uint64_t epoch, dedup_verdict_t 
         }
         if (epoch > src->epoch) {
             s_reset(self, src, epoch);
+            s_dirty(self, src);
             self->stats.epoch_changes++;
         }
         *verdict = DEDUP_NEW;
@@ -170,16 +213,13 @@ dedup_source(dedup_t *self, uint64_t source_id, uint64_t epoch, dedup_verdict_t 
         }
         i = s_find(self, source_id);
     }
-    src = calloc(1, sizeof *src + (size_t)self->words * sizeof src->bits[0]);
+    src = s_add(self, i, source_id);
     if (!src) {
         *verdict = DEDUP_TOO_MANY_SOURCES;
         return NULL;
     }
-    src->id = source_id;
     src->epoch = epoch;
-    self->slots[i] = src;
-    self->count++;
-    self->stats.sources = self->count;
+    s_dirty(self, src);
     *verdict = DEDUP_NEW;
     return src;
 }
@@ -207,6 +247,36 @@ s_clear_slots(const dedup_t *self, uint64_t *bits, uint64_t from, uint64_t n)
         }
         if (left > 0)                           /* tail */
             bits[w] &= ~((1ULL << left) - 1);
+        n -= run;
+        from = (from + run) & self->mask;
+    }
+}
+
+/* Sets n bits from slot `from` on, wrapping; n <= window. Restore only. */
+static void
+s_set_slots(const dedup_t *self, uint64_t *bits, uint64_t from, uint64_t n)
+{
+    if (n >= self->window) {
+        memset(bits, 0xff, (size_t)self->words * sizeof bits[0]);
+        return;
+    }
+    while (n > 0) {
+        uint64_t run = self->window - from;
+        if (run > n)
+            run = n;
+        uint64_t w = from >> 6, b = from & 63;
+        uint64_t left = run;
+        if (b != 0) {
+            uint64_t k = 64 - b < left ? 64 - b : left;
+            bits[w++] |= (k == 64 ? ~0ULL : ((1ULL << k) - 1)) << b;
+            left -= k;
+        }
+        while (left >= 64) {
+            bits[w++] = ~0ULL;
+            left -= 64;
+        }
+        if (left > 0)
+            bits[w] |= (1ULL << left) - 1;
         n -= run;
         from = (from + run) & self->mask;
     }
@@ -253,6 +323,7 @@ dedup_check(dedup_t *self, dedup_source_t *src, uint64_t seq)
         }
         src->high = seq;
         *word |= bit;
+        s_dirty(self, src);
         self->stats.accepted++;
         if (seq >= self->window && src->acked < seq - self->window)
             src->acked = seq - self->window;
@@ -268,6 +339,7 @@ dedup_check(dedup_t *self, dedup_source_t *src, uint64_t seq)
         return DEDUP_DUPLICATE;
     }
     *word |= bit;
+    s_dirty(self, src);
     self->stats.accepted++;
     self->stats.gaps_filled++;
     if (seq == src->acked + 1)
@@ -301,4 +373,125 @@ dedup_stats(const dedup_t *self)
 {
     assert(self);
     return &self->stats;
+}
+
+/* ---- persistence (format in dedup.h) ---- */
+
+#define S_STATE_VERSION 1
+
+static inline bool
+s_seen(const dedup_source_t *src, uint64_t seq)
+{
+    uint64_t slot = seq & src->mask;
+    return (src->bits[slot >> 6] >> (slot & 63)) & 1;
+}
+
+size_t
+dedup_export_max(const dedup_t *self)
+{
+    assert(self);
+    /* version, three varints, then at most window bits */
+    return 1 + 3 * FP_VARINT_MAX + (size_t)(self->window / 8);
+}
+
+size_t
+dedup_source_export(const dedup_source_t *src, void *buf, size_t cap)
+{
+    assert(src);
+    uint64_t gap = src->high - src->acked;
+    assert(src->acked <= src->high && gap <= src->mask + 1);
+    size_t nbits = (size_t)((gap + 7) / 8);
+    size_t need = 1 + fp_varint_len(src->epoch) + fp_varint_len(src->high)
+                  + fp_varint_len(gap) + nbits;
+    if (need > cap)
+        return need;
+    uint8_t *p = buf;
+    *p++ = S_STATE_VERSION;
+    p += fp_varint_put(p, src->epoch);
+    p += fp_varint_put(p, src->high);
+    p += fp_varint_put(p, gap);
+    memset(p, 0, nbits);
+    for (uint64_t i = 0; i < gap; i++)
+        if (s_seen(src, src->acked + 1 + i))
+            p[i >> 3] |= (uint8_t)(1u << (i & 7));
+    assert((size_t)(p + nbits - (uint8_t *)buf) == need);
+    return need;
+}
+
+void
+dedup_export_dirty(dedup_t *self, dedup_export_fn *fn, void *ctx)
+{
+    assert(self && fn);
+    size_t cap = dedup_export_max(self);
+    dedup_source_t *src = self->dirty_head;
+    self->dirty_head = NULL;
+    while (src) {
+        dedup_source_t *next = src->dirty_next;
+        size_t len = dedup_source_export(src, self->scratch, cap);
+        assert(len <= cap);
+        src->dirty = false;
+        src->dirty_next = NULL;
+        fn(ctx, src->id, self->scratch, len);
+        src = next;
+    }
+}
+
+int
+dedup_restore(dedup_t *self, uint64_t source_id, const void *state, size_t len)
+{
+    assert(self);
+    if (!state || len < 1)
+        return -1;
+    const uint8_t *p = state, *end = p + len;
+    uint64_t epoch, high, gap;
+    if (*p++ != S_STATE_VERSION)
+        return -1;
+    if (fp_varint_get(&p, end, &epoch) != 0 || fp_varint_get(&p, end, &high) != 0
+        || fp_varint_get(&p, end, &gap) != 0)
+        return -1;
+    /* Damage checks: gap fits the window (and so nbits is small), the bits
+       are exactly there, and they obey the invariants of dedup.c. */
+    if (gap > high || gap > self->window)
+        return -1;
+    size_t nbits = (size_t)((gap + 7) / 8);
+    if ((size_t)(end - p) != nbits)
+        return -1;
+    if (gap > 0) {
+        if ((p[0] & 1) != 0)                                /* acked+1 unseen */
+            return -1;
+        if (!((p[(gap - 1) >> 3] >> ((gap - 1) & 7)) & 1))  /* high seen */
+            return -1;
+        if ((gap & 7) != 0 && (p[nbits - 1] >> (gap & 7)) != 0) /* padding */
+            return -1;
+    }
+
+    uint64_t i = s_find(self, source_id);
+    dedup_source_t *src = self->slots[i];
+    if (!src) {
+        if (self->count >= self->max_sources)
+            return -1;
+        if ((self->count + 1) * 2 > self->cap) {
+            if (s_grow(self) != 0)
+                return -1;
+            i = s_find(self, source_id);
+        }
+        src = s_add(self, i, source_id);
+        if (!src)
+            return -1;
+    }
+    uint64_t acked = high - gap;
+    memset(src->bits, 0, (size_t)self->words * sizeof src->bits[0]);
+    src->epoch = epoch;
+    src->high = high;
+    src->acked = acked;
+    /* Seqs in (max(0, high - W), acked] were all seen; seq 0 never is. */
+    uint64_t lo = high > self->window ? high - self->window : 0;
+    if (acked > lo)
+        s_set_slots(self, src->bits, (lo + 1) & self->mask, acked - lo);
+    for (uint64_t k = 0; k < gap; k++)
+        if ((p[k >> 3] >> (k & 7)) & 1) {
+            uint64_t slot = (acked + 1 + k) & self->mask;
+            src->bits[slot >> 6] |= 1ULL << (slot & 63);
+        }
+    return 0;
 }

@@ -15,10 +15,30 @@
     A batch whose epoch is newer than the source's resets the source to that
     epoch (the producer restarted); one whose epoch is older is
     DEDUP_STALE_EPOCH as a whole.
+
+    Persistence (commit rounds, restart): every source whose state changed
+    (a new seq accepted, a new epoch, a new source) is marked dirty;
+    dedup_export_dirty hands each dirty source's state to the caller once and
+    clears the marks; dedup_restore loads such a state into a fresh dedup_t.
+    After a restore, dedup_check gives exactly the verdicts the exporting
+    dedup_t would have given, and acked/high/epoch are equal (see
+    dedup_restore for a different window).
+
+    State bytes, version 1 (varint = unsigned LEB128, at most 10 bytes):
+      u8      version = 1
+      varint  epoch
+      varint  high
+      varint  gap = high - acked (0 <= gap <= high, gap <= window)
+      gap > 0: ceil(gap/8) bytes, bit i (byte i/8, bit i%8, LSB first) = seq
+              acked+1+i was seen; bit 0 is always 0 (or acked would be
+              higher), bit gap-1 (= high) always 1, the padding bits 0.
+    Seqs <= acked need no bits: every one inside the window was seen. For an
+    ordered stream acked == high, so a state is 4 to 22 bytes.
 */
 #ifndef FP_DEDUP_H
 #define FP_DEDUP_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct dedup dedup_t;
@@ -72,5 +92,29 @@ uint64_t dedup_source_epoch(const dedup_source_t *src);
 uint64_t dedup_source_high(const dedup_source_t *src);
 
 const dedup_stats_t *dedup_stats(const dedup_t *self);
+
+/* Largest state dedup_source_export can produce for a source of self. */
+size_t dedup_export_max(const dedup_t *self);
+
+/* Serialises src's state (format above) into buf if it fits in cap bytes.
+   Returns the bytes needed, whether it fit or not (cap 0: only sizes). */
+size_t dedup_source_export(const dedup_source_t *src, void *buf, size_t cap);
+
+/* Calls fn once for every source dirty since the last call (in no particular
+   order), then clears the marks. state is valid only during the call; fn
+   must not call into self. O(dirty sources). */
+typedef void(dedup_export_fn)(void *ctx, uint64_t source_id, const void *state, size_t len);
+void dedup_export_dirty(dedup_t *self, dedup_export_fn *fn, void *ctx);
+
+/* Start-up restore of one source from bytes of dedup_source_export (our own
+   file, but possibly damaged: checked whole, never over-read). Replaces the
+   source's state if it exists; the source is not dirty afterwards.
+   Returns 0, or -1 and changes nothing when the bytes are malformed, when
+   max_sources are tracked already, or out of memory.
+   Window: seqs in (acked, high] are restored exactly when high - acked <=
+   self's window, whatever the exporter's window was; otherwise -1. Seqs <=
+   acked follow self's window: duplicate if inside it, too_old if outside
+   (the same verdicts as the exporter when the windows are equal). */
+int dedup_restore(dedup_t *self, uint64_t source_id, const void *state, size_t len);
 
 #endif

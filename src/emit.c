@@ -1,24 +1,34 @@
-/*  emit.c - the emit stage: one writer for the published feeds.
+/*  emit.c - the commit and emit stage: one writer for state and feeds.
 
     DESIGN
-    - Owns the PUB sockets (checkpoints, dead letters) and the per-topic
-      stream_seq counters, so stream_seq has one writer and no gaps: every
-      checkpoint a shard sends gets the next number of its topic, is stamped
-      into the buffer in place and published.
-    - A "feed" is one topic (kind/plant/line); subscribers track stream_seq
-      per topic, whatever prefix they subscribe to.
+    - Every stage sends emit what it did in a round (see fp_emit_hdr_t in
+      stage.h): shards their checkpoints, dead letters and changed
+      aggregation keys; workers their dead letters and changed dedup
+      sources; ingest its dead letters. Each stage ends its part of round r
+      with a MARK; emit files every message under its sender's current round.
+    - A round is complete when all 1 + N + M marks are in. Rounds are
+      committed in order, each as ONE LMDB transaction (store.h): the keys
+      and sources it changed, its dead letters and its events (the outbox),
+      with each event's stream_seq (per topic, gap-free) and global_seq (per
+      instance, gap-free) stamped into the buffer first, and the feeds' last
+      seqs. Only after the commit (and its fsync) are the events and dead
+      letters published and ingest told COMMITTED r, which releases the
+      producers' acks of round r. Without a state directory the same happens
+      minus the transaction.
+    - A commit that fails for space (full disk or LMDB map) keeps the round
+      in memory and is retried every second; while it fails nothing is
+      published or acked, producers keep their batches, and once rounds pile
+      up (FP_ROUNDS_MAX) emit stops reading, which backs the pipeline up to
+      the producers. It recovers by itself when space returns.
     - PUB never blocks: ZeroMQ drops messages for a subscriber whose queue
-      (ZMQ_SNDHWM) is full. A subscriber detects that as a stream_seq gap.
-    - Dead letters from every stage arrive on FP_EP_DEAD; each is counted by
-      reason, logged with its business keys (source, seq, plant, order,
-      operation, lot; the log's rate limit, log.h, keeps a flood short) and
-      published on the dead-letter endpoint.
-    - Rounds: a round is complete when every shard's barrier of it is in;
-      its latency (ingest's wall_ns to now) feeds floorpost_round_seconds.
-    - Exits when every shard's drain barrier and every stage's dead-letter
-      drain marker have arrived: nothing sent before them is left behind.
+      (ZMQ_SNDHWM) is full; the subscriber sees a gap in stream_seq or
+      global_seq and asks the replay endpoint (a ROUTER served here from the
+      outbox: "REPLAY <from_global_seq> <max>").
+    - Exits when the drain round is committed and published.
 */
+#include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -31,6 +41,12 @@
 #include "log.h"
 #include "security.h"
 #include "stage.h"
+#include "store.h"
+
+/* Rounds held in memory before emit stops reading (commit failing). */
+#define FP_ROUNDS_MAX 1200
+/* Most events one REPLAY request returns. */
+#define FP_REPLAY_MAX 10000
 
 /* Per-topic stream_seq: an open-addressing map, topic -> last seq. */
 typedef struct {
@@ -38,22 +54,41 @@ typedef struct {
     uint64_t seq;
 } feed_t;
 
+/* One message filed under a round: its frames after the header. */
+typedef struct {
+    uint32_t type; /* FP_EMIT_* */
+    int nparts;
+    zmq_msg_t part[3];
+} item_t;
+
+typedef struct {
+    uint64_t round;
+    int marks;      /* senders whose MARK of this round is in */
+    uint32_t flags; /* union of their barrier flags */
+    int64_t wall_ns;/* when ingest injected the barrier */
+    item_t *items;
+    size_t nitems, cap;
+} round_t;
+
 typedef struct {
     const fp_config_t *cfg;
     fp_metrics_t *metrics;
-    void *in, *dlin, *pub, *dlpub;
+    fp_store_t *store;
+    void *in, *dlin, *pub, *dlpub, *replay, *acks;
+    int nsenders;          /* 1 + workers + shards */
+    uint64_t *next_round;  /* per sender: the round its next message belongs to */
+    round_t *rounds;       /* rounds[k] is round base + k */
+    size_t nrounds, rounds_cap;
+    uint64_t base;
     feed_t *feeds;
     size_t nfeeds, cap;
-    void *aligned;
-    size_t aligned_cap;
+    uint64_t global_seq;   /* last global_seq committed */
+    bool stalled;          /* the last commit attempt failed */
+    int64_t retry_at;      /* monotonic ns of the next attempt */
+    int64_t stalled_since;
+    int64_t next_trim;
+    bool done;
     fp_stage_slot_t *slot; /* our gauges (metrics.h) */
-    /* Barriers per round, to see when every shard's is in. Shards can be
-       apart by a few rounds (queue_batches); a slot is reused when a newer
-       round lands on it. */
-    struct {
-        uint64_t round;
-        int count;
-    } rounds[256];
     fp_hist_local_t round_hist;
 } emit_t;
 
@@ -90,44 +125,6 @@ static uint64_t *s_feed_seq(emit_t *self, const char *topic, size_t len)
     self->feeds[j] = (feed_t){t, 0};
     self->nfeeds++;
     return &self->feeds[j].seq;
-}
-
-static void s_checkpoint(emit_t *self, zmq_msg_t *topic)
-{
-    zmq_msg_t body;
-    zmq_msg_init(&body);
-    zmq_msg_recv(&body, self->in, 0);
-    void *data = zmq_msg_data(&body);
-    size_t len = zmq_msg_size(&body);
-    const char *t = zmq_msg_data(topic);
-    size_t tl = zmq_msg_size(topic);
-    uint64_t *seq = s_feed_seq(self, t, tl);
-    if (seq) {
-        bool copied = ((uintptr_t)data & 7) != 0;
-        if (copied) {
-            if (self->aligned_cap < len) {
-                free(self->aligned);
-                self->aligned = malloc(len);
-                self->aligned_cap = self->aligned ? len : 0;
-            }
-            if (self->aligned)
-                memcpy(self->aligned, data, len);
-        }
-        void *buf = copied ? self->aligned : data;
-        if (buf && fp_codec_checkpoint_set_stream_seq(buf, len, *seq + 1) == FP_CODEC_OK) {
-            (*seq)++;
-            fp_metric_t m = tl >= 11 && memcmp(t, "consumption", 11) == 0 ? FP_M_EVENTS_CONSUMPTION
-                            : tl >= 10 && memcmp(t, "completion", 10) == 0 ? FP_M_EVENTS_COMPLETION
-                                                                           : FP_M_EVENTS_SCRAP;
-            fp_metrics_add(self->metrics, m, 1);
-            zmq_msg_send(topic, self->pub, ZMQ_SNDMORE);
-            if (copied)
-                zmq_send(self->pub, buf, len, 0);
-            else
-                zmq_msg_send(&body, self->pub, 0);
-        }
-    }
-    zmq_msg_close(&body);
 }
 
 /* One logfmt line for a dead letter, with the business keys of its JSON
@@ -167,65 +164,10 @@ static void s_log_dead_letter(const char *reason, const char *json, size_t len)
     fp_log_admitted(FP_LOG_WARN, "emit", "dead letter", "reason=%s%s", reason, keys);
 }
 
-/* Counts barrier b; true when it completes its round (every shard's in). */
-static bool s_round_barrier(emit_t *self, const fp_barrier_t *b)
-{
-    size_t i = (size_t)(b->round % (sizeof self->rounds / sizeof self->rounds[0]));
-    if (self->rounds[i].round != b->round) {
-        self->rounds[i].round = b->round;
-        self->rounds[i].count = 0;
-    }
-    return ++self->rounds[i].count == self->cfg->shards;
-}
-
-/* Returns true for a stage's drain marker. */
-static bool s_dead_letter(emit_t *self)
-{
-    zmq_msg_t parts[3];
-    int n = 0;
-    for (;;) {
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, self->dlin, 0) < 0) {
-            zmq_msg_close(&m);
-            break;
-        }
-        bool more = zmq_msg_more(&m);
-        if (n < 3)
-            parts[n++] = m;
-        else
-            zmq_msg_close(&m);
-        if (!more)
-            break;
-    }
-    if (n == 1) {
-        zmq_msg_close(&parts[0]);
-        return true; /* FP_MSG_DL_DRAIN */
-    }
-    if (n == 3) {
-        char reason[64] = "other";
-        size_t tl = zmq_msg_size(&parts[0]);
-        const char *t = zmq_msg_data(&parts[0]);
-        if (tl > 11 && tl - 11 < sizeof reason) {
-            memcpy(reason, t + 11, tl - 11);
-            reason[tl - 11] = 0;
-        }
-        fp_metrics_dead_letter(self->metrics, reason);
-        if (fp_log_admit(FP_LOG_WARN, "emit"))
-            s_log_dead_letter(reason, zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]));
-        zmq_msg_send(&parts[0], self->dlpub, ZMQ_SNDMORE);
-        zmq_msg_send(&parts[1], self->dlpub, ZMQ_SNDMORE);
-        zmq_msg_send(&parts[2], self->dlpub, 0);
-    }
-    for (int i = 0; i < n; i++)
-        zmq_msg_close(&parts[i]);
-    return false;
-}
-
-static void *s_pub(void *zmq_ctx, const fp_config_t *cfg, const char *ep, char *err,
+static void *s_server(void *zmq_ctx, int type, const fp_config_t *cfg, const char *ep, char *err,
                    size_t errlen)
 {
-    void *s = zmq_socket(zmq_ctx, ZMQ_PUB);
+    void *s = zmq_socket(zmq_ctx, type);
     if (!s)
         return NULL;
     /* Room for bursts (a posting-interval flush) before a slow subscriber
@@ -250,82 +192,502 @@ static void *s_pub(void *zmq_ctx, const fp_config_t *cfg, const char *ep, char *
     return s;
 }
 
+
+static void *s_event_buf(item_t *it, size_t *len);
+static void s_publish_item(emit_t *self, item_t *it);
+
+/* The round r's bucket, created (with any rounds before it) on demand. */
+static round_t *s_round(emit_t *self, uint64_t r)
+{
+    if (r < self->base)
+        r = self->base; /* cannot happen for our own senders; be safe */
+    size_t k = (size_t)(r - self->base);
+    while (k >= self->nrounds) {
+        if (self->nrounds == self->rounds_cap) {
+            size_t ncap = self->rounds_cap ? self->rounds_cap * 2 : 16;
+            round_t *n = realloc(self->rounds, ncap * sizeof *n);
+            if (!n)
+                return NULL;
+            self->rounds = n;
+            self->rounds_cap = ncap;
+        }
+        self->rounds[self->nrounds] = (round_t){.round = self->base + self->nrounds};
+        self->nrounds++;
+    }
+    return &self->rounds[k];
+}
+
+static void s_round_free(round_t *R)
+{
+    for (size_t i = 0; i < R->nitems; i++)
+        for (int p = 0; p < R->items[i].nparts; p++)
+            zmq_msg_close(&R->items[i].part[p]);
+    free(R->items);
+    R->items = NULL;
+    R->nitems = R->cap = 0;
+}
+
+/* Reads one message (header + frames) from sock and files it. */
+static void s_receive(emit_t *self, void *sock)
+{
+    fp_emit_hdr_t h;
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        return;
+    }
+    bool more = zmq_msg_more(&m);
+    /* Our own stages wrote it: a wrong header is our bug. */
+    assert(zmq_msg_size(&m) == sizeof h);
+    memcpy(&h, zmq_msg_data(&m), sizeof h);
+    zmq_msg_close(&m);
+    assert(h.from < (uint32_t)self->nsenders);
+    item_t it = {.type = h.type};
+    while (more) {
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        zmq_msg_recv(&part, sock, 0);
+        more = zmq_msg_more(&part);
+        if (it.nparts < 3)
+            it.part[it.nparts++] = part;
+        else
+            zmq_msg_close(&part);
+    }
+    if (h.type == FP_EMIT_MARK) {
+        round_t *R = s_round(self, h.round);
+        if (R) {
+            R->marks++;
+            R->flags |= h.flags;
+            if (h.from == 0)
+                R->wall_ns = h.wall_ns;
+        }
+        self->next_round[h.from] = h.round + 1;
+        return;
+    }
+    if (!self->store) {
+        /* Durability off: nothing to commit, so nothing to wait for. Events
+           and dead letters go out at once (the round still gates acks). */
+        if (h.type == FP_EMIT_EVENT && it.nparts == 2) {
+            size_t len;
+            void *buf = s_event_buf(&it, &len);
+            uint64_t *seq = s_feed_seq(self, zmq_msg_data(&it.part[0]), zmq_msg_size(&it.part[0]));
+            if (seq) {
+                fp_codec_checkpoint_set_stream_seq(buf, len, ++*seq);
+                fp_codec_checkpoint_set_global_seq(buf, len, ++self->global_seq);
+                s_publish_item(self, &it);
+            }
+        } else if (h.type == FP_EMIT_DEAD) {
+            s_publish_item(self, &it);
+        }
+        for (int p = 0; p < it.nparts; p++)
+            zmq_msg_close(&it.part[p]);
+        return;
+    }
+    round_t *R = s_round(self, self->next_round[h.from]);
+    if (R && R->nitems == R->cap) {
+        size_t ncap = R->cap ? R->cap * 2 : 64;
+        item_t *n = realloc(R->items, ncap * sizeof *n);
+        if (n) {
+            R->items = n;
+            R->cap = ncap;
+        }
+    }
+    if (!R || R->nitems == R->cap) {
+        /* Out of memory: nothing can be committed correctly any more. */
+        fp_log(FP_LOG_ERROR, "emit", "out of memory holding a round; exiting", NULL);
+        abort();
+    }
+    R->items[R->nitems++] = it;
+}
+
+/* The event buffer of an item, 8-byte aligned (copied into a fresh message
+   if the one received is not). */
+static void *s_event_buf(item_t *it, size_t *len)
+{
+    zmq_msg_t *b = &it->part[1];
+    *len = zmq_msg_size(b);
+    if (((uintptr_t)zmq_msg_data(b) & 7) != 0) {
+        zmq_msg_t c;
+        zmq_msg_init_size(&c, *len);
+        memcpy(zmq_msg_data(&c), zmq_msg_data(b), *len);
+        zmq_msg_close(b);
+        *b = c;
+    }
+    return zmq_msg_data(b);
+}
+
+typedef struct {
+    feed_t *feed;
+    uint64_t old;
+} touched_t;
+
+/* Commits round R: stamps seqs, writes one transaction. 0, or the store's
+   error with every counter rolled back (the round can be retried as is). */
+static int s_commit(emit_t *self, round_t *R)
+{
+    fp_store_txn_t *txn = NULL;
+    int rc = 0;
+    if (self->store && (rc = fp_store_begin(self->store, &txn)) != 0)
+        return rc;
+    uint64_t g0 = self->global_seq;
+    touched_t *touched = NULL;
+    size_t ntouched = 0, tcap = 0;
+    for (size_t i = 0; i < R->nitems && rc == 0; i++) {
+        item_t *it = &R->items[i];
+        if (it->type == FP_EMIT_EVENT && it->nparts == 2) {
+            const char *t = zmq_msg_data(&it->part[0]);
+            size_t tl = zmq_msg_size(&it->part[0]);
+            size_t len;
+            void *buf = s_event_buf(it, &len);
+            uint64_t *seq = s_feed_seq(self, t, tl);
+            if (!seq) {
+                rc = -ENOMEM;
+                break;
+            }
+            if (ntouched == tcap) {
+                tcap = tcap ? tcap * 2 : 32;
+                touched_t *n = realloc(touched, tcap * sizeof *n);
+                if (!n) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                touched = n;
+            }
+            touched[ntouched++] = (touched_t){(feed_t *)((char *)seq - offsetof(feed_t, seq)), *seq};
+            (*seq)++;
+            self->global_seq++;
+            fp_codec_checkpoint_set_stream_seq(buf, len, *seq);
+            fp_codec_checkpoint_set_global_seq(buf, len, self->global_seq);
+            if (txn)
+                rc = fp_store_put_event(txn, self->global_seq, R->round, R->wall_ns, t, tl, buf,
+                                        len);
+        } else if (!txn) {
+            continue;
+        } else if (it->type == FP_EMIT_KEY && it->nparts == 2) {
+            size_t sl = zmq_msg_size(&it->part[1]);
+            rc = fp_store_put_key(txn, zmq_msg_data(&it->part[0]), zmq_msg_size(&it->part[0]),
+                                  sl ? zmq_msg_data(&it->part[1]) : NULL, sl);
+        } else if (it->type == FP_EMIT_SOURCE && it->nparts == 2 &&
+                   zmq_msg_size(&it->part[0]) == sizeof(uint64_t)) {
+            uint64_t source;
+            memcpy(&source, zmq_msg_data(&it->part[0]), sizeof source);
+            rc = fp_store_put_source(txn, source, zmq_msg_data(&it->part[1]),
+                                     zmq_msg_size(&it->part[1]));
+        } else if (it->type == FP_EMIT_DEAD && it->nparts == 3) {
+            char reason[64] = "other";
+            size_t tl = zmq_msg_size(&it->part[0]);
+            if (tl > 11 && tl - 11 < sizeof reason) {
+                memcpy(reason, (const char *)zmq_msg_data(&it->part[0]) + 11, tl - 11);
+                reason[tl - 11] = 0;
+            }
+            uint64_t dl_seq;
+            rc = fp_store_put_deadletter(txn, R->wall_ns, reason, zmq_msg_data(&it->part[1]),
+                                         zmq_msg_size(&it->part[1]), zmq_msg_data(&it->part[2]),
+                                         zmq_msg_size(&it->part[2]), &dl_seq);
+        }
+    }
+    if (txn && rc == 0) {
+        /* Each touched feed once, with its newest seq (later entries win). */
+        for (size_t i = 0; i < ntouched && rc == 0; i++)
+            rc = fp_store_put_feed(txn, touched[i].feed->topic, strlen(touched[i].feed->topic),
+                                   touched[i].feed->seq);
+        if (rc == 0)
+            rc = fp_store_set_round(txn, R->round, self->global_seq);
+        if (rc == 0)
+            rc = fp_store_commit(&txn);
+    }
+    if (txn)
+        fp_store_abort(&txn);
+    if (rc != 0) {
+        /* Roll back, newest first, so each feed ends at its value before. */
+        for (size_t i = ntouched; i-- > 0;)
+            touched[i].feed->seq = touched[i].old;
+        self->global_seq = g0;
+    }
+    free(touched);
+    return rc;
+}
+
+/* Publishes one committed (or, without a state directory, stamped) item. */
+static void s_publish_item(emit_t *self, item_t *it)
+{
+    {
+        if (it->type == FP_EMIT_EVENT && it->nparts == 2) {
+            const char *t = zmq_msg_data(&it->part[0]);
+            size_t tl = zmq_msg_size(&it->part[0]);
+            fp_metric_t m = tl >= 11 && memcmp(t, "consumption", 11) == 0 ? FP_M_EVENTS_CONSUMPTION
+                            : tl >= 10 && memcmp(t, "completion", 10) == 0 ? FP_M_EVENTS_COMPLETION
+                                                                           : FP_M_EVENTS_SCRAP;
+            fp_metrics_add(self->metrics, m, 1);
+            zmq_msg_send(&it->part[0], self->pub, ZMQ_SNDMORE);
+            zmq_msg_send(&it->part[1], self->pub, 0);
+        } else if (it->type == FP_EMIT_DEAD && it->nparts == 3) {
+            char reason[64] = "other";
+            size_t tl = zmq_msg_size(&it->part[0]);
+            if (tl > 11 && tl - 11 < sizeof reason) {
+                memcpy(reason, (const char *)zmq_msg_data(&it->part[0]) + 11, tl - 11);
+                reason[tl - 11] = 0;
+            }
+            fp_metrics_dead_letter(self->metrics, reason);
+            if (fp_log_admit(FP_LOG_WARN, "emit"))
+                s_log_dead_letter(reason, zmq_msg_data(&it->part[1]),
+                                  zmq_msg_size(&it->part[1]));
+            zmq_msg_send(&it->part[0], self->dlpub, ZMQ_SNDMORE);
+            zmq_msg_send(&it->part[1], self->dlpub, ZMQ_SNDMORE);
+            zmq_msg_send(&it->part[2], self->dlpub, 0);
+        }
+    }
+}
+
+/* Publishes a committed round and tells ingest. */
+static void s_publish(emit_t *self, round_t *R)
+{
+    for (size_t i = 0; i < R->nitems; i++)
+        s_publish_item(self, &R->items[i]);
+    fp_committed_t c = {FP_MSG_COMMITTED, 0, R->round};
+    zmq_send(self->acks, &c, sizeof c, 0);
+    fp_hist_observe(&self->round_hist, FP_H_ROUND, fp_wall_ns() - R->wall_ns);
+    fp_metrics_hist_merge(self->metrics, FP_H_ROUND, &self->round_hist);
+    fp_metrics_add(self->metrics, FP_M_ROUNDS, 1);
+    fp_metrics_round_done(self->metrics, fp_now_ns());
+}
+
+/* Commits and publishes every complete round, oldest first. */
+static void s_advance(emit_t *self)
+{
+    int64_t now = fp_now_ns();
+    while (self->nrounds > 0 && self->rounds[0].marks == self->nsenders) {
+        if (self->stalled && now < self->retry_at)
+            return;
+        round_t *R = &self->rounds[0];
+        int rc = s_commit(self, R);
+        if (rc != 0) {
+            if (!self->stalled) {
+                self->stalled_since = now;
+                fp_log(FP_LOG_ERROR, "emit",
+                       "commit failed: not acknowledging or publishing until it succeeds",
+                       "round=%llu error=\"%s\"", (unsigned long long)R->round,
+                       fp_store_strerror(rc));
+            }
+            self->stalled = true;
+            self->retry_at = now + 1000000000;
+            fp_metrics_set_commit_stalled(self->metrics, 1);
+            return;
+        }
+        if (self->stalled) {
+            fp_log(FP_LOG_INFO, "emit", "commit recovered", "round=%llu stalled_ms=%lld",
+                   (unsigned long long)R->round,
+                   (long long)((now - self->stalled_since) / 1000000));
+            self->stalled = false;
+            fp_metrics_set_commit_stalled(self->metrics, 0);
+        }
+        s_publish(self, R);
+        if (R->flags & FP_BARRIER_DRAIN)
+            self->done = true;
+        s_round_free(R);
+        memmove(&self->rounds[0], &self->rounds[1], (self->nrounds - 1) * sizeof *self->rounds);
+        self->nrounds--;
+        self->base++;
+    }
+}
+
+typedef struct {
+    void *sock;
+    zmq_msg_t *id;
+    uint64_t next;
+    uint32_t sent;
+} replay_ctx_t;
+
+static int s_replay_one(void *ctx, uint64_t global_seq, uint64_t round, const char *topic,
+                        size_t tlen, const void *ev, size_t evlen)
+{
+    replay_ctx_t *rc = ctx;
+    zmq_send(rc->sock, zmq_msg_data(rc->id), zmq_msg_size(rc->id), ZMQ_SNDMORE);
+    zmq_send(rc->sock, topic, tlen, ZMQ_SNDMORE);
+    zmq_send(rc->sock, ev, evlen, 0);
+    rc->next = global_seq + 1;
+    rc->sent++;
+    return 0;
+}
+
+/* Answers one "REPLAY <from> <max>" request from the outbox. */
+static void s_replay(emit_t *self)
+{
+    zmq_msg_t id, req;
+    zmq_msg_init(&id);
+    zmq_msg_init(&req);
+    if (zmq_msg_recv(&id, self->replay, ZMQ_DONTWAIT) < 0)
+        goto out;
+    if (!zmq_msg_more(&id) || zmq_msg_recv(&req, self->replay, 0) < 0)
+        goto out;
+    char text[64] = "";
+    size_t n = zmq_msg_size(&req) < sizeof text - 1 ? zmq_msg_size(&req) : sizeof text - 1;
+    memcpy(text, zmq_msg_data(&req), n);
+    unsigned long long from = 0, max = 0;
+    char end[96];
+    uint64_t oldest = 0;
+    if (sscanf(text, "REPLAY %llu %llu", &from, &max) != 2 || from == 0) {
+        snprintf(end, sizeof end, "ERROR expected \"REPLAY <from_global_seq> <max_events>\"");
+    } else {
+        replay_ctx_t rc = {self->replay, &id, from, 0};
+        if (self->store) {
+            if (fp_store_oldest_event(self->store, &oldest) != 0)
+                oldest = self->global_seq + 1;
+            fp_store_events_from(self->store, from,
+                                 max < FP_REPLAY_MAX ? (uint32_t)max : FP_REPLAY_MAX,
+                                 s_replay_one, &rc);
+        } else {
+            oldest = self->global_seq + 1; /* no outbox without a state directory */
+        }
+        if (rc.next < oldest)
+            rc.next = oldest;
+        snprintf(end, sizeof end, "%llu %llu %llu", (unsigned long long)rc.next,
+                 (unsigned long long)oldest, (unsigned long long)self->global_seq);
+    }
+    zmq_send(self->replay, zmq_msg_data(&id), zmq_msg_size(&id), ZMQ_SNDMORE);
+    zmq_send(self->replay, "END", 3, ZMQ_SNDMORE);
+    zmq_send(self->replay, end, strlen(end), 0);
+out:
+    zmq_msg_close(&id);
+    zmq_msg_close(&req);
+    /* Drop whatever else a client sent in that message. */
+    int more = 0;
+    size_t sz = sizeof more;
+    zmq_getsockopt(self->replay, ZMQ_RCVMORE, &more, &sz);
+    while (more) {
+        zmq_msg_t x;
+        zmq_msg_init(&x);
+        zmq_msg_recv(&x, self->replay, 0);
+        more = zmq_msg_more(&x);
+        zmq_msg_close(&x);
+    }
+}
+
+static int s_restore_feed(void *ctx, const char *topic, size_t tlen, uint64_t last_seq)
+{
+    emit_t *self = ctx;
+    uint64_t *seq = s_feed_seq(self, topic, tlen);
+    if (!seq)
+        return -1;
+    *seq = last_seq;
+    return 0;
+}
+
 void *fp_emit_main(void *argp)
 {
     fp_stage_args_t *args = argp;
-    emit_t self_ = {.cfg = args->cfg, .metrics = args->metrics};
+    emit_t self_ = {.cfg = args->cfg, .metrics = args->metrics, .store = args->store,
+                    .base = args->start_round};
     emit_t *self = &self_;
     const fp_config_t *cfg = self->cfg;
     char err[512] = "";
-    bool ok = (self->in = fp_stage_socket(args->zmq_ctx, ZMQ_PULL, FP_EP_EMIT, 1, -1,
-                                          cfg->queue_batches, err, sizeof err)) != NULL;
+    self->nsenders = 1 + cfg->workers + cfg->shards;
+    self->next_round = calloc((size_t)self->nsenders, sizeof *self->next_round);
+    bool ok = self->next_round != NULL;
+    for (int i = 0; ok && i < self->nsenders; i++)
+        self->next_round[i] = args->start_round;
+    if (ok)
+        ok = (self->in = fp_stage_socket(args->zmq_ctx, ZMQ_PULL, FP_EP_EMIT, 1, -1,
+                                         cfg->queue_batches, err, sizeof err)) != NULL;
     if (ok)
         ok = (self->dlin = fp_stage_socket(args->zmq_ctx, ZMQ_PULL, FP_EP_DEAD, 1, -1,
                                            cfg->queue_batches, err, sizeof err)) != NULL;
+    /* COMMITTED notices to ingest: on its acks pipe (no HWM there). */
     if (ok)
-        ok = (self->pub = s_pub(args->zmq_ctx, cfg, cfg->publish, err, sizeof err)) != NULL;
+        ok = (self->acks = fp_stage_socket(args->zmq_ctx, ZMQ_PUSH, FP_EP_ACKS, 0, 0, -1, err,
+                                           sizeof err)) != NULL;
     if (ok)
-        ok = (self->dlpub = s_pub(args->zmq_ctx, cfg, cfg->deadletter, err, sizeof err)) != NULL;
+        ok = (self->pub = s_server(args->zmq_ctx, ZMQ_PUB, cfg, cfg->publish, err, sizeof err)) != NULL;
+    if (ok)
+        ok = (self->dlpub = s_server(args->zmq_ctx, ZMQ_PUB, cfg, cfg->deadletter, err, sizeof err)) != NULL;
+    if (ok && cfg->replay[0]) {
+        ok = (self->replay = s_server(args->zmq_ctx, ZMQ_ROUTER, cfg, cfg->replay, err, sizeof err)) != NULL;
+    }
+    if (ok && self->store) {
+        uint64_t last_round = 0;
+        if (fp_store_last_round(self->store, &last_round, &self->global_seq) != 0 ||
+            fp_store_each_feed(self->store, s_restore_feed, self) != 0) {
+            snprintf(err, sizeof err, "emit: the feed state in the state directory is damaged");
+            ok = false;
+        } else {
+            fp_log(FP_LOG_INFO, "emit", "restored", "round=%llu global_seq=%llu feeds=%zu",
+                   (unsigned long long)last_round, (unsigned long long)self->global_seq,
+                   self->nfeeds);
+        }
+    }
     fp_stage_ready(args->zmq_ctx, "emit", ok ? 0 : -1, err);
     self->slot = fp_metrics_stage(self->metrics, FP_STAGE_EMIT, 0);
     fp_metrics_stage_beat(self->slot, fp_now_ns());
-    int shard_drains = 0, dl_drains = 0;
-    const int dl_senders = 1 + cfg->workers + cfg->shards;
-    while (ok && (shard_drains < cfg->shards || dl_drains < dl_senders)) {
-        zmq_pollitem_t items[2] = {{self->in, 0, ZMQ_POLLIN, 0}, {self->dlin, 0, ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, 2, -1) < 0) {
+    int64_t drain_deadline = 0;
+    while (ok && !self->done) {
+        /* Stop reading (back-pressure) while too many rounds wait for a
+           commit that keeps failing. */
+        bool reading = self->nrounds < FP_ROUNDS_MAX;
+        zmq_pollitem_t items[3] = {{self->in, 0, reading ? ZMQ_POLLIN : 0, 0},
+                                   {self->dlin, 0, reading ? ZMQ_POLLIN : 0, 0},
+                                   {self->replay, 0, self->replay ? ZMQ_POLLIN : 0, 0}};
+        long timeout = self->stalled ? 100 : 1000;
+        if (zmq_poll(items, self->replay ? 3 : 2, timeout) < 0) {
             if (zmq_errno() == EINTR)
                 continue;
             break;
         }
-        /* Beats at least once a round: every round brings barriers. */
         int64_t woke = fp_now_ns();
         fp_metrics_stage_beat(self->slot, woke);
         uint64_t received = 0;
-        for (int k = 0; k < 256 && (items[0].revents & ZMQ_POLLIN); k++) {
-            zmq_msg_t m;
-            zmq_msg_init(&m);
-            if (zmq_msg_recv(&m, self->in, ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(&m);
-                break;
-            }
-            received++;
-            if (zmq_msg_more(&m)) {
-                s_checkpoint(self, &m);
-            } else if (zmq_msg_size(&m) == sizeof(fp_barrier_t)) {
-                fp_barrier_t b;
-                memcpy(&b, zmq_msg_data(&m), sizeof b);
-                if (b.flags & FP_BARRIER_DRAIN)
-                    shard_drains++;
-                if (s_round_barrier(self, &b)) {
-                    fp_hist_observe(&self->round_hist, FP_H_ROUND, fp_wall_ns() - b.wall_ns);
-                    fp_metrics_hist_merge(self->metrics, FP_H_ROUND, &self->round_hist);
-                    fp_metrics_add(self->metrics, FP_M_ROUNDS, 1);
-                    fp_metrics_round_done(self->metrics, fp_now_ns());
-                }
-            }
-            zmq_msg_close(&m);
-        }
-        fp_metrics_stage_received(self->slot, received);
-        if (items[1].revents & ZMQ_POLLIN)
-            for (int k = 0; k < 256; k++) {
-                zmq_pollitem_t one = {self->dlin, 0, ZMQ_POLLIN, 0};
+        for (int s = 0; s < 2; s++) {
+            void *sock = s == 0 ? self->in : self->dlin;
+            for (int k = 0; k < 256 && (items[s].revents & ZMQ_POLLIN); k++) {
+                zmq_pollitem_t one = {sock, 0, ZMQ_POLLIN, 0};
                 if (k > 0 && zmq_poll(&one, 1, 0) <= 0)
                     break;
-                if (s_dead_letter(self))
-                    dl_drains++;
+                s_receive(self, sock);
+                received++;
             }
+        }
+        if (self->replay && (items[2].revents & ZMQ_POLLIN))
+            for (int k = 0; k < 16; k++) {
+                zmq_pollitem_t one = {self->replay, 0, ZMQ_POLLIN, 0};
+                if (k > 0 && zmq_poll(&one, 1, 0) <= 0)
+                    break;
+                s_replay(self);
+            }
+        fp_metrics_stage_received(self->slot, received);
+        s_advance(self);
+        if (self->store && woke >= self->next_trim) {
+            uint64_t deleted = 0;
+            fp_store_trim_events(self->store, fp_wall_ns() - cfg->retention_ms * 1000000, 10000,
+                                 &deleted);
+            self->next_trim = woke + 1000000000;
+        }
+        /* The drain round is in but cannot be committed: give up after the
+           drain timeout (acks were never sent: producers resend). */
+        if (self->nrounds > 0 && self->stalled &&
+            (self->rounds[self->nrounds - 1].flags & FP_BARRIER_DRAIN) &&
+            self->rounds[self->nrounds - 1].marks == self->nsenders) {
+            if (!drain_deadline)
+                drain_deadline = woke + cfg->drain_timeout_ms * 1000000;
+            else if (woke >= drain_deadline) {
+                fp_log(FP_LOG_ERROR, "emit", "drain: rounds not committed, exiting without them",
+                       "rounds=%zu", self->nrounds);
+                break;
+            }
+        }
         fp_metrics_stage_busy(self->slot, fp_now_ns() - woke);
     }
     if (self->slot)
         fp_metrics_stage_exit(self->slot);
-    void *socks[] = {self->in, self->dlin, self->pub, self->dlpub};
-    for (size_t i = 0; i < 4; i++)
+    void *socks[] = {self->in, self->dlin, self->pub, self->dlpub, self->replay, self->acks};
+    for (size_t i = 0; i < sizeof socks / sizeof socks[0]; i++)
         if (socks[i])
             zmq_close(socks[i]);
+    for (size_t i = 0; i < self->nrounds; i++)
+        s_round_free(&self->rounds[i]);
+    free(self->rounds);
     for (size_t i = 0; i < self->cap; i++)
         free(self->feeds[i].topic);
     free(self->feeds);
-    free(self->aligned);
+    free(self->next_round);
     return NULL;
 }

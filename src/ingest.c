@@ -26,12 +26,14 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 #include <zmq.h>
 
 #include "codec.h"
 #include "log.h"
+#include "route.h"
 #include "security.h"
 #include "stage.h"
 
@@ -47,7 +49,16 @@ typedef struct {
     int held_w;
     fp_frame_meta_t held_meta;
     zmq_msg_t held_payload;
-    uint64_t round;
+    uint64_t round;                 /* last barrier injected */
+    uint64_t committed;             /* last round emit reported committed */
+    /* Acks wait here until their round is committed (durable): a producer
+       is told "accepted" only for what a crash cannot take back. Bounded by
+       the batches in flight over about two rounds. */
+    struct held_ack {
+        uint64_t round;
+        zmq_msg_t id, ack;
+    } *acks_held;
+    size_t nacks_held, acks_cap;
     fp_stage_slot_t *slot;          /* our gauges (metrics.h) */
     fp_stage_slot_t *wslot[64];     /* each worker's: we count what we queue for it */
 } ingest_t;
@@ -57,7 +68,7 @@ static int s_worker_of(ingest_t *self, const void *data, size_t len)
     if (self->nworkers == 1)
         return 0;
     uint64_t source = fp_codec_batch_peek_source(data, len);
-    return (int)(XXH3_64bits(&source, sizeof source) % (uint64_t)self->nworkers);
+    return (int)fp_route_worker(source, (uint32_t)self->nworkers);
 }
 
 /* Tries to hand the held frame to its worker without blocking. */
@@ -125,7 +136,7 @@ static bool s_read_producer(ingest_t *self, void *sock, bool routed)
         size_t keep = len < 4096 ? len : 4096;
         char fields[96];
         snprintf(fields, sizeof fields, "\"detail\":\"more than one payload frame\",\"bytes\":%zu", len);
-        fp_dead_letter(self->dl, "bad_envelope", "ingest", fields,
+        fp_dead_letter(self->dl, 0, "bad_envelope", "ingest", fields,
                        zmq_msg_data(&self->held_payload), keep);
         zmq_msg_close(&self->held_payload);
         return false;
@@ -142,6 +153,35 @@ static void s_send_barrier(ingest_t *self, uint32_t flags)
         fp_metrics_stage_sent(self->wslot[w], 1);
         zmq_send(self->workers[w], &b, sizeof b, 0); /* blocks at HWM: back-pressure */
     }
+    /* Our own part of the round (dead letters so far) ends here. */
+    fp_emit_mark(self->dl, 0, &b);
+}
+
+static void s_send_ack(ingest_t *self, zmq_msg_t *id, zmq_msg_t *ack)
+{
+    if (self->router) {
+        /* ROUTER drops what it cannot route (peer gone): the producer will
+           resend and dedup makes that harmless. */
+        zmq_msg_send(id, self->router, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_msg_send(ack, self->router, ZMQ_DONTWAIT);
+        fp_metrics_add(self->metrics, FP_M_ACKS, 1);
+    }
+    zmq_msg_close(id);
+    zmq_msg_close(ack);
+}
+
+/* Sends every held ack whose round is committed, keeping the others in order. */
+static void s_release_acks(ingest_t *self)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < self->nacks_held; i++) {
+        struct held_ack *h = &self->acks_held[i];
+        if (h->round <= self->committed)
+            s_send_ack(self, &h->id, &h->ack);
+        else
+            self->acks_held[k++] = *h;
+    }
+    self->nacks_held = k;
 }
 
 /* Forwards one ack (or counts a worker's final marker). */
@@ -155,19 +195,56 @@ static void s_forward_ack(ingest_t *self, int *drained)
     }
     fp_metrics_stage_received(self->slot, 1);
     if (!zmq_msg_more(&a)) {
-        (*drained)++; /* FP_MSG_DL_DRAIN marker: that worker is done */
+        uint32_t type = 0;
+        if (zmq_msg_size(&a) >= sizeof type)
+            memcpy(&type, zmq_msg_data(&a), sizeof type);
+        if (type == FP_MSG_COMMITTED && zmq_msg_size(&a) == sizeof(fp_committed_t)) {
+            fp_committed_t c;
+            memcpy(&c, zmq_msg_data(&a), sizeof c);
+            if (c.round > self->committed)
+                self->committed = c.round;
+            s_release_acks(self);
+        } else {
+            (*drained)++; /* FP_MSG_DL_DRAIN marker: that worker is done */
+        }
         zmq_msg_close(&a);
         return;
     }
+    /* [identity][Ack][u64 round of the batch] from a worker. */
     zmq_msg_init(&b);
     zmq_msg_recv(&b, self->acks, 0);
-    if (self->router) {
-        /* ROUTER drops what it cannot route (peer gone): the producer will
-           resend and dedup makes that harmless. */
-        zmq_msg_send(&a, self->router, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_msg_send(&b, self->router, ZMQ_DONTWAIT);
-        fp_metrics_add(self->metrics, FP_M_ACKS, 1);
+    uint64_t round = UINT64_MAX;
+    if (zmq_msg_more(&b)) {
+        zmq_msg_t r;
+        zmq_msg_init(&r);
+        zmq_msg_recv(&r, self->acks, 0);
+        if (zmq_msg_size(&r) == sizeof round)
+            memcpy(&round, zmq_msg_data(&r), sizeof round);
+        zmq_msg_close(&r);
     }
+    if (round <= self->committed) {
+        s_send_ack(self, &a, &b);
+        return;
+    }
+    if (self->nacks_held == self->acks_cap) {
+        size_t ncap = self->acks_cap ? self->acks_cap * 2 : 256;
+        struct held_ack *n = realloc(self->acks_held, ncap * sizeof *n);
+        if (!n) {
+            /* No memory to hold it: drop the ack; the producer resends the
+               batch and dedup makes that harmless. */
+            zmq_msg_close(&a);
+            zmq_msg_close(&b);
+            return;
+        }
+        self->acks_held = n;
+        self->acks_cap = ncap;
+    }
+    struct held_ack *h = &self->acks_held[self->nacks_held++];
+    h->round = round;
+    zmq_msg_init(&h->id);
+    zmq_msg_init(&h->ack);
+    zmq_msg_move(&h->id, &a);
+    zmq_msg_move(&h->ack, &b);
     zmq_msg_close(&a);
     zmq_msg_close(&b);
 }
@@ -215,7 +292,8 @@ static void s_close_all(ingest_t *self)
 void *fp_ingest_main(void *argp)
 {
     fp_stage_args_t *args = argp;
-    ingest_t self_ = {.zmq_ctx = args->zmq_ctx, .cfg = args->cfg, .metrics = args->metrics};
+    ingest_t self_ = {.zmq_ctx = args->zmq_ctx, .cfg = args->cfg, .metrics = args->metrics,
+                      .round = args->start_round - 1, .committed = args->start_round - 1};
     ingest_t *self = &self_;
     const fp_config_t *cfg = self->cfg;
     char err[512] = "";
@@ -352,14 +430,23 @@ void *fp_ingest_main(void *argp)
         self->pull = NULL;
     }
     s_send_barrier(self, FP_BARRIER_FLUSH | FP_BARRIER_DRAIN);
-    while (drained < self->nworkers) {
+    /* The workers' last acks, then emit's word that the drain round is
+       committed: only then do the held acks go out. Bounded: a commit that
+       cannot happen (disk full) leaves them unsent, and the producers resend
+       to the next run. */
+    int64_t give_up = fp_now_ns() + self->cfg->drain_timeout_ms * 1000000;
+    while ((drained < self->nworkers || self->committed < self->round) && fp_now_ns() < give_up) {
         zmq_pollitem_t one = {self->acks, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&one, 1, 1000) < 0)
+        if (zmq_poll(&one, 1, 100) < 0)
             break;
         if (one.revents & ZMQ_POLLIN)
             s_forward_ack(self, &drained);
     }
-    fp_dead_letter_drain(self->dl);
+    for (size_t i = 0; i < self->nacks_held; i++) {
+        zmq_msg_close(&self->acks_held[i].id);
+        zmq_msg_close(&self->acks_held[i].ack);
+    }
+    free(self->acks_held);
     fp_metrics_stage_exit(self->slot);
     s_close_all(self);
     return NULL;

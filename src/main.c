@@ -1,8 +1,8 @@
 /*  main.c - the floorpost command: run, send, tail, keygen.
 
       floorpost run [-c FILE] [--check]
-      floorpost send [--push] [--batch N] [--timeout MS] [CURVE] ENDPOINT FILE|-
-      floorpost tail [--count N] [--timeout MS] [--human] [CURVE] ENDPOINT [TOPIC]
+      floorpost send [--push] [--batch N] [--timeout MS] [--resend-ms N] [CURVE] ENDPOINT FILE|-
+      floorpost tail [--count N] [--timeout MS] [--human] [--replay EP [--from N]] [CURVE] ENDPOINT [TOPIC]
       floorpost keygen [[-o] BASENAME]
       CURVE = --server-key FILE --key FILE
 
@@ -28,6 +28,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pipeline.h"
+#include "store.h"
 #include "producer.h"
 #include "security.h"
 #include "tail.h"
@@ -50,11 +51,19 @@ static void s_usage(FILE *f)
             "  floorpost run [-c FILE] [--check]\n"
             "      run the service; without -c, the embedded demo plant feeds it and\n"
             "      the published checkpoints are printed. --check validates and exits.\n"
-            "  floorpost send [--push] [--batch N] [--timeout MS] ENDPOINT FILE|-\n"
-            "      send telemetry from a JSON Lines file as binary batches (acked via\n"
-            "      the ROUTER endpoint; --push for the PULL endpoint)\n"
-            "  floorpost tail [--count N] [--timeout MS] [--human] ENDPOINT [TOPIC]\n"
-            "      subscribe to a feed and print each event as one JSON line\n"
+            "  floorpost send [--push] [--batch N] [--timeout MS] [--resend-ms N] ENDPOINT FILE|-\n"
+            "      send telemetry from a JSON Lines file as binary batches via the ROUTER\n"
+            "      endpoint, keeping each until floorpost acks it as durable and resending\n"
+            "      it every --resend-ms (default 2000) and after a reconnect; exits 0 only\n"
+            "      when every record is acked. --timeout (default 10000): longest wait\n"
+            "      without room in the buffer, and for the last acks. --push: the PULL\n"
+            "      endpoint, fire and forget\n"
+            "  floorpost tail [--count N] [--timeout MS] [--human] [--replay EP [--from N]]\n"
+            "                 ENDPOINT [TOPIC]\n"
+            "      subscribe to a feed and print each event as one JSON line. --replay:\n"
+            "      floorpost's replay endpoint (e.g. tcp://HOST:5572); gaps in global_seq\n"
+            "      are filled from it, in order; --from N first replays from global_seq N\n"
+            "      (catch-up after a restart), then continues live without duplicates\n"
             "  send and tail take --server-key FILE --key FILE for a CURVE endpoint:\n"
             "      the server's .pub (or .key) file and this client's .key file\n"
             "  floorpost keygen [[-o] BASENAME]\n"
@@ -171,7 +180,23 @@ static int s_run(int argc, char **argv)
         fp_log(FP_LOG_ERROR, "main", "start failed", "error=\"%s\"", err);
         _exit(1);
     }
-    pipeline_t *pipe = pipeline_start(ctx, &cfg, metrics, err, sizeof err);
+    /* The state: refused whole if damaged or foreign, never half-loaded. */
+    fp_store_t *store = NULL;
+    uint64_t last_round = 0, last_global = 0;
+    if (cfg.state_dir[0]) {
+        store = fp_store_open(cfg.state_dir, cfg.map_size_mb << 20, cfg.instance, err,
+                              sizeof err);
+        if (!store || fp_store_last_round(store, &last_round, &last_global) != 0) {
+            fp_log(FP_LOG_ERROR, "main", "start failed: state refused", "state_dir=%s error=\"%s\"",
+                   cfg.state_dir, store ? "cannot read the last round" : err);
+            _exit(1);
+        }
+        fp_log(FP_LOG_INFO, "main", "state opened", "state_dir=%s last_round=%llu global_seq=%llu",
+               cfg.state_dir, (unsigned long long)last_round, (unsigned long long)last_global);
+    } else {
+        fp_log(FP_LOG_WARN, "main", "durability off: nothing survives a restart", "state_dir=\"\"");
+    }
+    pipeline_t *pipe = pipeline_start(ctx, &cfg, metrics, store, last_round + 1, err, sizeof err);
     if (!pipe) {
         fp_log(FP_LOG_ERROR, "main", "start failed", "error=\"%s\"", err);
         _exit(1); /* stages left waiting: see pipeline_start */
@@ -225,6 +250,7 @@ static int s_run(int argc, char **argv)
         pthread_join(printer_thread, NULL);
     }
     pipeline_destroy(&pipe);
+    fp_store_close(&store);
     fp_security_stop(&security);
     zmq_ctx_term(ctx);
     fp_http_stop(&http);
@@ -264,7 +290,7 @@ static int s_client_keys(const char *who, const char *server_file, const char *k
 static int s_send(int argc, char **argv)
 {
     const char *server_file = NULL, *key_file = NULL;
-    int mode = PRODUCER_ACKED, timeout_ms = 10000;
+    int mode = PRODUCER_ACKED, timeout_ms = 10000, resend_ms = PRODUCER_RESEND_MS;
     uint32_t batch = 256;
     int i = 0;
     for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
@@ -274,6 +300,8 @@ static int s_send(int argc, char **argv)
             batch = (uint32_t)strtoul(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
             timeout_ms = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--resend-ms") == 0 && i + 1 < argc)
+            resend_ms = atoi(argv[++i]);
         else if (strcmp(argv[i], "--server-key") == 0 && i + 1 < argc)
             server_file = argv[++i];
         else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
@@ -283,7 +311,7 @@ static int s_send(int argc, char **argv)
             return 2;
         }
     }
-    if (argc - i != 2 || batch < 1 || batch > 65535) {
+    if (argc - i != 2 || batch < 1 || batch > 65535 || resend_ms < 1 || timeout_ms < 0) {
         s_usage(stderr);
         return 2;
     }
@@ -304,7 +332,10 @@ static int s_send(int argc, char **argv)
     if (p && curve && producer_set_curve(p, server_z85, keys.public_z85, keys.secret_z85) != 0)
         producer_destroy(&p);
     explicit_bzero(&keys, sizeof keys);
-    if (p && producer_connect(p, endpoint) != 0)
+    /* ACKED: an add waits for buffer room at most timeout_ms; if no ack
+       frees any room for that long, floorpost is not taking the data. */
+    if (p && (producer_set_resend(p, resend_ms) != 0 ||
+              producer_set_send_timeout(p, timeout_ms) != 0 || producer_connect(p, endpoint) != 0))
         producer_destroy(&p);
     if (!p || !j) {
         fprintf(stderr, "floorpost send: cannot connect to %s\n", endpoint);
@@ -314,36 +345,40 @@ static int s_send(int argc, char **argv)
     size_t cap = 0;
     ssize_t n;
     unsigned long lineno = 0, bad = 0, records = 0;
-    while ((n = getline(&line, &cap, f)) >= 0) {
+    int rc = 0;
+    while (rc == 0 && (n = getline(&line, &cap, f)) >= 0) {
         lineno++;
         uint64_t source, epoch;
         fp_rec_in_t rec;
         char err[256];
-        int rc = jsonl_parse(j, line, &source, &epoch, &rec, err, sizeof err);
-        if (rc == 1)
+        int prc = jsonl_parse(j, line, &source, &epoch, &rec, err, sizeof err);
+        if (prc == 1)
             continue;
-        if (rc != 0) {
+        if (prc != 0) {
             fprintf(stderr, "floorpost send: %s:%lu: %s\n", path, lineno, err);
             bad++;
             continue;
         }
-        if (producer_add(p, source, epoch, &rec) != 0) {
-            fprintf(stderr, "floorpost send: send failed at %s:%lu\n", path, lineno);
-            return 1;
-        }
-        records++;
+        rc = producer_add(p, source, epoch, &rec);
+        if (rc != 0)
+            fprintf(stderr, "floorpost send: send failed at %s:%lu: %s\n", path, lineno,
+                    rc == -EAGAIN ? "no ack freed buffer room within --timeout" : zmq_strerror(-rc));
+        else
+            records++;
     }
     free(line);
     if (f != stdin)
         fclose(f);
-    int rc = producer_flush(p);
+    if (rc == 0)
+        rc = producer_flush(p);
     if (rc == 0)
         rc = producer_wait_acks(p, timeout_ms);
     const producer_stats_t *st = producer_stats(p);
     fprintf(stderr,
             "floorpost send: %lu records in %" PRIu64 " batches, %" PRIu64 " acked, %" PRIu64
-            " rejected, %lu bad lines%s\n",
-            records, st->batches_sent, st->acks, st->rejected_batches, bad,
+            " rejected, %" PRIu64 " resent, %" PRIu64 " unacked, %lu bad lines%s\n",
+            records, st->batches_sent, mode == PRODUCER_ACKED ? st->acked_batches : 0,
+            st->rejected_batches, st->resends, st->buffered_batches + st->spilled_batches, bad,
             rc == -ETIMEDOUT ? ", TIMED OUT waiting for acks" : "");
     int failed = rc != 0 || st->rejected_batches > 0 || bad > 0;
     jsonl_destroy(&j);
@@ -364,6 +399,10 @@ static int s_tail(int argc, char **argv)
             o.idle_timeout_ms = atoi(argv[++i]);
         else if (strcmp(argv[i], "--human") == 0)
             o.human = 1;
+        else if (strcmp(argv[i], "--replay") == 0 && i + 1 < argc)
+            o.replay_endpoint = argv[++i];
+        else if (strcmp(argv[i], "--from") == 0 && i + 1 < argc)
+            o.from_global_seq = strtoull(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--server-key") == 0 && i + 1 < argc)
             server_file = argv[++i];
         else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
@@ -373,7 +412,9 @@ static int s_tail(int argc, char **argv)
             return 2;
         }
     }
-    if (argc - i < 1 || argc - i > 2) {
+    if (argc - i < 1 || argc - i > 2 || (o.from_global_seq && !o.replay_endpoint)) {
+        if (o.from_global_seq && !o.replay_endpoint)
+            fprintf(stderr, "floorpost tail: --from needs --replay\n");
         s_usage(stderr);
         return 2;
     }
@@ -401,6 +442,9 @@ static int s_tail(int argc, char **argv)
     if (st.gaps)
         fprintf(stderr, "floorpost tail: %" PRIu64 " gaps, %" PRIu64 " events missing\n", st.gaps,
                 st.missing);
+    if (o.replay_endpoint && (st.replayed || st.unrecoverable))
+        fprintf(stderr, "floorpost tail: %" PRIu64 " events replayed, %" PRIu64
+                        " unrecoverable\n", st.replayed, st.unrecoverable);
     return 0;
 }
 

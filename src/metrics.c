@@ -80,6 +80,7 @@ struct fp_metrics {
     s_source_slot_t *sources;       /* [workers * per_worker] */
     _Atomic uint64_t *tracked;      /* [workers] sources in dedup */
     _Atomic int64_t last_round_ns;  /* CLOCK_MONOTONIC; 0 = none yet */
+    _Atomic int commit_stalled;     /* 1 while commits fail (disk or map full) */
     s_hist_t hist[FP_H_COUNT];
 };
 
@@ -262,6 +263,11 @@ void fp_metrics_sources_tracked(fp_metrics_t *self, int worker, uint64_t n)
 void fp_metrics_round_done(fp_metrics_t *self, int64_t now_ns)
 {
     atomic_store_explicit(&self->last_round_ns, now_ns, RLX);
+}
+
+void fp_metrics_set_commit_stalled(fp_metrics_t *self, int stalled)
+{
+    atomic_store_explicit(&self->commit_stalled, stalled, RLX);
 }
 
 void fp_hist_observe(fp_hist_local_t *h, fp_hist_t which, int64_t ns)
@@ -550,9 +556,12 @@ char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *le
     s_gauge(&b, "floorpost_last_round_age_seconds",
             "Time since the last completed barrier round (-1: none yet).",
             last ? (double)(now_ns - last) / 1e9 : -1.0);
+    s_gauge(&b, "floorpost_commit_stalled",
+            "1 while round commits fail (state disk or LMDB map full): nothing is acked.",
+            (double)atomic_load_explicit(&((fp_metrics_t *)self)->commit_stalled, RLX));
     s_hist(&b, self, FP_H_ROUND, "floorpost_round_seconds",
-           "From ingest injecting a round's barrier to emit having every shard's barrier "
-           "(stands in for commit latency until durable commits exist).");
+           "From ingest injecting a round's barrier to the round committed (fsync done) and "
+           "published.");
     s_hist(&b, self, FP_H_PUBLISH_DELAY, "floorpost_publish_delay_seconds",
            "From the newest event time summed in a checkpoint (producer clock) to the shard "
            "handing it to emit for publishing.");
@@ -591,7 +600,11 @@ int fp_metrics_health(const fp_metrics_t *self, int64_t now_ns, int64_t max_age_
         return -1;
     }
     if (now_ns - last > max_age_ns) {
-        snprintf(reason, cap, "last round completed %.3f s ago", (double)(now_ns - last) / 1e9);
+        snprintf(reason, cap, "last round committed %.3f s ago", (double)(now_ns - last) / 1e9);
+        return -1;
+    }
+    if (atomic_load_explicit(&((fp_metrics_t *)self)->commit_stalled, RLX)) {
+        snprintf(reason, cap, "commits failing (state disk or map full)");
         return -1;
     }
     snprintf(reason, cap, "ok");

@@ -51,7 +51,7 @@ typedef enum {
     X(truncated) X(oversized) X(wrong_identifier) X(malformed) X(missing_field) \
     X(unsupported_version) X(too_many_strings) X(bad_envelope) X(unknown_kind)  \
     X(bad_string_index) X(too_old) X(stale_epoch) X(too_many_sources)           \
-    X(overflow) X(too_many_keys) X(invalid_record) X(no_memory) X(other)
+    X(overflow) X(too_many_keys) X(invalid_record) X(no_memory) X(string_too_long) X(other)
 
 /* At most this many sources appear in /metrics (split evenly across the
    workers), so a plant with many gateways cannot blow up a scrape. */
@@ -136,6 +136,8 @@ void fp_metrics_sources_tracked(fp_metrics_t *self, int worker, uint64_t n);
 
 /* Emit completed a round at now_ns (CLOCK_MONOTONIC). */
 void fp_metrics_round_done(fp_metrics_t *self, int64_t now_ns);
+/* Emit: 1 while round commits fail, 0 once they succeed again. */
+void fp_metrics_set_commit_stalled(fp_metrics_t *self, int stalled);
 
 /* Adds one observation (ns, negative counts as 0) to a local histogram. */
 void fp_hist_observe(fp_hist_local_t *h, fp_hist_t which, int64_t ns);

@@ -80,7 +80,7 @@ void fp_stage_ready(void *zmq_ctx, const char *who, int rc, const char *err)
     zmq_close(s);
 }
 
-void fp_dead_letter(void *dl_sock, const char *reason, const char *component,
+void fp_dead_letter(void *sock, uint32_t from, const char *reason, const char *component,
                     const char *fields, const void *bytes, size_t len)
 {
     char topic[64], json[1024];
@@ -89,15 +89,18 @@ void fp_dead_letter(void *dl_sock, const char *reason, const char *component,
                       component, fields && *fields ? "," : "", fields ? fields : "");
     if (jn >= (int)sizeof json)
         jn = (int)sizeof json - 1;
-    zmq_send(dl_sock, topic, (size_t)tn, ZMQ_SNDMORE);
-    zmq_send(dl_sock, json, (size_t)jn, ZMQ_SNDMORE);
-    zmq_send(dl_sock, bytes, len, 0);
+    fp_emit_hdr_t h = {.type = FP_EMIT_DEAD, .from = from};
+    zmq_send(sock, &h, sizeof h, ZMQ_SNDMORE);
+    zmq_send(sock, topic, (size_t)tn, ZMQ_SNDMORE);
+    zmq_send(sock, json, (size_t)jn, ZMQ_SNDMORE);
+    zmq_send(sock, bytes, len, 0);
 }
 
-void fp_dead_letter_drain(void *dl_sock)
+void fp_emit_mark(void *sock, uint32_t from, const fp_barrier_t *b)
 {
-    uint32_t t = FP_MSG_DL_DRAIN;
-    zmq_send(dl_sock, &t, sizeof t, 0);
+    fp_emit_hdr_t h = {.type = FP_EMIT_MARK, .from = from, .flags = b->flags,
+                       .round = b->round, .wall_ns = b->wall_ns};
+    zmq_send(sock, &h, sizeof h, 0);
 }
 
 static int s_spawn(pipeline_t *self, void *(*fn)(void *), int index)
@@ -111,7 +114,8 @@ static int s_spawn(pipeline_t *self, void *(*fn)(void *), int index)
 }
 
 pipeline_t *pipeline_start(void *zmq_ctx, const fp_config_t *cfg, fp_metrics_t *metrics,
-                           char *err, size_t errlen)
+                           struct fp_store *store, uint64_t start_round, char *err,
+                           size_t errlen)
 {
     if (cfg->workers < 1 || cfg->shards < 1 || cfg->workers > 64 || cfg->shards > 64) {
         snprintf(err, errlen, "workers and shards must be resolved to 1..64");
@@ -124,7 +128,7 @@ pipeline_t *pipeline_start(void *zmq_ctx, const fp_config_t *cfg, fp_metrics_t *
     }
     self->zmq_ctx = zmq_ctx;
     for (int i = 0; i < 2 + 2 * 64; i++)
-        self->args[i] = (fp_stage_args_t){zmq_ctx, cfg, metrics, 0};
+        self->args[i] = (fp_stage_args_t){zmq_ctx, cfg, metrics, store, start_round, 0};
 
     void *ready = fp_stage_socket(zmq_ctx, ZMQ_PULL, FP_EP_READY, 1, -1, -1, err, errlen);
     self->ctl = fp_stage_socket(zmq_ctx, ZMQ_PAIR, FP_EP_CTL, 1, -1, -1, err, errlen);

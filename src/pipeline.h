@@ -26,8 +26,14 @@ typedef struct pipeline pipeline_t;
    NULL, with the reason written to err, if a stage failed to start (a bind
    error, say); the process must then exit (stages that did start are left
    waiting and zmq_ctx_term would block on their sockets). */
+struct fp_store;
+
+/* store: the opened state (NULL = durability off); every stage restores its
+   own part from it before reporting ready, and emit commits each round to
+   it. start_round: the first round number of this run (last committed + 1). */
 pipeline_t *pipeline_start(void *zmq_ctx, const fp_config_t *cfg, fp_metrics_t *metrics,
-                           char *err, size_t errlen);
+                           struct fp_store *store, uint64_t start_round, char *err,
+                           size_t errlen);
 
 /* Stops intake, flushes every pending checkpoint, publishes it, and joins
    the threads. Returns 0 when everything drained within timeout_ms, or

@@ -1,29 +1,84 @@
-/*  producer.h - batches telemetry records and sends them to a floorpost
-    ingest endpoint as FlatBuffers Batch frames (schema/telemetry.fbs).
+/*  producer.h - the acknowledged producer: batches telemetry records, sends
+    them to floorpost as FlatBuffers Batch frames (schema/telemetry.fbs) and
+    keeps every batch until floorpost says it is durable.
 
-    Used by `floorpost send`, the demo plant, tests and benchmarks. A batch
-    holds records of one (source_id, epoch) only, at most batch_records of
-    them, with its own string table (strtab).
+    For gateway and MES-adapter developers. Link with libfloorpost.a (or
+    src/producer.c, src/strtab.c, src/codec.cc, src/security.c) and -lzmq
+    -lflatbuffers.
+
+    THE GUARANTEE. In PRODUCER_ACKED mode, a record handed to producer_add is
+    kept in this producer's buffer until floorpost has acknowledged it as
+    durable (its Ack says: every seq <= acked_seq of this source and epoch
+    has been committed to disk), or rejected its whole batch (status 1: the
+    batch went to the dead-letter store). Until then it is sent again: after
+    resend_ms without an Ack (default 2000 ms) and at once after a reconnect.
+    floorpost deduplicates by (source_id, epoch, seq), so a resend is
+    harmless. What this library cannot keep is what it never got, or what
+    dies with its process: on a gateway restart, records it had buffered are
+    gone unless the gateway can read them again from its own source (a PLC
+    counter, a file). Re-read them under a NEW epoch (below).
+
+    EPOCH AND SEQ. Each (source_id, epoch) is a session; seq starts at 1 in
+    a new epoch and grows strictly. A gateway that restarts must use a larger
+    epoch than before, or floorpost drops its new records as duplicates of
+    the old session's: producer_epoch_from_file() keeps that number in a file.
+
+    BACK-PRESSURE. The buffer is bounded (producer_set_buffer; default
+    PRODUCER_BUFFER_BATCHES batches / PRODUCER_BUFFER_BYTES bytes). When it
+    is full, producer_add and producer_flush wait (reading Acks, resending as
+    due) until an Ack frees room; with producer_set_send_timeout they give up
+    after that long with -EAGAIN and the record is not taken. With
+    producer_set_spill, batches that do not fit go to a file instead and come
+    back into memory (and onto the wire) as room frees up.
+
+    PROGRESS. Everything happens inside the calls: there is no background
+    thread. A gateway that may sit idle with batches unacknowledged calls
+    producer_poll (or producer_wait_acks) now and then, e.g. from its own
+    event loop, so that Acks are read and resends go out.
+
+    Example (error handling shortened):
+
+        void *ctx = zmq_ctx_new();
+        uint64_t epoch;
+        if (producer_epoch_from_file("/var/lib/gw/epoch", &epoch) != 0)
+            exit(1);                                  // garbage in the file: look at it
+        producer_t *p = producer_new(ctx, "tcp://floorpost:5560", PRODUCER_ACKED, 256);
+        producer_set_send_timeout(p, 1000);           // stay responsive to shutdown
+        uint64_t seq = 0;
+        while (running) {
+            fp_rec_in_t r = {.seq = ++seq, .time_ns = now_ns(), .quantity = 1,
+                             .kind = FP_KIND_PART_COUNT};
+            r.str[FP_STR_PLANT] = "1000"; r.str[FP_STR_LINE] = "L01";
+            r.str[FP_STR_ORDER] = order; r.str[FP_STR_OPERATION] = "0010";
+            int rc;
+            while ((rc = producer_add(p, SOURCE_ID, epoch, &r)) == -EAGAIN && running)
+                ;                                     // buffer full: floorpost is behind
+            producer_flush(p);                        // or let batches fill up
+            producer_poll(p, 0);                      // read Acks, resend what is due
+        }
+        producer_flush(p);
+        producer_wait_acks(p, 10000);                 // 0: everything is durable
+        producer_destroy(&p);
+        zmq_ctx_term(ctx);
 
     Modes:
-      PRODUCER_ACKED  a DEALER connected to floorpost's ROUTER endpoint. Each
-                      sent batch is one frame; floorpost answers each with one
-                      Ack frame (identifier FPA1). Acks are drained without
-                      blocking after every send and in producer_flush, and
-                      waited for in producer_wait_acks.
+      PRODUCER_ACKED  a DEALER connected to floorpost's ROUTER endpoint; one
+                      Batch per frame, one Ack frame (FPA1) back per batch
+                      received (also per resend). Everything above applies.
+                      ZMQ_IMMEDIATE is set: nothing queues inside libzmq
+                      while disconnected, so after a reconnect the oldest
+                      unacked batches go first (floorpost's dedup window
+                      needs roughly in-order seqs); batches go out only
+                      inside producer_* calls (see PROGRESS).
       PRODUCER_PUSH   a PUSH connected to floorpost's PULL endpoint; fire and
-                      forget. ZMQ_IMMEDIATE is set, so a send waits for a
-                      connected peer instead of queueing to nobody.
+                      forget: no Acks, no buffer, no resends. ZMQ_IMMEDIATE
+                      is set, so a send waits for a connected peer (up to the
+                      send timeout) instead of queueing to nobody.
 
-    Sends block at the socket's high-water mark (1000 frames): that is the
-    back-pressure a producer must feel. producer_set_send_timeout bounds the
-    wait (threads that must stay stoppable use it).
-
-    This producer does not keep unacked batches for resending; the Ack stats
-    tell the caller what floorpost accepted.
-
-    Thread contract: a producer and its socket belong to the thread that
-    created it; create, use and destroy it on that one thread.
+    Thread contract: a producer and its sockets belong to the thread that
+    created it; create, use and destroy it on that one thread. Different
+    producers are independent. producer_epoch_from_file touches only its
+    file.
 */
 #ifndef FP_PRODUCER_H
 #define FP_PRODUCER_H
@@ -46,8 +101,11 @@ typedef struct {
 #define PRODUCER_PUSH 2  /* PUSH connected to floorpost's PULL endpoint; fire and forget */
 
 #define PRODUCER_BATCH_MAX 65536u /* largest batch_records accepted */
-#define PRODUCER_SNDHWM 1000      /* frames queued before sends block */
+#define PRODUCER_SNDHWM 1000      /* frames queued in the socket before sends wait */
 #define PRODUCER_LINGER_MS 2000   /* what producer_destroy waits for queued frames */
+#define PRODUCER_BUFFER_BATCHES 4096            /* default unacked batches kept */
+#define PRODUCER_BUFFER_BYTES (64u * 1024 * 1024) /* default unacked bytes kept (encoded) */
+#define PRODUCER_RESEND_MS 2000   /* default: resend a batch unacked this long */
 
 typedef struct producer producer_t;
 
@@ -62,8 +120,8 @@ producer_t *producer_new(void *zmq_ctx, const char *endpoint, int mode, uint32_t
    producer's key pair, each 40 Z85 characters (floorpost keygen). Only
    affects connections made after it: call between producer_new(ctx, NULL,
    ...) and producer_connect. 0, -EINVAL for a malformed key, or -errno. A
-   key floorpost does not list gets no connection (sends queue up to the
-   HWM, no Ack ever comes). */
+   key floorpost does not list gets no connection (batches stay buffered,
+   no Ack ever comes). */
 int producer_set_curve(producer_t *self, const char *server_public_z85,
                        const char *client_public_z85, const char *client_secret_z85);
 
@@ -71,45 +129,109 @@ int producer_set_curve(producer_t *self, const char *server_public_z85,
    0 or -errno. */
 int producer_connect(producer_t *self, const char *endpoint);
 
-/* Closes the socket (linger PRODUCER_LINGER_MS) and frees *self_p, setting it
-   to NULL; NULL-safe. Does NOT flush: records still in the open batch are
-   dropped (call producer_flush first). */
+/* Closes the socket (linger PRODUCER_LINGER_MS), deletes the spill file and
+   frees *self_p, setting it to NULL; NULL-safe. Does NOT flush and does not
+   wait: the open batch and every unacknowledged batch are dropped (call
+   producer_flush and producer_wait_acks first). */
 void producer_destroy(producer_t **self_p);
 
-/* Copies *rec (strings included) into the open batch. First sends the open
-   batch if rec's (source_id, epoch) differs from it or its string table
-   could overflow; then sends it if it has become full. May block at the HWM.
-   Returns 0 when the record was taken; -EINVAL for source_id 0 (never valid
-   on the wire); or the -errno of a failed send (-EAGAIN after a send
-   timeout, -EINTR, -ETERM...), in which case the record was NOT taken and
-   the open batch is as before: repeat the call, or give up. */
+/* ACKED: bounds the buffer of unacknowledged batches: at most max_batches
+   (>= 1) batches and max_bytes (>= 1) encoded bytes; a single batch larger
+   than max_bytes is still taken when the buffer is empty. May be called at
+   any time; a smaller bound than what is buffered now only makes the next
+   adds wait. 0, or -EINVAL. */
+int producer_set_buffer(producer_t *self, size_t max_batches, size_t max_bytes);
+
+/* ACKED: a batch sent resend_ms (>= 1) ago without an Ack is sent again.
+   Default PRODUCER_RESEND_MS. Keep it above floorpost's commit latency
+   (rounds of tens of ms): a shorter one only costs bandwidth. 0 or -EINVAL. */
+int producer_set_resend(producer_t *self, int resend_ms);
+
+/* ACKED: lets batches that do not fit the memory buffer go to a file
+   created in the existing directory dir (anonymous: unlinked at once, so it
+   never outlives the process and needs no cleanup). Once anything is
+   spilled, new batches go behind it, so the order is kept; spilled batches
+   come back into memory and are sent as Acks free room. The spill extends
+   the buffer across a long floorpost outage; it is NOT a crash journal.
+   If a write to it fails (disk full), that batch waits for memory room as
+   without a spill (stats.spill_errors counts it). Call once, before the
+   first add. 0, -EBUSY if already set, or -errno of creating the file. */
+int producer_set_spill(producer_t *self, const char *dir);
+
+/* Copies *rec (strings included) into the open batch. First closes the
+   open batch if rec's (source_id, epoch) differs from it or its string
+   table could overflow; then closes it if it has become full. Closing a
+   batch = producer_flush (see there: it may wait for buffer room). Returns
+   0 when the record was taken; -EINVAL for source_id 0 (never valid on the
+   wire); or the -errno of a failed flush (-EAGAIN after the send timeout,
+   -EINTR, -ETERM...), in which case the record was NOT taken and the open
+   batch is as before: repeat the call, or give up. */
 int producer_add(producer_t *self, uint64_t source_id, uint64_t epoch, const fp_rec_in_t *rec);
 
-/* Sends the open batch, if any, and drains pending Acks. 0 or -errno; on
-   error the batch stays open (repeat to retry). */
+/* Closes the open batch, if any, and services the socket (as producer_poll
+   with 0). ACKED: the batch is encoded into the buffer (or the spill) and
+   sent as soon as the socket takes it; when the buffer is full this waits
+   for room (reading Acks, resending as due), at most the send timeout
+   (then -EAGAIN). PUSH: the batch is sent; that may block up to the send
+   timeout at the high-water mark. 0 or -errno; on error the batch stays
+   open (repeat to retry). */
 int producer_flush(producer_t *self);
 
-/* Sends buf as one frame, as is (tests, dead-letter resubmission); does not
-   touch the open batch. Counts as a sent batch (so an Ack is expected in
-   ACKED mode) but adds no records to the stats. 0 or -errno. */
+/* Sends buf as one frame (tests, dead-letter resubmission); does not touch
+   the open batch. ACKED: a buf that parses as a Batch is buffered and
+   resent like any batch until acked; anything else is sent once, without
+   waiting, and not kept (its rejecting Ack matches nothing; -EAGAIN if the
+   socket cannot take it now). Counts as a batch but adds no records to the
+   stats. 0 or -errno (-EAGAIN: buffer full until the send timeout). */
 int producer_send_raw(producer_t *self, const void *buf, size_t len);
 
-/* ACKED: waits until every sent batch has had its Ack (accepted or rejected)
-   or timeout_ms (< 0: forever) has passed: 0, -ETIMEDOUT, or -errno (-EINTR).
-   PUSH: returns 0 at once. Does not flush the open batch. */
+/* ACKED: reads every Ack that is there, resends what is due (timeout or
+   reconnect), reloads spilled batches into free room and sends them, then
+   waits up to timeout_ms (0: not at all; < 0: until something arrives) for
+   socket activity and services it once more. 0 or -errno. PUSH: 0. */
+int producer_poll(producer_t *self, int timeout_ms);
+
+/* ACKED: services the socket (as producer_poll) until every buffered and
+   spilled batch is acknowledged or rejected (0: everything sent is
+   durable), or timeout_ms (< 0: forever) has passed (-ETIMEDOUT), or
+   -errno (-EINTR). Does not flush the open batch. PUSH: 0 at once. */
 int producer_wait_acks(producer_t *self, int timeout_ms);
 
-/* Bounds how long a send may block at the HWM (ZMQ_SNDTIMEO): timeout_ms
-   >= 0, or -1 for no limit (the default). A timed-out send returns -EAGAIN.
-   0 or -errno. */
+/* How long a call may wait: ACKED, for buffer room (producer_add,
+   producer_flush, producer_send_raw); PUSH, at the socket's high-water mark
+   (ZMQ_SNDTIMEO). timeout_ms >= 0, or -1 for no limit (the default). A
+   timed-out call returns -EAGAIN. 0 or -errno. */
 int producer_set_send_timeout(producer_t *self, int timeout_ms);
 
+/* Reads the epoch last stored in the file at path, adds 1, stores that
+   (write path.tmp, fsync, rename over path, fsync the directory) and
+   returns it in *epoch: every call, so every gateway start, gets a larger
+   epoch than any before it. The file holds one decimal number and a
+   newline. A missing file (first start, or the file was lost) starts at
+   the current Unix time in seconds (at least 1): larger than any epoch a
+   counter started at 1 will reach, and safe against a lost file as long as
+   the clock is right. A file that is not exactly such a number (garbage,
+   empty, > 2^64-2) is an error, -EINVAL, and is left as it is: an
+   operator must look (delete it to restart from the clock). 0, -EINVAL,
+   or the -errno of a failed read/write. Seq starts again at 1 in the new
+   epoch. */
+int producer_epoch_from_file(const char *path, uint64_t *epoch);
+
 typedef struct {
-    uint64_t batches_sent;     /* frames sent, producer_send_raw included */
-    uint64_t records_sent;     /* records in sent batches */
+    uint64_t batches_sent;     /* batches closed and queued for sending (raw ones
+                                  included); resends are not counted here */
+    uint64_t records_sent;     /* records in those batches */
     uint64_t acks;             /* Acks received, accepted and rejected alike */
-    uint64_t rejected_batches; /* Acks with status 1 (reason in last_reject) */
+    uint64_t rejected_batches; /* ACKED: buffered batches released by a status 1 Ack
+                                  (reason in producer_last_reject) */
     uint64_t last_acked_seq;   /* acked_seq of the last accepted (status 0) Ack */
+    uint64_t acked_batches;    /* buffered batches released by accepted Acks */
+    uint64_t resends;          /* frames sent again (timeout or reconnect) */
+    uint64_t reconnects;       /* connections made again after a disconnect */
+    uint64_t buffered_batches; /* gauge: unacked batches in memory */
+    uint64_t buffered_bytes;   /* gauge: their encoded bytes */
+    uint64_t spilled_batches;  /* gauge: batches waiting in the spill file */
+    uint64_t spill_errors;     /* failed spill writes (the batch waited for memory) */
 } producer_stats_t;
 
 /* Counters since producer_new; valid until producer_destroy. */

@@ -41,6 +41,12 @@ enum {
 /* The most strings one batch may carry (indices are 16-bit, 0 = absent). */
 #define FP_BATCH_STRINGS_MAX 65535u
 
+/* The longest string a record may use as a key field (plant, order,
+   operation, material, lot, unit, reason) or as line/station, in bytes. A
+   stored aggregation key (six such strings) then stays under LMDB's
+   511-byte key limit. Longer: the record is dead-lettered "string_too_long". */
+#define FP_STRING_MAX 80u
+
 typedef struct {
     uint64_t seq;      /* strictly increasing within (source_id, epoch) */
     int64_t time_ns;   /* event time, ns since the Unix epoch, UTC */

@@ -27,6 +27,7 @@
 #include "codec.h"
 #include "log.h"
 #include "stage.h"
+#include "store.h"
 
 typedef struct {
     const fp_config_t *cfg;
@@ -38,7 +39,9 @@ typedef struct {
     int nblocked;
     uint32_t round_flags;
     fp_barrier_t barrier;
-    void *emit, *dl;
+    void *emit;     /* everything for emit: events, dead letters, state, marks */
+    uint32_t from;  /* our sender slot at emit: 1 + workers + index */
+    struct fp_store *store; /* NULL: durability off, nothing to export */
     agg_t *agg;
     fp_codec_t *codec;
     const char **strptr; /* reject: the batch's strings for re-encoding */
@@ -67,6 +70,8 @@ static void s_emit(void *ctx, const fp_checkpoint_t *ck)
     size_t len;
     int rc = fp_codec_checkpoint_encode(self->codec, ck, &buf, &len);
     assert(rc == FP_CODEC_OK); /* our own data: failure is our bug */
+    fp_emit_hdr_t h = {.type = FP_EMIT_EVENT, .from = self->from};
+    zmq_send(self->emit, &h, sizeof h, ZMQ_SNDMORE);
     zmq_send(self->emit, topic, (size_t)tn, ZMQ_SNDMORE);
     zmq_send(self->emit, buf, len, 0);
     self->emitted++;
@@ -113,7 +118,36 @@ static void s_reject(void *ctx, const fp_batch_hdr_t *batch, const fp_record_t *
         n += (size_t)snprintf(fields + n, sizeof fields - n, ",\"%s\":", keys[k].name);
         n += fp_log_quote(fields + n, sizeof fields - n, fp_batch_string(b, si, NULL), 64);
     }
-    fp_dead_letter(self->dl, reason, "shard", fields, buf, len);
+    /* On the emit pipe, so it is filed under this shard's current round. */
+    fp_dead_letter(self->emit, self->from, reason, "shard", fields, buf, len);
+}
+
+/* Hands one changed key's state to emit (state NULL: released). */
+static void s_export_key(void *ctx, const void *key, size_t klen, const void *state, size_t slen)
+{
+    shard_t *self = ctx;
+    fp_emit_hdr_t h = {.type = FP_EMIT_KEY, .from = self->from};
+    zmq_send(self->emit, &h, sizeof h, ZMQ_SNDMORE);
+    zmq_send(self->emit, key, klen, ZMQ_SNDMORE);
+    zmq_send(self->emit, state ? state : "", state ? slen : 0, 0);
+    self->emitted++;
+}
+
+static void s_discard_key(void *ctx, const void *key, size_t klen, const void *state,
+                          size_t slen)
+{
+}
+
+/* Start-up: the keys this shard owns, as last committed. */
+static int s_restore_key(void *ctx, const void *key, size_t klen, const void *state, size_t slen)
+{
+    shard_t *self = ctx;
+    uint32_t owner = agg_key_shard(key, klen, (uint32_t)self->cfg->shards);
+    if (owner == UINT32_MAX)
+        return -1; /* damaged: refuse the state, never half-load it */
+    if (owner != (uint32_t)self->index)
+        return 0;
+    return agg_import(self->agg, key, klen, state, slen) == 0 ? 0 : -1;
 }
 
 /* Returns true when the drain barrier completed. */
@@ -127,7 +161,9 @@ static bool s_barrier(shard_t *self, int w, const fp_barrier_t *b)
         return false;
     /* Every worker's records before this round's cut are in. */
     int mode = (self->round_flags & FP_BARRIER_FLUSH) ? AGG_FLUSH_ALL : AGG_FLUSH_LATE;
-    agg_flush(self->agg, mode, fp_now_ns());
+    /* Wall clock (the barrier's): closing times are persisted, and the
+       grace of a closed operation must survive a restart (agg.h). */
+    agg_flush(self->agg, mode, self->barrier.wall_ns);
     const agg_stats_t *st = agg_stats(self->agg);
     const agg_pending_t *pend = agg_pending(self->agg);
     fp_shard_gauges_t g = {.keys = st->keys, .open_operations = st->open_operations};
@@ -137,11 +173,17 @@ static bool s_barrier(shard_t *self, int w, const fp_barrier_t *b)
     }
     fp_metrics_shard_set(self->metrics, self->index, &g);
     fp_metrics_hist_merge(self->metrics, FP_H_PUBLISH_DELAY, &self->delay);
+    /* Our part of the round: the state it changed, then the mark. */
+    if (self->store && agg_export_dirty(self->agg, s_export_key, self) != 0) {
+        /* Cannot hand this round's state over: the commit would be wrong. */
+        fp_log(FP_LOG_ERROR, "shard", "out of memory exporting state; exiting", NULL);
+        abort();
+    }
     fp_barrier_t out = self->barrier;
     out.flags = self->round_flags;
     fp_metrics_stage_sent(self->emit_slot, self->emitted + 1);
     self->emitted = 0;
-    zmq_send(self->emit, &out, sizeof out, 0);
+    fp_emit_mark(self->emit, self->from, &out);
     bool drain = (self->round_flags & FP_BARRIER_DRAIN) != 0;
     memset(self->blocked, 0, sizeof self->blocked);
     self->nblocked = 0;
@@ -156,8 +198,6 @@ static void s_cleanup(shard_t *self)
             zmq_close(self->in[w]);
     if (self->emit)
         zmq_close(self->emit);
-    if (self->dl)
-        zmq_close(self->dl);
     agg_destroy(&self->agg);
     fp_codec_destroy(&self->codec);
     free(self->strptr);
@@ -166,12 +206,14 @@ static void s_cleanup(shard_t *self)
 void *fp_shard_main(void *argp)
 {
     fp_stage_args_t *args = argp;
-    shard_t self_ = {.cfg = args->cfg, .metrics = args->metrics, .index = args->index};
+    shard_t self_ = {.cfg = args->cfg, .metrics = args->metrics, .index = args->index,
+                     .store = args->store};
     shard_t *self = &self_;
     const fp_config_t *cfg = self->cfg;
     char err[512] = "", ep[64], who[32];
     snprintf(who, sizeof who, "shard-%d", self->index);
     self->nin = cfg->workers;
+    self->from = 1 + (uint32_t)cfg->workers + (uint32_t)self->index;
     self->slot = fp_metrics_stage(self->metrics, FP_STAGE_SHARD, self->index);
     self->emit_slot = fp_metrics_stage(self->metrics, FP_STAGE_EMIT, 0);
     agg_config_t acfg = {cfg->instance, cfg->closed_key_grace_ms * 1000000,
@@ -189,9 +231,19 @@ void *fp_shard_main(void *argp)
     if (ok)
         ok = (self->emit = fp_stage_socket(args->zmq_ctx, ZMQ_PUSH, FP_EP_EMIT, 0,
                                            cfg->queue_batches, -1, err, sizeof err)) != NULL;
-    if (ok)
-        ok = (self->dl = fp_stage_socket(args->zmq_ctx, ZMQ_PUSH, FP_EP_DEAD, 0,
-                                         cfg->queue_batches, -1, err, sizeof err)) != NULL;
+    if (ok && args->store && fp_store_each_key(args->store, s_restore_key, self) != 0) {
+        snprintf(err, sizeof err, "%s: the aggregation state in the state directory is damaged",
+                 who);
+        ok = false;
+    }
+    if (ok && args->store) {
+        /* What was restored is committed already: nothing to export. Then
+           one flush with the wall clock, as agg.h's restart protocol asks. */
+        agg_export_dirty(self->agg, s_discard_key, NULL);
+        agg_flush(self->agg, AGG_FLUSH_LATE, fp_wall_ns());
+        fp_log(FP_LOG_INFO, who, "restored", "keys=%llu",
+               (unsigned long long)agg_stats(self->agg)->keys);
+    }
     fp_stage_ready(args->zmq_ctx, who, ok ? 0 : -1, err);
     if (!ok) {
         fp_metrics_stage_exit(self->slot);
@@ -252,7 +304,6 @@ void *fp_shard_main(void *argp)
         self->emitted = 0;
         fp_metrics_stage_busy(self->slot, fp_now_ns() - woke);
     }
-    fp_dead_letter_drain(self->dl);
     fp_metrics_stage_exit(self->slot);
     const agg_stats_t *st = agg_stats(self->agg);
     fp_log(FP_LOG_INFO, who, "drained", "keys=%llu records=%llu events=%llu rejected=%llu",

@@ -17,15 +17,48 @@
 #define FP_EP_CTL "inproc://fp-ctl"       /* main -> ingest: "DRAIN" */
 #define FP_EP_READY "inproc://fp-ready"   /* stages -> main: start-up result */
 #define FP_EP_ACKS "inproc://fp-acks"     /* workers -> ingest: [identity][Ack] */
-#define FP_EP_EMIT "inproc://fp-emit"     /* shards -> emit: [topic][Checkpoint] or barrier */
-#define FP_EP_DEAD "inproc://fp-dead"     /* everyone -> emit: [topic][json][bytes] or DRAIN */
+#define FP_EP_EMIT "inproc://fp-emit"     /* shards -> emit: fp_emit_hdr_t messages */
+#define FP_EP_DEAD "inproc://fp-dead"     /* ingest, workers -> emit: fp_emit_hdr_t messages */
 #define FP_EP_WORKER "inproc://fp-worker-%d"
 #define FP_EP_SHARD "inproc://fp-shard-%d-%d"
 
 /* Ingest -> worker: a telemetry frame travels as two frames: fp_frame_meta_t
    (who sent it) and the payload, moved zero-copy from the producer's socket. */
 #define FP_MSG_FRAME 3u
-#define FP_MSG_DL_DRAIN 4u /* the last message a stage sends on FP_EP_DEAD */
+#define FP_MSG_DL_DRAIN 4u   /* worker -> ingest on FP_EP_ACKS: this worker is done */
+#define FP_MSG_COMMITTED 5u  /* emit -> ingest on FP_EP_ACKS: fp_committed_t */
+
+/* Emit -> ingest: every round <= round is durable (or, without a state
+   directory, complete): the acks held for those rounds may go out. */
+typedef struct {
+    uint32_t type; /* FP_MSG_COMMITTED */
+    uint32_t pad;
+    uint64_t round;
+} fp_committed_t;
+
+/* Everything a stage sends to emit starts with this frame. Emit files each
+   message under the round its sender is in: a stage's messages after its
+   MARK of round r-1 and before its MARK of round r belong to round r. A
+   round is complete (and is committed as one LMDB transaction) when every
+   stage's MARK of it has arrived: ingest (1), workers (N), shards (M).
+     FP_EMIT_EVENT   [hdr][topic][Checkpoint]            shard: a checkpoint
+     FP_EMIT_KEY     [hdr][key][state, empty = released] shard: dirty agg key
+     FP_EMIT_SOURCE  [hdr][u64 source_id][state]         worker: dirty dedup source
+     FP_EMIT_DEAD    [hdr][topic][json][payload]          any: a dead letter
+     FP_EMIT_MARK    [hdr]                               any: passed barrier hdr.round */
+enum { FP_EMIT_EVENT = 1, FP_EMIT_KEY, FP_EMIT_SOURCE, FP_EMIT_DEAD, FP_EMIT_MARK };
+
+typedef struct {
+    uint32_t type;  /* FP_EMIT_* */
+    uint32_t from;  /* sender slot: ingest 0, worker w 1 + w, shard s 1 + N + s */
+    uint32_t flags; /* MARK: the barrier's flags */
+    uint32_t pad;
+    uint64_t round; /* MARK: the round passed */
+    int64_t wall_ns;/* MARK: when ingest injected the barrier */
+} fp_emit_hdr_t;
+
+/* Sends a MARK of barrier b from sender slot `from`. */
+void fp_emit_mark(void *sock, uint32_t from, const fp_barrier_t *b);
 
 typedef struct {
     uint32_t type;   /* FP_MSG_FRAME */
@@ -33,11 +66,15 @@ typedef struct {
     uint8_t id[256]; /* ROUTER identity of the producer connection */
 } fp_frame_meta_t;
 
+struct fp_store;
+
 typedef struct {
     void *zmq_ctx;
     const fp_config_t *cfg;
     fp_metrics_t *metrics;
-    int index; /* worker or shard index */
+    struct fp_store *store; /* NULL: durability off; read at start, written by emit only */
+    uint64_t start_round;   /* first round of this run (last committed + 1) */
+    int index;              /* worker or shard index */
 } fp_stage_args_t;
 
 void *fp_ingest_main(void *args);
@@ -54,15 +91,13 @@ void fp_stage_ready(void *zmq_ctx, const char *who, int rc, const char *err);
 void *fp_stage_socket(void *zmq_ctx, int type, const char *endpoint, int bind, int sndhwm,
                       int rcvhwm, char *err, size_t errlen);
 
-/* Publishes a dead letter through the emit thread: topic
-   "deadletter/<reason>", a JSON detail object and the offending bytes. The
-   JSON is {"reason":..,"component":..,<fields>}; fields is a JSON fragment
-   without braces (may be "" or NULL). Blocks when the emit queue is full. */
-void fp_dead_letter(void *dl_sock, const char *reason, const char *component,
+/* Hands a dead letter to emit (committed with the sender's round, then
+   published): topic "deadletter/<reason>", a JSON detail object and the
+   offending bytes. The JSON is {"reason":..,"component":..,<fields>}; fields
+   is a JSON fragment without braces (may be "" or NULL). from: the sender
+   slot (see fp_emit_hdr_t). Blocks when the emit queue is full. */
+void fp_dead_letter(void *sock, uint32_t from, const char *reason, const char *component,
                     const char *fields, const void *bytes, size_t len);
-
-/* Sends the final FP_MSG_DL_DRAIN on a stage's dead-letter socket. */
-void fp_dead_letter_drain(void *dl_sock);
 
 /* CLOCK_MONOTONIC and CLOCK_REALTIME in ns. */
 int64_t fp_now_ns(void);

@@ -27,7 +27,9 @@
 #include "codec.h"
 #include "dedup.h"
 #include "log.h"
+#include "route.h"
 #include "stage.h"
+#include "store.h"
 
 typedef struct {
     const fp_config_t *cfg;
@@ -51,15 +53,12 @@ typedef struct {
     uint32_t *route;    /* per record: shard, or UINT32_MAX = not forwarded */
     uint32_t route_cap;
     uint32_t count[64]; /* records per shard in this batch */
+    uint64_t round;     /* the round frames now belong to (last barrier + 1) */
+    struct fp_store *store; /* NULL: durability off, nothing to export */
     fp_stage_slot_t *slot;        /* our gauges (metrics.h) */
     fp_stage_slot_t *sslot[64];   /* each shard's: we count what we queue for it */
     fp_stage_slot_t *ingest_slot; /* acks we queue for ingest */
 } worker_t;
-
-static inline uint64_t s_rotl(uint64_t x, int r)
-{
-    return (x << r) | (x >> (64 - r));
-}
 
 static int s_grow(void **p, size_t *cap, size_t need, size_t elem)
 {
@@ -88,7 +87,37 @@ static void s_ack(worker_t *self, const fp_frame_meta_t *meta, uint64_t source, 
         return;
     fp_metrics_stage_sent(self->ingest_slot, 1);
     zmq_send(self->acks, meta->id, meta->idlen, ZMQ_SNDMORE);
-    zmq_send(self->acks, buf, len, 0);
+    zmq_send(self->acks, buf, len, ZMQ_SNDMORE);
+    /* Ingest holds the ack until this round is committed. */
+    zmq_send(self->acks, &self->round, sizeof self->round, 0);
+}
+
+/* Hands one dirty source's dedup state to emit (part of the current round). */
+static void s_export_source(void *ctx, uint64_t source_id, const void *state, size_t len)
+{
+    worker_t *self = ctx;
+    fp_emit_hdr_t h = {.type = FP_EMIT_SOURCE, .from = 1 + (uint32_t)self->index};
+    zmq_send(self->dl, &h, sizeof h, ZMQ_SNDMORE);
+    zmq_send(self->dl, &source_id, sizeof source_id, ZMQ_SNDMORE);
+    zmq_send(self->dl, state, len, 0);
+}
+
+static void s_discard_source(void *ctx, uint64_t source_id, const void *state, size_t len)
+{
+}
+
+/* Start-up: the sources this worker owns, as last committed. */
+static int s_restore_source(void *ctx, uint64_t source_id, const void *state, size_t len)
+{
+    worker_t *self = ctx;
+    if (fp_route_worker(source_id, (uint32_t)self->cfg->workers) != (uint32_t)self->index)
+        return 0;
+    if (dedup_restore(self->dedup, source_id, state, len) != 0) {
+        fp_log(FP_LOG_ERROR, "worker", "state: a source could not be restored", "source=%llu",
+               (unsigned long long)source_id);
+        return -1;
+    }
+    return 0;
 }
 
 /* Dead-letters one record, re-encoded as a one-record batch (re-submittable). */
@@ -119,12 +148,13 @@ static void s_dead_record(worker_t *self, const fp_batch_view_t *v, const fp_rec
     size_t len = 0;
     fp_codec_batch_encode(self->codec, v->source_id, v->epoch, self->strptr, v->nstrings, rec, 1,
                           &buf, &len);
-    fp_dead_letter(self->dl, reason, "worker", fields, buf, len);
+    fp_dead_letter(self->dl, 1 + (uint32_t)self->index, reason, "worker", fields, buf, len);
 }
 
 /* Checks what dedup cannot: kind, string indices, required fields. Returns
    NULL when the record is usable, else the dead-letter reason. */
-static const char *s_validate(const fp_record_t *r, uint32_t nstrings, const char **detail)
+static const char *s_validate(const fp_record_t *r, uint32_t nstrings, const uint32_t *stroff,
+                              const char **detail)
 {
     if (r->kind < FP_KIND_PART_COUNT || r->kind > FP_KIND_MAX) {
         *detail = "kind must be 1..5";
@@ -139,6 +169,11 @@ static const char *s_validate(const fp_record_t *r, uint32_t nstrings, const cha
         *detail = "plant, order and operation are required";
         return "missing_field";
     }
+    for (int f = 0; f < FP_STR_FIELDS; f++)
+        if (r->str[f] && stroff[r->str[f]] - stroff[r->str[f] - 1] - 1 > FP_STRING_MAX) {
+            *detail = "a string field is longer than 80 bytes";
+            return "string_too_long";
+        }
     if (r->kind == FP_KIND_MATERIAL && (!r->str[FP_STR_MATERIAL] || !r->str[FP_STR_UNIT])) {
         *detail = "MaterialConsumed needs material and unit";
         return "missing_field";
@@ -156,7 +191,7 @@ static void s_dead_frame(worker_t *self, const fp_frame_meta_t *meta, const void
     char fields[160];
     snprintf(fields, sizeof fields, "\"source_id\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"bytes\":%zu",
              source, epoch, len);
-    fp_dead_letter(self->dl, reason, "worker", fields, data, len);
+    fp_dead_letter(self->dl, 1 + (uint32_t)self->index, reason, "worker", fields, data, len);
     s_ack(self, meta, source, epoch, 0, 0, 1, reason);
 }
 
@@ -219,7 +254,7 @@ static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payl
             goto nomem;
         memcpy(self->strblob + blob, s, sl);
         self->strblob[blob + sl] = 0;
-        self->strhash[i] = XXH3_64bits(s, sl);
+        self->strhash[i] = fp_route_str_hash(s, sl);
         blob += sl + 1;
         self->stroff[i] = (uint32_t)blob;
     }
@@ -249,19 +284,15 @@ static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payl
             continue;
         }
         const char *detail = "";
-        const char *bad = s_validate(r, v.nstrings, &detail);
+        const char *bad = s_validate(r, v.nstrings, self->stroff, &detail);
         if (bad) {
             s_dead_record(self, &v, r, i, bad, detail);
             continue;
         }
-        uint32_t shard = 0;
-        if (self->nshards > 1) {
-            uint64_t h = self->strhash[r->str[FP_STR_PLANT]] ^
-                         s_rotl(self->strhash[r->str[FP_STR_ORDER]], 21) ^
-                         s_rotl(self->strhash[r->str[FP_STR_OPERATION]], 42);
-            h *= 0x9E3779B97F4A7C15ull;
-            shard = (uint32_t)((h >> 32) % (uint64_t)self->nshards);
-        }
+        uint32_t shard = fp_route_shard(self->strhash[r->str[FP_STR_PLANT]],
+                                        self->strhash[r->str[FP_STR_ORDER]],
+                                        self->strhash[r->str[FP_STR_OPERATION]],
+                                        (uint32_t)self->nshards);
         self->route[i] = shard;
         self->count[shard]++;
         accepted++;
@@ -322,7 +353,8 @@ static void s_cleanup(worker_t *self)
 void *fp_worker_main(void *argp)
 {
     fp_stage_args_t *args = argp;
-    worker_t self_ = {.cfg = args->cfg, .metrics = args->metrics, .index = args->index};
+    worker_t self_ = {.cfg = args->cfg, .metrics = args->metrics, .index = args->index,
+                      .round = args->start_round, .store = args->store};
     worker_t *self = &self_;
     const fp_config_t *cfg = self->cfg;
     char err[512] = "", ep[64], who[32];
@@ -352,6 +384,16 @@ void *fp_worker_main(void *argp)
     if (ok)
         ok = (self->acks = fp_stage_socket(args->zmq_ctx, ZMQ_PUSH, FP_EP_ACKS, 0, 0, -1, err,
                                            sizeof err)) != NULL;
+    if (ok && args->store && fp_store_each_source(args->store, s_restore_source, self) != 0) {
+        snprintf(err, sizeof err, "%s: the dedup state in the state directory is damaged", who);
+        ok = false;
+    }
+    if (ok && args->store) {
+        /* What was restored is committed already: nothing to export. */
+        dedup_export_dirty(self->dedup, s_discard_source, NULL);
+        fp_log(FP_LOG_INFO, who, "restored", "sources=%llu",
+               (unsigned long long)dedup_stats(self->dedup)->sources);
+    }
     fp_stage_ready(args->zmq_ctx, who, ok ? 0 : -1, err);
     if (!ok) {
         fp_metrics_stage_exit(self->slot);
@@ -380,6 +422,11 @@ void *fp_worker_main(void *argp)
         if (type == FP_MSG_BARRIER && n == sizeof(fp_barrier_t)) {
             fp_barrier_t b;
             memcpy(&b, zmq_msg_data(&first), sizeof b);
+            /* Our part of round b.round: the dedup state it changed. */
+            if (self->store)
+                dedup_export_dirty(self->dedup, s_export_source, self);
+            fp_emit_mark(self->dl, 1 + (uint32_t)self->index, &b);
+            self->round = b.round + 1;
             for (int s = 0; s < self->nshards; s++) {
                 fp_metrics_stage_sent(self->sslot[s], 1);
                 zmq_send(self->shards[s], &b, sizeof b, 0);
@@ -404,7 +451,6 @@ void *fp_worker_main(void *argp)
     }
     uint32_t done = FP_MSG_DL_DRAIN;
     zmq_send(self->acks, &done, sizeof done, 0);
-    fp_dead_letter_drain(self->dl);
     fp_metrics_stage_exit(self->slot);
     const dedup_stats_t *st = dedup_stats(self->dedup);
     fp_log(FP_LOG_INFO, who, "drained", "sources=%llu accepted=%llu duplicates=%llu too_old=%llu",

@@ -1,12 +1,14 @@
 /*  test_agg.c - aggregation semantics (agg.h): arithmetic per kind,
     OperationCompleted, partial and late flushes, refusals, release, event ids,
-    lineage, and a randomized model check of the delta invariant. */
+    lineage, a randomized model check of the delta invariant, and persistence:
+    export, import, and exactness across a restart. */
 #include "agg.h"
 
 #include <stdbool.h>
 #include <time.h>
 #include <xxhash.h>
 
+#include "route.h"
 #include "test.h"
 
 /* ---- batch builder: lays out fp_batch_hdr_t as record.h describes ---- */
@@ -153,6 +155,7 @@ typedef struct {
     int rejects;
     char last_reason[32];
     uint64_t last_reject_seq;
+    uint64_t seen_late, seen_truncated; /* compared by s_same_events */
 } sink_t;
 
 static void s_copy(char *dst, size_t cap, const char *s)
@@ -1038,6 +1041,721 @@ TEST(test_invalid_records)
     free(k.ev);
 }
 
+/* ---- persistence: export, import (agg.h) ---- */
+
+/* A byte map key -> state: the "store". */
+typedef struct kv {
+    struct kv *next;
+    uint8_t *k, *s;
+    size_t klen, slen;
+} kv_t;
+
+enum { KV_BUCKETS = 4096 };
+
+typedef struct {
+    kv_t *b[KV_BUCKETS];
+    size_t n;
+    size_t puts, dels; /* calls seen */
+} kvmap_t;
+
+static kv_t **kv_slot(kvmap_t *m, const void *k, size_t klen)
+{
+    kv_t **p = &m->b[XXH3_64bits(k, klen) % KV_BUCKETS];
+    while (*p && !((*p)->klen == klen && memcmp((*p)->k, k, klen) == 0))
+        p = &(*p)->next;
+    return p;
+}
+
+static void kv_put(kvmap_t *m, const void *k, size_t klen, const void *s, size_t slen)
+{
+    kv_t **p = kv_slot(m, k, klen);
+    if (!s) {
+        m->dels++;
+        if (*p) {
+            kv_t *e = *p;
+            *p = e->next;
+            free(e->k);
+            free(e->s);
+            free(e);
+            m->n--;
+        }
+        return;
+    }
+    m->puts++;
+    kv_t *e = *p;
+    if (!e) {
+        e = calloc(1, sizeof *e);
+        ASSERT(e);
+        e->k = malloc(klen);
+        ASSERT(e->k);
+        memcpy(e->k, k, klen);
+        e->klen = klen;
+        *p = e;
+        m->n++;
+    }
+    free(e->s);
+    e->s = malloc(slen ? slen : 1);
+    ASSERT(e->s);
+    memcpy(e->s, s, slen);
+    e->slen = slen;
+}
+
+static void kv_cb(void *ctx, const void *key, size_t klen, const void *state, size_t slen)
+{
+    ASSERT(key && klen >= 2);
+    ASSERT(state ? slen >= 4 : slen == 0);
+    kv_put(ctx, key, klen, state, slen);
+}
+
+static const kv_t *kv_get(kvmap_t *m, const void *k, size_t klen)
+{
+    return *kv_slot(m, k, klen);
+}
+
+static void kv_clear(kvmap_t *m)
+{
+    for (int i = 0; i < KV_BUCKETS; i++)
+        while (m->b[i]) {
+            kv_t *e = m->b[i];
+            m->b[i] = e->next;
+            free(e->k);
+            free(e->s);
+            free(e);
+        }
+    memset(m, 0, sizeof *m);
+}
+
+static void kv_copy(kvmap_t *dst, kvmap_t *src)
+{
+    kv_clear(dst);
+    for (int i = 0; i < KV_BUCKETS; i++)
+        for (kv_t *e = src->b[i]; e; e = e->next)
+            kv_put(dst, e->k, e->klen, e->s, e->slen);
+}
+
+static void kv_assert_equal(kvmap_t *a, kvmap_t *b)
+{
+    ASSERT_EQ(a->n, b->n);
+    for (int i = 0; i < KV_BUCKETS; i++)
+        for (kv_t *e = a->b[i]; e; e = e->next) {
+            const kv_t *f = kv_get(b, e->k, e->klen);
+            ASSERT(f != NULL);
+            ASSERT_EQ(e->slen, f->slen);
+            ASSERT(memcmp(e->s, f->s, e->slen) == 0);
+        }
+}
+
+/* Everything a holds, as a fresh map. */
+static void kv_snapshot(kvmap_t *m, agg_t *a)
+{
+    kv_clear(m);
+    ASSERT_EQ(agg_export_all(a, kv_cb, m), 0);
+}
+
+/* Imports all of m into a, in a random order (children before their
+   operation too). */
+static void kv_import_all(kvmap_t *m, agg_t *a, uint64_t *x)
+{
+    kv_t **all = malloc((m->n + 1) * sizeof *all);
+    ASSERT(all);
+    size_t n = 0;
+    for (int i = 0; i < KV_BUCKETS; i++)
+        for (kv_t *e = m->b[i]; e; e = e->next)
+            all[n++] = e;
+    ASSERT_EQ(n, m->n);
+    for (size_t i = n; i > 1; i--) {
+        size_t j = s_rng(x) % i;
+        kv_t *t = all[i - 1];
+        all[i - 1] = all[j];
+        all[j] = t;
+    }
+    for (size_t i = 0; i < n; i++)
+        ASSERT_EQ(agg_import(a, all[i]->k, all[i]->klen, all[i]->s, all[i]->slen), 0);
+    free(all);
+}
+
+static int s_cmp_cap(const void *x, const void *y)
+{
+    return memcmp(x, y, sizeof(cap_t));
+}
+
+/* The checkpoints a and b emitted since the last call are the same (as
+   multisets: the order within one call may differ), and so are refusals. */
+static void s_same_events(sink_t *ka, sink_t *kb)
+{
+    ASSERT_EQ(ka->n, kb->n);
+    if (ka->n > 0) {
+        qsort(ka->ev, ka->n, sizeof *ka->ev, s_cmp_cap);
+        qsort(kb->ev, kb->n, sizeof *kb->ev, s_cmp_cap);
+    }
+    for (size_t i = 0; i < ka->n; i++) {
+        if (memcmp(&ka->ev[i], &kb->ev[i], sizeof ka->ev[i]) != 0)
+            fprintf(stderr, "a: %s %s/%s no %" PRIu64 " n %" PRIu64 " late %d final %d\n"
+                            "b: %s %s/%s no %" PRIu64 " n %" PRIu64 " late %d final %d\n",
+                    ka->ev[i].event_id, ka->ev[i].order, ka->ev[i].operation,
+                    ka->ev[i].checkpoint_no, ka->ev[i].record_count, ka->ev[i].late,
+                    ka->ev[i].final, kb->ev[i].event_id, kb->ev[i].order,
+                    kb->ev[i].operation, kb->ev[i].checkpoint_no, kb->ev[i].record_count,
+                    kb->ev[i].late, kb->ev[i].final);
+        ASSERT(memcmp(&ka->ev[i], &kb->ev[i], sizeof ka->ev[i]) == 0);
+        ka->seen_late += ka->ev[i].late;
+        ka->seen_truncated += ka->ev[i].truncated;
+    }
+    ASSERT_EQ(ka->rejects, kb->rejects);
+    ASSERT_STREQ(ka->last_reason, kb->last_reason);
+    ASSERT_EQ(ka->last_reject_seq, kb->last_reject_seq);
+    ka->n = kb->n = 0;
+    ka->rejects = kb->rejects = 0;
+    ka->last_reason[0] = kb->last_reason[0] = 0;
+    ka->last_reject_seq = kb->last_reject_seq = 0;
+}
+
+static void s_same_state(agg_t *a, agg_t *b)
+{
+    const agg_stats_t *sa = agg_stats(a), *sb = agg_stats(b);
+    ASSERT_EQ(sa->keys, sb->keys);
+    ASSERT_EQ(sa->open_operations, sb->open_operations);
+    ASSERT_EQ(sa->closed_operations, sb->closed_operations);
+    ASSERT_EQ(sa->strings, sb->strings);
+    ASSERT(memcmp(agg_pending(a), agg_pending(b), sizeof(agg_pending_t)) == 0);
+}
+
+enum { P_SOURCES = 6, P_ORDERS = 8, P_OPS = 4 };
+
+/* One random batch of source s into bb. */
+static void s_gen_batch(bb_t *bb, uint64_t *x)
+{
+    char o[16], p[16], mat[16], lot[16], why[16];
+    if (s_rng(x) % 40 == 0) { /* producer restart */
+        bb->epoch++;
+        bb->seq = 1;
+    }
+    int n = 1 + (int)(s_rng(x) % 40);
+    for (int i = 0; i < n; i++) {
+        snprintf(o, sizeof o, "O%d", (int)(s_rng(x) % P_ORDERS));
+        snprintf(p, sizeof p, "P%d", (int)(s_rng(x) % P_OPS));
+        uint64_t r = s_rng(x);
+        int64_t q = (int64_t)(s_rng(x) % 2001) - 500;
+        if (s_rng(x) % 500 == 0)
+            q = INT64_MAX - 3; /* an overflow now and then */
+        switch (r % 24) {
+        case 0: case 1: case 2: case 3: case 4: case 5:
+            snprintf(mat, sizeof mat, "M%d", (int)(r / 24 % 3));
+            snprintf(lot, sizeof lot, "L%d", (int)(r / 72 % 2));
+            bb_rec(bb, FP_KIND_MATERIAL, q, o, p, mat, (r / 144) % 4 ? lot : NULL, "KG");
+            break;
+        case 6: case 7: case 8:
+            snprintf(why, sizeof why, "R%d", (int)(r / 24 % 3));
+            bb_rec(bb, FP_KIND_SCRAP, q, o, p, why, NULL, NULL);
+            break;
+        case 9:
+            bb_rec(bb, FP_KIND_OP_STARTED, q, o, p, NULL, NULL, NULL);
+            break;
+        case 10:
+            bb_rec(bb, FP_KIND_OP_COMPLETED, q, o, p, NULL, NULL, NULL);
+            break;
+        default:
+            bb_rec(bb, FP_KIND_PART_COUNT, q, o, p, NULL, NULL, NULL);
+            break;
+        }
+    }
+}
+
+/* One round of traffic into every agg of a[0..na): a few batches from
+   random sources, then the round's barrier flush at *now. */
+static void s_round(agg_t **a, sink_t **k, int na, bb_t *bb, uint64_t *x, int64_t *now)
+{
+    int batches = 1 + (int)(s_rng(x) % 3);
+    for (int i = 0; i < batches; i++) {
+        bb_t *b = &bb[s_rng(x) % P_SOURCES];
+        s_gen_batch(b, x);
+        fp_batch_hdr_t *h = bb_build(b);
+        for (int j = 0; j < na; j++)
+            agg_add(a[j], h);
+        free(h);
+        bb_clear(b);
+        for (int j = 1; j < na; j++)
+            s_same_events(k[0], k[j]);
+    }
+    *now += (int64_t)(s_rng(x) % 25);
+    int mode = s_rng(x) % 4 == 0 ? AGG_FLUSH_ALL : AGG_FLUSH_LATE;
+    for (int j = 0; j < na; j++)
+        agg_flush(a[j], mode, *now);
+    for (int j = 1; j < na; j++) {
+        s_same_events(k[0], k[j]);
+        s_same_state(a[0], a[j]);
+    }
+    if (na == 1) {
+        k[0]->n = k[0]->rejects = 0;
+        k[0]->last_reason[0] = 0;
+        k[0]->last_reject_seq = 0;
+    }
+}
+
+/* A restart at random round barriers: agg B rebuilt from the store alone
+   must go on exactly like A. */
+static void s_restart_run(uint64_t max_keys, uint64_t seed)
+{
+    sink_t ka, kb;
+    const int64_t grace = 60;
+    agg_t *a = s_new(&ka, max_keys, grace);
+    bb_t bb[P_SOURCES];
+    static const char *lines[] = {"L1", "L2", "L3"}, *stations[] = {"S1", "S2"};
+    for (int s = 0; s < P_SOURCES; s++) {
+        bb_init(&bb[s], 10 + (uint64_t)s, 1);
+        bb[s].line = lines[s % 3];
+        bb[s].station = stations[s % 2];
+    }
+    kvmap_t *store = calloc(1, sizeof *store), *bstore = calloc(1, sizeof *bstore),
+            *snap = calloc(1, sizeof *snap);
+    ASSERT(store && bstore && snap);
+    uint64_t x = seed;
+    int64_t now = 1700000000000000000ll; /* wall clock, as the shard passes it */
+    int restarts = 0;
+    uint64_t max_store = 0;
+    for (int round = 0; round < 2500; round++) {
+        agg_t *one[1] = {a};
+        sink_t *kone[1] = {&ka};
+        s_round(one, kone, 1, bb, &x, &now);
+        ASSERT_EQ(agg_export_dirty(a, kv_cb, store), 0); /* the round's commit */
+        if (store->n > max_store)
+            max_store = store->n;
+        if (round % 20 != 19)
+            continue;
+
+        /* The store holds exactly what A holds: no change was missed. */
+        kv_snapshot(snap, a);
+        kv_assert_equal(snap, store);
+
+        /* Restart: B from the store alone, in a random order. */
+        restarts++;
+        agg_t *b = s_new(&kb, max_keys, grace);
+        kv_import_all(store, b, &x);
+        agg_flush(b, AGG_FLUSH_LATE, now); /* start-up protocol (agg.h) */
+        ASSERT_EQ(kb.n, 0);                /* A's round flush left nothing late */
+        s_same_state(a, b);
+        kv_snapshot(snap, b);
+        kv_assert_equal(snap, store); /* B holds exactly the store */
+        kv_copy(bstore, store);
+        ASSERT_EQ(agg_export_dirty(b, kv_cb, bstore), 0);
+        ASSERT_EQ(bstore->puts + bstore->dels, store->n); /* nothing dirty after import */
+
+        /* The same continuation into both; every checkpoint identical. */
+        int cont = 1 + (int)(s_rng(&x) % 40);
+        for (int i = 0; i < cont; i++) {
+            agg_t *both[2] = {a, b};
+            sink_t *kboth[2] = {&ka, &kb};
+            s_round(both, kboth, 2, bb, &x, &now);
+            ASSERT_EQ(agg_export_dirty(a, kv_cb, store), 0);
+            ASSERT_EQ(agg_export_dirty(b, kv_cb, bstore), 0);
+        }
+        /* B's own commits rebuilt the same store as A's */
+        kv_assert_equal(store, bstore);
+        kv_snapshot(snap, b);
+        kv_assert_equal(snap, bstore);
+        agg_destroy(&b);
+        free(kb.ev);
+    }
+    const agg_stats_t *st = agg_stats(a);
+    uint64_t late = ka.seen_late, truncated_seen = ka.seen_truncated;
+    fprintf(stderr, "    max_keys %" PRIu64 ": %d restarts, store up to %" PRIu64
+                    " keys, %" PRIu64 " released, %" PRIu64 " rejected, %" PRIu64
+                    " events; after restarts %" PRIu64 " late, %" PRIu64 " truncated\n",
+            max_keys, restarts, max_store, st->released, st->rejected, st->events, late,
+            truncated_seen);
+    ASSERT(restarts >= 100);
+    ASSERT(st->released > 100 && st->late_events > 100);
+    ASSERT(late > 100 && truncated_seen > 10); /* compared across restarts */
+    if (max_keys < 1000)
+        ASSERT(st->rejected > 100); /* too_many_keys decisions were compared */
+    kv_clear(store);
+    kv_clear(bstore);
+    kv_clear(snap);
+    free(store);
+    free(bstore);
+    free(snap);
+    for (int s = 0; s < P_SOURCES; s++)
+        bb_free(&bb[s]);
+    agg_destroy(&a);
+    free(ka.ev);
+}
+
+TEST(test_restart_exact)
+{
+    s_restart_run(1u << 20, 0x1234567ull);
+    s_restart_run(90, 0xabcdefull); /* near the key limit: refusals must match too */
+}
+
+/* Decodes key bytes (agg.h) independently of agg.c: kind and strings. */
+static int s_key_decode(const uint8_t *k, size_t klen, char out[6][32])
+{
+    ASSERT(klen >= 2 && k[0] == 1);
+    int kind = k[1];
+    int nf = kind == FP_CK_CONSUMPTION ? 6 : kind == FP_CK_SCRAP ? 4 : 3;
+    size_t off = 2;
+    memset(out, 0, 6 * 32);
+    for (int f = 0; f < nf; f++) {
+        ASSERT(off < klen && k[off] < 0x80 && k[off] < 32);
+        size_t n = k[off++];
+        ASSERT(off + n <= klen);
+        memcpy(out[f], k + off, n);
+        off += n;
+    }
+    ASSERT_EQ(off, klen);
+    return kind;
+}
+
+static void kv_count_cb(void *ctx, const void *key, size_t klen, const void *state, size_t slen)
+{
+    kvmap_t *m = ctx;
+    kv_put(m, key, klen, state, slen);
+}
+
+TEST(test_key_format_and_shard)
+{
+    sink_t k;
+    agg_t *a = s_new(&k, 1000, 10);
+    bb_t bb;
+    bb_init(&bb, 1, 1);
+    char o[16], p[16];
+    for (int i = 0; i < 50; i++) {
+        snprintf(o, sizeof o, "Order-%d", i);
+        snprintf(p, sizeof p, "%d", i * 10);
+        bb_rec(&bb, FP_KIND_PART_COUNT, 1, o, p, NULL, NULL, NULL);
+        bb_rec(&bb, FP_KIND_MATERIAL, 1, o, p, "STEEL", i % 2 ? "LOT9" : NULL, "KG");
+        bb_rec(&bb, FP_KIND_SCRAP, 1, o, p, "DENT", NULL, NULL);
+    }
+    s_add(a, &bb);
+    kvmap_t *m = calloc(1, sizeof *m);
+    ASSERT_EQ(agg_export_dirty(a, kv_count_cb, m), 0); /* the first: everything */
+    ASSERT_EQ(m->n, 150);
+    int kinds[4] = {0};
+    for (int i = 0; i < KV_BUCKETS; i++)
+        for (kv_t *e = m->b[i]; e; e = e->next) {
+            char f[6][32];
+            int kind = s_key_decode(e->k, e->klen, f);
+            ASSERT(kind >= 1 && kind <= 3);
+            kinds[kind]++;
+            ASSERT_STREQ(f[0], "P1");
+            ASSERT(strncmp(f[1], "Order-", 6) == 0);
+            if (kind == FP_CK_CONSUMPTION) {
+                ASSERT_STREQ(f[3], "STEEL");
+                ASSERT(strcmp(f[4], "LOT9") == 0 || f[4][0] == 0); /* absent lot = "" */
+                ASSERT_STREQ(f[5], "KG");
+            }
+            if (kind == FP_CK_SCRAP)
+                ASSERT_STREQ(f[3], "DENT");
+            for (uint32_t n = 1; n <= 9; n++) {
+                /* the worker's formula, written out independently */
+                uint64_t hp = XXH3_64bits(f[0], strlen(f[0])), ho = XXH3_64bits(f[1], strlen(f[1])),
+                         hop = XXH3_64bits(f[2], strlen(f[2]));
+                uint64_t h = hp ^ ((ho << 21) | (ho >> 43)) ^ ((hop << 42) | (hop >> 22));
+                h *= 0x9E3779B97F4A7C15ull;
+                uint32_t want = n == 1 ? 0 : (uint32_t)((h >> 32) % n);
+                ASSERT_EQ(agg_key_shard(e->k, e->klen, n), want);
+                ASSERT_EQ(fp_route_shard(fp_route_str_hash(f[0], strlen(f[0])),
+                                         fp_route_str_hash(f[1], strlen(f[1])),
+                                         fp_route_str_hash(f[2], strlen(f[2])), n),
+                          want);
+            }
+            /* malformed keys have no shard */
+            ASSERT_EQ(agg_key_shard(e->k, e->klen - 1, 4), UINT32_MAX);
+            ASSERT_EQ(agg_key_shard(e->k, 0, 4), UINT32_MAX);
+        }
+    ASSERT_EQ(kinds[FP_CK_COMPLETION], 50);
+    ASSERT_EQ(kinds[FP_CK_CONSUMPTION], 50);
+    ASSERT_EQ(kinds[FP_CK_SCRAP], 50);
+    /* shards spread: 50 operations over 4 shards use them all */
+    int used[4] = {0};
+    for (int i = 0; i < KV_BUCKETS; i++)
+        for (kv_t *e = m->b[i]; e; e = e->next)
+            used[agg_key_shard(e->k, e->klen, 4)]++;
+    for (int s = 0; s < 4; s++)
+        ASSERT(used[s] > 0);
+    ASSERT_EQ(fp_route_worker(12345, 1), 0);
+    ASSERT_EQ(fp_route_worker(12345, 7), (uint32_t)(XXH3_64bits(&(uint64_t){12345}, 8) % 7));
+    kv_clear(m);
+    free(m);
+    agg_destroy(&a);
+    bb_free(&bb);
+    free(k.ev);
+}
+
+TEST(test_export_dirty_and_release)
+{
+    sink_t k;
+    const int64_t grace = 100;
+    agg_t *a = s_new(&k, 1000, grace);
+    bb_t bb;
+    bb_init(&bb, 1, 1);
+    kvmap_t *m = calloc(1, sizeof *m);
+    ASSERT(m);
+    /* nothing held, nothing exported; tracking starts here */
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
+    ASSERT_EQ(m->puts + m->dels, 0);
+    agg_flush(a, AGG_FLUSH_LATE, 1000);
+    bb_rec(&bb, FP_KIND_PART_COUNT, 1, "O1", "10", NULL, NULL, NULL);
+    bb_rec(&bb, FP_KIND_SCRAP, 1, "O1", "10", "DENT", NULL, NULL);
+    bb_rec(&bb, FP_KIND_MATERIAL, 1, "O1", "10", "M", "L", "KG");
+    bb_rec(&bb, FP_KIND_PART_COUNT, 1, "O2", "20", NULL, NULL, NULL);
+    bb_rec(&bb, FP_KIND_PART_COUNT, 1, "O3", "30", NULL, NULL, NULL);
+    s_add(a, &bb);
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
+    ASSERT_EQ(m->puts, 5);
+    ASSERT_EQ(m->n, 5);
+    m->puts = 0;
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
+    ASSERT_EQ(m->puts, 0); /* nothing changed */
+
+    /* one record: its key only; a scrap: the operation and the scrap key */
+    bb_rec(&bb, FP_KIND_PART_COUNT, 1, "O2", "20", NULL, NULL, NULL);
+    s_add(a, &bb);
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
+    ASSERT_EQ(m->puts, 1);
+    m->puts = 0;
+    bb_rec(&bb, FP_KIND_SCRAP, 1, "O1", "10", "DENT", NULL, NULL);
+    s_add(a, &bb);
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
+    ASSERT_EQ(m->puts, 2);
+    m->puts = 0;
+    /* a partial flush changes the emitted keys (checkpoint_no, reset) */
+    agg_flush(a, AGG_FLUSH_ALL, 1010);
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
+    ASSERT_EQ(m->puts, 5);
+    m->puts = 0;
+
+    /* close O1 (at now = 1010), then release it after grace: three deletions */
+    bb_rec(&bb, FP_KIND_OP_COMPLETED, 0, "O1", "10", NULL, NULL, NULL);
+    s_add(a, &bb);
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
+    ASSERT_EQ(m->puts, 1);
+    m->puts = 0;
+    agg_flush(a, AGG_FLUSH_LATE, 1010 + grace - 1);
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
+    ASSERT_EQ(m->puts + m->dels, 0);
+    agg_flush(a, AGG_FLUSH_LATE, 1010 + grace);
+    ASSERT_EQ(agg_stats(a)->released, 1);
+    /* ... and in the same round the operation reopens: deletions come
+       first, so the store ends with the new O1 */
+    bb_rec(&bb, FP_KIND_PART_COUNT, 7, "O1", "10", NULL, NULL, NULL);
+    s_add(a, &bb);
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
+    ASSERT_EQ(m->dels, 3);
+    ASSERT_EQ(m->puts, 1);
+    ASSERT_EQ(m->n, 3); /* O1 (new), O2, O3 */
+    kvmap_t *snap = calloc(1, sizeof *snap);
+    kv_snapshot(snap, a);
+    kv_assert_equal(snap, m);
+
+    /* the restored operation carries its checkpoint_no: the next one is 1
+       for the reopened O1 and 3 for O2 */
+    sink_t kb;
+    agg_t *b = s_new(&kb, 1000, grace);
+    kv_import_all(m, b, &(uint64_t){77});
+    agg_flush(b, AGG_FLUSH_LATE, 1999);
+    ASSERT_EQ(kb.n, 0);
+    bb_rec(&bb, FP_KIND_PART_COUNT, 1, "O2", "20", NULL, NULL, NULL);
+    s_add(b, &bb);
+    agg_flush(b, AGG_FLUSH_ALL, 2000);
+    ASSERT_EQ(kb.n, 2);
+    const cap_t *c1 = s_find(&kb, 0, FP_CK_COMPLETION, "10", NULL);
+    const cap_t *c2 = s_find(&kb, 0, FP_CK_COMPLETION, "20", NULL);
+    ASSERT(c1 && c2);
+    ASSERT_EQ(c1->checkpoint_no, 1);
+    ASSERT_EQ(c1->yield, 7);
+    ASSERT_EQ(c2->checkpoint_no, 2);
+    ASSERT_EQ(c2->yield, 1);
+    ASSERT_STREQ(c1->line, "L1");
+    agg_destroy(&b);
+    free(kb.ev);
+    kv_clear(snap);
+    free(snap);
+    kv_clear(m);
+    free(m);
+    agg_destroy(&a);
+    bb_free(&bb);
+    free(k.ev);
+}
+
+/* An agg_t that never exports keeps no persistence memory: no marks, no
+   released keys. */
+TEST(test_no_tracking_without_export)
+{
+    sink_t k;
+    agg_t *a = s_new(&k, 1000, 0);
+    bb_t bb;
+    bb_init(&bb, 1, 1);
+    for (int i = 0; i < 100; i++) {
+        bb_rec(&bb, FP_KIND_PART_COUNT, 1, "O1", "10", NULL, NULL, NULL);
+        bb_rec(&bb, FP_KIND_OP_COMPLETED, 0, "O1", "10", NULL, NULL, NULL);
+        s_add(a, &bb);
+        agg_flush(a, AGG_FLUSH_LATE, i);
+    }
+    ASSERT_EQ(agg_stats(a)->released, 100);
+    bb_rec(&bb, FP_KIND_PART_COUNT, 1, "O2", "20", NULL, NULL, NULL);
+    s_add(a, &bb);
+    kvmap_t *m = calloc(1, sizeof *m);
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0); /* the first: what is held, no deletions */
+    ASSERT_EQ(m->dels, 0);
+    ASSERT_EQ(m->puts, 1);
+    kv_clear(m);
+    free(m);
+    agg_destroy(&a);
+    bb_free(&bb);
+    free(k.ev);
+}
+
+/* Damaged bytes: refused whole, never a crash or an over-read (run under
+   ASan), and the agg_t stays usable. */
+TEST(test_import_malformed)
+{
+    sink_t k;
+    agg_t *a = s_new(&k, 1000, 10);
+    bb_t bb;
+    bb_init(&bb, 1, 1);
+    bb_rec(&bb, FP_KIND_PART_COUNT, 5, "O1", "10", NULL, NULL, NULL);
+    bb_rec(&bb, FP_KIND_SCRAP, 2, "O1", "10", "DENT", NULL, NULL);
+    bb_rec(&bb, FP_KIND_MATERIAL, 3, "O1", "10", "M", "L", "KG");
+    bb_rec(&bb, FP_KIND_PART_COUNT, 1, "O2", "20", NULL, NULL, NULL);
+    bb_rec(&bb, FP_KIND_OP_COMPLETED, 0, "O2", "20", NULL, NULL, NULL);
+    bb_rec(&bb, FP_KIND_PART_COUNT, 1, "O2", "20", NULL, NULL, NULL); /* late */
+    s_add(a, &bb);
+    kvmap_t *m = calloc(1, sizeof *m);
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
+    ASSERT_EQ(m->n, 4);
+
+    sink_t kb;
+    agg_t *b = s_new(&kb, 1000, 10);
+    uint64_t x = 4242, accepted = 0;
+    uint8_t buf[512];
+    for (int i = 0; i < KV_BUCKETS; i++)
+        for (kv_t *e = m->b[i]; e; e = e->next) {
+            /* every truncation and a trailing byte, of key and of state */
+            for (size_t n = 0; n < e->klen; n++) {
+                uint8_t *t = malloc(n ? n : 1);
+                memcpy(t, e->k, n);
+                ASSERT_EQ(agg_import(b, t, n, e->s, e->slen), -1);
+                free(t);
+            }
+            for (size_t n = 0; n < e->slen; n++) {
+                uint8_t *t = malloc(n ? n : 1);
+                memcpy(t, e->s, n);
+                ASSERT_EQ(agg_import(b, e->k, e->klen, t, n), -1);
+                free(t);
+            }
+            memcpy(buf, e->k, e->klen);
+            buf[e->klen] = 0;
+            ASSERT_EQ(agg_import(b, buf, e->klen + 1, e->s, e->slen), -1);
+            memcpy(buf, e->s, e->slen);
+            buf[e->slen] = 0;
+            ASSERT_EQ(agg_import(b, e->k, e->klen, buf, e->slen + 1), -1);
+            /* version, kind, flag bits */
+            memcpy(buf, e->k, e->klen);
+            buf[0] = 2;
+            ASSERT_EQ(agg_import(b, buf, e->klen, e->s, e->slen), -1);
+            buf[0] = 1;
+            buf[1] = 4;
+            ASSERT_EQ(agg_import(b, buf, e->klen, e->s, e->slen), -1);
+            memcpy(buf, e->s, e->slen);
+            buf[1] |= 8;
+            ASSERT_EQ(agg_import(b, e->k, e->klen, buf, e->slen), -1);
+            ASSERT_EQ(agg_import(b, e->k, e->klen, NULL, 0), -1);
+            ASSERT_EQ(agg_import(b, NULL, 0, e->s, e->slen), -1);
+        }
+    ASSERT_EQ(agg_stats(b)->keys, 0); /* nothing half-loaded */
+    /* hand-made states: count > 0 without lineage; late without count;
+       closed on a consumption key; a huge string length */
+    const uint8_t key_op[] = {1, FP_CK_COMPLETION, 2, 'P', '1', 2, 'O', '9', 1, '9'};
+    const uint8_t key_cons[] = {1, FP_CK_CONSUMPTION, 2, 'P', '1', 2, 'O', '9', 1, '9',
+                                1, 'M', 0, 2, 'K', 'G'};
+    const uint8_t no_lineage[] = {1, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0};
+    const uint8_t late_empty[] = {1, 2 | 1, 0, 0, 0, 0, 0, 0};
+    const uint8_t closed_cons[] = {1, 1, 0, 0};
+    const uint8_t huge_line[] = {1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f, 0};
+    const uint8_t good_op[] = {1, 0, 3, 0, 2, 'L', '7', 0};
+    ASSERT_EQ(agg_import(b, key_op, sizeof key_op, no_lineage, sizeof no_lineage), -1);
+    ASSERT_EQ(agg_import(b, key_op, sizeof key_op, late_empty, sizeof late_empty), -1);
+    ASSERT_EQ(agg_import(b, key_cons, sizeof key_cons, closed_cons, sizeof closed_cons), -1);
+    ASSERT_EQ(agg_import(b, key_op, sizeof key_op, huge_line, sizeof huge_line), -1);
+    ASSERT_EQ(agg_stats(b)->keys, 0);
+    /* a child first: its operation is created, then filled by its own pair */
+    const uint8_t cons_state[] = {1, 0, 4, 0};
+    ASSERT_EQ(agg_import(b, key_cons, sizeof key_cons, cons_state, sizeof cons_state), 0);
+    ASSERT_EQ(agg_stats(b)->keys, 2);
+    ASSERT_EQ(agg_import(b, key_cons, sizeof key_cons, cons_state, sizeof cons_state), -1);
+    ASSERT_EQ(agg_import(b, key_op, sizeof key_op, good_op, sizeof good_op), 0);
+    ASSERT_EQ(agg_import(b, key_op, sizeof key_op, good_op, sizeof good_op), -1); /* twice */
+    ASSERT_EQ(agg_stats(b)->keys, 2);
+    bb_t bb2;
+    bb_init(&bb2, 5, 1);
+    bb_rec(&bb2, FP_KIND_MATERIAL, 3, "O9", "9", "M", NULL, "KG");
+    bb_rec(&bb2, FP_KIND_PART_COUNT, 1, "O9", "9", NULL, NULL, NULL);
+    s_add(b, &bb2);
+    agg_flush(b, AGG_FLUSH_ALL, 1);
+    ASSERT_EQ(kb.n, 2);
+    const cap_t *cc = s_find(&kb, 0, FP_CK_CONSUMPTION, "9", "M");
+    const cap_t *co = s_find(&kb, 0, FP_CK_COMPLETION, "9", NULL);
+    ASSERT(cc && co);
+    ASSERT_EQ(cc->checkpoint_no, 5); /* restored 4, then one more */
+    ASSERT_EQ(co->checkpoint_no, 4);
+    ASSERT_STREQ(co->line, "L7"); /* from the operation's own pair */
+    ASSERT_EQ(agg_stats(b)->keys, 2);
+
+    /* random damage and random bytes */
+    kv_t *all[8];
+    size_t nall = 0;
+    for (int i = 0; i < KV_BUCKETS; i++)
+        for (kv_t *e = m->b[i]; e; e = e->next)
+            all[nall++] = e;
+    for (int i = 0; i < 200000; i++) {
+        kv_t *e = all[s_rng(&x) % nall];
+        size_t kl = e->klen, sl = e->slen;
+        if (s_rng(&x) % 4 == 0)
+            sl = (size_t)(s_rng(&x) % 64);
+        uint8_t *kk = malloc(kl), *ss = malloc(sl ? sl : 1); /* exact: ASan sees over-reads */
+        memcpy(kk, e->k, kl);
+        if (sl <= e->slen)
+            memcpy(ss, e->s, sl);
+        else
+            for (size_t j = 0; j < sl; j++)
+                ss[j] = (uint8_t)s_rng(&x);
+        for (int flips = 1 + (int)(s_rng(&x) % 3); flips > 0; flips--) {
+            if (s_rng(&x) % 3 == 0)
+                kk[s_rng(&x) % kl] ^= (uint8_t)(1u << (s_rng(&x) % 8));
+            else if (sl)
+                ss[s_rng(&x) % sl] ^= (uint8_t)(1u << (s_rng(&x) % 8));
+        }
+        int rc = agg_import(b, kk, kl, ss, sl);
+        ASSERT(rc == 0 || rc == -1);
+        accepted += rc == 0;
+        free(kk);
+        free(ss);
+    }
+    /* whatever was accepted behaves: complete every key, flush, release */
+    agg_flush(b, AGG_FLUSH_ALL, 2);
+    agg_flush(b, AGG_FLUSH_ALL, 1000);
+    kvmap_t *snap = calloc(1, sizeof *snap);
+    kv_snapshot(snap, b);
+    fprintf(stderr, "    %" PRIu64 " damaged pairs accepted, %zu keys held\n", accepted, snap->n);
+    ASSERT(accepted > 0);
+    /* what b holds exports and imports again */
+    sink_t kc;
+    agg_t *c = s_new(&kc, 1000, 10);
+    kv_import_all(snap, c, &x);
+    agg_destroy(&c);
+    free(kc.ev);
+    kv_clear(snap);
+    free(snap);
+    agg_destroy(&b);
+    free(kb.ev);
+    bb_free(&bb2);
+    kv_clear(m);
+    free(m);
+    agg_destroy(&a);
+    bb_free(&bb);
+    free(k.ev);
+}
+
 static double s_secs(void)
 {
     struct timespec ts;
@@ -1099,6 +1817,11 @@ int main(void)
     RUN(test_event_id_determinism);
     RUN(test_invalid_records);
     RUN(test_model_random);
+    RUN(test_key_format_and_shard);
+    RUN(test_export_dirty_and_release);
+    RUN(test_no_tracking_without_export);
+    RUN(test_import_malformed);
+    RUN(test_restart_exact);
     RUN(test_growth_1m_keys);
     return 0;
 }

@@ -83,7 +83,7 @@ TEST(test_counters)
     ASSERT_LINE(t, "floorpost_dead_letters_total{reason=\"malformed\"} 2");
     ASSERT_LINE(t, "floorpost_dead_letters_total{reason=\"other\"} 1");
     ASSERT_LINE(t, "floorpost_dead_letters_total{reason=\"truncated\"} 0");
-    ASSERT_EQ(s_count_prefix(t, "floorpost_dead_letters_total{"), 18); /* every reason */
+    ASSERT_EQ(s_count_prefix(t, "floorpost_dead_letters_total{"), 19); /* every reason */
     ASSERT_LINE(t, "floorpost_events_published_total{kind=\"consumption\"} 2");
     ASSERT_LINE(t, "floorpost_events_published_total{kind=\"completion\"} 5");
     ASSERT_LINE(t, "floorpost_events_published_total{kind=\"scrap\"} 0");
@@ -239,7 +239,7 @@ TEST(test_health)
     for (int i = 0; i < 5; i++)
         fp_metrics_stage_beat(fp_metrics_stage(m, kinds[i], idx[i]), 112 * s);
     ASSERT_EQ(fp_metrics_health(m, 112 * s, max, why, sizeof why), -1);
-    ASSERT_STREQ(why, "last round completed 6.000 s ago");
+    ASSERT_STREQ(why, "last round committed 6.000 s ago");
     /* A stage that exited (drain). */
     fp_metrics_round_done(m, 112 * s);
     fp_metrics_stage_exit(fp_metrics_stage(m, FP_STAGE_EMIT, 0));

@@ -1,10 +1,17 @@
 /*  test_producer.c - the producer over real ZeroMQ sockets: what arrives at
     a PULL and a ROUTER decodes to the records sent, batches split on size
-    and on (source_id, epoch), Acks are counted, waits time out. */
+    and on (source_id, epoch), Acks are counted, waits time out. The
+    acknowledged producer against a fake ROUTER: Acks release the buffer by
+    watermark, a missing Ack means a resend after resend_ms, a ROUTER that
+    goes away and comes back gets everything unacked again, a full buffer
+    blocks or returns -EAGAIN, status 1 releases and counts, the spill keeps
+    order, the epoch file grows and refuses garbage. */
 #include "producer.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -222,12 +229,25 @@ TEST(test_big_batch_and_strings)
     zmq_ctx_term(ctx);
 }
 
+/* Waits up to timeout_ms for something to read at sock, servicing the
+   producer meanwhile: an ACKED producer sends only inside its calls. */
+static int s_pending_pumped(void *sock, producer_t *p, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 5) {
+        ASSERT_EQ(producer_poll(p, 0), 0);
+        if (s_pending(sock, 5) == 1)
+            return 1;
+    }
+    return 0;
+}
+
 /* Receives one batch at the ROUTER and answers it with an Ack. */
-static void s_router_ack(void *router, fp_codec_t *codec, int status, uint64_t *last_seq)
+static void s_router_ack(void *router, producer_t *p, fp_codec_t *codec, int status,
+                         uint64_t *last_seq)
 {
     zmq_msg_t id;
     zmq_msg_init(&id);
-    ASSERT_EQ(s_pending(router, 5000), 1);
+    ASSERT_EQ(s_pending_pumped(router, p, 5000), 1);
     ASSERT(zmq_msg_recv(&id, router, 0) >= 0);
     ASSERT(zmq_msg_more(&id));
     size_t len;
@@ -262,12 +282,14 @@ TEST(test_acked)
     }
     ASSERT_EQ(producer_flush(p), 0);
     ASSERT_EQ(producer_stats(p)->batches_sent, 3);
+    ASSERT_EQ(producer_stats(p)->buffered_batches, 3);
+    ASSERT(producer_stats(p)->buffered_bytes > 3 * 48);
     /* Nobody answered yet. */
     ASSERT_EQ(producer_wait_acks(p, 0), -ETIMEDOUT);
     uint64_t last;
-    s_router_ack(router, codec, 0, &last);
+    s_router_ack(router, p, codec, 0, &last);
     ASSERT_EQ(last, 3);
-    s_router_ack(router, codec, 0, &last);
+    s_router_ack(router, p, codec, 0, &last);
     ASSERT_EQ(last, 6);
     /* Two of three acked: still waiting, and the wait ends on time. */
     struct timespec t0, t1;
@@ -281,10 +303,13 @@ TEST(test_acked)
     ASSERT_EQ(producer_stats(p)->last_acked_seq, 6);
     ASSERT_STREQ(producer_last_reject(p), "");
     /* The third batch is rejected. */
-    s_router_ack(router, codec, 1, &last);
+    s_router_ack(router, p, codec, 1, &last);
     ASSERT_EQ(last, 7);
     ASSERT_EQ(producer_wait_acks(p, 5000), 0);
     const producer_stats_t *st = producer_stats(p);
+    ASSERT_EQ(st->acked_batches, 2);
+    ASSERT_EQ(st->buffered_batches, 0);
+    ASSERT_EQ(st->buffered_bytes, 0);
     ASSERT_EQ(st->batches_sent, 3);
     ASSERT_EQ(st->records_sent, 7);
     ASSERT_EQ(st->acks, 3);
@@ -296,15 +321,17 @@ TEST(test_acked)
     ASSERT_EQ(producer_send_raw(p, "junk", 4), 0);
     zmq_msg_t id;
     zmq_msg_init(&id);
-    ASSERT_EQ(s_pending(router, 5000), 1);
+    ASSERT_EQ(s_pending_pumped(router, p, 5000), 1);
     ASSERT(zmq_msg_recv(&id, router, 0) >= 0);
     size_t len;
     free(s_recv_frame(router, &len));
     ASSERT_EQ(len, 4);
     ASSERT(zmq_msg_send(&id, router, ZMQ_SNDMORE) >= 0);
     ASSERT_EQ(zmq_send(router, "garbage-ack", 11, 0), 11);
-    ASSERT_EQ(producer_wait_acks(p, 100), -ETIMEDOUT);
+    /* Not a batch: sent once, not kept, so nothing is left to wait for. */
+    ASSERT_EQ(producer_wait_acks(p, 100), 0);
     ASSERT_EQ(producer_stats(p)->acks, 3);
+    ASSERT_EQ(producer_stats(p)->buffered_batches, 0);
 
     producer_destroy(&p);
     fp_codec_destroy(&codec);
@@ -442,6 +469,441 @@ TEST(test_demo_plant)
     zmq_ctx_term(ctx);
 }
 
+/* ---- the acknowledged producer: buffer, resends, back-pressure, spill ---- */
+
+typedef struct {
+    zmq_msg_t id;
+    uint64_t src, epoch, first, last;
+    uint32_t n;
+} got_t;
+
+/* Services the producer (may be NULL) while waiting up to timeout_ms for
+   one batch at the ROUTER. 1 and *g filled (g->id to be closed or used for
+   the ack), or 0 on timeout. */
+static int s_recv_batch(void *router, producer_t *p, int timeout_ms, got_t *g)
+{
+    int64_t t0 = s_mono_ms();
+    while (s_mono_ms() - t0 < timeout_ms) {
+        if (p)
+            ASSERT_EQ(producer_poll(p, 5), 0);
+        if (s_pending(router, 5) != 1)
+            continue;
+        zmq_msg_init(&g->id);
+        ASSERT(zmq_msg_recv(&g->id, router, 0) >= 0);
+        ASSERT(zmq_msg_more(&g->id));
+        size_t len;
+        void *buf = s_recv_frame(router, &len);
+        fp_batch_view_t v;
+        ASSERT_EQ(fp_codec_batch_parse(buf, len, MAX_FRAME, &v), FP_CODEC_OK);
+        ASSERT(v.nrecords > 0);
+        g->src = v.source_id;
+        g->epoch = v.epoch;
+        g->n = v.nrecords;
+        g->first = v.records[0].seq;
+        g->last = v.records[v.nrecords - 1].seq;
+        free(buf);
+        return 1;
+    }
+    return 0;
+}
+
+/* Answers a received batch: status 0 with acked_seq, or status 1. */
+static void s_ack(void *router, fp_codec_t *codec, got_t *g, uint64_t acked_seq, int status)
+{
+    const void *out;
+    size_t out_len;
+    ASSERT_EQ(fp_codec_ack_encode(codec, g->src, g->epoch, acked_seq, g->last, status,
+                                  status ? "stale_epoch" : NULL, &out, &out_len),
+              FP_CODEC_OK);
+    ASSERT(zmq_msg_send(&g->id, router, ZMQ_SNDMORE) >= 0);
+    ASSERT_EQ(zmq_send(router, out, out_len, 0), (int)out_len);
+}
+
+static void s_drop(got_t *g)
+{
+    zmq_msg_close(&g->id);
+}
+
+/* Adds records first..last of source 9, epoch 1. */
+static void s_add_range(producer_t *p, uint64_t first, uint64_t last)
+{
+    fp_rec_in_t r;
+    for (uint64_t s = first; s <= last; s++) {
+        s_make_rec(&r, s);
+        ASSERT_EQ(producer_add(p, 9, 1, &r), 0);
+    }
+}
+
+TEST(test_ack_releases_by_watermark)
+{
+    void *ctx = zmq_ctx_new();
+    char ep[256];
+    void *router = s_bind(ctx, ZMQ_ROUTER, ep, sizeof(ep));
+    fp_codec_t *codec = fp_codec_new();
+    producer_t *p = producer_new(ctx, ep, PRODUCER_ACKED, 2);
+    ASSERT(p && codec);
+    s_add_range(p, 1, 6); /* batches 1-2, 3-4, 5-6 */
+    /* Another source's batch is not touched by source 9's acks. */
+    fp_rec_in_t r;
+    s_make_rec(&r, 1);
+    ASSERT_EQ(producer_add(p, 10, 1, &r), 0);
+    ASSERT_EQ(producer_flush(p), 0);
+    ASSERT_EQ(producer_stats(p)->buffered_batches, 4);
+    got_t g[4];
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(s_recv_batch(router, p, 5000, &g[i]), 1);
+    ASSERT_EQ(g[2].last, 6);
+    ASSERT_EQ(g[3].src, 10);
+    /* One Ack with acked_seq 4 (for the second batch) releases batches 1-2
+       and 3-4: the watermark covers them. An ack of another epoch nothing. */
+    s_ack(router, codec, &g[1], 4, 0);
+    got_t other = g[2];
+    other.epoch = 2;
+    zmq_msg_init(&other.id);
+    zmq_msg_copy(&other.id, &g[2].id);
+    s_ack(router, codec, &other, 6, 0);
+    int64_t t0 = s_mono_ms();
+    while (producer_stats(p)->acks < 2 && s_mono_ms() - t0 < 5000)
+        ASSERT_EQ(producer_poll(p, 10), 0);
+    ASSERT_EQ(producer_stats(p)->acks, 2);
+    ASSERT_EQ(producer_stats(p)->acked_batches, 2);
+    ASSERT_EQ(producer_stats(p)->buffered_batches, 2);
+    ASSERT_EQ(producer_stats(p)->last_acked_seq, 6);
+    ASSERT_EQ(producer_wait_acks(p, 50), -ETIMEDOUT);
+    s_ack(router, codec, &g[2], 6, 0);
+    s_ack(router, codec, &g[3], 1, 0);
+    ASSERT_EQ(producer_wait_acks(p, 5000), 0);
+    ASSERT_EQ(producer_stats(p)->acked_batches, 4);
+    ASSERT_EQ(producer_stats(p)->buffered_bytes, 0);
+    ASSERT_EQ(producer_stats(p)->resends, 0);
+    s_drop(&g[0]);
+    producer_destroy(&p);
+    fp_codec_destroy(&codec);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
+TEST(test_resend_after_timeout)
+{
+    void *ctx = zmq_ctx_new();
+    char ep[256];
+    void *router = s_bind(ctx, ZMQ_ROUTER, ep, sizeof(ep));
+    fp_codec_t *codec = fp_codec_new();
+    producer_t *p = producer_new(ctx, ep, PRODUCER_ACKED, 3);
+    ASSERT(p && codec);
+    ASSERT_EQ(producer_set_resend(p, 0), -EINVAL);
+    ASSERT_EQ(producer_set_resend(p, 200), 0);
+    s_add_range(p, 1, 3);
+    got_t a, b;
+    ASSERT_EQ(s_recv_batch(router, p, 5000, &a), 1);
+    int64_t t0 = s_mono_ms();
+    /* No ack: the same batch comes again after ~resend_ms. */
+    ASSERT_EQ(s_recv_batch(router, p, 5000, &b), 1);
+    int64_t waited = s_mono_ms() - t0;
+    ASSERT(waited >= 150 && waited < 2000);
+    ASSERT_EQ(b.src, a.src);
+    ASSERT_EQ(b.first, 1);
+    ASSERT_EQ(b.last, 3);
+    ASSERT_EQ(producer_stats(p)->resends, 1);
+    ASSERT_EQ(producer_stats(p)->batches_sent, 1);
+    /* Acking the first copy settles it; the resent copy is not sent again. */
+    s_ack(router, codec, &a, 3, 0);
+    ASSERT_EQ(producer_wait_acks(p, 5000), 0);
+    got_t c;
+    ASSERT_EQ(s_recv_batch(router, p, 400, &c), 0);
+    ASSERT_EQ(producer_stats(p)->resends, 1);
+    s_drop(&b);
+    producer_destroy(&p);
+    fp_codec_destroy(&codec);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
+/* The ROUTER goes away with three batches unacked; two more are added
+   while nobody listens; a new ROUTER binds on the same port. Everything
+   unacked arrives there, and the first four frames come oldest first.
+   resend_ms: long (only the reconnect can explain the resend), or shorter
+   than the outage (timeouts expire meanwhile: the resends must still not
+   go behind the never-sent batches, or floorpost's dedup window could
+   refuse them as too old). */
+static void s_outage(int resend_ms)
+{
+    void *ctx = zmq_ctx_new();
+    char ep[256];
+    void *router = s_bind(ctx, ZMQ_ROUTER, ep, sizeof(ep));
+    fp_codec_t *codec = fp_codec_new();
+    producer_t *p = producer_new(ctx, ep, PRODUCER_ACKED, 2);
+    ASSERT(p && codec);
+    ASSERT_EQ(producer_set_resend(p, resend_ms), 0);
+    s_add_range(p, 1, 6);
+    got_t g;
+    for (int i = 0; i < 3; i++) {
+        ASSERT_EQ(s_recv_batch(router, p, 5000, &g), 1);
+        ASSERT_EQ(g.last, 2 * (i + 1));
+        s_drop(&g);
+    }
+    zmq_close(router);
+    int64_t t0 = s_mono_ms();
+    while (s_mono_ms() - t0 < 100)
+        ASSERT_EQ(producer_poll(p, 10), 0);
+    s_add_range(p, 7, 8);
+    while (s_mono_ms() - t0 < 400)
+        ASSERT_EQ(producer_poll(p, 10), 0);
+    router = zmq_socket(ctx, ZMQ_ROUTER);
+    int linger = 0;
+    zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof(linger));
+    int rc = -1;
+    for (int i = 0; i < 200 && rc != 0; i++) {
+        rc = zmq_bind(router, ep);
+        if (rc != 0)
+            ASSERT_EQ(producer_poll(p, 10), 0);
+    }
+    ASSERT_EQ(rc, 0);
+    uint64_t seen = 0; /* bit per batch by last seq */
+    int frames = 0;
+    while (seen != ((1u << 2) | (1u << 4) | (1u << 6) | (1u << 8))) {
+        ASSERT_EQ(s_recv_batch(router, p, 5000, &g), 1);
+        if (frames < 4)
+            ASSERT_EQ(g.last, 2 * (frames + 1));
+        seen |= 1u << g.last;
+        frames++;
+        s_ack(router, codec, &g, g.last, 0);
+    }
+    ASSERT_EQ(producer_wait_acks(p, 5000), 0);
+    ASSERT_EQ(producer_stats(p)->reconnects, 1);
+    ASSERT(producer_stats(p)->resends >= 3);
+    producer_destroy(&p);
+    fp_codec_destroy(&codec);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
+TEST(test_resend_after_reconnect)
+{
+    s_outage(60000);
+}
+
+TEST(test_order_after_outage)
+{
+    s_outage(100);
+}
+
+typedef struct {
+    void *router;
+    fp_codec_t *codec;
+    int delay_ms;
+} acker_t;
+
+/* Owns the ROUTER while it runs: after delay_ms, acks the first batch. */
+static void *s_acker(void *arg)
+{
+    acker_t *a = arg;
+    nanosleep(&(struct timespec){.tv_sec = a->delay_ms / 1000,
+                                 .tv_nsec = (a->delay_ms % 1000) * 1000000L},
+              NULL);
+    got_t g;
+    ASSERT_EQ(s_recv_batch(a->router, NULL, 5000, &g), 1);
+    ASSERT_EQ(g.last, 1);
+    s_ack(a->router, a->codec, &g, 1, 0);
+    return NULL;
+}
+
+TEST(test_backpressure)
+{
+    void *ctx = zmq_ctx_new();
+    char ep[256];
+    void *router = s_bind(ctx, ZMQ_ROUTER, ep, sizeof(ep));
+    fp_codec_t *codec = fp_codec_new();
+    producer_t *p = producer_new(ctx, ep, PRODUCER_ACKED, 1);
+    ASSERT(p && codec);
+    ASSERT_EQ(producer_set_buffer(p, 0, 100), -EINVAL);
+    ASSERT_EQ(producer_set_buffer(p, 2, 1 << 20), 0);
+    ASSERT_EQ(producer_set_send_timeout(p, 100), 0);
+    s_add_range(p, 1, 2);
+    ASSERT_EQ(producer_stats(p)->buffered_batches, 2);
+    /* Full: the third record waits 100 ms, then is refused, not taken. */
+    fp_rec_in_t r;
+    s_make_rec(&r, 3);
+    int64_t t0 = s_mono_ms();
+    ASSERT_EQ(producer_add(p, 9, 1, &r), -EAGAIN);
+    int64_t waited = s_mono_ms() - t0;
+    ASSERT(waited >= 90 && waited < 2000);
+    ASSERT_EQ(producer_stats(p)->batches_sent, 2);
+    ASSERT_EQ(producer_flush(p), 0); /* nothing open: the record was taken back */
+    /* Without a timeout it blocks until an ack frees room. */
+    ASSERT_EQ(producer_set_send_timeout(p, -1), 0);
+    pthread_t t;
+    acker_t a = {.router = router, .codec = codec, .delay_ms = 300};
+    ASSERT_EQ(pthread_create(&t, NULL, s_acker, &a), 0);
+    t0 = s_mono_ms();
+    ASSERT_EQ(producer_add(p, 9, 1, &r), 0);
+    waited = s_mono_ms() - t0;
+    pthread_join(t, NULL);
+    ASSERT(waited >= 250 && waited < 5000);
+    ASSERT_EQ(producer_stats(p)->buffered_batches, 2); /* seq 2 and seq 3 */
+    ASSERT_EQ(producer_stats(p)->acked_batches, 1);
+    /* A byte bound: one batch at a time (a batch is always taken when the
+       buffer is empty, even when it is bigger than the bound). */
+    ASSERT_EQ(producer_set_buffer(p, 100, 1), 0);
+    ASSERT_EQ(producer_set_send_timeout(p, 0), 0);
+    s_make_rec(&r, 4);
+    ASSERT_EQ(producer_add(p, 9, 1, &r), -EAGAIN);
+    producer_destroy(&p);
+    fp_codec_destroy(&codec);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
+TEST(test_rejected_batch)
+{
+    void *ctx = zmq_ctx_new();
+    char ep[256];
+    void *router = s_bind(ctx, ZMQ_ROUTER, ep, sizeof(ep));
+    fp_codec_t *codec = fp_codec_new();
+    producer_t *p = producer_new(ctx, ep, PRODUCER_ACKED, 2);
+    ASSERT(p && codec);
+    s_add_range(p, 1, 4);
+    got_t a, b;
+    ASSERT_EQ(s_recv_batch(router, p, 5000, &a), 1);
+    ASSERT_EQ(s_recv_batch(router, p, 5000, &b), 1);
+    /* Reject the SECOND batch (status 1, acked_seq 0): only it goes. */
+    s_ack(router, codec, &b, 0, 1);
+    int64_t t0 = s_mono_ms();
+    while (producer_stats(p)->acks < 1 && s_mono_ms() - t0 < 5000)
+        ASSERT_EQ(producer_poll(p, 10), 0);
+    ASSERT_EQ(producer_stats(p)->rejected_batches, 1);
+    ASSERT_EQ(producer_stats(p)->buffered_batches, 1);
+    ASSERT_STREQ(producer_last_reject(p), "stale_epoch");
+    /* A rejection of a batch we do not hold releases nothing. */
+    got_t ghost = a;
+    ghost.last = 77;
+    zmq_msg_init(&ghost.id);
+    zmq_msg_copy(&ghost.id, &a.id);
+    s_ack(router, codec, &ghost, 0, 1);
+    t0 = s_mono_ms();
+    while (producer_stats(p)->acks < 2 && s_mono_ms() - t0 < 5000)
+        ASSERT_EQ(producer_poll(p, 10), 0);
+    ASSERT_EQ(producer_stats(p)->rejected_batches, 1);
+    ASSERT_EQ(producer_stats(p)->buffered_batches, 1);
+    s_ack(router, codec, &a, 2, 0);
+    ASSERT_EQ(producer_wait_acks(p, 5000), 0);
+    producer_destroy(&p);
+    fp_codec_destroy(&codec);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
+TEST(test_spill)
+{
+    char dir[] = "/tmp/fp-spill-XXXXXX";
+    ASSERT(mkdtemp(dir));
+    void *ctx = zmq_ctx_new();
+    char ep[256];
+    void *router = s_bind(ctx, ZMQ_ROUTER, ep, sizeof(ep));
+    fp_codec_t *codec = fp_codec_new();
+    producer_t *p = producer_new(ctx, ep, PRODUCER_ACKED, 1);
+    ASSERT(p && codec);
+    ASSERT_EQ(producer_set_spill(p, "/nonexistent/dir"), -ENOENT);
+    ASSERT_EQ(producer_set_spill(p, dir), 0);
+    ASSERT_EQ(producer_set_spill(p, dir), -EBUSY);
+    ASSERT_EQ(producer_set_buffer(p, 2, 1 << 20), 0);
+    ASSERT_EQ(producer_set_send_timeout(p, 0), 0); /* never waits: the spill takes it */
+    s_add_range(p, 1, 10);
+    ASSERT_EQ(producer_stats(p)->buffered_batches, 2);
+    ASSERT_EQ(producer_stats(p)->spilled_batches, 8);
+    /* The spill file is anonymous: nothing in dir. */
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A %s)\"", dir);
+    ASSERT_EQ(system(cmd), 0);
+    /* Ack each batch as it comes: all ten arrive, in order. */
+    for (uint64_t s = 1; s <= 10; s++) {
+        got_t g;
+        ASSERT_EQ(s_recv_batch(router, p, 5000, &g), 1);
+        ASSERT_EQ(g.first, s);
+        s_ack(router, codec, &g, s, 0);
+    }
+    ASSERT_EQ(producer_wait_acks(p, 5000), 0);
+    ASSERT_EQ(producer_stats(p)->spilled_batches, 0);
+    ASSERT_EQ(producer_stats(p)->acked_batches, 10);
+    ASSERT_EQ(producer_stats(p)->resends, 0);
+    /* And again after the file was emptied. */
+    s_add_range(p, 11, 14);
+    ASSERT_EQ(producer_stats(p)->spilled_batches, 2);
+    for (uint64_t s = 11; s <= 14; s++) {
+        got_t g;
+        ASSERT_EQ(s_recv_batch(router, p, 5000, &g), 1);
+        ASSERT_EQ(g.first, s);
+        s_ack(router, codec, &g, s, 0);
+    }
+    ASSERT_EQ(producer_wait_acks(p, 5000), 0);
+    producer_destroy(&p);
+    fp_codec_destroy(&codec);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+    ASSERT_EQ(rmdir(dir), 0);
+}
+
+static void s_write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ASSERT(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void s_read_file(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    ASSERT(f);
+    size_t n = fread(buf, 1, cap - 1, f);
+    buf[n] = 0;
+    fclose(f);
+}
+
+TEST(test_epoch_file)
+{
+    char dir[] = "/tmp/fp-epoch-XXXXXX";
+    ASSERT(mkdtemp(dir));
+    char path[256], text[64];
+    snprintf(path, sizeof path, "%s/epoch", dir);
+    uint64_t e1 = 0, e2 = 0, e;
+    /* Missing: starts at the clock, so it beats a counter from 1 even if
+       the file was lost. */
+    uint64_t before = (uint64_t)time(NULL);
+    ASSERT_EQ(producer_epoch_from_file(path, &e1), 0);
+    ASSERT(e1 >= before && e1 <= (uint64_t)time(NULL));
+    ASSERT_EQ(producer_epoch_from_file(path, &e2), 0);
+    ASSERT_EQ(e2, e1 + 1);
+    char want[64];
+    snprintf(want, sizeof want, "%" PRIu64 "\n", e2);
+    s_read_file(path, text, sizeof text);
+    ASSERT_STREQ(text, want);
+    /* Garbage is an error and the file stays as it was. */
+    const char *bad[] = {"garbage\n", "", "\n", "12x\n", "-5\n", " 7\n", "18446744073709551615\n",
+                         "99999999999999999999999\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        s_write_file(path, bad[i]);
+        e = 12345;
+        ASSERT_EQ(producer_epoch_from_file(path, &e), -EINVAL);
+        ASSERT_EQ(e, 12345);
+        s_read_file(path, text, sizeof text);
+        ASSERT_STREQ(text, bad[i]);
+    }
+    s_write_file(path, "41");
+    ASSERT_EQ(producer_epoch_from_file(path, &e), 0);
+    ASSERT_EQ(e, 42);
+    s_write_file(path, "18446744073709551614\n");
+    ASSERT_EQ(producer_epoch_from_file(path, &e), 0);
+    ASSERT(e == UINT64_MAX);
+    ASSERT_EQ(producer_epoch_from_file("/nonexistent/dir/epoch", &e), -ENOENT);
+    /* No temporary left behind. */
+    char tmp[300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    ASSERT(access(tmp, F_OK) != 0);
+    ASSERT_EQ(unlink(path), 0);
+    ASSERT_EQ(rmdir(dir), 0);
+}
+
 int main(void)
 {
     RUN(test_push_batching);
@@ -451,5 +913,13 @@ int main(void)
     RUN(test_send_timeout_keeps_batch);
     RUN(test_bad_args);
     RUN(test_demo_plant);
+    RUN(test_ack_releases_by_watermark);
+    RUN(test_resend_after_timeout);
+    RUN(test_resend_after_reconnect);
+    RUN(test_order_after_outage);
+    RUN(test_backpressure);
+    RUN(test_rejected_batch);
+    RUN(test_spill);
+    RUN(test_epoch_file);
     return 0;
 }

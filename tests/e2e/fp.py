@@ -98,6 +98,7 @@ def decode_checkpoint(topic, buf):
     h = c.Header()
     s = lambda v: (v or b"").decode()  # noqa: E731
     ev = dict(topic=topic, event_id=s(h.EventId()), stream_seq=h.StreamSeq(),
+              global_seq=h.GlobalSeq(),
               checkpoint_no=h.CheckpointNo(), instance=s(h.Instance()), plant=s(h.Plant()),
               line=s(h.Line()), order=s(h.Order()), operation=s(h.Operation()),
               record_count=h.RecordCount(), late=h.Late(),
@@ -236,15 +237,20 @@ class Floorpost:
 
     def __init__(self, **options):
         self.dir = tempfile.mkdtemp(prefix="fp-e2e-")
-        self.ports = dict(router=free_port(), pull=free_port(), pub=free_port(), dl=free_port())
+        self.ports = dict(router=free_port(), pull=free_port(), pub=free_port(), dl=free_port(),
+                          replay=free_port())
         self.endpoints = {k: "tcp://127.0.0.1:%d" % p for k, p in self.ports.items()}
         sections = {
             "service": dict(instance="e2e", ingest_router=self.endpoints["router"],
                             ingest_pull=self.endpoints["pull"], publish=self.endpoints["pub"],
-                            deadletter=self.endpoints["dl"], drain_timeout_ms=20000),
+                            deadletter=self.endpoints["dl"], replay=self.endpoints["replay"],
+                            drain_timeout_ms=20000),
             "pipeline": dict(workers=2, shards=2, round_interval_ms=20, max_frame_bytes=65536),
             "dedup": dict(dedup_window=1024),
             "aggregate": dict(posting_interval_ms=60000),
+            # durability on, as in production (a fresh state per instance)
+            "durability": dict(state_dir=os.path.join(self.dir, "state"), map_size_mb=64,
+                               retention_ms=86400000),
             # off unless a test asks (the default port 9570 would collide)
             "metrics": dict(metrics_port=0, metrics_address="127.0.0.1"),
         }
@@ -265,13 +271,15 @@ class Floorpost:
         self.proc = None
 
     def start(self):
-        self.err = open(self.stderr_path, "w")
+        # append: a restarted instance (crash tests) keeps one log
+        self.err = open(self.stderr_path, "a")
+        self.starts = getattr(self, "starts", 0) + 1
         self.proc = subprocess.Popen([FLOORPOST, "run", "-c", self.config], stdout=subprocess.DEVNULL,
                                      stderr=self.err)
         Floorpost.running.append(self)
-        end = time.time() + 10
+        end = time.time() + 20
         while time.time() < end:
-            if "msg=\"running\"" in self.log():
+            if self.log().count("msg=\"running\"") >= self.starts:
                 return self
             if self.proc.poll() is not None:
                 raise AssertionError("floorpost exited at start:\n" + self.log())
@@ -307,6 +315,57 @@ class Floorpost:
                             out[k] = int(v)
                 return out
         raise AssertionError("no drained summary in log:\n" + self.log())
+
+
+def replay(ctx, endpoint, from_seq, max_events=10000, timeout=10.0):
+    """Asks floorpost's replay endpoint for events from global_seq from_seq.
+    Returns (events, (next, oldest, last_committed))."""
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    s.send(("REPLAY %d %d" % (from_seq, max_events)).encode())
+    events = []
+    end = time.time() + timeout
+    try:
+        while time.time() < end:
+            if not s.poll(200):
+                continue
+            parts = s.recv_multipart()
+            if parts[0] == b"END":
+                words = parts[1].decode().split()
+                return events, tuple(int(w) for w in words)
+            events.append(decode_checkpoint(parts[0].decode(), parts[1]))
+        raise AssertionError("replay: no END within %.0f s" % timeout)
+    finally:
+        s.close()
+
+
+def replay_all(ctx, endpoint):
+    """Every event in the outbox, from global_seq 1, in order."""
+    out, nxt = [], 1
+    while True:
+        evs, (nxt2, oldest, last) = replay(ctx, endpoint, nxt)
+        out.extend(evs)
+        if nxt2 > last or not evs:
+            return out, oldest, last
+        nxt = nxt2
+
+
+def read_truth(path):
+    """crashgen's ground truth file -> (completion, consumption, scrap, records)."""
+    comp, cons, scr, records = {}, {}, {}, 0
+    with open(path) as f:
+        for line in f:
+            w = line.rstrip("\n").split("\t")
+            if w[0] == "C":
+                comp[tuple(w[1:4])] = [int(w[4]), int(w[5])]
+            elif w[0] == "M":
+                cons[tuple(w[1:7])] = int(w[7])
+            elif w[0] == "S":
+                scr[tuple(w[1:5])] = int(w[5])
+            elif w[0] == "R":
+                records = int(w[1])
+    return comp, cons, scr, records
 
 
 class Producer:

@@ -18,7 +18,8 @@ import zmq
 
 sys.path.insert(0, os.path.dirname(__file__))
 from fp import (COMPLETED, FLOORPOST, MATERIAL, PART, SCRAP, STARTED, Floorpost,  # noqa: E402
-                Producer, Subscriber, Truth, encode_batch, nonzero, rec, totals)
+                Producer, Subscriber, Truth, encode_batch, nonzero, read_truth, rec, replay,
+                replay_all, totals)
 from fp import decode_checkpoint  # noqa: E402
 
 CTX = zmq.Context.instance()
@@ -624,8 +625,8 @@ def log_rate_limit_under_bad_frame_flood():
     written = [l for l in log if 'msg="dead letter"' in l]
     notes = [l for l in log if 'msg="log lines suppressed (rate limit)"' in l
              and "component=emit" in l]
-    # 20 lines a second; the flood may straddle a second or two
-    assert 20 <= len(written) <= 60, len(written)
+    # 20 lines a second per component; the flood may straddle a second or two
+    assert 10 <= len(written) <= 60, len(written)
     assert notes, "no suppressed line"
     suppressed = sum(int(l.split("suppressed=")[1].split()[0]) for l in notes)
     eq(len(written) + suppressed, 500, "written + suppressed")
@@ -979,6 +980,109 @@ def keygen_and_cli_clients_over_curve():
         eq(fp.summary()["frames_in"], 1, "only the listed key's frame")
     finally:
         fp.kill()
+
+
+CRASHGEN = os.path.join(os.path.dirname(FLOORPOST), "tools", "crashgen")
+
+
+def crash_run(kills, records, rate, seed=11, restart_every=3000, dup_pct=10):
+    """kill -9 floorpost `kills` times at random moments while crashgen sends
+    a plant stream (with duplicates and producer restarts) through the
+    acknowledged producer library; then drain, restart once more and compare
+    the whole outbox (replayed from global_seq 1) with crashgen's truth."""
+    rng = random.Random(seed)
+    fp = Floorpost(posting_interval_ms=60000, round_interval_ms=50, dedup_window=65536,
+                   workers=2, shards=2).start()
+    truth_path = os.path.join(fp.dir, "truth.tsv")
+    gen = subprocess.Popen([CRASHGEN, fp.endpoints["router"], truth_path, "--records", str(records),
+                            "--rate", str(rate), "--seed", str(seed), "--dup-pct", str(dup_pct),
+                            "--restart-every", str(restart_every), "--resend-ms", "400",
+                            "--timeout-ms", "600000"], stderr=subprocess.PIPE, text=True)
+    done_kills = 0
+    while done_kills < kills:
+        time.sleep(rng.uniform(0.1, 0.6))
+        fp.kill()
+        done_kills += 1
+        time.sleep(rng.uniform(0.0, 0.3))
+        fp.start()
+        if gen.poll() is not None and done_kills >= kills:
+            break
+    _, err = gen.communicate(timeout=900)
+    eq(gen.returncode, 0, "crashgen: " + err)
+    rc, _ = fp.stop()
+    eq(rc, 0, "drain after the crashes")
+    fp.start()  # restores the drained state; serves the outbox
+    events, oldest, last = replay_all(CTX, fp.endpoints["replay"])
+    rc, _ = fp.stop()
+    eq(rc, 0, "final stop")
+    eq(oldest, 1, "outbox retention kept everything")
+    eq([e["global_seq"] for e in events], list(range(1, last + 1)), "global_seq gap-free")
+    check_feeds_ids(events, "e2e-")
+    comp, cons, scr, total = read_truth(truth_path)
+    got_comp, got_cons, got_scr, got_records = totals(events)
+    eq(nonzero(got_comp), nonzero(comp), "completion totals after %d kills" % kills)
+    eq(nonzero(got_cons), nonzero(cons), "consumption totals")
+    eq(nonzero(got_scr), nonzero(scr), "scrap totals")
+    eq(got_records, total, "records summed")
+    assert fp.log().count("level=info component=main msg=\"state opened\"") >= kills + 2
+    return len(events), err.strip()
+
+
+def check_feeds_ids(events, prefix):
+    by_topic = {}
+    for e in events:
+        by_topic.setdefault(e["topic"], []).append(e["stream_seq"])
+    for topic, seqs in by_topic.items():
+        eq(seqs, list(range(1, len(seqs) + 1)), "stream_seq of " + topic)
+    ids = [e["event_id"] for e in events]
+    eq(len(ids), len(set(ids)), "no duplicate event_id")
+    for e in events:
+        assert e["event_id"].startswith(prefix), e["event_id"]
+
+
+@test
+def crash_kill9_ten_times_totals_exact():
+    n, summary = crash_run(kills=10, records=30000, rate=8000)
+    print("     %d events; %s" % (n, summary))
+
+
+@test
+def state_refused_when_foreign_or_damaged():
+    fp = Floorpost().start()
+    prod = Producer(CTX, fp.endpoints["router"])
+    prod.send(31, 1, [rec(1, PART, qty=3)])
+    assert prod.wait_acks(1)
+    prod.close()
+    rc, _ = fp.stop()
+    eq(rc, 0, "first run")
+    data = os.path.join(fp.dir, "state", "data.mdb")
+    good = open(data, "rb").read()
+    # another instance's state
+    other = Floorpost(instance="other")
+    with open(other.config) as f:
+        text = f.read().replace(os.path.join(other.dir, "state"), os.path.join(fp.dir, "state"))
+    with open(other.config, "w") as f:
+        f.write(text)
+    out = subprocess.run([FLOORPOST, "run", "-c", other.config], capture_output=True, text=True,
+                         timeout=30)
+    eq(out.returncode, 1, "foreign instance refused: " + out.stderr[-800:])
+    assert "state refused" in out.stderr and "instance" in out.stderr, out.stderr
+    # garbage and a truncated file
+    # (the file is sparse, map-sized: cut it right after the two meta pages)
+    for damaged in (b"\x00garbage" * 1000, good[:3 * 4096]):
+        with open(data, "wb") as f:
+            f.write(damaged)
+        out = subprocess.run([FLOORPOST, "run", "-c", fp.config], capture_output=True, text=True,
+                             timeout=30)
+        eq(out.returncode, 1, "damaged state refused: " + out.stderr[-500:])
+        assert "state refused" in out.stderr, out.stderr
+    with open(data, "wb") as f:
+        f.write(good)
+    fp.start()
+    events, oldest, last = replay_all(CTX, fp.endpoints["replay"])
+    eq([(e["kind"], e["yield_"]) for e in events], [("completion", 3)], "state intact again")
+    rc, _ = fp.stop()
+    eq(rc, 0, "restored run")
 
 
 def main():

@@ -1,0 +1,258 @@
+/*  crashgen.c - the producer side of floorpost's crash tests.
+
+    Sends a deterministic plant stream (plantgen) through the acknowledged
+    producer library (producer.h: it keeps every unacked batch and resends
+    it after a reconnect or timeout), with duplicates and producer restarts
+    (epoch bumps), paced to a rate, while the test kills and restarts
+    floorpost. At the end it waits until every batch is acked and writes the
+    ground truth - the sums over the UNIQUE records it produced - as tab-
+    separated lines, for the test to compare with what floorpost published:
+      C plant order operation yield scrap
+      M plant order operation material lot unit quantity
+      S plant order operation reason parts
+      R records            (record_count total: a Scrap record counts twice)
+
+    usage: crashgen ENDPOINT TRUTH_FILE [--records N] [--lines L] [--seed S]
+                    [--rate R] [--dup-pct P] [--restart-every N] [--resend-ms MS]
+                    [--timeout-ms MS]
+    Exit 0 when everything was acked, 1 otherwise.
+*/
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+#include <zmq.h>
+
+#include "plantgen.h"
+#include "producer.h"
+
+/* The truth: sums per key string ("C|plant|order|op" ...), open addressing. */
+typedef struct {
+    char *key;
+    int64_t a, b;
+} slot_t;
+
+typedef struct {
+    slot_t *slots;
+    size_t cap, n;
+} map_t;
+
+static slot_t *s_get(map_t *m, const char *key)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t ncap = m->cap ? m->cap * 2 : 1024;
+        slot_t *ns = calloc(ncap, sizeof *ns);
+        if (!ns)
+            abort();
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->slots[i].key) {
+                size_t j = XXH3_64bits(m->slots[i].key, strlen(m->slots[i].key)) & (ncap - 1);
+                while (ns[j].key)
+                    j = (j + 1) & (ncap - 1);
+                ns[j] = m->slots[i];
+            }
+        free(m->slots);
+        m->slots = ns;
+        m->cap = ncap;
+    }
+    size_t j = XXH3_64bits(key, strlen(key)) & (m->cap - 1);
+    while (m->slots[j].key) {
+        if (strcmp(m->slots[j].key, key) == 0)
+            return &m->slots[j];
+        j = (j + 1) & (m->cap - 1);
+    }
+    m->slots[j].key = strdup(key);
+    m->n++;
+    return &m->slots[j];
+}
+
+static const char *s_str(const fp_rec_in_t *r, int f)
+{
+    return r->str[f] ? r->str[f] : "";
+}
+
+static void s_truth(map_t *m, const fp_rec_in_t *r, uint64_t *records)
+{
+    char key[1024];
+    const char *p = s_str(r, FP_STR_PLANT), *o = s_str(r, FP_STR_ORDER),
+               *op = s_str(r, FP_STR_OPERATION);
+    (*records)++;
+    switch (r->kind) {
+    case FP_KIND_PART_COUNT:
+        snprintf(key, sizeof key, "C\t%s\t%s\t%s", p, o, op);
+        s_get(m, key)->a += r->quantity;
+        break;
+    case FP_KIND_SCRAP:
+        (*records)++;
+        snprintf(key, sizeof key, "C\t%s\t%s\t%s", p, o, op);
+        s_get(m, key)->b += r->quantity;
+        snprintf(key, sizeof key, "S\t%s\t%s\t%s\t%s", p, o, op, s_str(r, FP_STR_REASON));
+        s_get(m, key)->a += r->quantity;
+        break;
+    case FP_KIND_MATERIAL:
+        snprintf(key, sizeof key, "M\t%s\t%s\t%s\t%s\t%s\t%s", p, o, op, s_str(r, FP_STR_MATERIAL),
+                 s_str(r, FP_STR_LOT), s_str(r, FP_STR_UNIT));
+        s_get(m, key)->a += r->quantity;
+        break;
+    default:
+        break;
+    }
+}
+
+/* A copy of a record for later duplication (plantgen's strings move on). */
+typedef struct {
+    uint64_t source, epoch;
+    fp_rec_in_t rec;
+    char buf[FP_STR_FIELDS][64];
+} saved_t;
+
+static void s_save(saved_t *s, uint64_t source, uint64_t epoch, const fp_rec_in_t *r)
+{
+    s->source = source;
+    s->epoch = epoch;
+    s->rec = *r;
+    for (int f = 0; f < FP_STR_FIELDS; f++) {
+        if (!r->str[f]) {
+            s->rec.str[f] = NULL;
+            continue;
+        }
+        snprintf(s->buf[f], sizeof s->buf[f], "%s", r->str[f]);
+        s->rec.str[f] = s->buf[f];
+    }
+}
+
+static int64_t s_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: crashgen ENDPOINT TRUTH_FILE [options]\n");
+        return 2;
+    }
+    const char *endpoint = argv[1], *truth_path = argv[2];
+    uint64_t records = 20000, seed = 7, rate = 5000, restart_every = 0;
+    uint32_t lines = 4, dup_pct = 10;
+    int resend_ms = 500, timeout_ms = 120000;
+    for (int i = 3; i + 1 < argc; i += 2) {
+        const char *k = argv[i];
+        unsigned long long v = strtoull(argv[i + 1], NULL, 10);
+        if (!strcmp(k, "--records"))
+            records = v;
+        else if (!strcmp(k, "--lines"))
+            lines = (uint32_t)v;
+        else if (!strcmp(k, "--seed"))
+            seed = v;
+        else if (!strcmp(k, "--rate"))
+            rate = v;
+        else if (!strcmp(k, "--dup-pct"))
+            dup_pct = (uint32_t)v;
+        else if (!strcmp(k, "--restart-every"))
+            restart_every = v;
+        else if (!strcmp(k, "--resend-ms"))
+            resend_ms = (int)v;
+        else if (!strcmp(k, "--timeout-ms"))
+            timeout_ms = (int)v;
+        else {
+            fprintf(stderr, "crashgen: unknown option %s\n", k);
+            return 2;
+        }
+    }
+    plantgen_params_t pp;
+    plantgen_defaults(&pp);
+    pp.lines_per_plant = lines;
+    pp.seed = seed;
+    pp.records_per_operation = 40;
+    pp.burst = 16;
+    plantgen_t *gen = plantgen_new(&pp);
+    void *ctx = zmq_ctx_new();
+    producer_t *p = producer_new(ctx, endpoint, PRODUCER_ACKED, 64);
+    if (!gen || !p) {
+        fprintf(stderr, "crashgen: cannot start (endpoint %s)\n", endpoint);
+        return 1;
+    }
+    producer_set_resend(p, resend_ms);
+    /* Per source (line): current epoch and seq, restarted every restart_every. */
+    uint64_t epoch[1024] = {0}, seq[1024] = {0}, since[1024] = {0};
+    saved_t *ring = calloc(256, sizeof *ring);
+    size_t nring = 0;
+    map_t truth = {0};
+    uint64_t total = 0, dups = 0, restarts = 0, xs = seed * 0x9E3779B97F4A7C15ull + 1;
+    int64_t t0 = s_now_ns();
+    for (uint64_t i = 0; i < records; i++) {
+        uint64_t source, gen_epoch;
+        fp_rec_in_t r;
+        plantgen_next(gen, &source, &gen_epoch, &r);
+        size_t s = (size_t)(source % 1024);
+        if (epoch[s] == 0)
+            epoch[s] = 1;
+        if (restart_every && since[s] >= restart_every) {
+            epoch[s]++; /* the gateway restarted: a new session, seqs from 1 */
+            seq[s] = 0;
+            since[s] = 0;
+            restarts++;
+        }
+        r.seq = ++seq[s];
+        since[s]++;
+        s_truth(&truth, &r, &total);
+        if (producer_add(p, source, epoch[s], &r) != 0) {
+            fprintf(stderr, "crashgen: producer_add failed\n");
+            return 1;
+        }
+        s_save(&ring[nring++ % 256], source, epoch[s], &r);
+        xs ^= xs << 13, xs ^= xs >> 7, xs ^= xs << 17;
+        if (xs % 100 < dup_pct && nring > 0) {
+            /* Resend an earlier record of the same session: a duplicate. */
+            saved_t *d = &ring[(xs >> 8) % (nring < 256 ? nring : 256)];
+            if (d->epoch == epoch[d->source % 1024]) {
+                producer_add(p, d->source, d->epoch, &d->rec);
+                dups++;
+            }
+        }
+        if (rate) {
+            int64_t due = t0 + (int64_t)((i + 1) * 1000000000ull / rate);
+            int64_t now = s_now_ns();
+            if (due > now + 1000000) {
+                producer_flush(p);
+                producer_poll(p, (int)((due - now) / 1000000));
+            }
+        }
+    }
+    producer_flush(p);
+    int rc = producer_wait_acks(p, timeout_ms);
+    const producer_stats_t *st = producer_stats(p);
+    fprintf(stderr,
+            "crashgen: %llu records, %llu duplicates, %llu restarts, %llu batches sent, %llu acks, "
+            "%llu rejected%s\n",
+            (unsigned long long)records, (unsigned long long)dups, (unsigned long long)restarts,
+            (unsigned long long)st->batches_sent, (unsigned long long)st->acks,
+            (unsigned long long)st->rejected_batches, rc ? " - NOT EVERYTHING ACKED" : "");
+    FILE *f = fopen(truth_path, "w");
+    if (!f)
+        return 1;
+    for (size_t i = 0; i < truth.cap; i++) {
+        slot_t *e = &truth.slots[i];
+        if (!e->key)
+            continue;
+        if (e->key[0] == 'C')
+            fprintf(f, "%s\t%" PRId64 "\t%" PRId64 "\n", e->key, e->a, e->b);
+        else
+            fprintf(f, "%s\t%" PRId64 "\n", e->key, e->a);
+        free(e->key);
+    }
+    fprintf(f, "R\t%" PRIu64 "\n", total);
+    fclose(f);
+    free(truth.slots);
+    free(ring);
+    producer_destroy(&p);
+    plantgen_destroy(&gen);
+    zmq_ctx_term(ctx);
+    return rc == 0 && st->rejected_batches == 0 ? 0 : 1;
+}
