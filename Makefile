@@ -40,7 +40,7 @@ PYGEN    := $(BUILD)/py/floorpost/__init__.py
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 
-.PHONY: all deps run test test-unit test-e2e test-san fuzz fuzz-brief bench bench-full clean
+.PHONY: all deps run test test-unit test-e2e test-san fuzz fuzz-brief bench bench-full clean test-crash-long
 all: $(BUILD)/floorpost $(PYGEN)
 
 deps:
@@ -104,6 +104,11 @@ test-unit: $(TESTS) $(BUILD)/floorpost
 
 test-e2e: $(BUILD)/floorpost $(PYGEN) $(BUILD)/tools/crashgen
 	FLOORPOST=$(BUILD)/floorpost FP_PYGEN=$(BUILD)/py /usr/bin/python3 tests/e2e/run.py
+
+# The long crash run (issue 4): 50 kill -9 over 5 M records. Not in `test`.
+test-crash-long: $(BUILD)/floorpost $(PYGEN) $(BUILD)/tools/crashgen
+	FLOORPOST=$(BUILD)/floorpost FP_PYGEN=$(BUILD)/py /usr/bin/python3 tests/e2e/run.py \
+	  crash_long_fifty_kills_five_million_records
 
 FUZZ_SECONDS ?= 60
 $(BUILD)/fuzz/fuzz_batch: fuzz/fuzz_batch.cc src/codec.cc $(GEN)

@@ -1417,7 +1417,7 @@ TEST(test_key_format_and_shard)
     agg_t *a = s_new(&k, 1000, 10);
     bb_t bb;
     bb_init(&bb, 1, 1);
-    char o[16], p[16];
+    char o[32], p[32];
     for (int i = 0; i < 50; i++) {
         snprintf(o, sizeof o, "Order-%d", i);
         snprintf(p, sizeof p, "%d", i * 10);

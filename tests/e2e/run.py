@@ -985,7 +985,8 @@ def keygen_and_cli_clients_over_curve():
 CRASHGEN = os.path.join(os.path.dirname(FLOORPOST), "tools", "crashgen")
 
 
-def crash_run(kills, records, rate, seed=11, restart_every=3000, dup_pct=10):
+def crash_run(kills, records, rate, seed=11, restart_every=3000, dup_pct=10, gap=(0.1, 0.6),
+              batch=64):
     """kill -9 floorpost `kills` times at random moments while crashgen sends
     a plant stream (with duplicates and producer restarts) through the
     acknowledged producer library; then drain, restart once more and compare
@@ -997,10 +998,11 @@ def crash_run(kills, records, rate, seed=11, restart_every=3000, dup_pct=10):
     gen = subprocess.Popen([CRASHGEN, fp.endpoints["router"], truth_path, "--records", str(records),
                             "--rate", str(rate), "--seed", str(seed), "--dup-pct", str(dup_pct),
                             "--restart-every", str(restart_every), "--resend-ms", "400",
+                            "--batch", str(batch),
                             "--timeout-ms", "600000"], stderr=subprocess.PIPE, text=True)
     done_kills = 0
     while done_kills < kills:
-        time.sleep(rng.uniform(0.1, 0.6))
+        time.sleep(rng.uniform(*gap))
         fp.kill()
         done_kills += 1
         time.sleep(rng.uniform(0.0, 0.3))
@@ -1038,6 +1040,23 @@ def check_feeds_ids(events, prefix):
     eq(len(ids), len(set(ids)), "no duplicate event_id")
     for e in events:
         assert e["event_id"].startswith(prefix), e["event_id"]
+
+
+LONG_TESTS = []
+
+
+def long_test(fn):
+    """Run only when named: make test-crash-long."""
+    LONG_TESTS.append(fn)
+    return fn
+
+
+@long_test
+def crash_long_fifty_kills_five_million_records():
+    t0 = time.time()
+    n, summary = crash_run(kills=50, records=5000000, rate=90000, seed=23, restart_every=400000,
+                           gap=(0.5, 1.5), batch=256)
+    print("     %d events in %.0f s; %s" % (n, time.time() - t0, summary))
 
 
 @test
@@ -1085,11 +1104,58 @@ def state_refused_when_foreign_or_damaged():
     eq(rc, 0, "restored run")
 
 
+@test
+def disk_full_stops_acks_and_recovers_by_itself():
+    """A 1 MiB LMDB map fills with outbox events: commits fail, nothing is
+    acked or published, floorpost says so; the outbox retention (1 s) then
+    frees space and everything goes through, exactly once."""
+    fp, sub, dl = started(map_size_mb=1, retention_ms=1000, posting_interval_ms=20)
+    prod = Producer(CTX, fp.endpoints["router"])
+    truth = Truth()
+    seq = 0
+    sent = 0
+    end = time.time() + 20
+    # distinct orders, so every posting round publishes (and stores) many events
+    while 'msg="commit failed' not in fp.log() and time.time() < end:
+        recs = []
+        for _ in range(100):
+            seq += 1
+            recs.append(rec(seq, PART, order="ORD%06d" % seq, qty=1))
+        for r in recs:
+            truth.add(r)
+        prod.send(41, 1, recs)
+        sent += 1
+        time.sleep(0.01)
+    assert 'msg="commit failed' in fp.log(), "the map never filled:\n" + fp.log()[-2000:]
+    # a batch sent while commits fail is acked only after they recover
+    seq += 1
+    late = rec(seq, PART, order="AFTER-FULL", qty=7)
+    truth.add(late)
+    n_before = len(prod.acks)
+    prod.send(41, 1, [late])
+    sent += 1
+    assert prod.wait_acks(sent, timeout=30), "acks after recovery: %d of %d" % (len(prod.acks), sent)
+    acked_at = time.time()
+    log = fp.log()
+    assert 'msg="commit recovered"' in log, log[-2000:]
+    line = [l for l in log.splitlines() if 'msg="commit recovered"' in l][0]
+    import datetime
+    ts = line.split()[0][3:].rstrip("Z")
+    recovered_at = datetime.datetime.fromisoformat(ts).replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+    assert acked_at >= recovered_at - 0.05, (acked_at, recovered_at)
+    assert n_before < sent
+    events, dead, summary = finish(fp, sub, dl)
+    check_feeds(events)
+    check_totals(truth, events)
+    prod.close()
+
+
 def main():
     names = sys.argv[1:]
     passed = failed = 0
-    for t in TESTS:
-        if names and t.__name__ not in names:
+    for t in TESTS + LONG_TESTS:
+        if (names and t.__name__ not in names) or (not names and t in LONG_TESTS):
             continue
         t0 = time.time()
         try:

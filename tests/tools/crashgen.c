@@ -14,7 +14,7 @@
 
     usage: crashgen ENDPOINT TRUTH_FILE [--records N] [--lines L] [--seed S]
                     [--rate R] [--dup-pct P] [--restart-every N] [--resend-ms MS]
-                    [--timeout-ms MS]
+                    [--timeout-ms MS] [--batch N]
     Exit 0 when everything was acked, 1 otherwise.
 */
 #include <errno.h>
@@ -141,6 +141,7 @@ int main(int argc, char **argv)
     uint64_t records = 20000, seed = 7, rate = 5000, restart_every = 0;
     uint32_t lines = 4, dup_pct = 10;
     int resend_ms = 500, timeout_ms = 120000;
+    uint32_t batch = 64;
     for (int i = 3; i + 1 < argc; i += 2) {
         const char *k = argv[i];
         unsigned long long v = strtoull(argv[i + 1], NULL, 10);
@@ -160,6 +161,8 @@ int main(int argc, char **argv)
             resend_ms = (int)v;
         else if (!strcmp(k, "--timeout-ms"))
             timeout_ms = (int)v;
+        else if (!strcmp(k, "--batch"))
+            batch = (uint32_t)v;
         else {
             fprintf(stderr, "crashgen: unknown option %s\n", k);
             return 2;
@@ -173,7 +176,7 @@ int main(int argc, char **argv)
     pp.burst = 16;
     plantgen_t *gen = plantgen_new(&pp);
     void *ctx = zmq_ctx_new();
-    producer_t *p = producer_new(ctx, endpoint, PRODUCER_ACKED, 64);
+    producer_t *p = producer_new(ctx, endpoint, PRODUCER_ACKED, batch);
     if (!gen || !p) {
         fprintf(stderr, "crashgen: cannot start (endpoint %s)\n", endpoint);
         return 1;
