@@ -4,6 +4,7 @@
       floorpost send [--push] [--batch N] [--timeout MS] [--resend-ms N] [CURVE] ENDPOINT FILE|-
       floorpost tail [--count N] [--timeout MS] [--human] [--replay EP [--from N]] [CURVE] ENDPOINT [TOPIC]
       floorpost keygen [[-o] BASENAME]
+      floorpost deadletters [-c FILE] list|resubmit|delete ...   (src/deadletters.h)
       CURVE = --server-key FILE --key FILE
 
     Exit codes: 0 ok; 1 runtime failure (bind error, drain timeout, records
@@ -22,6 +23,7 @@
 #include <zmq.h>
 
 #include "config.h"
+#include "deadletters.h"
 #include "demo.h"
 #include "http.h"
 #include "jsonl.h"
@@ -68,7 +70,16 @@ static void s_usage(FILE *f)
             "      the server's .pub (or .key) file and this client's .key file\n"
             "  floorpost keygen [[-o] BASENAME]\n"
             "      make a CURVE key pair: BASENAME.key (secret, mode 0600) and\n"
-            "      BASENAME.pub; without BASENAME, print both keys\n");
+            "      BASENAME.pub; without BASENAME, print both keys\n"
+            "  floorpost deadletters [-c FILE] list [--from N] [--json]\n"
+            "  floorpost deadletters [-c FILE] resubmit --source ID [--to ENDPOINT] [--delete]\n"
+            "                        [--timeout MS] [--server-key FILE --key FILE] (DL_SEQ ...|--all)\n"
+            "  floorpost deadletters [-c FILE] delete DL_SEQ ...\n"
+            "      the dead letters kept in the config's state_dir (also while floorpost\n"
+            "      runs; without -c: the built-in defaults). resubmit sends batch payloads\n"
+            "      again, re-sequenced under source ID with a new epoch, to the ingest\n"
+            "      ROUTER (default: the config's ingest_router); --delete deletes each one\n"
+            "      that was acked. Frame-level ones (not a valid batch) are skipped\n");
 }
 
 /* A bind endpoint such as tcp://ANY:5560 (star or 0.0.0.0) -> where a local
@@ -488,6 +499,8 @@ int main(int argc, char **argv)
         return s_tail(argc - 2, argv + 2);
     if (strcmp(argv[1], "keygen") == 0)
         return s_keygen(argc - 2, argv + 2);
+    if (strcmp(argv[1], "deadletters") == 0)
+        return fp_deadletters_main(argc - 2, argv + 2);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("floorpost " FP_VERSION "\n");
         return 0;

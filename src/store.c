@@ -41,7 +41,8 @@ static const char *const s_db_names[S_NDBS] = {"meta",  "keys",   "sources",
 struct fp_store {
     MDB_env *env;
     MDB_dbi dbi[S_NDBS];      /* set at open, read-only after */
-    int dir_fd;               /* holds the flock on DIR */
+    int dir_fd;               /* holds the flock on DIR (not in tool mode) */
+    bool tool;                /* fp_store_open_tool: no flock, no round writes */
     uint64_t dl_seq;          /* last committed dead-letter seq (commit thread) */
     bool txn_open;            /* commit thread only: a write txn is open */
     bool full;                /* commit thread only: the last commit failed FULL */
@@ -210,6 +211,10 @@ static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
     MDB_dbi meta;
     int rc = mdb_dbi_open(txn, s_db_names[S_META], 0, &meta);
     bool fresh = false;
+    if (rc == MDB_NOTFOUND && self->tool) {
+        snprintf(err, errlen, "%s: no floorpost state in it (no meta table)", path);
+        return -1;
+    }
     if (rc == MDB_NOTFOUND) {
         MDB_dbi main_dbi;
         MDB_stat st;
@@ -267,7 +272,7 @@ static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
         }
     }
     for (int i = 0; i < S_NDBS; i++) {
-        rc = mdb_dbi_open(txn, s_db_names[i], MDB_CREATE, &self->dbi[i]);
+        rc = mdb_dbi_open(txn, s_db_names[i], self->tool ? 0 : MDB_CREATE, &self->dbi[i]);
         if (rc != 0) {
             snprintf(err, errlen, "%s: table %s: %s", path, s_db_names[i], mdb_strerror(rc));
             return -1;
@@ -299,8 +304,11 @@ static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
     return 0;
 }
 
-fp_store_t *fp_store_open(const char *dir, uint64_t map_bytes, const char *instance, char *err,
-                          size_t errlen)
+/* fp_store_open and, with tool, fp_store_open_tool (see store.h): the tool
+   mode creates nothing, takes no flock, checks in a read txn and does not
+   extend the file. */
+static fp_store_t *s_open(const char *dir, uint64_t map_bytes, const char *instance, bool tool,
+                          char *err, size_t errlen)
 {
     assert(dir && instance && err && errlen > 0);
     err[0] = '\0';
@@ -328,18 +336,22 @@ fp_store_t *fp_store_open(const char *dir, uint64_t map_bytes, const char *insta
         return NULL;
     }
     self->dir_fd = -1;
+    self->tool = tool;
     MDB_txn *txn = NULL;
-    int rc = s_mkdir_p(dir);
+    int rc = tool ? 0 : s_mkdir_p(dir);
     if (rc != 0) {
         snprintf(err, errlen, "%s: cannot create the directory: %s", dir, strerror(-rc));
         goto fail;
     }
     self->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (self->dir_fd < 0) {
-        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        snprintf(err, errlen, "%s: %s%s%s", dir, tool ? "no floorpost state here (" : "",
+                 strerror(errno), tool ? ")" : "");
         goto fail;
     }
-    if (flock(self->dir_fd, LOCK_EX | LOCK_NB) != 0) {
+    /* Tool mode: no flock. A running floorpost holds it; LMDB's own
+       lock.mdb serialises the writers of both processes. */
+    if (!tool && flock(self->dir_fd, LOCK_EX | LOCK_NB) != 0) {
         snprintf(err, errlen, "%s: %s", dir,
                  errno == EWOULDBLOCK ? "in use by another floorpost process" : strerror(errno));
         goto fail;
@@ -348,6 +360,10 @@ fp_store_t *fp_store_open(const char *dir, uint64_t map_bytes, const char *insta
        may be a cut-off copy of a real one. */
     struct stat st;
     bool existed = stat(path, &st) == 0;
+    if (tool && !existed) {
+        snprintf(err, errlen, "%s: no floorpost state here (%s)", dir, strerror(errno));
+        goto fail;
+    }
     if (existed && st.st_size == 0) {
         snprintf(err, errlen, "%s: empty file (truncated?); remove it to start a new state", path);
         goto fail;
@@ -389,7 +405,15 @@ fp_store_t *fp_store_open(const char *dir, uint64_t map_bytes, const char *insta
                  path, (unsigned long long)st.st_size, (unsigned long long)need);
         goto fail;
     }
-    rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (tool) {
+        /* Free the reader slots of dead processes (a tool killed while
+           reading), which would pin old pages for the running floorpost. */
+        int dead;
+        mdb_reader_check(self->env, &dead);
+    }
+    /* Tool mode checks in a read txn: it never waits for floorpost's
+       writer, and committing it keeps the table handles. */
+    rc = mdb_txn_begin(self->env, NULL, tool ? MDB_RDONLY : 0, &txn);
     if (rc != 0) {
         snprintf(err, errlen, "%s: %s", path, mdb_strerror(rc));
         goto fail;
@@ -399,7 +423,8 @@ fp_store_t *fp_store_open(const char *dir, uint64_t map_bytes, const char *insta
     /* Accepted: extend the file (sparse) to the map, before this first
        commit, so that from now on no committed page lies past its end (see
        the invariants above). fdatasync in the commit makes the size durable. */
-    if ((uint64_t)st.st_size < (uint64_t)info.me_mapsize && ftruncate(fd, (off_t)info.me_mapsize) != 0) {
+    if (!tool && (uint64_t)st.st_size < (uint64_t)info.me_mapsize &&
+        ftruncate(fd, (off_t)info.me_mapsize) != 0) {
         snprintf(err, errlen, "%s: cannot extend to the map size: %s", path, strerror(errno));
         goto fail;
     }
@@ -427,6 +452,18 @@ fail:
     return NULL;
 }
 
+fp_store_t *fp_store_open(const char *dir, uint64_t map_bytes, const char *instance, char *err,
+                          size_t errlen)
+{
+    return s_open(dir, map_bytes, instance, false, err, errlen);
+}
+
+fp_store_t *fp_store_open_tool(const char *dir, uint64_t map_bytes, const char *instance,
+                               char *err, size_t errlen)
+{
+    return s_open(dir, map_bytes, instance, true, err, errlen);
+}
+
 void fp_store_close(fp_store_t **self_p)
 {
     assert(self_p);
@@ -446,6 +483,7 @@ int fp_store_begin(fp_store_t *self, fp_store_txn_t **txn)
 {
     assert(self && txn);
     assert(!self->txn_open);
+    assert(!self->tool); /* its dl_seq is not the running floorpost's */
     *txn = NULL;
     fp_store_txn_t *t = calloc(1, sizeof *t);
     if (!t)

@@ -20,6 +20,12 @@
         map fill up faster.
       - fp_store_open/fp_store_close: one thread, with no other call running.
         Do not fork with the store open and use it in the child.
+      - Other processes: fp_store_open takes an exclusive flock on DIR, so a
+        second floorpost is refused. Tools (`floorpost deadletters`) use
+        fp_store_open_tool instead, which skips that flock: LMDB itself lets
+        several processes share the env (DIR/lock.mdb; one writer at a time,
+        readers never blocked), so a tool reads and deletes dead letters
+        while floorpost runs. A tool does not open rounds (fp_store_begin).
       - Pointers handed to callbacks point into LMDB's map: valid only during
         the call, read-only, and NOT 8-byte aligned in general. Copy a value
         into aligned memory before reading it as a struct.
@@ -85,6 +91,19 @@ typedef struct fp_store_txn fp_store_txn_t;
 fp_store_t *fp_store_open(const char *dir, uint64_t map_bytes, const char *instance, char *err,
                           size_t errlen);
 
+/* Opens an EXISTING state for a tool that may run beside a running floorpost
+   (`floorpost deadletters`): no flock, creates nothing (no DIR, no data.mdb,
+   no tables), checks in a read txn (never waits for floorpost's writer),
+   does not extend the file. Refuses like fp_store_open (magic, version,
+   instance, truncated, LMDB errors), and "no floorpost state here" when
+   DIR/data.mdb does not exist. map_bytes: the same as floorpost's (the
+   config's map_size_mb), so a tool's write can never move the end of the
+   data past floorpost's map. Allowed on it: the read side and
+   fp_store_delete_deadletter; fp_store_begin asserts. Free with
+   fp_store_close. */
+fp_store_t *fp_store_open_tool(const char *dir, uint64_t map_bytes, const char *instance,
+                               char *err, size_t errlen);
+
 /* Closes the env and frees *self_p; sets it to NULL; NULL-safe. No txn may
    be open and no read may be running. */
 void fp_store_close(fp_store_t **self_p);
@@ -139,8 +158,9 @@ void fp_store_abort(fp_store_txn_t **t);
 int fp_store_trim_events(fp_store_t *self, int64_t older_than_wall_ns, uint32_t max_delete,
                          uint64_t *deleted);
 
-/* Deletes one dead letter (commit thread; own write txn). 0,
-   FP_STORE_NOTFOUND, or a negative error. */
+/* Deletes one dead letter (commit thread, or a tool's store from
+   fp_store_open_tool; own write txn). 0, FP_STORE_NOTFOUND, or a negative
+   error. */
 int fp_store_delete_deadletter(fp_store_t *self, uint64_t dl_seq);
 
 /* ---- Read side (any thread) ---- */

@@ -751,6 +751,101 @@ TEST(test_deadletters)
     s_rmdir(dir);
 }
 
+/* ---- tool mode: a second process beside the owner ---- */
+
+/* The child (forked before anything is open): waits for the go byte, then
+   opens the state as a tool while the parent holds it, checks that a normal
+   open is refused, lists, deletes dead letter 2, and exits with 0 when all
+   went as expected (else the step number). */
+static void s_tool_child(const char *dir, int go_fd)
+{
+    char c, err[512];
+    if (read(go_fd, &c, 1) != 1)
+        _exit(10);
+    fp_store_t *st = fp_store_open(dir, MAP, "plant-a", err, sizeof err);
+    if (st || !strstr(err, "in use by another floorpost process"))
+        _exit(11);
+    st = fp_store_open_tool(dir, MAP, "plant-b", err, sizeof err);
+    if (st || !strstr(err, "instance"))
+        _exit(12);
+    st = fp_store_open_tool(dir, MAP, "plant-a", err, sizeof err);
+    if (!st) {
+        fprintf(stderr, "child: %s\n", err);
+        _exit(13);
+    }
+    deads_t d = {0};
+    if (fp_store_each_deadletter(st, 0, s_collect_dead, &d) != 0 || d.n != 3 ||
+        strcmp(d.reason[1], "malformed") != 0)
+        _exit(14);
+    if (fp_store_delete_deadletter(st, 2) != 0 || fp_store_delete_deadletter(st, 9) != FP_STORE_NOTFOUND)
+        _exit(15);
+    fp_store_close(&st);
+    _exit(0);
+}
+
+TEST(test_tool_open_beside_the_owner)
+{
+    const char *dir = s_newdir();
+    char err[512], missing[128];
+    /* No state there: refused, and nothing is created. */
+    snprintf(missing, sizeof missing, "%s/none", dir);
+    ASSERT(fp_store_open_tool(missing, MAP, "plant-a", err, sizeof err) == NULL);
+    ASSERT(strstr(err, "no floorpost state here") != NULL);
+    ASSERT(fp_store_open_tool(dir, MAP, "plant-a", err, sizeof err) == NULL);
+    ASSERT(strstr(err, "no floorpost state here") != NULL);
+    struct stat sb;
+    ASSERT(stat(missing, &sb) != 0);
+
+    int go[2];
+    ASSERT_EQ(pipe(go), 0);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        close(go[1]);
+        s_tool_child(dir, go[0]);
+    }
+    close(go[0]);
+    fp_store_t *st = s_open(dir, MAP, "plant-a");
+    fp_store_txn_t *t;
+    uint64_t seq;
+    ASSERT_EQ(fp_store_begin(st, &t), 0);
+    for (int i = 1; i <= 3; i++)
+        ASSERT_EQ(fp_store_put_deadletter(t, i, i == 2 ? "malformed" : "too_old", "{}", 2, "p",
+                                          1, &seq), 0);
+    ASSERT_EQ(fp_store_set_round(t, 1, 0), 0);
+    ASSERT_EQ(fp_store_commit(&t), 0);
+    ASSERT_EQ(write(go[1], "g", 1), 1);
+    int status;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    close(go[1]);
+    /* The owner sees the tool's delete and goes on committing rounds; its
+       dead-letter seqs continue after the deleted one. */
+    deads_t d = {0};
+    ASSERT_EQ(fp_store_each_deadletter(st, 0, s_collect_dead, &d), 0);
+    ASSERT_EQ(d.n, 2);
+    ASSERT_EQ(d.seq[0], 1);
+    ASSERT_EQ(d.seq[1], 3);
+    ASSERT_EQ(fp_store_begin(st, &t), 0);
+    ASSERT_EQ(fp_store_put_deadletter(t, 4, "overflow", "{}", 2, "p", 1, &seq), 0);
+    ASSERT_EQ(seq, 4);
+    ASSERT_EQ(fp_store_set_round(t, 2, 0), 0);
+    ASSERT_EQ(fp_store_commit(&t), 0);
+    uint64_t round, g;
+    ASSERT_EQ(fp_store_last_round(st, &round, &g), 0);
+    ASSERT_EQ(round, 2);
+    fp_store_close(&st);
+    /* Owner gone: the tool opens alone too. */
+    st = fp_store_open_tool(dir, MAP, "plant-a", err, sizeof err);
+    ASSERT(st != NULL);
+    memset(&d, 0, sizeof d);
+    ASSERT_EQ(fp_store_each_deadletter(st, 0, s_collect_dead, &d), 0);
+    ASSERT_EQ(d.n, 3);
+    fp_store_close(&st);
+    s_rmdir(dir);
+}
+
 /* ---- crash safety ---- */
 
 #define CRASH_KEYS 50
@@ -943,6 +1038,7 @@ int main(void)
     RUN(test_full_disk);
     RUN(test_outbox_order_and_trim);
     RUN(test_deadletters);
+    RUN(test_tool_open_beside_the_owner);
     RUN(test_concurrent_readers);
     RUN(test_crash_sigkill);
     return 0;

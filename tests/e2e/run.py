@@ -1151,6 +1151,162 @@ def disk_full_stops_acks_and_recovers_by_itself():
     prod.close()
 
 
+def deadletters_cli(fp_config, *args, timeout=60):
+    """Runs `floorpost deadletters -c CONFIG ARGS...`; returns the result."""
+    return subprocess.run([FLOORPOST, "deadletters", "-c", fp_config] + list(args),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def deadletters_json(fp):
+    """The stored dead letters (`list --json`) as a list of dicts."""
+    out = deadletters_cli(fp.config, "list", "--json")
+    eq(out.returncode, 0, "deadletters list: " + out.stderr)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+@test
+def deadletters_list_resubmit_delete_while_running_and_after():
+    """Dead letters are listed from the state while floorpost runs and after
+    it stopped; a missing_field record resubmitted as is comes back as a NEW
+    dead letter under the resubmission source; a too_old record resubmitted
+    under a new source is counted exactly once, and --delete removes it; a
+    frame-level one is skipped; delete works; usage and state errors exit 2."""
+    fp, sub, dl = started(dedup_window=64)
+    prod = Producer(CTX, fp.endpoints["router"])
+    prod.send(51, 1, [rec(1, PART, order="DL-A", qty=5),
+                      rec(2, MATERIAL, order="DL-A", material="M-1", qty=1500),  # no unit
+                      rec(3, 9, order="DL-A", qty=1)])                          # kind 9
+    prod.send(51, 1, [rec(s, PART, order="DL-B", qty=1) for s in range(100, 200)])
+    # the window (64) has moved past seq 4: too_old
+    prod.send(51, 1, [rec(4, PART, order="DL-C", qty=7)])
+    prod.send_raw(b"\x00garbage" * 10)
+    assert prod.wait_acks(4), prod.acks
+    assert dl.wait_for(lambda items: len(items) >= 4), dl.snapshot()
+
+    # list while floorpost runs (no directory lock in the way)
+    out = deadletters_cli(fp.config, "list")
+    eq(out.returncode, 0, "list (text): " + out.stderr)
+    for reason in ("missing_field", "unknown_kind", "too_old", "wrong_identifier"):
+        assert reason in out.stdout, out.stdout
+    assert out.stdout.splitlines()[0].startswith("DL_SEQ"), out.stdout
+    stored = deadletters_json(fp)
+    eq(sorted(d["reason"] for d in stored),
+       ["missing_field", "too_old", "unknown_kind", "wrong_identifier"], "stored reasons")
+    by = {d["reason"]: d for d in stored}
+    eq((by["missing_field"]["detail"]["source_id"], by["missing_field"]["detail"]["seq"]), (51, 2),
+       "missing_field detail")
+    eq(by["missing_field"]["detail"]["detail"], "MaterialConsumed needs material and unit",
+       "missing_field detail text")
+    eq(by["too_old"]["detail"]["seq"], 4, "too_old detail")
+    eq((by["too_old"]["records"], by["too_old"]["resubmittable"]), (1, True), "record-level")
+    eq(by["wrong_identifier"]["resubmittable"], False, "frame-level")
+    eq(by["wrong_identifier"]["payload_bytes"], 80, "frame payload size")
+    assert all(d["time"].endswith("Z") and d["time_ns"] > 0 for d in stored), stored
+    eq(deadletters_json(fp)[0]["dl_seq"], min(d["dl_seq"] for d in stored), "order")
+    out = deadletters_cli(fp.config, "list", "--from", str(by["too_old"]["dl_seq"]), "--json")
+    eq(sorted(json.loads(l)["dl_seq"] for l in out.stdout.splitlines()),
+       sorted(d["dl_seq"] for d in stored if d["dl_seq"] >= by["too_old"]["dl_seq"]), "--from")
+
+    # missing_field cannot be fixed by resubmitting: it comes back, as a NEW
+    # dead letter of the resubmission source (seq 1 of a new epoch)
+    mf = by["missing_field"]["dl_seq"]
+    out = deadletters_cli(fp.config, "resubmit", "--source", "900001", str(mf))
+    eq(out.returncode, 0, "resubmit missing_field: " + out.stdout + out.stderr)
+    assert "dl_seq %d: resubmitted as source 900001" % mf in out.stdout, out.stdout
+    epoch1 = int(out.stdout.split(" epoch ")[1].split()[0])
+    assert abs(epoch1 - time.time()) < 120, epoch1
+    assert dl.wait_for(lambda items: len(items) >= 5), dl.snapshot()
+    again = [d for d in deadletters_json(fp) if d["dl_seq"] > max(x["dl_seq"] for x in stored)]
+    eq(len(again), 1, "one new dead letter")
+    eq((again[0]["reason"], again[0]["detail"]["source_id"], again[0]["detail"]["epoch"],
+        again[0]["detail"]["seq"]), ("missing_field", 900001, epoch1, 1), "the new dead letter")
+    assert mf in [d["dl_seq"] for d in deadletters_json(fp)], "kept without --delete"
+
+    # too_old: accepted under the new source, counted once; --delete removes it
+    to = by["too_old"]["dl_seq"]
+    out = deadletters_cli(fp.config, "resubmit", "--source", "900001", "--delete", str(to))
+    eq(out.returncode, 0, "resubmit too_old: " + out.stdout + out.stderr)
+    assert "dl_seq %d: resubmitted" % to in out.stdout and "acked, deleted" in out.stdout, out.stdout
+    epoch2 = int(out.stdout.split(" epoch ")[1].split()[0])
+    assert epoch2 > epoch1, (epoch1, epoch2)  # a new epoch every run, even within one second
+    left = deadletters_json(fp)
+    assert to not in [d["dl_seq"] for d in left], left
+
+    # frame-level: skipped (named: exit 1); then deleted by hand
+    wi = by["wrong_identifier"]["dl_seq"]
+    out = deadletters_cli(fp.config, "resubmit", "--source", "900002", str(wi))
+    eq(out.returncode, 1, "frame-level named: " + out.stdout + out.stderr)
+    assert "dl_seq %d: skipped (wrong_identifier)" % wi in out.stdout, out.stdout
+    out = deadletters_cli(fp.config, "resubmit", "--source", "900002", "987654")
+    eq(out.returncode, 1, "no such dl_seq")
+    assert "no such dead letter" in out.stderr, out.stderr
+    out = deadletters_cli(fp.config, "delete", str(wi))
+    eq(out.returncode, 0, "delete: " + out.stderr)
+    out = deadletters_cli(fp.config, "delete", str(wi))
+    eq(out.returncode, 1, "delete twice")
+    assert "no such entry" in out.stderr, out.stderr
+
+    # usage errors
+    for args in (["resubmit", str(mf)], ["resubmit", "--source", "9", "--all", str(mf)],
+                 ["resubmit", "--source", "0", str(mf)], ["list", "--from", "x"], ["delete"],
+                 ["frobnicate"]):
+        out = deadletters_cli(fp.config, *args)
+        eq(out.returncode, 2, "usage error %r: %s" % (args, out.stderr))
+
+    prod.close()
+    events, dead, summary = finish(fp, sub, dl)
+    check_feeds(events)
+    comp, cons, scr, _ = totals(events)
+    eq(nonzero(comp), {("1000", "DL-A", "0010"): [5, 0], ("1000", "DL-B", "0010"): [100, 0],
+                       ("1000", "DL-C", "0010"): [7, 0]}, "completion totals")
+    eq(nonzero(cons), {}, "no consumption: the material record never had a unit")
+    eq([e["lineage"][0][0] for e in events if e["order"] == "DL-C"], [900001], "DL-C lineage")
+
+    # after the stop: the same list, from the file alone
+    after = deadletters_json(fp)
+    eq(sorted((d["dl_seq"], d["reason"]) for d in after),
+       sorted([(mf, "missing_field"), (by["unknown_kind"]["dl_seq"], "unknown_kind"),
+               (again[0]["dl_seq"], "missing_field")]), "after stop")
+
+    # state errors: durability off, no state there
+    off = Floorpost(state_dir='""')
+    out = deadletters_cli(off.config, "list")
+    eq(out.returncode, 2, "durability off")
+    assert "durability is off" in out.stderr, out.stderr
+    empty = Floorpost()
+    out = deadletters_cli(empty.config, "list")
+    eq(out.returncode, 2, "no state")
+    assert "no floorpost state here" in out.stderr, out.stderr
+    assert not os.path.exists(os.path.join(empty.dir, "state")), "the tool created nothing"
+
+
+@test
+def deadletters_survive_kill9_and_restart():
+    """Dead letters are committed with their round, before the ack: after an
+    acked batch and kill -9 they are still listed, before and after a restart."""
+    fp = Floorpost().start()
+    prod = Producer(CTX, fp.endpoints["router"])
+    prod.send(61, 1, [rec(1, PART, qty=2), rec(2, SCRAP, qty=1)])  # Scrap without reason
+    assert prod.wait_acks(1), "ack"
+    eq(prod.acks[0]["status"], 0, "batch acked")
+    prod.close()
+    fp.kill()  # SIGKILL, no drain
+    stored = deadletters_json(fp)
+    eq([(d["reason"], d["detail"]["source_id"], d["detail"]["seq"]) for d in stored],
+       [("missing_field", 61, 2)], "after kill -9")
+    # nobody acks while floorpost is down: nothing is deleted, exit 1
+    out = deadletters_cli(fp.config, "resubmit", "--source", "900003", "--timeout", "500",
+                          "--delete", str(stored[0]["dl_seq"]))
+    eq(out.returncode, 1, "resubmit without floorpost: " + out.stdout + out.stderr)
+    assert "NOT acked" in out.stdout, out.stdout
+    eq(deadletters_json(fp), stored, "kept when not acked")
+    fp.start()
+    eq(deadletters_json(fp), stored, "after the restart, floorpost running")
+    rc, _ = fp.stop()
+    eq(rc, 0, "stop")
+    eq(deadletters_json(fp), stored, "after the stop")
+
+
 def main():
     names = sys.argv[1:]
     passed = failed = 0
