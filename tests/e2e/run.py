@@ -986,14 +986,14 @@ CRASHGEN = os.path.join(os.path.dirname(FLOORPOST), "tools", "crashgen")
 
 
 def crash_run(kills, records, rate, seed=11, restart_every=3000, dup_pct=10, gap=(0.1, 0.6),
-              batch=64):
+              batch=64, map_size_mb=64):
     """kill -9 floorpost `kills` times at random moments while crashgen sends
     a plant stream (with duplicates and producer restarts) through the
     acknowledged producer library; then drain, restart once more and compare
     the whole outbox (replayed from global_seq 1) with crashgen's truth."""
     rng = random.Random(seed)
     fp = Floorpost(posting_interval_ms=60000, round_interval_ms=50, dedup_window=65536,
-                   workers=2, shards=2).start()
+                   workers=2, shards=2, map_size_mb=map_size_mb).start()
     truth_path = os.path.join(fp.dir, "truth.tsv")
     gen = subprocess.Popen([CRASHGEN, fp.endpoints["router"], truth_path, "--records", str(records),
                             "--rate", str(rate), "--seed", str(seed), "--dup-pct", str(dup_pct),
@@ -1055,7 +1055,7 @@ def long_test(fn):
 def crash_long_fifty_kills_five_million_records():
     t0 = time.time()
     n, summary = crash_run(kills=50, records=5000000, rate=90000, seed=23, restart_every=400000,
-                           gap=(0.5, 1.5), batch=256)
+                           gap=(0.5, 1.5), batch=256, map_size_mb=8192)
     print("     %d events in %.0f s; %s" % (n, time.time() - t0, summary))
 
 
