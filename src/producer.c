@@ -475,7 +475,11 @@ static void s_apply_ack(producer_t *self, const void *data, size_t len)
     while (e) {
         entry_t *next = e->next;
         if (e->src == ack.source_id && e->epoch == ack.epoch) {
-            if (ack.status == 0 && e->last_seq <= ack.acked_seq) {
+            /* An Ack is per batch and comes after its round's commit: the
+               batch it names is durable even above a gap in the seqs
+               (which holds the contiguous watermark back). */
+            if (ack.status == 0 &&
+                (e->last_seq <= ack.acked_seq || e->last_seq == ack.batch_last_seq)) {
                 self->stats.acked_batches++;
                 s_release(self, e);
             } else if (ack.status != 0 && e->last_seq == ack.batch_last_seq) {

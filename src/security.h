@@ -3,7 +3,7 @@
 
     CURVE (RFC 26) encrypts and authenticates every tcp endpoint when
     [security] curve_secret_key_file is set. Each server socket (ingest
-    ROUTER and PULL, both PUBs) gets ZMQ_CURVE_SERVER, the server's secret
+    ROUTER and PULL, both PUBs, the replay ROUTER) gets ZMQ_CURVE_SERVER, the server's secret
     key, ZMQ_ZAP_DOMAIN "floorpost" and ZMQ_ZAP_ENFORCE_DOMAIN, so libzmq
     asks the ZAP handler (RFC 27) about every client and, with no handler
     running, refuses every client: connections fail closed.

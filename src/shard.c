@@ -8,11 +8,14 @@
       every worker's barrier of round r has arrived. The shard then has
       exactly the records sent before the round's cut, flushes (late
       corrections every round; every partial on FP_BARRIER_FLUSH) and passes
-      the barrier to emit. This is the cut that durable commit rounds use.
+      the barrier to emit: first the keys the round changed (with a state
+      directory), then a MARK. This is the cut each commit round persists.
+    - At start, restores the keys it owns (route.h) from the state.
     - Checkpoints are encoded to FlatBuffers here (in parallel across shards)
-      and sent to emit, which only stamps the per-topic stream_seq.
-    - Sends to emit block at its HWM; emit never blocks (PUB drops for slow
-      subscribers), so there is no cycle.
+      and sent to emit, which stamps stream_seq and global_seq, commits the
+      round and publishes.
+    - Sends to emit block at its HWM; emit stops reading only while commits
+      fail (the back-pressure of a full disk), never in a cycle with us.
 */
 #include <assert.h>
 #include <errno.h>
@@ -232,8 +235,7 @@ void *fp_shard_main(void *argp)
         ok = (self->emit = fp_stage_socket(args->zmq_ctx, ZMQ_PUSH, FP_EP_EMIT, 0,
                                            cfg->queue_batches, -1, err, sizeof err)) != NULL;
     if (ok && args->store && fp_store_each_key(args->store, s_restore_key, self) != 0) {
-        snprintf(err, sizeof err, "%s: the aggregation state in the state directory is damaged",
-                 who);
+        snprintf(err, sizeof err, "the aggregation state in the state directory is damaged");
         ok = false;
     }
     if (ok && args->store) {

@@ -385,7 +385,9 @@ void *fp_worker_main(void *argp)
         ok = (self->acks = fp_stage_socket(args->zmq_ctx, ZMQ_PUSH, FP_EP_ACKS, 0, 0, -1, err,
                                            sizeof err)) != NULL;
     if (ok && args->store && fp_store_each_source(args->store, s_restore_source, self) != 0) {
-        snprintf(err, sizeof err, "%s: the dedup state in the state directory is damaged", who);
+        snprintf(err, sizeof err,
+                 "the dedup state cannot be restored (damaged, or max_sources, dedup_window "
+                 "or workers lowered below what it holds)");
         ok = false;
     }
     if (ok && args->store) {
