@@ -1307,6 +1307,40 @@ def deadletters_survive_kill9_and_restart():
     eq(deadletters_json(fp), stored, "after the stop")
 
 
+@test
+def late_subscriber_catches_up_through_replay():
+    """A subscriber that was not there (or fell behind) gets every event, in
+    order and once, from the replay endpoint: `floorpost tail --replay --from 1`."""
+    fp = Floorpost(posting_interval_ms=100).start()
+    prod = Producer(CTX, fp.endpoints["router"])
+    truth = Truth()
+    seq = 0
+    for b in range(6):
+        recs = []
+        for k in range(20):
+            seq += 1
+            recs.append(rec(seq, PART, order="O%d" % (k % 5), qty=k + 1))
+        for r in recs:
+            truth.add(r)
+        prod.send(51, 1, recs)
+        assert prod.wait_acks(b + 1)
+        time.sleep(0.25)  # a posting interval: partials of every order
+    # every event published so far is committed: ask how many there are
+    _, (nxt, oldest, last) = replay(CTX, fp.endpoints["replay"], 1, 0)
+    assert last >= 6, last
+    out = subprocess.run([FLOORPOST, "tail", "--replay", fp.endpoints["replay"], "--from", "1",
+                          "--count", str(last), "--timeout", "10000", fp.endpoints["pub"]],
+                         capture_output=True, text=True, timeout=60)
+    eq(out.returncode, 0, "tail: " + out.stderr)
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    eq([e["global_seq"] for e in events], list(range(1, last + 1)), "caught up in order, once")
+    got = sum(e["yield"] for e in events if e["kind"] == "completion")
+    eq(got, sum(v[0] for v in truth.completion.values()), "the caught-up events sum up")
+    rc, _ = fp.stop()
+    eq(rc, 0, "stop")
+    prod.close()
+
+
 def main():
     names = sys.argv[1:]
     passed = failed = 0
