@@ -71,7 +71,7 @@ static s_slot_t *s_slot(const char *component)
 static void s_write(int level, const char *component, const char *msg, const char *fmt,
                     va_list ap)
 {
-    char line[1024];
+    char line[4096]; /* the drain summary lists every counter */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
