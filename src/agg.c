@@ -7,14 +7,17 @@
       - pool: every key is an entry in one array; an entry's index is stable
         for its life (freed indices go to a free list), so links between
         entries are indices and survive growth. Index 0 is never used: 0 is
-        "none" in every link.
+        "none" in every link. Entries are 64-byte aligned, with what agg_add
+        touches per record in their first two cache lines.
       - slots: open addressing, linear probing, power-of-two size, at most 70%
         full, backward-shift deletion. A slot holds (low 32 bits of the key's
-        XXH3-64 hash, entry index); the home slot is tag & mask.
-      - the key is (kind, symbol ids); its table hash is XXH3-64 of that. The
-        event_id needs a hash that is stable across restarts, so each entry
-        also keeps khash = XXH3-128 of the kind and the key STRINGS, computed
-        once when the key is created.
+        table hash, entry index); the home slot is tag & mask.
+      - the key is (kind, symbol ids); its table hash is s_key_hash of that
+        (process-local: symbol ids). The event_id needs a hash that is stable
+        across restarts, so each entry also keeps khash = XXH3-128 of the
+        kind and the key STRINGS, computed once when the key is created.
+      - pool and slots of 2 MiB or more are mapped for transparent huge
+        pages (s_big_alloc): random access without a TLB miss each.
       - operation = the completion entry of (plant, order, operation). Every
         consumption and scrap entry links to its operation (op) and the
         operation keeps its children in an intrusive singly-linked list
@@ -35,14 +38,20 @@
     the real grace is between the configured grace and grace + one flush
     interval.
 
-    Hot path (agg_add): records are processed in chunks of S_CHUNK. Pass 1
-    maps string indices to symbols (once per batch and index, through a
-    generation-stamped scratch array; the batch holds a reference on every
-    symbol it maps until agg_add returns), builds each record's keys, hashes
-    them and prefetches their slots. Pass 2 prefetches the entries the slots
-    point to. Pass 3 applies the records in order. Capacity for every key the
-    chunk could create is reserved before pass 1, so nothing grows (and no
-    pointer moves) inside a chunk and nothing is allocated per record.
+    Hot path (agg_add). Pass 0, once per batch: the string indices the
+    records use are collected (a stamp array, no search) and mapped to
+    symbols with intern_find_many, which hashes, prefetches and looks them up
+    a group at a time; a string not interned yet is acquired, and the batch
+    holds that reference until agg_add returns (strings found need none:
+    keys hold them and agg_add releases no key). Then the records, in chunks
+    of S_CHUNK: pass 1 validates each, builds its keys from the map, hashes
+    them and prefetches their slots; pass 2 prefetches the two hot lines of
+    the entries the slots name and keeps them as hints; pass 3 applies the
+    records in order (a hint whose key matches needs no probe; a consumption
+    record reaches its operation through its key's entry). Capacity for
+    every key the chunk could create is reserved before pass 1, so nothing
+    grows (and no pointer moves) inside a chunk and nothing is allocated per
+    record but new strings.
 
     Callbacks: emit and reject run inside agg_add/agg_flush and must not call
     back into this agg_t.
@@ -65,9 +74,11 @@
 
 #include <assert.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 /* Inlined: XXH3 of short keys is a few ns, a library call doubles it. */
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -107,30 +118,39 @@ typedef struct {
     uint32_t sym[K_FIELDS]; /* unused fields are INTERN_EMPTY */
 } s_key_t;
 
+_Static_assert(sizeof(s_key_t) == 28 && offsetof(s_key_t, sym) == 4,
+               "s_key_eq and s_key_hash read s_key_t as words");
+
 typedef struct {
+    /* Hot: the first two cache lines (the pool is 64-byte aligned) hold what
+       agg_add reads and writes per record, so an update touches two
+       prefetched lines: key, sums, count, times, flags, lineage[0]. */
     s_key_t key;
-    uint64_t hash;        /* XXH3-64 of key: table hash (not stable across restarts) */
-    XXH128_hash_t khash;  /* XXH3-128 of kind + key strings: stable, for event_id */
+    uint32_t op;          /* the operation entry (itself for a completion) */
     int64_t sum0;         /* pending: completion yield | consumption quantity | scrap parts */
     int64_t sum1;         /* pending: completion scrap (parts); 0 for other kinds */
     uint64_t count;       /* pending records */
     int64_t first_ns, last_ns; /* pending records' event times, ns since Unix epoch */
-    fp_seq_range_t lineage[S_LINEAGE];
-    uint64_t checkpoint_no; /* of the last emitted checkpoint; 0 = none yet */
-    uint32_t nlineage;
     uint8_t flags;        /* S_* */
+    uint8_t nlineage;     /* ranges used in lineage, 0..S_LINEAGE */
     bool truncated;       /* a pending record's (source, epoch) found no lineage slot */
-    uint32_t op;          /* the operation entry (itself for a completion) */
     uint32_t list_prev, list_next; /* DIRTY or LATE list */
     uint32_t child_next;  /* next child of the same operation; free-list link when free */
+    fp_seq_range_t lineage[S_LINEAGE];
+    /* Cold: creation, emission, close, release, export. */
+    XXH128_hash_t khash;  /* XXH3-128 of kind + key strings: stable, for event_id */
+    uint64_t checkpoint_no; /* of the last emitted checkpoint; 0 = none yet */
+    int64_t closed_at;      /* operation: self->now when it closed */
+    uint64_t close_seq;     /* operation: closing order: the FIFO's order, see s_complete */
     uint32_t exp_prev, exp_next; /* EXPORT list (while tracking) */
     /* operation entries only */
     uint32_t first_child;
     uint32_t line, station; /* symbols, first record's */
     uint32_t fifo_next;     /* closed-operations FIFO */
-    int64_t closed_at;      /* self->now when it closed */
-    uint64_t close_seq;     /* closing order: the FIFO's order, see s_complete */
-} s_entry_t;
+} __attribute__((aligned(64))) s_entry_t;
+
+_Static_assert(offsetof(s_entry_t, lineage) + sizeof(fp_seq_range_t) <= 128,
+               "the hot fields and lineage[0] fit the first two cache lines");
 
 typedef struct {
     uint32_t tag; /* low 32 bits of the entry's hash */
@@ -141,6 +161,8 @@ typedef struct {
 typedef struct {
     s_key_t op, child;
     uint64_t hop, hchild;
+    uint32_t cop, cchild; /* pass 2: entries whose slot tag matched, S_NONE = none
+                             (hints: pass 3 checks the key, or searches) */
     uint8_t kind;     /* record kind, 0 = refuse */
     bool has_child;
     const char *refuse; /* reason when kind == 0 */
@@ -166,14 +188,22 @@ struct agg {
     uint32_t fifo_head, fifo_tail;
     int64_t now;          /* now_ns of the latest agg_flush */
 
-    /* batch string index -> symbol, valid where stamp == gen */
-    uint32_t *map, *stamp, *touched;
-    uint32_t map_cap, ntouched, gen;
-    /* batch string index -> its interner hash, valid where hstamp == gen;
-       pending: indices hashed for the current chunk, not yet mapped */
-    uint64_t *shash;
-    uint32_t *hstamp, *pending;
-    uint32_t npending;
+    /* agg_add scratch, [map_cap] each: map = batch string index -> symbol,
+       for the indices the batch's records use (map[0] = INTERN_EMPTY);
+       used = the used indices; touched = symbols the batch interned itself
+       (it holds one reference on each until agg_add returns) */
+    uint32_t *map, *used, *touched;
+    uint32_t map_cap, nused, ntouched;
+    /* [FP_BATCH_STRINGS_MAX + 1], any uint16_t index: mark[i] == mgen when
+       index i is used by the current batch (stale values never equal it) */
+    uint8_t *mark;
+    uint8_t mgen;
+    /* one group of used strings for intern_find_many: bytes, lengths,
+       hashes, symbols */
+    const char *sptr[S_CHUNK];
+    uint32_t slen[S_CHUNK];
+    uint64_t shash[S_CHUNK];
+    uint32_t ssym[S_CHUNK];
 
     /* persistence (agg.h): */
     bool track;           /* marking changes: after agg_export_dirty or agg_import */
@@ -191,6 +221,52 @@ struct agg {
     agg_pending_t pend; /* = sums over entries of sum0 and count, per key kind */
 };
 
+/* ---- big arrays ---- */
+
+/* The table and the pool are read at random, one cache line per key: with
+   4 KiB pages nearly every access of a big shard also misses the TLB (a
+   page walk, itself missing the cache). Arrays of S_BIG bytes or more are
+   therefore mapped 2 MiB-aligned and madvised for transparent huge pages
+   (a hint: the kernel may say no). Zeroed, 64-byte aligned; a grown array
+   is a new one (no realloc: it would lose the alignment). */
+#define S_BIG (2u << 20)
+
+static void *s_big_alloc(size_t size)
+{
+    if (size < S_BIG) {
+        void *p = aligned_alloc(64, (size + 63) & ~(size_t)63);
+        if (p)
+            memset(p, 0, size);
+        return p;
+    }
+    size_t len = (size + S_BIG - 1) & ~(size_t)(S_BIG - 1);
+    uint8_t *m = mmap(NULL, len + S_BIG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                      -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    /* keep the 2 MiB-aligned len bytes, unmap the slack on both sides */
+    uint8_t *p = (uint8_t *)(((uintptr_t)m + S_BIG - 1) & ~(uintptr_t)(S_BIG - 1));
+    if (p > m)
+        munmap(m, (size_t)(p - m));
+    if (p + len < m + len + S_BIG)
+        munmap(p + len, (size_t)(m + len + S_BIG - (p + len)));
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, len, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+/* Frees what s_big_alloc(size) returned; NULL-safe. */
+static void s_big_free(void *p, size_t size)
+{
+    if (!p)
+        return;
+    if (size < S_BIG)
+        free(p);
+    else
+        munmap(p, (size + S_BIG - 1) & ~(size_t)(S_BIG - 1));
+}
+
 /* ---- construction ---- */
 
 agg_t *agg_new(const agg_config_t *cfg, agg_emit_fn *emit, agg_reject_fn *reject, void *ctx)
@@ -207,10 +283,11 @@ agg_t *agg_new(const agg_config_t *cfg, agg_emit_fn *emit, agg_reject_fn *reject
     self->intern = intern_new();
     self->xxh = XXH3_createState();
     self->pool_cap = S_INITIAL_POOL;
-    self->pool = malloc(self->pool_cap * sizeof *self->pool);
-    self->slots = calloc(S_INITIAL_SLOTS, sizeof *self->slots);
+    self->pool = s_big_alloc(self->pool_cap * sizeof *self->pool);
+    self->mark = calloc(FP_BATCH_STRINGS_MAX + 1, 1);
+    self->slots = s_big_alloc(S_INITIAL_SLOTS * sizeof *self->slots);
     if (!self->instance || !self->idbuf || !self->intern || !self->xxh || !self->pool ||
-        !self->slots) {
+        !self->slots || !self->mark) {
         agg_destroy(&self);
         return NULL;
     }
@@ -232,14 +309,12 @@ void agg_destroy(agg_t **self_p)
     intern_destroy(&self->intern); /* frees every string; entries hold no other memory */
     if (self->xxh)
         XXH3_freeState(self->xxh);
-    free(self->pool);
-    free(self->slots);
+    s_big_free(self->pool, (size_t)self->pool_cap * sizeof *self->pool);
+    s_big_free(self->slots, (size_t)(self->mask + 1) * sizeof *self->slots);
     free(self->map);
-    free(self->stamp);
+    free(self->used);
     free(self->touched);
-    free(self->shash);
-    free(self->hstamp);
-    free(self->pending);
+    free(self->mark);
     free(self->idbuf);
     free(self->instance);
     free(self->rel);
@@ -302,18 +377,48 @@ static void s_unmark(agg_t *self, uint32_t idx)
     e->flags &= (uint8_t)~S_EXPORT;
 }
 
-static uint64_t s_key_hash(const s_key_t *k)
+/* 64x64 -> 128-bit multiply, halves folded (wyhash's "mum"). */
+static inline uint64_t s_mum(uint64_t a, uint64_t b)
 {
-    return XXH3_64bits(k, sizeof *k);
+    __uint128_t r = (__uint128_t)a * b;
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
 }
 
-static bool s_key_eq(const s_key_t *a, const s_key_t *b)
+/* The table hash of a key. Symbol ids are not stable across restarts, so
+   neither is this (nothing persists it): any well-mixed function will do,
+   and three multiplies cost a third of XXH3 on 28 bytes. A mum with a zero
+   factor would lose its other input: the constants XORed in cannot equal
+   any word of a key (kind <= 3 and symbol ids < INTERN_ID_LIMIT = 2^30
+   leave bits 62-63 of every word clear, each constant has bit 63 set). */
+static inline uint64_t s_key_hash(const s_key_t *k)
 {
-    /* by field, not memcmp: gcc calls the library for 28 bytes */
-    uint32_t d = a->kind ^ b->kind;
-    for (int f = 0; f < K_FIELDS; f++)
-        d |= a->sym[f] ^ b->sym[f];
-    return d == 0;
+    /* By field, not as 8-byte loads: the caller has just stored the key
+       field by field, and a load spanning two stores is not forwarded (a
+       stall of some 20 cycles). */
+    uint64_t w0 = k->kind | (uint64_t)k->sym[0] << 32;
+    uint64_t w1 = k->sym[1] | (uint64_t)k->sym[2] << 32;
+    uint64_t w2 = k->sym[3] | (uint64_t)k->sym[4] << 32;
+    uint64_t w3 = k->sym[5];
+    _Static_assert(INTERN_ID_LIMIT <= (1u << 30), "see above");
+    uint64_t h = s_mum(w0 ^ 0xa0761d6478bd642full, w1 ^ 0xe7037ed1a0b428dbull) ^
+                 s_mum(w2 ^ 0x8ebc6af09c88c6e3ull, w3 ^ 0x889965cc75374cc3ull);
+    return s_mum(h ^ 0x9d8e4e27c47d124full, 0xeb44accab455d165ull);
+}
+
+static inline bool s_key_eq(const s_key_t *a, const s_key_t *b)
+{
+    /* in words, not memcmp: gcc calls the library for 28 bytes */
+    uint64_t a0, a1, a2, b0, b1, b2;
+    uint32_t a3, b3;
+    memcpy(&a0, &a->kind, 8);
+    memcpy(&a1, &a->sym[1], 8);
+    memcpy(&a2, &a->sym[3], 8);
+    memcpy(&b0, &b->kind, 8);
+    memcpy(&b1, &b->sym[1], 8);
+    memcpy(&b2, &b->sym[3], 8);
+    a3 = a->sym[5];
+    b3 = b->sym[5];
+    return ((a0 ^ b0) | (a1 ^ b1) | (a2 ^ b2) | (a3 ^ b3)) == 0;
 }
 
 static uint32_t s_find(const agg_t *self, const s_key_t *k, uint64_t h)
@@ -330,6 +435,16 @@ static uint32_t s_find(const agg_t *self, const s_key_t *k, uint64_t h)
     }
 }
 
+/* s_find, trying first the entry hint (from pass 2; may be stale or a tag
+   collision: the key decides). */
+static inline uint32_t s_find_hint(const agg_t *self, const s_key_t *k, uint64_t h,
+                                   uint32_t hint)
+{
+    if (hint != S_NONE && s_key_eq(&self->pool[hint].key, k))
+        return hint;
+    return s_find(self, k, h);
+}
+
 static void s_slot_insert(s_slot_t *slots, uint64_t mask, s_slot_t s)
 {
     uint64_t i = s.tag & mask;
@@ -341,7 +456,7 @@ static void s_slot_insert(s_slot_t *slots, uint64_t mask, s_slot_t s)
 static void s_slot_remove(agg_t *self, uint32_t idx)
 {
     uint64_t mask = self->mask;
-    uint64_t i = self->pool[idx].hash & mask;
+    uint64_t i = s_key_hash(&self->pool[idx].key) & mask;
     while (self->slots[i].idx != idx) {
         assert(self->slots[i].idx != S_NONE); /* a live entry is always in the table */
         i = (i + 1) & mask;
@@ -373,13 +488,13 @@ static int s_reserve(agg_t *self, uint64_t more)
             ncap *= 2;
         if (ncap > (1ull << 32)) /* tags are 32 bits */
             return -1;
-        s_slot_t *n = calloc(ncap, sizeof *n);
+        s_slot_t *n = s_big_alloc(ncap * sizeof *n);
         if (!n)
             return -1;
         for (uint64_t i = 0; i < cap; i++)
             if (self->slots[i].idx != S_NONE)
                 s_slot_insert(n, ncap - 1, self->slots[i]);
-        free(self->slots);
+        s_big_free(self->slots, cap * sizeof *self->slots);
         self->slots = n;
         self->mask = ncap - 1;
     }
@@ -390,9 +505,11 @@ static int s_reserve(agg_t *self, uint64_t more)
             ncap *= 2;
         if (ncap > UINT32_MAX)
             return -1;
-        s_entry_t *n = realloc(self->pool, ncap * sizeof *n);
+        s_entry_t *n = s_big_alloc(ncap * sizeof *n);
         if (!n)
             return -1;
+        memcpy(n, self->pool, (size_t)self->pool_used * sizeof *n);
+        s_big_free(self->pool, (size_t)self->pool_cap * sizeof *self->pool);
         self->pool = n;
         self->pool_cap = (uint32_t)ncap;
     }
@@ -445,7 +562,6 @@ static uint32_t s_create(agg_t *self, const s_key_t *k, uint64_t h, uint32_t op,
     s_entry_t *e = &self->pool[idx];
     memset(e, 0, sizeof *e);
     e->key = *k;
-    e->hash = h;
     for (int f = 0; f < K_FIELDS; f++)
         intern_ref(self->intern, k->sym[f]);
     /* Export bounds (agg.h formats): version, kind, 6 length varints. */
@@ -621,40 +737,70 @@ static void s_emit(agg_t *self, uint32_t idx, bool final)
 
 /* ---- applying records ---- */
 
-/* Counts rec into entry idx (count, times, lineage) and lists it. */
-static void s_account(agg_t *self, uint32_t idx, const fp_batch_hdr_t *b, const fp_record_t *r)
+/* s_account for an entry with nothing pending: starts its times and
+   lineage and lists it. */
+static void s_account_first(agg_t *self, uint32_t idx, const fp_batch_hdr_t *b,
+                            const fp_record_t *r)
 {
     s_entry_t *e = &self->pool[idx];
-    if (e->count == 0) {
-        e->first_ns = e->last_ns = r->time_ns;
-        if (self->pool[e->op].flags & S_CLOSED)
-            e->flags |= S_LATE;
-        s_list_add(self, idx, (e->flags & S_LATE) ? S_LIST_LATE : S_LIST_DIRTY);
-    } else {
-        if (r->time_ns < e->first_ns)
-            e->first_ns = r->time_ns;
-        if (r->time_ns > e->last_ns)
-            e->last_ns = r->time_ns;
-    }
-    e->count++;
+    assert(e->count == 0 && e->nlineage == 0);
+    e->first_ns = e->last_ns = r->time_ns;
+    if (self->pool[e->op].flags & S_CLOSED)
+        e->flags |= S_LATE;
+    s_list_add(self, idx, (e->flags & S_LATE) ? S_LIST_LATE : S_LIST_DIRTY);
+    e->count = 1;
     self->pend.records[e->key.kind - 1]++;
     s_mark(self, idx);
-    uint32_t i;
-    for (i = 0; i < e->nlineage; i++) {
+    e->lineage[0] = (fp_seq_range_t){b->source_id, b->epoch, r->seq, r->seq};
+    e->nlineage = 1;
+}
+
+/* The lineage of an entry with records pending, when its first range is
+   of another (source, epoch). */
+static void s_lineage_other(s_entry_t *e, const fp_batch_hdr_t *b, uint64_t seq)
+{
+    for (uint32_t i = 1; i < e->nlineage; i++) {
         fp_seq_range_t *l = &e->lineage[i];
         if (l->source_id == b->source_id && l->epoch == b->epoch) {
-            if (r->seq < l->first_seq)
-                l->first_seq = r->seq;
-            if (r->seq > l->last_seq)
-                l->last_seq = r->seq;
+            if (seq < l->first_seq)
+                l->first_seq = seq;
+            if (seq > l->last_seq)
+                l->last_seq = seq;
             return;
         }
     }
     if (e->nlineage < S_LINEAGE)
-        e->lineage[e->nlineage++] =
-            (fp_seq_range_t){b->source_id, b->epoch, r->seq, r->seq};
+        e->lineage[e->nlineage++] = (fp_seq_range_t){b->source_id, b->epoch, seq, seq};
     else
         e->truncated = true;
+}
+
+/* Counts rec into entry idx (count, times, lineage) and lists it. The
+   common case - records pending, from the source of its first lineage
+   range - touches only the entry's hot lines and takes no branch that
+   depends on the data. Invariant: count > 0 implies nlineage >= 1. */
+static inline void s_account(agg_t *self, uint32_t idx, const fp_batch_hdr_t *b,
+                             const fp_record_t *r)
+{
+    s_entry_t *e = &self->pool[idx];
+    if (__builtin_expect(e->count == 0, 0)) {
+        s_account_first(self, idx, b, r);
+        return;
+    }
+    int64_t t = r->time_ns;
+    uint64_t seq = r->seq;
+    e->first_ns = t < e->first_ns ? t : e->first_ns;
+    e->last_ns = t > e->last_ns ? t : e->last_ns;
+    e->count++;
+    self->pend.records[e->key.kind - 1]++;
+    s_mark(self, idx);
+    fp_seq_range_t *l = &e->lineage[0];
+    if (__builtin_expect(l->source_id == b->source_id && l->epoch == b->epoch, 1)) {
+        l->first_seq = seq < l->first_seq ? seq : l->first_seq;
+        l->last_seq = seq > l->last_seq ? seq : l->last_seq;
+        return;
+    }
+    s_lineage_other(e, b, seq);
 }
 
 static void s_fifo_sort(agg_t *self);
@@ -703,24 +849,28 @@ static void s_apply(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
         s_refuse(self, b, r, p->refuse);
         return;
     }
-    uint32_t op = s_find(self, &p->op, p->hop);
-    uint32_t ch = p->has_child ? s_find(self, &p->child, p->hchild) : S_NONE;
+    uint32_t ch = p->has_child ? s_find_hint(self, &p->child, p->hchild, p->cchild) : S_NONE;
+    /* A child's operation lives as long as the child (released together),
+       so a consumption record with its key in place reads the operation
+       from it: no lookup, and pass 2 prefetched nothing for it. */
+    uint32_t op = p->kind == FP_KIND_MATERIAL && ch != S_NONE
+                      ? self->pool[ch].op
+                      : s_find_hint(self, &p->op, p->hop, p->cop);
     int64_t q = r->quantity, tmp;
 
-    /* Refuse before touching anything: overflow of either sum, then keys. */
-    int64_t op_yield = op ? self->pool[op].sum0 : 0, op_scrap = op ? self->pool[op].sum1 : 0;
-    int64_t ch_sum = ch ? self->pool[ch].sum0 : 0;
+    /* Refuse before touching anything: overflow of either sum, then keys.
+       A key not there yet has sum 0: 0 + q cannot overflow. */
     bool overflow = false;
     switch (p->kind) {
     case FP_KIND_PART_COUNT:
-        overflow = __builtin_add_overflow(op_yield, q, &tmp);
+        overflow = op && __builtin_add_overflow(self->pool[op].sum0, q, &tmp);
         break;
     case FP_KIND_SCRAP:
-        overflow = __builtin_add_overflow(op_scrap, q, &tmp) ||
-                   __builtin_add_overflow(ch_sum, q, &tmp);
+        overflow = (op && __builtin_add_overflow(self->pool[op].sum1, q, &tmp)) ||
+                   (ch && __builtin_add_overflow(self->pool[ch].sum0, q, &tmp));
         break;
     case FP_KIND_MATERIAL:
-        overflow = __builtin_add_overflow(ch_sum, q, &tmp);
+        overflow = ch && __builtin_add_overflow(self->pool[ch].sum0, q, &tmp);
         break;
     default:
         break;
@@ -788,120 +938,151 @@ static void s_apply(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
     }
 }
 
-/* The symbol of batch string idx (1..nstrings), interned once per batch;
-   the batch holds one reference on it until agg_add returns. */
-static uint32_t s_map(agg_t *self, fp_batch_hdr_t *b, uint32_t idx)
+typedef uint16_t s_u16x8_t __attribute__((vector_size(16)));
+typedef uint64_t s_u64x2_t __attribute__((vector_size(16)));
+_Static_assert(FP_STR_FIELDS == 9 && offsetof(fp_record_t, str) + 16 <= sizeof(fp_record_t),
+               "s_strs_ok reads str[0..7] as one vector");
+
+/* Whether every string index of r is within the batch's ns strings: one
+   vector compare for str[0..7] (GCC vector extensions: SSE2 on x86-64,
+   scalar code elsewhere). */
+static inline bool s_strs_ok(const fp_record_t *r, uint32_t ns)
 {
-    if (idx == 0)
-        return INTERN_EMPTY;
-    if (self->stamp[idx] == self->gen)
-        return self->map[idx];
-    uint32_t len;
-    const char *s = fp_batch_string(b, idx, &len);
-    uint32_t sym = self->hstamp[idx] == self->gen
-                       ? intern_acquire_hashed(self->intern, s, len, self->shash[idx])
-                       : intern_acquire(self->intern, s, len);
-    if (sym == INTERN_NOMEM)
-        return sym; /* not cached: tried again for the next record */
-    self->stamp[idx] = self->gen;
-    self->map[idx] = sym;
-    self->touched[self->ntouched++] = sym;
-    return sym;
+    s_u16x8_t v, lim = {0};
+    memcpy(&v, r->str, sizeof v);
+    lim += (uint16_t)ns; /* ns <= FP_BATCH_STRINGS_MAX: fits */
+    s_u64x2_t over = (s_u64x2_t)(v > lim);
+    return ((over[0] | over[1]) == 0) & (r->str[8] <= ns);
 }
 
-/* Pass 1 for one record: validate what we rely on, map strings, build keys. */
-static void s_prepare(agg_t *self, fp_batch_hdr_t *b, const fp_record_t *r, s_pre_t *p)
+/* Pass 0 (once per batch): the string indices the records use, in
+   self->used. Two sweeps with no search and no validation: stamp every
+   index of every record (mark covers any uint16_t, so even an index beyond
+   the table is harmless: pass 1 refuses its record, and the sweep over
+   1..nstrings never sees it), then collect the stamped ones. */
+static void s_collect_strings(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *recs)
+{
+    _Static_assert(FP_BATCH_STRINGS_MAX == UINT16_MAX, "mark covers every index");
+    if (++self->mgen == 0) { /* wrapped: forget every stamp */
+        memset(self->mark, 0, FP_BATCH_STRINGS_MAX + 1);
+        self->mgen = 1;
+    }
+    uint8_t *mark = self->mark, g = self->mgen;
+    for (uint32_t i = 0; i < b->nrecords; i++) {
+        const uint16_t *st = recs[i].str;
+        mark[st[0]] = g, mark[st[1]] = g, mark[st[2]] = g;
+        mark[st[3]] = g, mark[st[4]] = g, mark[st[5]] = g;
+        mark[st[6]] = g, mark[st[7]] = g, mark[st[8]] = g;
+    }
+    uint32_t n = 0;
+    for (uint32_t idx = 1; idx <= b->nstrings; idx++)
+        if (mark[idx] == g)
+            self->used[n++] = idx;
+    self->nused = n;
+}
+
+/* Pass 0b: map the used strings to symbols, S_CHUNK at a time through
+   intern_find_many (which pipelines hashing, prefetching and lookups). A
+   string already interned is held by a key, and agg_add releases no key,
+   so it needs no reference of the batch's own; a new one is acquired (the
+   batch's reference, in touched). INTERN_NOMEM in map: pass 1 refuses the
+   records that need it. */
+static void s_map_strings(agg_t *self, fp_batch_hdr_t *b)
+{
+    const uint32_t *off = fp_batch_stroff(b);
+    const char *blob = fp_batch_strblob(b);
+    self->map[0] = INTERN_EMPTY;
+    for (uint32_t base = 0; base < self->nused; base += S_CHUNK) {
+        uint32_t m = self->nused - base < S_CHUNK ? self->nused - base : S_CHUNK;
+        const uint32_t *used = self->used + base;
+        for (uint32_t i = 0; i < m; i++) {
+            uint32_t idx = used[i];
+            self->sptr[i] = blob + off[idx - 1];
+            self->slen[i] = off[idx] - off[idx - 1] - 1;
+        }
+        intern_find_many(self->intern, m, self->sptr, self->slen, self->shash, self->ssym);
+        for (uint32_t i = 0; i < m; i++) {
+            uint32_t sym = self->ssym[i];
+            if (sym == INTERN_ABSENT) {
+                sym = intern_acquire_hashed(self->intern, self->sptr[i], self->slen[i],
+                                            self->shash[i]);
+                if (sym != INTERN_NOMEM)
+                    self->touched[self->ntouched++] = sym;
+            }
+            self->map[used[i]] = sym;
+        }
+    }
+}
+
+/* Pass 1 for one record: validate what we rely on, build keys, hash them
+   and prefetch their slots. */
+static void s_prepare(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r, s_pre_t *p)
 {
     p->kind = 0;
     p->has_child = false;
     p->refuse = "invalid_record";
-    if (r->kind < FP_KIND_PART_COUNT || r->kind > FP_KIND_MAX)
+    if (r->kind < FP_KIND_PART_COUNT || r->kind > FP_KIND_MAX || !s_strs_ok(r, b->nstrings))
         return;
-    for (int f = 0; f < FP_STR_FIELDS; f++)
-        if (r->str[f] > b->nstrings)
-            return;
-    static const uint8_t order[] = {FP_STR_PLANT, FP_STR_ORDER, FP_STR_OPERATION,
-                                    FP_STR_LINE, FP_STR_STATION};
-    uint32_t s[FP_STR_FIELDS] = {0};
-    for (size_t i = 0; i < sizeof order; i++)
-        if ((s[order[i]] = s_map(self, b, r->str[order[i]])) == INTERN_NOMEM)
-            goto nomem;
+    const uint32_t *map = self->map;
+    uint32_t plant = map[r->str[FP_STR_PLANT]], order = map[r->str[FP_STR_ORDER]],
+             operation = map[r->str[FP_STR_OPERATION]];
+    /* Any symbol INTERN_NOMEM (bit 31; ids are < INTERN_ID_LIMIT): refuse.
+       line and station count: used when the record creates its operation. */
+    _Static_assert(INTERN_NOMEM == UINT32_MAX && INTERN_ID_LIMIT <= (1u << 31), "bit 31");
+    uint32_t any = plant | order | operation | map[r->str[FP_STR_LINE]] |
+                   map[r->str[FP_STR_STATION]];
+    /* The keys are built and hashed in locals (registers), then stored:
+       hashing what was just stored would read across stores. */
+    s_key_t opk = {.kind = FP_CK_COMPLETION, .sym = {plant, order, operation, 0, 0, 0}};
+    s_key_t chk = opk;
+    bool child = false;
     if (r->kind == FP_KIND_MATERIAL) {
-        for (int f = FP_STR_MATERIAL; f <= FP_STR_UNIT; f++)
-            if ((s[f] = s_map(self, b, r->str[f])) == INTERN_NOMEM)
-                goto nomem;
+        chk.kind = FP_CK_CONSUMPTION;
+        chk.sym[K_MATERIAL] = map[r->str[FP_STR_MATERIAL]];
+        chk.sym[K_LOT] = map[r->str[FP_STR_LOT]];
+        chk.sym[K_UNIT] = map[r->str[FP_STR_UNIT]];
+        child = true;
     } else if (r->kind == FP_KIND_SCRAP) {
-        if ((s[FP_STR_REASON] = s_map(self, b, r->str[FP_STR_REASON])) == INTERN_NOMEM)
-            goto nomem;
+        chk.kind = FP_CK_SCRAP;
+        chk.sym[K_REASON] = map[r->str[FP_STR_REASON]];
+        child = true;
     }
-    p->op = (s_key_t){.kind = FP_CK_COMPLETION,
-                      .sym = {s[FP_STR_PLANT], s[FP_STR_ORDER], s[FP_STR_OPERATION], 0, 0, 0}};
-    p->hop = s_key_hash(&p->op);
-    __builtin_prefetch(&self->slots[p->hop & self->mask]);
-    if (r->kind == FP_KIND_MATERIAL) {
-        p->child = p->op;
-        p->child.kind = FP_CK_CONSUMPTION;
-        p->child.sym[K_MATERIAL] = s[FP_STR_MATERIAL];
-        p->child.sym[K_LOT] = s[FP_STR_LOT];
-        p->child.sym[K_UNIT] = s[FP_STR_UNIT];
-        p->has_child = true;
-    } else if (r->kind == FP_KIND_SCRAP) {
-        p->child = p->op;
-        p->child.kind = FP_CK_SCRAP;
-        p->child.sym[K_REASON] = s[FP_STR_REASON];
-        p->has_child = true;
+    any |= chk.sym[K_MATERIAL] | chk.sym[K_LOT] | chk.sym[K_UNIT]; /* 0 without a child */
+    if (any >> 31) {
+        p->refuse = "no_memory";
+        return;
     }
-    if (p->has_child) {
-        p->hchild = s_key_hash(&p->child);
+    p->op = opk;
+    p->hop = s_key_hash(&opk);
+    if (r->kind != FP_KIND_MATERIAL) /* see s_apply: found through its child */
+        __builtin_prefetch(&self->slots[p->hop & self->mask]);
+    if (child) {
+        p->child = chk;
+        p->hchild = s_key_hash(&chk);
         __builtin_prefetch(&self->slots[p->hchild & self->mask]);
     }
+    p->has_child = child;
     p->kind = r->kind;
-    return;
-nomem:
-    p->refuse = "no_memory";
 }
 
-/* Pass 2: the slots are (being) fetched; prefetch the entries they name. */
-static void s_prefetch_entry(const agg_t *self, uint64_t h)
+/* Pass 2: the slots are (being) fetched; prefetch the hot lines of the
+   entry a slot names and return it as a hint (S_NONE: none). */
+static uint32_t s_prefetch_entry(const agg_t *self, uint64_t h)
 {
     uint32_t tag = (uint32_t)h;
     uint64_t i = h & self->mask;
     for (;;) {
         s_slot_t s = self->slots[i];
         if (s.idx == S_NONE)
-            return;
+            return S_NONE;
         if (s.tag == tag) {
-            __builtin_prefetch(&self->pool[s.idx]);
-            return;
+            const char *e = (const char *)&self->pool[s.idx];
+            __builtin_prefetch(e);
+            __builtin_prefetch(e + 64);
+            return s.idx;
         }
         i = (i + 1) & self->mask;
     }
-}
-
-/* Pass 0: the chunk's strings not yet mapped in this batch are hashed and
-   their interner slot, symbol and bytes prefetched, in three sweeps, so
-   pass 1's lookups find them in cache (a new string per record is the
-   common case with many keys: three dependent misses each otherwise). */
-static void s_prefetch_strings(agg_t *self, fp_batch_hdr_t *b, const fp_record_t *recs,
-                               uint32_t m)
-{
-    self->npending = 0;
-    for (uint32_t i = 0; i < m; i++)
-        for (int f = 0; f < FP_STR_FIELDS; f++) {
-            uint32_t idx = recs[i].str[f];
-            if (idx == 0 || idx > b->nstrings || self->stamp[idx] == self->gen ||
-                self->hstamp[idx] == self->gen)
-                continue;
-            uint32_t len;
-            const char *s = fp_batch_string(b, idx, &len);
-            self->shash[idx] = intern_hash(s, len);
-            self->hstamp[idx] = self->gen;
-            self->pending[self->npending++] = idx;
-            intern_prefetch(self->intern, self->shash[idx], 0);
-        }
-    for (int stage = 1; stage <= 2; stage++)
-        for (uint32_t i = 0; i < self->npending; i++)
-            intern_prefetch(self->intern, self->shash[self->pending[i]], stage);
 }
 
 /* Sizes the string scratch arrays for n batch strings; -1 on out of memory. */
@@ -913,25 +1094,14 @@ static int s_scratch(agg_t *self, uint32_t n)
     uint32_t *m = realloc(self->map, ncap * sizeof *m);
     if (m)
         self->map = m;
-    uint32_t *s = realloc(self->stamp, ncap * sizeof *s);
-    if (s)
-        self->stamp = s;
+    uint32_t *u = realloc(self->used, ncap * sizeof *u);
+    if (u)
+        self->used = u;
     uint32_t *t = realloc(self->touched, ncap * sizeof *t);
     if (t)
         self->touched = t;
-    uint64_t *sh = realloc(self->shash, ncap * sizeof *sh);
-    if (sh)
-        self->shash = sh;
-    uint32_t *hs = realloc(self->hstamp, ncap * sizeof *hs);
-    if (hs)
-        self->hstamp = hs;
-    uint32_t *pe = realloc(self->pending, ncap * sizeof *pe);
-    if (pe)
-        self->pending = pe;
-    if (!m || !s || !t || !sh || !hs || !pe)
+    if (!m || !u || !t)
         return -1;
-    memset(self->stamp + self->map_cap, 0, (ncap - self->map_cap) * sizeof *s);
-    memset(self->hstamp + self->map_cap, 0, (ncap - self->map_cap) * sizeof *hs);
     self->map_cap = ncap;
     return 0;
 }
@@ -949,28 +1119,24 @@ void agg_add(agg_t *self, const fp_batch_hdr_t *batch)
                      b->nstrings > FP_BATCH_STRINGS_MAX ? "invalid_record" : "no_memory");
         return;
     }
-    if (++self->gen == 0) { /* wrapped: forget every stamp */
-        memset(self->stamp, 0, self->map_cap * sizeof *self->stamp);
-        memset(self->hstamp, 0, self->map_cap * sizeof *self->hstamp);
-        self->gen = 1;
-    }
     self->ntouched = 0;
+    s_collect_strings(self, b, recs);
+    s_map_strings(self, b);
 
     for (uint32_t base = 0; base < n; base += S_CHUNK) {
         uint32_t m = n - base < S_CHUNK ? n - base : S_CHUNK;
         /* A record creates at most 2 keys. On failure, s_room refuses the
            records that do not fit ("no_memory"). */
         (void)s_reserve(self, 2ull * m);
-        s_prefetch_strings(self, b, recs + base, m);
         for (uint32_t i = 0; i < m; i++)
             s_prepare(self, b, &recs[base + i], &self->pre[i]);
         for (uint32_t i = 0; i < m; i++) {
-            const s_pre_t *p = &self->pre[i];
+            s_pre_t *p = &self->pre[i];
             if (!p->kind)
                 continue;
-            s_prefetch_entry(self, p->hop);
+            p->cop = p->kind != FP_KIND_MATERIAL ? s_prefetch_entry(self, p->hop) : S_NONE;
             if (p->has_child)
-                s_prefetch_entry(self, p->hchild);
+                p->cchild = s_prefetch_entry(self, p->hchild);
         }
         for (uint32_t i = 0; i < m; i++)
             s_apply(self, b, &recs[base + i], &self->pre[i]);

@@ -10,6 +10,11 @@
     Symbol 0 (INTERN_EMPTY) is the empty string; it is never counted, never
     freed, and intern_acquire of a zero-length string returns it.
 
+    Cost (the aggregation hot path): looking up a string shorter than
+    INTERN_SHORT bytes reads one 32-byte table slot, which holds a copy of
+    its bytes; a longer one also reads its symbol and its bytes.
+    intern_find_many hides those reads across a batch.
+
     Thread contract: an intern_t belongs to one thread; no locks.
 */
 #ifndef FP_INTERN_H
@@ -21,6 +26,9 @@ typedef struct intern intern_t;
 
 #define INTERN_EMPTY 0u          /* the symbol of "" */
 #define INTERN_NOMEM UINT32_MAX  /* intern_acquire failed: out of memory */
+#define INTERN_ABSENT (UINT32_MAX - 1) /* intern_find_many: not interned */
+#define INTERN_ID_LIMIT (1u << 30) /* every symbol id is below this */
+#define INTERN_SHORT 20u /* strings shorter than this: one read per lookup */
 
 /* Returns NULL on out of memory. Free with intern_destroy. */
 intern_t *intern_new(void);
@@ -33,17 +41,21 @@ void intern_destroy(intern_t **self_p);
    INTERN_NOMEM on out of memory (nothing is held then). */
 uint32_t intern_acquire(intern_t *self, const char *s, uint32_t len);
 
-/* The hash intern_acquire_hashed wants for s[0..len). */
+/* The hash intern_acquire_hashed wants for s[0..len) (a process-local
+   value: not stable across builds, never persist it). */
 uint64_t intern_hash(const char *s, uint32_t len);
 
 /* Same as intern_acquire with h = intern_hash(s, len) computed beforehand. */
 uint32_t intern_acquire_hashed(intern_t *self, const char *s, uint32_t len, uint64_t h);
 
-/* Cache hints for a later lookup of hash h, to issue over a whole batch
-   before the lookups: stage 0 fetches the table slot, stage 1 the symbol
-   (reads the slot), stage 2 the string bytes (reads the symbol). No effect
-   on results. */
-void intern_prefetch(const intern_t *self, uint64_t h, int stage);
+/* Looks up n strings at once - the hot path of a batch: hashes them all,
+   prefetches their table slots (and symbols and bytes of long strings)
+   across groups of them, then looks each up, so the lookups hit the cache.
+   out[i] = the symbol of s[i][0..len[i]) with NO reference taken (valid
+   while some holder keeps one), INTERN_EMPTY for len 0, INTERN_ABSENT when
+   not interned; h[i] = intern_hash of it, for intern_acquire_hashed. */
+void intern_find_many(const intern_t *self, uint32_t n, const char *const *s,
+                      const uint32_t *len, uint64_t *h, uint32_t *out);
 
 /* Takes one more reference on a live symbol. */
 void intern_ref(intern_t *self, uint32_t sym);

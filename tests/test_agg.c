@@ -1803,6 +1803,63 @@ TEST(test_growth_1m_keys)
     free(k.ev);
 }
 
+/* The batch string mapping (agg_add pass 0): more distinct strings than
+   one lookup group, short and long (INTERN_SHORT and over) strings, strings
+   already held by keys next to new ones, and new strings that only a
+   refused record uses (interned for the batch, then released). */
+TEST(test_many_and_long_strings)
+{
+    enum { N = 700, M = 140 }; /* orders, materials */
+    sink_t k;
+    agg_t *a = s_new(&k, 1000000, 10);
+    bb_t bb;
+    bb_init(&bb, 1, 1);
+    static int64_t want[2 * N];
+    char order[40], mat[40];
+    for (int pass = 0; pass < 2; pass++) {
+        /* pass 0: orders 0..N-1; pass 1: N/2..N/2+N-1 (half held, half new) */
+        for (int j = 0; j < N; j++) {
+            int i = pass * (N / 2) + j;
+            snprintf(order, sizeof order, i % 3 ? "O%d" : "A-LONG-ORDER-NUMBER-%05d", i);
+            int64_t q = i + 1 + pass;
+            bb_rec(&bb, FP_KIND_PART_COUNT, q, order, "0010", NULL, NULL, NULL);
+            want[i] += q;
+            if (j % 5 == 0) {
+                snprintf(mat, sizeof mat, "MATERIAL-WITH-LONG-NAME-%04d", (j / 5) % M);
+                bb_rec(&bb, FP_KIND_MATERIAL, 1000, order, "0010", mat, "LOT-1", "KG");
+            }
+        }
+        /* refused (bad kind), with strings nobody else uses */
+        bb_rec(&bb, FP_KIND_PART_COUNT, 1, "ONLY-IN-A-REFUSED-RECORD-X", "0010", NULL, NULL,
+               NULL)->kind = 0;
+        bb_rec(&bb, FP_KIND_PART_COUNT, 1, "Z1", "0099", NULL, NULL, NULL)->str[FP_STR_LOT] = 65535;
+        s_add(a, &bb);
+        ASSERT_EQ(k.rejects, 2 * (pass + 1));
+        /* P1 L1 S1 0010, the orders so far, materials, LOT-1, KG */
+        ASSERT_EQ(agg_stats(a)->strings, 4 + N + pass * (N / 2) + M + 2);
+    }
+    agg_flush(a, AGG_FLUSH_ALL, 1);
+    int seen = 0;
+    for (size_t e = 0; e < k.n; e++) {
+        const cap_t *c = &k.ev[e];
+        if (c->kind != FP_CK_COMPLETION)
+            continue;
+        int i;
+        ASSERT(sscanf(c->order[0] == 'O' ? c->order + 1 : c->order + 20, "%d", &i) == 1);
+        ASSERT(i >= 0 && i < N + N / 2);
+        ASSERT_STREQ(c->plant, "P1");
+        ASSERT_STREQ(c->line, "L1");
+        ASSERT_EQ(c->yield, want[i]);
+        want[i] = -1; /* one checkpoint per operation */
+        seen++;
+    }
+    ASSERT_EQ(seen, N + N / 2);
+    ASSERT_EQ(s_count(&k, 0, FP_CK_CONSUMPTION, "0010"), 2 * (N / 5)); /* (order, material) */
+    agg_destroy(&a);
+    bb_free(&bb);
+    free(k.ev);
+}
+
 int main(void)
 {
     RUN(test_arithmetic);
@@ -1816,6 +1873,7 @@ int main(void)
     RUN(test_lineage);
     RUN(test_event_id_determinism);
     RUN(test_invalid_records);
+    RUN(test_many_and_long_strings);
     RUN(test_model_random);
     RUN(test_key_format_and_shard);
     RUN(test_export_dirty_and_release);
