@@ -665,3 +665,16 @@ cleanup:
     fclose(f);
     return rc;
 }
+
+void
+fp_config_connect_endpoint(const char *bind, char *out, size_t cap)
+{
+    const char *star = strstr(bind, "://*:");
+    const char *any = strstr(bind, "://0.0.0.0:");
+    if (star)
+        snprintf(out, cap, "%.*s://127.0.0.1:%s", (int)(star - bind), bind, star + 5);
+    else if (any)
+        snprintf(out, cap, "%.*s://127.0.0.1:%s", (int)(any - bind), bind, any + 11);
+    else
+        snprintf(out, cap, "%s", bind);
+}

@@ -75,6 +75,10 @@ int fp_config_parse(fp_config_t *cfg, const char *text, const char *name, char *
 /* Reads and parses a file; -1 with err on error (including unreadable file). */
 int fp_config_load(fp_config_t *cfg, const char *path, char *err, size_t errlen);
 
+/* A bind endpoint such as tcp://ANY:5560 (ANY = * or 0.0.0.0) -> where a
+   local client connects: tcp://127.0.0.1:5560; other endpoints as they are. */
+void fp_config_connect_endpoint(const char *bind, char *out, size_t cap);
+
 /* Resolves 0 = auto counts from the core count (after loading). */
 void fp_config_resolve(fp_config_t *cfg);
 

@@ -57,19 +57,6 @@ static bool s_parse_u64(const char *s, uint64_t *v)
     return true;
 }
 
-/* As main.c's: a bind endpoint (tcp://STAR:P or tcp://0.0.0.0:P) -> where a
-   local client connects (tcp://127.0.0.1:P). */
-static void s_connect_endpoint(const char *bind, char *out, size_t cap)
-{
-    const char *star = strstr(bind, "://*:");
-    const char *any = strstr(bind, "://0.0.0.0:");
-    if (star)
-        snprintf(out, cap, "%.*s://127.0.0.1:%s", (int)(star - bind), bind, star + 5);
-    else if (any)
-        snprintf(out, cap, "%.*s://127.0.0.1:%s", (int)(any - bind), bind, any + 11);
-    else
-        snprintf(out, cap, "%s", bind);
-}
 
 static void s_format_time(int64_t wall_ns, char *out, size_t cap)
 {
@@ -417,7 +404,7 @@ static int s_resubmit(fp_store_t *store, const fp_config_t *cfg, const char *cfg
     if (to) {
         snprintf(endpoint, sizeof endpoint, "%s", to);
     } else if (cfg->ingest_router[0]) {
-        s_connect_endpoint(cfg->ingest_router, endpoint, sizeof endpoint);
+        fp_config_connect_endpoint(cfg->ingest_router, endpoint, sizeof endpoint);
     } else {
         fprintf(stderr, S_ME " resubmit: ingest_router is off in %s: give --to ENDPOINT\n",
                 cfg_name);

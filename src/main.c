@@ -82,19 +82,6 @@ static void s_usage(FILE *f)
             "      that was acked. Frame-level ones (not a valid batch) are skipped\n");
 }
 
-/* A bind endpoint such as tcp://ANY:5560 (star or 0.0.0.0) -> where a local
-   client connects: tcp://127.0.0.1:5560. */
-static void s_connect_endpoint(const char *bind, char *out, size_t cap)
-{
-    const char *star = strstr(bind, "://*:");
-    const char *any = strstr(bind, "://0.0.0.0:");
-    if (star)
-        snprintf(out, cap, "%.*s://127.0.0.1:%s", (int)(star - bind), bind, star + 5);
-    else if (any)
-        snprintf(out, cap, "%.*s://127.0.0.1:%s", (int)(any - bind), bind, any + 11);
-    else
-        snprintf(out, cap, "%s", bind);
-}
 
 typedef struct {
     void *zmq_ctx;
@@ -224,13 +211,13 @@ static int s_run(int argc, char **argv)
     pthread_t printer_thread;
     int printing = 0;
     if (cfg.print_events) {
-        s_connect_endpoint(cfg.publish, printer.endpoint, sizeof printer.endpoint);
+        fp_config_connect_endpoint(cfg.publish, printer.endpoint, sizeof printer.endpoint);
         printing = pthread_create(&printer_thread, NULL, s_printer, &printer) == 0;
     }
     demo_t *demo = NULL;
     if (cfg.demo) {
         char ep[FP_ENDPOINT_MAX];
-        s_connect_endpoint(cfg.ingest_router, ep, sizeof ep);
+        fp_config_connect_endpoint(cfg.ingest_router, ep, sizeof ep);
         demo = demo_start_curve(ctx, ep, cfg.demo_rate, cfg.demo_lines, internal_server,
                                 internal_keys);
         if (!demo)

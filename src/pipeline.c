@@ -96,6 +96,24 @@ void fp_dead_letter(void *sock, uint32_t from, const char *reason, const char *c
     zmq_send(sock, bytes, len, 0);
 }
 
+size_t fp_dead_letter_keys(char *fields, size_t n, size_t cap, const fp_record_t *rec,
+                           const char *const *strs, uint32_t nstrings)
+{
+    static const struct {
+        int field;
+        const char *name;
+    } keys[] = {{FP_STR_PLANT, "plant"}, {FP_STR_ORDER, "order"}, {FP_STR_OPERATION, "operation"},
+                {FP_STR_LOT, "lot"}};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        uint16_t si = rec->str[keys[k].field];
+        if (si == 0 || si > nstrings || n + 100 > cap)
+            continue;
+        n += (size_t)snprintf(fields + n, cap - n, ",\"%s\":", keys[k].name);
+        n += fp_log_quote(fields + n, cap - n, strs[si - 1], 64);
+    }
+    return n;
+}
+
 void fp_emit_mark(void *sock, uint32_t from, const fp_barrier_t *b)
 {
     fp_emit_hdr_t h = {.type = FP_EMIT_MARK, .from = from, .flags = b->flags,

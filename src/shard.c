@@ -108,19 +108,7 @@ static void s_reject(void *ctx, const fp_batch_hdr_t *batch, const fp_record_t *
                                 b->source_id, b->epoch, rec->seq, rec->kind, rec->quantity);
     if (n > 255)
         n = 255;
-    /* The business keys, where the record names them (indices checked). */
-    static const struct {
-        int field;
-        const char *name;
-    } keys[] = {{FP_STR_PLANT, "plant"}, {FP_STR_ORDER, "order"}, {FP_STR_OPERATION, "operation"},
-                {FP_STR_LOT, "lot"}};
-    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
-        uint16_t si = rec->str[keys[k].field];
-        if (si == 0 || si > b->nstrings || n + 100 > sizeof fields)
-            continue;
-        n += (size_t)snprintf(fields + n, sizeof fields - n, ",\"%s\":", keys[k].name);
-        n += fp_log_quote(fields + n, sizeof fields - n, fp_batch_string(b, si, NULL), 64);
-    }
+    fp_dead_letter_keys(fields, n, sizeof fields, rec, self->strptr, b->nstrings);
     /* On the emit pipe, so it is filed under this shard's current round. */
     fp_dead_letter(self->emit, self->from, reason, "shard", fields, buf, len);
 }

@@ -57,6 +57,12 @@ typedef struct {
     int64_t wall_ns;/* MARK: when ingest injected the barrier */
 } fp_emit_hdr_t;
 
+/* Appends the record's business keys (plant, order, operation, lot, where
+   present and in range) as JSON members to fields[0..n), quoted and escaped;
+   strs[i] is string index i + 1. Returns the new length. */
+size_t fp_dead_letter_keys(char *fields, size_t n, size_t cap, const fp_record_t *rec,
+                           const char *const *strs, uint32_t nstrings);
+
 /* Sends a MARK of barrier b from sender slot `from`. */
 void fp_emit_mark(void *sock, uint32_t from, const fp_barrier_t *b);
 

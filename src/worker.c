@@ -131,19 +131,7 @@ static void s_dead_record(worker_t *self, const fp_batch_view_t *v, const fp_rec
                                 v->source_id, v->epoch, rec->seq, rec->kind, index, detail);
     if (n > 383)
         n = 383;
-    /* The business keys, where the record names them (indices checked). */
-    static const struct {
-        int field;
-        const char *name;
-    } keys[] = {{FP_STR_PLANT, "plant"}, {FP_STR_ORDER, "order"}, {FP_STR_OPERATION, "operation"},
-                {FP_STR_LOT, "lot"}};
-    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
-        uint16_t si = rec->str[keys[k].field];
-        if (si == 0 || si > v->nstrings || n + 100 > sizeof fields)
-            continue;
-        n += (size_t)snprintf(fields + n, sizeof fields - n, ",\"%s\":", keys[k].name);
-        n += fp_log_quote(fields + n, sizeof fields - n, self->strptr[si - 1], 64);
-    }
+    fp_dead_letter_keys(fields, n, sizeof fields, rec, self->strptr, v->nstrings);
     const void *buf = "";
     size_t len = 0;
     fp_codec_batch_encode(self->codec, v->source_id, v->epoch, self->strptr, v->nstrings, rec, 1,
