@@ -197,7 +197,18 @@ int main(int argc, char **argv)
         if (epoch[s] == 0)
             epoch[s] = 1;
         if (restart_every && since[s] >= restart_every) {
-            epoch[s]++; /* the gateway restarted: a new session, seqs from 1 */
+            /* The gateway restarts: like a real one shutting down cleanly it
+               first gets everything of the old session acked (a crashed
+               gateway would lose its unacked records, unless it spilled
+               them: that is the gateway's loss, not floorpost's); then a
+               new session, seqs from 1. Unacked batches of an old epoch
+               would be refused as stale_epoch once the new one is seen. */
+            producer_flush(p);
+            if (producer_wait_acks(p, timeout_ms) != 0) {
+                fprintf(stderr, "crashgen: acks of the old session never came\n");
+                return 1;
+            }
+            epoch[s]++;
             seq[s] = 0;
             since[s] = 0;
             restarts++;
