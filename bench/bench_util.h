@@ -136,9 +136,10 @@ static inline uint16_t bu_stable_index(bu_builder_t *b, const char *s)
 }
 
 /* Appends one record (caller keeps one source and epoch per batch and
-   n < cap). */
-static inline void bu_builder_add(bu_builder_t *b, uint64_t source_id, uint64_t epoch,
-                                  const fp_rec_in_t *in)
+   n < cap). order_stable: the order string's pointer names the same text
+   for the whole batch (not so for plantgen's own, rewritten in place). */
+static inline void bu_builder_add_ex(bu_builder_t *b, uint64_t source_id, uint64_t epoch,
+                                     const fp_rec_in_t *in, int order_stable)
 {
     fp_record_t *r = &b->recs[b->n++];
     b->source_id = source_id;
@@ -149,8 +150,14 @@ static inline void bu_builder_add(bu_builder_t *b, uint64_t source_id, uint64_t 
     r->quantity = in->quantity;
     r->kind = in->kind;
     for (int f = 0; f < FP_STR_FIELDS; f++)
-        r->str[f] = f == FP_STR_ORDER ? (uint16_t)strtab_add(b->st, in->str[f])
-                                      : bu_stable_index(b, in->str[f]);
+        r->str[f] = f == FP_STR_ORDER && !order_stable ? (uint16_t)strtab_add(b->st, in->str[f])
+                                                       : bu_stable_index(b, in->str[f]);
+}
+
+static inline void bu_builder_add(bu_builder_t *b, uint64_t source_id, uint64_t epoch,
+                                  const fp_rec_in_t *in)
+{
+    bu_builder_add_ex(b, source_id, epoch, in, 0);
 }
 
 /* Encodes the batch; *out valid until the next encode. 0 or an FP_CODEC_* code. */

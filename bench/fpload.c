@@ -10,6 +10,26 @@
         so a sender held back by back-pressure does not hide latency
         (no coordinated omission); how far it fell behind is reported.
       --rate 0: as fast as the sockets take it; time_ns = actual send time.
+      Rate profile (shift-change burst): --burst-at S --burst-secs D
+        --burst-mult M: the offered rate is M x --rate from S to S + D
+        seconds after the start, --rate before and after.
+    Records are stamped when their batch is due and sent at once: fpload
+    holds nothing back (no batch waits to fill at low rates), so a batch's
+    records are as old as floorpost makes them.
+    Completion spread (default; --lockstep turns it off): plantgen's lines
+    visit their open orders round-robin and every operation has the same
+    length, so all orders of a line complete in the same visit cycle, and
+    all lines in the same cycles: every ~(rpo + 2) x orders_per_line x lines
+    records a wave of one final completion per open order, each flushing its
+    consumption and scrap keys (~11 checkpoints), and every timed completion
+    is in such a wave. A plant's orders are not in lockstep, so fpload puts
+    order slot k (of K per line) k x (rpo + 2) / K visits late: each slot's
+    records come out in their order, delayed (what is still held at the end
+    is never sent and never counted). Completions then come evenly spread.
+    Seqs are numbered per source at sending, without gaps. The reorder
+    buffers hold lines x K x (rpo + 2) records of 64 bytes (12 MiB at
+    10,000 keys); above 256 MiB (about 2 x 10^5 keys) fpload falls back to
+    lockstep and says so.
     Faults: --dup-pct resends that share of batches right after sending
     them; --reorder-pct holds that share back until the next batch of the
     same source has been sent; --restarts K bumps the epoch K times (a
@@ -35,6 +55,10 @@
     processor has drained and exited); then it waits until no event arrived
     for --idle-ms and checks.
 
+    Windows (--window-ms W): every timed event is also filed under the
+    W-ms window of its newest record's send time (from the start); the JSON
+    gets count, p50, p99 and max per window (for the burst's recovery).
+
     Histogram: hand-written log-bucketed (64 sub-buckets per power of two,
     <= 1.6 % relative error), like HdrHistogram: Debian has no HdrHistogram
     for C (`apt-cache search hdrhistogram`: Go and Java only).
@@ -43,6 +67,8 @@
                   [--rate R] [--records N] [--batch B] [--keys K] [--lines L]
                   [--rpo N] [--dup-pct P] [--reorder-pct P] [--restarts K]
                   [--sndhwm N] [--wait-stdin] [--idle-ms MS] [--json FILE]
+                  [--lockstep] [--burst-at S --burst-secs D --burst-mult M]
+                  [--window-ms W]
 */
 #include <errno.h>
 #include <inttypes.h>
@@ -53,6 +79,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -136,8 +163,10 @@ typedef struct {
 
 typedef struct {
     const char *push, *router, *sub, *json;
-    bool forwarder, wait_stdin;
+    bool forwarder, wait_stdin, lockstep;
     double rate;
+    double burst_at, burst_secs, burst_mult; /* rate profile; mult <= 1: none */
+    int window_ms;                           /* per-window latency; 0 = off */
     uint64_t records, keys;
     uint32_t batch, lines, rpo, restarts;
     double dup_pct, reorder_pct;
@@ -161,6 +190,9 @@ typedef struct {
     atomic_uint_fast64_t markers;   /* end markers seen (one per source) */
     atomic_int_fast64_t marker_ns;  /* wall clock of the latest one */
     int64_t first_ns, last_ns;
+    /* --window-ms: every timed event's (newest record send time, latency) */
+    int64_t (*samples)[2];
+    size_t nsamples, samples_cap;
     uint64_t topic_hash[TOPICS], topic_seq[TOPICS];
     void *aligned;
     size_t aligned_cap;
@@ -185,6 +217,25 @@ static void s_seq_check(s_sub_t *s, const void *topic, size_t tl, uint64_t seq)
             return;
         }
     }
+}
+
+/* Times one event: the histogram, and the window sample. */
+static void s_time(s_sub_t *s, int64_t sent_ns, int64_t now)
+{
+    s_hadd(&s->lat, now - sent_ns);
+    if (s->o->window_ms <= 0)
+        return;
+    if (s->nsamples == s->samples_cap) {
+        size_t ncap = s->samples_cap ? s->samples_cap * 2 : 65536;
+        void *n = realloc(s->samples, ncap * sizeof *s->samples);
+        if (!n)
+            return; /* the windows then miss samples; the histogram has them */
+        s->samples = n;
+        s->samples_cap = ncap;
+    }
+    s->samples[s->nsamples][0] = sent_ns;
+    s->samples[s->nsamples][1] = now - sent_ns;
+    s->nsamples++;
 }
 
 static void s_on_event(s_sub_t *s, zmq_msg_t *topic, zmq_msg_t *body, int64_t now)
@@ -223,7 +274,7 @@ static void s_on_event(s_sub_t *s, zmq_msg_t *topic, zmq_msg_t *body, int64_t no
                 atomic_store(&s->marker_ns, now);
             }
         s->events++;
-        s_hadd(&s->lat, now - newest);
+        s_time(s, newest, now);
         return;
     }
     fp_checkpoint_t ck;
@@ -253,7 +304,7 @@ static void s_on_event(s_sub_t *s, zmq_msg_t *topic, zmq_msg_t *body, int64_t no
         s->sums.cscrap_chk += (uint64_t)ck.scrap * opk;
         if (ck.final && !ck.late) {
             s->final_events++;
-            s_hadd(&s->lat, now - ck.last_time_ns);
+            s_time(s, ck.last_time_ns, now);
         }
         break;
     case FP_CK_SCRAP:
@@ -360,7 +411,8 @@ static void s_usage(void)
             "usage: fpload (--push EP | --router EP) --sub EP [--forwarder] [--rate R]\n"
             "              [--records N] [--batch B] [--keys K] [--lines L] [--rpo N]\n"
             "              [--dup-pct P] [--reorder-pct P] [--restarts K] [--sndhwm N]\n"
-            "              [--wait-stdin] [--idle-ms MS] [--json FILE]\n");
+            "              [--wait-stdin] [--idle-ms MS] [--json FILE] [--lockstep]\n"
+            "              [--burst-at S --burst-secs D --burst-mult M] [--window-ms W]\n");
     exit(2);
 }
 
@@ -375,6 +427,196 @@ static void s_sleep_until_wall(int64_t t)
             nanosleep(&ts, NULL);
         }
     }
+}
+
+/* ---- completion spread: per line, a reorder buffer ----
+
+   The generator's record at line position p = v * K + k (visit v of order
+   slot k, K slots) comes out at position p + d_k * K, d_k = k * (rpo + 2) / K:
+   the same slot, d_k visits later, a bijection onto the positions whose
+   visit is >= d_k. Each line's buffer holds (max d + 1) * K records, indexed
+   by position mod its size: a record is written once (scattered) and read
+   once (in order). */
+
+/* One held record in one cache line: what varies (plant and line are the
+   line's, the order is one of the slot's two copies). */
+typedef struct {
+    const char *str[6]; /* station, operation, material, lot, unit, reason */
+    int64_t quantity;
+    uint8_t kind;       /* 0 = empty */
+    uint8_t order_sel;  /* which of the slot's order copies */
+} s_slot_rec_t;
+_Static_assert(sizeof(s_slot_rec_t) == 64, "one cache line");
+
+static const int s_held_fields[6] = {FP_STR_STATION, FP_STR_OPERATION, FP_STR_MATERIAL,
+                                     FP_STR_LOT,     FP_STR_UNIT,      FP_STR_REASON};
+
+typedef struct {
+    uint32_t lines, opl, size;  /* size: entries per line */
+    uint32_t *delay;            /* per slot k: d_k * K, in positions */
+    s_slot_rec_t *buf;          /* lines x size; 2 MiB aligned (huge pages) */
+    size_t buf_bytes;
+    char (*order)[2][32];       /* per (line, slot): its last two order strings */
+    uint8_t *cur;               /* per (line, slot): which of the two is current */
+    const char **plant, **line; /* per line */
+    fp_rec_in_t out;            /* the record handed out last */
+    uint64_t held;              /* records in the buffers now */
+} s_spread_t;
+
+static void s_spread_destroy(s_spread_t **sp)
+{
+    if (!*sp)
+        return;
+    free((*sp)->delay);
+    free((*sp)->buf);
+    free((*sp)->order);
+    free((*sp)->cur);
+    free((*sp)->plant);
+    free((*sp)->line);
+    free(*sp);
+    *sp = NULL;
+}
+
+/* NULL when out of memory or the buffers would take more than max_bytes. */
+static s_spread_t *s_spread_new(uint32_t lines, uint32_t opl, uint32_t rpo, size_t max_bytes)
+{
+    uint64_t dmax = (uint64_t)(opl - 1) * (rpo + 2) / opl;
+    uint64_t size = (dmax + 1) * opl;
+    size_t slots = (size_t)lines * opl;
+    if (size > UINT32_MAX ||
+        lines * size * sizeof(s_slot_rec_t) + slots * (64 + 1) > max_bytes)
+        return NULL;
+    s_spread_t *sp = calloc(1, sizeof *sp);
+    if (!sp)
+        return NULL;
+    sp->lines = lines;
+    sp->opl = opl;
+    sp->size = (uint32_t)size;
+    const size_t huge = (size_t)2 << 20;
+    sp->buf_bytes = ((size_t)lines * size * sizeof(s_slot_rec_t) + huge - 1) / huge * huge;
+    sp->delay = calloc(opl, sizeof *sp->delay);
+    sp->buf = aligned_alloc(huge, sp->buf_bytes);
+    sp->order = calloc(slots, sizeof *sp->order);
+    sp->cur = calloc(slots, sizeof *sp->cur);
+    sp->plant = calloc(lines, sizeof *sp->plant);
+    sp->line = calloc(lines, sizeof *sp->line);
+    if (!sp->delay || !sp->buf || !sp->order || !sp->cur || !sp->plant || !sp->line) {
+        s_spread_destroy(&sp);
+        return NULL;
+    }
+    /* The writes jump ~(rpo + 2) entries per record: huge pages spare the
+       TLB (a hint; 4 KiB pages work too, slower). */
+    madvise(sp->buf, sp->buf_bytes, MADV_HUGEPAGE);
+    memset(sp->buf, 0, sp->buf_bytes);
+    for (uint32_t k = 0; k < opl; k++)
+        sp->delay[k] = (uint32_t)((uint64_t)k * (rpo + 2) / opl * opl);
+    return sp;
+}
+
+/* Feeds the generator's record r, at position pos of line `line`, into the
+   line's buffer and returns the record due at pos (valid until the next
+   call; seq and time_ns are left to the caller), or NULL while that slot's
+   delay is still filling. */
+static const fp_rec_in_t *s_spread_push(s_spread_t *sp, uint32_t line, uint64_t pos,
+                                        const fp_rec_in_t *r)
+{
+    uint32_t k = (uint32_t)(pos % sp->opl);
+    s_slot_rec_t *b = sp->buf + (size_t)line * sp->size;
+    /* The order string: plantgen rewrites it in place when the slot gets a
+       new order, and the buffer may still hold records of the old one (an
+       order lasts longer than any delay, so two copies are enough). */
+    size_t si = (size_t)line * sp->opl + k;
+    const char *o = r->str[FP_STR_ORDER] ? r->str[FP_STR_ORDER] : "";
+    if (strcmp(sp->order[si][sp->cur[si]], o) != 0) {
+        sp->cur[si] ^= 1;
+        snprintf(sp->order[si][sp->cur[si]], sizeof sp->order[si][0], "%s", o);
+    }
+    sp->plant[line] = r->str[FP_STR_PLANT];
+    sp->line[line] = r->str[FP_STR_LINE];
+    s_slot_rec_t *w = &b[(pos + sp->delay[k]) % sp->size];
+    for (int f = 0; f < 6; f++)
+        w->str[f] = r->str[s_held_fields[f]];
+    w->quantity = r->quantity;
+    w->kind = r->kind;
+    w->order_sel = sp->cur[si];
+    sp->held++;
+    s_slot_rec_t *e = &b[pos % sp->size];
+    if (!e->kind)
+        return NULL;
+    fp_rec_in_t *out = &sp->out;
+    memset(out, 0, sizeof *out);
+    out->kind = e->kind;
+    out->quantity = e->quantity;
+    for (int f = 0; f < 6; f++)
+        out->str[s_held_fields[f]] = e->str[f];
+    out->str[FP_STR_PLANT] = sp->plant[line];
+    out->str[FP_STR_LINE] = sp->line[line];
+    out->str[FP_STR_ORDER] = sp->order[si][e->order_sel];
+    e->kind = 0;
+    sp->held--;
+    return out;
+}
+
+/* When unique record n is due, in ns after the start (--rate > 0). */
+static int64_t s_due_ns(const s_opts_t *o, uint64_t n)
+{
+    double r = o->rate, x = (double)n, t;
+    if (o->burst_mult <= 1 || o->burst_secs <= 0) {
+        t = x / r;
+    } else {
+        double n1 = r * o->burst_at, n2 = n1 + r * o->burst_mult * o->burst_secs;
+        if (x < n1)
+            t = x / r;
+        else if (x < n2)
+            t = o->burst_at + (x - n1) / (r * o->burst_mult);
+        else
+            t = o->burst_at + o->burst_secs + (x - n2) / r;
+    }
+    return (int64_t)(t * 1e9);
+}
+
+static int s_cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Writes the per-window latencies as a JSON array (windows of w_ms by the
+   newest record's send time, from start_ns; empty windows left out). */
+static void s_windows_json(FILE *f, s_sub_t *s, int64_t start_ns, int w_ms)
+{
+    fputs("[", f);
+    if (w_ms <= 0 || !s->nsamples) {
+        fputs("]", f);
+        return;
+    }
+    /* sort by send time (row-wise qsort on the first column) */
+    qsort(s->samples, s->nsamples, sizeof *s->samples, s_cmp_i64);
+    int64_t w_ns = (int64_t)w_ms * 1000000;
+    int64_t *lat = malloc(s->nsamples * sizeof *lat);
+    if (!lat) {
+        fputs("]", f);
+        return;
+    }
+    bool first = true;
+    for (size_t i = 0; i < s->nsamples;) {
+        int64_t w = (s->samples[i][0] - start_ns) / w_ns;
+        if (s->samples[i][0] < start_ns)
+            w = -1;
+        size_t j = i, n = 0;
+        while (j < s->nsamples &&
+               (s->samples[j][0] < start_ns ? -1 : (s->samples[j][0] - start_ns) / w_ns) == w)
+            lat[n++] = s->samples[j++][1];
+        qsort(lat, n, sizeof *lat, s_cmp_i64);
+        size_t i50 = (n + 1) / 2 - 1, i99 = (size_t)ceil(0.99 * (double)n) - 1;
+        fprintf(f, "%s{\"t_ms\":%" PRId64 ",\"n\":%zu,\"p50\":%.4f,\"p99\":%.4f,\"max\":%.4f}",
+                first ? "" : ",", w * w_ms, n, (double)lat[i50] / 1e6, (double)lat[i99] / 1e6,
+                (double)lat[n - 1] / 1e6);
+        first = false;
+        i = j;
+    }
+    free(lat);
+    fputs("]", f);
 }
 
 int main(int argc, char **argv)
@@ -415,6 +657,16 @@ int main(int argc, char **argv)
             o.sndhwm = atoi(v);
         else if (OPT("--idle-ms"))
             o.idle_ms = atoi(v);
+        else if (OPT("--burst-at"))
+            o.burst_at = atof(v);
+        else if (OPT("--burst-secs"))
+            o.burst_secs = atof(v);
+        else if (OPT("--burst-mult"))
+            o.burst_mult = atof(v);
+        else if (OPT("--window-ms"))
+            o.window_ms = atoi(v);
+        else if (strcmp(a, "--lockstep") == 0)
+            o.lockstep = true;
         else if (strcmp(a, "--forwarder") == 0)
             o.forwarder = true;
         else if (strcmp(a, "--wait-stdin") == 0)
@@ -424,7 +676,8 @@ int main(int argc, char **argv)
 #undef OPT
     }
     if ((!o.push == !o.router) || !o.sub || o.batch < 1 || o.batch > 65536 || o.lines < 1 ||
-        o.records < 1)
+        o.records < 1 || o.burst_at < 0 || o.burst_secs < 0 || o.window_ms < 0 ||
+        (o.burst_mult > 1 && o.rate <= 0))
         s_usage();
 
     void *ctx = zmq_ctx_new();
@@ -471,6 +724,17 @@ int main(int argc, char **argv)
     const int64_t mono0 = bu_now_ns();
     uint64_t sent_unique = 0;
     uint64_t *last_seq = calloc(o.lines, sizeof *last_seq); /* per source, this epoch */
+    /* Completion spread (see the top): per line, records generated (the
+       round-robin position gives the order slot). */
+    uint64_t *gen_pos = calloc(o.lines, sizeof *gen_pos);
+    s_spread_t *spread = NULL;
+    bool new_model = true;
+    const char *lockstep_why = o.lockstep ? "--lockstep" : "";
+    const uint32_t opl = pp.orders_per_line;
+    if (!last_seq || !gen_pos) {
+        fprintf(stderr, "fpload: out of memory\n");
+        return 2;
+    }
 
     while (sent_unique < o.records) {
         if (sent_unique >= next_restart && restarts_done < o.restarts) {
@@ -482,16 +746,35 @@ int main(int argc, char **argv)
                 }
             plantgen_destroy(&g);
             memset(last_seq, 0, o.lines * sizeof *last_seq);
+            new_model = true; /* fresh delay lines below */
             epoch++;
             restarts_done++;
             bu_plant_for_keys(&pp, o.keys, o.lines, o.rpo, o.batch, epoch, epoch);
             g = plantgen_new(&pp);
             next_restart = o.records / (o.restarts + 1) * (restarts_done + 1);
+            if (!g) {
+                fprintf(stderr, "fpload: out of memory\n");
+                return 2;
+            }
         }
+        if (!o.lockstep && new_model) {
+            /* (re)start of a plant model: empty delay lines (what the old
+               ones held is never sent) */
+            s_spread_destroy(&spread);
+            memset(gen_pos, 0, o.lines * sizeof *gen_pos);
+            spread = s_spread_new(o.lines, opl, o.rpo, (size_t)256 << 20);
+            if (!spread) {
+                fprintf(stderr, "fpload: completion spread needs more than 256 MiB of delay "
+                                "lines (or no memory): lockstep\n");
+                o.lockstep = true;
+                lockstep_why = "delay lines over 256 MiB";
+            }
+        }
+        new_model = false;
         /* schedule */
         int64_t stamp;
         if (o.rate > 0) {
-            int64_t due = start + (int64_t)((double)sent_unique / o.rate * 1e9);
+            int64_t due = start + s_due_ns(&o, sent_unique);
             int64_t now = bu_wall_ns();
             if (now < due)
                 s_sleep_until_wall(due);
@@ -503,18 +786,25 @@ int main(int argc, char **argv)
         } else {
             stamp = bu_wall_ns();
         }
-        /* build */
+        /* build: always one whole burst of the generator (one line), so
+           batches never mix sources; records dropped by the spread, and
+           those beyond --records in the last burst, are left out */
         bu_builder_clear(&b);
-        uint32_t n = o.batch;
-        if (o.records - sent_unique < n)
-            n = (uint32_t)(o.records - sent_unique);
+        uint32_t n = 0;
         uint64_t sid = 0, ep_ = 0;
-        for (uint32_t k = 0; k < n; k++) {
-            fp_rec_in_t r;
-            plantgen_next(g, &sid, &ep_, &r);
+        for (uint32_t k = 0; k < o.batch; k++) {
+            fp_rec_in_t gr;
+            plantgen_next(g, &sid, &ep_, &gr);
+            uint32_t li = (uint32_t)(sid - pp.first_source_id);
+            uint64_t pos = gen_pos[li]++;
+            const fp_rec_in_t *rp = spread ? s_spread_push(spread, li, pos, &gr) : &gr;
+            if (!rp || sent_unique + n >= o.records)
+                continue;
+            fp_rec_in_t r = *rp;
+            r.seq = ++last_seq[li];
             r.time_ns = stamp;
-            bu_builder_add(&b, sid, ep_, &r);
-            last_seq[sid - pp.first_source_id] = r.seq;
+            bu_builder_add_ex(&b, sid, ep_, &r, spread != NULL); /* s_spread_push: stable */
+            n++;
             kinds[r.kind]++;
             if (r.kind == FP_KIND_OP_STARTED || r.kind == FP_KIND_OP_COMPLETED)
                 continue;
@@ -535,6 +825,8 @@ int main(int argc, char **argv)
                 truth.yield_chk += q * opk;
             }
         }
+        if (n == 0)
+            continue; /* the whole burst went into delay lines */
         const void *out;
         size_t len;
         if (bu_builder_encode(&b, &out, &len) != FP_CODEC_OK) {
@@ -713,13 +1005,14 @@ int main(int argc, char **argv)
                 " \"params\":{\"endpoint\":\"%s\",\"acked\":%s,\"sub\":\"%s\",\"rate\":%.0f,"
                 "\"records\":%" PRIu64 ",\"batch\":%u,\"keys\":%" PRIu64 ",\"lines\":%u,"
                 "\"records_per_operation\":%u,\"dup_pct\":%.1f,\"reorder_pct\":%.1f,"
-                "\"restarts\":%u,\"sndhwm\":%d},\n"
+                "\"restarts\":%u,\"sndhwm\":%d,\"lockstep\":%s,\"burst_at_s\":%.3f,"
+                "\"burst_secs\":%.3f,\"burst_mult\":%.2f,\"window_ms\":%d},\n"
                 " \"sent\":{\"unique_records\":%" PRIu64 ",\"batches\":%" PRIu64
                 ",\"frames\":%" PRIu64 ",\"dup_frames\":%" PRIu64 ",\"dup_records\":%" PRIu64
                 ",\"reordered_batches\":%" PRIu64 ",\"restarts\":%u,\"acks\":%" PRIu64
                 ",\"ack_rejects\":%" PRIu64 ",\"seconds\":%.4f,\"records_per_s\":%.0f,"
                 "\"send_seconds\":%.4f,\"send_records_per_s\":%.0f,\"marker_records\":%" PRIu64 ","
-                "\"late_batches\":%" PRIu64 ",\"max_behind_ms\":%.3f,"
+                "\"late_batches\":%" PRIu64 ",\"max_behind_ms\":%.3f,\"spread_held_at_end\":%" PRIu64 ",\"lockstep_because\":\"%s\","
                 "\"kinds\":{\"part_count\":%" PRIu64 ",\"material\":%" PRIu64 ",\"scrap\":%" PRIu64
                 ",\"op_started\":%" PRIu64 ",\"op_completed\":%" PRIu64 "}},\n"
                 " \"received\":{\"events\":%" PRIu64 ",\"final_completions\":%" PRIu64
@@ -727,13 +1020,16 @@ int main(int argc, char **argv)
                 ",\"forwarded_records\":%" PRIu64 ",\"stream_seq_gaps\":%" PRIu64
                 ",\"undecodable\":%" PRIu64 ",\"first_to_last_s\":%.4f},\n"
                 " \"latency_ms\":{\"timed\":\"%s\",\"count\":%" PRIu64
-                ",\"mean\":%.4f,\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"p999\":%.4f,\"max\":%.4f}}\n",
+                ",\"mean\":%.4f,\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"p999\":%.4f,\"max\":%.4f},\n"
+                " \"windows\":",
                 o.forwarder ? "forwarder" : "floorpost", ok ? "true" : "false", why, ep,
                 tx.acked ? "true" : "false", o.sub, o.rate, o.records, o.batch, o.keys, o.lines,
-                o.rpo, o.dup_pct, o.reorder_pct, o.restarts, o.sndhwm, sent_unique, tx.batches,
+                o.rpo, o.dup_pct, o.reorder_pct, o.restarts, o.sndhwm,
+                o.lockstep ? "true" : "false", o.burst_at, o.burst_secs, o.burst_mult, o.window_ms,
+                sent_unique, tx.batches,
                 tx.frames, tx.dup_frames, tx.dup_records, tx.reordered, restarts_done, tx.acks,
                 tx.ack_rejects, send_s, in_rate, sendonly_s, (double)sent_unique / sendonly_s, tx.markers,
-                late_batches, (double)max_behind / 1e6,
+                late_batches, (double)max_behind / 1e6, spread ? spread->held : 0, lockstep_why,
                 kinds[1], kinds[2], kinds[3], kinds[4], kinds[5], sub->events, sub->final_events,
                 sub->late_events, sub->records_covered, sub->fwd_records, sub->gaps, sub->bad,
                 (double)(sub->last_ns - sub->first_ns) / 1e9,
@@ -743,6 +1039,8 @@ int main(int argc, char **argv)
                 h->n, h->n ? h->sum / (double)h->n / 1e6 : 0.0, s_hpct(h, 50) / 1e6,
                 s_hpct(h, 90) / 1e6, s_hpct(h, 99) / 1e6, s_hpct(h, 99.9) / 1e6,
                 (double)h->max / 1e6);
+        s_windows_json(f, sub, start, o.window_ms);
+        fputs("}\n", f);
         fclose(f);
     }
     bu_builder_fini(&b);
@@ -754,6 +1052,9 @@ int main(int argc, char **argv)
     free(held);
     free(held_len);
     free(last_seq);
+    free(gen_pos);
+    s_spread_destroy(&spread);
+    free(sub->samples);
     free(copy);
     free(sub->aligned);
     free(sub);

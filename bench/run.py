@@ -2,7 +2,16 @@
 """floorpost benchmark suite driver (issue 3). Run with Debian's /usr/bin/python3.
 
     make bench        quick suite (< 5 minutes)
-    make bench-full   everything (1e7 keys, all thread layouts, ipc and acked; no burst yet)
+    make bench-full   everything (1e7 keys, all thread layouts, ipc and acked, the
+                      shift-change burst)
+    bench/run.py --only durability,burst   selected scenarios (plus the max run
+                      they are scaled from); see --help
+
+Durability is set explicitly in every run: OFF (state_dir = "") for every
+scenario except "durability", so they stay comparable with the forwarder;
+the durability scenario runs floorpost with a fresh state directory on the
+normal disk (under the suite's temp dir) and the default 50 ms rounds, next
+to an OFF run of the same load, and once more with 10 ms rounds.
 
 Every scenario starts a fresh processor (build/floorpost, or the forwarder
 for the ceiling) on free loopback ports, runs build/bench/fpload against it
@@ -79,7 +88,9 @@ def machine():
         "flatbuffers": sh("flatc --version"),
         "jemalloc": sh("dpkg-query -W -f '${Version}' libjemalloc2"),
         "gcc": sh("gcc --version | head -1"),
-        "git_commit": sh("git -C %s rev-parse --short HEAD" % ROOT),
+        # FP_BENCH_GIT_COMMIT: for a tree exported with git archive (no .git)
+        "git_commit": os.environ.get("FP_BENCH_GIT_COMMIT") or
+        sh("git -C %s rev-parse --short HEAD" % ROOT),
         "git_dirty": bool(sh("git -C %s status --porcelain -- src bench" % ROOT)),
     }
 
@@ -95,7 +106,7 @@ class Suite:
         self.runs = []
         self.failures = []
 
-    def _config(self, ports, workers, shards, transport, posting_ms):
+    def _config(self, ports, workers, shards, transport, posting_ms, state_dir, round_ms):
         if transport == "ipc":
             ep = {k: "ipc://%s/%s.sock" % (self.tmp, k) for k in ("router", "pull", "pub", "dl")}
         else:
@@ -115,17 +126,27 @@ shards = %d
 # small producer-side buffers: the sender feels back-pressure at once, so
 # records/s in is what the pipeline sustains
 ingest_hwm = 32
+round_interval_ms = %d
 [aggregate]
 posting_interval_ms = %d
+[durability]
+# "" = off (events published at once); a directory = commit rounds to LMDB,
+# events published after the round's commit and fsync
+state_dir = %s
 [metrics]
-metrics_port = 0
-""" % (ep["router"], ep["pull"], ep["pub"], ep["dl"], workers, shards, posting_ms))
+metrics_port = %d
+metrics_address = 127.0.0.1
+""" % (ep["router"], ep["pull"], ep["pub"], ep["dl"], workers, shards, round_ms, posting_ms,
+       state_dir, ports["metrics"]))
         return path, ep
 
     def run(self, name, target="floorpost", workers=1, shards=1, transport="tcp", acked=False,
-            posting_ms=60000, **load):
-        ports = {k: free_port() for k in ("router", "pull", "pub", "dl")}
-        cfg, ep = self._config(ports, workers, shards, transport, posting_ms)
+            posting_ms=60000, durable=False, round_ms=50, **load):
+        ports = {k: free_port() for k in ("router", "pull", "pub", "dl", "metrics")}
+        # a fresh state directory per durable run (a reused one would restore
+        # the last run's dedup watermarks and drop this run's records)
+        state_dir = tempfile.mkdtemp(prefix="state-", dir=self.tmp) if durable else ""
+        cfg, ep = self._config(ports, workers, shards, transport, posting_ms, state_dir, round_ms)
         errlog = os.path.join(self.tmp, "proc.err")
         if target == "forwarder":
             args = [self.fwd, "--router" if acked else "--pull",
@@ -144,7 +165,8 @@ metrics_port = 0
         if target == "forwarder":
             largs.append("--forwarder")
         for k, v in load.items():
-            largs += ["--" + k.replace("_", "-"), str(v)]
+            # True: a bare flag (--lockstep)
+            largs += ["--" + k.replace("_", "-")] + ([] if v is True else [str(v)])
         t0 = time.monotonic()
         ld = subprocess.Popen(largs, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         sent_line = ld.stdout.readline()
@@ -160,6 +182,7 @@ metrics_port = 0
         with open("/proc/%d/stat" % proc.pid) as f:
             st = f.read().rsplit(")", 1)[1].split()
             cpu_at_sent = (int(st[11]) + int(st[12])) / CLK_TCK  # utime, stime
+        rounds = scrape_rounds(ports["metrics"]) if target == "floorpost" else None
         proc.send_signal(signal.SIGTERM)
         t_term = time.monotonic()
         _, status, ru = os.wait4(proc.pid, 0)
@@ -170,6 +193,10 @@ metrics_port = 0
         lrc = ld.wait()
         wall = time.monotonic() - t0
         err = open(errlog).read()
+        if state_dir:
+            state_fs = sh("findmnt -n -o FSTYPE -T %s" % state_dir)
+            state_mib = round(int(sh("du -sk %s | cut -f1" % state_dir) or 0) / 1024, 1)
+            shutil.rmtree(state_dir, ignore_errors=True)
         drained = [line for line in err.splitlines() if 'msg="drained"' in line and
                    ("component=main" in line or "who=forwarder" in line)]
         kv = dict(re.findall(r"(\w+)=(\d+)", drained[-1])) if drained else {}
@@ -191,6 +218,12 @@ metrics_port = 0
         r = {
             "name": name, "target": target, "workers": workers, "shards": shards,
             "transport": transport, "acked": acked, "posting_interval_ms": posting_ms,
+            "durability": durable, "round_interval_ms": round_ms,
+            "state_fs": state_fs if state_dir else None,
+            "state_mib_used": state_mib if state_dir else None,
+            # floorpost's own histogram: barrier injected -> round committed
+            # (durability on: incl. the LMDB commit and fsync) and published
+            "rounds": rounds,
             "load": load, "fpload": lj, "exact": not problems, "problems": problems,
             # until the last send (the sender feels back-pressure: small HWMs)
             "records_per_s_in": lj.get("sent", {}).get("send_records_per_s", 0),
@@ -218,6 +251,36 @@ metrics_port = 0
         return r
 
 
+def scrape_rounds(port):
+    """floorpost_round_seconds from /metrics: count, mean and the bucket
+    bounds (ms) at or below which 50 % and 99 % of the rounds finished."""
+    import urllib.request
+    try:
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=2).read()
+    except Exception:  # noqa: BLE001
+        return None
+    buckets, total, count = [], 0.0, 0
+    for line in text.decode().splitlines():
+        m = re.match(r'floorpost_round_seconds_bucket\{le="([^"]+)"\} (\d+)', line)
+        if m:
+            buckets.append((float("inf") if m.group(1) == "+Inf" else float(m.group(1)),
+                            int(m.group(2))))
+        elif line.startswith("floorpost_round_seconds_sum "):
+            total = float(line.split()[1])
+        elif line.startswith("floorpost_round_seconds_count "):
+            count = int(line.split()[1])
+    if not count:
+        return {"count": 0}
+
+    def le(q):
+        for b, c in buckets:
+            if c >= q * count:
+                return None if b == float("inf") else round(b * 1000, 3)
+        return None
+    return {"count": count, "mean_ms": round(total / count * 1000, 3),
+            "p50_le_ms": le(0.5), "p99_le_ms": le(0.99)}
+
+
 def gnuplot(script):
     if not shutil.which("gnuplot"):
         print("bench: gnuplot not found; no plots")
@@ -225,101 +288,228 @@ def gnuplot(script):
     subprocess.run(["gnuplot"], input=script, text=True, check=False)
 
 
+SCENARIOS = ("micro", "max", "latency", "keys", "scaling", "dedup", "durability", "burst")
+
+
+def burst_recovery(windows, burst_at_s, burst_secs, window_ms, warmup_s=2.0, tail_s=1.0):
+    """From fpload's per-window latencies (by send time): the normal p99
+    (median of the pre-burst windows' p99, after a warm-up), the threshold
+    max(2 x normal, normal + 1 ms), the worst window p99, and the recovery:
+    time from the burst's end to the start of the first window from which
+    every later window (but the last tail_s, which the drain may distort)
+    stays at or below the threshold. None when it never recovers."""
+    pre = [w["p99"] for w in windows
+           if warmup_s * 1000 <= w["t_ms"] and w["t_ms"] + window_ms <= burst_at_s * 1000]
+    if not pre:
+        return {"error": "no windows before the burst"}
+    pre.sort()
+    normal = pre[len(pre) // 2]
+    thr = max(2 * normal, normal + 1.0)
+    end_ms = (burst_at_s + burst_secs) * 1000
+    last_ms = max(w["t_ms"] for w in windows) - tail_s * 1000
+    after = [w for w in windows if w["t_ms"] + window_ms > end_ms and w["t_ms"] <= last_ms]
+    rec = first = None
+    for i, w in enumerate(after):
+        if first is None and w["p99"] <= thr:
+            first = max(0.0, w["t_ms"] - end_ms)
+        if all(x["p99"] <= thr for x in after[i:]):
+            rec = max(0.0, w["t_ms"] - end_ms)
+            break
+    p50_pre = sorted(w["p50"] for w in windows
+                     if warmup_s * 1000 <= w["t_ms"] and w["t_ms"] + window_ms <= burst_at_s * 1000)
+    during = [w["p99"] for w in windows if burst_at_s * 1000 <= w["t_ms"] < end_ms]
+    return {"normal_p99_ms": normal, "threshold_ms": round(thr, 3),
+            "burst_worst_window_p99_ms": max(during) if during else None,
+            "worst_window_p99_ms": max(w["p99"] for w in windows),
+            # first window back at or under the threshold / from when on all stay there
+            "first_normal_ms_after_burst": first, "recovered_ms_after_burst": rec,
+            "normal_p50_ms": p50_pre[len(p50_pre) // 2],
+            "after_burst_p99_ms_median": sorted(w["p99"] for w in after)[len(after) // 2]
+            if after else None,
+            "windows_after_burst": len(after)}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--full", action="store_true")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--out", default=None)
+    ap.add_argument("--only", default=None,
+                    help="comma-separated scenarios of %s (default: the suite's; max runs "
+                         "whenever a scenario needs its rate)" % ",".join(SCENARIOS))
+    ap.add_argument("--burst-base", type=float, default=0.1,
+                    help="burst scenario: base rate as a fraction of max (the burst is 10x)")
     a = ap.parse_args()
     out = a.out or os.path.join(a.build, "bench", "results")
     os.makedirs(out, exist_ok=True)
     s = Suite(a.build, out)
     full = a.full
+    want = set(SCENARIOS if full else [x for x in SCENARIOS if x != "burst"])
+    if a.only:
+        want = set(x.strip() for x in a.only.split(","))
+        bad = want - set(SCENARIOS)
+        if bad:
+            ap.error("unknown scenarios: %s" % ", ".join(sorted(bad)))
     cores = os.cpu_count() or 1
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     t_start = time.monotonic()
-    res = {"suite": "full" if full else "quick", "started": stamp, "machine": machine()}
-    print("bench: %s suite, %d cores, results in %s" % (res["suite"], cores, out), flush=True)
+    res = {"suite": "full" if full else "quick", "scenarios": sorted(want), "started": stamp,
+           "machine": machine(), "loadavg_start": open("/proc/loadavg").read().split()[:3],
+           "commands": {"suite": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])}}
+    print("bench: %s suite (%s), %d cores, results in %s" %
+          (res["suite"], ",".join(sorted(want)), cores, out), flush=True)
 
     # 1. micro benchmarks (one core)
-    mj = os.path.join(out, "micro-%s.json" % stamp)
-    mic = subprocess.run([os.path.join(a.build, "bench", "bench_micro"), "--json", mj] +
-                         ([] if full else ["--quick"]), text=True, capture_output=True)
-    print(mic.stdout, end="")
-    if mic.returncode != 0:
-        s.failures.append(("micro", [mic.stderr.strip()]))
-    res["micro"] = json.load(open(mj)) if os.path.exists(mj) else None
+    res["micro"] = None
+    if "micro" in want:
+        mj = os.path.join(out, "micro-%s.json" % stamp)
+        mic = subprocess.run([os.path.join(a.build, "bench", "bench_micro"), "--json", mj] +
+                             ([] if full else ["--quick"]), text=True, capture_output=True)
+        print(mic.stdout, end="")
+        if mic.returncode != 0:
+            s.failures.append(("micro", [mic.stderr.strip()]))
+        res["micro"] = json.load(open(mj)) if os.path.exists(mj) else None
 
     n_max = 12_000_000 if full else 5_000_000
     keys = 10000
-    # 2. ceiling and max sustained throughput, 10,000 open keys, default layout
     dw = max(1, cores // 2)
-    print("max throughput, %d open keys, batch 256, tcp:" % keys, flush=True)
-    ceil = s.run("ceiling", target="forwarder", records=n_max, keys=keys)
-    best = s.run("max", workers=dw, shards=dw, records=n_max, keys=keys)
-    res["ceiling_records_per_s"] = ceil["records_per_s_e2e"]
-    res["max_records_per_s"] = best["records_per_s_e2e"]
-    res["ratio_to_ceiling"] = best["records_per_s_e2e"] / ceil["records_per_s_e2e"]
-    if full:
-        s.run("ceiling ipc", target="forwarder", transport="ipc", records=n_max, keys=keys)
-        s.run("max ipc", workers=dw, shards=dw, transport="ipc", records=n_max, keys=keys)
-        s.run("max acked", workers=dw, shards=dw, acked=True, records=n_max, keys=keys)
+    res["latency"], res["keys"], res["scaling"] = [], [], []
+    # 2. ceiling and max sustained throughput, 10,000 open keys, default layout
+    best = None
+    if want & {"max", "latency", "scaling", "durability", "burst"}:
+        print("max throughput, %d open keys, batch 256, tcp, durability off:" % keys, flush=True)
+        ceil = s.run("ceiling", target="forwarder", records=n_max, keys=keys)
+        best = s.run("max", workers=dw, shards=dw, records=n_max, keys=keys)
+        res["ceiling_records_per_s"] = ceil["records_per_s_e2e"]
+        res["max_records_per_s"] = best["records_per_s_e2e"]
+        res["ratio_to_ceiling"] = best["records_per_s_e2e"] / ceil["records_per_s_e2e"]
+        if full and "max" in want:
+            s.run("ceiling ipc", target="forwarder", transport="ipc", records=n_max, keys=keys)
+            s.run("max ipc", workers=dw, shards=dw, transport="ipc", records=n_max, keys=keys)
+            s.run("max acked", workers=dw, shards=dw, acked=True, records=n_max, keys=keys)
+    max_rate = best["records_per_s_e2e"] if best else 0
 
     # 3. latency at 10/50/90 % of max (open loop)
-    print("latency at fractions of max (%.2f M rec/s):" % (best["records_per_s_e2e"] / 1e6),
-          flush=True)
     dur = 10 if full else 3
-    res["latency"] = []
-    for frac in (0.1, 0.5, 0.9):
-        rate = int(best["records_per_s_e2e"] * frac)
-        r = s.run("latency %d%%" % int(frac * 100), workers=dw, shards=dw, rate=rate,
-                  records=max(rate * dur, 100000), keys=keys)
-        res["latency"].append({"load_pct": int(frac * 100), "rate": rate,
-                               **r["fpload"].get("latency_ms", {}),
-                               "sender_late_batches": r["fpload"]["sent"]["late_batches"]})
+    if "latency" in want:
+        print("latency at fractions of max (%.2f M rec/s):" % (max_rate / 1e6), flush=True)
+        for frac in (0.1, 0.5, 0.9):
+            rate = int(max_rate * frac)
+            r = s.run("latency %d%%" % int(frac * 100), workers=dw, shards=dw, rate=rate,
+                      records=max(rate * dur, 100000), keys=keys)
+            res["latency"].append({"load_pct": int(frac * 100), "rate": rate,
+                                   **r["fpload"].get("latency_ms", {}),
+                                   "sender_late_batches": r["fpload"]["sent"]["late_batches"]})
+        s.run("ceiling at 10%", target="forwarder", rate=int(max_rate * 0.1),
+              records=max(int(max_rate * 0.1) * dur, 100000), keys=keys)
 
-    # 4. key cardinality sweep
-    print("key cardinality sweep:", flush=True)
-    res["keys"] = []
-    for k in ([1000, 100000, 1000000, 10000000] if full else [1000, 100000, 1000000]):
-        # ~5 records per key so that nearly every key has been touched
-        r = s.run("keys %g" % k, workers=dw, shards=dw, records=max(3_000_000, 5 * k), keys=k)
-        res["keys"].append({"keys_nominal": k, "keys_held": r["keys_held_at_drain"],
-                            "records_per_s": r["records_per_s_e2e"],
-                            "records_per_s_in": r["records_per_s_in"],
-                            "peak_rss_mib": r["peak_rss_mib"],
-                            "cpu_s_per_m_records": r["cpu_s_per_m_records"],
-                            "drain_ms": r["drain_ms"]})
+    # 4. key cardinality sweep. Lockstep (no completion spread): ~5 records
+    #    per key, so hardly an operation completes, and the spread's reorder
+    #    buffers would not fit for 1e6+ keys anyway (fpload.c).
+    if "keys" in want:
+        print("key cardinality sweep:", flush=True)
+        for k in ([1000, 100000, 1000000, 10000000] if full else [1000, 100000, 1000000]):
+            r = s.run("keys %g" % k, workers=dw, shards=dw, records=max(3_000_000, 5 * k), keys=k,
+                      lockstep=True)
+            res["keys"].append({"keys_nominal": k, "keys_held": r["keys_held_at_drain"],
+                                "records_per_s": r["records_per_s_e2e"],
+                                "records_per_s_in": r["records_per_s_in"],
+                                "peak_rss_mib": r["peak_rss_mib"],
+                                "cpu_s_per_m_records": r["cpu_s_per_m_records"],
+                                "drain_ms": r["drain_ms"]})
 
     # 5. thread scaling
-    print("thread scaling (workers x shards):", flush=True)
-    res["scaling"] = []
-    layouts = [(w, sh_) for w in range(1, cores + 1) for sh_ in range(1, cores + 1)] if full \
-        else [(1, 1), (cores, cores)]
-    for w, sh_ in layouts:
-        if (w, sh_) == (dw, dw):
-            r = best
-        else:
-            r = s.run("scaling %dx%d" % (w, sh_), workers=w, shards=sh_, records=n_max, keys=keys)
-        res["scaling"].append({"workers": w, "shards": sh_, "records_per_s": r["records_per_s_e2e"],
-                               "cpu_s_per_m_records": r["cpu_s_per_m_records"]})
+    if "scaling" in want:
+        print("thread scaling (workers x shards):", flush=True)
+        layouts = [(w, sh_) for w in range(1, cores + 1) for sh_ in range(1, cores + 1)] if full \
+            else [(1, 1), (cores, cores)]
+        for w, sh_ in layouts:
+            if (w, sh_) == (dw, dw):
+                r = best
+            else:
+                r = s.run("scaling %dx%d" % (w, sh_), workers=w, shards=sh_, records=n_max,
+                          keys=keys)
+            res["scaling"].append({"workers": w, "shards": sh_,
+                                   "records_per_s": r["records_per_s_e2e"],
+                                   "cpu_s_per_m_records": r["cpu_s_per_m_records"]})
 
     # 6. dedup-heavy: 30 % duplicate batches, 5 % reordered, 2 producer restarts, acked
-    print("dedup-heavy:", flush=True)
-    r = s.run("dedup-heavy", workers=dw, shards=dw, acked=True, records=n_max // 2, keys=keys,
-              dup_pct=30, reorder_pct=5, restarts=2)
-    res["dedup_heavy"] = {"records_per_s": r["records_per_s_e2e"],
-                          "duplicates": r["processor_summary"].get("duplicates"),
-                          "epoch_changes": r["processor_summary"].get("epoch_changes")}
+    if "dedup" in want:
+        print("dedup-heavy:", flush=True)
+        r = s.run("dedup-heavy", workers=dw, shards=dw, acked=True, records=n_max // 2,
+                  keys=keys, dup_pct=30, reorder_pct=5, restarts=2)
+        res["dedup_heavy"] = {"records_per_s": r["records_per_s_e2e"],
+                              "duplicates": r["processor_summary"].get("duplicates"),
+                              "epoch_changes": r["processor_summary"].get("epoch_changes")}
 
-    # 7. shift-change burst (10x base rate for 5 s, time to recover): NOT YET
-    #    IMPLEMENTED - fpload needs a rate profile (--burst-at/--burst-secs/
-    #    --burst-mult) and per-100 ms latency windows first.
+    # 7. durability on vs off (issue 4): max throughput side by side, then
+    #    latency at 50 % of the ON max, with durability off, on with the
+    #    default 50 ms rounds and on with 10 ms rounds (same offered rate).
+    if "durability" in want:
+        fs = "%s (%s)" % (" on ".join(sh("findmnt -n -o FSTYPE,SOURCE -T %s" % s.tmp).split()),
+                          s.tmp)
+        print("durability on vs off (state_dir on %s):" % fs, flush=True)
+        d = {"state_fs": fs}
+        # pairs, off then on, so that other load on the machine hits both
+        # alike; the ratio reported is the median of the pairs' ratios
+        pairs = []
+        for i in range(3):
+            off = s.run("durability off: max #%d" % (i + 1), workers=dw, shards=dw,
+                        records=n_max, keys=keys)
+            on = s.run("durability on: max #%d" % (i + 1), workers=dw, shards=dw, records=n_max,
+                       keys=keys, durable=True)
+            pairs.append({"off": off["records_per_s_e2e"], "on": on["records_per_s_e2e"],
+                          "ratio": on["records_per_s_e2e"] / off["records_per_s_e2e"],
+                          "on_rounds": on["rounds"], "on_cpu_s_per_m_records":
+                          on["cpu_s_per_m_records"], "off_cpu_s_per_m_records":
+                          off["cpu_s_per_m_records"]})
+        mid = sorted(pairs, key=lambda x: x["ratio"])[len(pairs) // 2]
+        d["pairs"] = pairs
+        d["off_records_per_s"] = mid["off"]
+        d["on_records_per_s"] = mid["on"]
+        d["ratio_on_off"] = mid["ratio"]
+        on = {"records_per_s_e2e": mid["on"]}
+        rate = int(on["records_per_s_e2e"] * 0.5)
+        d["latency_rate"] = rate
+        d["latency"] = []
+        for label, durable, rms in (("off", False, 50), ("on, 50 ms rounds", True, 50),
+                                    ("on, 10 ms rounds", True, 10)):
+            r = s.run("durability %s: 50%%" % label, workers=dw, shards=dw, rate=rate,
+                      records=max(rate * dur, 100000), keys=keys, durable=durable, round_ms=rms)
+            d["latency"].append({"durability": durable, "round_interval_ms": rms,
+                                 "rounds": r["rounds"], "state_mib_used": r["state_mib_used"],
+                                 "cpu_s_per_m_records": r["cpu_s_per_m_records"],
+                                 **r["fpload"].get("latency_ms", {})})
+        res["durability"] = d
+
+    # 8. shift-change burst: base rate, 10x for 5 s, base again; p99 per
+    #    250 ms window of send time; how long after the burst p99 is normal.
+    if "burst" in want:
+        base = int(max_rate * a.burst_base)
+        at, secs, mult, after, wms = 5.0, 5.0, 10.0, 10.0, 250
+        print("shift-change burst (%.2f M rec/s, x%g for %g s):" % (base / 1e6, mult, secs),
+              flush=True)
+        recs = int(base * (at + after) + base * mult * secs)
+        r = s.run("burst", workers=dw, shards=dw, rate=base, records=recs, keys=keys,
+                  burst_at=at, burst_secs=secs, burst_mult=mult, window_ms=wms)
+        wins = r["fpload"].get("windows", [])
+        res["burst"] = {"base_rate": base, "burst_rate": int(base * mult), "burst_at_s": at,
+                        "burst_secs": secs, "window_ms": wms, "records": recs,
+                        "exact": r["exact"],
+                        "records_accepted": r["processor_summary"].get("records_accepted"),
+                        "sender_max_behind_ms": r["fpload"]["sent"]["max_behind_ms"],
+                        **burst_recovery(wins, at, secs, wms), "windows": wins}
+        b = res["burst"]
+        print("  burst: normal p99 %s ms, worst window p99 %s ms, back under %s ms %s ms after "
+              "the burst" % (b.get("normal_p99_ms"), b.get("worst_window_p99_ms"),
+                             b.get("threshold_ms"), b.get("recovered_ms_after_burst")), flush=True)
 
     res["runs"] = s.runs
     res["failures"] = s.failures
     res["exact"] = not s.failures
     res["seconds"] = round(time.monotonic() - t_start, 1)
+    # other work on the machine during the run shows here (1-min averages)
+    res["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
 
     # ---- outputs ----
     jpath = os.path.join(out, "run-%s.json" % stamp)
@@ -350,15 +540,53 @@ def main():
                      lat.get("max", 0), r["peak_rss_mib"], r["cpu_s_per_m_records"],
                      "yes" if r["exact"] else "**NO**"))
     md.append("")
-    md.append("floorpost / ceiling at %d open keys: %.1f %% (%.3f / %.3f M records/s)" %
-              (keys, 100 * res["ratio_to_ceiling"], res["max_records_per_s"] / 1e6,
-               res["ceiling_records_per_s"] / 1e6))
-    if "burst" in res:
+    if best:
+        md.append("floorpost / ceiling at %d open keys: %.1f %% (%.3f / %.3f M records/s)" %
+                  (keys, 100 * res["ratio_to_ceiling"], res["max_records_per_s"] / 1e6,
+                   res["ceiling_records_per_s"] / 1e6))
+    if "durability" in res:
+        d = res["durability"]
         md.append("")
-        md.append("shift-change burst: %s" % json.dumps(res["burst"]))
+        md.append("Durability (state_dir on %s, fresh per run): max %.3f M records/s on vs %.3f "
+                  "off = **%.1f %%** (median of %d off/on pairs: %s; target >= 70 %%)." %
+                  (d["state_fs"], d["on_records_per_s"] / 1e6, d["off_records_per_s"] / 1e6,
+                   100 * d["ratio_on_off"], len(d["pairs"]),
+                   ", ".join("%.1f %%" % (100 * x["ratio"]) for x in d["pairs"])))
+        md.append("")
+        md.append("| at %.2f M rec/s (50 %% of the durable max) | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | rounds: mean "
+                  "ms (barrier -> committed, published) | rounds p99 <= ms |" %
+                  (d["latency_rate"] / 1e6))
+        md.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for x in d["latency"]:
+            rd = x.get("rounds") or {}
+            md.append("| durability %s | %.3f | %.3f | %.3f | %.3f | %.3f | %s | %s |" %
+                      ("on, %d ms rounds" % x["round_interval_ms"] if x["durability"] else "off",
+                       x.get("p50", 0), x.get("p90", 0), x.get("p99", 0), x.get("p999", 0),
+                       x.get("max", 0), rd.get("mean_ms"), rd.get("p99_le_ms")))
+        md.append("")
+        md.append("With durability on, an event waits for the end of its round (0 .. "
+                  "round_interval_ms, uniform) and then for the round to pass every stage and "
+                  "commit (LMDB transaction + fsync) before it is published.")
+    if "burst" in res:
+        b = res["burst"]
+        md.append("")
+        md.append("Shift-change burst: %.2f M rec/s, %gx for %g s from t = %g s; p99 per %d ms "
+                  "window of send time. Normal p99 %s ms (median window before the burst); worst "
+                  "window p99 %s ms; p99 first back at or under %s ms %s ms after the burst "
+                  "ended, and stays there from **%s ms after** (median window p99 after the "
+                  "burst: %s ms); "
+                  "sender at most %.1f ms behind schedule; totals exact: %s (records accepted "
+                  "%s)." % (b["base_rate"] / 1e6, 10, b["burst_secs"], b["burst_at_s"],
+                            b["window_ms"], b.get("normal_p99_ms"), b.get("worst_window_p99_ms"),
+                            b.get("threshold_ms"), b.get("first_normal_ms_after_burst"),
+                            b.get("recovered_ms_after_burst"), b.get("after_burst_p99_ms_median"),
+                            b["sender_max_behind_ms"], "yes" if b["exact"] else "**NO**",
+                            b.get("records_accepted")))
     md.append("")
     md.append("Latency is timed on final completions (OperationCompleted); partial checkpoints "
-              "follow the posting interval (60 s here) and the drain, and are not timed.")
+              "follow the posting interval (60 s here) and the drain, and are not timed. "
+              "fpload spreads completions (order slots phase-shifted, see bench/fpload.c) "
+              "except in the key sweep (lockstep).")
     md.append("Exact totals in every run: %s" % ("yes" if res["exact"] else "NO: %s" % s.failures))
     mdpath = os.path.join(out, "run-%s.md" % stamp)
     with open(mdpath, "w") as f:
@@ -377,8 +605,10 @@ def main():
         for x in res["keys"]:
             f.write("%d %d %f %f\n" % (x["keys_nominal"], x["keys_held"] or 0,
                                        x["records_per_s"] / 1e6, x["peak_rss_mib"]))
-    gnuplot("""
-set terminal pngcairo size 900,560 font "sans,11"
+    term = 'set terminal pngcairo size 900,560 font "sans,11"\n'
+    plots = []
+    if res["latency"]:
+        gnuplot(term + """
 set output "%(out)s/latency.png"
 set title "floorpost end-to-end latency vs offered load (%(keys)d open keys, final completions)"
 set xlabel "offered load, %% of max sustained throughput (%(max).2f M records/s)"
@@ -392,6 +622,10 @@ plot "%(lat)s" using 1:3 with linespoints lw 2 title "p50", \
      "" using 1:5 with linespoints lw 2 title "p99", \
      "" using 1:6 with linespoints lw 2 title "p99.9", \
      "" using 1:7 with linespoints lw 2 title "max"
+""" % {"out": out, "keys": keys, "max": max_rate / 1e6, "lat": lat_dat})
+        plots.append("latency.png")
+    if res["keys"]:
+        gnuplot(term + """
 set output "%(out)s/keys.png"
 unset logscale
 set title "floorpost throughput and peak RSS vs open keys"
@@ -407,12 +641,35 @@ set y2range [0:*]
 set key left top
 plot "%(kd)s" using 1:3 axes x1y1 with linespoints lw 2 title "throughput (M records/s)", \
      "" using 1:4 axes x1y2 with linespoints lw 2 title "peak RSS (MiB)"
-""" % {"out": out, "keys": keys, "max": res["max_records_per_s"] / 1e6, "lat": lat_dat,
-       "kd": keys_dat})
+""" % {"out": out, "kd": keys_dat})
+        plots.append("keys.png")
+    if "burst" in res and res["burst"]["windows"]:
+        b = res["burst"]
+        burst_dat = os.path.join(out, "burst.dat")
+        with open(burst_dat, "w") as f:
+            f.write("# window_start_s events p50_ms p99_ms max_ms\n")
+            for w in b["windows"]:
+                f.write("%f %d %f %f %f\n" % (w["t_ms"] / 1000, w["n"], w["p50"], w["p99"],
+                                              w["max"]))
+        gnuplot(term + """
+set output "%(out)s/burst.png"
+set title "shift-change burst: %(base).2f M records/s, 10x from %(at)g to %(end)g s (final completions)"
+set xlabel "send time of the newest record, s (windows of %(w)d ms)"
+set ylabel "latency, ms (log)"
+set logscale y
+set grid
+set key left top
+set object 1 rect from %(at)g, graph 0 to %(end)g, graph 1 behind fc rgb "#eeeeee" fs solid
+plot "%(bd)s" using 1:3 with lines lw 2 title "p50", \\
+     "" using 1:4 with lines lw 2 title "p99", \\
+     "" using 1:5 with lines lw 1 title "max"
+""" % {"out": out, "base": b["base_rate"] / 1e6, "at": b["burst_at_s"],
+       "end": b["burst_at_s"] + b["burst_secs"], "w": b["window_ms"], "bd": burst_dat})
+        plots.append("burst.png")
     for src, dst in ((jpath, "latest.json"), (mdpath, "latest.md")):
         shutil.copyfile(src, os.path.join(out, dst))
     print("\n".join(md))
-    print("bench: wrote %s, %s, latency.png, keys.png in %.0f s" % (jpath, mdpath, res["seconds"]))
+    print("bench: wrote %s, %s, %s in %.0f s" % (jpath, mdpath, ", ".join(plots), res["seconds"]))
     shutil.rmtree(s.tmp, ignore_errors=True)
     if s.failures:
         print("bench: FAILURE: totals not exact in %s" % ", ".join(n for n, _ in s.failures),
