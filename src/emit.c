@@ -195,6 +195,8 @@ static void *s_server(void *zmq_ctx, int type, const fp_config_t *cfg, const cha
 
 static void *s_event_buf(item_t *it, size_t *len);
 static void s_publish_item(emit_t *self, item_t *it);
+static void s_file(emit_t *self, uint32_t from, item_t *itp);
+static void s_unbundle(emit_t *self, uint32_t from, item_t *bundle);
 
 /* The round r's bucket, created (with any rounds before it) on demand. */
 static round_t *s_round(emit_t *self, uint64_t r)
@@ -254,6 +256,10 @@ static void s_receive(emit_t *self, void *sock)
         else
             zmq_msg_close(&part);
     }
+    if (h.type == FP_EMIT_BUNDLE) {
+        s_unbundle(self, h.from, &it);
+        return;
+    }
     if (h.type == FP_EMIT_MARK) {
         round_t *R = s_round(self, h.round);
         if (R) {
@@ -265,6 +271,15 @@ static void s_receive(emit_t *self, void *sock)
         self->next_round[h.from] = h.round + 1;
         return;
     }
+    s_file(self, h.from, &it);
+}
+
+/* Files one item under its sender's current round (or, durability off,
+   publishes it at once). Takes the item's frames. */
+static void s_file(emit_t *self, uint32_t from, item_t *itp)
+{
+    item_t it = *itp;
+    fp_emit_hdr_t h = {.type = it.type, .from = from};
     if (!self->store) {
         /* Durability off: nothing to commit, so nothing to wait for. Events
            and dead letters go out at once (the round still gates acks). */
@@ -299,6 +314,38 @@ static void s_receive(emit_t *self, void *sock)
         abort();
     }
     R->items[R->nitems++] = it;
+}
+
+/* A bundle (stage.h) from `from`: every entry becomes an item of its own,
+   its frames copied into fresh (aligned) messages, filed in order. */
+static void s_unbundle(emit_t *self, uint32_t from, item_t *bundle)
+{
+    const uint8_t *p = bundle->nparts == 1 ? zmq_msg_data(&bundle->part[0]) : NULL;
+    size_t left = p ? zmq_msg_size(&bundle->part[0]) : 0;
+    while (left >= 8) {
+        uint32_t type, nparts;
+        memcpy(&type, p, 4);
+        memcpy(&nparts, p + 4, 4);
+        p += 8;
+        left -= 8;
+        assert(nparts >= 1 && nparts <= 3); /* our own shard wrote it */
+        item_t it = {.type = type, .nparts = (int)nparts};
+        for (uint32_t k = 0; k < nparts; k++) {
+            uint32_t len;
+            assert(left >= 4);
+            memcpy(&len, p, 4);
+            p += 4;
+            left -= 4;
+            assert(left >= len);
+            zmq_msg_init_size(&it.part[k], len);
+            memcpy(zmq_msg_data(&it.part[k]), p, len);
+            p += len;
+            left -= len;
+        }
+        s_file(self, from, &it);
+    }
+    for (int k = 0; k < bundle->nparts; k++)
+        zmq_msg_close(&bundle->part[k]);
 }
 
 /* The event buffer of an item, 8-byte aligned (copied into a fresh message

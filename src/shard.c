@@ -45,6 +45,11 @@ typedef struct {
     void *emit;     /* everything for emit: events, dead letters, state, marks */
     uint32_t from;  /* our sender slot at emit: 1 + workers + index */
     struct fp_store *store; /* NULL: durability off, nothing to export */
+    /* Items for emit, sent as one FP_EMIT_BUNDLE (stage.h) per input batch
+       and per round: a completion wave or a round's export is one inproc
+       hand-off, not thousands. */
+    uint8_t *bundle;
+    size_t bundle_len, bundle_cap;
     agg_t *agg;
     fp_codec_t *codec;
     const char **strptr; /* reject: the batch's strings for re-encoding */
@@ -61,6 +66,54 @@ static const char *s_kind_name(int kind)
                                                                                 : "scrap";
 }
 
+/* Sends the bundle, if anything is in it. */
+static void s_bundle_flush(shard_t *self)
+{
+    if (!self->bundle_len)
+        return;
+    fp_emit_hdr_t h = {.type = FP_EMIT_BUNDLE, .from = self->from};
+    zmq_send(self->emit, &h, sizeof h, ZMQ_SNDMORE);
+    zmq_send(self->emit, self->bundle, self->bundle_len, 0);
+    self->bundle_len = 0;
+}
+
+/* Appends one item of nparts frames to the bundle. */
+static void s_bundle_add(shard_t *self, uint32_t type, uint32_t nparts, const void *const *parts,
+                         const size_t *lens)
+{
+    size_t need = 8;
+    for (uint32_t k = 0; k < nparts; k++)
+        need += 4 + lens[k];
+    if (self->bundle_len + need > self->bundle_cap) {
+        size_t ncap = self->bundle_cap ? self->bundle_cap : 1 << 16;
+        while (ncap < self->bundle_len + need)
+            ncap *= 2;
+        uint8_t *n = realloc(self->bundle, ncap);
+        if (!n) {
+            /* Our own state could not be handed over: nothing would be
+               committed correctly any more. */
+            fp_log(FP_LOG_ERROR, "shard", "out of memory bundling for emit; exiting", NULL);
+            abort();
+        }
+        self->bundle = n;
+        self->bundle_cap = ncap;
+    }
+    uint8_t *p = self->bundle + self->bundle_len;
+    memcpy(p, &type, 4);
+    memcpy(p + 4, &nparts, 4);
+    p += 8;
+    for (uint32_t k = 0; k < nparts; k++) {
+        uint32_t len = (uint32_t)lens[k];
+        memcpy(p, &len, 4);
+        memcpy(p + 4, parts[k], lens[k]);
+        p += 4 + lens[k];
+    }
+    self->bundle_len += need;
+    self->emitted++;
+    if (self->bundle_len >= (1u << 20))
+        s_bundle_flush(self); /* bounded messages, bounded memory */
+}
+
 static void s_emit(void *ctx, const fp_checkpoint_t *ck)
 {
     shard_t *self = ctx;
@@ -73,11 +126,9 @@ static void s_emit(void *ctx, const fp_checkpoint_t *ck)
     size_t len;
     int rc = fp_codec_checkpoint_encode(self->codec, ck, &buf, &len);
     assert(rc == FP_CODEC_OK); /* our own data: failure is our bug */
-    fp_emit_hdr_t h = {.type = FP_EMIT_EVENT, .from = self->from};
-    zmq_send(self->emit, &h, sizeof h, ZMQ_SNDMORE);
-    zmq_send(self->emit, topic, (size_t)tn, ZMQ_SNDMORE);
-    zmq_send(self->emit, buf, len, 0);
-    self->emitted++;
+    const void *parts[2] = {topic, buf};
+    size_t lens[2] = {(size_t)tn, len};
+    s_bundle_add(self, FP_EMIT_EVENT, 2, parts, lens);
     fp_hist_observe(&self->delay, FP_H_PUBLISH_DELAY, fp_wall_ns() - ck->last_time_ns);
     if (ck->late)
         fp_metrics_add(self->metrics, FP_M_EVENTS_LATE, 1);
@@ -117,11 +168,9 @@ static void s_reject(void *ctx, const fp_batch_hdr_t *batch, const fp_record_t *
 static void s_export_key(void *ctx, const void *key, size_t klen, const void *state, size_t slen)
 {
     shard_t *self = ctx;
-    fp_emit_hdr_t h = {.type = FP_EMIT_KEY, .from = self->from};
-    zmq_send(self->emit, &h, sizeof h, ZMQ_SNDMORE);
-    zmq_send(self->emit, key, klen, ZMQ_SNDMORE);
-    zmq_send(self->emit, state ? state : "", state ? slen : 0, 0);
-    self->emitted++;
+    const void *parts[2] = {key, state ? state : ""};
+    size_t lens[2] = {klen, state ? slen : 0};
+    s_bundle_add(self, FP_EMIT_KEY, 2, parts, lens);
 }
 
 static void s_discard_key(void *ctx, const void *key, size_t klen, const void *state,
@@ -170,6 +219,7 @@ static bool s_barrier(shard_t *self, int w, const fp_barrier_t *b)
         fp_log(FP_LOG_ERROR, "shard", "out of memory exporting state; exiting", NULL);
         abort();
     }
+    s_bundle_flush(self); /* everything of the round before its mark */
     fp_barrier_t out = self->barrier;
     out.flags = self->round_flags;
     fp_metrics_stage_sent(self->emit_slot, self->emitted + 1);
@@ -190,6 +240,7 @@ static void s_cleanup(shard_t *self)
     if (self->emit)
         zmq_close(self->emit);
     agg_destroy(&self->agg);
+    free(self->bundle);
     fp_codec_destroy(&self->codec);
     free(self->strptr);
 }
@@ -282,6 +333,7 @@ void *fp_shard_main(void *argp)
                        is 8-byte aligned. */
                     assert(((uintptr_t)zmq_msg_data(&m) & 7) == 0);
                     agg_add(self->agg, zmq_msg_data(&m));
+                    s_bundle_flush(self); /* final completions go out now */
                 }
                 zmq_msg_close(&m);
                 if (done)

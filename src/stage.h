@@ -46,7 +46,12 @@ typedef struct {
      FP_EMIT_SOURCE  [hdr][u64 source_id][state]         worker: dirty dedup source
      FP_EMIT_DEAD    [hdr][topic][json][payload]          any: a dead letter
      FP_EMIT_MARK    [hdr]                               any: passed barrier hdr.round */
-enum { FP_EMIT_EVENT = 1, FP_EMIT_KEY, FP_EMIT_SOURCE, FP_EMIT_DEAD, FP_EMIT_MARK };
+enum { FP_EMIT_EVENT = 1, FP_EMIT_KEY, FP_EMIT_SOURCE, FP_EMIT_DEAD, FP_EMIT_MARK,
+       FP_EMIT_BUNDLE };
+/*   FP_EMIT_BUNDLE  [hdr][entries]  shard: many EVENT/KEY items in one
+     message (one inproc hand-off instead of thousands in a completion wave
+     or a round's export). Each entry: u32 type, u32 nparts, then per part
+     u32 length and the bytes; emit files them in order, as if sent alone. */
 
 typedef struct {
     uint32_t type;  /* FP_EMIT_* */
