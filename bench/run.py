@@ -120,6 +120,9 @@ ingest_router = %s
 ingest_pull = %s
 publish = %s
 deadletter = %s
+# the drain flushes every open key at once (1e6 keys: 1e6 events); the
+# measuring subscriber must not lose any of them (no replay with durability off)
+publish_hwm = 2000000
 [pipeline]
 workers = %d
 shards = %d

@@ -58,6 +58,7 @@ static const s_option_t s_options[] = {
      "tcp://..., ipc://... or inproc://..."},
     {"service", "replay", OPT_ENDPOINT, F(replay), 0, 0, true,
      "tcp://..., ipc://..., inproc://... or \"\" (off)"},
+    {"service", "publish_hwm", OPT_INT, F(publish_hwm), 1, 100000000, false, "1..100000000"},
     {"service", "print_events", OPT_BOOL, F(print_events), 0, 0, false,
      "true, false, yes, no, on, off, 1, 0"},
     {"service", "drain_timeout_ms", OPT_I64, F(drain_timeout_ms), 100, 600000, false,
@@ -138,6 +139,7 @@ fp_config_defaults(fp_config_t *cfg)
     snprintf(cfg->deadletter, sizeof cfg->deadletter, "%s", "tcp://*:5571");
     cfg->print_events = false;
     cfg->drain_timeout_ms = 10000;
+    cfg->publish_hwm = 100000;
     cfg->workers = 0;
     cfg->shards = 0;
     cfg->queue_batches = 64;

@@ -25,6 +25,7 @@ typedef struct {
     char deadletter[FP_ENDPOINT_MAX];    /* PUB endpoint for dead letters */
     char replay[FP_ENDPOINT_MAX];        /* ROUTER endpoint serving the outbox; "" = off */
     bool print_events;             /* print each published event as a line on stdout */
+    int publish_hwm;               /* messages queued per subscriber before PUB drops */
     int64_t drain_timeout_ms;      /* SIGTERM: most time to drain before exit */
     int log_level;                 /* FP_LOG_* (log.h): 0 debug .. 3 error */
     int heartbeat_ivl_ms;          /* ZMTP heartbeats on tcp endpoints; 0 = off */

@@ -174,7 +174,7 @@ static void *s_server(void *zmq_ctx, int type, const fp_config_t *cfg, const cha
        loses messages; 2 s linger so the drain's last events reach them.
        The only frames a PUB reads are subscriptions (a topic prefix): a
        subscriber sending a larger frame is dropped before it is allocated. */
-    int hwm = 100000, linger = 2000;
+    int hwm = cfg->publish_hwm, linger = 2000;
     int64_t maxsize = 1024;
     zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
