@@ -265,8 +265,9 @@ int main(int argc, char **argv)
     fclose(f);
     free(truth.slots);
     free(ring);
+    int ok = rc == 0 && st->rejected_batches == 0; /* st lives in p */
     producer_destroy(&p);
     plantgen_destroy(&gen);
     zmq_ctx_term(ctx);
-    return rc == 0 && st->rejected_batches == 0 ? 0 : 1;
+    return ok ? 0 : 1;
 }
