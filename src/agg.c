@@ -67,7 +67,7 @@
     function of what is held and a restored agg_t numbers alike); agg_import
     appends closed operations in file order and the FIFO is merge-sorted by
     close_seq before it is next used. A consumption or scrap key imported
-    before its operation creates the operation as a stub (S_STUB), filled
+    before its operation creates the operation as a placeholder (S_PLACEHOLDER), filled
     when its own pair comes.
 */
 #include "agg.h"
@@ -102,7 +102,7 @@ enum {
     S_ON_DIRTY = 4, /* on the DIRTY list */
     S_ON_LATE = 8,  /* on the LATE list */
     S_EXPORT = 16,  /* on the EXPORT list: changed since agg_export_dirty */
-    S_STUB = 32,    /* operation created by agg_import for a child; its own
+    S_PLACEHOLDER = 32,    /* operation created by agg_import for a child; its own
                        pair not imported yet */
 };
 
@@ -1507,7 +1507,7 @@ int agg_export_all(agg_t *self, agg_export_fn *fn, void *ctx)
     return 0;
 }
 
-/* Loads a parsed state into a new (or stub) entry: sums, lists, FIFO. */
+/* Loads a parsed state into a new (or placeholder) entry: sums, lists, FIFO. */
 static void s_fill(agg_t *self, uint32_t idx, const s_pstate_t *st)
 {
     s_entry_t *e = &self->pool[idx];
@@ -1573,7 +1573,7 @@ int agg_import(agg_t *self, const void *key, size_t klen, const void *state, siz
     if (k.kind == FP_CK_COMPLETION) {
         if (op != S_NONE) {
             s_entry_t *e = &self->pool[op];
-            if (!(e->flags & S_STUB)) {
+            if (!(e->flags & S_PLACEHOLDER)) {
                 rc = -1; /* imported twice */
                 goto out;
             }
@@ -1583,7 +1583,7 @@ int agg_import(agg_t *self, const void *key, size_t klen, const void *state, siz
             intern_release(self->intern, e->station);
             e->line = line;
             e->station = station;
-            e->flags &= (uint8_t)~S_STUB;
+            e->flags &= (uint8_t)~S_PLACEHOLDER;
             if ((size_t)st.line_len + st.station_len > self->attr_max)
                 self->attr_max = (size_t)st.line_len + st.station_len;
         } else {
@@ -1600,7 +1600,7 @@ int agg_import(agg_t *self, const void *key, size_t klen, const void *state, siz
         }
         if (op == S_NONE) {
             op = s_create(self, &opk, hop, S_NONE, INTERN_EMPTY, INTERN_EMPTY);
-            self->pool[op].flags |= S_STUB;
+            self->pool[op].flags |= S_PLACEHOLDER;
         }
         assert(s_room(self)); /* s_reserve(2) made room for both */
         uint32_t ch = s_create(self, &ck, hch, op, INTERN_EMPTY, INTERN_EMPTY);
