@@ -267,6 +267,32 @@ static void s_big_free(void *p, size_t size)
         munmap(p, (size + S_BIG - 1) & ~(size_t)(S_BIG - 1));
 }
 
+/* Grows an array from s_big_alloc(old) to new bytes, keeping its content;
+   the grown part is zero. A big array moves by remapping its pages
+   (mremap), not by copying them: growing a pool of a million entries would
+   otherwise copy and fault in hundreds of MiB at once and stall the shard.
+   Returns NULL on failure (the old array is then untouched). */
+static void *s_big_grow(void *p, size_t old, size_t size)
+{
+    if (old >= S_BIG) {
+        size_t olen = (old + S_BIG - 1) & ~(size_t)(S_BIG - 1);
+        size_t nlen = (size + S_BIG - 1) & ~(size_t)(S_BIG - 1);
+        void *n = mremap(p, olen, nlen, MREMAP_MAYMOVE);
+        if (n == MAP_FAILED)
+            return NULL;
+#ifdef MADV_HUGEPAGE
+        (void)madvise(n, nlen, MADV_HUGEPAGE);
+#endif
+        return n;
+    }
+    void *n = s_big_alloc(size);
+    if (!n)
+        return NULL;
+    memcpy(n, p, old);
+    s_big_free(p, old);
+    return n;
+}
+
 /* ---- construction ---- */
 
 agg_t *agg_new(const agg_config_t *cfg, agg_emit_fn *emit, agg_reject_fn *reject, void *ctx)
@@ -505,11 +531,10 @@ static int s_reserve(agg_t *self, uint64_t more)
             ncap *= 2;
         if (ncap > UINT32_MAX)
             return -1;
-        s_entry_t *n = s_big_alloc(ncap * sizeof *n);
+        s_entry_t *n = s_big_grow(self->pool, (size_t)self->pool_cap * sizeof *n,
+                                  ncap * sizeof *n);
         if (!n)
             return -1;
-        memcpy(n, self->pool, (size_t)self->pool_used * sizeof *n);
-        s_big_free(self->pool, (size_t)self->pool_cap * sizeof *self->pool);
         self->pool = n;
         self->pool_cap = (uint32_t)ncap;
     }
