@@ -580,7 +580,10 @@ def metrics_endpoint_after_known_input():
     for stage in ["ingest", "worker-0", "worker-1", "shard-0", "shard-1", "emit"]:
         assert 'floorpost_stage_busy_seconds_total{stage="%s"}' % stage in m, stage
         assert 0 <= m['floorpost_stage_heartbeat_age_seconds{stage="%s"}' % stage] < 1, stage
-        eq(m['floorpost_stage_queue_messages{stage="%s"}' % stage], 0.0, "queue " + stage)
+        # idle: at most the current round's barriers (one per upstream pipe)
+        # may be in flight when the scrape lands; never the data
+        q = m['floorpost_stage_queue_messages{stage="%s"}' % stage]
+        assert 0 <= q <= 4, ("queue " + stage, q)
     assert m["floorpost_round_seconds_count"] >= 5, m["floorpost_round_seconds_count"]
     eq(m['floorpost_round_seconds_bucket{le="+Inf"}'], m["floorpost_round_seconds_count"],
        "+Inf bucket")
