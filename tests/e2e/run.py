@@ -1338,6 +1338,31 @@ def late_subscriber_catches_up_through_replay():
     prod.close()
 
 
+@test
+def long_strings_and_multipart_frames_dead_lettered():
+    """A record whose key string is over 80 bytes, and a producer message of
+    two payload frames: each is dead-lettered with its reason and counted;
+    the good record beside them still counts."""
+    fp, sub, dl = started()
+    prod = Producer(CTX, fp.endpoints["router"])
+    good = rec(1, PART, qty=4)
+    long_order = rec(2, PART, order="O" * 81, qty=9)
+    prod.send(61, 1, [good, long_order])
+    assert prod.wait_acks(1)
+    push = CTX.socket(zmq.PUSH)
+    push.connect(fp.endpoints["pull"])
+    push.send_multipart([encode_batch(62, 1, [rec(1, PART, qty=1)]), b"extra frame"])
+    time.sleep(0.5)
+    push.close(2000)
+    events, dead, summary = finish(fp, sub, dl)
+    eq(sorted(d["topic"] for d in dead), ["deadletter/bad_envelope", "deadletter/string_too_long"],
+       "dead letters")
+    eq(summary["dead_letter_string_too_long"], 1, "counter string_too_long")
+    eq(summary["dead_letter_bad_envelope"], 1, "counter bad_envelope")
+    eq(totals(events)[0], {("1000", "O1", "0010"): [4, 0]}, "the good record counts")
+    prod.close()
+
+
 def main():
     names = sys.argv[1:]
     passed = failed = 0
