@@ -40,7 +40,7 @@ PYGEN    := $(BUILD)/py/floorpost/__init__.py
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 
-.PHONY: all deps run test test-unit test-e2e test-san fuzz fuzz-brief bench bench-full clean test-crash-long
+.PHONY: all deps run test test-unit test-e2e test-san fuzz fuzz-brief bench bench-full bench-smoke clean test-crash-long
 all: $(BUILD)/floorpost $(PYGEN)
 
 deps:
@@ -94,7 +94,7 @@ export FP_TALLY := $(CURDIR)/build/test-tally
 test: deps
 	@mkdir -p build && rm -f $(FP_TALLY)
 	@$(MAKE) --no-print-directory test-unit test-e2e
-	@$(MAKE) --no-print-directory test-install
+	@$(MAKE) --no-print-directory test-install bench-smoke
 	@$(MAKE) --no-print-directory BUILD=build-san SAN=1 OPT="-O1 -g" test-unit test-e2e
 	@$(MAKE) --no-print-directory fuzz-brief
 	@awk '{p += $$1; f += $$2} END {print "total: " p " passed, " f " failed"; exit f > 0}' $(FP_TALLY)
@@ -130,6 +130,13 @@ bench: $(BENCHES) $(BUILD)/floorpost
 
 bench-full: $(BENCHES) $(BUILD)/floorpost
 	/usr/bin/python3 bench/run.py --build $(BUILD) --full
+
+# The suite's own test (in `test`, about 20 s): tiny ceiling, max, dedup-heavy
+# and generate-while-sending runs through bench/run.py; fails unless exact.
+bench-smoke: $(BENCHES) $(BUILD)/floorpost
+	@if /usr/bin/python3 bench/run.py --build $(BUILD) --smoke --out $(BUILD)/bench/smoke; \
+	then echo "ok   bench smoke"; [ -z "$(FP_TALLY)" ] || echo "1 0" >> $(FP_TALLY); \
+	else echo "FAIL bench smoke"; [ -z "$(FP_TALLY)" ] || echo "0 1" >> $(FP_TALLY); exit 1; fi
 
 # ---- Subscriber examples (docs/subscribers.md); run by tests/e2e/run.py ----
 .PHONY: examples install uninstall test-install

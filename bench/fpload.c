@@ -1,6 +1,16 @@
 /*  fpload.c - floorpost's load generator and end-to-end measurer (issue 3),
     its own process.
 
+    Generation ahead: the whole stream (records, seqs, epochs, the truth
+    sums) is generated and encoded before the clock starts when it fits in
+    --pregen-max-mib (default 4096 MiB, about 60 M records), and each batch's
+    time_ns is stamped into it when it is sent. On a 2-core machine a
+    generator that builds batches while sending takes about 150 ns of CPU
+    per record from the processor it measures (the ceiling's forwarder as
+    much as floorpost). Pregenerated batches go out with zmq_send_const (no
+    copy). Otherwise (--pregen-max-mib 0, or too big) it generates as it
+    sends. The JSON says which ("pregenerated").
+
     Sender (main thread): the plant model (plantgen) -> telemetry batches of
     --batch records, one source and epoch each, sent with PUSH to a PULL
     endpoint (fire and forget) or with DEALER to a ROUTER endpoint (acked).
@@ -171,6 +181,7 @@ typedef struct {
     uint32_t batch, lines, rpo, restarts;
     double dup_pct, reorder_pct;
     int sndhwm, idle_ms;
+    uint64_t pregen_max_mib; /* generate the stream ahead when it fits; 0 = never */
 } s_opts_t;
 
 /* ---- subscriber ---- */
@@ -382,9 +393,12 @@ static void s_drain_acks(s_tx_t *tx, int timeout_ms)
     }
 }
 
-static void s_send(s_tx_t *tx, const void *buf, size_t len)
+/* Sends one frame. constant: buf stays unchanged and alive until exit
+   (a pregenerated batch), so ZeroMQ may send it without a copy. */
+static void s_send_raw(s_tx_t *tx, const void *buf, size_t len, bool constant)
 {
-    while (zmq_send(tx->sock, buf, len, 0) < 0) {
+    while ((constant ? zmq_send_const(tx->sock, buf, len, 0) : zmq_send(tx->sock, buf, len, 0)) <
+           0) {
         if (zmq_errno() != EINTR && zmq_errno() != EAGAIN) {
             fprintf(stderr, "fpload: send: %s\n", zmq_strerror(zmq_errno()));
             exit(2);
@@ -412,7 +426,8 @@ static void s_usage(void)
             "              [--records N] [--batch B] [--keys K] [--lines L] [--rpo N]\n"
             "              [--dup-pct P] [--reorder-pct P] [--restarts K] [--sndhwm N]\n"
             "              [--wait-stdin] [--idle-ms MS] [--json FILE] [--lockstep]\n"
-            "              [--burst-at S --burst-secs D --burst-mult M] [--window-ms W]\n");
+            "              [--burst-at S --burst-secs D --burst-mult M] [--window-ms W]\n"
+            "              [--pregen-max-mib N]\n");
     exit(2);
 }
 
@@ -557,6 +572,238 @@ static const fp_rec_in_t *s_spread_push(s_spread_t *sp, uint32_t line, uint64_t 
     return out;
 }
 
+/* ---- the plant stream: generation apart from sending ---- */
+
+/* One encoded batch. Its records' time_ns is stamped when it is sent
+   (s_stamp): generating ahead does not change what latency measures. */
+typedef struct {
+    void *buf;        /* 8-byte aligned */
+    size_t len;
+    uint32_t n;       /* records (all unique) */
+    uint32_t line;    /* its source is the line's */
+    uint64_t epoch;
+    uint32_t rec_off; /* byte offset of the records vector in buf */
+    bool owned;       /* buf is a malloc'd copy (a held batch when streaming) */
+    bool constant;    /* buf is in the pregenerated stream: sent without a copy */
+} s_batch_t;
+
+static void s_send_raw(s_tx_t *tx, const void *buf, size_t len, bool constant);
+
+static void s_send(s_tx_t *tx, const s_batch_t *bt)
+{
+    s_send_raw(tx, bt->buf, bt->len, bt->constant);
+}
+
+typedef struct {
+    const s_opts_t *o;
+    plantgen_params_t pp;
+    plantgen_t *g;
+    uint64_t epoch;
+    uint32_t restarts_done;
+    uint64_t next_restart;
+    s_spread_t *spread;
+    bool new_model;
+    const char *lockstep_why;
+    uint64_t *last_seq; /* per source, this epoch */
+    uint64_t *gen_pos;  /* per line, records generated (the spread's order slot) */
+    bu_builder_t b;
+    void *aligned;      /* the builder's output copied to 8-byte alignment */
+    size_t aligned_cap;
+    s_sums_t truth;
+    uint64_t kinds[6];
+    uint64_t generated; /* unique records in batches so far */
+} s_gen_t;
+
+static int s_gen_init(s_gen_t *gs, s_opts_t *o)
+{
+    memset(gs, 0, sizeof *gs);
+    gs->o = o;
+    gs->epoch = 1;
+    bu_plant_for_keys(&gs->pp, o->keys, o->lines, o->rpo, o->batch, 1, gs->epoch);
+    gs->g = plantgen_new(&gs->pp);
+    gs->next_restart = o->restarts ? o->records / (o->restarts + 1) : UINT64_MAX;
+    gs->new_model = true;
+    gs->lockstep_why = o->lockstep ? "--lockstep" : "";
+    gs->last_seq = calloc(o->lines, sizeof *gs->last_seq);
+    gs->gen_pos = calloc(o->lines, sizeof *gs->gen_pos);
+    if (!gs->g || bu_builder_init(&gs->b, o->batch) != 0 || !gs->last_seq || !gs->gen_pos)
+        return -1;
+    return 0;
+}
+
+static void s_gen_fini(s_gen_t *gs)
+{
+    bu_builder_fini(&gs->b);
+    plantgen_destroy(&gs->g);
+    free(gs->last_seq);
+    free(gs->gen_pos);
+    free(gs->aligned);
+    s_spread_destroy(&gs->spread);
+}
+
+/* The next batch of the stream in *bt (buf valid until the next call), with
+   the truth sums and kinds counted. 1: a batch; 0: the stream is complete;
+   -1: out of memory or an encoding failure. */
+static int s_gen_next(s_gen_t *gs, s_batch_t *bt)
+{
+    s_opts_t *o = (s_opts_t *)gs->o;
+    for (;;) {
+        if (gs->generated >= o->records)
+            return 0;
+        if (gs->generated >= gs->next_restart && gs->restarts_done < o->restarts) {
+            plantgen_destroy(&gs->g);
+            memset(gs->last_seq, 0, o->lines * sizeof *gs->last_seq);
+            gs->new_model = true; /* fresh delay lines below */
+            gs->epoch++;
+            gs->restarts_done++;
+            bu_plant_for_keys(&gs->pp, o->keys, o->lines, o->rpo, o->batch, gs->epoch,
+                              gs->epoch);
+            gs->g = plantgen_new(&gs->pp);
+            gs->next_restart = o->records / (o->restarts + 1) * (gs->restarts_done + 1);
+            if (!gs->g)
+                return -1;
+        }
+        if (!o->lockstep && gs->new_model) {
+            /* (re)start of a plant model: empty delay lines (what the old
+               ones held is never sent) */
+            s_spread_destroy(&gs->spread);
+            memset(gs->gen_pos, 0, o->lines * sizeof *gs->gen_pos);
+            gs->spread = s_spread_new(o->lines, gs->pp.orders_per_line, o->rpo,
+                                      (size_t)256 << 20);
+            if (!gs->spread) {
+                fprintf(stderr, "fpload: completion spread needs more than 256 MiB of delay "
+                                "lines (or no memory): lockstep\n");
+                o->lockstep = true;
+                gs->lockstep_why = "delay lines over 256 MiB";
+            }
+        }
+        gs->new_model = false;
+        /* build: always one whole burst of the generator (one line), so
+           batches never mix sources; records dropped by the spread, and
+           those beyond --records in the last burst, are left out */
+        bu_builder_t *b = &gs->b;
+        bu_builder_clear(b);
+        uint32_t n = 0;
+        uint64_t sid = 0, ep_ = 0;
+        for (uint32_t k = 0; k < o->batch; k++) {
+            fp_rec_in_t gr;
+            plantgen_next(gs->g, &sid, &ep_, &gr);
+            uint32_t li = (uint32_t)(sid - gs->pp.first_source_id);
+            uint64_t pos = gs->gen_pos[li]++;
+            const fp_rec_in_t *rp = gs->spread ? s_spread_push(gs->spread, li, pos, &gr) : &gr;
+            if (!rp || gs->generated + n >= o->records)
+                continue;
+            fp_rec_in_t r = *rp;
+            r.seq = ++gs->last_seq[li];
+            r.time_ns = 0; /* s_stamp */
+            bu_builder_add_ex(b, sid, ep_, &r, gs->spread != NULL); /* s_spread_push: stable */
+            n++;
+            gs->kinds[r.kind]++;
+            if (r.kind == FP_KIND_OP_STARTED || r.kind == FP_KIND_OP_COMPLETED)
+                continue;
+            s_sums_t *t = &gs->truth;
+            uint64_t opk = bu_key_op(r.str[FP_STR_PLANT], r.str[FP_STR_ORDER],
+                                     r.str[FP_STR_OPERATION]);
+            uint64_t q = (uint64_t)r.quantity;
+            if (r.kind == FP_KIND_MATERIAL) {
+                t->cons_q += r.quantity;
+                t->cons_chk += q * bu_key_cons(opk, r.str[FP_STR_MATERIAL], r.str[FP_STR_LOT],
+                                               r.str[FP_STR_UNIT]);
+            } else if (r.kind == FP_KIND_SCRAP) {
+                t->scrap_parts += r.quantity;
+                t->cscrap += r.quantity;
+                t->scrap_chk += q * bu_key_scrap(opk, r.str[FP_STR_REASON]);
+                t->cscrap_chk += q * opk;
+            } else {
+                t->yield += r.quantity;
+                t->yield_chk += q * opk;
+            }
+        }
+        if (n == 0)
+            continue; /* the whole burst went into delay lines */
+        const void *out;
+        size_t len;
+        if (bu_builder_encode(b, &out, &len) != FP_CODEC_OK)
+            return -1;
+        if (len > gs->aligned_cap) {
+            free(gs->aligned);
+            gs->aligned_cap = len * 2;
+            gs->aligned = aligned_alloc(8, (gs->aligned_cap + 7) & ~(size_t)7);
+            if (!gs->aligned)
+                return -1;
+        }
+        memcpy(gs->aligned, out, len);
+        fp_batch_view_t v;
+        if (fp_codec_batch_parse(gs->aligned, len, len, &v) != FP_CODEC_OK || v.nrecords != n)
+            return -1;
+        gs->generated += n;
+        *bt = (s_batch_t){.buf = gs->aligned, .len = len, .n = n,
+                          .line = (uint32_t)(sid - gs->pp.first_source_id), .epoch = gs->epoch,
+                          .rec_off = (uint32_t)((const uint8_t *)v.records -
+                                                (const uint8_t *)gs->aligned)};
+        return 1;
+    }
+}
+
+/* Stamps every record of bt with its send time. */
+static void s_stamp(s_batch_t *bt, int64_t stamp)
+{
+    fp_record_t *r = (fp_record_t *)((uint8_t *)bt->buf + bt->rec_off);
+    for (uint32_t i = 0; i < bt->n; i++)
+        r[i].time_ns = stamp;
+}
+
+/* The whole stream, generated before the clock starts (--pregen-max-mib):
+   batches in 64 MiB chunks that stay mapped until exit. */
+typedef struct {
+    s_batch_t *v;
+    size_t n, cap;
+    uint8_t **chunks;
+    size_t nchunks, used; /* bytes used in the last chunk */
+} s_pregen_t;
+
+#define PREGEN_CHUNK ((size_t)64 << 20)
+
+static int s_pregen_add(s_pregen_t *p, const s_batch_t *bt)
+{
+    if (bt->len > PREGEN_CHUNK)
+        return -1;
+    if (!p->nchunks || p->used + bt->len > PREGEN_CHUNK) {
+        uint8_t **c = realloc(p->chunks, (p->nchunks + 1) * sizeof *c);
+        if (!c)
+            return -1;
+        p->chunks = c;
+        if (!(c[p->nchunks] = aligned_alloc(64, PREGEN_CHUNK)))
+            return -1;
+        p->nchunks++;
+        p->used = 0;
+    }
+    if (p->n == p->cap) {
+        size_t ncap = p->cap ? p->cap * 2 : 4096;
+        s_batch_t *v = realloc(p->v, ncap * sizeof *v);
+        if (!v)
+            return -1;
+        p->v = v;
+        p->cap = ncap;
+    }
+    uint8_t *dst = p->chunks[p->nchunks - 1] + p->used;
+    memcpy(dst, bt->buf, bt->len);
+    p->used += (bt->len + 63) & ~(size_t)63;
+    p->v[p->n] = *bt;
+    p->v[p->n].buf = dst;
+    p->v[p->n].constant = true;
+    p->n++;
+    return 0;
+}
+
+static void s_pregen_free(s_pregen_t *p)
+{
+    for (size_t i = 0; i < p->nchunks; i++)
+        free(p->chunks[i]);
+    free(p->chunks);
+    free(p->v);
+}
+
 /* When unique record n is due, in ns after the start (--rate > 0). */
 static int64_t s_due_ns(const s_opts_t *o, uint64_t n)
 {
@@ -622,7 +869,7 @@ static void s_windows_json(FILE *f, s_sub_t *s, int64_t start_ns, int w_ms)
 int main(int argc, char **argv)
 {
     s_opts_t o = {.rate = 0, .records = 2000000, .keys = 10000, .batch = 256, .lines = 8,
-                  .rpo = 200, .sndhwm = 32, .idle_ms = 1000};
+                  .rpo = 200, .sndhwm = 32, .idle_ms = 1000, .pregen_max_mib = 4096};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -663,6 +910,8 @@ int main(int argc, char **argv)
             o.burst_secs = atof(v);
         else if (OPT("--burst-mult"))
             o.burst_mult = atof(v);
+        else if (OPT("--pregen-max-mib"))
+            o.pregen_max_mib = strtoull(v, NULL, 10);
         else if (OPT("--window-ms"))
             o.window_ms = atoi(v);
         else if (strcmp(a, "--lockstep") == 0)
@@ -699,78 +948,73 @@ int main(int argc, char **argv)
     }
     usleep(300 * 1000); /* PUB/SUB: let the subscription reach the publisher */
 
-    plantgen_params_t pp;
-    uint64_t epoch = 1;
-    bu_plant_for_keys(&pp, o.keys, o.lines, o.rpo, o.batch, 1, epoch);
-    plantgen_t *g = plantgen_new(&pp);
-    bu_builder_t b;
-    if (!g || bu_builder_init(&b, o.batch) != 0) {
+    s_gen_t gs;
+    if (s_gen_init(&gs, &o) != 0) {
         fprintf(stderr, "fpload: bad plant parameters or out of memory\n");
         return 2;
     }
+    /* Generate the whole stream before the clock starts, unless it would
+       take more than --pregen-max-mib: on two cores the generator's CPU
+       would otherwise be taken from the processor under test. */
+    s_pregen_t pg = {0};
+    const bool pregen = (double)o.records * 72.0 <= (double)o.pregen_max_mib * 1048576.0;
+    double pregen_s = 0;
+    if (pregen) {
+        int64_t t0 = bu_now_ns();
+        s_batch_t bt;
+        int rc;
+        while ((rc = s_gen_next(&gs, &bt)) == 1)
+            if (s_pregen_add(&pg, &bt) != 0) {
+                rc = -1;
+                break;
+            }
+        if (rc < 0) {
+            fprintf(stderr, "fpload: generating the stream: out of memory or encode failure\n");
+            return 2;
+        }
+        pregen_s = (double)(bu_now_ns() - t0) / 1e9;
+    }
     /* Held (reordered) batches, one per source at most. */
-    void **held = calloc(o.lines, sizeof *held);
-    size_t *held_len = calloc(o.lines, sizeof *held_len);
-    void *copy = NULL;
-    size_t copy_cap = 0;
-
-    s_sums_t truth = {0};
-    uint64_t kinds[6] = {0};
-    uint64_t late_batches = 0, next_restart = o.restarts ? o.records / (o.restarts + 1) : UINT64_MAX;
-    uint32_t restarts_done = 0;
+    s_batch_t *held = calloc(o.lines, sizeof *held);
+    if (!held) {
+        fprintf(stderr, "fpload: out of memory\n");
+        return 2;
+    }
+    uint64_t late_batches = 0, tx_epoch = 1;
     int64_t max_behind = 0;
     const int64_t start = bu_wall_ns() + 1000000;
     s_sleep_until_wall(start);
     const int64_t mono0 = bu_now_ns();
-    uint64_t sent_unique = 0;
-    uint64_t *last_seq = calloc(o.lines, sizeof *last_seq); /* per source, this epoch */
-    /* Completion spread (see the top): per line, records generated (the
-       round-robin position gives the order slot). */
-    uint64_t *gen_pos = calloc(o.lines, sizeof *gen_pos);
-    s_spread_t *spread = NULL;
-    bool new_model = true;
-    const char *lockstep_why = o.lockstep ? "--lockstep" : "";
-    const uint32_t opl = pp.orders_per_line;
-    if (!last_seq || !gen_pos) {
-        fprintf(stderr, "fpload: out of memory\n");
-        return 2;
-    }
+    uint64_t sent_unique = 0; /* unique records sent or held */
+    size_t next = 0;
 
-    while (sent_unique < o.records) {
-        if (sent_unique >= next_restart && restarts_done < o.restarts) {
-            for (uint32_t l = 0; l < o.lines; l++)
-                if (held[l]) {
-                    s_send(&tx, held[l], held_len[l]);
-                    free(held[l]);
-                    held[l] = NULL;
-                }
-            plantgen_destroy(&g);
-            memset(last_seq, 0, o.lines * sizeof *last_seq);
-            new_model = true; /* fresh delay lines below */
-            epoch++;
-            restarts_done++;
-            bu_plant_for_keys(&pp, o.keys, o.lines, o.rpo, o.batch, epoch, epoch);
-            g = plantgen_new(&pp);
-            next_restart = o.records / (o.restarts + 1) * (restarts_done + 1);
-            if (!g) {
-                fprintf(stderr, "fpload: out of memory\n");
+    for (;;) {
+        s_batch_t cur;
+        if (pregen) {
+            if (next == pg.n)
+                break;
+            cur = pg.v[next++];
+        } else {
+            int rc = s_gen_next(&gs, &cur);
+            if (rc < 0) {
+                fprintf(stderr, "fpload: generating the stream: out of memory or encode "
+                                "failure\n");
                 return 2;
             }
+            if (rc == 0)
+                break;
         }
-        if (!o.lockstep && new_model) {
-            /* (re)start of a plant model: empty delay lines (what the old
-               ones held is never sent) */
-            s_spread_destroy(&spread);
-            memset(gen_pos, 0, o.lines * sizeof *gen_pos);
-            spread = s_spread_new(o.lines, opl, o.rpo, (size_t)256 << 20);
-            if (!spread) {
-                fprintf(stderr, "fpload: completion spread needs more than 256 MiB of delay "
-                                "lines (or no memory): lockstep\n");
-                o.lockstep = true;
-                lockstep_why = "delay lines over 256 MiB";
-            }
+        if (cur.epoch != tx_epoch) {
+            /* a producer restart: what the old epoch held back goes first */
+            for (uint32_t l = 0; l < o.lines; l++)
+                if (held[l].buf) {
+                    s_send(&tx, &held[l]);
+                    if (held[l].owned)
+                        free(held[l].buf);
+                    held[l].buf = NULL;
+                }
+            tx_epoch = cur.epoch;
         }
-        new_model = false;
         /* schedule */
         int64_t stamp;
         if (o.rate > 0) {
@@ -786,100 +1030,54 @@ int main(int argc, char **argv)
         } else {
             stamp = bu_wall_ns();
         }
-        /* build: always one whole burst of the generator (one line), so
-           batches never mix sources; records dropped by the spread, and
-           those beyond --records in the last burst, are left out */
-        bu_builder_clear(&b);
-        uint32_t n = 0;
-        uint64_t sid = 0, ep_ = 0;
-        for (uint32_t k = 0; k < o.batch; k++) {
-            fp_rec_in_t gr;
-            plantgen_next(g, &sid, &ep_, &gr);
-            uint32_t li = (uint32_t)(sid - pp.first_source_id);
-            uint64_t pos = gen_pos[li]++;
-            const fp_rec_in_t *rp = spread ? s_spread_push(spread, li, pos, &gr) : &gr;
-            if (!rp || sent_unique + n >= o.records)
-                continue;
-            fp_rec_in_t r = *rp;
-            r.seq = ++last_seq[li];
-            r.time_ns = stamp;
-            bu_builder_add_ex(&b, sid, ep_, &r, spread != NULL); /* s_spread_push: stable */
-            n++;
-            kinds[r.kind]++;
-            if (r.kind == FP_KIND_OP_STARTED || r.kind == FP_KIND_OP_COMPLETED)
-                continue;
-            uint64_t opk = bu_key_op(r.str[FP_STR_PLANT], r.str[FP_STR_ORDER],
-                                     r.str[FP_STR_OPERATION]);
-            uint64_t q = (uint64_t)r.quantity;
-            if (r.kind == FP_KIND_MATERIAL) {
-                truth.cons_q += r.quantity;
-                truth.cons_chk += q * bu_key_cons(opk, r.str[FP_STR_MATERIAL], r.str[FP_STR_LOT],
-                                                  r.str[FP_STR_UNIT]);
-            } else if (r.kind == FP_KIND_SCRAP) {
-                truth.scrap_parts += r.quantity;
-                truth.cscrap += r.quantity;
-                truth.scrap_chk += q * bu_key_scrap(opk, r.str[FP_STR_REASON]);
-                truth.cscrap_chk += q * opk;
-            } else {
-                truth.yield += r.quantity;
-                truth.yield_chk += q * opk;
-            }
-        }
-        if (n == 0)
-            continue; /* the whole burst went into delay lines */
-        const void *out;
-        size_t len;
-        if (bu_builder_encode(&b, &out, &len) != FP_CODEC_OK) {
-            fprintf(stderr, "fpload: encode failed\n");
-            return 2;
-        }
-        sent_unique += n;
+        s_stamp(&cur, stamp);
+        sent_unique += cur.n;
         tx.batches++;
-        tx.records += n;
-        uint32_t line = (uint32_t)(sid - pp.first_source_id);
-        bool hold = o.reorder_pct > 0 && !held[line] && s_rand01() * 100 < o.reorder_pct &&
+        tx.records += cur.n;
+        bool hold = o.reorder_pct > 0 && !held[cur.line].buf && s_rand01() * 100 < o.reorder_pct &&
                     sent_unique < o.records;
         if (hold) {
-            held[line] = malloc(len);
-            memcpy(held[line], out, len);
-            held_len[line] = len;
+            held[cur.line] = cur;
+            if (!pregen) { /* the generator reuses its buffer */
+                held[cur.line].buf = aligned_alloc(8, (cur.len + 7) & ~(size_t)7);
+                if (!held[cur.line].buf) {
+                    fprintf(stderr, "fpload: out of memory\n");
+                    return 2;
+                }
+                memcpy(held[cur.line].buf, cur.buf, cur.len);
+                held[cur.line].owned = true;
+            }
             tx.reordered++;
             continue;
         }
-        bool dup = o.dup_pct > 0 && s_rand01() * 100 < o.dup_pct;
-        if (dup) {
-            if (len > copy_cap) {
-                free(copy);
-                copy_cap = len * 2;
-                copy = malloc(copy_cap);
-            }
-            memcpy(copy, out, len);
-        }
-        s_send(&tx, out, len);
-        if (dup) {
-            s_send(&tx, copy, len);
+        s_send(&tx, &cur);
+        if (o.dup_pct > 0 && s_rand01() * 100 < o.dup_pct) {
+            s_send(&tx, &cur);
             tx.dup_frames++;
-            tx.dup_records += n;
+            tx.dup_records += cur.n;
         }
-        if (held[line]) {
-            s_send(&tx, held[line], held_len[line]);
-            free(held[line]);
-            held[line] = NULL;
+        s_batch_t *h = &held[cur.line];
+        if (h->buf) {
+            s_send(&tx, h);
+            if (h->owned)
+                free(h->buf);
+            h->buf = NULL;
         }
     }
     for (uint32_t l = 0; l < o.lines; l++)
-        if (held[l]) {
-            s_send(&tx, held[l], held_len[l]);
-            free(held[l]);
+        if (held[l].buf) {
+            s_send(&tx, &held[l]);
+            if (held[l].owned)
+                free(held[l].buf);
         }
     const double sendonly_s = (double)(bu_now_ns() - mono0) / 1e9;
     /* end markers, then wait for all of them on the feed */
     for (uint32_t l = 0; l < o.lines; l++) {
         char order[32];
         snprintf(order, sizeof order, "END-%u", l + 1);
-        bu_builder_clear(&b);
+        bu_builder_clear(&gs.b);
         for (int k = 0; k < 3; k++) {
-            fp_rec_in_t r = {.seq = ++last_seq[l], .time_ns = bu_wall_ns(),
+            fp_rec_in_t r = {.seq = ++gs.last_seq[l], .time_ns = bu_wall_ns(),
                              .kind = k == 0 ? FP_KIND_OP_STARTED
                                      : k == 1 ? FP_KIND_PART_COUNT : FP_KIND_OP_COMPLETED,
                              .quantity = k == 1 ? 1 : 0};
@@ -887,16 +1085,16 @@ int main(int argc, char **argv)
             r.str[FP_STR_LINE] = "END";
             r.str[FP_STR_ORDER] = order;
             r.str[FP_STR_OPERATION] = "0010";
-            bu_builder_add(&b, pp.first_source_id + l, epoch, &r);
+            bu_builder_add(&gs.b, gs.pp.first_source_id + l, gs.epoch, &r);
         }
         uint64_t opk = bu_key_op(MARK_PLANT, order, "0010");
-        truth.yield += 1;
-        truth.yield_chk += opk;
+        gs.truth.yield += 1;
+        gs.truth.yield_chk += opk;
         const void *out;
         size_t len;
-        if (bu_builder_encode(&b, &out, &len) != FP_CODEC_OK)
+        if (bu_builder_encode(&gs.b, &out, &len) != FP_CODEC_OK)
             return 2;
-        s_send(&tx, out, len);
+        s_send_raw(&tx, out, len, false);
         tx.markers += 3;
     }
     const int64_t wait_until = bu_now_ns() + 120000000000LL;
@@ -951,14 +1149,14 @@ int main(int argc, char **argv)
             const char *name;
             uint64_t want, got;
         } c[] = {
-            {"consumption_quantity", (uint64_t)truth.cons_q, (uint64_t)g2->cons_q},
-            {"consumption_per_key", truth.cons_chk, g2->cons_chk},
-            {"completion_yield", (uint64_t)truth.yield, (uint64_t)g2->yield},
-            {"completion_yield_per_key", truth.yield_chk, g2->yield_chk},
-            {"completion_scrap", (uint64_t)truth.cscrap, (uint64_t)g2->cscrap},
-            {"completion_scrap_per_key", truth.cscrap_chk, g2->cscrap_chk},
-            {"scrap_parts", (uint64_t)truth.scrap_parts, (uint64_t)g2->scrap_parts},
-            {"scrap_per_key", truth.scrap_chk, g2->scrap_chk},
+            {"consumption_quantity", (uint64_t)gs.truth.cons_q, (uint64_t)g2->cons_q},
+            {"consumption_per_key", gs.truth.cons_chk, g2->cons_chk},
+            {"completion_yield", (uint64_t)gs.truth.yield, (uint64_t)g2->yield},
+            {"completion_yield_per_key", gs.truth.yield_chk, g2->yield_chk},
+            {"completion_scrap", (uint64_t)gs.truth.cscrap, (uint64_t)g2->cscrap},
+            {"completion_scrap_per_key", gs.truth.cscrap_chk, g2->cscrap_chk},
+            {"scrap_parts", (uint64_t)gs.truth.scrap_parts, (uint64_t)g2->scrap_parts},
+            {"scrap_per_key", gs.truth.scrap_chk, g2->scrap_chk},
         };
         for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
             if (c[i].want != c[i].got) {
@@ -1012,6 +1210,7 @@ int main(int argc, char **argv)
                 ",\"reordered_batches\":%" PRIu64 ",\"restarts\":%u,\"acks\":%" PRIu64
                 ",\"ack_rejects\":%" PRIu64 ",\"seconds\":%.4f,\"records_per_s\":%.0f,"
                 "\"send_seconds\":%.4f,\"send_records_per_s\":%.0f,\"marker_records\":%" PRIu64 ","
+                "\"pregenerated\":%s,\"pregen_seconds\":%.3f,"
                 "\"late_batches\":%" PRIu64 ",\"max_behind_ms\":%.3f,\"spread_held_at_end\":%" PRIu64 ",\"lockstep_because\":\"%s\","
                 "\"kinds\":{\"part_count\":%" PRIu64 ",\"material\":%" PRIu64 ",\"scrap\":%" PRIu64
                 ",\"op_started\":%" PRIu64 ",\"op_completed\":%" PRIu64 "}},\n"
@@ -1027,10 +1226,10 @@ int main(int argc, char **argv)
                 o.rpo, o.dup_pct, o.reorder_pct, o.restarts, o.sndhwm,
                 o.lockstep ? "true" : "false", o.burst_at, o.burst_secs, o.burst_mult, o.window_ms,
                 sent_unique, tx.batches,
-                tx.frames, tx.dup_frames, tx.dup_records, tx.reordered, restarts_done, tx.acks,
+                tx.frames, tx.dup_frames, tx.dup_records, tx.reordered, gs.restarts_done, tx.acks,
                 tx.ack_rejects, send_s, in_rate, sendonly_s, (double)sent_unique / sendonly_s, tx.markers,
-                late_batches, (double)max_behind / 1e6, spread ? spread->held : 0, lockstep_why,
-                kinds[1], kinds[2], kinds[3], kinds[4], kinds[5], sub->events, sub->final_events,
+                pregen ? "true" : "false", pregen_s, late_batches, (double)max_behind / 1e6, gs.spread ? gs.spread->held : 0, gs.lockstep_why,
+                gs.kinds[1], gs.kinds[2], gs.kinds[3], gs.kinds[4], gs.kinds[5], sub->events, sub->final_events,
                 sub->late_events, sub->records_covered, sub->fwd_records, sub->gaps, sub->bad,
                 (double)(sub->last_ns - sub->first_ns) / 1e9,
                 o.forwarder ? "every forwarded batch, from its records' send time"
@@ -1043,19 +1242,14 @@ int main(int argc, char **argv)
         fputs("}\n", f);
         fclose(f);
     }
-    bu_builder_fini(&b);
-    plantgen_destroy(&g);
+    s_gen_fini(&gs);
+    s_pregen_free(&pg);
     int linger = 0;
     zmq_setsockopt(tx.sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_close(tx.sock);
     zmq_ctx_term(ctx);
     free(held);
-    free(held_len);
-    free(last_seq);
-    free(gen_pos);
-    s_spread_destroy(&spread);
     free(sub->samples);
-    free(copy);
     free(sub->aligned);
     free(sub);
     return ok ? 0 : 1;

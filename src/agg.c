@@ -16,8 +16,8 @@
         (process-local: symbol ids). The event_id needs a hash that is stable
         across restarts, so each entry also keeps khash = XXH3-128 of the
         kind and the key STRINGS, computed once when the key is created.
-      - pool and slots of 2 MiB or more are mapped for transparent huge
-        pages (s_big_alloc): random access without a TLB miss each.
+      - pool and slots of 2 MiB or more are their own mappings
+        (s_big_alloc), so the pool grows by mremap, not by copying.
       - operation = the completion entry of (plant, order, operation). Every
         consumption and scrap entry links to its operation (op) and the
         operation keeps its children in an intrusive singly-linked list
@@ -223,12 +223,17 @@ struct agg {
 
 /* ---- big arrays ---- */
 
-/* The table and the pool are read at random, one cache line per key: with
-   4 KiB pages nearly every access of a big shard also misses the TLB (a
-   page walk, itself missing the cache). Arrays of S_BIG bytes or more are
-   therefore mapped 2 MiB-aligned and madvised for transparent huge pages
-   (a hint: the kernel may say no). Zeroed, 64-byte aligned; a grown array
-   is a new one (no realloc: it would lose the alignment). */
+/* Arrays of S_BIG bytes or more are mappings of their own, 2 MiB-aligned;
+   smaller ones come from malloc. Zeroed, 64-byte aligned; a grown small
+   array is a new one (no realloc: it would lose the alignment).
+
+   No MADV_HUGEPAGE. It was tried: on this VM (defrag=madvise) a huge page's
+   first touch compacts memory in the faulting thread, 0.5 GB/s against
+   2.3 GB/s for 4 KiB pages, and the shard stalled on it as keys arrived
+   (3 % of all CPU samples in the max-throughput benchmark). Upserts gained
+   nothing from it (bench_micro, 947,093 keys: 91.6-100.3 ns either way):
+   agg_add prefetches slots and entries a chunk ahead, and the page walks
+   overlap with that. */
 #define S_BIG (2u << 20)
 
 static void *s_big_alloc(size_t size)
@@ -250,9 +255,6 @@ static void *s_big_alloc(size_t size)
         munmap(m, (size_t)(p - m));
     if (p + len < m + len + S_BIG)
         munmap(p + len, (size_t)(m + len + S_BIG - (p + len)));
-#ifdef MADV_HUGEPAGE
-    (void)madvise(p, len, MADV_HUGEPAGE);
-#endif
     return p;
 }
 
@@ -280,9 +282,6 @@ static void *s_big_grow(void *p, size_t old, size_t size)
         void *n = mremap(p, olen, nlen, MREMAP_MAYMOVE);
         if (n == MAP_FAILED)
             return NULL;
-#ifdef MADV_HUGEPAGE
-        (void)madvise(n, nlen, MADV_HUGEPAGE);
-#endif
         return n;
     }
     void *n = s_big_alloc(size);

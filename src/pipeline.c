@@ -121,12 +121,20 @@ void fp_emit_mark(void *sock, uint32_t from, const fp_barrier_t *b)
     zmq_send(sock, &h, sizeof h, 0);
 }
 
-static int s_spawn(pipeline_t *self, void *(*fn)(void *), int index)
+/* Names the thread "fp-<stage>[-index]" so that top -H, perf and
+   /proc/PID/task/TID/comm tell the stages apart. */
+static int s_spawn(pipeline_t *self, void *(*fn)(void *), const char *stage, int index)
 {
     int i = self->nthreads;
-    self->args[i].index = index;
+    self->args[i].index = index >= 0 ? index : 0;
     if (pthread_create(&self->threads[i], NULL, fn, &self->args[i]) != 0)
         return -1;
+    char name[16]; /* the kernel's limit, with the NUL */
+    if (index >= 0)
+        snprintf(name, sizeof name, "fp-%s-%d", stage, index);
+    else
+        snprintf(name, sizeof name, "fp-%s", stage);
+    pthread_setname_np(self->threads[i], name);
     self->nthreads++;
     return 0;
 }
@@ -161,15 +169,15 @@ pipeline_t *pipeline_start(void *zmq_ctx, const fp_config_t *cfg, fp_metrics_t *
     int expected = 0, failed = 0;
     /* Downstream first, so that upstream connects find their peers bound
        (inproc tolerates either order; this just keeps start-up quiet). */
-    if (s_spawn(self, fp_emit_main, 0) == 0)
+    if (s_spawn(self, fp_emit_main, "emit", -1) == 0)
         expected++;
     for (int s = 0; s < cfg->shards; s++)
-        if (s_spawn(self, fp_shard_main, s) == 0)
+        if (s_spawn(self, fp_shard_main, "shard", s) == 0)
             expected++;
     for (int w = 0; w < cfg->workers; w++)
-        if (s_spawn(self, fp_worker_main, w) == 0)
+        if (s_spawn(self, fp_worker_main, "worker", w) == 0)
             expected++;
-    if (s_spawn(self, fp_ingest_main, 0) == 0)
+    if (s_spawn(self, fp_ingest_main, "ingest", -1) == 0)
         expected++;
     if (expected != 2 + cfg->shards + cfg->workers) {
         snprintf(err, errlen, "pthread_create failed");
