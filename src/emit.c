@@ -229,15 +229,16 @@ static void s_round_free(round_t *R)
     R->nitems = R->cap = 0;
 }
 
-/* Reads one message (header + frames) from sock and files it. */
-static void s_receive(emit_t *self, void *sock)
+/* Reads one message (header + frames) from sock and files it; false when
+   none was waiting. */
+static bool s_receive(emit_t *self, void *sock)
 {
     fp_emit_hdr_t h;
     zmq_msg_t m;
     zmq_msg_init(&m);
     if (zmq_msg_recv(&m, sock, ZMQ_DONTWAIT) < 0) {
         zmq_msg_close(&m);
-        return;
+        return false;
     }
     bool more = zmq_msg_more(&m);
     /* Our own stages wrote it: a wrong header is our bug. */
@@ -258,7 +259,7 @@ static void s_receive(emit_t *self, void *sock)
     }
     if (h.type == FP_EMIT_BUNDLE) {
         s_unbundle(self, h.from, &it);
-        return;
+        return true;
     }
     if (h.type == FP_EMIT_MARK) {
         round_t *R = s_round(self, h.round);
@@ -269,9 +270,10 @@ static void s_receive(emit_t *self, void *sock)
                 R->wall_ns = h.wall_ns;
         }
         self->next_round[h.from] = h.round + 1;
-        return;
+        return true;
     }
     s_file(self, h.from, &it);
+    return true;
 }
 
 /* Files one item under its sender's current round (or, durability off,
@@ -558,14 +560,18 @@ static int s_replay_one(void *ctx, uint64_t global_seq, uint64_t round, const ch
     return 0;
 }
 
-/* Answers one "REPLAY <from> <max>" request from the outbox. */
-static void s_replay(emit_t *self)
+/* Answers one "REPLAY <from> <max>" request from the outbox; false when no
+   request was waiting. */
+static bool s_replay(emit_t *self)
 {
     zmq_msg_t id, req;
     zmq_msg_init(&id);
     zmq_msg_init(&req);
-    if (zmq_msg_recv(&id, self->replay, ZMQ_DONTWAIT) < 0)
-        goto out;
+    if (zmq_msg_recv(&id, self->replay, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&id);
+        zmq_msg_close(&req);
+        return false;
+    }
     if (!zmq_msg_more(&id) || zmq_msg_recv(&req, self->replay, 0) < 0)
         goto out;
     char text[64] = "";
@@ -609,6 +615,7 @@ out:
         more = zmq_msg_more(&x);
         zmq_msg_close(&x);
     }
+    return true;
 }
 
 static int s_restore_feed(void *ctx, const char *topic, size_t tlen, uint64_t last_seq)
@@ -667,39 +674,39 @@ void *fp_emit_main(void *argp)
     self->slot = fp_metrics_stage(self->metrics, FP_STAGE_EMIT, 0);
     fp_metrics_stage_beat(self->slot, fp_now_ns());
     int64_t drain_deadline = 0;
+    /* 0: shards' items, 1: workers' items and dead letters, 2: replay */
+    fp_waitset_t ws;
+    void *in_socks[3] = {self->in, self->dlin, self->replay};
+    if (ok && fp_waitset_init(&ws, in_socks, self->replay ? 3 : 2) != 0) {
+        fp_log(FP_LOG_ERROR, "emit", "cannot read the sockets' ZMQ_FD", "error=\"%s\"",
+               zmq_strerror(zmq_errno()));
+        ok = false;
+    }
     while (ok && !self->done) {
         /* Stop reading (back-pressure) while too many rounds wait for a
            commit that keeps failing. */
         bool reading = self->nrounds < FP_ROUNDS_MAX;
-        zmq_pollitem_t items[3] = {{self->in, 0, reading ? ZMQ_POLLIN : 0, 0},
-                                   {self->dlin, 0, reading ? ZMQ_POLLIN : 0, 0},
-                                   {self->replay, 0, self->replay ? ZMQ_POLLIN : 0, 0}};
         long timeout = self->stalled ? 100 : 1000;
-        if (zmq_poll(items, self->replay ? 3 : 2, timeout) < 0) {
-            if (zmq_errno() == EINTR)
-                continue;
+        if (fp_waitset_wait(&ws, (reading ? 3u : 0u) | (self->replay ? 4u : 0u), timeout) != 0)
             break;
-        }
         int64_t woke = fp_now_ns();
         fp_metrics_stage_beat(self->slot, woke);
         uint64_t received = 0;
-        for (int s = 0; s < 2; s++) {
-            void *sock = s == 0 ? self->in : self->dlin;
-            for (int k = 0; k < 256 && (items[s].revents & ZMQ_POLLIN); k++) {
-                zmq_pollitem_t one = {sock, 0, ZMQ_POLLIN, 0};
-                if (k > 0 && zmq_poll(&one, 1, 0) <= 0)
+        for (int s = 0; s < 2 && reading; s++) {
+            /* Bounded bursts; a burst that ends early leaves the socket
+               pending, so the wait does not sleep on it. */
+            for (int k = 0; k < 256 && ws.pending[s]; k++) {
+                if (!s_receive(self, in_socks[s])) {
+                    fp_waitset_empty(&ws, s);
                     break;
-                s_receive(self, sock);
+                }
                 received++;
             }
         }
-        if (self->replay && (items[2].revents & ZMQ_POLLIN))
-            for (int k = 0; k < 16; k++) {
-                zmq_pollitem_t one = {self->replay, 0, ZMQ_POLLIN, 0};
-                if (k > 0 && zmq_poll(&one, 1, 0) <= 0)
-                    break;
-                s_replay(self);
-            }
+        if (self->replay)
+            for (int k = 0; k < 16 && ws.pending[2]; k++)
+                if (!s_replay(self))
+                    fp_waitset_empty(&ws, 2);
         fp_metrics_stage_received(self->slot, received);
         s_advance(self);
         if (self->store && woke >= self->next_trim) {

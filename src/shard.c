@@ -333,13 +333,17 @@ void *fp_shard_main(void *argp)
                        is 8-byte aligned. */
                     assert(((uintptr_t)zmq_msg_data(&m) & 7) == 0);
                     agg_add(self->agg, zmq_msg_data(&m));
-                    s_bundle_flush(self); /* final completions go out now */
                 }
                 zmq_msg_close(&m);
                 if (done)
                     break;
             }
         }
+        /* The burst's final completions go to emit in one bundle: under
+           load one hand-off (and one wake-up of emit) per burst of up to 32
+           batches per worker, not per batch; when idle a burst is a single
+           batch, so nothing waits. */
+        s_bundle_flush(self);
         fp_metrics_stage_received(self->slot, received);
         /* Final completions sent during agg_add, counted per burst. */
         fp_metrics_stage_sent(self->emit_slot, self->emitted);
