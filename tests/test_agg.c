@@ -1803,6 +1803,59 @@ TEST(test_growth_1m_keys)
     free(k.ev);
 }
 
+/* Incremental growth: keys are created, found again and released while the
+   table grows (old and new tables both in use). A key lost between the two
+   would be created twice (keys too high) and split its sum; a released key
+   left behind would keep keys too high too. */
+TEST(test_growth_while_releasing)
+{
+    /* From OPEN on, every second new operation completes the oldest open
+       one: the open set keeps growing (the table grows at 5,734 and 11,468
+       keys) while closed operations are released every batch. */
+    enum { N = 40000, OPEN = 3000, B = 64 };
+    sink_t k;
+    agg_t *a = s_new(&k, 1000000, 1);
+    k.count_only = true;
+    bb_t bb;
+    bb_init(&bb, 1, 1);
+    const agg_stats_t *st = agg_stats(a);
+    char op[16];
+    int64_t now = 1;
+    uint64_t x = 12345, records = 0;
+    int oldest = 0; /* operations below it are completed */
+    for (int i = 0; i < N; i++) {
+        snprintf(op, sizeof op, "op%d", i);
+        bb_rec(&bb, FP_KIND_PART_COUNT, 1, "O1", op, NULL, NULL, NULL);
+        records++;
+        if (i >= OPEN && i % 2 == 0) {
+            snprintf(op, sizeof op, "op%d", oldest++);
+            bb_rec(&bb, FP_KIND_OP_COMPLETED, 0, "O1", op, NULL, NULL, NULL);
+        }
+        /* one more record for a random open operation: found, not created */
+        snprintf(op, sizeof op, "op%d", oldest + (int)(s_rng(&x) % (uint64_t)(i - oldest + 1)));
+        bb_rec(&bb, FP_KIND_PART_COUNT, 1, "O1", op, NULL, NULL, NULL);
+        records++;
+        if (bb.n >= B) {
+            s_add(a, &bb);
+            agg_flush(a, AGG_FLUSH_LATE, now += 10); /* releases what closed before */
+            uint64_t open = (uint64_t)(i + 1 - oldest);
+            /* open ones plus those closed in this batch (grace 1 ns) */
+            ASSERT(st->keys >= open && st->keys <= open + B);
+            ASSERT_EQ(st->open_operations, open);
+        }
+    }
+    s_add(a, &bb);
+    agg_flush(a, AGG_FLUSH_ALL, now += 10);
+    agg_flush(a, AGG_FLUSH_LATE, now += 10);
+    ASSERT_EQ(st->keys, (uint64_t)(N - oldest));
+    ASSERT_EQ(st->released, (uint64_t)oldest);
+    ASSERT(st->keys > 11468); /* it grew past the second growth */
+    ASSERT_EQ(k.yield_sum, (int64_t)records); /* every record in exactly one checkpoint */
+    agg_destroy(&a);
+    bb_free(&bb);
+    free(k.ev);
+}
+
 /* The batch string mapping (agg_add pass 0): more distinct strings than
    one lookup group, short and long (INTERN_SHORT and over) strings, strings
    already held by keys next to new ones, and new strings that only a
@@ -1881,5 +1934,6 @@ int main(void)
     RUN(test_import_malformed);
     RUN(test_restart_exact);
     RUN(test_growth_1m_keys);
+    RUN(test_growth_while_releasing);
     return 0;
 }
