@@ -582,11 +582,12 @@ static int s_reserve(agg_t *self, uint64_t more)
     self->created_migrated = self->created;
     uint64_t want = self->nkeys + more;
     uint64_t cap = self->mask + 1;
-    /* From 50% on, the next table is mapped and faulted in a few pages per
+    /* From 60% on, the next table is mapped and faulted in a few pages per
        step: the first touch of a page costs some microseconds here (a VM),
        and a fresh 8 MiB table took its 2,048 faults in the first chunks
-       after a growth, all at once. */
-    if (!self->next && !self->old && self->nkeys * 10 > cap * 5 && cap * 2 <= (1ull << 32) &&
+       after a growth, all at once. Not earlier: until the growth it is
+       memory held ahead (32 MiB at a million keys). */
+    if (!self->next && !self->old && self->nkeys * 10 > cap * 6 && cap * 2 <= (1ull << 32) &&
         cap * 2 * sizeof *self->slots >= S_BIG) {
         self->next = s_big_alloc(cap * 2 * sizeof *self->next);
         self->next_cap = self->next ? cap * 2 : 0;
