@@ -375,6 +375,26 @@ typedef struct {
 
 /* Commits round R: stamps seqs, writes one transaction. 0, or the store's
    error with every counter rolled back (the round can be retried as is). */
+/* A key item of a round, for sorting. */
+typedef struct {
+    const uint8_t *key;
+    uint32_t len;
+    uint32_t item; /* index in the round's items: arrival order */
+} key_ref_t;
+
+/* Key bytes as LMDB orders them, then arrival (stable: a key released and
+   created again in one round ends created). */
+static int s_cmp_key_ref(const void *a, const void *b)
+{
+    const key_ref_t *x = a, *y = b;
+    int c = memcmp(x->key, y->key, x->len < y->len ? x->len : y->len);
+    if (c == 0)
+        c = x->len < y->len ? -1 : x->len > y->len;
+    if (c == 0)
+        c = x->item < y->item ? -1 : x->item > y->item;
+    return c;
+}
+
 static int s_commit(emit_t *self, round_t *R)
 {
     fp_store_txn_t *txn = NULL;
@@ -385,6 +405,8 @@ static int s_commit(emit_t *self, round_t *R)
     uint64_t g0 = self->global_seq;
     touched_t *touched = NULL;
     size_t ntouched = 0, tcap = 0;
+    key_ref_t *keys = NULL; /* the round's FP_EMIT_KEY items */
+    size_t nkeys = 0, kcap = 0;
     for (size_t i = 0; i < R->nitems && rc == 0; i++) {
         item_t *it = &R->items[i];
         if (it->type == FP_EMIT_EVENT && it->nparts == 2) {
@@ -417,9 +439,17 @@ static int s_commit(emit_t *self, round_t *R)
         } else if (!txn) {
             continue;
         } else if (it->type == FP_EMIT_KEY && it->nparts == 2) {
-            size_t sl = zmq_msg_size(&it->part[1]);
-            rc = fp_store_put_key(txn, zmq_msg_data(&it->part[0]), zmq_msg_size(&it->part[0]),
-                                  sl ? zmq_msg_data(&it->part[1]) : NULL, sl);
+            if (nkeys == kcap) {
+                kcap = kcap ? kcap * 2 : 1024;
+                key_ref_t *n = realloc(keys, kcap * sizeof *n);
+                if (!n) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                keys = n;
+            }
+            keys[nkeys++] = (key_ref_t){zmq_msg_data(&it->part[0]),
+                                        (uint32_t)zmq_msg_size(&it->part[0]), (uint32_t)i};
         } else if (it->type == FP_EMIT_SOURCE && it->nparts == 2 &&
                    zmq_msg_size(&it->part[0]) == sizeof(uint64_t)) {
             uint64_t source;
@@ -439,6 +469,18 @@ static int s_commit(emit_t *self, round_t *R)
                                          zmq_msg_size(&it->part[2]), &dl_seq);
         }
     }
+    if (txn && rc == 0 && nkeys) {
+        /* The round's keys in key order, through one cursor (see
+           fp_store_put_key). */
+        qsort(keys, nkeys, sizeof *keys, s_cmp_key_ref);
+        for (size_t i = 0; i < nkeys && rc == 0; i++) {
+            item_t *it = &R->items[keys[i].item];
+            size_t sl = zmq_msg_size(&it->part[1]);
+            rc = fp_store_put_key(txn, keys[i].key, keys[i].len,
+                                  sl ? zmq_msg_data(&it->part[1]) : NULL, sl);
+        }
+    }
+    free(keys);
     if (txn && rc == 0) {
         /* Each touched feed once, with its newest seq (one put per feed, not
            per event: a round of 10,000 events touches a few dozen feeds). */

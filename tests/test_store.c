@@ -68,16 +68,17 @@ static void s_be64(uint8_t *p, uint64_t v)
 
 /* ---- collectors ---- */
 
+#define KEYS_MAX 256
 typedef struct {
     int n;
-    char key[64][32];
-    char state[64][64];
+    char key[KEYS_MAX][32];
+    char state[KEYS_MAX][64];
 } keys_t;
 
 static int s_collect_key(void *ctx, const void *key, size_t klen, const void *state, size_t slen)
 {
     keys_t *k = ctx;
-    ASSERT(k->n < 64 && klen < 32 && slen < 64);
+    ASSERT(k->n < KEYS_MAX && klen < 32 && slen < 64);
     memcpy(k->key[k->n], key, klen);
     k->key[k->n][klen] = '\0';
     memcpy(k->state[k->n], state, slen);
@@ -960,6 +961,63 @@ TEST(test_crash_sigkill)
     s_rmdir(dir);
 }
 
+/* Puts and deletes of keys in one transaction, in and out of key order,
+   the same key deleted and put again, a delete of a missing key: the last
+   operation on each key wins (fp_store_put_key goes through one cursor). */
+TEST(test_key_puts_and_deletes_in_one_txn)
+{
+    const char *dir = s_newdir();
+    fp_store_t *st = s_open(dir, 64u << 20, "plant-a");
+    fp_store_txn_t *t;
+    ASSERT_EQ(fp_store_begin(st, &t), 0);
+    for (int i = 0; i < 200; i++) { /* a few leaf pages, out of order */
+        char key[16], val[16];
+        int j = (i * 37) % 200;
+        snprintf(key, sizeof key, "k%03d", j);
+        snprintf(val, sizeof val, "v%d", j);
+        ASSERT_EQ(fp_store_put_key(t, key, strlen(key), val, strlen(val)), 0);
+    }
+    ASSERT_EQ(fp_store_commit(&t), 0);
+    ASSERT_EQ(fp_store_begin(st, &t), 0);
+    ASSERT_EQ(fp_store_put_key(t, "k005", 4, NULL, 0), 0);   /* delete */
+    ASSERT_EQ(fp_store_put_key(t, "k005", 4, "again", 5), 0); /* and put again */
+    ASSERT_EQ(fp_store_put_key(t, "k199", 4, NULL, 0), 0);   /* the last one */
+    ASSERT_EQ(fp_store_put_key(t, "k000", 4, NULL, 0), 0);   /* the first one */
+    ASSERT_EQ(fp_store_put_key(t, "zzz", 3, NULL, 0), 0);    /* missing: no error */
+    ASSERT_EQ(fp_store_put_key(t, "k100", 4, "new", 3), 0);  /* replace */
+    ASSERT_EQ(fp_store_put_key(t, "k100x", 5, "ins", 3), 0); /* insert between */
+    ASSERT_EQ(fp_store_put_key(t, "k050", 4, NULL, 0), 0);
+    ASSERT_EQ(fp_store_put_key(t, "k051", 4, NULL, 0), 0);
+    ASSERT_EQ(fp_store_commit(&t), 0);
+    keys_t *k = calloc(1, sizeof *k);
+    ASSERT(k);
+    ASSERT_EQ(fp_store_each_key(st, s_collect_key, k), 0);
+    ASSERT_EQ(k->n, 200 - 4 + 1);
+    bool saw5 = false, saw100 = false, saw100x = false;
+    for (int i = 0; i < k->n; i++) {
+        ASSERT(strcmp(k->key[i], "k000") && strcmp(k->key[i], "k199") &&
+               strcmp(k->key[i], "k050") && strcmp(k->key[i], "k051"));
+        if (!strcmp(k->key[i], "k005")) {
+            ASSERT_STREQ(k->state[i], "again");
+            saw5 = true;
+        } else if (!strcmp(k->key[i], "k100")) {
+            ASSERT_STREQ(k->state[i], "new");
+            saw100 = true;
+        } else if (!strcmp(k->key[i], "k100x")) {
+            ASSERT_STREQ(k->state[i], "ins");
+            saw100x = true;
+        } else {
+            char want[16];
+            snprintf(want, sizeof want, "v%d", atoi(k->key[i] + 1));
+            ASSERT_STREQ(k->state[i], want);
+        }
+    }
+    ASSERT(saw5 && saw100 && saw100x);
+    free(k);
+    fp_store_close(&st);
+    s_rmdir(dir);
+}
+
 /* Readers on other threads while the writer commits: every read sees one
    whole round (snapshot isolation), never a mix. */
 typedef struct {
@@ -1047,6 +1105,7 @@ int main(void)
     RUN(test_outbox_order_and_trim);
     RUN(test_deadletters);
     RUN(test_tool_open_beside_the_owner);
+    RUN(test_key_puts_and_deletes_in_one_txn);
     RUN(test_concurrent_readers);
     RUN(test_crash_sigkill);
     return 0;
