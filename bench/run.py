@@ -423,10 +423,17 @@ def main():
         print("latency at fractions of max (%.2f M rec/s):" % (max_rate / 1e6), flush=True)
         for frac in (0.1, 0.5, 0.9):
             rate = int(max_rate * frac)
-            r = s.run("latency %d%%" % int(frac * 100), workers=dw, shards=dw, rate=rate,
-                      records=max(rate * dur, 100000), keys=keys)
+            # 50 %, the figure the targets name, three times: the median run
+            # (by p99) is reported, all three are kept
+            reps = 3 if frac == 0.5 else 1
+            rs = [s.run("latency %d%%%s" % (int(frac * 100), " #%d" % (i + 1) if reps > 1 else ""),
+                        workers=dw, shards=dw, rate=rate, records=max(rate * dur, 100000),
+                        keys=keys) for i in range(reps)]
+            p99 = lambda r: r["fpload"].get("latency_ms", {}).get("p99", 0)  # noqa: E731
+            r = sorted(rs, key=p99)[len(rs) // 2]
             res["latency"].append({"load_pct": int(frac * 100), "rate": rate,
                                    **r["fpload"].get("latency_ms", {}),
+                                   "p99_runs": [p99(x) for x in rs],
                                    "sender_late_batches": r["fpload"]["sent"]["late_batches"]})
         s.run("ceiling at 10%", target="forwarder", rate=int(max_rate * 0.1),
               records=max(int(max_rate * 0.1) * dur, 100000), keys=keys)
@@ -574,6 +581,14 @@ def main():
                   (keys, 100 * res["ratio_to_ceiling"], len(res["max_pairs"]),
                    ", ".join("%.1f %%" % (100 * x["ratio"]) for x in res["max_pairs"]),
                    res["max_records_per_s"] / 1e6, res["ceiling_records_per_s"] / 1e6))
+    for x in res["latency"]:
+        if len(x.get("p99_runs", [])) > 1:
+            md.append("")
+            md.append("Latency at %d %% load (%.3f M records/s): p50 %.3f, p90 %.3f, **p99 %.3f ms** "
+                      "(the median of %d runs by p99: %s ms)" %
+                      (x["load_pct"], x["rate"] / 1e6, x.get("p50", 0), x.get("p90", 0),
+                       x.get("p99", 0), len(x["p99_runs"]),
+                       ", ".join("%.3f" % v for v in x["p99_runs"])))
     if "durability" in res:
         d = res["durability"]
         md.append("")
