@@ -106,7 +106,8 @@ class Suite:
         self.runs = []
         self.failures = []
 
-    def _config(self, ports, workers, shards, transport, posting_ms, state_dir, round_ms):
+    def _config(self, ports, workers, shards, transport, posting_ms, state_dir, round_ms,
+                publish_hwm):
         if transport == "ipc":
             ep = {k: "ipc://%s/%s.sock" % (self.tmp, k) for k in ("router", "pull", "pub", "dl")}
         else:
@@ -122,7 +123,7 @@ publish = %s
 deadletter = %s
 # the drain flushes every open key at once (1e6 keys: 1e6 events); the
 # measuring subscriber must not lose any of them (no replay with durability off)
-publish_hwm = 2000000
+publish_hwm = %d
 [pipeline]
 workers = %d
 shards = %d
@@ -139,7 +140,7 @@ state_dir = %s
 [metrics]
 metrics_port = %d
 metrics_address = 127.0.0.1
-""" % (ep["router"], ep["pull"], ep["pub"], ep["dl"], workers, shards, round_ms, posting_ms,
+""" % (ep["router"], ep["pull"], ep["pub"], ep["dl"], publish_hwm, workers, shards, round_ms, posting_ms,
        state_dir, ports["metrics"]))
         return path, ep
 
@@ -149,7 +150,12 @@ metrics_address = 127.0.0.1
         # a fresh state directory per durable run (a reused one would restore
         # the last run's dedup watermarks and drop this run's records)
         state_dir = tempfile.mkdtemp(prefix="state-", dir=self.tmp) if durable else ""
-        cfg, ep = self._config(ports, workers, shards, transport, posting_ms, state_dir, round_ms)
+        # the drain publishes every open key at once; with durability off the
+        # measuring subscriber has no replay, so nothing may be dropped: room
+        # for two events per nominal key (1e7 keys: 20 M events queued)
+        hwm = max(2_000_000, 2 * int(load.get("keys", 0)))
+        cfg, ep = self._config(ports, workers, shards, transport, posting_ms, state_dir, round_ms,
+                               hwm)
         errlog = os.path.join(self.tmp, "proc.err")
         if target == "forwarder":
             args = [self.fwd, "--router" if acked else "--pull",
@@ -185,6 +191,7 @@ metrics_address = 127.0.0.1
         with open("/proc/%d/stat" % proc.pid) as f:
             st = f.read().rsplit(")", 1)[1].split()
             cpu_at_sent = (int(st[11]) + int(st[12])) / CLK_TCK  # utime, stime
+        threads = thread_cpu(proc.pid)
         rounds = scrape_rounds(ports["metrics"]) if target == "floorpost" else None
         proc.send_signal(signal.SIGTERM)
         t_term = time.monotonic()
@@ -238,6 +245,9 @@ metrics_address = 127.0.0.1
             "cpu_s": round(proc_cpu, 3), "cpu_s_until_sent": round(cpu_at_sent, 3),
             "cpu_s_per_m_records": round(proc_cpu / (uniq / 1e6), 3) if uniq else None,
             "keys_held_at_drain": shard_keys if target == "floorpost" else None,
+            # CPU seconds per thread name until SENT (fp-ingest, fp-worker-0,
+            # fp-shard-0, fp-emit, ZMQbg/IO/0, ...): where the processor's time went
+            "thread_cpu_s": threads,
             "processor_summary": kv, "wall_s": round(wall, 2),
         }
         self.runs.append(r)
@@ -252,6 +262,26 @@ metrics_address = 127.0.0.1
         if problems:
             self.failures.append((name, problems))
         return r
+
+
+def thread_cpu(pid):
+    """CPU seconds (user + system) of each thread of pid, summed by thread
+    name, from /proc/PID/task/*/stat."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for t in tids:
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, t)) as f:
+                name = f.read().strip()
+            with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                st = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = round(out.get(name, 0) + (int(st[11]) + int(st[12])) / CLK_TCK, 3)
+    return out
 
 
 def scrape_rounds(port):
@@ -581,6 +611,13 @@ def main():
                   (keys, 100 * res["ratio_to_ceiling"], len(res["max_pairs"]),
                    ", ".join("%.1f %%" % (100 * x["ratio"]) for x in res["max_pairs"]),
                    res["max_records_per_s"] / 1e6, res["ceiling_records_per_s"] / 1e6))
+    if best and best.get("thread_cpu_s"):
+        uniq = best["fpload"].get("sent", {}).get("unique_records", 0) or 1
+        md.append("")
+        md.append("CPU by thread in the median max run (%s), until the last send: %s" % (
+            best["name"], ", ".join("%s %.3f s (%.3f s/M records)" % (k, v, v / (uniq / 1e6))
+                                    for k, v in sorted(best["thread_cpu_s"].items(),
+                                                       key=lambda kv: -kv[1]) if v > 0)))
     for x in res["latency"]:
         if len(x.get("p99_runs", [])) > 1:
             md.append("")
