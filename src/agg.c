@@ -604,18 +604,15 @@ static int s_reserve(agg_t *self, uint64_t more)
             ncap *= 2;
         if (ncap > (1ull << 32)) /* tags are 32 bits */
             return -1;
-        s_slot_t *n;
-        if (self->next && self->next_cap == ncap) {
-            n = self->next; /* zero: only zeros were written */
-            self->next = NULL;
-            self->next_cap = 0;
-        } else {
-            /* grown past it at once (a chunk of many new keys): a new one */
+        /* The table faulted in ahead (zero: only zeros were written), unless
+           a chunk of many new keys grew past it at once. */
+        s_slot_t *n = self->next_cap == ncap ? self->next : NULL;
+        if (!n) {
             s_big_free(self->next, (size_t)self->next_cap * sizeof *self->next);
-            self->next = NULL;
-            self->next_cap = 0;
             n = s_big_alloc(ncap * sizeof *n);
         }
+        self->next = NULL;
+        self->next_cap = 0;
         if (!n)
             return -1;
         s_migrate(self, UINT64_MAX); /* the previous growth, if unfinished */

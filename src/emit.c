@@ -767,39 +767,36 @@ void *fp_emit_main(void *argp)
     self->slot = fp_metrics_stage(self->metrics, FP_STAGE_EMIT, 0);
     fp_metrics_stage_beat(self->slot, fp_now_ns());
     int64_t drain_deadline = 0;
-    /* 0: shards' items, 1: workers' items and dead letters, 2: replay */
-    fp_waitset_t ws;
-    void *in_socks[3] = {self->in, self->dlin, self->replay};
-    if (ok && fp_waitset_init(&ws, in_socks, self->replay ? 3 : 2) != 0) {
-        fp_log(FP_LOG_ERROR, "emit", "cannot read the sockets' ZMQ_FD", "error=\"%s\"",
-               zmq_strerror(zmq_errno()));
-        ok = false;
-    }
     while (ok && !self->done) {
         /* Stop reading (back-pressure) while too many rounds wait for a
            commit that keeps failing. */
         bool reading = self->nrounds < FP_ROUNDS_MAX;
+        zmq_pollitem_t items[3] = {{self->in, 0, reading ? ZMQ_POLLIN : 0, 0},
+                                   {self->dlin, 0, reading ? ZMQ_POLLIN : 0, 0},
+                                   {self->replay, 0, self->replay ? ZMQ_POLLIN : 0, 0}};
         long timeout = self->stalled ? 100 : 1000;
-        if (fp_waitset_wait(&ws, (reading ? 3u : 0u) | (self->replay ? 4u : 0u), timeout) != 0)
+        if (zmq_poll(items, self->replay ? 3 : 2, timeout) < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
             break;
+        }
         int64_t woke = fp_now_ns();
         fp_metrics_stage_beat(self->slot, woke);
         uint64_t received = 0;
-        for (int s = 0; s < 2 && reading; s++) {
-            /* Bounded bursts; a burst that ends early leaves the socket
-               pending, so the wait does not sleep on it. */
-            for (int k = 0; k < 256 && ws.pending[s]; k++) {
-                if (!s_receive(self, in_socks[s])) {
-                    fp_waitset_empty(&ws, s);
+        for (int s = 0; s < 2; s++) {
+            void *sock = s == 0 ? self->in : self->dlin;
+            /* Non-blocking receives until the pipe is empty, in bounded
+               bursts (no zmq_poll per message). */
+            for (int k = 0; k < 256 && (items[s].revents & ZMQ_POLLIN); k++) {
+                if (!s_receive(self, sock))
                     break;
-                }
                 received++;
             }
         }
-        if (self->replay)
-            for (int k = 0; k < 16 && ws.pending[2]; k++)
+        if (items[2].revents & ZMQ_POLLIN)
+            for (int k = 0; k < 16; k++)
                 if (!s_replay(self))
-                    fp_waitset_empty(&ws, 2);
+                    break;
         fp_metrics_stage_received(self->slot, received);
         s_advance(self);
         if (self->store && woke >= self->next_trim) {

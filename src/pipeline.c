@@ -10,9 +10,7 @@
 */
 #include "pipeline.h"
 
-#include <assert.h>
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,42 +42,6 @@ int64_t fp_wall_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-int fp_waitset_init(fp_waitset_t *w, void *const *socks, int n)
-{
-    assert(n >= 1 && n <= FP_WAITSET_MAX);
-    memset(w, 0, sizeof *w);
-    for (int i = 0; i < n; i++) {
-        size_t sz = sizeof w->fd[i];
-        w->sock[i] = socks[i];
-        w->pending[i] = true;
-        if (zmq_getsockopt(socks[i], ZMQ_FD, &w->fd[i], &sz) != 0)
-            return -1;
-    }
-    w->n = n;
-    return 0;
-}
-
-int fp_waitset_wait(fp_waitset_t *w, unsigned wanted, long timeout_ms)
-{
-    struct pollfd p[FP_WAITSET_MAX];
-    int map[FP_WAITSET_MAX], np = 0;
-    for (int i = 0; i < w->n; i++) {
-        if (!(wanted & (1u << i)))
-            continue;
-        if (w->pending[i])
-            return 0; /* work to do: do not sleep */
-        p[np] = (struct pollfd){.fd = w->fd[i], .events = POLLIN};
-        map[np++] = i;
-    }
-    int rc = poll(p, (nfds_t)np, timeout_ms < 0 ? -1 : (int)timeout_ms);
-    if (rc < 0)
-        return errno == EINTR ? 0 : -1;
-    for (int k = 0; k < np; k++)
-        if (p[k].revents)
-            w->pending[map[k]] = true;
-    return 0;
 }
 
 void *fp_stage_socket(void *zmq_ctx, int type, const char *endpoint, int bind, int sndhwm,

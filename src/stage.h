@@ -7,7 +7,6 @@
 #define FP_STAGE_H
 
 #include <stddef.h>
-#include <stdbool.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -110,45 +109,6 @@ void *fp_stage_socket(void *zmq_ctx, int type, const char *endpoint, int bind, i
    slot (see fp_emit_hdr_t). Blocks when the emit queue is full. */
 void fp_dead_letter(void *sock, uint32_t from, const char *reason, const char *component,
                     const char *fields, const void *bytes, size_t len);
-
-/* Waiting for input on a few sockets, cheaper than zmq_poll.
-
-   zmq_poll asks every socket for ZMQ_EVENTS before and after it sleeps, and
-   in libzmq 4.3 each ask that finds no message is a poll() and a getpid()
-   on the socket's mailbox: with three sockets about 15 syscalls per wake-up
-   (1.2 us each on this VM), which made emit and ingest spend most of their
-   CPU in the kernel. A waitset instead drains a socket until it is empty
-   (one such ask) and then sleeps in one poll() on the sockets' ZMQ_FDs.
-   It relies on libzmq's contract for ZMQ_FD: once a socket has answered
-   EAGAIN, a new message always comes with a mailbox command that makes its
-   ZMQ_FD readable.
-
-   Use: fp_waitset_wait; then for each socket i with pending[i] set, receive
-   with ZMQ_DONTWAIT; call fp_waitset_empty(i) when a receive found nothing
-   (leave pending set when stopping early, e.g. at a burst limit). */
-#define FP_WAITSET_MAX 6
-typedef struct {
-    void *sock[FP_WAITSET_MAX];
-    int fd[FP_WAITSET_MAX];
-    bool pending[FP_WAITSET_MAX]; /* may hold messages: drain before sleeping */
-    int n;
-} fp_waitset_t;
-
-/* Fills w with n sockets, all pending. -1 if a ZMQ_FD cannot be read. */
-int fp_waitset_init(fp_waitset_t *w, void *const *socks, int n);
-
-/* Marks socket i drained (its last receive answered EAGAIN). */
-static inline void fp_waitset_empty(fp_waitset_t *w, int i)
-{
-    w->pending[i] = false;
-}
-
-/* Unless a wanted socket is pending, sleeps up to timeout_ms (-1: no limit)
-   until a wanted socket's ZMQ_FD is readable, and marks those pending.
-   wanted: bit i for socket i (a socket not wanted is neither polled nor
-   drained, so holding back from one costs no wake-ups). Returns 0, or -1 on
-   an error other than EINTR. */
-int fp_waitset_wait(fp_waitset_t *w, unsigned wanted, long timeout_ms);
 
 /* CLOCK_MONOTONIC and CLOCK_REALTIME in ns. */
 int64_t fp_now_ns(void);
