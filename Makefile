@@ -41,7 +41,7 @@ TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 
 .PHONY: all deps run test test-unit test-e2e test-san fuzz fuzz-brief bench bench-full bench-smoke clean test-crash-long
-all: $(BUILD)/floorpost $(PYGEN)
+all: $(BUILD)/floorpost $(PYGEN) $(BUILD)/libfloorpost-gateway.a
 
 deps:
 	@tools/deps.sh $(DEB_PACKAGES)
@@ -64,6 +64,16 @@ $(BUILD)/obj/%.o: src/%.cc $(GEN)
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c -o $@ $<
 
 $(BUILD)/libfloorpost.a: $(OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# The gateway library (producer.h): what a gateway or MES adapter links, and
+# nothing else of floorpost (no log, no config, no threads of ours). Linked
+# alone by tests/gateway_link_test.sh.
+GATEWAY_OBJ := $(BUILD)/obj/producer.o $(BUILD)/obj/strtab.o $(BUILD)/obj/curve.o $(BUILD)/obj/codec.o
+GATEWAY_LIBS := -lzmq -lflatbuffers -lstdc++
+GATEWAY_HEADERS := src/producer.h src/record.h src/curve.h
+$(BUILD)/libfloorpost-gateway.a: $(GATEWAY_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -163,9 +173,12 @@ SYSCONFDIR ?= /etc
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 DATADIR    ?= $(PREFIX)/share/floorpost
 DOCDIR     ?= $(PREFIX)/share/doc/floorpost
+INCLUDEDIR ?= $(PREFIX)/include
+LIBDIR     ?= $(PREFIX)/lib
 
-install: $(BUILD)/floorpost
+install: $(BUILD)/floorpost $(BUILD)/libfloorpost-gateway.a
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DATADIR)/schema \
+	  $(DESTDIR)$(INCLUDEDIR)/floorpost $(DESTDIR)$(LIBDIR) \
 	  $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(SYSCONFDIR)/floorpost
 	install -m 0755 $(BUILD)/floorpost $(DESTDIR)$(BINDIR)/floorpost
 	sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/doc/floorpost|$(DOCDIR)|g' \
@@ -174,6 +187,8 @@ install: $(BUILD)/floorpost
 	chmod 0644 $(DESTDIR)$(UNITDIR)/floorpost.service.tmp
 	mv -f $(DESTDIR)$(UNITDIR)/floorpost.service.tmp $(DESTDIR)$(UNITDIR)/floorpost.service
 	install -m 0644 schema/telemetry.fbs schema/checkpoint.fbs $(DESTDIR)$(DATADIR)/schema/
+	install -m 0644 $(GATEWAY_HEADERS) $(DESTDIR)$(INCLUDEDIR)/floorpost/
+	install -m 0644 $(BUILD)/libfloorpost-gateway.a $(DESTDIR)$(LIBDIR)/
 	install -m 0644 configs/floorpost.ini $(DESTDIR)$(DATADIR)/floorpost.ini
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 	install -m 0644 examples/subscriber.py examples/subscriber.c $(DESTDIR)$(DOCDIR)/examples/
@@ -196,11 +211,12 @@ install: $(BUILD)/floorpost
 # /var/lib/floorpost and the floorpost user.
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/floorpost $(DESTDIR)$(UNITDIR)/floorpost.service
-	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR)
+	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(INCLUDEDIR)/floorpost
+	rm -f $(DESTDIR)$(LIBDIR)/libfloorpost-gateway.a
 	@echo "kept $(DESTDIR)$(SYSCONFDIR)/floorpost, /var/lib/floorpost and the floorpost user"
 
-test-install: $(BUILD)/floorpost
-	BUILD=$(BUILD) tests/install_test.sh
+test-install: $(BUILD)/floorpost $(BUILD)/libfloorpost-gateway.a
+	BUILD=$(BUILD) GATEWAY_LIBS="$(GATEWAY_LIBS)" tests/install_test.sh
 
 clean:
 	rm -rf build build-san

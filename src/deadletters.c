@@ -422,8 +422,8 @@ static int s_resubmit(fp_store_t *store, const fp_config_t *cfg, const char *cfg
                             ".key, listed in the allow file) and the server's key\n");
             goto done;
         }
-        if (fp_security_key_load(server_file, false, &server, err, sizeof err) != 0 ||
-            fp_security_key_load(key_file, true, &client, err, sizeof err) != 0) {
+        if (fp_curve_key_load(server_file, false, &server, err, sizeof err) != 0 ||
+            fp_curve_key_load(key_file, true, &client, err, sizeof err) != 0) {
             fprintf(stderr, S_ME " resubmit: %s\n", err);
             goto done;
         }

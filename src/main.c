@@ -286,8 +286,8 @@ static int s_client_keys(const char *who, const char *server_file, const char *k
     }
     char err[512];
     fp_curve_keypair_t server;
-    if (fp_security_key_load(server_file, false, &server, err, sizeof err) != 0 ||
-        fp_security_key_load(key_file, true, kp, err, sizeof err) != 0) {
+    if (fp_curve_key_load(server_file, false, &server, err, sizeof err) != 0 ||
+        fp_curve_key_load(key_file, true, kp, err, sizeof err) != 0) {
         fprintf(stderr, "floorpost %s: %s\n", who, err);
         return 2;
     }
@@ -471,7 +471,7 @@ static int s_keygen(int argc, char **argv)
     }
     char err[512];
     fp_curve_keypair_t kp;
-    if (fp_security_keygen(base, &kp, err, sizeof err) != 0) {
+    if (fp_curve_keygen(base, &kp, err, sizeof err) != 0) {
         fprintf(stderr, "floorpost keygen: %s\n", err);
         return 1;
     }

@@ -67,7 +67,7 @@
 #include <zmq.h>
 
 #include "codec.h"
-#include "security.h"
+#include "curve.h"
 #include "strtab.h"
 
 typedef struct entry entry_t;
@@ -840,7 +840,7 @@ int producer_set_curve(producer_t *self, const char *server_public_z85,
     fp_curve_keypair_t kp;
     memcpy(kp.public_z85, client_public_z85, sizeof kp.public_z85);
     memcpy(kp.secret_z85, client_secret_z85, sizeof kp.secret_z85);
-    int rc = fp_security_client_socket(self->sock, server_public_z85, &kp);
+    int rc = fp_curve_client_socket(self->sock, server_public_z85, &kp);
     explicit_bzero(&kp, sizeof kp);
     return rc;
 }

@@ -2,9 +2,13 @@
     them to floorpost as FlatBuffers Batch frames (schema/telemetry.fbs) and
     keeps every batch until floorpost says it is durable.
 
-    For gateway and MES-adapter developers. Link with libfloorpost.a (or
-    src/producer.c, src/strtab.c, src/codec.cc, src/security.c) and -lzmq
-    -lflatbuffers.
+    For gateway and MES-adapter developers. `make install` puts this header
+    (with record.h and curve.h) in PREFIX/include/floorpost/ and the gateway
+    library in PREFIX/lib/libfloorpost-gateway.a (producer, strtab, curve
+    and the codec; nothing else of floorpost). Build a gateway with
+        cc -I/usr/local/include gw.c /usr/local/lib/libfloorpost-gateway.a \
+           -lzmq -lflatbuffers -lstdc++
+    and #include <floorpost/producer.h>.
 
     THE GUARANTEE. In PRODUCER_ACKED mode, a record handed to producer_add is
     kept in this producer's buffer until floorpost has acknowledged it as
@@ -86,7 +90,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "record.h"
+#include "record.h" /* installed beside it: <floorpost/record.h> */
 
 /* One record as the caller gives it: strings instead of table indices. */
 typedef struct {

@@ -1,5 +1,6 @@
-/*  security.c - CURVE key files, the allowlist, the ZAP handler thread and
-    the hostile-peer socket options. See security.h.
+/*  security.c - the server side: the allowlist, the ZAP handler thread and
+    the hostile-peer socket options. See security.h. Key files and the
+    client side are in curve.c (the gateway library links that alone).
 
     DESIGN
     - Fail closed: every CURVE server socket sets ZMQ_ZAP_ENFORCE_DOMAIN, so
@@ -57,208 +58,6 @@ static int64_t s_mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* true when s is exactly FP_CURVE_KEY_Z85 valid Z85 characters. */
-static bool s_z85_valid(const char *s, size_t len)
-{
-    if (len != FP_CURVE_KEY_Z85)
-        return false;
-    char key[FP_CURVE_KEY_Z85 + 1];
-    uint8_t raw[32];
-    memcpy(key, s, len);
-    key[len] = '\0';
-    return zmq_z85_decode(raw, key) != NULL;
-}
-
-/* Reads a whole small text file into a new NUL-terminated buffer (caller
-   frees). NULL with "PATH: ..." in err. */
-static char *s_read_text(const char *path, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = malloc(FP_ALLOW_FILE_MAX + 1);
-    size_t n = buf ? fread(buf, 1, FP_ALLOW_FILE_MAX + 1, f) : 0;
-    if (!buf)
-        snprintf(err, errlen, "%s: out of memory", path);
-    else if (ferror(f))
-        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-    else if (n > FP_ALLOW_FILE_MAX)
-        snprintf(err, errlen, "%s: larger than %u bytes", path, FP_ALLOW_FILE_MAX);
-    else if (memchr(buf, '\0', n))
-        snprintf(err, errlen, "%s: contains a NUL byte; allowed: a text file", path);
-    else {
-        buf[n] = '\0';
-        fclose(f);
-        return buf;
-    }
-    free(buf);
-    fclose(f);
-    return NULL;
-}
-
-/* Cuts text at the next newline: returns the line (without "\r\n"), and
-   advances *pos past it; NULL at the end. */
-static char *s_next_line(char **pos)
-{
-    char *line = *pos;
-    if (!line || !*line)
-        return NULL;
-    char *nl = strchr(line, '\n');
-    if (nl) {
-        *nl = '\0';
-        *pos = nl + 1;
-    } else {
-        *pos = line + strlen(line);
-    }
-    size_t len = strlen(line);
-    if (len && line[len - 1] == '\r')
-        line[len - 1] = '\0';
-    return line;
-}
-
-static char *s_trim(char *s)
-{
-    while (*s == ' ' || *s == '\t')
-        s++;
-    size_t n = strlen(s);
-    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
-        s[--n] = '\0';
-    return s;
-}
-
-/* ---- key files ---- */
-
-static int s_write_new(const char *path, const char *text, mode_t mode, char *err, size_t errlen)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: cannot create: %s%s", path, strerror(errno),
-                 errno == EEXIST ? " (refusing to overwrite a key)" : "");
-        return -1;
-    }
-    size_t len = strlen(text), done = 0;
-    while (done < len) {
-        ssize_t w = write(fd, text + done, len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
-            close(fd);
-            unlink(path);
-            return -1;
-        }
-        done += (size_t)w;
-    }
-    if (close(fd) != 0) {
-        snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
-        unlink(path);
-        return -1;
-    }
-    return 0;
-}
-
-int fp_security_keygen(const char *basename, fp_curve_keypair_t *kp, char *err, size_t errlen)
-{
-    fp_curve_keypair_t pair;
-    if (zmq_curve_keypair(pair.public_z85, pair.secret_z85) != 0) {
-        snprintf(err, errlen, "zmq_curve_keypair: %s", zmq_strerror(zmq_errno()));
-        return -1;
-    }
-    int rc = 0;
-    if (basename && *basename) {
-        char keypath[FP_PATH_MAX + 8], pubpath[FP_PATH_MAX + 8], text[128];
-        if (strlen(basename) > FP_PATH_MAX) {
-            snprintf(err, errlen, "%.64s...: name too long; allowed: at most %d bytes", basename,
-                     FP_PATH_MAX);
-            rc = -1;
-            goto done;
-        }
-        snprintf(keypath, sizeof keypath, "%s.key", basename);
-        snprintf(pubpath, sizeof pubpath, "%s.pub", basename);
-        snprintf(text, sizeof text, "public = %s\nsecret = %s\n", pair.public_z85, pair.secret_z85);
-        rc = s_write_new(keypath, text, 0600, err, errlen);
-        snprintf(text, sizeof text, "public = %s\n", pair.public_z85);
-        if (rc == 0 && (rc = s_write_new(pubpath, text, 0644, err, errlen)) != 0)
-            unlink(keypath);
-        explicit_bzero(text, sizeof text);
-    }
-done:
-    if (rc == 0 && kp)
-        *kp = pair;
-    explicit_bzero(&pair, sizeof pair);
-    return rc;
-}
-
-int fp_security_key_load(const char *path, bool need_secret, fp_curve_keypair_t *kp, char *err,
-                         size_t errlen)
-{
-    memset(kp, 0, sizeof *kp);
-    char *text = s_read_text(path, err, errlen);
-    if (!text)
-        return -1;
-    int rc = -1, lineno = 0;
-    char *pos = text, *line;
-    while ((line = s_next_line(&pos)) != NULL) {
-        lineno++;
-        line = s_trim(line);
-        if (!*line || *line == '#')
-            continue;
-        char *eq = strchr(line, '=');
-        if (!eq) {
-            snprintf(err, errlen, "%s:%d: line without '='; allowed: public = <Z85> or "
-                     "secret = <Z85>", path, lineno);
-            goto done;
-        }
-        *eq = '\0';
-        char *name = s_trim(line), *value = s_trim(eq + 1);
-        char *dst = strcmp(name, "public") == 0   ? kp->public_z85
-                    : strcmp(name, "secret") == 0 ? kp->secret_z85
-                                                  : NULL;
-        if (!dst) {
-            snprintf(err, errlen, "%s:%d: unknown name '%.32s'; allowed: public, secret", path,
-                     lineno, name);
-            goto done;
-        }
-        if (!s_z85_valid(value, strlen(value))) {
-            snprintf(err, errlen, "%s:%d: %s is not a Z85 key; allowed: 40 Z85 characters "
-                     "(floorpost keygen)", path, lineno, name);
-            goto done;
-        }
-        memcpy(dst, value, FP_CURVE_KEY_Z85 + 1);
-    }
-    if (need_secret && !kp->secret_z85[0]) {
-        snprintf(err, errlen, "%s: no 'secret = ' line; allowed: a .key file written by "
-                 "floorpost keygen", path);
-        goto done;
-    }
-    if (kp->secret_z85[0]) {
-        char derived[FP_CURVE_KEY_Z85 + 1];
-        if (zmq_curve_public(derived, kp->secret_z85) != 0) {
-            snprintf(err, errlen, "%s: cannot derive the public key: %s", path,
-                     zmq_strerror(zmq_errno()));
-            goto done;
-        }
-        if (kp->public_z85[0] && strcmp(derived, kp->public_z85) != 0) {
-            snprintf(err, errlen, "%s: the public key does not belong to the secret key", path);
-            goto done;
-        }
-        memcpy(kp->public_z85, derived, sizeof derived);
-    }
-    if (!kp->public_z85[0]) {
-        snprintf(err, errlen, "%s: no 'public = ' line; allowed: a .pub or .key file written "
-                 "by floorpost keygen", path);
-        goto done;
-    }
-    rc = 0;
-done:
-    explicit_bzero(text, strlen(text));
-    free(text);
-    if (rc != 0)
-        explicit_bzero(kp, sizeof *kp);
-    return rc;
-}
 
 /* ---- the allowlist ---- */
 
@@ -288,15 +87,15 @@ fp_allow_t *fp_allow_parse(const char *text, const char *name, char *err, size_t
     if (!self || !copy)
         goto nomem;
     char *pos = copy, *line;
-    while ((line = s_next_line(&pos)) != NULL) {
+    while ((line = fp_curve_next_line(&pos)) != NULL) {
         lineno++;
-        line = s_trim(line);
+        line = fp_curve_trim(line);
         /* A Z85 key never starts with '#' (84 * 85^4 > 2^32 overflows the
            first group), so a line starting with '#' is always a comment. */
         if (!*line || *line == '#')
             continue;
         size_t klen = strcspn(line, " \t");
-        if (!s_z85_valid(line, klen)) {
+        if (!fp_curve_z85_valid(line, klen)) {
             snprintf(err, errlen, "%s:%d: '%.48s' is not a Z85 public key; allowed: 40 Z85 "
                      "characters (a .pub file's key), then an optional name, or a # comment",
                      name, lineno, line);
@@ -315,7 +114,7 @@ fp_allow_t *fp_allow_parse(const char *text, const char *name, char *err, size_t
         e->key[FP_CURVE_KEY_Z85] = '\0';
         /* The name: what follows, without a leading '#', made safe to quote
            in a logfmt value. */
-        char *rest = s_trim(line + klen);
+        char *rest = fp_curve_trim(line + klen);
         while (*rest == '#' || *rest == ' ' || *rest == '\t')
             rest++;
         snprintf(e->name, sizeof e->name, "%s", rest);
@@ -343,7 +142,7 @@ fail:
 
 fp_allow_t *fp_allow_load(const char *path, char *err, size_t errlen)
 {
-    char *text = s_read_text(path, err, errlen);
+    char *text = fp_curve_read_text(path, err, errlen);
     if (!text)
         return NULL;
     fp_allow_t *self = fp_allow_parse(text, path, err, errlen);
@@ -392,7 +191,7 @@ int fp_security_server_socket(void *sock, const fp_config_t *cfg, char *err, siz
     if (!cfg->curve_secret_key_file[0])
         return 0;
     fp_curve_keypair_t kp;
-    if (fp_security_key_load(cfg->curve_secret_key_file, true, &kp, err, errlen) != 0)
+    if (fp_curve_key_load(cfg->curve_secret_key_file, true, &kp, err, errlen) != 0)
         return -1;
     int one = 1, rc = -1;
     if (zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
@@ -408,18 +207,6 @@ int fp_security_server_socket(void *sock, const fp_config_t *cfg, char *err, siz
     return rc;
 }
 
-int fp_security_client_socket(void *sock, const char *server_z85, const fp_curve_keypair_t *kp)
-{
-    if (!server_z85 || !kp || !s_z85_valid(server_z85, strlen(server_z85)) ||
-        !s_z85_valid(kp->public_z85, strlen(kp->public_z85)) ||
-        !s_z85_valid(kp->secret_z85, strlen(kp->secret_z85)))
-        return -EINVAL;
-    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, server_z85, FP_CURVE_KEY_Z85) != 0 ||
-        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, kp->public_z85, FP_CURVE_KEY_Z85) != 0 ||
-        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, kp->secret_z85, FP_CURVE_KEY_Z85) != 0)
-        return -zmq_errno();
-    return 0;
-}
 
 /* ---- the ZAP handler ---- */
 
@@ -615,7 +402,7 @@ int fp_security_check(const fp_config_t *cfg, char *err, size_t errlen)
     if (!cfg->curve_secret_key_file[0])
         return 0;
     fp_curve_keypair_t kp;
-    if (fp_security_key_load(cfg->curve_secret_key_file, true, &kp, err, errlen) != 0)
+    if (fp_curve_key_load(cfg->curve_secret_key_file, true, &kp, err, errlen) != 0)
         return -1;
     explicit_bzero(&kp, sizeof kp);
     fp_allow_t *allow = fp_allow_load(cfg->curve_allow_file, err, errlen);
@@ -643,7 +430,7 @@ fp_security_t *fp_security_start(void *zmq_ctx, const fp_config_t *cfg, char *er
     }
     self->curve = true;
     fp_curve_keypair_t server;
-    if (fp_security_key_load(cfg->curve_secret_key_file, true, &server, err, errlen) != 0)
+    if (fp_curve_key_load(cfg->curve_secret_key_file, true, &server, err, errlen) != 0)
         goto fail;
     memcpy(self->server_z85, server.public_z85, sizeof self->server_z85);
     explicit_bzero(&server, sizeof server);

@@ -17,16 +17,13 @@
     A key removed from the file is refused at its next handshake; a
     connection already established stays up until it disconnects.
 
-    Key files (written by fp_security_keygen, `floorpost keygen`):
-      NAME.key  mode 0600   "public = <Z85>\nsecret = <Z85>\n"
-      NAME.pub  mode 0644   "public = <Z85>\n"
-    Allow file: one Z85 public key (40 characters) per line, optionally
+    Key files and the client side: curve.h. Allow file: one Z85 public key (40 characters) per line, optionally
     followed by whitespace and a name; '#' starts a comment; blank lines are
     ignored. Any other line is an error naming FILE:LINE.
 
     Thread contract: fp_security_start/fp_security_stop are called by one
-    controlling thread (main). fp_security_server_socket and
-    fp_security_client_socket are called by the thread that owns the socket.
+    controlling thread (main). fp_security_server_socket is called by the
+    thread that owns the socket.
     fp_security_refused may be called from any thread. An fp_allow_t belongs
     to one thread. Keys, allow files and the handler's replies are
     untrusted input: errors are returned, never asserted.
@@ -39,31 +36,10 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "curve.h"
 
-#define FP_CURVE_KEY_Z85 40 /* a CURVE key (32 bytes) in Z85: 40 characters */
 #define FP_ZAP_ENDPOINT "inproc://zeromq.zap.01"
 #define FP_ZAP_DOMAIN "floorpost"
-#define FP_ALLOW_FILE_MAX (4u << 20) /* largest allow or key file read, bytes */
-
-/* A key pair, or just a public key (secret_z85 = ""), as NUL-terminated Z85. */
-typedef struct {
-    char public_z85[FP_CURVE_KEY_Z85 + 1];
-    char secret_z85[FP_CURVE_KEY_Z85 + 1];
-} fp_curve_keypair_t;
-
-/* ---- key files ---- */
-
-/* Makes a new key pair and writes it to the key files; basename NULL or ""
-   writes nothing. *kp (may be NULL) gets the pair. Refuses to overwrite an
-   existing file. 0, or -1 with err filled. */
-int fp_security_keygen(const char *basename, fp_curve_keypair_t *kp, char *err, size_t errlen);
-
-/* Reads a key file. need_secret: the file must hold a secret key (a .key
-   file), which must match its public key; otherwise only the public key is
-   needed (a .pub or a .key file) and kp->secret_z85 may be "". 0, or -1
-   with "PATH[:LINE]: ..." in err. */
-int fp_security_key_load(const char *path, bool need_secret, fp_curve_keypair_t *kp, char *err,
-                         size_t errlen);
 
 /* ---- the allowlist ---- */
 
@@ -94,11 +70,6 @@ void fp_allow_destroy(fp_allow_t **self_p);
    cfg->curve_secret_key_file is set, CURVE server with ZAP domain
    "floorpost" enforced (reads the key file). 0, or -1 with err filled. */
 int fp_security_server_socket(void *sock, const fp_config_t *cfg, char *err, size_t errlen);
-
-/* Makes sock a CURVE client of the server whose public key is server_z85,
-   with the client pair kp; before zmq_connect. 0 or -errno (-EINVAL for a
-   malformed key). */
-int fp_security_client_socket(void *sock, const char *server_z85, const fp_curve_keypair_t *kp);
 
 /* ---- the ZAP handler ---- */
 

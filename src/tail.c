@@ -15,7 +15,7 @@
 #include <zmq.h>
 
 #include "codec.h"
-#include "security.h"
+#include "curve.h"
 
 /* Last stream_seq per topic; a few topics (kind x plant x line), so a
    linear list is enough. */
@@ -178,7 +178,7 @@ static int s_client_curve(const fp_tail_opts_t *o, void *sock)
     fp_curve_keypair_t kp;
     snprintf(kp.public_z85, sizeof kp.public_z85, "%s", o->public_key_z85 ? o->public_key_z85 : "");
     snprintf(kp.secret_z85, sizeof kp.secret_z85, "%s", o->secret_key_z85 ? o->secret_key_z85 : "");
-    int e = -fp_security_client_socket(sock, o->server_key_z85, &kp);
+    int e = -fp_curve_client_socket(sock, o->server_key_z85, &kp);
     explicit_bzero(&kp, sizeof kp);
     return e;
 }

@@ -27,6 +27,18 @@ for f in /usr/local/bin/floorpost /usr/local/lib/systemd/system/floorpost.servic
     has "$f"
 done
 [ -x "$dest/usr/local/bin/floorpost" ] || fail "binary not executable"
+
+# The gateway library links alone: a gateway built from the installed header
+# and library only (no source tree on the include path).
+has /usr/local/include/floorpost/producer.h
+has /usr/local/lib/libfloorpost-gateway.a
+if cc -std=c11 -Wall -Wextra -Werror -I"$dest/usr/local/include" -o "$dest/gateway_min" \
+      tests/gateway/gateway_min.c "$dest/usr/local/lib/libfloorpost-gateway.a" \
+      ${GATEWAY_LIBS:--lzmq -lflatbuffers -lstdc++} >"$dest/cc.log" 2>&1; then
+    out=$("$dest/gateway_min" 2>&1) || fail "gateway_min: $out"
+else
+    fail "the gateway library does not link alone: $(cat "$dest/cc.log")"
+fi
 grep -q "^kept\|^installed $dest/etc/floorpost/floorpost.ini" "$dest.log" ||
     fail "install did not report the config: $(cat "$dest.log")"
 unit="$dest/usr/local/lib/systemd/system/floorpost.service"
@@ -66,7 +78,8 @@ has /usr/share/floorpost/schema/checkpoint.fbs
 # Uninstall removes what install placed, and keeps the config.
 $MAKE --no-print-directory -s uninstall DESTDIR="$dest" >/dev/null 2>&1 || fail "uninstall failed"
 for f in /usr/local/bin/floorpost /usr/local/lib/systemd/system/floorpost.service \
-         /usr/local/share/floorpost /usr/local/share/doc/floorpost; do
+         /usr/local/share/floorpost /usr/local/share/doc/floorpost \
+         /usr/local/include/floorpost /usr/local/lib/libfloorpost-gateway.a; do
     [ ! -e "$dest$f" ] || fail "uninstall left $f"
 done
 has /etc/floorpost/floorpost.ini
@@ -76,4 +89,4 @@ if [ "$fails" -ne 0 ]; then
     echo "install_test: $fails failures"
     exit 1
 fi
-echo "install_test: ok (layout, unit paths, run --check, systemd-analyze verify, config kept, uninstall)"
+echo "install_test: ok (layout, gateway library links alone, unit paths, run --check, systemd-analyze verify, config kept, uninstall)"

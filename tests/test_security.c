@@ -59,9 +59,9 @@ static void s_allow_refused(const char *text, const char *frag1, const char *fra
 TEST(test_allow_parse)
 {
     fp_curve_keypair_t a, b, c;
-    ASSERT_EQ(fp_security_keygen(NULL, &a, s_err, sizeof s_err), 0);
-    ASSERT_EQ(fp_security_keygen("", &b, s_err, sizeof s_err), 0);
-    ASSERT_EQ(fp_security_keygen(NULL, &c, s_err, sizeof s_err), 0);
+    ASSERT_EQ(fp_curve_keygen(NULL, &a, s_err, sizeof s_err), 0);
+    ASSERT_EQ(fp_curve_keygen("", &b, s_err, sizeof s_err), 0);
+    ASSERT_EQ(fp_curve_keygen(NULL, &c, s_err, sizeof s_err), 0);
     ASSERT_EQ(strlen(a.public_z85), 40);
     ASSERT(strcmp(a.public_z85, b.public_z85) != 0);
     char text[1024];
@@ -134,7 +134,7 @@ TEST(test_keygen_files)
     snprintf(keyp, sizeof keyp, "%s.key", base);
     snprintf(pubp, sizeof pubp, "%s.pub", base);
     fp_curve_keypair_t made, loaded, pub;
-    ASSERT_EQ(fp_security_keygen(base, &made, s_err, sizeof s_err), 0);
+    ASSERT_EQ(fp_curve_keygen(base, &made, s_err, sizeof s_err), 0);
     struct stat st;
     ASSERT_EQ(stat(keyp, &st), 0);
     ASSERT_EQ(st.st_mode & 0777, 0600);
@@ -151,41 +151,41 @@ TEST(test_keygen_files)
     ASSERT_EQ(zmq_curve_public(derived, made.secret_z85), 0);
     ASSERT_STREQ(derived, made.public_z85);
 
-    ASSERT_EQ(fp_security_key_load(keyp, true, &loaded, s_err, sizeof s_err), 0);
+    ASSERT_EQ(fp_curve_key_load(keyp, true, &loaded, s_err, sizeof s_err), 0);
     ASSERT_STREQ(loaded.public_z85, made.public_z85);
     ASSERT_STREQ(loaded.secret_z85, made.secret_z85);
-    ASSERT_EQ(fp_security_key_load(pubp, false, &pub, s_err, sizeof s_err), 0);
+    ASSERT_EQ(fp_curve_key_load(pubp, false, &pub, s_err, sizeof s_err), 0);
     ASSERT_STREQ(pub.public_z85, made.public_z85);
     ASSERT_STREQ(pub.secret_z85, "");
     /* a .pub file is not a server key */
-    ASSERT_EQ(fp_security_key_load(pubp, true, &pub, s_err, sizeof s_err), -1);
+    ASSERT_EQ(fp_curve_key_load(pubp, true, &pub, s_err, sizeof s_err), -1);
     ASSERT(strstr(s_err, "server.pub") && strstr(s_err, "secret"));
 
     /* never overwrites a key */
-    ASSERT_EQ(fp_security_keygen(base, NULL, s_err, sizeof s_err), -1);
+    ASSERT_EQ(fp_curve_keygen(base, NULL, s_err, sizeof s_err), -1);
     ASSERT(strstr(s_err, "server.key") && strstr(s_err, "overwrite"));
     ASSERT_STREQ(s_slurp(pubp), expect); /* untouched */
     /* a directory that does not exist */
-    ASSERT_EQ(fp_security_keygen("/nonexistent/dir/k", NULL, s_err, sizeof s_err), -1);
+    ASSERT_EQ(fp_curve_keygen("/nonexistent/dir/k", NULL, s_err, sizeof s_err), -1);
 
     /* bad key files */
     char bad[160];
     s_path(bad, sizeof bad, "bad.key");
     s_write(bad, "public = short\n");
-    ASSERT_EQ(fp_security_key_load(bad, false, &pub, s_err, sizeof s_err), -1);
+    ASSERT_EQ(fp_curve_key_load(bad, false, &pub, s_err, sizeof s_err), -1);
     ASSERT(strstr(s_err, "bad.key:1:") && strstr(s_err, "Z85"));
     s_write(bad, "# comment\nprivate = x\n");
-    ASSERT_EQ(fp_security_key_load(bad, false, &pub, s_err, sizeof s_err), -1);
+    ASSERT_EQ(fp_curve_key_load(bad, false, &pub, s_err, sizeof s_err), -1);
     ASSERT(strstr(s_err, "bad.key:2:") && strstr(s_err, "private"));
     fp_curve_keypair_t other;
-    ASSERT_EQ(fp_security_keygen(NULL, &other, s_err, sizeof s_err), 0);
+    ASSERT_EQ(fp_curve_keygen(NULL, &other, s_err, sizeof s_err), 0);
     snprintf(expect, sizeof expect, "public = %s\nsecret = %s\n", other.public_z85,
              made.secret_z85);
     s_write(bad, expect);
-    ASSERT_EQ(fp_security_key_load(bad, true, &pub, s_err, sizeof s_err), -1);
+    ASSERT_EQ(fp_curve_key_load(bad, true, &pub, s_err, sizeof s_err), -1);
     ASSERT(strstr(s_err, "does not belong"));
     s_write(bad, "\n");
-    ASSERT_EQ(fp_security_key_load(bad, false, &pub, s_err, sizeof s_err), -1);
+    ASSERT_EQ(fp_curve_key_load(bad, false, &pub, s_err, sizeof s_err), -1);
     ASSERT(strstr(s_err, "no 'public"));
 }
 
@@ -203,12 +203,12 @@ static void s_fixture(fixture_t *fx)
     char base[100];
     static int n;
     snprintf(base, sizeof base, "%s/srv%d", s_dir, n++);
-    ASSERT_EQ(fp_security_keygen(base, &fx->server, s_err, sizeof s_err), 0);
+    ASSERT_EQ(fp_curve_keygen(base, &fx->server, s_err, sizeof s_err), 0);
     snprintf(fx->cfg.curve_secret_key_file, sizeof fx->cfg.curve_secret_key_file, "%s.key", base);
     snprintf(fx->allow_path, sizeof fx->allow_path, "%s.allow", base);
     snprintf(fx->cfg.curve_allow_file, sizeof fx->cfg.curve_allow_file, "%s", fx->allow_path);
-    ASSERT_EQ(fp_security_keygen(NULL, &fx->allowed, s_err, sizeof s_err), 0);
-    ASSERT_EQ(fp_security_keygen(NULL, &fx->unknown, s_err, sizeof s_err), 0);
+    ASSERT_EQ(fp_curve_keygen(NULL, &fx->allowed, s_err, sizeof s_err), 0);
+    ASSERT_EQ(fp_curve_keygen(NULL, &fx->unknown, s_err, sizeof s_err), 0);
     char text[128];
     snprintf(text, sizeof text, "%s producer-1\n", fx->allowed.public_z85);
     s_write(fx->allow_path, text);
@@ -240,7 +240,7 @@ static void *s_client(void *ctx, const char *ep, const char *server_z85,
     int linger = 0;
     zmq_setsockopt(c, ZMQ_LINGER, &linger, sizeof linger);
     if (kp)
-        ASSERT_EQ(fp_security_client_socket(c, server_z85, kp), 0);
+        ASSERT_EQ(fp_curve_client_socket(c, server_z85, kp), 0);
     ASSERT_EQ(zmq_connect(c, ep), 0);
     ASSERT_EQ(zmq_send(c, "hello", 5, ZMQ_DONTWAIT), 5);
     return c;
@@ -313,7 +313,7 @@ TEST(test_handler_allows_listed_refuses_unknown)
     ASSERT(!s_delivers(ctx, srv, ep, &fx, NULL, 500));
     /* a client that knows the wrong server key: the handshake fails */
     fp_curve_keypair_t imposter;
-    ASSERT_EQ(fp_security_keygen(NULL, &imposter, s_err, sizeof s_err), 0);
+    ASSERT_EQ(fp_curve_keygen(NULL, &imposter, s_err, sizeof s_err), 0);
     void *c = s_client(ctx, ep, imposter.public_z85, &fx.allowed);
     ASSERT(!s_receives(srv, 500));
     zmq_close(c);
@@ -420,9 +420,9 @@ TEST(test_start_errors_and_plain)
     s = zmq_socket(ctx, ZMQ_PUSH);
     fp_curve_keypair_t bad = fx.allowed;
     bad.secret_z85[3] = '~';
-    ASSERT_EQ(fp_security_client_socket(s, fx.server.public_z85, &bad), -EINVAL);
-    ASSERT_EQ(fp_security_client_socket(s, "short", &fx.allowed), -EINVAL);
-    ASSERT_EQ(fp_security_client_socket(s, fx.server.public_z85, &fx.allowed), 0);
+    ASSERT_EQ(fp_curve_client_socket(s, fx.server.public_z85, &bad), -EINVAL);
+    ASSERT_EQ(fp_curve_client_socket(s, "short", &fx.allowed), -EINVAL);
+    ASSERT_EQ(fp_curve_client_socket(s, fx.server.public_z85, &fx.allowed), 0);
     zmq_close(s);
     zmq_ctx_term(ctx);
 }
