@@ -71,8 +71,8 @@ static const s_option_t s_options[] = {
      "0 (off) or 1..3600000"},
     {"service", "handshake_timeout_ms", OPT_INT, F(handshake_timeout_ms), 0, 3600000, false,
      "0 (off) or 1..3600000"},
-    {"pipeline", "workers", OPT_INT, F(workers), 0, 64, false, "0 (auto) or 1..64"},
-    {"pipeline", "shards", OPT_INT, F(shards), 0, 64, false, "0 (auto) or 1..64"},
+    {"pipeline", "workers", OPT_INT, F(workers), 0, FP_WORKERS_MAX, false, "0 (auto) or 1..64"},
+    {"pipeline", "shards", OPT_INT, F(shards), 0, FP_SHARDS_MAX, false, "0 (auto) or 1..64"},
     {"pipeline", "queue_batches", OPT_INT, F(queue_batches), 1, 100000, false, "1..100000"},
     {"pipeline", "ingest_hwm", OPT_INT, F(ingest_hwm), 1, 1000000, false, "1..1000000"},
     {"pipeline", "max_frame_bytes", OPT_U32, F(max_frame_bytes), 1024, 268435456, false,
@@ -189,8 +189,8 @@ fp_config_resolve(fp_config_t *cfg)
     assert(cfg);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int half = cores >= 2 ? (int)(cores / 2) : 1;
-    if (half > 64)
-        half = 64;              /* the configured maximum */
+    if (half > FP_WORKERS_MAX)
+        half = FP_WORKERS_MAX; /* the configured maximum (FP_SHARDS_MAX is the same) */
     if (cfg->workers == 0)
         cfg->workers = half;
     if (cfg->shards == 0)

@@ -15,6 +15,10 @@
 
 #define FP_ENDPOINT_MAX 256
 #define FP_PATH_MAX 256
+/* The most workers and the most shards (each; the config range 1..64). Bounds
+   the per-stage arrays of pipeline, ingest, worker, shard and metrics. */
+#define FP_WORKERS_MAX 64
+#define FP_SHARDS_MAX 64
 
 typedef struct {
     /* [service] */

@@ -5,6 +5,7 @@
     exists; then both ends close the pipe. Stop: an atomic flag, checked
     between ticks and while a send is retried after a send timeout.
 */
+#include "clock.h"
 #include "demo.h"
 
 #include <assert.h>
@@ -43,13 +44,6 @@ struct demo {
     /* Metric only: written by the thread, read by anyone; relaxed. */
     atomic_uint_fast64_t records;
 };
-
-static int64_t s_clock_ns(clockid_t clock)
-{
-    struct timespec ts;
-    clock_gettime(clock, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static int s_stopping(demo_t *self)
 {
@@ -96,7 +90,7 @@ static void *s_run(void *arg)
        records_per_operation + 2 of them. */
     uint64_t per_op = (uint64_t)self->rate * DEMO_OP_SECONDS / ((uint64_t)self->lines * DEMO_ORDERS_PER_LINE);
     p.records_per_operation = per_op < 10 ? 8 : (uint32_t)(per_op > 1000000 ? 1000000 : per_op - 2);
-    p.epoch = (uint64_t)(s_clock_ns(CLOCK_REALTIME) / 1000000000); /* grows per restart */
+    p.epoch = (uint64_t)(fp_clock_ns(CLOCK_REALTIME) / 1000000000); /* grows per restart */
     uint64_t per_tick = (uint64_t)self->rate * DEMO_TICK_MS / 1000;
     uint64_t burst = per_tick / self->lines;
     p.burst = burst < 1 ? 1 : burst > DEMO_BURST_MAX ? DEMO_BURST_MAX : (uint32_t)burst;
@@ -120,13 +114,13 @@ static void *s_run(void *arg)
     s_report(pipe, 0);
 
     const int64_t tick_ns = (int64_t)DEMO_TICK_MS * 1000000;
-    int64_t next = s_clock_ns(CLOCK_MONOTONIC);
+    int64_t next = fp_clock_ns(CLOCK_MONOTONIC);
     uint64_t owed_milli = 0; /* records owed * 1000, carries the remainder of rate * tick */
     while (rc == 0 && !s_stopping(self)) {
         owed_milli += (uint64_t)self->rate * DEMO_TICK_MS;
         uint64_t n = owed_milli / 1000;
         owed_milli %= 1000;
-        int64_t now = s_clock_ns(CLOCK_REALTIME);
+        int64_t now = fp_clock_ns(CLOCK_REALTIME);
         for (uint64_t i = 0; i < n && rc == 0; i++) {
             uint64_t src, epoch;
             fp_rec_in_t rec;
@@ -141,7 +135,7 @@ static void *s_run(void *arg)
         if (rc == -EAGAIN)
             rc = 0; /* still open: goes with the next tick */
         next += tick_ns;
-        int64_t mono = s_clock_ns(CLOCK_MONOTONIC);
+        int64_t mono = fp_clock_ns(CLOCK_MONOTONIC);
         if (mono - next > 1000000000) /* over 1 s behind (back-pressure): do not catch up */
             next = mono;
         struct timespec ts = {.tv_sec = next / 1000000000, .tv_nsec = next % 1000000000};

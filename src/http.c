@@ -1,4 +1,5 @@
 /*  http.c - /metrics and /healthz with libmicrohttpd. See http.h. */
+#include "clock.h"
 #include "http.h"
 
 #include <arpa/inet.h>
@@ -16,13 +17,6 @@ struct fp_http {
     const fp_metrics_t *metrics; /* read-only here: relaxed atomic loads */
     int64_t max_age_ns;
 };
-
-static int64_t s_mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static enum MHD_Result s_reply(struct MHD_Connection *conn, unsigned code, const char *type,
                                char *body, size_t len, enum MHD_ResponseMemoryMode mode)
@@ -49,7 +43,7 @@ static enum MHD_Result s_handle(void *cls, struct MHD_Connection *conn, const ch
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return s_reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain", "GET only\n", 9,
                        MHD_RESPMEM_PERSISTENT);
-    int64_t now = s_mono_ns();
+    int64_t now = fp_now_ns();
     if (strcmp(url, "/metrics") == 0) {
         size_t len = 0;
         char *text = fp_metrics_prometheus(self->metrics, now, &len);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "clock.h"
 #include "config.h"
 #include "deadletters.h"
 #include "demo.h"
@@ -48,13 +49,6 @@
 const char *malloc_conf = "lg_extent_max_active_fit:10";
 
 #define FP_VERSION "0.1.0"
-
-static int64_t fp_mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static void s_usage(FILE *f)
 {
@@ -244,7 +238,7 @@ static int s_run(int argc, char **argv)
     fp_log(FP_LOG_INFO, "main", "signal received, draining", "signal=%s",
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
     demo_stop(&demo);
-    int64_t t0 = fp_mono_ns();
+    int64_t t0 = fp_now_ns();
     int rc = pipeline_drain(pipe, cfg.drain_timeout_ms);
     char summary[2048];
     fp_metrics_format(metrics, summary, sizeof summary);
@@ -265,7 +259,7 @@ static int s_run(int argc, char **argv)
     zmq_ctx_term(ctx);
     fp_http_stop(&http);
     fp_log(FP_LOG_INFO, "main", "drained", "ms=%lld %s",
-           (long long)((fp_mono_ns() - t0) / 1000000), summary);
+           (long long)((fp_now_ns() - t0) / 1000000), summary);
     fp_metrics_destroy(&metrics);
     return 0;
 }

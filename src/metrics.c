@@ -6,6 +6,8 @@
 */
 #include "metrics.h"
 
+#include "config.h"
+
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -82,7 +84,7 @@ struct fp_metrics {
 
 fp_metrics_t *fp_metrics_new(int workers, int shards)
 {
-    if (workers < 1 || shards < 1 || workers > 64 || shards > 64)
+    if (workers < 1 || shards < 1 || workers > FP_WORKERS_MAX || shards > FP_SHARDS_MAX)
         return NULL;
     fp_metrics_t *self = calloc(1, sizeof *self);
     if (!self)

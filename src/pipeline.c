@@ -25,24 +25,10 @@ struct pipeline {
     void *zmq_ctx;
     void *ctl;       /* PAIR to ingest */
     int nthreads;
-    pthread_t threads[2 + 2 * 64];
-    fp_stage_args_t args[2 + 2 * 64];
+    pthread_t threads[2 + FP_WORKERS_MAX + FP_SHARDS_MAX];
+    fp_stage_args_t args[2 + FP_WORKERS_MAX + FP_SHARDS_MAX];
     int started;
 };
-
-int64_t fp_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-int64_t fp_wall_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 void *fp_stage_socket(void *zmq_ctx, int type, const char *endpoint, int bind, int sndhwm,
                       int rcvhwm, char *err, size_t errlen)
@@ -143,7 +129,7 @@ pipeline_t *pipeline_start(void *zmq_ctx, const fp_config_t *cfg, fp_metrics_t *
                            struct fp_store *store, uint64_t start_round, char *err,
                            size_t errlen)
 {
-    if (cfg->workers < 1 || cfg->shards < 1 || cfg->workers > 64 || cfg->shards > 64) {
+    if (cfg->workers < 1 || cfg->shards < 1 || cfg->workers > FP_WORKERS_MAX || cfg->shards > FP_SHARDS_MAX) {
         snprintf(err, errlen, "workers and shards must be resolved to 1..64");
         return NULL;
     }
@@ -153,7 +139,7 @@ pipeline_t *pipeline_start(void *zmq_ctx, const fp_config_t *cfg, fp_metrics_t *
         return NULL;
     }
     self->zmq_ctx = zmq_ctx;
-    for (int i = 0; i < 2 + 2 * 64; i++)
+    for (int i = 0; i < 2 + FP_WORKERS_MAX + FP_SHARDS_MAX; i++)
         self->args[i] = (fp_stage_args_t){zmq_ctx, cfg, metrics, store, start_round, 0};
 
     void *ready = fp_stage_socket(zmq_ctx, ZMQ_PULL, FP_EP_READY, 1, -1, -1, err, errlen);

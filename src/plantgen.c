@@ -8,6 +8,7 @@
         records_per_operation + 1  OperationCompleted is next
     All names but order numbers are built once in plantgen_new.
 */
+#include "clock.h"
 #include "plantgen.h"
 
 #include <assert.h>
@@ -155,11 +156,8 @@ plantgen_t *plantgen_new(const plantgen_params_t *p)
     self->p = *p;
     self->rng = p->seed;
     self->clock_ns = p->start_time_ns;
-    if (self->clock_ns == 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        self->clock_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-    }
+    if (self->clock_ns == 0)
+        self->clock_ns = fp_wall_ns();
     self->nlines = p->plants * p->lines_per_plant;
     uint32_t nmat = p->operations_per_order * p->materials_per_operation;
     uint32_t nlot = nmat * p->lots_per_material;

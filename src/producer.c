@@ -50,6 +50,7 @@
       - nrecs < batch_records between calls (a full batch is sent at once, or
         the record that filled it is taken back).
 */
+#include "clock.h"
 #include "producer.h"
 
 #include <assert.h>
@@ -122,9 +123,7 @@ struct producer {
 
 static int64_t s_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return fp_now_ns() / 1000000;
 }
 
 /* ---- queues ---- */

@@ -16,6 +16,7 @@
     - Refusals are logged at most once a second; the lines in between are
       counted in the next line's `suppressed`.
 */
+#include "clock.h"
 #include "security.h"
 
 #include <errno.h>
@@ -49,13 +50,6 @@ static _Atomic uint64_t s_refused;
 uint64_t fp_security_refused(void)
 {
     return atomic_load_explicit(&s_refused, memory_order_relaxed);
-}
-
-static int64_t s_mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 
@@ -239,7 +233,7 @@ static bool s_same_file(const struct stat *a, const struct stat *b)
 /* Re-reads the allow file if it changed; at most once a second. */
 static void s_maybe_reload(fp_security_t *self)
 {
-    int64_t now = s_mono_ns();
+    int64_t now = fp_now_ns();
     if (now < self->next_check_ns)
         return;
     self->next_check_ns = now + 1000000000;
@@ -339,7 +333,7 @@ static void s_handle(fp_security_t *self, void *rep)
                user, address);
     } else {
         uint64_t total = atomic_fetch_add_explicit(&s_refused, 1, memory_order_relaxed) + 1;
-        int64_t now = s_mono_ns();
+        int64_t now = fp_now_ns();
         if (now >= self->next_log_ns) {
             fp_log(FP_LOG_WARN, "security", "client refused",
                    "reason=\"%s\" key=%s address=%s refused_total=%llu suppressed=%llu", text, key,
@@ -443,7 +437,7 @@ fp_security_t *fp_security_start(void *zmq_ctx, const fp_config_t *cfg, char *er
     self->allow = fp_allow_load(cfg->curve_allow_file, err, errlen);
     if (!self->allow)
         goto fail;
-    self->next_check_ns = s_mono_ns() + 1000000000;
+    self->next_check_ns = fp_now_ns() + 1000000000;
     if (zmq_curve_keypair(self->internal.public_z85, self->internal.secret_z85) != 0) {
         snprintf(err, errlen, "zmq_curve_keypair: %s", zmq_strerror(zmq_errno()));
         goto fail;

@@ -36,9 +36,9 @@ typedef struct {
     const fp_config_t *cfg;
     fp_metrics_t *metrics;
     int index;
-    void *in[64];
+    void *in[FP_WORKERS_MAX];
     int nin;
-    bool blocked[64];
+    bool blocked[FP_WORKERS_MAX];
     int nblocked;
     uint32_t round_flags;
     fp_barrier_t barrier;
@@ -298,8 +298,8 @@ void *fp_shard_main(void *argp)
     fp_metrics_stage_beat(self->slot, fp_now_ns());
     bool done = false;
     while (!done) {
-        zmq_pollitem_t items[64];
-        int map[64], n = 0;
+        zmq_pollitem_t items[FP_WORKERS_MAX];
+        int map[FP_WORKERS_MAX], n = 0;
         for (int w = 0; w < self->nin; w++)
             if (!self->blocked[w]) {
                 items[n] = (zmq_pollitem_t){self->in[w], 0, ZMQ_POLLIN, 0};

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "clock.h"
 #include "config.h"
 #include "metrics.h"
 #include "record.h"
@@ -110,8 +111,6 @@ void *fp_stage_socket(void *zmq_ctx, int type, const char *endpoint, int bind, i
 void fp_dead_letter(void *sock, uint32_t from, const char *reason, const char *component,
                     const char *fields, const void *bytes, size_t len);
 
-/* CLOCK_MONOTONIC and CLOCK_REALTIME in ns. */
-int64_t fp_now_ns(void);
-int64_t fp_wall_ns(void);
+/* fp_now_ns, fp_wall_ns: clock.h. */
 
 #endif

@@ -26,6 +26,7 @@
 #include <xxhash.h>
 #include <zmq.h>
 
+#include "clock.h"
 #include "plantgen.h"
 #include "producer.h"
 
@@ -124,13 +125,6 @@ static void s_save(saved_t *s, uint64_t source, uint64_t epoch, const fp_rec_in_
     }
 }
 
-static int64_t s_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -188,7 +182,7 @@ int main(int argc, char **argv)
     size_t nring = 0;
     map_t truth = {0};
     uint64_t total = 0, dups = 0, restarts = 0, xs = seed * 0x9E3779B97F4A7C15ull + 1;
-    int64_t t0 = s_now_ns();
+    int64_t t0 = fp_now_ns();
     for (uint64_t i = 0; i < records; i++) {
         uint64_t source, gen_epoch;
         fp_rec_in_t r;
@@ -232,7 +226,7 @@ int main(int argc, char **argv)
         }
         if (rate) {
             int64_t due = t0 + (int64_t)((i + 1) * 1000000000ull / rate);
-            int64_t now = s_now_ns();
+            int64_t now = fp_now_ns();
             if (due > now + 1000000) {
                 producer_flush(p);
                 producer_poll(p, (int)((due - now) / 1000000));
