@@ -41,6 +41,7 @@
 #include "log.h"
 #include "security.h"
 #include "stage.h"
+#include "outbox.h"
 #include "store.h"
 
 /* Rounds held in memory before emit stops reading (commit failing). */
@@ -476,7 +477,7 @@ static int s_commit(emit_t *self, round_t *R)
             fp_codec_checkpoint_set_stream_seq(buf, len, *seq);
             fp_codec_checkpoint_set_global_seq(buf, len, self->global_seq);
             if (txn)
-                rc = fp_store_put_event(txn, self->global_seq, R->round, R->wall_ns, t, tl, buf,
+                rc = fp_outbox_put(txn, self->global_seq, R->round, R->wall_ns, t, tl, buf,
                                         len);
         } else if (!txn) {
             continue;
@@ -678,9 +679,9 @@ static bool s_replay(emit_t *self)
     } else {
         replay_ctx_t rc = {self->replay, &id, from, 0};
         if (self->store) {
-            if (fp_store_oldest_event(self->store, &oldest) != 0)
+            if (fp_outbox_oldest(self->store, &oldest) != 0)
                 oldest = self->global_seq + 1;
-            fp_store_events_from(self->store, from,
+            fp_outbox_read(self->store, from,
                                  max < FP_REPLAY_MAX ? (uint32_t)max : FP_REPLAY_MAX,
                                  s_replay_one, &rc);
         } else {
@@ -801,7 +802,7 @@ void *fp_emit_main(void *argp)
         s_advance(self);
         if (self->store && woke >= self->next_trim) {
             uint64_t deleted = 0;
-            fp_store_trim_events(self->store, fp_wall_ns() - cfg->retention_ms * 1000000, 10000,
+            fp_outbox_trim(self->store, fp_wall_ns() - cfg->retention_ms * 1000000, 10000,
                                  &deleted);
             self->next_trim = woke + 1000000000;
         }
