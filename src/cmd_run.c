@@ -136,6 +136,10 @@ int fp_cmd_run(int argc, char **argv)
                    cfg.state_dir, store ? "cannot read the last round" : err);
             _exit(1);
         }
+        if (fp_store_upgraded_from(store))
+            fp_log(FP_LOG_WARN, "main", "upgraded state from version 1",
+                   "state_dir=%s from=%u to=%u (an older floorpost now refuses it)",
+                   cfg.state_dir, fp_store_upgraded_from(store), FP_STORE_FORMAT_VERSION);
         fp_log(FP_LOG_INFO, "main", "state opened", "state_dir=%s last_round=%llu global_seq=%llu",
                cfg.state_dir, (unsigned long long)last_round, (unsigned long long)last_global);
     } else {

@@ -27,6 +27,7 @@
 #include "codec.h"
 #include "grow.h"
 #include "log.h"
+#include "outbox.h"
 #include "store.h"
 
 /* Per-topic stream_seq: an open-addressing map, topic -> last seq. */
@@ -314,7 +315,7 @@ static int s_commit(fp_commit_t *self, round_t *R)
             fp_codec_checkpoint_set_stream_seq(buf, len, *seq);
             fp_codec_checkpoint_set_global_seq(buf, len, self->global_seq);
             if (txn)
-                rc = fp_store_put_event(txn, self->global_seq, R->round, R->wall_ns, t, tl, buf,
+                rc = fp_outbox_put(txn, self->global_seq, R->round, R->wall_ns, t, tl, buf,
                                         len);
         } else if (!txn) {
             continue;

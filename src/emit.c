@@ -40,6 +40,7 @@
 #include "commit.h"
 #include "log.h"
 #include "stage.h"
+#include "outbox.h"
 #include "store.h"
 
 /* Rounds held in memory before emit stops reading (commit failing). */
@@ -281,7 +282,7 @@ void *fp_emit_main(void *argp)
         s_advance(self);
         if (self->store && woke >= self->next_trim) {
             uint64_t deleted = 0;
-            fp_store_trim_events(self->store, fp_wall_ns() - cfg->retention_ms * 1000000, 10000,
+            fp_outbox_trim(self->store, fp_wall_ns() - cfg->retention_ms * 1000000, 10000,
                                  &deleted);
             self->next_trim = woke + 1000000000;
         }

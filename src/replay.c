@@ -31,6 +31,7 @@
 
 #include "log.h"
 #include "stage.h"
+#include "outbox.h"
 #include "store.h"
 
 /* Most events one REPLAY request returns. */
@@ -114,9 +115,9 @@ static bool s_answer(replay_t *self)
         }
         replay_ctx_t rc = {self->router, &id, from, self->last_global_seq, 0};
         if (self->store) {
-            if (fp_store_oldest_event(self->store, &oldest) != 0)
+            if (fp_outbox_oldest(self->store, &oldest) != 0)
                 oldest = self->last_global_seq + 1;
-            fp_store_events_from(self->store, from,
+            fp_outbox_read(self->store, from,
                                  max < FP_REPLAY_MAX ? (uint32_t)max : FP_REPLAY_MAX,
                                  s_replay_one, &rc);
         } else {

@@ -21,6 +21,7 @@
 #define FP_EP_EMIT "inproc://fp-emit"     /* shards -> emit: fp_emit_hdr_t messages */
 #define FP_EP_DEAD "inproc://fp-dead"     /* ingest, workers -> emit: fp_emit_hdr_t messages */
 #define FP_EP_NOTICE "inproc://fp-notice" /* emit -> outbox readers: fp_notice_t (PUB/SUB) */
+#define FP_EP_READERS "inproc://fp-readers" /* outbox readers -> emit: fp_reader_pos_t (reader.h) */
 #define FP_EP_WORKER "inproc://fp-worker-%d"
 #define FP_EP_SHARD "inproc://fp-shard-%d-%d"
 
@@ -30,6 +31,7 @@
 #define FP_MSG_DL_DRAIN 4u   /* worker -> ingest on FP_EP_ACKS: this worker is done */
 #define FP_MSG_COMMITTED 5u  /* emit -> ingest on FP_EP_ACKS: fp_committed_t */
 #define FP_MSG_NOTICE 6u     /* emit -> outbox readers on FP_EP_NOTICE: fp_notice_t */
+#define FP_MSG_READER_POS 7u /* outbox reader -> emit on FP_EP_READERS: fp_reader_pos_t */
 
 /* Emit -> ingest: every round <= round is durable (or, without a state
    directory, complete): the acks held for those rounds may go out. */

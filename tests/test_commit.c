@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "codec.h"
+#include "outbox.h"
 #include "store.h"
 
 #define NSENDERS 3
@@ -234,7 +235,7 @@ TEST(test_stamping_and_restore)
     ASSERT_EQ(fp_commit_feed_seq(c, B, strlen(B)), 2);
     ASSERT_EQ(fp_commit_global_seq(c), 4);
     uint64_t rounds[8] = {0};
-    ASSERT_EQ(fp_store_events_from(st, 1, 8, s_count_event, rounds), 4);
+    ASSERT_EQ(fp_outbox_read(st, 1, 8, s_count_event, rounds), 4);
     ASSERT_EQ(rounds[1], 1);
     ASSERT_EQ(rounds[3], 1);
     ASSERT_EQ(rounds[4], 2);
@@ -383,7 +384,7 @@ TEST(test_rollback_after_a_full_map)
     /* Room comes back (retention), and the same round commits with the
        seqs it would have had the first time: nothing skipped or doubled. */
     uint64_t deleted = 0;
-    ASSERT_EQ(fp_store_trim_events(st, (int64_t)round, UINT32_MAX, &deleted), 0);
+    ASSERT_EQ(fp_outbox_trim(st, (int64_t)round, UINT32_MAX, &deleted), 0);
     ASSERT(deleted > 0);
     ASSERT_EQ(fp_commit_round(c), 0);
     fp_commit_round_t r;
