@@ -27,6 +27,7 @@
 #include "codec.h"
 #include "grow.h"
 #include "log.h"
+#include "reader.h"
 #include "outbox.h"
 #include "store.h"
 
@@ -80,6 +81,11 @@ struct fp_commit {
     feed_t *feeds;
     size_t nfeeds, cap;
     uint64_t global_seq;   /* last global_seq stamped */
+    struct reader_pos {
+        char name[FP_READER_NAME_MAX + 1];
+        uint64_t position;
+    } *positions;          /* reported, not yet committed */
+    size_t npositions, positions_cap;
 };
 
 
@@ -369,6 +375,19 @@ static int s_commit(fp_commit_t *self, round_t *R)
             f->stored_in = self->commits;
             rc = fp_store_put_feed(txn, f->topic, strlen(f->topic), f->seq);
         }
+        /* The readers' reports, with the round that carries them. A stale
+           or out-of-range report is refused by the outbox without failing
+           the round (outbox.h). */
+        for (size_t i = 0; i < self->npositions && rc == 0; i++) {
+            uint32_t flags = FP_OUTBOX_READER_ENABLED;
+            uint32_t stored = 0;
+            if (fp_outbox_reader(self->store, self->positions[i].name, NULL, &stored) == 0)
+                flags = stored | FP_OUTBOX_READER_ENABLED; /* keeps DETACHED */
+            int prc = fp_outbox_put_reader(txn, self->positions[i].name,
+                                           self->positions[i].position, flags);
+            if (prc != -ERANGE && prc != -EINVAL)
+                rc = prc;
+        }
         if (rc == 0)
             rc = fp_store_set_round(txn, R->round, self->global_seq);
         if (rc == 0)
@@ -376,6 +395,8 @@ static int s_commit(fp_commit_t *self, round_t *R)
     }
     if (txn)
         fp_store_abort(&txn);
+    if (rc == 0)
+        self->npositions = 0; /* committed (kept for a retry otherwise) */
     if (rc != 0) {
         /* Roll back, newest first, so each feed ends at its value before. */
         for (size_t i = ntouched; i-- > 0;)
@@ -441,6 +462,7 @@ void fp_commit_destroy(fp_commit_t **self_p)
     free(self->next_round);
     free(self->touched);
     free(self->keyrefs);
+    free(self->positions);
     free(self);
     *self_p = NULL;
 }
@@ -502,6 +524,28 @@ void fp_commit_publish(fp_commit_t *self, fp_commit_round_t *info)
     memmove(&self->rounds[0], &self->rounds[1], (self->nrounds - 1) * sizeof *self->rounds);
     self->nrounds--;
     self->base++;
+}
+
+int fp_commit_reader_position(fp_commit_t *self, const char *name, uint64_t position)
+{
+    size_t len = strnlen(name, FP_READER_NAME_MAX + 1);
+    if (len < 1 || len > FP_READER_NAME_MAX)
+        return -EINVAL;
+    if (!self->store)
+        return 0;
+    for (size_t i = 0; i < self->npositions; i++)
+        if (strcmp(self->positions[i].name, name) == 0) {
+            if (position > self->positions[i].position)
+                self->positions[i].position = position;
+            return 0;
+        }
+    if (fp_grow(&self->positions, &self->positions_cap, self->npositions + 1,
+                sizeof *self->positions, 8) != 0)
+        return -ENOMEM;
+    struct reader_pos *p = &self->positions[self->npositions++];
+    memcpy(p->name, name, len + 1);
+    p->position = position;
+    return 0;
 }
 
 size_t fp_commit_pending(const fp_commit_t *self)

@@ -107,6 +107,15 @@ int fp_commit_round(fp_commit_t *self);
    NULL) describes it. */
 void fp_commit_publish(fp_commit_t *self, fp_commit_round_t *info);
 
+/* Takes a durable reader's position report (the last global_seq it has
+   finished with; reader.h) to be committed with the next round, in the
+   round's transaction (outbox.h: fp_outbox_put_reader). A later report of
+   the same reader replaces an earlier one not yet committed. A reader the
+   store has detached stays detached (only an operator re-attaches it).
+   Without a store, reports are dropped. 0, -EINVAL for a bad name,
+   -ENOMEM. */
+int fp_commit_reader_position(fp_commit_t *self, const char *name, uint64_t position);
+
 /* Rounds held (filed, complete or not, and not yet released). */
 size_t fp_commit_pending(const fp_commit_t *self);
 

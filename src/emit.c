@@ -21,8 +21,13 @@
       global_seq and asks the replay endpoint, which is served from the
       outbox by its own thread (replay.c), never by this one: a subscriber
       catching up cannot delay a commit or an ack.
-    - Retention: once a second, the outbox's events older than retention_ms
-      are trimmed (store.h).
+    - Durable outbox readers (reader.h) report their positions on
+      FP_EP_READERS; the core commits each with the next round. Once a
+      second: retention trims the outbox's events older than retention_ms,
+      never past an enabled reader's committed position (outbox.h); a reader
+      reader_max_lag_events behind is detached, loudly, so that it never
+      stops commits or acks; one at half that bound is warned about once a
+      minute.
     - Exits when the drain round is committed and published; its last
       notice says DONE so the readers exit too.
 */
@@ -39,6 +44,7 @@
 #include "codec.h"
 #include "commit.h"
 #include "log.h"
+#include "reader.h"
 #include "stage.h"
 #include "outbox.h"
 #include "store.h"
@@ -51,11 +57,12 @@ typedef struct {
     fp_metrics_t *metrics;
     fp_store_t *store;
     fp_commit_t *core;
-    void *in, *dlin, *pub, *dlpub, *acks, *notice;
+    void *in, *dlin, *pub, *dlpub, *acks, *notice, *readers;
     bool stalled;          /* the last commit attempt failed */
     int64_t retry_at;      /* monotonic ns of the next attempt */
     int64_t stalled_since;
     int64_t next_trim;
+    int64_t next_lag_warn; /* readers behind by half their bound: logged once a minute */
     bool done;
     fp_stage_slot_t *slot; /* our gauges (metrics.h) */
     fp_hist_local_t round_hist;
@@ -171,6 +178,66 @@ static void s_notice(emit_t *self, uint64_t round, uint32_t flags)
     zmq_send(self->notice, &n, sizeof n, ZMQ_DONTWAIT);
 }
 
+/* Reads the outbox readers' position reports into the core. */
+static void s_reader_positions(emit_t *self)
+{
+    fp_reader_pos_t m;
+    int got;
+    while ((got = zmq_recv(self->readers, &m, sizeof m, ZMQ_DONTWAIT)) >= 0) {
+        if (got != (int)sizeof m || m.type != FP_MSG_READER_POS)
+            continue; /* our own readers wrote it; be safe */
+        m.name[FP_READER_NAME_MAX] = 0;
+        if (fp_commit_reader_position(self->core, m.name, m.position) == -ENOMEM)
+            fp_log(FP_LOG_ERROR, "emit", "out of memory: a reader position is not kept",
+                   "reader=%s position=%llu", m.name, (unsigned long long)m.position);
+    }
+}
+
+static void s_detached(void *ctx, const char *name, uint64_t position, uint64_t lag)
+{
+    const emit_t *self = ctx;
+    fp_log(FP_LOG_ERROR, "emit",
+           "reader DETACHED: it fell reader_max_lag_events behind; retention no longer waits "
+           "for it and the events it has not read will be trimmed",
+           "reader=%s position=%llu lag_events=%llu reader_max_lag_events=%llu", name,
+           (unsigned long long)position, (unsigned long long)lag,
+           (unsigned long long)self->cfg->reader_max_lag_events);
+}
+
+typedef struct {
+    const emit_t *self;
+    uint64_t last;
+} s_lag_ctx_t;
+
+static int s_warn_lag(void *ctx, const char *name, uint64_t position, uint32_t flags,
+                      int64_t updated_ns)
+{
+    s_lag_ctx_t *c = ctx;
+    if (!(flags & FP_OUTBOX_READER_ENABLED) || (flags & FP_OUTBOX_READER_DETACHED))
+        return 0;
+    uint64_t bound = c->self->cfg->reader_max_lag_events;
+    if (fp_outbox_lag_check(position, c->last, bound) == FP_OUTBOX_LAG_WARN)
+        fp_log(FP_LOG_WARN, "emit", "reader lagging: it will be detached at the bound",
+               "reader=%s position=%llu lag_events=%llu reader_max_lag_events=%llu", name,
+               (unsigned long long)position, (unsigned long long)(c->last - position),
+               (unsigned long long)bound);
+    return 0;
+}
+
+/* Once a second: retention, and the readers' lag against their bound. */
+static void s_housekeeping(emit_t *self, int64_t now)
+{
+    uint64_t deleted = 0;
+    fp_outbox_trim(self->store, fp_wall_ns() - self->cfg->retention_ms * 1000000, 10000,
+                   &deleted);
+    fp_outbox_detach_lagging(self->store, self->cfg->reader_max_lag_events, s_detached, self);
+    if (now >= self->next_lag_warn) {
+        s_lag_ctx_t c = {self, fp_commit_global_seq(self->core)};
+        fp_outbox_each_reader(self->store, s_warn_lag, &c);
+        self->next_lag_warn = now + 60 * (int64_t)1000000000;
+    }
+}
+
 /* Commits and publishes every complete round, oldest first. */
 static void s_advance(emit_t *self)
 {
@@ -239,6 +306,11 @@ void *fp_emit_main(void *argp)
     if (ok)
         ok = (self->notice = fp_stage_socket(args->zmq_ctx, ZMQ_PUB, FP_EP_NOTICE, 1, 1000, -1,
                                              err, sizeof err)) != NULL;
+    /* Position reports from the outbox readers: no HWM, so a reader never
+       blocks on emit (they are a few a second). */
+    if (ok)
+        ok = (self->readers = fp_stage_socket(args->zmq_ctx, ZMQ_PULL, FP_EP_READERS, 1, -1, 0,
+                                              err, sizeof err)) != NULL;
     if (ok)
         ok = (self->pub = fp_stage_server_socket(args->zmq_ctx, ZMQ_PUB, cfg, cfg->publish, err,
                                                  sizeof err)) != NULL;
@@ -257,10 +329,11 @@ void *fp_emit_main(void *argp)
         /* Stop reading (back-pressure) while too many rounds wait for a
            commit that keeps failing. */
         bool reading = fp_commit_pending(self->core) < FP_ROUNDS_MAX;
-        zmq_pollitem_t items[2] = {{self->in, 0, reading ? ZMQ_POLLIN : 0, 0},
-                                   {self->dlin, 0, reading ? ZMQ_POLLIN : 0, 0}};
+        zmq_pollitem_t items[3] = {{self->in, 0, reading ? ZMQ_POLLIN : 0, 0},
+                                   {self->dlin, 0, reading ? ZMQ_POLLIN : 0, 0},
+                                   {self->readers, 0, ZMQ_POLLIN, 0}};
         long timeout = self->stalled ? 100 : 1000;
-        if (zmq_poll(items, 2, timeout) < 0) {
+        if (zmq_poll(items, 3, timeout) < 0) {
             if (zmq_errno() == EINTR)
                 continue;
             break;
@@ -278,12 +351,12 @@ void *fp_emit_main(void *argp)
                 received++;
             }
         }
+        if (items[2].revents & ZMQ_POLLIN)
+            s_reader_positions(self);
         fp_metrics_stage_received(self->slot, received);
         s_advance(self);
         if (self->store && woke >= self->next_trim) {
-            uint64_t deleted = 0;
-            fp_outbox_trim(self->store, fp_wall_ns() - cfg->retention_ms * 1000000, 10000,
-                                 &deleted);
+            s_housekeeping(self, woke);
             self->next_trim = woke + 1000000000;
         }
         /* The drain round is in but cannot be committed: give up after the
@@ -306,7 +379,8 @@ void *fp_emit_main(void *argp)
         s_notice(self, self->core ? fp_commit_next_round(self->core) - 1 : 0, FP_NOTICE_DONE);
     if (self->slot)
         fp_metrics_stage_exit(self->slot);
-    void *socks[] = {self->in, self->dlin, self->pub, self->dlpub, self->acks, self->notice};
+    void *socks[] = {self->in, self->dlin, self->pub, self->dlpub, self->acks, self->notice,
+                     self->readers};
     for (size_t i = 0; i < sizeof socks / sizeof socks[0]; i++)
         if (socks[i])
             zmq_close(socks[i]);

@@ -13,6 +13,7 @@
 
 #include "codec.h"
 #include "outbox.h"
+#include "outbox.h"
 #include "store.h"
 
 #define NSENDERS 3
@@ -481,6 +482,61 @@ TEST(test_bundle)
     free(p);
 }
 
+TEST(test_reader_positions_committed_with_the_round)
+{
+    fp_store_t *st = s_store(4u << 20);
+    pub_t *p = calloc(1, sizeof *p);
+    fp_commit_t *c = s_core(st, 1, p);
+    for (int i = 0; i < 5; i++)
+        s_event(c, 2, "completion/1000/L01", i);
+    s_marks(c, 1);
+    ASSERT_EQ(fp_commit_round(c), 0);
+    fp_commit_publish(c, NULL);
+    /* Reported between rounds: stored only with the next commit. */
+    ASSERT_EQ(fp_commit_reader_position(c, "erp", 2), 0);
+    ASSERT_EQ(fp_commit_reader_position(c, "erp", 4), 0); /* replaces 2 */
+    ASSERT_EQ(fp_commit_reader_position(c, "erp", 3), 0); /* stale: 4 stays */
+    ASSERT_EQ(fp_commit_reader_position(c, "", 3), -EINVAL);
+    ASSERT_EQ(fp_outbox_reader(st, "erp", NULL, NULL), FP_STORE_NOTFOUND);
+    s_marks(c, 2);
+    ASSERT_EQ(fp_commit_round(c), 0);
+    fp_commit_publish(c, NULL);
+    uint64_t pos = 0;
+    uint32_t flags = 0;
+    ASSERT_EQ(fp_outbox_reader(st, "erp", &pos, &flags), 0);
+    ASSERT_EQ(pos, 4);
+    ASSERT(flags & FP_OUTBOX_READER_ENABLED);
+    /* Retention stops at it. */
+    uint64_t deleted = 0;
+    ASSERT_EQ(fp_outbox_trim(st, INT64_MAX, 1000, &deleted), 0);
+    ASSERT_EQ(deleted, 4);
+    /* A report beyond the last committed global_seq is refused without
+       costing the round. */
+    ASSERT_EQ(fp_commit_reader_position(c, "erp", 99), 0);
+    s_event(c, 2, "completion/1000/L01", 9);
+    s_marks(c, 3);
+    ASSERT_EQ(fp_commit_round(c), 0);
+    fp_commit_publish(c, NULL);
+    ASSERT_EQ(fp_outbox_reader(st, "erp", &pos, NULL), 0);
+    ASSERT_EQ(pos, 4);
+    uint64_t lr, lg;
+    ASSERT_EQ(fp_store_last_round(st, &lr, &lg), 0);
+    ASSERT_EQ(lr, 3);
+    /* Detached (far behind a bound of 1): a later report keeps it detached. */
+    ASSERT_EQ(fp_outbox_detach_lagging(st, 1, NULL, NULL), 1);
+    ASSERT_EQ(fp_commit_reader_position(c, "erp", 5), 0);
+    s_marks(c, 4);
+    ASSERT_EQ(fp_commit_round(c), 0);
+    fp_commit_publish(c, NULL);
+    ASSERT_EQ(fp_outbox_reader(st, "erp", &pos, &flags), 0);
+    ASSERT_EQ(pos, 5);
+    ASSERT(flags & FP_OUTBOX_READER_DETACHED);
+    fp_commit_destroy(&c);
+    fp_store_close(&st);
+    s_rmdir();
+    free(p);
+}
+
 int main(void)
 {
     s_codec = fp_codec_new();
@@ -491,6 +547,7 @@ int main(void)
     RUN(test_rollback_after_a_full_map);
     RUN(test_durability_off);
     RUN(test_bundle);
+    RUN(test_reader_positions_committed_with_the_round);
     fp_codec_destroy(&s_codec);
     return 0;
 }
