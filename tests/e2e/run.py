@@ -1103,6 +1103,37 @@ def state_refused_when_foreign_or_damaged():
 
 
 @test
+def state_v1_upgraded_in_place_on_first_start():
+    """A version-1 state (tests/data/state-v1, made by ed73735): a tool refuses
+    it, the first start upgrades it and logs so, the events and dead letters
+    are all still there, and the second start is a plain one."""
+    import gzip
+    fp = Floorpost(instance="v1test", map_size_mb=1)
+    state = os.path.join(fp.dir, "state")
+    os.makedirs(state)
+    v1 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "state-v1",
+                      "data.mdb.gz")
+    with gzip.open(v1, "rb") as f, open(os.path.join(state, "data.mdb"), "wb") as out:
+        out.write(f.read())
+    out = deadletters_cli(fp.config, "list", "--json")
+    assert out.returncode != 0, out.stdout
+    assert "state format version 1: start floorpost once to upgrade it" in out.stderr, out.stderr
+    fp.start()
+    assert "upgraded state from version 1" in fp.log(), fp.log()
+    events, oldest, last = replay_all(CTX, fp.endpoints["replay"])
+    eq([e["global_seq"] for e in events], [1, 2, 3, 4], "every v1 event kept")
+    eq([e["kind"] for e in events], ["completion", "consumption", "completion", "scrap"], "kinds")
+    dls = deadletters_json(fp)
+    eq([(d["dl_seq"], d["reason"]) for d in dls], [(1, "missing_field")], "the v1 dead letter")
+    rc, _ = fp.stop()
+    eq(rc, 0, "first run")
+    fp.start()
+    eq(fp.log().count("upgraded state from version 1"), 1, "the second start does not upgrade")
+    rc, _ = fp.stop()
+    eq(rc, 0, "second run")
+
+
+@test
 def disk_full_stops_acks_and_recovers_by_itself():
     """A 1 MiB LMDB map fills with outbox events: commits fail, nothing is
     acked or published, floorpost says so; the outbox retention (1 s) then
