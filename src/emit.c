@@ -112,11 +112,13 @@ static void s_publish_item(void *ctx, fp_commit_item_t *it)
     emit_t *self = ctx;
     {
         if (it->type == FP_EMIT_EVENT && it->nparts == 2) {
-            const char *t = zmq_msg_data(&it->part[0]);
-            size_t tl = zmq_msg_size(&it->part[0]);
-            fp_metric_t m = tl >= 11 && memcmp(t, "consumption", 11) == 0 ? FP_M_EVENTS_CONSUMPTION
-                            : tl >= 10 && memcmp(t, "completion", 10) == 0 ? FP_M_EVENTS_COMPLETION
-                                                                           : FP_M_EVENTS_SCRAP;
+            /* The kind from the event's own typed field (stamped buffers
+               are 8-byte aligned: see commit.c's s_event_buf). */
+            int kind = fp_codec_checkpoint_kind(zmq_msg_data(&it->part[1]),
+                                                zmq_msg_size(&it->part[1]));
+            fp_metric_t m = kind == FP_CK_CONSUMPTION  ? FP_M_EVENTS_CONSUMPTION
+                            : kind == FP_CK_COMPLETION ? FP_M_EVENTS_COMPLETION
+                                                       : FP_M_EVENTS_SCRAP;
             fp_metrics_add(self->metrics, m, 1);
             zmq_msg_send(&it->part[0], self->pub, ZMQ_SNDMORE);
             zmq_msg_send(&it->part[1], self->pub, 0);
