@@ -341,12 +341,7 @@ static int s_commit(fp_commit_t *self, round_t *R)
             rc = fp_store_put_source(txn, source, zmq_msg_data(&it->part[1]),
                                      zmq_msg_size(&it->part[1]));
         } else if (it->type == FP_EMIT_DEAD && it->nparts == 3) {
-            char reason[64] = "other";
-            size_t tl = zmq_msg_size(&it->part[0]);
-            if (tl > 11 && tl - 11 < sizeof reason) {
-                memcpy(reason, (const char *)zmq_msg_data(&it->part[0]) + 11, tl - 11);
-                reason[tl - 11] = 0;
-            }
+            const char *reason = fp_dl_reason_name((int)it->reason); /* the store's edge */
             uint64_t dl_seq;
             rc = fp_store_put_deadletter(txn, R->wall_ns, reason, zmq_msg_data(&it->part[1]),
                                          zmq_msg_size(&it->part[1]), zmq_msg_data(&it->part[2]),
@@ -492,6 +487,7 @@ void fp_commit_take(fp_commit_t *self, const fp_emit_hdr_t *h, fp_commit_item_t 
         self->next_round[h->from] = h->round + 1;
     } else {
         it.type = h->type;
+        it.reason = h->type == FP_EMIT_DEAD ? h->flags : 0;
         s_file(self, h->from, &it);
     }
 }

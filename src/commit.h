@@ -59,7 +59,8 @@ typedef struct fp_commit fp_commit_t;
 
 /* One message filed under a round: its frames after the header. */
 typedef struct {
-    uint32_t type; /* FP_EMIT_EVENT, FP_EMIT_KEY, FP_EMIT_SOURCE, FP_EMIT_DEAD */
+    uint32_t type;   /* FP_EMIT_EVENT, FP_EMIT_KEY, FP_EMIT_SOURCE, FP_EMIT_DEAD */
+    uint32_t reason; /* FP_EMIT_DEAD: fp_dl_reason_t (the header's flags) */
     int nparts;
     zmq_msg_t part[3];
 } fp_commit_item_t;

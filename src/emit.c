@@ -70,8 +70,9 @@ typedef struct {
 
 /* One logfmt line for a dead letter, with the business keys of its JSON
    detail (our own JSON, but the strings in it come from producers: every
-   value is quoted and escaped). */
-static void s_log_dead_letter(const char *reason, const char *json, size_t len)
+   value is quoted and escaped). The detail is parsed back for this line
+   only, and only when the log admits it (rate-limited per component). */
+static void s_log_dead_letter(int reason, const char *json, size_t len)
 {
     char keys[768], q[160];
     size_t n = 0;
@@ -102,9 +103,8 @@ static void s_log_dead_letter(const char *reason, const char *json, size_t len)
         snprintf(keys, sizeof keys, " detail=%s", q);
     }
     json_decref(d);
-    fp_log_admitted(FP_LOG_WARN, "emit", "dead letter", "reason=%s%s", reason, keys);
+    fp_log_admitted(FP_LOG_WARN, "emit", "dead letter", "reason=%s%s", fp_dl_reason_name(reason), keys);
 }
-
 
 /* Publishes one committed (or, without a state directory, stamped) item. */
 static void s_publish_item(void *ctx, fp_commit_item_t *it)
@@ -123,15 +123,9 @@ static void s_publish_item(void *ctx, fp_commit_item_t *it)
             zmq_msg_send(&it->part[0], self->pub, ZMQ_SNDMORE);
             zmq_msg_send(&it->part[1], self->pub, 0);
         } else if (it->type == FP_EMIT_DEAD && it->nparts == 3) {
-            char reason[64] = "other";
-            size_t tl = zmq_msg_size(&it->part[0]);
-            if (tl > 11 && tl - 11 < sizeof reason) {
-                memcpy(reason, (const char *)zmq_msg_data(&it->part[0]) + 11, tl - 11);
-                reason[tl - 11] = 0;
-            }
-            fp_metrics_dead_letter(self->metrics, reason);
+            fp_metrics_dead_letter(self->metrics, (int)it->reason);
             if (fp_log_admit(FP_LOG_WARN, "emit"))
-                s_log_dead_letter(reason, zmq_msg_data(&it->part[1]),
+                s_log_dead_letter((int)it->reason, zmq_msg_data(&it->part[1]),
                                   zmq_msg_size(&it->part[1]));
             zmq_msg_send(&it->part[0], self->dlpub, ZMQ_SNDMORE);
             zmq_msg_send(&it->part[1], self->dlpub, ZMQ_SNDMORE);

@@ -130,19 +130,18 @@ uint64_t fp_metrics_get(const fp_metrics_t *self, fp_metric_t m)
     return atomic_load_explicit(&((fp_metrics_t *)self)->c[m], RLX);
 }
 
-static size_t s_reason_index(const char *reason)
+static size_t s_reason_index(int reason)
 {
-    int r = fp_dl_reason_parse(reason, strlen(reason));
-    return r >= 0 ? (size_t)r : (size_t)FP_DL_other;
+    return reason >= 0 && reason < FP_DL_COUNT ? (size_t)reason : (size_t)FP_DL_other;
 }
 
-void fp_metrics_dead_letter(fp_metrics_t *self, const char *reason)
+void fp_metrics_dead_letter(fp_metrics_t *self, int reason)
 {
     atomic_fetch_add_explicit(&self->dl[s_reason_index(reason)], 1, RLX);
     atomic_fetch_add_explicit(&self->c[FP_M_DEAD_LETTERS], 1, RLX);
 }
 
-uint64_t fp_metrics_dead_letters(const fp_metrics_t *self, const char *reason)
+uint64_t fp_metrics_dead_letters(const fp_metrics_t *self, int reason)
 {
     return atomic_load_explicit(&((fp_metrics_t *)self)->dl[s_reason_index(reason)], RLX);
 }

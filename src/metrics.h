@@ -93,9 +93,10 @@ void fp_metrics_destroy(fp_metrics_t **self_p);
 void fp_metrics_add(fp_metrics_t *self, fp_metric_t m, uint64_t n);
 uint64_t fp_metrics_get(const fp_metrics_t *self, fp_metric_t m);
 
-/* Counts one dead letter by reason (unknown reasons count as "other"). */
-void fp_metrics_dead_letter(fp_metrics_t *self, const char *reason);
-uint64_t fp_metrics_dead_letters(const fp_metrics_t *self, const char *reason);
+/* Counts one dead letter by reason (fp_dl_reason_t; out of range counts as
+   FP_DL_other). */
+void fp_metrics_dead_letter(fp_metrics_t *self, int reason);
+uint64_t fp_metrics_dead_letters(const fp_metrics_t *self, int reason);
 
 /* Writes every counter as logfmt (name=value ...) into buf; returns length. */
 size_t fp_metrics_format(const fp_metrics_t *self, char *buf, size_t cap);

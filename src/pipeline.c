@@ -10,6 +10,7 @@
 */
 #include "pipeline.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -104,7 +105,11 @@ void fp_dead_letter(void *sock, uint32_t from, const char *reason, const char *c
                       component, fields && *fields ? "," : "", fields ? fields : "");
     if (jn >= (int)sizeof json)
         jn = (int)sizeof json - 1;
-    fp_emit_hdr_t h = {.type = FP_EMIT_DEAD, .from = from};
+    /* The reason travels as the enum in the header (a typo in our own code
+       is caught here, not silently counted as "other" downstream). */
+    int r = fp_dl_reason_parse(reason, strlen(reason));
+    assert(r >= 0);
+    fp_emit_hdr_t h = {.type = FP_EMIT_DEAD, .from = from, .flags = (uint32_t)r};
     zmq_send(sock, &h, sizeof h, ZMQ_SNDMORE);
     zmq_send(sock, topic, (size_t)tn, ZMQ_SNDMORE);
     zmq_send(sock, json, (size_t)jn, ZMQ_SNDMORE);

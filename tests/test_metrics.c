@@ -64,11 +64,15 @@ TEST(test_counters)
     fp_metrics_add(m, FP_M_EVENTS_CONSUMPTION, 2);
     fp_metrics_add(m, FP_M_EVENTS_COMPLETION, 5);
     fp_metrics_add(m, FP_M_EVENTS_LATE, 1);
-    fp_metrics_dead_letter(m, "malformed");
-    fp_metrics_dead_letter(m, "malformed");
-    fp_metrics_dead_letter(m, "no such reason");
-    ASSERT_EQ(fp_metrics_dead_letters(m, "malformed"), 2);
-    ASSERT_EQ(fp_metrics_dead_letters(m, "other"), 1);
+    fp_metrics_dead_letter(m, FP_DL_malformed);
+    fp_metrics_dead_letter(m, FP_DL_malformed);
+    fp_metrics_dead_letter(m, FP_DL_COUNT + 5); /* out of range: other */
+    ASSERT_EQ(fp_metrics_dead_letters(m, FP_DL_malformed), 2);
+    ASSERT_EQ(fp_metrics_dead_letters(m, FP_DL_other), 1);
+    /* The names are the edge: parsed back exactly, an unknown one refused. */
+    ASSERT_EQ(fp_dl_reason_parse("stale_epoch", 11), FP_DL_stale_epoch);
+    ASSERT_EQ(fp_dl_reason_parse("stale_epochs", 12), -1);
+    ASSERT_STREQ(fp_dl_reason_name(FP_DL_too_old), "too_old");
     ASSERT_EQ(fp_metrics_get(m, FP_M_DEAD_LETTERS), 3);
 
     char *t = s_text(m, 1);
