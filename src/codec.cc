@@ -691,11 +691,8 @@ void s_json::string(const char *str, size_t len)
 
 static const char *s_kind_name(int kind)
 {
-    switch (kind) {
-    case FP_CK_CONSUMPTION: return "consumption";
-    case FP_CK_COMPLETION: return "completion";
-    default: return "scrap";
-    }
+    const char *n = fp_ck_kind_name(kind);
+    return n ? n : "scrap"; /* encode refuses other kinds; decode maps the Body */
 }
 
 int fp_codec_checkpoint_to_json(const void *buf, size_t len, char *out, size_t cap)

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "domain.h"
 #include "record.h"
 
 #ifdef __cplusplus
@@ -105,44 +106,7 @@ int fp_codec_ack_decode(const void *buf, size_t len, fp_ack_t *ack);
 
 /* ---- Checkpoints ---- */
 
-enum {
-    FP_CK_CONSUMPTION = 1,
-    FP_CK_COMPLETION = 2,
-    FP_CK_SCRAP = 3,
-};
-
-#define FP_LINEAGE_MAX 8
-
-typedef struct {
-    uint64_t source_id, epoch, first_seq, last_seq;
-} fp_seq_range_t;
-
-/* A checkpoint in C form. Strings are NUL-terminated; NULL encodes as absent
-   (decode returns "" for absent). */
-typedef struct {
-    int kind; /* FP_CK_* */
-    const char *event_id;
-    uint64_t stream_seq;
-    uint64_t global_seq; /* per instance across topics, gap-free; set by emit */
-    uint64_t checkpoint_no;
-    const char *instance;
-    const char *plant, *line, *order, *operation;
-    int64_t first_time_ns, last_time_ns; /* ns since Unix epoch, UTC */
-    uint64_t record_count;
-    fp_seq_range_t lineage[FP_LINEAGE_MAX];
-    uint32_t nlineage;
-    bool lineage_truncated;
-    bool late;
-    /* FP_CK_CONSUMPTION */
-    const char *material, *lot, *unit;
-    int64_t quantity; /* thousandths of unit */
-    /* FP_CK_COMPLETION */
-    int64_t yield, scrap; /* parts */
-    bool final;
-    /* FP_CK_SCRAP */
-    const char *reason;
-    int64_t parts;
-} fp_checkpoint_t;
+/* Kinds, sequence ranges and the checkpoint view (fp_checkpoint_t): domain.h. */
 
 /* Encodes a Checkpoint. stream_seq is always stored (even 0) so that
    fp_codec_checkpoint_set_stream_seq can patch it in place later. Lifetime of

@@ -14,10 +14,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define X(name) #name,
-static const char *s_reasons[] = {FP_DL_REASONS(X)};
-#undef X
-#define FP_DL_COUNT (sizeof s_reasons / sizeof s_reasons[0])
 
 static const char *s_names[FP_M_COUNT] = {
     "frames_in", "bytes_in", "batches_ok", "records_in", "records_accepted",
@@ -134,10 +130,8 @@ uint64_t fp_metrics_get(const fp_metrics_t *self, fp_metric_t m)
 
 static size_t s_reason_index(const char *reason)
 {
-    for (size_t i = 0; i < FP_DL_COUNT; i++)
-        if (strcmp(s_reasons[i], reason) == 0)
-            return i;
-    return FP_DL_COUNT - 1; /* "other" */
+    int r = fp_dl_reason_parse(reason, strlen(reason));
+    return r >= 0 ? (size_t)r : (size_t)FP_DL_other;
 }
 
 void fp_metrics_dead_letter(fp_metrics_t *self, const char *reason)
@@ -157,10 +151,10 @@ size_t fp_metrics_format(const fp_metrics_t *self, char *buf, size_t cap)
     for (int i = 0; i < FP_M_COUNT && n < cap; i++)
         n += (size_t)snprintf(buf + n, cap - n, "%s%s=%llu", n ? " " : "", s_names[i],
                               (unsigned long long)fp_metrics_get(self, (fp_metric_t)i));
-    for (size_t i = 0; i < FP_DL_COUNT && n < cap; i++) {
+    for (size_t i = 0; i < (size_t)FP_DL_COUNT && n < cap; i++) {
         uint64_t v = atomic_load_explicit(&((fp_metrics_t *)self)->dl[i], RLX);
         if (v)
-            n += (size_t)snprintf(buf + n, cap - n, " dead_letter_%s=%llu", s_reasons[i],
+            n += (size_t)snprintf(buf + n, cap - n, " dead_letter_%s=%llu", fp_dl_reason_name((int)i),
                                   (unsigned long long)v);
     }
     return n < cap ? n : cap - 1;
@@ -403,7 +397,6 @@ static void s_hist(s_buf_t *b, const fp_metrics_t *self, fp_hist_t which, const 
     s_put(b, "%s_count %llu\n", name, (unsigned long long)count);
 }
 
-static const char *s_kinds[3] = {"consumption", "completion", "scrap"};
 
 char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *len)
 {
@@ -435,14 +428,14 @@ char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *le
               s_ld(&c[FP_M_ROUNDS]));
 
     s_head(&b, "floorpost_dead_letters_total", "counter", "Dead letters published, by reason.");
-    for (size_t i = 0; i < FP_DL_COUNT; i++)
-        s_put(&b, "floorpost_dead_letters_total{reason=\"%s\"} %llu\n", s_reasons[i],
+    for (size_t i = 0; i < (size_t)FP_DL_COUNT; i++)
+        s_put(&b, "floorpost_dead_letters_total{reason=\"%s\"} %llu\n", fp_dl_reason_name((int)i),
               (unsigned long long)s_ld(&self->dl[i]));
 
     s_head(&b, "floorpost_events_published_total", "counter", "Checkpoints published, by kind.");
     const fp_metric_t ev[3] = {FP_M_EVENTS_CONSUMPTION, FP_M_EVENTS_COMPLETION, FP_M_EVENTS_SCRAP};
     for (int k = 0; k < 3; k++)
-        s_put(&b, "floorpost_events_published_total{kind=\"%s\"} %llu\n", s_kinds[k],
+        s_put(&b, "floorpost_events_published_total{kind=\"%s\"} %llu\n", fp_ck_kind_name(k + 1),
               (unsigned long long)s_ld(&c[ev[k]]));
     s_counter(&b, "floorpost_late_corrections_total",
               "Checkpoints published with late = true (records after the operation completed).",
@@ -500,12 +493,12 @@ char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *le
            "Quantity summed but not yet published, by kind (consumption: thousandths of unit, "
            "all units added; completion: yield parts; scrap: parts).");
     for (int k = 0; k < 3; k++)
-        s_put(&b, "floorpost_pending_quantity{kind=\"%s\"} %lld\n", s_kinds[k],
+        s_put(&b, "floorpost_pending_quantity{kind=\"%s\"} %lld\n", fp_ck_kind_name(k + 1),
               (long long)pqty[k]);
     s_head(&b, "floorpost_pending_records", "gauge",
            "Records summed but not yet published, by kind.");
     for (int k = 0; k < 3; k++)
-        s_put(&b, "floorpost_pending_records{kind=\"%s\"} %llu\n", s_kinds[k],
+        s_put(&b, "floorpost_pending_records{kind=\"%s\"} %llu\n", fp_ck_kind_name(k + 1),
               (unsigned long long)precs[k]);
 
     /* Sources. */

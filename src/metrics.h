@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "domain.h"
+
 typedef enum {
     FP_M_FRAMES_IN = 0,    /* telemetry frames received by ingest */
     FP_M_BYTES_IN,         /* their bytes */
@@ -46,12 +48,7 @@ typedef enum {
     FP_M_COUNT
 } fp_metric_t;
 
-/* Dead-letter reasons, stable strings (metric labels and dead-letter topics). */
-#define FP_DL_REASONS(X)                                                         \
-    X(truncated) X(oversized) X(wrong_identifier) X(malformed) X(missing_field) \
-    X(unsupported_version) X(too_many_strings) X(bad_envelope) X(unknown_kind)  \
-    X(bad_string_index) X(too_old) X(stale_epoch) X(too_many_sources)           \
-    X(overflow) X(too_many_keys) X(invalid_record) X(no_memory) X(string_too_long) X(other)
+/* Dead-letter reasons (FP_DL_REASONS, fp_dl_reason_t): domain.h. */
 
 /* At most this many sources appear in /metrics (split evenly across the
    workers), so a plant with many gateways cannot blow up a scrape. */

@@ -60,11 +60,6 @@ typedef struct {
     fp_hist_local_t delay;      /* publish delay, merged into metrics per round */
 } shard_t;
 
-static const char *s_kind_name(int kind)
-{
-    return kind == FP_CK_CONSUMPTION ? "consumption" : kind == FP_CK_COMPLETION ? "completion"
-                                                                                : "scrap";
-}
 
 /* Sends the bundle, if anything is in it. */
 static void s_bundle_flush(shard_t *self)
@@ -120,7 +115,7 @@ static void s_emit(void *ctx, const fp_checkpoint_t *ck)
     /* "kind/plant/line", joined by hand: snprintf's format parsing showed
        in profiles at one call per checkpoint. */
     char topic[512];
-    const char *part[3] = {s_kind_name(ck->kind), ck->plant, ck->line ? ck->line : ""};
+    const char *part[3] = {fp_ck_kind_name(ck->kind), ck->plant, ck->line ? ck->line : ""};
     size_t tn = 0;
     for (int i = 0; i < 3; i++) {
         size_t l = strlen(part[i]), room = sizeof topic - 1 - tn; /* tn < sizeof topic */

@@ -46,9 +46,7 @@ int fp_tail_format_human(const char *topic, size_t topic_len, const void *buf, s
     if (fp_codec_checkpoint_decode(buf, len, &ck) != FP_CODEC_OK)
         return snprintf(out, cap, "%.*s  (undecodable, %zu bytes)", (int)topic_len, topic, len);
     int n = snprintf(out, cap, "%-11s %s/%s  order %s op %s  ",
-                     ck.kind == FP_CK_CONSUMPTION ? "consumption"
-                     : ck.kind == FP_CK_COMPLETION ? "completion"
-                                                   : "scrap",
+                     fp_ck_kind_name(ck.kind) ? fp_ck_kind_name(ck.kind) : "?",
                      ck.plant, ck.line, ck.order, ck.operation);
     if (n < 0 || (size_t)n >= cap)
         return n;
