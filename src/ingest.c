@@ -1,27 +1,35 @@
-/*  ingest.c - the ingest stage: producers' frames in, barriers out.
+/*  ingest.c - the ingest stage: the inputs' frames in, barriers out.
 
     DESIGN
-    - Owns the producer-facing sockets: a ROUTER (acked producers; acks go
-      back to the sending connection) and a PULL (fire-and-forget), both with
-      ZMQ_MAXMSGSIZE = max_frame_bytes, so libzmq refuses an oversized frame
-      at its length header, before allocating it, and drops that connection.
+    - Talks to producers only through inputs (input.h): each input owns its
+      connections and protocol and yields frames (format, source_id, ack
+      token, payload); today the one input is ZeroMQ ROUTER + PULL with
+      FlatBuffers batches (input_zmq.c). Inputs run on this thread; ingest
+      polls their items together with its own sockets.
     - Routes each frame to worker hash(source_id) % N, so one source's dedup
-      state lives in one worker. Reading source_id is an O(1) bounds-checked
-      peek (fp_codec_batch_peek_source); the worker verifies the whole frame.
-      A frame whose source cannot be read (peek returns 0) goes to the
+      state lives in one worker. The input reads source_id cheaply (for
+      ZeroMQ an O(1) bounds-checked peek); the worker decodes and verifies
+      the whole frame. A frame whose source cannot be read (0) goes to the
       worker of source 0, which dead-letters it with the precise reason.
-    - The payload moves zero-copy (zmq_msg_move) from producer socket to
-      worker pipe.
+    - The payload moves zero-copy (zmq_msg_move) from the input's socket to
+      the worker pipe; the meta ahead of it (input index, format, token) is
+      8 + toklen bytes.
     - Back-pressure: worker pipes have HWM queue_batches. When a worker's
-      pipe is full, ingest holds that one frame and stops reading producers
+      pipe is full, ingest holds that one frame and stops reading inputs
       until the pipe has room; the producers' own pipes (ingest_hwm) and then
       TCP fill up and slow the producers down. Nothing accepted is dropped.
-      Acks (workers -> ingest) have no HWM so a worker never blocks on them:
-      that keeps the ingest <-> worker loop free of deadlock.
+      Verdicts (workers -> ingest) have no HWM so a worker never blocks on
+      them: that keeps the ingest <-> worker loop free of deadlock.
+    - A worker returns a neutral verdict (verdict.h) for every frame that
+      has a token. Ingest holds it until emit reports its round committed,
+      then hands it to the frame's input (cb_ack), which encodes the
+      acknowledgement in its own protocol: a producer hears "accepted" only
+      for what a crash cannot take back.
     - Every round_interval_ms it sends a barrier to every worker (behind the
       frames before it); when posting_interval_ms has passed the barrier
-      carries FP_BARRIER_FLUSH. On "DRAIN" from main: stop reading producers,
-      send the DRAIN barrier, forward the workers' last acks, exit.
+      carries FP_BARRIER_FLUSH. On "DRAIN" from main: take what the inputs
+      already queued, cb_drain, send the DRAIN barrier, acknowledge the
+      workers' last verdicts once committed, exit.
 */
 #include <assert.h>
 #include <errno.h>
@@ -318,9 +326,8 @@ void *fp_ingest_main(void *argp)
         return NULL;
     }
     fp_stage_ready(self->zmq_ctx, "ingest", 0, NULL);
-    fp_log(FP_LOG_INFO, "ingest", "listening", "router=%s pull=%s workers=%d",
-           cfg->ingest_router[0] ? cfg->ingest_router : "off",
-           cfg->ingest_pull[0] ? cfg->ingest_pull : "off", self->nworkers);
+    fp_log(FP_LOG_INFO, "ingest", "running", "inputs=%d workers=%d", self->ninputs,
+           self->nworkers);
 
     int64_t round_ns = cfg->round_interval_ms * 1000000;
     int64_t post_ns = cfg->posting_interval_ms * 1000000;

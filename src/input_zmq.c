@@ -30,6 +30,7 @@
 
 #include "codec.h"
 #include "input.h"
+#include "log.h"
 #include "security.h"
 #include "stage.h"
 
@@ -107,6 +108,9 @@ static int s_init(const fp_input_env_t *env, void **self_p, char *err, size_t er
         s_destroy(&me);
         return -EINVAL;
     }
+    fp_log(FP_LOG_INFO, "ingest", "listening", "input=zmq router=%s pull=%s",
+           cfg->ingest_router[0] ? cfg->ingest_router : "off",
+           cfg->ingest_pull[0] ? cfg->ingest_pull : "off");
     *self_p = self;
     return 0;
 }

@@ -3,16 +3,25 @@
     DESIGN
     - Owns one dedup_t: the state of every source routed to it (ingest
       routes by hash(source_id) % N, so no source is shared).
-    - Per frame: verify (codec), dedup per record, validate the record,
-      route it to shard hash(plant, order, operation) % M. Strings are hashed
-      once per batch, not per record. Each shard gets one batch message per
-      input frame (records + a copy of the frame's string table).
+    - Per frame: decode by the meta's format (today FP_FORMAT_FB_BATCH:
+      verify with the codec), dedup per record, check the record with the
+      one record check (record_check.h; every input's records pass it here,
+      once), route it to shard hash(plant, order, operation) % M. Strings
+      are hashed once per batch, not per record. Each shard gets one batch
+      message per input frame (records + a copy of the frame's string
+      table).
     - Exactly-once bookkeeping: every unique (source, epoch, seq) goes either
       to exactly one shard or to the dead-letter output; duplicates go
       nowhere. An invalid record is still marked seen, so its resend is a
       duplicate, not a second dead letter.
-    - Sends to shards block at their HWM (back-pressure to ingest); acks go
-      to ingest on a pipe without HWM, so this thread never waits on ingest.
+    - The answer to a frame is a neutral verdict (verdict.h: accepted with
+      the acked seq, or rejected with a fp_dl_reason_t), sent to ingest with
+      the frame's ack token and this round, only when the frame has a
+      token. The worker speaks no input's protocol: the input encodes the
+      acknowledgement (input.h).
+    - Sends to shards block at their HWM (back-pressure to ingest); verdicts
+      go to ingest on a pipe without HWM, so this thread never waits on
+      ingest.
     - Barriers are forwarded to every shard behind the batches before them.
 */
 #include <assert.h>
