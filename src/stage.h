@@ -30,7 +30,6 @@
 #define FP_MSG_FRAME 3u
 #define FP_MSG_DL_DRAIN 4u   /* worker -> ingest on FP_EP_ACKS: this worker is done */
 #define FP_MSG_COMMITTED 5u  /* emit -> ingest on FP_EP_ACKS: fp_committed_t */
-#define FP_MSG_VERDICT 6u    /* worker -> ingest on FP_EP_ACKS: fp_verdict_msg_t */
 
 /* Emit -> ingest: every round <= round is durable (or, without a state
    directory, complete): the acks held for those rounds may go out. */
@@ -89,7 +88,8 @@ typedef struct {
 /* Worker -> ingest on FP_EP_ACKS: the verdict on one frame whose meta had a
    token, one message of offsetof(fp_verdict_msg_t, token) + toklen bytes.
    Ingest holds it until verdict.round is committed, then calls the input's
-   cb_ack with the verdict and the token. */
+   cb_ack with the verdict and the token. (Type 8: main has 6 and 7.) */
+#define FP_MSG_VERDICT 8u
 typedef struct {
     uint32_t type;    /* FP_MSG_VERDICT */
     uint8_t input;    /* as in the frame's meta */
