@@ -223,6 +223,20 @@ TEST(test_router_frame_and_ack)
     /* No token: nothing to acknowledge. */
     ASSERT(fp_input_zmq.cb_ack(r.in, &v, token, 0) < 0);
 
+    /* Drain closes the PULL (fire-and-forget) and keeps the ROUTER: the
+       last verdicts are still acknowledged. */
+    fp_input_zmq.cb_drain(r.in);
+    ASSERT_EQ(fp_input_zmq.cb_poll(r.in, items, FP_INPUT_POLL_MAX), 1);
+    v = (fp_verdict_t){.source_id = 42, .epoch = 3, .acked_seq = 9, .batch_last_seq = 9,
+                       .status = FP_VERDICT_ACCEPTED};
+    ASSERT_EQ(fp_input_zmq.cb_ack(r.in, &v, token, 4), 0);
+    zmq_msg_init(&m);
+    s_recv_timeout(dealer, &m, 5000);
+    ASSERT_EQ(fp_codec_ack_decode(zmq_msg_data(&m), zmq_msg_size(&m), &a), FP_CODEC_OK);
+    ASSERT_EQ(a.acked_seq, 9);
+    ASSERT_EQ(a.status, 0);
+    zmq_msg_close(&m);
+
     fp_codec_destroy(&codec);
     zmq_close(dealer);
     rig_stop(&r);
