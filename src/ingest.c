@@ -326,7 +326,7 @@ void *fp_ingest_main(void *argp)
         return NULL;
     }
     fp_stage_ready(self->zmq_ctx, "ingest", 0, NULL);
-    fp_log(FP_LOG_INFO, "ingest", "running", "inputs=%d workers=%d", self->ninputs,
+    fp_log(FP_LOG_INFO, "ingest", "inputs started", "inputs=%d workers=%d", self->ninputs,
            self->nworkers);
 
     int64_t round_ns = cfg->round_interval_ms * 1000000;
