@@ -90,6 +90,7 @@
 #include <xxhash.h>
 
 #include "intern.h"
+#include "record_check.h"
 #include "route.h"
 #include "varint.h"
 
@@ -1062,23 +1063,6 @@ static void s_apply(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
     }
 }
 
-typedef uint16_t s_u16x8_t __attribute__((vector_size(16)));
-typedef uint64_t s_u64x2_t __attribute__((vector_size(16)));
-_Static_assert(FP_STR_FIELDS == 9 && offsetof(fp_record_t, str) + 16 <= sizeof(fp_record_t),
-               "s_strs_ok reads str[0..7] as one vector");
-
-/* Whether every string index of r is within the batch's ns strings: one
-   vector compare for str[0..7] (GCC vector extensions: SSE2 on x86-64,
-   scalar code elsewhere). */
-static inline bool s_strs_ok(const fp_record_t *r, uint32_t ns)
-{
-    s_u16x8_t v, lim = {0};
-    memcpy(&v, r->str, sizeof v);
-    lim += (uint16_t)ns; /* ns <= FP_BATCH_STRINGS_MAX: fits */
-    s_u64x2_t over = (s_u64x2_t)(v > lim);
-    return ((over[0] | over[1]) == 0) & (r->str[8] <= ns);
-}
-
 /* Pass 0 (once per batch): the string indices the records use, in
    self->used. Two sweeps with no search and no validation: stamp every
    index of every record (mark covers any uint16_t, so even an index beyond
@@ -1145,7 +1129,9 @@ static void s_prepare(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r
     p->kind = 0;
     p->has_child = false;
     p->refuse = "invalid_record";
-    if (r->kind < FP_KIND_PART_COUNT || r->kind > FP_KIND_MAX || !s_strs_ok(r, b->nstrings))
+    /* The worker's fp_record_check passed every record we are given (it is
+       the one record check); this guards only what pass 1 indexes with. */
+    if (!fp_record_in_range(r, b->nstrings))
         return;
     const uint32_t *map = self->map;
     uint32_t plant = map[r->str[FP_STR_PLANT]], order = map[r->str[FP_STR_ORDER]],

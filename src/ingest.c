@@ -1,49 +1,77 @@
-/*  ingest.c - the ingest stage: producers' frames in, barriers out.
+/*  ingest.c - the ingest stage: the inputs' frames in, barriers out.
 
     DESIGN
-    - Owns the producer-facing sockets: a ROUTER (acked producers; acks go
-      back to the sending connection) and a PULL (fire-and-forget), both with
-      ZMQ_MAXMSGSIZE = max_frame_bytes, so libzmq refuses an oversized frame
-      at its length header, before allocating it, and drops that connection.
+    - Talks to producers only through inputs (input.h): each input owns its
+      connections and protocol and yields frames (format, source_id, ack
+      token, payload); today the one input is ZeroMQ ROUTER + PULL with
+      FlatBuffers batches (input_zmq.c). Inputs run on this thread; ingest
+      polls their items together with its own sockets.
     - Routes each frame to worker hash(source_id) % N, so one source's dedup
-      state lives in one worker. Reading source_id is an O(1) bounds-checked
-      peek (fp_codec_batch_peek_source); the worker verifies the whole frame.
-      A frame whose source cannot be read (peek returns 0) goes to the
+      state lives in one worker. The input reads source_id cheaply (for
+      ZeroMQ an O(1) bounds-checked peek); the worker decodes and verifies
+      the whole frame. A frame whose source cannot be read (0) goes to the
       worker of source 0, which dead-letters it with the precise reason.
-    - The payload moves zero-copy (zmq_msg_move) from producer socket to
-      worker pipe.
+    - The payload moves zero-copy (zmq_msg_move) from the input's socket to
+      the worker pipe; the meta ahead of it (input index, format, token) is
+      8 + toklen bytes.
     - Back-pressure: worker pipes have HWM queue_batches. When a worker's
-      pipe is full, ingest holds that one frame and stops reading producers
+      pipe is full, ingest holds that one frame and stops reading inputs
       until the pipe has room; the producers' own pipes (ingest_hwm) and then
       TCP fill up and slow the producers down. Nothing accepted is dropped.
-      Acks (workers -> ingest) have no HWM so a worker never blocks on them:
-      that keeps the ingest <-> worker loop free of deadlock.
+      Verdicts (workers -> ingest) have no HWM so a worker never blocks on
+      them: that keeps the ingest <-> worker loop free of deadlock.
+    - A worker returns a neutral verdict (verdict.h) for every frame that
+      has a token. Ingest holds it until emit reports its round committed,
+      then hands it to the frame's input (cb_ack), which encodes the
+      acknowledgement in its own protocol: a producer hears "accepted" only
+      for what a crash cannot take back.
     - Every round_interval_ms it sends a barrier to every worker (behind the
       frames before it); when posting_interval_ms has passed the barrier
-      carries FP_BARRIER_FLUSH. On "DRAIN" from main: stop reading producers,
-      send the DRAIN barrier, forward the workers' last acks, exit.
+      carries FP_BARRIER_FLUSH. On "DRAIN" from main: take what the inputs
+      already queued, cb_drain, send the DRAIN barrier, acknowledge the
+      workers' last verdicts once committed, exit.
 */
+#include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
 #include <zmq.h>
 
-#include "codec.h"
+#include "input.h"
 #include "log.h"
 #include "route.h"
-#include "security.h"
 #include "stage.h"
+
+/* The input types ingest starts; each decides from the config whether it
+   runs (input.h). The index in this table is not the input's index in
+   fp_frame_meta_t: that is its place among the running ones. */
+static const fp_input_plugin_t *const s_plugins[] = {&fp_input_zmq};
+
+#define S_INPUTS_MAX 8
+#define S_POLL_MAX (S_INPUTS_MAX * FP_INPUT_POLL_MAX)
+
+typedef struct {
+    const fp_input_plugin_t *plugin;
+    void *self;
+} s_input_t;
 
 typedef struct {
     void *zmq_ctx;
     const fp_config_t *cfg;
     fp_metrics_t *metrics;
-    void *ctl, *router, *pull, *acks, *dl;
+    void *ctl, *acks, *dl;
     void *workers[64];
     int nworkers;
+    s_input_t inputs[S_INPUTS_MAX];
+    int ninputs;
+    /* The inputs' poll items of this loop turn: item i is input
+       item_input[i]'s item item_which[i]. */
+    zmq_pollitem_t items[S_POLL_MAX];
+    uint8_t item_input[S_POLL_MAX];
+    uint8_t item_which[S_POLL_MAX];
+    int nitems;
     /* A frame waiting for room in worker `held_w`'s pipe. */
     bool held;
     int held_w;
@@ -51,32 +79,31 @@ typedef struct {
     zmq_msg_t held_payload;
     uint64_t round;                 /* last barrier injected */
     uint64_t committed;             /* last round emit reported committed */
-    /* Acks wait here until their round is committed (durable): a producer
-       is told "accepted" only for what a crash cannot take back. Bounded by
+    /* Verdicts wait here until their round is committed (durable): a
+       producer is told "accepted" only for what a crash cannot take back.
+       Each is the worker's fp_verdict_msg_t, kept as received. Bounded by
        the batches in flight over about two rounds. */
     struct held_ack {
         uint64_t round;
-        zmq_msg_t id, ack;
+        zmq_msg_t msg;
     } *acks_held;
     size_t nacks_held, acks_cap;
     fp_stage_slot_t *slot;          /* our gauges (metrics.h) */
     fp_stage_slot_t *wslot[64];     /* each worker's: we count what we queue for it */
 } ingest_t;
 
-static int s_worker_of(ingest_t *self, const void *data, size_t len)
+static size_t s_meta_len(const fp_frame_meta_t *m)
 {
-    if (self->nworkers == 1)
-        return 0;
-    uint64_t source = fp_codec_batch_peek_source(data, len);
-    return (int)fp_route_worker(source, (uint32_t)self->nworkers);
+    return offsetof(fp_frame_meta_t, token) + m->toklen;
 }
 
-/* Tries to hand the held frame to its worker without blocking. */
-static bool s_try_send_held(ingest_t *self)
+/* Sends the held frame to its worker, blocking at its HWM if must. Returns
+   false (nothing sent) when !block and the pipe is full. */
+static bool s_send_held(ingest_t *self, bool block)
 {
     void *w = self->workers[self->held_w];
-    size_t metalen = offsetof(fp_frame_meta_t, id) + self->held_meta.idlen;
-    if (zmq_send(w, &self->held_meta, metalen, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+    if (zmq_send(w, &self->held_meta, s_meta_len(&self->held_meta),
+                 ZMQ_SNDMORE | (block ? 0 : ZMQ_DONTWAIT)) < 0)
         return false; /* EAGAIN: the pipe is full */
     /* Once the first part is queued the rest of the message follows it. */
     zmq_msg_send(&self->held_payload, w, 0);
@@ -85,65 +112,52 @@ static bool s_try_send_held(ingest_t *self)
     return true;
 }
 
-static void s_drop_rest(void *sock)
+/* Tries to hand the held frame to its worker without blocking. */
+static bool s_try_send_held(ingest_t *self)
 {
-    int more = 0;
-    size_t sz = sizeof more;
-    zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz);
-    while (more) {
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        zmq_msg_recv(&m, sock, 0);
-        more = zmq_msg_more(&m);
-        zmq_msg_close(&m);
-    }
+    return s_send_held(self, false);
 }
 
-/* Reads one producer message into held_meta/held_payload. Returns true when
-   a frame is held and ready to route. */
-static bool s_read_producer(ingest_t *self, void *sock, bool routed)
+/* Reads one frame from poll item `item` into held_meta/held_payload.
+   Returns true when a frame is held and ready to route. The payload moves
+   from the input's socket into held_payload and on into the worker pipe:
+   no copy. The token is written straight into the meta that is sent. */
+static bool s_read_input(ingest_t *self, int item)
 {
-    self->held_meta.type = FP_MSG_FRAME;
-    self->held_meta.idlen = 0;
-    if (routed) {
-        zmq_msg_t id;
-        zmq_msg_init(&id);
-        if (zmq_msg_recv(&id, sock, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&id);
-            return false;
-        }
-        size_t n = zmq_msg_size(&id);
-        if (n > sizeof self->held_meta.id)
-            n = sizeof self->held_meta.id;
-        memcpy(self->held_meta.id, zmq_msg_data(&id), n);
-        self->held_meta.idlen = (uint32_t)n;
-        bool more = zmq_msg_more(&id);
-        zmq_msg_close(&id);
-        if (!more)
-            return false;
-    }
+    int in = self->item_input[item];
+    const s_input_t *input = &self->inputs[in];
     zmq_msg_init(&self->held_payload);
-    if (zmq_msg_recv(&self->held_payload, sock, ZMQ_DONTWAIT) < 0) {
+    fp_input_frame_t f = {.token = self->held_meta.token, .payload = &self->held_payload};
+    if (input->plugin->cb_read(input->self, self->item_which[item], &f) != 1) {
         zmq_msg_close(&self->held_payload);
         return false;
     }
-    size_t len = zmq_msg_size(&self->held_payload);
-    fp_metrics_add(self->metrics, FP_M_FRAMES_IN, 1);
-    fp_metrics_add(self->metrics, FP_M_BYTES_IN, len);
-    if (zmq_msg_more(&self->held_payload)) {
-        /* A telemetry message is exactly one frame. */
-        s_drop_rest(sock);
-        size_t keep = len < 4096 ? len : 4096;
-        char fields[96];
-        snprintf(fields, sizeof fields, "\"detail\":\"more than one payload frame\",\"bytes\":%zu", len);
-        fp_dead_letter(self->dl, 0, "bad_envelope", "ingest", fields,
-                       zmq_msg_data(&self->held_payload), keep);
-        zmq_msg_close(&self->held_payload);
-        return false;
-    }
-    self->held_w = s_worker_of(self, zmq_msg_data(&self->held_payload), len);
+    assert(f.toklen <= FP_INPUT_TOKEN_MAX && f.format >= 1 && f.format <= FP_FORMAT_MAX);
+    self->held_meta.type = FP_MSG_FRAME;
+    self->held_meta.input = (uint8_t)in;
+    self->held_meta.format = f.format;
+    self->held_meta.toklen = (uint16_t)f.toklen;
+    self->held_w = self->nworkers == 1
+                       ? 0
+                       : (int)fp_route_worker(f.source_id, (uint32_t)self->nworkers);
     self->held = true;
     return true;
+}
+
+/* Collects every input's poll items into self->items. */
+static void s_gather_items(ingest_t *self)
+{
+    self->nitems = 0;
+    for (int i = 0; i < self->ninputs; i++) {
+        s_input_t *in = &self->inputs[i];
+        int n = in->plugin->cb_poll(in->self, self->items + self->nitems, FP_INPUT_POLL_MAX);
+        assert(n >= 0 && n <= FP_INPUT_POLL_MAX);
+        for (int k = 0; k < n; k++) {
+            self->item_input[self->nitems + k] = (uint8_t)i;
+            self->item_which[self->nitems + k] = (uint8_t)k;
+        }
+        self->nitems += n;
+    }
 }
 
 static void s_send_barrier(ingest_t *self, uint32_t flags)
@@ -157,17 +171,17 @@ static void s_send_barrier(ingest_t *self, uint32_t flags)
     fp_emit_mark(self->dl, 0, &b);
 }
 
-static void s_send_ack(ingest_t *self, zmq_msg_t *id, zmq_msg_t *ack)
+/* Hands one verdict (an fp_verdict_msg_t, checked by s_forward_ack) to its
+   input to acknowledge, and closes it. */
+static void s_send_ack(ingest_t *self, zmq_msg_t *msg)
 {
-    if (self->router) {
-        /* ROUTER drops what it cannot route (peer gone): the producer will
-           resend and dedup makes that harmless. */
-        zmq_msg_send(id, self->router, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_msg_send(ack, self->router, ZMQ_DONTWAIT);
+    const fp_verdict_msg_t *m = zmq_msg_data(msg);
+    const s_input_t *in = &self->inputs[m->input];
+    fp_verdict_t v;
+    memcpy(&v, &m->verdict, sizeof v); /* the message need not be aligned */
+    if (in->plugin->cb_ack(in->self, &v, m->token, m->toklen) == 0)
         fp_metrics_add(self->metrics, FP_M_ACKS, 1);
-    }
-    zmq_msg_close(id);
-    zmq_msg_close(ack);
+    zmq_msg_close(msg);
 }
 
 /* Sends every held ack whose round is committed, keeping the others in order. */
@@ -177,108 +191,78 @@ static void s_release_acks(ingest_t *self)
     for (size_t i = 0; i < self->nacks_held; i++) {
         struct held_ack *h = &self->acks_held[i];
         if (h->round <= self->committed)
-            s_send_ack(self, &h->id, &h->ack);
+            s_send_ack(self, &h->msg);
         else
             self->acks_held[k++] = *h;
     }
     self->nacks_held = k;
 }
 
-/* Forwards one ack (or counts a worker's final marker). */
+/* Forwards one verdict (or takes emit's COMMITTED, or counts a worker's
+   final marker). */
 static void s_forward_ack(ingest_t *self, int *drained)
 {
-    zmq_msg_t a, b;
+    zmq_msg_t a;
     zmq_msg_init(&a);
     if (zmq_msg_recv(&a, self->acks, ZMQ_DONTWAIT) < 0) {
         zmq_msg_close(&a);
         return;
     }
     fp_metrics_stage_received(self->slot, 1);
-    if (!zmq_msg_more(&a)) {
-        uint32_t type = 0;
-        if (zmq_msg_size(&a) >= sizeof type)
-            memcpy(&type, zmq_msg_data(&a), sizeof type);
-        if (type == FP_MSG_COMMITTED && zmq_msg_size(&a) == sizeof(fp_committed_t)) {
-            fp_committed_t c;
-            memcpy(&c, zmq_msg_data(&a), sizeof c);
-            if (c.round > self->committed)
-                self->committed = c.round;
-            s_release_acks(self);
-        } else {
-            (*drained)++; /* FP_MSG_DL_DRAIN marker: that worker is done */
-        }
+    size_t n = zmq_msg_size(&a);
+    uint32_t type = 0;
+    if (n >= sizeof type)
+        memcpy(&type, zmq_msg_data(&a), sizeof type);
+    if (type == FP_MSG_COMMITTED && n == sizeof(fp_committed_t)) {
+        fp_committed_t c;
+        memcpy(&c, zmq_msg_data(&a), sizeof c);
+        if (c.round > self->committed)
+            self->committed = c.round;
+        s_release_acks(self);
         zmq_msg_close(&a);
         return;
     }
-    /* [identity][Ack][u64 round of the batch] from a worker. */
-    zmq_msg_init(&b);
-    zmq_msg_recv(&b, self->acks, 0);
-    uint64_t round = UINT64_MAX;
-    if (zmq_msg_more(&b)) {
-        zmq_msg_t r;
-        zmq_msg_init(&r);
-        zmq_msg_recv(&r, self->acks, 0);
-        if (zmq_msg_size(&r) == sizeof round)
-            memcpy(&round, zmq_msg_data(&r), sizeof round);
-        zmq_msg_close(&r);
+    if (type != FP_MSG_VERDICT) {
+        (*drained)++; /* FP_MSG_DL_DRAIN marker: that worker is done */
+        zmq_msg_close(&a);
+        return;
     }
+    /* From our own worker: a bug if it does not fit. */
+    fp_verdict_msg_t head;
+    assert(n >= offsetof(fp_verdict_msg_t, token));
+    memcpy(&head, zmq_msg_data(&a), offsetof(fp_verdict_msg_t, token));
+    assert(head.input < self->ninputs && head.toklen >= 1 &&
+           n == offsetof(fp_verdict_msg_t, token) + head.toklen);
+    uint64_t round = head.verdict.round;
     if (round <= self->committed) {
-        s_send_ack(self, &a, &b);
+        s_send_ack(self, &a);
         return;
     }
     if (self->nacks_held == self->acks_cap) {
         size_t ncap = self->acks_cap ? self->acks_cap * 2 : 256;
-        struct held_ack *n = realloc(self->acks_held, ncap * sizeof *n);
-        if (!n) {
+        struct held_ack *h = realloc(self->acks_held, ncap * sizeof *h);
+        if (!h) {
             /* No memory to hold it: drop the ack; the producer resends the
                batch and dedup makes that harmless. */
             zmq_msg_close(&a);
-            zmq_msg_close(&b);
             return;
         }
-        self->acks_held = n;
+        self->acks_held = h;
         self->acks_cap = ncap;
     }
     struct held_ack *h = &self->acks_held[self->nacks_held++];
     h->round = round;
-    zmq_msg_init(&h->id);
-    zmq_msg_init(&h->ack);
-    zmq_msg_move(&h->id, &a);
-    zmq_msg_move(&h->ack, &b);
+    zmq_msg_init(&h->msg);
+    zmq_msg_move(&h->msg, &a);
     zmq_msg_close(&a);
-    zmq_msg_close(&b);
-}
-
-/* A producer-facing socket: frame size limit, receive HWM, heartbeats,
-   handshake timeout, CURVE when configured (security.h), bound. */
-static void *s_producer_socket(ingest_t *self, int type, const char *ep, char *err, size_t errlen)
-{
-    void *s = zmq_socket(self->zmq_ctx, type);
-    if (!s) {
-        snprintf(err, errlen, "zmq_socket: %s", zmq_strerror(zmq_errno()));
-        return NULL;
-    }
-    int64_t maxsize = (int64_t)self->cfg->max_frame_bytes;
-    int hwm = self->cfg->ingest_hwm, linger = 1000;
-    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
-    zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
-    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    /* Heartbeats, handshake timeout and, when configured, CURVE + ZAP. */
-    int rc = fp_security_server_socket(s, self->cfg, err, errlen);
-    if (rc == 0 && (rc = zmq_bind(s, ep)) != 0)
-        snprintf(err, errlen, "bind %s: %s", ep, zmq_strerror(zmq_errno()));
-    if (rc != 0) {
-        linger = 0;
-        zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-        zmq_close(s);
-        return NULL;
-    }
-    return s;
 }
 
 static void s_close_all(ingest_t *self)
 {
-    void **socks[] = {&self->ctl, &self->router, &self->pull, &self->acks, &self->dl};
+    for (int i = 0; i < self->ninputs; i++)
+        self->inputs[i].plugin->cb_destroy(&self->inputs[i].self);
+    self->ninputs = 0;
+    void **socks[] = {&self->ctl, &self->acks, &self->dl};
     for (size_t i = 0; i < sizeof socks / sizeof socks[0]; i++)
         if (*socks[i]) {
             zmq_close(*socks[i]);
@@ -287,6 +271,23 @@ static void s_close_all(ingest_t *self)
     for (int w = 0; w < self->nworkers; w++)
         if (self->workers[w])
             zmq_close(self->workers[w]);
+}
+
+/* Starts every configured input. false with err on the first failure. */
+static bool s_start_inputs(ingest_t *self, char *err, size_t errlen)
+{
+    fp_input_env_t env = {.zmq_ctx = self->zmq_ctx, .cfg = self->cfg, .metrics = self->metrics,
+                          .dl = self->dl};
+    for (size_t p = 0; p < sizeof s_plugins / sizeof s_plugins[0]; p++) {
+        void *in = NULL;
+        if (s_plugins[p]->cb_init(&env, &in, err, errlen) != 0)
+            return false;
+        if (!in)
+            continue;
+        assert(self->ninputs < S_INPUTS_MAX);
+        self->inputs[self->ninputs++] = (s_input_t){s_plugins[p], in};
+    }
+    return true;
 }
 
 void *fp_ingest_main(void *argp)
@@ -316,12 +317,8 @@ void *fp_ingest_main(void *argp)
                                            err, sizeof err);
         ok = self->workers[w] != NULL;
     }
-    if (ok && cfg->ingest_router[0])
-        ok = (self->router = s_producer_socket(self, ZMQ_ROUTER, cfg->ingest_router, err,
-                                               sizeof err)) != NULL;
-    if (ok && cfg->ingest_pull[0])
-        ok = (self->pull = s_producer_socket(self, ZMQ_PULL, cfg->ingest_pull, err, sizeof err)) !=
-             NULL;
+    if (ok)
+        ok = s_start_inputs(self, err, sizeof err);
     if (!ok) {
         fp_stage_ready(self->zmq_ctx, "ingest", -1, err);
         fp_metrics_stage_exit(self->slot);
@@ -329,9 +326,8 @@ void *fp_ingest_main(void *argp)
         return NULL;
     }
     fp_stage_ready(self->zmq_ctx, "ingest", 0, NULL);
-    fp_log(FP_LOG_INFO, "ingest", "listening", "router=%s pull=%s workers=%d",
-           cfg->ingest_router[0] ? cfg->ingest_router : "off",
-           cfg->ingest_pull[0] ? cfg->ingest_pull : "off", self->nworkers);
+    fp_log(FP_LOG_INFO, "ingest", "inputs started", "inputs=%d workers=%d", self->ninputs,
+           self->nworkers);
 
     int64_t round_ns = cfg->round_interval_ms * 1000000;
     int64_t post_ns = cfg->posting_interval_ms * 1000000;
@@ -339,23 +335,19 @@ void *fp_ingest_main(void *argp)
     bool draining = false;
     int drained = 0;
     while (!draining) {
-        zmq_pollitem_t items[5];
+        zmq_pollitem_t items[3 + S_POLL_MAX];
         int n = 0;
         items[n++] = (zmq_pollitem_t){self->ctl, 0, ZMQ_POLLIN, 0};
         items[n++] = (zmq_pollitem_t){self->acks, 0, ZMQ_POLLIN, 0};
-        int ir = -1, ip = -1, iw = -1;
+        int iw = -1, i0 = n;
         if (self->held) {
             iw = n;
             items[n++] = (zmq_pollitem_t){self->workers[self->held_w], 0, ZMQ_POLLOUT, 0};
+            self->nitems = 0;
         } else {
-            if (self->router) {
-                ir = n;
-                items[n++] = (zmq_pollitem_t){self->router, 0, ZMQ_POLLIN, 0};
-            }
-            if (self->pull) {
-                ip = n;
-                items[n++] = (zmq_pollitem_t){self->pull, 0, ZMQ_POLLIN, 0};
-            }
+            s_gather_items(self);
+            memcpy(items + n, self->items, (size_t)self->nitems * sizeof items[0]);
+            n += self->nitems;
         }
         int64_t wait = (next_round - fp_now_ns()) / 1000000;
         if (zmq_poll(items, n, wait > 0 ? wait : 0) < 0 && zmq_errno() == ETERM)
@@ -376,12 +368,13 @@ void *fp_ingest_main(void *argp)
         }
         if (iw >= 0 && (items[iw].revents & ZMQ_POLLOUT))
             s_try_send_held(self);
+        /* Up to 64 frames: each turn takes the first ready item (in the
+           inputs' order) that yields one. */
         for (int k = 0; k < 64 && !self->held; k++) {
             bool got = false;
-            if (ir >= 0 && (items[ir].revents & ZMQ_POLLIN))
-                got = s_read_producer(self, self->router, true);
-            if (!got && ip >= 0 && (items[ip].revents & ZMQ_POLLIN))
-                got = s_read_producer(self, self->pull, false);
+            for (int i = 0; !got && i < self->nitems; i++)
+                if (items[i0 + i].revents & ZMQ_POLLIN)
+                    got = s_read_input(self, i);
             if (!got)
                 break;
             if (!s_try_send_held(self))
@@ -395,13 +388,8 @@ void *fp_ingest_main(void *argp)
                 next_post = now + post_ns;
             }
             /* The held frame goes first: a barrier never overtakes data. */
-            if (self->held) {
-                fp_metrics_stage_sent(self->wslot[self->held_w], 1);
-                zmq_send(self->workers[self->held_w], &self->held_meta,
-                         offsetof(fp_frame_meta_t, id) + self->held_meta.idlen, ZMQ_SNDMORE);
-                zmq_msg_send(&self->held_payload, self->workers[self->held_w], 0);
-                self->held = false;
-            }
+            if (self->held)
+                s_send_held(self, true);
             s_send_barrier(self, flags);
             next_round = now + round_ns;
         }
@@ -410,27 +398,22 @@ void *fp_ingest_main(void *argp)
     /* Drain: the held frame, then what producers already queued (bounded:
        a producer that keeps sending cannot hold the drain up), then the
        drain barrier behind everything. */
+    s_gather_items(self);
     for (int k = 0; k < 100000; k++) {
-        if (self->held) {
-            fp_metrics_stage_sent(self->wslot[self->held_w], 1);
-            zmq_send(self->workers[self->held_w], &self->held_meta,
-                     offsetof(fp_frame_meta_t, id) + self->held_meta.idlen, ZMQ_SNDMORE);
-            zmq_msg_send(&self->held_payload, self->workers[self->held_w], 0);
-            self->held = false;
-        }
-        bool got = self->router && s_read_producer(self, self->router, true);
-        if (!got)
-            got = self->pull && s_read_producer(self, self->pull, false);
+        if (self->held)
+            s_send_held(self, true);
+        bool got = false;
+        for (int i = 0; !got && i < self->nitems; i++)
+            got = s_read_input(self, i);
         if (!got)
             break;
     }
     fp_log(FP_LOG_INFO, "ingest", "draining", "rounds=%llu", (unsigned long long)self->round);
-    if (self->pull) {
-        zmq_close(self->pull);
-        self->pull = NULL;
-    }
+    for (int i = 0; i < self->ninputs; i++)
+        if (self->inputs[i].plugin->cb_drain)
+            self->inputs[i].plugin->cb_drain(self->inputs[i].self);
     s_send_barrier(self, FP_BARRIER_FLUSH | FP_BARRIER_DRAIN);
-    /* The workers' last acks, then emit's word that the drain round is
+    /* The workers' last verdicts, then emit's word that the drain round is
        committed: only then do the held acks go out. Bounded: a commit that
        cannot happen (disk full) leaves them unsent, and the producers resend
        to the next run. */
@@ -442,10 +425,8 @@ void *fp_ingest_main(void *argp)
         if (one.revents & ZMQ_POLLIN)
             s_forward_ack(self, &drained);
     }
-    for (size_t i = 0; i < self->nacks_held; i++) {
-        zmq_msg_close(&self->acks_held[i].id);
-        zmq_msg_close(&self->acks_held[i].ack);
-    }
+    for (size_t i = 0; i < self->nacks_held; i++)
+        zmq_msg_close(&self->acks_held[i].msg);
     free(self->acks_held);
     fp_metrics_stage_exit(self->slot);
     s_close_all(self);

@@ -11,13 +11,15 @@
 
 #include "clock.h"
 #include "config.h"
+#include "input.h"
 #include "metrics.h"
 #include "record.h"
+#include "verdict.h"
 
 /* Inproc endpoints. Workers are bound by index w, shard pipes by (s, w). */
 #define FP_EP_CTL "inproc://fp-ctl"       /* main -> ingest: "DRAIN" */
 #define FP_EP_READY "inproc://fp-ready"   /* stages -> main: start-up result */
-#define FP_EP_ACKS "inproc://fp-acks"     /* workers -> ingest: [identity][Ack] */
+#define FP_EP_ACKS "inproc://fp-acks"     /* workers -> ingest: fp_verdict_msg_t */
 #define FP_EP_EMIT "inproc://fp-emit"     /* shards -> emit: fp_emit_hdr_t messages */
 #define FP_EP_DEAD "inproc://fp-dead"     /* ingest, workers -> emit: fp_emit_hdr_t messages */
 #define FP_EP_NOTICE "inproc://fp-notice" /* emit -> outbox readers: fp_notice_t (PUB/SUB) */
@@ -26,7 +28,8 @@
 #define FP_EP_SHARD "inproc://fp-shard-%d-%d"
 
 /* Ingest -> worker: a telemetry frame travels as two frames: fp_frame_meta_t
-   (who sent it) and the payload, moved zero-copy from the producer's socket. */
+   (which input, format, ack token) and the payload, moved zero-copy from
+   the input's socket. */
 #define FP_MSG_FRAME 3u
 #define FP_MSG_DL_DRAIN 4u   /* worker -> ingest on FP_EP_ACKS: this worker is done */
 #define FP_MSG_COMMITTED 5u  /* emit -> ingest on FP_EP_ACKS: fp_committed_t */
@@ -96,11 +99,30 @@ size_t fp_dead_letter_keys(char *fields, size_t n, size_t cap, const fp_record_t
 /* Sends a MARK of barrier b from sender slot `from`. */
 void fp_emit_mark(void *sock, uint32_t from, const fp_barrier_t *b);
 
+/* Ingest -> worker, first part of FP_MSG_FRAME: which input the frame came
+   from, how it is encoded and its ack token (input.h), sent with only
+   offsetof(fp_frame_meta_t, token) + toklen bytes. */
 typedef struct {
-    uint32_t type;   /* FP_MSG_FRAME */
-    uint32_t idlen;  /* 0: fire-and-forget (PULL); else ROUTER identity length */
-    uint8_t id[256]; /* ROUTER identity of the producer connection */
+    uint32_t type;    /* FP_MSG_FRAME */
+    uint8_t input;    /* index of the input in ingest's table */
+    uint8_t format;   /* fp_format_t (input.h) */
+    uint16_t toklen;  /* 0: no acknowledgement wanted (fire-and-forget) */
+    uint8_t token[FP_INPUT_TOKEN_MAX]; /* opaque, the input's; carried back untouched */
 } fp_frame_meta_t;
+
+/* Worker -> ingest on FP_EP_ACKS: the verdict on one frame whose meta had a
+   token, one message of offsetof(fp_verdict_msg_t, token) + toklen bytes.
+   Ingest holds it until verdict.round is committed, then calls the input's
+   cb_ack with the verdict and the token. (Type 8: main has 6 and 7.) */
+#define FP_MSG_VERDICT 8u
+typedef struct {
+    uint32_t type;    /* FP_MSG_VERDICT */
+    uint8_t input;    /* as in the frame's meta */
+    uint8_t pad;
+    uint16_t toklen;  /* as in the frame's meta, >= 1 */
+    fp_verdict_t verdict;
+    uint8_t token[FP_INPUT_TOKEN_MAX];
+} fp_verdict_msg_t;
 
 struct fp_store;
 

@@ -3,18 +3,28 @@
     DESIGN
     - Owns one dedup_t: the state of every source routed to it (ingest
       routes by hash(source_id) % N, so no source is shared).
-    - Per frame: verify (codec), dedup per record, validate the record,
-      route it to shard hash(plant, order, operation) % M. Strings are hashed
-      once per batch, not per record. Each shard gets one batch message per
-      input frame (records + a copy of the frame's string table).
+    - Per frame: decode by the meta's format (today FP_FORMAT_FB_BATCH:
+      verify with the codec), dedup per record, check the record with the
+      one record check (record_check.h; every input's records pass it here,
+      once), route it to shard hash(plant, order, operation) % M. Strings
+      are hashed once per batch, not per record. Each shard gets one batch
+      message per input frame (records + a copy of the frame's string
+      table).
     - Exactly-once bookkeeping: every unique (source, epoch, seq) goes either
       to exactly one shard or to the dead-letter output; duplicates go
       nowhere. An invalid record is still marked seen, so its resend is a
       duplicate, not a second dead letter.
-    - Sends to shards block at their HWM (back-pressure to ingest); acks go
-      to ingest on a pipe without HWM, so this thread never waits on ingest.
+    - The answer to a frame is a neutral verdict (verdict.h: accepted with
+      the acked seq, or rejected with a fp_dl_reason_t), sent to ingest with
+      the frame's ack token and this round, only when the frame has a
+      token. The worker speaks no input's protocol: the input encodes the
+      acknowledgement (input.h).
+    - Sends to shards block at their HWM (back-pressure to ingest); verdicts
+      go to ingest on a pipe without HWM, so this thread never waits on
+      ingest.
     - Barriers are forwarded to every shard behind the batches before them.
 */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -27,6 +37,7 @@
 #include "codec.h"
 #include "dedup.h"
 #include "log.h"
+#include "record_check.h"
 #include "route.h"
 #include "stage.h"
 #include "store.h"
@@ -75,21 +86,40 @@ static int s_grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
-static void s_ack(worker_t *self, const fp_frame_meta_t *meta, uint64_t source, uint64_t epoch,
-                  uint64_t acked, uint64_t last, int status, const char *reason)
+/* Returns the verdict on a frame to ingest, for its input to acknowledge
+   (input.h): only when the frame has an ack token. v->round is set here:
+   ingest holds the verdict until this round is committed. */
+static void s_verdict(worker_t *self, const fp_frame_meta_t *meta, fp_verdict_t *v)
 {
-    if (meta->idlen == 0)
+    if (meta->toklen == 0)
         return; /* fire-and-forget producer */
-    const void *buf;
-    size_t len;
-    if (fp_codec_ack_encode(self->codec, source, epoch, acked, last, status, reason, &buf, &len) !=
-        FP_CODEC_OK)
-        return;
+    v->round = self->round;
+    fp_verdict_msg_t m;
+    m.type = FP_MSG_VERDICT;
+    m.input = meta->input;
+    m.pad = 0;
+    m.toklen = meta->toklen;
+    m.verdict = *v;
+    memcpy(m.token, meta->token, meta->toklen);
     fp_metrics_stage_sent(self->ingest_slot, 1);
-    zmq_send(self->acks, meta->id, meta->idlen, ZMQ_SNDMORE);
-    zmq_send(self->acks, buf, len, ZMQ_SNDMORE);
-    /* Ingest holds the ack until this round is committed. */
-    zmq_send(self->acks, &self->round, sizeof self->round, 0);
+    zmq_send(self->acks, &m, offsetof(fp_verdict_msg_t, token) + meta->toklen, 0);
+}
+
+/* A batch decoder's result code as the frame's dead-letter reason: the
+   names fp_codec_strerror gives them. */
+static fp_dl_reason_t s_reason_of_codec(int rc)
+{
+    switch (rc) {
+    case FP_CODEC_TOO_SHORT: return FP_DL_truncated;
+    case FP_CODEC_OVERSIZED: return FP_DL_oversized;
+    case FP_CODEC_WRONG_ID: return FP_DL_wrong_identifier;
+    case FP_CODEC_VERIFY: return FP_DL_malformed;
+    case FP_CODEC_MISSING: return FP_DL_missing_field;
+    case FP_CODEC_VERSION: return FP_DL_unsupported_version;
+    case FP_CODEC_TOO_MANY_STRINGS: return FP_DL_too_many_strings;
+    case FP_CODEC_NOMEM: return FP_DL_no_memory;
+    default: return FP_DL_other; /* the batch parser returns none other */
+    }
 }
 
 /* Hands one dirty source's dedup state to emit (part of the current round). */
@@ -139,48 +169,18 @@ static void s_dead_record(worker_t *self, const fp_batch_view_t *v, const fp_rec
     fp_dead_letter(self->dl, 1 + (uint32_t)self->index, reason, "worker", fields, buf, len);
 }
 
-/* Checks what dedup cannot: kind, string indices, required fields. Returns
-   NULL when the record is usable, else the dead-letter reason. */
-static const char *s_validate(const fp_record_t *r, uint32_t nstrings, const uint32_t *stroff,
-                              const char **detail)
-{
-    if (r->kind < FP_KIND_PART_COUNT || r->kind > FP_KIND_MAX) {
-        *detail = "kind must be 1..5";
-        return "unknown_kind";
-    }
-    for (int f = 0; f < FP_STR_FIELDS; f++)
-        if (r->str[f] > nstrings) {
-            *detail = "string index beyond the batch's string table";
-            return "bad_string_index";
-        }
-    if (!r->str[FP_STR_PLANT] || !r->str[FP_STR_ORDER] || !r->str[FP_STR_OPERATION]) {
-        *detail = "plant, order and operation are required";
-        return "missing_field";
-    }
-    for (int f = 0; f < FP_STR_FIELDS; f++)
-        if (r->str[f] && stroff[r->str[f]] - stroff[r->str[f] - 1] - 1 > FP_STRING_MAX) {
-            *detail = "a string field is longer than 80 bytes";
-            return "string_too_long";
-        }
-    if (r->kind == FP_KIND_MATERIAL && (!r->str[FP_STR_MATERIAL] || !r->str[FP_STR_UNIT])) {
-        *detail = "MaterialConsumed needs material and unit";
-        return "missing_field";
-    }
-    if (r->kind == FP_KIND_SCRAP && !r->str[FP_STR_REASON]) {
-        *detail = "Scrap needs a reason";
-        return "missing_field";
-    }
-    return NULL;
-}
-
+/* Dead-letters a whole frame and rejects it (nothing of it was used). */
 static void s_dead_frame(worker_t *self, const fp_frame_meta_t *meta, const void *data,
-                         size_t len, uint64_t source, uint64_t epoch, const char *reason)
+                         size_t len, uint64_t source, uint64_t epoch, fp_dl_reason_t reason)
 {
     char fields[160];
     snprintf(fields, sizeof fields, "\"source_id\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"bytes\":%zu",
              source, epoch, len);
-    fp_dead_letter(self->dl, 1 + (uint32_t)self->index, reason, "worker", fields, data, len);
-    s_ack(self, meta, source, epoch, 0, 0, 1, reason);
+    fp_dead_letter(self->dl, 1 + (uint32_t)self->index, fp_dl_reason_name(reason), "worker",
+                   fields, data, len);
+    fp_verdict_t v = {.source_id = source, .epoch = epoch, .status = FP_VERDICT_REJECTED,
+                      .reason = (uint8_t)reason};
+    s_verdict(self, meta, &v);
 }
 
 static void s_sync_dedup_metrics(worker_t *self)
@@ -193,7 +193,8 @@ static void s_sync_dedup_metrics(worker_t *self)
     self->last = *st;
 }
 
-static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payload)
+/* One FP_FORMAT_FB_BATCH frame: a FlatBuffers floorpost.telemetry.Batch. */
+static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payload)
 {
     const void *data = zmq_msg_data(payload);
     size_t len = zmq_msg_size(payload);
@@ -208,7 +209,7 @@ static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payl
     int rc = fp_codec_batch_parse(data, len, self->cfg->max_frame_bytes, &v);
     if (rc != FP_CODEC_OK) {
         s_dead_frame(self, meta, zmq_msg_data(payload), len,
-                     fp_codec_batch_peek_source(data, len), 0, fp_codec_strerror(rc));
+                     fp_codec_batch_peek_source(data, len), 0, s_reason_of_codec(rc));
         return;
     }
     fp_metrics_add(self->metrics, FP_M_BATCHES_OK, 1);
@@ -217,7 +218,7 @@ static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payl
     dedup_source_t *src = dedup_source(self->dedup, v.source_id, v.epoch, &verdict);
     if (!src) {
         s_dead_frame(self, meta, data, len, v.source_id, v.epoch,
-                     verdict == DEDUP_STALE_EPOCH ? "stale_epoch" : "too_many_sources");
+                     verdict == DEDUP_STALE_EPOCH ? FP_DL_stale_epoch : FP_DL_too_many_sources);
         s_sync_dedup_metrics(self);
         return;
     }
@@ -271,10 +272,10 @@ static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payl
                           "seq is 0 or older than the dedup window");
             continue;
         }
-        const char *detail = "";
-        const char *bad = s_validate(r, v.nstrings, self->stroff, &detail);
-        if (bad) {
-            s_dead_record(self, &v, r, i, bad, detail);
+        fp_record_reason_t bad = fp_record_check(r, v.nstrings, self->stroff);
+        if (bad != FP_RECORD_OK) {
+            s_dead_record(self, &v, r, i, fp_dl_reason_name(fp_record_reason_dl(bad)),
+                          fp_record_reason_detail(bad));
             continue;
         }
         uint32_t shard = fp_route_shard(self->strhash[r->str[FP_STR_PLANT]],
@@ -307,7 +308,10 @@ static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payl
         fp_metrics_stage_sent(self->sslot[s], 1);
         zmq_msg_send(&out, self->shards[s], 0); /* blocks at HWM: back-pressure */
     }
-    s_ack(self, meta, v.source_id, v.epoch, dedup_source_acked(src), last_seq, 0, NULL);
+    fp_verdict_t verdict_out = {.source_id = v.source_id, .epoch = v.epoch,
+                                .acked_seq = dedup_source_acked(src), .batch_last_seq = last_seq,
+                                .status = FP_VERDICT_ACCEPTED};
+    s_verdict(self, meta, &verdict_out);
     if (v.nrecords)
         fp_metrics_source_set(self->metrics, self->index, v.source_id, dedup_source_epoch(src),
                               dedup_source_high(src), dedup_source_acked(src), last_event_ns,
@@ -316,7 +320,21 @@ static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payl
 nomem:
     /* Before any seq was marked seen: the producer may resend it as is. */
     s_dead_frame(self, meta, zmq_msg_data(payload), len, fp_codec_batch_peek_source(data, len), 0,
-                 "no_memory");
+                 FP_DL_no_memory);
+}
+
+/* One frame, decoded by its format. Every format ends in the same steps:
+   dedup, fp_record_check, route to shards, one verdict. */
+static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payload)
+{
+    switch (meta->format) {
+    case FP_FORMAT_FB_BATCH:
+        s_frame_fb(self, meta, payload);
+        break;
+    default:
+        /* Our own inputs set the format (input.h): a bug, not bad input. */
+        assert(!"frame format");
+    }
 }
 
 static void s_cleanup(worker_t *self)
@@ -431,6 +449,8 @@ void *fp_worker_main(void *argp)
         /* FP_MSG_FRAME: meta then payload (both from our own ingest). */
         fp_frame_meta_t meta = {0};
         memcpy(&meta, zmq_msg_data(&first), n < sizeof meta ? n : sizeof meta);
+        assert(type == FP_MSG_FRAME && meta.toklen <= FP_INPUT_TOKEN_MAX &&
+               offsetof(fp_frame_meta_t, token) + meta.toklen == n);
         zmq_msg_close(&first);
         zmq_msg_t payload;
         zmq_msg_init(&payload);
