@@ -684,8 +684,9 @@ TEST(test_json_escape)
     fp_codec_destroy(&c);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_strerror);
     RUN(test_batch_roundtrip);
     RUN(test_batch_python_layout);
@@ -697,5 +698,5 @@ int main(void)
     RUN(test_checkpoint_roundtrip);
     RUN(test_checkpoint_json);
     RUN(test_json_escape);
-    return 0;
+    return test_done();
 }
