@@ -32,7 +32,9 @@ else
   LDLIBS   += -ljemalloc
 endif
 
-SRC_C    := $(filter-out src/main.c,$(wildcard src/*.c))
+# The verbs (main.c, cmd_*.c) make the binary; everything else the library.
+CMD_C    := src/main.c $(wildcard src/cmd_*.c)
+SRC_C    := $(filter-out $(CMD_C),$(wildcard src/*.c))
 SRC_CXX  := src/codec.cc
 OBJ      := $(SRC_C:src/%.c=$(BUILD)/obj/%.o) $(SRC_CXX:src/%.cc=$(BUILD)/obj/%.o)
 GEN      := $(BUILD)/gen/telemetry_generated.h $(BUILD)/gen/checkpoint_generated.h
@@ -77,7 +79,7 @@ $(BUILD)/libfloorpost-gateway.a: $(GATEWAY_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/floorpost: $(BUILD)/obj/main.o $(BUILD)/libfloorpost.a
+$(BUILD)/floorpost: $(CMD_C:src/%.c=$(BUILD)/obj/%.o) $(BUILD)/libfloorpost.a
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libfloorpost.a

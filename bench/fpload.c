@@ -110,6 +110,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "grow.h"
 #include "bench_util.h"
 #include "codec.h"
 #include "plantgen.h"
@@ -256,14 +257,8 @@ static void s_time(s_sub_t *s, int64_t sent_ns, int64_t now)
     s_hadd(&s->lat, now - sent_ns);
     if (s->o->window_ms <= 0)
         return;
-    if (s->nsamples == s->samples_cap) {
-        size_t ncap = s->samples_cap ? s->samples_cap * 2 : 65536;
-        void *n = realloc(s->samples, ncap * sizeof *s->samples);
-        if (!n)
-            return; /* the windows then miss samples; the histogram has them */
-        s->samples = n;
-        s->samples_cap = ncap;
-    }
+    if (fp_grow(&s->samples, &s->samples_cap, s->nsamples + 1, sizeof *s->samples, 65536) != 0)
+        return; /* the windows then miss samples; the histogram has them */
     s->samples[s->nsamples][0] = sent_ns;
     s->samples[s->nsamples][1] = now - sent_ns;
     s->nsamples++;
@@ -802,14 +797,8 @@ static int s_pregen_add(s_pregen_t *p, const s_batch_t *bt)
         p->nchunks++;
         p->used = 0;
     }
-    if (p->n == p->cap) {
-        size_t ncap = p->cap ? p->cap * 2 : 4096;
-        s_batch_t *v = realloc(p->v, ncap * sizeof *v);
-        if (!v)
-            return -1;
-        p->v = v;
-        p->cap = ncap;
-    }
+    if (fp_grow(&p->v, &p->cap, p->n + 1, sizeof *p->v, 4096) != 0)
+        return -1;
     uint8_t *dst = p->chunks[p->nchunks - 1] + p->used;
     memcpy(dst, bt->buf, bt->len);
     p->used += (bt->len + 63) & ~(size_t)63;

@@ -487,6 +487,14 @@ int fp_codec_checkpoint_set_global_seq(void *buf, size_t len, uint64_t global_se
     return FP_CODEC_OK;
 }
 
+int fp_codec_checkpoint_kind(const void *buf, size_t len)
+{
+    /* Our own encoded checkpoint (trusted): read the union's type field. */
+    assert(buf && len >= S_MIN_LEN);
+    (void)len;
+    return (int)flatbuffers::GetRoot<fbc::Checkpoint>(buf)->body_type();
+}
+
 /* Verifies a checkpoint in buf (which must be 8-byte aligned) and returns its
    root in *out. */
 static int s_checkpoint_verify(const void *buf, size_t len, const fbc::Checkpoint **out)

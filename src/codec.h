@@ -118,6 +118,10 @@ int fp_codec_checkpoint_encode(fp_codec_t *self, const fp_checkpoint_t *ck,
    place. Returns FP_CODEC_OK, or FP_CODEC_MISSING if the field is absent. */
 int fp_codec_checkpoint_set_stream_seq(void *buf, size_t len, uint64_t stream_seq);
 
+/* The kind (fp_ck_kind_t) of an encoded (trusted, our own) Checkpoint:
+   emit counts and files by it, never by parsing the topic text. */
+int fp_codec_checkpoint_kind(const void *buf, size_t len);
+
 /* The same for global_seq (also always stored). */
 int fp_codec_checkpoint_set_global_seq(void *buf, size_t len, uint64_t global_seq);
 

@@ -93,6 +93,8 @@ static const s_option_t s_options[] = {
     {"durability", "map_size_mb", OPT_U64, F(map_size_mb), 1, 1048576, false, "1..1048576"},
     {"durability", "retention_ms", OPT_I64, F(retention_ms), 0, 2592000000, false,
      "0..2592000000"},
+    {"durability", "reader_max_lag_events", OPT_U64, F(reader_max_lag_events), 1000,
+     1000000000000, false, "1000..1000000000000"},
     {"metrics", "metrics_port", OPT_INT, F(metrics_port), 0, 65535, false,
      "0 (off) or 1..65535"},
     {"metrics", "metrics_address", OPT_PATH, F(metrics_address), 0, 0, false,
@@ -155,6 +157,7 @@ fp_config_defaults(fp_config_t *cfg)
     snprintf(cfg->state_dir, sizeof cfg->state_dir, "%s", "/var/lib/floorpost");
     cfg->map_size_mb = 1024;
     cfg->retention_ms = 86400000;
+    cfg->reader_max_lag_events = 10000000;
     cfg->log_level = 1; /* info */
     cfg->heartbeat_ivl_ms = 2000;
     cfg->heartbeat_timeout_ms = 10000;

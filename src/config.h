@@ -53,6 +53,7 @@ typedef struct {
     char state_dir[FP_PATH_MAX];   /* LMDB state (rounds, outbox); "" = durability off */
     uint64_t map_size_mb;          /* LMDB map size: the most disk the state may use, MiB */
     int64_t retention_ms;          /* outbox events kept for replay at least this long */
+    uint64_t reader_max_lag_events; /* a durable outbox reader this many events behind is detached */
     /* [metrics] */
     int metrics_port;              /* HTTP /metrics and /healthz; 0 = off */
     char metrics_address[FP_PATH_MAX]; /* IPv4 address the HTTP server listens on */

@@ -10,6 +10,7 @@
         records are acked exactly when the Ack watermark reaches its last
         seq.
 */
+#include "grow.h"
 #include "deadletters.h"
 
 #include <errno.h>
@@ -268,15 +269,9 @@ static int s_collect_one(void *ctx, uint64_t dl_seq, int64_t wall_ns, const char
             return 0;
         c->found[hit - c->want] = true;
     }
-    if (c->nitems == c->cap) {
-        size_t ncap = c->cap ? c->cap * 2 : 64;
-        s_item_t *n = realloc(c->items, ncap * sizeof *n);
-        if (!n) {
-            c->rc = -ENOMEM;
-            return 1;
-        }
-        c->items = n;
-        c->cap = ncap;
+    if (fp_grow(&c->items, &c->cap, c->nitems + 1, sizeof *c->items, 64) != 0) {
+        c->rc = -ENOMEM;
+        return 1;
     }
     s_item_t *it = &c->items[c->nitems];
     memset(it, 0, sizeof *it);

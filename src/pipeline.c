@@ -19,14 +19,15 @@
 #include <zmq.h>
 
 #include "log.h"
+#include "security.h"
 #include "stage.h"
 
 struct pipeline {
     void *zmq_ctx;
     void *ctl;       /* PAIR to ingest */
     int nthreads;
-    pthread_t threads[2 + FP_WORKERS_MAX + FP_SHARDS_MAX];
-    fp_stage_args_t args[2 + FP_WORKERS_MAX + FP_SHARDS_MAX];
+    pthread_t threads[3 + FP_WORKERS_MAX + FP_SHARDS_MAX]; /* + replay */
+    fp_stage_args_t args[3 + FP_WORKERS_MAX + FP_SHARDS_MAX];
     int started;
 };
 
@@ -47,6 +48,34 @@ void *fp_stage_socket(void *zmq_ctx, int type, const char *endpoint, int bind, i
         snprintf(err, errlen, "%s %s: %s", bind ? "bind" : "connect", endpoint,
                  zmq_strerror(zmq_errno()));
         int linger = 0;
+        zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+void *fp_stage_server_socket(void *zmq_ctx, int type, const fp_config_t *cfg, const char *ep,
+                             char *err, size_t errlen)
+{
+    void *s = zmq_socket(zmq_ctx, type);
+    if (!s)
+        return NULL;
+    /* Room for bursts (a posting-interval flush) before a slow subscriber
+       loses messages; 2 s linger so the drain's last events reach them.
+       The only frames a PUB reads are subscriptions (a topic prefix): a
+       subscriber sending a larger frame is dropped before it is allocated. */
+    int hwm = cfg->publish_hwm, linger = 2000;
+    int64_t maxsize = 1024;
+    zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
+    /* Heartbeats, handshake timeout and, when configured, CURVE + ZAP. */
+    int rc = fp_security_server_socket(s, cfg, err, errlen);
+    if (rc == 0 && (rc = zmq_bind(s, ep)) != 0)
+        snprintf(err, errlen, "bind %s: %s", ep, zmq_strerror(zmq_errno()));
+    if (rc != 0) {
+        linger = 0;
         zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
         zmq_close(s);
         return NULL;
@@ -139,7 +168,7 @@ pipeline_t *pipeline_start(void *zmq_ctx, const fp_config_t *cfg, fp_metrics_t *
         return NULL;
     }
     self->zmq_ctx = zmq_ctx;
-    for (int i = 0; i < 2 + FP_WORKERS_MAX + FP_SHARDS_MAX; i++)
+    for (int i = 0; i < 3 + FP_WORKERS_MAX + FP_SHARDS_MAX; i++)
         self->args[i] = (fp_stage_args_t){zmq_ctx, cfg, metrics, store, start_round, 0};
 
     void *ready = fp_stage_socket(zmq_ctx, ZMQ_PULL, FP_EP_READY, 1, -1, -1, err, errlen);
@@ -155,6 +184,11 @@ pipeline_t *pipeline_start(void *zmq_ctx, const fp_config_t *cfg, fp_metrics_t *
     int expected = 0, failed = 0;
     /* Downstream first, so that upstream connects find their peers bound
        (inproc tolerates either order; this just keeps start-up quiet). */
+    /* The replay reader first, so that it is joined last: it exits on
+       emit's DONE notice. */
+    int readers = cfg->replay[0] ? 1 : 0;
+    if (readers && s_spawn(self, fp_replay_main, "replay", -1) == 0)
+        expected++;
     if (s_spawn(self, fp_emit_main, "emit", -1) == 0)
         expected++;
     for (int s = 0; s < cfg->shards; s++)
@@ -165,7 +199,7 @@ pipeline_t *pipeline_start(void *zmq_ctx, const fp_config_t *cfg, fp_metrics_t *
             expected++;
     if (s_spawn(self, fp_ingest_main, "ingest", -1) == 0)
         expected++;
-    if (expected != 2 + cfg->shards + cfg->workers) {
+    if (expected != readers + 2 + cfg->shards + cfg->workers) {
         snprintf(err, errlen, "pthread_create failed");
         failed = 1;
     }

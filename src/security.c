@@ -16,6 +16,7 @@
     - Refusals are logged at most once a second; the lines in between are
       counted in the next line's `suppressed`.
 */
+#include "grow.h"
 #include "clock.h"
 #include "security.h"
 
@@ -95,14 +96,8 @@ fp_allow_t *fp_allow_parse(const char *text, const char *name, char *err, size_t
                      name, lineno, line);
             goto fail;
         }
-        if (self->count == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            s_entry_t *n = realloc(self->entries, ncap * sizeof *n);
-            if (!n)
-                goto nomem;
-            self->entries = n;
-            cap = ncap;
-        }
+        if (fp_grow(&self->entries, &cap, self->count + 1, sizeof *self->entries, 16) != 0)
+            goto nomem;
         s_entry_t *e = &self->entries[self->count++];
         memcpy(e->key, line, FP_CURVE_KEY_Z85);
         e->key[FP_CURVE_KEY_Z85] = '\0';

@@ -20,6 +20,8 @@
 #define FP_EP_ACKS "inproc://fp-acks"     /* workers -> ingest: [identity][Ack] */
 #define FP_EP_EMIT "inproc://fp-emit"     /* shards -> emit: fp_emit_hdr_t messages */
 #define FP_EP_DEAD "inproc://fp-dead"     /* ingest, workers -> emit: fp_emit_hdr_t messages */
+#define FP_EP_NOTICE "inproc://fp-notice" /* emit -> outbox readers: fp_notice_t (PUB/SUB) */
+#define FP_EP_READERS "inproc://fp-readers" /* outbox readers -> emit: fp_reader_pos_t (reader.h) */
 #define FP_EP_WORKER "inproc://fp-worker-%d"
 #define FP_EP_SHARD "inproc://fp-shard-%d-%d"
 
@@ -28,6 +30,8 @@
 #define FP_MSG_FRAME 3u
 #define FP_MSG_DL_DRAIN 4u   /* worker -> ingest on FP_EP_ACKS: this worker is done */
 #define FP_MSG_COMMITTED 5u  /* emit -> ingest on FP_EP_ACKS: fp_committed_t */
+#define FP_MSG_NOTICE 6u     /* emit -> outbox readers on FP_EP_NOTICE: fp_notice_t */
+#define FP_MSG_READER_POS 7u /* outbox reader -> emit on FP_EP_READERS: fp_reader_pos_t */
 
 /* Emit -> ingest: every round <= round is durable (or, without a state
    directory, complete): the acks held for those rounds may go out. */
@@ -36,6 +40,26 @@ typedef struct {
     uint32_t pad;
     uint64_t round;
 } fp_committed_t;
+
+/* Emit -> every outbox reader (the replay server, later the sinks), after
+   each round is committed and published: "the outbox is committed up to
+   round R, global_seq G". Emit binds a PUB on FP_EP_NOTICE and each reader
+   connects a SUB (subscribed to everything) before it reports ready. A
+   reader is woken by it instead of polling the store. The values are
+   absolute, so a reader that missed a notice (a PUB drops for a reader
+   whose queue is full, and a SUB that connects late misses the first) is
+   right again at the next one, at most one round (commit_interval_ms)
+   later; with a state directory a reader can also read the store's last
+   round itself. FP_NOTICE_DONE: emit has exited (after the drain round, or
+   on a failure): readers finish and exit. Without a state directory the
+   notice still comes every round (the outbox is then empty). */
+typedef struct {
+    uint32_t type;  /* FP_MSG_NOTICE */
+    uint32_t flags; /* FP_NOTICE_DONE */
+    uint64_t round;      /* every round <= round is committed */
+    uint64_t global_seq; /* every event <= global_seq is committed (0: none yet) */
+} fp_notice_t;
+#define FP_NOTICE_DONE 1u
 
 /* Everything a stage sends to emit starts with this frame. Emit files each
    message under the round its sender is in: a stage's messages after its
@@ -93,6 +117,7 @@ void *fp_ingest_main(void *args);
 void *fp_worker_main(void *args);
 void *fp_shard_main(void *args);
 void *fp_emit_main(void *args);
+void *fp_replay_main(void *args);
 
 /* Reports a stage's start-up result to pipeline_start (rc 0 = bound and
    running; otherwise err says what failed). */
@@ -102,6 +127,15 @@ void fp_stage_ready(void *zmq_ctx, const char *who, int rc, const char *err);
    (-1 = leave). Returns NULL with err filled. */
 void *fp_stage_socket(void *zmq_ctx, int type, const char *endpoint, int bind, int sndhwm,
                       int rcvhwm, char *err, size_t errlen);
+
+/* Opens a server socket of `type` facing the network (a PUB feed, the
+   replay ROUTER) with floorpost's options: SNDHWM cfg->publish_hwm, LINGER
+   2 s, MAXMSGSIZE 1024 (a PUB reads only subscriptions, the replay ROUTER
+   only short requests), heartbeats, handshake timeout and, when
+   configured, CURVE + ZAP (security.h); then binds ep. NULL with err
+   filled. Call on the thread that will own the socket. */
+void *fp_stage_server_socket(void *zmq_ctx, int type, const fp_config_t *cfg, const char *ep,
+                             char *err, size_t errlen);
 
 /* Hands a dead letter to emit (committed with the sender's round, then
    published): topic "deadletter/<reason>", a JSON detail object and the

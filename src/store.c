@@ -13,6 +13,7 @@
         that before any page but the two meta pages is touched.
 */
 #include "store.h"
+#include "store_internal.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -28,74 +29,17 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { S_META, S_KEYS, S_SOURCES, S_FEEDS, S_OUTBOX, S_DEAD, S_NDBS };
-static const char *const s_db_names[S_NDBS] = {"meta",  "keys",   "sources",
-                                                "feeds", "outbox", "deadletters"};
+static const char *const s_db_names[FP_STORE_NDBS] = {
+    "meta", "keys", "sources", "feeds", "outbox", "deadletters", "readers"};
 
-#define S_EVENT_HDR 18u  /* u64 wall ns, u64 round, u16 topic length */
 /* Concurrent read txns: every worker and shard restores at once at start-up
    (up to 64 + 64), plus replay requests. LMDB's default is 126. */
 #define S_MAX_READERS 512u
 #define S_NEARLY_FULL_BYTES (64u << 20) /* free disk below which EIO means full */
 
-struct fp_store {
-    MDB_env *env;
-    MDB_dbi dbi[S_NDBS];      /* set at open, read-only after */
-    int dir_fd;               /* holds the flock on DIR (not in tool mode) */
-    bool tool;                /* fp_store_open_tool: no flock, no round writes */
-    uint64_t dl_seq;          /* last committed dead-letter seq (commit thread) */
-    bool txn_open;            /* commit thread only: a write txn is open */
-    bool full;                /* commit thread only: the last commit failed FULL */
-};
-
-struct fp_store_txn {
-    fp_store_t *store;
-    MDB_txn *txn;
-    int rc;                   /* first failure; the txn cannot commit once set */
-    uint64_t dl_seq;          /* last dl_seq assigned in this txn */
-    MDB_cursor *kcur;         /* fp_store_put_key's, opened on first use */
-};
-
 /* ---- small helpers ---- */
 
-static void s_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static uint64_t s_get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static void s_be32(uint8_t *p, uint32_t v)
-{
-    for (int i = 3; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static uint32_t s_get32(const uint8_t *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static void s_be16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static uint16_t s_get16(const uint8_t *p)
-{
-    return (uint16_t)((p[0] << 8) | p[1]);
-}
-
-/* LMDB result (0, MDB_* negative, or positive errno) -> our code. */
-static int s_rc(int mdb_rc)
+int fp_store_lmdb_rc(int mdb_rc)
 {
     if (mdb_rc == 0)
         return 0;
@@ -111,17 +55,17 @@ static int s_rc(int mdb_rc)
    pages is exactly that; so an EIO on a filesystem with little room left
    is taken for ENOSPC (a heuristic: a real I/O error on a nearly full disk
    then reads "full", which asks for the same retry). */
-static int s_commit_rc(fp_store_t *self, int mdb_rc)
+int fp_store_commit_rc(fp_store_t *self, int mdb_rc)
 {
     int fd;
     struct statvfs vfs;
     if (mdb_rc == EIO && mdb_env_get_fd(self->env, &fd) == 0 && fstatvfs(fd, &vfs) == 0 &&
         (uint64_t)vfs.f_bavail * vfs.f_frsize < S_NEARLY_FULL_BYTES)
         return FP_STORE_FULL;
-    return s_rc(mdb_rc);
+    return fp_store_lmdb_rc(mdb_rc);
 }
 
-static int64_t s_now_ns(void)
+int64_t fp_store_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -180,15 +124,15 @@ static int s_put_meta(MDB_txn *txn, MDB_dbi dbi, const char *name, const void *v
     return mdb_put(txn, dbi, &k, &d, 0);
 }
 
-static int s_put_meta64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t v)
+int fp_store_meta_put64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t v)
 {
     uint8_t b[8];
-    s_be64(b, v);
+    fp_store_enc64(b, v);
     return s_put_meta(txn, dbi, name, b, 8);
 }
 
 /* 0 and *v (0 when absent), or an LMDB error / FP_STORE_CORRUPT. */
-static int s_meta64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *v)
+int fp_store_meta_get64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *v)
 {
     MDB_val d;
     int rc = s_get_meta(txn, dbi, name, &d);
@@ -196,22 +140,25 @@ static int s_meta64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *v)
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc != 0)
-        return s_rc(rc);
+        return fp_store_lmdb_rc(rc);
     if (d.mv_size != 8)
         return FP_STORE_CORRUPT;
-    *v = s_get64(d.mv_data);
+    *v = fp_store_dec64(d.mv_data);
     return 0;
 }
 
 /* Checks an existing store's meta in txn (writes nothing), or, when the env
-   holds nothing at all, creates every table and the meta records. Returns
-   0, or -1 with err filled. */
+   holds nothing at all, creates every table and the meta records, or, for
+   a version-1 store (not in tool mode), upgrades it to version 2 in txn:
+   creates the readers table and sets "version"; nothing else changes.
+   Returns 0, or -1 with err filled. */
 static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
                            const char *instance, char *err, size_t errlen)
 {
     MDB_dbi meta;
-    int rc = mdb_dbi_open(txn, s_db_names[S_META], 0, &meta);
+    int rc = mdb_dbi_open(txn, s_db_names[FP_STORE_DB_META], 0, &meta);
     bool fresh = false;
+    uint32_t upgrade_from = 0;
     if (rc == MDB_NOTFOUND && self->tool) {
         snprintf(err, errlen, "%s: no floorpost state in it (no meta table)", path);
         return -1;
@@ -250,12 +197,20 @@ static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
             snprintf(err, errlen, "%s: not a floorpost state file (no format version)", path);
             return -1;
         }
-        uint32_t version = s_get32(d.mv_data);
-        if (version != FP_STORE_FORMAT_VERSION) {
-            snprintf(err, errlen, "%s: format version %u, this floorpost reads %u", path, version,
-                     FP_STORE_FORMAT_VERSION);
+        uint32_t version = fp_store_dec32(d.mv_data);
+        if (version == 1 && self->tool) {
+            /* A tool never writes the format: the upgrade is floorpost's. */
+            snprintf(err, errlen,
+                     "%s: state format version 1: start floorpost once to upgrade it", path);
             return -1;
         }
+        if (version != FP_STORE_FORMAT_VERSION && version != 1) {
+            snprintf(err, errlen, "%s: format version %u, this floorpost reads %u (and upgrades 1)",
+                     path, version, FP_STORE_FORMAT_VERSION);
+            return -1;
+        }
+        if (version == 1)
+            upgrade_from = 1;
         rc = s_get_meta(txn, meta, "instance", &d);
         if (rc != 0 || d.mv_size > FP_STORE_INSTANCE_MAX) {
             snprintf(err, errlen, "%s: not a floorpost state file (no instance name)", path);
@@ -266,36 +221,50 @@ static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
                      (int)d.mv_size, (const char *)d.mv_data, instance);
             return -1;
         }
-        rc = s_meta64(txn, meta, "dl_seq", &self->dl_seq);
+        rc = fp_store_meta_get64(txn, meta, "dl_seq", &self->dl_seq);
         if (rc != 0) {
             snprintf(err, errlen, "%s: damaged meta record dl_seq (%s)", path, fp_store_strerror(rc));
             return -1;
         }
     }
-    for (int i = 0; i < S_NDBS; i++) {
+    for (int i = 0; i < FP_STORE_NDBS; i++) {
         rc = mdb_dbi_open(txn, s_db_names[i], self->tool ? 0 : MDB_CREATE, &self->dbi[i]);
         if (rc != 0) {
             snprintf(err, errlen, "%s: table %s: %s", path, s_db_names[i], mdb_strerror(rc));
             return -1;
         }
     }
+    if (upgrade_from) {
+        /* Version 1 -> 2: the loop above created the readers table (empty);
+           the version record is the only other change. The caller's commit
+           makes both durable together, or neither. */
+        uint8_t v[4];
+        fp_store_enc32(v, FP_STORE_FORMAT_VERSION);
+        rc = s_put_meta(txn, self->dbi[FP_STORE_DB_META], "version", v, 4);
+        if (rc != 0) {
+            snprintf(err, errlen, "%s: cannot upgrade from format version 1: %s", path,
+                     mdb_strerror(rc));
+            return -1;
+        }
+        self->upgraded_from = upgrade_from;
+    }
     if (fresh) {
         uint8_t v[4];
-        s_be32(v, FP_STORE_FORMAT_VERSION);
-        meta = self->dbi[S_META];
+        fp_store_enc32(v, FP_STORE_FORMAT_VERSION);
+        meta = self->dbi[FP_STORE_DB_META];
         rc = s_put_meta(txn, meta, "magic", FP_STORE_MAGIC, strlen(FP_STORE_MAGIC));
         if (rc == 0)
             rc = s_put_meta(txn, meta, "version", v, 4);
         if (rc == 0)
             rc = s_put_meta(txn, meta, "instance", instance, strlen(instance));
         if (rc == 0)
-            rc = s_put_meta64(txn, meta, "created_ns", (uint64_t)s_now_ns());
+            rc = fp_store_meta_put64(txn, meta, "created_ns", (uint64_t)fp_store_now_ns());
         if (rc == 0)
-            rc = s_put_meta64(txn, meta, "round", 0);
+            rc = fp_store_meta_put64(txn, meta, "round", 0);
         if (rc == 0)
-            rc = s_put_meta64(txn, meta, "global_seq", 0);
+            rc = fp_store_meta_put64(txn, meta, "global_seq", 0);
         if (rc == 0)
-            rc = s_put_meta64(txn, meta, "dl_seq", 0);
+            rc = fp_store_meta_put64(txn, meta, "dl_seq", 0);
         if (rc != 0) {
             snprintf(err, errlen, "%s: cannot create the meta record: %s", path, mdb_strerror(rc));
             return -1;
@@ -465,6 +434,12 @@ fp_store_t *fp_store_open_tool(const char *dir, uint64_t map_bytes, const char *
     return s_open(dir, map_bytes, instance, true, err, errlen);
 }
 
+uint32_t fp_store_upgraded_from(const fp_store_t *self)
+{
+    assert(self);
+    return self->upgraded_from;
+}
+
 void fp_store_close(fp_store_t **self_p)
 {
     assert(self_p);
@@ -492,7 +467,15 @@ int fp_store_begin(fp_store_t *self, fp_store_txn_t **txn)
     int rc = mdb_txn_begin(self->env, NULL, 0, &t->txn);
     if (rc != 0) {
         free(t);
-        return s_rc(rc);
+        return fp_store_lmdb_rc(rc);
+    }
+    /* put_reader refuses a position past the last committed event: that is
+       meta global_seq as the txn starts (set_round may raise it later). */
+    rc = fp_store_meta_get64(t->txn, self->dbi[FP_STORE_DB_META], "global_seq", &t->committed_gseq);
+    if (rc != 0) {
+        mdb_txn_abort(t->txn);
+        free(t);
+        return rc;
     }
     t->store = self;
     t->dl_seq = self->dl_seq;
@@ -501,8 +484,7 @@ int fp_store_begin(fp_store_t *self, fp_store_txn_t **txn)
     return 0;
 }
 
-/* Records the first failure of t; returns the txn's error. */
-static int s_fail(fp_store_txn_t *t, int rc)
+int fp_store_txn_fail(fp_store_txn_t *t, int rc)
 {
     if (t->rc == 0)
         t->rc = rc;
@@ -518,14 +500,14 @@ int fp_store_put_key(fp_store_txn_t *t, const void *key, size_t klen, const void
     if (t->rc)
         return t->rc;
     if (klen == 0 || klen > FP_STORE_KEY_MAX)
-        return s_fail(t, -EINVAL);
+        return fp_store_txn_fail(t, -EINVAL);
     MDB_val k = {klen, (void *)key};
     int rc;
     /* Through one cursor: LMDB then looks for the key on the leaf page the
        cursor is on before it descends from the root, so keys put in key
        order (emit sorts each round's) mostly skip the descent. */
-    if (!t->kcur && (rc = mdb_cursor_open(t->txn, t->store->dbi[S_KEYS], &t->kcur)) != 0)
-        return s_fail(t, s_rc(rc));
+    if (!t->kcur && (rc = mdb_cursor_open(t->txn, t->store->dbi[FP_STORE_DB_KEYS], &t->kcur)) != 0)
+        return fp_store_txn_fail(t, fp_store_lmdb_rc(rc));
     if (state) {
         MDB_val d = {slen, (void *)state};
         rc = mdb_cursor_put(t->kcur, &k, &d, 0);
@@ -537,7 +519,7 @@ int fp_store_put_key(fp_store_txn_t *t, const void *key, size_t klen, const void
         else if (rc == MDB_NOTFOUND)
             rc = 0;
     }
-    return rc ? s_fail(t, s_rc(rc)) : 0;
+    return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
 }
 
 int fp_store_put_source(fp_store_txn_t *t, uint64_t source_id, const void *state, size_t slen)
@@ -546,18 +528,18 @@ int fp_store_put_source(fp_store_txn_t *t, uint64_t source_id, const void *state
     if (t->rc)
         return t->rc;
     uint8_t kb[8];
-    s_be64(kb, source_id);
+    fp_store_enc64(kb, source_id);
     MDB_val k = {8, kb};
     int rc;
     if (state) {
         MDB_val d = {slen, (void *)state};
-        rc = mdb_put(t->txn, t->store->dbi[S_SOURCES], &k, &d, 0);
+        rc = mdb_put(t->txn, t->store->dbi[FP_STORE_DB_SOURCES], &k, &d, 0);
     } else {
-        rc = mdb_del(t->txn, t->store->dbi[S_SOURCES], &k, NULL);
+        rc = mdb_del(t->txn, t->store->dbi[FP_STORE_DB_SOURCES], &k, NULL);
         if (rc == MDB_NOTFOUND)
             rc = 0;
     }
-    return rc ? s_fail(t, s_rc(rc)) : 0;
+    return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
 }
 
 int fp_store_put_feed(fp_store_txn_t *t, const char *topic, size_t tlen, uint64_t last_stream_seq)
@@ -566,38 +548,12 @@ int fp_store_put_feed(fp_store_txn_t *t, const char *topic, size_t tlen, uint64_
     if (t->rc)
         return t->rc;
     if (tlen == 0 || tlen > FP_STORE_KEY_MAX)
-        return s_fail(t, -EINVAL);
+        return fp_store_txn_fail(t, -EINVAL);
     uint8_t vb[8];
-    s_be64(vb, last_stream_seq);
+    fp_store_enc64(vb, last_stream_seq);
     MDB_val k = {tlen, (void *)topic}, d = {8, vb};
-    int rc = mdb_put(t->txn, t->store->dbi[S_FEEDS], &k, &d, 0);
-    return rc ? s_fail(t, s_rc(rc)) : 0;
-}
-
-int fp_store_put_event(fp_store_txn_t *t, uint64_t global_seq, uint64_t round, int64_t wall_ns,
-                       const char *topic, size_t tlen, const void *ev, size_t evlen)
-{
-    assert(t && topic && (ev || evlen == 0));
-    if (t->rc)
-        return t->rc;
-    if (tlen == 0 || tlen > UINT16_MAX || evlen > SIZE_MAX / 2)
-        return s_fail(t, -EINVAL);
-    uint8_t kb[8];
-    s_be64(kb, global_seq);
-    MDB_val k = {8, kb}, d = {S_EVENT_HDR + tlen + evlen, NULL};
-    /* APPEND: the outbox only grows at its end; a seq out of order is our
-       bug and fails the round (MDB_KEYEXIST) instead of overwriting. */
-    int rc = mdb_put(t->txn, t->store->dbi[S_OUTBOX], &k, &d, MDB_RESERVE | MDB_APPEND);
-    if (rc != 0)
-        return s_fail(t, s_rc(rc));
-    uint8_t *p = d.mv_data;
-    s_be64(p, (uint64_t)wall_ns);
-    s_be64(p + 8, round);
-    s_be16(p + 16, (uint16_t)tlen);
-    memcpy(p + S_EVENT_HDR, topic, tlen);
-    if (evlen)
-        memcpy(p + S_EVENT_HDR + tlen, ev, evlen);
-    return 0;
+    int rc = mdb_put(t->txn, t->store->dbi[FP_STORE_DB_FEEDS], &k, &d, 0);
+    return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
 }
 
 int fp_store_put_deadletter(fp_store_txn_t *t, int64_t wall_ns, const char *reason,
@@ -609,22 +565,22 @@ int fp_store_put_deadletter(fp_store_txn_t *t, int64_t wall_ns, const char *reas
         return t->rc;
     size_t rlen = strlen(reason) + 1; /* with its NUL, so readers get a C string */
     if (rlen > 256 || jlen > UINT32_MAX || plen > SIZE_MAX / 2)
-        return s_fail(t, -EINVAL);
+        return fp_store_txn_fail(t, -EINVAL);
     uint64_t seq = t->dl_seq + 1;
     uint8_t kb[8];
-    s_be64(kb, seq);
+    fp_store_enc64(kb, seq);
     MDB_val k = {8, kb}, d = {8 + 2 + rlen + 4 + jlen + plen, NULL};
-    int rc = mdb_put(t->txn, t->store->dbi[S_DEAD], &k, &d, MDB_RESERVE | MDB_APPEND);
+    int rc = mdb_put(t->txn, t->store->dbi[FP_STORE_DB_DEAD], &k, &d, MDB_RESERVE | MDB_APPEND);
     if (rc == 0)
-        rc = s_put_meta64(t->txn, t->store->dbi[S_META], "dl_seq", seq);
+        rc = fp_store_meta_put64(t->txn, t->store->dbi[FP_STORE_DB_META], "dl_seq", seq);
     if (rc != 0)
-        return s_fail(t, s_rc(rc));
+        return fp_store_txn_fail(t, fp_store_lmdb_rc(rc));
     uint8_t *p = d.mv_data;
-    s_be64(p, (uint64_t)wall_ns);
-    s_be16(p + 8, (uint16_t)rlen);
+    fp_store_enc64(p, (uint64_t)wall_ns);
+    fp_store_enc16(p + 8, (uint16_t)rlen);
     memcpy(p + 10, reason, rlen);
     p += 10 + rlen;
-    s_be32(p, (uint32_t)jlen);
+    fp_store_enc32(p, (uint32_t)jlen);
     if (jlen)
         memcpy(p + 4, json, jlen);
     if (plen)
@@ -640,10 +596,10 @@ int fp_store_set_round(fp_store_txn_t *t, uint64_t round, uint64_t global_seq)
     assert(t);
     if (t->rc)
         return t->rc;
-    int rc = s_put_meta64(t->txn, t->store->dbi[S_META], "round", round);
+    int rc = fp_store_meta_put64(t->txn, t->store->dbi[FP_STORE_DB_META], "round", round);
     if (rc == 0)
-        rc = s_put_meta64(t->txn, t->store->dbi[S_META], "global_seq", global_seq);
-    return rc ? s_fail(t, s_rc(rc)) : 0;
+        rc = fp_store_meta_put64(t->txn, t->store->dbi[FP_STORE_DB_META], "global_seq", global_seq);
+    return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
 }
 
 int fp_store_commit(fp_store_txn_t **t_p)
@@ -658,7 +614,7 @@ int fp_store_commit(fp_store_txn_t **t_p)
         mdb_txn_abort(t->txn);
     } else {
         /* mdb_txn_commit frees the txn whatever the result. */
-        rc = s_commit_rc(self, mdb_txn_commit(t->txn));
+        rc = fp_store_commit_rc(self, mdb_txn_commit(t->txn));
         if (rc == 0)
             self->dl_seq = t->dl_seq;
     }
@@ -684,90 +640,22 @@ void fp_store_abort(fp_store_txn_t **t_p)
     *t_p = NULL;
 }
 
-/* Parses an outbox record; false when its layout is impossible. */
-static bool s_event_parse(const MDB_val *d, int64_t *wall_ns, uint64_t *round, const char **topic,
-                          size_t *tlen, const void **ev, size_t *evlen)
+void fp_store_after_free(fp_store_t *self)
 {
-    const uint8_t *p = d->mv_data;
-    if (d->mv_size < S_EVENT_HDR)
-        return false;
-    size_t tl = s_get16(p + 16);
-    if (tl == 0 || d->mv_size < S_EVENT_HDR + tl)
-        return false;
-    *wall_ns = (int64_t)s_get64(p);
-    *round = s_get64(p + 8);
-    *topic = (const char *)p + S_EVENT_HDR;
-    *tlen = tl;
-    *ev = p + S_EVENT_HDR + tl;
-    *evlen = d->mv_size - S_EVENT_HDR - tl;
-    return true;
-}
-
-int fp_store_trim_events(fp_store_t *self, int64_t older_than_wall_ns, uint32_t max_delete,
-                         uint64_t *deleted)
-{
-    assert(self);
-    assert(!self->txn_open);
-    uint64_t n = 0;
-    if (deleted)
-        *deleted = 0;
-    MDB_txn *txn;
-    MDB_cursor *cur = NULL;
-    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
-    if (rc != 0)
-        return s_rc(rc);
-    rc = mdb_cursor_open(txn, self->dbi[S_OUTBOX], &cur);
-    MDB_val k, d;
-    /* Always the first record: each delete makes the next one first. */
-    while (rc == 0 && n < max_delete) {
-        rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST);
-        if (rc != 0)
-            break;
-        int64_t wall;
-        uint64_t round;
-        const char *topic;
-        const void *ev;
-        size_t tlen, evlen;
-        if (!s_event_parse(&d, &wall, &round, &topic, &tlen, &ev, &evlen)) {
-            rc = FP_STORE_CORRUPT;
-            break;
-        }
-        if (wall >= older_than_wall_ns)
-            break;
-        rc = mdb_cursor_del(cur, 0);
-        if (rc == 0)
-            n++;
-    }
-    if (rc == MDB_NOTFOUND)
-        rc = 0;
-    if (cur)
-        mdb_cursor_close(cur);
-    if (rc != 0) {
-        mdb_txn_abort(txn);
-        return rc == FP_STORE_CORRUPT ? rc : s_rc(rc);
-    }
-    if (n == 0) {
-        mdb_txn_abort(txn);
-        return 0;
-    }
-    rc = s_commit_rc(self, mdb_txn_commit(txn));
-    if (rc != 0)
-        return rc;
-    if (deleted)
-        *deleted = n;
     /* LMDB reuses the pages a commit freed only from the second commit after
        it (the last snapshot stays intact). When the store is full, the next
        round could not be that commit; so make one here, as small as can be:
        after it the pages the delete freed are free for the next round. Its
        own failure changes nothing (the delete is committed). Only after a
        FULL: it costs an fsync. */
+    MDB_txn *txn;
     if (self->full && mdb_txn_begin(self->env, NULL, 0, &txn) == 0) {
-        if (s_put_meta64(txn, self->dbi[S_META], "trimmed_ns", (uint64_t)s_now_ns()) == 0)
+        if (fp_store_meta_put64(txn, self->dbi[FP_STORE_DB_META], "trimmed_ns",
+                                (uint64_t)fp_store_now_ns()) == 0)
             mdb_txn_commit(txn);
         else
             mdb_txn_abort(txn);
     }
-    return 0;
 }
 
 int fp_store_delete_deadletter(fp_store_t *self, uint64_t dl_seq)
@@ -777,16 +665,16 @@ int fp_store_delete_deadletter(fp_store_t *self, uint64_t dl_seq)
     MDB_txn *txn;
     int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
     if (rc != 0)
-        return s_rc(rc);
+        return fp_store_lmdb_rc(rc);
     uint8_t kb[8];
-    s_be64(kb, dl_seq);
+    fp_store_enc64(kb, dl_seq);
     MDB_val k = {8, kb};
-    rc = mdb_del(txn, self->dbi[S_DEAD], &k, NULL);
+    rc = mdb_del(txn, self->dbi[FP_STORE_DB_DEAD], &k, NULL);
     if (rc != 0) {
         mdb_txn_abort(txn);
-        return rc == MDB_NOTFOUND ? FP_STORE_NOTFOUND : s_rc(rc);
+        return rc == MDB_NOTFOUND ? FP_STORE_NOTFOUND : fp_store_lmdb_rc(rc);
     }
-    return s_commit_rc(self, mdb_txn_commit(txn));
+    return fp_store_commit_rc(self, mdb_txn_commit(txn));
 }
 
 /* ---- read side ---- */
@@ -796,9 +684,9 @@ int fp_store_delete_deadletter(fp_store_t *self, uint64_t dl_seq)
    stalled inside mdb_txn_begin can copy a meta page the writer is rewriting
    and see a later commit than a reader that began after it (see
    test_concurrent_readers). floorpost reads only on the commit thread. */
-static int s_read_begin(fp_store_t *self, MDB_txn **txn)
+int fp_store_read_begin(fp_store_t *self, MDB_txn **txn)
 {
-    return s_rc(mdb_txn_begin(self->env, NULL, MDB_RDONLY, txn));
+    return fp_store_lmdb_rc(mdb_txn_begin(self->env, NULL, MDB_RDONLY, txn));
 }
 
 int fp_store_last_round(fp_store_t *self, uint64_t *round, uint64_t *global_seq)
@@ -806,31 +694,28 @@ int fp_store_last_round(fp_store_t *self, uint64_t *round, uint64_t *global_seq)
     assert(self && round && global_seq);
     *round = *global_seq = 0;
     MDB_txn *txn;
-    int rc = s_read_begin(self, &txn);
+    int rc = fp_store_read_begin(self, &txn);
     if (rc != 0)
         return rc;
-    rc = s_meta64(txn, self->dbi[S_META], "round", round);
+    rc = fp_store_meta_get64(txn, self->dbi[FP_STORE_DB_META], "round", round);
     if (rc == 0)
-        rc = s_meta64(txn, self->dbi[S_META], "global_seq", global_seq);
+        rc = fp_store_meta_get64(txn, self->dbi[FP_STORE_DB_META], "global_seq", global_seq);
     mdb_txn_abort(txn);
     return rc;
 }
 
-/* One read txn and cursor over table db from `from` (NULL: the first key);
-   calls each(ctx2, key, data) until it returns non-zero. Returns 0 at the
-   end, each's non-zero value, or a negative error. */
-static int s_scan(fp_store_t *self, int db, const MDB_val *from,
+int fp_store_scan(fp_store_t *self, int db, const MDB_val *from,
                   int (*each)(void *ctx2, const MDB_val *k, const MDB_val *d), void *ctx2)
 {
     MDB_txn *txn;
     MDB_cursor *cur;
-    int rc = s_read_begin(self, &txn);
+    int rc = fp_store_read_begin(self, &txn);
     if (rc != 0)
         return rc;
     rc = mdb_cursor_open(txn, self->dbi[db], &cur);
     if (rc != 0) {
         mdb_txn_abort(txn);
-        return s_rc(rc);
+        return fp_store_lmdb_rc(rc);
     }
     MDB_val k, d;
     if (from)
@@ -847,21 +732,17 @@ static int s_scan(fp_store_t *self, int db, const MDB_val *from,
     mdb_txn_abort(txn);
     if (stop != 0)
         return stop;
-    return rc == MDB_NOTFOUND ? 0 : s_rc(rc);
+    return rc == MDB_NOTFOUND ? 0 : fp_store_lmdb_rc(rc);
 }
 
 typedef struct {
     void *ctx;
     void (*fn)(void); /* the caller's callback, cast back to its type by the adapter */
-    uint32_t max;   /* events_from: the limit */
-    uint32_t count; /* events_from: events fn accepted */
-    int fn_rc;      /* the caller's non-zero return value, or a store error */
 } s_scan_t;
 
 typedef int (*s_key_fn)(void *, const void *, size_t, const void *, size_t);
 typedef int (*s_source_fn)(void *, uint64_t, const void *, size_t);
 typedef int (*s_feed_fn)(void *, const char *, size_t, uint64_t);
-typedef int (*s_event_fn)(void *, uint64_t, uint64_t, const char *, size_t, const void *, size_t);
 typedef int (*s_dead_fn)(void *, uint64_t, int64_t, const char *, const char *, size_t,
                          const void *, size_t);
 
@@ -876,7 +757,7 @@ static int s_each_source(void *ctx2, const MDB_val *k, const MDB_val *d)
     s_scan_t *s = ctx2;
     if (k->mv_size != 8)
         return FP_STORE_CORRUPT;
-    return ((s_source_fn)s->fn)(s->ctx, s_get64(k->mv_data), d->mv_data, d->mv_size);
+    return ((s_source_fn)s->fn)(s->ctx, fp_store_dec64(k->mv_data), d->mv_data, d->mv_size);
 }
 
 static int s_each_feed(void *ctx2, const MDB_val *k, const MDB_val *d)
@@ -884,27 +765,7 @@ static int s_each_feed(void *ctx2, const MDB_val *k, const MDB_val *d)
     s_scan_t *s = ctx2;
     if (d->mv_size != 8)
         return FP_STORE_CORRUPT;
-    return ((s_feed_fn)s->fn)(s->ctx, k->mv_data, k->mv_size, s_get64(d->mv_data));
-}
-
-static int s_each_event(void *ctx2, const MDB_val *k, const MDB_val *d)
-{
-    s_scan_t *s = ctx2;
-    if (s->count >= s->max)
-        return 1;
-    int64_t wall;
-    uint64_t round;
-    const char *topic;
-    const void *ev;
-    size_t tlen, evlen;
-    if (k->mv_size != 8 || !s_event_parse(d, &wall, &round, &topic, &tlen, &ev, &evlen)) {
-        s->fn_rc = FP_STORE_CORRUPT;
-        return 1;
-    }
-    if (((s_event_fn)s->fn)(s->ctx, s_get64(k->mv_data), round, topic, tlen, ev, evlen) != 0)
-        return 1;
-    s->count++;
-    return 0;
+    return ((s_feed_fn)s->fn)(s->ctx, k->mv_data, k->mv_size, fp_store_dec64(d->mv_data));
 }
 
 static int s_each_dead(void *ctx2, const MDB_val *k, const MDB_val *d)
@@ -914,14 +775,14 @@ static int s_each_dead(void *ctx2, const MDB_val *k, const MDB_val *d)
     size_t n = d->mv_size;
     if (k->mv_size != 8 || n < 10)
         return FP_STORE_CORRUPT;
-    size_t rlen = s_get16(p + 8);
+    size_t rlen = fp_store_dec16(p + 8);
     if (rlen == 0 || n < 10 + rlen + 4 || p[10 + rlen - 1] != '\0')
         return FP_STORE_CORRUPT;
-    size_t jlen = s_get32(p + 10 + rlen);
+    size_t jlen = fp_store_dec32(p + 10 + rlen);
     size_t off = 10 + rlen + 4;
     if (n - off < jlen)
         return FP_STORE_CORRUPT;
-    return ((s_dead_fn)s->fn)(s->ctx, s_get64(k->mv_data), (int64_t)s_get64(p),
+    return ((s_dead_fn)s->fn)(s->ctx, fp_store_dec64(k->mv_data), (int64_t)fp_store_dec64(p),
                               (const char *)p + 10, (const char *)p + off, jlen, p + off + jlen,
                               n - off - jlen);
 }
@@ -933,7 +794,7 @@ int fp_store_each_key(fp_store_t *self,
 {
     assert(self && fn);
     s_scan_t s = {.ctx = ctx, .fn = (void (*)(void))fn};
-    return s_scan(self, S_KEYS, NULL, s_each_key, &s);
+    return fp_store_scan(self, FP_STORE_DB_KEYS, NULL, s_each_key, &s);
 }
 
 int fp_store_each_source(fp_store_t *self,
@@ -942,7 +803,7 @@ int fp_store_each_source(fp_store_t *self,
 {
     assert(self && fn);
     s_scan_t s = {.ctx = ctx, .fn = (void (*)(void))fn};
-    return s_scan(self, S_SOURCES, NULL, s_each_source, &s);
+    return fp_store_scan(self, FP_STORE_DB_SOURCES, NULL, s_each_source, &s);
 }
 
 int fp_store_each_feed(fp_store_t *self,
@@ -951,7 +812,7 @@ int fp_store_each_feed(fp_store_t *self,
 {
     assert(self && fn);
     s_scan_t s = {.ctx = ctx, .fn = (void (*)(void))fn};
-    return s_scan(self, S_FEEDS, NULL, s_each_feed, &s);
+    return fp_store_scan(self, FP_STORE_DB_FEEDS, NULL, s_each_feed, &s);
 }
 
 int fp_store_each_deadletter(fp_store_t *self, uint64_t from_dl_seq,
@@ -962,57 +823,10 @@ int fp_store_each_deadletter(fp_store_t *self, uint64_t from_dl_seq,
 {
     assert(self && fn);
     uint8_t kb[8];
-    s_be64(kb, from_dl_seq);
+    fp_store_enc64(kb, from_dl_seq);
     MDB_val from = {8, kb};
     s_scan_t s = {.ctx = ctx, .fn = (void (*)(void))fn};
-    return s_scan(self, S_DEAD, &from, s_each_dead, &s);
-}
-
-int fp_store_events_from(fp_store_t *self, uint64_t from_global_seq, uint32_t max,
-                         int (*fn)(void *ctx, uint64_t global_seq, uint64_t round,
-                                   const char *topic, size_t tlen, const void *ev, size_t evlen),
-                         void *ctx)
-{
-    assert(self && fn);
-    if (max == 0)
-        return 0;
-    if (max > INT32_MAX)
-        max = INT32_MAX; /* the count is returned as an int */
-    uint8_t kb[8];
-    s_be64(kb, from_global_seq);
-    MDB_val from = {8, kb};
-    s_scan_t s = {.ctx = ctx, .fn = (void (*)(void))fn, .max = max};
-    int rc = s_scan(self, S_OUTBOX, &from, s_each_event, &s);
-    if (s.fn_rc != 0)
-        return s.fn_rc;
-    if (rc < 0)
-        return rc;
-    return (int)s.count;
-}
-
-int fp_store_oldest_event(fp_store_t *self, uint64_t *global_seq)
-{
-    assert(self && global_seq);
-    *global_seq = 0;
-    MDB_txn *txn;
-    MDB_cursor *cur;
-    int rc = s_read_begin(self, &txn);
-    if (rc != 0)
-        return rc;
-    rc = mdb_cursor_open(txn, self->dbi[S_OUTBOX], &cur);
-    if (rc == 0) {
-        MDB_val k, d;
-        rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST);
-        if (rc == 0 && k.mv_size != 8)
-            rc = FP_STORE_CORRUPT;
-        else if (rc == 0)
-            *global_seq = s_get64(k.mv_data);
-        mdb_cursor_close(cur);
-    }
-    mdb_txn_abort(txn);
-    if (rc == MDB_NOTFOUND)
-        return FP_STORE_EMPTY;
-    return rc == FP_STORE_CORRUPT ? rc : s_rc(rc);
+    return fp_store_scan(self, FP_STORE_DB_DEAD, &from, s_each_dead, &s);
 }
 
 int fp_store_usage(fp_store_t *self, uint64_t *used_bytes, uint64_t *map_bytes)
@@ -1023,22 +837,22 @@ int fp_store_usage(fp_store_t *self, uint64_t *used_bytes, uint64_t *map_bytes)
     MDB_txn *txn;
     int rc = mdb_env_info(self->env, &info);
     if (rc != 0)
-        return s_rc(rc);
+        return fp_store_lmdb_rc(rc);
     *map_bytes = info.me_mapsize;
-    rc = s_read_begin(self, &txn);
+    rc = fp_store_read_begin(self, &txn);
     if (rc != 0)
         return rc;
     MDB_dbi main_dbi;
     uint64_t pages = 2; /* the meta pages */
     rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
-    for (int i = -1; rc == 0 && i < S_NDBS; i++) {
+    for (int i = -1; rc == 0 && i < FP_STORE_NDBS; i++) {
         rc = mdb_stat(txn, i < 0 ? main_dbi : self->dbi[i], &st);
         if (rc == 0)
             pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
     }
     mdb_txn_abort(txn);
     if (rc != 0)
-        return s_rc(rc);
+        return fp_store_lmdb_rc(rc);
     *used_bytes = pages * st.ms_psize;
     return 0;
 }

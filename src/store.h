@@ -2,16 +2,20 @@
 
     Pure storage: no threads, no sockets. One write transaction per commit
     round holds everything the round changed (dirty aggregate keys, source
-    watermarks, feed counters, the round's events, its dead letters and the
-    round number), so after a crash the store holds exactly the last
-    committed round: all of it or none of it.
+    watermarks, feed counters, the round's events, the readers' positions,
+    its dead letters and the round number), so after a crash the store holds
+    exactly the last committed round: all of it or none of it. The outbox
+    (events and reader positions) is its own module on the same env and
+    txns: src/outbox.h.
 
     Thread contract:
-      - Writes (fp_store_begin .. fp_store_commit/abort, fp_store_trim_events,
-        fp_store_delete_deadletter) happen on ONE thread, the commit thread,
+      - Writes (fp_store_begin .. fp_store_commit/abort, fp_outbox_trim,
+        fp_outbox_detach_lagging, fp_store_delete_deadletter) happen on ONE
+        thread, the commit thread,
         and never while that thread has an fp_store_txn_t open (asserted).
-      - Reads (fp_store_last_round, fp_store_each_*, fp_store_events_from,
-        fp_store_oldest_event, fp_store_usage) may run on any thread at any
+      - Reads (fp_store_last_round, fp_store_each_*, fp_store_usage, and
+        outbox.h's fp_outbox_read, fp_outbox_oldest, fp_outbox_reader,
+        fp_outbox_each_reader, fp_outbox_usage) may run on any thread at any
         time, concurrently with the writer and each other: each call takes
         its own LMDB read transaction (the env is opened with MDB_NOTLS, so
         read transactions are not bound to threads). A read sees the last
@@ -30,12 +34,12 @@
         the call, read-only, and NOT 8-byte aligned in general. Copy a value
         into aligned memory before reading it as a struct.
 
-    On disk (format version 1, every integer big-endian):
-      meta         "magic" -> "floorpost-state", "version" -> u32,
+    On disk (format version 2, every integer big-endian):
+      meta         "magic" -> "floorpost-state", "version" -> u32 (2),
                    "instance" -> name bytes, "created_ns" -> u64 (CLOCK_REALTIME),
                    "round" -> u64 last committed round, "global_seq" -> u64 last
                    event global_seq, "dl_seq" -> u64 last dead-letter seq,
-                   "trimmed_ns" -> u64 (see fp_store_trim_events)
+                   "trimmed_ns" -> u64 (see fp_outbox_trim)
       keys         aggregation key bytes -> state bytes (opaque)
       sources      u64 source_id -> state bytes (opaque)
       feeds        topic bytes -> u64 last stream_seq
@@ -43,6 +47,17 @@
                    length, topic, event bytes
       deadletters  u64 dl_seq -> u64 wall ns, u16 reason length (counting a
                    trailing NUL), reason, NUL, u32 json length, json, payload
+      readers      (version 2) reader name (1..63 bytes of [A-Za-z0-9._-], no
+                   NUL) -> u64 position (the last global_seq the reader has
+                   finished with), u32 flags (outbox.h FP_OUTBOX_READER_*),
+                   u64 wall ns of the last put
+    Version 1 is version 2 without the readers table. fp_store_open upgrades
+    a version-1 file in place, in its open transaction (creates the empty
+    readers table, sets "version" to 2; every other record stays byte for
+    byte) and says so through fp_store_upgraded_from; an older floorpost then
+    refuses the file (its version check). fp_store_open_tool refuses a
+    version-1 file (a tool never writes the format) and tells the operator
+    to start floorpost once. Versions above 2 are refused.
     data.mdb is extended (sparse) to the map size at open, so that a file
     shorter than its last committed page can only be a damaged one (LMDB
     itself may legitimately leave freed pages at the end unwritten).
@@ -51,7 +66,7 @@
     does not fit (MDB_MAP_FULL), or the disk is full (ENOSPC, EDQUOT, EFBIG,
     or LMDB's EIO for a short write while the filesystem has < 64 MiB free),
     the commit returns FP_STORE_FULL and stores nothing of the round. Room
-    comes back through fp_store_trim_events (or the disk freeing up); LMDB
+    comes back through fp_outbox_trim (or the disk freeing up); LMDB
     reuses the pages a commit freed only from the second commit after it, so
     after a FULL the trim makes that second commit itself.
 
@@ -70,7 +85,7 @@
 typedef struct fp_store fp_store_t;
 typedef struct fp_store_txn fp_store_txn_t;
 
-#define FP_STORE_FORMAT_VERSION 1u
+#define FP_STORE_FORMAT_VERSION 2u
 #define FP_STORE_MAGIC "floorpost-state"
 
 #define FP_STORE_FULL (-28)     /* like -ENOSPC: MDB_MAP_FULL, ENOSPC, EDQUOT, EFBIG */
@@ -86,8 +101,10 @@ typedef struct fp_store_txn fp_store_txn_t;
    budget; never grown by the store). Takes an exclusive flock on DIR, so a
    second process is refused. Refuses, returning NULL with a one-line reason
    in err, a file that is not a floorpost state, another instance's state,
-   another format version, an empty or truncated data.mdb, or any LMDB error:
-   never half-loaded. Free with fp_store_close. */
+   a format version other than 1 and 2, an empty or truncated data.mdb, or
+   any LMDB error: never half-loaded. A version-1 file is upgraded to 2 in
+   the open's one write txn (see "On disk"; logs nothing: ask
+   fp_store_upgraded_from). Free with fp_store_close. */
 fp_store_t *fp_store_open(const char *dir, uint64_t map_bytes, const char *instance, char *err,
                           size_t errlen);
 
@@ -95,14 +112,20 @@ fp_store_t *fp_store_open(const char *dir, uint64_t map_bytes, const char *insta
    (`floorpost deadletters`): no flock, creates nothing (no DIR, no data.mdb,
    no tables), checks in a read txn (never waits for floorpost's writer),
    does not extend the file. Refuses like fp_store_open (magic, version,
-   instance, truncated, LMDB errors), and "no floorpost state here" when
-   DIR/data.mdb does not exist. map_bytes: the same as floorpost's (the
+   instance, truncated, LMDB errors), a version-1 file (it does not upgrade:
+   "state format version 1: start floorpost once to upgrade it"), and "no floorpost state
+   here" when DIR/data.mdb does not exist. map_bytes: the same as floorpost's (the
    config's map_size_mb), so a tool's write can never move the end of the
    data past floorpost's map. Allowed on it: the read side and
    fp_store_delete_deadletter; fp_store_begin asserts. Free with
    fp_store_close. */
 fp_store_t *fp_store_open_tool(const char *dir, uint64_t map_bytes, const char *instance,
                                char *err, size_t errlen);
+
+/* The format version this open upgraded the file from (1), or 0 when the
+   file was created or already at FP_STORE_FORMAT_VERSION. For the caller's
+   log line ("upgraded state from version 1"). */
+uint32_t fp_store_upgraded_from(const fp_store_t *self);
 
 /* Closes the env and frees *self_p; sets it to NULL; NULL-safe. No txn may
    be open and no read may be running. */
@@ -125,11 +148,8 @@ int fp_store_put_key(fp_store_txn_t *t, const void *key, size_t klen, const void
 int fp_store_put_source(fp_store_txn_t *t, uint64_t source_id, const void *state, size_t slen);
 /* Sets the last stream_seq published on a topic. tlen 1..FP_STORE_KEY_MAX. */
 int fp_store_put_feed(fp_store_txn_t *t, const char *topic, size_t tlen, uint64_t last_stream_seq);
-/* Appends an event to the outbox. global_seq must be greater than every
-   global_seq stored before (else the txn fails with MDB_KEYEXIST). tlen
-   1..65535. wall_ns: the round's commit time, used by fp_store_trim_events. */
-int fp_store_put_event(fp_store_txn_t *t, uint64_t global_seq, uint64_t round, int64_t wall_ns,
-                       const char *topic, size_t tlen, const void *ev, size_t evlen);
+/* The round's events and reader positions: outbox.h (fp_outbox_put,
+   fp_outbox_put_reader), in the same txn. */
 /* Appends a dead letter and writes its assigned seq (1, 2, 3, ... across
    restarts; never reused) to *dl_seq_out (may be NULL). reason: a NUL-terminated
    name of at most 255 bytes; json: jlen bytes (not NUL-terminated). */
@@ -147,16 +167,6 @@ int fp_store_commit(fp_store_txn_t **t);
 
 /* Discards the transaction and frees *t; sets it to NULL; NULL-safe. */
 void fp_store_abort(fp_store_txn_t **t);
-
-/* Retention (commit thread, between rounds; own write txn): deletes the
-   oldest events whose commit wall time is before older_than_wall_ns, in
-   global_seq order, stopping at the first event that is not older (so the
-   outbox never gets holes) or after max_delete events. *deleted (may be
-   NULL) gets the count. After a FULL commit it also commits a tiny second
-   txn (meta "trimmed_ns") so the freed pages serve the next round. 0 or a
-   negative error. */
-int fp_store_trim_events(fp_store_t *self, int64_t older_than_wall_ns, uint32_t max_delete,
-                         uint64_t *deleted);
 
 /* Deletes one dead letter (commit thread, or a tool's store from
    fp_store_open_tool; own write txn). 0, FP_STORE_NOTFOUND, or a negative
@@ -190,18 +200,6 @@ int fp_store_each_deadletter(fp_store_t *self, uint64_t from_dl_seq,
                                        const char *reason, const char *json, size_t jlen,
                                        const void *payload, size_t plen),
                              void *ctx);
-
-/* Events with global_seq >= from_global_seq, in order, at most max of them.
-   fn returns 0 to go on, non-zero to stop (that event is not counted).
-   Returns the number of events fn accepted (>= 0) or a negative error.
-   topic is not NUL-terminated; ev is not aligned. */
-int fp_store_events_from(fp_store_t *self, uint64_t from_global_seq, uint32_t max,
-                         int (*fn)(void *ctx, uint64_t global_seq, uint64_t round,
-                                   const char *topic, size_t tlen, const void *ev, size_t evlen),
-                         void *ctx);
-
-/* The smallest global_seq in the outbox: 0, or FP_STORE_EMPTY. */
-int fp_store_oldest_event(fp_store_t *self, uint64_t *global_seq);
 
 /* used_bytes: pages holding live data (all tables and the two meta pages;
    free pages not counted); map_bytes: the map size, the most the store may

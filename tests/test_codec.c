@@ -684,10 +684,35 @@ TEST(test_json_escape)
     fp_codec_destroy(&c);
 }
 
+/* The kind of an encoded checkpoint, read from its typed field: what emit
+   counts by (never the topic text). */
+TEST(test_checkpoint_kind)
+{
+    fp_codec_t *c = fp_codec_new();
+    for (int kind = FP_CK_CONSUMPTION; kind <= FP_CK_KINDS; kind++) {
+        fp_checkpoint_t ck = {.kind = kind, .event_id = "e", .instance = "i", .plant = "1000",
+                              .line = "L01", .order = "O1", .operation = "0010",
+                              .material = "M", .lot = "L", .unit = "KG", .reason = "R",
+                              .record_count = 1};
+        const void *out;
+        size_t len;
+        ASSERT_EQ(fp_codec_checkpoint_encode(c, &ck, &out, &len), FP_CODEC_OK);
+        void *buf = aligned_alloc(8, (len + 7) & ~(size_t)7);
+        memcpy(buf, out, len);
+        ASSERT_EQ(fp_codec_checkpoint_kind(buf, len), kind);
+        ASSERT_STREQ(fp_ck_kind_name(kind), kind == 1 ? "consumption" : kind == 2 ? "completion"
+                                                                                  : "scrap");
+        free(buf);
+    }
+    ASSERT(fp_ck_kind_name(0) == NULL && fp_ck_kind_name(4) == NULL);
+    fp_codec_destroy(&c);
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
     RUN(test_strerror);
+    RUN(test_checkpoint_kind);
     RUN(test_batch_roundtrip);
     RUN(test_batch_python_layout);
     RUN(test_batch_errors);

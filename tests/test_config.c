@@ -64,6 +64,8 @@ TEST(test_defaults)
     ASSERT_EQ(c.posting_interval_ms, 60000);
     ASSERT_EQ(c.closed_key_grace_ms, 600000);
     ASSERT_EQ(c.max_open_keys, 10000000);
+    ASSERT_EQ(c.retention_ms, 86400000);
+    ASSERT_EQ((long long)c.reader_max_lag_events, 10000000LL);
     ASSERT_EQ(c.demo, 0);
     ASSERT_EQ(c.demo_rate, 2000);
     ASSERT_EQ(c.demo_lines, 3);
@@ -129,6 +131,8 @@ TEST(test_full_valid_text)
         "posting_interval_ms = 10\n"
         "closed_key_grace_ms = 0\n"
         "max_open_keys = 1000000000\n"
+        "[durability]\n"
+        "reader_max_lag_events = 1000000000000\n"
         "[demo]\n"
         "demo = on\n"
         "demo_rate = 10000000\n"
@@ -156,6 +160,7 @@ TEST(test_full_valid_text)
     ASSERT_EQ(c.posting_interval_ms, 10);
     ASSERT_EQ(c.closed_key_grace_ms, 0);
     ASSERT_EQ(c.max_open_keys, 1000000000);
+    ASSERT_EQ((long long)c.reader_max_lag_events, 1000000000000LL);
     ASSERT_EQ(c.demo, 1);
     ASSERT_EQ(c.demo_rate, 10000000);
     ASSERT_EQ(c.demo_lines, 100);
@@ -262,6 +267,10 @@ TEST(test_error_messages)
     s_refused("[aggregate]\nmax_open_keys = 1000000001\n", "x.ini:2:", "max_open_keys",
               "out of range");
     s_refused("[demo]\ndemo_lines = 101\n", "x.ini:2:", "demo_lines", "1..100");
+    s_refused("[durability]\nreader_max_lag_events = 999\n", "x.ini:2:",
+              "reader_max_lag_events", "1000..1000000000000");
+    s_refused("[durability]\nreader_max_lag_events = 1000000000001\n", "x.ini:2:",
+              "reader_max_lag_events", "out of range");
 
     /* no file name: a placeholder, still with the line */
     fp_config_t c;
@@ -404,6 +413,7 @@ TEST(test_reference_file)
     ASSERT_EQ(got.posting_interval_ms, want.posting_interval_ms);
     ASSERT_EQ(got.closed_key_grace_ms, want.closed_key_grace_ms);
     ASSERT_EQ((long long)got.max_open_keys, (long long)want.max_open_keys);
+    ASSERT_EQ((long long)got.reader_max_lag_events, (long long)want.reader_max_lag_events);
     ASSERT_EQ(got.demo, want.demo);
     ASSERT_EQ(got.demo_rate, want.demo_rate);
     ASSERT_EQ(got.demo_lines, want.demo_lines);

@@ -3,6 +3,7 @@
 
     Every test works in its own fresh directory under /tmp.
 */
+#include "outbox.h"
 #include "store.h"
 #include "test.h"
 
@@ -205,7 +206,7 @@ static void s_check_roundtrip(fp_store_t *st)
     ASSERT_EQ(f.seq[1], 1);
 
     events_t e = {0};
-    ASSERT_EQ(fp_store_events_from(st, 0, 100, s_collect_event, &e), 3);
+    ASSERT_EQ(fp_outbox_read(st, 0, 100, s_collect_event, &e), 3);
     ASSERT_EQ(e.n, 3);
     ASSERT_EQ(e.seq[0], 1);
     ASSERT_EQ(e.round[0], 1);
@@ -246,8 +247,8 @@ TEST(test_roundtrip_and_reopen)
     ASSERT_EQ(fp_store_put_key(t, "P1|O9|op90|scrap", 16, "x", 1), 0);
     ASSERT_EQ(fp_store_put_source(t, 7, "epoch=1 acked=3", 15), 0);
     ASSERT_EQ(fp_store_put_feed(t, "checkpoint/completion/P1/L1", 27, 1), 0);
-    ASSERT_EQ(fp_store_put_event(t, 1, 1, 1000, "checkpoint/completion/P1/L1", 27, "ev-one", 6), 0);
-    ASSERT_EQ(fp_store_put_event(t, 2, 1, 1000, "checkpoint/consumption/P1/L1", 28, "ev-two", 6), 0);
+    ASSERT_EQ(fp_outbox_put(t, 1, 1, 1000, "checkpoint/completion/P1/L1", 27, "ev-one", 6), 0);
+    ASSERT_EQ(fp_outbox_put(t, 2, 1, 1000, "checkpoint/consumption/P1/L1", 28, "ev-two", 6), 0);
     ASSERT_EQ(fp_store_put_deadletter(t, 123456789, "too_old", "{\"reason\":\"too_old\"}", 20,
                                       "raw-bytes", 9, &dl), 0);
     ASSERT_EQ(dl, 1);
@@ -269,7 +270,7 @@ TEST(test_roundtrip_and_reopen)
     ASSERT_EQ(fp_store_put_source(t, 99, NULL, 0), 0);
     ASSERT_EQ(fp_store_put_feed(t, "checkpoint/completion/P1/L1", 27, 2), 0);
     ASSERT_EQ(fp_store_put_feed(t, "checkpoint/consumption/P1/L1", 28, 1), 0);
-    ASSERT_EQ(fp_store_put_event(t, 3, 2, 2000, "checkpoint/completion/P1/L1", 27, "", 0), 0);
+    ASSERT_EQ(fp_outbox_put(t, 3, 2, 2000, "checkpoint/completion/P1/L1", 27, "", 0), 0);
     ASSERT_EQ(fp_store_set_round(t, 2, 3), 0);
     ASSERT_EQ(fp_store_commit(&t), 0);
 
@@ -362,7 +363,7 @@ TEST(test_refuse_instance_version_magic)
 
     uint8_t v7[4] = {0, 0, 0, 7};
     s_poke_meta(dir, "version", v7, 4);
-    s_refused(dir, MAP, "plant-a", "data.mdb: format version 7, this floorpost reads 1");
+    s_refused(dir, MAP, "plant-a", "data.mdb: format version 7, this floorpost reads 2");
     uint8_t v1[4] = {0, 0, 0, 1};
     s_poke_meta(dir, "version", v1, 4);
     st = s_open(dir, MAP, "plant-a"); /* back to a good one */
@@ -483,7 +484,7 @@ static int s_full_round(fp_store_t *st, uint64_t round, uint64_t gseq)
         rc = fp_store_put_key(t, key, (size_t)kl, state, sizeof state);
     }
     for (uint64_t i = 1; i <= 5 && rc == 0; i++)
-        rc = fp_store_put_event(t, gseq + i, round, (int64_t)round, "topic", 5, ev, sizeof ev);
+        rc = fp_outbox_put(t, gseq + i, round, (int64_t)round, "topic", 5, ev, sizeof ev);
     if (rc == 0)
         rc = fp_store_set_round(t, round, gseq + 5);
     if (rc != 0) /* poisoned: every later put fails the same way */
@@ -527,13 +528,13 @@ TEST(test_full_map)
     ASSERT_EQ(scan.seen, 0);
     ASSERT_EQ(scan.total, (int)round * 10);
     events_t *e = calloc(1, sizeof *e);
-    ASSERT_EQ(fp_store_events_from(st, gseq + 1, 10, s_collect_event, e), 0);
+    ASSERT_EQ(fp_outbox_read(st, gseq + 1, 10, s_collect_event, e), 0);
     free(e);
 
     /* Retention frees room: the same round, retried, now commits (the
        pages freed by the trim are usable by the very next commit). */
     uint64_t deleted = 0;
-    ASSERT_EQ(fp_store_trim_events(st, (int64_t)round, UINT32_MAX, &deleted), 0);
+    ASSERT_EQ(fp_outbox_trim(st, (int64_t)round, UINT32_MAX, &deleted), 0);
     ASSERT_EQ(deleted, (round - 1) * 5); /* rounds 1 .. round-1 */
     ASSERT_EQ(s_full_round(st, round + 1, gseq), 0);
     ASSERT_EQ(fp_store_last_round(st, &r2, &g2), 0);
@@ -554,7 +555,7 @@ static int s_disk_round(fp_store_t *st, uint64_t round, uint64_t gseq)
     fp_store_txn_t *t;
     ASSERT_EQ(fp_store_begin(st, &t), 0);
     for (uint64_t i = 1; i <= 10; i++)
-        ASSERT_EQ(fp_store_put_event(t, gseq + i, round, (int64_t)round, "t", 1, ev, sizeof ev), 0);
+        ASSERT_EQ(fp_outbox_put(t, gseq + i, round, (int64_t)round, "t", 1, ev, sizeof ev), 0);
     ASSERT_EQ(fp_store_set_round(t, round, gseq + 10), 0);
     return fp_store_commit(&t);
 }
@@ -580,7 +581,7 @@ TEST(test_full_disk)
         uint64_t r2, g2, deleted;
         ASSERT_EQ(fp_store_last_round(st, &r2, &g2), 0);
         ASSERT_EQ(r2, round);
-        ASSERT_EQ(fp_store_trim_events(st, (int64_t)round / 2, UINT32_MAX, &deleted), 0);
+        ASSERT_EQ(fp_outbox_trim(st, (int64_t)round / 2, UINT32_MAX, &deleted), 0);
         ASSERT(deleted > 0);
         ASSERT_EQ(s_disk_round(st, round + 1, gseq), 0);
         ASSERT_EQ(s_disk_round(st, round + 2, gseq + 10), 0);
@@ -602,9 +603,9 @@ TEST(test_outbox_order_and_trim)
     const char *dir = s_newdir();
     fp_store_t *st = s_open(dir, MAP, "plant-a");
     uint64_t oldest = 5;
-    ASSERT_EQ(fp_store_oldest_event(st, &oldest), FP_STORE_EMPTY);
+    ASSERT_EQ(fp_outbox_oldest(st, &oldest), FP_STORE_EMPTY);
     uint64_t del = 9;
-    ASSERT_EQ(fp_store_trim_events(st, INT64_MAX, 10, &del), 0);
+    ASSERT_EQ(fp_outbox_trim(st, INT64_MAX, 10, &del), 0);
     ASSERT_EQ(del, 0);
 
     /* Events 1..100, ten rounds of ten; event s committed at wall s*1000. */
@@ -614,14 +615,14 @@ TEST(test_outbox_order_and_trim)
         for (uint64_t s = (r - 1) * 10 + 1; s <= r * 10; s++) {
             char evb[16];
             int n = snprintf(evb, sizeof evb, "e%llu", (unsigned long long)s);
-            ASSERT_EQ(fp_store_put_event(t, s, r, (int64_t)s * 1000, s % 2 ? "odd" : "even",
+            ASSERT_EQ(fp_outbox_put(t, s, r, (int64_t)s * 1000, s % 2 ? "odd" : "even",
                                          s % 2 ? 3 : 4, evb, (size_t)n), 0);
         }
         ASSERT_EQ(fp_store_set_round(t, r, r * 10), 0);
         ASSERT_EQ(fp_store_commit(&t), 0);
     }
     events_t *e = calloc(1, sizeof *e);
-    ASSERT_EQ(fp_store_events_from(st, 50, 10, s_collect_event, e), 10);
+    ASSERT_EQ(fp_outbox_read(st, 50, 10, s_collect_event, e), 10);
     ASSERT_EQ(e->seq[0], 50);
     ASSERT_EQ(e->seq[9], 59);
     ASSERT_EQ(e->round[0], 5);
@@ -629,29 +630,29 @@ TEST(test_outbox_order_and_trim)
     ASSERT_STREQ(e->topic[0], "even");
     ASSERT_STREQ(e->ev[1], "e51");
     memset(e, 0, sizeof *e);
-    ASSERT_EQ(fp_store_events_from(st, 95, 10, s_collect_event, e), 6); /* 95..100 */
+    ASSERT_EQ(fp_outbox_read(st, 95, 10, s_collect_event, e), 6); /* 95..100 */
     ASSERT_EQ(e->seq[5], 100);
     memset(e, 0, sizeof *e);
-    ASSERT_EQ(fp_store_events_from(st, 101, 10, s_collect_event, e), 0);
-    ASSERT_EQ(fp_store_events_from(st, 1, 0, s_collect_event, e), 0);
+    ASSERT_EQ(fp_outbox_read(st, 101, 10, s_collect_event, e), 0);
+    ASSERT_EQ(fp_outbox_read(st, 1, 0, s_collect_event, e), 0);
     e->stop_after = 4; /* the callback stops: 4 accepted */
-    ASSERT_EQ(fp_store_events_from(st, 0, 100, s_collect_event, e), 4);
+    ASSERT_EQ(fp_outbox_read(st, 0, 100, s_collect_event, e), 4);
     ASSERT_EQ(e->seq[3], 4);
 
-    ASSERT_EQ(fp_store_oldest_event(st, &oldest), 0);
+    ASSERT_EQ(fp_outbox_oldest(st, &oldest), 0);
     ASSERT_EQ(oldest, 1);
-    ASSERT_EQ(fp_store_trim_events(st, 10500, 3, &del), 0); /* the limit */
+    ASSERT_EQ(fp_outbox_trim(st, 10500, 3, &del), 0); /* the limit */
     ASSERT_EQ(del, 3);
-    ASSERT_EQ(fp_store_oldest_event(st, &oldest), 0);
+    ASSERT_EQ(fp_outbox_oldest(st, &oldest), 0);
     ASSERT_EQ(oldest, 4);
-    ASSERT_EQ(fp_store_trim_events(st, 10500, 1000, &del), 0); /* the time: 4..10 */
+    ASSERT_EQ(fp_outbox_trim(st, 10500, 1000, &del), 0); /* the time: 4..10 */
     ASSERT_EQ(del, 7);
-    ASSERT_EQ(fp_store_oldest_event(st, &oldest), 0);
+    ASSERT_EQ(fp_outbox_oldest(st, &oldest), 0);
     ASSERT_EQ(oldest, 11);
-    ASSERT_EQ(fp_store_trim_events(st, 0, 1000, &del), 0);
+    ASSERT_EQ(fp_outbox_trim(st, 0, 1000, &del), 0);
     ASSERT_EQ(del, 0);
     memset(e, 0, sizeof *e);
-    ASSERT_EQ(fp_store_events_from(st, 0, 1000, s_collect_event, e), 90);
+    ASSERT_EQ(fp_outbox_read(st, 0, 1000, s_collect_event, e), 90);
     ASSERT_EQ(e->seq[0], 11);
     ASSERT_EQ(e->seq[89], 100);
 
@@ -659,8 +660,8 @@ TEST(test_outbox_order_and_trim)
     fp_store_txn_t *t;
     ASSERT_EQ(fp_store_begin(st, &t), 0);
     ASSERT_EQ(fp_store_put_key(t, "k", 1, "v", 1), 0);
-    ASSERT_EQ(fp_store_put_event(t, 101, 11, 0, "odd", 3, "x", 1), 0);
-    ASSERT_EQ(fp_store_put_event(t, 100, 11, 0, "odd", 3, "y", 1), MDB_KEYEXIST);
+    ASSERT_EQ(fp_outbox_put(t, 101, 11, 0, "odd", 3, "x", 1), 0);
+    ASSERT_EQ(fp_outbox_put(t, 100, 11, 0, "odd", 3, "y", 1), MDB_KEYEXIST);
     ASSERT_EQ(fp_store_set_round(t, 11, 101), MDB_KEYEXIST);
     ASSERT_EQ(fp_store_commit(&t), MDB_KEYEXIST);
     uint64_t round, gseq;
@@ -880,7 +881,7 @@ static void s_crash_child(const char *dir)
         }
         for (int i = 0; i < CRASH_EVENTS; i++) {
             gseq++;
-            fp_store_put_event(t, gseq, round, 0, "topic", 5, state, sizeof state);
+            fp_outbox_put(t, gseq, round, 0, "topic", 5, state, sizeof state);
         }
         fp_store_put_source(t, 1, state, 8);
         fp_store_set_round(t, round, gseq);
@@ -951,7 +952,7 @@ TEST(test_crash_sigkill)
         ASSERT_EQ(c.mixed, 0); /* every key of the last round, none of the next */
         ASSERT_EQ(c.keys, round ? CRASH_KEYS : 0);
         crash_scan_t ce = {.round = round};
-        ASSERT_EQ(fp_store_events_from(st, 0, UINT32_MAX, s_crash_event, &ce), (int)gseq);
+        ASSERT_EQ(fp_outbox_read(st, 0, UINT32_MAX, s_crash_event, &ce), (int)gseq);
         ASSERT_EQ(ce.mixed, 0);
         fp_store_close(&st);
         last = round;

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -1102,6 +1103,37 @@ def state_refused_when_foreign_or_damaged():
 
 
 @test
+def state_v1_upgraded_in_place_on_first_start():
+    """A version-1 state (tests/data/state-v1, made by ed73735): a tool refuses
+    it, the first start upgrades it and logs so, the events and dead letters
+    are all still there, and the second start is a plain one."""
+    import gzip
+    fp = Floorpost(instance="v1test", map_size_mb=1)
+    state = os.path.join(fp.dir, "state")
+    os.makedirs(state)
+    v1 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "state-v1",
+                      "data.mdb.gz")
+    with gzip.open(v1, "rb") as f, open(os.path.join(state, "data.mdb"), "wb") as out:
+        out.write(f.read())
+    out = deadletters_cli(fp.config, "list", "--json")
+    assert out.returncode != 0, out.stdout
+    assert "state format version 1: start floorpost once to upgrade it" in out.stderr, out.stderr
+    fp.start()
+    assert "upgraded state from version 1" in fp.log(), fp.log()
+    events, oldest, last = replay_all(CTX, fp.endpoints["replay"])
+    eq([e["global_seq"] for e in events], [1, 2, 3, 4], "every v1 event kept")
+    eq([e["kind"] for e in events], ["completion", "consumption", "completion", "scrap"], "kinds")
+    dls = deadletters_json(fp)
+    eq([(d["dl_seq"], d["reason"]) for d in dls], [(1, "missing_field")], "the v1 dead letter")
+    rc, _ = fp.stop()
+    eq(rc, 0, "first run")
+    fp.start()
+    eq(fp.log().count("upgraded state from version 1"), 1, "the second start does not upgrade")
+    rc, _ = fp.stop()
+    eq(rc, 0, "second run")
+
+
+@test
 def disk_full_stops_acks_and_recovers_by_itself():
     """A 1 MiB LMDB map fills with outbox events: commits fail, nothing is
     acked or published, floorpost says so; the outbox retention (1 s) then
@@ -1336,6 +1368,67 @@ def late_subscriber_catches_up_through_replay():
     rc, _ = fp.stop()
     eq(rc, 0, "stop")
     prod.close()
+
+
+@test
+def replay_reader_has_its_own_thread_and_answers_by_committed_seq():
+    """The replay server runs on its own thread (fp-replay), not on emit's;
+    its END names the last committed global_seq, with and without a state
+    directory, and a client asking again and again does not hold up the
+    producers' acks."""
+    for durable in (True, False):
+        opts = dict(posting_interval_ms=100)
+        if not durable:
+            opts["state_dir"] = '""'
+        fp = Floorpost(**opts).start()
+        comms = set()
+        for tid in os.listdir("/proc/%d/task" % fp.proc.pid):
+            with open("/proc/%d/task/%s/comm" % (fp.proc.pid, tid)) as f:
+                comms.add(f.read().strip())
+        assert "fp-replay" in comms and "fp-emit" in comms, comms
+        sub = Subscriber(CTX, fp.endpoints["pub"])
+        sub.start()
+        time.sleep(0.3)
+        prod = Producer(CTX, fp.endpoints["router"])
+        # a client replaying from 1 in a tight loop while producers send
+        stop = []
+        answers = []
+
+        def hammer():
+            while not stop:
+                evs, end = replay(CTX, fp.endpoints["replay"], 1, 10000)
+                answers.append((len(evs), end))
+        th = threading.Thread(target=hammer, daemon=True)
+        th.start()
+        seq = 0
+        for b in range(10):
+            recs = []
+            for k in range(10):
+                seq += 1
+                recs.append(rec(seq, PART, order="R%d" % (k % 4), qty=1))
+            prod.send(71, 1, recs)
+            assert prod.wait_acks(b + 1), "acks while a client replays"
+            time.sleep(0.12)
+        assert sub.wait_for(lambda e: len(e) >= 4)
+        time.sleep(0.3)  # the last notice
+        stop.append(1)
+        th.join(15)
+        published = len(sub.snapshot())
+        evs, (nxt, oldest, last) = replay(CTX, fp.endpoints["replay"], 1, 10000)
+        eq(last, published, "END's last_committed = events published (durable=%s)" % durable)
+        if durable:
+            eq([e["global_seq"] for e in evs], list(range(1, last + 1)), "replayed in order")
+            eq((nxt, oldest), (last + 1, 1), "next, oldest")
+        else:
+            eq(evs, [], "no outbox without a state directory")
+            eq((nxt, oldest), (last + 1, last + 1), "next, oldest without a state directory")
+        assert answers, "the replaying client got answers"
+        for n, (a_next, a_oldest, a_last) in answers:
+            assert a_last <= last and (not durable or n == a_last), (n, a_next, a_last)
+        rc, _ = fp.stop()
+        eq(rc, 0, "stop")
+        sub.stop()
+        prod.close()
 
 
 @test

@@ -1,0 +1,31 @@
+/*  cli.h - the verbs of the floorpost command. Each takes the arguments
+    after its name and returns the process exit code: 0 ok, 1 runtime
+    failure, 2 usage or configuration error (main.c prints the usage).
+    Called on the main thread only.
+*/
+#ifndef FP_CLI_H
+#define FP_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "curve.h"
+
+#define FP_VERSION "0.1.0"
+
+/* The usage text of every verb (main.c). */
+void fp_cli_usage(FILE *f);
+
+int fp_cmd_run(int argc, char **argv);    /* cmd_run.c */
+int fp_cmd_send(int argc, char **argv);   /* cmd_clients.c */
+int fp_cmd_tail(int argc, char **argv);   /* cmd_clients.c */
+int fp_cmd_keygen(int argc, char **argv); /* cmd_clients.c */
+
+/* The CURVE options of send and tail: --server-key FILE (the server's .pub
+   or .key) and --key FILE (this client's .key). Both or neither. Returns 0
+   (*curve says whether they were given) or 2 after printing the error. */
+int fp_cli_client_keys(const char *who, const char *server_file, const char *key_file,
+                       char server_z85[FP_CURVE_KEY_Z85 + 1], fp_curve_keypair_t *kp,
+                       bool *curve);
+
+#endif

@@ -1,0 +1,245 @@
+/*  cmd_clients.c - the client verbs: `floorpost send` (JSON Lines in,
+    acked batches out, through the gateway library), `floorpost tail` (a
+    feed out as JSON lines, gaps filled from replay) and `floorpost keygen`.
+*/
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "cli.h"
+#include "clock.h"
+#include "config.h"
+#include "deadletters.h"
+#include "demo.h"
+#include "http.h"
+#include "jsonl.h"
+#include "log.h"
+#include "metrics.h"
+#include "pipeline.h"
+#include "store.h"
+#include "producer.h"
+#include "security.h"
+#include "tail.h"
+
+/* The CURVE options of send and tail: --server-key FILE (the server's .pub
+   or .key) and --key FILE (this client's .key). Both or neither. Returns 0
+   (*curve says whether they were given) or 2 after printing the error. */
+int fp_cli_client_keys(const char *who, const char *server_file, const char *key_file,
+                         char server_z85[FP_CURVE_KEY_Z85 + 1], fp_curve_keypair_t *kp,
+                         bool *curve)
+{
+    *curve = false;
+    if (!server_file && !key_file)
+        return 0;
+    if (!server_file || !key_file) {
+        fprintf(stderr, "floorpost %s: --server-key and --key go together\n", who);
+        return 2;
+    }
+    char err[512];
+    fp_curve_keypair_t server;
+    if (fp_curve_key_load(server_file, false, &server, err, sizeof err) != 0 ||
+        fp_curve_key_load(key_file, true, kp, err, sizeof err) != 0) {
+        fprintf(stderr, "floorpost %s: %s\n", who, err);
+        return 2;
+    }
+    memcpy(server_z85, server.public_z85, FP_CURVE_KEY_Z85 + 1);
+    explicit_bzero(&server, sizeof server);
+    *curve = true;
+    return 0;
+}
+
+int fp_cmd_send(int argc, char **argv)
+{
+    const char *server_file = NULL, *key_file = NULL;
+    int mode = PRODUCER_ACKED, timeout_ms = 10000, resend_ms = PRODUCER_RESEND_MS;
+    uint32_t batch = 256;
+    int i = 0;
+    for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
+        if (strcmp(argv[i], "--push") == 0)
+            mode = PRODUCER_PUSH;
+        else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc)
+            batch = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
+            timeout_ms = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--resend-ms") == 0 && i + 1 < argc)
+            resend_ms = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--server-key") == 0 && i + 1 < argc)
+            server_file = argv[++i];
+        else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
+            key_file = argv[++i];
+        else {
+            fprintf(stderr, "floorpost send: unknown option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (argc - i != 2 || batch < 1 || batch > 65535 || resend_ms < 1 || timeout_ms < 0) {
+        fp_cli_usage(stderr);
+        return 2;
+    }
+    const char *endpoint = argv[i], *path = argv[i + 1];
+    char server_z85[FP_CURVE_KEY_Z85 + 1];
+    fp_curve_keypair_t keys;
+    bool curve;
+    if (fp_cli_client_keys("send", server_file, key_file, server_z85, &keys, &curve) != 0)
+        return 2;
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "floorpost send: %s: %s\n", path, strerror(errno));
+        return 2;
+    }
+    void *ctx = zmq_ctx_new();
+    producer_t *p = producer_new(ctx, NULL, mode, batch);
+    jsonl_t *j = jsonl_new();
+    if (p && curve && producer_set_curve(p, server_z85, keys.public_z85, keys.secret_z85) != 0)
+        producer_destroy(&p);
+    explicit_bzero(&keys, sizeof keys);
+    /* ACKED: an add waits for buffer room at most timeout_ms; if no ack
+       frees any room for that long, floorpost is not taking the data. */
+    if (p && (producer_set_resend(p, resend_ms) != 0 ||
+              producer_set_send_timeout(p, timeout_ms) != 0 || producer_connect(p, endpoint) != 0))
+        producer_destroy(&p);
+    if (!p || !j) {
+        fprintf(stderr, "floorpost send: cannot connect to %s\n", endpoint);
+        return 1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    unsigned long lineno = 0, bad = 0, records = 0;
+    int rc = 0;
+    while (rc == 0 && (n = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        uint64_t source, epoch;
+        fp_rec_in_t rec;
+        char err[256];
+        int prc = jsonl_parse(j, line, &source, &epoch, &rec, err, sizeof err);
+        if (prc == 1)
+            continue;
+        if (prc != 0) {
+            fprintf(stderr, "floorpost send: %s:%lu: %s\n", path, lineno, err);
+            bad++;
+            continue;
+        }
+        rc = producer_add(p, source, epoch, &rec);
+        if (rc != 0)
+            fprintf(stderr, "floorpost send: send failed at %s:%lu: %s\n", path, lineno,
+                    rc == -EAGAIN ? "no ack freed buffer room within --timeout" : zmq_strerror(-rc));
+        else
+            records++;
+    }
+    free(line);
+    if (f != stdin)
+        fclose(f);
+    if (rc == 0)
+        rc = producer_flush(p);
+    if (rc == 0)
+        rc = producer_wait_acks(p, timeout_ms);
+    const producer_stats_t *st = producer_stats(p);
+    fprintf(stderr,
+            "floorpost send: %lu records in %" PRIu64 " batches, %" PRIu64 " acked, %" PRIu64
+            " rejected, %" PRIu64 " resent, %" PRIu64 " unacked, %lu bad lines%s\n",
+            records, st->batches_sent, mode == PRODUCER_ACKED ? st->acked_batches : 0,
+            st->rejected_batches, st->resends, st->buffered_batches + st->spilled_batches, bad,
+            rc == -ETIMEDOUT ? ", TIMED OUT waiting for acks" : "");
+    int failed = rc != 0 || st->rejected_batches > 0 || bad > 0;
+    jsonl_destroy(&j);
+    producer_destroy(&p);
+    zmq_ctx_term(ctx);
+    return failed ? 1 : 0;
+}
+
+int fp_cmd_tail(int argc, char **argv)
+{
+    fp_tail_opts_t o = {.topic = "", .out = stdout};
+    const char *server_file = NULL, *key_file = NULL;
+    int i = 0;
+    for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
+        if (strcmp(argv[i], "--count") == 0 && i + 1 < argc)
+            o.max_events = strtoull(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
+            o.idle_timeout_ms = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--human") == 0)
+            o.human = 1;
+        else if (strcmp(argv[i], "--replay") == 0 && i + 1 < argc)
+            o.replay_endpoint = argv[++i];
+        else if (strcmp(argv[i], "--from") == 0 && i + 1 < argc)
+            o.from_global_seq = strtoull(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--server-key") == 0 && i + 1 < argc)
+            server_file = argv[++i];
+        else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
+            key_file = argv[++i];
+        else {
+            fprintf(stderr, "floorpost tail: unknown option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (argc - i < 1 || argc - i > 2 || (o.from_global_seq && !o.replay_endpoint)) {
+        if (o.from_global_seq && !o.replay_endpoint)
+            fprintf(stderr, "floorpost tail: --from needs --replay\n");
+        fp_cli_usage(stderr);
+        return 2;
+    }
+    o.endpoint = argv[i];
+    if (argc - i == 2)
+        o.topic = argv[i + 1];
+    char server_z85[FP_CURVE_KEY_Z85 + 1];
+    fp_curve_keypair_t keys;
+    bool curve;
+    if (fp_cli_client_keys("tail", server_file, key_file, server_z85, &keys, &curve) != 0)
+        return 2;
+    if (curve) {
+        o.server_key_z85 = server_z85;
+        o.public_key_z85 = keys.public_z85;
+        o.secret_key_z85 = keys.secret_z85;
+    }
+    void *ctx = zmq_ctx_new();
+    fp_tail_stats_t st;
+    int rc = fp_tail(ctx, &o, &st);
+    zmq_ctx_term(ctx);
+    if (rc != 0) {
+        fprintf(stderr, "floorpost tail: %s: %s\n", o.endpoint, zmq_strerror(-rc));
+        return 1;
+    }
+    if (st.gaps)
+        fprintf(stderr, "floorpost tail: %" PRIu64 " gaps, %" PRIu64 " events missing\n", st.gaps,
+                st.missing);
+    if (o.replay_endpoint && (st.replayed || st.unrecoverable))
+        fprintf(stderr, "floorpost tail: %" PRIu64 " events replayed, %" PRIu64
+                        " unrecoverable\n", st.replayed, st.unrecoverable);
+    return 0;
+}
+
+int fp_cmd_keygen(int argc, char **argv)
+{
+    const char *base = NULL;
+    if (argc == 2 && strcmp(argv[0], "-o") == 0 && argv[1][0])
+        base = argv[1];
+    else if (argc == 1 && argv[0][0] && argv[0][0] != '-')
+        base = argv[0]; /* `floorpost keygen NAME` works too */
+    else if (argc != 0) {
+        fp_cli_usage(stderr);
+        return 2;
+    }
+    char err[512];
+    fp_curve_keypair_t kp;
+    if (fp_curve_keygen(base, &kp, err, sizeof err) != 0) {
+        fprintf(stderr, "floorpost keygen: %s\n", err);
+        return 1;
+    }
+    if (base)
+        printf("wrote %s.key (secret, mode 0600) and %s.pub\npublic = %s\n", base, base,
+               kp.public_z85);
+    else
+        printf("public = %s\nsecret = %s\n", kp.public_z85, kp.secret_z85);
+    explicit_bzero(&kp, sizeof kp);
+    return 0;
+}

@@ -1,0 +1,210 @@
+/*  cmd_run.c - `floorpost run`: load and check the config, open the state,
+    start the security handler, the pipeline, the HTTP endpoint, the demo
+    plant and the printer, wait for SIGTERM/SIGINT, drain, report.
+*/
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "cli.h"
+#include "clock.h"
+#include "config.h"
+#include "deadletters.h"
+#include "demo.h"
+#include "http.h"
+#include "jsonl.h"
+#include "log.h"
+#include "metrics.h"
+#include "pipeline.h"
+#include "store.h"
+#include "producer.h"
+#include "security.h"
+#include "tail.h"
+
+typedef struct {
+    void *zmq_ctx;
+    char endpoint[FP_ENDPOINT_MAX];
+    _Atomic int stop;
+    const char *server_key;          /* CURVE: the security module's internal client, */
+    const fp_curve_keypair_t *keys;  /* or NULL for plain endpoints */
+} printer_t;
+
+static void *s_printer(void *arg)
+{
+    printer_t *p = arg;
+    fp_tail_opts_t o = {.endpoint = p->endpoint, .topic = "", .human = 1, .stop = &p->stop,
+                        .out = stdout};
+    if (p->keys) {
+        o.server_key_z85 = p->server_key;
+        o.public_key_z85 = p->keys->public_z85;
+        o.secret_key_z85 = p->keys->secret_z85;
+    }
+    fp_tail_stats_t st;
+    fp_tail(p->zmq_ctx, &o, &st);
+    return NULL;
+}
+
+int fp_cmd_run(int argc, char **argv)
+{
+    const char *file = NULL;
+    int check = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
+            file = argv[++i];
+        else if (strcmp(argv[i], "--check") == 0)
+            check = 1;
+        else {
+            fprintf(stderr, "floorpost run: unknown argument '%s'\n", argv[i]);
+            fp_cli_usage(stderr);
+            return 2;
+        }
+    }
+    fp_config_t cfg;
+    char err[1024];
+    if (file) {
+        fp_config_defaults(&cfg);
+        if (fp_config_load(&cfg, file, err, sizeof err) != 0) {
+            fprintf(stderr, "floorpost: %s\n", err);
+            return 2;
+        }
+    } else {
+        fp_config_demo(&cfg);
+    }
+    fp_config_resolve(&cfg);
+    fp_log_set_level(cfg.log_level);
+    if (fp_security_check(&cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "floorpost: %s\n", err);
+        return 2;
+    }
+    if (check) {
+        printf("%s: ok (workers=%d shards=%d)\n", file ? file : "embedded default", cfg.workers,
+               cfg.shards);
+        return 0;
+    }
+    /* Signals are taken by sigwait in this thread only. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    void *ctx = zmq_ctx_new();
+    fp_metrics_t *metrics = fp_metrics_new(cfg.workers, cfg.shards);
+    if (!ctx || !metrics) {
+        fprintf(stderr, "floorpost: out of memory\n");
+        return 1;
+    }
+    /* The HTTP server first: a port in use fails the start before any
+       stage runs. Its thread inherits the blocked SIGTERM/SIGINT. */
+    fp_http_t *http = NULL;
+    if (cfg.metrics_port) {
+        http = fp_http_start(cfg.metrics_address, cfg.metrics_port, metrics,
+                             cfg.health_max_round_age_ms, err, sizeof err);
+        if (!http) {
+            fp_log(FP_LOG_ERROR, "main", "start failed", "error=\"%s\"", err);
+            fp_metrics_destroy(&metrics);
+            zmq_ctx_term(ctx);
+            return 1;
+        }
+        fp_log(FP_LOG_INFO, "main", "metrics endpoint listening",
+               "url=http://%s:%d/metrics health=http://%s:%d/healthz", cfg.metrics_address,
+               cfg.metrics_port, cfg.metrics_address, cfg.metrics_port);
+    }
+    /* The ZAP handler before any tcp endpoint binds (else they refuse all). */
+    fp_security_t *security = fp_security_start(ctx, &cfg, err, sizeof err);
+    if (!security) {
+        fp_log(FP_LOG_ERROR, "main", "start failed", "error=\"%s\"", err);
+        _exit(1);
+    }
+    /* The state: refused whole if damaged or foreign, never half-loaded. */
+    fp_store_t *store = NULL;
+    uint64_t last_round = 0, last_global = 0;
+    if (cfg.state_dir[0]) {
+        store = fp_store_open(cfg.state_dir, cfg.map_size_mb << 20, cfg.instance, err,
+                              sizeof err);
+        if (!store || fp_store_last_round(store, &last_round, &last_global) != 0) {
+            fp_log(FP_LOG_ERROR, "main", "start failed: state refused", "state_dir=%s error=\"%s\"",
+                   cfg.state_dir, store ? "cannot read the last round" : err);
+            _exit(1);
+        }
+        if (fp_store_upgraded_from(store))
+            fp_log(FP_LOG_WARN, "main", "upgraded state from version 1",
+                   "state_dir=%s from=%u to=%u (an older floorpost now refuses it)",
+                   cfg.state_dir, fp_store_upgraded_from(store), FP_STORE_FORMAT_VERSION);
+        fp_log(FP_LOG_INFO, "main", "state opened", "state_dir=%s last_round=%llu global_seq=%llu",
+               cfg.state_dir, (unsigned long long)last_round, (unsigned long long)last_global);
+    } else {
+        fp_log(FP_LOG_WARN, "main", "durability off: nothing survives a restart", "state_dir=\"\"");
+    }
+    pipeline_t *pipe = pipeline_start(ctx, &cfg, metrics, store, last_round + 1, err, sizeof err);
+    if (!pipe) {
+        fp_log(FP_LOG_ERROR, "main", "start failed", "error=\"%s\"", err);
+        _exit(1); /* stages left waiting: see pipeline_start */
+    }
+    fp_log(FP_LOG_INFO, "main", "running", "config=%s instance=%s publish=%s deadletter=%s",
+           file ? file : "embedded-demo", cfg.instance, cfg.publish, cfg.deadletter);
+    printer_t printer = {.zmq_ctx = ctx};
+    const char *internal_server = NULL;
+    const fp_curve_keypair_t *internal_keys = NULL;
+    if (fp_security_internal_client(security, &internal_server, &internal_keys)) {
+        printer.server_key = internal_server;
+        printer.keys = internal_keys;
+    }
+    pthread_t printer_thread;
+    int printing = 0;
+    if (cfg.print_events) {
+        fp_config_connect_endpoint(cfg.publish, printer.endpoint, sizeof printer.endpoint);
+        printing = pthread_create(&printer_thread, NULL, s_printer, &printer) == 0;
+    }
+    demo_t *demo = NULL;
+    if (cfg.demo) {
+        char ep[FP_ENDPOINT_MAX];
+        fp_config_connect_endpoint(cfg.ingest_router, ep, sizeof ep);
+        demo = demo_start_curve(ctx, ep, cfg.demo_rate, cfg.demo_lines, internal_server,
+                                internal_keys);
+        if (!demo)
+            fp_log(FP_LOG_ERROR, "main", "demo plant failed to start", "endpoint=%s", ep);
+        else
+            fp_log(FP_LOG_INFO, "main", "demo plant started", "lines=%u rate=%u endpoint=%s",
+                   cfg.demo_lines, cfg.demo_rate, ep);
+    }
+    int sig = 0;
+    while (sigwait(&sigs, &sig) != 0)
+        ;
+    fp_log(FP_LOG_INFO, "main", "signal received, draining", "signal=%s",
+           sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    demo_stop(&demo);
+    int64_t t0 = fp_now_ns();
+    int rc = pipeline_drain(pipe, cfg.drain_timeout_ms);
+    char summary[2048];
+    fp_metrics_format(metrics, summary, sizeof summary);
+    fp_log_flush_suppressed();
+    if (rc != 0) {
+        fp_log(FP_LOG_ERROR, "main", "drain incomplete, exiting", "%s", summary);
+        _exit(1);
+    }
+    if (printing) {
+        /* Let the printer see the drain's last events, then stop it. */
+        usleep(300 * 1000);
+        atomic_store_explicit(&printer.stop, 1, memory_order_release);
+        pthread_join(printer_thread, NULL);
+    }
+    pipeline_destroy(&pipe);
+    fp_store_close(&store);
+    fp_security_stop(&security);
+    zmq_ctx_term(ctx);
+    fp_http_stop(&http);
+    fp_log(FP_LOG_INFO, "main", "drained", "ms=%lld %s",
+           (long long)((fp_now_ns() - t0) / 1000000), summary);
+    fp_metrics_destroy(&metrics);
+    return 0;
+}
