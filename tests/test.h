@@ -15,8 +15,8 @@
     temporary file, arms alarm(FP_TEST_TIMEOUT seconds, default 120) and runs
     the case; ASSERT_* print both sides and the place, then abort. The parent
     waits and prints `ok   prog:case` or `FAIL prog:case (how)` followed by
-    the child's output, so a failing case hides no later case. test_done()
-    prints the machine-readable line tools/run-tests.sh reads,
+    the last 60 lines of the child's output, so a failing case hides no
+    later case. test_done() prints the machine-readable line tools/run-tests.sh reads,
 
         cases: prog passed=N failed=N
 
@@ -120,13 +120,28 @@ static inline void test_init(int argc, char **argv)
     }
 }
 
-/* Copies the captured output f to stdout, each line indented. */
+/* Copies the last FP_TEST_TAIL_LINES lines of the captured output f to
+   stdout, each line indented (a chatty case's start is not what explains
+   its failure; --no-fork shows all of it). */
+#define FP_TEST_TAIL_LINES 60
 static inline void test_dump_(FILE *f)
 {
     char line[4096];
+    long total = 0;
     rewind(f);
     while (fgets(line, sizeof line, f))
-        printf("    %s%s", line, strchr(line, '\n') ? "" : "\n");
+        total += strchr(line, '\n') != NULL || feof(f);
+    long skip = total > FP_TEST_TAIL_LINES ? total - FP_TEST_TAIL_LINES : 0;
+    if (skip > 0)
+        printf("    [... %ld earlier lines]\n", skip);
+    rewind(f);
+    long at = 0;
+    while (fgets(line, sizeof line, f)) {
+        int end = strchr(line, '\n') != NULL;
+        if (at >= skip)
+            printf("    %s%s", line, end ? "" : "\n");
+        at += end || feof(f);
+    }
 }
 
 /* Runs one case (via RUN): forked and timed, or in process with --no-fork. */

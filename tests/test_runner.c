@@ -4,7 +4,7 @@
     directory); the name picks a demo program with deliberately failing
     cases, so no failing case is ever part of `make test`:
 
-      demo_cases  passes, asserts, exits 3, hangs (per-case timeout), passes
+      demo_cases  passes, asserts, prints 100 lines and asserts, exits 3, hangs (per-case timeout), passes
       demo_crash  passes one case, then aborts outside any case
       demo_hang   hangs in main() before its first case (binary timeout)
 */
@@ -23,6 +23,13 @@ TEST(demo_assert)
 {
     printf("assert case says hello\n");
     ASSERT_EQ(1 + 1, 3);
+}
+
+TEST(demo_chatty)
+{
+    for (int i = 1; i <= 100; i++)
+        printf("chatty line %d\n", i);
+    ASSERT(0);
 }
 
 TEST(demo_exit)
@@ -53,6 +60,7 @@ static int s_demo(const char *prog)
     }
     RUN(demo_first);
     RUN(demo_assert);
+    RUN(demo_chatty);
     RUN(demo_exit);
     RUN(demo_timeout);
     RUN(demo_last);
@@ -139,12 +147,18 @@ TEST(test_failing_case_hides_nothing)
     s_has(out, "FAIL demo_cases:demo_assert (signal 6, Aborted)\n"
                "    assert case says hello\n");
     s_has(out, "ASSERT_EQ(1 + 1, 3): 2 != 3\n");
+    /* only the tail of a chatty case's output: 101 lines, the last 60 */
+    s_has(out, "FAIL demo_cases:demo_chatty (signal 6, Aborted)\n"
+               "    [... 41 earlier lines]\n"
+               "    chatty line 42\n");
+    s_has(out, "    chatty line 100\n");
+    s_lacks(out, "chatty line 41\n");
     s_has(out, "FAIL demo_cases:demo_exit (exit status 3)\n");
     s_has(out, "FAIL demo_cases:demo_timeout (timed out after 1 s)\n"
                "    before the hang\n");
     s_has(out, "ok   demo_cases:demo_last\n");
     s_lacks(out, "first ran"); /* a passing case's output stays quiet */
-    s_has(out, "cases: demo_cases passed=2 failed=3\n");
+    s_has(out, "cases: demo_cases passed=2 failed=4\n");
     /* in that order */
     ASSERT(strstr(out, "demo_first") < strstr(out, "demo_assert"));
     ASSERT(strstr(out, "demo_timeout") < strstr(out, "demo_last"));
@@ -168,7 +182,7 @@ TEST(test_one_case_and_list)
     snprintf(cmd, sizeof cmd, "%s/demo_cases --list", s_dir);
     out = s_output(cmd, &st);
     ASSERT_EQ(st, 0);
-    ASSERT_STREQ(out, "demo_first\ndemo_assert\ndemo_exit\ndemo_timeout\ndemo_last\n");
+    ASSERT_STREQ(out, "demo_first\ndemo_assert\ndemo_chatty\ndemo_exit\ndemo_timeout\ndemo_last\n");
     free(out);
 
     snprintf(cmd, sizeof cmd, "%s/demo_cases demo_nope 2>&1", s_dir);
@@ -207,8 +221,8 @@ TEST(test_run_tests_sh_sums_cases)
     s_has(out, "FAIL demo_crash:(binary) (exit status 134, outside any case)\n");
     s_has(out, "FAIL demo_hang:(binary) (timed out after 3 s, outside any case)\n");
     s_has(out, "failed in: demo_cases demo_crash demo_hang\n");
-    /* 2 + 1 + 0 passed; 3 + 1 + 1 failed */
-    s_has(out, "unit: 3 passed, 5 failed\n");
+    /* 2 + 1 + 0 passed; 4 + 1 + 1 failed */
+    s_has(out, "unit: 3 passed, 6 failed\n");
     free(out);
     char path[128];
     snprintf(path, sizeof path, "%s/tally", s_dir);
@@ -217,7 +231,7 @@ TEST(test_run_tests_sh_sums_cases)
     char line[64] = "";
     ASSERT(fgets(line, sizeof line, f));
     fclose(f);
-    ASSERT_STREQ(line, "3 5\n");
+    ASSERT_STREQ(line, "3 6\n");
     s_unlinks();
 }
 
