@@ -65,6 +65,20 @@
     processor has drained and exited); then it waits until no event arrived
     for --idle-ms and checks.
 
+    Runs on a processor's restored state (the replay scenario of
+    bench/run.py runs a second load against the state directory of a
+    first): --epoch E starts at epoch E (and plant seed E; default 1), so
+    the restored dedup watermarks of an earlier run's epochs do not drop
+    this run's records; --plant NAME names the plant of every record NAME
+    instead of plantgen's "1000", so this run's keys (and topics) are not
+    the earlier run's (plantgen numbers orders from the same base whatever
+    the seed: the same keys would be closed operations, every event late);
+    --resumed takes each topic's first stream_seq as it comes (the end
+    markers' topics continue the earlier run's) instead of requiring 1.
+    --announce-start prints "SENDING" on stdout (flushed) just before the
+    first batch, after the stream was generated, so a harness can start
+    something alongside the load.
+
     Windows (--window-ms W): every timed event is also filed under the
     W-ms window of its newest record's send time (from the start); the JSON
     gets count, p50, p99 and max per window (for the burst's recovery).
@@ -78,7 +92,8 @@
                   [--rpo N] [--dup-pct P] [--reorder-pct P] [--restarts K]
                   [--sndhwm N] [--wait-stdin] [--idle-ms MS] [--json FILE]
                   [--lockstep] [--burst-at S --burst-secs D --burst-mult M]
-                  [--window-ms W]
+                  [--window-ms W] [--epoch E] [--plant NAME] [--resumed]
+                  [--announce-start]
 */
 #include <errno.h>
 #include <inttypes.h>
@@ -177,6 +192,9 @@ typedef struct {
 typedef struct {
     const char *push, *router, *sub, *json;
     bool forwarder, wait_stdin, lockstep;
+    bool resumed, announce_start; /* see the comment at the top */
+    uint64_t epoch;               /* the first epoch and plant seed (>= 1) */
+    const char *plant;            /* every record's plant name instead of plantgen's; NULL: its */
     double rate;
     double burst_at, burst_secs, burst_mult; /* rate profile; mult <= 1: none */
     int window_ms;                           /* per-window latency; 0 = off */
@@ -225,7 +243,7 @@ static void s_seq_check(s_sub_t *s, const void *topic, size_t tl, uint64_t seq)
         }
         if (s->topic_hash[i] == 0) {
             s->topic_hash[i] = h;
-            if (seq != 1)
+            if (seq != 1 && !s->o->resumed)
                 s->gaps++;
             s->topic_seq[i] = seq;
             return;
@@ -424,7 +442,8 @@ static void s_usage(void)
             "              [--dup-pct P] [--reorder-pct P] [--restarts K] [--sndhwm N]\n"
             "              [--wait-stdin] [--idle-ms MS] [--json FILE] [--lockstep]\n"
             "              [--burst-at S --burst-secs D --burst-mult M] [--window-ms W]\n"
-            "              [--pregen-max-mib N]\n");
+            "              [--pregen-max-mib N] [--epoch E] [--plant NAME] [--resumed]\n"
+            "              [--announce-start]\n");
     exit(2);
 }
 
@@ -616,8 +635,8 @@ static int s_gen_init(s_gen_t *gs, s_opts_t *o)
 {
     memset(gs, 0, sizeof *gs);
     gs->o = o;
-    gs->epoch = 1;
-    bu_plant_for_keys(&gs->pp, o->keys, o->lines, o->rpo, o->batch, 1, gs->epoch);
+    gs->epoch = o->epoch;
+    bu_plant_for_keys(&gs->pp, o->keys, o->lines, o->rpo, o->batch, gs->epoch, gs->epoch);
     gs->g = plantgen_new(&gs->pp);
     gs->next_restart = o->restarts ? o->records / (o->restarts + 1) : UINT64_MAX;
     gs->new_model = true;
@@ -692,6 +711,8 @@ static int s_gen_next(s_gen_t *gs, s_batch_t *bt)
             if (!rp || gs->generated + n >= o->records)
                 continue;
             fp_rec_in_t r = *rp;
+            if (o->plant)
+                r.str[FP_STR_PLANT] = o->plant; /* argv: stable, as the builder needs */
             r.seq = ++gs->last_seq[li];
             r.time_ns = 0; /* s_stamp */
             bu_builder_add_ex(b, sid, ep_, &r, gs->spread != NULL); /* s_spread_push: stable */
@@ -861,7 +882,8 @@ static void s_windows_json(FILE *f, s_sub_t *s, int64_t start_ns, int w_ms)
 int main(int argc, char **argv)
 {
     s_opts_t o = {.rate = 0, .records = 2000000, .keys = 10000, .batch = 256, .lines = 8,
-                  .rpo = 200, .sndhwm = 32, .idle_ms = 1000, .pregen_max_mib = 4096};
+                  .rpo = 200, .sndhwm = 32, .idle_ms = 1000, .pregen_max_mib = 4096,
+                  .epoch = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -906,6 +928,14 @@ int main(int argc, char **argv)
             o.pregen_max_mib = strtoull(v, NULL, 10);
         else if (OPT("--window-ms"))
             o.window_ms = atoi(v);
+        else if (OPT("--plant"))
+            o.plant = v;
+        else if (OPT("--epoch"))
+            o.epoch = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--resumed") == 0)
+            o.resumed = true;
+        else if (strcmp(a, "--announce-start") == 0)
+            o.announce_start = true;
         else if (strcmp(a, "--lockstep") == 0)
             o.lockstep = true;
         else if (strcmp(a, "--forwarder") == 0)
@@ -917,7 +947,7 @@ int main(int argc, char **argv)
 #undef OPT
     }
     if ((!o.push == !o.router) || !o.sub || o.batch < 1 || o.batch > 65536 || o.lines < 1 ||
-        o.records < 1 || o.burst_at < 0 || o.burst_secs < 0 || o.window_ms < 0 ||
+        o.records < 1 || o.epoch < 1 || o.burst_at < 0 || o.burst_secs < 0 || o.window_ms < 0 ||
         (o.burst_mult > 1 && o.rate <= 0))
         s_usage();
 
@@ -973,8 +1003,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "fpload: out of memory\n");
         return 2;
     }
-    uint64_t late_batches = 0, tx_epoch = 1;
+    uint64_t late_batches = 0, tx_epoch = o.epoch;
     int64_t max_behind = 0;
+    if (o.announce_start) {
+        printf("SENDING\n");
+        fflush(stdout);
+    }
     const int64_t start = bu_wall_ns() + 1000000;
     s_sleep_until_wall(start);
     const int64_t mono0 = bu_now_ns();

@@ -101,17 +101,19 @@ class Suite:
         self.fp = os.path.join(build, "floorpost")
         self.fpload = os.path.join(build, "bench", "fpload")
         self.fwd = os.path.join(build, "bench", "forwarder")
+        self.replayer = os.path.join(build, "bench", "replayer")
         self.outdir = outdir
         self.tmp = tempfile.mkdtemp(prefix="fpbench-")
         self.runs = []
         self.failures = []
 
     def _config(self, ports, workers, shards, transport, posting_ms, state_dir, round_ms,
-                publish_hwm):
+                publish_hwm, map_mb=1024):
+        names = ("router", "pull", "pub", "dl", "replay")
         if transport == "ipc":
-            ep = {k: "ipc://%s/%s.sock" % (self.tmp, k) for k in ("router", "pull", "pub", "dl")}
+            ep = {k: "ipc://%s/%s.sock" % (self.tmp, k) for k in names}
         else:
-            ep = {k: "tcp://127.0.0.1:%d" % ports[k] for k in ("router", "pull", "pub", "dl")}
+            ep = {k: "tcp://127.0.0.1:%d" % ports[k] for k in names}
         path = os.path.join(self.tmp, "floorpost.ini")
         with open(path, "w") as f:
             f.write("""# written by bench/run.py
@@ -121,6 +123,8 @@ ingest_router = %s
 ingest_pull = %s
 publish = %s
 deadletter = %s
+# the replay endpoint on a free port too (its default, 5572, may be taken)
+replay = %s
 # the drain flushes every open key at once (1e6 keys: 1e6 events); the
 # measuring subscriber must not lose any of them (no replay with durability off)
 publish_hwm = %d
@@ -137,25 +141,39 @@ posting_interval_ms = %d
 # "" = off (events published at once); a directory = commit rounds to LMDB,
 # events published after the round's commit and fsync
 state_dir = %s
+# explicit: the replay scenario needs the pre-filled outbox kept
+retention_ms = 86400000
+# LMDB map (a sparse file: only what is used takes disk); 1024 is the default
+map_size_mb = %d
 [metrics]
 metrics_port = %d
 metrics_address = 127.0.0.1
-""" % (ep["router"], ep["pull"], ep["pub"], ep["dl"], publish_hwm, workers, shards, round_ms, posting_ms,
-       state_dir, ports["metrics"]))
+""" % (ep["router"], ep["pull"], ep["pub"], ep["dl"], ep["replay"], publish_hwm, workers, shards, round_ms, posting_ms,
+       state_dir, map_mb, ports["metrics"]))
         return path, ep
 
     def run(self, name, target="floorpost", workers=1, shards=1, transport="tcp", acked=False,
-            posting_ms=60000, durable=False, round_ms=50, **load):
-        ports = {k: free_port() for k in ("router", "pull", "pub", "dl", "metrics")}
+            posting_ms=60000, durable=False, round_ms=50, state=None, replay=None, map_mb=1024,
+            **load):
+        """One processor, one fpload. state: an existing state directory to
+        run on (durable; kept afterwards; pass fpload epoch= and resumed=
+        so the restored dedup watermarks and feed seqs do not count against
+        this run). replay: {"events": N, "from": G}: once fpload starts
+        sending, bench/replayer replays N events from global_seq G through
+        the replay endpoint alongside the load; the run waits for it before
+        SIGTERM and keeps its JSON under "replay"."""
+        ports = {k: free_port() for k in ("router", "pull", "pub", "dl", "replay", "metrics")}
         # a fresh state directory per durable run (a reused one would restore
         # the last run's dedup watermarks and drop this run's records)
-        state_dir = tempfile.mkdtemp(prefix="state-", dir=self.tmp) if durable else ""
+        if state:
+            durable = True
+        state_dir = state or (tempfile.mkdtemp(prefix="state-", dir=self.tmp) if durable else "")
         # the drain publishes every open key at once; with durability off the
         # measuring subscriber has no replay, so nothing may be dropped: room
         # for two events per nominal key (1e7 keys: 20 M events queued)
         hwm = max(2_000_000, 2 * int(load.get("keys", 0)))
         cfg, ep = self._config(ports, workers, shards, transport, posting_ms, state_dir, round_ms,
-                               hwm)
+                               hwm, map_mb)
         errlog = os.path.join(self.tmp, "proc.err")
         if target == "forwarder":
             args = [self.fwd, "--router" if acked else "--pull",
@@ -173,11 +191,28 @@ metrics_address = 127.0.0.1
                  "--json", jpath]
         if target == "forwarder":
             largs.append("--forwarder")
+        if replay:
+            largs.append("--announce-start")
         for k, v in load.items():
-            # True: a bare flag (--lockstep)
+            # True: a bare flag (--lockstep); False: left out
+            if v is False:
+                continue
             largs += ["--" + k.replace("_", "-")] + ([] if v is True else [str(v)])
         t0 = time.monotonic()
         ld = subprocess.Popen(largs, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        rp = rjson = None
+        if replay:
+            if ld.stdout.readline().strip() != "SENDING":
+                proc.kill()
+                proc.wait()
+                raise SystemExit("bench: fpload failed before SENDING")
+            sending_wall = time.time()
+            rjson = os.path.join(self.tmp, "replay.json")
+            if os.path.exists(rjson):
+                os.unlink(rjson)
+            rp = subprocess.Popen([self.replayer, "--replay", ep["replay"], "--from",
+                                   str(replay.get("from", 1)), "--events", str(replay["events"]),
+                                   "--json", rjson])
         sent_line = ld.stdout.readline()
         if not sent_line.startswith("SENT"):
             proc.kill()
@@ -193,6 +228,24 @@ metrics_address = 127.0.0.1
             cpu_at_sent = (int(st[11]) + int(st[12])) / CLK_TCK  # utime, stime
         threads = thread_cpu(proc.pid)
         rounds = scrape_rounds(ports["metrics"]) if target == "floorpost" else None
+        sent_wall = time.time()
+        rj = None
+        if rp:
+            # a replay still running when the load has been sent finishes
+            # against an idle processor: the JSON says when it ended
+            try:
+                rp.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                rp.kill()
+                rp.wait()
+            rj = json.load(open(rjson)) if os.path.exists(rjson) else {"ok": False,
+                                                                       "failure": "no JSON"}
+            rj["exit_code"] = rp.returncode
+            # seconds after fpload's start (its clock: the latency windows')
+            rj["start_s"] = round(rj.get("start_wall_ns", 0) / 1e9 - sending_wall, 3)
+            rj["end_s"] = round(rj.get("end_wall_ns", 0) / 1e9 - sending_wall, 3)
+            rj["load_sent_s"] = round(sent_wall - sending_wall, 3)
+            rj["finished_during_load"] = rj["end_s"] <= rj["load_sent_s"]
         proc.send_signal(signal.SIGTERM)
         t_term = time.monotonic()
         _, status, ru = os.wait4(proc.pid, 0)
@@ -206,7 +259,8 @@ metrics_address = 127.0.0.1
         if state_dir:
             state_fs = sh("findmnt -n -o FSTYPE -T %s" % state_dir)
             state_mib = round(int(sh("du -sk %s | cut -f1" % state_dir) or 0) / 1024, 1)
-            shutil.rmtree(state_dir, ignore_errors=True)
+            if not state:
+                shutil.rmtree(state_dir, ignore_errors=True)
         drained = [line for line in err.splitlines() if 'msg="drained"' in line and
                    ("component=main" in line or "who=forwarder" in line)]
         kv = dict(re.findall(r"(\w+)=(\d+)", drained[-1])) if drained else {}
@@ -220,6 +274,8 @@ metrics_address = 127.0.0.1
             problems.append("fpload: " + (lj.get("failure") or rest.strip()))
         if proc.returncode != 0:
             problems.append("%s exit code %s" % (target, proc.returncode))
+        if rj is not None and (rj.get("exit_code") != 0 or not rj.get("ok")):
+            problems.append("replayer: %s (exit code %s)" % (rj.get("failure"), rj.get("exit_code")))
         marks = lj.get("sent", {}).get("marker_records", 0)
         if target == "floorpost" and int(kv.get("records_accepted", -1)) != uniq + marks:
             problems.append("records_accepted %s != unique records sent %d + %d end markers" %
@@ -250,6 +306,8 @@ metrics_address = 127.0.0.1
             "thread_cpu_s": threads,
             "processor_summary": kv, "wall_s": round(wall, 2),
         }
+        if rj is not None:
+            r["replay"] = rj
         self.runs.append(r)
         lat = lj.get("latency_ms", {})
         print("  %-28s %-9s %s %7.3f M rec/s in, %7.3f e2e, p50 %8.3f p99 %8.3f ms, rss %6.1f MiB,"
@@ -321,7 +379,8 @@ def gnuplot(script):
     subprocess.run(["gnuplot"], input=script, text=True, check=False)
 
 
-SCENARIOS = ("micro", "max", "latency", "keys", "scaling", "dedup", "durability", "burst")
+SCENARIOS = ("micro", "max", "latency", "keys", "scaling", "dedup", "durability", "replay",
+             "burst")
 
 
 def burst_recovery(windows, burst_at_s, burst_secs, window_ms, warmup_s=2.0, tail_s=1.0):
@@ -362,9 +421,98 @@ def burst_recovery(windows, burst_at_s, burst_secs, window_ms, warmup_s=2.0, tai
             "windows_after_burst": len(after)}
 
 
+def window_p99s(windows, t0_s, t1_s, window_ms):
+    """The p99s of the latency windows (by send time) that overlap [t0_s, t1_s]."""
+    return [w["p99"] for w in windows
+            if w["t_ms"] + window_ms > t0_s * 1000 and w["t_ms"] < t1_s * 1000]
+
+
+def replay_scenario(s, rate, keys, dw, events, secs, pairs, window_ms=250):
+    """Replay under load (docs/benchmarks.md): pre-fill a durable outbox
+    with >= events events, then runs at `rate` (50 % of the durable max)
+    with durability on, without and with a subscriber replaying `events`
+    events from global_seq 1 alongside the load, each on its own copy of
+    the pre-filled state. Pairs back to back; the median pair by p99 ratio
+    is reported."""
+    # 1e6 events take ~0.5 GiB of outbox, and each run adds its own: more
+    # than the default 1 GiB map (the commit fails "store full")
+    map_mb = 8192
+    d = {"events_wanted": events, "rate": rate, "seconds_per_run": secs,
+         "window_ms": window_ms, "map_size_mb": map_mb, "prefill": []}
+    base = os.path.join(s.tmp, "replay-state")
+    os.makedirs(base)
+    # Pre-fill at full speed with short operations (20 quantity records:
+    # about one event per 4 records instead of one per 18), phases until
+    # the outbox holds enough; each phase a new epoch on the same state.
+    have, epoch, per_rec = 0, 0, 0.25
+    while have < events and epoch < 4:
+        epoch += 1
+        n = max(100000, int((events - have) / per_rec * 1.1))
+        r = s.run("replay: pre-fill #%d" % epoch, workers=dw, shards=dw, state=base,
+                  records=n, keys=keys, rpo=20, epoch=epoch, resumed=epoch > 1,
+                  plant="PREFILL-%d" % epoch, map_mb=map_mb)
+        got = r["fpload"].get("received", {}).get("events", 0)
+        have += got
+        per_rec = max(got / n, 0.01)
+        d["prefill"].append({"records": n, "events": got, "records_per_s_e2e":
+                             r["records_per_s_e2e"], "exact": r["exact"]})
+    d["events_in_outbox"] = have
+    d["state_mib"] = round(int(sh("du -sk %s | cut -f1" % base) or 0) / 1024, 1)
+    if have < events:
+        s.failures.append(("replay: pre-fill", ["outbox holds %d events, %d wanted" %
+                                                (have, events)]))
+    recs = max(rate * secs, 100000)
+    out = []
+    for i in range(pairs):
+        tag = " #%d" % (i + 1) if pairs > 1 else ""
+        pair = {}
+        for label, rp in (("without", None), ("with", {"events": events, "from": 1})):
+            st = os.path.join(s.tmp, "replay-run")
+            shutil.rmtree(st, ignore_errors=True)
+            # sparse: the LMDB map file is mostly holes
+            subprocess.run(["cp", "-r", "--sparse=always", base, st], check=True)
+            r = s.run("replay: 50%% %s replay%s" % (label, tag), workers=dw, shards=dw,
+                      state=st, rate=rate, records=recs, keys=keys, epoch=epoch + 1,
+                      resumed=True, window_ms=window_ms, replay=rp, map_mb=map_mb)
+            shutil.rmtree(st, ignore_errors=True)
+            lat = r["fpload"].get("latency_ms", {})
+            pair[label] = {**lat, "rounds": r["rounds"], "exact": r["exact"],
+                           "cpu_s_per_m_records": r["cpu_s_per_m_records"],
+                           "sender_late_batches": r["fpload"]["sent"].get("late_batches"),
+                           "windows": r["fpload"].get("windows", [])}
+            if rp:
+                pair["replay"] = r.get("replay", {})
+        rj = pair["replay"]
+        for label in ("without", "with"):
+            w = window_p99s(pair[label]["windows"], rj.get("start_s", 0), rj.get("end_s", 0),
+                            window_ms)
+            pair[label]["replay_interval_window_p99_ms"] = {
+                "median": sorted(w)[len(w) // 2] if w else None, "max": max(w) if w else None,
+                "windows": len(w)}
+            del pair[label]["windows"]  # the runs keep them
+        p0, p1 = pair["without"].get("p99", 0), pair["with"].get("p99", 0)
+        pair["ratio_p99"] = p1 / p0 if p0 else None
+        out.append(pair)
+    d["pairs"] = out
+    mid = sorted(out, key=lambda x: x["ratio_p99"] or 0)[len(out) // 2]
+    d["p99_without_ms"] = mid["without"].get("p99")
+    d["p99_with_ms"] = mid["with"].get("p99")
+    d["ratio_p99"] = mid["ratio_p99"]
+    d["replay_events_per_s"] = mid["replay"].get("events_per_s")
+    d["replay_seconds"] = mid["replay"].get("seconds")
+    d["replay_finished_during_load"] = mid["replay"].get("finished_during_load")
+    d["target"] = "p99 with replay <= 1.10 x p99 without"
+    d["target_met"] = bool(d["ratio_p99"] and d["ratio_p99"] <= 1.10)
+    shutil.rmtree(base, ignore_errors=True)
+    return d
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--full", action="store_true")
+    ap.add_argument("--replay-rate-of", choices=("durable", "off"), default="durable",
+                    help="replay scenario: 50 %% of the durable max (default) or of the "
+                    "durability-off max")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", default=None,
@@ -385,6 +533,8 @@ def main():
     full = a.full
     want = set(SCENARIOS if full else [x for x in SCENARIOS if x != "burst"])
     if a.smoke:
+        # not "replay": its three runs add ~9 s to a smoke run the task keeps
+        # near 20-30 s (`--smoke --only replay` runs its 20,000-event version)
         want = {"max", "dedup"}
     if a.only:
         want = set(x.strip() for x in a.only.split(","))
@@ -418,7 +568,7 @@ def main():
     res["latency"], res["keys"], res["scaling"] = [], [], []
     # 2. ceiling and max sustained throughput, 10,000 open keys, default layout
     best = None
-    if want & {"max", "latency", "scaling", "durability", "burst"}:
+    if want & {"max", "latency", "scaling", "durability", "replay", "burst"}:
         # pairs, ceiling then floorpost, so that other load on this shared
         # machine hits both alike; medians are reported (the max run with
         # the median rate is the one later scenarios scale from)
@@ -552,6 +702,41 @@ def main():
                                  **r["fpload"].get("latency_ms", {})})
         res["durability"] = d
 
+    # 7b. replay under load: a subscriber replays 1,000,000 events from the
+    #     outbox while producers send at 50 % of the durable max with
+    #     durability on (the durability scenario's 50 % latency rate, reused
+    #     when it ran), against the same run without it (docs/benchmarks.md).
+    #     --replay-rate-of off: 50 % of the durability-off max instead (the
+    #     latency scenario's 50 % rate; the durable pipeline runs near its
+    #     limit there, p99 near 1 s without any replay).
+    if "replay" in want:
+        if a.replay_rate_of == "off":
+            rrate, rbase, dmax = int(max_rate * 0.5), "durability-off max", max_rate
+        elif "durability" in res:
+            rrate, rbase = res["durability"]["latency_rate"], "durable max"
+            dmax = res["durability"]["on_records_per_s"]
+        else:
+            # one durable max run as the durability scenario runs them
+            # (fresh state, twice the max run's records)
+            dm = s.run("replay: durable max", workers=dw, shards=dw, records=2 * n_max,
+                       keys=keys, durable=True)
+            dmax = dm["records_per_s_e2e"]
+            rrate, rbase = int(dmax * 0.5), "durable max"
+        rev = 20000 if a.smoke else 1000000
+        print("replay under load (%.2f M rec/s = 50 %% of the %s, durability on, %d events "
+              "replayed):" % (rrate / 1e6, rbase, rev), flush=True)
+        # 14 s of load: the replay (about 200,000 events/s under load on
+        # main at e8c7559) must end within it
+        res["replay"] = replay_scenario(s, rrate, keys, dw, rev, 1 if a.smoke else 14,
+                                        3 if full else 1)
+        x = res["replay"]
+        x["rate_of"] = rbase
+        x["rate_base_records_per_s"] = dmax
+        print("  replay: p99 %.3f ms with vs %.3f ms without = x%.2f; replay %s events/s%s" %
+              (x["p99_with_ms"] or 0, x["p99_without_ms"] or 0, x["ratio_p99"] or 0,
+               x["replay_events_per_s"], "" if x["replay_finished_during_load"] else
+               " (finished after the load)"), flush=True)
+
     # 8. shift-change burst: base rate, 10x for 5 s, base again; p99 per
     #    250 ms window of send time; how long after the burst p99 is normal.
     if "burst" in want:
@@ -654,6 +839,36 @@ def main():
         md.append("With durability on, an event waits for the end of its round (0 .. "
                   "round_interval_ms, uniform) and then for the round to pass every stage and "
                   "commit (LMDB transaction + fsync) before it is published.")
+    if "replay" in res:
+        x = res["replay"]
+        md.append("")
+        md.append("Replay under load: producers at %.2f M rec/s (50 %% of the %s, %.2f M rec/s), "
+                  "durability on, outbox pre-filled with %d events; a subscriber replays %d "
+                  "events from global_seq 1 (REPLAY, 10,000 per request) during the load. "
+                  "Latency: final completions, send -> feed (with durability on: the round, "
+                  "its commit, the publish)." % (x["rate"] / 1e6, x.get("rate_of", "max"),
+                                                 (x.get("rate_base_records_per_s") or 0) / 1e6,
+                                                 x["events_in_outbox"], x["events_wanted"]))
+        md.append("")
+        md.append("| pair | p99 ms without | p99 ms with | with / without | p99 ms during the replay "
+                  "(median window: without / with) | rounds mean ms (without / with) | replay "
+                  "events/s | replay s | worst answer ms | during the load |")
+        md.append("|---|---:|---:|---:|---|---|---:|---:|---:|---|")
+        for i, pr in enumerate(x["pairs"]):
+            rj = pr["replay"]
+            md.append("| %d | %.3f | %.3f | **%.2f** | %s / %s | %s / %s | %s | %s | %s | %s |" % (
+                i + 1, pr["without"].get("p99", 0), pr["with"].get("p99", 0),
+                pr["ratio_p99"] or 0,
+                pr["without"]["replay_interval_window_p99_ms"]["median"],
+                pr["with"]["replay_interval_window_p99_ms"]["median"],
+                (pr["without"].get("rounds") or {}).get("mean_ms"),
+                (pr["with"].get("rounds") or {}).get("mean_ms"), rj.get("events_per_s"),
+                rj.get("seconds"), rj.get("worst_answer_ms"),
+                "yes" if rj.get("finished_during_load") else "no"))
+        md.append("")
+        md.append("p99 with replay / without: **%.2f** (target <= 1.10: %s); replay %s events/s." %
+                  (x["ratio_p99"] or 0, "met" if x["target_met"] else "not met",
+                   x["replay_events_per_s"]))
     if "burst" in res:
         b = res["burst"]
         md.append("")

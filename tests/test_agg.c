@@ -1913,8 +1913,9 @@ TEST(test_many_and_long_strings)
     free(k.ev);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_arithmetic);
     RUN(test_pending);
     RUN(test_completed_flushes_its_operation_only);
@@ -1935,5 +1936,5 @@ int main(void)
     RUN(test_restart_exact);
     RUN(test_growth_1m_keys);
     RUN(test_growth_while_releasing);
-    return 0;
+    return test_done();
 }

@@ -708,8 +708,9 @@ TEST(test_checkpoint_kind)
     fp_codec_destroy(&c);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_strerror);
     RUN(test_checkpoint_kind);
     RUN(test_batch_roundtrip);
@@ -722,5 +723,5 @@ int main(void)
     RUN(test_checkpoint_roundtrip);
     RUN(test_checkpoint_json);
     RUN(test_json_escape);
-    return 0;
+    return test_done();
 }

@@ -537,8 +537,9 @@ TEST(test_reader_positions_committed_with_the_round)
     free(p);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     s_codec = fp_codec_new();
     ASSERT(s_codec != NULL);
     RUN(test_filing_by_sender_and_completion);
@@ -549,5 +550,5 @@ int main(void)
     RUN(test_bundle);
     RUN(test_reader_positions_committed_with_the_round);
     fp_codec_destroy(&s_codec);
-    return 0;
+    return test_done();
 }

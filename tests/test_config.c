@@ -422,8 +422,9 @@ TEST(test_reference_file)
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_defaults);
     RUN(test_resolve);
     RUN(test_full_valid_text);
@@ -434,5 +435,5 @@ main(void)
     RUN(test_security_pair);
     RUN(test_load_errors);
     RUN(test_reference_file);
-    return 0;
+    return test_done();
 }

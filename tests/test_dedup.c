@@ -778,8 +778,9 @@ TEST(test_restore_malformed)
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_bad_arguments);
     RUN(test_in_order);
     RUN(test_duplicates);
@@ -792,5 +793,5 @@ main(void)
     RUN(test_export_dirty_only);
     RUN(test_restore_malformed);
     RUN(test_export_restore_random);
-    return 0;
+    return test_done();
 }

@@ -161,11 +161,12 @@ TEST(test_find_many)
     intern_destroy(&in);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_basic);
     RUN(test_churn);
     RUN(test_lengths);
     RUN(test_find_many);
-    return 0;
+    return test_done();
 }

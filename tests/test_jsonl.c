@@ -149,8 +149,9 @@ TEST(test_errors)
     ASSERT_EQ(s_rec.seq, 8);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     s_j = jsonl_new();
     ASSERT(s_j);
     RUN(test_every_kind);
@@ -160,5 +161,5 @@ int main(void)
     jsonl_destroy(&s_j);
     ASSERT(s_j == NULL);
     jsonl_destroy(&s_j);
-    return 0;
+    return test_done();
 }

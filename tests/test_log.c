@@ -89,10 +89,11 @@ TEST(test_quote)
     ASSERT_STREQ(small, "\"\\\"\"");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_format);
     RUN(test_rate_limit);
     RUN(test_quote);
-    return 0;
+    return test_done();
 }

@@ -252,13 +252,14 @@ TEST(test_health)
     fp_metrics_destroy(&m);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_bad_sizes);
     RUN(test_counters);
     RUN(test_stages);
     RUN(test_shards_and_sources);
     RUN(test_histograms);
     RUN(test_health);
-    return 0;
+    return test_done();
 }

@@ -455,12 +455,13 @@ TEST(test_lag_rule)
               FP_OUTBOX_LAG_WARN); /* lag 2^63 */
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_put_read_oldest_trim);
     RUN(test_reader_positions_durable);
     RUN(test_retention_held_by_enabled_reader);
     RUN(test_detach_at_the_bound);
     RUN(test_lag_rule);
-    return 0;
+    return test_done();
 }

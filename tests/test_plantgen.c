@@ -291,11 +291,12 @@ TEST(test_bad_params)
     plantgen_destroy(&g);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_deterministic);
     RUN(test_lifecycle_seqs_mix_strings);
     RUN(test_defaults_and_now);
     RUN(test_bad_params);
-    return 0;
+    return test_done();
 }

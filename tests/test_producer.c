@@ -904,8 +904,9 @@ TEST(test_epoch_file)
     ASSERT_EQ(rmdir(dir), 0);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_push_batching);
     RUN(test_big_batch_and_strings);
     RUN(test_acked);
@@ -921,5 +922,5 @@ int main(void)
     RUN(test_rejected_batch);
     RUN(test_spill);
     RUN(test_epoch_file);
-    return 0;
+    return test_done();
 }

@@ -276,11 +276,12 @@ TEST(test_bad_options_refused)
     s_emit_close(&e);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_delivers_in_order_woken_by_notices);
     RUN(test_failure_and_partial_delivery_offer_again_without_repeats);
     RUN(test_restart_from_the_committed_position);
     RUN(test_bad_options_refused);
-    return 0;
+    return test_done();
 }

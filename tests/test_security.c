@@ -201,8 +201,10 @@ static void s_fixture(fixture_t *fx)
 {
     fp_config_defaults(&fx->cfg);
     char base[100];
+    /* Unique per case: each case is its own process (test.h) and starts
+       with n = 0, and keygen never overwrites an earlier case's key. */
     static int n;
-    snprintf(base, sizeof base, "%s/srv%d", s_dir, n++);
+    snprintf(base, sizeof base, "%s/srv%ld-%d", s_dir, (long)getpid(), n++);
     ASSERT_EQ(fp_curve_keygen(base, &fx->server, s_err, sizeof s_err), 0);
     snprintf(fx->cfg.curve_secret_key_file, sizeof fx->cfg.curve_secret_key_file, "%s.key", base);
     snprintf(fx->allow_path, sizeof fx->allow_path, "%s.allow", base);
@@ -463,8 +465,9 @@ TEST(test_producer_over_curve)
     zmq_ctx_term(ctx);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     snprintf(s_dir, sizeof s_dir, "/tmp/fp-test-security-XXXXXX");
     ASSERT(mkdtemp(s_dir));
     RUN(test_allow_parse);
@@ -476,5 +479,5 @@ int main(void)
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", s_dir);
     ASSERT_EQ(system(cmd), 0);
-    return 0;
+    return test_done();
 }

@@ -1095,8 +1095,9 @@ TEST(test_concurrent_readers)
     s_rmdir(dir);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_roundtrip_and_reopen);
     RUN(test_refuse_foreign);
     RUN(test_refuse_instance_version_magic);
@@ -1109,5 +1110,5 @@ int main(void)
     RUN(test_key_puts_and_deletes_in_one_txn);
     RUN(test_concurrent_readers);
     RUN(test_crash_sigkill);
-    return 0;
+    return test_done();
 }

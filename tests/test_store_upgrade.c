@@ -422,8 +422,9 @@ TEST(test_upgrade_v1)
     s_rmdir(dir);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_upgrade_v1);
-    return 0;
+    return test_done();
 }

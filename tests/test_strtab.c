@@ -90,10 +90,11 @@ TEST(test_clear_and_reuse)
     strtab_destroy(&t);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_dedupe_and_indices);
     RUN(test_many_and_full);
     RUN(test_clear_and_reuse);
-    return 0;
+    return test_done();
 }

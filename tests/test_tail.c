@@ -373,8 +373,9 @@ TEST(test_topic_filter_with_replay)
     zmq_ctx_term(f.ctx);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_gap_filled_in_order);
     RUN(test_gap_without_replay_is_reported);
     RUN(test_from_catch_up_then_live);
@@ -382,5 +383,5 @@ int main(void)
     RUN(test_not_retained_is_reported);
     RUN(test_silent_endpoint);
     RUN(test_topic_filter_with_replay);
-    return 0;
+    return test_done();
 }
