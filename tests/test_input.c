@@ -424,8 +424,9 @@ TEST(test_reason_names)
     ASSERT_STREQ(fp_dl_reason_name(FP_DL_too_many_sources), "too_many_sources");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     RUN(test_not_configured_and_bad_endpoint);
     RUN(test_router_frame_and_ack);
     RUN(test_long_token);
@@ -434,5 +435,5 @@ int main(void)
     RUN(test_oversized_never_yielded);
     RUN(test_pipe_messages);
     RUN(test_reason_names);
-    return 0;
+    return test_done();
 }

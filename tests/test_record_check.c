@@ -185,8 +185,9 @@ TEST(test_reasons_and_details)
     ASSERT_EQ(fp_record_reason_dl((fp_record_reason_t)99), FP_DL_other);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_init(argc, argv);
     const uint32_t len[] = {2, 2, 2, 5, 2, 4, FP_STRING_MAX, FP_STRING_MAX + 1};
     s_table(&s_t, len, 8);
     RUN(test_valid_record_of_each_kind);
@@ -196,5 +197,5 @@ int main(void)
     RUN(test_string_too_long_any_field);
     RUN(test_missing_kind_fields);
     RUN(test_reasons_and_details);
-    return 0;
+    return test_done();
 }
