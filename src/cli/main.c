@@ -5,7 +5,7 @@
       floorpost send [--push] [--batch N] [--timeout MS] [--resend-ms N] [CURVE] ENDPOINT FILE|-
       floorpost tail [--count N] [--timeout MS] [--human] [--replay EP [--from N]] [CURVE] ENDPOINT [TOPIC]
       floorpost keygen [[-o] BASENAME]
-      floorpost deadletters [-c FILE] list|resubmit|delete ...   (src/deadletters.h)
+      floorpost deadletters [-c FILE] list|resubmit|delete ...   (src/cli/deadletters.h)
       CURVE = --server-key FILE --key FILE
 
     Exit codes: 0 ok; 1 runtime failure (bind error, drain timeout, records

@@ -45,7 +45,7 @@ namespace fbc = floorpost::checkpoint;
    total. The schema order (seq, time_ns, quantity, 9 ushort strings, kind,
    reserved0, reserved1) sums to exactly 48 bytes, so there is no padding and
    every field sits at the offset fp_record_t gives it, which we pin here.
-   tests/test_codec.c also parses a batch written by an independent writer
+   tests/codec/test_codec.c also parses a batch written by an independent writer
    (the Python flatbuffers package) and checks every field. */
 static_assert(FLATBUFFERS_LITTLEENDIAN, "records are used in place: little-endian only");
 static_assert(sizeof(fbt::Record) == 48, "wire Record must be 48 bytes");

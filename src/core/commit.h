@@ -6,7 +6,7 @@
     it: it receives each stage's messages into fp_commit_item_t and hands
     them here, asks whether the oldest round is complete, commits it,
     publishes its items and releases it. Unit-tested without a pipeline in
-    tests/test_commit.c.
+    tests/core/test_commit.c.
 
     Semantics
     - Senders are slots 0 .. nsenders-1 (ingest 0, worker w 1 + w, shard s

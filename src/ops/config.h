@@ -1,7 +1,7 @@
 /*  config.h - floorpost's configuration: defaults, the INI file, validation.
 
     configs/floorpost.ini documents every option with its default and unit;
-    tests/test_config.c checks that file against fp_config_defaults().
+    tests/ops/test_config.c checks that file against fp_config_defaults().
 
     Thread contract: loaded once on the main thread before any stage starts,
     then read-only (each stage gets a const pointer).

@@ -6,7 +6,7 @@
     its dead letters and the round number), so after a crash the store holds
     exactly the last committed round: all of it or none of it. The outbox
     (events and reader positions) is its own module on the same env and
-    txns: src/outbox.h.
+    txns: src/store/outbox.h.
 
     Thread contract:
       - Writes (fp_store_begin .. fp_store_commit/abort, fp_outbox_trim,

@@ -1,6 +1,6 @@
 /*  test_codec.c - codec round trips, every error code, and garbage input.
 
-    Build: gcc -std=c11 ... -c tests/test_codec.c; g++ ... -c src/codec.cc;
+    Build: gcc -std=c11 ... -c tests/codec/test_codec.c; g++ ... -c src/codec/codec.cc;
     link with g++ ... -lflatbuffers.
 */
 #include <stdbool.h>
