@@ -18,6 +18,11 @@
       one request each, in arrival order, so one client asking again and
       again cannot starve another (the ROUTER queues each peer's requests
       fairly).
+    - It runs at nice FP_REPLAY_NICE: on a box whose cores the pipeline
+      keeps busy, a subscriber catching up gets the CPU the stages leave,
+      instead of taking it from the commit thread and the acks (measured:
+      bench/run.py --only replay, docs/benchmarks.md). The libzmq I/O
+      thread that carries its frames is shared and not niced.
     - Exits on emit's DONE notice (after the drain round) or when the
       context is terminated.
 */
@@ -27,6 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "log.h"
@@ -36,6 +44,10 @@
 
 /* Most events one REPLAY request returns. */
 #define FP_REPLAY_MAX 10000
+/* The replay thread's nice value (Linux: per thread). */
+#ifndef FP_REPLAY_NICE
+#define FP_REPLAY_NICE 10
+#endif
 /* Requests answered per wake-up before the notices are read again. */
 #define FP_REPLAY_TURN 16
 
@@ -154,6 +166,10 @@ void *fp_replay_main(void *argp)
     replay_t self_ = {.cfg = args->cfg, .store = args->store};
     replay_t *self = &self_;
     char err[512] = "";
+    /* Best effort: an unprivileged process may always lower its priority. */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FP_REPLAY_NICE) != 0)
+        fp_log(FP_LOG_WARN, "replay", "could not lower the replay thread's priority",
+               "error=\"%s\"", strerror(errno));
     bool ok = (self->notice = fp_stage_socket(args->zmq_ctx, ZMQ_SUB, FP_EP_NOTICE, 0, -1, -1,
                                               err, sizeof err)) != NULL;
     if (ok && zmq_setsockopt(self->notice, ZMQ_SUBSCRIBE, "", 0) != 0) {
