@@ -111,7 +111,7 @@ int fp_outbox_put_reader(fp_store_txn_t *t, const char *name, uint64_t position,
     if (t->rc)
         return t->rc;
     size_t nlen = s_name_len(name);
-    if (nlen == 0)
+    if (nlen == 0 || (flags & ~(FP_OUTBOX_READER_ENABLED | FP_OUTBOX_READER_DETACHED)) != 0)
         return -EINVAL;
     /* Refused, not failed: the position comes from a reader, and a reader's
        bad report must not cost the round. */
@@ -494,4 +494,66 @@ int fp_outbox_usage(fp_store_t *self, uint64_t *outbox_bytes, uint64_t *map_byte
     *map_bytes = info.me_mapsize;
     *outbox_bytes = (st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages) * st.ms_psize;
     return 0;
+}
+
+int fp_outbox_lags(fp_store_t *self, uint64_t max_lag,
+                   int (*fn)(void *ctx, const char *name, uint64_t position, uint64_t lag,
+                             fp_outbox_lag_t verdict),
+                   void *ctx, uint64_t *outbox_bytes, uint64_t *map_bytes)
+{
+    assert(self && fn && max_lag >= 1);
+    MDB_envinfo info;
+    MDB_stat st;
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    uint64_t last;
+    int rc = mdb_env_info(self->env, &info);
+    if (rc != 0)
+        return fp_store_lmdb_rc(rc);
+    rc = fp_store_read_begin(self, &txn);
+    if (rc != 0)
+        return rc;
+    /* One snapshot: the positions, the last global_seq and the outbox size
+       all belong to the same committed round. */
+    rc = fp_store_meta_get64(txn, self->dbi[FP_STORE_DB_META], "global_seq", &last);
+    if (rc == 0)
+        rc = fp_store_lmdb_rc(mdb_stat(txn, self->dbi[FP_STORE_DB_OUTBOX], &st));
+    if (rc == 0)
+        rc = fp_store_lmdb_rc(mdb_cursor_open(txn, self->dbi[FP_STORE_DB_READERS], &cur));
+    if (rc != 0)
+        goto out;
+    if (outbox_bytes)
+        *outbox_bytes =
+            (st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages) * st.ms_psize;
+    if (map_bytes)
+        *map_bytes = info.me_mapsize;
+    MDB_val k, d;
+    MDB_cursor_op op = MDB_FIRST;
+    int mrc;
+    while ((mrc = mdb_cursor_get(cur, &k, &d, op)) == 0) {
+        op = MDB_NEXT;
+        uint64_t pos;
+        uint32_t flags;
+        int64_t ns;
+        if (!s_reader_parse(&k, &d, &pos, &flags, &ns)) {
+            rc = FP_STORE_CORRUPT;
+            goto out;
+        }
+        if (!s_holds_retention(flags))
+            continue;
+        char name[FP_OUTBOX_READER_NAME_MAX + 1];
+        memcpy(name, k.mv_data, k.mv_size);
+        name[k.mv_size] = '\0';
+        uint64_t lag = pos < last ? last - pos : 0;
+        rc = fn(ctx, name, pos, lag, fp_outbox_lag_check(pos, last, max_lag));
+        if (rc != 0)
+            goto out;
+    }
+    if (mrc != MDB_NOTFOUND)
+        rc = fp_store_lmdb_rc(mrc);
+out:
+    if (cur)
+        mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
 }

@@ -25,8 +25,9 @@
     inside the round's txn; fp_outbox_trim, fp_outbox_detach_lagging in their
     own write txn, between rounds) on the commit thread only. Reads
     (fp_outbox_read, fp_outbox_oldest, fp_outbox_reader,
-    fp_outbox_each_reader, fp_outbox_usage) on any thread, each in its own
-    read txn: they see the last commit that finished before they began.
+    fp_outbox_each_reader, fp_outbox_usage, fp_outbox_lags) on any thread,
+    each in its own read txn: they see the last commit that finished before
+    they began.
     fp_outbox_lag_check is pure.
 
     Errors: store.h's codes (0 or negative).
@@ -60,7 +61,8 @@ int fp_outbox_put(fp_store_txn_t *t, uint64_t global_seq, uint64_t round, int64_
    A position below the stored one is a stale report: the stored position
    is kept (flags and time are still written) and the call returns 0. A
    position beyond the last committed global_seq (as of fp_store_begin) is
-   refused with -ERANGE, a bad name with -EINVAL; these two refusals do NOT
+   refused with -ERANGE, a bad name or unknown flag bits with -EINVAL; these
+   refusals do NOT
    fail the txn (a reader's bad report must not cost the round). An LMDB
    error fails the txn. Putting flags without DETACHED re-attaches a
    detached reader: check fp_outbox_oldest first, its events may be gone. */
@@ -134,5 +136,22 @@ typedef enum {
    is last_gseq (lag = last_gseq - position, 0 when position >= last_gseq)
    and the bound is max_lag (>= 1). */
 fp_outbox_lag_t fp_outbox_lag_check(uint64_t position, uint64_t last_gseq, uint64_t max_lag);
+
+/* How far the readers lag, for emit's warnings and metrics (about once a
+   second): in one read txn, calls fn for each enabled, not detached reader
+   (name NUL-terminated, valid during the call) with its position, its lag
+   in events (last committed global_seq - position) and
+   fp_outbox_lag_check's verdict for max_lag (>= 1); *outbox_bytes and
+   *map_bytes (each may be NULL) get fp_outbox_usage's figures from the
+   same snapshot. fn returns 0 to go on, non-zero to stop. Returns 0, fn's
+   non-zero value, or an error. The rule for the caller: WARN (log, rate
+   limited, and count) from 50 % of the bound, well before DETACH; also warn
+   when outbox_bytes reaches half of map_bytes while a reader lags, because
+   at a full map the full-map behaviour (commits fail, acks wait) applies
+   before the bound if the bound does not fit the map. */
+int fp_outbox_lags(fp_store_t *self, uint64_t max_lag,
+                   int (*fn)(void *ctx, const char *name, uint64_t position, uint64_t lag,
+                             fp_outbox_lag_t verdict),
+                   void *ctx, uint64_t *outbox_bytes, uint64_t *map_bytes);
 
 #endif

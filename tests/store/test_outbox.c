@@ -425,6 +425,82 @@ TEST(test_detach_at_the_bound)
     s_rmdir(dir);
 }
 
+typedef struct {
+    int n;
+    char name[8][64];
+    uint64_t pos[8], lag[8];
+    fp_outbox_lag_t verdict[8];
+    int stop_at; /* stop (return 7) at this many readers; 0: never */
+} lags_t;
+
+static int s_on_lag(void *ctx, const char *name, uint64_t position, uint64_t lag,
+                    fp_outbox_lag_t verdict)
+{
+    lags_t *l = ctx;
+    if (l->stop_at && l->n == l->stop_at)
+        return 7;
+    ASSERT(l->n < 8);
+    snprintf(l->name[l->n], sizeof l->name[l->n], "%s", name);
+    l->pos[l->n] = position;
+    l->lag[l->n] = lag;
+    l->verdict[l->n] = verdict;
+    l->n++;
+    return 0;
+}
+
+TEST(test_lags_for_warnings)
+{
+    const char *dir = s_newdir();
+    fp_store_t *st = s_open(dir);
+    lags_t l = {0};
+    uint64_t ob = 1, mb = 0;
+    ASSERT_EQ(fp_outbox_lags(st, 100, s_on_lag, &l, &ob, &mb), 0); /* no readers */
+    ASSERT_EQ(l.n, 0);
+    ASSERT_EQ(ob, 0); /* an empty outbox table has no pages */
+    ASSERT_EQ(mb, MAP);
+    s_round(st, 1, 1, 200, 1000);
+    ASSERT_EQ(s_put_reader(st, "a-ok", 200, FP_OUTBOX_READER_ENABLED), 0);    /* lag 0 */
+    ASSERT_EQ(s_put_reader(st, "b-warn", 140, FP_OUTBOX_READER_ENABLED), 0);  /* lag 60 */
+    ASSERT_EQ(s_put_reader(st, "c-bound", 100, FP_OUTBOX_READER_ENABLED), 0); /* lag 100 */
+    ASSERT_EQ(s_put_reader(st, "d-off", 0, 0), 0);
+    ASSERT_EQ(s_put_reader(st, "e-det", 0, FP_OUTBOX_READER_ENABLED | FP_OUTBOX_READER_DETACHED),
+              0);
+    /* unknown flag bits: refused, not stored */
+    ASSERT_EQ(s_put_reader(st, "f-bad", 0, 4), -EINVAL);
+    ASSERT_EQ(fp_outbox_reader(st, "f-bad", NULL, NULL), FP_STORE_NOTFOUND);
+
+    ASSERT_EQ(fp_outbox_lags(st, 100, s_on_lag, &l, &ob, &mb), 0);
+    ASSERT_EQ(l.n, 3); /* only the enabled, not detached readers */
+    ASSERT_STREQ(l.name[0], "a-ok");
+    ASSERT_EQ(l.lag[0], 0);
+    ASSERT_EQ(l.verdict[0], FP_OUTBOX_LAG_OK);
+    ASSERT_STREQ(l.name[1], "b-warn");
+    ASSERT_EQ(l.pos[1], 140);
+    ASSERT_EQ(l.lag[1], 60);
+    ASSERT_EQ(l.verdict[1], FP_OUTBOX_LAG_WARN);
+    ASSERT_STREQ(l.name[2], "c-bound");
+    ASSERT_EQ(l.lag[2], 100);
+    ASSERT_EQ(l.verdict[2], FP_OUTBOX_LAG_DETACH);
+    uint64_t ob2, mb2;
+    ASSERT_EQ(fp_outbox_usage(st, &ob2, &mb2), 0);
+    ASSERT_EQ(ob, ob2); /* the same figures as fp_outbox_usage */
+    ASSERT_EQ(mb, mb2);
+    ASSERT(ob > 0 && ob < mb);
+    /* fn stops the walk: its value comes back */
+    memset(&l, 0, sizeof l);
+    l.stop_at = 1;
+    ASSERT_EQ(fp_outbox_lags(st, 100, s_on_lag, &l, NULL, NULL), 7);
+    ASSERT_EQ(l.n, 1);
+    /* detach acts on the same rule: c-bound goes, the walk then skips it */
+    ASSERT_EQ(fp_outbox_detach_lagging(st, 100, NULL, NULL), 1);
+    memset(&l, 0, sizeof l);
+    ASSERT_EQ(fp_outbox_lags(st, 100, s_on_lag, &l, NULL, NULL), 0);
+    ASSERT_EQ(l.n, 2);
+    ASSERT_STREQ(l.name[1], "b-warn");
+    fp_store_close(&st);
+    s_rmdir(dir);
+}
+
 TEST(test_lag_rule)
 {
     /* even bound: warn from 50 % exactly, detach at the bound */
@@ -462,6 +538,7 @@ int main(int argc, char **argv)
     RUN(test_reader_positions_durable);
     RUN(test_retention_held_by_enabled_reader);
     RUN(test_detach_at_the_bound);
+    RUN(test_lags_for_warnings);
     RUN(test_lag_rule);
     return test_done();
 }
