@@ -79,6 +79,13 @@ struct fp_metrics {
     _Atomic uint64_t *tracked;      /* [workers] sources in dedup */
     _Atomic int64_t last_round_ns;  /* CLOCK_MONOTONIC; 0 = none yet */
     _Atomic int commit_stalled;     /* 1 while commits fail (disk or map full) */
+    struct {
+        char name[64];              /* written once, before `used` is released */
+        _Atomic int used;
+        _Atomic uint64_t position, lag;
+        _Atomic int detached;
+    } readers[FP_METRICS_READERS_MAX];
+    _Atomic uint64_t outbox_bytes, map_bytes;
     s_hist_t hist[FP_H_COUNT];
 };
 
@@ -258,6 +265,35 @@ void fp_metrics_sources_tracked(fp_metrics_t *self, int worker, uint64_t n)
 void fp_metrics_round_done(fp_metrics_t *self, int64_t now_ns)
 {
     atomic_store_explicit(&self->last_round_ns, now_ns, RLX);
+}
+
+void fp_metrics_set_reader(fp_metrics_t *self, const char *name, uint64_t position, uint64_t lag,
+                           int detached)
+{
+    size_t len = strnlen(name, 64);
+    if (len < 1 || len > 63)
+        return;
+    for (int i = 0; i < FP_METRICS_READERS_MAX; i++) {
+        /* Emit is the only writer: a relaxed load of its own `used` is
+           enough; the release below publishes the name to the readers. */
+        int used = atomic_load_explicit(&self->readers[i].used, RLX);
+        if (used && strcmp(self->readers[i].name, name) != 0)
+            continue;
+        if (!used)
+            memcpy(self->readers[i].name, name, len + 1);
+        atomic_store_explicit(&self->readers[i].position, position, RLX);
+        atomic_store_explicit(&self->readers[i].lag, lag, RLX);
+        atomic_store_explicit(&self->readers[i].detached, detached, RLX);
+        if (!used) /* pairs with the acquire in fp_metrics_prometheus */
+            atomic_store_explicit(&self->readers[i].used, 1, memory_order_release);
+        return;
+    }
+}
+
+void fp_metrics_set_outbox(fp_metrics_t *self, uint64_t outbox_bytes, uint64_t map_bytes)
+{
+    atomic_store_explicit(&self->outbox_bytes, outbox_bytes, RLX);
+    atomic_store_explicit(&self->map_bytes, map_bytes, RLX);
 }
 
 void fp_metrics_set_commit_stalled(fp_metrics_t *self, int stalled)
@@ -553,6 +589,30 @@ char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *le
     s_gauge(&b, "floorpost_commit_stalled",
             "1 while round commits fail (state disk or LMDB map full): nothing is acked.",
             (double)atomic_load_explicit(&((fp_metrics_t *)self)->commit_stalled, RLX));
+    fp_metrics_t *mut = (fp_metrics_t *)self;
+    s_gauge(&b, "floorpost_outbox_bytes",
+            "Pages of the outbox (committed events kept for replay and the readers).",
+            (double)atomic_load_explicit(&mut->outbox_bytes, RLX));
+    s_gauge(&b, "floorpost_state_map_bytes", "The state's LMDB map size (its disk budget).",
+            (double)atomic_load_explicit(&mut->map_bytes, RLX));
+    static const char *const rnames[3][2] = {
+        {"floorpost_reader_lag_events",
+         "Committed events a durable outbox reader has not finished with."},
+        {"floorpost_reader_position", "The last global_seq a durable outbox reader finished with."},
+        {"floorpost_reader_detached",
+         "1 once a durable reader was detached for lagging (retention no longer waits for it)."}};
+    for (int g = 0; g < 3; g++) {
+        s_head(&b, rnames[g][0], "gauge", rnames[g][1]);
+        for (int i = 0; i < FP_METRICS_READERS_MAX; i++) {
+            if (!atomic_load_explicit(&mut->readers[i].used, memory_order_acquire))
+                continue;
+            uint64_t v = g == 0   ? atomic_load_explicit(&mut->readers[i].lag, RLX)
+                         : g == 1 ? atomic_load_explicit(&mut->readers[i].position, RLX)
+                                  : (uint64_t)atomic_load_explicit(&mut->readers[i].detached, RLX);
+            s_put(&b, "%s{reader=\"%s\"} %llu\n", rnames[g][0], mut->readers[i].name,
+                  (unsigned long long)v);
+        }
+    }
     s_hist(&b, self, FP_H_ROUND, "floorpost_round_seconds",
            "From ingest injecting a round's barrier to the round committed (fsync done) and "
            "published.");

@@ -137,6 +137,20 @@ void fp_metrics_round_done(fp_metrics_t *self, int64_t now_ns);
 /* Emit: 1 while round commits fail, 0 once they succeed again. */
 void fp_metrics_set_commit_stalled(fp_metrics_t *self, int stalled);
 
+/* Durable outbox readers shown in /metrics (more are not shown). */
+#define FP_METRICS_READERS_MAX 16
+
+/* Emit, once a second: durable reader `name` (1..63 bytes) is at position
+   (the last global_seq it finished with), lag events behind the last
+   committed global_seq; detached: 1 once emit detached it. A reader gets a
+   slot the first time it is set and keeps it; the name is published to the
+   HTTP thread with release/acquire. Emit only (one writer). */
+void fp_metrics_set_reader(fp_metrics_t *self, const char *name, uint64_t position, uint64_t lag,
+                           int detached);
+
+/* Emit, once a second: the outbox's pages and the map size (bytes). */
+void fp_metrics_set_outbox(fp_metrics_t *self, uint64_t outbox_bytes, uint64_t map_bytes);
+
 /* Adds one observation (ns, negative counts as 0) to a local histogram. */
 void fp_hist_observe(fp_hist_local_t *h, fp_hist_t which, int64_t ns);
 /* Adds *h to the shared histogram `which` and zeroes *h. */

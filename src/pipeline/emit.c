@@ -220,6 +220,23 @@ static int s_warn_lag(void *ctx, const char *name, uint64_t position, uint32_t f
     return 0;
 }
 
+static int s_reader_metric(void *ctx, const char *name, uint64_t position, uint64_t lag,
+                           fp_outbox_lag_t verdict)
+{
+    const emit_t *self = ctx;
+    fp_metrics_set_reader(self->metrics, name, position, lag, 0);
+    return 0;
+}
+
+static int s_detached_metric(void *ctx, const char *name, uint64_t position, uint32_t flags,
+                             int64_t updated_ns)
+{
+    const emit_t *self = ctx;
+    if ((flags & FP_OUTBOX_READER_DETACHED))
+        fp_metrics_set_reader(self->metrics, name, position, 0, 1);
+    return 0;
+}
+
 /* Once a second: retention, and the readers' lag against their bound. */
 static void s_housekeeping(emit_t *self, int64_t now)
 {
@@ -227,6 +244,11 @@ static void s_housekeeping(emit_t *self, int64_t now)
     fp_outbox_trim(self->store, fp_wall_ns() - self->cfg->retention_ms * 1000000, 10000,
                    &deleted);
     fp_outbox_detach_lagging(self->store, self->cfg->reader_max_lag_events, s_detached, self);
+    uint64_t outbox_bytes = 0, map_bytes = 0;
+    if (fp_outbox_lags(self->store, self->cfg->reader_max_lag_events, s_reader_metric, self,
+                       &outbox_bytes, &map_bytes) == 0)
+        fp_metrics_set_outbox(self->metrics, outbox_bytes, map_bytes);
+    fp_outbox_each_reader(self->store, s_detached_metric, self);
     if (now >= self->next_lag_warn) {
         s_lag_ctx_t c = {self, fp_commit_global_seq(self->core)};
         fp_outbox_each_reader(self->store, s_warn_lag, &c);

@@ -252,11 +252,42 @@ TEST(test_health)
     fp_metrics_destroy(&m);
 }
 
+TEST(test_readers_and_outbox)
+{
+    fp_metrics_t *m = fp_metrics_new(1, 1);
+    char *t = s_text(m, 1);
+    ASSERT(strstr(t, "floorpost_reader_lag_events{") == NULL); /* none yet */
+    free(t);
+    fp_metrics_set_reader(m, "erp-a", 100, 25, 0);
+    fp_metrics_set_reader(m, "file.b", 7, 118, 0);
+    fp_metrics_set_reader(m, "erp-a", 120, 5, 0); /* the same slot again */
+    fp_metrics_set_reader(m, "file.b", 7, 0, 1);
+    fp_metrics_set_outbox(m, 4096, 1 << 20);
+    t = s_text(m, 1);
+    ASSERT(s_has_line(t, "floorpost_reader_lag_events{reader=\"erp-a\"} 5"));
+    ASSERT(s_has_line(t, "floorpost_reader_position{reader=\"erp-a\"} 120"));
+    ASSERT(s_has_line(t, "floorpost_reader_detached{reader=\"erp-a\"} 0"));
+    ASSERT(s_has_line(t, "floorpost_reader_detached{reader=\"file.b\"} 1"));
+    ASSERT(s_has_line(t, "floorpost_outbox_bytes 4096"));
+    ASSERT(s_has_line(t, "floorpost_state_map_bytes 1048576"));
+    /* one line per reader and gauge: the repeat took no second slot */
+    const char *p = t;
+    int n = 0;
+    while ((p = strstr(p, "floorpost_reader_position{")) != NULL) {
+        n++;
+        p++;
+    }
+    ASSERT_EQ(n, 2);
+    free(t);
+    fp_metrics_destroy(&m);
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
     RUN(test_bad_sizes);
     RUN(test_counters);
+    RUN(test_readers_and_outbox);
     RUN(test_stages);
     RUN(test_shards_and_sources);
     RUN(test_histograms);
