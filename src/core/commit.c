@@ -340,7 +340,7 @@ static int s_commit(fp_commit_t *self, round_t *R)
             memcpy(&source, zmq_msg_data(&it->part[0]), sizeof source);
             rc = fp_store_put_source(txn, source, zmq_msg_data(&it->part[1]),
                                      zmq_msg_size(&it->part[1]));
-        } else if (it->type == FP_EMIT_DEAD && it->nparts == 3) {
+        } else if (it->type == FP_EMIT_DEAD && it->nparts >= 3) {
             const char *reason = fp_dl_reason_name((int)it->reason); /* the store's edge */
             uint64_t dl_seq;
             rc = fp_store_put_deadletter(txn, R->wall_ns, reason, zmq_msg_data(&it->part[1]),
@@ -513,7 +513,7 @@ void fp_commit_publish(fp_commit_t *self, fp_commit_round_t *info)
     for (size_t i = 0; i < R->nitems; i++) {
         item_t *it = &R->items[i];
         if ((it->type == FP_EMIT_EVENT && it->nparts == 2) ||
-            (it->type == FP_EMIT_DEAD && it->nparts == 3))
+            (it->type == FP_EMIT_DEAD && it->nparts >= 3))
             self->publish(self->ctx, it);
     }
     s_round_free(R);

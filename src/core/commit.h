@@ -62,7 +62,7 @@ typedef struct {
     uint32_t type;   /* FP_EMIT_EVENT, FP_EMIT_KEY, FP_EMIT_SOURCE, FP_EMIT_DEAD */
     uint32_t reason; /* FP_EMIT_DEAD: fp_dl_reason_t (the header's flags) */
     int nparts;
-    zmq_msg_t part[3];
+    zmq_msg_t part[4]; /* DEAD: [topic][json][bytes][logfmt fields, logged only] */
 } fp_commit_item_t;
 
 /* What emit needs to know of a committed round. */

@@ -177,10 +177,10 @@ static int s_read(void *selfp, int which, fp_input_frame_t *f)
         /* A telemetry message is exactly one frame. */
         s_drop_rest(sock);
         size_t keep = len < 4096 ? len : 4096;
-        char fields[96];
-        snprintf(fields, sizeof fields, "\"detail\":\"more than one payload frame\",\"bytes\":%zu",
-                 len);
-        fp_dead_letter(self->env.dl, 0, "bad_envelope", "ingest", fields,
+        fp_dl_fields_t df = {.jn = 0};
+        fp_dl_fields_str(&df, "detail", "detail", "more than one payload frame", 64);
+        fp_dl_fields_u64(&df, "bytes", "bytes", len);
+        fp_dead_letter(self->env.dl, 0, "bad_envelope", "ingest", &df,
                        zmq_msg_data(f->payload), keep);
         /* Leave the message empty, as the contract says. */
         zmq_msg_close(f->payload);

@@ -34,7 +34,6 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,42 +67,15 @@ typedef struct {
     fp_hist_local_t round_hist;
 } emit_t;
 
-/* One logfmt line for a dead letter, with the business keys of its JSON
-   detail (our own JSON, but the strings in it come from producers: every
-   value is quoted and escaped). The detail is parsed back for this line
-   only, and only when the log admits it (rate-limited per component). */
-static void s_log_dead_letter(int reason, const char *json, size_t len)
+/* One logfmt line for a dead letter: its reason and the fields the sender
+   rendered in logfmt beside the JSON (fp_dl_fields_t, stage.h), so the JSON
+   is never parsed back. */
+static void s_log_dead_letter(int reason, const fp_commit_item_t *it)
 {
-    char keys[768], q[160];
-    size_t n = 0;
-    keys[0] = 0;
-    json_t *d = json_loadb(json, len, 0, NULL);
-    static const char *ints[][2] = {{"source_id", "source"}, {"epoch", "epoch"}, {"seq", "seq"},
-                                    {"kind", "kind"}, {"bytes", "bytes"}};
-    static const char *strs[][2] = {{"component", "from"}, {"plant", "plant"},
-                                    {"order", "order"},    {"operation", "operation"},
-                                    {"lot", "lot"},        {"detail", "detail"}};
-    if (json_is_object(d)) {
-        for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
-            json_t *v = json_object_get(d, ints[i][0]);
-            if (json_is_integer(v) && n < sizeof keys - 40)
-                n += (size_t)snprintf(keys + n, sizeof keys - n, " %s=%lld", ints[i][1],
-                                      (long long)json_integer_value(v));
-        }
-        for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
-            json_t *v = json_object_get(d, strs[i][0]);
-            if (!json_is_string(v))
-                continue;
-            fp_log_quote(q, sizeof q, json_string_value(v), 120);
-            if (n + strlen(q) + 16 < sizeof keys)
-                n += (size_t)snprintf(keys + n, sizeof keys - n, " %s=%s", strs[i][1], q);
-        }
-    } else {
-        fp_log_quote(q, sizeof q, json, len < 120 ? len : 120);
-        snprintf(keys, sizeof keys, " detail=%s", q);
-    }
-    json_decref(d);
-    fp_log_admitted(FP_LOG_WARN, "emit", "dead letter", "reason=%s%s", fp_dl_reason_name(reason), keys);
+    const char *kv = it->nparts >= 4 ? zmq_msg_data((zmq_msg_t *)&it->part[3]) : "";
+    int len = it->nparts >= 4 ? (int)zmq_msg_size((zmq_msg_t *)&it->part[3]) : 0;
+    fp_log_admitted(FP_LOG_WARN, "emit", "dead letter", "reason=%s %.*s", fp_dl_reason_name(reason),
+                    len, kv);
 }
 
 /* Publishes one committed (or, without a state directory, stamped) item. */
@@ -122,11 +94,10 @@ static void s_publish_item(void *ctx, fp_commit_item_t *it)
             fp_metrics_add(self->metrics, m, 1);
             zmq_msg_send(&it->part[0], self->pub, ZMQ_SNDMORE);
             zmq_msg_send(&it->part[1], self->pub, 0);
-        } else if (it->type == FP_EMIT_DEAD && it->nparts == 3) {
+        } else if (it->type == FP_EMIT_DEAD && it->nparts >= 3) {
             fp_metrics_dead_letter(self->metrics, (int)it->reason);
             if (fp_log_admit(FP_LOG_WARN, "emit"))
-                s_log_dead_letter((int)it->reason, zmq_msg_data(&it->part[1]),
-                                  zmq_msg_size(&it->part[1]));
+                s_log_dead_letter((int)it->reason, it);
             zmq_msg_send(&it->part[0], self->dlpub, ZMQ_SNDMORE);
             zmq_msg_send(&it->part[1], self->dlpub, ZMQ_SNDMORE);
             zmq_msg_send(&it->part[2], self->dlpub, 0);
@@ -157,7 +128,7 @@ static bool s_receive(emit_t *self, void *sock)
         zmq_msg_init(&part);
         zmq_msg_recv(&part, sock, 0);
         more = zmq_msg_more(&part);
-        if (it.nparts < 3)
+        if (it.nparts < 4)
             it.part[it.nparts++] = part;
         else
             zmq_msg_close(&part);

@@ -12,6 +12,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,14 +98,18 @@ void fp_stage_ready(void *zmq_ctx, const char *who, int rc, const char *err)
 }
 
 void fp_dead_letter(void *sock, uint32_t from, const char *reason, const char *component,
-                    const char *fields, const void *bytes, size_t len)
+                    const fp_dl_fields_t *f, const void *bytes, size_t len)
 {
-    char topic[64], json[1024];
+    char topic[64], json[1200], log[900];
     int tn = snprintf(topic, sizeof topic, "deadletter/%s", reason);
-    int jn = snprintf(json, sizeof json, "{\"reason\":\"%s\",\"component\":\"%s\"%s%s}", reason,
-                      component, fields && *fields ? "," : "", fields ? fields : "");
+    int jn = snprintf(json, sizeof json, "{\"reason\":\"%s\",\"component\":\"%s\"%.*s}", reason,
+                      component, f ? (int)f->jn : 0, f ? f->json : "");
     if (jn >= (int)sizeof json)
         jn = (int)sizeof json - 1;
+    int ln = snprintf(log, sizeof log, "from=\"%s\"%.*s", component, f ? (int)f->ln : 0,
+                      f ? f->log : "");
+    if (ln >= (int)sizeof log)
+        ln = (int)sizeof log - 1;
     /* The reason travels as the enum in the header (a typo in our own code
        is caught here, not silently counted as "other" downstream). */
     int r = fp_dl_reason_parse(reason, strlen(reason));
@@ -113,11 +118,49 @@ void fp_dead_letter(void *sock, uint32_t from, const char *reason, const char *c
     zmq_send(sock, &h, sizeof h, ZMQ_SNDMORE);
     zmq_send(sock, topic, (size_t)tn, ZMQ_SNDMORE);
     zmq_send(sock, json, (size_t)jn, ZMQ_SNDMORE);
-    zmq_send(sock, bytes, len, 0);
+    zmq_send(sock, bytes, len, ZMQ_SNDMORE);
+    zmq_send(sock, log, (size_t)ln, 0);
 }
 
-size_t fp_dead_letter_keys(char *fields, size_t n, size_t cap, const fp_record_t *rec,
-                           const char *const *strs, uint32_t nstrings)
+/* Appends name and value to both forms, or to neither when either is full. */
+static void s_dl_add(fp_dl_fields_t *f, const char *json_name, const char *log_name,
+                     const char *jval, const char *lval)
+{
+    size_t jneed = strlen(json_name) + strlen(jval) + 4;
+    size_t lneed = log_name ? strlen(log_name) + strlen(lval) + 2 : 0;
+    if (f->jn + jneed >= sizeof f->json || f->ln + lneed >= sizeof f->log)
+        return;
+    f->jn += (size_t)snprintf(f->json + f->jn, sizeof f->json - f->jn, ",\"%s\":%s", json_name,
+                              jval);
+    if (log_name)
+        f->ln += (size_t)snprintf(f->log + f->ln, sizeof f->log - f->ln, " %s=%s", log_name,
+                                  lval);
+}
+
+void fp_dl_fields_int(fp_dl_fields_t *f, const char *json_name, const char *log_name, int64_t v)
+{
+    char t[24];
+    snprintf(t, sizeof t, "%" PRId64, v);
+    s_dl_add(f, json_name, log_name, t, t);
+}
+
+void fp_dl_fields_u64(fp_dl_fields_t *f, const char *json_name, const char *log_name, uint64_t v)
+{
+    char t[24];
+    snprintf(t, sizeof t, "%" PRIu64, v);
+    s_dl_add(f, json_name, log_name, t, t);
+}
+
+void fp_dl_fields_str(fp_dl_fields_t *f, const char *json_name, const char *log_name,
+                      const char *s, size_t maxlen)
+{
+    char q[400]; /* fp_log_quote's output is valid as a JSON string and as a logfmt value */
+    fp_log_quote(q, sizeof q, s, maxlen < 120 ? maxlen : 120);
+    s_dl_add(f, json_name, log_name, q, q);
+}
+
+void fp_dead_letter_keys(fp_dl_fields_t *f, const fp_record_t *rec, const char *const *strs,
+                         uint32_t nstrings)
 {
     static const struct {
         int field;
@@ -126,12 +169,10 @@ size_t fp_dead_letter_keys(char *fields, size_t n, size_t cap, const fp_record_t
                 {FP_STR_LOT, "lot"}};
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
         uint16_t si = rec->str[keys[k].field];
-        if (si == 0 || si > nstrings || n + 100 > cap)
+        if (si == 0 || si > nstrings)
             continue;
-        n += (size_t)snprintf(fields + n, cap - n, ",\"%s\":", keys[k].name);
-        n += fp_log_quote(fields + n, cap - n, strs[si - 1], 64);
+        fp_dl_fields_str(f, keys[k].name, keys[k].name, strs[si - 1], 64);
     }
-    return n;
 }
 
 void fp_emit_mark(void *sock, uint32_t from, const fp_barrier_t *b)

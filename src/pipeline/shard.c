@@ -156,16 +156,15 @@ static void s_reject(void *ctx, const fp_batch_hdr_t *batch, const fp_record_t *
     size_t len = 0;
     fp_codec_batch_encode(self->codec, b->source_id, b->epoch, self->strptr, b->nstrings, rec, 1,
                           &buf, &len);
-    char fields[768];
-    size_t n = (size_t)snprintf(fields, 256,
-                                "\"source_id\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"seq\":%" PRIu64
-                                ",\"kind\":%u,\"quantity\":%" PRId64,
-                                b->source_id, b->epoch, rec->seq, rec->kind, rec->quantity);
-    if (n > 255)
-        n = 255;
-    fp_dead_letter_keys(fields, n, sizeof fields, rec, self->strptr, b->nstrings);
+    fp_dl_fields_t f = {.jn = 0};
+    fp_dl_fields_u64(&f, "source_id", "source", b->source_id);
+    fp_dl_fields_u64(&f, "epoch", "epoch", b->epoch);
+    fp_dl_fields_u64(&f, "seq", "seq", rec->seq);
+    fp_dl_fields_u64(&f, "kind", "kind", rec->kind);
+    fp_dl_fields_int(&f, "quantity", NULL, rec->quantity);
+    fp_dead_letter_keys(&f, rec, self->strptr, b->nstrings);
     /* On the emit pipe, so it is filed under this shard's current round. */
-    fp_dead_letter(self->emit, self->from, reason, "shard", fields, buf, len);
+    fp_dead_letter(self->emit, self->from, reason, "shard", &f, buf, len);
 }
 
 /* Hands one changed key's state to emit (state NULL: released). */

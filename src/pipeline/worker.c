@@ -154,30 +154,31 @@ static int s_restore_source(void *ctx, uint64_t source_id, const void *state, si
 static void s_dead_record(worker_t *self, const fp_batch_view_t *v, const fp_record_t *rec,
                           uint32_t index, const char *reason, const char *detail)
 {
-    char fields[768];
-    size_t n = (size_t)snprintf(fields, 384,
-                                "\"source_id\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"seq\":%" PRIu64
-                                ",\"kind\":%u,\"record_index\":%u,\"detail\":\"%s\"",
-                                v->source_id, v->epoch, rec->seq, rec->kind, index, detail);
-    if (n > 383)
-        n = 383;
-    fp_dead_letter_keys(fields, n, sizeof fields, rec, self->strptr, v->nstrings);
+    fp_dl_fields_t f = {.jn = 0};
+    fp_dl_fields_u64(&f, "source_id", "source", v->source_id);
+    fp_dl_fields_u64(&f, "epoch", "epoch", v->epoch);
+    fp_dl_fields_u64(&f, "seq", "seq", rec->seq);
+    fp_dl_fields_u64(&f, "kind", "kind", rec->kind);
+    fp_dl_fields_u64(&f, "record_index", NULL, index);
+    fp_dl_fields_str(&f, "detail", "detail", detail, 120);
+    fp_dead_letter_keys(&f, rec, self->strptr, v->nstrings);
     const void *buf = "";
     size_t len = 0;
     fp_codec_batch_encode(self->codec, v->source_id, v->epoch, self->strptr, v->nstrings, rec, 1,
                           &buf, &len);
-    fp_dead_letter(self->dl, 1 + (uint32_t)self->index, reason, "worker", fields, buf, len);
+    fp_dead_letter(self->dl, 1 + (uint32_t)self->index, reason, "worker", &f, buf, len);
 }
 
 /* Dead-letters a whole frame and rejects it (nothing of it was used). */
 static void s_dead_frame(worker_t *self, const fp_frame_meta_t *meta, const void *data,
                          size_t len, uint64_t source, uint64_t epoch, fp_dl_reason_t reason)
 {
-    char fields[160];
-    snprintf(fields, sizeof fields, "\"source_id\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"bytes\":%zu",
-             source, epoch, len);
-    fp_dead_letter(self->dl, 1 + (uint32_t)self->index, fp_dl_reason_name(reason), "worker",
-                   fields, data, len);
+    fp_dl_fields_t f = {.jn = 0};
+    fp_dl_fields_u64(&f, "source_id", "source", source);
+    fp_dl_fields_u64(&f, "epoch", "epoch", epoch);
+    fp_dl_fields_u64(&f, "bytes", "bytes", len);
+    fp_dead_letter(self->dl, 1 + (uint32_t)self->index, fp_dl_reason_name(reason), "worker", &f,
+                   data, len);
     fp_verdict_t v = {.source_id = source, .epoch = epoch, .status = FP_VERDICT_REJECTED,
                       .reason = (uint8_t)reason};
     s_verdict(self, meta, &v);
