@@ -16,7 +16,8 @@
     the case; ASSERT_* print both sides and the place, then abort. The parent
     waits and prints `ok   prog:case` or `FAIL prog:case (how)` followed by
     the last 60 lines of the child's output, so a failing case hides no
-    later case. test_done() prints the machine-readable line tools/run-tests.sh reads,
+    later case. test_done() prints the machine-readable line that
+    tools/run-tests.sh reads,
 
         cases: prog passed=N failed=N
 
@@ -32,9 +33,9 @@
     once, in the parent, and every child inherits it.
 
     Leaks: the child ends with exit(), so under ASan LeakSanitizer checks
-    each case on its own and a leak fails that case (exit status 1, the
-    FAIL line names LeakSanitizer when the case's output has its report). The
-    parent runs no case and holds only what main() set up.
+    each case on its own and a leak fails that case (exit status 1; the
+    FAIL line names LeakSanitizer when the case's output has its report).
+    The parent runs no case and holds only what main() set up.
 */
 #ifndef FP_TEST_H
 #define FP_TEST_H
