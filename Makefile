@@ -18,7 +18,10 @@ CXX     := g++
 WARN    := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wno-unused-parameter
 WARNXX  := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 OPT     ?= -O2 -g
-CPPFLAGS := -Isrc -I$(BUILD)/gen -D_GNU_SOURCE -MMD -MP
+# src/ is in folders by what runs where (docs/architecture.md, "Layout");
+# headers are included by bare name from every folder.
+SRC_DIRS := $(sort $(patsubst %/,%,$(dir $(wildcard src/*/*.h src/*/*.c src/*/*.cc))))
+CPPFLAGS := $(addprefix -I,$(SRC_DIRS)) -I$(BUILD)/gen -D_GNU_SOURCE -MMD -MP
 CFLAGS  := -std=c11 $(OPT) $(WARN) -pthread
 CXXFLAGS := -std=c++17 $(OPT) $(WARNXX) -fno-exceptions -fno-rtti
 LDLIBS  := -lzmq -lflatbuffers -lxxhash -ljansson -llmdb -lmicrohttpd -lpthread -lm
@@ -33,13 +36,13 @@ else
 endif
 
 # The verbs (main.c, cmd_*.c) make the binary; everything else the library.
-CMD_C    := src/main.c $(wildcard src/cmd_*.c)
-SRC_C    := $(filter-out $(CMD_C),$(wildcard src/*.c))
-SRC_CXX  := src/codec.cc
+CMD_C    := src/cli/main.c $(wildcard src/cli/cmd_*.c)
+SRC_C    := $(filter-out $(CMD_C),$(wildcard src/*/*.c))
+SRC_CXX  := src/codec/codec.cc
 OBJ      := $(SRC_C:src/%.c=$(BUILD)/obj/%.o) $(SRC_CXX:src/%.cc=$(BUILD)/obj/%.o)
 GEN      := $(BUILD)/gen/telemetry_generated.h $(BUILD)/gen/checkpoint_generated.h
 PYGEN    := $(BUILD)/py/floorpost/__init__.py
-TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
+TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/*/test_*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 
 .PHONY: all deps run test test-unit test-e2e test-san fuzz fuzz-brief bench bench-full bench-smoke clean test-crash-long
@@ -71,10 +74,11 @@ $(BUILD)/libfloorpost.a: $(OBJ)
 
 # The gateway library (producer.h): what a gateway or MES adapter links, and
 # nothing else of floorpost (no log, no config, no threads of ours). Linked
-# alone by tests/gateway_link_test.sh.
-GATEWAY_OBJ := $(BUILD)/obj/producer.o $(BUILD)/obj/strtab.o $(BUILD)/obj/curve.o $(BUILD)/obj/codec.o
+# alone by tests/install_test.sh (tests/gateway/gateway_min.c).
+GATEWAY_OBJ := $(BUILD)/obj/gateway/producer.o $(BUILD)/obj/gateway/strtab.o \
+  $(BUILD)/obj/gateway/curve.o $(BUILD)/obj/codec/codec.o
 GATEWAY_LIBS := -lzmq -lflatbuffers -lstdc++
-GATEWAY_HEADERS := src/producer.h src/record.h src/curve.h
+GATEWAY_HEADERS := src/gateway/producer.h src/core/record.h src/gateway/curve.h
 $(BUILD)/libfloorpost-gateway.a: $(GATEWAY_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -123,10 +127,10 @@ test-crash-long: $(BUILD)/floorpost $(PYGEN) $(BUILD)/tools/crashgen
 	  crash_long_fifty_kills_five_million_records
 
 FUZZ_SECONDS ?= 60
-$(BUILD)/fuzz/fuzz_batch: fuzz/fuzz_batch.cc src/codec.cc $(GEN)
+$(BUILD)/fuzz/fuzz_batch: fuzz/fuzz_batch.cc src/codec/codec.cc $(GEN)
 	@mkdir -p $(@D)
-	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Isrc -I$(BUILD)/gen \
-	  -o $@ fuzz/fuzz_batch.cc src/codec.cc -lflatbuffers
+	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(addprefix -I,$(SRC_DIRS)) -I$(BUILD)/gen \
+	  -o $@ fuzz/fuzz_batch.cc src/codec/codec.cc -lflatbuffers
 
 fuzz: $(BUILD)/fuzz/fuzz_batch
 	@mkdir -p $(BUILD)/fuzz/corpus

@@ -1,0 +1,91 @@
+/*  config.h - floorpost's configuration: defaults, the INI file, validation.
+
+    configs/floorpost.ini documents every option with its default and unit;
+    tests/ops/test_config.c checks that file against fp_config_defaults().
+
+    Thread contract: loaded once on the main thread before any stage starts,
+    then read-only (each stage gets a const pointer).
+*/
+#ifndef FP_CONFIG_H
+#define FP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FP_ENDPOINT_MAX 256
+#define FP_PATH_MAX 256
+/* The most workers and the most shards (each; the config range 1..64). Bounds
+   the per-stage arrays of pipeline, ingest, worker, shard and metrics. */
+#define FP_WORKERS_MAX 64
+#define FP_SHARDS_MAX 64
+
+typedef struct {
+    /* [service] */
+    char instance[64];             /* instance name, part of every event_id */
+    char ingest_router[FP_ENDPOINT_MAX]; /* ROUTER endpoint, acked producers; "" = off */
+    char ingest_pull[FP_ENDPOINT_MAX];   /* PULL endpoint, fire-and-forget; "" = off */
+    char publish[FP_ENDPOINT_MAX];       /* PUB endpoint for checkpoints */
+    char deadletter[FP_ENDPOINT_MAX];    /* PUB endpoint for dead letters */
+    char replay[FP_ENDPOINT_MAX];        /* ROUTER endpoint serving the outbox; "" = off */
+    bool print_events;             /* print each published event as a line on stdout */
+    int publish_hwm;               /* messages queued per subscriber before PUB drops */
+    int64_t drain_timeout_ms;      /* SIGTERM: most time to drain before exit */
+    int log_level;                 /* FP_LOG_* (log.h): 0 debug .. 3 error */
+    int heartbeat_ivl_ms;          /* ZMTP heartbeats on tcp endpoints; 0 = off */
+    int heartbeat_timeout_ms;      /* peer silent this long: connection dropped */
+    int handshake_timeout_ms;      /* peer must finish the ZMTP/CURVE handshake within */
+    /* [pipeline] */
+    int workers;                   /* parse/dedup threads; 0 = from core count */
+    int shards;                    /* aggregate threads; 0 = from core count */
+    int queue_batches;             /* inproc high-water mark, in batches per pipe */
+    int ingest_hwm;                /* receive high-water mark per producer, in frames */
+    uint32_t max_frame_bytes;      /* largest telemetry frame accepted, bytes */
+    int64_t round_interval_ms;     /* barrier interval; late corrections flush per round */
+    /* [dedup] */
+    uint32_t dedup_window;         /* seqs per source; power of two, >= 64 */
+    uint32_t max_sources;          /* sources tracked per worker */
+    /* [aggregate] */
+    int64_t posting_interval_ms;   /* partial checkpoints flush interval */
+    int64_t closed_key_grace_ms;   /* closed operations released after this */
+    uint64_t max_open_keys;        /* aggregation keys per shard */
+    /* [durability] */
+    char state_dir[FP_PATH_MAX];   /* LMDB state (rounds, outbox); "" = durability off */
+    uint64_t map_size_mb;          /* LMDB map size: the most disk the state may use, MiB */
+    int64_t retention_ms;          /* outbox events kept for replay at least this long */
+    uint64_t reader_max_lag_events; /* a durable outbox reader this many events behind is detached */
+    /* [metrics] */
+    int metrics_port;              /* HTTP /metrics and /healthz; 0 = off */
+    char metrics_address[FP_PATH_MAX]; /* IPv4 address the HTTP server listens on */
+    int64_t health_max_round_age_ms; /* /healthz: last barrier round at most this old */
+    /* [security] */
+    char curve_secret_key_file[FP_PATH_MAX]; /* server key (floorpost keygen); "" = plain */
+    char curve_allow_file[FP_PATH_MAX];      /* allowed client public keys, Z85, one a line */
+    /* [demo] */
+    bool demo;                     /* run the built-in demo plant */
+    uint32_t demo_rate;            /* demo records per second */
+    uint32_t demo_lines;           /* demo production lines */
+} fp_config_t;
+
+/* Fills *cfg with the documented defaults (demo off). */
+void fp_config_defaults(fp_config_t *cfg);
+
+/* The embedded default `floorpost run` uses without -c: the defaults with
+   the demo plant on, loopback endpoints and a short posting interval. */
+void fp_config_demo(fp_config_t *cfg);
+
+/* Parses INI text over *cfg (options not given keep their value). On error
+   returns -1 and writes "NAME:LINE: option 'x' ...: allowed ..." into err. */
+int fp_config_parse(fp_config_t *cfg, const char *text, const char *name, char *err, size_t errlen);
+
+/* Reads and parses a file; -1 with err on error (including unreadable file). */
+int fp_config_load(fp_config_t *cfg, const char *path, char *err, size_t errlen);
+
+/* A bind endpoint such as tcp://ANY:5560 (ANY = * or 0.0.0.0) -> where a
+   local client connects: tcp://127.0.0.1:5560; other endpoints as they are. */
+void fp_config_connect_endpoint(const char *bind, char *out, size_t cap);
+
+/* Resolves 0 = auto counts from the core count (after loading). */
+void fp_config_resolve(fp_config_t *cfg);
+
+#endif

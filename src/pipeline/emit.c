@@ -1,0 +1,407 @@
+/*  emit.c - the commit and emit stage: one writer for state and feeds.
+
+    DESIGN
+    - A thin loop around the commit core (commit.h), which holds the rounds
+      and does the filing, the stamping and the one LMDB transaction per
+      round. Emit owns the sockets: it reads every stage's messages
+      (fp_emit_hdr_t in stage.h) into the core, commits each complete round
+      in order, and only after the commit (and its fsync) publishes the
+      round's events and dead letters, tells ingest COMMITTED r (which
+      releases the producers' acks of round r) and tells the outbox readers
+      (the replay server, later the sinks) "committed up to round r /
+      global_seq g" on FP_EP_NOTICE. Without a state directory the same
+      happens minus the transaction.
+    - A commit that fails for space (full disk or LMDB map) keeps the round
+      in memory and is retried every second; while it fails nothing is
+      published or acked, producers keep their batches, and once rounds pile
+      up (FP_ROUNDS_MAX) emit stops reading, which backs the pipeline up to
+      the producers. It recovers by itself when space returns.
+    - PUB never blocks: ZeroMQ drops messages for a subscriber whose queue
+      (ZMQ_SNDHWM) is full; the subscriber sees a gap in stream_seq or
+      global_seq and asks the replay endpoint, which is served from the
+      outbox by its own thread (replay.c), never by this one: a subscriber
+      catching up cannot delay a commit or an ack.
+    - Durable outbox readers (reader.h) report their positions on
+      FP_EP_READERS; the core commits each with the next round. Once a
+      second: retention trims the outbox's events older than retention_ms,
+      never past an enabled reader's committed position (outbox.h); a reader
+      reader_max_lag_events behind is detached, loudly, so that it never
+      stops commits or acks; one at half that bound is warned about once a
+      minute.
+    - Exits when the drain round is committed and published; its last
+      notice says DONE so the readers exit too.
+*/
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "codec.h"
+#include "commit.h"
+#include "log.h"
+#include "reader.h"
+#include "stage.h"
+#include "outbox.h"
+#include "store.h"
+
+/* Rounds held in memory before emit stops reading (commit failing). */
+#define FP_ROUNDS_MAX 1200
+
+typedef struct {
+    const fp_config_t *cfg;
+    fp_metrics_t *metrics;
+    fp_store_t *store;
+    fp_commit_t *core;
+    void *in, *dlin, *pub, *dlpub, *acks, *notice, *readers;
+    bool stalled;          /* the last commit attempt failed */
+    int64_t retry_at;      /* monotonic ns of the next attempt */
+    int64_t stalled_since;
+    int64_t next_trim;
+    int64_t next_lag_warn; /* readers behind by half their bound: logged once a minute */
+    bool done;
+    fp_stage_slot_t *slot; /* our gauges (metrics.h) */
+    fp_hist_local_t round_hist;
+} emit_t;
+
+/* One logfmt line for a dead letter, with the business keys of its JSON
+   detail (our own JSON, but the strings in it come from producers: every
+   value is quoted and escaped). The detail is parsed back for this line
+   only, and only when the log admits it (rate-limited per component). */
+static void s_log_dead_letter(int reason, const char *json, size_t len)
+{
+    char keys[768], q[160];
+    size_t n = 0;
+    keys[0] = 0;
+    json_t *d = json_loadb(json, len, 0, NULL);
+    static const char *ints[][2] = {{"source_id", "source"}, {"epoch", "epoch"}, {"seq", "seq"},
+                                    {"kind", "kind"}, {"bytes", "bytes"}};
+    static const char *strs[][2] = {{"component", "from"}, {"plant", "plant"},
+                                    {"order", "order"},    {"operation", "operation"},
+                                    {"lot", "lot"},        {"detail", "detail"}};
+    if (json_is_object(d)) {
+        for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+            json_t *v = json_object_get(d, ints[i][0]);
+            if (json_is_integer(v) && n < sizeof keys - 40)
+                n += (size_t)snprintf(keys + n, sizeof keys - n, " %s=%lld", ints[i][1],
+                                      (long long)json_integer_value(v));
+        }
+        for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+            json_t *v = json_object_get(d, strs[i][0]);
+            if (!json_is_string(v))
+                continue;
+            fp_log_quote(q, sizeof q, json_string_value(v), 120);
+            if (n + strlen(q) + 16 < sizeof keys)
+                n += (size_t)snprintf(keys + n, sizeof keys - n, " %s=%s", strs[i][1], q);
+        }
+    } else {
+        fp_log_quote(q, sizeof q, json, len < 120 ? len : 120);
+        snprintf(keys, sizeof keys, " detail=%s", q);
+    }
+    json_decref(d);
+    fp_log_admitted(FP_LOG_WARN, "emit", "dead letter", "reason=%s%s", fp_dl_reason_name(reason), keys);
+}
+
+/* Publishes one committed (or, without a state directory, stamped) item. */
+static void s_publish_item(void *ctx, fp_commit_item_t *it)
+{
+    emit_t *self = ctx;
+    {
+        if (it->type == FP_EMIT_EVENT && it->nparts == 2) {
+            /* The kind from the event's own typed field (stamped buffers
+               are 8-byte aligned: see commit.c's s_event_buf). */
+            int kind = fp_codec_checkpoint_kind(zmq_msg_data(&it->part[1]),
+                                                zmq_msg_size(&it->part[1]));
+            fp_metric_t m = kind == FP_CK_CONSUMPTION  ? FP_M_EVENTS_CONSUMPTION
+                            : kind == FP_CK_COMPLETION ? FP_M_EVENTS_COMPLETION
+                                                       : FP_M_EVENTS_SCRAP;
+            fp_metrics_add(self->metrics, m, 1);
+            zmq_msg_send(&it->part[0], self->pub, ZMQ_SNDMORE);
+            zmq_msg_send(&it->part[1], self->pub, 0);
+        } else if (it->type == FP_EMIT_DEAD && it->nparts == 3) {
+            fp_metrics_dead_letter(self->metrics, (int)it->reason);
+            if (fp_log_admit(FP_LOG_WARN, "emit"))
+                s_log_dead_letter((int)it->reason, zmq_msg_data(&it->part[1]),
+                                  zmq_msg_size(&it->part[1]));
+            zmq_msg_send(&it->part[0], self->dlpub, ZMQ_SNDMORE);
+            zmq_msg_send(&it->part[1], self->dlpub, ZMQ_SNDMORE);
+            zmq_msg_send(&it->part[2], self->dlpub, 0);
+        }
+    }
+}
+
+
+/* Reads one message (header + frames) from sock into the core; false when
+   none was waiting. */
+static bool s_receive(emit_t *self, void *sock)
+{
+    fp_emit_hdr_t h;
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        return false;
+    }
+    bool more = zmq_msg_more(&m);
+    /* Our own stages wrote it: a wrong header is our bug. */
+    assert(zmq_msg_size(&m) == sizeof h);
+    memcpy(&h, zmq_msg_data(&m), sizeof h);
+    zmq_msg_close(&m);
+    fp_commit_item_t it = {.type = h.type};
+    while (more) {
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        zmq_msg_recv(&part, sock, 0);
+        more = zmq_msg_more(&part);
+        if (it.nparts < 3)
+            it.part[it.nparts++] = part;
+        else
+            zmq_msg_close(&part);
+    }
+    fp_commit_take(self->core, &h, &it);
+    return true;
+}
+
+/* Tells the outbox readers how far the outbox is committed. */
+static void s_notice(emit_t *self, uint64_t round, uint32_t flags)
+{
+    fp_notice_t n = {.type = FP_MSG_NOTICE, .flags = flags, .round = round,
+                     .global_seq = fp_commit_global_seq(self->core)};
+    zmq_send(self->notice, &n, sizeof n, ZMQ_DONTWAIT);
+}
+
+/* Reads the outbox readers' position reports into the core. */
+static void s_reader_positions(emit_t *self)
+{
+    fp_reader_pos_t m;
+    int got;
+    while ((got = zmq_recv(self->readers, &m, sizeof m, ZMQ_DONTWAIT)) >= 0) {
+        if (got != (int)sizeof m || m.type != FP_MSG_READER_POS)
+            continue; /* our own readers wrote it; be safe */
+        m.name[FP_READER_NAME_MAX] = 0;
+        if (fp_commit_reader_position(self->core, m.name, m.position) == -ENOMEM)
+            fp_log(FP_LOG_ERROR, "emit", "out of memory: a reader position is not kept",
+                   "reader=%s position=%llu", m.name, (unsigned long long)m.position);
+    }
+}
+
+static void s_detached(void *ctx, const char *name, uint64_t position, uint64_t lag)
+{
+    const emit_t *self = ctx;
+    fp_log(FP_LOG_ERROR, "emit",
+           "reader DETACHED: it fell reader_max_lag_events behind; retention no longer waits "
+           "for it and the events it has not read will be trimmed",
+           "reader=%s position=%llu lag_events=%llu reader_max_lag_events=%llu", name,
+           (unsigned long long)position, (unsigned long long)lag,
+           (unsigned long long)self->cfg->reader_max_lag_events);
+}
+
+typedef struct {
+    const emit_t *self;
+    uint64_t last;
+} s_lag_ctx_t;
+
+static int s_warn_lag(void *ctx, const char *name, uint64_t position, uint32_t flags,
+                      int64_t updated_ns)
+{
+    s_lag_ctx_t *c = ctx;
+    if (!(flags & FP_OUTBOX_READER_ENABLED) || (flags & FP_OUTBOX_READER_DETACHED))
+        return 0;
+    uint64_t bound = c->self->cfg->reader_max_lag_events;
+    if (fp_outbox_lag_check(position, c->last, bound) == FP_OUTBOX_LAG_WARN)
+        fp_log(FP_LOG_WARN, "emit", "reader lagging: it will be detached at the bound",
+               "reader=%s position=%llu lag_events=%llu reader_max_lag_events=%llu", name,
+               (unsigned long long)position, (unsigned long long)(c->last - position),
+               (unsigned long long)bound);
+    return 0;
+}
+
+static int s_reader_metric(void *ctx, const char *name, uint64_t position, uint64_t lag,
+                           fp_outbox_lag_t verdict)
+{
+    const emit_t *self = ctx;
+    fp_metrics_set_reader(self->metrics, name, position, lag, 0);
+    return 0;
+}
+
+static int s_detached_metric(void *ctx, const char *name, uint64_t position, uint32_t flags,
+                             int64_t updated_ns)
+{
+    const emit_t *self = ctx;
+    if ((flags & FP_OUTBOX_READER_DETACHED))
+        fp_metrics_set_reader(self->metrics, name, position, 0, 1);
+    return 0;
+}
+
+/* Once a second: retention, and the readers' lag against their bound. */
+static void s_housekeeping(emit_t *self, int64_t now)
+{
+    uint64_t deleted = 0;
+    fp_outbox_trim(self->store, fp_wall_ns() - self->cfg->retention_ms * 1000000, 10000,
+                   &deleted);
+    fp_outbox_detach_lagging(self->store, self->cfg->reader_max_lag_events, s_detached, self);
+    uint64_t outbox_bytes = 0, map_bytes = 0;
+    if (fp_outbox_lags(self->store, self->cfg->reader_max_lag_events, s_reader_metric, self,
+                       &outbox_bytes, &map_bytes) == 0)
+        fp_metrics_set_outbox(self->metrics, outbox_bytes, map_bytes);
+    fp_outbox_each_reader(self->store, s_detached_metric, self);
+    if (now >= self->next_lag_warn) {
+        s_lag_ctx_t c = {self, fp_commit_global_seq(self->core)};
+        fp_outbox_each_reader(self->store, s_warn_lag, &c);
+        self->next_lag_warn = now + 60 * (int64_t)1000000000;
+    }
+}
+
+/* Commits and publishes every complete round, oldest first. */
+static void s_advance(emit_t *self)
+{
+    int64_t now = fp_now_ns();
+    while (fp_commit_ready(self->core)) {
+        if (self->stalled && now < self->retry_at)
+            return;
+        int rc = fp_commit_round(self->core);
+        if (rc != 0) {
+            if (!self->stalled) {
+                self->stalled_since = now;
+                fp_log(FP_LOG_ERROR, "emit",
+                       "commit failed: not acknowledging or publishing until it succeeds",
+                       "round=%llu error=\"%s\"",
+                       (unsigned long long)fp_commit_next_round(self->core), fp_store_strerror(rc));
+            }
+            self->stalled = true;
+            self->retry_at = now + 1000000000;
+            fp_metrics_set_commit_stalled(self->metrics, 1);
+            return;
+        }
+        if (self->stalled) {
+            fp_log(FP_LOG_INFO, "emit", "commit recovered", "round=%llu stalled_ms=%lld",
+                   (unsigned long long)fp_commit_next_round(self->core),
+                   (long long)((now - self->stalled_since) / 1000000));
+            self->stalled = false;
+            fp_metrics_set_commit_stalled(self->metrics, 0);
+        }
+        fp_commit_round_t R;
+        fp_commit_publish(self->core, &R);
+        fp_committed_t c = {FP_MSG_COMMITTED, 0, R.round};
+        zmq_send(self->acks, &c, sizeof c, 0);
+        s_notice(self, R.round, 0);
+        fp_hist_observe(&self->round_hist, FP_H_ROUND, fp_wall_ns() - R.wall_ns);
+        fp_metrics_hist_merge(self->metrics, FP_H_ROUND, &self->round_hist);
+        fp_metrics_add(self->metrics, FP_M_ROUNDS, 1);
+        fp_metrics_round_done(self->metrics, fp_now_ns());
+        if (R.flags & FP_BARRIER_DRAIN)
+            self->done = true;
+    }
+}
+
+void *fp_emit_main(void *argp)
+{
+    fp_stage_args_t *args = argp;
+    emit_t self_ = {.cfg = args->cfg, .metrics = args->metrics, .store = args->store};
+    emit_t *self = &self_;
+    const fp_config_t *cfg = self->cfg;
+    char err[512] = "";
+    int nsenders = 1 + cfg->workers + cfg->shards;
+    bool ok = (self->core = fp_commit_new(nsenders, args->start_round, self->store,
+                                          s_publish_item, self, err, sizeof err)) != NULL;
+    if (!ok)
+        snprintf(err + strlen(err), sizeof err - strlen(err), " (emit)");
+    if (ok)
+        ok = (self->in = fp_stage_socket(args->zmq_ctx, ZMQ_PULL, FP_EP_EMIT, 1, -1,
+                                         cfg->queue_batches, err, sizeof err)) != NULL;
+    if (ok)
+        ok = (self->dlin = fp_stage_socket(args->zmq_ctx, ZMQ_PULL, FP_EP_DEAD, 1, -1,
+                                           cfg->queue_batches, err, sizeof err)) != NULL;
+    /* COMMITTED notices to ingest: on its acks pipe (no HWM there). */
+    if (ok)
+        ok = (self->acks = fp_stage_socket(args->zmq_ctx, ZMQ_PUSH, FP_EP_ACKS, 0, 0, -1, err,
+                                           sizeof err)) != NULL;
+    /* Notices to the outbox readers: a PUB never blocks emit. */
+    if (ok)
+        ok = (self->notice = fp_stage_socket(args->zmq_ctx, ZMQ_PUB, FP_EP_NOTICE, 1, 1000, -1,
+                                             err, sizeof err)) != NULL;
+    /* Position reports from the outbox readers: no HWM, so a reader never
+       blocks on emit (they are a few a second). */
+    if (ok)
+        ok = (self->readers = fp_stage_socket(args->zmq_ctx, ZMQ_PULL, FP_EP_READERS, 1, -1, 0,
+                                              err, sizeof err)) != NULL;
+    if (ok)
+        ok = (self->pub = fp_stage_server_socket(args->zmq_ctx, ZMQ_PUB, cfg, cfg->publish, err,
+                                                 sizeof err)) != NULL;
+    if (ok)
+        ok = (self->dlpub = fp_stage_server_socket(args->zmq_ctx, ZMQ_PUB, cfg, cfg->deadletter,
+                                                   err, sizeof err)) != NULL;
+    if (ok && self->store)
+        fp_log(FP_LOG_INFO, "emit", "restored", "round=%llu global_seq=%llu feeds=%zu",
+               (unsigned long long)(args->start_round - 1),
+               (unsigned long long)fp_commit_global_seq(self->core), fp_commit_feeds(self->core));
+    fp_stage_ready(args->zmq_ctx, "emit", ok ? 0 : -1, err);
+    self->slot = fp_metrics_stage(self->metrics, FP_STAGE_EMIT, 0);
+    fp_metrics_stage_beat(self->slot, fp_now_ns());
+    int64_t drain_deadline = 0;
+    while (ok && !self->done) {
+        /* Stop reading (back-pressure) while too many rounds wait for a
+           commit that keeps failing. */
+        bool reading = fp_commit_pending(self->core) < FP_ROUNDS_MAX;
+        zmq_pollitem_t items[3] = {{self->in, 0, reading ? ZMQ_POLLIN : 0, 0},
+                                   {self->dlin, 0, reading ? ZMQ_POLLIN : 0, 0},
+                                   {self->readers, 0, ZMQ_POLLIN, 0}};
+        long timeout = self->stalled ? 100 : 1000;
+        if (zmq_poll(items, 3, timeout) < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            break;
+        }
+        int64_t woke = fp_now_ns();
+        fp_metrics_stage_beat(self->slot, woke);
+        uint64_t received = 0;
+        for (int s = 0; s < 2; s++) {
+            void *sock = s == 0 ? self->in : self->dlin;
+            /* Non-blocking receives until the pipe is empty, in bounded
+               bursts (no zmq_poll per message). */
+            for (int k = 0; k < 256 && (items[s].revents & ZMQ_POLLIN); k++) {
+                if (!s_receive(self, sock))
+                    break;
+                received++;
+            }
+        }
+        if (items[2].revents & ZMQ_POLLIN)
+            s_reader_positions(self);
+        fp_metrics_stage_received(self->slot, received);
+        s_advance(self);
+        if (self->store && woke >= self->next_trim) {
+            s_housekeeping(self, woke);
+            self->next_trim = woke + 1000000000;
+        }
+        /* The drain round is in but cannot be committed: give up after the
+           drain timeout (acks were never sent: producers resend). */
+        uint32_t nflags = 0;
+        bool complete = false;
+        if (self->stalled && fp_commit_newest(self->core, NULL, &nflags, &complete) &&
+            (nflags & FP_BARRIER_DRAIN) && complete) {
+            if (!drain_deadline)
+                drain_deadline = woke + cfg->drain_timeout_ms * 1000000;
+            else if (woke >= drain_deadline) {
+                fp_log(FP_LOG_ERROR, "emit", "drain: rounds not committed, exiting without them",
+                       "rounds=%zu", fp_commit_pending(self->core));
+                break;
+            }
+        }
+        fp_metrics_stage_busy(self->slot, fp_now_ns() - woke);
+    }
+    if (self->notice)
+        s_notice(self, self->core ? fp_commit_next_round(self->core) - 1 : 0, FP_NOTICE_DONE);
+    if (self->slot)
+        fp_metrics_stage_exit(self->slot);
+    void *socks[] = {self->in, self->dlin, self->pub, self->dlpub, self->acks, self->notice,
+                     self->readers};
+    for (size_t i = 0; i < sizeof socks / sizeof socks[0]; i++)
+        if (socks[i])
+            zmq_close(socks[i]);
+    fp_commit_destroy(&self->core);
+    return NULL;
+}

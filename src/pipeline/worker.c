@@ -1,0 +1,471 @@
+/*  worker.c - the parse/dedup stage (N of them, partitioned by source_id).
+
+    DESIGN
+    - Owns one dedup_t: the state of every source routed to it (ingest
+      routes by hash(source_id) % N, so no source is shared).
+    - Per frame: decode by the meta's format (today FP_FORMAT_FB_BATCH:
+      verify with the codec), dedup per record, check the record with the
+      one record check (record_check.h; every input's records pass it here,
+      once), route it to shard hash(plant, order, operation) % M. Strings
+      are hashed once per batch, not per record. Each shard gets one batch
+      message per input frame (records + a copy of the frame's string
+      table).
+    - Exactly-once bookkeeping: every unique (source, epoch, seq) goes either
+      to exactly one shard or to the dead-letter output; duplicates go
+      nowhere. An invalid record is still marked seen, so its resend is a
+      duplicate, not a second dead letter.
+    - The answer to a frame is a neutral verdict (verdict.h: accepted with
+      the acked seq, or rejected with a fp_dl_reason_t), sent to ingest with
+      the frame's ack token and this round, only when the frame has a
+      token. The worker speaks no input's protocol: the input encodes the
+      acknowledgement (input.h).
+    - Sends to shards block at their HWM (back-pressure to ingest); verdicts
+      go to ingest on a pipe without HWM, so this thread never waits on
+      ingest.
+    - Barriers are forwarded to every shard behind the batches before them.
+*/
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+#include <zmq.h>
+
+#include "codec.h"
+#include "dedup.h"
+#include "log.h"
+#include "record_check.h"
+#include "route.h"
+#include "stage.h"
+#include "store.h"
+
+typedef struct {
+    const fp_config_t *cfg;
+    fp_metrics_t *metrics;
+    int index;
+    void *in, *dl, *acks;
+    void *shards[64];
+    int nshards;
+    dedup_t *dedup;
+    fp_codec_t *codec;
+    dedup_stats_t last; /* dedup counters already added to metrics */
+    /* Per-batch scratch, grown as needed, never shrunk. */
+    void *aligned;
+    size_t aligned_cap;
+    uint32_t *stroff;   /* nstrings + 1 */
+    char *strblob;
+    size_t strblob_cap;
+    uint64_t *strhash;  /* index 0 = absent */
+    const char **strptr;/* index i-1 = string i, for dead-letter re-encoding */
+    uint32_t str_cap;
+    uint32_t *route;    /* per record: shard, or UINT32_MAX = not forwarded */
+    uint32_t route_cap;
+    uint32_t count[64]; /* records per shard in this batch */
+    uint64_t round;     /* the round frames now belong to (last barrier + 1) */
+    struct fp_store *store; /* NULL: durability off, nothing to export */
+    fp_stage_slot_t *slot;        /* our gauges (metrics.h) */
+    fp_stage_slot_t *sslot[64];   /* each shard's: we count what we queue for it */
+    fp_stage_slot_t *ingest_slot; /* acks we queue for ingest */
+} worker_t;
+
+static int s_grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap : 64;
+    while (n < need)
+        n *= 2;
+    void *q = realloc(*p, n * elem);
+    if (!q)
+        return -ENOMEM;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+/* Returns the verdict on a frame to ingest, for its input to acknowledge
+   (input.h): only when the frame has an ack token. v->round is set here:
+   ingest holds the verdict until this round is committed. */
+static void s_verdict(worker_t *self, const fp_frame_meta_t *meta, fp_verdict_t *v)
+{
+    if (meta->toklen == 0)
+        return; /* fire-and-forget producer */
+    v->round = self->round;
+    fp_verdict_msg_t m;
+    m.type = FP_MSG_VERDICT;
+    m.input = meta->input;
+    m.pad = 0;
+    m.toklen = meta->toklen;
+    m.verdict = *v;
+    memcpy(m.token, meta->token, meta->toklen);
+    fp_metrics_stage_sent(self->ingest_slot, 1);
+    zmq_send(self->acks, &m, offsetof(fp_verdict_msg_t, token) + meta->toklen, 0);
+}
+
+/* A batch decoder's result code as the frame's dead-letter reason: the
+   names fp_codec_strerror gives them. */
+static fp_dl_reason_t s_reason_of_codec(int rc)
+{
+    switch (rc) {
+    case FP_CODEC_TOO_SHORT: return FP_DL_truncated;
+    case FP_CODEC_OVERSIZED: return FP_DL_oversized;
+    case FP_CODEC_WRONG_ID: return FP_DL_wrong_identifier;
+    case FP_CODEC_VERIFY: return FP_DL_malformed;
+    case FP_CODEC_MISSING: return FP_DL_missing_field;
+    case FP_CODEC_VERSION: return FP_DL_unsupported_version;
+    case FP_CODEC_TOO_MANY_STRINGS: return FP_DL_too_many_strings;
+    case FP_CODEC_NOMEM: return FP_DL_no_memory;
+    default: return FP_DL_other; /* the batch parser returns none other */
+    }
+}
+
+/* Hands one dirty source's dedup state to emit (part of the current round). */
+static void s_export_source(void *ctx, uint64_t source_id, const void *state, size_t len)
+{
+    worker_t *self = ctx;
+    fp_emit_hdr_t h = {.type = FP_EMIT_SOURCE, .from = 1 + (uint32_t)self->index};
+    zmq_send(self->dl, &h, sizeof h, ZMQ_SNDMORE);
+    zmq_send(self->dl, &source_id, sizeof source_id, ZMQ_SNDMORE);
+    zmq_send(self->dl, state, len, 0);
+}
+
+static void s_discard_source(void *ctx, uint64_t source_id, const void *state, size_t len)
+{
+}
+
+/* Start-up: the sources this worker owns, as last committed. */
+static int s_restore_source(void *ctx, uint64_t source_id, const void *state, size_t len)
+{
+    worker_t *self = ctx;
+    if (fp_route_worker(source_id, (uint32_t)self->cfg->workers) != (uint32_t)self->index)
+        return 0;
+    if (dedup_restore(self->dedup, source_id, state, len) != 0) {
+        fp_log(FP_LOG_ERROR, "worker", "state: a source could not be restored", "source=%llu",
+               (unsigned long long)source_id);
+        return -1;
+    }
+    return 0;
+}
+
+/* Dead-letters one record, re-encoded as a one-record batch (re-submittable). */
+static void s_dead_record(worker_t *self, const fp_batch_view_t *v, const fp_record_t *rec,
+                          uint32_t index, const char *reason, const char *detail)
+{
+    char fields[768];
+    size_t n = (size_t)snprintf(fields, 384,
+                                "\"source_id\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"seq\":%" PRIu64
+                                ",\"kind\":%u,\"record_index\":%u,\"detail\":\"%s\"",
+                                v->source_id, v->epoch, rec->seq, rec->kind, index, detail);
+    if (n > 383)
+        n = 383;
+    fp_dead_letter_keys(fields, n, sizeof fields, rec, self->strptr, v->nstrings);
+    const void *buf = "";
+    size_t len = 0;
+    fp_codec_batch_encode(self->codec, v->source_id, v->epoch, self->strptr, v->nstrings, rec, 1,
+                          &buf, &len);
+    fp_dead_letter(self->dl, 1 + (uint32_t)self->index, reason, "worker", fields, buf, len);
+}
+
+/* Dead-letters a whole frame and rejects it (nothing of it was used). */
+static void s_dead_frame(worker_t *self, const fp_frame_meta_t *meta, const void *data,
+                         size_t len, uint64_t source, uint64_t epoch, fp_dl_reason_t reason)
+{
+    char fields[160];
+    snprintf(fields, sizeof fields, "\"source_id\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"bytes\":%zu",
+             source, epoch, len);
+    fp_dead_letter(self->dl, 1 + (uint32_t)self->index, fp_dl_reason_name(reason), "worker",
+                   fields, data, len);
+    fp_verdict_t v = {.source_id = source, .epoch = epoch, .status = FP_VERDICT_REJECTED,
+                      .reason = (uint8_t)reason};
+    s_verdict(self, meta, &v);
+}
+
+static void s_sync_dedup_metrics(worker_t *self)
+{
+    const dedup_stats_t *st = dedup_stats(self->dedup);
+    fp_metrics_add(self->metrics, FP_M_DUPLICATES, st->duplicates - self->last.duplicates);
+    fp_metrics_add(self->metrics, FP_M_GAPS, st->gaps - self->last.gaps);
+    fp_metrics_add(self->metrics, FP_M_GAPS_FILLED, st->gaps_filled - self->last.gaps_filled);
+    fp_metrics_add(self->metrics, FP_M_EPOCH_CHANGES, st->epoch_changes - self->last.epoch_changes);
+    self->last = *st;
+}
+
+/* One FP_FORMAT_FB_BATCH frame: a FlatBuffers floorpost.telemetry.Batch. */
+static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payload)
+{
+    const void *data = zmq_msg_data(payload);
+    size_t len = zmq_msg_size(payload);
+    if (((uintptr_t)data & 7) != 0) {
+        /* tcp receive buffers are not aligned; FlatBuffers wants 8. */
+        if (s_grow(&self->aligned, &self->aligned_cap, len + 8, 1) != 0)
+            goto nomem;
+        memcpy(self->aligned, data, len);
+        data = self->aligned;
+    }
+    fp_batch_view_t v;
+    int rc = fp_codec_batch_parse(data, len, self->cfg->max_frame_bytes, &v);
+    if (rc != FP_CODEC_OK) {
+        s_dead_frame(self, meta, zmq_msg_data(payload), len,
+                     fp_codec_batch_peek_source(data, len), 0, s_reason_of_codec(rc));
+        return;
+    }
+    fp_metrics_add(self->metrics, FP_M_BATCHES_OK, 1);
+    fp_metrics_add(self->metrics, FP_M_RECORDS_IN, v.nrecords);
+    dedup_verdict_t verdict;
+    dedup_source_t *src = dedup_source(self->dedup, v.source_id, v.epoch, &verdict);
+    if (!src) {
+        s_dead_frame(self, meta, data, len, v.source_id, v.epoch,
+                     verdict == DEDUP_STALE_EPOCH ? FP_DL_stale_epoch : FP_DL_too_many_sources);
+        s_sync_dedup_metrics(self);
+        return;
+    }
+    /* The string table, hashed once per batch. */
+    size_t cap = self->str_cap;
+    if (s_grow((void **)&self->strhash, &cap, v.nstrings + 1, sizeof(uint64_t)) != 0)
+        goto nomem;
+    cap = self->str_cap;
+    if (s_grow((void **)&self->stroff, &cap, v.nstrings + 1, sizeof(uint32_t)) != 0)
+        goto nomem;
+    cap = self->str_cap;
+    if (s_grow((void **)&self->strptr, &cap, v.nstrings + 1, sizeof(char *)) != 0)
+        goto nomem;
+    self->str_cap = (uint32_t)cap;
+    size_t blob = 0;
+    self->strhash[0] = 0;
+    self->stroff[0] = 0;
+    for (uint32_t i = 1; i <= v.nstrings; i++) {
+        uint32_t sl;
+        const char *s = fp_codec_batch_string(&v, i, &sl);
+        if (s_grow((void **)&self->strblob, &self->strblob_cap, blob + sl + 1, 1) != 0)
+            goto nomem;
+        memcpy(self->strblob + blob, s, sl);
+        self->strblob[blob + sl] = 0;
+        self->strhash[i] = fp_route_str_hash(s, sl);
+        blob += sl + 1;
+        self->stroff[i] = (uint32_t)blob;
+    }
+    for (uint32_t i = 0; i < v.nstrings; i++)
+        self->strptr[i] = self->strblob + self->stroff[i];
+
+    size_t rcap = self->route_cap;
+    if (s_grow((void **)&self->route, &rcap, v.nrecords + 1, sizeof(uint32_t)) != 0)
+        goto nomem;
+    self->route_cap = (uint32_t)rcap;
+    memset(self->count, 0, sizeof self->count);
+    uint64_t accepted = 0, last_seq = 0;
+    int64_t last_event_ns = INT64_MIN;
+    for (uint32_t i = 0; i < v.nrecords; i++) {
+        const fp_record_t *r = &v.records[i];
+        self->route[i] = UINT32_MAX;
+        if (r->seq > last_seq)
+            last_seq = r->seq;
+        if (r->time_ns > last_event_ns)
+            last_event_ns = r->time_ns;
+        dedup_verdict_t d = dedup_check(self->dedup, src, r->seq);
+        if (d == DEDUP_DUPLICATE)
+            continue;
+        if (d == DEDUP_TOO_OLD) {
+            s_dead_record(self, &v, r, i, "too_old",
+                          "seq is 0 or older than the dedup window");
+            continue;
+        }
+        fp_record_reason_t bad = fp_record_check(r, v.nstrings, self->stroff);
+        if (bad != FP_RECORD_OK) {
+            s_dead_record(self, &v, r, i, fp_dl_reason_name(fp_record_reason_dl(bad)),
+                          fp_record_reason_detail(bad));
+            continue;
+        }
+        uint32_t shard = fp_route_shard(self->strhash[r->str[FP_STR_PLANT]],
+                                        self->strhash[r->str[FP_STR_ORDER]],
+                                        self->strhash[r->str[FP_STR_OPERATION]],
+                                        (uint32_t)self->nshards);
+        self->route[i] = shard;
+        self->count[shard]++;
+        accepted++;
+    }
+    fp_metrics_add(self->metrics, FP_M_RECORDS_ACCEPTED, accepted);
+    s_sync_dedup_metrics(self);
+    for (int s = 0; s < self->nshards; s++) {
+        if (!self->count[s])
+            continue;
+        size_t size = fp_batch_size(self->count[s], v.nstrings, (uint32_t)blob);
+        zmq_msg_t out;
+        if (zmq_msg_init_size(&out, size) != 0)
+            continue;
+        fp_batch_hdr_t *b = zmq_msg_data(&out);
+        *b = (fp_batch_hdr_t){FP_MSG_BATCH, self->count[s], v.nstrings, (uint32_t)blob,
+                              v.source_id, v.epoch};
+        fp_record_t *recs = fp_batch_records(b);
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < v.nrecords; i++)
+            if (self->route[i] == (uint32_t)s)
+                recs[k++] = v.records[i];
+        memcpy(fp_batch_stroff(b), self->stroff, (v.nstrings + 1) * sizeof(uint32_t));
+        memcpy(fp_batch_strblob(b), self->strblob, blob);
+        fp_metrics_stage_sent(self->sslot[s], 1);
+        zmq_msg_send(&out, self->shards[s], 0); /* blocks at HWM: back-pressure */
+    }
+    fp_verdict_t verdict_out = {.source_id = v.source_id, .epoch = v.epoch,
+                                .acked_seq = dedup_source_acked(src), .batch_last_seq = last_seq,
+                                .status = FP_VERDICT_ACCEPTED};
+    s_verdict(self, meta, &verdict_out);
+    if (v.nrecords)
+        fp_metrics_source_set(self->metrics, self->index, v.source_id, dedup_source_epoch(src),
+                              dedup_source_high(src), dedup_source_acked(src), last_event_ns,
+                              fp_wall_ns());
+    return;
+nomem:
+    /* Before any seq was marked seen: the producer may resend it as is. */
+    s_dead_frame(self, meta, zmq_msg_data(payload), len, fp_codec_batch_peek_source(data, len), 0,
+                 FP_DL_no_memory);
+}
+
+/* One frame, decoded by its format. Every format ends in the same steps:
+   dedup, fp_record_check, route to shards, one verdict. */
+static void s_frame(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payload)
+{
+    switch (meta->format) {
+    case FP_FORMAT_FB_BATCH:
+        s_frame_fb(self, meta, payload);
+        break;
+    default:
+        /* Our own inputs set the format (input.h): a bug, not bad input. */
+        assert(!"frame format");
+    }
+}
+
+static void s_cleanup(worker_t *self)
+{
+    void **socks[] = {&self->in, &self->dl, &self->acks};
+    for (size_t i = 0; i < sizeof socks / sizeof socks[0]; i++)
+        if (*socks[i])
+            zmq_close(*socks[i]);
+    for (int s = 0; s < self->nshards; s++)
+        if (self->shards[s])
+            zmq_close(self->shards[s]);
+    dedup_destroy(&self->dedup);
+    fp_codec_destroy(&self->codec);
+    free(self->aligned);
+    free(self->stroff);
+    free(self->strblob);
+    free(self->strhash);
+    free(self->strptr);
+    free(self->route);
+}
+
+void *fp_worker_main(void *argp)
+{
+    fp_stage_args_t *args = argp;
+    worker_t self_ = {.cfg = args->cfg, .metrics = args->metrics, .index = args->index,
+                      .round = args->start_round, .store = args->store};
+    worker_t *self = &self_;
+    const fp_config_t *cfg = self->cfg;
+    char err[512] = "", ep[64], who[32];
+    snprintf(who, sizeof who, "worker-%d", self->index);
+    self->nshards = cfg->shards;
+    self->slot = fp_metrics_stage(self->metrics, FP_STAGE_WORKER, self->index);
+    self->ingest_slot = fp_metrics_stage(self->metrics, FP_STAGE_INGEST, 0);
+    for (int s = 0; s < self->nshards; s++)
+        self->sslot[s] = fp_metrics_stage(self->metrics, FP_STAGE_SHARD, s);
+    self->dedup = dedup_new(cfg->dedup_window, cfg->max_sources);
+    self->codec = fp_codec_new();
+    bool ok = self->dedup && self->codec;
+    if (!ok)
+        snprintf(err, sizeof err, "out of memory");
+    snprintf(ep, sizeof ep, FP_EP_WORKER, self->index);
+    if (ok)
+        ok = (self->in = fp_stage_socket(args->zmq_ctx, ZMQ_PULL, ep, 1, -1, cfg->queue_batches,
+                                         err, sizeof err)) != NULL;
+    for (int s = 0; ok && s < self->nshards; s++) {
+        snprintf(ep, sizeof ep, FP_EP_SHARD, s, self->index);
+        ok = (self->shards[s] = fp_stage_socket(args->zmq_ctx, ZMQ_PUSH, ep, 0,
+                                                cfg->queue_batches, -1, err, sizeof err)) != NULL;
+    }
+    if (ok)
+        ok = (self->dl = fp_stage_socket(args->zmq_ctx, ZMQ_PUSH, FP_EP_DEAD, 0,
+                                         cfg->queue_batches, -1, err, sizeof err)) != NULL;
+    if (ok)
+        ok = (self->acks = fp_stage_socket(args->zmq_ctx, ZMQ_PUSH, FP_EP_ACKS, 0, 0, -1, err,
+                                           sizeof err)) != NULL;
+    if (ok && args->store && fp_store_each_source(args->store, s_restore_source, self) != 0) {
+        snprintf(err, sizeof err,
+                 "the dedup state cannot be restored (damaged, or max_sources, dedup_window "
+                 "or workers lowered below what it holds)");
+        ok = false;
+    }
+    if (ok && args->store) {
+        /* What was restored is committed already: nothing to export. */
+        dedup_export_dirty(self->dedup, s_discard_source, NULL);
+        fp_log(FP_LOG_INFO, who, "restored", "sources=%llu",
+               (unsigned long long)dedup_stats(self->dedup)->sources);
+    }
+    fp_stage_ready(args->zmq_ctx, who, ok ? 0 : -1, err);
+    if (!ok) {
+        fp_metrics_stage_exit(self->slot);
+        s_cleanup(self);
+        return NULL;
+    }
+    fp_metrics_stage_beat(self->slot, fp_now_ns());
+    for (;;) {
+        zmq_msg_t first;
+        zmq_msg_init(&first);
+        if (zmq_msg_recv(&first, self->in, 0) < 0) {
+            zmq_msg_close(&first);
+            if (zmq_errno() == EINTR)
+                continue;
+            break;
+        }
+        /* Busy from here to the next blocking recv; beats at least once a
+           round, since every round brings a barrier. */
+        int64_t woke = fp_now_ns();
+        fp_metrics_stage_beat(self->slot, woke);
+        fp_metrics_stage_received(self->slot, 1);
+        size_t n = zmq_msg_size(&first);
+        uint32_t type = 0;
+        if (n >= sizeof type)
+            memcpy(&type, zmq_msg_data(&first), sizeof type);
+        if (type == FP_MSG_BARRIER && n == sizeof(fp_barrier_t)) {
+            fp_barrier_t b;
+            memcpy(&b, zmq_msg_data(&first), sizeof b);
+            /* Our part of round b.round: the dedup state it changed. */
+            if (self->store)
+                dedup_export_dirty(self->dedup, s_export_source, self);
+            fp_emit_mark(self->dl, 1 + (uint32_t)self->index, &b);
+            self->round = b.round + 1;
+            for (int s = 0; s < self->nshards; s++) {
+                fp_metrics_stage_sent(self->sslot[s], 1);
+                zmq_send(self->shards[s], &b, sizeof b, 0);
+            }
+            zmq_msg_close(&first);
+            fp_metrics_sources_tracked(self->metrics, self->index, dedup_stats(self->dedup)->sources);
+            fp_metrics_stage_busy(self->slot, fp_now_ns() - woke);
+            if (b.flags & FP_BARRIER_DRAIN)
+                break;
+            continue;
+        }
+        /* FP_MSG_FRAME: meta then payload (both from our own ingest). */
+        fp_frame_meta_t meta = {0};
+        memcpy(&meta, zmq_msg_data(&first), n < sizeof meta ? n : sizeof meta);
+        assert(type == FP_MSG_FRAME && meta.toklen <= FP_INPUT_TOKEN_MAX &&
+               offsetof(fp_frame_meta_t, token) + meta.toklen == n);
+        zmq_msg_close(&first);
+        zmq_msg_t payload;
+        zmq_msg_init(&payload);
+        zmq_msg_recv(&payload, self->in, 0);
+        s_frame(self, &meta, &payload);
+        zmq_msg_close(&payload);
+        fp_metrics_stage_busy(self->slot, fp_now_ns() - woke);
+    }
+    uint32_t done = FP_MSG_DL_DRAIN;
+    zmq_send(self->acks, &done, sizeof done, 0);
+    fp_metrics_stage_exit(self->slot);
+    const dedup_stats_t *st = dedup_stats(self->dedup);
+    fp_log(FP_LOG_INFO, who, "drained", "sources=%llu accepted=%llu duplicates=%llu too_old=%llu",
+           (unsigned long long)st->sources, (unsigned long long)st->accepted,
+           (unsigned long long)st->duplicates, (unsigned long long)st->too_old);
+    s_cleanup(self);
+    return NULL;
+}

@@ -1,0 +1,209 @@
+/*  replay.c - the replay server: the first outbox reader, on its own thread
+    (fp-replay).
+
+    DESIGN
+    - Owns the replay ROUTER (`replay` endpoint) and a SUB on emit's notice
+      PUB (FP_EP_NOTICE, stage.h). Answers "REPLAY <from_global_seq> <max>"
+      from the outbox with its own LMDB read transactions (the store's read
+      side may run on any thread, concurrently with emit's commits: each
+      read sees the last commit that finished before it began), so a
+      subscriber catching up costs the commit thread nothing.
+    - The answer: up to min(max, FP_REPLAY_MAX) messages [topic][Checkpoint]
+      in global_seq order, then ["END"]["<next> <oldest> <last_committed>"]
+      (docs/subscribers.md). last_committed is what the notices said (with a
+      state directory, never less than the store's own last global_seq):
+      an event is replayed only once committed, and END never names a
+      global_seq not yet committed.
+    - Requests are answered in turns of at most FP_REPLAY_TURN per wake-up,
+      one request each, in arrival order, so one client asking again and
+      again cannot starve another (the ROUTER queues each peer's requests
+      fairly).
+    - It runs at nice FP_REPLAY_NICE: on a box whose cores the pipeline
+      keeps busy, a subscriber catching up gets the CPU the stages leave,
+      instead of taking it from the commit thread and the acks (measured:
+      bench/run.py --only replay, docs/benchmarks.md). The libzmq I/O
+      thread that carries its frames is shared and not niced.
+    - Exits on emit's DONE notice (after the drain round) or when the
+      context is terminated.
+*/
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "log.h"
+#include "stage.h"
+#include "outbox.h"
+#include "store.h"
+
+/* Most events one REPLAY request returns. */
+#define FP_REPLAY_MAX 10000
+/* The replay thread's nice value (Linux: per thread). */
+#ifndef FP_REPLAY_NICE
+#define FP_REPLAY_NICE 10
+#endif
+/* Requests answered per wake-up before the notices are read again. */
+#define FP_REPLAY_TURN 16
+
+typedef struct {
+    const fp_config_t *cfg;
+    fp_store_t *store;
+    void *router, *notice;
+    uint64_t last_global_seq; /* committed, from the notices (and the store) */
+    bool done;
+} replay_t;
+
+typedef struct {
+    void *sock;
+    zmq_msg_t *id;
+    uint64_t next;
+    uint64_t last; /* do not send past the last committed global_seq */
+    uint32_t sent;
+} replay_ctx_t;
+
+static int s_replay_one(void *ctx, uint64_t global_seq, uint64_t round, const char *topic,
+                        size_t tlen, const void *ev, size_t evlen)
+{
+    replay_ctx_t *rc = ctx;
+    if (global_seq > rc->last)
+        return 1; /* committed after the notice we answer by: next time */
+    zmq_send(rc->sock, zmq_msg_data(rc->id), zmq_msg_size(rc->id), ZMQ_SNDMORE);
+    zmq_send(rc->sock, topic, tlen, ZMQ_SNDMORE);
+    zmq_send(rc->sock, ev, evlen, 0);
+    rc->next = global_seq + 1;
+    rc->sent++;
+    return 0;
+}
+
+/* Reads every notice waiting. */
+static void s_notices(replay_t *self)
+{
+    fp_notice_t n;
+    int got;
+    while ((got = zmq_recv(self->notice, &n, sizeof n, ZMQ_DONTWAIT)) >= 0) {
+        if (got != (int)sizeof n || n.type != FP_MSG_NOTICE)
+            continue; /* our own emit wrote it; be safe */
+        if (n.global_seq > self->last_global_seq)
+            self->last_global_seq = n.global_seq;
+        if (n.flags & FP_NOTICE_DONE)
+            self->done = true;
+    }
+}
+
+/* Answers one request; false when none was waiting. */
+static bool s_answer(replay_t *self)
+{
+    zmq_msg_t id, req;
+    zmq_msg_init(&id);
+    zmq_msg_init(&req);
+    if (zmq_msg_recv(&id, self->router, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&id);
+        zmq_msg_close(&req);
+        return false;
+    }
+    if (!zmq_msg_more(&id) || zmq_msg_recv(&req, self->router, 0) < 0)
+        goto out;
+    char text[64] = "";
+    size_t n = zmq_msg_size(&req) < sizeof text - 1 ? zmq_msg_size(&req) : sizeof text - 1;
+    memcpy(text, zmq_msg_data(&req), n);
+    unsigned long long from = 0, max = 0;
+    char end[96];
+    uint64_t oldest = 0;
+    if (sscanf(text, "REPLAY %llu %llu", &from, &max) != 2 || from == 0) {
+        snprintf(end, sizeof end, "ERROR expected \"REPLAY <from_global_seq> <max_events>\"");
+    } else {
+        if (self->store) {
+            /* The store may be a commit ahead of the last notice: an event
+               in it is committed, so it may be replayed. */
+            uint64_t round = 0, g = 0;
+            if (fp_store_last_round(self->store, &round, &g) == 0 && g > self->last_global_seq)
+                self->last_global_seq = g;
+        }
+        replay_ctx_t rc = {self->router, &id, from, self->last_global_seq, 0};
+        if (self->store) {
+            if (fp_outbox_oldest(self->store, &oldest) != 0)
+                oldest = self->last_global_seq + 1;
+            fp_outbox_read(self->store, from,
+                                 max < FP_REPLAY_MAX ? (uint32_t)max : FP_REPLAY_MAX,
+                                 s_replay_one, &rc);
+        } else {
+            oldest = self->last_global_seq + 1; /* no outbox without a state directory */
+        }
+        if (rc.next < oldest)
+            rc.next = oldest;
+        snprintf(end, sizeof end, "%llu %llu %llu", (unsigned long long)rc.next,
+                 (unsigned long long)oldest, (unsigned long long)self->last_global_seq);
+    }
+    zmq_send(self->router, zmq_msg_data(&id), zmq_msg_size(&id), ZMQ_SNDMORE);
+    zmq_send(self->router, "END", 3, ZMQ_SNDMORE);
+    zmq_send(self->router, end, strlen(end), 0);
+out:
+    zmq_msg_close(&id);
+    zmq_msg_close(&req);
+    /* Drop whatever else a client sent in that message. */
+    int more = 0;
+    size_t sz = sizeof more;
+    zmq_getsockopt(self->router, ZMQ_RCVMORE, &more, &sz);
+    while (more) {
+        zmq_msg_t x;
+        zmq_msg_init(&x);
+        zmq_msg_recv(&x, self->router, 0);
+        more = zmq_msg_more(&x);
+        zmq_msg_close(&x);
+    }
+    return true;
+}
+
+void *fp_replay_main(void *argp)
+{
+    fp_stage_args_t *args = argp;
+    replay_t self_ = {.cfg = args->cfg, .store = args->store};
+    replay_t *self = &self_;
+    char err[512] = "";
+    /* Best effort: an unprivileged process may always lower its priority. */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FP_REPLAY_NICE) != 0)
+        fp_log(FP_LOG_WARN, "replay", "could not lower the replay thread's priority",
+               "error=\"%s\"", strerror(errno));
+    bool ok = (self->notice = fp_stage_socket(args->zmq_ctx, ZMQ_SUB, FP_EP_NOTICE, 0, -1, -1,
+                                              err, sizeof err)) != NULL;
+    if (ok && zmq_setsockopt(self->notice, ZMQ_SUBSCRIBE, "", 0) != 0) {
+        snprintf(err, sizeof err, "subscribe %s: %s", FP_EP_NOTICE, zmq_strerror(zmq_errno()));
+        ok = false;
+    }
+    if (ok)
+        ok = (self->router = fp_stage_server_socket(args->zmq_ctx, ZMQ_ROUTER, self->cfg,
+                                                    self->cfg->replay, err, sizeof err)) != NULL;
+    if (ok && self->store) {
+        uint64_t round = 0;
+        if (fp_store_last_round(self->store, &round, &self->last_global_seq) != 0) {
+            snprintf(err, sizeof err, "the state directory cannot be read");
+            ok = false;
+        }
+    }
+    fp_stage_ready(args->zmq_ctx, "replay", ok ? 0 : -1, err);
+    while (ok && !self->done) {
+        zmq_pollitem_t items[2] = {{self->notice, 0, ZMQ_POLLIN, 0},
+                                   {self->router, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 2, 1000) < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            break; /* ETERM: the context is going away */
+        }
+        s_notices(self);
+        if (items[1].revents & ZMQ_POLLIN)
+            for (int k = 0; k < FP_REPLAY_TURN; k++)
+                if (!s_answer(self))
+                    break;
+    }
+    if (self->router)
+        zmq_close(self->router);
+    if (self->notice)
+        zmq_close(self->notice);
+    return NULL;
+}

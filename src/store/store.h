@@ -1,0 +1,212 @@
+/*  store.h - floorpost's durable state on LMDB (DIR/data.mdb).
+
+    Pure storage: no threads, no sockets. One write transaction per commit
+    round holds everything the round changed (dirty aggregate keys, source
+    watermarks, feed counters, the round's events, the readers' positions,
+    its dead letters and the round number), so after a crash the store holds
+    exactly the last committed round: all of it or none of it. The outbox
+    (events and reader positions) is its own module on the same env and
+    txns: src/store/outbox.h.
+
+    Thread contract:
+      - Writes (fp_store_begin .. fp_store_commit/abort, fp_outbox_trim,
+        fp_outbox_detach_lagging, fp_store_delete_deadletter) happen on ONE
+        thread, the commit thread,
+        and never while that thread has an fp_store_txn_t open (asserted).
+      - Reads (fp_store_last_round, fp_store_each_*, fp_store_usage, and
+        outbox.h's fp_outbox_read, fp_outbox_oldest, fp_outbox_reader,
+        fp_outbox_each_reader, fp_outbox_usage) may run on any thread at any
+        time, concurrently with the writer and each other: each call takes
+        its own LMDB read transaction (the env is opened with MDB_NOTLS, so
+        read transactions are not bound to threads). A read sees the last
+        commit that finished before it began. Keep callbacks short: a read
+        transaction pins the pages of its snapshot, and a long one makes the
+        map fill up faster.
+      - fp_store_open/fp_store_close: one thread, with no other call running.
+        Do not fork with the store open and use it in the child.
+      - Other processes: fp_store_open takes an exclusive flock on DIR, so a
+        second floorpost is refused. Tools (`floorpost deadletters`) use
+        fp_store_open_tool instead, which skips that flock: LMDB itself lets
+        several processes share the env (DIR/lock.mdb; one writer at a time,
+        readers never blocked), so a tool reads and deletes dead letters
+        while floorpost runs. A tool does not open rounds (fp_store_begin).
+      - Pointers handed to callbacks point into LMDB's map: valid only during
+        the call, read-only, and NOT 8-byte aligned in general. Copy a value
+        into aligned memory before reading it as a struct.
+
+    On disk (format version 2, every integer big-endian):
+      meta         "magic" -> "floorpost-state", "version" -> u32 (2),
+                   "instance" -> name bytes, "created_ns" -> u64 (CLOCK_REALTIME),
+                   "round" -> u64 last committed round, "global_seq" -> u64 last
+                   event global_seq, "dl_seq" -> u64 last dead-letter seq,
+                   "trimmed_ns" -> u64 (see fp_outbox_trim)
+      keys         aggregation key bytes -> state bytes (opaque)
+      sources      u64 source_id -> state bytes (opaque)
+      feeds        topic bytes -> u64 last stream_seq
+      outbox       u64 global_seq -> u64 commit wall ns, u64 round, u16 topic
+                   length, topic, event bytes
+      deadletters  u64 dl_seq -> u64 wall ns, u16 reason length (counting a
+                   trailing NUL), reason, NUL, u32 json length, json, payload
+      readers      (version 2) reader name (1..63 bytes of [A-Za-z0-9._-], no
+                   NUL) -> u64 position (the last global_seq the reader has
+                   finished with), u32 flags (outbox.h FP_OUTBOX_READER_*),
+                   u64 wall ns of the last put
+    Version 1 is version 2 without the readers table. fp_store_open upgrades
+    a version-1 file in place, in its open transaction (creates the empty
+    readers table, sets "version" to 2; every other record stays byte for
+    byte) and says so through fp_store_upgraded_from; an older floorpost then
+    refuses the file (its version check). fp_store_open_tool refuses a
+    version-1 file (a tool never writes the format) and tells the operator
+    to start floorpost once. Versions above 2 are refused.
+    data.mdb is extended (sparse) to the map size at open, so that a file
+    shorter than its last committed page can only be a damaged one (LMDB
+    itself may legitimately leave freed pages at the end unwritten).
+
+    Full: the map is the operator's budget and is never grown. When a round
+    does not fit (MDB_MAP_FULL), or the disk is full (ENOSPC, EDQUOT, EFBIG,
+    or LMDB's EIO for a short write while the filesystem has < 64 MiB free),
+    the commit returns FP_STORE_FULL and stores nothing of the round. Room
+    comes back through fp_outbox_trim (or the disk freeing up); LMDB
+    reuses the pages a commit freed only from the second commit after it, so
+    after a FULL the trim makes that second commit itself.
+
+    Errors: 0 or a negative code. FP_STORE_FULL (the map or the disk is
+    full: abort, keep the data, retry later), FP_STORE_EMPTY,
+    FP_STORE_NOTFOUND, FP_STORE_CORRUPT (a record with an impossible layout),
+    -errno from the system, or LMDB's own negative MDB_* codes (MDB_PANIC:
+    close and reopen the store). fp_store_strerror names each.
+*/
+#ifndef FP_STORE_H
+#define FP_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fp_store fp_store_t;
+typedef struct fp_store_txn fp_store_txn_t;
+
+#define FP_STORE_FORMAT_VERSION 2u
+#define FP_STORE_MAGIC "floorpost-state"
+
+#define FP_STORE_FULL (-28)     /* like -ENOSPC: MDB_MAP_FULL, ENOSPC, EDQUOT, EFBIG */
+#define FP_STORE_EMPTY (-61)    /* like -ENODATA: nothing stored */
+#define FP_STORE_NOTFOUND (-2)  /* like -ENOENT: no such entry */
+#define FP_STORE_CORRUPT (-74)  /* like -EBADMSG: a stored record is malformed */
+
+#define FP_STORE_KEY_MAX 511u   /* aggregation key and topic bytes at most (LMDB's key limit) */
+#define FP_STORE_INSTANCE_MAX 255u
+
+/* Opens (creating DIR with mkdir -p, mode 0750, and DIR/data.mdb if needed)
+   the state of `instance` with a map of map_bytes (the operator's disk
+   budget; never grown by the store). Takes an exclusive flock on DIR, so a
+   second process is refused. Refuses, returning NULL with a one-line reason
+   in err, a file that is not a floorpost state, another instance's state,
+   a format version other than 1 and 2, an empty or truncated data.mdb, or
+   any LMDB error: never half-loaded. A version-1 file is upgraded to 2 in
+   the open's one write txn (see "On disk"; logs nothing: ask
+   fp_store_upgraded_from). Free with fp_store_close. */
+fp_store_t *fp_store_open(const char *dir, uint64_t map_bytes, const char *instance, char *err,
+                          size_t errlen);
+
+/* Opens an EXISTING state for a tool that may run beside a running floorpost
+   (`floorpost deadletters`): no flock, creates nothing (no DIR, no data.mdb,
+   no tables), checks in a read txn (never waits for floorpost's writer),
+   does not extend the file. Refuses like fp_store_open (magic, version,
+   instance, truncated, LMDB errors), a version-1 file (it does not upgrade:
+   "state format version 1: start floorpost once to upgrade it"), and "no floorpost state
+   here" when DIR/data.mdb does not exist. map_bytes: the same as floorpost's (the
+   config's map_size_mb), so a tool's write can never move the end of the
+   data past floorpost's map. Allowed on it: the read side and
+   fp_store_delete_deadletter; fp_store_begin asserts. Free with
+   fp_store_close. */
+fp_store_t *fp_store_open_tool(const char *dir, uint64_t map_bytes, const char *instance,
+                               char *err, size_t errlen);
+
+/* The format version this open upgraded the file from (1), or 0 when the
+   file was created or already at FP_STORE_FORMAT_VERSION. For the caller's
+   log line ("upgraded state from version 1"). */
+uint32_t fp_store_upgraded_from(const fp_store_t *self);
+
+/* Closes the env and frees *self_p; sets it to NULL; NULL-safe. No txn may
+   be open and no read may be running. */
+void fp_store_close(fp_store_t **self_p);
+
+/* ---- Write side: one transaction per commit round (commit thread) ---- */
+
+/* Starts the round's write transaction. 0 or a negative error. */
+int fp_store_begin(fp_store_t *self, fp_store_txn_t **txn);
+
+/* Every put returns 0 or a negative error. The first failed put poisons the
+   whole transaction: later puts return the same error and fp_store_commit
+   aborts it and returns that error, so a round is never partly committed. */
+
+/* Sets (state non-NULL; slen may be 0) or deletes (state NULL; fine if
+   absent) an aggregation key. klen 1..FP_STORE_KEY_MAX. */
+int fp_store_put_key(fp_store_txn_t *t, const void *key, size_t klen, const void *state,
+                     size_t slen);
+/* Sets (state non-NULL) or deletes (NULL) a source's dedup state. */
+int fp_store_put_source(fp_store_txn_t *t, uint64_t source_id, const void *state, size_t slen);
+/* Sets the last stream_seq published on a topic. tlen 1..FP_STORE_KEY_MAX. */
+int fp_store_put_feed(fp_store_txn_t *t, const char *topic, size_t tlen, uint64_t last_stream_seq);
+/* The round's events and reader positions: outbox.h (fp_outbox_put,
+   fp_outbox_put_reader), in the same txn. */
+/* Appends a dead letter and writes its assigned seq (1, 2, 3, ... across
+   restarts; never reused) to *dl_seq_out (may be NULL). reason: a NUL-terminated
+   name of at most 255 bytes; json: jlen bytes (not NUL-terminated). */
+int fp_store_put_deadletter(fp_store_txn_t *t, int64_t wall_ns, const char *reason,
+                            const char *json, size_t jlen, const void *payload, size_t plen,
+                            uint64_t *dl_seq_out);
+/* Records the round and the last event global_seq this transaction commits. */
+int fp_store_set_round(fp_store_txn_t *t, uint64_t round, uint64_t global_seq);
+
+/* Commits (write + fsync: when this returns 0 the round survives a crash or
+   power loss) and frees *t, setting it to NULL, whatever the result. 0,
+   FP_STORE_FULL (nothing of the round is stored; keep its data and retry
+   later), or another negative error. */
+int fp_store_commit(fp_store_txn_t **t);
+
+/* Discards the transaction and frees *t; sets it to NULL; NULL-safe. */
+void fp_store_abort(fp_store_txn_t **t);
+
+/* Deletes one dead letter (commit thread, or a tool's store from
+   fp_store_open_tool; own write txn). 0, FP_STORE_NOTFOUND, or a negative
+   error. */
+int fp_store_delete_deadletter(fp_store_t *self, uint64_t dl_seq);
+
+/* ---- Read side (any thread) ---- */
+
+/* The last committed round and event global_seq (both 0 in a new store). */
+int fp_store_last_round(fp_store_t *self, uint64_t *round, uint64_t *global_seq);
+
+/* The each_* functions call fn for every entry in key order. fn returns 0 to
+   go on, non-zero to stop. They return 0 after the last entry, fn's non-zero
+   value if it stopped (so fn should stop with a positive value, or one the
+   caller can tell from the store's negative codes), or a negative error. */
+int fp_store_each_key(fp_store_t *self,
+                      int (*fn)(void *ctx, const void *key, size_t klen, const void *state,
+                                size_t slen),
+                      void *ctx);
+int fp_store_each_source(fp_store_t *self,
+                         int (*fn)(void *ctx, uint64_t source_id, const void *state, size_t slen),
+                         void *ctx);
+/* topic is not NUL-terminated. */
+int fp_store_each_feed(fp_store_t *self,
+                       int (*fn)(void *ctx, const char *topic, size_t tlen, uint64_t last_seq),
+                       void *ctx);
+/* Dead letters with dl_seq >= from_dl_seq, in order. reason is NUL-terminated;
+   json is not. */
+int fp_store_each_deadletter(fp_store_t *self, uint64_t from_dl_seq,
+                             int (*fn)(void *ctx, uint64_t dl_seq, int64_t wall_ns,
+                                       const char *reason, const char *json, size_t jlen,
+                                       const void *payload, size_t plen),
+                             void *ctx);
+
+/* used_bytes: pages holding live data (all tables and the two meta pages;
+   free pages not counted); map_bytes: the map size, the most the store may
+   use. When used nears map, commits will soon return FP_STORE_FULL. */
+int fp_store_usage(fp_store_t *self, uint64_t *used_bytes, uint64_t *map_bytes);
+
+/* A static English text for any code these functions return. */
+const char *fp_store_strerror(int rc);
+
+#endif

@@ -1,0 +1,201 @@
+/*  test_record_check.c - the one record check (record_check.h): every
+    result it can return, in its order, and a valid record of each kind. */
+#include <stdint.h>
+#include <string.h>
+
+#include "domain.h"
+#include "record.h"
+#include "record_check.h"
+#include "test.h"
+
+/* A string table like an fp_batch_hdr_t's: string i (1-based) has length
+   len[i-1]; stroff[i] - stroff[i-1] - 1 is that length. */
+typedef struct {
+    uint32_t n;
+    uint32_t stroff[16];
+} table_t;
+
+static void s_table(table_t *t, const uint32_t *len, uint32_t n)
+{
+    t->n = n;
+    t->stroff[0] = 0;
+    for (uint32_t i = 0; i < n; i++)
+        t->stroff[i + 1] = t->stroff[i] + len[i] + 1;
+}
+
+/* Strings: 1 plant, 2 order, 3 operation, 4 material, 5 unit, 6 reason,
+   7 a string of exactly FP_STRING_MAX bytes, 8 one of FP_STRING_MAX + 1. */
+static table_t s_t;
+
+static fp_record_t s_rec(int kind)
+{
+    fp_record_t r;
+    memset(&r, 0, sizeof r);
+    r.seq = 1;
+    r.kind = (uint8_t)kind;
+    r.str[FP_STR_PLANT] = 1;
+    r.str[FP_STR_ORDER] = 2;
+    r.str[FP_STR_OPERATION] = 3;
+    if (kind == FP_KIND_MATERIAL) {
+        r.str[FP_STR_MATERIAL] = 4;
+        r.str[FP_STR_UNIT] = 5;
+    }
+    if (kind == FP_KIND_SCRAP)
+        r.str[FP_STR_REASON] = 6;
+    return r;
+}
+
+static fp_record_reason_t s_check(const fp_record_t *r)
+{
+    return fp_record_check(r, s_t.n, s_t.stroff);
+}
+
+TEST(test_valid_record_of_each_kind)
+{
+    for (int k = FP_KIND_PART_COUNT; k <= FP_KIND_MAX; k++) {
+        fp_record_t r = s_rec(k);
+        ASSERT_EQ(s_check(&r), FP_RECORD_OK);
+        ASSERT(fp_record_in_range(&r, s_t.n));
+    }
+    /* Optional fields may be set on any kind; a string of exactly 80 bytes
+       is fine; the last index of the table is in range. */
+    fp_record_t r = s_rec(FP_KIND_PART_COUNT);
+    r.str[FP_STR_LINE] = 7;
+    r.str[FP_STR_STATION] = 8 - 1;
+    r.str[FP_STR_LOT] = 6;
+    ASSERT_EQ(s_check(&r), FP_RECORD_OK);
+    r.str[FP_STR_REASON] = (uint16_t)s_t.n - 1; /* 7 */
+    ASSERT_EQ(s_check(&r), FP_RECORD_OK);
+}
+
+TEST(test_unknown_kind)
+{
+    fp_record_t r = s_rec(FP_KIND_PART_COUNT);
+    const int bad[] = {FP_KIND_INVALID, FP_KIND_MAX + 1, 255};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r.kind = (uint8_t)bad[i];
+        ASSERT_EQ(s_check(&r), FP_RECORD_UNKNOWN_KIND);
+        ASSERT(!fp_record_in_range(&r, s_t.n));
+    }
+    /* The kind is checked first: a record wrong in everything reports it. */
+    memset(&r, 0, sizeof r);
+    r.kind = 9;
+    r.str[FP_STR_REASON] = 500;
+    ASSERT_EQ(s_check(&r), FP_RECORD_UNKNOWN_KIND);
+}
+
+TEST(test_bad_string_index_every_field)
+{
+    /* Each of the nine fields, including str[8] (outside the vector
+       compare), one past the table and far past it. */
+    for (int f = 0; f < FP_STR_FIELDS; f++) {
+        const uint16_t bad[] = {(uint16_t)(s_t.n + 1), 500, UINT16_MAX};
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            fp_record_t r = s_rec(FP_KIND_SCRAP);
+            r.str[f] = bad[i];
+            ASSERT_EQ(s_check(&r), FP_RECORD_BAD_STRING_INDEX);
+            ASSERT(!fp_record_in_range(&r, s_t.n));
+        }
+    }
+    /* Before missing_field: an absent plant and a bad index report the index. */
+    fp_record_t r = s_rec(FP_KIND_PART_COUNT);
+    r.str[FP_STR_PLANT] = 0;
+    r.str[FP_STR_LOT] = 99;
+    ASSERT_EQ(s_check(&r), FP_RECORD_BAD_STRING_INDEX);
+    /* A batch with no strings: every index but 0 is out of range. */
+    r = s_rec(FP_KIND_PART_COUNT);
+    ASSERT_EQ(fp_record_check(&r, 0, s_t.stroff), FP_RECORD_BAD_STRING_INDEX);
+}
+
+TEST(test_missing_key)
+{
+    const int key[] = {FP_STR_PLANT, FP_STR_ORDER, FP_STR_OPERATION};
+    for (size_t i = 0; i < 3; i++) {
+        fp_record_t r = s_rec(FP_KIND_OP_STARTED);
+        r.str[key[i]] = 0;
+        ASSERT_EQ(s_check(&r), FP_RECORD_MISSING_KEY);
+        ASSERT(fp_record_in_range(&r, s_t.n)); /* in range, just absent */
+    }
+    /* Before string_too_long. */
+    fp_record_t r = s_rec(FP_KIND_PART_COUNT);
+    r.str[FP_STR_ORDER] = 0;
+    r.str[FP_STR_LINE] = 8;
+    ASSERT_EQ(s_check(&r), FP_RECORD_MISSING_KEY);
+}
+
+TEST(test_string_too_long_any_field)
+{
+    /* Any of the nine fields, used by the kind or not. */
+    for (int f = 0; f < FP_STR_FIELDS; f++) {
+        fp_record_t r = s_rec(FP_KIND_PART_COUNT);
+        r.str[f] = 8;
+        ASSERT_EQ(s_check(&r), FP_RECORD_STRING_TOO_LONG);
+    }
+    /* Before the kind's own fields: a MaterialConsumed without a unit and
+       with a long lot reports the length. */
+    fp_record_t r = s_rec(FP_KIND_MATERIAL);
+    r.str[FP_STR_UNIT] = 0;
+    r.str[FP_STR_LOT] = 8;
+    ASSERT_EQ(s_check(&r), FP_RECORD_STRING_TOO_LONG);
+}
+
+TEST(test_missing_kind_fields)
+{
+    fp_record_t r = s_rec(FP_KIND_MATERIAL);
+    r.str[FP_STR_MATERIAL] = 0;
+    ASSERT_EQ(s_check(&r), FP_RECORD_MISSING_MATERIAL);
+    r = s_rec(FP_KIND_MATERIAL);
+    r.str[FP_STR_UNIT] = 0;
+    ASSERT_EQ(s_check(&r), FP_RECORD_MISSING_MATERIAL);
+    r = s_rec(FP_KIND_SCRAP);
+    r.str[FP_STR_REASON] = 0;
+    ASSERT_EQ(s_check(&r), FP_RECORD_MISSING_REASON);
+    /* Other kinds need neither. */
+    r = s_rec(FP_KIND_OP_COMPLETED);
+    ASSERT_EQ(s_check(&r), FP_RECORD_OK);
+}
+
+/* The dead-letter reasons and details are today's, exactly (e2e tests and
+   subscribers match on them). */
+TEST(test_reasons_and_details)
+{
+    struct {
+        fp_record_reason_t rc;
+        fp_dl_reason_t dl;
+        const char *name, *detail;
+    } want[] = {
+        {FP_RECORD_UNKNOWN_KIND, FP_DL_unknown_kind, "unknown_kind", "kind must be 1..5"},
+        {FP_RECORD_BAD_STRING_INDEX, FP_DL_bad_string_index, "bad_string_index",
+         "string index beyond the batch's string table"},
+        {FP_RECORD_MISSING_KEY, FP_DL_missing_field, "missing_field",
+         "plant, order and operation are required"},
+        {FP_RECORD_STRING_TOO_LONG, FP_DL_string_too_long, "string_too_long",
+         "a string field is longer than 80 bytes"},
+        {FP_RECORD_MISSING_MATERIAL, FP_DL_missing_field, "missing_field",
+         "MaterialConsumed needs material and unit"},
+        {FP_RECORD_MISSING_REASON, FP_DL_missing_field, "missing_field", "Scrap needs a reason"},
+    };
+    ASSERT_EQ(sizeof want / sizeof want[0], FP_RECORD_REASONS - 1);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        ASSERT_EQ(fp_record_reason_dl(want[i].rc), want[i].dl);
+        ASSERT_STREQ(fp_dl_reason_name(fp_record_reason_dl(want[i].rc)), want[i].name);
+        ASSERT_STREQ(fp_record_reason_detail(want[i].rc), want[i].detail);
+    }
+    ASSERT_STREQ(fp_record_reason_detail(FP_RECORD_OK), "");
+    ASSERT_EQ(fp_record_reason_dl((fp_record_reason_t)99), FP_DL_other);
+}
+
+int main(int argc, char **argv)
+{
+    test_init(argc, argv);
+    const uint32_t len[] = {2, 2, 2, 5, 2, 4, FP_STRING_MAX, FP_STRING_MAX + 1};
+    s_table(&s_t, len, 8);
+    RUN(test_valid_record_of_each_kind);
+    RUN(test_unknown_kind);
+    RUN(test_bad_string_index_every_field);
+    RUN(test_missing_key);
+    RUN(test_string_too_long_any_field);
+    RUN(test_missing_kind_fields);
+    RUN(test_reasons_and_details);
+    return test_done();
+}
