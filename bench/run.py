@@ -513,6 +513,9 @@ def main():
     ap.add_argument("--replay-rate-of", choices=("durable", "off"), default="durable",
                     help="replay scenario: 50 %% of the durable max (default) or of the "
                     "durability-off max")
+    ap.add_argument("--replay-pairs", type=int, default=0,
+                    help="replay scenario: without/with pairs (default: full 3, else 1); "
+                    "the median pair by p99 ratio is reported")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", default=None,
@@ -728,7 +731,7 @@ def main():
         # 14 s of load: the replay (about 200,000 events/s under load on
         # main at e8c7559) must end within it
         res["replay"] = replay_scenario(s, rrate, keys, dw, rev, 1 if a.smoke else 14,
-                                        3 if full else 1)
+                                        a.replay_pairs or (3 if full else 1))
         x = res["replay"]
         x["rate_of"] = rbase
         x["rate_base_records_per_s"] = dmax

@@ -16,7 +16,8 @@
     the case; ASSERT_* print both sides and the place, then abort. The parent
     waits and prints `ok   prog:case` or `FAIL prog:case (how)` followed by
     the last 60 lines of the child's output, so a failing case hides no
-    later case. test_done() prints the machine-readable line tools/run-tests.sh reads,
+    later case. test_done() prints the machine-readable line that
+    tools/run-tests.sh reads,
 
         cases: prog passed=N failed=N
 
@@ -32,8 +33,9 @@
     once, in the parent, and every child inherits it.
 
     Leaks: the child ends with exit(), so under ASan LeakSanitizer checks
-    each case on its own and a leak fails that case (exit status 23). The
-    parent runs no case and holds only what main() set up.
+    each case on its own and a leak fails that case (exit status 1; the
+    FAIL line names LeakSanitizer when the case's output has its report).
+    The parent runs no case and holds only what main() set up.
 */
 #ifndef FP_TEST_H
 #define FP_TEST_H
@@ -144,6 +146,27 @@ static inline void test_dump_(FILE *f)
     }
 }
 
+/* ", <sanitizer>" when the captured output f has a sanitizer's report
+   (they exit with status 1 like any failing program), else "". */
+static inline const char *test_sanitizer_(FILE *f)
+{
+    static const char *const which[][2] = {
+        {"ERROR: LeakSanitizer", ", LeakSanitizer"},
+        {"ERROR: AddressSanitizer", ", AddressSanitizer"},
+        {": runtime error: ", ", UndefinedBehaviorSanitizer"},
+    };
+    char line[4096];
+    const char *found = "";
+    rewind(f);
+    while (!*found && fgets(line, sizeof line, f))
+        for (size_t i = 0; i < sizeof which / sizeof which[0]; i++)
+            if (strstr(line, which[i][0])) {
+                found = which[i][1];
+                break;
+            }
+    return found;
+}
+
 /* Runs one case (via RUN): forked and timed, or in process with --no-fork. */
 static inline void test_run(const char *name, void (*fn)(void))
 {
@@ -195,10 +218,8 @@ static inline void test_run(const char *name, void (*fn)(void))
             snprintf(how, sizeof how, "timed out after %u s", t->timeout_s);
         else if (WIFSIGNALED(st))
             snprintf(how, sizeof how, "signal %d, %s", WTERMSIG(st), strsignal(WTERMSIG(st)));
-        else if (WEXITSTATUS(st) == 23)
-            snprintf(how, sizeof how, "exit status 23, LeakSanitizer");
         else
-            snprintf(how, sizeof how, "exit status %d", WEXITSTATUS(st));
+            snprintf(how, sizeof how, "exit status %d%s", WEXITSTATUS(st), test_sanitizer_(out));
         printf("FAIL %s:%s (%s)\n", t->prog, name, how);
         test_dump_(out);
     }

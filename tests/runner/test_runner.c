@@ -7,6 +7,8 @@
       demo_cases  passes, asserts, prints 100 lines and asserts, exits 3, hangs (per-case timeout), passes
       demo_crash  passes one case, then aborts outside any case
       demo_hang   hangs in main() before its first case (binary timeout)
+      demo_leak   a case that keeps main()'s fixture (passes), one that
+                  leaks (fails under LeakSanitizer only)
 */
 #include <sys/stat.h>
 
@@ -49,8 +51,35 @@ TEST(demo_last)
     printf("last ran\n");
 }
 
+/* demo_leak's fixture, made in main() before the first RUN: reachable in
+   every child, so LeakSanitizer must not blame a case for it */
+static char *s_fixture;
+
+TEST(demo_uses_fixture)
+{
+    ASSERT_STREQ(s_fixture, "fixture");
+    char *p = malloc(64); /* freed: no leak */
+    ASSERT(p);
+    free(p);
+}
+
+TEST(demo_leaks)
+{
+    char *p = malloc(4096);
+    ASSERT(p);
+    memset(p, 1, 4096);
+    p = NULL; /* the only pointer gone: a leak */
+}
+
 static int s_demo(const char *prog)
 {
+    if (strcmp(prog, "demo_leak") == 0) {
+        s_fixture = strdup("fixture");
+        ASSERT(s_fixture);
+        RUN(demo_uses_fixture);
+        RUN(demo_leaks);
+        return test_done();
+    }
     if (strcmp(prog, "demo_hang") == 0)
         for (;;)
             pause();
@@ -71,7 +100,8 @@ static int s_demo(const char *prog)
 
 static char s_dir[64];
 
-/* A temp dir with symlinks demo_cases, demo_crash, demo_hang to this binary. */
+/* A temp dir with symlinks demo_cases, demo_crash, demo_hang, demo_leak to
+   this binary. */
 static void s_links(void)
 {
     char self[512];
@@ -80,8 +110,8 @@ static void s_links(void)
     self[n] = '\0';
     strcpy(s_dir, "/tmp/fp-test-runner-XXXXXX");
     ASSERT(mkdtemp(s_dir));
-    const char *names[] = {"demo_cases", "demo_crash", "demo_hang"};
-    for (int i = 0; i < 3; i++) {
+    const char *names[] = {"demo_cases", "demo_crash", "demo_hang", "demo_leak"};
+    for (int i = 0; i < 4; i++) {
         char link[128];
         snprintf(link, sizeof link, "%s/%s", s_dir, names[i]);
         ASSERT_EQ(symlink(self, link), 0);
@@ -235,6 +265,31 @@ TEST(test_run_tests_sh_sums_cases)
     s_unlinks();
 }
 
+/* Under ASan, LeakSanitizer checks each case's child on its own: a case
+   that leaks fails (exit status 1, named LeakSanitizer) and only that case; main()'s fixture,
+   inherited by every child, is no leak. Without ASan both pass. */
+TEST(test_leak_check_per_case)
+{
+    s_links();
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "%s/demo_leak", s_dir);
+    int st;
+    char *out = s_output(cmd, &st);
+    s_has(out, "ok   demo_leak:demo_uses_fixture\n");
+#if defined(__SANITIZE_ADDRESS__)
+    ASSERT_EQ(st, 1);
+    s_has(out, "FAIL demo_leak:demo_leaks (exit status 1, LeakSanitizer)\n");
+    s_has(out, "4096 byte(s) leaked");
+    s_has(out, "cases: demo_leak passed=1 failed=1\n");
+#else
+    ASSERT_EQ(st, 0);
+    s_has(out, "ok   demo_leak:demo_leaks\n");
+    s_has(out, "cases: demo_leak passed=2 failed=0\n");
+#endif
+    free(out);
+    s_unlinks();
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
@@ -243,5 +298,6 @@ int main(int argc, char **argv)
     RUN(test_failing_case_hides_nothing);
     RUN(test_one_case_and_list);
     RUN(test_run_tests_sh_sums_cases);
+    RUN(test_leak_check_per_case);
     return test_done();
 }
