@@ -21,8 +21,12 @@
     - It runs at nice FP_REPLAY_NICE: on a box whose cores the pipeline
       keeps busy, a subscriber catching up gets the CPU the stages leave,
       instead of taking it from the commit thread and the acks (measured:
-      bench/run.py --only replay, docs/benchmarks.md). The libzmq I/O
-      thread that carries its frames is shared and not niced.
+      bench/run.py --only replay, docs/benchmarks.md). Its ROUTER lives in
+      a ZeroMQ context of its own, made on this thread after the nice, so
+      the libzmq I/O thread that carries a catch-up's megabytes is niced
+      too and is not the one that carries the producers' batches and acks.
+      With CURVE on, that context gets its own ZAP handler (security.h;
+      the same key and allow file).
     - Exits on emit's DONE notice (after the drain round) or when the
       context is terminated.
 */
@@ -38,6 +42,7 @@
 #include <zmq.h>
 
 #include "log.h"
+#include "security.h"
 #include "stage.h"
 #include "outbox.h"
 #include "store.h"
@@ -55,6 +60,8 @@ typedef struct {
     const fp_config_t *cfg;
     fp_store_t *store;
     void *router, *notice;
+    void *net_ctx;          /* the ROUTER's own context: its own (niced) libzmq I/O thread */
+    fp_security_t *security; /* CURVE on: a ZAP handler in net_ctx */
     uint64_t last_global_seq; /* committed, from the notices (and the store) */
     bool done;
 } replay_t;
@@ -176,8 +183,15 @@ void *fp_replay_main(void *argp)
         snprintf(err, sizeof err, "subscribe %s: %s", FP_EP_NOTICE, zmq_strerror(zmq_errno()));
         ok = false;
     }
+    if (ok && !(self->net_ctx = zmq_ctx_new())) {
+        snprintf(err, sizeof err, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
+        ok = false;
+    }
+    if (ok && self->cfg->curve_secret_key_file[0])
+        ok = (self->security = fp_security_start(self->net_ctx, self->cfg, err, sizeof err)) !=
+             NULL;
     if (ok)
-        ok = (self->router = fp_stage_server_socket(args->zmq_ctx, ZMQ_ROUTER, self->cfg,
+        ok = (self->router = fp_stage_server_socket(self->net_ctx, ZMQ_ROUTER, self->cfg,
                                                     self->cfg->replay, err, sizeof err)) != NULL;
     if (ok && self->store) {
         uint64_t round = 0;
@@ -201,9 +215,15 @@ void *fp_replay_main(void *argp)
                 if (!s_answer(self))
                     break;
     }
-    if (self->router)
+    if (self->router) {
+        int linger = 0; /* an answer cut by the shutdown is asked again */
+        zmq_setsockopt(self->router, ZMQ_LINGER, &linger, sizeof linger);
         zmq_close(self->router);
+    }
     if (self->notice)
         zmq_close(self->notice);
+    fp_security_stop(&self->security);
+    if (self->net_ctx)
+        zmq_ctx_term(self->net_ctx);
     return NULL;
 }

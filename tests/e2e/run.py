@@ -1432,6 +1432,44 @@ def replay_reader_has_its_own_thread_and_answers_by_committed_seq():
 
 
 @test
+def replay_over_curve_allowed_key_only():
+    """The replay ROUTER (its own thread and ZeroMQ context) is CURVE too: an
+    allowed key gets the committed events, an unknown key and a plain
+    client get nothing."""
+    client, stranger = zmq.curve_keypair(), zmq.curve_keypair()
+    fp, server_pub = curve_floorpost(allow=[client[0]], posting_interval_ms=100)
+    fp.start()
+    try:
+        prod = curve_socket(zmq.DEALER, fp.endpoints["router"], server_pub, client)
+        ack = acked(prod, encode_batch(3, 1, [rec(1, PART, qty=4), rec(2, COMPLETED)]), 5)
+        assert ack is not None and ack["status"] == 0, ack
+        time.sleep(0.3)  # the round's notice
+
+        def ask(keys, wait):
+            s = curve_socket(zmq.DEALER, fp.endpoints["replay"], server_pub, keys)
+            s.send(b"REPLAY 1 100")
+            got = []
+            end = time.time() + wait
+            while time.time() < end and s.poll(100):
+                parts = s.recv_multipart()
+                got.append(parts)
+                if parts[0] == b"END":
+                    break
+            s.close(0)
+            return got
+        good = ask(client, 5)
+        assert good and good[-1][0] == b"END", good
+        eq(len(good) - 1, 1, "the one committed event, replayed over CURVE")
+        eq(ask(stranger, 1), [], "an unknown key gets no answer")
+        eq(ask(None, 1), [], "a plain client gets no answer")
+        rc, _ = fp.stop()
+        eq(rc, 0, "exit code")
+        prod.close(0)
+    finally:
+        pass
+
+
+@test
 def long_strings_and_multipart_frames_dead_lettered():
     """A record whose key string is over 80 bytes, and a producer message of
     two payload frames: each is dead-lettered with its reason and counted;
