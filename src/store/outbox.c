@@ -140,16 +140,20 @@ int fp_outbox_put_reader(fp_store_txn_t *t, const char *name, uint64_t position,
 
 /* The smallest position of the readers that hold retention, in txn: 0 and
    *min (UINT64_MAX when none does), or an error. */
-static int s_min_position(fp_store_t *self, MDB_txn *txn, uint64_t *min)
+/* Calls fn for every reader that holds retention (enabled, not detached)
+   in txn, name NUL-terminated. fn returns 0 to go on, non-zero to stop.
+   Returns 0, fn's value, FP_STORE_CORRUPT or an LMDB error. */
+static int s_walk_holding(fp_store_t *self, MDB_txn *txn,
+                          int (*fn)(void *ctx, const char *name, uint64_t position), void *ctx)
 {
-    *min = UINT64_MAX;
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, self->dbi[FP_STORE_DB_READERS], &cur);
     if (rc != 0)
         return fp_store_lmdb_rc(rc);
     MDB_val k, d;
     MDB_cursor_op op = MDB_FIRST;
-    while ((rc = mdb_cursor_get(cur, &k, &d, op)) == 0) {
+    int mrc;
+    while ((mrc = mdb_cursor_get(cur, &k, &d, op)) == 0) {
         op = MDB_NEXT;
         uint64_t pos;
         uint32_t flags;
@@ -158,13 +162,32 @@ static int s_min_position(fp_store_t *self, MDB_txn *txn, uint64_t *min)
             rc = FP_STORE_CORRUPT;
             break;
         }
-        if (s_holds_retention(flags) && pos < *min)
-            *min = pos;
+        if (!s_holds_retention(flags))
+            continue;
+        char name[FP_OUTBOX_READER_NAME_MAX + 1];
+        memcpy(name, k.mv_data, k.mv_size);
+        name[k.mv_size] = '\0';
+        if ((rc = fn(ctx, name, pos)) != 0)
+            break;
     }
     mdb_cursor_close(cur);
-    if (rc == MDB_NOTFOUND)
-        return 0;
-    return rc == FP_STORE_CORRUPT ? rc : fp_store_lmdb_rc(rc);
+    if (rc == 0 && mrc != MDB_NOTFOUND)
+        rc = fp_store_lmdb_rc(mrc);
+    return rc;
+}
+
+static int s_min_fn(void *ctx, const char *name, uint64_t position)
+{
+    uint64_t *min = ctx;
+    if (position < *min)
+        *min = position;
+    return 0;
+}
+
+static int s_min_position(fp_store_t *self, MDB_txn *txn, uint64_t *min)
+{
+    *min = UINT64_MAX;
+    return s_walk_holding(self, txn, s_min_fn, min);
 }
 
 int fp_outbox_trim(fp_store_t *self, int64_t older_than_wall_ns, uint32_t max_delete,
@@ -496,6 +519,20 @@ int fp_outbox_usage(fp_store_t *self, uint64_t *outbox_bytes, uint64_t *map_byte
     return 0;
 }
 
+typedef struct {
+    int (*fn)(void *ctx, const char *name, uint64_t position, uint64_t lag,
+              fp_outbox_lag_t verdict);
+    void *ctx;
+    uint64_t last, max_lag;
+} s_lags_t;
+
+static int s_lags_fn(void *ctx, const char *name, uint64_t pos)
+{
+    s_lags_t *l = ctx;
+    uint64_t lag = pos < l->last ? l->last - pos : 0;
+    return l->fn(l->ctx, name, pos, lag, fp_outbox_lag_check(pos, l->last, l->max_lag));
+}
+
 int fp_outbox_lags(fp_store_t *self, uint64_t max_lag,
                    int (*fn)(void *ctx, const char *name, uint64_t position, uint64_t lag,
                              fp_outbox_lag_t verdict),
@@ -505,7 +542,6 @@ int fp_outbox_lags(fp_store_t *self, uint64_t max_lag,
     MDB_envinfo info;
     MDB_stat st;
     MDB_txn *txn;
-    MDB_cursor *cur = NULL;
     uint64_t last;
     int rc = mdb_env_info(self->env, &info);
     if (rc != 0)
@@ -518,42 +554,15 @@ int fp_outbox_lags(fp_store_t *self, uint64_t max_lag,
     rc = fp_store_meta_get64(txn, self->dbi[FP_STORE_DB_META], "global_seq", &last);
     if (rc == 0)
         rc = fp_store_lmdb_rc(mdb_stat(txn, self->dbi[FP_STORE_DB_OUTBOX], &st));
-    if (rc == 0)
-        rc = fp_store_lmdb_rc(mdb_cursor_open(txn, self->dbi[FP_STORE_DB_READERS], &cur));
-    if (rc != 0)
-        goto out;
-    if (outbox_bytes)
-        *outbox_bytes =
-            (st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages) * st.ms_psize;
-    if (map_bytes)
-        *map_bytes = info.me_mapsize;
-    MDB_val k, d;
-    MDB_cursor_op op = MDB_FIRST;
-    int mrc;
-    while ((mrc = mdb_cursor_get(cur, &k, &d, op)) == 0) {
-        op = MDB_NEXT;
-        uint64_t pos;
-        uint32_t flags;
-        int64_t ns;
-        if (!s_reader_parse(&k, &d, &pos, &flags, &ns)) {
-            rc = FP_STORE_CORRUPT;
-            goto out;
-        }
-        if (!s_holds_retention(flags))
-            continue;
-        char name[FP_OUTBOX_READER_NAME_MAX + 1];
-        memcpy(name, k.mv_data, k.mv_size);
-        name[k.mv_size] = '\0';
-        uint64_t lag = pos < last ? last - pos : 0;
-        rc = fn(ctx, name, pos, lag, fp_outbox_lag_check(pos, last, max_lag));
-        if (rc != 0)
-            goto out;
+    if (rc == 0) {
+        if (outbox_bytes)
+            *outbox_bytes =
+                (st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages) * st.ms_psize;
+        if (map_bytes)
+            *map_bytes = info.me_mapsize;
+        s_lags_t l = {fn, ctx, last, max_lag};
+        rc = s_walk_holding(self, txn, s_lags_fn, &l);
     }
-    if (mrc != MDB_NOTFOUND)
-        rc = fp_store_lmdb_rc(mrc);
-out:
-    if (cur)
-        mdb_cursor_close(cur);
     mdb_txn_abort(txn);
     return rc;
 }
