@@ -62,6 +62,7 @@ typedef struct {
     int64_t stalled_since;
     int64_t next_trim;
     int64_t next_lag_warn; /* readers behind by half their bound: logged once a minute */
+    bool warn_now;         /* s_housekeeping: this pass may log those warnings */
     bool done;
     fp_stage_slot_t *slot; /* our gauges (metrics.h) */
     fp_hist_local_t round_hist;
@@ -171,31 +172,19 @@ static void s_detached(void *ctx, const char *name, uint64_t position, uint64_t 
            (unsigned long long)self->cfg->reader_max_lag_events);
 }
 
-typedef struct {
-    const emit_t *self;
-    uint64_t last;
-} s_lag_ctx_t;
-
-static int s_warn_lag(void *ctx, const char *name, uint64_t position, uint32_t flags,
-                      int64_t updated_ns)
-{
-    s_lag_ctx_t *c = ctx;
-    if (!(flags & FP_OUTBOX_READER_ENABLED) || (flags & FP_OUTBOX_READER_DETACHED))
-        return 0;
-    uint64_t bound = c->self->cfg->reader_max_lag_events;
-    if (fp_outbox_lag_check(position, c->last, bound) == FP_OUTBOX_LAG_WARN)
-        fp_log(FP_LOG_WARN, "emit", "reader lagging: it will be detached at the bound",
-               "reader=%s position=%llu lag_events=%llu reader_max_lag_events=%llu", name,
-               (unsigned long long)position, (unsigned long long)(c->last - position),
-               (unsigned long long)bound);
-    return 0;
-}
-
-static int s_reader_metric(void *ctx, const char *name, uint64_t position, uint64_t lag,
-                           fp_outbox_lag_t verdict)
+/* For each reader that holds retention, once a second (fp_outbox_lags):
+   its gauges, and the warning at half the bound when the minute's gate is
+   open (self->warn_now). */
+static int s_reader_lag(void *ctx, const char *name, uint64_t position, uint64_t lag,
+                        fp_outbox_lag_t verdict)
 {
     const emit_t *self = ctx;
     fp_metrics_set_reader(self->metrics, name, position, lag, 0);
+    if (self->warn_now && verdict == FP_OUTBOX_LAG_WARN)
+        fp_log(FP_LOG_WARN, "emit", "reader lagging: it will be detached at the bound",
+               "reader=%s position=%llu lag_events=%llu reader_max_lag_events=%llu", name,
+               (unsigned long long)position, (unsigned long long)lag,
+               (unsigned long long)self->cfg->reader_max_lag_events);
     return 0;
 }
 
@@ -216,15 +205,15 @@ static void s_housekeeping(emit_t *self, int64_t now)
                    &deleted);
     fp_outbox_detach_lagging(self->store, self->cfg->reader_max_lag_events, s_detached, self);
     uint64_t outbox_bytes = 0, map_bytes = 0;
-    if (fp_outbox_lags(self->store, self->cfg->reader_max_lag_events, s_reader_metric, self,
+    self->warn_now = now >= self->next_lag_warn;
+    if (self->warn_now)
+        self->next_lag_warn = now + 60 * (int64_t)1000000000;
+    if (fp_outbox_lags(self->store, self->cfg->reader_max_lag_events, s_reader_lag, self,
                        &outbox_bytes, &map_bytes) == 0)
         fp_metrics_set_outbox(self->metrics, outbox_bytes, map_bytes);
+    /* Detached readers (fp_outbox_lags skips them), also those detached
+       before a restart. */
     fp_outbox_each_reader(self->store, s_detached_metric, self);
-    if (now >= self->next_lag_warn) {
-        s_lag_ctx_t c = {self, fp_commit_global_seq(self->core)};
-        fp_outbox_each_reader(self->store, s_warn_lag, &c);
-        self->next_lag_warn = now + 60 * (int64_t)1000000000;
-    }
 }
 
 /* Commits and publishes every complete round, oldest first. */
