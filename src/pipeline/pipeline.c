@@ -175,6 +175,20 @@ void fp_dead_letter_keys(fp_dl_fields_t *f, const fp_record_t *rec, const char *
     }
 }
 
+void fp_notice_drain(void *sub, uint64_t *global_seq, bool *done)
+{
+    fp_notice_t n;
+    int got;
+    while ((got = zmq_recv(sub, &n, sizeof n, ZMQ_DONTWAIT)) >= 0) {
+        if (got != (int)sizeof n || n.type != FP_MSG_NOTICE)
+            continue; /* our own emit wrote it; be safe */
+        if (n.global_seq > *global_seq)
+            *global_seq = n.global_seq;
+        if (n.flags & FP_NOTICE_DONE)
+            *done = true;
+    }
+}
+
 void fp_emit_mark(void *sock, uint32_t from, const fp_barrier_t *b)
 {
     fp_emit_hdr_t h = {.type = FP_EMIT_MARK, .from = from, .flags = b->flags,

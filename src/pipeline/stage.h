@@ -6,6 +6,7 @@
 #ifndef FP_STAGE_H
 #define FP_STAGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -63,6 +64,11 @@ typedef struct {
     uint64_t global_seq; /* every event <= global_seq is committed (0: none yet) */
 } fp_notice_t;
 #define FP_NOTICE_DONE 1u
+
+/* Reads every notice waiting on an outbox reader's SUB: *global_seq is
+   raised to the newest committed global_seq announced, *done set on
+   FP_NOTICE_DONE. Never blocks. */
+void fp_notice_drain(void *sub, uint64_t *global_seq, bool *done);
 
 /* Everything a stage sends to emit starts with this frame. Emit files each
    message under the round its sender is in: a stage's messages after its

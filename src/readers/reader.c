@@ -168,19 +168,6 @@ static bool s_deliver(fp_reader_t *self)
     return (size_t)done == self->nevs;
 }
 
-static void s_notices(fp_reader_t *self)
-{
-    fp_notice_t n;
-    int got;
-    while ((got = zmq_recv(self->notice, &n, sizeof n, ZMQ_DONTWAIT)) >= 0) {
-        if (got != (int)sizeof n || n.type != FP_MSG_NOTICE)
-            continue;
-        if (n.global_seq > self->target)
-            self->target = n.global_seq;
-        if (n.flags & FP_NOTICE_DONE)
-            self->done = true;
-    }
-}
 
 /* Once a second: the committed flags (emit may have detached us). */
 static void s_check_flags(fp_reader_t *self)
@@ -227,7 +214,7 @@ static void *s_thread(void *arg)
         zmq_pollitem_t it = {self->notice, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, timeout) < 0 && zmq_errno() != EINTR)
             break; /* ETERM */
-        s_notices(self);
+        fp_notice_drain(self->notice, &self->target, &self->done);
     }
     if (self->opened && self->o.type->cb_close)
         self->o.type->cb_close(self->o.ctx);

@@ -88,20 +88,6 @@ static int s_replay_one(void *ctx, uint64_t global_seq, uint64_t round, const ch
     return 0;
 }
 
-/* Reads every notice waiting. */
-static void s_notices(replay_t *self)
-{
-    fp_notice_t n;
-    int got;
-    while ((got = zmq_recv(self->notice, &n, sizeof n, ZMQ_DONTWAIT)) >= 0) {
-        if (got != (int)sizeof n || n.type != FP_MSG_NOTICE)
-            continue; /* our own emit wrote it; be safe */
-        if (n.global_seq > self->last_global_seq)
-            self->last_global_seq = n.global_seq;
-        if (n.flags & FP_NOTICE_DONE)
-            self->done = true;
-    }
-}
 
 /* Answers one request; false when none was waiting. */
 static bool s_answer(replay_t *self)
@@ -209,7 +195,7 @@ void *fp_replay_main(void *argp)
                 continue;
             break; /* ETERM: the context is going away */
         }
-        s_notices(self);
+        fp_notice_drain(self->notice, &self->last_global_seq, &self->done);
         if (items[1].revents & ZMQ_POLLIN)
             for (int k = 0; k < FP_REPLAY_TURN; k++)
                 if (!s_answer(self))
