@@ -28,6 +28,7 @@
 #include "store.h"
 #include "producer.h"
 #include "security.h"
+#include "sinks.h"
 #include "tail.h"
 
 typedef struct {
@@ -85,11 +86,19 @@ int fp_cmd_run(int argc, char **argv)
         fprintf(stderr, "floorpost: %s\n", err);
         return 2;
     }
+    if (fp_sinks_check(&cfg, file, err, sizeof err) != 0) {
+        fprintf(stderr, "floorpost: %s\n", err);
+        return 2;
+    }
     if (check) {
-        printf("%s: ok (workers=%d shards=%d)\n", file ? file : "embedded default", cfg.workers,
-               cfg.shards);
+        printf("%s: ok (workers=%d shards=%d sinks=%d)\n", file ? file : "embedded default",
+               cfg.workers, cfg.shards, cfg.nsinks);
         return 0;
     }
+    /* The plant's time zone for posting dates (sinks), before any thread
+       starts: localtime_r then reads it without racing a setenv. */
+    setenv("TZ", cfg.time_zone, 1);
+    tzset();
     /* Signals are taken by sigwait in this thread only. */
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -150,6 +159,11 @@ int fp_cmd_run(int argc, char **argv)
         fp_log(FP_LOG_ERROR, "main", "start failed", "error=\"%s\"", err);
         _exit(1); /* stages left waiting: see pipeline_start */
     }
+    fp_sinks_t *sinks = fp_sinks_start(ctx, &cfg, file, store, metrics, err, sizeof err);
+    if (!sinks) {
+        fp_log(FP_LOG_ERROR, "main", "start failed: sinks", "error=\"%s\"", err);
+        _exit(1);
+    }
     fp_log(FP_LOG_INFO, "main", "running", "config=%s instance=%s publish=%s deadletter=%s",
            file ? file : "embedded-demo", cfg.instance, cfg.publish, cfg.deadletter);
     printer_t printer = {.zmq_ctx = ctx};
@@ -199,6 +213,9 @@ int fp_cmd_run(int argc, char **argv)
         pthread_join(printer_thread, NULL);
     }
     pipeline_destroy(&pipe);
+    /* The sinks exit on emit's DONE notice, once delivered or failing. */
+    fp_sinks_stop(sinks);
+    fp_sinks_destroy(&sinks);
     fp_store_close(&store);
     fp_security_stop(&security);
     zmq_ctx_term(ctx);

@@ -86,6 +86,11 @@ struct fp_commit {
         uint64_t position;
     } *positions;          /* reported, not yet committed */
     size_t npositions, positions_cap;
+    struct reader_aux {
+        char name[FP_READER_NAME_MAX + 1];
+        uint64_t aux[2];
+    } *auxes;              /* carried by reader dead letters, not yet committed */
+    size_t nauxes, auxes_cap;
 };
 
 
@@ -383,6 +388,11 @@ static int s_commit(fp_commit_t *self, round_t *R)
             if (prc != -ERANGE && prc != -EINVAL)
                 rc = prc;
         }
+        for (size_t i = 0; i < self->nauxes && rc == 0; i++) {
+            int arc = fp_outbox_put_reader_aux(txn, self->auxes[i].name, self->auxes[i].aux);
+            if (arc != -EINVAL)
+                rc = arc;
+        }
         if (rc == 0)
             rc = fp_store_set_round(txn, R->round, self->global_seq);
         if (rc == 0)
@@ -391,7 +401,7 @@ static int s_commit(fp_commit_t *self, round_t *R)
     if (txn)
         fp_store_abort(&txn);
     if (rc == 0)
-        self->npositions = 0; /* committed (kept for a retry otherwise) */
+        self->npositions = self->nauxes = 0; /* committed (kept for a retry otherwise) */
     if (rc != 0) {
         /* Roll back, newest first, so each feed ends at its value before. */
         for (size_t i = ntouched; i-- > 0;)
@@ -458,6 +468,7 @@ void fp_commit_destroy(fp_commit_t **self_p)
     free(self->touched);
     free(self->keyrefs);
     free(self->positions);
+    free(self->auxes);
     free(self);
     *self_p = NULL;
 }
@@ -541,6 +552,50 @@ int fp_commit_reader_position(fp_commit_t *self, const char *name, uint64_t posi
     struct reader_pos *p = &self->positions[self->npositions++];
     memcpy(p->name, name, len + 1);
     p->position = position;
+    return 0;
+}
+
+int fp_commit_reader_dead_letter(fp_commit_t *self, const char *name, const uint64_t aux[2],
+                                 uint32_t reason, fp_commit_item_t *item)
+{
+    size_t len = strnlen(name, FP_READER_NAME_MAX + 1);
+    if (len < 1 || len > FP_READER_NAME_MAX || item->nparts < 3) {
+        for (int p = 0; p < item->nparts; p++)
+            zmq_msg_close(&item->part[p]);
+        item->nparts = 0;
+        return -EINVAL;
+    }
+    item_t it = *item;
+    item->nparts = 0;
+    it.type = FP_EMIT_DEAD;
+    it.reason = reason;
+    if (!self->store) {
+        self->publish(self->ctx, &it);
+        for (int p = 0; p < it.nparts; p++)
+            zmq_msg_close(&it.part[p]);
+        return 0;
+    }
+    size_t i = 0;
+    while (i < self->nauxes && strcmp(self->auxes[i].name, name) != 0)
+        i++;
+    if (i == self->nauxes) {
+        if (fp_grow(&self->auxes, &self->auxes_cap, self->nauxes + 1, sizeof *self->auxes, 8) !=
+            0) {
+            for (int p = 0; p < it.nparts; p++)
+                zmq_msg_close(&it.part[p]);
+            return -ENOMEM;
+        }
+        memcpy(self->auxes[self->nauxes++].name, name, len + 1);
+    }
+    memcpy(self->auxes[i].aux, aux, sizeof self->auxes[i].aux);
+    /* Into the oldest round held: the next one committed, whose txn also
+       writes the aux. */
+    round_t *R = s_round(self, self->base);
+    if (!R || fp_grow(&R->items, &R->cap, R->nitems + 1, sizeof *R->items, 64) != 0) {
+        fp_log(FP_LOG_ERROR, "emit", "out of memory holding a round; exiting", NULL);
+        abort();
+    }
+    R->items[R->nitems++] = it;
     return 0;
 }
 

@@ -117,6 +117,18 @@ void fp_commit_publish(fp_commit_t *self, fp_commit_round_t *info);
    -ENOMEM. */
 int fp_commit_reader_position(fp_commit_t *self, const char *name, uint64_t position);
 
+/* Takes a dead letter from a durable reader (a posting the ERP refused:
+   reader.h fp_reader_dead_letter), which is in no round's barrier: it is
+   filed under the oldest round held (the next to commit) and committed in
+   its transaction together with aux, the reader's own cursor past what
+   the dead letter reports (outbox.h fp_outbox_put_reader_aux), so after a
+   crash the two agree: the ERP's verdict is reported once. reason:
+   fp_dl_reason_t. item: DEAD parts [topic][json][bytes][logfmt]; its frames
+   are taken. Without a store it is published at once. 0, -EINVAL (bad
+   name or parts: dropped), -ENOMEM. */
+int fp_commit_reader_dead_letter(fp_commit_t *self, const char *name, const uint64_t aux[2],
+                                 uint32_t reason, fp_commit_item_t *item);
+
 /* Rounds held (filed, complete or not, and not yet released). */
 size_t fp_commit_pending(const fp_commit_t *self);
 

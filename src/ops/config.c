@@ -30,6 +30,7 @@ typedef enum {
     OPT_U32_POW2,   /* uint32_t, power of two */
     OPT_PATH,       /* char[FP_PATH_MAX], a file path or "" (off) */
     OPT_LOG_LEVEL,  /* int, debug|info|warn|error */
+    OPT_TIME_ZONE,  /* char[64], "UTC" or a zone of the tz database (/usr/share/zoneinfo) */
 } s_kind_t;
 
 typedef struct {
@@ -88,6 +89,8 @@ static const s_option_t s_options[] = {
      "0..604800000"},
     {"aggregate", "max_open_keys", OPT_U64, F(max_open_keys), 1, 1000000000, false,
      "1..1000000000"},
+    {"aggregate", "time_zone", OPT_TIME_ZONE, F(time_zone), 0, 0, false,
+     "UTC or a zone of the tz database, e.g. Europe/Berlin, America/Chicago"},
     {"durability", "state_dir", OPT_PATH, F(state_dir), 0, 0, true,
      "a directory for the LMDB state, or \"\" (durability off)"},
     {"durability", "map_size_mb", OPT_U64, F(map_size_mb), 1, 1048576, false, "1..1048576"},
@@ -153,6 +156,7 @@ fp_config_defaults(fp_config_t *cfg)
     cfg->posting_interval_ms = 60000;
     cfg->closed_key_grace_ms = 600000;
     cfg->max_open_keys = 10000000;
+    snprintf(cfg->time_zone, sizeof cfg->time_zone, "%s", "UTC");
     snprintf(cfg->replay, sizeof cfg->replay, "%s", "tcp://*:5572");
     snprintf(cfg->state_dir, sizeof cfg->state_dir, "%s", "/var/lib/floorpost");
     cfg->map_size_mb = 1024;
@@ -206,6 +210,8 @@ typedef struct {
     const char *name;   /* file name for messages */
     int line;           /* current line, 1-based */
     const char *section;/* current section, NULL before the first header */
+    fp_sink_config_t *sink; /* in a [sink NAME] section: its entry */
+    fp_config_t *cfg;
     char *err;
     size_t errlen;
 } s_ctx_t;
@@ -358,6 +364,38 @@ s_check_instance(s_ctx_t *ctx, const s_option_t *o, const char *v)
                   what, o->allowed);
 }
 
+/* A time zone: "UTC", or a name of the system's tz database (a TZif file
+   under /usr/share/zoneinfo), so a typo is an error here and not UTC in
+   every posting date. */
+static int
+s_check_time_zone(s_ctx_t *ctx, const s_option_t *o, const char *v)
+{
+    size_t len = strlen(v);
+    const char *what = NULL;
+    if (len == 0 || len >= o->size)
+        what = len ? "too long" : "empty";
+    else if (strcmp(v, "UTC") == 0)
+        return 0;
+    else if (v[0] == '/' || strstr(v, "..") || strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                     "abcdefghijklmnopqrstuvwxyz0123456789/_+-")
+                                                  != len)
+        what = "not a zone name";
+    else {
+        char path[FP_PATH_MAX + 32];
+        snprintf(path, sizeof path, "/usr/share/zoneinfo/%s", v);
+        FILE *f = fopen(path, "rb");
+        char magic[4] = {0};
+        if (!f || fread(magic, 1, 4, f) != 4 || memcmp(magic, "TZif", 4) != 0)
+            what = "no such zone in /usr/share/zoneinfo (package tzdata)";
+        if (f)
+            fclose(f);
+    }
+    if (!what)
+        return 0;
+    return s_fail(ctx, "[%s] %s = '%.*s': %s; allowed: %s", o->section, o->name, S_QUOTE_MAX, v,
+                  what, o->allowed);
+}
+
 /* Sets option o from the (unquoted, trimmed) value v in cfg. */
 static int
 s_set(s_ctx_t *ctx, fp_config_t *cfg, const s_option_t *o, const char *v)
@@ -385,6 +423,11 @@ s_set(s_ctx_t *ctx, fp_config_t *cfg, const s_option_t *o, const char *v)
         s_set_string(cfg, o, v);
         return 0;
     }
+    case OPT_TIME_ZONE:
+        if (s_check_time_zone(ctx, o, v) != 0)
+            return -1;
+        s_set_string(cfg, o, v);
+        return 0;
     case OPT_LOG_LEVEL: {
         static const char *const levels[] = {"debug", "info", "warn", "error"};
         for (int i = 0; i < 4; i++)
@@ -431,6 +474,93 @@ s_set(s_ctx_t *ctx, fp_config_t *cfg, const s_option_t *o, const char *v)
     return 0;
 }
 
+/* [sink NAME]: a new sink entry (its options are the type's, checked by
+   fp_sinks_check). */
+static int
+s_sink_header(s_ctx_t *ctx, const char *name)
+{
+    fp_config_t *cfg = ctx->cfg;
+    size_t len = strlen(name);
+    const char *allowed = "[sink NAME], NAME 1..48 of A-Z a-z 0-9 . _ -";
+    if (len == 0)
+        return s_fail(ctx, "section [sink] without a name; allowed: %s", allowed);
+    if (len > FP_SINK_NAME_MAX || strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                               "0123456789._-") != len)
+        return s_fail(ctx, "section [sink %.*s]: bad name; allowed: %s", S_QUOTE_MAX, name,
+                      allowed);
+    for (int i = 0; i < cfg->nsinks; i++)
+        if (strcmp(cfg->sinks[i].name, name) == 0)
+            return s_fail(ctx, "section [sink %s] given twice (first on line %d); allowed: each "
+                          "sink name once", name, cfg->sinks[i].line);
+    if (cfg->nsinks >= FP_SINKS_MAX)
+        return s_fail(ctx, "section [sink %s]: too many sinks; allowed: at most %d", name,
+                      FP_SINKS_MAX);
+    fp_sink_config_t *sc = &cfg->sinks[cfg->nsinks++];
+    memset(sc, 0, sizeof *sc);
+    memcpy(sc->name, name, len + 1);
+    sc->line = ctx->line;
+    ctx->section = "sink";
+    ctx->sink = sc;
+    return 0;
+}
+
+/* key = value in a [sink NAME] section: kept as text with its line. */
+static int
+s_sink_option(s_ctx_t *ctx, const char *key, char *v)
+{
+    fp_sink_config_t *sc = ctx->sink;
+    size_t klen = strlen(key);
+    if (klen >= FP_SINK_KEY_MAX || strspn(key, "abcdefghijklmnopqrstuvwxyz0123456789_") != klen)
+        return s_fail(ctx, "[sink %s] option '%.*s': bad name; allowed: 1..31 of a-z 0-9 _",
+                      sc->name, S_QUOTE_MAX, key);
+    for (int i = 0; i < sc->nkv; i++)
+        if (strcmp(sc->kv[i].key, key) == 0)
+            return s_fail(ctx, "[sink %s] option '%s' given twice (first on line %d); allowed: "
+                          "once", sc->name, key, sc->kv[i].line);
+    if (sc->nkv >= FP_SINK_OPTS_MAX)
+        return s_fail(ctx, "[sink %s] option '%s': too many options; allowed: at most %d",
+                      sc->name, key, FP_SINK_OPTS_MAX);
+    v = s_trim(v);
+    if (*v == '"') {
+        char *close = strchr(v + 1, '"');
+        if (!close)
+            return s_fail(ctx, "[sink %s] %s = '%.*s': unterminated quoted string; allowed: "
+                          "\"text\"", sc->name, key, S_QUOTE_MAX, v);
+        *close = '\0';
+        char *rest = close + 1;
+        s_cut_comment(rest);
+        rest = s_trim(rest);
+        if (*rest)
+            return s_fail(ctx, "[sink %s] %s: text '%.*s' after the quoted value; allowed: a "
+                          "comment starting with # or ;", sc->name, key, S_QUOTE_MAX, rest);
+        v++;
+    } else {
+        s_cut_comment(v);
+        v = s_trim(v);
+    }
+    size_t vlen = strlen(v);
+    if (vlen >= FP_SINK_VALUE_MAX)
+        return s_fail(ctx, "[sink %s] %s: too long (%zu characters); allowed: at most %d",
+                      sc->name, key, vlen, FP_SINK_VALUE_MAX - 1);
+    fp_sink_kv_t *kv = &sc->kv[sc->nkv++];
+    memcpy(kv->key, key, klen + 1);
+    memcpy(kv->value, v, vlen + 1);
+    kv->line = ctx->line;
+    return 0;
+}
+
+const char *
+fp_sink_config_get(const fp_sink_config_t *sc, const char *key, int *line)
+{
+    for (int i = 0; i < sc->nkv; i++)
+        if (strcmp(sc->kv[i].key, key) == 0) {
+            if (line)
+                *line = sc->kv[i].line;
+            return sc->kv[i].value;
+        }
+    return NULL;
+}
+
 static int
 s_section_header(s_ctx_t *ctx, char *line)
 {
@@ -447,14 +577,17 @@ s_section_header(s_ctx_t *ctx, char *line)
         return s_fail(ctx, "text '%.*s' after section header [%.*s]; allowed: a comment "
                       "starting with # or ;", S_QUOTE_MAX, rest, S_QUOTE_MAX, line + 1);
     char *name = s_trim(line + 1);
+    ctx->sink = NULL;
     for (size_t i = 0; i < S_NSECTIONS; i++) {
         if (strcmp(name, s_sections[i]) == 0) {
             ctx->section = s_sections[i];
             return 0;
         }
     }
+    if (strncmp(name, "sink", 4) == 0 && (name[4] == '\0' || s_space(name[4])))
+        return s_sink_header(ctx, s_trim(name + 4));
     return s_fail(ctx, "unknown section [%.*s]; allowed: service, pipeline, dedup, aggregate, "
-                  "demo", S_QUOTE_MAX, name);
+                  "durability, metrics, security, demo, sink NAME", S_QUOTE_MAX, name);
 }
 
 /* Extracts the value: a "quoted" string (no escapes, may hold # and ;) or
@@ -525,6 +658,11 @@ s_parse_text(s_ctx_t *ctx, fp_config_t *cfg, char *text)
         if (!ctx->section)
             return s_fail(ctx, "option '%.*s' outside any [section]; allowed: a [section] "
                           "header first", S_QUOTE_MAX, key);
+        if (ctx->sink) {
+            if (s_sink_option(ctx, key, eq + 1) != 0)
+                return -1;
+            continue;
+        }
         const s_option_t *o = NULL;
         size_t idx = 0;
         for (size_t i = 0; i < S_NOPTIONS; i++) {
@@ -587,6 +725,19 @@ s_parse_text(s_ctx_t *ctx, fp_config_t *cfg, char *text)
             return s_fail(ctx, "[%s] option '%s' is required but empty; allowed: %s",
                           o->section, o->name, o->allowed);
     }
+    for (int i = 0; i < cfg->nsinks; i++) {
+        const fp_sink_config_t *sc = &cfg->sinks[i];
+        if (!fp_sink_config_get(sc, "type", NULL)) {
+            ctx->line = sc->line;
+            return s_fail(ctx, "[sink %s] has no 'type'; allowed: type = jsonl, postgresql or "
+                          "http", sc->name);
+        }
+        if (cfg->state_dir[0] == '\0') {
+            ctx->line = sc->line;
+            return s_fail(ctx, "[sink %s] needs durability (a sink delivers from the committed "
+                          "outbox); allowed: [durability] state_dir set", sc->name);
+        }
+    }
     /* CURVE without an allowlist would refuse every client. */
     if (cfg->curve_secret_key_file[0] && !cfg->curve_allow_file[0]) {
         int l = 0;
@@ -606,7 +757,7 @@ int
 fp_config_parse(fp_config_t *cfg, const char *text, const char *name, char *err, size_t errlen)
 {
     assert(cfg && text);
-    s_ctx_t ctx = {name ? name : "(config)", 0, NULL, err, errlen};
+    s_ctx_t ctx = {name ? name : "(config)", 0, NULL, NULL, NULL, err, errlen};
     if (err && errlen)
         err[0] = '\0';
     size_t len = strlen(text);
@@ -616,11 +767,17 @@ fp_config_parse(fp_config_t *cfg, const char *text, const char *name, char *err,
     memcpy(copy, text, len + 1);
     /* work on a copy so *cfg stays as it was on error; memcpy keeps the
        padding bytes too, so a memcmp of two configs stays meaningful */
-    fp_config_t tmp;
-    memcpy(&tmp, cfg, sizeof tmp);
-    int rc = s_parse_text(&ctx, &tmp, copy);
+    fp_config_t *tmp = malloc(sizeof *tmp); /* sinks make it large for a stack */
+    if (!tmp) {
+        free(copy);
+        return s_fail(&ctx, "out of memory reading the configuration");
+    }
+    memcpy(tmp, cfg, sizeof *tmp);
+    ctx.cfg = tmp;
+    int rc = s_parse_text(&ctx, tmp, copy);
     if (rc == 0)
-        memcpy(cfg, &tmp, sizeof tmp);
+        memcpy(cfg, tmp, sizeof *tmp);
+    free(tmp);
     free(copy);
     return rc;
 }
@@ -629,7 +786,7 @@ int
 fp_config_load(fp_config_t *cfg, const char *path, char *err, size_t errlen)
 {
     assert(cfg && path);
-    s_ctx_t ctx = {path, 0, NULL, err, errlen};
+    s_ctx_t ctx = {path, 0, NULL, NULL, NULL, err, errlen};
     FILE *f = fopen(path, "rb");
     if (!f) {
         int e = errno;

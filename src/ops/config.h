@@ -20,6 +20,29 @@
 #define FP_WORKERS_MAX 64
 #define FP_SHARDS_MAX 64
 
+/* [sink NAME] sections (docs/sinks.md). The config keeps each sink's
+   options as text with the line they were given on; the sink type parses
+   and checks them (src/sinks/sinks.h: fp_sinks_check), so a type's options
+   live with the type. */
+#define FP_SINKS_MAX 8
+#define FP_SINK_OPTS_MAX 24
+#define FP_SINK_NAME_MAX 48   /* 1..48 of [A-Za-z0-9._-]: its durable reader's key */
+#define FP_SINK_KEY_MAX 32
+#define FP_SINK_VALUE_MAX 512
+
+typedef struct {
+    char key[FP_SINK_KEY_MAX];
+    char value[FP_SINK_VALUE_MAX];
+    int line;
+} fp_sink_kv_t;
+
+typedef struct {
+    char name[FP_SINK_NAME_MAX + 1];
+    int line;                      /* of the [sink NAME] header */
+    int nkv;                       /* options given, `type` among them */
+    fp_sink_kv_t kv[FP_SINK_OPTS_MAX];
+} fp_sink_config_t;
+
 typedef struct {
     /* [service] */
     char instance[64];             /* instance name, part of every event_id */
@@ -49,6 +72,7 @@ typedef struct {
     int64_t posting_interval_ms;   /* partial checkpoints flush interval */
     int64_t closed_key_grace_ms;   /* closed operations released after this */
     uint64_t max_open_keys;        /* aggregation keys per shard */
+    char time_zone[64];            /* the plant's time zone (tz database): posting dates */
     /* [durability] */
     char state_dir[FP_PATH_MAX];   /* LMDB state (rounds, outbox); "" = durability off */
     uint64_t map_size_mb;          /* LMDB map size: the most disk the state may use, MiB */
@@ -65,6 +89,9 @@ typedef struct {
     bool demo;                     /* run the built-in demo plant */
     uint32_t demo_rate;            /* demo records per second */
     uint32_t demo_lines;           /* demo production lines */
+    /* [sink NAME] ... */
+    int nsinks;
+    fp_sink_config_t sinks[FP_SINKS_MAX];
 } fp_config_t;
 
 /* Fills *cfg with the documented defaults (demo off). */
@@ -84,6 +111,10 @@ int fp_config_load(fp_config_t *cfg, const char *path, char *err, size_t errlen)
 /* A bind endpoint such as tcp://ANY:5560 (ANY = * or 0.0.0.0) -> where a
    local client connects: tcp://127.0.0.1:5560; other endpoints as they are. */
 void fp_config_connect_endpoint(const char *bind, char *out, size_t cap);
+
+/* The value of option key of sink sc, NULL when not given; *line (may be
+   NULL) its line. */
+const char *fp_sink_config_get(const fp_sink_config_t *sc, const char *key, int *line);
 
 /* Resolves 0 = auto counts from the core count (after loading). */
 void fp_config_resolve(fp_config_t *cfg);

@@ -61,8 +61,16 @@ static enum MHD_Result s_handle(void *cls, struct MHD_Connection *conn, const ch
         return s_reply(conn, rc == 0 ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
                        reason, n, MHD_RESPMEM_MUST_COPY);
     }
-    return s_reply(conn, MHD_HTTP_NOT_FOUND, "text/plain", "not found: try /metrics or /healthz\n",
-                   36, MHD_RESPMEM_PERSISTENT);
+    if (strcmp(url, "/sinks") == 0) {
+        size_t len = 0;
+        char *text = fp_metrics_sinks_status(self->metrics, &len);
+        if (!text)
+            return s_reply(conn, MHD_HTTP_OK, "application/json", "[]\n", 3,
+                           MHD_RESPMEM_PERSISTENT);
+        return s_reply(conn, MHD_HTTP_OK, "application/json", text, len, MHD_RESPMEM_MUST_FREE);
+    }
+    return s_reply(conn, MHD_HTTP_NOT_FOUND, "text/plain",
+                   "not found: try /metrics, /healthz or /sinks\n", 44, MHD_RESPMEM_PERSISTENT);
 }
 
 fp_http_t *fp_http_start(const char *address, int port, const fp_metrics_t *metrics,

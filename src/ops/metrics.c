@@ -6,8 +6,10 @@
 */
 #include "metrics.h"
 
+#include "buf.h"
 #include "config.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -69,6 +71,11 @@ typedef struct {
 } s_hist_t;
 
 struct fp_metrics {
+    /* The sinks' providers (fp_metrics_set_sinks): a mutex, not atomics, so
+       that clearing them waits for a scrape that is calling them. */
+    pthread_mutex_t sinks_mu;
+    fp_metrics_text_fn sinks_prom, sinks_status;
+    const void *sinks_ctx;
     _Atomic uint64_t c[FP_M_COUNT];
     _Atomic uint64_t dl[FP_DL_COUNT];
     int workers, shards;
@@ -96,6 +103,7 @@ fp_metrics_t *fp_metrics_new(int workers, int shards)
     fp_metrics_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
+    pthread_mutex_init(&self->sinks_mu, NULL);
     self->workers = workers;
     self->shards = shards;
     self->per_worker = FP_METRICS_SOURCES_MAX / workers;
@@ -121,6 +129,7 @@ void fp_metrics_destroy(fp_metrics_t **self_p)
         free(self->shard);
         free(self->sources);
         free((void *)self->tracked);
+        pthread_mutex_destroy(&self->sinks_mu);
         free(self);
         *self_p = NULL;
     }
@@ -329,40 +338,8 @@ void fp_metrics_hist_merge(fp_metrics_t *self, fp_hist_t which, fp_hist_local_t 
 
 /* ---- readers ---- */
 
-/* A growing text buffer; on out of memory `failed` is set and appends stop. */
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool failed;
-} s_buf_t;
-
-__attribute__((format(printf, 2, 3))) static void s_put(s_buf_t *b, const char *fmt, ...)
-{
-    if (b->failed)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->failed = true;
-            return;
-        }
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t ncap = b->cap * 2 + (size_t)n;
-        char *q = realloc(b->p, ncap);
-        if (!q) {
-            b->failed = true;
-            return;
-        }
-        b->p = q;
-        b->cap = ncap;
-    }
-}
+typedef fp_buf_t s_buf_t; /* buf.h */
+#define s_put fp_buf_put
 
 static void s_head(s_buf_t *b, const char *name, const char *type, const char *help)
 {
@@ -621,6 +598,18 @@ char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *le
            "handing it to emit for publishing.");
     s_gauge(&b, "floorpost_process_resident_memory_bytes", "Resident set size.",
             (double)s_rss_bytes());
+    fp_metrics_t *mself = (fp_metrics_t *)self;
+    pthread_mutex_lock(&mself->sinks_mu);
+    if (self->sinks_prom) {
+        size_t sl = 0;
+        char *st = self->sinks_prom(self->sinks_ctx, &sl);
+        if (st)
+            s_put(&b, "%.*s", (int)sl, st);
+        else
+            b.failed = true;
+        free(st);
+    }
+    pthread_mutex_unlock(&mself->sinks_mu);
     if (b.failed) {
         free(b.p);
         return NULL;
@@ -663,4 +652,25 @@ int fp_metrics_health(const fp_metrics_t *self, int64_t now_ns, int64_t max_age_
     }
     snprintf(reason, cap, "ok");
     return 0;
+}
+
+void fp_metrics_set_sinks(fp_metrics_t *self, fp_metrics_text_fn prom, fp_metrics_text_fn status,
+                          const void *ctx)
+{
+    pthread_mutex_lock(&self->sinks_mu);
+    self->sinks_prom = prom;
+    self->sinks_status = status;
+    self->sinks_ctx = ctx;
+    pthread_mutex_unlock(&self->sinks_mu);
+}
+
+char *fp_metrics_sinks_status(const fp_metrics_t *self, size_t *len)
+{
+    fp_metrics_t *m = (fp_metrics_t *)self;
+    char *out = NULL;
+    pthread_mutex_lock(&m->sinks_mu);
+    if (m->sinks_status)
+        out = m->sinks_status(m->sinks_ctx, len);
+    pthread_mutex_unlock(&m->sinks_mu);
+    return out;
 }

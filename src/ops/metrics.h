@@ -163,6 +163,17 @@ void fp_metrics_hist_merge(fp_metrics_t *self, fp_hist_t which, fp_hist_local_t 
    frees) and its length in *len, or NULL on out of memory. */
 char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *len);
 
+/* Another module's series and status (the sinks: src/sinks/sinks.h): prom
+   returns malloc'd exposition text appended to /metrics, status a malloc'd
+   JSON document served at /sinks. Set (fns non-NULL) before anyone may
+   read them, cleared (NULL) before ctx is freed; the HTTP thread holds a
+   reader count while it calls them, and clearing waits for it. */
+typedef char *(*fp_metrics_text_fn)(const void *ctx, size_t *len);
+void fp_metrics_set_sinks(fp_metrics_t *self, fp_metrics_text_fn prom, fp_metrics_text_fn status,
+                          const void *ctx);
+/* The sinks' status JSON (malloc'd), or NULL when none is registered. */
+char *fp_metrics_sinks_status(const fp_metrics_t *self, size_t *len);
+
 /* 0 when every stage has beaten within max_age_ns and the last round
    completed within max_age_ns; else -1 with the reason written to reason. */
 int fp_metrics_health(const fp_metrics_t *self, int64_t now_ns, int64_t max_age_ns, char *reason,

@@ -146,18 +146,56 @@ static void s_notice(emit_t *self, uint64_t round, uint32_t flags)
     zmq_send(self->notice, &n, sizeof n, ZMQ_DONTWAIT);
 }
 
-/* Reads the outbox readers' position reports into the core. */
+/* Reads the outbox readers' messages into the core: position reports
+   (fp_reader_pos_t) and dead letters (fp_reader_dl_t + [topic][json]
+   [bytes][logfmt], reader.h fp_reader_dead_letter). */
 static void s_reader_positions(emit_t *self)
 {
-    fp_reader_pos_t m;
-    int got;
-    while ((got = zmq_recv(self->readers, &m, sizeof m, ZMQ_DONTWAIT)) >= 0) {
-        if (got != (int)sizeof m || m.type != FP_MSG_READER_POS)
-            continue; /* our own readers wrote it; be safe */
-        m.name[FP_READER_NAME_MAX] = 0;
-        if (fp_commit_reader_position(self->core, m.name, m.position) == -ENOMEM)
-            fp_log(FP_LOG_ERROR, "emit", "out of memory: a reader position is not kept",
-                   "reader=%s position=%llu", m.name, (unsigned long long)m.position);
+    for (int k = 0; k < 1024; k++) {
+        zmq_msg_t head;
+        zmq_msg_init(&head);
+        if (zmq_msg_recv(&head, self->readers, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&head);
+            return;
+        }
+        fp_commit_item_t it = {.nparts = 0};
+        int more = zmq_msg_more(&head);
+        while (more) {
+            zmq_msg_t part;
+            zmq_msg_init(&part);
+            if (zmq_msg_recv(&part, self->readers, 0) < 0) {
+                zmq_msg_close(&part);
+                break;
+            }
+            more = zmq_msg_more(&part);
+            if (it.nparts < 4)
+                it.part[it.nparts++] = part;
+            else
+                zmq_msg_close(&part); /* our own readers send 4; be safe */
+        }
+        size_t hl = zmq_msg_size(&head);
+        uint32_t type = 0;
+        if (hl >= 4)
+            memcpy(&type, zmq_msg_data(&head), 4);
+        if (type == FP_MSG_READER_POS && hl == sizeof(fp_reader_pos_t)) {
+            fp_reader_pos_t m;
+            memcpy(&m, zmq_msg_data(&head), sizeof m);
+            m.name[FP_READER_NAME_MAX] = 0;
+            if (fp_commit_reader_position(self->core, m.name, m.position) == -ENOMEM)
+                fp_log(FP_LOG_ERROR, "emit", "out of memory: a reader position is not kept",
+                       "reader=%s position=%llu", m.name, (unsigned long long)m.position);
+        } else if (type == FP_MSG_READER_DL && hl == sizeof(fp_reader_dl_t) && it.nparts == 4) {
+            fp_reader_dl_t m;
+            memcpy(&m, zmq_msg_data(&head), sizeof m);
+            m.name[FP_READER_NAME_MAX] = 0;
+            int rc = fp_commit_reader_dead_letter(self->core, m.name, m.aux, m.reason, &it);
+            if (rc != 0)
+                fp_log(FP_LOG_ERROR, "emit", "a reader's dead letter is not kept",
+                       "reader=%s error=%s", m.name, rc == -ENOMEM ? "out of memory" : "invalid");
+        }
+        for (int p = 0; p < it.nparts; p++)
+            zmq_msg_close(&it.part[p]);
+        zmq_msg_close(&head);
     }
 }
 

@@ -100,6 +100,18 @@ void fp_stage_ready(void *zmq_ctx, const char *who, int rc, const char *err)
 void fp_dead_letter(void *sock, uint32_t from, const char *reason, const char *component,
                     const fp_dl_fields_t *f, const void *bytes, size_t len)
 {
+    /* The reason travels as the enum in the header (a typo in our own code
+       is caught here, not silently counted as "other" downstream). */
+    int r = fp_dl_reason_parse(reason, strlen(reason));
+    assert(r >= 0);
+    fp_emit_hdr_t h = {.type = FP_EMIT_DEAD, .from = from, .flags = (uint32_t)r};
+    zmq_send(sock, &h, sizeof h, ZMQ_SNDMORE);
+    fp_dead_letter_parts(sock, reason, component, f, bytes, len);
+}
+
+void fp_dead_letter_parts(void *sock, const char *reason, const char *component,
+                          const fp_dl_fields_t *f, const void *bytes, size_t len)
+{
     char topic[64], json[1200], log[900];
     int tn = snprintf(topic, sizeof topic, "deadletter/%s", reason);
     int jn = snprintf(json, sizeof json, "{\"reason\":\"%s\",\"component\":\"%s\"%.*s}", reason,
@@ -110,12 +122,6 @@ void fp_dead_letter(void *sock, uint32_t from, const char *reason, const char *c
                       f ? f->log : "");
     if (ln >= (int)sizeof log)
         ln = (int)sizeof log - 1;
-    /* The reason travels as the enum in the header (a typo in our own code
-       is caught here, not silently counted as "other" downstream). */
-    int r = fp_dl_reason_parse(reason, strlen(reason));
-    assert(r >= 0);
-    fp_emit_hdr_t h = {.type = FP_EMIT_DEAD, .from = from, .flags = (uint32_t)r};
-    zmq_send(sock, &h, sizeof h, ZMQ_SNDMORE);
     zmq_send(sock, topic, (size_t)tn, ZMQ_SNDMORE);
     zmq_send(sock, json, (size_t)jn, ZMQ_SNDMORE);
     zmq_send(sock, bytes, len, ZMQ_SNDMORE);

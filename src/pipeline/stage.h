@@ -36,6 +36,7 @@
 #define FP_MSG_COMMITTED 5u  /* emit -> ingest on FP_EP_ACKS: fp_committed_t */
 #define FP_MSG_NOTICE 6u     /* emit -> outbox readers on FP_EP_NOTICE: fp_notice_t */
 #define FP_MSG_READER_POS 7u /* outbox reader -> emit on FP_EP_READERS: fp_reader_pos_t */
+#define FP_MSG_READER_DL 9u  /* outbox reader -> emit on FP_EP_READERS: fp_reader_dl_t + 4 */
 
 /* Emit -> ingest: every round <= round is durable (or, without a state
    directory, complete): the acks held for those rounds may go out. */
@@ -192,6 +193,12 @@ void *fp_stage_server_socket(void *zmq_ctx, int type, const fp_config_t *cfg, co
    emit queue is full. */
 void fp_dead_letter(void *sock, uint32_t from, const char *reason, const char *component,
                     const fp_dl_fields_t *f, const void *bytes, size_t len);
+
+/* The four frames after the header (topic, JSON, bytes, logfmt) of a dead
+   letter, as fp_dead_letter sends them: for a sender with a header of its
+   own (an outbox reader, reader.h). */
+void fp_dead_letter_parts(void *sock, const char *reason, const char *component,
+                          const fp_dl_fields_t *f, const void *bytes, size_t len);
 
 /* fp_now_ns, fp_wall_ns: clock.h. */
 

@@ -19,6 +19,7 @@
 */
 #include "reader.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -45,15 +46,20 @@ struct fp_reader {
     bool started;
     /* Owned by the thread once it runs. */
     uint64_t target;
-    bool done, opened, detached_logged;
-    int64_t retry_at;
+    bool done, opened, detached_logged, in_open;
+    int64_t retry_at, next_idle;
+    int retry_next_ms;      /* fp_reader_retry_in: the next delay, -1 = retry_ms */
+    uint64_t aux[2];
+    bool rewound, deferred;
+    uint64_t offered;       /* the last global_seq cb_deliver accepted */
     /* The batch copied out of the map. */
     fp_reader_event_t *evs;
     size_t evs_cap, nevs;
     uint8_t *blob;
     size_t blob_cap, blob_len;
     /* Counters: relaxed stores by the thread, relaxed loads by anyone. */
-    _Atomic uint64_t position, delivered, errors;
+    _Atomic uint64_t position, delivered, errors, target_pub, gap;
+    _Atomic bool detached;
 };
 
 static bool s_name_ok(const char *n)
@@ -97,6 +103,24 @@ static int s_copy(void *ctx, uint64_t global_seq, uint64_t round, const char *to
     return 0;
 }
 
+/* After a failure: when to try again. */
+static void s_fail_later(fp_reader_t *self)
+{
+    int ms = self->retry_next_ms >= 0 ? self->retry_next_ms : self->o.retry_ms;
+    self->retry_next_ms = -1;
+    self->retry_at = fp_now_ns() + (int64_t)ms * 1000000;
+}
+
+/* Events first..last are gone before this reader got to them. */
+static void s_gap(fp_reader_t *self, uint64_t first, uint64_t last)
+{
+    atomic_fetch_add_explicit(&self->gap, last - first + 1, memory_order_relaxed);
+    fp_log(FP_LOG_ERROR, self->component,
+           "GAP: events no longer retained in the outbox; they are lost to this reader",
+           "from=%llu to=%llu events=%llu", (unsigned long long)first, (unsigned long long)last,
+           (unsigned long long)(last - first + 1));
+}
+
 static void s_report(fp_reader_t *self, uint64_t position)
 {
     fp_reader_pos_t m = {.type = FP_MSG_READER_POS, .position = position};
@@ -104,22 +128,49 @@ static void s_report(fp_reader_t *self, uint64_t position)
     zmq_send(self->pos, &m, sizeof m, ZMQ_DONTWAIT);
 }
 
+/* Opens the type when it is not open (at start, eagerly: a type may have
+   work besides delivery, cb_idle). true when open. */
+static bool s_open(fp_reader_t *self)
+{
+    if (self->opened)
+        return true;
+    char err[256] = "";
+    self->in_open = true;
+    int orc = self->o.type->cb_open ? self->o.type->cb_open(self->o.ctx, self, err, sizeof err) : 0;
+    self->in_open = false;
+    if (orc != 0) {
+        atomic_fetch_add_explicit(&self->errors, 1, memory_order_relaxed);
+        fp_log(FP_LOG_WARN, self->component, "open failed; retrying", "error=\"%s\"", err);
+        s_fail_later(self);
+        return false;
+    }
+    self->opened = true;
+    uint64_t pos = atomic_load_explicit(&self->position, memory_order_relaxed);
+    self->offered = pos;
+    if (self->rewound) {
+        /* The type's own position: report it, so retention follows. */
+        self->rewound = false;
+        s_report(self, pos);
+    }
+    return true;
+}
+
+/* After a failure: offer again from the finished position (a deferring
+   type drops what it held). */
+static void s_back_to_finished(fp_reader_t *self)
+{
+    self->offered = atomic_load_explicit(&self->position, memory_order_relaxed);
+}
+
 /* Reads and delivers one batch. true when it made progress. */
 static bool s_deliver(fp_reader_t *self)
 {
-    uint64_t pos = atomic_load_explicit(&self->position, memory_order_relaxed);
+    if (!s_open(self))
+        return false;
+    uint64_t pos = self->offered;
     if (pos >= self->target)
         return false;
     char err[256] = "";
-    if (!self->opened) {
-        if (self->o.type->cb_open && self->o.type->cb_open(self->o.ctx, err, sizeof err) != 0) {
-            atomic_fetch_add_explicit(&self->errors, 1, memory_order_relaxed);
-            fp_log(FP_LOG_WARN, self->component, "open failed; retrying", "error=\"%s\"", err);
-            self->retry_at = fp_now_ns() + (int64_t)self->o.retry_ms * 1000000;
-            return false;
-        }
-        self->opened = true;
-    }
     self->nevs = 0;
     self->blob_len = 0;
     s_copy_t c = {self, 0};
@@ -130,44 +181,60 @@ static bool s_deliver(fp_reader_t *self)
         atomic_fetch_add_explicit(&self->errors, 1, memory_order_relaxed);
         fp_log(FP_LOG_ERROR, self->component, "outbox read failed; retrying", "error=\"%s\"",
                fp_store_strerror(n < 0 ? n : c.rc));
-        self->retry_at = fp_now_ns() + (int64_t)self->o.retry_ms * 1000000;
+        s_fail_later(self);
         return false;
     }
-    if (self->nevs == 0)
+    if (self->nevs == 0 || self->evs[0].global_seq > self->target) {
+        /* Nothing kept up to target: all of pos+1..target was trimmed. */
+        s_gap(self, pos + 1, self->target);
+        self->offered = self->target;
+        if (!self->deferred) {
+            atomic_store_explicit(&self->position, self->target, memory_order_relaxed);
+            s_report(self, self->target);
+        }
         return false;
+    }
     if (self->evs[0].global_seq != pos + 1) {
-        /* Trimmed before we got to them: only possible once detached (the
-           retention waits for an attached reader). Loud: they are lost to
-           this reader. */
-        fp_log(FP_LOG_ERROR, self->component, "events no longer retained, skipped",
-               "from=%llu to=%llu", (unsigned long long)(pos + 1),
-               (unsigned long long)(self->evs[0].global_seq - 1));
+        /* Trimmed before we got to them: once detached (retention waits
+           for an attached reader), or after the type rewound to a position
+           older than the outbox keeps. */
+        s_gap(self, pos + 1, self->evs[0].global_seq - 1);
     }
     for (size_t i = 0; i < self->nevs; i++) { /* offsets -> pointers */
         self->evs[i].topic = (const char *)self->blob + (uintptr_t)self->evs[i].topic;
         self->evs[i].ev = self->blob + (uintptr_t)self->evs[i].ev;
     }
-    int done = self->o.type->cb_deliver(self->o.ctx, self->evs, self->nevs, err, sizeof err);
+    int done = self->o.type->cb_deliver(self->o.ctx, self, self->evs, self->nevs, err,
+                                        sizeof err);
     if (done < 0 || (size_t)done > self->nevs) {
         atomic_fetch_add_explicit(&self->errors, 1, memory_order_relaxed);
         fp_log(FP_LOG_WARN, self->component, "delivery failed; retrying", "from=%llu error=\"%s\"",
                (unsigned long long)self->evs[0].global_seq, err);
-        self->retry_at = fp_now_ns() + (int64_t)self->o.retry_ms * 1000000;
+        if (done == FP_READER_REOPEN) {
+            if (self->o.type->cb_close)
+                self->o.type->cb_close(self->o.ctx);
+            self->opened = false;
+        }
+        s_back_to_finished(self);
+        s_fail_later(self);
         return false;
     }
     if (done == 0) {
-        self->retry_at = fp_now_ns() + (int64_t)self->o.retry_ms * 1000000;
+        s_fail_later(self);
         return false;
     }
     uint64_t npos = self->evs[done - 1].global_seq;
-    atomic_store_explicit(&self->position, npos, memory_order_relaxed);
+    self->offered = npos;
     atomic_fetch_add_explicit(&self->delivered, (uint64_t)done, memory_order_relaxed);
-    s_report(self, npos);
+    if (!self->deferred) {
+        atomic_store_explicit(&self->position, npos, memory_order_relaxed);
+        s_report(self, npos);
+    }
+    self->retry_next_ms = -1;
     if ((size_t)done < self->nevs)
-        self->retry_at = fp_now_ns() + (int64_t)self->o.retry_ms * 1000000;
+        s_fail_later(self);
     return (size_t)done == self->nevs;
 }
-
 
 /* Once a second: the committed flags (emit may have detached us). */
 static void s_check_flags(fp_reader_t *self)
@@ -175,6 +242,7 @@ static void s_check_flags(fp_reader_t *self)
     uint32_t flags = 0;
     if (fp_outbox_reader(self->store, self->name, NULL, &flags) == 0 &&
         (flags & FP_OUTBOX_READER_DETACHED) && !self->detached_logged) {
+        atomic_store_explicit(&self->detached, true, memory_order_relaxed);
         fp_log(FP_LOG_ERROR, self->component,
                "detached for lagging: retention no longer waits for this reader",
                "position=%llu", (unsigned long long)atomic_load_explicit(
@@ -197,7 +265,8 @@ static void *s_thread(void *arg)
                 if (!(more = s_deliver(self)))
                     break;
         }
-        uint64_t pos = atomic_load_explicit(&self->position, memory_order_relaxed);
+        uint64_t pos = self->opened ? self->offered
+                                    : atomic_load_explicit(&self->position, memory_order_relaxed);
         /* After emit's DONE: exit once everything committed is delivered,
            or at once if the last attempt failed (a sink that is down must
            not hold the drain; what it has not finished is offered again at
@@ -208,7 +277,12 @@ static void *s_thread(void *arg)
             s_check_flags(self);
             next_check = now + 1000000000;
         }
-        long timeout = more ? 0 : 1000;
+        if (self->opened && self->o.type->cb_idle && (now >= self->next_idle || more)) {
+            self->o.type->cb_idle(self->o.ctx, self);
+            self->next_idle = now + 1000000000;
+        }
+        atomic_store_explicit(&self->target_pub, self->target, memory_order_relaxed);
+        long timeout = more ? 0 : (self->opened && self->o.type->cb_idle) ? 250 : 1000;
         if (!more && pos < self->target && self->retry_at > now)
             timeout = (long)((self->retry_at - now) / 1000000) + 1;
         zmq_pollitem_t it = {self->notice, 0, ZMQ_POLLIN, 0};
@@ -253,7 +327,9 @@ fp_reader_t *fp_reader_start(void *zmq_ctx, struct fp_store *store, const fp_rea
     /* Where to start: the committed position, else start_after (or just
        before the oldest event kept). */
     uint64_t pos = 0, round = 0, last = 0;
-    int rc = fp_outbox_reader(store, self->name, &pos, NULL);
+    uint32_t flags = 0;
+    self->retry_next_ms = -1;
+    int rc = fp_outbox_reader_ex(store, self->name, &pos, &flags, self->aux);
     if (rc == FP_STORE_NOTFOUND) {
         uint64_t oldest = 0;
         pos = o->start_after;
@@ -268,8 +344,18 @@ fp_reader_t *fp_reader_start(void *zmq_ctx, struct fp_store *store, const fp_rea
         free(self);
         return NULL;
     }
+    if (rc == 0 && flags == 0 && pos == 0) {
+        /* Known only by its aux cursor so far: start as a new reader. */
+        uint64_t oldest = 0;
+        pos = o->start_after;
+        if (!pos && fp_outbox_oldest(store, &oldest) == 0 && oldest > 0)
+            pos = oldest - 1;
+    }
     atomic_store_explicit(&self->position, pos, memory_order_relaxed);
+    atomic_store_explicit(&self->detached, (flags & FP_OUTBOX_READER_DETACHED) != 0,
+                          memory_order_relaxed);
     self->target = last;
+    atomic_store_explicit(&self->target_pub, last, memory_order_relaxed);
     self->notice = fp_stage_socket(zmq_ctx, ZMQ_SUB, FP_EP_NOTICE, 0, -1, -1, err, errlen);
     if (self->notice)
         zmq_setsockopt(self->notice, ZMQ_SUBSCRIBE, "", 0);
@@ -322,4 +408,77 @@ uint64_t fp_reader_delivered(const fp_reader_t *self)
 uint64_t fp_reader_errors(const fp_reader_t *self)
 {
     return atomic_load_explicit(&((fp_reader_t *)self)->errors, memory_order_relaxed);
+}
+
+uint64_t fp_reader_target(const fp_reader_t *self)
+{
+    return atomic_load_explicit(&((fp_reader_t *)self)->target_pub, memory_order_relaxed);
+}
+
+uint64_t fp_reader_gap_events(const fp_reader_t *self)
+{
+    return atomic_load_explicit(&((fp_reader_t *)self)->gap, memory_order_relaxed);
+}
+
+bool fp_reader_is_detached(const fp_reader_t *self)
+{
+    return atomic_load_explicit(&((fp_reader_t *)self)->detached, memory_order_relaxed);
+}
+
+const char *fp_reader_name(const fp_reader_t *self)
+{
+    return self->name;
+}
+
+void fp_reader_rewind(fp_reader_t *self, uint64_t position)
+{
+    assert(self->in_open); /* our own types: only in cb_open */
+    uint64_t old = atomic_load_explicit(&self->position, memory_order_relaxed);
+    if (position != old) {
+        fp_log(FP_LOG_INFO, self->component, "position from the sink's own store",
+               "committed=%llu sink=%llu", (unsigned long long)old, (unsigned long long)position);
+        atomic_store_explicit(&self->position, position, memory_order_relaxed);
+        self->rewound = true;
+    }
+}
+
+void fp_reader_aux(const fp_reader_t *self, uint64_t aux[2])
+{
+    aux[0] = self->aux[0];
+    aux[1] = self->aux[1];
+}
+
+int fp_reader_dead_letter(fp_reader_t *self, const uint64_t aux[2], int reason,
+                          const fp_dl_fields_t *f, const void *bytes, size_t len)
+{
+    fp_reader_dl_t m = {.type = FP_MSG_READER_DL, .reason = (uint32_t)reason,
+                        .aux = {aux[0], aux[1]}};
+    memcpy(m.name, self->name, strlen(self->name) + 1);
+    /* emit's pipe has no HWM (see DESIGN): a send never fails for room. */
+    if (zmq_send(self->pos, &m, sizeof m, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return -1;
+    fp_dead_letter_parts(self->pos, fp_dl_reason_name(reason), self->component, f, bytes, len);
+    self->aux[0] = aux[0];
+    self->aux[1] = aux[1];
+    return 0;
+}
+
+void fp_reader_defer(fp_reader_t *self)
+{
+    assert(self->in_open);
+    self->deferred = true;
+}
+
+void fp_reader_finished(fp_reader_t *self, uint64_t position)
+{
+    uint64_t old = atomic_load_explicit(&self->position, memory_order_relaxed);
+    if (position <= old || position > self->offered)
+        return;
+    atomic_store_explicit(&self->position, position, memory_order_relaxed);
+    s_report(self, position);
+}
+
+void fp_reader_retry_in(fp_reader_t *self, int ms)
+{
+    self->retry_next_ms = ms < 0 ? 0 : ms;
 }

@@ -30,6 +30,18 @@
       nothing back; it reads on from where it is (an event already trimmed
       is skipped and logged as lost to it).
     - Exits on emit's DONE notice, after delivering what was committed.
+    - A type that keeps its own durable position where it delivers (a
+      PostgreSQL sink: in the same transaction as the rows) says so in
+      cb_open with fp_reader_rewind: the reader goes on from there, back or
+      forth. Events that position needs and the outbox no longer holds are
+      a gap: logged loudly and counted (fp_reader_gap_events), never
+      skipped in silence.
+    - Posting dead letters (an event the ERP refused): the type calls
+      fp_reader_dead_letter from its callbacks; emit commits it with its
+      next round together with the type's aux cursor (two u64, e.g. the
+      ERP verdicts reported so far), so a crash never reports a verdict
+      twice nor loses one. cb_idle runs about once a second for such
+      polling.
 
     Thread contract: fp_reader_start/fp_reader_stop on one controlling
     thread (the pipeline's); the callbacks run on the reader's own thread,
@@ -38,10 +50,14 @@
 #ifndef FP_READER_H
 #define FP_READER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "stage.h"
+
 struct fp_store;
+typedef struct fp_reader fp_reader_t;
 
 /* One committed event, as stored in the outbox. topic and ev point into
    LMDB's map: valid during cb_deliver only, read-only, ev not aligned. */
@@ -57,16 +73,24 @@ typedef struct {
 /* A reader type: one struct of callbacks. */
 typedef struct {
     const char *name; /* the type, e.g. "postgresql" */
-    /* On the reader's thread, before the first delivery. 0, or -1 with err
-       (the reader then retries cb_open every retry_ms). */
-    int (*cb_open)(void *ctx, char *err, size_t errlen);
+    /* On the reader's thread, before the first delivery (and again after a
+       failed one, if it returned FP_READER_REOPEN). 0, or -1 with err (the
+       reader then retries it after retry_ms or fp_reader_retry_in). May
+       call fp_reader_rewind. */
+    int (*cb_open)(void *ctx, fp_reader_t *r, char *err, size_t errlen);
     /* Events evs[0..n) in global_seq order: returns how many it finished
-       with (a prefix), or a negative error with err filled. */
-    int (*cb_deliver)(void *ctx, const fp_reader_event_t *evs, size_t n, char *err,
-                      size_t errlen);
-    /* On the reader's thread, at exit. */
+       with (a prefix), or a negative error with err filled
+       (FP_READER_REOPEN: the connection is gone, call cb_open first). */
+    int (*cb_deliver)(void *ctx, fp_reader_t *r, const fp_reader_event_t *evs, size_t n,
+                      char *err, size_t errlen);
+    /* Optional: about once a second while open, and after each delivery
+       run; for work besides delivery (polling the ERP's verdicts). */
+    void (*cb_idle)(void *ctx, fp_reader_t *r);
+    /* On the reader's thread, at exit, if cb_open ever succeeded. */
     void (*cb_close)(void *ctx);
 } fp_reader_type_t;
+
+#define FP_READER_REOPEN (-2) /* cb_deliver: reopen before the next attempt */
 
 #define FP_READER_NAME_MAX 63u /* as outbox.h's FP_OUTBOX_READER_NAME_MAX */
 
@@ -88,7 +112,15 @@ typedef struct {
     int retry_ms;             /* after a failed open or delivery (0 = 1000) */
 } fp_reader_opts_t;
 
-typedef struct fp_reader fp_reader_t;
+/* Reader -> emit on FP_EP_READERS, then the four frames of a dead letter
+   (fp_dead_letter_parts): commit it with the next round and, in the same
+   transaction, set reader `name`'s aux cursor. */
+typedef struct {
+    uint32_t type;   /* FP_MSG_READER_DL */
+    uint32_t reason; /* fp_dl_reason_t */
+    uint64_t aux[2];
+    char name[FP_READER_NAME_MAX + 1];
+} fp_reader_dl_t;
 
 /* Starts the reader's thread on zmq_ctx over store (which must outlive
    it). It subscribes to the notices and connects to FP_EP_READERS before
@@ -107,5 +139,42 @@ void fp_reader_stop(fp_reader_t **self_p);
 uint64_t fp_reader_position(const fp_reader_t *self);  /* last finished global_seq */
 uint64_t fp_reader_delivered(const fp_reader_t *self); /* events finished */
 uint64_t fp_reader_errors(const fp_reader_t *self);    /* failed opens and deliveries */
+uint64_t fp_reader_target(const fp_reader_t *self);    /* last committed global_seq known */
+uint64_t fp_reader_gap_events(const fp_reader_t *self);/* events lost to it (not retained) */
+bool fp_reader_is_detached(const fp_reader_t *self);   /* retention no longer waits for it */
+
+/* ---- For the type's callbacks (the reader's own thread) ---- */
+
+const char *fp_reader_name(const fp_reader_t *self);
+
+/* In cb_open: go on after `position` (the type's own durable position). */
+void fp_reader_rewind(fp_reader_t *self, uint64_t position);
+
+/* The aux cursor: the committed one at start, then the last one given to
+   fp_reader_dead_letter. */
+void fp_reader_aux(const fp_reader_t *self, uint64_t aux[2]);
+
+/* A posting dead letter (reason fp_dl_reason_t, e.g. FP_DL_erp_rejected):
+   handed to emit with the new aux cursor; see the Semantics above. bytes:
+   the event (the Checkpoint), fields: the ERP's verdict and the business
+   keys. Never blocks. 0, or -1 when emit's pipe refused it (try again). */
+int fp_reader_dead_letter(fp_reader_t *self, const uint64_t aux[2], int reason,
+                          const fp_dl_fields_t *f, const void *bytes, size_t len);
+
+/* In cb_open: this type finishes events later than it accepts them (a
+   file sink that renames a file into place only when it rotates): what
+   cb_deliver returns is accepted (not offered again unless a delivery
+   fails, which offers again from the finished position), and the type
+   moves the durable position with fp_reader_finished. */
+void fp_reader_defer(fp_reader_t *self);
+
+/* A deferring type: every accepted event <= position is finished (kept
+   for good). Ignored when not ahead of the finished position or beyond
+   what was accepted. */
+void fp_reader_finished(fp_reader_t *self, uint64_t position);
+
+/* After a failure: the next attempt in ms (a back-off), instead of
+   retry_ms. */
+void fp_reader_retry_in(fp_reader_t *self, int ms);
 
 #endif

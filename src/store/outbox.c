@@ -15,7 +15,8 @@
 #include <string.h>
 
 #define S_EVENT_HDR 18u  /* u64 wall ns, u64 round, u16 topic length */
-#define S_READER_LEN 20u /* u64 position, u32 flags, u64 updated wall ns */
+#define S_READER_LEN1 20u /* u64 position, u32 flags, u64 updated wall ns */
+#define S_READER_LEN 36u  /* + u64 aux[2], the reader's own cursor (written since 2026-12) */
 
 /* ---- helpers ---- */
 
@@ -61,7 +62,8 @@ static bool s_holds_retention(uint32_t flags)
 static bool s_reader_parse(const MDB_val *k, const MDB_val *d, uint64_t *position,
                            uint32_t *flags, int64_t *updated_ns)
 {
-    if (k->mv_size == 0 || k->mv_size > FP_OUTBOX_READER_NAME_MAX || d->mv_size != S_READER_LEN)
+    if (k->mv_size == 0 || k->mv_size > FP_OUTBOX_READER_NAME_MAX ||
+        (d->mv_size != S_READER_LEN && d->mv_size != S_READER_LEN1))
         return false;
     const uint8_t *p = d->mv_data;
     *position = fp_store_dec64(p);
@@ -70,11 +72,22 @@ static bool s_reader_parse(const MDB_val *k, const MDB_val *d, uint64_t *positio
     return true;
 }
 
-static void s_reader_enc(uint8_t *p, uint64_t position, uint32_t flags, int64_t updated_ns)
+/* The aux cursor of a parsed value (zeros in a value written before it). */
+static void s_reader_aux(const MDB_val *d, uint64_t aux[2])
+{
+    const uint8_t *p = d->mv_data;
+    aux[0] = d->mv_size == S_READER_LEN ? fp_store_dec64(p + 20) : 0;
+    aux[1] = d->mv_size == S_READER_LEN ? fp_store_dec64(p + 28) : 0;
+}
+
+static void s_reader_enc(uint8_t *p, uint64_t position, uint32_t flags, int64_t updated_ns,
+                         const uint64_t aux[2])
 {
     fp_store_enc64(p, position);
     fp_store_enc32(p + 8, flags);
     fp_store_enc64(p + 12, (uint64_t)updated_ns);
+    fp_store_enc64(p + 20, aux[0]);
+    fp_store_enc64(p + 28, aux[1]);
 }
 
 /* ---- write side ---- */
@@ -119,6 +132,7 @@ int fp_outbox_put_reader(fp_store_txn_t *t, const char *name, uint64_t position,
         return -ERANGE;
     MDB_dbi dbi = t->store->dbi[FP_STORE_DB_READERS];
     MDB_val k = {nlen, (void *)name}, d;
+    uint64_t aux[2] = {0, 0};
     int rc = mdb_get(t->txn, dbi, &k, &d);
     if (rc == 0) {
         uint64_t old;
@@ -128,11 +142,37 @@ int fp_outbox_put_reader(fp_store_txn_t *t, const char *name, uint64_t position,
             return fp_store_txn_fail(t, FP_STORE_CORRUPT);
         if (position < old)
             position = old; /* a stale report: never backwards */
+        s_reader_aux(&d, aux);
     } else if (rc != MDB_NOTFOUND) {
         return fp_store_txn_fail(t, fp_store_lmdb_rc(rc));
     }
     uint8_t vb[S_READER_LEN];
-    s_reader_enc(vb, position, flags, fp_store_now_ns());
+    s_reader_enc(vb, position, flags, fp_store_now_ns(), aux);
+    d = (MDB_val){S_READER_LEN, vb};
+    rc = mdb_put(t->txn, dbi, &k, &d, 0);
+    return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
+}
+
+int fp_outbox_put_reader_aux(fp_store_txn_t *t, const char *name, const uint64_t aux[2])
+{
+    assert(t && name && aux);
+    if (t->rc)
+        return t->rc;
+    size_t nlen = s_name_len(name);
+    if (nlen == 0)
+        return -EINVAL;
+    MDB_dbi dbi = t->store->dbi[FP_STORE_DB_READERS];
+    MDB_val k = {nlen, (void *)name}, d;
+    uint64_t pos = 0;
+    uint32_t flags = 0;
+    int64_t ns = 0;
+    int rc = mdb_get(t->txn, dbi, &k, &d);
+    if (rc == 0 && !s_reader_parse(&k, &d, &pos, &flags, &ns))
+        return fp_store_txn_fail(t, FP_STORE_CORRUPT);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return fp_store_txn_fail(t, fp_store_lmdb_rc(rc));
+    uint8_t vb[S_READER_LEN];
+    s_reader_enc(vb, pos, flags, fp_store_now_ns(), aux);
     d = (MDB_val){S_READER_LEN, vb};
     rc = mdb_put(t->txn, dbi, &k, &d, 0);
     return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
@@ -323,10 +363,12 @@ int fp_outbox_detach_lagging(fp_store_t *self, uint64_t max_lag,
         e->name[k.mv_size] = '\0';
         e->position = pos;
         e->lag = last - pos;
-        /* In place through the cursor: same size, the key stays. The
+        /* In place through the cursor: the key stays. The
            position is kept; a re-attach starts from it. */
         uint8_t vb[S_READER_LEN];
-        s_reader_enc(vb, pos, flags | FP_OUTBOX_READER_DETACHED, fp_store_now_ns());
+        uint64_t aux[2];
+        s_reader_aux(&d, aux);
+        s_reader_enc(vb, pos, flags | FP_OUTBOX_READER_DETACHED, fp_store_now_ns(), aux);
         MDB_val nd = {S_READER_LEN, vb};
         mrc = mdb_cursor_put(cur, &k, &nd, MDB_CURRENT);
         if (mrc != 0)
@@ -440,6 +482,12 @@ int fp_outbox_oldest(fp_store_t *self, uint64_t *global_seq)
 
 int fp_outbox_reader(fp_store_t *self, const char *name, uint64_t *position, uint32_t *flags)
 {
+    return fp_outbox_reader_ex(self, name, position, flags, NULL);
+}
+
+int fp_outbox_reader_ex(fp_store_t *self, const char *name, uint64_t *position, uint32_t *flags,
+                        uint64_t aux[2])
+{
     assert(self && name);
     size_t nlen = s_name_len(name);
     if (nlen == 0)
@@ -453,8 +501,11 @@ int fp_outbox_reader(fp_store_t *self, const char *name, uint64_t *position, uin
     uint32_t fl = 0;
     int64_t ns;
     rc = mdb_get(txn, self->dbi[FP_STORE_DB_READERS], &k, &d);
+    uint64_t ax[2] = {0, 0};
     if (rc == 0 && !s_reader_parse(&k, &d, &pos, &fl, &ns))
         rc = FP_STORE_CORRUPT;
+    else if (rc == 0)
+        s_reader_aux(&d, ax);
     mdb_txn_abort(txn);
     if (rc == MDB_NOTFOUND)
         return FP_STORE_NOTFOUND;
@@ -464,6 +515,8 @@ int fp_outbox_reader(fp_store_t *self, const char *name, uint64_t *position, uin
         *position = pos;
     if (flags)
         *flags = fl;
+    if (aux)
+        memcpy(aux, ax, sizeof ax);
     return 0;
 }
 

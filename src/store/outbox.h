@@ -68,6 +68,14 @@ int fp_outbox_put(fp_store_txn_t *t, uint64_t global_seq, uint64_t round, int64_
    detached reader: check fp_outbox_oldest first, its events may be gone. */
 int fp_outbox_put_reader(fp_store_txn_t *t, const char *name, uint64_t position, uint32_t flags);
 
+/* Records reader `name`'s aux cursor (two u64 the reader gives meaning to,
+   e.g. the ERP verdicts it has reported: src/sinks), keeping its position
+   and flags (a reader not yet known gets position 0, flags 0). Written in
+   the txn that writes what the cursor covers, so the two never disagree
+   after a crash. -EINVAL (txn kept) for a bad name; an LMDB error fails
+   the txn. */
+int fp_outbox_put_reader_aux(fp_store_txn_t *t, const char *name, const uint64_t aux[2]);
+
 /* ---- Write side, own write txn (commit thread, between rounds) ---- */
 
 /* Retention: deletes the oldest events whose commit wall time is before
@@ -110,6 +118,11 @@ int fp_outbox_oldest(fp_store_t *self, uint64_t *global_seq);
    unknown reader, -EINVAL for a bad name, or an error. Either out may be
    NULL. */
 int fp_outbox_reader(fp_store_t *self, const char *name, uint64_t *position, uint32_t *flags);
+
+/* The same with its aux cursor (zeros when never put); any out may be
+   NULL. */
+int fp_outbox_reader_ex(fp_store_t *self, const char *name, uint64_t *position, uint32_t *flags,
+                        uint64_t aux[2]);
 
 /* Calls fn for every reader in name order (name NUL-terminated, valid
    during the call; updated_ns: the wall ns of its last put). fn returns 0 to

@@ -50,7 +50,9 @@
       readers      (version 2) reader name (1..63 bytes of [A-Za-z0-9._-], no
                    NUL) -> u64 position (the last global_seq the reader has
                    finished with), u32 flags (outbox.h FP_OUTBOX_READER_*),
-                   u64 wall ns of the last put
+                   u64 wall ns of the last put, then (written since
+                   2026-12; a 20-byte value reads as zeros) u64 aux[2]: the
+                   reader's own cursor (fp_outbox_put_reader_aux)
     Version 1 is version 2 without the readers table. fp_store_open upgrades
     a version-1 file in place, in its open transaction (creates the empty
     readers table, sets "version" to 2; every other record stays byte for

@@ -224,7 +224,7 @@ TEST(test_error_messages)
               "queue_batches, ingest_hwm, max_frame_bytes, round_interval_ms",
               NULL, NULL);
     s_refused("[pipeline]\nworkers = 1\n[foo]\n",
-              "x.ini:3: unknown section [foo]; allowed: service, pipeline, dedup, aggregate, demo",
+              "x.ini:3: unknown section [foo]; allowed: service, pipeline, dedup, aggregate, durability, metrics, security, demo, sink NAME",
               NULL, NULL);
     s_refused("# c\nworkers = 4\n", "x.ini:2: option 'workers' outside any [section]", NULL,
               NULL);
@@ -394,6 +394,7 @@ TEST(test_reference_file)
     memset(&got, 0x5a, sizeof got);
     got.print_events = true; /* keep bools valid in case the file lacks them */
     got.demo = true;
+    got.nsinks = 0; /* not an option: the [sink] sections' count */
     ASSERT_EQ(fp_config_load(&got, "configs/floorpost.ini", s_err, sizeof s_err), 0);
     ASSERT_STREQ(got.instance, want.instance);
     ASSERT_STREQ(got.ingest_router, want.ingest_router);
@@ -413,6 +414,7 @@ TEST(test_reference_file)
     ASSERT_EQ(got.posting_interval_ms, want.posting_interval_ms);
     ASSERT_EQ(got.closed_key_grace_ms, want.closed_key_grace_ms);
     ASSERT_EQ((long long)got.max_open_keys, (long long)want.max_open_keys);
+    ASSERT_STREQ(got.time_zone, want.time_zone);
     ASSERT_EQ((long long)got.reader_max_lag_events, (long long)want.reader_max_lag_events);
     ASSERT_EQ(got.demo, want.demo);
     ASSERT_EQ(got.demo_rate, want.demo_rate);

@@ -104,16 +104,19 @@ typedef struct {
     _Atomic int opens, closes, calls;
 } collect_t;
 
-static int s_open(void *ctx, char *err, size_t errlen)
+static int s_open(void *ctx, fp_reader_t *r, char *err, size_t errlen)
 {
     collect_t *c = ctx;
+    (void)r;
     atomic_fetch_add(&c->opens, 1);
     return 0;
 }
 
-static int s_deliver(void *ctx, const fp_reader_event_t *evs, size_t n, char *err, size_t errlen)
+static int s_deliver(void *ctx, fp_reader_t *r, const fp_reader_event_t *evs, size_t n, char *err,
+                     size_t errlen)
 {
     collect_t *c = ctx;
+    (void)r;
     atomic_fetch_add(&c->calls, 1);
     if (c->fail_next > 0) {
         c->fail_next--;
@@ -141,7 +144,7 @@ static void s_close(void *ctx)
     atomic_fetch_add(&c->closes, 1);
 }
 
-static const fp_reader_type_t s_collect = {"collect", s_open, s_deliver, s_close};
+static const fp_reader_type_t s_collect = {"collect", s_open, s_deliver, NULL, s_close};
 
 static bool s_wait_n(collect_t *c, int n, int ms)
 {
