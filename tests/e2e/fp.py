@@ -235,7 +235,8 @@ class Floorpost:
             fp.kill()
         cls.running = []
 
-    def __init__(self, **options):
+    def __init__(self, sinks=None, **options):
+        """sinks: {NAME: {option: value}} -> [sink NAME] sections."""
         self.dir = tempfile.mkdtemp(prefix="fp-e2e-")
         self.ports = dict(router=free_port(), pull=free_port(), pub=free_port(), dl=free_port(),
                           replay=free_port())
@@ -247,7 +248,7 @@ class Floorpost:
                             drain_timeout_ms=20000),
             "pipeline": dict(workers=2, shards=2, round_interval_ms=20, max_frame_bytes=65536),
             "dedup": dict(dedup_window=1024),
-            "aggregate": dict(posting_interval_ms=60000),
+            "aggregate": dict(posting_interval_ms=60000, time_zone="UTC"),
             # durability on, as in production (a fresh state per instance)
             "durability": dict(state_dir=os.path.join(self.dir, "state"), map_size_mb=64,
                                retention_ms=86400000),
@@ -267,6 +268,10 @@ class Floorpost:
                 f.write("[%s]\n" % name)
                 for k, v in opts.items():
                     f.write("%s = %s\n" % (k, v))
+            for name, opts in (sinks or {}).items():
+                f.write("[sink %s]\n" % name)
+                for k, v in opts.items():
+                    f.write('%s = "%s"\n' % (k, v) if isinstance(v, str) else "%s = %s\n" % (k, v))
         self.stderr_path = os.path.join(self.dir, "stderr.log")
         self.proc = None
 
@@ -392,3 +397,19 @@ class Producer:
 
     def close(self):
         self.sock.close()
+
+
+# Tests in other files (tests/e2e/t_*.py) register with @extra_test; run.py
+# runs them after its own.
+EXTRA_TESTS = []
+
+
+def extra_test(fn):
+    EXTRA_TESTS.append(fn)
+    return fn
+
+
+def eq(a, b, what=""):
+    if a != b:
+        ra, rb = repr(a), repr(b)
+        raise AssertionError("%s: %s != %s" % (what, ra[:1500], rb[:1500]))

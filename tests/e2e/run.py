@@ -1495,6 +1495,12 @@ def long_strings_and_multipart_frames_dead_lettered():
 
 
 def main():
+    import glob
+    import importlib
+    import fp as fpmod
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(__file__), "t_*.py"))):
+        importlib.import_module(os.path.basename(path)[:-3])
+    TESTS.extend(fpmod.EXTRA_TESTS)
     names = sys.argv[1:]
     passed = failed = 0
     for t in TESTS + LONG_TESTS:
