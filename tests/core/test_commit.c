@@ -537,6 +537,71 @@ TEST(test_reader_positions_committed_with_the_round)
     free(p);
 }
 
+static int s_count_dl(void *ctx, uint64_t dl_seq, int64_t wall_ns, const char *reason,
+                      const char *json, size_t jlen, const void *payload, size_t plen)
+{
+    int *n = ctx;
+    ASSERT_STREQ(reason, "erp_rejected");
+    ASSERT(jlen > 0 && json[0] == '{');
+    ASSERT(plen == 3 && memcmp(payload, "evt", 3) == 0);
+    (*n)++;
+    return 0;
+}
+
+/* A reader's dead letter (the ERP refused a posting) is committed with the
+   next round together with the reader's aux cursor, both or neither. */
+TEST(test_reader_dead_letters_committed_with_their_cursor)
+{
+    fp_store_t *st = s_store(4u << 20);
+    pub_t *p = calloc(1, sizeof *p);
+    fp_commit_t *c = s_core(st, 1, p);
+    s_event(c, 2, "completion/1000/L01", 1);
+    fp_commit_item_t it = {.nparts = 4};
+    const char *t = "deadletter/erp_rejected", *j = "{\"reason\":\"erp_rejected\"}";
+    s_part(&it.part[0], t, strlen(t));
+    s_part(&it.part[1], j, strlen(j));
+    s_part(&it.part[2], "evt", 3);
+    s_part(&it.part[3], "x=1", 3);
+    uint64_t aux[2] = {77, 5};
+    ASSERT_EQ(fp_commit_reader_dead_letter(c, "erp", aux, FP_DL_erp_rejected, &it), 0);
+    ASSERT_EQ(it.nparts, 0); /* taken */
+    /* Bad name: refused and its frames closed. */
+    fp_commit_item_t bad = {.nparts = 3};
+    for (int i = 0; i < 3; i++)
+        s_part(&bad.part[i], "x", 1);
+    ASSERT_EQ(fp_commit_reader_dead_letter(c, "", aux, FP_DL_erp_rejected, &bad), -EINVAL);
+    uint64_t got[2] = {1, 1};
+    ASSERT_EQ(fp_outbox_reader_ex(st, "erp", NULL, NULL, got), FP_STORE_NOTFOUND);
+    int ndl = 0;
+    ASSERT_EQ(fp_store_each_deadletter(st, 0, s_count_dl, &ndl), 0);
+    ASSERT_EQ(ndl, 0); /* nothing before the commit */
+    s_marks(c, 1);
+    ASSERT_EQ(fp_commit_round(c), 0);
+    fp_commit_publish(c, NULL);
+    ASSERT_EQ(p->dead, 1); /* published after the commit */
+    ASSERT_EQ(fp_store_each_deadletter(st, 0, s_count_dl, &ndl), 0);
+    ASSERT_EQ(ndl, 1);
+    uint32_t flags = 9;
+    ASSERT_EQ(fp_outbox_reader_ex(st, "erp", NULL, &flags, got), 0);
+    ASSERT_EQ(got[0], 77);
+    ASSERT_EQ(got[1], 5);
+    ASSERT_EQ(flags, 0); /* known by its cursor only: holds no retention */
+    /* A position report keeps the cursor; a later dead letter moves it. */
+    ASSERT_EQ(fp_commit_reader_position(c, "erp", 1), 0);
+    s_marks(c, 2);
+    ASSERT_EQ(fp_commit_round(c), 0);
+    fp_commit_publish(c, NULL);
+    uint64_t pos = 0;
+    ASSERT_EQ(fp_outbox_reader_ex(st, "erp", &pos, &flags, got), 0);
+    ASSERT_EQ(pos, 1);
+    ASSERT(flags & FP_OUTBOX_READER_ENABLED);
+    ASSERT_EQ(got[0], 77);
+    fp_commit_destroy(&c);
+    fp_store_close(&st);
+    s_rmdir();
+    free(p);
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
@@ -546,6 +611,7 @@ int main(int argc, char **argv)
     RUN(test_stamping_and_restore);
     RUN(test_key_order_and_last_filing_wins);
     RUN(test_rollback_after_a_full_map);
+    RUN(test_reader_dead_letters_committed_with_their_cursor);
     RUN(test_durability_off);
     RUN(test_bundle);
     RUN(test_reader_positions_committed_with_the_round);
