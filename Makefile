@@ -9,6 +9,7 @@
 
 DEB_PACKAGES := build-essential pkg-config clang libzmq3-dev libflatbuffers-dev \
   flatbuffers-compiler libjemalloc-dev liblmdb-dev libxxhash-dev libjansson-dev libmicrohttpd-dev \
+  libcurl4-openssl-dev tzdata \
   python3-zmq python3-flatbuffers gnuplot-nox
 
 BUILD   ?= build
@@ -24,7 +25,7 @@ SRC_DIRS := $(sort $(patsubst %/,%,$(dir $(wildcard src/*/*.h src/*/*.c src/*/*.
 CPPFLAGS := $(addprefix -I,$(SRC_DIRS)) -I$(BUILD)/gen -D_GNU_SOURCE -MMD -MP
 CFLAGS  := -std=c11 $(OPT) $(WARN) -pthread
 CXXFLAGS := -std=c++17 $(OPT) $(WARNXX) -fno-exceptions -fno-rtti
-LDLIBS  := -lzmq -lflatbuffers -lxxhash -ljansson -llmdb -lmicrohttpd -lpthread -lm
+LDLIBS  := -lzmq -lflatbuffers -lxxhash -ljansson -llmdb -lmicrohttpd -lcurl -lpthread -lm
 
 ifeq ($(SAN),1)
   # jemalloc and ASan both want to be the allocator: ASan wins in this build.

@@ -69,31 +69,33 @@ static void s_format_time(int64_t wall_ns, char *out, size_t cap)
     snprintf(out, cap, "%s.%03dZ", base, (int)(wall_ns % 1000000000 / 1000000));
 }
 
-/* Loads the config (file, or the built-in defaults) and opens its state in
-   tool mode. 0, or 2 after printing why. */
-static int s_open_state(const char *file, fp_config_t *cfg, fp_store_t **store)
+int fp_cli_open_state(const char *me, const char *what, const char *file, fp_config_t *cfg,
+                      fp_store_t **store)
 {
     char err[1024];
     fp_config_defaults(cfg);
     if (file && fp_config_load(cfg, file, err, sizeof err) != 0) {
-        fprintf(stderr, S_ME ": %s\n", err);
+        fprintf(stderr, "%s: %s\n", me, err);
         return 2;
     }
     fp_config_resolve(cfg);
     const char *name = file ? file : "the built-in defaults";
     if (!cfg->state_dir[0]) {
-        fprintf(stderr,
-                S_ME ": durability is off in %s (state_dir = \"\"): no dead letters are kept\n",
-                name);
+        fprintf(stderr, "%s: durability is off in %s (state_dir = \"\"): %s\n", me, name, what);
         return 2;
     }
     *store = fp_store_open_tool(cfg->state_dir, cfg->map_size_mb << 20, cfg->instance, err,
                                 sizeof err);
     if (!*store) {
-        fprintf(stderr, S_ME ": state_dir of %s: %s\n", name, err);
+        fprintf(stderr, "%s: state_dir of %s: %s\n", me, name, err);
         return 2;
     }
     return 0;
+}
+
+static int s_open_state(const char *file, fp_config_t *cfg, fp_store_t **store)
+{
+    return fp_cli_open_state(S_ME, "no dead letters are kept", file, cfg, store);
 }
 
 /* A copy of a payload in aligned memory, parsed. ok = it is a valid Batch. */

@@ -40,7 +40,17 @@
 #ifndef FP_DEADLETTERS_H
 #define FP_DEADLETTERS_H
 
+#include "config.h"
+
 /* argv: the arguments after "deadletters". Returns the exit code. */
 int fp_deadletters_main(int argc, char **argv);
+
+struct fp_store;
+/* Loads the config (file, or the built-in defaults) and opens its state in
+   tool mode (store.h fp_store_open_tool) for tool `me`; what: why a state
+   is needed, for the message when durability is off. 0, or 2 after
+   printing why. */
+int fp_cli_open_state(const char *me, const char *what, const char *file, fp_config_t *cfg,
+                      struct fp_store **store);
 
 #endif

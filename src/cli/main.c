@@ -6,6 +6,7 @@
       floorpost tail [--count N] [--timeout MS] [--human] [--replay EP [--from N]] [CURVE] ENDPOINT [TOPIC]
       floorpost keygen [[-o] BASENAME]
       floorpost deadletters [-c FILE] list|resubmit|delete ...   (src/cli/deadletters.h)
+      floorpost sinks [-c FILE] status|detach|attach ...         (cmd_sinks.c)
       CURVE = --server-key FILE --key FILE
 
     Exit codes: 0 ok; 1 runtime failure (bind error, drain timeout, records
@@ -65,7 +66,13 @@ void fp_cli_usage(FILE *f)
             "      runs; without -c: the built-in defaults). resubmit sends batch payloads\n"
             "      again, re-sequenced under source ID with a new epoch, to the ingest\n"
             "      ROUTER (default: the config's ingest_router); --delete deletes each one\n"
-            "      that was acked. Frame-level ones (not a valid batch) are skipped\n");
+            "      that was acked. Frame-level ones (not a valid batch) are skipped\n"
+            "  floorpost sinks [-c FILE] status [--json]\n"
+            "  floorpost sinks [-c FILE] detach|attach NAME\n"
+            "      the ERP sinks ([sink NAME] sections, docs/sinks.md): state, position,\n"
+            "      lag, counters and last error of each (from the running instance's\n"
+            "      metrics endpoint, else the positions in state_dir); exit 1 when one is\n"
+            "      failing or detached. detach: retention stops waiting for it (loud)\n");
 }
 
 int main(int argc, char **argv)
@@ -84,6 +91,8 @@ int main(int argc, char **argv)
         return fp_cmd_keygen(argc - 2, argv + 2);
     if (strcmp(argv[1], "deadletters") == 0)
         return fp_deadletters_main(argc - 2, argv + 2);
+    if (strcmp(argv[1], "sinks") == 0)
+        return fp_cmd_sinks(argc - 2, argv + 2);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("floorpost " FP_VERSION "\n");
         return 0;

@@ -147,11 +147,11 @@ static bool s_open(fp_reader_t *self)
     self->opened = true;
     uint64_t pos = atomic_load_explicit(&self->position, memory_order_relaxed);
     self->offered = pos;
-    if (self->rewound) {
-        /* The type's own position: report it, so retention follows. */
-        self->rewound = false;
-        s_report(self, pos);
-    }
+    /* Report where it stands at once (also a new reader with nothing to
+       deliver yet, and the type's own position after a rewind), so that
+       retention waits for it from its first start. */
+    self->rewound = false;
+    s_report(self, pos);
     return true;
 }
 
@@ -236,18 +236,27 @@ static bool s_deliver(fp_reader_t *self)
     return (size_t)done == self->nevs;
 }
 
-/* Once a second: the committed flags (emit may have detached us). */
+/* Once a second: the committed flags (emit may have detached us for
+   lagging, an operator with `floorpost sinks detach|attach`). */
 static void s_check_flags(fp_reader_t *self)
 {
     uint32_t flags = 0;
-    if (fp_outbox_reader(self->store, self->name, NULL, &flags) == 0 &&
-        (flags & FP_OUTBOX_READER_DETACHED) && !self->detached_logged) {
-        atomic_store_explicit(&self->detached, true, memory_order_relaxed);
+    if (fp_outbox_reader(self->store, self->name, NULL, &flags) != 0)
+        return;
+    bool det = (flags & FP_OUTBOX_READER_DETACHED) != 0;
+    atomic_store_explicit(&self->detached, det, memory_order_relaxed);
+    uint64_t pos = atomic_load_explicit(&self->position, memory_order_relaxed);
+    if (det && !self->detached_logged) {
         fp_log(FP_LOG_ERROR, self->component,
-               "detached for lagging: retention no longer waits for this reader",
-               "position=%llu", (unsigned long long)atomic_load_explicit(
-                                    &self->position, memory_order_relaxed));
+               "DETACHED: retention no longer waits for this reader (it lagged "
+               "reader_max_lag_events, or an operator ran `floorpost sinks detach`); events it "
+               "has not read may be trimmed and are then lost to it",
+               "position=%llu", (unsigned long long)pos);
         self->detached_logged = true;
+    } else if (!det && self->detached_logged) {
+        fp_log(FP_LOG_WARN, self->component, "re-attached: retention waits for this reader again",
+               "position=%llu", (unsigned long long)pos);
+        self->detached_logged = false;
     }
 }
 

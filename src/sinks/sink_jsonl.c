@@ -25,8 +25,10 @@
       position does not depend on them. On open a pending rename whose
       .tmp is still there is completed; any other .tmp holds only events
       after the position and is removed (they are offered again).
-    - A failed write (disk full) drops the current .tmp: the reader offers
-      its events again from the finished position after the back-off.
+    - A failed write (disk full, the directory gone) drops the current .tmp
+      and asks for a reopen (the directory is opened again, so one that was
+      removed and made again works): the reader offers its events again
+      from the finished position after the back-off.
 */
 #include <dirent.h>
 #include <errno.h>
@@ -278,7 +280,7 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
             j->fd = openat(j->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
             if (j->fd < 0) {
                 fp_sink_fail(s, FP_SINK_ERR_io, "%s/%s: %s", j->dir, tmp, strerror(errno));
-                return -1;
+                return FP_READER_REOPEN;
             }
             j->first = g;
             j->size = 0;
@@ -290,7 +292,7 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
             if (!nl) {
                 fp_sink_fail(s, FP_SINK_ERR_io, "out of memory");
                 s_drop(j);
-                return -1;
+                return FP_READER_REOPEN;
             }
             j->line = nl;
             j->line_cap = need;
@@ -300,12 +302,12 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
             fp_sink_fail(s, FP_SINK_ERR_protocol, "event %llu: cannot be written as JSON",
                          (unsigned long long)g);
             s_drop(j);
-            return -1;
+            return FP_READER_REOPEN;
         }
         j->line[len++] = '\n';
         if (j->wlen + (size_t)len > S_WBUF && s_flush(j, s) != 0) {
             s_drop(j);
-            return -1;
+            return FP_READER_REOPEN;
         }
         if ((size_t)len > S_WBUF) {
             /* larger than the buffer: straight through */
@@ -313,7 +315,7 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
             if (w != len) {
                 fp_sink_fail(s, FP_SINK_ERR_io, "%s: write: %s", j->dir, strerror(errno));
                 s_drop(j);
-                return -1;
+                return FP_READER_REOPEN;
             }
         } else {
             memcpy(j->wbuf + j->wlen, j->line, (size_t)len);
@@ -329,7 +331,7 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
     }
     if (j->fd >= 0 && s_flush(j, s) != 0) {
         s_drop(j);
-        return -1;
+        return FP_READER_REOPEN;
     }
     return (int)n;
 }

@@ -142,6 +142,10 @@ int fp_outbox_put_reader(fp_store_txn_t *t, const char *name, uint64_t position,
             return fp_store_txn_fail(t, FP_STORE_CORRUPT);
         if (position < old)
             position = old; /* a stale report: never backwards */
+        /* Detached stays detached: only an operator re-attaches
+           (fp_outbox_set_reader_flags), and a tool's detach between the
+           caller's read of the flags and this put is not undone. */
+        flags |= oflags & FP_OUTBOX_READER_DETACHED;
         s_reader_aux(&d, aux);
     } else if (rc != MDB_NOTFOUND) {
         return fp_store_txn_fail(t, fp_store_lmdb_rc(rc));
@@ -151,6 +155,48 @@ int fp_outbox_put_reader(fp_store_txn_t *t, const char *name, uint64_t position,
     d = (MDB_val){S_READER_LEN, vb};
     rc = mdb_put(t->txn, dbi, &k, &d, 0);
     return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
+}
+
+int fp_outbox_set_reader_flags(fp_store_t *self, const char *name, uint32_t set, uint32_t clear,
+                               uint64_t *position, uint32_t *flags_out)
+{
+    assert(self && name);
+    size_t nlen = s_name_len(name);
+    if (nlen == 0)
+        return -EINVAL;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (rc != 0)
+        return fp_store_lmdb_rc(rc);
+    MDB_dbi dbi = self->dbi[FP_STORE_DB_READERS];
+    MDB_val k = {nlen, (void *)name}, d;
+    uint64_t pos = 0, aux[2] = {0, 0};
+    uint32_t flags = 0;
+    int64_t ns = 0;
+    rc = mdb_get(txn, dbi, &k, &d);
+    if (rc == 0 && !s_reader_parse(&k, &d, &pos, &flags, &ns))
+        rc = FP_STORE_CORRUPT;
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc == MDB_NOTFOUND ? FP_STORE_NOTFOUND
+               : rc == FP_STORE_CORRUPT ? rc
+                                        : fp_store_lmdb_rc(rc);
+    }
+    s_reader_aux(&d, aux);
+    flags = (flags | set) & ~clear;
+    uint8_t vb[S_READER_LEN];
+    s_reader_enc(vb, pos, flags, fp_store_now_ns(), aux);
+    d = (MDB_val){S_READER_LEN, vb};
+    rc = mdb_put(txn, dbi, &k, &d, 0);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return fp_store_lmdb_rc(rc);
+    }
+    if (position)
+        *position = pos;
+    if (flags_out)
+        *flags_out = flags;
+    return fp_store_commit_rc(self, mdb_txn_commit(txn));
 }
 
 int fp_outbox_put_reader_aux(fp_store_txn_t *t, const char *name, const uint64_t aux[2])

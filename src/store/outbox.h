@@ -64,8 +64,8 @@ int fp_outbox_put(fp_store_txn_t *t, uint64_t global_seq, uint64_t round, int64_
    refused with -ERANGE, a bad name or unknown flag bits with -EINVAL; these
    refusals do NOT
    fail the txn (a reader's bad report must not cost the round). An LMDB
-   error fails the txn. Putting flags without DETACHED re-attaches a
-   detached reader: check fp_outbox_oldest first, its events may be gone. */
+   error fails the txn. A stored DETACHED is kept whatever flags says:
+   only fp_outbox_set_reader_flags re-attaches. */
 int fp_outbox_put_reader(fp_store_txn_t *t, const char *name, uint64_t position, uint32_t flags);
 
 /* Records reader `name`'s aux cursor (two u64 the reader gives meaning to,
@@ -87,6 +87,16 @@ int fp_outbox_put_reader_aux(fp_store_txn_t *t, const char *name, const uint64_t
    the freed pages serve the next round. 0 or a negative error. */
 int fp_outbox_trim(fp_store_t *self, int64_t older_than_wall_ns, uint32_t max_delete,
                    uint64_t *deleted);
+
+/* The operator's switch (`floorpost sinks detach|attach`), in its own
+   write txn, from floorpost or from a tool's store beside a running one:
+   the reader's flags become (flags | set) & ~clear; position and aux are
+   kept. Re-attaching (clear DETACHED) makes retention wait for it again
+   from its position: check fp_outbox_oldest, events may be gone. 0 (with
+   *position and *flags_out, either may be NULL), FP_STORE_NOTFOUND, or an
+   error. */
+int fp_outbox_set_reader_flags(fp_store_t *self, const char *name, uint32_t set, uint32_t clear,
+                               uint64_t *position, uint32_t *flags_out);
 
 /* Detaches every enabled, not yet detached reader whose lag (last committed
    global_seq - position) is >= max_lag (fp_outbox_lag_check says

@@ -421,6 +421,24 @@ TEST(test_detach_at_the_bound)
     ASSERT_EQ(fp_outbox_trim(st, INT64_MAX, 1000, &del), 0); /* only "fast" (50) now */
     ASSERT_EQ(del, 39);
     ASSERT_EQ(s_oldest(st), 51);
+
+    /* The operator's switch: a report without DETACHED does not re-attach;
+       only fp_outbox_set_reader_flags does, keeping position and aux. */
+    ASSERT_EQ(s_put_reader(st, "near", 52, FP_OUTBOX_READER_ENABLED), 0);
+    ASSERT_EQ(fp_outbox_reader(st, "near", &pos, &flags), 0);
+    ASSERT(flags & FP_OUTBOX_READER_DETACHED);
+    ASSERT_EQ(pos, 52);
+    uint32_t nf = 0;
+    ASSERT_EQ(fp_outbox_set_reader_flags(st, "near", 0, FP_OUTBOX_READER_DETACHED, &pos, &nf), 0);
+    ASSERT_EQ(nf, FP_OUTBOX_READER_ENABLED);
+    ASSERT_EQ(pos, 52);
+    ASSERT_EQ(fp_outbox_reader(st, "near", &pos, &flags), 0);
+    ASSERT_EQ(flags, FP_OUTBOX_READER_ENABLED);
+    ASSERT_EQ(fp_outbox_set_reader_flags(st, "near", FP_OUTBOX_READER_DETACHED, 0, NULL, NULL), 0);
+    ASSERT_EQ(fp_outbox_reader(st, "near", NULL, &flags), 0);
+    ASSERT(flags & FP_OUTBOX_READER_DETACHED);
+    ASSERT_EQ(fp_outbox_set_reader_flags(st, "nobody", FP_OUTBOX_READER_DETACHED, 0, NULL, NULL),
+              FP_STORE_NOTFOUND);
     fp_store_close(&st);
     s_rmdir(dir);
 }
