@@ -54,6 +54,64 @@ static void *s_printer(void *arg)
     return NULL;
 }
 
+/* SIGHUP: what can change without a restart. */
+typedef struct {
+    fp_config_t *running; /* main's own copy of what runs (the stages hold the original) */
+    const fp_config_t *next;
+    fp_http_t *http;
+    int applied, restart;
+} s_reload_t;
+
+static void s_reload_one(void *ctx, const char *section, const char *name)
+{
+    s_reload_t *r = ctx;
+    if (strcmp(name, "log_level") == 0) {
+        fp_log_set_level(r->next->log_level);
+        r->running->log_level = r->next->log_level;
+        fp_log(FP_LOG_WARN, "main", "reload: applied", "option=[%s]%s", section, name);
+        r->applied++;
+    } else if (strcmp(name, "health_max_round_age_ms") == 0) {
+        fp_http_set_max_round_age(r->http, r->next->health_max_round_age_ms);
+        r->running->health_max_round_age_ms = r->next->health_max_round_age_ms;
+        fp_log(FP_LOG_WARN, "main", "reload: applied", "option=[%s]%s value=%lld", section, name,
+               (long long)r->next->health_max_round_age_ms);
+        r->applied++;
+    } else {
+        fp_log(FP_LOG_WARN, "main", "reload: changed, takes effect at the next restart",
+               "option=[%s]%s", section, name);
+        r->restart++;
+    }
+}
+
+static void s_reload(const char *file, fp_config_t *running, fp_http_t *http)
+{
+    if (!file) {
+        fp_log(FP_LOG_INFO, "main", "reload: nothing to reload (embedded demo config)", NULL);
+        return;
+    }
+    fp_config_t *next = malloc(sizeof *next);
+    char err[1024];
+    if (!next)
+        return;
+    fp_config_defaults(next);
+    if (fp_config_load(next, file, err, sizeof err) != 0 ||
+        fp_sinks_check(next, file, err, sizeof err) != 0 ||
+        fp_security_check(next, err, sizeof err) != 0) {
+        fp_log(FP_LOG_ERROR, "main", "reload refused: keeping the running configuration",
+               "error=\"%s\"", err);
+        free(next);
+        return;
+    }
+    next->workers = next->workers ? next->workers : running->workers;
+    next->shards = next->shards ? next->shards : running->shards;
+    s_reload_t r = {running, next, http, 0, 0};
+    fp_config_diff(running, next, s_reload_one, &r);
+    fp_log(FP_LOG_INFO, "main", "reloaded",
+           "config=%s applied=%d need_restart=%d allow_file=\"re-read on every change\"", file,
+           r.applied, r.restart);
+    free(next);
+}
+
 int fp_cmd_run(int argc, char **argv)
 {
     const char *file = NULL;
@@ -104,6 +162,11 @@ int fp_cmd_run(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGQUIT);
+    sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGUSR1);
+    sigaddset(&sigs, SIGUSR2);
+    signal(SIGPIPE, SIG_IGN);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     void *ctx = zmq_ctx_new();
@@ -191,11 +254,30 @@ int fp_cmd_run(int argc, char **argv)
             fp_log(FP_LOG_INFO, "main", "demo plant started", "lines=%u rate=%u endpoint=%s",
                    cfg.demo_lines, cfg.demo_rate, ep);
     }
+    /* SIGTERM, SIGINT, SIGQUIT: drain. SIGHUP: reload. SIGUSR1/2: logged
+       and ignored (they would end the process, undrained, by default). */
     int sig = 0;
-    while (sigwait(&sigs, &sig) != 0)
-        ;
+    fp_config_t *seen = malloc(sizeof *seen); /* for SIGHUP's diff; main thread only */
+    if (seen)
+        memcpy(seen, &cfg, sizeof *seen);
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            if (seen)
+                s_reload(file, seen, http);
+            continue;
+        }
+        if (sig == SIGUSR1 || sig == SIGUSR2) {
+            fp_log(FP_LOG_WARN, "main", "signal ignored", "signal=%s",
+                   sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
+            continue;
+        }
+        break;
+    }
+    free(seen);
     fp_log(FP_LOG_INFO, "main", "signal received, draining", "signal=%s",
-           sig == SIGTERM ? "SIGTERM" : "SIGINT");
+           sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGQUIT");
     demo_stop(&demo);
     int64_t t0 = fp_now_ns();
     int rc = pipeline_drain(pipe, cfg.drain_timeout_ms);

@@ -783,6 +783,26 @@ fp_config_parse(fp_config_t *cfg, const char *text, const char *name, char *err,
 }
 
 int
+fp_config_diff(const fp_config_t *a, const fp_config_t *b,
+               void (*fn)(void *ctx, const char *section, const char *name), void *ctx)
+{
+    int n = 0;
+    for (size_t i = 0; i < S_NOPTIONS; i++) {
+        const s_option_t *o = &s_options[i];
+        if (memcmp((const char *)a + o->offset, (const char *)b + o->offset, o->size) != 0) {
+            fn(ctx, o->section, o->name);
+            n++;
+        }
+    }
+    if (a->nsinks != b->nsinks ||
+        memcmp(a->sinks, b->sinks, (size_t)a->nsinks * sizeof a->sinks[0]) != 0) {
+        fn(ctx, "sink", "*");
+        n++;
+    }
+    return n;
+}
+
+int
 fp_config_load(fp_config_t *cfg, const char *path, char *err, size_t errlen)
 {
     assert(cfg && path);

@@ -116,6 +116,12 @@ void fp_config_connect_endpoint(const char *bind, char *out, size_t cap);
    NULL) its line. */
 const char *fp_sink_config_get(const fp_sink_config_t *sc, const char *key, int *line);
 
+/* Calls fn for every option whose value differs between a and b (section
+   "sink", name "*" when any [sink NAME] section differs); returns how many.
+   For SIGHUP's "what changed". */
+int fp_config_diff(const fp_config_t *a, const fp_config_t *b,
+                   void (*fn)(void *ctx, const char *section, const char *name), void *ctx);
+
 /* Resolves 0 = auto counts from the core count (after loading). */
 void fp_config_resolve(fp_config_t *cfg);
 

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -15,7 +16,7 @@
 struct fp_http {
     struct MHD_Daemon *daemon;
     const fp_metrics_t *metrics; /* read-only here: relaxed atomic loads */
-    int64_t max_age_ns;
+    _Atomic int64_t max_age_ns; /* fp_http_set_max_round_age: SIGHUP */
 };
 
 static enum MHD_Result s_reply(struct MHD_Connection *conn, unsigned code, const char *type,
@@ -55,7 +56,8 @@ static enum MHD_Result s_handle(void *cls, struct MHD_Connection *conn, const ch
     }
     if (strcmp(url, "/healthz") == 0) {
         char reason[256];
-        int rc = fp_metrics_health(self->metrics, now, self->max_age_ns, reason, sizeof reason - 1);
+        int rc = fp_metrics_health(self->metrics, now, atomic_load(&self->max_age_ns), reason,
+                                   sizeof reason - 1);
         size_t n = strlen(reason);
         reason[n++] = '\n';
         return s_reply(conn, rc == 0 ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
@@ -115,4 +117,10 @@ void fp_http_stop(fp_http_t **self_p)
         MHD_stop_daemon(self->daemon);
     free(self);
     *self_p = NULL;
+}
+
+void fp_http_set_max_round_age(fp_http_t *self, int64_t health_max_round_age_ms)
+{
+    if (self)
+        atomic_store(&self->max_age_ns, health_max_round_age_ms * 1000000);
 }

@@ -27,4 +27,8 @@ fp_http_t *fp_http_start(const char *address, int port, const fp_metrics_t *metr
 /* Stops the server thread, closes the socket, frees *self_p; NULL-safe. */
 void fp_http_stop(fp_http_t **self_p);
 
+/* /healthz's bound on the last round's age, changed at run time (SIGHUP);
+   NULL-safe. */
+void fp_http_set_max_round_age(fp_http_t *self, int64_t health_max_round_age_ms);
+
 #endif

@@ -253,7 +253,8 @@ class Floorpost:
             "durability": dict(state_dir=os.path.join(self.dir, "state"), map_size_mb=64,
                                retention_ms=86400000),
             # off unless a test asks (the default port 9570 would collide)
-            "metrics": dict(metrics_port=0, metrics_address="127.0.0.1"),
+            "metrics": dict(metrics_port=0, metrics_address="127.0.0.1",
+                            health_max_round_age_ms=5000),
         }
         for key, value in options.items():
             for sec in sections.values():
