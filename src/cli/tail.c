@@ -88,6 +88,7 @@ typedef struct {
     char *line;
     size_t cap;
     abuf_t live_buf, replay_buf; /* aligned copies: a fill runs while a live event waits */
+    int holes_retried; /* answers with a hole inside, asked again (s_fill) */
 } tail_t;
 
 /* Returns buf itself when 8-byte aligned, else a copy in ab (NULL on OOM). */
@@ -258,7 +259,7 @@ static void s_fill(tail_t *t, uint64_t from, uint64_t to)
             goto out;
         }
         uint64_t before = cur;
-        bool ended = false;
+        bool ended = false, holed = false;
         uint64_t next = 0, oldest = 0, committed = 0;
         while (!ended) {
             zmq_msg_t parts[2];
@@ -292,10 +293,17 @@ static void s_fill(tail_t *t, uint64_t from, uint64_t to)
                     t->st->bad++;
                 } else if (ck.global_seq < cur) {
                     t->st->duplicates++;
+                } else if (holed) {
+                    /* after a hole in this answer: asked again below */
                 } else if (ck.global_seq < to) {
-                    if (ck.global_seq > cur)
-                        s_unrecoverable(t, cur, ck.global_seq - 1,
-                                        "no longer retained by the replay endpoint");
+                    if (ck.global_seq > cur) {
+                        /* A hole inside an answer: not retention (END's
+                           oldest says that); ask again from cur. */
+                        holed = true;
+                        for (int i = 0; i < n; i++)
+                            zmq_msg_close(&parts[i]);
+                        continue;
+                    }
                     t->have_last = true;
                     t->last_g = ck.global_seq;
                     cur = ck.global_seq + 1;
@@ -307,6 +315,13 @@ static void s_fill(tail_t *t, uint64_t from, uint64_t to)
             }
             for (int i = 0; i < n; i++)
                 zmq_msg_close(&parts[i]);
+        }
+        if (holed && oldest <= cur && ++t->holes_retried <= 3)
+            continue; /* ask again from cur */
+        if (holed && oldest <= cur) {
+            s_unrecoverable(t, cur, to == UINT64_MAX ? cur : to - 1,
+                            "the replay endpoint skipped events");
+            goto out;
         }
         if (cur < to && oldest > cur) {
             /* What is older than the endpoint's retention is gone. */

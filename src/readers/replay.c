@@ -14,6 +14,12 @@
       state directory, never less than the store's own last global_seq):
       an event is replayed only once committed, and END never names a
       global_seq not yet committed.
+    - Never a silent hole: an answer holds at most publish_hwm - 1 events
+      (the client's queue, one kept for the END), each sent without
+      waiting under ZMQ_ROUTER_MANDATORY; when the queue is full anyway
+      (a client asking again before reading) the answer stops there and
+      END's <next> is the first event NOT sent. The client asks again
+      from <next> (docs/subscribers.md).
     - Requests are answered in turns of at most FP_REPLAY_TURN per wake-up,
       one request each, in arrival order, so one client asking again and
       again cannot starve another (the ROUTER queues each peer's requests
@@ -72,15 +78,27 @@ typedef struct {
     uint64_t next;
     uint64_t last; /* do not send past the last committed global_seq */
     uint32_t sent;
+    bool full, gone; /* the client's queue is full / the client is gone */
 } replay_ctx_t;
 
+/* Sends one event, never blocking: with ZMQ_ROUTER_MANDATORY a full
+   queue is EAGAIN (and the answer stops there: END names the first event
+   not sent, so nothing is skipped in silence), an unknown peer
+   EHOSTUNREACH. */
 static int s_replay_one(void *ctx, uint64_t global_seq, uint64_t round, const char *topic,
                         size_t tlen, const void *ev, size_t evlen)
 {
     replay_ctx_t *rc = ctx;
     if (global_seq > rc->last)
         return 1; /* committed after the notice we answer by: next time */
-    zmq_send(rc->sock, zmq_msg_data(rc->id), zmq_msg_size(rc->id), ZMQ_SNDMORE);
+    if (zmq_send(rc->sock, zmq_msg_data(rc->id), zmq_msg_size(rc->id),
+                 ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        if (zmq_errno() == EAGAIN)
+            rc->full = true;
+        else
+            rc->gone = true;
+        return 1;
+    }
     zmq_send(rc->sock, topic, tlen, ZMQ_SNDMORE);
     zmq_send(rc->sock, ev, evlen, 0);
     rc->next = global_seq + 1;
@@ -118,7 +136,13 @@ static bool s_answer(replay_t *self)
             if (fp_store_last_round(self->store, &round, &g) == 0 && g > self->last_global_seq)
                 self->last_global_seq = g;
         }
-        replay_ctx_t rc = {self->router, &id, from, self->last_global_seq, 0};
+        replay_ctx_t rc = {self->router, &id, from, self->last_global_seq, 0, false, false};
+        /* At most what the client's queue holds (publish_hwm messages,
+           one kept for the END), so an answer fits when the client reads
+           it before asking again. */
+        uint64_t cap = self->cfg->publish_hwm > 1 ? (uint64_t)self->cfg->publish_hwm - 1 : 1;
+        if (max > cap)
+            max = cap;
         if (self->store) {
             if (fp_outbox_oldest(self->store, &oldest) != 0)
                 oldest = self->last_global_seq + 1;
@@ -128,14 +152,20 @@ static bool s_answer(replay_t *self)
         } else {
             oldest = self->last_global_seq + 1; /* no outbox without a state directory */
         }
-        if (rc.next < oldest)
+        if (rc.gone)
+            goto out; /* nobody to answer */
+        if (rc.next < oldest && !rc.full)
             rc.next = oldest;
         snprintf(end, sizeof end, "%llu %llu %llu", (unsigned long long)rc.next,
                  (unsigned long long)oldest, (unsigned long long)self->last_global_seq);
     }
-    zmq_send(self->router, zmq_msg_data(&id), zmq_msg_size(&id), ZMQ_SNDMORE);
-    zmq_send(self->router, "END", 3, ZMQ_SNDMORE);
-    zmq_send(self->router, end, strlen(end), 0);
+    /* The END may wait for room (ZMQ_SNDTIMEO: a client that reads
+       nothing times out and asks again; the others are answered meanwhile
+       only after it, which the bound above keeps rare). */
+    if (zmq_send(self->router, zmq_msg_data(&id), zmq_msg_size(&id), ZMQ_SNDMORE) >= 0) {
+        zmq_send(self->router, "END", 3, ZMQ_SNDMORE);
+        zmq_send(self->router, end, strlen(end), 0);
+    }
 out:
     zmq_msg_close(&id);
     zmq_msg_close(&req);
@@ -179,6 +209,11 @@ void *fp_replay_main(void *argp)
     if (ok)
         ok = (self->router = fp_stage_server_socket(self->net_ctx, ZMQ_ROUTER, self->cfg,
                                                     self->cfg->replay, err, sizeof err)) != NULL;
+    if (ok) {
+        int one = 1, tmo = 1000;
+        zmq_setsockopt(self->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+        zmq_setsockopt(self->router, ZMQ_SNDTIMEO, &tmo, sizeof tmo);
+    }
     if (ok && self->store) {
         uint64_t round = 0;
         if (fp_store_last_round(self->store, &round, &self->last_global_seq) != 0) {

@@ -245,7 +245,7 @@ class Floorpost:
             "service": dict(instance="e2e", ingest_router=self.endpoints["router"],
                             ingest_pull=self.endpoints["pull"], publish=self.endpoints["pub"],
                             deadletter=self.endpoints["dl"], replay=self.endpoints["replay"],
-                            drain_timeout_ms=20000),
+                            drain_timeout_ms=20000, publish_hwm=100000),
             "pipeline": dict(workers=2, shards=2, round_interval_ms=20, max_frame_bytes=65536),
             "dedup": dict(dedup_window=1024),
             "aggregate": dict(posting_interval_ms=60000, time_zone="UTC"),
@@ -347,10 +347,19 @@ def replay(ctx, endpoint, from_seq, max_events=10000, timeout=10.0):
 
 
 def replay_all(ctx, endpoint):
-    """Every event in the outbox, from global_seq 1, in order."""
+    """Every event in the outbox, from global_seq 1, in order. Checks what
+    docs/subscribers.md tells a client to check: each answer is contiguous
+    from where it asked (or from the oldest kept) and END's next follows
+    its last event."""
     out, nxt = [], 1
     while True:
         evs, (nxt2, oldest, last) = replay(ctx, endpoint, nxt)
+        start = max(nxt, oldest)
+        got = [e["global_seq"] for e in evs]
+        if got != list(range(start, start + len(got))):
+            raise AssertionError("replay from %d: a hole in %r" % (nxt, got[:20]))
+        if evs and nxt2 != got[-1] + 1:
+            raise AssertionError("replay: END next %d after event %d" % (nxt2, got[-1]))
         out.extend(evs)
         if nxt2 > last or not evs:
             return out, oldest, last

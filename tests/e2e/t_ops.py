@@ -4,7 +4,11 @@ import os
 import signal
 import time
 
-from fp import Floorpost, eq, extra_test, free_port  # noqa: F401
+import zmq
+
+from fp import PART, Floorpost, Producer, eq, extra_test, free_port, rec, replay, replay_all  # noqa: F401
+
+CTX = zmq.Context.instance()
 
 
 def wait_log(fp, text, timeout=5.0):
@@ -52,3 +56,51 @@ def sighup_reloads_and_other_signals_drain_or_are_logged():
     eq(rc, 0, "exit code after SIGQUIT")
     assert 'signal=SIGQUIT' in fp.log() and 'msg="drained"' in fp.log(), fp.log()
     assert time.time() - t0 < 15
+
+
+@extra_test
+def replay_never_drops_silently_under_a_small_send_limit():
+    """publish_hwm = 1000 used to return 1,702 of 5,000 events with an END
+    saying "next 5001": an answer now fits the client's queue and END names
+    the first event not sent."""
+    fp = Floorpost(publish_hwm=1000).start()
+    prod = Producer(CTX, fp.endpoints["router"])
+    for b in range(10):
+        prod.send(61, 1, [rec(b * 500 + k + 1, PART, order="O%d" % (b * 500 + k), qty=1)
+                          for k in range(500)])
+    assert prod.wait_acks(10)
+    prod.close()
+    rc, _ = fp.stop()  # the drain posts one partial checkpoint per order
+    eq(rc, 0, "drain")
+    fp.start()
+    evs, (nxt, oldest, last) = replay(CTX, fp.endpoints["replay"], 1, 10000)
+    eq(last, 5000, "events committed")
+    assert 0 < len(evs) <= 999, len(evs)
+    eq([e["global_seq"] for e in evs], list(range(1, len(evs) + 1)), "no hole")
+    eq(nxt, len(evs) + 1, "END names the first event not sent")
+    # a client that asks again before reading: still no hole, END honest
+    s = CTX.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(fp.endpoints["replay"])
+    for _ in range(4):
+        s.send(b"REPLAY 1 10000")
+    time.sleep(1.0)
+    answers, cur = [], []
+    end = time.time() + 20
+    while len(answers) < 4 and time.time() < end:
+        if not s.poll(200):
+            continue
+        parts = s.recv_multipart()
+        if parts[0] == b"END":
+            answers.append((cur, int(parts[1].split()[0])))
+            cur = []
+        else:
+            cur.append(parts[0])
+    s.close()
+    eq(len(answers), 4, "an END for every request")
+    allev, _, _ = replay_all(CTX, fp.endpoints["replay"])
+    eq(len(allev), 5000, "the loop gets every event")
+    for got, nx in answers:
+        eq(nx, len(got) + 1, "END next after a pipelined request")
+    rc, _ = fp.stop()
+    eq(rc, 0, "stop")
