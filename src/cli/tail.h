@@ -56,6 +56,7 @@ typedef struct {
     uint64_t bad;           /* undecodable messages */
     uint64_t replayed;      /* printed events that came from the replay endpoint */
     uint64_t global_gaps;   /* global_seq gaps seen on the live feed */
+    uint64_t heartbeats;    /* the feed's heartbeat messages seen */
     uint64_t duplicates;    /* events skipped: global_seq already handled */
     uint64_t unrecoverable; /* events the replay endpoint could not give */
 } fp_tail_stats_t;

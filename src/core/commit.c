@@ -645,3 +645,11 @@ uint64_t fp_commit_feed_seq(const fp_commit_t *self, const char *topic, size_t l
     }
     return 0;
 }
+
+void fp_commit_each_feed(const fp_commit_t *self,
+                         void (*fn)(void *ctx, const char *topic, uint64_t stream_seq), void *ctx)
+{
+    for (size_t i = 0; i < self->cap; i++)
+        if (self->feeds[i].topic && self->feeds[i].seq)
+            fn(ctx, self->feeds[i].topic, self->feeds[i].seq);
+}

@@ -148,4 +148,9 @@ size_t fp_commit_feeds(const fp_commit_t *self);
 /* The last stream_seq of topic[0..len), 0 if none yet. */
 uint64_t fp_commit_feed_seq(const fp_commit_t *self, const char *topic, size_t len);
 
+/* Calls fn for every topic with its last stream_seq (committed, or
+   published without a store), in no particular order. */
+void fp_commit_each_feed(const fp_commit_t *self,
+                         void (*fn)(void *ctx, const char *topic, uint64_t stream_seq), void *ctx);
+
 #endif

@@ -66,6 +66,8 @@ static const s_option_t s_options[] = {
      "100..600000"},
     {"service", "log_level", OPT_LOG_LEVEL, F(log_level), 0, 3, false,
      "debug, info, warn, error"},
+    {"service", "feed_heartbeat_ms", OPT_INT, F(feed_heartbeat_ms), 0, 60000, false,
+     "0 (off) or 1..60000"},
     {"service", "heartbeat_ivl_ms", OPT_INT, F(heartbeat_ivl_ms), 0, 3600000, false,
      "0 (off) or 1..3600000"},
     {"service", "heartbeat_timeout_ms", OPT_INT, F(heartbeat_timeout_ms), 0, 3600000, false,
@@ -164,6 +166,7 @@ fp_config_defaults(fp_config_t *cfg)
     cfg->reader_max_lag_events = 10000000;
     cfg->log_level = 1; /* info */
     cfg->heartbeat_ivl_ms = 2000;
+    cfg->feed_heartbeat_ms = 1000;
     cfg->heartbeat_timeout_ms = 10000;
     cfg->handshake_timeout_ms = 10000;
     cfg->metrics_port = 9570;

@@ -58,6 +58,7 @@ typedef struct {
     int heartbeat_ivl_ms;          /* ZMTP heartbeats on tcp endpoints; 0 = off */
     int heartbeat_timeout_ms;      /* peer silent this long: connection dropped */
     int handshake_timeout_ms;      /* peer must finish the ZMTP/CURVE handshake within */
+    int feed_heartbeat_ms;         /* a "heartbeat" message on the feed this often; 0 = off */
     /* [pipeline] */
     int workers;                   /* parse/dedup threads; 0 = from core count */
     int shards;                    /* aggregate threads; 0 = from core count */

@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <jansson.h>
 #include <zmq.h>
 
 #include "codec.h"
@@ -61,6 +62,7 @@ typedef struct {
     int64_t retry_at;      /* monotonic ns of the next attempt */
     int64_t stalled_since;
     int64_t next_trim;
+    int64_t next_heartbeat; /* the feed's heartbeat (feed_heartbeat_ms) */
     int64_t next_lag_warn; /* readers behind by half their bound: logged once a minute */
     bool warn_now;         /* s_housekeeping: this pass may log those warnings */
     bool done;
@@ -144,6 +146,33 @@ static void s_notice(emit_t *self, uint64_t round, uint32_t flags)
     fp_notice_t n = {.type = FP_MSG_NOTICE, .flags = flags, .round = round,
                      .global_seq = fp_commit_global_seq(self->core)};
     zmq_send(self->notice, &n, sizeof n, ZMQ_DONTWAIT);
+}
+
+static void s_hb_feed(void *ctx, const char *topic, uint64_t stream_seq)
+{
+    json_object_set_new(ctx, topic, json_integer((json_int_t)stream_seq));
+}
+
+/* The feed's heartbeat: ["heartbeat"][{"instance":..,"global_seq":G,
+   "feeds":{topic:stream_seq,...},"wall_ns":..}], what is committed and
+   published so far (docs/subscribers.md). jansson builds it: topics hold
+   producers' strings, and once a second the cost does not matter. */
+static void s_heartbeat(emit_t *self)
+{
+    json_t *feeds = json_object();
+    if (!feeds)
+        return;
+    fp_commit_each_feed(self->core, s_hb_feed, feeds);
+    json_t *o = json_pack("{s:s, s:I, s:o, s:I}", "instance", self->cfg->instance, "global_seq",
+                          (json_int_t)fp_commit_global_seq(self->core), "feeds", feeds, "wall_ns",
+                          (json_int_t)fp_wall_ns());
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (text) {
+        zmq_send(self->pub, "heartbeat", 9, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_send(self->pub, text, strlen(text), ZMQ_DONTWAIT);
+    }
+    free(text);
+    json_decref(o);
 }
 
 /* Reads the outbox readers' messages into the core: position reports
@@ -371,6 +400,10 @@ void *fp_emit_main(void *argp)
             s_reader_positions(self);
         fp_metrics_stage_received(self->slot, received);
         s_advance(self);
+        if (cfg->feed_heartbeat_ms && !self->stalled && woke >= self->next_heartbeat) {
+            s_heartbeat(self);
+            self->next_heartbeat = woke + (int64_t)cfg->feed_heartbeat_ms * 1000000;
+        }
         if (self->store && woke >= self->next_trim) {
             s_housekeeping(self, woke);
             self->next_trim = woke + 1000000000;

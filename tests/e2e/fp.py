@@ -245,7 +245,7 @@ class Floorpost:
             "service": dict(instance="e2e", ingest_router=self.endpoints["router"],
                             ingest_pull=self.endpoints["pull"], publish=self.endpoints["pub"],
                             deadletter=self.endpoints["dl"], replay=self.endpoints["replay"],
-                            drain_timeout_ms=20000, publish_hwm=100000),
+                            drain_timeout_ms=20000, publish_hwm=100000, feed_heartbeat_ms=1000),
             "pipeline": dict(workers=2, shards=2, round_interval_ms=20, max_frame_bytes=65536),
             "dedup": dict(dedup_window=1024),
             "aggregate": dict(posting_interval_ms=60000, time_zone="UTC"),

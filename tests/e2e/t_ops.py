@@ -104,3 +104,49 @@ def replay_never_drops_silently_under_a_small_send_limit():
         eq(nx, len(got) + 1, "END next after a pipelined request")
     rc, _ = fp.stop()
     eq(rc, 0, "stop")
+
+
+@extra_test
+def feed_heartbeat_reveals_a_lost_burst_end():
+    """A subscriber that lost the end of a burst (its queue overflowed while
+    it was stopped) learns it from the feed's heartbeat and fills it from
+    the replay endpoint, without waiting for the next event."""
+    import json
+    import subprocess
+    from fp import FLOORPOST
+    fp = Floorpost(publish_hwm=1000, posting_interval_ms=300, feed_heartbeat_ms=200).start()
+    # the heartbeat itself: committed global_seq and per-topic stream_seq
+    sub = CTX.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"heartbeat")
+    sub.connect(fp.endpoints["pub"])
+    tail = subprocess.Popen([FLOORPOST, "tail", "--replay", fp.endpoints["replay"], "--from", "1",
+                             "--count", "100000", "--timeout", "60000", fp.endpoints["pub"]],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    tail.send_signal(signal.SIGSTOP)
+    prod = Producer(CTX, fp.endpoints["router"])
+    for b in range(200):
+        prod.send(71, 1, [rec(b * 500 + k + 1, PART, order="O%06d" % (b * 500 + k), qty=1)
+                          for k in range(500)])
+    assert prod.wait_acks(200, timeout=60)
+    prod.close()
+    end = time.time() + 20
+    hb = None
+    while time.time() < end:
+        if sub.poll(300):
+            topic, body = sub.recv_multipart()
+            eq(topic, b"heartbeat", "topic")
+            hb = json.loads(body)
+            if hb["global_seq"] >= 100000:
+                break
+    sub.close()
+    eq(hb["global_seq"], 100000, "heartbeat: last committed global_seq")
+    eq(hb["instance"], "e2e", "heartbeat: instance")
+    eq(sum(hb["feeds"].values()), 100000, "heartbeat: per-topic stream_seq")
+    tail.send_signal(signal.SIGCONT)
+    out, err = tail.communicate(timeout=60)
+    eq(tail.returncode, 0, "tail: " + err[-2000:])
+    events = [json.loads(line) for line in out.splitlines()]
+    eq([e["global_seq"] for e in events], list(range(1, 100001)), "every event, once, in order")
+    rc, _ = fp.stop()
+    eq(rc, 0, "stop")
