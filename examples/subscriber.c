@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <jansson.h>
 #include <zmq.h>
 
 #include "codec.h"
@@ -94,12 +95,50 @@ static void s_print(const char *topic, const fp_checkpoint_t *ck)
         printf("reason=%s parts=%" PRId64 "\n", ck->reason, ck->parts);
 }
 
+/* The feed's heartbeat ["heartbeat"][JSON]: each topic's last stream_seq.
+   A topic we follow whose heartbeat seq is ahead of ours lost its last
+   events (the end of a burst): a gap now, not when the next event comes. */
+static void s_heartbeat(state_t *st, const char *prefix, const void *body, size_t len)
+{
+    json_error_t je;
+    json_t *o = json_loadb(body, len, 0, &je);
+    json_t *feeds = o ? json_object_get(o, "feeds") : NULL;
+    if (!json_is_object(feeds)) {
+        st->bad++;
+        json_decref(o);
+        return;
+    }
+    const char *topic;
+    json_t *v;
+    json_object_foreach(feeds, topic, v) {
+        if (strncmp(topic, prefix, strlen(prefix)) != 0 || !json_is_integer(v))
+            continue;
+        uint64_t hseq = (uint64_t)json_integer_value(v);
+        for (size_t i = 0; i < st->n; i++) {
+            feed_t *f = &st->feeds[i];
+            if (strcmp(f->topic, topic) != 0 || !f->seq || hseq <= f->seq)
+                continue;
+            st->gaps++;
+            st->missing += hseq - f->seq;
+            printf("gap topic=%s expected=%" PRIu64 " got=%" PRIu64 " missing=%" PRIu64 "\n",
+                   f->topic, f->seq + 1, hseq + 1, hseq - f->seq);
+            f->seq = hseq;
+        }
+    }
+    json_decref(o);
+}
+
 /* Handles one [topic][Checkpoint] message. aligned is scratch space of at
    least *aligned_cap bytes, grown as needed: the decoder wants the buffer
    8-byte aligned and a zmq_msg_t's data need not be. */
-static void s_handle(state_t *st, zmq_msg_t *parts, int nparts, void **aligned, size_t *aligned_cap)
+static void s_handle(state_t *st, const char *prefix, zmq_msg_t *parts, int nparts,
+                     void **aligned, size_t *aligned_cap)
 {
     size_t tl = zmq_msg_size(&parts[0]);
+    if (nparts == 2 && tl == 9 && memcmp(zmq_msg_data(&parts[0]), "heartbeat", 9) == 0) {
+        s_heartbeat(st, prefix, zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]));
+        return;
+    }
     if (nparts != 2 || tl == 0 || tl >= TOPIC_MAX) {
         st->bad++;
         fprintf(stderr, "subscriber: unexpected message (%d frames)\n", nparts);
@@ -161,6 +200,7 @@ int main(int argc, char **argv)
     int hwm = 0; /* never drop on our side: a gap then means loss upstream */
     if (!sub || zmq_setsockopt(sub, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
         zmq_setsockopt(sub, ZMQ_SUBSCRIBE, prefix, strlen(prefix)) != 0 ||
+        zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "heartbeat", 9) != 0 ||
         zmq_connect(sub, endpoint) != 0) {
         fprintf(stderr, "subscriber: %s: %s\n", endpoint, zmq_strerror(zmq_errno()));
         return 1;
@@ -195,7 +235,7 @@ int main(int argc, char **argv)
         }
         if (nparts == 0)
             continue;
-        s_handle(&st, parts, nparts, &aligned, &aligned_cap);
+        s_handle(&st, prefix, parts, nparts, &aligned, &aligned_cap);
         for (int k = 0; k < nparts && k < 2; k++)
             zmq_msg_close(&parts[k]);
     }

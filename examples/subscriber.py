@@ -17,6 +17,7 @@ Needs python3-zmq, python3-flatbuffers and the generated readers:
 (inside the floorpost tree, `make` generates them in build/py, the default).
 """
 import argparse
+import json
 import os
 import sys
 
@@ -76,6 +77,7 @@ def main():
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, 0)  # never drop on our side: a gap means loss upstream
     sub.setsockopt(zmq.SUBSCRIBE, a.prefix.encode())
+    sub.setsockopt(zmq.SUBSCRIBE, b"heartbeat")  # the end of a burst: see below
     sub.connect(a.endpoint)
     print('subscriber: connected to %s, prefix "%s"' % (a.endpoint, a.prefix),
           file=sys.stderr, flush=True)
@@ -91,6 +93,23 @@ def main():
             print("subscriber: unexpected message (%d frames)" % len(parts), file=sys.stderr)
             continue
         topic = parts[0].decode("utf-8", "replace")
+        if topic == "heartbeat":
+            # each topic's last stream_seq: one we follow that is ahead of
+            # ours lost its last events; say so now, not at the next event
+            try:
+                feeds = json.loads(parts[1])["feeds"]
+            except Exception:
+                bad += 1
+                continue
+            for t, hseq in feeds.items():
+                prev = last.get(t)
+                if t.startswith(a.prefix) and prev and hseq > prev:
+                    gaps += 1
+                    missing += hseq - prev
+                    print("gap topic=%s expected=%d got=%d missing=%d" % (t, prev + 1, hseq + 1,
+                                                                         hseq - prev), flush=True)
+                    last[t] = hseq
+            continue
         try:
             seq, line = describe(topic, parts[1])
         except Exception as e:  # untrusted bytes: never let one message stop us

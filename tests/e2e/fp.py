@@ -186,6 +186,7 @@ class Subscriber(threading.Thread):
         self.sock.connect(endpoint)
         self.dead_letter = dead_letter
         self.items = []
+        self.heartbeats = []  # the feed's heartbeat bodies (JSON), not events
         self.stopping = False
         self.lock = threading.Lock()
 
@@ -196,6 +197,11 @@ class Subscriber(threading.Thread):
             if poller.poll(50):
                 parts = self.sock.recv_multipart()
                 topic = parts[0].decode()
+                if topic == "heartbeat":
+                    import json
+                    with self.lock:
+                        self.heartbeats.append(json.loads(parts[1]))
+                    continue
                 if self.dead_letter:
                     import json
                     item = dict(topic=topic, detail=json.loads(parts[1]), payload=parts[2])
