@@ -266,6 +266,8 @@ static void s_time(s_sub_t *s, int64_t sent_ns, int64_t now)
 
 static void s_on_event(s_sub_t *s, zmq_msg_t *topic, zmq_msg_t *body, int64_t now)
 {
+    if (zmq_msg_size(topic) == 9 && memcmp(zmq_msg_data(topic), "heartbeat", 9) == 0)
+        return; /* the feed's heartbeat (docs/subscribers.md): not an event */
     size_t len = zmq_msg_size(body);
     const void *data = zmq_msg_data(body);
     if (((uintptr_t)data & 7) != 0) {
