@@ -11,7 +11,7 @@
 
 #include "curve.h"
 
-#define FP_VERSION "0.1.0"
+#include "version.h" /* FP_VERSION */
 
 /* The usage text of every verb (main.c). */
 void fp_cli_usage(FILE *f);

@@ -8,13 +8,16 @@
 
 #include "buf.h"
 #include "config.h"
+#include "version.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -92,7 +95,7 @@ struct fp_metrics {
         _Atomic uint64_t position, lag;
         _Atomic int detached;
     } readers[FP_METRICS_READERS_MAX];
-    _Atomic uint64_t outbox_bytes, map_bytes;
+    _Atomic uint64_t outbox_bytes, map_bytes, state_used_bytes;
     s_hist_t hist[FP_H_COUNT];
 };
 
@@ -305,6 +308,11 @@ void fp_metrics_set_outbox(fp_metrics_t *self, uint64_t outbox_bytes, uint64_t m
     atomic_store_explicit(&self->map_bytes, map_bytes, RLX);
 }
 
+void fp_metrics_set_state_used(fp_metrics_t *self, uint64_t used_bytes)
+{
+    atomic_store_explicit(&self->state_used_bytes, used_bytes, RLX);
+}
+
 void fp_metrics_set_commit_stalled(fp_metrics_t *self, int stalled)
 {
     atomic_store_explicit(&self->commit_stalled, stalled, RLX);
@@ -392,6 +400,53 @@ static uint64_t s_rss_bytes(void)
     return n == 2 && page > 0 ? (uint64_t)resident * (uint64_t)page : 0;
 }
 
+/* The standard process_* series (the names Prometheus' client libraries
+   use, so the usual dashboards work), from /proc. */
+static void s_process(s_buf_t *b)
+{
+    FILE *f = fopen("/proc/self/stat", "r");
+    unsigned long long utime = 0, stime = 0, start = 0, vsize = 0;
+    if (f) {
+        char buf[1024];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        /* after the command name in parentheses, which may hold spaces */
+        const char *p = strrchr(buf, ')');
+        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d "
+                               "%*d %*d %*d %*d %llu %llu", &utime, &stime, &start, &vsize) != 4)
+            utime = stime = start = vsize = 0;
+    }
+    long tck = sysconf(_SC_CLK_TCK);
+    double boot = 0;
+    FILE *st = fopen("/proc/stat", "r");
+    if (st) {
+        char line[256];
+        while (fgets(line, sizeof line, st))
+            if (sscanf(line, "btime %lf", &boot) == 1)
+                break;
+        fclose(st);
+    }
+    int fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        for (struct dirent *e; (e = readdir(d)) != NULL;)
+            fds += e->d_name[0] != '.';
+        closedir(d);
+        fds--; /* the one opendir holds */
+    }
+    struct rlimit rl = {0, 0};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    s_head(b, "process_cpu_seconds_total", "counter", "User and system CPU time, seconds.");
+    s_put(b, "process_cpu_seconds_total %.2f\n", tck > 0 ? (double)(utime + stime) / (double)tck : 0);
+    s_head(b, "process_start_time_seconds", "gauge", "Start time since the Unix epoch, seconds.");
+    s_put(b, "process_start_time_seconds %.2f\n", tck > 0 ? boot + (double)start / (double)tck : 0);
+    s_gauge(b, "process_virtual_memory_bytes", "Virtual memory size.", (double)vsize);
+    s_gauge(b, "process_resident_memory_bytes", "Resident set size.", (double)s_rss_bytes());
+    s_gauge(b, "process_open_fds", "Open file descriptors.", (double)fds);
+    s_gauge(b, "process_max_fds", "The file descriptor limit.", (double)rl.rlim_cur);
+}
+
 static void s_hist(s_buf_t *b, const fp_metrics_t *self, fp_hist_t which, const char *name,
                    const char *help)
 {
@@ -460,7 +515,8 @@ char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *le
     char name[32];
     s_head(&b, "floorpost_stage_queue_messages", "gauge",
            "Messages queued on the stage's input pipes, approximate (sent minus received; "
-           "ingest: acks to forward; emit: checkpoints and barriers, not dead letters).");
+           "ingest: acks to forward; emit: the shards' messages (bundles of checkpoints, barriers), "
+           "not dead letters).");
     for (int i = 0; i < nstages; i++) {
         const fp_stage_slot_t *s = &self->stages[i];
         uint64_t rcv = s_ld(&s->received), snt = s_ld(&s->sent);
@@ -598,6 +654,12 @@ char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *le
            "handing it to emit for publishing.");
     s_gauge(&b, "floorpost_process_resident_memory_bytes", "Resident set size.",
             (double)s_rss_bytes());
+    s_gauge(&b, "floorpost_state_used_bytes",
+            "Pages of the state's LMDB file holding live data (against floorpost_state_map_bytes).",
+            (double)atomic_load_explicit(&mut->state_used_bytes, RLX));
+    s_process(&b);
+    s_head(&b, "floorpost_build_info", "gauge", "The running build (always 1).");
+    s_put(&b, "floorpost_build_info{version=\"%s\"} 1\n", FP_VERSION);
     fp_metrics_t *mself = (fp_metrics_t *)self;
     pthread_mutex_lock(&mself->sinks_mu);
     if (self->sinks_prom) {

@@ -149,6 +149,8 @@ void fp_metrics_set_reader(fp_metrics_t *self, const char *name, uint64_t positi
                            int detached);
 
 /* Emit, once a second: the outbox's pages and the map size (bytes). */
+/* The state's used pages (store.h fp_store_usage), once a second by emit. */
+void fp_metrics_set_state_used(fp_metrics_t *self, uint64_t used_bytes);
 void fp_metrics_set_outbox(fp_metrics_t *self, uint64_t outbox_bytes, uint64_t map_bytes);
 
 /* Adds one observation (ns, negative counts as 0) to a local histogram. */

@@ -278,6 +278,9 @@ static void s_housekeeping(emit_t *self, int64_t now)
     if (fp_outbox_lags(self->store, self->cfg->reader_max_lag_events, s_reader_lag, self,
                        &outbox_bytes, &map_bytes) == 0)
         fp_metrics_set_outbox(self->metrics, outbox_bytes, map_bytes);
+    uint64_t used = 0, map = 0;
+    if (fp_store_usage(self->store, &used, &map) == 0)
+        fp_metrics_set_state_used(self->metrics, used);
     /* Detached readers (fp_outbox_lags skips them), also those detached
        before a restart. */
     fp_outbox_each_reader(self->store, s_detached_metric, self);
@@ -385,7 +388,7 @@ void *fp_emit_main(void *argp)
         }
         int64_t woke = fp_now_ns();
         fp_metrics_stage_beat(self->slot, woke);
-        uint64_t received = 0;
+        uint64_t received = 0; /* from the shards' pipe: the queue gauge's other side */
         for (int s = 0; s < 2; s++) {
             void *sock = s == 0 ? self->in : self->dlin;
             /* Non-blocking receives until the pipe is empty, in bounded
@@ -393,7 +396,7 @@ void *fp_emit_main(void *argp)
             for (int k = 0; k < 256 && (items[s].revents & ZMQ_POLLIN); k++) {
                 if (!s_receive(self, sock))
                     break;
-                received++;
+                received += s == 0;
             }
         }
         if (items[2].revents & ZMQ_POLLIN)

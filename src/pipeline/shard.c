@@ -56,7 +56,7 @@ typedef struct {
     size_t strptr_cap;
     fp_stage_slot_t *slot;      /* our gauges (metrics.h) */
     fp_stage_slot_t *emit_slot; /* emit's: we count what we queue for it */
-    uint64_t emitted;           /* checkpoints sent to emit, not yet counted there */
+    uint64_t emitted;           /* messages sent to emit, not yet counted in its slot */
     fp_hist_local_t delay;      /* publish delay, merged into metrics per round */
 } shard_t;
 
@@ -70,6 +70,7 @@ static void s_bundle_flush(shard_t *self)
     zmq_send(self->emit, &h, sizeof h, ZMQ_SNDMORE);
     zmq_send(self->emit, self->bundle, self->bundle_len, 0);
     self->bundle_len = 0;
+    self->emitted++; /* messages, as emit counts them (not the items inside) */
 }
 
 /* Appends one item of nparts frames to the bundle. */
@@ -104,7 +105,6 @@ static void s_bundle_add(shard_t *self, uint32_t type, uint32_t nparts, const vo
         p += 4 + lens[k];
     }
     self->bundle_len += need;
-    self->emitted++;
     if (self->bundle_len >= (1u << 20))
         s_bundle_flush(self); /* bounded messages, bounded memory */
 }

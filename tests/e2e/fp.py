@@ -252,7 +252,8 @@ class Floorpost:
                             ingest_pull=self.endpoints["pull"], publish=self.endpoints["pub"],
                             deadletter=self.endpoints["dl"], replay=self.endpoints["replay"],
                             drain_timeout_ms=20000, publish_hwm=100000, feed_heartbeat_ms=1000),
-            "pipeline": dict(workers=2, shards=2, round_interval_ms=20, max_frame_bytes=65536),
+            "pipeline": dict(workers=2, shards=2, round_interval_ms=20, max_frame_bytes=65536,
+                             queue_batches=64),
             "dedup": dict(dedup_window=1024),
             "aggregate": dict(posting_interval_ms=60000, time_zone="UTC"),
             # durability on, as in production (a fresh state per instance)

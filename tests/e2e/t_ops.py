@@ -150,3 +150,51 @@ def feed_heartbeat_reveals_a_lost_burst_end():
     eq([e["global_seq"] for e in events], list(range(1, 100001)), "every event, once, in order")
     rc, _ = fp.stop()
     eq(rc, 0, "stop")
+
+
+def scrape_metrics(port):
+    import urllib.request
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            out[k] = float(v)
+    return out
+
+
+@extra_test
+def queue_metrics_right_under_load_and_at_idle():
+    """floorpost_stage_queue_messages{stage="emit"} read 138,331 at idle
+    after 2,023 events (the shard counted items, emit messages)."""
+    port = free_port()
+    fp = Floorpost(metrics_port=port, posting_interval_ms=200, queue_batches=64).start()
+    prod = Producer(CTX, fp.endpoints["router"])
+    peak = 0
+    for b in range(40):
+        prod.send(81, 1, [rec(b * 250 + k + 1, PART, order="Q%05d" % (b * 250 + k), qty=1)
+                          for k in range(250)])
+        if b % 8 == 0:
+            m = scrape_metrics(port)
+            peak = max(peak, m['floorpost_stage_queue_messages{stage="emit"}'])
+    assert prod.wait_acks(40, timeout=30)
+    prod.close()
+    time.sleep(1.0)  # the posting interval flushes 10,000 partial checkpoints
+    m = scrape_metrics(port)
+    assert m["floorpost_events_published_total{kind=\"completion\"}"] >= 10000, m
+    for stage in ["ingest", "worker-0", "worker-1", "shard-0", "shard-1", "emit"]:
+        q = m['floorpost_stage_queue_messages{stage="%s"}' % stage]
+        assert 0 <= q <= 4, ("idle queue " + stage, q)
+    # the process and the build, the state's size
+    from fp import FLOORPOST  # noqa: F401
+    assert m["process_cpu_seconds_total"] > 0 and m["process_open_fds"] > 5, m
+    assert m["process_max_fds"] >= m["process_open_fds"]
+    assert abs(m["process_start_time_seconds"] - time.time()) < 120, m["process_start_time_seconds"]
+    assert m["process_resident_memory_bytes"] > 1e6
+    assert any(k.startswith("floorpost_build_info{version=") for k in m), "build_info"
+    assert 0 < m["floorpost_state_used_bytes"] <= m["floorpost_state_map_bytes"], m
+    # under load it can never exceed what the pipes hold (2 x queue_batches
+    # per shard pipe, both shards) plus the barriers in flight
+    assert peak <= 2 * 64 * 2 + 8, peak
+    rc, _ = fp.stop()
+    eq(rc, 0, "stop")
