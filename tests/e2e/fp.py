@@ -430,3 +430,24 @@ def eq(a, b, what=""):
     if a != b:
         ra, rb = repr(a), repr(b)
         raise AssertionError("%s: %s != %s" % (what, ra[:1500], rb[:1500]))
+
+
+def scrape(port, path="/metrics"):
+    """(status, body) of an HTTP GET on floorpost's metrics endpoint."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def parse_metrics(text):
+    """{'name{labels}': value} of a Prometheus text exposition."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out

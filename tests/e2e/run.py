@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from fp import (COMPLETED, FLOORPOST, MATERIAL, PART, SCRAP, STARTED, Floorpost,  # noqa: E402
                 Producer, Subscriber, Truth, encode_batch, nonzero, read_truth, rec, replay,
                 replay_all, totals)
-from fp import decode_checkpoint  # noqa: E402
+from fp import decode_checkpoint, parse_metrics, scrape  # noqa: E402
 
 CTX = zmq.Context.instance()
 TESTS = []
@@ -505,27 +505,6 @@ def example_subscribers_decode_filter_and_detect_gaps():
     finally:
         raw.close(0)
         fp.kill()
-
-
-def scrape(port, path="/metrics"):
-    """(status, body) of an HTTP GET on floorpost's metrics endpoint."""
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def parse_metrics(text):
-    """{'name{labels}': value} of a Prometheus text exposition."""
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 @test

@@ -6,7 +6,8 @@ import time
 
 import zmq
 
-from fp import PART, Floorpost, Producer, eq, extra_test, free_port, rec, replay, replay_all  # noqa: F401
+from fp import (PART, Floorpost, Producer, eq, extra_test, free_port, parse_metrics,  # noqa: F401
+                rec, replay, replay_all, scrape)
 
 CTX = zmq.Context.instance()
 
@@ -153,14 +154,9 @@ def feed_heartbeat_reveals_a_lost_burst_end():
 
 
 def scrape_metrics(port):
-    import urllib.request
-    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            k, _, v = line.rpartition(" ")
-            out[k] = float(v)
-    return out
+    status, text = scrape(port)
+    eq(status, 200, "/metrics")
+    return parse_metrics(text)
 
 
 @extra_test
