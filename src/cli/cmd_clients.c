@@ -205,6 +205,12 @@ int fp_cmd_tail(int argc, char **argv)
     fp_tail_stats_t st;
     int rc = fp_tail(ctx, &o, &st);
     zmq_ctx_term(ctx);
+    if (rc == -EACCES) {
+        fprintf(stderr, "floorpost tail: %s: authentication refused: %s\n", o.endpoint,
+                st.auth_status == 400 ? "the server does not allow this key (its allow file)"
+                                      : "the CURVE handshake failed (wrong server key?)");
+        return 3;
+    }
     if (rc != 0) {
         fprintf(stderr, "floorpost tail: %s: %s\n", o.endpoint, zmq_strerror(-rc));
         return 1;

@@ -8,6 +8,7 @@
 #include "tail.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -425,6 +426,21 @@ int fp_tail(void *zmq_ctx, const fp_tail_opts_t *o, fp_tail_stats_t *st)
         zmq_close(sub);
         return -e;
     }
+    /* With CURVE: a monitor tells a refused key from a silent feed (both
+       would otherwise look like "nothing comes"). */
+    void *mon = NULL;
+    if (o->server_key_z85) {
+        char mep[64];
+        static _Atomic int mseq;
+        snprintf(mep, sizeof mep, "inproc://fp-tail-monitor-%d", atomic_fetch_add(&mseq, 1));
+        if (zmq_socket_monitor(sub, mep, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                                             ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0 &&
+            (mon = zmq_socket(zmq_ctx, ZMQ_PAIR)) != NULL && zmq_connect(mon, mep) != 0) {
+            zmq_close(mon);
+            mon = NULL;
+        }
+    }
+    int refused = 0;
     t.line = malloc(t.cap);
     /* Catch-up: the SUB is connected first, so what is published meanwhile
        queues there (no HWM) and the overlap is skipped as duplicates. */
@@ -435,10 +451,28 @@ int fp_tail(void *zmq_ctx, const fp_tail_opts_t *o, fp_tail_stats_t *st)
     }
     int idle = 0;
     while (t.line && !s_done(&t)) {
-        zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll(&it, 1, 100);
+        zmq_pollitem_t its[2] = {{sub, 0, ZMQ_POLLIN, 0}, {mon, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(its, mon ? 2 : 1, 100);
         if (rc < 0 && zmq_errno() != EINTR)
             break;
+        if (mon && (its[1].revents & ZMQ_POLLIN)) {
+            zmq_msg_t ev, addr;
+            zmq_msg_init(&ev);
+            zmq_msg_init(&addr);
+            if (zmq_msg_recv(&ev, mon, 0) >= 6 && zmq_msg_more(&ev) &&
+                zmq_msg_recv(&addr, mon, 0) >= 0) {
+                uint16_t event;
+                uint32_t v;
+                memcpy(&event, zmq_msg_data(&ev), 2);
+                memcpy(&v, (char *)zmq_msg_data(&ev) + 2, 4);
+                refused = event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ? (int)v : -1;
+            }
+            zmq_msg_close(&ev);
+            zmq_msg_close(&addr);
+            if (refused)
+                break;
+            continue;
+        }
         if (rc <= 0) {
             idle += 100;
             if (o->idle_timeout_ms && idle >= o->idle_timeout_ms)
@@ -492,5 +526,8 @@ int fp_tail(void *zmq_ctx, const fp_tail_opts_t *o, fp_tail_stats_t *st)
     int linger = 0;
     zmq_setsockopt(sub, ZMQ_LINGER, &linger, sizeof linger);
     zmq_close(sub);
-    return 0;
+    if (mon)
+        zmq_close(mon);
+    st->auth_status = refused;
+    return refused ? -EACCES : 0;
 }

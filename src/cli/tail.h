@@ -57,6 +57,8 @@ typedef struct {
     uint64_t replayed;      /* printed events that came from the replay endpoint */
     uint64_t global_gaps;   /* global_seq gaps seen on the live feed */
     uint64_t heartbeats;    /* the feed's heartbeat messages seen */
+    int auth_status;        /* CURVE refused: the ZAP status (400 = key not allowed), -1 for
+                               another handshake failure; 0 = not refused */
     uint64_t duplicates;    /* events skipped: global_seq already handled */
     uint64_t unrecoverable; /* events the replay endpoint could not give */
 } fp_tail_stats_t;

@@ -53,6 +53,51 @@ uint64_t fp_security_refused(void)
     return atomic_load_explicit(&s_refused, memory_order_relaxed);
 }
 
+/* ---- handshake failures the ZAP handler never sees ----
+
+   A plain client on a CURVE endpoint (or a broken or foreign peer) fails
+   the ZMTP handshake before any ZAP request: only libzmq's socket monitor
+   reports it. fp_security_watch, on the socket's own thread, starts a
+   monitor on an inproc endpoint of the socket's context and registers it
+   here; the handler thread of that context connects a PAIR to it and logs
+   and counts what it reports. The registry only grows (server sockets are
+   made once, at start). */
+#define S_WATCH_MAX 32
+typedef struct {
+    void *ctx;
+    char ep[48];
+    char label[FP_ENDPOINT_MAX];
+} s_watch_t;
+static pthread_mutex_t s_watch_mu = PTHREAD_MUTEX_INITIALIZER;
+static s_watch_t s_watch[S_WATCH_MAX];
+static int s_nwatch;
+static _Atomic uint64_t s_hs_failed[2]; /* plain client / protocol: metrics */
+
+uint64_t fp_security_handshakes_failed(int plain)
+{
+    return atomic_load_explicit(&s_hs_failed[plain ? 0 : 1], memory_order_relaxed);
+}
+
+int fp_security_watch(void *zmq_ctx, void *sock, const char *label)
+{
+    static _Atomic int seq;
+    pthread_mutex_lock(&s_watch_mu);
+    int rc = -1;
+    if (s_nwatch < S_WATCH_MAX) {
+        s_watch_t *w = &s_watch[s_nwatch];
+        snprintf(w->ep, sizeof w->ep, "inproc://fp-monitor-%d", atomic_fetch_add(&seq, 1));
+        snprintf(w->label, sizeof w->label, "%s", label);
+        w->ctx = zmq_ctx;
+        if (zmq_socket_monitor(sock, w->ep, ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0) {
+            s_nwatch++;
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&s_watch_mu);
+    return rc;
+}
+
 
 /* ---- the allowlist ---- */
 
@@ -217,6 +262,8 @@ struct fp_security {
     int64_t next_check_ns;
     int64_t next_log_ns;
     uint64_t suppressed;
+    int64_t next_hs_log_ns; /* handshake failures: logged at most once a second too */
+    uint64_t hs_suppressed;
 };
 
 static bool s_same_file(const struct stat *a, const struct stat *b)
@@ -353,6 +400,43 @@ static void s_handle(fp_security_t *self, void *rep)
         zmq_msg_close(&f[i]);
 }
 
+/* One monitor event: [u16 event, u32 value][endpoint]. */
+static void s_monitor_event(fp_security_t *self, void *mon, const char *label)
+{
+    zmq_msg_t a, b;
+    zmq_msg_init(&a);
+    zmq_msg_init(&b);
+    if (zmq_msg_recv(&a, mon, ZMQ_DONTWAIT) < 0 || !zmq_msg_more(&a) ||
+        zmq_msg_recv(&b, mon, 0) < 0 || zmq_msg_size(&a) < 6) {
+        zmq_msg_close(&a);
+        zmq_msg_close(&b);
+        return;
+    }
+    uint16_t ev;
+    uint32_t value;
+    memcpy(&ev, zmq_msg_data(&a), 2);
+    memcpy(&value, (char *)zmq_msg_data(&a) + 2, 4);
+    zmq_msg_close(&a);
+    zmq_msg_close(&b);
+    bool plain = ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+                 value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH;
+    uint64_t total = atomic_fetch_add_explicit(&s_hs_failed[plain ? 0 : 1], 1,
+                                               memory_order_relaxed) + 1;
+    int64_t now = fp_now_ns();
+    if (now >= self->next_hs_log_ns) {
+        fp_log(FP_LOG_WARN, "security", "handshake refused",
+               "reason=\"%s\" endpoint=%s protocol_error=0x%x total=%llu suppressed=%llu",
+               plain ? "a plain (non-CURVE) client on a CURVE endpoint"
+                     : "ZMTP/CURVE handshake failed (a foreign or broken peer, or a wrong "
+                       "server key)",
+               label, value, (unsigned long long)total, (unsigned long long)self->hs_suppressed);
+        self->hs_suppressed = 0;
+        self->next_hs_log_ns = now + 1000000000;
+    } else {
+        self->hs_suppressed++;
+    }
+}
+
 static void *s_handler(void *arg)
 {
     fp_security_t *self = arg;
@@ -368,10 +452,30 @@ static void *s_handler(void *arg)
         zmq_bind(rep, FP_ZAP_ENDPOINT) != 0)
         status = zmq_errno() ? zmq_errno() : ENOMEM;
     zmq_send(pipe, &status, sizeof status, 0);
+    void *mon[S_WATCH_MAX];
+    const char *mlabel[S_WATCH_MAX];
+    int nmon = 0, seen = 0;
     while (status == 0) {
-        zmq_pollitem_t items[2] = {{pipe, 0, ZMQ_POLLIN, 0}, {rep, 0, ZMQ_POLLIN, 0}};
+        /* New monitors of this context (the stages bind after we start). */
+        pthread_mutex_lock(&s_watch_mu);
+        for (; seen < s_nwatch; seen++) {
+            if (s_watch[seen].ctx != self->zmq_ctx)
+                continue;
+            void *m = zmq_socket(self->zmq_ctx, ZMQ_PAIR);
+            if (m && zmq_connect(m, s_watch[seen].ep) == 0) {
+                zmq_setsockopt(m, ZMQ_LINGER, &linger, sizeof linger);
+                mlabel[nmon] = s_watch[seen].label;
+                mon[nmon++] = m;
+            } else if (m) {
+                zmq_close(m);
+            }
+        }
+        pthread_mutex_unlock(&s_watch_mu);
+        zmq_pollitem_t items[2 + S_WATCH_MAX] = {{pipe, 0, ZMQ_POLLIN, 0}, {rep, 0, ZMQ_POLLIN, 0}};
+        for (int i = 0; i < nmon; i++)
+            items[2 + i] = (zmq_pollitem_t){mon[i], 0, ZMQ_POLLIN, 0};
         /* Wakes at least once a second to look at the allow file. */
-        int rc = zmq_poll(items, 2, 1000);
+        int rc = zmq_poll(items, 2 + nmon, 1000);
         if (rc < 0 && zmq_errno() != EINTR)
             break;
         if (items[0].revents & ZMQ_POLLIN)
@@ -379,7 +483,12 @@ static void *s_handler(void *arg)
         s_maybe_reload(self);
         if (items[1].revents & ZMQ_POLLIN)
             s_handle(self, rep);
+        for (int i = 0; i < nmon; i++)
+            if (items[2 + i].revents & ZMQ_POLLIN)
+                s_monitor_event(self, mon[i], mlabel[i]);
     }
+    for (int i = 0; i < nmon; i++)
+        zmq_close(mon[i]);
     if (rep)
         zmq_close(rep);
     zmq_close(pipe);

@@ -103,4 +103,16 @@ bool fp_security_internal_client(const fp_security_t *self, const char **server_
    started (a client retrying counts once per attempt). Any thread. */
 uint64_t fp_security_refused(void);
 
+/* With CURVE on: watches server socket sock (of zmq_ctx; call on its own
+   thread, after the bind) for handshakes that fail before any ZAP request
+   (a plain client on a CURVE endpoint, a broken peer); the handler thread
+   of zmq_ctx logs them (at most once a second, the rest counted as
+   suppressed) and counts them. label names the endpoint in the log. 0 or
+   -1 (too many sockets, or libzmq refused the monitor). */
+int fp_security_watch(void *zmq_ctx, void *sock, const char *label);
+
+/* Handshakes failed so far in this process: plain = a plain client on a
+   CURVE endpoint, else any other ZMTP/CURVE handshake failure. */
+uint64_t fp_security_handshakes_failed(int plain);
+
 #endif

@@ -937,7 +937,11 @@ def keygen_and_cli_clients_over_curve():
         stranger_tail = subprocess.Popen(
             [FLOORPOST, "tail", "--timeout", "1500", "--server-key", skey, "--key",
              os.path.join(d, "stranger.key"), fp.endpoints["pub"]], stdout=subprocess.PIPE,
-            text=True)
+            stderr=subprocess.PIPE, text=True)
+        # a plain client on a CURVE endpoint: refused at the handshake, which
+        # the server logs (no ZAP request is ever made for it)
+        plain_tail = subprocess.Popen([FLOORPOST, "tail", "--timeout", "1500", fp.endpoints["pub"]],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(0.5)
         out = subprocess.run([FLOORPOST, "send", "--timeout", "1000", "--server-key", skey,
                               "--key", os.path.join(d, "stranger.key"), fp.endpoints["router"],
@@ -952,8 +956,16 @@ def keygen_and_cli_clients_over_curve():
         got, _ = tail.communicate(timeout=10)
         ev = json.loads(got.splitlines()[0])
         eq((ev["order"], ev["yield"], ev["final"]), ("77", 6, True), "tail over CURVE")
-        got, _ = stranger_tail.communicate(timeout=10)
+        got, err = stranger_tail.communicate(timeout=10)
         eq(got, "", "tail with an unknown key prints nothing")
+        eq(stranger_tail.returncode, 3, "tail with an unknown key exits 3: " + err)
+        assert "authentication refused" in err and "does not allow this key" in err, err
+        plain_tail.communicate(timeout=10)
+        end = time.time() + 5
+        while time.time() < end and "a plain (non-CURVE) client" not in fp.log():
+            time.sleep(0.1)
+        assert ('msg="handshake refused" reason="a plain (non-CURVE) client on a CURVE endpoint" '
+                'endpoint=' + fp.endpoints["pub"]) in fp.log(), fp.log()
         out = subprocess.run([FLOORPOST, "send", "--server-key", skey, fp.endpoints["router"],
                               path], capture_output=True, text=True)
         eq(out.returncode, 2, "--server-key without --key")
