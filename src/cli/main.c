@@ -12,6 +12,7 @@
     Exit codes: 0 ok; 1 runtime failure (bind error, drain timeout, records
     refused); 2 usage or configuration error.
 */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,12 +32,7 @@
 const char *malloc_conf = "lg_extent_max_active_fit:10";
 
 
-void fp_cli_usage(FILE *f)
-{
-    fprintf(f,
-            "floorpost " FP_VERSION " - shop-floor telemetry in, ERP checkpoints out\n"
-            "\n"
-            "usage:\n"
+static const char s_usage[] =
             "  floorpost run [-c FILE] [--check]\n"
             "      run the service; without -c, the embedded demo plant feeds it and\n"
             "      the published checkpoints are printed. --check validates and exits.\n"
@@ -72,7 +68,38 @@ void fp_cli_usage(FILE *f)
             "      the ERP sinks ([sink NAME] sections, docs/sinks.md): state, position,\n"
             "      lag, counters and last error of each (from the running instance's\n"
             "      metrics endpoint, else the positions in state_dir); exit 1 when one is\n"
-            "      failing or detached. detach: retention stops waiting for it (loud)\n");
+            "      failing or detached. detach: retention stops waiting for it (loud)\n";
+
+void fp_cli_usage(FILE *f)
+{
+    fprintf(f, "floorpost " FP_VERSION " - shop-floor telemetry in, ERP checkpoints out\n\n"
+               "usage:\n%s", s_usage);
+}
+
+/* `floorpost VERB --help`: the usage lines of VERB only (its block of
+   s_usage, up to the next verb's). false when there is no such verb. */
+static bool s_verb_usage(FILE *f, const char *verb)
+{
+    char head[64];
+    snprintf(head, sizeof head, "  floorpost %s", verb);
+    size_t hl = strlen(head);
+    bool in = false, any = false;
+    for (const char *p = s_usage; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        bool verb_line = len > 12 && strncmp(p, "  floorpost ", 12) == 0;
+        bool shared = len > 4 && strncmp(p, "  send and tail", 15) == 0;
+        if (verb_line)
+            in = len >= hl && strncmp(p, head, hl) == 0 && (len == hl || p[hl] == ' ');
+        else if (shared)
+            in = strcmp(verb, "send") == 0 || strcmp(verb, "tail") == 0;
+        if (in) {
+            fprintf(f, "%.*s\n", (int)len, p);
+            any = true;
+        }
+        p += len + (nl ? 1 : 0);
+    }
+    return any;
 }
 
 int main(int argc, char **argv)
@@ -81,6 +108,9 @@ int main(int argc, char **argv)
         fp_cli_usage(stderr);
         return 2;
     }
+    if (argc >= 3 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0) &&
+        s_verb_usage(stdout, argv[1]))
+        return 0;
     if (strcmp(argv[1], "run") == 0)
         return fp_cmd_run(argc - 2, argv + 2);
     if (strcmp(argv[1], "send") == 0)

@@ -194,3 +194,17 @@ def queue_metrics_right_under_load_and_at_idle():
     assert peak <= 2 * 64 * 2 + 8, peak
     rc, _ = fp.stop()
     eq(rc, 0, "stop")
+
+
+@extra_test
+def every_verb_has_help_and_version():
+    import subprocess
+    from fp import FLOORPOST
+    for verb in ("run", "send", "tail", "keygen", "deadletters", "sinks"):
+        r = subprocess.run([FLOORPOST, verb, "--help"], capture_output=True, text=True, timeout=10)
+        eq(r.returncode, 0, verb + " --help")
+        lines = [l for l in r.stdout.splitlines() if l.startswith("  floorpost ")]
+        assert lines and all(l.startswith("  floorpost " + verb) for l in lines), (verb, r.stdout)
+    r = subprocess.run([FLOORPOST, "--version"], capture_output=True, text=True, timeout=10)
+    eq(r.returncode, 0, "--version")
+    assert r.stdout.startswith("floorpost "), r.stdout
