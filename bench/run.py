@@ -578,11 +578,28 @@ def main():
         print("max throughput, %d open keys, batch 256, tcp, durability off, %d pair%s:" %
               (keys, pairs, "s" if pairs > 1 else ""), flush=True)
         ceils, maxes = [], []
-        for i in range(pairs):
-            tag = " #%d" % (i + 1) if pairs > 1 else ""
+        rate = lambda r: r["records_per_s_e2e"]  # noqa: E731
+        extra = 0
+        i = 0
+        while i < pairs + extra:
+            tag = " #%d" % (i + 1) if pairs + extra > 1 else ""
             ceils.append(s.run("ceiling" + tag, target="forwarder", records=n_max, keys=keys))
             maxes.append(s.run("max" + tag, workers=dw, shards=dw, records=n_max, keys=keys))
-        rate = lambda r: r["records_per_s_e2e"]  # noqa: E731
+            i += 1
+            if i == pairs + extra:
+                med = sorted(rate(m) / rate(c) for c, m in zip(ceils, maxes))[len(ceils) // 2]
+                if med > 1.0 and extra < 2:
+                    # floorpost does strictly more work than the forwarder:
+                    # above it, the load on this shared machine changed
+                    # between the two runs of a pair. Measure again.
+                    print("  implausible: floorpost at %.1f %% of its ceiling; one more pair"
+                          % (100 * med), flush=True)
+                    extra += 1
+        med = sorted(rate(m) / rate(c) for c, m in zip(ceils, maxes))[len(ceils) // 2]
+        if med > 1.0:
+            raise SystemExit("bench: floorpost measured at %.1f %% of its forwarder ceiling "
+                             "(median of %d pairs): impossible, the machine's load is too uneven "
+                             "to measure; nothing kept" % (100 * med, len(ceils)))
         ceil = sorted(ceils, key=rate)[len(ceils) // 2]
         best = sorted(maxes, key=rate)[len(maxes) // 2]
         ratios = sorted(rate(m) / rate(c) for c, m in zip(ceils, maxes))
