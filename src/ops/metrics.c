@@ -661,13 +661,16 @@ char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *le
     s_process(&b);
     s_head(&b, "floorpost_handshakes_refused_total", "counter",
            "Connections refused at the handshake: key_not_allowed (CURVE key not in the allow "
-           "file), plain_client (no CURVE on a CURVE endpoint), protocol (any other failure).");
+           "file), plain_client (no CURVE on a CURVE endpoint), closed (the peer hung up during "
+           "the handshake: often a plain client too), protocol (any other failure).");
     s_put(&b, "floorpost_handshakes_refused_total{reason=\"key_not_allowed\"} %llu\n",
           (unsigned long long)fp_security_refused());
     s_put(&b, "floorpost_handshakes_refused_total{reason=\"plain_client\"} %llu\n",
-          (unsigned long long)fp_security_handshakes_failed(1));
-    s_put(&b, "floorpost_handshakes_refused_total{reason=\"protocol\"} %llu\n",
           (unsigned long long)fp_security_handshakes_failed(0));
+    s_put(&b, "floorpost_handshakes_refused_total{reason=\"closed\"} %llu\n",
+          (unsigned long long)fp_security_handshakes_failed(2));
+    s_put(&b, "floorpost_handshakes_refused_total{reason=\"protocol\"} %llu\n",
+          (unsigned long long)fp_security_handshakes_failed(1));
     s_head(&b, "floorpost_build_info", "gauge", "The running build (always 1).");
     s_put(&b, "floorpost_build_info{version=\"%s\"} 1\n", FP_VERSION);
     fp_metrics_t *mself = (fp_metrics_t *)self;

@@ -65,17 +65,19 @@ uint64_t fp_security_refused(void)
 #define S_WATCH_MAX 32
 typedef struct {
     void *ctx;
+    void *pair; /* connected here, before any event can be lost; then the handler's */
     char ep[48];
     char label[FP_ENDPOINT_MAX];
 } s_watch_t;
 static pthread_mutex_t s_watch_mu = PTHREAD_MUTEX_INITIALIZER;
 static s_watch_t s_watch[S_WATCH_MAX];
 static int s_nwatch;
-static _Atomic uint64_t s_hs_failed[2]; /* plain client / protocol: metrics */
+static _Atomic uint64_t s_hs_failed[3]; /* plain client, protocol, closed: metrics */
 
-uint64_t fp_security_handshakes_failed(int plain)
+uint64_t fp_security_handshakes_failed(int which)
 {
-    return atomic_load_explicit(&s_hs_failed[plain ? 0 : 1], memory_order_relaxed);
+    return which >= 0 && which < 3 ? atomic_load_explicit(&s_hs_failed[which], memory_order_relaxed)
+                                   : 0;
 }
 
 int fp_security_watch(void *zmq_ctx, void *sock, const char *label)
@@ -88,10 +90,25 @@ int fp_security_watch(void *zmq_ctx, void *sock, const char *label)
         snprintf(w->ep, sizeof w->ep, "inproc://fp-monitor-%d", atomic_fetch_add(&seq, 1));
         snprintf(w->label, sizeof w->label, "%s", label);
         w->ctx = zmq_ctx;
-        if (zmq_socket_monitor(sock, w->ep, ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                                                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0) {
-            s_nwatch++;
-            rc = 0;
+        /* PROTOCOL: a mechanism mismatch or a broken handshake; NO_DETAIL:
+           the peer closed mid-handshake (a plain client often sees the
+           mismatch first and hangs up). AUTH is a ZAP denial, which the
+           handler logs itself. */
+        if (zmq_socket_monitor(sock, w->ep, ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) == 0 &&
+            (w->pair = zmq_socket(zmq_ctx, ZMQ_PAIR)) != NULL) {
+            /* Connected on this thread, now: events before the handler
+               looks are queued, not dropped. The handler takes the socket
+               over (the mutex is the barrier libzmq asks for). */
+            int linger = 0;
+            zmq_setsockopt(w->pair, ZMQ_LINGER, &linger, sizeof linger);
+            if (zmq_connect(w->pair, w->ep) == 0) {
+                s_nwatch++;
+                rc = 0;
+            } else {
+                zmq_close(w->pair);
+                w->pair = NULL;
+            }
         }
     }
     pthread_mutex_unlock(&s_watch_mu);
@@ -262,8 +279,8 @@ struct fp_security {
     int64_t next_check_ns;
     int64_t next_log_ns;
     uint64_t suppressed;
-    int64_t next_hs_log_ns; /* handshake failures: logged at most once a second too */
-    uint64_t hs_suppressed;
+    int64_t next_hs_log_ns[3]; /* handshake failures by kind: at most once a second each */
+    uint64_t hs_suppressed[3];
 };
 
 static bool s_same_file(const struct stat *a, const struct stat *b)
@@ -418,22 +435,25 @@ static void s_monitor_event(fp_security_t *self, void *mon, const char *label)
     memcpy(&value, (char *)zmq_msg_data(&a) + 2, 4);
     zmq_msg_close(&a);
     zmq_msg_close(&b);
-    bool plain = ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
-                 value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH;
-    uint64_t total = atomic_fetch_add_explicit(&s_hs_failed[plain ? 0 : 1], 1,
-                                               memory_order_relaxed) + 1;
+    if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && (value >> 28) == 2)
+        return; /* ZAP_*: the handler's own refusal, logged there */
+    int k = ev == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL                 ? 2
+            : value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ? 0
+                                                                   : 1;
+    uint64_t total = atomic_fetch_add_explicit(&s_hs_failed[k], 1, memory_order_relaxed) + 1;
     int64_t now = fp_now_ns();
-    if (now >= self->next_hs_log_ns) {
+    if (now >= self->next_hs_log_ns[k]) {
         fp_log(FP_LOG_WARN, "security", "handshake refused",
                "reason=\"%s\" endpoint=%s protocol_error=0x%x total=%llu suppressed=%llu",
-               plain ? "a plain (non-CURVE) client on a CURVE endpoint"
-                     : "ZMTP/CURVE handshake failed (a foreign or broken peer, or a wrong "
-                       "server key)",
-               label, value, (unsigned long long)total, (unsigned long long)self->hs_suppressed);
-        self->hs_suppressed = 0;
-        self->next_hs_log_ns = now + 1000000000;
+               k == 0   ? "a plain (non-CURVE) client on a CURVE endpoint"
+               : k == 2 ? "the peer closed during the handshake (a plain client on a CURVE "
+                          "endpoint, or a client with a wrong server key)"
+                        : "ZMTP/CURVE handshake failed (a foreign or broken peer)",
+               label, value, (unsigned long long)total, (unsigned long long)self->hs_suppressed[k]);
+        self->hs_suppressed[k] = 0;
+        self->next_hs_log_ns[k] = now + 1000000000;
     } else {
-        self->hs_suppressed++;
+        self->hs_suppressed[k]++;
     }
 }
 
@@ -459,16 +479,11 @@ static void *s_handler(void *arg)
         /* New monitors of this context (the stages bind after we start). */
         pthread_mutex_lock(&s_watch_mu);
         for (; seen < s_nwatch; seen++) {
-            if (s_watch[seen].ctx != self->zmq_ctx)
+            if (s_watch[seen].ctx != self->zmq_ctx || !s_watch[seen].pair)
                 continue;
-            void *m = zmq_socket(self->zmq_ctx, ZMQ_PAIR);
-            if (m && zmq_connect(m, s_watch[seen].ep) == 0) {
-                zmq_setsockopt(m, ZMQ_LINGER, &linger, sizeof linger);
-                mlabel[nmon] = s_watch[seen].label;
-                mon[nmon++] = m;
-            } else if (m) {
-                zmq_close(m);
-            }
+            mlabel[nmon] = s_watch[seen].label;
+            mon[nmon++] = s_watch[seen].pair;
+            s_watch[seen].pair = NULL; /* ours now */
         }
         pthread_mutex_unlock(&s_watch_mu);
         zmq_pollitem_t items[2 + S_WATCH_MAX] = {{pipe, 0, ZMQ_POLLIN, 0}, {rep, 0, ZMQ_POLLIN, 0}};

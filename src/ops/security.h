@@ -111,8 +111,9 @@ uint64_t fp_security_refused(void);
    -1 (too many sockets, or libzmq refused the monitor). */
 int fp_security_watch(void *zmq_ctx, void *sock, const char *label);
 
-/* Handshakes failed so far in this process: plain = a plain client on a
-   CURVE endpoint, else any other ZMTP/CURVE handshake failure. */
-uint64_t fp_security_handshakes_failed(int plain);
+/* Handshakes failed so far in this process, by kind: 0 a plain client on a
+   CURVE endpoint (mechanism mismatch), 1 another protocol failure, 2 the
+   peer closed during the handshake. */
+uint64_t fp_security_handshakes_failed(int which);
 
 #endif

@@ -962,10 +962,13 @@ def keygen_and_cli_clients_over_curve():
         assert "authentication refused" in err and "does not allow this key" in err, err
         plain_tail.communicate(timeout=10)
         end = time.time() + 5
-        while time.time() < end and "a plain (non-CURVE) client" not in fp.log():
+        while time.time() < end and "a plain client on a CURVE endpoint" not in fp.log() \
+                and "a plain (non-CURVE) client" not in fp.log():
             time.sleep(0.1)
-        assert ('msg="handshake refused" reason="a plain (non-CURVE) client on a CURVE endpoint" '
-                'endpoint=' + fp.endpoints["pub"]) in fp.log(), fp.log()
+        # which side notices the mismatch first varies: the server sees it,
+        # or sees the client hang up during the handshake
+        assert [l for l in fp.log().splitlines() if 'msg="handshake refused"' in l and
+                "plain" in l and "endpoint=" + fp.endpoints["pub"] in l], fp.log()
         out = subprocess.run([FLOORPOST, "send", "--server-key", skey, fp.endpoints["router"],
                               path], capture_output=True, text=True)
         eq(out.returncode, 2, "--server-key without --key")
