@@ -87,15 +87,23 @@ $(BUILD)/libfloorpost-gateway.a: $(GATEWAY_OBJ)
 $(BUILD)/floorpost: $(CMD_C:src/%.c=$(BUILD)/obj/%.o) $(BUILD)/libfloorpost.a
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# A test or tool links the objects it depends on beyond its own (below).
 $(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libfloorpost.a
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Itests -c -o $@.o $<
-	$(CXX) $(LDFLAGS) -o $@ $@.o $(BUILD)/libfloorpost.a $(LDLIBS)
+	$(CXX) $(LDFLAGS) -o $@ $@.o $(filter %.o,$^) $(BUILD)/libfloorpost.a $(LDLIBS)
+
+$(BUILD)/tools/%.o: tests/tools/%.c | $(GEN)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libfloorpost.a
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@.o $<
-	$(CXX) $(LDFLAGS) -o $@ $@.o $(BUILD)/libfloorpost.a $(LDLIBS)
+	$(CXX) $(LDFLAGS) -o $@ $@.o $(filter %.o,$^) $(BUILD)/libfloorpost.a $(LDLIBS)
+
+# crashgen's ground truth (tests/tools/truth.h), checked against agg.c by test_agg.
+$(BUILD)/tools/crashgen $(BUILD)/tests/core/test_agg: $(BUILD)/tools/truth.o
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libfloorpost.a
 	@mkdir -p $(@D)

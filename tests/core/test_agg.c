@@ -1,15 +1,18 @@
 /*  test_agg.c - aggregation semantics (agg.h): arithmetic per kind,
     OperationCompleted, partial and late flushes, refusals, release, event ids,
     lineage, a randomized model check of the delta invariant, and persistence:
-    export, import, and exactness across a restart. */
+    export, import, and exactness across a restart; crashgen's ground truth
+    (tests/tools/truth.h) against a plant stream. */
 #include "agg.h"
 
 #include <stdbool.h>
 #include <time.h>
 #include <xxhash.h>
 
+#include "plantgen.h"
 #include "route.h"
 #include "test.h"
+#include "tools/truth.h"
 
 /* ---- batch builder: lays out fp_batch_hdr_t as record.h describes ---- */
 
@@ -152,6 +155,7 @@ typedef struct {
     size_t n, cap;
     bool count_only; /* count events and sum yields, keep nothing */
     int64_t yield_sum;
+    uint64_t record_sum; /* record_count over every event */
     int rejects;
     char last_reason[32];
     uint64_t last_reject_seq;
@@ -166,6 +170,7 @@ static void s_copy(char *dst, size_t cap, const char *s)
 static void s_on_emit(void *ctx, const fp_checkpoint_t *ck)
 {
     sink_t *k = ctx;
+    k->record_sum += ck->record_count;
     if (k->count_only) {
         k->n++;
         k->yield_sum += ck->yield;
@@ -1386,6 +1391,126 @@ TEST(test_restart_exact)
     s_restart_run(90, 0xabcdefull); /* near the key limit: refusals must match too */
 }
 
+/* crashgen's stream (its plantgen parameters) into one agg_t with round
+   flushes, posting-interval flushes and restarts from the store, then the
+   drain: the published record_count is the truth's (truth.h), and what
+   the truth says waits (OperationStarted records of operations with only
+   consumption since: 0/0 partial completions) is held, restored, pending.
+   The truth once counted every unique record as published: 40000 records
+   of seed 5 end with two such operations, and the crash test of the jsonl
+   sink found the outbox 2 short. */
+static void s_add_rec(bb_t *bb, const fp_rec_in_t *r)
+{
+    const char *const *v = r->str;
+    bb->plant = v[FP_STR_PLANT];
+    bb->line = v[FP_STR_LINE];
+    bb->station = v[FP_STR_STATION];
+    fp_record_t *f;
+    if (r->kind == FP_KIND_MATERIAL)
+        f = bb_rec(bb, r->kind, r->quantity, v[FP_STR_ORDER], v[FP_STR_OPERATION],
+                   v[FP_STR_MATERIAL], v[FP_STR_LOT], v[FP_STR_UNIT]);
+    else
+        f = bb_rec(bb, r->kind, r->quantity, v[FP_STR_ORDER], v[FP_STR_OPERATION],
+                   v[FP_STR_REASON], NULL, NULL);
+    f->seq = r->seq;
+    f->time_ns = r->time_ns;
+}
+
+/* A restart: a new agg_t from the store alone (start-up protocol, agg.h);
+   what the old one emitted is added to *emitted. */
+static agg_t *s_restart_from(agg_t *a, sink_t *k, kvmap_t *store, uint64_t *emitted,
+                             int64_t now, uint64_t *x)
+{
+    *emitted += k->record_sum;
+    agg_destroy(&a);
+    agg_t *b = s_new(k, 1u << 20, INT64_MAX / 4);
+    k->count_only = true;
+    kv_import_all(store, b, x);
+    agg_flush(b, AGG_FLUSH_LATE, now);
+    return b;
+}
+
+TEST(test_truth_of_crashgen)
+{
+    plantgen_params_t pp;
+    plantgen_defaults(&pp);
+    pp.lines_per_plant = 4; /* crashgen's */
+    pp.seed = 5;
+    pp.records_per_operation = 40;
+    pp.burst = 16;
+    plantgen_t *g = plantgen_new(&pp);
+    truth_t *t = truth_new();
+    kvmap_t *store = calloc(1, sizeof *store);
+    ASSERT(g && t && store);
+    sink_t k;
+    agg_t *a = s_new(&k, 1u << 20, INT64_MAX / 4); /* no release in the run */
+    k.count_only = true;
+    bb_t bb;
+    bb_init(&bb, 0, 1);
+    uint64_t emitted = 0, x = 42, unique = 0;
+    int64_t now = 1700000000000000000ll;
+    int batches = 0, posting = 0, restarts = 0;
+    for (int i = 0; i <= 40000; i++) {
+        uint64_t source = 0, epoch = 0;
+        fp_rec_in_t r;
+        if (i < 40000) {
+            plantgen_next(g, &source, &epoch, &r);
+            ASSERT_EQ(truth_add(t, &r), 0);
+            unique += r.kind == FP_KIND_SCRAP ? 2 : 1;
+        }
+        if (bb.n > 0 && (i == 40000 || source != bb.source || bb.n == 64)) {
+            s_add(a, &bb);
+            if (++batches % 4 == 0 || i == 40000) { /* a round */
+                now += 50000000;
+                bool last = i == 40000; /* the drain */
+                int mode = last || s_rng(&x) % 10 == 0 ? AGG_FLUSH_ALL : AGG_FLUSH_LATE;
+                posting += mode == AGG_FLUSH_ALL;
+                agg_flush(a, mode, now);
+                ASSERT_EQ(agg_export_dirty(a, kv_cb, store), 0);
+                if (s_rng(&x) % 10 == 0) {
+                    a = s_restart_from(a, &k, store, &emitted, now, &x);
+                    restarts++;
+                }
+            }
+        }
+        if (i < 40000) {
+            bb.source = source;
+            bb.epoch = epoch;
+            s_add_rec(&bb, &r);
+        }
+    }
+    /* Drained; the final start restores the drained state. */
+    a = s_restart_from(a, &k, store, &emitted, now, &x);
+    fprintf(stderr, "    %d posting flushes, %d restarts; published %" PRIu64
+                    " records, %" PRIu64 " waiting\n",
+            posting, restarts, emitted, truth_waiting(t));
+    ASSERT(posting > 30 && restarts > 30);
+    ASSERT_EQ(truth_waiting(t), 2); /* the case is there */
+    ASSERT_EQ(truth_records(t) + truth_waiting(t), unique);
+    ASSERT_EQ(emitted, truth_records(t));
+    const agg_pending_t *pend = agg_pending(a);
+    ASSERT_EQ(pend->records[FP_CK_COMPLETION - 1], truth_waiting(t));
+    ASSERT_EQ(pend->records[FP_CK_CONSUMPTION - 1], 0);
+    ASSERT_EQ(pend->records[FP_CK_SCRAP - 1], 0);
+    agg_flush(a, AGG_FLUSH_ALL, now + 1); /* they wait even on drain */
+    ASSERT_EQ(k.n, 0);
+    ASSERT_EQ(agg_pending(a)->records[FP_CK_COMPLETION - 1], truth_waiting(t));
+
+    /* Outside the model: refused, nothing counted. */
+    fp_rec_in_t bad = {.seq = 1, .kind = FP_KIND_PART_COUNT, .quantity = 0};
+    ASSERT_EQ(truth_add(t, &bad), -1);
+    bad.kind = 9;
+    ASSERT_EQ(truth_add(t, &bad), -1);
+    ASSERT_EQ(truth_records(t) + truth_waiting(t), unique);
+
+    agg_destroy(&a);
+    bb_free(&bb);
+    kv_clear(store);
+    free(store);
+    truth_destroy(&t);
+    plantgen_destroy(&g);
+}
+
 /* Decodes key bytes (agg.h) independently of agg.c: kind and strings. */
 static int s_key_decode(const uint8_t *k, size_t klen, char out[6][32])
 {
@@ -1934,6 +2059,7 @@ int main(int argc, char **argv)
     RUN(test_no_tracking_without_export);
     RUN(test_import_malformed);
     RUN(test_restart_exact);
+    RUN(test_truth_of_crashgen);
     RUN(test_growth_1m_keys);
     RUN(test_growth_while_releasing);
     return test_done();

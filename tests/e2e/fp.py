@@ -373,9 +373,13 @@ def replay_all(ctx, endpoint):
         nxt = nxt2
 
 
-def read_truth(path):
-    """crashgen's ground truth file -> (completion, consumption, scrap, records)."""
-    comp, cons, scr, records = {}, {}, {}, 0
+def read_truth(path, waiting=False):
+    """crashgen's ground truth file (tests/tools/truth.h) -> (completion,
+    consumption, scrap, records): records is the record_count the published
+    checkpoints sum to. waiting=True adds a fifth: the records that wait,
+    unpublished, in 0/0 partial completions (an OperationStarted followed by
+    nothing but consumption), held in floorpost's state."""
+    comp, cons, scr, records, wait = {}, {}, {}, 0, 0
     with open(path) as f:
         for line in f:
             w = line.rstrip("\n").split("\t")
@@ -387,7 +391,9 @@ def read_truth(path):
                 scr[tuple(w[1:5])] = int(w[5])
             elif w[0] == "R":
                 records = int(w[1])
-    return comp, cons, scr, records
+            elif w[0] == "W":
+                wait = int(w[1])
+    return (comp, cons, scr, records, wait) if waiting else (comp, cons, scr, records)
 
 
 class Producer:

@@ -54,6 +54,7 @@ def check_exact(events, truth_path, outbox):
     eq(nonzero(gc), nonzero(comp), "completion totals")
     eq(nonzero(gn), nonzero(cons), "consumption totals")
     eq(nonzero(gs), nonzero(scr), "scrap totals")
+    eq(grec, records, "records summed")
     for e in events:
         assert len(e["posting_date"]) == 10 and e["posting_date"][4] == "-", e
 

@@ -5,12 +5,10 @@
     it after a reconnect or timeout), with duplicates and producer restarts
     (epoch bumps), paced to a rate, while the test kills and restarts
     floorpost. At the end it waits until every batch is acked and writes the
-    ground truth - the sums over the UNIQUE records it produced - as tab-
-    separated lines, for the test to compare with what floorpost published:
-      C plant order operation yield scrap
-      M plant order operation material lot unit quantity
-      S plant order operation reason parts
-      R records            (record_count total: a Scrap record counts twice)
+    ground truth - the sums over the UNIQUE records it produced, the
+    record_count the published checkpoints must add up to and the records
+    that wait in 0/0 completions (truth.h: the model and the file's lines) -
+    for the test to compare with what floorpost published.
 
     usage: crashgen ENDPOINT TRUTH_FILE [--records N] [--lines L] [--seed S]
                     [--rate R] [--dup-pct P] [--restart-every N] [--resend-ms MS]
@@ -23,85 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <xxhash.h>
 #include <zmq.h>
 
 #include "clock.h"
 #include "plantgen.h"
 #include "producer.h"
-
-/* The truth: sums per key string ("C|plant|order|op" ...), open addressing. */
-typedef struct {
-    char *key;
-    int64_t a, b;
-} slot_t;
-
-typedef struct {
-    slot_t *slots;
-    size_t cap, n;
-} map_t;
-
-static slot_t *s_get(map_t *m, const char *key)
-{
-    if ((m->n + 1) * 2 > m->cap) {
-        size_t ncap = m->cap ? m->cap * 2 : 1024;
-        slot_t *ns = calloc(ncap, sizeof *ns);
-        if (!ns)
-            abort();
-        for (size_t i = 0; i < m->cap; i++)
-            if (m->slots[i].key) {
-                size_t j = XXH3_64bits(m->slots[i].key, strlen(m->slots[i].key)) & (ncap - 1);
-                while (ns[j].key)
-                    j = (j + 1) & (ncap - 1);
-                ns[j] = m->slots[i];
-            }
-        free(m->slots);
-        m->slots = ns;
-        m->cap = ncap;
-    }
-    size_t j = XXH3_64bits(key, strlen(key)) & (m->cap - 1);
-    while (m->slots[j].key) {
-        if (strcmp(m->slots[j].key, key) == 0)
-            return &m->slots[j];
-        j = (j + 1) & (m->cap - 1);
-    }
-    m->slots[j].key = strdup(key);
-    m->n++;
-    return &m->slots[j];
-}
-
-static const char *s_str(const fp_rec_in_t *r, int f)
-{
-    return r->str[f] ? r->str[f] : "";
-}
-
-static void s_truth(map_t *m, const fp_rec_in_t *r, uint64_t *records)
-{
-    char key[1024];
-    const char *p = s_str(r, FP_STR_PLANT), *o = s_str(r, FP_STR_ORDER),
-               *op = s_str(r, FP_STR_OPERATION);
-    (*records)++;
-    switch (r->kind) {
-    case FP_KIND_PART_COUNT:
-        snprintf(key, sizeof key, "C\t%s\t%s\t%s", p, o, op);
-        s_get(m, key)->a += r->quantity;
-        break;
-    case FP_KIND_SCRAP:
-        (*records)++;
-        snprintf(key, sizeof key, "C\t%s\t%s\t%s", p, o, op);
-        s_get(m, key)->b += r->quantity;
-        snprintf(key, sizeof key, "S\t%s\t%s\t%s\t%s", p, o, op, s_str(r, FP_STR_REASON));
-        s_get(m, key)->a += r->quantity;
-        break;
-    case FP_KIND_MATERIAL:
-        snprintf(key, sizeof key, "M\t%s\t%s\t%s\t%s\t%s\t%s", p, o, op, s_str(r, FP_STR_MATERIAL),
-                 s_str(r, FP_STR_LOT), s_str(r, FP_STR_UNIT));
-        s_get(m, key)->a += r->quantity;
-        break;
-    default:
-        break;
-    }
-}
+#include "truth.h"
 
 /* A copy of a record for later duplication (plantgen's strings move on). */
 typedef struct {
@@ -171,7 +96,8 @@ int main(int argc, char **argv)
     plantgen_t *gen = plantgen_new(&pp);
     void *ctx = zmq_ctx_new();
     producer_t *p = producer_new(ctx, endpoint, PRODUCER_ACKED, batch);
-    if (!gen || !p) {
+    truth_t *truth = truth_new();
+    if (!gen || !p || !truth) {
         fprintf(stderr, "crashgen: cannot start (endpoint %s)\n", endpoint);
         return 1;
     }
@@ -180,8 +106,7 @@ int main(int argc, char **argv)
     uint64_t epoch[1024] = {0}, seq[1024] = {0}, since[1024] = {0};
     saved_t *ring = calloc(256, sizeof *ring);
     size_t nring = 0;
-    map_t truth = {0};
-    uint64_t total = 0, dups = 0, restarts = 0, xs = seed * 0x9E3779B97F4A7C15ull + 1;
+    uint64_t dups = 0, restarts = 0, xs = seed * 0x9E3779B97F4A7C15ull + 1;
     int64_t t0 = fp_now_ns();
     for (uint64_t i = 0; i < records; i++) {
         uint64_t source, gen_epoch;
@@ -209,7 +134,10 @@ int main(int argc, char **argv)
         }
         r.seq = ++seq[s];
         since[s]++;
-        s_truth(&truth, &r, &total);
+        if (truth_add(truth, &r) != 0) {
+            fprintf(stderr, "crashgen: record %" PRIu64 " is outside the truth model\n", i + 1);
+            return 1;
+        }
         if (producer_add(p, source, epoch[s], &r) != 0) {
             fprintf(stderr, "crashgen: producer_add failed\n");
             return 1;
@@ -243,21 +171,11 @@ int main(int argc, char **argv)
             (unsigned long long)st->batches_sent, (unsigned long long)st->acks,
             (unsigned long long)st->rejected_batches, rc ? " - NOT EVERYTHING ACKED" : "");
     FILE *f = fopen(truth_path, "w");
-    if (!f)
+    if (!f || truth_write(truth, f) != 0 || fclose(f) != 0) {
+        fprintf(stderr, "crashgen: cannot write %s\n", truth_path);
         return 1;
-    for (size_t i = 0; i < truth.cap; i++) {
-        slot_t *e = &truth.slots[i];
-        if (!e->key)
-            continue;
-        if (e->key[0] == 'C')
-            fprintf(f, "%s\t%" PRId64 "\t%" PRId64 "\n", e->key, e->a, e->b);
-        else
-            fprintf(f, "%s\t%" PRId64 "\n", e->key, e->a);
-        free(e->key);
     }
-    fprintf(f, "R\t%" PRIu64 "\n", total);
-    fclose(f);
-    free(truth.slots);
+    truth_destroy(&truth);
     free(ring);
     int ok = rc == 0 && st->rejected_batches == 0; /* st lives in p */
     producer_destroy(&p);
