@@ -588,7 +588,7 @@ def main():
             i += 1
             if i == pairs + extra:
                 med = sorted(rate(m) / rate(c) for c, m in zip(ceils, maxes))[len(ceils) // 2]
-                if med > 1.0 and extra < 2:
+                if med > 1.0 and extra < 2 and not a.smoke:
                     # floorpost does strictly more work than the forwarder:
                     # above it, the load on this shared machine changed
                     # between the two runs of a pair. Measure again.
@@ -596,7 +596,12 @@ def main():
                           % (100 * med), flush=True)
                     extra += 1
         med = sorted(rate(m) / rate(c) for c, m in zip(ceils, maxes))[len(ceils) // 2]
-        if med > 1.0:
+        if med > 1.0 and a.smoke:
+            # 300,000 records run for tens of milliseconds: the smoke run
+            # checks that every scenario works, its ratio measures nothing
+            print("  smoke: floorpost at %.1f %% of its ceiling; a smoke run's ratio is noise, "
+                  "not a measurement (make bench measures)" % (100 * med), flush=True)
+        elif med > 1.0:
             raise SystemExit("bench: floorpost measured at %.1f %% of its forwarder ceiling "
                              "(median of %d pairs): impossible, the machine's load is too uneven "
                              "to measure; nothing kept" % (100 * med, len(ceils)))
