@@ -28,6 +28,7 @@
 #include "producer.h"
 #include "security.h"
 #include "store.h"
+#include "utf8.h"
 #include "varint.h"
 
 #define S_ME "floorpost deadletters"
@@ -135,6 +136,40 @@ static const char *s_unsendable(const s_payload_t *pl)
 
 /* ---- list ---- */
 
+/* The stored detail as JSON text to print (malloc'd; NULL on out of
+   memory): as stored when it is valid JSON (checked with every integer
+   read as a double, so a u64 above INT64_MAX, which jansson's integers
+   cannot hold, is checked too; the text printed is the stored one, exact);
+   otherwise (an older floorpost's detail with bytes that are not UTF-8) as
+   a JSON string of the text, repaired (utf8.h): never null. */
+static char *s_detail_json(const char *json, size_t jlen)
+{
+    json_t *v = json_loadb(json, jlen, JSON_DECODE_INT_AS_REAL | JSON_DECODE_ANY, NULL);
+    if (v) {
+        json_decref(v);
+        char *out = malloc(jlen + 1);
+        if (out) {
+            memcpy(out, json, jlen);
+            out[jlen] = 0;
+            /* the detail is one object on its line */
+            for (size_t i = 0; i < jlen; i++)
+                if (out[i] == '\n' || out[i] == '\r')
+                    out[i] = ' ';
+        }
+        return out;
+    }
+    size_t cap = jlen * 3 + 1;
+    char *fixed = malloc(cap);
+    if (!fixed)
+        return NULL;
+    size_t n = fp_utf8_repair(fixed, cap, json, jlen);
+    json_t *str = json_stringn(fixed, n);
+    free(fixed);
+    char *out = str ? json_dumps(str, JSON_ENCODE_ANY) : NULL;
+    json_decref(str);
+    return out;
+}
+
 typedef struct {
     bool json;
     uint32_t max_frame;
@@ -156,22 +191,29 @@ static int s_list_one(void *ctx, uint64_t dl_seq, int64_t wall_ns, const char *r
     char when[48];
     s_format_time(wall_ns, when, sizeof when);
     if (l->json) {
-        json_t *detail = json_loadb(json, jlen, 0, NULL);
-        if (!detail)
-            detail = json_stringn(json, jlen);
-        json_t *o = json_pack("{s:I, s:s, s:I, s:s, s:o, s:I, s:I, s:b}", "dl_seq",
-                              (json_int_t)dl_seq, "time", when, "time_ns", (json_int_t)wall_ns,
-                              "reason", reason, "detail", detail ? detail : json_null(),
-                              "payload_bytes", (json_int_t)plen, "records", (json_int_t)nrec,
-                              "resubmittable", why == NULL);
-        if (o) {
-            json_dumpf(o, stdout, JSON_COMPACT);
-            fputc('\n', stdout);
-            json_decref(o);
+        char *detail = s_detail_json(json, jlen);
+        char rfix[256 * 3 + 1];
+        fp_utf8_repair(rfix, sizeof rfix, reason, strlen(reason));
+        json_t *r = json_string(rfix);
+        char *rq = r ? json_dumps(r, JSON_ENCODE_ANY) : NULL;
+        json_decref(r);
+        if (detail && rq) {
+            /* Printed by hand around the detail, which is spliced in as
+               stored: jansson cannot hold integers above INT64_MAX. */
+            printf("{\"dl_seq\":%" PRIu64 ",\"time\":\"%s\",\"time_ns\":%" PRId64
+                   ",\"reason\":%s,\"detail\":%s,\"payload_bytes\":%zu,\"records\":%" PRIu32
+                   ",\"resubmittable\":%s}\n",
+                   dl_seq, when, wall_ns, rq, detail, plen, nrec, why ? "false" : "true");
+        } else {
+            l->rc = -ENOMEM;
         }
+        free(rq);
+        free(detail);
     } else {
-        printf("%-8" PRIu64 " %s %-20s %8zu %-5s %.*s\n", dl_seq, when, reason, plen,
-               why ? "no" : "yes", (int)(jlen < 2000 ? jlen : 2000), json);
+        char text[2000 * 3 + 1];
+        fp_utf8_repair(text, sizeof text, json, jlen < 2000 ? jlen : 2000);
+        printf("%-8" PRIu64 " %s %-20s %8zu %-5s %s\n", dl_seq, when, reason, plen,
+               why ? "no" : "yes", text);
     }
     free(pl.buf);
     l->count++;

@@ -1,7 +1,10 @@
 /*  log.c - logfmt lines on stderr, rate-limited per component. See log.h. */
 #include "log.h"
 
+#include "utf8.h"
+
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -68,6 +71,29 @@ static s_slot_t *s_slot(const char *component)
     return &s_slots[S_SLOTS - 1];
 }
 
+/* Makes line[0..n) one line of valid UTF-8 in place (at most cap bytes):
+   a byte that starts no UTF-8 character becomes U+FFFD, a newline or
+   carriage return a blank, so a value formatted without fp_log_quote can
+   neither break the line nor make it invalid text. Returns the new length. */
+static size_t s_clean(char *line, size_t n, size_t cap)
+{
+    size_t i = 0;
+    while (i < n && (unsigned char)line[i] < 0x80 && line[i] != '\n' && line[i] != '\r')
+        i++;
+    if (i == n)
+        return n; /* the usual case: plain ASCII */
+    if (fp_utf8_valid(line + i, n - i) && !memchr(line + i, '\n', n - i) &&
+        !memchr(line + i, '\r', n - i))
+        return n;
+    char tmp[4096];
+    size_t o = fp_utf8_repair(tmp, sizeof tmp < cap + 1 ? sizeof tmp : cap + 1, line, n);
+    for (size_t j = 0; j < o; j++)
+        if (tmp[j] == '\n' || tmp[j] == '\r')
+            tmp[j] = ' ';
+    memcpy(line, tmp, o);
+    return o;
+}
+
 static void s_write(int level, const char *component, const char *msg, const char *fmt,
                     va_list ap)
 {
@@ -91,6 +117,7 @@ static void s_write(int level, const char *component, const char *msg, const cha
         if (k > 0)
             n += ((size_t)k < sizeof line - n - 1) ? (size_t)k : sizeof line - n - 2;
     }
+    n = s_clean(line, n, sizeof line - 1);
     line[n++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
@@ -166,7 +193,11 @@ void fp_log_flush_suppressed(void)
             s_report(&s_slots[i], NULL);
 }
 
-size_t fp_log_quote(char *dst, size_t cap, const char *s, size_t maxlen)
+/* Quotes s[0..len) (len bytes readable), at most maxlen of them. at_end:
+   s[len] is the string's real end, so a character cut short by len is
+   invalid (replaced); otherwise it may go on beyond len and is cut. */
+static size_t s_quote(char *dst, size_t cap, const char *s, size_t len, size_t maxlen,
+                      bool at_end)
 {
     static const char hex[] = "0123456789abcdef";
     if (cap < 3) {
@@ -174,26 +205,59 @@ size_t fp_log_quote(char *dst, size_t cap, const char *s, size_t maxlen)
             dst[0] = 0;
         return 0;
     }
+    const unsigned char *p = (const unsigned char *)s;
     size_t n = 0;
     dst[n++] = '"';
-    for (size_t i = 0; s && s[i] && i < maxlen; i++) {
-        unsigned char c = (unsigned char)s[i];
-        size_t need = (c == '"' || c == '\\') ? 2 : c < 0x20 ? 6 : 1;
+    /* i < len and i < maxlen are tested before p[i] is read: s need not
+       be NUL-terminated. */
+    for (size_t i = 0; i < len && i < maxlen;) {
+        unsigned char c = p[i];
+        int k = c < 0x80 ? 1 : fp_utf8_seq(p + i, len - i);
+        if (k < 0 && !at_end)
+            break; /* cut by len: the rest of the character is not ours to read */
+        const char *out = (const char *)p + i;
+        size_t need, step = 1;
+        char esc[6];
+        if (k <= 0) {
+            out = "\\ufffd"; /* not UTF-8: U+FFFD, escaped (ASCII in the output) */
+            need = 6;
+        } else if (k > 1) {
+            if (i + (size_t)k > maxlen)
+                break; /* never cut inside a character */
+            need = step = (size_t)k;
+        } else if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            out = esc;
+            need = 2;
+        } else if (c < 0x20 || c == 0x7f) {
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            out = esc;
+            need = 6;
+        } else {
+            need = 1;
+        }
         if (n + need + 2 > cap)
             break;
-        if (c == '"' || c == '\\') {
-            dst[n++] = '\\';
-            dst[n++] = (char)c;
-        } else if (c < 0x20) {
-            memcpy(dst + n, "\\u00", 4);
-            dst[n + 4] = hex[c >> 4];
-            dst[n + 5] = hex[c & 15];
-            n += 6;
-        } else {
-            dst[n++] = (char)c;
-        }
+        memcpy(dst + n, out, need);
+        n += need;
+        i += step;
     }
     dst[n++] = '"';
     dst[n] = 0;
     return n;
+}
+
+size_t fp_log_quote(char *dst, size_t cap, const char *s, size_t maxlen)
+{
+    size_t len = s ? strnlen(s, maxlen) : 0;
+    /* strnlen stopped at a NUL before maxlen: that is the real end. */
+    return s_quote(dst, cap, s, len, maxlen, len < maxlen);
+}
+
+size_t fp_log_quote_n(char *dst, size_t cap, const char *s, size_t len, size_t maxlen)
+{
+    return s_quote(dst, cap, s, s ? len : 0, maxlen, true);
 }

@@ -45,9 +45,16 @@ void fp_log_admitted(int level, const char *component, const char *msg, const ch
    not yet reported. */
 void fp_log_flush_suppressed(void);
 
-/* Writes s (at most maxlen bytes of it) as a quoted, escaped string (JSON
-   and logfmt alike: \" \\ and control bytes as \u00XX) into dst, always
-   NUL-terminated, cut to fit cap. Returns the length written. */
+/* Writes s (at most maxlen bytes of it, up to its NUL; s need not be
+   NUL-terminated within maxlen) as a quoted, escaped string, valid JSON and
+   a valid logfmt value alike: \" \\ and control bytes (and DEL) as \u00XX,
+   valid UTF-8 characters as they are, every byte that starts no valid
+   UTF-8 character as \ufffd (utf8.h). Cut on a character boundary (never
+   inside a character or an escape) to fit maxlen and cap; always quoted
+   and NUL-terminated. Returns the length written. */
 size_t fp_log_quote(char *dst, size_t cap, const char *s, size_t maxlen);
+
+/* The same for exactly len bytes of s (NUL bytes are quoted as \u0000). */
+size_t fp_log_quote_n(char *dst, size_t cap, const char *s, size_t len, size_t maxlen);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include "log.h"
 #include "test.h"
+#include "utf8.h"
 
 /* Runs fn with stderr sent to a temp file; returns the file's text (caller frees). */
 static char *s_capture(void (*fn)(void))
@@ -89,11 +90,86 @@ TEST(test_quote)
     ASSERT_STREQ(small, "\"\\\"\"");
 }
 
+/* The quoting loop reads no byte past maxlen: a buffer of exactly maxlen
+   bytes without a NUL (ASan reports a heap-buffer-overflow otherwise). */
+TEST(test_quote_reads_nothing_past_maxlen)
+{
+    char *raw = malloc(8);
+    ASSERT(raw);
+    memcpy(raw, "12345678", 8);
+    char buf[64];
+    ASSERT_EQ(fp_log_quote(buf, sizeof buf, raw, 8), 10);
+    ASSERT_STREQ(buf, "\"12345678\"");
+    /* ends inside a character: cut before it, the rest is not read */
+    memcpy(raw, "123456\xE2\x82", 8);
+    fp_log_quote(buf, sizeof buf, raw, 8);
+    ASSERT_STREQ(buf, "\"123456\"");
+    ASSERT_EQ(fp_log_quote_n(buf, sizeof buf, raw, 8, 64), 20);
+    ASSERT_STREQ(buf, "\"123456\\ufffd\\ufffd\""); /* with its known end: invalid */
+    free(raw);
+}
+
+TEST(test_quote_utf8)
+{
+    char buf[64];
+    /* valid characters pass as they are */
+    fp_log_quote(buf, sizeof buf, "Stra\xC3\x9F" "e", 64);
+    ASSERT_STREQ(buf, "\"Stra\xC3\x9F" "e\"");
+    /* invalid bytes: \ufffd, escaped */
+    fp_log_quote(buf, sizeof buf, "P\xFF" "A\xC0\xAF", 64);
+    ASSERT_STREQ(buf, "\"P\\ufffdA\\ufffd\\ufffd\"");
+    /* cut at maxlen inside a character: the character is left out */
+    fp_log_quote(buf, sizeof buf, "ab\xE2\x82\xAC" "c", 4);
+    ASSERT_STREQ(buf, "\"ab\"");
+    fp_log_quote(buf, sizeof buf, "ab\xE2\x82\xAC" "c", 5);
+    ASSERT_STREQ(buf, "\"ab\xE2\x82\xAC\"");
+    /* cut by cap inside a character or an escape: never half of one */
+    char small[7];
+    fp_log_quote(small, sizeof small, "abc\xE2\x82\xAC", 64);
+    ASSERT_STREQ(small, "\"abc\"");
+    fp_log_quote(small, sizeof small, "a\x01", 64);
+    ASSERT_STREQ(small, "\"a\"");
+    /* embedded NUL with an explicit length; DEL escaped */
+    fp_log_quote_n(buf, sizeof buf, "P\0A\x7f", 4, 64);
+    ASSERT_STREQ(buf, "\"P\\u0000A\\u007f\"");
+    /* every output is valid UTF-8, whatever the bytes */
+    unsigned x = 7;
+    for (int round = 0; round < 2000; round++) {
+        char junk[40];
+        for (size_t i = 0; i < sizeof junk; i++) {
+            x = x * 1103515245u + 12345u;
+            junk[i] = (char)(x >> 16);
+        }
+        size_t n = fp_log_quote_n(buf, sizeof buf, junk, sizeof junk, (size_t)round % 41);
+        ASSERT(n >= 2 && buf[0] == '"' && buf[n - 1] == '"');
+        ASSERT(fp_utf8_valid(buf, n));
+        ASSERT_EQ(strlen(buf), n);
+    }
+}
+
+static void s_bad_bytes_line(void)
+{
+    fp_log(FP_LOG_WARN, "tester", "raw value", "v=%s next=1", "a\xFF\nb\xE2\x82");
+}
+
+/* A value formatted without quoting still gives one valid UTF-8 line. */
+TEST(test_line_is_valid_utf8)
+{
+    char *t = s_capture(s_bad_bytes_line);
+    ASSERT_EQ(s_count(t, "\n"), 1);
+    ASSERT(fp_utf8_valid(t, strlen(t)));
+    ASSERT(strstr(t, "v=a\xEF\xBF\xBD b\xEF\xBF\xBD\xEF\xBF\xBD next=1\n"));
+    free(t);
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
     RUN(test_format);
     RUN(test_rate_limit);
     RUN(test_quote);
+    RUN(test_quote_reads_nothing_past_maxlen);
+    RUN(test_quote_utf8);
+    RUN(test_line_is_valid_utf8);
     return test_done();
 }
