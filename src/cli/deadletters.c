@@ -139,12 +139,14 @@ static const char *s_unsendable(const s_payload_t *pl)
 /* The stored detail as JSON text to print (malloc'd; NULL on out of
    memory): as stored when it is valid JSON (checked with every integer
    read as a double, so a u64 above INT64_MAX, which jansson's integers
-   cannot hold, is checked too; the text printed is the stored one, exact);
+   cannot hold, is checked too, and a \u0000 is allowed: a NUL byte a
+   producer sent; the text printed is the stored one, exact);
    otherwise (an older floorpost's detail with bytes that are not UTF-8) as
    a JSON string of the text, repaired (utf8.h): never null. */
 static char *s_detail_json(const char *json, size_t jlen)
 {
-    json_t *v = json_loadb(json, jlen, JSON_DECODE_INT_AS_REAL | JSON_DECODE_ANY, NULL);
+    json_t *v = json_loadb(json, jlen,
+                           JSON_DECODE_INT_AS_REAL | JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
     if (v) {
         json_decref(v);
         char *out = malloc(jlen + 1);

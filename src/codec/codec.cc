@@ -294,6 +294,15 @@ int fp_codec_batch_encode(fp_codec_t *self, uint64_t source_id, uint64_t epoch,
                           const fp_record_t *records, uint32_t nrecords,
                           const void **out, size_t *out_len)
 {
+    return fp_codec_batch_encode_n(self, source_id, epoch, strings, nullptr, nstrings, records,
+                                   nrecords, out, out_len);
+}
+
+int fp_codec_batch_encode_n(fp_codec_t *self, uint64_t source_id, uint64_t epoch,
+                            const char *const *strings, const uint32_t *lens, uint32_t nstrings,
+                            const fp_record_t *records, uint32_t nrecords, const void **out,
+                            size_t *out_len)
+{
     assert(self && out && out_len);
     assert(nstrings == 0 || strings);
     assert(nrecords == 0 || records);
@@ -310,7 +319,9 @@ int fp_codec_batch_encode(fp_codec_t *self, uint64_t source_id, uint64_t epoch,
     self->offs.clear();
     self->offs.reserve(nstrings);
     for (uint32_t i = 0; i < nstrings; i++)
-        self->offs.push_back(fbb.CreateString(strings[i] ? strings[i] : ""));
+        self->offs.push_back(!strings[i] ? fbb.CreateString("")
+                             : lens ? fbb.CreateString(strings[i], lens[i])
+                                    : fbb.CreateString(strings[i]));
     auto svec = fbb.CreateVector(self->offs);
     auto root = fbt::CreateBatch(fbb, S_VERSION, source_id, epoch, svec, rvec);
     fbb.Finish(root, S_ID_BATCH);

@@ -90,6 +90,13 @@ int fp_codec_batch_encode(fp_codec_t *self, uint64_t source_id, uint64_t epoch,
                           const fp_record_t *records, uint32_t nrecords,
                           const void **out, size_t *out_len);
 
+/* The same with explicit lengths: string i+1 is strings[i][0..lens[i]),
+   NUL bytes included (lens NULL: NUL-terminated, as above). */
+int fp_codec_batch_encode_n(fp_codec_t *self, uint64_t source_id, uint64_t epoch,
+                            const char *const *strings, const uint32_t *lens, uint32_t nstrings,
+                            const fp_record_t *records, uint32_t nrecords, const void **out,
+                            size_t *out_len);
+
 /* Encodes an Ack (see schema/telemetry.fbs); reason may be NULL. Same
    lifetime rule for *out as above. */
 int fp_codec_ack_encode(fp_codec_t *self, uint64_t source_id, uint64_t epoch,

@@ -48,6 +48,7 @@ typedef struct {
     item_t *items;
     size_t nitems, cap;
     size_t nevents;
+    uint64_t dl_bytes; /* dead letters kept (JSON + payload) */
 } round_t;
 
 typedef struct touched {
@@ -91,6 +92,9 @@ struct fp_commit {
         uint64_t aux[2];
     } *auxes;              /* carried by reader dead letters, not yet committed */
     size_t nauxes, auxes_cap;
+    fp_commit_dl_limits_t dl;
+    uint64_t dl_stored;    /* the store's dead letters: last measured + committed since */
+    uint64_t dl_held;      /* dead-letter bytes in the rounds held */
 };
 
 
@@ -218,6 +222,37 @@ static void s_key_order(key_ref_t *k, size_t n)
     }
 }
 
+static uint64_t s_dl_size(const item_t *it)
+{
+    return (it->nparts >= 2 ? zmq_msg_size((zmq_msg_t *)&it->part[1]) : 0) +
+           (it->nparts >= 3 ? zmq_msg_size((zmq_msg_t *)&it->part[2]) : 0);
+}
+
+/* Whether dead letter `it` fits round R and the store (commit.h); counts
+   it in both when it does. Otherwise reports it dropped and closes its
+   frames. */
+static bool s_dl_admit(fp_commit_t *self, round_t *R, item_t *it)
+{
+    uint64_t sz = s_dl_size(it);
+    int why = 0;
+    uint64_t cap = self->dl.store_bytes + self->dl.store_bytes / 8;
+    if (self->dl.round_bytes && R->dl_bytes + sz > self->dl.round_bytes)
+        why = FP_COMMIT_DL_ROUND;
+    else if (self->store && self->dl.store_bytes && self->dl_stored + self->dl_held + sz > cap)
+        why = FP_COMMIT_DL_STORE;
+    if (!why) {
+        R->dl_bytes += sz;
+        self->dl_held += sz;
+        return true;
+    }
+    if (self->dl.dropped)
+        self->dl.dropped(self->ctx, it, why);
+    for (int p = 0; p < it->nparts; p++)
+        zmq_msg_close(&it->part[p]);
+    it->nparts = 0;
+    return false;
+}
+
 /* Files one item under its sender's current round (or, durability off,
    publishes it at once). Takes the item's frames. */
 static void s_file(fp_commit_t *self, uint32_t from, item_t *itp)
@@ -237,7 +272,9 @@ static void s_file(fp_commit_t *self, uint32_t from, item_t *itp)
                 self->publish(self->ctx, &it);
             }
         } else if (h.type == FP_EMIT_DEAD) {
-            self->publish(self->ctx, &it);
+            round_t *R = s_round(self, self->next_round[h.from]);
+            if (!R || s_dl_admit(self, R, &it))
+                self->publish(self->ctx, &it);
         }
         for (int p = 0; p < it.nparts; p++)
             zmq_msg_close(&it.part[p]);
@@ -249,6 +286,8 @@ static void s_file(fp_commit_t *self, uint32_t from, item_t *itp)
         fp_log(FP_LOG_ERROR, "emit", "out of memory holding a round; exiting", NULL);
         abort();
     }
+    if (it.type == FP_EMIT_DEAD && !s_dl_admit(self, R, &it))
+        return;
     R->items[R->nitems++] = it;
     if (it.type == FP_EMIT_EVENT)
         R->nevents++;
@@ -400,8 +439,10 @@ static int s_commit(fp_commit_t *self, round_t *R)
     }
     if (txn)
         fp_store_abort(&txn);
-    if (rc == 0)
+    if (rc == 0) {
         self->npositions = self->nauxes = 0; /* committed (kept for a retry otherwise) */
+        self->dl_stored += R->dl_bytes;
+    }
     if (rc != 0) {
         /* Roll back, newest first, so each feed ends at its value before. */
         for (size_t i = ntouched; i-- > 0;)
@@ -527,6 +568,7 @@ void fp_commit_publish(fp_commit_t *self, fp_commit_round_t *info)
             (it->type == FP_EMIT_DEAD && it->nparts >= 3))
             self->publish(self->ctx, it);
     }
+    self->dl_held -= R->dl_bytes;
     s_round_free(R);
     memmove(&self->rounds[0], &self->rounds[1], (self->nrounds - 1) * sizeof *self->rounds);
     self->nrounds--;
@@ -589,14 +631,26 @@ int fp_commit_reader_dead_letter(fp_commit_t *self, const char *name, const uint
     }
     memcpy(self->auxes[i].aux, aux, sizeof self->auxes[i].aux);
     /* Into the oldest round held: the next one committed, whose txn also
-       writes the aux. */
+       writes the aux (also when the dead letter itself is dropped for
+       the budget: it has been reported, counted and logged, once). */
     round_t *R = s_round(self, self->base);
     if (!R || fp_grow(&R->items, &R->cap, R->nitems + 1, sizeof *R->items, 64) != 0) {
         fp_log(FP_LOG_ERROR, "emit", "out of memory holding a round; exiting", NULL);
         abort();
     }
-    R->items[R->nitems++] = it;
+    if (s_dl_admit(self, R, &it))
+        R->items[R->nitems++] = it;
     return 0;
+}
+
+void fp_commit_set_dl_limits(fp_commit_t *self, const fp_commit_dl_limits_t *limits)
+{
+    self->dl = *limits;
+}
+
+void fp_commit_dl_stored(fp_commit_t *self, uint64_t bytes)
+{
+    self->dl_stored = bytes;
 }
 
 size_t fp_commit_pending(const fp_commit_t *self)

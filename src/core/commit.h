@@ -88,6 +88,31 @@ fp_commit_t *fp_commit_new(int nsenders, uint64_t start_round, struct fp_store *
 /* Frees the core and every round it holds; *self_p = NULL; NULL-safe. */
 void fp_commit_destroy(fp_commit_t **self_p);
 
+/* The dead letters' budgets (docs/durability.md, "Dead letters"). A dead
+   letter's size is its JSON detail plus its payload. A round keeps at most
+   round_bytes of them; the store at most store_bytes plus store_bytes / 8
+   of headroom, counting what the last fp_commit_dl_stored measured, what
+   was committed since and what the rounds held have kept (so between two
+   trims the store grows by at most the headroom, however short the rounds
+   and however long commits fail; and the rounds held in memory hold at
+   most that much). A dead letter over either budget is dropped: `dropped`
+   is called with it and why (FP_COMMIT_DL_ROUND or FP_COMMIT_DL_STORE),
+   then it is closed: neither stored nor published. 0 = no budget. Without
+   a store only round_bytes applies. */
+enum { FP_COMMIT_DL_ROUND = 1, FP_COMMIT_DL_STORE = 2 };
+typedef struct {
+    uint64_t round_bytes, store_bytes;
+    void (*dropped)(void *ctx, const fp_commit_item_t *item, int why);
+} fp_commit_dl_limits_t;
+
+/* Sets the budgets (from the next dead letter filed on); the callback
+   gets the core's ctx. No budgets until called. */
+void fp_commit_set_dl_limits(fp_commit_t *self, const fp_commit_dl_limits_t *limits);
+
+/* The store's dead letters take `bytes` now (emit, at start and after each
+   trim: store.h fp_store_trim_deadletters). */
+void fp_commit_dl_stored(fp_commit_t *self, uint64_t bytes);
+
 /* Takes one message of sender hdr->from (< nsenders, asserted: our own
    stages wrote it): a MARK, a BUNDLE (its entries are filed in order as if
    each came alone) or an item, which is filed under the sender's current

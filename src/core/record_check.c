@@ -12,6 +12,8 @@ static const struct {
     [FP_RECORD_MISSING_KEY] = {FP_DL_missing_field, "plant, order and operation are required"},
     [FP_RECORD_STRING_TOO_LONG] = {FP_DL_string_too_long,
                                    "a string field is longer than 80 bytes"},
+    [FP_RECORD_STRING_HAS_NUL] = {FP_DL_string_has_nul,
+                                  "a string field has a NUL byte in it"},
     [FP_RECORD_MISSING_MATERIAL] = {FP_DL_missing_field,
                                     "MaterialConsumed needs material and unit"},
     [FP_RECORD_MISSING_REASON] = {FP_DL_missing_field, "Scrap needs a reason"},

@@ -35,6 +35,7 @@ typedef enum {
     FP_RECORD_BAD_STRING_INDEX, /* "bad_string_index": an index beyond the string table */
     FP_RECORD_MISSING_KEY,      /* "missing_field": plant, order or operation absent */
     FP_RECORD_STRING_TOO_LONG,  /* "string_too_long": a string over FP_STRING_MAX bytes */
+    FP_RECORD_STRING_HAS_NUL,   /* "string_has_nul": a string with a NUL byte in it */
     FP_RECORD_MISSING_MATERIAL, /* "missing_field": MaterialConsumed without material or unit */
     FP_RECORD_MISSING_REASON,   /* "missing_field": Scrap without a reason */
     FP_RECORD_REASONS
@@ -74,10 +75,16 @@ static inline bool fp_record_in_range(const fp_record_t *r, uint32_t nstrings)
 
 /* Checks r against its batch's string table: nstrings strings, stroff as in
    an fp_batch_hdr_t (nstrings + 1 offsets; string i has length
-   stroff[i] - stroff[i-1] - 1). Returns FP_RECORD_OK or the first failure.
-   Inline: it runs once per record on the worker's hot path. */
+   stroff[i] - stroff[i-1] - 1), and has_nul: has_nul[i] != 0 when string i
+   holds a NUL byte (index 0 unused), or NULL when none of the batch's
+   strings does (the usual case: the check then costs nothing). A NUL would
+   make two different keys ("P\0A", "P\0B") print, post and store alike as
+   "P", so such a record is refused in any of its nine string fields, used
+   by its kind or not, like an over-long string. Returns FP_RECORD_OK or the
+   first failure. Inline: it runs once per record on the worker's hot
+   path. */
 static inline fp_record_reason_t fp_record_check(const fp_record_t *r, uint32_t nstrings,
-                                                 const uint32_t *stroff)
+                                                 const uint32_t *stroff, const uint8_t *has_nul)
 {
     if (r->kind < FP_KIND_PART_COUNT || r->kind > FP_KIND_MAX)
         return FP_RECORD_UNKNOWN_KIND;
@@ -88,6 +95,10 @@ static inline fp_record_reason_t fp_record_check(const fp_record_t *r, uint32_t 
     for (int f = 0; f < FP_STR_FIELDS; f++)
         if (r->str[f] && stroff[r->str[f]] - stroff[r->str[f] - 1] - 1 > FP_STRING_MAX)
             return FP_RECORD_STRING_TOO_LONG;
+    if (has_nul)
+        for (int f = 0; f < FP_STR_FIELDS; f++)
+            if (r->str[f] && has_nul[r->str[f]])
+                return FP_RECORD_STRING_HAS_NUL;
     if (r->kind == FP_KIND_MATERIAL && (!r->str[FP_STR_MATERIAL] || !r->str[FP_STR_UNIT]))
         return FP_RECORD_MISSING_MATERIAL;
     if (r->kind == FP_KIND_SCRAP && !r->str[FP_STR_REASON])

@@ -100,6 +100,14 @@ static const s_option_t s_options[] = {
      "0..2592000000"},
     {"durability", "reader_max_lag_events", OPT_U64, F(reader_max_lag_events), 1000,
      1000000000000, false, "1000..1000000000000"},
+    {"durability", "deadletter_max_count", OPT_U64, F(deadletter_max_count), 1, 1000000000,
+     false, "1..1000000000"},
+    {"durability", "deadletter_max_mb", OPT_U64, F(deadletter_max_mb), 0, 1048576, false,
+     "0 (a quarter of map_size_mb) or 1..map_size_mb / 2"},
+    {"durability", "deadletter_retention_ms", OPT_I64, F(deadletter_retention_ms), 1000,
+     31536000000, false, "1000..31536000000 (365 days)"},
+    {"durability", "deadletter_round_max_kb", OPT_U64, F(deadletter_round_max_kb), 0, 1048576,
+     false, "0 (map_size_mb / 256, 4..1024 KiB) or 4..map_size_mb * 1024 / 32"},
     {"metrics", "metrics_port", OPT_INT, F(metrics_port), 0, 65535, false,
      "0 (off) or 1..65535"},
     {"metrics", "metrics_address", OPT_PATH, F(metrics_address), 0, 0, false,
@@ -164,6 +172,10 @@ fp_config_defaults(fp_config_t *cfg)
     cfg->map_size_mb = 1024;
     cfg->retention_ms = 86400000;
     cfg->reader_max_lag_events = 10000000;
+    cfg->deadletter_max_count = 1000000;
+    cfg->deadletter_max_mb = 0;
+    cfg->deadletter_retention_ms = 2592000000;
+    cfg->deadletter_round_max_kb = 0;
     cfg->log_level = 1; /* info */
     cfg->heartbeat_ivl_ms = 2000;
     cfg->feed_heartbeat_ms = 1000;
@@ -621,6 +633,20 @@ s_value(s_ctx_t *ctx, const s_option_t *o, char *v)
     return v + 1;
 }
 
+/* Points ctx at the later of the lines that gave options a and b (kept
+   when neither was given: the end of the text). */
+static void
+s_line_of(s_ctx_t *ctx, const int *first_line, const char *a, const char *b)
+{
+    int l = 0;
+    for (size_t i = 0; i < S_NOPTIONS; i++)
+        if ((strcmp(s_options[i].name, a) == 0 || strcmp(s_options[i].name, b) == 0) &&
+            first_line[i] > l)
+            l = first_line[i];
+    if (l)
+        ctx->line = l;
+}
+
 static int
 s_parse_text(s_ctx_t *ctx, fp_config_t *cfg, char *text)
 {
@@ -740,6 +766,26 @@ s_parse_text(s_ctx_t *ctx, fp_config_t *cfg, char *text)
             return s_fail(ctx, "[sink %s] needs durability (a sink delivers from the committed "
                           "outbox); allowed: [durability] state_dir set", sc->name);
         }
+    }
+    /* The dead letters' budgets must fit the map (docs/durability.md). */
+    if (cfg->deadletter_max_mb > cfg->map_size_mb / 2) {
+        s_line_of(ctx, first_line, "deadletter_max_mb", "map_size_mb");
+        return s_fail(ctx, "[durability] deadletter_max_mb = %llu: more than half of "
+                      "map_size_mb = %llu; allowed: 0 (a quarter of the map) or 1..%llu",
+                      (unsigned long long)cfg->deadletter_max_mb,
+                      (unsigned long long)cfg->map_size_mb,
+                      (unsigned long long)(cfg->map_size_mb / 2));
+    }
+    if (cfg->deadletter_round_max_kb &&
+        (cfg->deadletter_round_max_kb < 4 ||
+         cfg->deadletter_round_max_kb > cfg->map_size_mb * 1024 / 32)) {
+        s_line_of(ctx, first_line, "deadletter_round_max_kb", "map_size_mb");
+        return s_fail(ctx, "[durability] deadletter_round_max_kb = %llu: %s; allowed: 0 (auto) "
+                      "or 4..%llu (map_size_mb * 1024 / 32)",
+                      (unsigned long long)cfg->deadletter_round_max_kb,
+                      cfg->deadletter_round_max_kb < 4 ? "below 4"
+                                                       : "more than 1/32 of map_size_mb",
+                      (unsigned long long)(cfg->map_size_mb * 1024 / 32));
     }
     /* CURVE without an allowlist would refuse every client. */
     if (cfg->curve_secret_key_file[0] && !cfg->curve_allow_file[0]) {
@@ -862,4 +908,20 @@ fp_config_connect_endpoint(const char *bind, char *out, size_t cap)
         snprintf(out, cap, "%.*s://127.0.0.1:%s", (int)(any - bind), bind, any + 11);
     else
         snprintf(out, cap, "%s", bind);
+}
+
+uint64_t
+fp_config_dl_max_bytes(const fp_config_t *cfg)
+{
+    uint64_t mb = cfg->deadletter_max_mb;
+    return mb ? mb << 20 : (cfg->map_size_mb << 20) / 4;
+}
+
+uint64_t
+fp_config_dl_round_bytes(const fp_config_t *cfg)
+{
+    if (cfg->deadletter_round_max_kb)
+        return cfg->deadletter_round_max_kb << 10;
+    uint64_t b = (cfg->map_size_mb << 20) / 256;
+    return b < (4u << 10) ? 4u << 10 : b > (1u << 20) ? 1u << 20 : b;
 }

@@ -79,6 +79,10 @@ typedef struct {
     uint64_t map_size_mb;          /* LMDB map size: the most disk the state may use, MiB */
     int64_t retention_ms;          /* outbox events kept for replay at least this long */
     uint64_t reader_max_lag_events; /* a durable outbox reader this many events behind is detached */
+    uint64_t deadletter_max_count; /* stored dead letters kept at most (the oldest trimmed) */
+    uint64_t deadletter_max_mb;    /* their disk at most, MiB; 0 = map_size_mb / 4 */
+    int64_t deadletter_retention_ms; /* stored dead letters older than this are trimmed */
+    uint64_t deadletter_round_max_kb; /* dead letters one round keeps, KiB; 0 = auto */
     /* [metrics] */
     int metrics_port;              /* HTTP /metrics and /healthz; 0 = off */
     char metrics_address[FP_PATH_MAX]; /* IPv4 address the HTTP server listens on */
@@ -122,6 +126,13 @@ const char *fp_sink_config_get(const fp_sink_config_t *sc, const char *key, int 
    For SIGHUP's "what changed". */
 int fp_config_diff(const fp_config_t *a, const fp_config_t *b,
                    void (*fn)(void *ctx, const char *section, const char *name), void *ctx);
+
+/* The dead letters' budgets in bytes (docs/durability.md, "Dead letters"):
+   what the store keeps at most (deadletter_max_mb, 0 = a quarter of the
+   map), and what one round keeps at most (deadletter_round_max_kb, 0 =
+   map_size_mb / 256 within 4 KiB..1 MiB). */
+uint64_t fp_config_dl_max_bytes(const fp_config_t *cfg);
+uint64_t fp_config_dl_round_bytes(const fp_config_t *cfg);
 
 /* Resolves 0 = auto counts from the core count (after loading). */
 void fp_config_resolve(fp_config_t *cfg);

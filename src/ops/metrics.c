@@ -27,7 +27,7 @@ static const char *s_names[FP_M_COUNT] = {
     "frames_in", "bytes_in", "batches_ok", "records_in", "records_accepted",
     "duplicates", "gaps", "gaps_filled", "epoch_changes", "acks",
     "events_consumption", "events_completion", "events_scrap", "events_late",
-    "rounds", "dead_letters",
+    "rounds", "dead_letters", "dead_letters_dropped", "dead_letters_trimmed",
 };
 
 #define RLX memory_order_relaxed
@@ -82,6 +82,7 @@ struct fp_metrics {
     const void *sinks_ctx;
     _Atomic uint64_t c[FP_M_COUNT];
     _Atomic uint64_t dl[FP_DL_COUNT];
+    _Atomic uint64_t dl_dropped[FP_DL_COUNT];
     int workers, shards;
     int per_worker;                 /* source slots per worker */
     fp_stage_slot_t *stages;        /* ingest, workers, shards, emit */
@@ -97,6 +98,7 @@ struct fp_metrics {
         _Atomic int detached;
     } readers[FP_METRICS_READERS_MAX];
     _Atomic uint64_t outbox_bytes, map_bytes, state_used_bytes;
+    _Atomic uint64_t dl_stored, dl_bytes; /* emit, once a second */
     s_hist_t hist[FP_H_COUNT];
 };
 
@@ -164,6 +166,26 @@ void fp_metrics_dead_letter(fp_metrics_t *self, int reason)
 uint64_t fp_metrics_dead_letters(const fp_metrics_t *self, int reason)
 {
     return atomic_load_explicit(&((fp_metrics_t *)self)->dl[s_reason_index(reason)], RLX);
+}
+
+void fp_metrics_dl_dropped(fp_metrics_t *self, int reason, uint64_t n)
+{
+    atomic_fetch_add_explicit(&self->dl_dropped[s_reason_index(reason)], n, RLX);
+    atomic_fetch_add_explicit(&self->c[FP_M_DL_DROPPED], n, RLX);
+}
+
+uint64_t fp_metrics_dl_dropped_get(const fp_metrics_t *self, int reason)
+{
+    return atomic_load_explicit(&((fp_metrics_t *)self)->dl_dropped[s_reason_index(reason)], RLX);
+}
+
+void fp_metrics_set_deadletters(fp_metrics_t *self, uint64_t count, uint64_t bytes,
+                                uint64_t trimmed)
+{
+    atomic_store_explicit(&self->dl_stored, count, RLX);
+    atomic_store_explicit(&self->dl_bytes, bytes, RLX);
+    if (trimmed)
+        atomic_fetch_add_explicit(&self->c[FP_M_DL_TRIMMED], trimmed, RLX);
 }
 
 size_t fp_metrics_format(const fp_metrics_t *self, char *buf, size_t cap)
@@ -502,6 +524,17 @@ char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *le
         s_put(&b, "floorpost_dead_letters_total{reason=\"%s\"} %llu\n", fp_dl_reason_name((int)i),
               (unsigned long long)s_ld(&self->dl[i]));
 
+    s_head(&b, "floorpost_dead_letters_dropped_total", "counter",
+           "Dead letters not kept (not stored, not published): over a round's or the store's "
+           "dead-letter budget, by reason.");
+    for (size_t i = 0; i < (size_t)FP_DL_COUNT; i++)
+        s_put(&b, "floorpost_dead_letters_dropped_total{reason=\"%s\"} %llu\n",
+              fp_dl_reason_name((int)i), (unsigned long long)s_ld(&self->dl_dropped[i]));
+    s_counter(&b, "floorpost_dead_letters_trimmed_total",
+              "Stored dead letters deleted for age, count or bytes "
+              "(deadletter_retention_ms, deadletter_max_count, deadletter_max_mb).",
+              s_ld(&c[FP_M_DL_TRIMMED]));
+
     s_head(&b, "floorpost_events_published_total", "counter", "Checkpoints published, by kind.");
     const fp_metric_t ev[3] = {FP_M_EVENTS_CONSUMPTION, FP_M_EVENTS_COMPLETION, FP_M_EVENTS_SCRAP};
     for (int k = 0; k < 3; k++)
@@ -629,6 +662,12 @@ char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *le
             (double)atomic_load_explicit(&mut->outbox_bytes, RLX));
     s_gauge(&b, "floorpost_state_map_bytes", "The state's LMDB map size (its disk budget).",
             (double)atomic_load_explicit(&mut->map_bytes, RLX));
+    s_gauge(&b, "floorpost_deadletters_bytes",
+            "Pages of the stored dead letters (bounded by deadletter_max_mb).",
+            (double)atomic_load_explicit(&mut->dl_bytes, RLX));
+    s_gauge(&b, "floorpost_deadletters_stored",
+            "Stored dead letters (bounded by deadletter_max_count).",
+            (double)atomic_load_explicit(&mut->dl_stored, RLX));
     static const char *const rnames[3][2] = {
         {"floorpost_reader_lag_events",
          "Committed events a durable outbox reader has not finished with."},

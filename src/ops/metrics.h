@@ -45,6 +45,8 @@ typedef enum {
     FP_M_EVENTS_LATE,      /* of which late corrections */
     FP_M_ROUNDS,           /* barrier rounds completed by emit */
     FP_M_DEAD_LETTERS,     /* dead letters published (all reasons) */
+    FP_M_DL_DROPPED,       /* dead letters not kept: over a round's or the store's budget */
+    FP_M_DL_TRIMMED,       /* stored dead letters deleted for age, count or bytes */
     FP_M_COUNT
 } fp_metric_t;
 
@@ -97,6 +99,17 @@ uint64_t fp_metrics_get(const fp_metrics_t *self, fp_metric_t m);
    FP_DL_other). */
 void fp_metrics_dead_letter(fp_metrics_t *self, int reason);
 uint64_t fp_metrics_dead_letters(const fp_metrics_t *self, int reason);
+
+/* Counts n dead letters of `reason` that were not kept (not stored, not
+   published): over a round's dead-letter budget or the store's
+   (docs/durability.md). Any stage. */
+void fp_metrics_dl_dropped(fp_metrics_t *self, int reason, uint64_t n);
+uint64_t fp_metrics_dl_dropped_get(const fp_metrics_t *self, int reason);
+
+/* Emit, once a second: the stored dead letters (count, and the pages of
+   their table in bytes) after this pass's trim, which deleted `trimmed`. */
+void fp_metrics_set_deadletters(fp_metrics_t *self, uint64_t count, uint64_t bytes,
+                                uint64_t trimmed);
 
 /* Writes every counter as logfmt (name=value ...) into buf; returns length. */
 size_t fp_metrics_format(const fp_metrics_t *self, char *buf, size_t cap);

@@ -52,6 +52,10 @@
 /* Rounds held in memory before emit stops reading (commit failing). */
 #define FP_ROUNDS_MAX 1200
 
+/* Dead letters deleted at most per housekeeping pass (a second): bounds
+   the pass's write txn; a backlog takes several passes. */
+#define FP_DL_TRIM_MAX 50000
+
 typedef struct {
     const fp_config_t *cfg;
     fp_metrics_t *metrics;
@@ -78,6 +82,27 @@ static void s_log_dead_letter(int reason, const fp_commit_item_t *it)
     const char *kv = it->nparts >= 4 ? zmq_msg_data((zmq_msg_t *)&it->part[3]) : "";
     int len = it->nparts >= 4 ? (int)zmq_msg_size((zmq_msg_t *)&it->part[3]) : 0;
     fp_log_admitted(FP_LOG_WARN, "emit", "dead letter", "reason=%s %.*s", fp_dl_reason_name(reason),
+                    len, kv);
+}
+
+/* A dead letter over a budget (commit.h fp_commit_dl_limits_t): neither
+   stored nor published, so counted and logged here, never silently. */
+static void s_dl_dropped(void *ctx, const fp_commit_item_t *it, int why)
+{
+    emit_t *self = ctx;
+    fp_metrics_dl_dropped(self->metrics, (int)it->reason, 1);
+    if (!fp_log_admit(FP_LOG_WARN, "emit"))
+        return;
+    const char *kv = it->nparts >= 4 ? zmq_msg_data((zmq_msg_t *)&it->part[3]) : "";
+    int len = it->nparts >= 4 ? (int)zmq_msg_size((zmq_msg_t *)&it->part[3]) : 0;
+    fp_log_admitted(FP_LOG_WARN, "emit",
+                    why == FP_COMMIT_DL_ROUND
+                        ? "dead letter dropped: the round's dead-letter budget is spent"
+                        : "dead letter dropped: the stored dead letters are at their budget",
+                    "reason=%s budget_bytes=%llu %.*s", fp_dl_reason_name((int)it->reason),
+                    (unsigned long long)(why == FP_COMMIT_DL_ROUND
+                                             ? fp_config_dl_round_bytes(self->cfg)
+                                             : fp_config_dl_max_bytes(self->cfg)),
                     len, kv);
 }
 
@@ -264,9 +289,37 @@ static int s_detached_metric(void *ctx, const char *name, uint64_t position, uin
     return 0;
 }
 
+/* Once a second: the dead letters' retention (age, count, bytes), their
+   metrics, and the commit core's measure of them. */
+static void s_trim_deadletters(emit_t *self)
+{
+    const fp_config_t *cfg = self->cfg;
+    fp_store_dl_trim_t del;
+    uint64_t count = 0, bytes = 0;
+    int rc = fp_store_trim_deadletters(self->store,
+                                       fp_wall_ns() - cfg->deadletter_retention_ms * 1000000,
+                                       cfg->deadletter_max_count, fp_config_dl_max_bytes(cfg),
+                                       FP_DL_TRIM_MAX, &del, &count, &bytes);
+    if (rc != 0) {
+        fp_log(FP_LOG_ERROR, "emit", "dead-letter retention failed; retrying in a second",
+               "error=\"%s\"", fp_store_strerror(rc));
+        return;
+    }
+    uint64_t n = del.age + del.count + del.bytes;
+    if (n)
+        fp_log(FP_LOG_INFO, "emit", "dead letters trimmed",
+               "deleted=%llu by_age=%llu by_count=%llu by_bytes=%llu stored=%llu bytes=%llu",
+               (unsigned long long)n, (unsigned long long)del.age,
+               (unsigned long long)del.count, (unsigned long long)del.bytes,
+               (unsigned long long)count, (unsigned long long)bytes);
+    fp_metrics_set_deadletters(self->metrics, count, bytes, n);
+    fp_commit_dl_stored(self->core, bytes);
+}
+
 /* Once a second: retention, and the readers' lag against their bound. */
 static void s_housekeeping(emit_t *self, int64_t now)
 {
+    s_trim_deadletters(self);
     uint64_t deleted = 0;
     fp_outbox_trim(self->store, fp_wall_ns() - self->cfg->retention_ms * 1000000, 10000,
                    &deleted);
@@ -340,6 +393,17 @@ void *fp_emit_main(void *argp)
                                           s_publish_item, self, err, sizeof err)) != NULL;
     if (!ok)
         snprintf(err + strlen(err), sizeof err - strlen(err), " (emit)");
+    if (ok) {
+        fp_commit_dl_limits_t lim = {.round_bytes = fp_config_dl_round_bytes(cfg),
+                                     .store_bytes = fp_config_dl_max_bytes(cfg),
+                                     .dropped = s_dl_dropped};
+        fp_commit_set_dl_limits(self->core, &lim);
+        uint64_t count = 0, bytes = 0;
+        if (self->store && fp_store_deadletter_usage(self->store, &count, &bytes) == 0) {
+            fp_commit_dl_stored(self->core, bytes);
+            fp_metrics_set_deadletters(self->metrics, count, bytes, 0);
+        }
+    }
     if (ok)
         ok = (self->in = fp_stage_socket(args->zmq_ctx, ZMQ_PULL, FP_EP_EMIT, 1, -1,
                                          cfg->queue_batches, err, sizeof err)) != NULL;

@@ -52,8 +52,6 @@ typedef struct {
     size_t bundle_len, bundle_cap;
     agg_t *agg;
     fp_codec_t *codec;
-    const char **strptr; /* reject: the batch's strings for re-encoding */
-    size_t strptr_cap;
     fp_stage_slot_t *slot;      /* our gauges (metrics.h) */
     fp_stage_slot_t *emit_slot; /* emit's: we count what we queue for it */
     uint64_t emitted;           /* messages sent to emit, not yet counted in its slot */
@@ -143,26 +141,18 @@ static void s_reject(void *ctx, const fp_batch_hdr_t *batch, const fp_record_t *
 {
     shard_t *self = ctx;
     fp_batch_hdr_t *b = (fp_batch_hdr_t *)batch;
-    if (b->nstrings > self->strptr_cap) {
-        const char **p = realloc(self->strptr, b->nstrings * sizeof *p);
-        if (!p)
-            return;
-        self->strptr = p;
-        self->strptr_cap = b->nstrings;
-    }
-    for (uint32_t i = 0; i < b->nstrings; i++)
-        self->strptr[i] = fp_batch_string(b, i + 1, NULL);
-    const void *buf = "";
-    size_t len = 0;
-    fp_codec_batch_encode(self->codec, b->source_id, b->epoch, self->strptr, b->nstrings, rec, 1,
-                          &buf, &len);
+    const void *buf;
+    size_t len;
+    /* the record and only the strings it references (deadletter.h) */
+    fp_dl_record_payload(self->codec, b->source_id, b->epoch, rec, b->nstrings,
+                         fp_batch_stroff(b), fp_batch_strblob(b), &buf, &len);
     fp_dl_fields_t f = {.jn = 0};
     fp_dl_fields_u64(&f, "source_id", "source", b->source_id);
     fp_dl_fields_u64(&f, "epoch", "epoch", b->epoch);
     fp_dl_fields_u64(&f, "seq", "seq", rec->seq);
     fp_dl_fields_u64(&f, "kind", "kind", rec->kind);
     fp_dl_fields_int(&f, "quantity", NULL, rec->quantity);
-    fp_dead_letter_keys(&f, rec, self->strptr, b->nstrings);
+    fp_dead_letter_keys(&f, rec, b->nstrings, fp_batch_stroff(b), fp_batch_strblob(b));
     /* On the emit pipe, so it is filed under this shard's current round. */
     fp_dead_letter(self->emit, self->from, reason, "shard", &f, buf, len);
 }
@@ -245,7 +235,6 @@ static void s_cleanup(shard_t *self)
     agg_destroy(&self->agg);
     free(self->bundle);
     fp_codec_destroy(&self->codec);
-    free(self->strptr);
 }
 
 void *fp_shard_main(void *argp)

@@ -1,6 +1,6 @@
 /*  stage.h - what the pipeline's stage threads share: their start
-    arguments, inproc endpoint names, internal message frames and the
-    dead-letter helper. Internal to pipeline.c, ingest.c, worker.c, shard.c
+    arguments, inproc endpoint names and internal message frames (the
+    dead-letter helpers: deadletter.h). Internal to pipeline.c, ingest.c, worker.c, shard.c
     and emit.c.
 */
 #ifndef FP_STAGE_H
@@ -12,6 +12,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "deadletter.h"
 #include "input.h"
 #include "metrics.h"
 #include "record.h"
@@ -97,30 +98,6 @@ typedef struct {
     int64_t wall_ns;/* MARK: when ingest injected the barrier */
 } fp_emit_hdr_t;
 
-/* A dead letter's detail fields, built once in both forms: JSON members
-   for the stored and published detail, and logfmt pairs for emit's log
-   line (so the JSON is never parsed back). Values that come from producers
-   are quoted and escaped (fp_log_quote). A field that does not fit is
-   left out of both. */
-typedef struct {
-    char json[1024];
-    size_t jn;
-    char log[768];
-    size_t ln;
-} fp_dl_fields_t;
-
-/* Adds an integer; log_name NULL: JSON only. */
-void fp_dl_fields_int(fp_dl_fields_t *f, const char *json_name, const char *log_name, int64_t v);
-void fp_dl_fields_u64(fp_dl_fields_t *f, const char *json_name, const char *log_name, uint64_t v);
-/* Adds a string, at most maxlen bytes of it. */
-void fp_dl_fields_str(fp_dl_fields_t *f, const char *json_name, const char *log_name,
-                      const char *s, size_t maxlen);
-
-/* Adds the record's business keys (plant, order, operation, lot, where
-   present and in range); strs[i] is string index i + 1. */
-void fp_dead_letter_keys(fp_dl_fields_t *f, const fp_record_t *rec, const char *const *strs,
-                         uint32_t nstrings);
-
 /* Sends a MARK of barrier b from sender slot `from`. */
 void fp_emit_mark(void *sock, uint32_t from, const fp_barrier_t *b);
 
@@ -183,22 +160,6 @@ void *fp_stage_socket(void *zmq_ctx, int type, const char *endpoint, int bind, i
    filled. Call on the thread that will own the socket. */
 void *fp_stage_server_socket(void *zmq_ctx, int type, const fp_config_t *cfg, const char *ep,
                              char *err, size_t errlen);
-
-/* Hands a dead letter to emit (committed with the sender's round, then
-   published): topic "deadletter/<reason>", a JSON detail object, the
-   offending bytes and, as a fourth frame that is only logged, the same
-   fields in logfmt. The JSON is {"reason":..,"component":..,<fields>} (f
-   may be NULL). reason: a name of fp_dl_reason_t (asserted: our own code
-   passes it). from: the sender slot (see fp_emit_hdr_t). Blocks when the
-   emit queue is full. */
-void fp_dead_letter(void *sock, uint32_t from, const char *reason, const char *component,
-                    const fp_dl_fields_t *f, const void *bytes, size_t len);
-
-/* The four frames after the header (topic, JSON, bytes, logfmt) of a dead
-   letter, as fp_dead_letter sends them: for a sender with a header of its
-   own (an outbox reader, reader.h). */
-void fp_dead_letter_parts(void *sock, const char *reason, const char *component,
-                          const fp_dl_fields_t *f, const void *bytes, size_t len);
 
 /* fp_now_ns, fp_wall_ns: clock.h. */
 

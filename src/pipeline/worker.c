@@ -59,7 +59,7 @@ typedef struct {
     char *strblob;
     size_t strblob_cap;
     uint64_t *strhash;  /* index 0 = absent */
-    const char **strptr;/* index i-1 = string i, for dead-letter re-encoding */
+    uint8_t *has_nul;   /* index i: string i holds a NUL byte (record_check.h) */
     uint32_t str_cap;
     uint32_t *route;    /* per record: shard, or UINT32_MAX = not forwarded */
     uint32_t route_cap;
@@ -69,6 +69,10 @@ typedef struct {
     fp_stage_slot_t *slot;        /* our gauges (metrics.h) */
     fp_stage_slot_t *sslot[64];   /* each shard's: we count what we queue for it */
     fp_stage_slot_t *ingest_slot; /* acks we queue for ingest */
+    char who[32];                 /* "worker-W", the log's component */
+    size_t frame_keep;            /* fp_dl_frame_keep */
+    uint64_t dl_round_max;        /* fp_config_dl_round_bytes */
+    uint64_t dl_round, dl_bytes;  /* dead-letter bytes sent for emit in round dl_round */
 } worker_t;
 
 static int s_grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -150,10 +154,39 @@ static int s_restore_source(void *ctx, uint64_t source_id, const void *state, si
     return 0;
 }
 
-/* Dead-letters one record, re-encoded as a one-record batch (re-submittable). */
-static void s_dead_record(worker_t *self, const fp_batch_view_t *v, const fp_record_t *rec,
-                          uint32_t index, const char *reason, const char *detail)
+/* Whether a dead letter of `bytes` (payload and JSON) may still go to emit
+   this round. One round keeps at most fp_config_dl_round_bytes of dead
+   letters in all: emit enforces that across every stage (commit.h), and a
+   worker past it alone need not even build or send them. bytes 0: only
+   whether any room is left (before building one). Counted and logged when
+   there is none. */
+static bool s_dl_room(worker_t *self, size_t bytes, fp_dl_reason_t reason, uint64_t source)
 {
+    if (self->dl_round != self->round) {
+        self->dl_round = self->round;
+        self->dl_bytes = 0;
+    }
+    /* No dead letter is smaller than its JSON's first 64 bytes. */
+    size_t need = bytes ? bytes : 64;
+    if (self->dl_bytes + need <= self->dl_round_max) {
+        self->dl_bytes += bytes;
+        return true;
+    }
+    fp_metrics_dl_dropped(self->metrics, (int)reason, 1);
+    fp_log(FP_LOG_WARN, self->who, "dead letter dropped: the round's dead-letter budget is spent",
+           "reason=%s source=%llu round=%llu deadletter_round_max_bytes=%llu",
+           fp_dl_reason_name((int)reason), (unsigned long long)source,
+           (unsigned long long)self->round, (unsigned long long)self->dl_round_max);
+    return false;
+}
+
+/* Dead-letters one record, re-encoded as a one-record batch with only the
+   strings it references (deadletter.h; re-submittable). */
+static void s_dead_record(worker_t *self, const fp_batch_view_t *v, const fp_record_t *rec,
+                          uint32_t index, fp_dl_reason_t reason, const char *detail)
+{
+    if (!s_dl_room(self, 0, reason, v->source_id))
+        return;
     fp_dl_fields_t f = {.jn = 0};
     fp_dl_fields_u64(&f, "source_id", "source", v->source_id);
     fp_dl_fields_u64(&f, "epoch", "epoch", v->epoch);
@@ -161,24 +194,34 @@ static void s_dead_record(worker_t *self, const fp_batch_view_t *v, const fp_rec
     fp_dl_fields_u64(&f, "kind", "kind", rec->kind);
     fp_dl_fields_u64(&f, "record_index", NULL, index);
     fp_dl_fields_str(&f, "detail", "detail", detail, 120);
-    fp_dead_letter_keys(&f, rec, self->strptr, v->nstrings);
-    const void *buf = "";
-    size_t len = 0;
-    fp_codec_batch_encode(self->codec, v->source_id, v->epoch, self->strptr, v->nstrings, rec, 1,
-                          &buf, &len);
-    fp_dead_letter(self->dl, 1 + (uint32_t)self->index, reason, "worker", &f, buf, len);
+    fp_dead_letter_keys(&f, rec, v->nstrings, self->stroff, self->strblob);
+    const void *buf;
+    size_t len;
+    fp_dl_record_payload(self->codec, v->source_id, v->epoch, rec, v->nstrings, self->stroff,
+                         self->strblob, &buf, &len);
+    if (!s_dl_room(self, len + f.jn + 64, reason, v->source_id))
+        return;
+    fp_dead_letter(self->dl, 1 + (uint32_t)self->index, fp_dl_reason_name((int)reason), "worker",
+                   &f, buf, len);
 }
 
-/* Dead-letters a whole frame and rejects it (nothing of it was used). */
+/* Dead-letters a whole frame (its first fp_dl_frame_keep bytes) and rejects
+   it (nothing of it was used). The verdict goes out whether or not the dead
+   letter fits the round. */
 static void s_dead_frame(worker_t *self, const fp_frame_meta_t *meta, const void *data,
                          size_t len, uint64_t source, uint64_t epoch, fp_dl_reason_t reason)
 {
-    fp_dl_fields_t f = {.jn = 0};
-    fp_dl_fields_u64(&f, "source_id", "source", source);
-    fp_dl_fields_u64(&f, "epoch", "epoch", epoch);
-    fp_dl_fields_u64(&f, "bytes", "bytes", len);
-    fp_dead_letter(self->dl, 1 + (uint32_t)self->index, fp_dl_reason_name(reason), "worker", &f,
-                   data, len);
+    size_t keep = len < self->frame_keep ? len : self->frame_keep;
+    if (s_dl_room(self, keep + 160, reason, source)) {
+        fp_dl_fields_t f = {.jn = 0};
+        fp_dl_fields_u64(&f, "source_id", "source", source);
+        fp_dl_fields_u64(&f, "epoch", "epoch", epoch);
+        fp_dl_fields_u64(&f, "bytes", "bytes", len);
+        if (keep < len)
+            fp_dl_fields_u64(&f, "kept_bytes", "kept_bytes", keep);
+        fp_dead_letter(self->dl, 1 + (uint32_t)self->index, fp_dl_reason_name(reason), "worker",
+                       &f, data, keep);
+    }
     fp_verdict_t v = {.source_id = source, .epoch = epoch, .status = FP_VERDICT_REJECTED,
                       .reason = (uint8_t)reason};
     s_verdict(self, meta, &v);
@@ -231,10 +274,11 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
     if (s_grow((void **)&self->stroff, &cap, v.nstrings + 1, sizeof(uint32_t)) != 0)
         goto nomem;
     cap = self->str_cap;
-    if (s_grow((void **)&self->strptr, &cap, v.nstrings + 1, sizeof(char *)) != 0)
+    if (s_grow((void **)&self->has_nul, &cap, v.nstrings + 1, 1) != 0)
         goto nomem;
     self->str_cap = (uint32_t)cap;
     size_t blob = 0;
+    bool any_nul = false;
     self->strhash[0] = 0;
     self->stroff[0] = 0;
     for (uint32_t i = 1; i <= v.nstrings; i++) {
@@ -245,11 +289,11 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
         memcpy(self->strblob + blob, s, sl);
         self->strblob[blob + sl] = 0;
         self->strhash[i] = fp_route_str_hash(s, sl);
+        self->has_nul[i] = memchr(s, 0, sl) != NULL;
+        any_nul |= self->has_nul[i];
         blob += sl + 1;
         self->stroff[i] = (uint32_t)blob;
     }
-    for (uint32_t i = 0; i < v.nstrings; i++)
-        self->strptr[i] = self->strblob + self->stroff[i];
 
     size_t rcap = self->route_cap;
     if (s_grow((void **)&self->route, &rcap, v.nrecords + 1, sizeof(uint32_t)) != 0)
@@ -269,14 +313,14 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
         if (d == DEDUP_DUPLICATE)
             continue;
         if (d == DEDUP_TOO_OLD) {
-            s_dead_record(self, &v, r, i, "too_old",
+            s_dead_record(self, &v, r, i, FP_DL_too_old,
                           "seq is 0 or older than the dedup window");
             continue;
         }
-        fp_record_reason_t bad = fp_record_check(r, v.nstrings, self->stroff);
+        fp_record_reason_t bad =
+            fp_record_check(r, v.nstrings, self->stroff, any_nul ? self->has_nul : NULL);
         if (bad != FP_RECORD_OK) {
-            s_dead_record(self, &v, r, i, fp_dl_reason_name(fp_record_reason_dl(bad)),
-                          fp_record_reason_detail(bad));
+            s_dead_record(self, &v, r, i, fp_record_reason_dl(bad), fp_record_reason_detail(bad));
             continue;
         }
         uint32_t shard = fp_route_shard(self->strhash[r->str[FP_STR_PLANT]],
@@ -353,7 +397,7 @@ static void s_cleanup(worker_t *self)
     free(self->stroff);
     free(self->strblob);
     free(self->strhash);
-    free(self->strptr);
+    free(self->has_nul);
     free(self->route);
 }
 
@@ -364,8 +408,11 @@ void *fp_worker_main(void *argp)
                       .round = args->start_round, .store = args->store};
     worker_t *self = &self_;
     const fp_config_t *cfg = self->cfg;
-    char err[512] = "", ep[64], who[32];
-    snprintf(who, sizeof who, "worker-%d", self->index);
+    char err[512] = "", ep[64];
+    char *who = self->who;
+    snprintf(self->who, sizeof self->who, "worker-%d", self->index);
+    self->frame_keep = fp_dl_frame_keep(cfg);
+    self->dl_round_max = fp_config_dl_round_bytes(cfg);
     self->nshards = cfg->shards;
     self->slot = fp_metrics_stage(self->metrics, FP_STAGE_WORKER, self->index);
     self->ingest_slot = fp_metrics_stage(self->metrics, FP_STAGE_INGEST, 0);

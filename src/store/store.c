@@ -677,6 +677,83 @@ int fp_store_delete_deadletter(fp_store_t *self, uint64_t dl_seq)
     return fp_store_commit_rc(self, mdb_txn_commit(txn));
 }
 
+/* The pages of table db in txn, in bytes; its entries in *entries. */
+static uint64_t s_table_bytes(MDB_txn *txn, MDB_dbi dbi, uint64_t *entries)
+{
+    MDB_stat st;
+    if (mdb_stat(txn, dbi, &st) != 0) {
+        *entries = 0;
+        return 0;
+    }
+    *entries = st.ms_entries;
+    return (uint64_t)(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages) * st.ms_psize;
+}
+
+int fp_store_trim_deadletters(fp_store_t *self, int64_t older_than_wall_ns, uint64_t max_count,
+                              uint64_t max_bytes, uint32_t max_delete,
+                              fp_store_dl_trim_t *deleted, uint64_t *count, uint64_t *bytes)
+{
+    assert(self && deleted && count && bytes);
+    assert(!self->txn_open);
+    *deleted = (fp_store_dl_trim_t){0};
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    MDB_dbi dbi = self->dbi[FP_STORE_DB_DEAD];
+    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (rc != 0)
+        return fp_store_lmdb_rc(rc);
+    rc = mdb_cursor_open(txn, dbi, &cur);
+    uint64_t n = 0, entries = 0, used = 0;
+    MDB_val k, d;
+    /* Always the first record (the lowest dl_seq, the oldest): each delete
+       makes the next one first. The table's figures are the txn's own, so
+       they follow the deletes. */
+    while (rc == 0 && n < max_delete) {
+        used = s_table_bytes(txn, dbi, &entries);
+        rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST);
+        if (rc != 0)
+            break;
+        if (k.mv_size != 8 || d.mv_size < 8) {
+            rc = FP_STORE_CORRUPT;
+            break;
+        }
+        uint64_t *why = (int64_t)fp_store_dec64(d.mv_data) < older_than_wall_ns ? &deleted->age
+                        : entries > max_count                                 ? &deleted->count
+                        : used > max_bytes                                     ? &deleted->bytes
+                                                                               : NULL;
+        if (!why)
+            break;
+        rc = mdb_cursor_del(cur, 0);
+        if (rc == 0) {
+            n++;
+            (*why)++;
+        }
+    }
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    used = s_table_bytes(txn, dbi, &entries);
+    if (cur)
+        mdb_cursor_close(cur);
+    if (rc != 0 || n == 0) {
+        mdb_txn_abort(txn);
+        *deleted = (fp_store_dl_trim_t){0};
+        if (rc != 0)
+            return rc == FP_STORE_CORRUPT ? rc : fp_store_lmdb_rc(rc);
+        *count = entries;
+        *bytes = used;
+        return 0;
+    }
+    rc = fp_store_commit_rc(self, mdb_txn_commit(txn));
+    if (rc != 0) {
+        *deleted = (fp_store_dl_trim_t){0};
+        return rc;
+    }
+    *count = entries;
+    *bytes = used;
+    fp_store_after_free(self);
+    return 0;
+}
+
 /* ---- read side ---- */
 
 /* Each read is one committed snapshot. Reads on a thread other than the
@@ -827,6 +904,18 @@ int fp_store_each_deadletter(fp_store_t *self, uint64_t from_dl_seq,
     MDB_val from = {8, kb};
     s_scan_t s = {.ctx = ctx, .fn = (void (*)(void))fn};
     return fp_store_scan(self, FP_STORE_DB_DEAD, &from, s_each_dead, &s);
+}
+
+int fp_store_deadletter_usage(fp_store_t *self, uint64_t *count, uint64_t *bytes)
+{
+    assert(self && count && bytes);
+    MDB_txn *txn;
+    int rc = fp_store_read_begin(self, &txn);
+    if (rc != 0)
+        return rc;
+    *bytes = s_table_bytes(txn, self->dbi[FP_STORE_DB_DEAD], count);
+    mdb_txn_abort(txn);
+    return 0;
 }
 
 int fp_store_usage(fp_store_t *self, uint64_t *used_bytes, uint64_t *map_bytes)

@@ -10,10 +10,12 @@
 
     Thread contract:
       - Writes (fp_store_begin .. fp_store_commit/abort, fp_outbox_trim,
-        fp_outbox_detach_lagging, fp_store_delete_deadletter) happen on ONE
+        fp_outbox_detach_lagging, fp_store_trim_deadletters,
+        fp_store_delete_deadletter) happen on ONE
         thread, the commit thread,
         and never while that thread has an fp_store_txn_t open (asserted).
-      - Reads (fp_store_last_round, fp_store_each_*, fp_store_usage, and
+      - Reads (fp_store_last_round, fp_store_each_*, fp_store_usage,
+        fp_store_deadletter_usage, and
         outbox.h's fp_outbox_read, fp_outbox_oldest, fp_outbox_reader,
         fp_outbox_each_reader, fp_outbox_usage) may run on any thread at any
         time, concurrently with the writer and each other: each call takes
@@ -175,7 +177,28 @@ void fp_store_abort(fp_store_txn_t **t);
    error. */
 int fp_store_delete_deadletter(fp_store_t *self, uint64_t dl_seq);
 
+/* Retention of the dead letters (commit thread, own write txn, between
+   rounds; docs/durability.md "Dead letters"): deletes the oldest (lowest
+   dl_seq first) while the first is older than older_than_wall_ns, or the
+   table holds more than max_count entries, or its pages take more than
+   max_bytes; at most max_delete in one call. Each deletion is counted in
+   *deleted under the first of these rules that asked for it. *count and
+   *bytes get the table's entries and pages (in bytes) after it. Like
+   fp_outbox_trim, after a FULL commit it also makes the tiny second
+   commit that lets the next round use the freed pages. 0 or a negative
+   error (then nothing was deleted). */
+typedef struct {
+    uint64_t age, count, bytes; /* deleted for each rule */
+} fp_store_dl_trim_t;
+int fp_store_trim_deadletters(fp_store_t *self, int64_t older_than_wall_ns, uint64_t max_count,
+                              uint64_t max_bytes, uint32_t max_delete,
+                              fp_store_dl_trim_t *deleted, uint64_t *count, uint64_t *bytes);
+
 /* ---- Read side (any thread) ---- */
+
+/* The dead letters stored: their count and the pages of their table, in
+   bytes (what floorpost_deadletters_bytes shows). */
+int fp_store_deadletter_usage(fp_store_t *self, uint64_t *count, uint64_t *bytes);
 
 /* The last committed round and event global_seq (both 0 in a new store). */
 int fp_store_last_round(fp_store_t *self, uint64_t *round, uint64_t *global_seq);

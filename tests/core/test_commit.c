@@ -44,6 +44,7 @@ static void s_rmdir(void)
 #define PUB_MAX 4096
 typedef struct {
     int n, dead;
+    int dropped[3]; /* by FP_COMMIT_DL_ROUND, FP_COMMIT_DL_STORE */
     char topic[PUB_MAX][48];
     uint64_t stream_seq[PUB_MAX], global_seq[PUB_MAX];
     int64_t quantity[PUB_MAX];
@@ -70,6 +71,15 @@ static void s_publish(void *ctx, fp_commit_item_t *it)
     p->global_seq[p->n] = ck.global_seq;
     p->quantity[p->n] = ck.quantity;
     p->n++;
+}
+
+static void s_dropped(void *ctx, const fp_commit_item_t *it, int why)
+{
+    pub_t *p = ctx;
+    ASSERT_EQ(it->type, FP_EMIT_DEAD);
+    ASSERT(it->nparts >= 3); /* closed after the call, not before */
+    ASSERT(why == FP_COMMIT_DL_ROUND || why == FP_COMMIT_DL_STORE);
+    p->dropped[why]++;
 }
 
 /* ---- building what the stages send ---- */
@@ -120,6 +130,17 @@ static void s_dead(fp_commit_t *c, uint32_t from)
     s_part(&it.part[2], "xyz", 3);
     fp_emit_hdr_t h = {.type = FP_EMIT_DEAD, .from = from};
     fp_commit_take(c, &h, &it);
+}
+
+/* An ERP refusal as a durable reader hands it over (reader.h). */
+static void s_reader_item(fp_commit_item_t *it)
+{
+    *it = (fp_commit_item_t){.nparts = 4};
+    const char *t = "deadletter/erp_rejected", *j = "{\"reason\":\"erp_rejected\"}";
+    s_part(&it->part[0], t, strlen(t));
+    s_part(&it->part[1], j, strlen(j));
+    s_part(&it->part[2], "evt", 3);
+    s_part(&it->part[3], "x=1", 3);
 }
 
 static void s_mark(fp_commit_t *c, uint32_t from, uint64_t round, uint32_t flags)
@@ -556,12 +577,8 @@ TEST(test_reader_dead_letters_committed_with_their_cursor)
     pub_t *p = calloc(1, sizeof *p);
     fp_commit_t *c = s_core(st, 1, p);
     s_event(c, 2, "completion/1000/L01", 1);
-    fp_commit_item_t it = {.nparts = 4};
-    const char *t = "deadletter/erp_rejected", *j = "{\"reason\":\"erp_rejected\"}";
-    s_part(&it.part[0], t, strlen(t));
-    s_part(&it.part[1], j, strlen(j));
-    s_part(&it.part[2], "evt", 3);
-    s_part(&it.part[3], "x=1", 3);
+    fp_commit_item_t it;
+    s_reader_item(&it);
     uint64_t aux[2] = {77, 5};
     ASSERT_EQ(fp_commit_reader_dead_letter(c, "erp", aux, FP_DL_erp_rejected, &it), 0);
     ASSERT_EQ(it.nparts, 0); /* taken */
@@ -602,6 +619,102 @@ TEST(test_reader_dead_letters_committed_with_their_cursor)
     free(p);
 }
 
+static int s_count_any_dl(void *ctx, uint64_t dl_seq, int64_t wall_ns, const char *reason,
+                          const char *json, size_t jlen, const void *payload, size_t plen)
+{
+    (*(int *)ctx)++;
+    return 0;
+}
+
+/* A round keeps at most round_bytes of dead letters (JSON + payload: 25
+   bytes each here), the store at most store_bytes + 1/8 counting what the
+   rounds held have kept; the rest is dropped, reported, neither stored nor
+   published. A reader's dead letter over the budget still moves its
+   cursor. */
+TEST(test_dead_letter_budgets)
+{
+    fp_store_t *st = s_store(4u << 20);
+    pub_t *p = calloc(1, sizeof *p);
+    fp_commit_t *c = s_core(st, 1, p);
+    fp_commit_dl_limits_t lim = {.round_bytes = 100, .dropped = s_dropped};
+    fp_commit_set_dl_limits(c, &lim);
+    for (int i = 0; i < 5; i++)
+        s_dead(c, 1); /* 4 fit the round */
+    ASSERT_EQ(p->dropped[FP_COMMIT_DL_ROUND], 1);
+    s_dead(c, 2); /* the shard's share of the same round: spent too */
+    ASSERT_EQ(p->dropped[FP_COMMIT_DL_ROUND], 2);
+    s_mark(c, 1, 1, 0);
+    s_dead(c, 1); /* the worker is in round 2 now: a fresh budget */
+    ASSERT_EQ(p->dropped[FP_COMMIT_DL_ROUND], 2);
+    s_mark(c, 0, 1, 0);
+    s_mark(c, 2, 1, 0);
+    ASSERT_EQ(fp_commit_round(c), 0);
+    fp_commit_publish(c, NULL);
+    ASSERT_EQ(p->dead, 4);
+    int ndl = 0;
+    ndl = 0;
+    ASSERT_EQ(fp_store_each_deadletter(st, 0, s_count_any_dl, &ndl), 0);
+    ASSERT_EQ(ndl, 4);
+
+    /* The store: 80 bytes + 10 of headroom, counting round 2's 25 held. */
+    lim = (fp_commit_dl_limits_t){.round_bytes = 1000, .store_bytes = 80, .dropped = s_dropped};
+    fp_commit_set_dl_limits(c, &lim);
+    fp_commit_dl_stored(c, 0);  /* as if the trim had emptied it */
+    s_dead(c, 1);               /* 50 */
+    s_dead(c, 1);               /* 75 */
+    s_dead(c, 1);               /* 100 > 90: dropped */
+    ASSERT_EQ(p->dropped[FP_COMMIT_DL_STORE], 1);
+    s_marks(c, 2);
+    ASSERT_EQ(fp_commit_round(c), 0);
+    fp_commit_publish(c, NULL);
+    ASSERT_EQ(p->dead, 7);
+    s_dead(c, 1); /* 75 committed + 25 > 90 */
+    ASSERT_EQ(p->dropped[FP_COMMIT_DL_STORE], 2);
+    fp_commit_dl_stored(c, 40); /* the trim measured 40 */
+    s_dead(c, 1);               /* 65 */
+    ASSERT_EQ(p->dropped[FP_COMMIT_DL_STORE], 2);
+
+    /* A reader's dead letter over the budget: dropped, its cursor kept. */
+    lim.round_bytes = 30;
+    fp_commit_set_dl_limits(c, &lim);
+    fp_commit_item_t it;
+    s_reader_item(&it);
+    uint64_t aux[2] = {9, 2};
+    ASSERT_EQ(fp_commit_reader_dead_letter(c, "erp", aux, FP_DL_erp_rejected, &it), 0);
+    ASSERT_EQ(p->dropped[FP_COMMIT_DL_ROUND], 3);
+    s_marks(c, 3);
+    ASSERT_EQ(fp_commit_round(c), 0);
+    fp_commit_publish(c, NULL);
+    ASSERT_EQ(p->dead, 8);
+    uint64_t got[2] = {0, 0};
+    ASSERT_EQ(fp_outbox_reader_ex(st, "erp", NULL, NULL, got), 0);
+    ASSERT_EQ(got[0], 9);
+    ndl = 0;
+    ASSERT_EQ(fp_store_each_deadletter(st, 0, s_count_any_dl, &ndl), 0);
+    ASSERT_EQ(ndl, 8);
+    fp_commit_destroy(&c);
+    fp_store_close(&st);
+    s_rmdir();
+
+    /* Without a store: the round budget only, before publishing at once. */
+    memset(p, 0, sizeof *p);
+    c = s_core(NULL, 1, p);
+    lim = (fp_commit_dl_limits_t){.round_bytes = 50, .store_bytes = 1, .dropped = s_dropped};
+    fp_commit_set_dl_limits(c, &lim);
+    for (int i = 0; i < 3; i++)
+        s_dead(c, 1);
+    ASSERT_EQ(p->dead, 2);
+    ASSERT_EQ(p->dropped[FP_COMMIT_DL_ROUND], 1);
+    ASSERT_EQ(p->dropped[FP_COMMIT_DL_STORE], 0);
+    s_marks(c, 1);
+    ASSERT_EQ(fp_commit_round(c), 0);
+    fp_commit_publish(c, NULL);
+    s_dead(c, 1); /* round 2 */
+    ASSERT_EQ(p->dead, 3);
+    fp_commit_destroy(&c);
+    free(p);
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
@@ -613,6 +726,7 @@ int main(int argc, char **argv)
     RUN(test_rollback_after_a_full_map);
     RUN(test_reader_dead_letters_committed_with_their_cursor);
     RUN(test_durability_off);
+    RUN(test_dead_letter_budgets);
     RUN(test_bundle);
     RUN(test_reader_positions_committed_with_the_round);
     fp_codec_destroy(&s_codec);

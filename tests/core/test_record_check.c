@@ -47,7 +47,7 @@ static fp_record_t s_rec(int kind)
 
 static fp_record_reason_t s_check(const fp_record_t *r)
 {
-    return fp_record_check(r, s_t.n, s_t.stroff);
+    return fp_record_check(r, s_t.n, s_t.stroff, NULL);
 }
 
 TEST(test_valid_record_of_each_kind)
@@ -104,7 +104,7 @@ TEST(test_bad_string_index_every_field)
     ASSERT_EQ(s_check(&r), FP_RECORD_BAD_STRING_INDEX);
     /* A batch with no strings: every index but 0 is out of range. */
     r = s_rec(FP_KIND_PART_COUNT);
-    ASSERT_EQ(fp_record_check(&r, 0, s_t.stroff), FP_RECORD_BAD_STRING_INDEX);
+    ASSERT_EQ(fp_record_check(&r, 0, s_t.stroff, NULL), FP_RECORD_BAD_STRING_INDEX);
 }
 
 TEST(test_missing_key)
@@ -139,6 +139,32 @@ TEST(test_string_too_long_any_field)
     ASSERT_EQ(s_check(&r), FP_RECORD_STRING_TOO_LONG);
 }
 
+/* has_nul[i]: string i holds a NUL byte ("P\0A"): refused in any of the
+   nine fields, after the length check and before the kind's own fields. */
+TEST(test_string_has_nul_any_field)
+{
+    uint8_t has_nul[9] = {0};
+    has_nul[7] = 1; /* string 7 (80 bytes) has a NUL in it */
+    for (int f = 0; f < FP_STR_FIELDS; f++) {
+        fp_record_t r = s_rec(FP_KIND_PART_COUNT);
+        ASSERT_EQ(fp_record_check(&r, s_t.n, s_t.stroff, has_nul), FP_RECORD_OK);
+        r.str[f] = 7;
+        ASSERT_EQ(fp_record_check(&r, s_t.n, s_t.stroff, has_nul), FP_RECORD_STRING_HAS_NUL);
+        /* NULL: no string of the batch has one */
+        ASSERT_EQ(fp_record_check(&r, s_t.n, s_t.stroff, NULL), FP_RECORD_OK);
+    }
+    fp_record_t r = s_rec(FP_KIND_MATERIAL);
+    r.str[FP_STR_UNIT] = 0;
+    r.str[FP_STR_LOT] = 7;
+    ASSERT_EQ(fp_record_check(&r, s_t.n, s_t.stroff, has_nul), FP_RECORD_STRING_HAS_NUL);
+    r.str[FP_STR_LINE] = 8; /* too long reports first */
+    ASSERT_EQ(fp_record_check(&r, s_t.n, s_t.stroff, has_nul), FP_RECORD_STRING_TOO_LONG);
+    r = s_rec(FP_KIND_PART_COUNT);
+    r.kind = 0;
+    r.str[FP_STR_PLANT] = 7;
+    ASSERT_EQ(fp_record_check(&r, s_t.n, s_t.stroff, has_nul), FP_RECORD_UNKNOWN_KIND);
+}
+
 TEST(test_missing_kind_fields)
 {
     fp_record_t r = s_rec(FP_KIND_MATERIAL);
@@ -171,6 +197,8 @@ TEST(test_reasons_and_details)
          "plant, order and operation are required"},
         {FP_RECORD_STRING_TOO_LONG, FP_DL_string_too_long, "string_too_long",
          "a string field is longer than 80 bytes"},
+        {FP_RECORD_STRING_HAS_NUL, FP_DL_string_has_nul, "string_has_nul",
+         "a string field has a NUL byte in it"},
         {FP_RECORD_MISSING_MATERIAL, FP_DL_missing_field, "missing_field",
          "MaterialConsumed needs material and unit"},
         {FP_RECORD_MISSING_REASON, FP_DL_missing_field, "missing_field", "Scrap needs a reason"},
@@ -195,6 +223,7 @@ int main(int argc, char **argv)
     RUN(test_bad_string_index_every_field);
     RUN(test_missing_key);
     RUN(test_string_too_long_any_field);
+    RUN(test_string_has_nul_any_field);
     RUN(test_missing_kind_fields);
     RUN(test_reasons_and_details);
     return test_done();

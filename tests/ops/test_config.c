@@ -346,6 +346,40 @@ TEST(test_security_pair)
     ASSERT_EQ(s_parse(&c, "[security]\ncurve_secret_key_file = \"\"\n"), 0);
 }
 
+/* The dead letters' budgets must fit the map: refused at the line that
+   broke the rule, with the bound that holds. */
+TEST(test_deadletter_budgets)
+{
+    fp_config_t c;
+    ASSERT_EQ(s_parse(&c, "[durability]\ndeadletter_max_count = 5\ndeadletter_max_mb = 512\n"
+                          "deadletter_retention_ms = 1000\ndeadletter_round_max_kb = 32768\n"),
+              0);
+    ASSERT_EQ(c.deadletter_max_count, 5);
+    ASSERT_EQ(c.deadletter_max_mb, 512);
+    ASSERT_EQ(c.deadletter_retention_ms, 1000);
+    ASSERT_EQ(c.deadletter_round_max_kb, 32768);
+    ASSERT_EQ(fp_config_dl_max_bytes(&c), 512u << 20);
+    ASSERT_EQ(fp_config_dl_round_bytes(&c), 32768u << 10);
+    s_refused("[durability]\ndeadletter_max_mb = 513\n", "x.ini:2:",
+              "more than half of map_size_mb = 1024", "1..512");
+    s_refused("[durability]\ndeadletter_max_mb = 40\nmap_size_mb = 64\n", "x.ini:3:",
+              "deadletter_max_mb = 40", "1..32");
+    s_refused("[durability]\nmap_size_mb = 1\ndeadletter_max_mb = 1\n", "x.ini:3:",
+              "0 (a quarter of the map)", NULL);
+    s_refused("[durability]\ndeadletter_round_max_kb = 32769\n", "x.ini:2:",
+              "more than 1/32 of map_size_mb", "4..32768");
+    s_refused("[durability]\ndeadletter_round_max_kb = 3\n", "x.ini:2:", "below 4", NULL);
+    s_refused("[durability]\ndeadletter_max_count = 0\n", "x.ini:2:", "1..1000000000", NULL);
+    s_refused("[durability]\ndeadletter_retention_ms = 999\n", "x.ini:2:", "1000..", NULL);
+    s_refused("[durability]\ndeadletter_round_max_kb = -1\n", "x.ini:2:", "negative", NULL);
+    /* 0 = auto, whatever the map */
+    ASSERT_EQ(s_parse(&c, "[durability]\nmap_size_mb = 1\ndeadletter_max_mb = 0\n"
+                          "deadletter_round_max_kb = 0\n"),
+              0);
+    ASSERT_EQ(fp_config_dl_max_bytes(&c), 256u << 10);
+    ASSERT_EQ(fp_config_dl_round_bytes(&c), 4u << 10);
+}
+
 TEST(test_load_errors)
 {
     fp_config_t c;
@@ -435,6 +469,7 @@ main(int argc, char **argv)
     RUN(test_integers);
     RUN(test_ingest_endpoints);
     RUN(test_security_pair);
+    RUN(test_deadletter_budgets);
     RUN(test_load_errors);
     RUN(test_reference_file);
     return test_done();

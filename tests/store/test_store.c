@@ -753,6 +753,81 @@ TEST(test_deadletters)
     s_rmdir(dir);
 }
 
+static int s_first_dead(void *ctx, uint64_t seq, int64_t wall, const char *reason,
+                        const char *json, size_t jlen, const void *payload, size_t plen)
+{
+    *(uint64_t *)ctx = seq;
+    return 1;
+}
+
+/* Retention of the dead letters: oldest first, by age, then count, then
+   the table's bytes; at most max_delete a call; each deletion counted under
+   its rule; the figures after it; seqs go on. */
+TEST(test_deadletter_trim)
+{
+    const char *dir = s_newdir();
+    fp_store_t *st = s_open(dir, 16u << 20, "plant-a");
+    fp_store_txn_t *t;
+    uint64_t seq = 0, count = 0, bytes = 0;
+    char payload[1000];
+    memset(payload, 'p', sizeof payload);
+    ASSERT_EQ(fp_store_begin(st, &t), 0);
+    for (int i = 1; i <= 2000; i++) /* wall time = i */
+        ASSERT_EQ(fp_store_put_deadletter(t, i, "too_old", "{}", 2, payload, sizeof payload,
+                                          &seq), 0);
+    ASSERT_EQ(fp_store_commit(&t), 0);
+    ASSERT_EQ(fp_store_deadletter_usage(st, &count, &bytes), 0);
+    ASSERT_EQ(count, 2000);
+    ASSERT(bytes >= 2000u * 1000 && bytes < 2000u * 1600); /* pages: ~3 values a page */
+
+    fp_store_dl_trim_t del;
+    /* nothing to do: no bound reached, nothing deleted */
+    ASSERT_EQ(fp_store_trim_deadletters(st, 0, 5000, 64u << 20, 100000, &del, &count, &bytes), 0);
+    ASSERT_EQ(del.age + del.count + del.bytes, 0);
+    ASSERT_EQ(count, 2000);
+    /* age: wall times 1..100 are before 101 */
+    ASSERT_EQ(fp_store_trim_deadletters(st, 101, 5000, 64u << 20, 100000, &del, &count, &bytes),
+              0);
+    ASSERT_EQ(del.age, 100);
+    ASSERT_EQ(del.count + del.bytes, 0);
+    ASSERT_EQ(count, 1900);
+    /* at most max_delete a call */
+    ASSERT_EQ(fp_store_trim_deadletters(st, 0, 1000, 64u << 20, 300, &del, &count, &bytes), 0);
+    ASSERT_EQ(del.count, 300);
+    ASSERT_EQ(count, 1600);
+    /* count */
+    ASSERT_EQ(fp_store_trim_deadletters(st, 0, 1000, 64u << 20, 100000, &del, &count, &bytes),
+              0);
+    ASSERT_EQ(del.count, 600);
+    ASSERT_EQ(count, 1000);
+    /* bytes: down to 400 KiB of pages */
+    ASSERT_EQ(fp_store_trim_deadletters(st, 0, 5000, 400u << 10, 100000, &del, &count, &bytes),
+              0);
+    ASSERT(del.bytes > 600 && del.bytes < 800);
+    ASSERT_EQ(del.age + del.count, 0);
+    ASSERT(bytes <= 400u << 10);
+    uint64_t c2, b2;
+    ASSERT_EQ(fp_store_deadletter_usage(st, &c2, &b2), 0);
+    ASSERT_EQ(c2, count);
+    ASSERT_EQ(b2, bytes);
+    /* the oldest went first: the first left is the one after them all */
+    uint64_t first = 0;
+    ASSERT_EQ(fp_store_each_deadletter(st, 0, s_first_dead, &first), 1);
+    ASSERT_EQ(first, 2000 - count + 1);
+    /* everything, also by age */
+    ASSERT_EQ(fp_store_trim_deadletters(st, 1000000, 5000, 64u << 20, 100000, &del, &count,
+                                        &bytes), 0);
+    ASSERT_EQ(count, 0);
+    ASSERT_EQ(bytes, 0);
+    /* seqs go on after a trim */
+    ASSERT_EQ(fp_store_begin(st, &t), 0);
+    ASSERT_EQ(fp_store_put_deadletter(t, 1, "too_old", "{}", 2, "p", 1, &seq), 0);
+    ASSERT_EQ(seq, 2001);
+    ASSERT_EQ(fp_store_commit(&t), 0);
+    fp_store_close(&st);
+    s_rmdir(dir);
+}
+
 /* ---- tool mode: a second process beside the owner ---- */
 
 /* The child (forked before anything is open): waits for the go byte, then
@@ -1106,6 +1181,7 @@ int main(int argc, char **argv)
     RUN(test_full_disk);
     RUN(test_outbox_order_and_trim);
     RUN(test_deadletters);
+    RUN(test_deadletter_trim);
     RUN(test_tool_open_beside_the_owner);
     RUN(test_key_puts_and_deletes_in_one_txn);
     RUN(test_concurrent_readers);
