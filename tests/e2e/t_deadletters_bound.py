@@ -10,13 +10,12 @@ import json
 import os
 import subprocess
 import time
-import urllib.request
 
 import flatbuffers
 import zmq
 
 from fp import (FLOORPOST, PART, Floorpost, Producer, Subscriber, TB, TR, decode_ack,
-                encode_batch, eq, extra_test, free_port, rec, totals)
+                encode_batch, eq, extra_test, free_port, parse_metrics, rec, scrape, totals)
 
 CTX = zmq.Context.instance()
 
@@ -33,14 +32,9 @@ def with_options(fp, **durability):
 
 def metrics(port):
     """{'name{labels}': value} scraped from /metrics."""
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+    status, text = scrape(port)
+    eq(status, 200, "GET /metrics")
+    return parse_metrics(text)
 
 
 def stored(fp):
