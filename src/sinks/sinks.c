@@ -35,6 +35,7 @@
 #include "reader.h"
 #include "sink.h"
 #include "store.h"
+#include "utf8.h"
 
 static const fp_sink_type_t *const s_types[] = {&fp_sink_jsonl};
 #define S_NTYPES (sizeof s_types / sizeof s_types[0])
@@ -698,10 +699,13 @@ static void s_snap(const fp_sink_t *s, s_snap_t *o)
 typedef fp_buf_t s_buf_t;
 #define s_put fp_buf_put
 
-/* A JSON string body (without quotes). */
+/* A JSON string body (without quotes), valid UTF-8 whatever the bytes (an
+   ERP's error text may carry anything: utf8.h repairs it first). */
 static void s_put_json_str(s_buf_t *b, const char *v)
 {
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+    char fixed[1024];
+    fp_utf8_repair(fixed, sizeof fixed, v, strlen(v));
+    for (const unsigned char *p = (const unsigned char *)fixed; *p; p++) {
         if (*p == '"' || *p == '\\')
             s_put(b, "\\%c", *p);
         else if (*p < 0x20)
