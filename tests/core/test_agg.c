@@ -1921,8 +1921,11 @@ TEST(test_growth_1m_keys)
     ASSERT_EQ(k.n, N);
     ASSERT_EQ(k.yield_sum, N + (N + 6) / 7);
     double t = s_secs() - t0;
+    /* Printed, not asserted: speed belongs to the benchmarks (bench/, the
+       agg_add micro benchmark), and this also runs under ASan on a shared
+       machine. What the test asserts is that a million keys are all found
+       and summed. */
     fprintf(stderr, "    1M keys: %.2f s with batch building and capture\n", t);
-    ASSERT(t < 10.0); /* generous: also runs under ASan */
     agg_destroy(&a);
     bb_free(&bb);
     free(k.ev);
