@@ -73,16 +73,25 @@ $(BUILD)/libfloorpost.a: $(OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-# The gateway library (producer.h): what a gateway or MES adapter links, and
-# nothing else of floorpost (no log, no config, no threads of ours). Linked
-# alone by tests/install_test.sh (tests/gateway/gateway_min.c).
+# The gateway library: what a gateway or MES adapter (producer.h) or a
+# subscriber (subscriber.h) links, and nothing else of floorpost (no log, no
+# config, no threads of ours). Linked alone by tests/install_test.sh
+# (tests/gateway/gateway_min.c, examples/subscriber.c) and by the example.
 GATEWAY_OBJ := $(BUILD)/obj/gateway/producer.o $(BUILD)/obj/gateway/strtab.o \
-  $(BUILD)/obj/gateway/curve.o $(BUILD)/obj/codec/codec.o
-GATEWAY_LIBS := -lzmq -lflatbuffers -lstdc++
-GATEWAY_HEADERS := src/gateway/producer.h src/core/record.h src/gateway/curve.h
+  $(BUILD)/obj/gateway/curve.o $(BUILD)/obj/gateway/subscriber.o $(BUILD)/obj/codec/codec.o
+GATEWAY_LIBS := -lzmq -lflatbuffers -ljansson -lstdc++
+GATEWAY_HEADERS := src/gateway/producer.h src/core/record.h src/gateway/curve.h \
+  src/gateway/subscriber.h src/core/domain.h src/codec/codec.h
 $(BUILD)/libfloorpost-gateway.a: $(GATEWAY_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
+
+# The installed headers, staged as <floorpost/*.h>: the examples build
+# against them the way a subscriber's own code does.
+$(BUILD)/include/floorpost/.stamp: $(GATEWAY_HEADERS)
+	@mkdir -p $(@D)
+	cp $^ $(@D)/
+	@touch $@
 
 $(BUILD)/floorpost: $(CMD_C:src/%.c=$(BUILD)/obj/%.o) $(BUILD)/libfloorpost.a
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -170,10 +179,11 @@ examples: $(EXAMPLES)
 all: $(EXAMPLES)
 test-e2e: $(EXAMPLES)
 
-$(BUILD)/examples/%: examples/%.c $(BUILD)/libfloorpost.a
+# Only the staged headers and the gateway library: what `make install` gives.
+$(BUILD)/examples/%: examples/%.c $(BUILD)/libfloorpost-gateway.a $(BUILD)/include/floorpost/.stamp
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@.o $<
-	$(CXX) $(LDFLAGS) -o $@ $@.o $(BUILD)/libfloorpost.a $(LDLIBS)
+	$(CC) -std=c11 $(OPT) $(WARN) $(filter -fsanitize% -fno-%,$(CFLAGS)) -MMD -MP -I$(BUILD)/include \
+	  $(LDFLAGS) -o $@ $< $(BUILD)/libfloorpost-gateway.a $(GATEWAY_LIBS)
 
 # ---- make install / uninstall (docs/operations.md) ----
 # The unit goes to $(PREFIX)/lib/systemd/system: systemd searches both
@@ -190,10 +200,27 @@ DATADIR    ?= $(PREFIX)/share/floorpost
 DOCDIR     ?= $(PREFIX)/share/doc/floorpost
 INCLUDEDIR ?= $(PREFIX)/include
 LIBDIR     ?= $(PREFIX)/lib
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+FP_VERSION := $(shell sed -n 's/^\#define FP_VERSION "\(.*\)"/\1/p' src/core/version.h)
+
+# pkg-config --cflags --libs floorpost (the library is static: its
+# dependencies are in Libs). Paths under PREFIX are written as ${prefix}/...
+# so --define-variable=prefix=... relocates them.
+define FLOORPOST_PC
+prefix=$(PREFIX)
+includedir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))
+libdir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
+
+Name: floorpost
+Description: floorpost client library: gateways (floorpost/producer.h) and subscribers (floorpost/subscriber.h)
+Version: $(FP_VERSION)
+Cflags: -I$${includedir}
+Libs: -L$${libdir} -lfloorpost-gateway $(GATEWAY_LIBS)
+endef
 
 install: $(BUILD)/floorpost $(BUILD)/libfloorpost-gateway.a
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DATADIR)/schema \
-	  $(DESTDIR)$(INCLUDEDIR)/floorpost $(DESTDIR)$(LIBDIR) \
+	  $(DESTDIR)$(INCLUDEDIR)/floorpost $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
 	  $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(SYSCONFDIR)/floorpost
 	install -m 0755 $(BUILD)/floorpost $(DESTDIR)$(BINDIR)/floorpost
 	sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/doc/floorpost|$(DOCDIR)|g' \
@@ -204,6 +231,8 @@ install: $(BUILD)/floorpost $(BUILD)/libfloorpost-gateway.a
 	install -m 0644 schema/telemetry.fbs schema/checkpoint.fbs $(DESTDIR)$(DATADIR)/schema/
 	install -m 0644 $(GATEWAY_HEADERS) $(DESTDIR)$(INCLUDEDIR)/floorpost/
 	install -m 0644 $(BUILD)/libfloorpost-gateway.a $(DESTDIR)$(LIBDIR)/
+	$(file >$(BUILD)/floorpost.pc,$(FLOORPOST_PC))
+	install -m 0644 $(BUILD)/floorpost.pc $(DESTDIR)$(PKGCONFIGDIR)/floorpost.pc
 	install -m 0644 configs/floorpost.ini $(DESTDIR)$(DATADIR)/floorpost.ini
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 	install -m 0644 examples/subscriber.py examples/subscriber.c $(DESTDIR)$(DOCDIR)/examples/
@@ -227,7 +256,7 @@ install: $(BUILD)/floorpost $(BUILD)/libfloorpost-gateway.a
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/floorpost $(DESTDIR)$(UNITDIR)/floorpost.service
 	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(INCLUDEDIR)/floorpost
-	rm -f $(DESTDIR)$(LIBDIR)/libfloorpost-gateway.a
+	rm -f $(DESTDIR)$(LIBDIR)/libfloorpost-gateway.a $(DESTDIR)$(PKGCONFIGDIR)/floorpost.pc
 	@echo "kept $(DESTDIR)$(SYSCONFDIR)/floorpost, /var/lib/floorpost and the floorpost user"
 
 test-install: $(BUILD)/floorpost $(BUILD)/libfloorpost-gateway.a

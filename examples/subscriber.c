@@ -1,90 +1,47 @@
-/*  subscriber.c - a minimal floorpost checkpoint subscriber in C.
+/*  subscriber.c - a floorpost checkpoint subscriber in C, on the client
+    library (<floorpost/subscriber.h>, libfloorpost-gateway.a).
 
-      subscriber [--count N] [--timeout MS] ENDPOINT [TOPIC_PREFIX]
+      subscriber [--count N] [--timeout MS] [--replay ENDPOINT [--from N]]
+                 [--server-key FILE --key FILE] ENDPOINT [TOPIC_PREFIX]
 
-    Connects a SUB socket to floorpost's checkpoint feed (the `publish`
-    endpoint), subscribes to a topic prefix ("" = everything, "completion/" =
-    every completion, "scrap/1000/" = plant 1000's scrap), decodes each
-    Checkpoint and prints one line per event on stdout. It tracks stream_seq
-    per topic and prints a `gap` line when events were lost on the way (a slow
-    subscriber, a reconnect) and a `reset` line when the sequence starts over
-    (floorpost restarted). The Python twin, examples/subscriber.py, prints
-    exactly the same lines; tests/e2e/run.py runs both and compares.
+    Follows floorpost's checkpoint feed (the `publish` endpoint) for a topic
+    prefix ("" = everything, "completion/" = every completion, "scrap/1000/"
+    = plant 1000's scrap) and prints one line per event on stdout. It
+    prints a `gap` line when a topic's stream_seq skipped numbers (events
+    lost on the way; the feed's heartbeat shows a loss at the end of a burst
+    too) and a `reset` line when it went back (floorpost restarted without
+    its state). With --replay (floorpost's replay endpoint) it fills gaps
+    instead: the missing events come from the replay endpoint, in order, and
+    only what floorpost no longer keeps is printed as a `lost` line. --from N
+    first catches up from global_seq N (your stored last + 1). With CURVE,
+    --server-key is floorpost's .pub and --key this subscriber's .key
+    (`floorpost keygen`). The Python twin, examples/subscriber.py, prints
+    exactly the same lines; the end-to-end tests run both and compare.
 
-    Decoding uses floorpost's own C codec (src/codec.h, a C API over the
-    flatc-generated C++ readers): Debian has no C FlatBuffers generator
-    (flatcc is not packaged). Build it inside the floorpost tree with
-    `make build/examples/subscriber`; docs/subscribers.md shows how to build
-    it elsewhere.
+    Build it against an installed floorpost (docs/subscribers.md):
+        cc -o subscriber subscriber.c $(pkg-config --cflags --libs floorpost)
 
-    Exit codes: 0 after --count events or --timeout idle ms; 1 when the
-    socket cannot be set up; 2 on a usage error.
+    Exit codes: 0 after --count events or --timeout ms without an event;
+    1 when the subscriber cannot be set up; 2 on a usage error.
 */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <jansson.h>
+#include <time.h>
 #include <zmq.h>
 
-#include "codec.h"
+#include <floorpost/curve.h>
+#include <floorpost/subscriber.h>
 
-#define TOPIC_MAX 256
-
-/* Last stream_seq seen per topic. A feed has few topics (kind x plant x
-   line), so a linear scan is enough. */
-typedef struct {
-    char topic[TOPIC_MAX];
-    uint64_t seq;
-} feed_t;
-
-typedef struct {
-    feed_t *feeds;
-    size_t n, cap;
-    uint64_t events, gaps, missing, bad;
-} state_t;
-
-/* Returns the feed of topic, adding it with seq 0; NULL on out of memory. */
-static feed_t *s_feed(state_t *st, const char *topic)
+static void s_print_event(const char *topic, const fp_checkpoint_t *ck)
 {
-    for (size_t i = 0; i < st->n; i++)
-        if (strcmp(st->feeds[i].topic, topic) == 0)
-            return &st->feeds[i];
-    if (st->n == st->cap) {
-        size_t cap = st->cap ? st->cap * 2 : 16;
-        feed_t *f = realloc(st->feeds, cap * sizeof *f);
-        if (!f)
-            return NULL;
-        st->feeds = f;
-        st->cap = cap;
-    }
-    feed_t *f = &st->feeds[st->n++];
-    snprintf(f->topic, sizeof f->topic, "%s", topic);
-    f->seq = 0;
-    return f;
-}
-
-/* The gap check: stream_seq is 1, 2, 3, ... per topic with no holes. */
-static void s_check_seq(state_t *st, feed_t *f, uint64_t seq)
-{
-    if (f->seq && seq > f->seq + 1) {
-        st->gaps++;
-        st->missing += seq - f->seq - 1;
-        printf("gap topic=%s expected=%" PRIu64 " got=%" PRIu64 " missing=%" PRIu64 "\n",
-               f->topic, f->seq + 1, seq, seq - f->seq - 1);
-    } else if (f->seq && seq <= f->seq) {
-        printf("reset topic=%s last=%" PRIu64 " got=%" PRIu64 "\n", f->topic, f->seq, seq);
-    }
-    f->seq = seq;
-}
-
-static void s_print(const char *topic, const fp_checkpoint_t *ck)
-{
-    static const char *kinds[] = {"?", "consumption", "completion", "scrap"};
     printf("%s topic=%s seq=%" PRIu64 " event_id=%s order=%s op=%s late=%d ",
-           kinds[ck->kind], topic, ck->stream_seq, ck->event_id, ck->order, ck->operation,
-           ck->late ? 1 : 0);
+           fp_ck_kind_name(ck->kind), topic, ck->stream_seq, ck->event_id, ck->order,
+           ck->operation, ck->late ? 1 : 0);
     if (ck->kind == FP_CK_CONSUMPTION)
         printf("material=%s lot=%s unit=%s quantity=%" PRId64 "\n", ck->material, ck->lot,
                ck->unit, ck->quantity);
@@ -95,155 +52,137 @@ static void s_print(const char *topic, const fp_checkpoint_t *ck)
         printf("reason=%s parts=%" PRId64 "\n", ck->reason, ck->parts);
 }
 
-/* The feed's heartbeat ["heartbeat"][JSON]: each topic's last stream_seq.
-   A topic we follow whose heartbeat seq is ahead of ours lost its last
-   events (the end of a burst): a gap now, not when the next event comes. */
-static void s_heartbeat(state_t *st, const char *prefix, const void *body, size_t len)
+/* A whole decimal number in [min, max], or exit 2. */
+static uint64_t s_number(const char *opt, const char *s, uint64_t min, uint64_t max)
 {
-    json_error_t je;
-    json_t *o = json_loadb(body, len, 0, &je);
-    json_t *feeds = o ? json_object_get(o, "feeds") : NULL;
-    if (!json_is_object(feeds)) {
-        st->bad++;
-        json_decref(o);
-        return;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end || errno || v < min || v > max) {
+        fprintf(stderr, "subscriber: %s: expected a number %" PRIu64 "..%" PRIu64 ", got \"%s\"\n",
+                opt, min, max, s);
+        exit(2);
     }
-    const char *topic;
-    json_t *v;
-    json_object_foreach(feeds, topic, v) {
-        if (strncmp(topic, prefix, strlen(prefix)) != 0 || !json_is_integer(v))
-            continue;
-        uint64_t hseq = (uint64_t)json_integer_value(v);
-        for (size_t i = 0; i < st->n; i++) {
-            feed_t *f = &st->feeds[i];
-            if (strcmp(f->topic, topic) != 0 || !f->seq || hseq <= f->seq)
-                continue;
-            st->gaps++;
-            st->missing += hseq - f->seq;
-            printf("gap topic=%s expected=%" PRIu64 " got=%" PRIu64 " missing=%" PRIu64 "\n",
-                   f->topic, f->seq + 1, hseq + 1, hseq - f->seq);
-            f->seq = hseq;
-        }
-    }
-    json_decref(o);
+    return v;
 }
 
-/* Handles one [topic][Checkpoint] message. aligned is scratch space of at
-   least *aligned_cap bytes, grown as needed: the decoder wants the buffer
-   8-byte aligned and a zmq_msg_t's data need not be. */
-static void s_handle(state_t *st, const char *prefix, zmq_msg_t *parts, int nparts,
-                     void **aligned, size_t *aligned_cap)
+static int64_t s_now_ms(void)
 {
-    size_t tl = zmq_msg_size(&parts[0]);
-    if (nparts == 2 && tl == 9 && memcmp(zmq_msg_data(&parts[0]), "heartbeat", 9) == 0) {
-        s_heartbeat(st, prefix, zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]));
-        return;
-    }
-    if (nparts != 2 || tl == 0 || tl >= TOPIC_MAX) {
-        st->bad++;
-        fprintf(stderr, "subscriber: unexpected message (%d frames)\n", nparts);
-        return;
-    }
-    char topic[TOPIC_MAX];
-    memcpy(topic, zmq_msg_data(&parts[0]), tl);
-    topic[tl] = '\0';
-    size_t len = zmq_msg_size(&parts[1]);
-    if (len > *aligned_cap) {
-        free(*aligned);
-        *aligned_cap = (len + 7) & ~(size_t)7;
-        *aligned = aligned_alloc(8, *aligned_cap);
-        if (!*aligned) {
-            *aligned_cap = 0;
-            st->bad++;
-            return;
-        }
-    }
-    memcpy(*aligned, zmq_msg_data(&parts[1]), len);
-    fp_checkpoint_t ck;
-    int rc = fp_codec_checkpoint_decode(*aligned, len, &ck); /* verifies first */
-    if (rc != FP_CODEC_OK) {
-        st->bad++;
-        fprintf(stderr, "subscriber: %s: undecodable checkpoint: %s\n", topic,
-                fp_codec_strerror(rc));
-        return;
-    }
-    feed_t *f = s_feed(st, topic);
-    if (f)
-        s_check_seq(st, f, ck.stream_seq);
-    st->events++;
-    s_print(topic, &ck);
-    fflush(stdout);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int main(int argc, char **argv)
 {
-    uint64_t count = 0; /* 0 = no limit */
+    uint64_t count = 0;   /* 0 = no limit */
     long timeout_ms = -1; /* -1 = wait forever */
+    const char *server_key = NULL, *key = NULL;
+    subscriber_opts_t o = {0};
     int i = 1;
-    for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
-        if (strcmp(argv[i], "--count") == 0 && i + 1 < argc)
-            count = strtoull(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
-            timeout_ms = strtol(argv[++i], NULL, 10);
+    for (; i + 1 < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
+        const char *opt = argv[i], *val = argv[i + 1];
+        if (strcmp(opt, "--count") == 0)
+            count = s_number(opt, val, 1, UINT64_MAX);
+        else if (strcmp(opt, "--timeout") == 0)
+            timeout_ms = (long)s_number(opt, val, 0, 86400000);
+        else if (strcmp(opt, "--replay") == 0)
+            o.replay_endpoint = val;
+        else if (strcmp(opt, "--from") == 0)
+            o.from_global_seq = s_number(opt, val, 1, UINT64_MAX - 1);
+        else if (strcmp(opt, "--server-key") == 0)
+            server_key = val;
+        else if (strcmp(opt, "--key") == 0)
+            key = val;
         else
             break;
     }
-    if (argc - i < 1 || argc - i > 2) {
-        fprintf(stderr, "usage: subscriber [--count N] [--timeout MS] ENDPOINT [TOPIC_PREFIX]\n");
+    if (argc - i < 1 || argc - i > 2 || argv[i][0] == '-' || !server_key != !key) {
+        fprintf(stderr, "usage: subscriber [--count N] [--timeout MS] [--replay ENDPOINT [--from N]]\n"
+                        "                  [--server-key FILE --key FILE] ENDPOINT [TOPIC_PREFIX]\n");
         return 2;
     }
-    const char *endpoint = argv[i];
-    const char *prefix = argc - i == 2 ? argv[i + 1] : "";
+    o.endpoint = argv[i];
+    o.topic_prefix = argc - i == 2 ? argv[i + 1] : "";
 
+    char err[512];
+    fp_curve_keypair_t server, mine;
+    if (server_key) {
+        if (fp_curve_key_load(server_key, false, &server, err, sizeof err) != 0 ||
+            fp_curve_key_load(key, true, &mine, err, sizeof err) != 0) {
+            fprintf(stderr, "subscriber: %s\n", err);
+            return 1;
+        }
+        o.server_key_z85 = server.public_z85;
+        o.public_key_z85 = mine.public_z85;
+        o.secret_key_z85 = mine.secret_z85;
+    }
     void *ctx = zmq_ctx_new();
-    void *sub = zmq_socket(ctx, ZMQ_SUB);
-    int hwm = 0; /* never drop on our side: a gap then means loss upstream */
-    if (!sub || zmq_setsockopt(sub, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
-        zmq_setsockopt(sub, ZMQ_SUBSCRIBE, prefix, strlen(prefix)) != 0 ||
-        zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "heartbeat", 9) != 0 ||
-        zmq_connect(sub, endpoint) != 0) {
-        fprintf(stderr, "subscriber: %s: %s\n", endpoint, zmq_strerror(zmq_errno()));
+    subscriber_t *sub = subscriber_new(ctx, &o, err, sizeof err);
+    if (!sub) {
+        fprintf(stderr, "%s\n", err);
+        zmq_ctx_term(ctx);
         return 1;
     }
-    fprintf(stderr, "subscriber: connected to %s, prefix \"%s\"\n", endpoint, prefix);
+    fprintf(stderr, "subscriber: connected to %s, prefix \"%s\"\n", o.endpoint, o.topic_prefix);
 
-    state_t st = {0};
-    void *aligned = NULL;
-    size_t aligned_cap = 0;
-    while (count == 0 || st.events < count) {
-        zmq_pollitem_t item = {sub, 0, ZMQ_POLLIN, 0};
-        int n = zmq_poll(&item, 1, timeout_ms);
-        if (n < 0)
-            break; /* interrupted */
-        if (n == 0)
-            break; /* idle for timeout_ms */
-        zmq_msg_t parts[2];
-        int nparts = 0, more = 1;
-        while (more) {
-            zmq_msg_t m;
-            zmq_msg_init(&m);
-            if (zmq_msg_recv(&m, sub, 0) < 0) {
-                zmq_msg_close(&m);
-                break;
-            }
-            more = zmq_msg_more(&m);
-            if (nparts < 2)
-                parts[nparts] = m;
-            else
-                zmq_msg_close(&m);
-            nparts++;
+    uint64_t events = 0, gaps = 0, missing = 0, bad = 0;
+    int64_t idle_until = timeout_ms < 0 ? INT64_MAX : s_now_ms() + timeout_ms;
+    while (count == 0 || events < count) {
+        int wait = -1;
+        if (idle_until != INT64_MAX) {
+            int64_t left = idle_until - s_now_ms();
+            wait = left > 0 ? (int)left : 0;
         }
-        if (nparts == 0)
+        subscriber_msg_t m;
+        int rc = subscriber_recv(sub, &m, wait);
+        if (rc == -EINTR)
             continue;
-        s_handle(&st, prefix, parts, nparts, &aligned, &aligned_cap);
-        for (int k = 0; k < nparts && k < 2; k++)
-            zmq_msg_close(&parts[k]);
+        if (rc <= 0)
+            break; /* --timeout ms without an event, or the context is gone */
+        switch (m.kind) {
+        case SUBSCRIBER_EVENT:
+            events++;
+            s_print_event(m.topic, &m.ck);
+            if (timeout_ms >= 0)
+                idle_until = s_now_ms() + timeout_ms;
+            break;
+        case SUBSCRIBER_GAP: /* a topic's; a global_seq gap (topic "") shows per topic too */
+            if (m.topic[0]) {
+                gaps++;
+                missing += m.next - m.first;
+                printf("gap topic=%s expected=%" PRIu64 " got=%" PRIu64 " missing=%" PRIu64 "\n",
+                       m.topic, m.first, m.next, m.next - m.first);
+            }
+            break;
+        case SUBSCRIBER_RESET:
+            if (m.topic[0])
+                printf("reset topic=%s last=%" PRIu64 " got=%" PRIu64 "\n", m.topic, m.first, m.next);
+            break;
+        case SUBSCRIBER_LOST:
+            printf("lost first=%" PRIu64 " last=%" PRIu64 " missing=%" PRIu64 "\n", m.first,
+                   m.next - 1, m.next - m.first);
+            fprintf(stderr, "subscriber: global_seq %" PRIu64 "..%" PRIu64 " lost: %s\n", m.first,
+                    m.next - 1, m.detail);
+            break;
+        case SUBSCRIBER_BAD:
+            bad++;
+            if (m.topic[0])
+                fprintf(stderr, "subscriber: %s: %s\n", m.topic, m.detail);
+            else
+                fprintf(stderr, "subscriber: %s\n", m.detail);
+            break;
+        default: /* SUBSCRIBER_HEARTBEAT: nothing to print */
+            break;
+        }
+        fflush(stdout);
     }
     fprintf(stderr, "subscriber: %" PRIu64 " events, %" PRIu64 " gaps, %" PRIu64 " missing, %" PRIu64
-            " bad\n", st.events, st.gaps, st.missing, st.bad);
-    free(aligned);
-    free(st.feeds);
-    zmq_close(sub);
+            " bad\n", events, gaps, missing, bad);
+    if (o.replay_endpoint)
+        fprintf(stderr, "subscriber: %" PRIu64 " replayed, position %" PRIu64 "\n",
+                subscriber_stats(sub)->replayed, subscriber_position(sub));
+    subscriber_destroy(&sub);
     zmq_ctx_term(ctx);
     return 0;
 }
