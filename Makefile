@@ -10,7 +10,8 @@
 DEB_PACKAGES := build-essential pkg-config clang libzmq3-dev libflatbuffers-dev \
   flatbuffers-compiler libjemalloc-dev liblmdb-dev libxxhash-dev libjansson-dev libmicrohttpd-dev \
   libcurl4-openssl-dev tzdata \
-  python3-zmq python3-flatbuffers gnuplot-nox
+  python3-zmq python3-flatbuffers gnuplot-nox \
+  python3-venv python3-pip python3-setuptools python3-wheel prometheus
 
 BUILD   ?= build
 SAN     ?=
@@ -56,10 +57,20 @@ $(BUILD)/gen/%_generated.h: schema/%.fbs
 	@mkdir -p $(@D)
 	flatc --cpp --scoped-enums -o $(@D) $<
 
+# flatc makes its folders 0750: a readable tree for whoever runs the tests.
 $(PYGEN): schema/telemetry.fbs schema/checkpoint.fbs
 	@mkdir -p $(BUILD)/py
 	flatc --python -o $(BUILD)/py $^
+	chmod -R a+rX $(BUILD)/py
 	@touch $@
+
+# The same readers, vendored in the Python package (python/floorpost/): run
+# after a schema change; tests/e2e/t_client.py fails while they differ.
+.PHONY: python-readers
+python-readers: $(PYGEN)
+	rm -rf python/floorpost/checkpoint python/floorpost/telemetry
+	cp -r $(BUILD)/py/floorpost/checkpoint $(BUILD)/py/floorpost/telemetry python/floorpost/
+	chmod -R u+rw,go+rX-w python/floorpost
 
 $(BUILD)/obj/%.o: src/%.c | $(GEN)
 	@mkdir -p $(@D)

@@ -1,135 +1,114 @@
 #!/usr/bin/python3
-"""subscriber.py - a minimal floorpost checkpoint subscriber in Python.
+"""subscriber.py - a floorpost checkpoint subscriber in Python, on the
+floorpost package (python/ in the source tree, installed with pip).
 
-    subscriber.py [--count N] [--timeout MS] ENDPOINT [TOPIC_PREFIX]
+    subscriber.py [--count N] [--timeout MS] [--replay ENDPOINT [--from N]]
+                  [--server-key FILE --key FILE] ENDPOINT [TOPIC_PREFIX]
 
-Connects a SUB socket to floorpost's checkpoint feed (the `publish`
-endpoint), subscribes to a topic prefix ("" = everything, "completion/" =
-every completion), decodes each Checkpoint with the readers flatc generates
-from schema/checkpoint.fbs and prints one line per event. It tracks
-stream_seq per topic: a `gap` line means events were lost on the way, a
-`reset` line that the sequence started over (floorpost restarted). Prints
-exactly the same lines as examples/subscriber.c.
+Follows floorpost's checkpoint feed (the `publish` endpoint) for a topic
+prefix ("" = everything, "completion/" = every completion) and prints one
+line per event. A `gap` line means a topic's stream_seq skipped numbers
+(events lost on the way; the feed's heartbeat shows a loss at the end of a
+burst too), a `reset` line that it went back (floorpost restarted without
+its state). With --replay (floorpost's replay endpoint) gaps are filled
+instead, and only what floorpost no longer keeps is printed as a `lost`
+line; --from N first catches up from global_seq N. With CURVE, --server-key
+is floorpost's .pub and --key this subscriber's .key. Prints exactly the
+same lines as examples/subscriber.c.
 
-Needs python3-zmq, python3-flatbuffers and the generated readers:
-    flatc --python -o gen/py schema/checkpoint.fbs
-    FP_PYGEN=gen/py python3 subscriber.py tcp://127.0.0.1:5570 completion/
-(inside the floorpost tree, `make` generates them in build/py, the default).
+    python3 -m venv --system-site-packages venv
+    venv/bin/pip install --no-build-isolation --no-deps ./python
+    venv/bin/python examples/subscriber.py tcp://127.0.0.1:5570 completion/
+
+(in the source tree without installing: PYTHONPATH=python python3 examples/subscriber.py ...)
 """
 import argparse
-import json
-import os
 import sys
+import time
 
-import zmq
-
-sys.path.insert(0, os.environ.get("FP_PYGEN", "build/py"))
-from floorpost.checkpoint.Body import Body  # noqa: E402
-from floorpost.checkpoint.Checkpoint import Checkpoint  # noqa: E402
-from floorpost.checkpoint.Completion import Completion  # noqa: E402
-from floorpost.checkpoint.Consumption import Consumption  # noqa: E402
-from floorpost.checkpoint.Scrap import Scrap  # noqa: E402
+from floorpost import Bad, CurveKeys, Event, Gap, Lost, Reset, Subscriber
 
 
-def s(v):
-    """A FlatBuffers string (bytes or None) as str; absent = ""."""
-    return (v or b"").decode("utf-8", "replace")
+def line(topic, ck):
+    """One output line for a Checkpoint (the C example's format)."""
+    head = "%s topic=%s seq=%d event_id=%s order=%s op=%s late=%d " % (
+        ck.kind, topic, ck.stream_seq, ck.event_id, ck.order, ck.operation, 1 if ck.late else 0)
+    if ck.kind == "consumption":
+        return head + "material=%s lot=%s unit=%s quantity=%d" % (ck.material, ck.lot, ck.unit,
+                                                                  ck.quantity)
+    if ck.kind == "completion":
+        return head + "yield=%d scrap=%d final=%d" % (ck.yield_, ck.scrap, 1 if ck.final else 0)
+    return head + "reason=%s parts=%d" % (ck.reason, ck.parts)
 
 
-def describe(topic, buf):
-    """One output line for a Checkpoint; raises ValueError if it is not one."""
-    if not Checkpoint.CheckpointBufferHasIdentifier(buf, 0):
-        raise ValueError("not a Checkpoint (file identifier is not FPC1)")
-    ck = Checkpoint.GetRootAs(buf, 0)
-    if ck.Version() != 1:
-        raise ValueError("unsupported version %d" % ck.Version())
-    h = ck.Header()
-    body, t = ck.Body(), ck.BodyType()
-    if t == Body.Consumption:
-        c = Consumption()
-        c.Init(body.Bytes, body.Pos)
-        kind, tail = "consumption", "material=%s lot=%s unit=%s quantity=%d" % (
-            s(c.Material()), s(c.Lot()), s(c.Unit()), c.Quantity())
-    elif t == Body.Completion:
-        c = Completion()
-        c.Init(body.Bytes, body.Pos)
-        kind, tail = "completion", "yield=%d scrap=%d final=%d" % (
-            c.Yield_(), c.Scrap(), 1 if c.Final() else 0)
-    elif t == Body.Scrap:
-        c = Scrap()
-        c.Init(body.Bytes, body.Pos)
-        kind, tail = "scrap", "reason=%s parts=%d" % (s(c.Reason()), c.Parts())
-    else:
-        raise ValueError("unknown body type %d" % t)
-    return h.StreamSeq(), "%s topic=%s seq=%d event_id=%s order=%s op=%s late=%d %s" % (
-        kind, topic, h.StreamSeq(), s(h.EventId()), s(h.Order()), s(h.Operation()),
-        1 if h.Late() else 0, tail)
+def number(lo, hi):
+    def parse(s):
+        if not s.isdigit() or not lo <= int(s) <= hi:
+            raise argparse.ArgumentTypeError("expected a number %d..%d, got \"%s\"" % (lo, hi, s))
+        return int(s)
+    return parse
 
 
 def main():
     ap = argparse.ArgumentParser(description="floorpost checkpoint subscriber")
-    ap.add_argument("--count", type=int, default=0, help="stop after N events (0 = never)")
-    ap.add_argument("--timeout", type=int, default=-1, help="stop after MS idle (-1 = never)")
+    ap.add_argument("--count", type=number(1, 2**64 - 1), default=0, help="stop after N events")
+    ap.add_argument("--timeout", type=number(0, 86400000), default=-1,
+                    help="stop after MS without an event")
+    ap.add_argument("--replay", help="floorpost's replay endpoint: fill gaps from it")
+    ap.add_argument("--from", dest="from_seq", type=number(1, 2**64 - 2), default=0,
+                    help="first catch up from this global_seq (needs --replay)")
+    ap.add_argument("--server-key", help="CURVE: floorpost's public key file (.pub)")
+    ap.add_argument("--key", help="CURVE: this subscriber's key file (.key)")
     ap.add_argument("endpoint")
     ap.add_argument("prefix", nargs="?", default="")
     a = ap.parse_args()
+    if bool(a.server_key) != bool(a.key):
+        ap.error("--server-key and --key go together")
 
-    sub = zmq.Context.instance().socket(zmq.SUB)
-    sub.setsockopt(zmq.RCVHWM, 0)  # never drop on our side: a gap means loss upstream
-    sub.setsockopt(zmq.SUBSCRIBE, a.prefix.encode())
-    sub.setsockopt(zmq.SUBSCRIBE, b"heartbeat")  # the end of a burst: see below
-    sub.connect(a.endpoint)
+    try:
+        curve = CurveKeys.from_files(a.server_key, a.key) if a.server_key else None
+        sub = Subscriber(a.endpoint, a.prefix, replay=a.replay, from_global_seq=a.from_seq,
+                         curve=curve)
+    except (OSError, ValueError) as e:
+        print("subscriber: %s" % e, file=sys.stderr)
+        sys.exit(1)
     print('subscriber: connected to %s, prefix "%s"' % (a.endpoint, a.prefix),
           file=sys.stderr, flush=True)
 
-    last = {}  # topic -> last stream_seq
     events = gaps = missing = bad = 0
+    idle_until = None if a.timeout < 0 else time.monotonic() + a.timeout / 1000.0
     while a.count == 0 or events < a.count:
-        if not sub.poll(None if a.timeout < 0 else a.timeout):
-            break  # idle for --timeout ms
-        parts = sub.recv_multipart()
-        if len(parts) != 2:
-            bad += 1
-            print("subscriber: unexpected message (%d frames)" % len(parts), file=sys.stderr)
-            continue
-        topic = parts[0].decode("utf-8", "replace")
-        if topic == "heartbeat":
-            # each topic's last stream_seq: one we follow that is ahead of
-            # ours lost its last events; say so now, not at the next event
-            try:
-                feeds = json.loads(parts[1])["feeds"]
-            except Exception:
-                bad += 1
-                continue
-            for t, hseq in feeds.items():
-                prev = last.get(t)
-                if t.startswith(a.prefix) and prev and hseq > prev:
-                    gaps += 1
-                    missing += hseq - prev
-                    print("gap topic=%s expected=%d got=%d missing=%d" % (t, prev + 1, hseq + 1,
-                                                                         hseq - prev), flush=True)
-                    last[t] = hseq
-            continue
-        try:
-            seq, line = describe(topic, parts[1])
-        except Exception as e:  # untrusted bytes: never let one message stop us
-            bad += 1
-            print("subscriber: %s: undecodable checkpoint: %s" % (topic, e), file=sys.stderr)
-            continue
-        prev = last.get(topic)
-        if prev and seq > prev + 1:
+        wait = None if idle_until is None else max(0, int((idle_until - time.monotonic()) * 1000))
+        m = sub.recv(wait)
+        if m is None:
+            break  # --timeout ms without an event
+        if isinstance(m, Event):
+            events += 1
+            print(line(m.topic, m.checkpoint))
+            if a.timeout >= 0:
+                idle_until = time.monotonic() + a.timeout / 1000.0
+        elif isinstance(m, Gap) and m.topic:  # a global_seq gap shows per topic too
             gaps += 1
-            missing += seq - prev - 1
-            print("gap topic=%s expected=%d got=%d missing=%d" % (topic, prev + 1, seq,
-                                                                 seq - prev - 1))
-        elif prev and seq <= prev:
-            print("reset topic=%s last=%d got=%d" % (topic, prev, seq))
-        last[topic] = seq
-        events += 1
-        print(line, flush=True)
+            missing += m.missing
+            print("gap topic=%s expected=%d got=%d missing=%d" % (m.topic, m.first, m.next,
+                                                                  m.missing))
+        elif isinstance(m, Reset) and m.topic:
+            print("reset topic=%s last=%d got=%d" % (m.topic, m.last, m.got))
+        elif isinstance(m, Lost):
+            print("lost first=%d last=%d missing=%d" % (m.first, m.next - 1, m.missing))
+            print("subscriber: global_seq %d..%d lost: %s" % (m.first, m.next - 1, m.reason),
+                  file=sys.stderr)
+        elif isinstance(m, Bad):
+            bad += 1
+            print("subscriber: %s%s" % (m.topic + ": " if m.topic else "", m.reason),
+                  file=sys.stderr)
+        sys.stdout.flush()
     print("subscriber: %d events, %d gaps, %d missing, %d bad" % (events, gaps, missing, bad),
           file=sys.stderr)
-    sub.close(0)
+    if a.replay:
+        print("subscriber: %d replayed, position %d" % (sub.stats.replayed, sub.position),
+              file=sys.stderr)
+    sub.close()
 
 
 if __name__ == "__main__":

@@ -400,15 +400,19 @@ def demo_run_shows_checkpoints():
 EXAMPLE_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples",
                           "subscriber.py")
 EXAMPLE_C = os.path.join(os.path.dirname(FLOORPOST), "examples", "subscriber")
+# The floorpost Python package from the source tree (t_client.py also runs
+# the example on a pip-installed copy: python= that venv's interpreter).
+PYTHON_PKG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python")
 
 
-def run_example_subscribers(endpoint, args, prefix=None):
+def run_example_subscribers(endpoint, args, prefix=None, python=None):
     """Starts the Python and the C example subscribers on endpoint; returns the
     processes once both have connected and subscribed."""
     procs = []
-    for cmd in ([sys.executable, EXAMPLE_PY], [EXAMPLE_C]):
+    env = dict(os.environ, PYTHONPATH=PYTHON_PKG) if python is None else None
+    for cmd in ([python or sys.executable, EXAMPLE_PY], [EXAMPLE_C]):
         p = subprocess.Popen(cmd + args + [endpoint] + ([prefix] if prefix is not None else []),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         first = p.stderr.readline()
         assert first.startswith("subscriber: connected to"), (cmd, first, p.stderr.read())
         procs.append(p)
