@@ -132,18 +132,23 @@ class CurveKeys:
 
 
 def read_key_file(path):
-    """A `floorpost keygen` file as {"public": Z85, "secret": Z85 (.key only)}."""
+    """A `floorpost keygen` file as {"public": Z85, "secret": Z85 (.key only)};
+    the format of src/gateway/curve.h ('#' starts a comment line)."""
     keys = {}
     with open(path) as f:
         for n, line in enumerate(f, 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
+            line = line.strip()
+            if not line or line.startswith("#"):
                 continue
             name, eq, value = (w.strip() for w in line.partition("="))
             if eq != "=" or name not in ("public", "secret") or len(value) != 40:
                 raise ValueError("%s:%d: expected \"public = <40 Z85 characters>\" or "
                                  "\"secret = ...\"" % (path, n))
             keys[name] = value
+    if "secret" in keys:
+        derived = zmq.curve_public(keys["secret"].encode()).decode()
+        if keys.setdefault("public", derived) != derived:
+            raise ValueError("%s: the public key does not belong to the secret key" % path)
     if "public" not in keys:
         raise ValueError("%s: no public key" % path)
     return keys

@@ -397,11 +397,14 @@ def read_truth(path, waiting=False):
 
 
 class Producer:
-    """An acked producer: DEALER to the ROUTER endpoint."""
+    """An acked producer: DEALER to the ROUTER endpoint. curve: (server
+    public key, public key, secret key), Z85 bytes, or None."""
 
-    def __init__(self, ctx, endpoint):
+    def __init__(self, ctx, endpoint, curve=None):
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 2000)
+        if curve:
+            self.sock.curve_serverkey, self.sock.curve_publickey, self.sock.curve_secretkey = curve
         self.sock.connect(endpoint)
         self.acks = []
 
@@ -420,6 +423,49 @@ class Producer:
 
     def close(self):
         self.sock.close()
+
+
+# ---- the example subscribers (examples/, docs/subscribers.md) ----
+
+EXAMPLE_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples",
+                          "subscriber.py")
+EXAMPLE_C = os.path.join(os.path.dirname(FLOORPOST), "examples", "subscriber")
+# The floorpost Python package from the source tree (t_client.py also runs
+# the example on a pip-installed copy: python= that venv's interpreter).
+PYTHON_PKG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python")
+
+
+def run_example_subscribers(endpoint, args, prefix=None, python=None):
+    """Starts the Python and the C example subscribers on endpoint; returns the
+    processes once both have connected and subscribed."""
+    procs = []
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if python is None:
+        env["PYTHONPATH"] = PYTHON_PKG
+    for cmd in ([python or sys.executable, EXAMPLE_PY], [EXAMPLE_C]):
+        p = subprocess.Popen(cmd + args + [endpoint] + ([prefix] if prefix is not None else []),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        first = p.stderr.readline()
+        assert first.startswith("subscriber: connected to"), (cmd, first, p.stderr.read())
+        procs.append(p)
+    return procs
+
+
+def finish_examples(procs, timeout=30):
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=timeout)
+        eq(p.returncode, 0, "example exit code: " + err)
+        outs.append((out.splitlines(), err))
+    eq(outs[0][0], outs[1][0], "Python and C subscribers print the same lines")
+    return outs[0][0], outs[0][1], outs[1][1]
+
+
+def parse_example_line(line):
+    kind, _, rest = line.partition(" ")
+    d = dict(tok.split("=", 1) for tok in rest.split())
+    d["kind"] = kind
+    return d
 
 
 # Tests in other files (tests/e2e/t_*.py) register with @extra_test; run.py

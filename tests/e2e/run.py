@@ -22,6 +22,7 @@ from fp import (COMPLETED, FLOORPOST, MATERIAL, PART, SCRAP, STARTED, Floorpost,
                 Producer, Subscriber, Truth, encode_batch, nonzero, read_truth, rec, replay,
                 replay_all, totals)
 from fp import decode_checkpoint, parse_metrics, scrape  # noqa: E402
+from fp import finish_examples, parse_example_line, run_example_subscribers  # noqa: E402
 
 CTX = zmq.Context.instance()
 TESTS = []
@@ -395,45 +396,6 @@ def demo_run_shows_checkpoints():
     assert len(lines) >= 3, "demo printed checkpoints:\n" + out[-2000:] + err[-2000:]
     assert any("FINAL" in l for l in lines), "a final completion within 8 s:\n" + out[-3000:]
     del fp
-
-
-EXAMPLE_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples",
-                          "subscriber.py")
-EXAMPLE_C = os.path.join(os.path.dirname(FLOORPOST), "examples", "subscriber")
-# The floorpost Python package from the source tree (t_client.py also runs
-# the example on a pip-installed copy: python= that venv's interpreter).
-PYTHON_PKG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python")
-
-
-def run_example_subscribers(endpoint, args, prefix=None, python=None):
-    """Starts the Python and the C example subscribers on endpoint; returns the
-    processes once both have connected and subscribed."""
-    procs = []
-    env = dict(os.environ, PYTHONPATH=PYTHON_PKG) if python is None else None
-    for cmd in ([python or sys.executable, EXAMPLE_PY], [EXAMPLE_C]):
-        p = subprocess.Popen(cmd + args + [endpoint] + ([prefix] if prefix is not None else []),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        first = p.stderr.readline()
-        assert first.startswith("subscriber: connected to"), (cmd, first, p.stderr.read())
-        procs.append(p)
-    return procs
-
-
-def finish_examples(procs, timeout=30):
-    outs = []
-    for p in procs:
-        out, err = p.communicate(timeout=timeout)
-        eq(p.returncode, 0, "example exit code: " + err)
-        outs.append((out.splitlines(), err))
-    eq(outs[0][0], outs[1][0], "Python and C subscribers print the same lines")
-    return outs[0][0], outs[0][1], outs[1][1]
-
-
-def parse_example_line(line):
-    kind, _, rest = line.partition(" ")
-    d = dict(tok.split("=", 1) for tok in rest.split())
-    d["kind"] = kind
-    return d
 
 
 @test
