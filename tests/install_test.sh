@@ -39,6 +39,51 @@ if cc -std=c11 -Wall -Wextra -Werror -I"$dest/usr/local/include" -o "$dest/gatew
 else
     fail "the gateway library does not link alone: $(cat "$dest/cc.log")"
 fi
+# The subscriber library: the installed example and a callback-API
+# subscriber built with pkg-config from the installed files only, then run
+# against the installed floorpost (the demo plant, on free loopback ports).
+for f in subscriber.h domain.h codec.h curve.h record.h; do has /usr/local/include/floorpost/$f; done
+has /usr/local/lib/pkgconfig/floorpost.pc
+pcflags=$(PKG_CONFIG_PATH="$dest/usr/local/lib/pkgconfig" pkg-config \
+    --define-variable=prefix="$dest/usr/local" --cflags --libs floorpost) ||
+    fail "pkg-config --cflags --libs floorpost"
+case "$pcflags" in *"-I$dest/usr/local/include"*"-lfloorpost-gateway"*) ;;
+    *) fail "pkg-config said: $pcflags" ;; esac
+built=1
+for src in "$dest/usr/local/share/doc/floorpost/examples/subscriber.c" tests/gateway/subscriber_min.c; do
+    # shellcheck disable=SC2086 # pkg-config's words
+    cc -std=c11 -Wall -Wextra -Werror -o "$dest/$(basename "$src" .c)" "$src" $pcflags \
+        >"$dest/cc.log" 2>&1 || { fail "cc $src with pkg-config: $(cat "$dest/cc.log")"; built=0; }
+done
+if [ "$built" = 1 ]; then
+    # shellcheck disable=SC2046 # four port numbers
+    set -- $(python3 -c 'import socket
+ss = [socket.socket() for _ in range(4)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))')
+    mkdir -p "$dest/state"
+    printf '%s\n' "[service]" "instance = install-test" "ingest_router = tcp://127.0.0.1:$1" \
+        'ingest_pull = ""' "publish = tcp://127.0.0.1:$2" "deadletter = tcp://127.0.0.1:$3" \
+        "replay = tcp://127.0.0.1:$4" "feed_heartbeat_ms = 200" \
+        "[aggregate]" "posting_interval_ms = 100" \
+        "[durability]" "state_dir = \"$dest/state\"" "map_size_mb = 64" \
+        "[metrics]" "metrics_port = 0" "[demo]" "demo = true" "demo_rate = 500" >"$dest/run.ini"
+    "$dest/usr/local/bin/floorpost" run -c "$dest/run.ini" >/dev/null 2>"$dest/fp.log" &
+    fp_pid=$!
+    for _ in $(seq 100); do grep -q 'msg="running"' "$dest/fp.log" && break; sleep 0.1; done
+    out=$(timeout 30 "$dest/subscriber" --count 3 --timeout 10000 "tcp://127.0.0.1:$2" 2>/dev/null) ||
+        fail "the installed example against the installed floorpost"
+    [ "$(printf '%s\n' "$out" | grep -c ' topic=.* seq=.* event_id=install-test-')" = 3 ] ||
+        fail "the installed example printed: $out"
+    out=$(timeout 30 "$dest/subscriber_min" "tcp://127.0.0.1:$2" "tcp://127.0.0.1:$4" 20 2>&1) ||
+        fail "subscriber_min against the installed floorpost: $out $(tail -5 "$dest/fp.log")"
+    # the example's events are committed by now: the catch-up replays them
+    case "$out" in *"20 events, 0 wrong, 0 replayed"*) fail "subscriber_min replayed nothing: $out" ;;
+        *"20 events, 0 wrong"*) ;; *) fail "subscriber_min said: $out" ;; esac
+    kill "$fp_pid"
+    wait "$fp_pid" || fail "floorpost's exit code after SIGTERM: $(tail -5 "$dest/fp.log")"
+fi
+
 grep -q "^kept\|^installed $dest/etc/floorpost/floorpost.ini" "$dest.log" ||
     fail "install did not report the config: $(cat "$dest.log")"
 unit="$dest/usr/local/lib/systemd/system/floorpost.service"
@@ -79,7 +124,8 @@ has /usr/share/floorpost/schema/checkpoint.fbs
 $MAKE --no-print-directory -s uninstall DESTDIR="$dest" >/dev/null 2>&1 || fail "uninstall failed"
 for f in /usr/local/bin/floorpost /usr/local/lib/systemd/system/floorpost.service \
          /usr/local/share/floorpost /usr/local/share/doc/floorpost \
-         /usr/local/include/floorpost /usr/local/lib/libfloorpost-gateway.a; do
+         /usr/local/include/floorpost /usr/local/lib/libfloorpost-gateway.a \
+         /usr/local/lib/pkgconfig/floorpost.pc; do
     [ ! -e "$dest$f" ] || fail "uninstall left $f"
 done
 has /etc/floorpost/floorpost.ini
@@ -89,4 +135,4 @@ if [ "$fails" -ne 0 ]; then
     echo "install_test: $fails failures"
     exit 1
 fi
-echo "install_test: ok (layout, gateway library links alone, unit paths, run --check, systemd-analyze verify, config kept, uninstall)"
+echo "install_test: ok (layout, gateway library links alone, subscribers built with pkg-config against the installed floorpost, unit paths, run --check, systemd-analyze verify, config kept, uninstall)"
