@@ -11,7 +11,7 @@ DEB_PACKAGES := build-essential pkg-config clang libzmq3-dev libflatbuffers-dev 
   flatbuffers-compiler libjemalloc-dev liblmdb-dev libxxhash-dev libjansson-dev libmicrohttpd-dev \
   libcurl4-openssl-dev tzdata \
   python3-zmq python3-flatbuffers gnuplot-nox \
-  python3-venv python3-pip python3-setuptools python3-wheel prometheus
+  python3-venv python3-pip python3-setuptools python3-wheel python3-yaml prometheus
 
 BUILD   ?= build
 SAN     ?=
@@ -245,6 +245,7 @@ install: $(BUILD)/floorpost $(BUILD)/libfloorpost-gateway.a
 	$(file >$(BUILD)/floorpost.pc,$(FLOORPOST_PC))
 	install -m 0644 $(BUILD)/floorpost.pc $(DESTDIR)$(PKGCONFIGDIR)/floorpost.pc
 	install -m 0644 configs/floorpost.ini $(DESTDIR)$(DATADIR)/floorpost.ini
+	install -m 0644 configs/floorpost-rules.yml configs/grafana-floorpost.json $(DESTDIR)$(DATADIR)/
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 	install -m 0644 examples/subscriber.py examples/subscriber.c $(DESTDIR)$(DOCDIR)/examples/
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/floorpost/floorpost.ini ]; then \

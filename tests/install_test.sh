@@ -20,6 +20,7 @@ for f in /usr/local/bin/floorpost /usr/local/lib/systemd/system/floorpost.servic
          /etc/floorpost/floorpost.ini /usr/local/share/floorpost/floorpost.ini \
          /usr/local/share/floorpost/schema/telemetry.fbs \
          /usr/local/share/floorpost/schema/checkpoint.fbs \
+         /usr/local/share/floorpost/floorpost-rules.yml /usr/local/share/floorpost/grafana-floorpost.json \
          /usr/local/share/doc/floorpost/README.md /usr/local/share/doc/floorpost/operations.md \
          /usr/local/share/doc/floorpost/subscribers.md \
          /usr/local/share/doc/floorpost/examples/subscriber.py \

@@ -17,7 +17,7 @@ import time
 
 import zmq
 
-from fp import (COMPLETED, FLOORPOST, PART, PYTHON_PKG, SCRAP, Floorpost,
+from fp import (COMPLETED, FLOORPOST, PART, PYTHON_PKG, SCRAP, Floorpost, free_port,
                 Producer, decode_checkpoint, eq, extra_test, finish_examples, parse_example_line,
                 rec, replay_all, run_example_subscribers)
 
@@ -373,3 +373,106 @@ def client_examples_with_curve_keys():
        [("completion", str(i), "O%04d" % i) for i in range(1, 5)], "\n".join(lines))
     prod.close()
     fp.kill()
+
+
+# ---- the Prometheus rules and the Grafana dashboard (configs/) ----------------
+
+RULES = os.path.join(ROOT, "configs", "floorpost-rules.yml")
+DASHBOARD = os.path.join(ROOT, "configs", "grafana-floorpost.json")
+# Words of PromQL that are not metric names (functions are, followed by "(").
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
+                "or", "unless", "offset", "inf", "nan"}
+PROMETHEUS_OWN = {"up"}  # made by Prometheus for each scrape, not by floorpost
+
+
+def promql_metrics(expr):
+    """The metric names an expression reads."""
+    import re
+    e = re.sub(r'"(\\.|[^"\\])*"', '""', expr)          # strings
+    e = re.sub(r"\{[^}]*\}", " ", e)                     # label matchers
+    e = re.sub(r"\[[^\]]*\]", " ", e)                    # range selectors
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", e)
+    names = set()
+    for m in re.finditer(r"(?<![\w.$])[a-zA-Z_:][a-zA-Z0-9_:]*", e):
+        if e[m.end():].lstrip().startswith("(") or m.group(0) in PROMQL_WORDS:
+            continue
+        names.add(m.group(0))
+    return names
+
+
+def dashboard_exprs(dash):
+    out = []
+    for p in dash["panels"]:
+        out.extend(t["expr"] for t in p.get("targets", []))
+        for sub in p.get("panels", []):
+            out.extend(t["expr"] for t in sub.get("targets", []))
+    for v in dash["templating"]["list"]:
+        if v["type"] == "query":
+            out.append(v["query"]["query"].replace("label_values(", "").split(",")[0])
+    return out
+
+
+@extra_test
+def client_rules_and_dashboard_check_and_use_real_metrics():
+    """configs/floorpost-rules.yml passes promtool check rules and its unit
+    tests; the Grafana dashboard is valid; every metric either names exists
+    in a running floorpost's /metrics (with a sink and a producer, so every
+    family is there), and the rules cover the documented alerts."""
+    import yaml
+    from fp import scrape
+    promtool = shutil.which("promtool")
+    assert promtool, "no promtool: Debian package prometheus (make deps)"
+    out = subprocess.run([promtool, "check", "rules", RULES], capture_output=True, text=True)
+    eq(out.returncode, 0, out.stdout + out.stderr)
+    test_file = os.path.join(ROOT, "tests", "configs", "floorpost-rules.test.yml")
+    out = subprocess.run([promtool, "test", "rules", test_file], capture_output=True, text=True)
+    eq(out.returncode, 0, out.stdout + out.stderr)
+    with open(RULES) as f:
+        rules = [r for g in yaml.safe_load(f)["groups"] for r in g["rules"]]
+    with open(DASHBOARD) as f:
+        dash = json.load(f)
+    ids = [p["id"] for p in dash["panels"]]
+    eq(len(ids), len(set(ids)), "panel ids unique")
+    for p in dash["panels"]:
+        if p["type"] != "row":
+            eq(p["datasource"]["uid"], "${datasource}", "panel %r data source" % p["title"])
+            assert p["targets"] and all(t["expr"] for t in p["targets"]), p["title"]
+    used = {}
+    for r in rules:
+        for n in promql_metrics(r["expr"]):
+            used.setdefault(n, "rule " + r["alert"])
+    for e in dashboard_exprs(dash):
+        for n in promql_metrics(e):
+            used.setdefault(n, "dashboard: " + e)
+    # the documented alerts (docs/operations.md "Alerts", docs/sinks.md)
+    for n in ("floorpost_commit_stalled", "floorpost_dead_letters_total",
+              "floorpost_round_seconds_bucket", "floorpost_stage_busy_seconds_total",
+              "floorpost_stage_queue_messages", "floorpost_rounds_total",
+              "floorpost_events_published_total", "floorpost_process_resident_memory_bytes",
+              "floorpost_sink_lag_seconds", "floorpost_sink_state", "floorpost_state_used_bytes"):
+        assert any(n in promql_metrics(r["expr"]) for r in rules), "no rule reads " + n
+    assert any('state=~"open|detached"' in r["expr"] for r in rules), "sink open|detached rule"
+
+    port = free_port()
+    d = tempfile.mkdtemp(prefix="fp-metrics-")
+    fp = Floorpost(metrics_port=port, sinks={"files": {"type": "jsonl", "directory": d}}).start()
+    try:
+        prod = Producer(CTX, fp.endpoints["router"])
+        prod.send(34, 1, completions([1], 1))
+        assert prod.wait_acks(1)
+        prod.close()
+        time.sleep(0.5)  # a few rounds: every stage has published its gauges
+        status, text = scrape(port)
+        eq(status, 200, "/metrics")
+    finally:
+        fp.kill()
+        shutil.rmtree(d, ignore_errors=True)
+    have = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            have.add(line.split()[2])
+        elif line and not line.startswith("#"):
+            have.add(line.split("{")[0].split(" ")[0])
+    missing = {n: where for n, where in used.items() if n not in have and n not in PROMETHEUS_OWN}
+    eq(missing, {}, "metric names the rules and the dashboard use that floorpost does not serve")
+    assert len(used) >= 30, sorted(used)
