@@ -148,7 +148,7 @@ test-unit: $(TESTS) $(BUILD)/floorpost
 	@tools/run-tests.sh $(TESTS)
 
 test-e2e: $(BUILD)/floorpost $(PYGEN) $(BUILD)/tools/crashgen
-	FLOORPOST=$(BUILD)/floorpost FP_PYGEN=$(BUILD)/py /usr/bin/python3 tests/e2e/run.py
+	FLOORPOST=$(BUILD)/floorpost FP_PYGEN=$(BUILD)/py FP_SAN=$(SAN) /usr/bin/python3 tests/e2e/run.py
 
 # The long crash run (issue 4): 50 kill -9 over 5 M records. Not in `test`.
 test-crash-long: $(BUILD)/floorpost $(PYGEN) $(BUILD)/tools/crashgen
@@ -228,6 +228,13 @@ Version: $(FP_VERSION)
 Cflags: -I$${includedir}
 Libs: -L$${libdir} -lfloorpost-gateway $(GATEWAY_LIBS)
 endef
+
+# The same file in the tree (PREFIX's paths; tests/e2e/t_client.py points
+# includedir and libdir at $(BUILD) to build the docs' quick start with it).
+$(BUILD)/floorpost.pc: Makefile src/core/version.h | $(BUILD)/include/floorpost/.stamp
+	$(file >$@,$(FLOORPOST_PC))
+all: $(BUILD)/floorpost.pc
+test-e2e: $(BUILD)/floorpost.pc
 
 install: $(BUILD)/floorpost $(BUILD)/libfloorpost-gateway.a
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DATADIR)/schema \

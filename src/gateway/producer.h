@@ -3,11 +3,11 @@
     keeps every batch until floorpost says it is durable.
 
     For gateway and MES-adapter developers. `make install` puts this header
-    (with record.h and curve.h) in PREFIX/include/floorpost/ and the gateway
-    library in PREFIX/lib/libfloorpost-gateway.a (producer, strtab, curve
-    and the codec; nothing else of floorpost). Build a gateway with
-        cc -I/usr/local/include gw.c /usr/local/lib/libfloorpost-gateway.a \
-           -lzmq -lflatbuffers -lstdc++
+    (with record.h and curve.h) in PREFIX/include/floorpost/ and the client
+    library in PREFIX/lib/libfloorpost-gateway.a (producer, strtab, curve,
+    subscriber and the codec; nothing else of floorpost), with
+    PREFIX/lib/pkgconfig/floorpost.pc. Build a gateway with
+        cc gw.c $(pkg-config --cflags --libs floorpost)
     and #include <floorpost/producer.h>.
 
     THE GUARANTEE. In PRODUCER_ACKED mode, a record handed to producer_add is
