@@ -22,7 +22,8 @@
         cc -o subscriber subscriber.c $(pkg-config --cflags --libs floorpost)
 
     Exit codes: 0 after --count events or --timeout ms without an event;
-    1 when the subscriber cannot be set up; 2 on a usage error.
+    1 when the subscriber cannot be set up; 2 on a usage error; 3 when
+    floorpost refused the CURVE key.
 */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <errno.h>
@@ -127,6 +128,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "subscriber: connected to %s, prefix \"%s\"\n", o.endpoint, o.topic_prefix);
 
     uint64_t events = 0, gaps = 0, missing = 0, bad = 0;
+    int refused = 0;
     int64_t idle_until = timeout_ms < 0 ? INT64_MAX : s_now_ms() + timeout_ms;
     while (count == 0 || events < count) {
         int wait = -1;
@@ -172,9 +174,15 @@ int main(int argc, char **argv)
             else
                 fprintf(stderr, "subscriber: %s\n", m.detail);
             break;
+        case SUBSCRIBER_REFUSED:
+            fprintf(stderr, "subscriber: authentication refused: %s\n", m.detail);
+            refused = 1;
+            break;
         default: /* SUBSCRIBER_HEARTBEAT: nothing to print */
             break;
         }
+        if (refused)
+            break;
         fflush(stdout);
     }
     fprintf(stderr, "subscriber: %" PRIu64 " events, %" PRIu64 " gaps, %" PRIu64 " missing, %" PRIu64
@@ -184,5 +192,5 @@ int main(int argc, char **argv)
                 subscriber_stats(sub)->replayed, subscriber_position(sub));
     subscriber_destroy(&sub);
     zmq_ctx_term(ctx);
-    return 0;
+    return refused ? 3 : 0;
 }

@@ -13,8 +13,8 @@ burst too), a `reset` line that it went back (floorpost restarted without
 its state). With --replay (floorpost's replay endpoint) gaps are filled
 instead, and only what floorpost no longer keeps is printed as a `lost`
 line; --from N first catches up from global_seq N. With CURVE, --server-key
-is floorpost's .pub and --key this subscriber's .key. Prints exactly the
-same lines as examples/subscriber.c.
+is floorpost's .pub and --key this subscriber's .key (exit 3 when floorpost
+refuses the key). Prints exactly the same lines as examples/subscriber.c.
 
     python3 -m venv --system-site-packages venv
     venv/bin/pip install --no-build-isolation --no-deps ./python
@@ -26,7 +26,7 @@ import argparse
 import sys
 import time
 
-from floorpost import Bad, CurveKeys, Event, Gap, Lost, Reset, Subscriber
+from floorpost import Bad, CurveKeys, Event, Gap, Lost, Refused, Reset, Subscriber
 
 
 def line(topic, ck):
@@ -76,6 +76,7 @@ def main():
           file=sys.stderr, flush=True)
 
     events = gaps = missing = bad = 0
+    refused = False
     idle_until = None if a.timeout < 0 else time.monotonic() + a.timeout / 1000.0
     while a.count == 0 or events < a.count:
         wait = None if idle_until is None else max(0, int((idle_until - time.monotonic()) * 1000))
@@ -102,6 +103,10 @@ def main():
             bad += 1
             print("subscriber: %s%s" % (m.topic + ": " if m.topic else "", m.reason),
                   file=sys.stderr)
+        elif isinstance(m, Refused):
+            print("subscriber: authentication refused: %s" % m.reason, file=sys.stderr)
+            refused = True
+            break
         sys.stdout.flush()
     print("subscriber: %d events, %d gaps, %d missing, %d bad" % (events, gaps, missing, bad),
           file=sys.stderr)
@@ -109,6 +114,7 @@ def main():
         print("subscriber: %d replayed, position %d" % (sub.stats.replayed, sub.position),
               file=sys.stderr)
     sub.close()
+    sys.exit(3 if refused else 0)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ floorpost.telemetry: the readers flatc generates from schema/*.fbs.
 docs/subscribers.md has the quick start.
 """
 from floorpost.decode import CONTRACT_VERSION, Checkpoint, DecodeError, SeqRange, decode
-from floorpost.subscriber import (Bad, CurveKeys, Event, Gap, Heartbeat, Lost, Reset, Stats,
-                                  Subscriber, read_key_file)
+from floorpost.subscriber import (Bad, CurveKeys, Event, Gap, Heartbeat, Lost, Refused, Reset,
+                                  Stats, Subscriber, read_key_file)
 
 __version__ = "0.2.0"  # floorpost's (src/core/version.h); tests/e2e/t_client.py checks
 
 __all__ = ["Bad", "CONTRACT_VERSION", "Checkpoint", "CurveKeys", "DecodeError", "Event", "Gap",
-           "Heartbeat", "Lost", "Reset", "SeqRange", "Stats", "Subscriber", "decode",
+           "Heartbeat", "Lost", "Refused", "Reset", "SeqRange", "Stats", "Subscriber", "decode",
            "read_key_file"]

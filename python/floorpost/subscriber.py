@@ -26,6 +26,7 @@ Messages (one per recv()):
   Lost       replay on: global_seq .first .. .next - 1 could not be replayed
   Bad        a message that is not a checkpoint, skipped (.reason)
   Heartbeat  the feed's heartbeat (.global_seq, .feeds, .wall_ns)
+  Refused    CURVE: floorpost refused the handshake (.status, .reason)
 A Gap or Reset comes just before the event that revealed it.
 
 Not thread-safe: use a Subscriber from one thread (its sockets are pyzmq's).
@@ -100,6 +101,16 @@ class Heartbeat:
 
 
 @dataclass
+class Refused:
+    """CURVE: floorpost refused the feed's handshake. status: the ZAP status
+    (400 = the key is not on floorpost's allow list; 0 = a protocol error,
+    e.g. a wrong server key). libzmq tries again: a key added later gets
+    through."""
+    status: int
+    reason: str
+
+
+@dataclass
 class Stats:
     events: int = 0        # Events handed out (live and replayed)
     replayed: int = 0      # of them from the replay endpoint
@@ -112,6 +123,7 @@ class Stats:
     heartbeats: int = 0
     duplicates: int = 0    # events skipped: already handed out
     replay_requests: int = 0
+    refused: int = 0
 
 
 @dataclass
@@ -188,6 +200,15 @@ class Subscriber:
         self._sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
         if topic:
             self._sub.setsockopt(zmq.SUBSCRIBE, b"heartbeat")
+        self._endpoint = endpoint
+        self._monitor = None  # CURVE: a refused key would look like a silent feed
+        if curve:
+            self._monitor = self._sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                                         | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        self._poller = zmq.Poller()
+        self._poller.register(self._sub, zmq.POLLIN)
+        if self._monitor is not None:
+            self._poller.register(self._monitor, zmq.POLLIN)
         self._sub.connect(endpoint)
         if from_global_seq:
             # the SUB is connected first: the overlap is skipped as duplicates
@@ -237,6 +258,9 @@ class Subscriber:
         return None
 
     def close(self):
+        if self._monitor is not None:
+            self._sub.disable_monitor()
+            self._monitor.close(0)
         self._sub.close(0)
         self._replay_close()
 
@@ -358,9 +382,28 @@ class Subscriber:
             self._bad(topic, "%sundecodable checkpoint: %s" % (what, e), bytes(parts[1]))
             return None
 
+    def _refused(self):
+        from zmq.utils.monitor import recv_monitor_message
+        ev = recv_monitor_message(self._monitor)
+        if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            status = ev["value"]
+            why = ("ZAP 400: not on its allow list" if status == 400 else "ZAP %d" % status)
+            reason = "floorpost at %s refused this subscriber's CURVE key (%s)" % (self._endpoint,
+                                                                                  why)
+        else:
+            status = 0
+            reason = ("the CURVE handshake with %s failed (protocol error %#x: a wrong server "
+                      "key?)" % (self._endpoint, ev["value"]))
+        self.stats.refused += 1
+        self._q.append(Refused(status, reason))
+
     def _read_live(self, until):
-        if not self._sub.poll(self._wait_ms(until)):
+        ready = dict(self._poller.poll(self._wait_ms(until)))
+        if not ready:
             return False
+        if self._monitor is not None and self._monitor in ready:
+            self._refused()
+            return True
         parts = self._sub.recv_multipart(copy=True)
         if len(parts) == 2 and parts[0] == b"heartbeat":
             self._heartbeat(parts[1])

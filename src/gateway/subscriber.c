@@ -67,6 +67,8 @@ typedef struct feed {
 
 struct subscriber {
     void *ctx, *sub, *replay;
+    void *monitor;       /* CURVE: a PAIR on the SUB's socket monitor (refused handshakes) */
+    char *endpoint;
     char *replay_ep, *prefix;
     size_t prefix_len;
     bool curve;
@@ -233,21 +235,27 @@ static void s_replay_close(subscriber_t *self)
     self->req_out = false;
 }
 
-static int s_client_socket(subscriber_t *self, int type, void **out)
+/* A socket with LINGER 0; 0 or -errno. */
+static int s_client_socket_plain(subscriber_t *self, int type, void **out)
 {
     void *s = zmq_socket(self->ctx, type);
     if (!s)
         return -zmq_errno();
-    int linger = 0, rc = 0;
+    int linger = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    if (self->curve)
-        rc = fp_curve_client_socket(s, self->server_z85, &self->kp);
-    if (rc != 0) {
-        zmq_close(s);
-        return rc;
-    }
     *out = s;
     return 0;
+}
+
+/* The same, a CURVE client when keys were given. */
+static int s_client_socket(subscriber_t *self, int type, void **out)
+{
+    int rc = s_client_socket_plain(self, type, out);
+    if (rc == 0 && self->curve && (rc = fp_curve_client_socket(*out, self->server_z85, &self->kp)) != 0) {
+        zmq_close(*out);
+        *out = NULL;
+    }
+    return rc;
 }
 
 static void s_fill_start(subscriber_t *self, uint64_t from, uint64_t to)
@@ -607,14 +615,45 @@ static void s_heartbeat(subscriber_t *self, const void *body, size_t len)
 
 /* Reads one live message into the queue. 1: read; 0: nothing before until;
    -errno. */
+/* The SUB's socket monitor: a refused CURVE handshake. */
+static void s_monitor_event(subscriber_t *self)
+{
+    zmq_msg_t parts[2];
+    int n = s_recv_parts(self->monitor, parts, 2);
+    if (n >= 1 && zmq_msg_size(&parts[0]) >= 6) {
+        uint16_t event;
+        uint32_t value;
+        memcpy(&event, zmq_msg_data(&parts[0]), 2);
+        memcpy(&value, (char *)zmq_msg_data(&parts[0]) + 2, 4);
+        bool auth = event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+        item_t it = {.kind = SUBSCRIBER_REFUSED, .global_seq = auth ? value : 0};
+        if (auth && value == 400)
+            snprintf(it.detail, sizeof it.detail, "floorpost at %s refused this subscriber's "
+                     "CURVE key (ZAP 400: not on its allow list)", self->endpoint);
+        else if (auth)
+            snprintf(it.detail, sizeof it.detail, "floorpost at %s refused this subscriber's "
+                     "CURVE key (ZAP %u)", self->endpoint, (unsigned)value);
+        else
+            snprintf(it.detail, sizeof it.detail, "the CURVE handshake with %s failed "
+                     "(protocol error %#x: a wrong server key?)", self->endpoint, (unsigned)value);
+        self->st.refused++;
+        s_push(self, &it);
+    }
+    s_close_parts(parts, n, 2);
+}
+
 static int s_read_live(subscriber_t *self, int64_t until)
 {
-    zmq_pollitem_t it = {self->sub, 0, ZMQ_POLLIN, 0};
-    int rc = zmq_poll(&it, 1, s_ms_until(until));
+    zmq_pollitem_t its[2] = {{self->sub, 0, ZMQ_POLLIN, 0}, {self->monitor, 0, ZMQ_POLLIN, 0}};
+    int rc = zmq_poll(its, self->monitor ? 2 : 1, s_ms_until(until));
     if (rc < 0)
         return -zmq_errno();
     if (rc == 0)
         return 0;
+    if (self->monitor && (its[1].revents & ZMQ_POLLIN)) {
+        s_monitor_event(self);
+        return 1;
+    }
     zmq_msg_t parts[2];
     int n = s_recv_parts(self->sub, parts, 2);
     if (n == 0)
@@ -681,6 +720,7 @@ subscriber_t *subscriber_new(void *zmq_ctx, const subscriber_opts_t *o, char *er
     self->prefix = s_strndup(prefix, strlen(prefix));
     self->prefix_len = strlen(prefix);
     self->replay_ep = replay ? s_strndup(o->replay_endpoint, strlen(o->replay_endpoint)) : NULL;
+    self->endpoint = s_strndup(o->endpoint, strlen(o->endpoint));
     self->replay_timeout_ms = o->replay_timeout_ms ? o->replay_timeout_ms : SUBSCRIBER_REPLAY_TIMEOUT_MS;
     self->batch = o->replay_batch ? o->replay_batch : SUBSCRIBER_REPLAY_BATCH;
     self->local_filter = replay && prefix[0];
@@ -691,7 +731,7 @@ subscriber_t *subscriber_new(void *zmq_ctx, const subscriber_opts_t *o, char *er
         snprintf(self->kp.public_z85, sizeof self->kp.public_z85, "%s", o->public_key_z85);
         snprintf(self->kp.secret_z85, sizeof self->kp.secret_z85, "%s", o->secret_key_z85);
     }
-    if (!self->prefix || (replay && !self->replay_ep)) {
+    if (!self->prefix || !self->endpoint || (replay && !self->replay_ep)) {
         snprintf(err, errlen, "subscriber: out of memory");
         goto fail;
     }
@@ -704,8 +744,24 @@ subscriber_t *subscriber_new(void *zmq_ctx, const subscriber_opts_t *o, char *er
     const char *topic = self->local_filter ? "" : prefix;
     if (zmq_setsockopt(self->sub, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
         zmq_setsockopt(self->sub, ZMQ_SUBSCRIBE, topic, strlen(topic)) != 0 ||
-        (topic[0] && zmq_setsockopt(self->sub, ZMQ_SUBSCRIBE, "heartbeat", 9) != 0) ||
-        zmq_connect(self->sub, o->endpoint) != 0) {
+        (topic[0] && zmq_setsockopt(self->sub, ZMQ_SUBSCRIBE, "heartbeat", 9) != 0)) {
+        snprintf(err, errlen, "subscriber: feed %s: %s", o->endpoint, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    if (self->curve) {
+        /* A refused key would otherwise look like a silent feed. */
+        char mep[64];
+        snprintf(mep, sizeof mep, "inproc://floorpost-subscriber-%p", (void *)self);
+        if (zmq_socket_monitor(self->sub, mep, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                                                   ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0 ||
+            s_client_socket_plain(self, ZMQ_PAIR, &self->monitor) != 0 ||
+            zmq_connect(self->monitor, mep) != 0) {
+            snprintf(err, errlen, "subscriber: feed %s: socket monitor: %s", o->endpoint,
+                     zmq_strerror(zmq_errno()));
+            goto fail;
+        }
+    }
+    if (zmq_connect(self->sub, o->endpoint) != 0) {
         snprintf(err, errlen, "subscriber: feed %s: %s", o->endpoint, zmq_strerror(zmq_errno()));
         goto fail;
     }
@@ -727,6 +783,8 @@ void subscriber_destroy(subscriber_t **self_p)
     if (!self_p || !*self_p)
         return;
     subscriber_t *self = *self_p;
+    if (self->monitor)
+        zmq_close(self->monitor);
     if (self->sub)
         zmq_close(self->sub);
     s_replay_close(self);
@@ -741,6 +799,7 @@ void subscriber_destroy(subscriber_t **self_p)
         self->feeds = f;
     }
     free(self->prefix);
+    free(self->endpoint);
     free(self->replay_ep);
     explicit_bzero(&self->kp, sizeof self->kp);
     free(self);
@@ -809,8 +868,9 @@ const subscriber_stats_t *subscriber_stats(const subscriber_t *self)
 
 const char *subscriber_kind_name(int kind)
 {
-    static const char *const names[] = {"?", "event", "gap", "reset", "lost", "bad", "heartbeat"};
-    return kind >= SUBSCRIBER_EVENT && kind <= SUBSCRIBER_HEARTBEAT ? names[kind] : "?";
+    static const char *const names[] = {"?",   "event",     "gap",    "reset",
+                                        "lost", "bad", "heartbeat", "refused"};
+    return kind >= SUBSCRIBER_EVENT && kind <= SUBSCRIBER_REFUSED ? names[kind] : "?";
 }
 
 int subscriber_decode(const void *buf, size_t len, fp_checkpoint_t *ck)

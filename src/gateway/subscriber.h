@@ -37,6 +37,11 @@
                             frame, a wrong frame count, a newer version),
                             skipped; `detail` says why
       SUBSCRIBER_HEARTBEAT  the feed's heartbeat (global_seq, wall_ns)
+      SUBSCRIBER_REFUSED    CURVE: floorpost refused the handshake (`detail`
+                            says why; `global_seq` holds the ZAP status, 400
+                            = the key is not on floorpost's allow list).
+                            libzmq tries again, so a key added to the allow
+                            list later gets through; most callers stop here
     A GAP or RESET comes just before the event that revealed it.
 
     REPLAY (replay_endpoint set). The library keeps the last global_seq it
@@ -56,7 +61,8 @@
     CURVE: set server_key_z85, public_key_z85 and secret_key_z85 (40 Z85
     characters each; fp_curve_key_load in curve.h reads `floorpost keygen`
     files). They apply to the feed and to the replay endpoint. A key
-    floorpost does not list receives nothing: no error, no message.
+    floorpost does not list receives no event: the feed's handshake
+    failure comes as SUBSCRIBER_REFUSED.
 
     Thread contract: a subscriber and its sockets belong to the thread that
     created it; create, use and destroy it on that one thread. The zmq
@@ -97,6 +103,7 @@ typedef enum {
     SUBSCRIBER_LOST,
     SUBSCRIBER_BAD,
     SUBSCRIBER_HEARTBEAT,
+    SUBSCRIBER_REFUSED,
 } subscriber_kind_t;
 
 /* One message. Everything it points to stays valid until the next
@@ -111,7 +118,8 @@ typedef struct {
     bool replayed;        /* EVENT: it came from the replay endpoint */
     uint64_t first, next; /* GAP, LOST: the numbers first..next-1 are missing;
                              RESET: first = the last one before, next = the new one */
-    uint64_t global_seq;  /* HEARTBEAT: the last committed global_seq */
+    uint64_t global_seq;  /* HEARTBEAT: the last committed global_seq; REFUSED: the
+                             ZAP status (0: a protocol error, e.g. a wrong server key) */
     int64_t wall_ns;      /* HEARTBEAT: floorpost's clock, ns since 1970 UTC */
     const char *detail;   /* LOST, BAD: why, one line; "" otherwise */
 } subscriber_msg_t;
@@ -128,6 +136,7 @@ typedef struct {
     uint64_t heartbeats;   /* HEARTBEATs handed out */
     uint64_t duplicates;   /* events skipped: their global_seq was handed out already */
     uint64_t replay_requests; /* REPLAY requests sent */
+    uint64_t refused;      /* REFUSEDs handed out */
 } subscriber_stats_t;
 
 /* Creates a SUB in zmq_ctx (not owned) and connects it (the replay DEALER

@@ -6,6 +6,7 @@ user; the vendored flatc readers current; gaps filled through the replay
 endpoint (a lossy proxy between floorpost and the subscribers, a lost burst
 end only the heartbeat shows); what the replay endpoint no longer keeps
 reported as lost; CURVE keys."""
+import atexit
 import json
 import os
 import shutil
@@ -46,6 +47,7 @@ def venv_python():
         out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=umask)
         eq(out.returncode, 0, "%s: %s" % (" ".join(cmd), out.stdout + out.stderr))
     _VENV.update(python=os.path.join(venv, "bin", "python"), dir=d)
+    atexit.register(shutil.rmtree, d, True)
     return _VENV["python"]
 
 
@@ -336,7 +338,8 @@ def client_examples_report_what_replay_no_longer_keeps():
 @extra_test
 def client_examples_with_curve_keys():
     """With CURVE on, both examples take a `floorpost keygen` pair and the
-    server's .pub: catch-up and live feed over CURVE."""
+    server's .pub: catch-up and live feed over CURVE; a key floorpost does
+    not list is named as refused (exit 3), not a silent feed."""
     fp = Floorpost()
     keys = {}
     for name in ("server", "client"):
@@ -369,8 +372,21 @@ def client_examples_with_curve_keys():
     lines, py_err, c_err = finish_examples(procs)
     eq(first[0], first[1], "catch-up lines")
     got = [parse_example_line(l) for l in first[0] + lines]
-    eq([(e["kind"], e["seq"], e["order"]) for e in got],
-       [("completion", str(i), "O%04d" % i) for i in range(1, 5)], "\n".join(lines))
+    eq([(e["kind"], e["seq"]) for e in got], [("completion", str(i)) for i in range(1, 5)],
+       "\n".join(lines))
+    eq(sorted(e["order"] for e in got), ["O%04d" % i for i in range(1, 5)], "orders")
+    # a key floorpost does not list: named as refused, exit 3 (not a silent feed)
+    stranger = os.path.join(fp.dir, "stranger")
+    out = subprocess.run([FLOORPOST, "keygen", "-o", stranger], capture_output=True, text=True)
+    eq(out.returncode, 0, "keygen: " + out.stderr)
+    procs = run_example_subscribers(fp.endpoints["pub"], [
+        "--server-key", keys["server"] + ".pub", "--key", stranger + ".key", "--timeout", "10000"],
+        python=venv_python())
+    for p in procs:
+        _, err = p.communicate(timeout=15)
+        eq(p.returncode, 3, "exit code with a refused key: " + err)
+        assert "authentication refused: floorpost at %s refused this subscriber's CURVE key (ZAP " \
+               "400: not on its allow list)" % fp.endpoints["pub"] in err, err
     prod.close()
     fp.kill()
 
