@@ -202,6 +202,18 @@ def client_python_package_pip_installs_world_readable():
 
 
 @extra_test
+def client_python_package_against_fakes_like_the_c_library():
+    """tests/e2e/client_python_fakes.py: the cases of
+    tests/gateway/test_subscriber.c (gaps, resets, heartbeat, a hole asked
+    for again, catch-up with a prefix, lost by retention and by timeout,
+    callbacks) on the pip-installed package."""
+    out = subprocess.run([venv_python(), os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                      "client_python_fakes.py")],
+                         capture_output=True, text=True, timeout=60, cwd="/")
+    eq((out.returncode, out.stdout.strip()), (0, "ok 7 cases"), out.stderr)
+
+
+@extra_test
 def client_vendored_flatc_readers_are_current():
     """python/floorpost/{checkpoint,telemetry} are what flatc --python makes
     from schema/*.fbs now (`make python-readers` after a schema change)."""
