@@ -42,8 +42,8 @@ def venv_python():
     venv = os.path.join(d, "venv")
     umask = lambda: os.umask(0o022)  # noqa: E731  (pip installs files by the umask)
     for cmd in ([sys.executable, "-m", "venv", "--system-site-packages", venv],
-                [os.path.join(venv, "bin", "pip"), "install", "-q", "--no-build-isolation",
-                 "--no-deps", "--no-index", src]):
+                [os.path.join(venv, "bin", "pip"), "install", "-q", "--disable-pip-version-check",
+                 "--no-build-isolation", "--no-deps", "--no-index", src]):
         out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=umask)
         eq(out.returncode, 0, "%s: %s" % (" ".join(cmd), out.stdout + out.stderr))
     _VENV.update(python=os.path.join(venv, "bin", "python"), dir=d)
