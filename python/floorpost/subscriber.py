@@ -212,7 +212,7 @@ class Subscriber:
         self._sub.connect(endpoint)
         if from_global_seq:
             # the SUB is connected first: the overlap is skipped as duplicates
-            self._last = from_global_seq - 1 if from_global_seq > 1 else None
+            self._last = from_global_seq - 1  # 0: global_seq 1 comes next
             self._fill_start(from_global_seq, None)
 
     # ---- the API ----

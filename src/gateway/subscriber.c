@@ -768,7 +768,7 @@ subscriber_t *subscriber_new(void *zmq_ctx, const subscriber_opts_t *o, char *er
     if (o->from_global_seq > 0) {
         /* The SUB is connected first: what is published meanwhile waits
            there, and the overlap is skipped as duplicates. */
-        self->have_last = o->from_global_seq > 1;
+        self->have_last = true; /* last_g 0: global_seq 1 comes next */
         self->last_g = o->from_global_seq - 1;
         s_fill_start(self, o->from_global_seq, UINT64_MAX);
     }

@@ -209,6 +209,20 @@ def case_lost_when_not_retained_or_not_answered():
     f.close()
 
 
+def case_catch_up_that_fails_is_asked_again_bounded():
+    f = Fake(replay=True, from_global_seq=1, replay_timeout_ms=200)
+    assert f.sub.recv(0) is None
+    f.request()  # never answered
+    assert f.sub.recv(500) is None  # a catch-up reports nothing yet
+    f.publish(3, 3)  # 1..2 still missing: asked again
+    assert f.sub.recv(0) is None
+    ident, first, most = f.request()
+    assert (first, most) == (1, 2)
+    f.answer(ident, [(1, 1), (2, 2)], "3 1 3")
+    assert [f.expect(Event).checkpoint.global_seq for _ in range(3)] == [1, 2, 3]
+    f.close()
+
+
 def case_callback_api():
     f = Fake()
     for g in (1, 2, 3):

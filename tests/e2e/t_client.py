@@ -210,7 +210,7 @@ def client_python_package_against_fakes_like_the_c_library():
     out = subprocess.run([venv_python(), os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                       "client_python_fakes.py")],
                          capture_output=True, text=True, timeout=60, cwd="/")
-    eq((out.returncode, out.stdout.strip()), (0, "ok 7 cases"), out.stderr)
+    eq((out.returncode, out.stdout.strip()), (0, "ok 8 cases"), out.stderr)
 
 
 @extra_test

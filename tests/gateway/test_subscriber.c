@@ -3,8 +3,8 @@
     options it refuses, gaps and resets without replay (per topic, per
     global_seq, from the heartbeat), fills with replay (a hole inside an
     answer is asked for again, events come once and in order, the held live
-    event last), the catch-up from from_global_seq, a replay endpoint that
-    does not answer (LOST after the timeout, the caller's timeout 0 kept),
+    event last), the catch-up from from_global_seq (and, when it fails,
+    asked for again at the next event), a replay endpoint that does not answer (LOST after the timeout, the caller's timeout 0 kept),
     retention (LOST), a garbage frame (BAD), the callback API. */
 #include "subscriber.h"
 
@@ -398,6 +398,30 @@ TEST(test_lost_when_not_retained_or_not_answered)
     s_fake_done(&f);
 }
 
+TEST(test_catch_up_that_fails_is_asked_again_bounded)
+{
+    fake_t f;
+    s_fake(&f, true, "", 1, 200);
+    subscriber_msg_t m;
+    ASSERT_EQ(s_recv_now(&f, &m), 0);
+    zmq_msg_t id;
+    uint64_t from, max;
+    ASSERT_EQ(s_request(&f, &id, &from, &max, 2000), 1); /* never answered */
+    zmq_msg_close(&id);
+    ASSERT_EQ(subscriber_recv(f.sub, &m, 500), 0); /* a catch-up reports nothing yet */
+    s_publish(&f, TOPIC, 3, 3);                    /* 1..2 still missing: asked again */
+    ASSERT_EQ(s_recv_now(&f, &m), 0);
+    ASSERT_EQ(s_request(&f, &id, &from, &max, 2000), 1);
+    ASSERT_EQ(from, 1);
+    ASSERT_EQ(max, 2);
+    s_answer_event(&f, &id, 1, 1);
+    s_answer_event(&f, &id, 2, 2);
+    s_answer_end(&f, &id, "3 1 3");
+    for (uint64_t g = 1; g <= 3; g++)
+        ASSERT_EQ(s_expect(&f, SUBSCRIBER_EVENT).ck.global_seq, g);
+    s_fake_done(&f);
+}
+
 static int s_count(const subscriber_msg_t *m, void *arg)
 {
     int *n = arg;
@@ -434,6 +458,7 @@ int main(int argc, char **argv)
     RUN(test_fill_asks_again_after_a_hole);
     RUN(test_catch_up_then_live_with_a_prefix);
     RUN(test_lost_when_not_retained_or_not_answered);
+    RUN(test_catch_up_that_fails_is_asked_again_bounded);
     RUN(test_callback_api);
     int rc = test_done();
     fp_codec_destroy(&s_codec);
