@@ -156,6 +156,28 @@ static int s_recv_now(fake_t *f, subscriber_msg_t *m)
     return subscriber_recv(f->sub, m, 0);
 }
 
+/* The subscriber's next REPLAY request: a recv that does not wait sends
+   it (and returns nothing); the fake ROUTER reads it. want_max 0: any. */
+static void s_expect_request(fake_t *f, zmq_msg_t *id, uint64_t want_from, uint64_t want_max)
+{
+    subscriber_msg_t m;
+    uint64_t from, max;
+    ASSERT_EQ(s_recv_now(f, &m), 0);
+    ASSERT_EQ(s_request(f, id, &from, &max, 2000), 1);
+    ASSERT_EQ(from, want_from);
+    if (want_max)
+        ASSERT_EQ(max, want_max);
+}
+
+/* The next message is a note of kind about topic, numbers first..next-1. */
+static void s_expect_note(fake_t *f, int kind, const char *topic, uint64_t first, uint64_t next)
+{
+    subscriber_msg_t m = s_expect(f, kind);
+    ASSERT_STREQ(m.topic, topic);
+    ASSERT_EQ(m.first, first);
+    ASSERT_EQ(m.next, next);
+}
+
 TEST(test_decode)
 {
     const void *buf;
@@ -206,20 +228,14 @@ TEST(test_gaps_and_resets_without_replay)
     ASSERT_STREQ(m.topic, "");
     ASSERT_EQ(m.first, 3);
     ASSERT_EQ(m.next, 4);
-    m = s_expect(&f, SUBSCRIBER_GAP);
-    ASSERT_STREQ(m.topic, TOPIC);
-    ASSERT_EQ(m.first, 3);
-    ASSERT_EQ(m.next, 4);
+    s_expect_note(&f, SUBSCRIBER_GAP, TOPIC, 3, 4);
     m = s_expect(&f, SUBSCRIBER_EVENT);
     ASSERT_EQ(m.ck.global_seq, 4);
     ASSERT_STREQ(m.ck.event_id, "t-4");
     ASSERT_STREQ(m.topic, TOPIC);
     /* the end of a burst: 5 and 6 never come, the heartbeat says so */
     s_heartbeat(&f, 6, 6);
-    m = s_expect(&f, SUBSCRIBER_GAP);
-    ASSERT_STREQ(m.topic, "");
-    ASSERT_EQ(m.first, 5);
-    ASSERT_EQ(m.next, 7);
+    s_expect_note(&f, SUBSCRIBER_GAP, "", 5, 7);
     m = s_expect(&f, SUBSCRIBER_GAP);
     ASSERT_STREQ(m.topic, TOPIC);
     ASSERT_EQ(m.next - m.first, 2);
@@ -228,10 +244,7 @@ TEST(test_gaps_and_resets_without_replay)
     ASSERT_EQ(m.wall_ns, 1);
     /* floorpost restarted without its state */
     s_publish(&f, TOPIC, 1, 1);
-    m = s_expect(&f, SUBSCRIBER_RESET);
-    ASSERT_STREQ(m.topic, "");
-    ASSERT_EQ(m.first, 4);
-    ASSERT_EQ(m.next, 1);
+    s_expect_note(&f, SUBSCRIBER_RESET, "", 4, 1);
     m = s_expect(&f, SUBSCRIBER_RESET);
     ASSERT_STREQ(m.topic, TOPIC);
     ASSERT_EQ(m.first, 6);
@@ -278,22 +291,15 @@ TEST(test_fill_asks_again_after_a_hole)
     s_publish(&f, TOPIC, 5, 5); /* 2..4 lost */
     subscriber_msg_t m;
     ASSERT_EQ(s_expect(&f, SUBSCRIBER_EVENT).ck.global_seq, 1);
-    ASSERT_EQ(s_recv_now(&f, &m), 0); /* the request is out; the caller is not kept */
     zmq_msg_t id;
-    uint64_t from, max;
-    ASSERT_EQ(s_request(&f, &id, &from, &max, 2000), 1);
-    ASSERT_EQ(from, 2);
-    ASSERT_EQ(max, 3);
+    s_expect_request(&f, &id, 2, 3); /* the request is out; the caller is not kept */
     s_answer_event(&f, &id, 2, 2);
     s_answer_event(&f, &id, 4, 4); /* a hole at 3 */
     s_answer_end(&f, &id, "5 1 5");
     m = s_expect(&f, SUBSCRIBER_EVENT);
     ASSERT_EQ(m.ck.global_seq, 2);
     ASSERT(m.replayed);
-    ASSERT_EQ(s_recv_now(&f, &m), 0);
-    ASSERT_EQ(s_request(&f, &id, &from, &max, 2000), 1);
-    ASSERT_EQ(from, 3);
-    ASSERT_EQ(max, 2);
+    s_expect_request(&f, &id, 3, 2);
     s_answer_event(&f, &id, 2, 2); /* a duplicate, skipped */
     s_answer_event(&f, &id, 3, 3);
     s_answer_event(&f, &id, 4, 4);
@@ -317,12 +323,8 @@ TEST(test_catch_up_then_live_with_a_prefix)
     fake_t f;
     s_fake(&f, true, "completion/", 1, 0); /* subscribes to everything */
     subscriber_msg_t m;
-    ASSERT_EQ(s_recv_now(&f, &m), 0);
     zmq_msg_t id;
-    uint64_t from, max;
-    ASSERT_EQ(s_request(&f, &id, &from, &max, 2000), 1);
-    ASSERT_EQ(from, 1);
-    ASSERT_EQ(max, SUBSCRIBER_REPLAY_BATCH);
+    s_expect_request(&f, &id, 1, SUBSCRIBER_REPLAY_BATCH);
     s_answer_event(&f, &id, 1, 1);
     s_answer_event(&f, &id, 2, 2);
     s_answer_end(&f, &id, "3 1 2");
@@ -348,10 +350,8 @@ TEST(test_lost_when_not_retained_or_not_answered)
     s_publish(&f, TOPIC, 9, 9);
     subscriber_msg_t m;
     ASSERT_EQ(s_expect(&f, SUBSCRIBER_EVENT).ck.global_seq, 1);
-    ASSERT_EQ(s_recv_now(&f, &m), 0);
     zmq_msg_t id;
-    uint64_t from, max;
-    ASSERT_EQ(s_request(&f, &id, &from, &max, 2000), 1);
+    s_expect_request(&f, &id, 2, 7);
     s_answer_event(&f, &id, 6, 6);
     s_answer_end(&f, &id, "7 6 9"); /* 2..5 are gone */
     m = s_expect(&f, SUBSCRIBER_LOST);
@@ -359,16 +359,12 @@ TEST(test_lost_when_not_retained_or_not_answered)
     ASSERT_EQ(m.next, 6);
     ASSERT(strstr(m.detail, "no longer retained"));
     /* 6 came before the END said 2..5 were gone: asked for again */
-    ASSERT_EQ(s_recv_now(&f, &m), 0);
-    ASSERT_EQ(s_request(&f, &id, &from, &max, 2000), 1);
-    ASSERT_EQ(from, 6);
+    s_expect_request(&f, &id, 6, 0);
     s_answer_event(&f, &id, 6, 6);
     s_answer_end(&f, &id, "7 6 9");
     ASSERT_EQ(s_expect(&f, SUBSCRIBER_GAP).first, 2); /* the topic's stream_seq 2..5 */
     ASSERT_EQ(s_expect(&f, SUBSCRIBER_EVENT).ck.global_seq, 6);
-    ASSERT_EQ(s_recv_now(&f, &m), 0);
-    ASSERT_EQ(s_request(&f, &id, &from, &max, 2000), 1);
-    ASSERT_EQ(from, 7);
+    s_expect_request(&f, &id, 7, 0);
     zmq_msg_close(&id); /* never answered */
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -386,10 +382,7 @@ TEST(test_lost_when_not_retained_or_not_answered)
     /* the heartbeat shows a lost end: filled */
     s_heartbeat(&f, 10, 10);
     ASSERT_EQ(s_expect(&f, SUBSCRIBER_HEARTBEAT).global_seq, 10);
-    ASSERT_EQ(s_recv_now(&f, &m), 0);
-    ASSERT_EQ(s_request(&f, &id, &from, &max, 2000), 1);
-    ASSERT_EQ(from, 10);
-    ASSERT_EQ(max, 1);
+    s_expect_request(&f, &id, 10, 1);
     s_answer_event(&f, &id, 10, 10);
     s_answer_end(&f, &id, "11 6 10");
     m = s_expect(&f, SUBSCRIBER_EVENT);
@@ -403,17 +396,12 @@ TEST(test_catch_up_that_fails_is_asked_again_bounded)
     fake_t f;
     s_fake(&f, true, "", 1, 200);
     subscriber_msg_t m;
-    ASSERT_EQ(s_recv_now(&f, &m), 0);
     zmq_msg_t id;
-    uint64_t from, max;
-    ASSERT_EQ(s_request(&f, &id, &from, &max, 2000), 1); /* never answered */
+    s_expect_request(&f, &id, 1, SUBSCRIBER_REPLAY_BATCH); /* never answered */
     zmq_msg_close(&id);
     ASSERT_EQ(subscriber_recv(f.sub, &m, 500), 0); /* a catch-up reports nothing yet */
     s_publish(&f, TOPIC, 3, 3);                    /* 1..2 still missing: asked again */
-    ASSERT_EQ(s_recv_now(&f, &m), 0);
-    ASSERT_EQ(s_request(&f, &id, &from, &max, 2000), 1);
-    ASSERT_EQ(from, 1);
-    ASSERT_EQ(max, 2);
+    s_expect_request(&f, &id, 1, 2);
     s_answer_event(&f, &id, 1, 1);
     s_answer_event(&f, &id, 2, 2);
     s_answer_end(&f, &id, "3 1 3");
