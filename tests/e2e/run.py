@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from fp import (COMPLETED, FLOORPOST, MATERIAL, PART, SCRAP, STARTED, Floorpost,  # noqa: E402
                 Producer, Subscriber, Truth, encode_batch, nonzero, read_truth, rec, replay,
                 replay_all, totals)
-from fp import decode_checkpoint, parse_metrics, scrape  # noqa: E402
+from fp import decode_checkpoint, free_port, parse_metrics, scrape  # noqa: E402
 from fp import finish_examples, parse_example_line, run_example_subscribers  # noqa: E402
 
 CTX = zmq.Context.instance()
@@ -384,10 +384,20 @@ def config_errors_exit_2_naming_file_line_option():
 
 @test
 def demo_run_shows_checkpoints():
-    fp = Floorpost()  # only for a scratch directory
-    # the embedded default binds fixed loopback ports; skip nothing: it must work here
-    proc = subprocess.Popen([FLOORPOST, "run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    """The demo plant as `floorpost run` starts it (fp_config_demo: demo on,
+    events printed, 5 s posting interval, no state), on free ports: the
+    embedded default binds fixed ports, which a running service or another
+    test run may hold (tests never bind fixed ports; test_config checks the
+    embedded default's values)."""
+    fp = Floorpost(posting_interval_ms=5000, state_dir='""', metrics_port=free_port())
+    with open(fp.config, "a") as f:
+        f.write("[demo]\ndemo = true\n[service]\nprint_events = true\n")
+    text = open(fp.config).read().replace("[service]\nprint_events = true\n", "")
+    text = text.replace("[service]\n", "[service]\nprint_events = true\n", 1)
+    with open(fp.config, "w") as f:
+        f.write(text)
+    proc = subprocess.Popen([FLOORPOST, "run", "-c", fp.config], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     time.sleep(8)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
@@ -395,7 +405,6 @@ def demo_run_shows_checkpoints():
     lines = [l for l in out.splitlines() if l.startswith(("completion", "consumption", "scrap"))]
     assert len(lines) >= 3, "demo printed checkpoints:\n" + out[-2000:] + err[-2000:]
     assert any("FINAL" in l for l in lines), "a final completion within 8 s:\n" + out[-3000:]
-    del fp
 
 
 @test
