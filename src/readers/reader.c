@@ -204,12 +204,19 @@ static bool s_deliver(fp_reader_t *self)
         self->evs[i].topic = (const char *)self->blob + (uintptr_t)self->evs[i].topic;
         self->evs[i].ev = self->blob + (uintptr_t)self->evs[i].ev;
     }
+    self->retry_next_ms = -1;
     int done = self->o.type->cb_deliver(self->o.ctx, self, self->evs, self->nevs, err,
                                         sizeof err);
-    if (done < 0 || (size_t)done > self->nevs) {
+    /* A failure: a negative result, or a prefix (maybe 0) after which the
+       type asked for a delay (fp_reader_retry_in: the sinks' back-off). */
+    bool bad = done < 0 || (size_t)done > self->nevs;
+    if (bad || self->retry_next_ms >= 0) {
         atomic_fetch_add_explicit(&self->errors, 1, memory_order_relaxed);
-        fp_log(FP_LOG_WARN, self->component, "delivery failed; retrying", "from=%llu error=\"%s\"",
-               (unsigned long long)self->evs[0].global_seq, err);
+        fp_log(FP_LOG_WARN, self->component, "delivery failed; retrying",
+               "from=%llu finished=%d error=\"%s\"", (unsigned long long)self->evs[0].global_seq,
+               bad ? 0 : done, err);
+    }
+    if (bad) {
         if (done == FP_READER_REOPEN) {
             if (self->o.type->cb_close)
                 self->o.type->cb_close(self->o.ctx);
@@ -230,10 +237,17 @@ static bool s_deliver(fp_reader_t *self)
         atomic_store_explicit(&self->position, npos, memory_order_relaxed);
         s_report(self, npos);
     }
-    self->retry_next_ms = -1;
-    if ((size_t)done < self->nevs)
+    if ((size_t)done < self->nevs && self->retry_next_ms >= 0) {
+        /* A failure after a finished prefix (fp_reader_retry_in was
+           called): the rest after its back-off. */
         s_fail_later(self);
-    return (size_t)done == self->nevs;
+        return false;
+    }
+    /* All of it, or a prefix with no failure (the type holds the rest back
+       until the next batch completes it): go on at once; each such call
+       moved the position, so this cannot spin. */
+    self->retry_next_ms = -1;
+    return true;
 }
 
 /* Once a second: the committed flags (emit may have detached us for
@@ -298,6 +312,9 @@ static void *s_thread(void *arg)
         if (zmq_poll(&it, 1, timeout) < 0 && zmq_errno() != EINTR)
             break; /* ETERM */
         fp_notice_drain(self->notice, &self->target, &self->done);
+        /* at once: fp_sink_committed tells a type where a batch read next
+           may end (a round's end) */
+        atomic_store_explicit(&self->target_pub, self->target, memory_order_relaxed);
     }
     if (self->opened && self->o.type->cb_close)
         self->o.type->cb_close(self->o.ctx);

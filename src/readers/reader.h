@@ -16,8 +16,10 @@
       cb_deliver once per attempt. cb_deliver returns how many events of
       the batch it has finished with (a prefix, 0..n), or a negative error.
       The position moves past the finished prefix only; the rest is offered
-      again, from the first unfinished event, at the next wake-up (a retry
-      no sooner than retry_ms after a failure). So an event is offered
+      again, from the first unfinished event: at once after a prefix of
+      n > 0 (a type may hold back events the next batch completes), no
+      sooner than retry_ms after a failure (a negative result, 0, or a
+      prefix with fp_reader_retry_in called). So an event is offered
       again after a failure, a restart or a crash: cb_deliver must make a
       repeat harmless (the event_id is the idempotency key).
     - Durable position: after each delivery that moved it, the reader
