@@ -47,6 +47,7 @@ struct fp_reader {
     /* Owned by the thread once it runs. */
     uint64_t target;
     bool done, opened, detached_logged, in_open;
+    int64_t done_at;        /* when DONE was seen (fp_now_ns) */
     int64_t retry_at, next_idle;
     int retry_next_ms;      /* fp_reader_retry_in: the next delay, -1 = retry_ms */
     uint64_t aux[2];
@@ -274,6 +275,16 @@ static void s_check_flags(fp_reader_t *self)
     }
 }
 
+/* After DONE: true once drain_ms has passed since it came (notes when). */
+static bool s_drain_over(fp_reader_t *self, int64_t now)
+{
+    if (!self->done)
+        return false;
+    if (!self->done_at)
+        self->done_at = now;
+    return self->o.drain_ms && now - self->done_at >= (int64_t)self->o.drain_ms * 1000000;
+}
+
 static void *s_thread(void *arg)
 {
     fp_reader_t *self = arg;
@@ -282,11 +293,16 @@ static void *s_thread(void *arg)
         int64_t now = fp_now_ns();
         bool ready = now >= self->retry_at;
         bool more = false;
+        bool drain_over = s_drain_over(self, now);
         if (ready) {
             /* A bounded run of batches, then the notices again. */
-            for (int k = 0; k < 16; k++)
+            for (int k = 0; k < 16 && !drain_over; k++) {
                 if (!(more = s_deliver(self)))
                     break;
+                /* a delivery may take long (a slow ERP): DONE between them */
+                fp_notice_drain(self->notice, &self->target, &self->done);
+                drain_over = s_drain_over(self, fp_now_ns());
+            }
         }
         uint64_t pos = self->opened ? self->offered
                                     : atomic_load_explicit(&self->position, memory_order_relaxed);
@@ -294,8 +310,14 @@ static void *s_thread(void *arg)
            or at once if the last attempt failed (a sink that is down must
            not hold the drain; what it has not finished is offered again at
            the next start, from the committed position). */
-        if (self->done && (pos >= self->target || self->retry_at > fp_now_ns()))
+        if (self->done && (pos >= self->target || self->retry_at > fp_now_ns() || drain_over)) {
+            if (pos < self->target)
+                fp_log(FP_LOG_WARN, self->component,
+                       "exiting with events not delivered: offered again at the next start",
+                       "position=%llu committed=%llu reason=%s", (unsigned long long)pos,
+                       (unsigned long long)self->target, drain_over ? "drain_ms" : "failing");
             break;
+        }
         if (now >= next_check) {
             s_check_flags(self);
             next_check = now + 1000000000;

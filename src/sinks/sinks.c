@@ -636,7 +636,8 @@ fp_sinks_t *fp_sinks_start(void *zmq_ctx, const fp_config_t *cfg, const char *fi
         self->sinks[self->n++] = s;
         fp_reader_opts_t ro = {.name = s->name, .type = &s_reader_type, .ctx = s,
                                .batch_max = (uint32_t)s->c.batch_max,
-                               .retry_ms = (int)s->c.retry_ms};
+                               .retry_ms = (int)s->c.retry_ms,
+                               .drain_ms = (int)cfg->drain_timeout_ms};
         if (s->c.start == 1) {
             uint64_t round = 0, last = 0;
             if (fp_outbox_reader(store, s->name, NULL, NULL) == FP_STORE_NOTFOUND &&
