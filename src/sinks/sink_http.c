@@ -50,6 +50,9 @@
       again"); 1xx and 3xx (protocol). After the first failure no new
       request starts; requests after it that are still in flight are
       aborted, those before it are waited for.
+    - One cb_deliver starts requests for at most S_CALL_MS (a slow ERP or a
+      low rate_limit), then returns what finished: the reader sees its
+      notices and the drain's deadline between calls.
 */
 #include <errno.h>
 #include <stdio.h>
@@ -72,6 +75,7 @@
 #define S_RETRY_AFTER_MAX 3600 /* s: a longer Retry-After is cut to this */
 #define S_AUTH_MAX 4096      /* bytes of an Authorization value */
 #define S_KEY_LEN 36         /* a UUID */
+#define S_CALL_MS 1000       /* a delivery starts requests for at most this long */
 
 enum { S_PENDING, S_INFLIGHT, S_OK, S_REJECTED, S_FAILED, S_ABORTED };
 
@@ -724,8 +728,11 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
         return fp_sink_fail(s, FP_SINK_ERR_io, "out of memory");
     size_t next = 0, fail_at = SIZE_MAX;
     int inflight = 0;
+    int64_t t0 = fp_now_ns();
     for (;;) {
         int64_t now = fp_now_ns();
+        if (now - t0 >= S_CALL_MS * 1000000LL)
+            nreq = next; /* the rest in the next call (DESIGN) */
         while (next < nreq && next < fail_at && inflight < h->concurrency && s_token(h, now)) {
             if (s_launch(h, evs, next) != 0) {
                 fail_at = next;

@@ -473,3 +473,27 @@ def http_sink_tls_with_ca_file_and_refused_without():
     st = sink_status(fp, "erp")
     eq(st["rejected"], 0, "a 401 is not a rejection")
     finish(fp, sub, prod, erp)
+
+
+@extra_test
+def http_sink_sigterm_not_held_by_a_backlog():
+    """A backlog behind a slow ERP (rate_limit 2/s) does not hold SIGTERM
+    past drain_timeout_ms: the sink says what it leaves for the next start."""
+    erp = Erp()
+    fp = Floorpost(sinks={"erp": http_sink(erp, events_per_request=1, rate_limit=2)},
+                   drain_timeout_ms=1500).start()
+    prod = Producer(CTX, fp.endpoints["router"])
+    completions(prod, 95, ["S%02d" % i for i in range(30)])
+    assert prod.wait_acks(1, 10), "not acked"
+    end = time.time() + 10
+    while not erp.booked_events() and time.time() < end:
+        time.sleep(0.05)
+    rc, secs = fp.stop()
+    eq(rc, 0, "exit code")
+    assert secs < 6, "SIGTERM took %.1f s with a backlog" % secs
+    assert "exiting with events not delivered: offered again at the next start" in fp.log(), \
+        fp.log()[-2000:]
+    n = len(erp.booked_events())
+    assert 1 <= n < 30, n
+    prod.close()
+    erp.stop()
