@@ -323,7 +323,13 @@ def http_sink_400_dead_letters_erp_rejected():
     booked = {e["event_id"] for e in erp.booked_events()}
     eq(booked & refused_ids, set(), "nothing both booked and refused")
     eq(booked | refused_ids, set(events), "every event booked or refused")
-    stored = [d for d in deadletters_json(fp) if d["reason"] == "erp_rejected"]
+    # committed by emit with a round after the sink handed them over
+    end = time.time() + 10
+    while True:
+        stored = [d for d in deadletters_json(fp) if d["reason"] == "erp_rejected"]
+        if len(stored) >= len(refused_ids) or time.time() > end:
+            break
+        time.sleep(0.2)
     eq(sorted(d["detail"]["event_id"] for d in stored), sorted(refused_ids),
        "dead letters erp_rejected: exactly the refused requests' events")
     d = stored[0]["detail"]
