@@ -17,6 +17,12 @@
       ca_file             the CA bundle for https ("" = the system's)
       tls_verify          check the server's certificate and name (true)
       header_idempotency  the key's header ("Idempotency-Key"; "" = body only)
+      key_format          uuid (8-4-4-4-12 hex digits) or hex (32 hex digits, the
+                          GUID form of SAP Gateway's RequestID) (uuid)
+      header_first_sent   a header carrying the request's stable "first
+                          created" time, an HTTP date: the newest event time
+                          of its checkpoints (e.g. Repeatability-First-Sent,
+                          RepeatabilityCreation; "" = none) ("")
 
     DESIGN
     - Requests are cut from a batch at points that depend on the events
@@ -107,7 +113,8 @@ typedef struct {
     char shown[FP_SINK_VALUE_MAX]; /* scheme://host[:port]/path: no user info, no query */
     char path[FP_SINK_VALUE_MAX];  /* the url's path, for dead letters */
     char auth_file[FP_SINK_VALUE_MAX], ca_file[FP_SINK_VALUE_MAX];
-    char idem_header[65];
+    char idem_header[65], first_sent_header[65];
+    int key_hex;             /* key_format: 0 uuid, 1 hex */
     int64_t per_request, concurrency, rate_limit, timeout_ms, connect_timeout_ms;
     bool tls_verify, https, curl_inited;
     /* the sink's thread (from cb_open) */
@@ -218,8 +225,19 @@ static void s_free(void *ctx)
     free(h);
 }
 
+/* An HTTP header name (a token) or "". 0, or -1 after reporting. */
+static int s_check_header(fp_sink_opts_t *o, const char *key, const char *v)
+{
+    if (strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                  "!#$%&'*+-.^_`|~") == strlen(v))
+        return 0;
+    return fp_sink_opt_fail(o, key, "%s = '%s': not a header name; allowed: 1..64 of A-Z a-z "
+                            "0-9 !#$%%&'*+-.^_`|~, or \"\" (none)", key, v);
+}
+
 static void *s_new(fp_sink_opts_t *o)
 {
+    static const char *const key_formats[] = {"uuid", "hex", NULL};
     http_t *h = calloc(1, sizeof *h);
     if (!h) {
         fp_sink_opt_fail(o, NULL, "out of memory");
@@ -244,16 +262,12 @@ static void *s_new(fp_sink_opts_t *o)
         fp_sink_opt_bool(o, "tls_verify", true, &h->tls_verify) ||
         fp_sink_opt_str(o, "header_idempotency", "Idempotency-Key", h->idem_header,
                         sizeof h->idem_header, "an HTTP header name") ||
-        s_check_url(o, h))
+        fp_sink_opt_enum(o, "key_format", "uuid", key_formats, &h->key_hex) ||
+        fp_sink_opt_str(o, "header_first_sent", "", h->first_sent_header,
+                        sizeof h->first_sent_header, "an HTTP header name") ||
+        s_check_url(o, h) || s_check_header(o, "header_idempotency", h->idem_header) ||
+        s_check_header(o, "header_first_sent", h->first_sent_header))
         goto fail;
-    size_t hl = strlen(h->idem_header);
-    if (strspn(h->idem_header, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-                               "!#$%&'*+-.^_`|~") != hl) {
-        fp_sink_opt_fail(o, "header_idempotency", "header_idempotency = '%s': not a header "
-                         "name; allowed: 1..64 of A-Z a-z 0-9 !#$%%&'*+-.^_`|~, or \"\" (the key "
-                         "in the body only)", h->idem_header);
-        goto fail;
-    }
     int64_t batch_max = fp_sink_opts_batch_max(o);
     if (h->per_request > batch_max) {
         /* A request must fit a batch, or it could not be cut the same way
@@ -413,8 +427,9 @@ static void s_close(void *ctx)
 
 /* The idempotency key of evs[0..n): XXH3-128 of the event ids (each with
    its NUL, so ("ab","c") and ("a","bc") differ), written as a UUID of
-   version 8 (RFC 9562: custom) so ERPs that want a UUID take it. */
-static void s_key(const fp_sink_event_t *evs, size_t n, char out[S_KEY_LEN + 1])
+   version 8 (RFC 9562: custom) so ERPs that want a UUID take it; hex:
+   the same 16 bytes as 32 hex digits. */
+static void s_key(const fp_sink_event_t *evs, size_t n, bool hex, char out[S_KEY_LEN + 1])
 {
     XXH3_state_t st;
     XXH3_128bits_reset(&st);
@@ -428,10 +443,37 @@ static void s_key(const fp_sink_event_t *evs, size_t n, char out[S_KEY_LEN + 1])
     }
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x80);
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+    if (hex) {
+        for (int i = 0; i < 16; i++)
+            snprintf(out + 2 * i, 3, "%02x", b[i]);
+        return;
+    }
     snprintf(out, S_KEY_LEN + 1,
              "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
              b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
              b[15]);
+}
+
+/* "NAME: <HTTP date>" of the newest event time of evs[0..n): the same on
+   every repeat of the request, and never later than its first send. */
+static void s_first_sent(const http_t *h, const fp_sink_event_t *evs, size_t n, char *out,
+                         size_t cap)
+{
+    int64_t t = evs[0].ck.last_time_ns;
+    for (size_t i = 1; i < n; i++)
+        if (evs[i].ck.last_time_ns > t)
+            t = evs[i].ck.last_time_ns;
+    time_t secs = (time_t)(t > 0 ? t / 1000000000 : 0);
+    struct tm tm;
+    char date[40] = "Thu, 01 Jan 1970 00:00:00 GMT";
+    static const char days[][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    if (gmtime_r(&secs, &tm)) /* IMF-fixdate, whatever the locale */
+        snprintf(date, sizeof date, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7],
+                 tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                 tm.tm_sec);
+    snprintf(out, cap, "%s: %s", h->first_sent_header, date);
 }
 
 /* Cuts evs[0..n) into requests (DESIGN); returns how many, the held-back
@@ -498,14 +540,18 @@ static int s_launch(http_t *h, const fp_sink_event_t *evs, size_t r)
     for (int64_t i = 0; i < h->concurrency && !sl; i++)
         if (!h->slots[i].busy)
             sl = &h->slots[i];
-    s_key(evs + rq->first, rq->n, rq->key);
+    s_key(evs + rq->first, rq->n, h->key_hex, rq->key);
     char idem[sizeof h->idem_header + S_KEY_LEN + 4];
     snprintf(idem, sizeof idem, "%s: %s", h->idem_header, rq->key);
+    char first[sizeof h->first_sent_header + 48];
+    if (h->first_sent_header[0])
+        s_first_sent(h, evs + rq->first, rq->n, first, sizeof first);
     struct curl_slist *hd = NULL, *t;
     bool ok = sl && s_body(h, sl, evs, rq) == 0;
     if (ok) {
         const char *names[] = {"Content-Type: application/json", "Accept: application/json",
-                               "Expect:", h->auth_header, h->idem_header[0] ? idem : NULL};
+                               "Expect:", h->auth_header, h->idem_header[0] ? idem : NULL,
+                               h->first_sent_header[0] ? first : NULL};
         for (size_t k = 0; ok && k < sizeof names / sizeof names[0]; k++)
             if (names[k]) {
                 ok = (t = curl_slist_append(hd, names[k])) != NULL;

@@ -55,7 +55,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Erp:
-    def __init__(self, port=0, certfile=None, keyfile=None, parse=True, jitter_ms=0, seed=1):
+    def __init__(self, port=0, certfile=None, keyfile=None, parse=True, jitter_ms=0, seed=1,
+                 key_header="Idempotency-Key"):
+        self.key_header = key_header  # where the idempotency key comes
         self.lock = threading.Lock()
         self.parse = parse          # False: count only (the benchmark)
         self.jitter_ms = jitter_ms  # answer after 0..jitter_ms (requests finish out of order)
@@ -125,7 +127,7 @@ class Erp:
                 h._answer(200, b'{"status":"booked"}')
                 return
             body = json.loads(raw)
-            key = h.headers.get("Idempotency-Key", "")
+            key = h.headers.get(self.key_header, "")
             r = dict(t=t, path=h.path, headers=dict(h.headers), key=key,
                      body_key=body.get("idempotency_key"), body=body,
                      ids=[e["event_id"] for e in body["events"]], status=None)

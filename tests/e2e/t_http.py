@@ -12,6 +12,7 @@ import email.utils
 import json
 import os
 import random
+import re
 import subprocess
 import tempfile
 import time
@@ -192,7 +193,8 @@ def http_sink_500s_hangs_and_kill9_totals_exact():
     rng = random.Random(3)
     erp = Erp(jitter_ms=10)
     fp = Floorpost(sinks={"erp": http_sink(erp, events_per_request=10, concurrency=4,
-                                           timeout_ms=700)},
+                                           timeout_ms=700,
+                                           header_first_sent="Repeatability-First-Sent")},
                    posting_interval_ms=300, round_interval_ms=30, dedup_window=65536).start()
     gen, truth = crashgen(fp, records=30000, rate=6000, seed=9)
     time.sleep(0.8)
@@ -218,6 +220,13 @@ def http_sink_500s_hangs_and_kill9_totals_exact():
     repeated = len(keys) - len(set(keys))
     assert n500 >= 1 and hung >= 1, (n500, hung)
     assert repeated >= 1, "no request was repeated"
+    # a stable "first sent" per key: the newest event time of its checkpoints
+    first = {}
+    for r in reqs:
+        v = r["headers"]["Repeatability-First-Sent"]
+        eq(first.setdefault(r["key"], v), v, "Repeatability-First-Sent on a repeat")
+        newest = max(e["last_time_ns"] for e in r["body"]["events"]) // 10**9
+        eq(email.utils.parsedate_to_datetime(v).timestamp(), float(newest), "first sent " + v)
     log = fp.log()
     assert "server: POST http://127.0.0.1:%d/erp/postings: HTTP 500" % erp.port in log, log[-3000:]
     assert "timeout: POST" in log, log[-3000:]
@@ -291,9 +300,11 @@ def http_sink_400_dead_letters_erp_rejected():
     (all of each such request) come back as dead letters erp_rejected with
     the status, the start of the answer and the url's path; the rest is
     booked; the position moves past them."""
-    erp = Erp()
+    erp = Erp(key_header="Repeatability-Request-ID")
     erp.reject = lambda e: e["order"].startswith("BAD")
-    fp = started_with_metrics(sinks={"erp": http_sink(erp, events_per_request=5, concurrency=3)})
+    fp = started_with_metrics(sinks={"erp": http_sink(
+        erp, events_per_request=5, concurrency=3, key_format="hex",
+        header_idempotency="Repeatability-Request-ID")})
     sub = Subscriber(CTX, fp.endpoints["pub"])
     dls = Subscriber(CTX, fp.endpoints["dl"], dead_letter=True)
     sub.start()
@@ -320,6 +331,7 @@ def http_sink_400_dead_letters_erp_rejected():
     refused = [r for r in reqs if r["status"] == 400]
     refused_ids = {i for r in refused for i in r["ids"]}
     eq(len(refused), 3, "requests answered 400")
+    assert all(re.fullmatch("[0-9a-f]{32}", r["key"]) for r in reqs), reqs[0]["key"]
     booked = {e["event_id"] for e in erp.booked_events()}
     eq(booked & refused_ids, set(), "nothing both booked and refused")
     eq(booked | refused_ids, set(events), "every event booked or refused")
@@ -390,6 +402,9 @@ def http_sink_bad_config_checked_unreachable_url_reported():
     check_config(dict(base, ca_file=os.path.join(d, "missing.pem")), ("ca_file", "No such file"))
     check_config(dict(base, tls_verify="maybe"), ("tls_verify", "not a boolean"))
     check_config(dict(base, colour="blue"), ("colour", "unknown option"))
+    check_config(dict(base, key_format="base64"), ("key_format", "allowed: uuid, hex"))
+    check_config(dict(base, header_first_sent="First Sent"), ("header_first_sent",
+                                                              "not a header name"))
     check_config(dict(base, authorization_file=secret, rate_limit=10, tls_verify="false"), None)
 
     # unreachable: nothing listens on the port (yet)
