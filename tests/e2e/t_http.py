@@ -203,11 +203,7 @@ def http_sink_500s_hangs_and_kill9_totals_exact():
     erp.set_mode("hang", hang_s=1.2)
     time.sleep(1.5)
     erp.set_mode("ok")
-    for _ in range(4):
-        time.sleep(rng.uniform(0.2, 0.6))
-        fp.kill()
-        time.sleep(rng.uniform(0.0, 0.2))
-        fp.start()
+    fp.kill_restarts(4, rng, gap=(0.2, 0.6))
     _, err = gen.communicate(timeout=120)
     eq(gen.returncode, 0, "crashgen: " + err)
     wait_totals(erp, truth, timeout=40)
