@@ -380,7 +380,7 @@ def gnuplot(script):
 
 
 SCENARIOS = ("micro", "max", "latency", "keys", "scaling", "dedup", "durability", "replay",
-             "burst")
+             "burst", "http")
 
 
 def burst_recovery(windows, burst_at_s, burst_secs, window_ms, warmup_s=2.0, tail_s=1.0):
@@ -427,6 +427,137 @@ def window_p99s(windows, t0_s, t1_s, window_ms):
             if w["t_ms"] + window_ms > t0_s * 1000 and w["t_ms"] < t1_s * 1000]
 
 
+def prefill_outbox(s, label, base, events, keys, dw, map_mb, d):
+    """Fills a new durable state in base until its outbox holds >= events
+    events; records the phases in d["prefill"], d["events_in_outbox"] and
+    d["state_mib"]. Returns (events held, the last epoch used)."""
+    os.makedirs(base)
+    d.setdefault("prefill", [])
+    # Pre-fill at full speed with short operations (20 quantity records:
+    # about one event per 4 records instead of one per 18), phases until
+    # the outbox holds enough; each phase a new epoch on the same state.
+    have, epoch, per_rec = 0, 0, 0.25
+    while have < events and epoch < 4:
+        epoch += 1
+        n = max(100000, int((events - have) / per_rec * 1.1))
+        r = s.run("%s: pre-fill #%d" % (label, epoch), workers=dw, shards=dw, state=base,
+                  records=n, keys=keys, rpo=20, epoch=epoch, resumed=epoch > 1,
+                  plant="PREFILL-%d" % epoch, map_mb=map_mb)
+        got = r["fpload"].get("received", {}).get("events", 0)
+        have += got
+        per_rec = max(got / n, 0.01)
+        d["prefill"].append({"records": n, "events": got, "records_per_s_e2e":
+                             r["records_per_s_e2e"], "exact": r["exact"]})
+    d["events_in_outbox"] = have
+    d["state_mib"] = round(int(sh("du -sk %s | cut -f1" % base) or 0) / 1024, 1)
+    if have < events:
+        s.failures.append(("%s: pre-fill" % label, ["outbox holds %d events, %d wanted" %
+                                                    (have, events)]))
+    return have, epoch
+
+
+def http_get_json(port, path):
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
+        return json.loads(r.read())
+
+
+def proc_cpu_s(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        st = f.read().rsplit(")", 1)[1].split()
+    return (int(st[11]) + int(st[12])) / CLK_TCK
+
+
+def http_scenario(s, keys, dw, events, layouts, cap_s):
+    """The HTTP sink (type = http) delivering a backlog: an outbox
+    pre-filled with >= events events, then for each (events_per_request,
+    concurrency) in layouts floorpost starts on a copy of that state with
+    one http sink, new (start = oldest), into the ERP stand-in
+    (tests/e2e/erp_standin.py, its own Python process, counting only) until
+    the sink has caught up or cap_s passed. Requests/s and events/s are the
+    stand-in's: requests and events received between its first and last
+    request."""
+    map_mb = 4096
+    d = {"events_wanted": events, "cap_s": cap_s, "map_size_mb": map_mb, "runs": []}
+    base = os.path.join(s.tmp, "http-state")
+    have, _ = prefill_outbox(s, "http", base, events, keys, dw, map_mb, d)
+    standin = os.path.join(ROOT, "tests", "e2e", "erp_standin.py")
+    for per_req, conc in layouts:
+        name = "http: %d events/request, %d in flight" % (per_req, conc)
+        st = os.path.join(s.tmp, "http-run")
+        shutil.rmtree(st, ignore_errors=True)
+        subprocess.run(["cp", "-r", "--sparse=always", base, st], check=True)
+        portfile = os.path.join(s.tmp, "erp.port")
+        if os.path.exists(portfile):
+            os.unlink(portfile)
+        erp = subprocess.Popen(["/usr/bin/python3", standin, portfile], stdout=subprocess.PIPE,
+                               text=True)
+        while not os.path.exists(portfile):
+            time.sleep(0.05)
+        erp_port = int(open(portfile).read())
+        ports = {k: free_port() for k in ("router", "pull", "pub", "dl", "replay", "metrics")}
+        cfg, _ = s._config(ports, dw, dw, "tcp", 60000, st, 50, 1000, map_mb)
+        with open(cfg, "a") as f:
+            f.write("[sink erp]\ntype = http\nurl = http://127.0.0.1:%d/erp/postings\n"
+                    "events_per_request = %d\nconcurrency = %d\n" % (erp_port, per_req, conc))
+        errlog = os.path.join(s.tmp, "proc.err")
+        with open(errlog, "w") as ef:
+            proc = subprocess.Popen([s.fp, "run", "-c", cfg], stdout=subprocess.DEVNULL,
+                                    stderr=ef)
+        t0 = time.monotonic()
+        sink, caught_up = {}, False
+        while time.monotonic() - t0 < cap_s + 5:
+            time.sleep(0.1)
+            if proc.poll() is not None:
+                break
+            try:
+                sink = http_get_json(ports["metrics"], "/sinks")[0]
+            except Exception:  # noqa: BLE001  (not listening yet)
+                continue
+            if sink["committed"] and sink["position"] >= sink["committed"]:
+                caught_up = True
+                break
+            if time.monotonic() - t0 >= cap_s and sink.get("position"):
+                break
+        fp_cpu = proc_cpu_s(proc.pid) if proc.poll() is None else None
+        threads = thread_cpu(proc.pid) if proc.poll() is None else {}
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=120)
+        erp.send_signal(signal.SIGTERM)
+        ej = json.loads(erp.stdout.readline() or "{}")
+        erp.wait()
+        shutil.rmtree(st, ignore_errors=True)
+        span = (ej.get("last_t") or 0) - (ej.get("first_t") or 0)
+        r = {"name": name, "events_per_request": per_req, "concurrency": conc,
+             "caught_up": caught_up, "exit_code": rc, "sink": sink, "standin": ej,
+             "seconds": round(span, 3),
+             "requests_per_s": round(ej.get("requests", 0) / span, 1) if span > 0 else None,
+             "events_per_s": round(ej.get("events", 0) / span, 1) if span > 0 else None,
+             "floorpost_cpu_s": fp_cpu, "sink_thread_cpu_s": threads.get("fp-r-erp"),
+             "standin_cpu_s": ej.get("cpu_s")}
+        problems = []
+        if rc != 0:
+            problems.append("floorpost exit code %s" % rc)
+        if ej.get("events", 0) < sink.get("delivered_events", 1):
+            problems.append("the stand-in got %s events, the sink finished %s" %
+                            (ej.get("events"), sink.get("delivered_events")))
+        if caught_up and sink.get("delivered_events") != have:
+            problems.append("caught up with %s events delivered, %d in the outbox" %
+                            (sink.get("delivered_events"), have))
+        r["problems"] = problems
+        if problems:
+            s.failures.append((name, problems))
+        d["runs"].append(r)
+        print("  %-40s %8.1f requests/s %10.1f events/s over %.1f s%s; cpu: floorpost %.2f s "
+              "(sink thread %.2f s), stand-in %.2f s%s" % (
+                  name, r["requests_per_s"] or 0, r["events_per_s"] or 0, span,
+                  "" if caught_up else " (capped)", fp_cpu or 0, r["sink_thread_cpu_s"] or 0,
+                  ej.get("cpu_s") or 0, "" if not problems else "  " + "; ".join(problems)),
+              flush=True)
+    shutil.rmtree(base, ignore_errors=True)
+    return d
+
+
 def replay_scenario(s, rate, keys, dw, events, secs, pairs, window_ms=250):
     """Replay under load (docs/benchmarks.md): pre-fill a durable outbox
     with >= events events, then runs at `rate` (50 % of the durable max)
@@ -440,27 +571,7 @@ def replay_scenario(s, rate, keys, dw, events, secs, pairs, window_ms=250):
     d = {"events_wanted": events, "rate": rate, "seconds_per_run": secs,
          "window_ms": window_ms, "map_size_mb": map_mb, "prefill": []}
     base = os.path.join(s.tmp, "replay-state")
-    os.makedirs(base)
-    # Pre-fill at full speed with short operations (20 quantity records:
-    # about one event per 4 records instead of one per 18), phases until
-    # the outbox holds enough; each phase a new epoch on the same state.
-    have, epoch, per_rec = 0, 0, 0.25
-    while have < events and epoch < 4:
-        epoch += 1
-        n = max(100000, int((events - have) / per_rec * 1.1))
-        r = s.run("replay: pre-fill #%d" % epoch, workers=dw, shards=dw, state=base,
-                  records=n, keys=keys, rpo=20, epoch=epoch, resumed=epoch > 1,
-                  plant="PREFILL-%d" % epoch, map_mb=map_mb)
-        got = r["fpload"].get("received", {}).get("events", 0)
-        have += got
-        per_rec = max(got / n, 0.01)
-        d["prefill"].append({"records": n, "events": got, "records_per_s_e2e":
-                             r["records_per_s_e2e"], "exact": r["exact"]})
-    d["events_in_outbox"] = have
-    d["state_mib"] = round(int(sh("du -sk %s | cut -f1" % base) or 0) / 1024, 1)
-    if have < events:
-        s.failures.append(("replay: pre-fill", ["outbox holds %d events, %d wanted" %
-                                                (have, events)]))
+    have, epoch = prefill_outbox(s, "replay", base, events, keys, dw, map_mb, d)
     recs = max(rate * secs, 100000)
     out = []
     for i in range(pairs):
@@ -534,7 +645,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     s = Suite(a.build, out)
     full = a.full
-    want = set(SCENARIOS if full else [x for x in SCENARIOS if x != "burst"])
+    want = set(SCENARIOS if full else [x for x in SCENARIOS if x not in ("burst", "http")])
     if a.smoke:
         # not "replay": its three runs add ~9 s to a smoke run the task keeps
         # near 20-30 s (`--smoke --only replay` runs its 20,000-event version)
@@ -784,6 +895,13 @@ def main():
               "the burst" % (b.get("normal_p99_ms"), b.get("worst_window_p99_ms"),
                              b.get("threshold_ms"), b.get("recovered_ms_after_burst")), flush=True)
 
+    # 9. the HTTP sink delivering a backlog into the ERP stand-in
+    if "http" in want:
+        hev = 20000 if a.smoke else 200000
+        layouts = [(100, 4), (100, 1), (10, 4), (1, 4)]
+        print("http sink: a backlog of %d events into the ERP stand-in:" % hev, flush=True)
+        res["http"] = http_scenario(s, keys, dw, hev, layouts, 5 if a.smoke else 15)
+
     res["runs"] = s.runs
     res["failures"] = s.failures
     res["exact"] = not s.failures
@@ -909,6 +1027,22 @@ def main():
                             b.get("recovered_ms_after_burst"), b.get("after_burst_p99_ms_median"),
                             b["sender_max_behind_ms"], "yes" if b["exact"] else "**NO**",
                             b.get("records_accepted")))
+    if "http" in res:
+        h = res["http"]
+        md.append("")
+        md.append("HTTP sink: a backlog of %d events (outbox pre-filled) delivered by one http sink "
+                  "into the ERP stand-in (Python, its own process, on the same cores); "
+                  "requests/s and events/s between the stand-in's first and last request." %
+                  h["events_in_outbox"])
+        md.append("")
+        md.append("| events/request | in flight | requests/s | events/s | s | caught up | CPU s "
+                  "floorpost (sink thread) | CPU s stand-in |")
+        md.append("|---:|---:|---:|---:|---:|---|---|---:|")
+        for x in h["runs"]:
+            md.append("| %d | %d | %s | %s | %s | %s | %s (%s) | %s |" % (
+                x["events_per_request"], x["concurrency"], x["requests_per_s"],
+                x["events_per_s"], x["seconds"], "yes" if x["caught_up"] else "no (capped)",
+                x["floorpost_cpu_s"], x["sink_thread_cpu_s"], x["standin_cpu_s"]))
     md.append("")
     md.append("Latency is timed on final completions (OperationCompleted); partial checkpoints "
               "follow the posting interval (60 s here) and the drain, and are not timed. "

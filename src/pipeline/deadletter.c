@@ -76,12 +76,13 @@ void fp_dl_fields_u64(fp_dl_fields_t *f, const char *json_name, const char *log_
 }
 
 /* fp_log_quote's output is valid as a JSON string and as a logfmt value;
-   at most 120 input bytes, each at most 6 output bytes, plus the quotes. */
+   at most 256 input bytes (an ERP's answer: 200), each at most 6 output
+   bytes, plus the quotes. */
 void fp_dl_fields_str(fp_dl_fields_t *f, const char *json_name, const char *log_name,
                       const char *s, size_t maxlen)
 {
-    char q[6 * 120 + 3];
-    fp_log_quote(q, sizeof q, s, maxlen < 120 ? maxlen : 120);
+    char q[6 * 256 + 3];
+    fp_log_quote(q, sizeof q, s, maxlen < 256 ? maxlen : 256);
     s_dl_add(f, json_name, log_name, q, q);
 }
 

@@ -56,7 +56,7 @@ typedef struct {
 /* Adds an integer; log_name NULL: JSON only. */
 void fp_dl_fields_int(fp_dl_fields_t *f, const char *json_name, const char *log_name, int64_t v);
 void fp_dl_fields_u64(fp_dl_fields_t *f, const char *json_name, const char *log_name, uint64_t v);
-/* Adds a string, at most maxlen bytes of it (up to its NUL). */
+/* Adds a string, at most maxlen (and 256) bytes of it (up to its NUL). */
 void fp_dl_fields_str(fp_dl_fields_t *f, const char *json_name, const char *log_name,
                       const char *s, size_t maxlen);
 /* Adds s[0..len) (NUL bytes in it are shown as \u0000), at most maxlen bytes. */

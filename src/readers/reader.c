@@ -47,6 +47,7 @@ struct fp_reader {
     /* Owned by the thread once it runs. */
     uint64_t target;
     bool done, opened, detached_logged, in_open;
+    int64_t done_at;        /* when DONE was seen (fp_now_ns) */
     int64_t retry_at, next_idle;
     int retry_next_ms;      /* fp_reader_retry_in: the next delay, -1 = retry_ms */
     uint64_t aux[2];
@@ -204,12 +205,19 @@ static bool s_deliver(fp_reader_t *self)
         self->evs[i].topic = (const char *)self->blob + (uintptr_t)self->evs[i].topic;
         self->evs[i].ev = self->blob + (uintptr_t)self->evs[i].ev;
     }
+    self->retry_next_ms = -1;
     int done = self->o.type->cb_deliver(self->o.ctx, self, self->evs, self->nevs, err,
                                         sizeof err);
-    if (done < 0 || (size_t)done > self->nevs) {
+    /* A failure: a negative result, or a prefix (maybe 0) after which the
+       type asked for a delay (fp_reader_retry_in: the sinks' back-off). */
+    bool bad = done < 0 || (size_t)done > self->nevs;
+    if (bad || self->retry_next_ms >= 0) {
         atomic_fetch_add_explicit(&self->errors, 1, memory_order_relaxed);
-        fp_log(FP_LOG_WARN, self->component, "delivery failed; retrying", "from=%llu error=\"%s\"",
-               (unsigned long long)self->evs[0].global_seq, err);
+        fp_log(FP_LOG_WARN, self->component, "delivery failed; retrying",
+               "from=%llu finished=%d error=\"%s\"", (unsigned long long)self->evs[0].global_seq,
+               bad ? 0 : done, err);
+    }
+    if (bad) {
         if (done == FP_READER_REOPEN) {
             if (self->o.type->cb_close)
                 self->o.type->cb_close(self->o.ctx);
@@ -230,10 +238,17 @@ static bool s_deliver(fp_reader_t *self)
         atomic_store_explicit(&self->position, npos, memory_order_relaxed);
         s_report(self, npos);
     }
-    self->retry_next_ms = -1;
-    if ((size_t)done < self->nevs)
+    if ((size_t)done < self->nevs && self->retry_next_ms >= 0) {
+        /* A failure after a finished prefix (fp_reader_retry_in was
+           called): the rest after its back-off. */
         s_fail_later(self);
-    return (size_t)done == self->nevs;
+        return false;
+    }
+    /* All of it, or a prefix with no failure (the type holds the rest back
+       until the next batch completes it): go on at once; each such call
+       moved the position, so this cannot spin. */
+    self->retry_next_ms = -1;
+    return true;
 }
 
 /* Once a second: the committed flags (emit may have detached us for
@@ -260,6 +275,16 @@ static void s_check_flags(fp_reader_t *self)
     }
 }
 
+/* After DONE: true once drain_ms has passed since it came (notes when). */
+static bool s_drain_over(fp_reader_t *self, int64_t now)
+{
+    if (!self->done)
+        return false;
+    if (!self->done_at)
+        self->done_at = now;
+    return self->o.drain_ms && now - self->done_at >= (int64_t)self->o.drain_ms * 1000000;
+}
+
 static void *s_thread(void *arg)
 {
     fp_reader_t *self = arg;
@@ -268,11 +293,16 @@ static void *s_thread(void *arg)
         int64_t now = fp_now_ns();
         bool ready = now >= self->retry_at;
         bool more = false;
+        bool drain_over = s_drain_over(self, now);
         if (ready) {
             /* A bounded run of batches, then the notices again. */
-            for (int k = 0; k < 16; k++)
+            for (int k = 0; k < 16 && !drain_over; k++) {
                 if (!(more = s_deliver(self)))
                     break;
+                /* a delivery may take long (a slow ERP): DONE between them */
+                fp_notice_drain(self->notice, &self->target, &self->done);
+                drain_over = s_drain_over(self, fp_now_ns());
+            }
         }
         uint64_t pos = self->opened ? self->offered
                                     : atomic_load_explicit(&self->position, memory_order_relaxed);
@@ -280,8 +310,14 @@ static void *s_thread(void *arg)
            or at once if the last attempt failed (a sink that is down must
            not hold the drain; what it has not finished is offered again at
            the next start, from the committed position). */
-        if (self->done && (pos >= self->target || self->retry_at > fp_now_ns()))
+        if (self->done && (pos >= self->target || self->retry_at > fp_now_ns() || drain_over)) {
+            if (pos < self->target)
+                fp_log(FP_LOG_WARN, self->component,
+                       "exiting with events not delivered: offered again at the next start",
+                       "position=%llu committed=%llu reason=%s", (unsigned long long)pos,
+                       (unsigned long long)self->target, drain_over ? "drain_ms" : "failing");
             break;
+        }
         if (now >= next_check) {
             s_check_flags(self);
             next_check = now + 1000000000;
@@ -298,6 +334,9 @@ static void *s_thread(void *arg)
         if (zmq_poll(&it, 1, timeout) < 0 && zmq_errno() != EINTR)
             break; /* ETERM */
         fp_notice_drain(self->notice, &self->target, &self->done);
+        /* at once: fp_sink_committed tells a type where a batch read next
+           may end (a round's end) */
+        atomic_store_explicit(&self->target_pub, self->target, memory_order_relaxed);
     }
     if (self->opened && self->o.type->cb_close)
         self->o.type->cb_close(self->o.ctx);

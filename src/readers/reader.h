@@ -16,8 +16,10 @@
       cb_deliver once per attempt. cb_deliver returns how many events of
       the batch it has finished with (a prefix, 0..n), or a negative error.
       The position moves past the finished prefix only; the rest is offered
-      again, from the first unfinished event, at the next wake-up (a retry
-      no sooner than retry_ms after a failure). So an event is offered
+      again, from the first unfinished event: at once after a prefix of
+      n > 0 (a type may hold back events the next batch completes), no
+      sooner than retry_ms after a failure (a negative result, 0, or a
+      prefix with fp_reader_retry_in called). So an event is offered
       again after a failure, a restart or a crash: cb_deliver must make a
       repeat harmless (the event_id is the idempotency key).
     - Durable position: after each delivery that moved it, the reader
@@ -29,7 +31,12 @@
       events behind is detached by emit (loudly), and from then on holds
       nothing back; it reads on from where it is (an event already trimmed
       is skipped and logged as lost to it).
-    - Exits on emit's DONE notice, after delivering what was committed.
+    - Exits on emit's DONE notice, after delivering what was committed, or
+      sooner: when a delivery fails, or after drain_ms. Positions reached
+      after DONE are not committed any more (emit has exited): a type
+      without a durable position of its own gets those events again at
+      the next start, so a long backlog (a slow ERP) must not hold the
+      exit.
     - A type that keeps its own durable position where it delivers (a
       PostgreSQL sink: in the same transaction as the rows) says so in
       cb_open with fp_reader_rewind: the reader goes on from there, back or
@@ -110,6 +117,8 @@ typedef struct {
     uint64_t start_after;     /* a new reader's first position (0 = the oldest kept) */
     uint32_t batch_max;       /* events per cb_deliver, 1..10000 (0 = 1000) */
     int retry_ms;             /* after a failed open or delivery (0 = 1000) */
+    int drain_ms;             /* after emit's DONE: deliver for at most this long (0 = until
+                                 caught up or failing) */
 } fp_reader_opts_t;
 
 /* Reader -> emit on FP_EP_READERS, then the four frames of a dead letter

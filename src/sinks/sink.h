@@ -96,6 +96,8 @@ int fp_sink_opt_fail(fp_sink_opts_t *o, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const char *fp_sink_opts_name(const fp_sink_opts_t *o);
 const fp_config_t *fp_sink_opts_config(const fp_sink_opts_t *o);
+/* The sink's batch_max (the most events one cb_deliver gets). */
+int64_t fp_sink_opts_batch_max(const fp_sink_opts_t *o);
 
 /* ---- On the sink's thread ---- */
 
@@ -105,6 +107,16 @@ const fp_config_t *fp_sink_config(const fp_sink_t *s);
 /* Records a failure: class (fp_sink_err_t), the text for the status and
    the log. Returns -1 (so `return fp_sink_fail(...)` reads well). */
 int fp_sink_fail(fp_sink_t *s, int cls, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* An error that is not a failure (a request the ERP refused for good:
+   class rejected): counted in floorpost_sink_errors_total and shown as the
+   last error, with no back-off. */
+void fp_sink_count_error(fp_sink_t *s, int cls, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The last committed global_seq the sink knows of: always the last event
+   of a commit round (a batch that ends there ends with a round). */
+uint64_t fp_sink_committed(const fp_sink_t *s);
 
 /* The next attempt after this failure no sooner than ms from now (a 429's
    Retry-After), instead of the back-off. */

@@ -37,7 +37,7 @@
 #include "store.h"
 #include "utf8.h"
 
-static const fp_sink_type_t *const s_types[] = {&fp_sink_jsonl};
+static const fp_sink_type_t *const s_types[] = {&fp_sink_jsonl, &fp_sink_http};
 #define S_NTYPES (sizeof s_types / sizeof s_types[0])
 
 const char *fp_sink_err_name(int cls)
@@ -73,6 +73,7 @@ struct fp_sink_opts {
     char *err;
     size_t errlen;
     bool failed;
+    int64_t batch_max; /* the common option, read before the type's */
     bool asked[FP_SINK_OPTS_MAX];
     char asked_list[512];
 };
@@ -198,6 +199,11 @@ const fp_config_t *fp_sink_opts_config(const fp_sink_opts_t *o)
     return o->cfg;
 }
 
+int64_t fp_sink_opts_batch_max(const fp_sink_opts_t *o)
+{
+    return o->batch_max;
+}
+
 /* ---- one sink ---- */
 
 typedef struct {
@@ -216,6 +222,7 @@ struct fp_sink {
     /* The sink's thread only. */
     fp_reader_t *r; /* as the callbacks get it (== reader once started) */
     int fails;      /* in a row */
+    bool failing;   /* fp_sink_fail was called in this callback */
     int retry_after_ms;
     bool breaker_logged;
     fp_sink_event_t *sevs;
@@ -246,20 +253,40 @@ const fp_config_t *fp_sink_config(const fp_sink_t *s)
     return s->cfg;
 }
 
-int fp_sink_fail(fp_sink_t *s, int cls, const char *fmt, ...)
+/* Counts an error of class cls and keeps its text for the status. */
+static void s_verror(fp_sink_t *s, int cls, const char *fmt, va_list ap)
 {
     if (cls < 0 || cls >= FP_SINK_ERR_COUNT)
         cls = FP_SINK_ERR_protocol;
     atomic_fetch_add_explicit(&s->errors[cls], 1, memory_order_relaxed);
     pthread_mutex_lock(&s->mu);
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(s->last_error, sizeof s->last_error, fmt, ap);
-    va_end(ap);
     s->last_error_at = fp_wall_ns();
     s->last_class = cls;
     pthread_mutex_unlock(&s->mu);
+}
+
+int fp_sink_fail(fp_sink_t *s, int cls, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    s_verror(s, cls, fmt, ap);
+    va_end(ap);
+    s->failing = true;
     return -1;
+}
+
+void fp_sink_count_error(fp_sink_t *s, int cls, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    s_verror(s, cls, fmt, ap);
+    va_end(ap);
+}
+
+uint64_t fp_sink_committed(const fp_sink_t *s)
+{
+    return fp_reader_target(s->r);
 }
 
 void fp_sink_retry_after(fp_sink_t *s, int ms)
@@ -448,14 +475,9 @@ static int s_r_deliver(void *ctx, fp_reader_t *r, const fp_reader_event_t *evs, 
     }
     if (atomic_load_explicit(&s->state, memory_order_relaxed) == S_idle)
         atomic_store_explicit(&s->state, S_delivering, memory_order_relaxed);
-    uint64_t e0 = 0;
-    for (int c = 0; c < FP_SINK_ERR_COUNT; c++)
-        e0 += atomic_load_explicit(&s->errors[c], memory_order_relaxed);
+    s->failing = false;
     int done = s->type->cb_deliver(s->ctx, s, s->sevs, k);
-    uint64_t e1 = 0;
-    for (int c = 0; c < FP_SINK_ERR_COUNT; c++)
-        e1 += atomic_load_explicit(&s->errors[c], memory_order_relaxed);
-    if (done < 0 || e1 != e0) {
+    if (done < 0 || s->failing) {
         s_copy_error(s, err, errlen);
         s_failed(s);
         return done; /* a prefix finished before the failure still counts */
@@ -527,6 +549,7 @@ static fp_sink_t *s_sink_new(const fp_config_t *cfg, const fp_sink_config_t *sc,
         return NULL;
     if (c.retry_max_ms < c.retry_ms)
         c.retry_max_ms = c.retry_ms;
+    o.batch_max = c.batch_max;
     void *ctx = type->cb_new(&o);
     if (!ctx || o.failed) {
         if (ctx && type->cb_free)
@@ -613,7 +636,8 @@ fp_sinks_t *fp_sinks_start(void *zmq_ctx, const fp_config_t *cfg, const char *fi
         self->sinks[self->n++] = s;
         fp_reader_opts_t ro = {.name = s->name, .type = &s_reader_type, .ctx = s,
                                .batch_max = (uint32_t)s->c.batch_max,
-                               .retry_ms = (int)s->c.retry_ms};
+                               .retry_ms = (int)s->c.retry_ms,
+                               .drain_ms = (int)cfg->drain_timeout_ms};
         if (s->c.start == 1) {
             uint64_t round = 0, last = 0;
             if (fp_outbox_reader(store, s->name, NULL, NULL) == FP_STORE_NOTFOUND &&

@@ -316,6 +316,14 @@ class Floorpost:
             self.proc.kill()
             self.proc.wait()
 
+    def kill_restarts(self, times, rng, gap=(0.3, 0.7)):
+        """SIGKILL and restart `times` times, rng.uniform(*gap) s apart."""
+        for _ in range(times):
+            time.sleep(rng.uniform(*gap))
+            self.kill()
+            time.sleep(rng.uniform(0.0, 0.2))
+            self.start()
+
     def summary(self):
         """The counters of the final 'drained' log line, as a dict."""
         for line in reversed(self.log().splitlines()):

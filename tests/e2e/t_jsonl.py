@@ -78,11 +78,7 @@ def jsonl_sink_exact_across_rotations_and_kill9():
                             "--restart-every", "7000", "--resend-ms", "400", "--batch", "64",
                             "--timeout-ms", "300000"], stderr=subprocess.PIPE, text=True)
     rng = random.Random(5)
-    for _ in range(4):
-        time.sleep(rng.uniform(0.3, 0.7))
-        fp.kill()
-        time.sleep(rng.uniform(0.0, 0.2))
-        fp.start()
+    fp.kill_restarts(4, rng)
     _, err = gen.communicate(timeout=300)
     eq(gen.returncode, 0, "crashgen: " + err)
     # caught up: the status says so (exit 0 = nothing failing)

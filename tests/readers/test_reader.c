@@ -101,8 +101,17 @@ typedef struct {
     _Atomic int n;
     int fail_next;     /* deliveries to fail before succeeding */
     int finish_max;    /* finish at most this many per call (0 = all) */
+    int retry_in_ms;   /* after a prefix: fp_reader_retry_in (a failure after it) */
     _Atomic int opens, closes, calls;
+    int64_t call_ns[16]; /* when each call came (the first 16) */
 } collect_t;
+
+static int64_t s_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static int s_open(void *ctx, fp_reader_t *r, char *err, size_t errlen)
 {
@@ -116,8 +125,9 @@ static int s_deliver(void *ctx, fp_reader_t *r, const fp_reader_event_t *evs, si
                      size_t errlen)
 {
     collect_t *c = ctx;
-    (void)r;
-    atomic_fetch_add(&c->calls, 1);
+    int call = atomic_fetch_add(&c->calls, 1);
+    if (call < 16)
+        c->call_ns[call] = s_ns();
     if (c->fail_next > 0) {
         c->fail_next--;
         snprintf(err, errlen, "the ERP said no");
@@ -135,6 +145,8 @@ static int s_deliver(void *ctx, fp_reader_t *r, const fp_reader_event_t *evs, si
         c->got[at] = evs[i].global_seq;
         atomic_store(&c->n, at + 1);
     }
+    if (k < n && c->retry_in_ms)
+        fp_reader_retry_in(r, c->retry_in_ms);
     return (int)k;
 }
 
@@ -162,16 +174,22 @@ static void s_check_in_order(collect_t *c, uint64_t first)
         ASSERT_EQ(c->got[i], first + (uint64_t)i);
 }
 
-static fp_reader_t *s_start(emit_t *e, const char *name, collect_t *c, uint32_t batch)
+static fp_reader_t *s_start_retry(emit_t *e, const char *name, collect_t *c, uint32_t batch,
+                                  int retry_ms)
 {
     fp_reader_opts_t o = {.name = name, .type = &s_collect, .ctx = c, .batch_max = batch,
-                          .retry_ms = 50};
+                          .retry_ms = retry_ms};
     char err[256];
     fp_reader_t *r = fp_reader_start(e->ctx, e->store, &o, err, sizeof err);
     if (!r)
         fprintf(stderr, "start: %s\n", err);
     ASSERT(r != NULL);
     return r;
+}
+
+static fp_reader_t *s_start(emit_t *e, const char *name, collect_t *c, uint32_t batch)
+{
+    return s_start_retry(e, name, c, batch, 50);
 }
 
 TEST(test_delivers_in_order_woken_by_notices)
@@ -218,6 +236,39 @@ TEST(test_failure_and_partial_delivery_offer_again_without_repeats)
     s_check_in_order(c, 1);
     ASSERT_EQ(fp_reader_errors(r), 2);
     ASSERT(atomic_load(&c->calls) >= 4);
+    s_notice(&e, FP_NOTICE_DONE);
+    fp_reader_stop(&r);
+    s_emit_close(&e);
+    free(c);
+}
+
+/* A prefix with no failure: the rest at once (not after retry_ms); a
+   prefix with a failure after it (fp_reader_retry_in): the rest after
+   that back-off, not after retry_ms. */
+TEST(test_prefix_goes_on_at_once_unless_a_failure_asked_for_a_delay)
+{
+    emit_t e;
+    s_emit_open(&e);
+    s_round(&e, 6, NULL, 0);
+    collect_t *c = calloc(1, sizeof *c);
+    c->finish_max = 2; /* 2, 2, 2 */
+    fp_reader_t *r = s_start_retry(&e, "erp-d", c, 100, 5000);
+    ASSERT(s_wait_n(c, 6, 2000)); /* long before retry_ms */
+    ASSERT_EQ(atomic_load(&c->calls), 3);
+    ASSERT_EQ(s_last_report(&e, "erp-d", 2000), 6);
+    s_check_in_order(c, 1);
+    ASSERT_EQ(fp_reader_errors(r), 0);
+    /* now a failure after each prefix, with a back-off of 300 ms */
+    c->retry_in_ms = 300;
+    s_round(&e, 4, NULL, 0);
+    s_notice(&e, 0);
+    ASSERT(s_wait_n(c, 10, 4000));
+    ASSERT_EQ(atomic_load(&c->calls), 5);
+    int64_t gap_ms = (c->call_ns[4] - c->call_ns[3]) / 1000000;
+    ASSERT(gap_ms >= 280);  /* the back-off asked for */
+    ASSERT(gap_ms < 4000);  /* not retry_ms */
+    ASSERT_EQ(fp_reader_errors(r), 1);
+    s_check_in_order(c, 1);
     s_notice(&e, FP_NOTICE_DONE);
     fp_reader_stop(&r);
     s_emit_close(&e);
@@ -284,6 +335,7 @@ int main(int argc, char **argv)
     test_init(argc, argv);
     RUN(test_delivers_in_order_woken_by_notices);
     RUN(test_failure_and_partial_delivery_offer_again_without_repeats);
+    RUN(test_prefix_goes_on_at_once_unless_a_failure_asked_for_a_delay);
     RUN(test_restart_from_the_committed_position);
     RUN(test_bad_options_refused);
     return test_done();
