@@ -11,7 +11,8 @@ DEB_PACKAGES := build-essential pkg-config clang libzmq3-dev libflatbuffers-dev 
   flatbuffers-compiler libjemalloc-dev liblmdb-dev libxxhash-dev libjansson-dev libmicrohttpd-dev \
   libcurl4-openssl-dev tzdata \
   python3-zmq python3-flatbuffers gnuplot-nox \
-  python3-venv python3-pip python3-setuptools python3-wheel python3-yaml prometheus
+  python3-venv python3-pip python3-setuptools python3-wheel python3-yaml prometheus \
+  libpq-dev postgresql postgresql-client python3-psycopg2
 
 BUILD   ?= build
 SAN     ?=
@@ -23,10 +24,10 @@ OPT     ?= -O2 -g
 # src/ is in folders by what runs where (docs/architecture.md, "Layout");
 # headers are included by bare name from every folder.
 SRC_DIRS := $(sort $(patsubst %/,%,$(dir $(wildcard src/*/*.h src/*/*.c src/*/*.cc))))
-CPPFLAGS := $(addprefix -I,$(SRC_DIRS)) -I$(BUILD)/gen -D_GNU_SOURCE -MMD -MP
+CPPFLAGS := $(addprefix -I,$(SRC_DIRS)) -I$(BUILD)/gen -I/usr/include/postgresql -D_GNU_SOURCE -MMD -MP
 CFLAGS  := -std=c11 $(OPT) $(WARN) -pthread
 CXXFLAGS := -std=c++17 $(OPT) $(WARNXX) -fno-exceptions -fno-rtti
-LDLIBS  := -lzmq -lflatbuffers -lxxhash -ljansson -llmdb -lmicrohttpd -lcurl -lpthread -lm
+LDLIBS  := -lzmq -lflatbuffers -lxxhash -ljansson -llmdb -lmicrohttpd -lcurl -lpq -lpthread -lm
 
 ifeq ($(SAN),1)
   # jemalloc and ASan both want to be the allocator: ASan wins in this build.
@@ -42,7 +43,8 @@ CMD_C    := src/cli/main.c $(wildcard src/cli/cmd_*.c)
 SRC_C    := $(filter-out $(CMD_C),$(wildcard src/*/*.c))
 SRC_CXX  := src/codec/codec.cc
 OBJ      := $(SRC_C:src/%.c=$(BUILD)/obj/%.o) $(SRC_CXX:src/%.cc=$(BUILD)/obj/%.o)
-GEN      := $(BUILD)/gen/telemetry_generated.h $(BUILD)/gen/checkpoint_generated.h
+GEN      := $(BUILD)/gen/telemetry_generated.h $(BUILD)/gen/checkpoint_generated.h \
+  $(BUILD)/gen/postgresql_sql.h
 PYGEN    := $(BUILD)/py/floorpost/__init__.py
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/*/test_*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
@@ -56,6 +58,15 @@ deps:
 $(BUILD)/gen/%_generated.h: schema/%.fbs
 	@mkdir -p $(@D)
 	flatc --cpp --scoped-enums -o $(@D) $<
+
+# The PostgreSQL sink's DDL as a C string (sink_pg.c): each line quoted,
+# backslashes and quotes escaped.
+$(BUILD)/gen/postgresql_sql.h: schema/sql/postgresql.sql
+	@mkdir -p $(@D)
+	@{ echo '/* generated from $< by the Makefile */'; \
+	  echo 'static const char fp_sql_postgresql[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/    "/' -e 's/$$/\\n"/' $<; \
+	  echo '    ;'; } > $@.tmp && mv $@.tmp $@
 
 # flatc makes its folders 0750: a readable tree for whoever runs the tests.
 $(PYGEN): schema/telemetry.fbs schema/checkpoint.fbs

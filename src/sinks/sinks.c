@@ -37,7 +37,8 @@
 #include "store.h"
 #include "utf8.h"
 
-static const fp_sink_type_t *const s_types[] = {&fp_sink_jsonl, &fp_sink_http};
+static const fp_sink_type_t *const s_types[] = {&fp_sink_jsonl, &fp_sink_postgresql,
+                                                 &fp_sink_http};
 #define S_NTYPES (sizeof s_types / sizeof s_types[0])
 
 const char *fp_sink_err_name(int cls)

@@ -1,0 +1,150 @@
+-- postgresql.sql - the interface tables of floorpost's PostgreSQL sink
+-- (docs/sinks-postgresql.md). Embedded into the binary at build time; the
+-- sink applies it at open when a table is missing, in one transaction under
+-- pg_advisory_xact_lock, every statement idempotent. @SCHEMA@ stands for the
+-- sink's `schema` option as a quoted identifier (default "floorpost").
+--
+-- One row per checkpoint; event_id (UNIQUE) is the ERP's reference key, so
+-- a delivery repeated after a crash inserts nothing twice. The ERP's import
+-- job owns process_status (PENDING -> PROCESSING -> DONE or ERROR),
+-- error_code, error_text and processed_at; floorpost only inserts rows, and
+-- turns each move into ERROR (verdict_xid, verdict_seq, set by the trigger)
+-- into one posting dead letter.
+
+CREATE SCHEMA IF NOT EXISTS @SCHEMA@;
+
+-- Numbers each verdict (a row moving into ERROR), in the order they happen
+-- within a transaction; verdict_xid orders the transactions.
+CREATE SEQUENCE IF NOT EXISTS @SCHEMA@.verdict_seq AS bigint;
+
+CREATE TABLE IF NOT EXISTS @SCHEMA@.consumption (
+    event_id          text        NOT NULL UNIQUE,      -- the ERP's reference key
+    global_seq        bigint      NOT NULL,             -- floorpost's outbox order
+    instance          text        NOT NULL,
+    plant             text        NOT NULL,
+    line              text,
+    order_no          text        NOT NULL,
+    operation         text        NOT NULL,
+    posting_date      date        NOT NULL,             -- in the plant's time zone
+    first_event_at    timestamptz NOT NULL,
+    last_event_at     timestamptz NOT NULL,
+    record_count      bigint      NOT NULL,             -- telemetry records summed
+    late              boolean     NOT NULL,             -- a correction after a final completion
+    lineage           jsonb       NOT NULL,             -- [{source_id, epoch, first_seq, last_seq}]
+    lineage_truncated boolean     NOT NULL DEFAULT false,
+    checkpoint_no     bigint      NOT NULL,
+    stream_seq        bigint      NOT NULL,
+    topic             text        NOT NULL,
+    inserted_at       timestamptz NOT NULL DEFAULT now(),
+    process_status    text        NOT NULL DEFAULT 'PENDING'
+                      CHECK (process_status IN ('PENDING', 'PROCESSING', 'DONE', 'ERROR')),
+    error_code        text,
+    error_text        text,
+    processed_at      timestamptz,
+    verdict_seq       bigint,                           -- set by the trigger on -> ERROR
+    verdict_xid       xid8,
+    material          text,
+    lot               text,
+    unit              text,
+    quantity          numeric(20,3) NOT NULL            -- exact, in unit
+);
+
+CREATE TABLE IF NOT EXISTS @SCHEMA@.completion (
+    event_id          text        NOT NULL UNIQUE,
+    global_seq        bigint      NOT NULL,
+    instance          text        NOT NULL,
+    plant             text        NOT NULL,
+    line              text,
+    order_no          text        NOT NULL,
+    operation         text        NOT NULL,
+    posting_date      date        NOT NULL,
+    first_event_at    timestamptz NOT NULL,
+    last_event_at     timestamptz NOT NULL,
+    record_count      bigint      NOT NULL,
+    late              boolean     NOT NULL,
+    lineage           jsonb       NOT NULL,
+    lineage_truncated boolean     NOT NULL DEFAULT false,
+    checkpoint_no     bigint      NOT NULL,
+    stream_seq        bigint      NOT NULL,
+    topic             text        NOT NULL,
+    inserted_at       timestamptz NOT NULL DEFAULT now(),
+    process_status    text        NOT NULL DEFAULT 'PENDING'
+                      CHECK (process_status IN ('PENDING', 'PROCESSING', 'DONE', 'ERROR')),
+    error_code        text,
+    error_text        text,
+    processed_at      timestamptz,
+    verdict_seq       bigint,
+    verdict_xid       xid8,
+    yield_qty         bigint      NOT NULL,             -- good parts
+    scrap_qty         bigint      NOT NULL,             -- scrapped parts
+    final             boolean     NOT NULL              -- final confirmation of the operation
+);
+
+CREATE TABLE IF NOT EXISTS @SCHEMA@.scrap (
+    event_id          text        NOT NULL UNIQUE,
+    global_seq        bigint      NOT NULL,
+    instance          text        NOT NULL,
+    plant             text        NOT NULL,
+    line              text,
+    order_no          text        NOT NULL,
+    operation         text        NOT NULL,
+    posting_date      date        NOT NULL,
+    first_event_at    timestamptz NOT NULL,
+    last_event_at     timestamptz NOT NULL,
+    record_count      bigint      NOT NULL,
+    late              boolean     NOT NULL,
+    lineage           jsonb       NOT NULL,
+    lineage_truncated boolean     NOT NULL DEFAULT false,
+    checkpoint_no     bigint      NOT NULL,
+    stream_seq        bigint      NOT NULL,
+    topic             text        NOT NULL,
+    inserted_at       timestamptz NOT NULL DEFAULT now(),
+    process_status    text        NOT NULL DEFAULT 'PENDING'
+                      CHECK (process_status IN ('PENDING', 'PROCESSING', 'DONE', 'ERROR')),
+    error_code        text,
+    error_text        text,
+    processed_at      timestamptz,
+    verdict_seq       bigint,
+    verdict_xid       xid8,
+    reason            text,                             -- the scrap reason code
+    parts             bigint      NOT NULL
+);
+
+-- The import job's work queue, and floorpost's verdict poll.
+CREATE INDEX IF NOT EXISTS consumption_status ON @SCHEMA@.consumption (process_status);
+CREATE INDEX IF NOT EXISTS completion_status ON @SCHEMA@.completion (process_status);
+CREATE INDEX IF NOT EXISTS scrap_status ON @SCHEMA@.scrap (process_status);
+CREATE INDEX IF NOT EXISTS consumption_verdict ON @SCHEMA@.consumption (verdict_xid, verdict_seq)
+    WHERE verdict_xid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS completion_verdict ON @SCHEMA@.completion (verdict_xid, verdict_seq)
+    WHERE verdict_xid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS scrap_verdict ON @SCHEMA@.scrap (verdict_xid, verdict_seq)
+    WHERE verdict_xid IS NOT NULL;
+
+-- Each sink's durable position: the last global_seq whose rows are
+-- committed, written in the same transaction as the rows.
+CREATE TABLE IF NOT EXISTS @SCHEMA@.sink_position (
+    sink       text        PRIMARY KEY,
+    position   bigint      NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- A row moving into ERROR gets a verdict number: floorpost reports verdicts
+-- in (verdict_xid, verdict_seq) order once their transaction has ended.
+CREATE OR REPLACE FUNCTION @SCHEMA@.verdict_mark() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.process_status = 'ERROR' AND OLD.process_status IS DISTINCT FROM 'ERROR' THEN
+        NEW.verdict_seq := nextval('@SCHEMA@.verdict_seq');
+        NEW.verdict_xid := pg_current_xact_id();
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER consumption_verdict BEFORE UPDATE ON @SCHEMA@.consumption
+    FOR EACH ROW EXECUTE FUNCTION @SCHEMA@.verdict_mark();
+CREATE OR REPLACE TRIGGER completion_verdict BEFORE UPDATE ON @SCHEMA@.completion
+    FOR EACH ROW EXECUTE FUNCTION @SCHEMA@.verdict_mark();
+CREATE OR REPLACE TRIGGER scrap_verdict BEFORE UPDATE ON @SCHEMA@.scrap
+    FOR EACH ROW EXECUTE FUNCTION @SCHEMA@.verdict_mark();

@@ -1,0 +1,1003 @@
+/*  sink_pg.c - `type = postgresql`: checkpoints as rows of interface tables
+    (consumption, completion, scrap) in a PostgreSQL schema, exactly once in
+    effect, and the ERP import job's verdicts (rows it set to ERROR) back as
+    posting dead letters (docs/sinks-postgresql.md).
+
+    Options
+      conninfo              libpq connection string (key=value ... or a
+                            postgresql:// URI); required
+      schema                [a-z_][a-z0-9_]{0,62} (default floorpost)
+      connect_timeout_ms    100..600000 (default 10000)
+      statement_timeout_ms  100..3600000 (default 30000)
+      verdict_poll_ms       0 (off) or 100..3600000 (default 1000); the
+                            reader calls cb_idle at most about once a second,
+                            so less than 1000 polls once a second
+
+    DESIGN
+    - One delivery = one transaction: the batch goes by COPY (text format)
+      into three session temp tables (ON COMMIT DELETE ROWS), then one
+      simple query moves them with INSERT ... SELECT ... ON CONFLICT
+      (event_id) DO NOTHING, upserts this sink's row of sink_position (the
+      batch's last global_seq) and COMMITs. The rows and the position are
+      committed together or not at all.
+    - cb_open reads sink_position and rewinds the reader to it: after a
+      crash the reader goes on exactly after the last committed row, and a
+      database restored from a backup makes it deliver again from the
+      backup's position (what the outbox no longer keeps is a gap, reader.c).
+      So ON CONFLICT only matters when something else wrote the same ids.
+    - DDL (schema/sql/postgresql.sql, embedded as build/gen/postgresql_sql.h)
+      is applied at open when a table is missing: one transaction under
+      pg_advisory_xact_lock, every statement IF NOT EXISTS / OR REPLACE, so
+      two floorposts opening at once do not race.
+    - Verdicts: a BEFORE UPDATE trigger gives a row moving into ERROR
+      (verdict_xid = its transaction's xid8, verdict_seq = nextval). cb_idle
+      polls the rows with (verdict_xid, verdict_seq) above the sink's aux
+      cursor whose transaction ended (verdict_xid below the xmin of a
+      current snapshot: no verdict can appear below the cursor later), in
+      that order, and hands each to fp_sink_dead_letter with its (xid, seq)
+      as the new cursor: emit commits the dead letter and the cursor in one
+      LMDB transaction, so no verdict is reported twice or lost. The stored
+      event is not at hand then: the Checkpoint is rebuilt from the row
+      (times at the row's microseconds).
+    - Error classes: the connection gone (or SQLSTATE 08xxx, 57P01..03) is
+      `connect` and returns FP_READER_REOPEN; 57014 (statement_timeout) is
+      `timeout`; any other SQL error is `server` with its SQLSTATE. sinks.c
+      backs off and opens the circuit breaker.
+    - Text from producers may not be UTF-8; PostgreSQL would refuse the
+      whole batch for ever, so invalid sequences are written as U+FFFD.
+*/
+#include "sink_pg.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clock.h"
+#include "codec.h"
+#include "grow.h"
+#include "log.h"
+#include "sink.h"
+
+/* The DDL as a C string (generated from schema/sql/postgresql.sql). */
+#include "postgresql_sql.h"
+
+#define S_SCHEMA_MAX 63
+#define S_POLL_LIMIT 1000 /* verdicts per poll */
+#define S_PLACEHOLDER "@SCHEMA@"
+
+static const char *const s_tables[FP_CK_KINDS] = {"consumption", "completion", "scrap"};
+
+#define S_COMMON_COLS                                                                  \
+    "event_id, global_seq, instance, plant, line, order_no, operation, posting_date, " \
+    "first_event_at, last_event_at, record_count, late, lineage, lineage_truncated, "   \
+    "checkpoint_no, stream_seq, topic"
+static const char *const s_kind_cols[FP_CK_KINDS] = {"material, lot, unit, quantity",
+                                                     "yield_qty, scrap_qty, final",
+                                                     "reason, parts"};
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} s_out_t;
+
+typedef struct {
+    char conninfo[FP_SINK_VALUE_MAX];
+    char schema[S_SCHEMA_MAX + 1];
+    char qschema[S_SCHEMA_MAX + 3]; /* "schema": a quoted identifier */
+    char name[FP_SINK_NAME_MAX + 1];
+    char component[FP_SINK_NAME_MAX + 8];
+    int64_t connect_timeout_ms, statement_timeout_ms, verdict_poll_ms;
+    /* SQL built once in cb_new */
+    char *ddl, *sql_have, *sql_poll;
+    char sql_copy[FP_CK_KINDS][512];
+    char sql_merge[FP_CK_KINDS][1024];
+    /* the sink's thread */
+    PGconn *conn;
+    s_out_t rows[FP_CK_KINDS]; /* COPY text per table */
+    s_out_t q;                 /* the merge + position + COMMIT query */
+    int64_t next_poll_ns;
+    fp_codec_t *codec;         /* rebuilds a refused row's Checkpoint */
+} pg_t;
+
+/* ---- output buffer ---- */
+
+static char *s_room(s_out_t *o, size_t n)
+{
+    if (o->failed || fp_grow(&o->p, &o->cap, o->len + n + 1, 1, 1 << 16) != 0) {
+        o->failed = true;
+        return NULL;
+    }
+    return o->p + o->len;
+}
+
+static void s_raw(s_out_t *o, const char *s, size_t n)
+{
+    char *d = s_room(o, n);
+    if (d) {
+        memcpy(d, s, n);
+        o->len += n;
+        o->p[o->len] = 0;
+    }
+}
+
+static void s_str(s_out_t *o, const char *s)
+{
+    s_raw(o, s, strlen(s));
+}
+
+static void s_u64(s_out_t *o, uint64_t v)
+{
+    char b[24];
+    int i = sizeof b;
+    do {
+        b[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    s_raw(o, b + i, sizeof b - (size_t)i);
+}
+
+static void s_i64(s_out_t *o, int64_t v)
+{
+    if (v < 0) {
+        s_raw(o, "-", 1);
+        s_u64(o, (uint64_t)0 - (uint64_t)v);
+    } else {
+        s_u64(o, (uint64_t)v);
+    }
+}
+
+/* thousandths as an exact decimal: 1250 -> 1.250, -5 -> -0.005 */
+static void s_qty(s_out_t *o, int64_t q)
+{
+    uint64_t u = q < 0 ? (uint64_t)0 - (uint64_t)q : (uint64_t)q;
+    if (q < 0)
+        s_raw(o, "-", 1);
+    s_u64(o, u / 1000);
+    char f[4] = {'.', (char)('0' + u % 1000 / 100), (char)('0' + u % 100 / 10),
+                 (char)('0' + u % 10)};
+    s_raw(o, f, 4);
+}
+
+/* ns since the epoch as a timestamptz literal in UTC, at microseconds. */
+static void s_ts(s_out_t *o, int64_t ns)
+{
+    int64_t sec = ns / 1000000000, rem = ns % 1000000000;
+    if (rem < 0) {
+        rem += 1000000000;
+        sec--;
+    }
+    time_t t = (time_t)sec;
+    struct tm tm;
+    char b[48];
+    if (!gmtime_r(&t, &tm)) {
+        s_str(o, "1970-01-01 00:00:00+00");
+        return;
+    }
+    int n = snprintf(b, sizeof b, "%04d-%02d-%02d %02d:%02d:%02d.%06d+00", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (int)(rem / 1000));
+    s_raw(o, b, (size_t)n);
+}
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if none. */
+static size_t s_utf8_len(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0];
+    size_t len;
+    unsigned min;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+        min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    unsigned cp = c & (0x3fu >> (len - 1));
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3fu);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+/* A text value for COPY's text format: \ TAB LF CR escaped, invalid UTF-8
+   as U+FFFD. NULL or "" (when empty_null) as \N. */
+static void s_text(s_out_t *o, const char *s, bool empty_null)
+{
+    if (!s || (empty_null && !*s)) {
+        s_raw(o, "\\N", 2);
+        return;
+    }
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s);
+    size_t i = 0;
+    while (i < n) {
+        size_t run = i; /* the plain bytes, copied at once */
+        while (run < n && p[run] >= 0x20 && p[run] < 0x80 && p[run] != '\\')
+            run++;
+        if (run > i) {
+            s_raw(o, s + i, run - i);
+            i = run;
+            continue;
+        }
+        unsigned c = p[i];
+        if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
+            char e[2] = {'\\', c == '\\' ? '\\' : c == '\t' ? 't' : c == '\n' ? 'n' : 'r'};
+            s_raw(o, e, 2);
+            i++;
+            continue;
+        }
+        size_t l = s_utf8_len(p + i, n - i);
+        if (l == 0) {
+            s_raw(o, "\xef\xbf\xbd", 3);
+            i++;
+        } else {
+            s_raw(o, s + i, l);
+            i += l;
+        }
+    }
+}
+
+static void s_tab(s_out_t *o)
+{
+    s_raw(o, "\t", 1);
+}
+
+/* One COPY line for ev into its table's buffer. */
+static void s_row(s_out_t *o, const fp_sink_event_t *ev)
+{
+    const fp_checkpoint_t *c = &ev->ck;
+    s_text(o, c->event_id, false);
+    s_tab(o);
+    s_u64(o, ev->raw->global_seq);
+    s_tab(o);
+    s_text(o, c->instance, false);
+    s_tab(o);
+    s_text(o, c->plant, false);
+    s_tab(o);
+    s_text(o, c->line, true);
+    s_tab(o);
+    s_text(o, c->order, false);
+    s_tab(o);
+    s_text(o, c->operation, false);
+    s_tab(o);
+    s_str(o, ev->posting_date);
+    s_tab(o);
+    s_ts(o, c->first_time_ns);
+    s_tab(o);
+    s_ts(o, c->last_time_ns);
+    s_tab(o);
+    s_u64(o, c->record_count);
+    s_str(o, c->late ? "\tt\t[" : "\tf\t[");
+    for (uint32_t i = 0; i < c->nlineage && i < FP_LINEAGE_MAX; i++) {
+        s_str(o, i ? ",{\"source_id\":" : "{\"source_id\":");
+        s_u64(o, c->lineage[i].source_id);
+        s_str(o, ",\"epoch\":");
+        s_u64(o, c->lineage[i].epoch);
+        s_str(o, ",\"first_seq\":");
+        s_u64(o, c->lineage[i].first_seq);
+        s_str(o, ",\"last_seq\":");
+        s_u64(o, c->lineage[i].last_seq);
+        s_raw(o, "}", 1);
+    }
+    s_str(o, c->lineage_truncated ? "]\tt\t" : "]\tf\t");
+    s_u64(o, c->checkpoint_no);
+    s_tab(o);
+    s_u64(o, c->stream_seq);
+    s_tab(o);
+    char topic[256];
+    size_t tl = ev->raw->tlen < sizeof topic - 1 ? ev->raw->tlen : sizeof topic - 1;
+    memcpy(topic, ev->raw->topic, tl);
+    topic[tl] = 0;
+    s_text(o, topic, false);
+    s_tab(o);
+    switch (c->kind) {
+    case FP_CK_CONSUMPTION:
+        s_text(o, c->material, true);
+        s_tab(o);
+        s_text(o, c->lot, true);
+        s_tab(o);
+        s_text(o, c->unit, true);
+        s_tab(o);
+        s_qty(o, c->quantity);
+        break;
+    case FP_CK_COMPLETION:
+        s_i64(o, c->yield);
+        s_tab(o);
+        s_i64(o, c->scrap);
+        s_str(o, c->final ? "\tt" : "\tf");
+        break;
+    default:
+        s_text(o, c->reason, true);
+        s_tab(o);
+        s_i64(o, c->parts);
+        break;
+    }
+    s_raw(o, "\n", 1);
+}
+
+/* ---- options, SQL ---- */
+
+static bool s_schema_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n > S_SCHEMA_MAX || !((s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
+        return false;
+    return strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_") == n;
+}
+
+/* text with every S_PLACEHOLDER replaced by rep (malloc'd; NULL on OOM). */
+static char *s_subst(const char *text, const char *rep)
+{
+    size_t pl = strlen(S_PLACEHOLDER), rl = strlen(rep), n = 0;
+    for (const char *p = text; (p = strstr(p, S_PLACEHOLDER)) != NULL; p += pl)
+        n++;
+    char *out = malloc(strlen(text) + n * rl + 1);
+    if (!out)
+        return NULL;
+    char *d = out;
+    const char *p = text, *hit;
+    while ((hit = strstr(p, S_PLACEHOLDER)) != NULL) {
+        memcpy(d, p, (size_t)(hit - p));
+        d += hit - p;
+        memcpy(d, rep, rl);
+        d += rl;
+        p = hit + pl;
+    }
+    strcpy(d, p);
+    return out;
+}
+
+static int s_build_sql(pg_t *p)
+{
+    p->ddl = s_subst(fp_sql_postgresql, p->qschema);
+    char have[1024], poll_sql[4096];
+    snprintf(have, sizeof have,
+             "SELECT to_regclass('%1$s.consumption') IS NOT NULL AND "
+             "to_regclass('%1$s.completion') IS NOT NULL AND "
+             "to_regclass('%1$s.scrap') IS NOT NULL AND "
+             "to_regclass('%1$s.sink_position') IS NOT NULL AND "
+             "to_regclass('%1$s.verdict_seq') IS NOT NULL",
+             p->qschema);
+    p->sql_have = strdup(have);
+    for (int k = 0; k < FP_CK_KINDS; k++) {
+        int c1 = snprintf(p->sql_copy[k], sizeof p->sql_copy[k],
+                 "COPY pg_temp.fp_in_%s (" S_COMMON_COLS ", %s) FROM STDIN", s_tables[k],
+                 s_kind_cols[k]);
+        int c2 = snprintf(p->sql_merge[k], sizeof p->sql_merge[k],
+                 "INSERT INTO %s.%s (" S_COMMON_COLS ", %s) SELECT " S_COMMON_COLS
+                 ", %s FROM pg_temp.fp_in_%s ON CONFLICT (event_id) DO NOTHING;",
+                 p->qschema, s_tables[k], s_kind_cols[k], s_kind_cols[k], s_tables[k]);
+        assert(c1 < (int)sizeof p->sql_copy[k] && c2 < (int)sizeof p->sql_merge[k]);
+    }
+    /* The verdicts above the cursor ($1 xid, $2 seq) of ended transactions,
+       in cursor order, with what rebuilds the Checkpoint. Columns: 0 kind,
+       1 xid, 2 seq, 3 error_code, 4 error_text, 5 event_id, 6 global_seq,
+       7 instance, 8 plant, 9 line, 10 order_no, 11 operation,
+       12 posting_date, 13 first us, 14 last us, 15 record_count, 16 late,
+       17 lineage "s e f l,...", 18 lineage_truncated, 19 checkpoint_no,
+       20 stream_seq, 21 topic, 22 material|reason, 23 lot, 24 unit,
+       25 quantity|yield|parts, 26 scrap, 27 final. */
+    static const char *const tail[FP_CK_KINDS] = {
+        "material, lot, unit, quantity::text, NULL::bigint, NULL::boolean",
+        "NULL::text, NULL::text, NULL::text, yield_qty::text, scrap_qty, final",
+        "reason, NULL::text, NULL::text, parts::text, NULL::bigint, NULL::boolean"};
+    size_t n = 0;
+    for (int k = 0; k < FP_CK_KINDS; k++)
+        n += (size_t)snprintf(
+            poll_sql + n, sizeof poll_sql - n,
+            "%sSELECT %d AS kind, verdict_xid AS vx, verdict_seq AS vs, error_code, error_text, "
+            "event_id, global_seq, instance, plant, line, order_no, operation, "
+            "posting_date::text, (extract(epoch FROM first_event_at) * 1000000)::bigint, "
+            "(extract(epoch FROM last_event_at) * 1000000)::bigint, record_count, late, "
+            "(SELECT string_agg(concat_ws(' ', e->>'source_id', e->>'epoch', e->>'first_seq', "
+            "e->>'last_seq'), ',') FROM jsonb_array_elements(lineage) e), lineage_truncated, "
+            "checkpoint_no, stream_seq, topic, %s FROM %s.%s WHERE verdict_xid IS NOT NULL "
+            "AND process_status = 'ERROR' AND (verdict_xid, verdict_seq) > ($1::xid8, "
+            "$2::bigint) AND verdict_xid < pg_snapshot_xmin(pg_current_snapshot())",
+            k ? " UNION ALL " : "", k + 1, tail[k], p->qschema, s_tables[k]);
+    n += (size_t)snprintf(poll_sql + n, sizeof poll_sql - n, " ORDER BY vx, vs LIMIT %d",
+                          S_POLL_LIMIT);
+    assert(n < sizeof poll_sql);
+    p->sql_poll = strdup(poll_sql);
+    return p->ddl && p->sql_have && p->sql_poll ? 0 : -1;
+}
+
+static void s_free(void *ctx)
+{
+    pg_t *p = ctx;
+    if (!p)
+        return;
+    if (p->conn)
+        PQfinish(p->conn);
+    for (int k = 0; k < FP_CK_KINDS; k++)
+        free(p->rows[k].p);
+    free(p->q.p);
+    free(p->ddl);
+    free(p->sql_have);
+    free(p->sql_poll);
+    fp_codec_destroy(&p->codec);
+    free(p);
+}
+
+/* conninfo's syntax, as libpq reads it. 0, or -1 with err. */
+static int s_conninfo_check(const char *conninfo, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &msg);
+    if (!opts) {
+        size_t l = msg ? strlen(msg) : 0;
+        while (l && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
+            l--;
+        snprintf(err, errlen, "%.*s", (int)l, msg ? msg : "out of memory");
+        PQfreemem(msg);
+        return -1;
+    }
+    PQconninfoFree(opts);
+    return 0;
+}
+
+static void *s_new(fp_sink_opts_t *o)
+{
+    pg_t *p = calloc(1, sizeof *p);
+    if (!p) {
+        fp_sink_opt_fail(o, NULL, "out of memory");
+        return NULL;
+    }
+    snprintf(p->name, sizeof p->name, "%s", fp_sink_opts_name(o));
+    snprintf(p->component, sizeof p->component, "sink-%s", p->name);
+    char err[256];
+    if (fp_sink_opt_str(o, "conninfo", "", p->conninfo, sizeof p->conninfo,
+                        "a libpq connection string") ||
+        fp_sink_opt_str(o, "schema", "floorpost", p->schema, sizeof p->schema,
+                        "[a-z_][a-z0-9_]{0,62}") ||
+        fp_sink_opt_int(o, "connect_timeout_ms", 10000, 100, 600000, &p->connect_timeout_ms) ||
+        fp_sink_opt_int(o, "statement_timeout_ms", 30000, 100, 3600000,
+                        &p->statement_timeout_ms) ||
+        fp_sink_opt_int(o, "verdict_poll_ms", 1000, 0, 3600000, &p->verdict_poll_ms))
+        goto fail;
+    if (!p->conninfo[0]) {
+        fp_sink_opt_fail(o, NULL, "conninfo is required; allowed: a libpq connection string, "
+                         "e.g. \"host=db.plant port=5432 dbname=erp user=floorpost\"");
+        goto fail;
+    }
+    if (s_conninfo_check(p->conninfo, err, sizeof err) != 0) {
+        /* The value itself is not repeated: it may hold a password. */
+        fp_sink_opt_fail(o, "conninfo", "conninfo: not a valid connection string: %s; allowed: "
+                         "key=value pairs (host=... dbname=...) or a postgresql:// URI", err);
+        goto fail;
+    }
+    if (!s_schema_ok(p->schema)) {
+        fp_sink_opt_fail(o, "schema", "schema = '%.80s': not a plain identifier; allowed: "
+                         "[a-z_][a-z0-9_]{0,62}", p->schema);
+        goto fail;
+    }
+    if (p->verdict_poll_ms > 0 && p->verdict_poll_ms < 100) {
+        fp_sink_opt_fail(o, "verdict_poll_ms", "verdict_poll_ms = %lld: too short; allowed: 0 "
+                         "(off) or 100..3600000", (long long)p->verdict_poll_ms);
+        goto fail;
+    }
+    snprintf(p->qschema, sizeof p->qschema, "\"%s\"", p->schema);
+    if (s_build_sql(p) != 0) {
+        fp_sink_opt_fail(o, NULL, "out of memory");
+        goto fail;
+    }
+    return p;
+fail:
+    s_free(p);
+    return NULL;
+}
+
+/* ---- connection ---- */
+
+/* The error text of r (or of the connection), one line, without the
+   trailing newline. */
+static void s_errtext(PGconn *c, const PGresult *r, char *out, size_t cap)
+{
+    const char *m = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (!m || !*m)
+        m = r ? PQresultErrorMessage(r) : NULL;
+    if ((!m || !*m) && c)
+        m = PQerrorMessage(c);
+    if (!m || !*m)
+        m = "unknown error";
+    size_t n = 0;
+    for (; *m && n + 1 < cap; m++)
+        out[n++] = (*m == '\n' || *m == '\r') ? ' ' : *m;
+    while (n && out[n - 1] == ' ')
+        n--;
+    out[n] = 0;
+}
+
+/* Connects within timeout_ms (PQconnectStartParams + poll, so the deadline
+   holds for every host conninfo names). NULL with err. */
+static PGconn *s_connect(const char *conninfo, const char *appname, int64_t timeout_ms,
+                         char *err, size_t errlen)
+{
+    /* Ours first: conninfo (dbname, expanded) may override them. */
+    const char *keys[] = {"application_name", "keepalives", "keepalives_idle",
+                          "keepalives_interval", "keepalives_count", "dbname", NULL};
+    const char *vals[] = {appname, "1", "10", "5", "3", conninfo, NULL};
+    PGconn *c = PQconnectStartParams(keys, vals, 1);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    int64_t deadline = fp_now_ns() + timeout_ms * 1000000;
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    while (PQstatus(c) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+        int64_t left = deadline - fp_now_ns();
+        if (left <= 0) {
+            snprintf(err, errlen, "no connection within connect_timeout_ms = %lld",
+                     (long long)timeout_ms);
+            PQfinish(c);
+            return NULL;
+        }
+        struct pollfd pfd = {PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
+        int r = pfd.fd >= 0 ? poll(&pfd, 1, (int)(left / 1000000) + 1) : 1;
+        if (r < 0 && errno != EINTR) {
+            snprintf(err, errlen, "poll: %s", strerror(errno));
+            PQfinish(c);
+            return NULL;
+        }
+        if (r > 0)
+            st = PQconnectPoll(c);
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        s_errtext(c, NULL, err, errlen);
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Runs sql (no result rows wanted). 0, or -1 with *res kept for the
+   caller's classification (PQclear it). */
+static int s_exec(PGconn *c, const char *sql, PGresult **res)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        PQclear(r);
+        *res = NULL;
+        return 0;
+    }
+    *res = r;
+    return -1;
+}
+
+/* Classifies a failure of what (r may be NULL: the connection's error),
+   records it with fp_sink_fail and says what to return from deliver. */
+static int s_failed(pg_t *p, fp_sink_t *s, PGresult *r, const char *what)
+{
+    char msg[200];
+    s_errtext(p->conn, r, msg, sizeof msg);
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    bool gone = !p->conn || PQstatus(p->conn) == CONNECTION_BAD ||
+                (state && (strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
+                           strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0));
+    int rc;
+    if (gone) {
+        fp_sink_fail(s, FP_SINK_ERR_connect, "%s: connection lost: %s", what, msg);
+        rc = FP_READER_REOPEN;
+    } else if (state && strcmp(state, "57014") == 0) {
+        fp_sink_fail(s, FP_SINK_ERR_timeout, "%s: statement_timeout_ms = %lld: %s", what,
+                     (long long)p->statement_timeout_ms, msg);
+        rc = -1;
+    } else {
+        fp_sink_fail(s, FP_SINK_ERR_server, "%s: SQLSTATE %s: %s", what, state ? state : "?",
+                     msg);
+        rc = -1;
+    }
+    if (r)
+        PQclear(r);
+    if (!gone && PQtransactionStatus(p->conn) != PQTRANS_IDLE) {
+        PGresult *rb = PQexec(p->conn, "ROLLBACK");
+        PQclear(rb);
+    }
+    return rc;
+}
+
+static void s_close(void *ctx)
+{
+    pg_t *p = ctx;
+    if (p->conn)
+        PQfinish(p->conn);
+    p->conn = NULL;
+}
+
+/* Applies the DDL when a table is missing. 0, or -1 after fp_sink_fail. */
+static int s_ensure_tables(pg_t *p, fp_sink_t *s)
+{
+    PGresult *r = PQexec(p->conn, p->sql_have);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+        s_failed(p, s, r, "checking the tables");
+        return -1;
+    }
+    bool have = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    if (have)
+        return 0;
+    char lock[160];
+    snprintf(lock, sizeof lock, "SELECT pg_advisory_xact_lock(hashtext('floorpost ddl %s'))",
+             p->schema);
+    if (s_exec(p->conn, "BEGIN", &r) != 0 || s_exec(p->conn, lock, &r) != 0 ||
+        s_exec(p->conn, p->ddl, &r) != 0 || s_exec(p->conn, "COMMIT", &r) != 0) {
+        s_failed(p, s, r, "creating the tables (schema/sql/postgresql.sql)");
+        return -1;
+    }
+    fp_log(FP_LOG_INFO, p->component, "tables created", "schema=%s", p->schema);
+    return 0;
+}
+
+static int s_open(void *ctx, fp_sink_t *s)
+{
+    pg_t *p = ctx;
+    s_close(p);
+    char err[256], app[FP_SINK_NAME_MAX + 16];
+    snprintf(app, sizeof app, "floorpost-%s", p->name);
+    p->conn = s_connect(p->conninfo, app, p->connect_timeout_ms, err, sizeof err);
+    if (!p->conn)
+        return fp_sink_fail(s, FP_SINK_ERR_connect, "connect: %s", err);
+    char sql[512];
+    PGresult *r = NULL;
+    snprintf(sql, sizeof sql, "SET statement_timeout = %lld", (long long)p->statement_timeout_ms);
+    if (s_exec(p->conn, sql, &r) != 0) {
+        s_failed(p, s, r, "SET statement_timeout");
+        s_close(p);
+        return -1;
+    }
+    if (s_ensure_tables(p, s) != 0) {
+        s_close(p);
+        return -1;
+    }
+    for (int k = 0; k < FP_CK_KINDS; k++) {
+        snprintf(sql, sizeof sql, "CREATE TEMP TABLE IF NOT EXISTS fp_in_%s (LIKE %s.%s "
+                 "INCLUDING DEFAULTS) ON COMMIT DELETE ROWS", s_tables[k], p->qschema,
+                 s_tables[k]);
+        if (s_exec(p->conn, sql, &r) != 0) {
+            s_failed(p, s, r, "creating the session's staging tables");
+            s_close(p);
+            return -1;
+        }
+    }
+    snprintf(sql, sizeof sql, "SELECT position FROM %s.sink_position WHERE sink = $1",
+             p->qschema);
+    const char *args[1] = {p->name};
+    r = PQexecParams(p->conn, sql, 1, NULL, args, NULL, NULL, 0);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+        s_failed(p, s, r, "reading sink_position");
+        s_close(p);
+        return -1;
+    }
+    if (PQntuples(r) == 1) {
+        uint64_t pos = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+        fp_sink_rewind(s, pos);
+    }
+    PQclear(r);
+    p->next_poll_ns = 0;
+    return 0;
+}
+
+/* ---- delivery ---- */
+
+/* COPYs buffer k into its staging table. 0, or what deliver returns. */
+static int s_copy(pg_t *p, fp_sink_t *s, int k)
+{
+    PGresult *r = PQexec(p->conn, p->sql_copy[k]);
+    if (!r || PQresultStatus(r) != PGRES_COPY_IN)
+        return s_failed(p, s, r, "COPY");
+    PQclear(r);
+    const s_out_t *o = &p->rows[k];
+    int ok = 1;
+    for (size_t off = 0; ok == 1 && off < o->len;) {
+        size_t n = o->len - off < (1u << 20) ? o->len - off : (1u << 20);
+        ok = PQputCopyData(p->conn, o->p + off, (int)n);
+        off += n;
+    }
+    if (ok != 1 || PQputCopyEnd(p->conn, NULL) != 1)
+        return s_failed(p, s, NULL, "COPY");
+    PGresult *bad = NULL;
+    while ((r = PQgetResult(p->conn)) != NULL) {
+        if (!bad && PQresultStatus(r) != PGRES_COMMAND_OK)
+            bad = r; /* the first error, classified once the results are drained */
+        else
+            PQclear(r);
+    }
+    return bad ? s_failed(p, s, bad, "COPY") : 0;
+}
+
+static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t n)
+{
+    pg_t *p = ctx;
+    if (!p->conn || PQstatus(p->conn) != CONNECTION_OK) {
+        fp_sink_fail(s, FP_SINK_ERR_connect, "not connected");
+        return FP_READER_REOPEN;
+    }
+    for (int k = 0; k < FP_CK_KINDS; k++) {
+        p->rows[k].len = 0;
+        p->rows[k].failed = false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int k = evs[i].ck.kind - 1;
+        if (k < 0 || k >= FP_CK_KINDS)
+            continue; /* decode accepted it, so not ours: no table for it */
+        s_row(&p->rows[k], &evs[i]);
+    }
+    p->q.len = 0;
+    p->q.failed = false;
+    for (int k = 0; k < FP_CK_KINDS; k++)
+        if (p->rows[k].len)
+            s_str(&p->q, p->sql_merge[k]);
+    char pos[320];
+    snprintf(pos, sizeof pos, "INSERT INTO %s.sink_position (sink, position, updated_at) VALUES "
+             "('%s', %" PRIu64 ", now()) ON CONFLICT (sink) DO UPDATE SET position = "
+             "EXCLUDED.position, updated_at = EXCLUDED.updated_at; COMMIT",
+             p->qschema, p->name, evs[n - 1].raw->global_seq);
+    s_str(&p->q, pos);
+    for (int k = 0; k < FP_CK_KINDS; k++)
+        if (p->rows[k].failed)
+            p->q.failed = true;
+    if (p->q.failed) {
+        fp_sink_fail(s, FP_SINK_ERR_io, "out of memory");
+        return -1;
+    }
+    PGresult *r;
+    if (s_exec(p->conn, "BEGIN", &r) != 0)
+        return s_failed(p, s, r, "BEGIN");
+    for (int k = 0; k < FP_CK_KINDS; k++) {
+        int rc = p->rows[k].len ? s_copy(p, s, k) : 0;
+        if (rc != 0)
+            return rc;
+    }
+    if (!PQsendQuery(p->conn, p->q.p))
+        return s_failed(p, s, NULL, "INSERT");
+    uint64_t inserted = 0; /* "INSERT 0 n" of every statement, the position's 1 included */
+    PGresult *bad = NULL;
+    while ((r = PQgetResult(p->conn)) != NULL) {
+        if (!bad && PQresultStatus(r) != PGRES_COMMAND_OK) {
+            bad = r;
+            continue;
+        }
+        if (!bad && strncmp(PQcmdStatus(r), "INSERT", 6) == 0)
+            inserted += strtoull(PQcmdTuples(r), NULL, 10);
+        PQclear(r);
+    }
+    if (bad)
+        return s_failed(p, s, bad, "INSERT");
+    if (PQtransactionStatus(p->conn) != PQTRANS_IDLE)
+        return s_failed(p, s, NULL, "COMMIT");
+    fp_sink_count_writes(s, inserted ? inserted - 1 : 0);
+    return (int)n;
+}
+
+/* ---- the ERP's verdicts ---- */
+
+static uint64_t s_u64_of(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? 0 : strtoull(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static int64_t s_i64_of(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* "1.250" / "-0.005" (numeric(20,3)'s text) -> thousandths, exactly. */
+static int64_t s_thousandths(const char *t)
+{
+    bool neg = *t == '-';
+    if (neg || *t == '+')
+        t++;
+    int64_t v = 0;
+    for (; *t >= '0' && *t <= '9'; t++)
+        v = v * 10 + (*t - '0');
+    int digits = 0;
+    if (*t == '.')
+        for (t++; *t >= '0' && *t <= '9' && digits < 3; t++, digits++)
+            v = v * 10 + (*t - '0');
+    for (; digits < 3; digits++)
+        v *= 10;
+    return neg ? -v : v;
+}
+
+/* Row i of a poll: the Checkpoint rebuilt, its dead letter, the cursor.
+   0, or -1 when emit's pipe refused it (the rest waits for the next poll). */
+static int s_verdict(pg_t *p, fp_sink_t *s, const PGresult *r, int i)
+{
+#define V(col) PQgetvalue(r, i, col)
+    fp_checkpoint_t ck = {0};
+    ck.kind = (int)s_i64_of(r, i, 0);
+    ck.event_id = V(5);
+    ck.global_seq = s_u64_of(r, i, 6);
+    ck.instance = V(7);
+    ck.plant = V(8);
+    ck.line = V(9);
+    ck.order = V(10);
+    ck.operation = V(11);
+    ck.first_time_ns = s_i64_of(r, i, 13) * 1000;
+    ck.last_time_ns = s_i64_of(r, i, 14) * 1000;
+    ck.record_count = s_u64_of(r, i, 15);
+    ck.late = V(16)[0] == 't';
+    for (const char *l = V(17); *l && ck.nlineage < FP_LINEAGE_MAX;) {
+        unsigned long long a, b, c, d;
+        int used = 0;
+        if (sscanf(l, "%llu %llu %llu %llu%n", &a, &b, &c, &d, &used) != 4)
+            break;
+        ck.lineage[ck.nlineage++] = (fp_seq_range_t){a, b, c, d};
+        l += used;
+        if (*l == ',')
+            l++;
+    }
+    ck.lineage_truncated = V(18)[0] == 't';
+    ck.checkpoint_no = s_u64_of(r, i, 19);
+    ck.stream_seq = s_u64_of(r, i, 20);
+    if (ck.kind == FP_CK_CONSUMPTION) {
+        ck.material = V(22);
+        ck.lot = V(23);
+        ck.unit = V(24);
+        ck.quantity = s_thousandths(V(25));
+    } else if (ck.kind == FP_CK_COMPLETION) {
+        ck.yield = s_i64_of(r, i, 25);
+        ck.scrap = s_i64_of(r, i, 26);
+        ck.final = V(27)[0] == 't';
+    } else {
+        ck.reason = V(22);
+        ck.parts = s_i64_of(r, i, 25);
+    }
+    if (!p->codec && !(p->codec = fp_codec_new()))
+        return -1;
+    const void *bytes = NULL;
+    size_t len = 0;
+    if (fp_codec_checkpoint_encode(p->codec, &ck, &bytes, &len) != FP_CODEC_OK)
+        bytes = "", len = 0;
+    const char *topic = V(21);
+    fp_reader_event_t raw = {.global_seq = ck.global_seq, .topic = topic, .tlen = strlen(topic),
+                             .ev = bytes, .evlen = len};
+    fp_sink_event_t ev = {.raw = &raw, .ck = ck};
+    snprintf(ev.posting_date, sizeof ev.posting_date, "%s", V(12));
+    const char *table = s_tables[ck.kind >= 1 && ck.kind <= FP_CK_KINDS ? ck.kind - 1 : 0];
+    uint64_t aux[2] = {s_u64_of(r, i, 1), s_u64_of(r, i, 2)};
+    fp_dl_fields_t f = {.jn = 0};
+    fp_dl_fields_str(&f, "table", "table", table, 16);
+    fp_dl_fields_u64(&f, "verdict_seq", "verdict_seq", aux[1]);
+    fp_dl_fields_u64(&f, "verdict_xid", NULL, aux[0]);
+    fp_dl_fields_str(&f, "error_code", "error_code", V(3), 64);
+    fp_dl_fields_str(&f, "error_text", "error_text", V(4), 120);
+    if (fp_sink_dead_letter(s, aux, &ev, &f) != 0)
+        return -1;
+    char qid[160], qpl[80], qor[80], qop[80], qcode[80], qtext[300];
+    fp_log_quote(qid, sizeof qid, ck.event_id, 128);
+    fp_log_quote(qpl, sizeof qpl, ck.plant, 64);
+    fp_log_quote(qor, sizeof qor, ck.order, 64);
+    fp_log_quote(qop, sizeof qop, ck.operation, 64);
+    fp_log_quote(qcode, sizeof qcode, V(3), 64);
+    fp_log_quote(qtext, sizeof qtext, V(4), 200);
+    fp_log(FP_LOG_WARN, p->component, "the ERP rejected a posting: dead letter erp_rejected",
+           "table=%s event_id=%s plant=%s order=%s operation=%s error_code=%s error_text=%s "
+           "verdict_seq=%" PRIu64, table, qid, qpl, qor, qop, qcode, qtext, aux[1]);
+    return 0;
+#undef V
+}
+
+static void s_idle(void *ctx, fp_sink_t *s)
+{
+    pg_t *p = ctx;
+    int64_t now = fp_now_ns();
+    if (p->verdict_poll_ms == 0 || now < p->next_poll_ns)
+        return;
+    p->next_poll_ns = now + p->verdict_poll_ms * 1000000;
+    if (!p->conn || PQstatus(p->conn) != CONNECTION_OK)
+        return; /* the next delivery reopens */
+    uint64_t aux[2];
+    fp_sink_aux(s, aux);
+    char a0[24], a1[24];
+    snprintf(a0, sizeof a0, "%" PRIu64, aux[0]);
+    snprintf(a1, sizeof a1, "%" PRIu64, aux[1]);
+    const char *args[2] = {a0, a1};
+    PGresult *r = PQexecParams(p->conn, p->sql_poll, 2, NULL, args, NULL, NULL, 0);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+        s_failed(p, s, r, "polling the verdicts");
+        return;
+    }
+    int rows = PQntuples(r), done = 0;
+    while (done < rows && s_verdict(p, s, r, done) == 0)
+        done++;
+    PQclear(r);
+    if (done == S_POLL_LIMIT)
+        p->next_poll_ns = now; /* more waiting: the next idle call */
+}
+
+const fp_sink_type_t fp_sink_postgresql = {"postgresql", s_new,   s_open, s_deliver,
+                                           s_idle,       s_close, s_free};
+
+/* ---- resubmission (sink_pg.h) ---- */
+
+int fp_sink_pg_resubmit(const fp_config_t *cfg, const char *sink_name, const char *table,
+                        const char *event_id, uint64_t verdict_seq, char *err, size_t errlen)
+{
+    const fp_sink_config_t *sc = NULL;
+    for (int i = 0; i < cfg->nsinks; i++)
+        if (strcmp(cfg->sinks[i].name, sink_name) == 0)
+            sc = &cfg->sinks[i];
+    if (!sc) {
+        snprintf(err, errlen, "no [sink %s] in the configuration", sink_name);
+        return -1;
+    }
+    const char *type = fp_sink_config_get(sc, "type", NULL);
+    if (!type || strcmp(type, "postgresql") != 0) {
+        snprintf(err, errlen, "[sink %s] is not of type postgresql", sink_name);
+        return -1;
+    }
+    const char *conninfo = fp_sink_config_get(sc, "conninfo", NULL);
+    const char *schema = fp_sink_config_get(sc, "schema", NULL);
+    const char *cto = fp_sink_config_get(sc, "connect_timeout_ms", NULL);
+    const char *sto = fp_sink_config_get(sc, "statement_timeout_ms", NULL);
+    if (!schema)
+        schema = "floorpost";
+    char why[256];
+    if (!conninfo || s_conninfo_check(conninfo, why, sizeof why) != 0 || !s_schema_ok(schema)) {
+        snprintf(err, errlen, "[sink %s]: bad conninfo or schema (floorpost run --check says why)",
+                 sink_name);
+        return -1;
+    }
+    int k = 0;
+    while (k < FP_CK_KINDS && strcmp(s_tables[k], table) != 0)
+        k++;
+    if (k == FP_CK_KINDS) {
+        snprintf(err, errlen, "table '%.40s': not one of consumption, completion, scrap", table);
+        return -1;
+    }
+    int64_t timeout = cto ? strtoll(cto, NULL, 10) : 10000;
+    PGconn *c = s_connect(conninfo, "floorpost-deadletters", timeout > 0 ? timeout : 10000, why,
+                          sizeof why);
+    if (!c) {
+        snprintf(err, errlen, "[sink %s]: connect: %s", sink_name, why);
+        return -1;
+    }
+    char sql[512];
+    snprintf(sql, sizeof sql, "SET statement_timeout = %lld", sto ? strtoll(sto, NULL, 10) : 30000);
+    PGresult *r = PQexec(c, sql);
+    PQclear(r);
+    snprintf(sql, sizeof sql,
+             "UPDATE \"%s\".%s SET process_status = 'PENDING', error_code = NULL, "
+             "error_text = NULL, processed_at = NULL WHERE event_id = $1 AND "
+             "process_status = 'ERROR' AND verdict_seq = $2",
+             schema, table);
+    char vs[24];
+    snprintf(vs, sizeof vs, "%" PRIu64, verdict_seq);
+    const char *args[2] = {event_id, vs};
+    r = PQexecParams(c, sql, 2, NULL, args, NULL, NULL, 0);
+    int rc;
+    if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
+        rc = atoi(PQcmdTuples(r));
+    } else {
+        const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+        s_errtext(c, r, why, sizeof why);
+        snprintf(err, errlen, "[sink %s]: UPDATE %s.%s: SQLSTATE %s: %s", sink_name, schema, table,
+                 state ? state : "?", why);
+        rc = -1;
+    }
+    PQclear(r);
+    PQfinish(c);
+    return rc;
+}

@@ -1,0 +1,400 @@
+"""The PostgreSQL sink (`type = postgresql`) against a real PostgreSQL 15
+started by each test (pg.py): totals by SQL equal crashgen's truth through
+duplicates, producer restarts, SIGKILLs of floorpost and a 30 s database
+outage; the ERP import job's verdicts come back as dead letters exactly once
+and are resubmitted exactly once; bad and unreachable databases."""
+import json
+import os
+import random
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import zmq
+
+from fp import (FLOORPOST, PART, Floorpost, Producer, Subscriber, eq, extra_test, free_port,
+                nonzero, read_truth, rec, replay_all)
+from pg import PgServer
+
+CTX = zmq.Context.instance()
+CRASHGEN = os.path.join(os.path.dirname(FLOORPOST), "tools", "crashgen")
+TABLES = ("consumption", "completion", "scrap")
+
+
+def http_get(port, path):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
+            return r.read().decode()
+    except urllib.error.URLError as e:
+        raise AssertionError("GET %s: %s" % (path, e))
+
+
+def metric(port, name):
+    for line in http_get(port, "/metrics").splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("no metric " + name)
+
+
+def sink_status(port, name="erp"):
+    for s in json.loads(http_get(port, "/sinks")):
+        if s["name"] == name:
+            return s
+    raise AssertionError("no sink " + name)
+
+
+def pg_sink(pg, **extra):
+    opts = dict(type="postgresql", conninfo=pg.conninfo, batch_max=2000, retry_ms=100,
+                retry_max_ms=1000, breaker_open_ms=1000)
+    opts.update(extra)
+    return {"erp": opts}
+
+
+def pg_totals(pg, schema="floorpost"):
+    """What the ERP would book: sums per key by SQL, in read_truth's shape."""
+    comp = {tuple(r[:3]): [int(r[3]), int(r[4])] for r in pg.sql(
+        "SELECT plant, order_no, operation, sum(yield_qty), sum(scrap_qty) FROM %s.completion "
+        "GROUP BY 1, 2, 3" % schema)}
+    cons = {}
+    for r in pg.sql("SELECT plant, order_no, operation, coalesce(material, ''), coalesce(lot, ''), "
+                    "coalesce(unit, ''), sum(quantity) FROM %s.consumption GROUP BY 1, 2, 3, 4, 5, 6"
+                    % schema):
+        q = r[6] * 1000
+        assert q == int(q), "quantity not in thousandths: %r" % r[6]
+        cons[tuple(r[:6])] = int(q)
+    scr = {tuple(r[:4]): int(r[4]) for r in pg.sql(
+        "SELECT plant, order_no, operation, reason, sum(parts) FROM %s.scrap GROUP BY 1, 2, 3, 4"
+        % schema)}
+    records = sum(int(pg.sql("SELECT coalesce(sum(record_count), 0) FROM %s.%s" % (schema, t))[0][0])
+                  for t in TABLES)
+    return comp, cons, scr, records
+
+
+def db_ids(pg, schema="floorpost"):
+    """[(global_seq, event_id)] of every row of the three tables."""
+    rows = []
+    for t in TABLES:
+        rows += pg.sql("SELECT global_seq, event_id FROM %s.%s" % (schema, t))
+    return sorted(rows)
+
+
+def check_against_truth(pg, fp, truth_path, what):
+    """The tables hold every event of the outbox exactly once, and their
+    sums equal the truth."""
+    fp.start()
+    events, oldest, last = replay_all(CTX, fp.endpoints["replay"])
+    rc, _ = fp.stop()
+    eq(rc, 0, "stop after replay")
+    eq(oldest, 1, "outbox kept everything")
+    rows = db_ids(pg)
+    eq(len(rows), len(set(e for _, e in rows)), "no event_id twice")
+    eq(rows, sorted((e["global_seq"], e["event_id"]) for e in events),
+       "rows = the outbox's events, each once (%s)" % what)
+    comp, cons, scr, records = read_truth(truth_path)
+    got = pg_totals(pg)
+    eq(nonzero(got[0]), nonzero(comp), "completion totals by SQL (%s)" % what)
+    eq(nonzero(got[1]), nonzero(cons), "consumption totals by SQL (%s)" % what)
+    eq(nonzero(got[2]), nonzero(scr), "scrap totals by SQL (%s)" % what)
+    eq(got[3], records, "record_count sum (%s)" % what)
+    pos = pg.sql("SELECT position FROM floorpost.sink_position WHERE sink = 'erp'")
+    eq(pos, [(last,)], "sink_position")
+    return len(rows)
+
+
+def crashgen(fp, records, rate, seed, restart_every=2000, dup_pct=10, batch=64):
+    truth = os.path.join(fp.dir, "truth.tsv")
+    gen = subprocess.Popen([CRASHGEN, fp.endpoints["router"], truth, "--records", str(records),
+                            "--rate", str(rate), "--seed", str(seed), "--dup-pct", str(dup_pct),
+                            "--restart-every", str(restart_every), "--resend-ms", "400",
+                            "--batch", str(batch), "--timeout-ms", "600000"],
+                           stderr=subprocess.PIPE, text=True)
+    return gen, truth
+
+
+def crash_fp(pg, **sink_extra):
+    return Floorpost(sinks=pg_sink(pg, **sink_extra), posting_interval_ms=60000,
+                     round_interval_ms=50, dedup_window=65536, workers=2, shards=2)
+
+
+@extra_test
+def pg_totals_exact_with_duplicates_and_producer_restarts():
+    with PgServer() as pg:
+        fp = crash_fp(pg).start()
+        gen, truth = crashgen(fp, records=30000, rate=20000, seed=5)
+        _, err = gen.communicate(timeout=300)
+        eq(gen.returncode, 0, "crashgen: " + err)
+        rc, _ = fp.stop()
+        eq(rc, 0, "drain")
+        assert 'msg="tables created" schema=floorpost' in fp.log(), fp.log()
+        n = check_against_truth(pg, fp, truth, "no crash")
+        # the import job's columns: every row waits for it
+        eq(pg.sql("SELECT process_status, count(*) FROM floorpost.completion GROUP BY 1"),
+           [("PENDING", pg.sql("SELECT count(*) FROM floorpost.completion")[0][0])], "status")
+        # a second start finds the tables and its position: nothing new written
+        fp.start()
+        time.sleep(1.0)
+        fp.stop()
+        eq(fp.log().count('msg="tables created"'), 1, "DDL applied once")
+        eq(len(db_ids(pg)), n, "rows after a restart")
+        print("     %d rows" % n)
+
+
+@extra_test
+def pg_totals_exact_after_ten_sigkills():
+    rng = random.Random(3)
+    with PgServer() as pg:
+        fp = crash_fp(pg).start()
+        gen, truth = crashgen(fp, records=30000, rate=6000, seed=7)
+        for _ in range(10):
+            time.sleep(rng.uniform(0.2, 0.6))
+            fp.kill()
+            time.sleep(rng.uniform(0.0, 0.2))
+            fp.start()
+        _, err = gen.communicate(timeout=300)
+        eq(gen.returncode, 0, "crashgen: " + err)
+        rc, _ = fp.stop()
+        eq(rc, 0, "drain after the kills")
+        n = check_against_truth(pg, fp, truth, "10 SIGKILLs")
+        assert fp.log().count('msg="state opened"') >= 12
+        print("     %d rows" % n)
+
+
+@extra_test
+def pg_down_30s_ingest_goes_on_totals_exact():
+    with PgServer() as pg:
+        mport = free_port()
+        fp = Floorpost(sinks=pg_sink(pg), posting_interval_ms=2000, round_interval_ms=50,
+                       dedup_window=65536, metrics_port=mport).start()
+        gen, truth = crashgen(fp, records=44000, rate=1000, seed=9, restart_every=5000)
+        time.sleep(4)
+        assert sink_status(mport)["delivered_events"] > 0, sink_status(mport)
+        pg.stop()
+        t_down = time.time()
+        time.sleep(3)
+        s0, acks0 = sink_status(mport), metric(mport, "floorpost_acks_total")
+        time.sleep(25)
+        s1, acks1 = sink_status(mport), metric(mport, "floorpost_acks_total")
+        # ingest went on: acks and commits, while nothing reached the database
+        assert acks1 > acks0 + 50, (acks0, acks1)
+        assert s1["committed"] > s0["committed"], (s0, s1)
+        eq(s1["position"], s0["position"], "no delivery while down")
+        assert s1["lag_events"] > 0 and s1["errors"]["connect"] > 0, s1
+        assert s1["state"] in ("connecting", "backing_off", "open"), s1
+        time.sleep(max(0.0, 30 - (time.time() - t_down)))
+        pg.start()
+        _, err = gen.communicate(timeout=300)
+        eq(gen.returncode, 0, "crashgen: " + err)
+        end = time.time() + 30
+        while time.time() < end:
+            s = sink_status(mport)
+            if s["lag_events"] == 0 and s["state"] in ("idle", "delivering"):
+                break
+            time.sleep(0.2)
+        assert sink_status(mport)["lag_events"] == 0, sink_status(mport)
+        rc, _ = fp.stop()
+        eq(rc, 0, "drain")
+        n = check_against_truth(pg, fp, truth, "30 s outage")
+        print("     %d rows, %d acks during the outage" % (n, acks1 - acks0))
+
+
+def send_plant(ctx, fp, source, n_ops, seq0=1):
+    """One completion per operation (a final one), with consumption and
+    scrap: 3 events per operation."""
+    prod = Producer(ctx, fp.endpoints["router"])
+    recs, seq = [], seq0
+    for i in range(n_ops):
+        order, op = "O%04d" % i, "0010"
+        recs.append(rec(seq, PART, order, op, qty=3))
+        recs.append(rec(seq + 1, 2, order, op, qty=1250 + i, material="RM-1", lot="L-%d" % i,
+                        unit="KG"))
+        recs.append(rec(seq + 2, 3, order, op, qty=1, reason="SCR-DIM"))
+        recs.append(rec(seq + 3, 5, order, op))
+        seq += 4
+    for k in range(0, len(recs), 200):
+        prod.send(source, 1, recs[k:k + 200])
+    assert prod.wait_acks((len(recs) + 199) // 200, 20), "acks"
+    prod.close()
+    return seq
+
+
+def deadletters(fp, *args):
+    return subprocess.run([FLOORPOST, "deadletters", "-c", fp.config] + list(args),
+                          capture_output=True, text=True, timeout=60)
+
+
+def erp_dead_letters(fp):
+    out = deadletters(fp, "list", "--json")
+    eq(out.returncode, 0, "deadletters list: " + out.stderr)
+    return [d for d in (json.loads(line) for line in out.stdout.splitlines() if line.strip())
+            if d["reason"] == "erp_rejected"]
+
+
+def import_job(pg, rng, pct, code):
+    """The ERP's import job: every PENDING row through PROCESSING, pct % of
+    them to ERROR with a code and a text, the rest DONE. Returns the
+    (table, event_id) set it refused."""
+    refused = set()
+    for t in TABLES:
+        c = pg.connect()
+        c.autocommit = False
+        cur = c.cursor()
+        cur.execute("UPDATE floorpost.%s SET process_status = 'PROCESSING' WHERE "
+                    "process_status = 'PENDING' RETURNING event_id" % t)
+        ids = sorted(r[0] for r in cur.fetchall())
+        c.commit()
+        bad = [i for i in ids if rng.random() < pct / 100.0]
+        for i in bad:
+            cur.execute("UPDATE floorpost.%s SET process_status = 'ERROR', error_code = %%s, "
+                        "error_text = %%s, processed_at = now() WHERE event_id = %%s" % t,
+                        (code, "material %s: no stock in storage location 0001" % i, i))
+            refused.add((t, i))
+        cur.execute("UPDATE floorpost.%s SET process_status = 'DONE', processed_at = now() "
+                    "WHERE process_status = 'PROCESSING'" % t)
+        c.commit()
+        c.close()
+    return refused
+
+
+def wait_dead_letters(fp, n, timeout=20):
+    end = time.time() + timeout
+    got = []
+    while time.time() < end:
+        got = erp_dead_letters(fp)
+        if len(got) >= n:
+            return got
+        time.sleep(0.3)
+    return got
+
+
+@extra_test
+def pg_erp_verdicts_dead_lettered_once_and_resubmitted_once():
+    rng = random.Random(17)
+    with PgServer() as pg:
+        fp = Floorpost(sinks=pg_sink(pg, verdict_poll_ms=200), posting_interval_ms=60000).start()
+        dl = Subscriber(CTX, fp.endpoints["dl"], dead_letter=True)
+        dl.start()
+        time.sleep(0.3)
+        seq = send_plant(CTX, fp, 11, 400)
+        end = time.time() + 20
+        while time.time() < end and len(db_ids(pg)) < 1200:
+            time.sleep(0.2)
+        eq(len(db_ids(pg)), 1200, "rows delivered")
+        refused = import_job(pg, rng, 1, "M7-021")
+        assert 5 <= len(refused) <= 30, len(refused)
+        got = wait_dead_letters(fp, len(refused))
+        time.sleep(1.0)  # more polls: nothing more may come
+        got = erp_dead_letters(fp)
+        keys = sorted((d["detail"]["table"], d["detail"]["event_id"]) for d in got)
+        eq(keys, sorted(refused), "exactly the refused rows, each once")
+        for d in got:
+            det = d["detail"]
+            eq(det["sink"], "erp", "sink")
+            eq(det["error_code"], "M7-021", "error code")
+            assert det["error_text"].startswith("material "), det
+            assert det["plant"] == "1000" and det["order"].startswith("O"), det
+        assert dl.wait_for(lambda items: len([i for i in items if i["topic"] ==
+                                              "deadletter/erp_rejected"]) >= len(refused), 10)
+        # the payload is the row's event, rebuilt as a Checkpoint
+        from fp import decode_checkpoint
+        for item in dl.snapshot():
+            ev = decode_checkpoint("x", item["payload"])
+            eq(ev["event_id"], item["detail"]["event_id"], "payload's event_id")
+        # a restart (and a SIGKILL) reports nothing again ...
+        rc, _ = fp.stop()
+        eq(rc, 0, "stop")
+        fp.start()
+        time.sleep(1.5)
+        fp.kill()
+        fp.start()
+        time.sleep(1.5)
+        eq(len(erp_dead_letters(fp)), len(refused), "no verdict twice across restarts")
+        # ... and new verdicts after it come once
+        send_plant(CTX, fp, 12, 100, seq0=seq)
+        end = time.time() + 20
+        while time.time() < end and len(db_ids(pg)) < 1500:
+            time.sleep(0.2)
+        more = import_job(pg, rng, 5, "M7-022")
+        assert more, "the second import job refused nothing"
+        refused |= more
+        got = wait_dead_letters(fp, len(refused))
+        time.sleep(1.0)
+        got = erp_dead_letters(fp)
+        eq(sorted((d["detail"]["table"], d["detail"]["event_id"]) for d in got), sorted(refused),
+           "the new verdicts, once")
+        # resubmit: exactly those rows back to PENDING, once
+        dls = [str(d["dl_seq"]) for d in got]
+        r = deadletters(fp, "resubmit", *dls)
+        eq(r.returncode, 0, "resubmit: " + r.stdout + r.stderr)
+        pending = set()
+        for t in TABLES:
+            for (i, code) in pg.sql("SELECT event_id, error_code FROM floorpost.%s WHERE "
+                                    "process_status = 'PENDING'" % t):
+                eq(code, None, "error_code cleared")
+                pending.add((t, i))
+        eq(pending, refused, "the resubmitted rows are PENDING, no others")
+        eq(sum(pg.sql("SELECT count(*) FROM floorpost.%s WHERE process_status = 'ERROR'" % t)[0][0]
+               for t in TABLES), 0, "no ERROR left")
+        r2 = deadletters(fp, "resubmit", *dls)
+        eq(r2.returncode, 1, "a second resubmit changes nothing: " + r2.stdout + r2.stderr)
+        assert r2.stdout.count("0 rows") == len(dls), r2.stdout
+        # the row refused again is a new verdict, a new dead letter; the old
+        # one still does nothing
+        t, i = sorted(refused)[0]
+        pg.sql("UPDATE floorpost.%s SET process_status = 'ERROR', error_code = 'M7-023' WHERE "
+               "event_id = %%s" % t, (i,))
+        got2 = wait_dead_letters(fp, len(refused) + 1)
+        eq(len(got2), len(refused) + 1, "a new verdict for the same row")
+        r3 = deadletters(fp, "resubmit", dls[0])
+        eq(r3.returncode, 1, "the old dead letter: " + r3.stdout)
+        new = [d for d in got2 if str(d["dl_seq"]) not in dls]
+        r4 = deadletters(fp, "resubmit", "--delete", str(new[0]["dl_seq"]))
+        eq(r4.returncode, 0, "the new one: " + r4.stdout + r4.stderr)
+        assert "deleted" in r4.stdout, r4.stdout
+        eq(pg.sql("SELECT process_status FROM floorpost.%s WHERE event_id = %%s" % t, (i,)),
+           [("PENDING",)], "resubmitted again")
+        eq(len(erp_dead_letters(fp)), len(refused), "the resubmitted one deleted")
+        assert "the ERP rejected a posting" in fp.log()
+        fp.stop()
+        dl.stop()
+        print("     %d verdicts" % len(refused))
+
+
+@extra_test
+def pg_bad_conninfo_refused_unreachable_reported_pipeline_goes_on():
+    # a malformed conninfo: an error at run --check, with file:line
+    fp = Floorpost(sinks={"erp": dict(type="postgresql", conninfo="host=127.0.0.1 dbname")})
+    r = subprocess.run([FLOORPOST, "run", "--check", "-c", fp.config], capture_output=True,
+                       text=True)
+    eq(r.returncode, 2, "run --check: " + r.stdout + r.stderr)
+    assert "floorpost.ini:" in r.stderr and "[sink erp]" in r.stderr and "conninfo" in r.stderr, \
+        r.stderr
+    for bad in (dict(conninfo="hots=x"), dict(conninfo="host=x", schema="Bad-Name"),
+                dict(conninfo="host=x", verdict_poll_ms=5), dict(schema="x")):
+        fp = Floorpost(sinks={"erp": dict(type="postgresql", **bad)})
+        r = subprocess.run([FLOORPOST, "run", "--check", "-c", fp.config], capture_output=True,
+                           text=True)
+        eq(r.returncode, 2, "run --check %r: %s" % (bad, r.stdout + r.stderr))
+        assert "[sink erp]" in r.stderr and "allowed" in r.stderr, r.stderr
+    # nobody listening: the sink says so; ingest and the feed go on
+    mport, dead = free_port(), free_port()
+    fp = Floorpost(sinks={"erp": dict(type="postgresql", retry_ms=100, retry_max_ms=500,
+                                      conninfo="host=127.0.0.1 port=%d user=x dbname=x" % dead)},
+                   metrics_port=mport).start()
+    sub = Subscriber(CTX, fp.endpoints["pub"])
+    sub.start()
+    time.sleep(0.3)
+    send_plant(CTX, fp, 21, 20)
+    assert sub.wait_for(lambda evs: len(evs) >= 60, 10), "events published"
+    end = time.time() + 10
+    while time.time() < end and sink_status(mport)["errors"]["connect"] < 2:
+        time.sleep(0.1)
+    s = sink_status(mport)
+    eq(s["state"], "connecting", "state")
+    assert s["errors"]["connect"] >= 2 and "connect" in s["last_error"], s
+    assert metric(mport, 'floorpost_sink_errors_total{sink="erp",class="connect"}') >= 2
+    log = fp.log()
+    assert 'component=reader-erp msg="open failed; retrying"' in log and "connect:" in log, log
+    rc, _ = fp.stop()
+    eq(rc, 0, "stop with the sink down")
+    sub.stop()
