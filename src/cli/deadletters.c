@@ -27,6 +27,7 @@
 #include "config.h"
 #include "producer.h"
 #include "security.h"
+#include "sink_pg.h"
 #include "store.h"
 #include "utf8.h"
 #include "varint.h"
@@ -39,9 +40,11 @@ static void s_usage(FILE *f)
     fprintf(f,
             "usage:\n"
             "  floorpost deadletters [-c FILE] list [--from N] [--json]\n"
-            "  floorpost deadletters [-c FILE] resubmit --source ID [--to ENDPOINT] [--delete]\n"
+            "  floorpost deadletters [-c FILE] resubmit [--source ID] [--to ENDPOINT] [--delete]\n"
             "                        [--timeout MS] [--server-key FILE --key FILE]\n"
             "                        (DL_SEQ ...|--all)\n"
+            "    (--source ID: for telemetry dead letters; erp_rejected ones of a postgresql\n"
+            "     sink are set back to PENDING in the sink's database, from -c FILE)\n"
             "  floorpost deadletters [-c FILE] delete DL_SEQ ...\n");
 }
 
@@ -134,6 +137,43 @@ static const char *s_unsendable(const s_payload_t *pl)
     return NULL;
 }
 
+/* An erp_rejected dead letter of a postgresql sink: where its row is. */
+typedef struct {
+    char sink[FP_SINK_NAME_MAX + 1];
+    char table[16];
+    char event_id[160];
+    uint64_t verdict_seq;
+} s_erp_t;
+
+/* Reads the row's address from the detail JSON. 0, or -1 when the dead
+   letter is not one a postgresql sink made (why says what). */
+static int s_erp_target(const char *json, size_t jlen, s_erp_t *t, const char **why)
+{
+    memset(t, 0, sizeof *t);
+    json_t *d = json_loadb(json, jlen, 0, NULL);
+    const char *type = d ? json_string_value(json_object_get(d, "sink_type")) : NULL;
+    const char *sink = d ? json_string_value(json_object_get(d, "sink")) : NULL;
+    const char *table = d ? json_string_value(json_object_get(d, "table")) : NULL;
+    const char *id = d ? json_string_value(json_object_get(d, "event_id")) : NULL;
+    json_t *vs = d ? json_object_get(d, "verdict_seq") : NULL;
+    int rc = -1;
+    if (!type || strcmp(type, "postgresql") != 0)
+        *why = "erp_rejected by a sink that is not of type postgresql: nothing to set back";
+    else if (!sink || !table || !id || !json_is_integer(vs) || json_integer_value(vs) < 1 ||
+             strlen(sink) > FP_SINK_NAME_MAX || strlen(table) >= sizeof t->table ||
+             strlen(id) >= sizeof t->event_id)
+        *why = "erp_rejected without sink, table, event_id and verdict_seq";
+    else {
+        snprintf(t->sink, sizeof t->sink, "%s", sink);
+        snprintf(t->table, sizeof t->table, "%s", table);
+        snprintf(t->event_id, sizeof t->event_id, "%s", id);
+        t->verdict_seq = (uint64_t)json_integer_value(vs);
+        rc = 0;
+    }
+    json_decref(d);
+    return rc;
+}
+
 /* ---- list ---- */
 
 /* The stored detail as JSON text to print (malloc'd; NULL on out of
@@ -190,6 +230,12 @@ static int s_list_one(void *ctx, uint64_t dl_seq, int64_t wall_ns, const char *r
     }
     const char *why = s_unsendable(&pl);
     uint32_t nrec = pl.rc == FP_CODEC_OK ? pl.view.nrecords : 0;
+    if (strcmp(reason, "erp_rejected") == 0) {
+        s_erp_t t;
+        why = NULL;
+        s_erp_target(json, jlen, &t, &why); /* its row is set back, not its bytes sent */
+        nrec = 0;
+    }
     char when[48];
     s_format_time(wall_ns, when, sizeof when);
     if (l->json) {
@@ -295,6 +341,9 @@ typedef struct {
     size_t nwant;
     s_item_t *items;
     size_t nitems, cap;
+    s_erp_t *erp;    /* erp_rejected ones of a postgresql sink */
+    uint64_t *erp_seq;
+    size_t nerp, erp_cap, erp_seq_cap;
     uint64_t skipped, skipped_named;
     int rc;
 } s_collect_t;
@@ -314,6 +363,26 @@ static int s_collect_one(void *ctx, uint64_t dl_seq, int64_t wall_ns, const char
         if (!hit)
             return 0;
         c->found[hit - c->want] = true;
+    }
+    if (strcmp(reason, "erp_rejected") == 0) {
+        s_erp_t t;
+        const char *why = NULL;
+        if (s_erp_target(json, jlen, &t, &why) != 0) {
+            printf("dl_seq %" PRIu64 ": skipped (%s): cannot be resubmitted: %s\n", dl_seq,
+                   reason, why);
+            c->skipped++;
+            if (!c->all)
+                c->skipped_named++;
+            return 0;
+        }
+        if (fp_grow(&c->erp, &c->erp_cap, c->nerp + 1, sizeof *c->erp, 16) != 0 ||
+            fp_grow(&c->erp_seq, &c->erp_seq_cap, c->nerp + 1, sizeof *c->erp_seq, 16) != 0) {
+            c->rc = -ENOMEM;
+            return 1;
+        }
+        c->erp[c->nerp] = t;
+        c->erp_seq[c->nerp++] = dl_seq;
+        return 0;
     }
     if (fp_grow(&c->items, &c->cap, c->nitems + 1, sizeof *c->items, 64) != 0) {
         c->rc = -ENOMEM;
@@ -393,6 +462,48 @@ static int s_send_items(producer_t *p, s_collect_t *c, uint64_t source, uint64_t
     return producer_flush(p);
 }
 
+/* The erp_rejected ones: each row back to PENDING in its sink's database,
+   once per verdict. Returns 1 if any was not set back, else 0. */
+static int s_resubmit_erp(fp_store_t *store, const fp_config_t *cfg, const s_collect_t *c,
+                          bool del)
+{
+    int failed = 0;
+    for (size_t k = 0; k < c->nerp; k++) {
+        const s_erp_t *t = &c->erp[k];
+        uint64_t dl_seq = c->erp_seq[k];
+        char err[512];
+        int n = fp_sink_pg_resubmit(cfg, t->sink, t->table, t->event_id, t->verdict_seq, err,
+                                    sizeof err);
+        if (n < 0) {
+            printf("dl_seq %" PRIu64 ": NOT resubmitted: %s\n", dl_seq, err);
+            failed = 1;
+            continue;
+        }
+        if (n == 0) {
+            printf("dl_seq %" PRIu64 ": 0 rows updated: %s row %s no longer holds verdict %" PRIu64
+                   " (resubmitted already, or changed by the ERP): kept\n",
+                   dl_seq, t->table, t->event_id, t->verdict_seq);
+            failed = 1;
+            continue;
+        }
+        const char *what = "";
+        if (del) {
+            int drc = fp_store_delete_deadletter(store, dl_seq);
+            if (drc == 0) {
+                what = ", deleted";
+            } else {
+                fprintf(stderr, S_ME " resubmit: dl_seq %" PRIu64 ": delete: %s\n", dl_seq,
+                        fp_store_strerror(drc));
+                failed = 1;
+            }
+        }
+        printf("dl_seq %" PRIu64 ": [sink %s] %s row %s set back to PENDING (1 row)%s\n", dl_seq,
+               t->sink, t->table, t->event_id, what);
+    }
+    fflush(stdout);
+    return failed;
+}
+
 static int s_resubmit(fp_store_t *store, const fp_config_t *cfg, const char *cfg_name, int argc,
                       char **argv)
 {
@@ -436,9 +547,42 @@ static int s_resubmit(fp_store_t *store, const fp_config_t *cfg, const char *cfg
             goto done;
         }
     }
-    if (source == 0 || c.all == (c.nwant > 0)) {
-        fprintf(stderr, S_ME " resubmit: needs --source ID (>= 1) and either DL_SEQs or --all\n");
+    if (c.all == (c.nwant > 0)) {
+        fprintf(stderr, S_ME " resubmit: needs either DL_SEQs or --all\n");
         s_usage(stderr);
+        goto done;
+    }
+    qsort(c.want, c.nwant, sizeof *c.want, s_cmp_u64);
+    size_t uniq = 0;
+    for (size_t i = 0; i < c.nwant; i++)
+        if (uniq == 0 || c.want[i] != c.want[uniq - 1])
+            c.want[uniq++] = c.want[i];
+    c.nwant = uniq;
+    int rc = fp_store_each_deadletter(store, 1, s_collect_one, &c);
+    if (rc < 0 || c.rc < 0) {
+        fprintf(stderr, S_ME " resubmit: %s\n", fp_store_strerror(rc < 0 ? rc : c.rc));
+        exit_rc = 1;
+        goto done;
+    }
+    int failed = 0;
+    for (size_t i = 0; i < c.nwant; i++)
+        if (!c.found[i]) {
+            fprintf(stderr, S_ME " resubmit: dl_seq %" PRIu64 ": no such dead letter\n", c.want[i]);
+            failed = 1;
+        }
+    if (c.skipped_named)
+        failed = 1;
+    if (c.nitems > 0 && source == 0) {
+        fprintf(stderr, S_ME " resubmit: %zu telemetry dead letters: they need --source ID (>= 1)"
+                "\n", c.nitems);
+        s_usage(stderr);
+        goto done;
+    }
+    failed |= s_resubmit_erp(store, cfg, &c, del);
+    if (c.nitems == 0) {
+        if (c.nerp == 0)
+            fprintf(stderr, S_ME ": nothing to resubmit (%" PRIu64 " skipped)\n", c.skipped);
+        exit_rc = failed;
         goto done;
     }
     char endpoint[FP_ENDPOINT_MAX];
@@ -469,32 +613,6 @@ static int s_resubmit(fp_store_t *store, const fp_config_t *cfg, const char *cfg
             goto done;
         }
         curve = true;
-    }
-
-    qsort(c.want, c.nwant, sizeof *c.want, s_cmp_u64);
-    size_t uniq = 0;
-    for (size_t i = 0; i < c.nwant; i++)
-        if (uniq == 0 || c.want[i] != c.want[uniq - 1])
-            c.want[uniq++] = c.want[i];
-    c.nwant = uniq;
-    int rc = fp_store_each_deadletter(store, 1, s_collect_one, &c);
-    if (rc < 0 || c.rc < 0) {
-        fprintf(stderr, S_ME " resubmit: %s\n", fp_store_strerror(rc < 0 ? rc : c.rc));
-        exit_rc = 1;
-        goto done;
-    }
-    int failed = 0;
-    for (size_t i = 0; i < c.nwant; i++)
-        if (!c.found[i]) {
-            fprintf(stderr, S_ME " resubmit: dl_seq %" PRIu64 ": no such dead letter\n", c.want[i]);
-            failed = 1;
-        }
-    if (c.skipped_named)
-        failed = 1;
-    if (c.nitems == 0) {
-        fprintf(stderr, S_ME ": nothing to resubmit (%" PRIu64 " skipped)\n", c.skipped);
-        exit_rc = failed;
-        goto done;
     }
 
     /* A new epoch for every run: the clock, or past what the state holds. */
@@ -591,6 +709,8 @@ done:
     for (size_t k = 0; k < c.nitems; k++)
         free(c.items[k].pl.buf);
     free(c.items);
+    free(c.erp);
+    free(c.erp_seq);
     free(c.want);
     free(c.found);
     return exit_rc;

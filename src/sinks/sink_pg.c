@@ -521,8 +521,13 @@ static void s_errtext(PGconn *c, const PGresult *r, char *out, size_t cap)
     if (!m || !*m)
         m = "unknown error";
     size_t n = 0;
-    for (; *m && n + 1 < cap; m++)
-        out[n++] = (*m == '\n' || *m == '\r') ? ' ' : *m;
+    for (; *m && n + 1 < cap; m++) {
+        bool space = *m == '\n' || *m == '\r' || *m == '\t' || *m == ' ';
+        if (!space)
+            out[n++] = *m;
+        else if (n && out[n - 1] != ' ')
+            out[n++] = ' '; /* libpq's "...\n\tIs the server running" on one line */
+    }
     while (n && out[n - 1] == ' ')
         n--;
     out[n] = 0;
@@ -657,7 +662,7 @@ static int s_open(void *ctx, fp_sink_t *s)
     snprintf(app, sizeof app, "floorpost-%s", p->name);
     p->conn = s_connect(p->conninfo, app, p->connect_timeout_ms, err, sizeof err);
     if (!p->conn)
-        return fp_sink_fail(s, FP_SINK_ERR_connect, "connect: %s", err);
+        return fp_sink_fail(s, FP_SINK_ERR_connect, "%s", err);
     char sql[512];
     PGresult *r = NULL;
     snprintf(sql, sizeof sql, "SET statement_timeout = %lld", (long long)p->statement_timeout_ms);
