@@ -43,8 +43,7 @@ CMD_C    := src/cli/main.c $(wildcard src/cli/cmd_*.c)
 SRC_C    := $(filter-out $(CMD_C),$(wildcard src/*/*.c))
 SRC_CXX  := src/codec/codec.cc
 OBJ      := $(SRC_C:src/%.c=$(BUILD)/obj/%.o) $(SRC_CXX:src/%.cc=$(BUILD)/obj/%.o)
-GEN      := $(BUILD)/gen/telemetry_generated.h $(BUILD)/gen/checkpoint_generated.h \
-  $(BUILD)/gen/postgresql_sql.h
+GEN      := $(BUILD)/gen/telemetry_generated.h $(BUILD)/gen/checkpoint_generated.h
 PYGEN    := $(BUILD)/py/floorpost/__init__.py
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/*/test_*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
@@ -67,6 +66,7 @@ $(BUILD)/gen/postgresql_sql.h: schema/sql/postgresql.sql
 	  echo 'static const char fp_sql_postgresql[] ='; \
 	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/    "/' -e 's/$$/\\n"/' $<; \
 	  echo '    ;'; } > $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/sinks/sink_pg.o: $(BUILD)/gen/postgresql_sql.h
 
 # flatc makes its folders 0750: a readable tree for whoever runs the tests.
 $(PYGEN): schema/telemetry.fbs schema/checkpoint.fbs

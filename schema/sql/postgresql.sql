@@ -18,7 +18,7 @@ CREATE SCHEMA IF NOT EXISTS @SCHEMA@;
 CREATE SEQUENCE IF NOT EXISTS @SCHEMA@.verdict_seq AS bigint;
 
 CREATE TABLE IF NOT EXISTS @SCHEMA@.consumption (
-    event_id          text        NOT NULL UNIQUE,      -- the ERP's reference key
+    event_id          text COLLATE "C" NOT NULL UNIQUE, -- the ERP's reference key (ASCII)
     global_seq        bigint      NOT NULL,             -- floorpost's outbox order
     instance          text        NOT NULL,
     plant             text        NOT NULL,
@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS @SCHEMA@.consumption (
 );
 
 CREATE TABLE IF NOT EXISTS @SCHEMA@.completion (
-    event_id          text        NOT NULL UNIQUE,
+    event_id          text COLLATE "C" NOT NULL UNIQUE,
     global_seq        bigint      NOT NULL,
     instance          text        NOT NULL,
     plant             text        NOT NULL,
@@ -81,7 +81,7 @@ CREATE TABLE IF NOT EXISTS @SCHEMA@.completion (
 );
 
 CREATE TABLE IF NOT EXISTS @SCHEMA@.scrap (
-    event_id          text        NOT NULL UNIQUE,
+    event_id          text COLLATE "C" NOT NULL UNIQUE,
     global_seq        bigint      NOT NULL,
     instance          text        NOT NULL,
     plant             text        NOT NULL,

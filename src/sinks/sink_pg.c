@@ -96,15 +96,20 @@ typedef struct {
     int64_t connect_timeout_ms, statement_timeout_ms, verdict_poll_ms;
     /* SQL built once in cb_new */
     char *ddl, *sql_have, *sql_poll;
-    char sql_copy[FP_CK_KINDS][512];
-    char sql_merge[FP_CK_KINDS][1024];
+    char sql_copy[FP_CK_KINDS][512];    /* straight into the table */
+    char sql_stage[FP_CK_KINDS][512];   /* into the session's staging table */
+    char sql_merge[FP_CK_KINDS][1024];  /* staging -> table, ON CONFLICT DO NOTHING */
     /* the sink's thread */
     PGconn *conn;
     s_out_t rows[FP_CK_KINDS]; /* COPY text per table */
     s_out_t q;                 /* the merge + position + COMMIT query */
     int64_t next_poll_ns;
+    int staged;                /* deliveries left that go through staging (after a conflict) */
     fp_codec_t *codec;         /* rebuilds a refused row's Checkpoint */
 } pg_t;
+
+#define S_STAGED_AFTER_CONFLICT 64 /* deliveries through staging after a conflict */
+#define S_CONFLICT 1               /* s_copy: an event_id is in the table already */
 
 /* ---- output buffer ---- */
 
@@ -380,14 +385,18 @@ static int s_build_sql(pg_t *p)
              p->qschema);
     p->sql_have = strdup(have);
     for (int k = 0; k < FP_CK_KINDS; k++) {
-        int c1 = snprintf(p->sql_copy[k], sizeof p->sql_copy[k],
+        int c0 = snprintf(p->sql_copy[k], sizeof p->sql_copy[k],
+                          "COPY %s.%s (" S_COMMON_COLS ", %s) FROM STDIN", p->qschema,
+                          s_tables[k], s_kind_cols[k]);
+        int c1 = snprintf(p->sql_stage[k], sizeof p->sql_stage[k],
                  "COPY pg_temp.fp_in_%s (" S_COMMON_COLS ", %s) FROM STDIN", s_tables[k],
                  s_kind_cols[k]);
         int c2 = snprintf(p->sql_merge[k], sizeof p->sql_merge[k],
                  "INSERT INTO %s.%s (" S_COMMON_COLS ", %s) SELECT " S_COMMON_COLS
                  ", %s FROM pg_temp.fp_in_%s ON CONFLICT (event_id) DO NOTHING;",
                  p->qschema, s_tables[k], s_kind_cols[k], s_kind_cols[k], s_tables[k]);
-        assert(c1 < (int)sizeof p->sql_copy[k] && c2 < (int)sizeof p->sql_merge[k]);
+        assert(c0 < (int)sizeof p->sql_copy[k] && c1 < (int)sizeof p->sql_stage[k] &&
+               c2 < (int)sizeof p->sql_merge[k]);
     }
     /* The verdicts above the cursor ($1 xid, $2 seq) of ended transactions,
        in cursor order, with what rebuilds the Checkpoint. Columns: 0 kind,
@@ -705,10 +714,12 @@ static int s_open(void *ctx, fp_sink_t *s)
 
 /* ---- delivery ---- */
 
-/* COPYs buffer k into its staging table. 0, or what deliver returns. */
-static int s_copy(pg_t *p, fp_sink_t *s, int k)
+/* COPYs buffer k into its table (staged: its staging table). 0,
+   S_CONFLICT (direct only: an event_id is there already; rolled back), or
+   what deliver returns. */
+static int s_copy(pg_t *p, fp_sink_t *s, int k, bool staged)
 {
-    PGresult *r = PQexec(p->conn, p->sql_copy[k]);
+    PGresult *r = PQexec(p->conn, staged ? p->sql_stage[k] : p->sql_copy[k]);
     if (!r || PQresultStatus(r) != PGRES_COPY_IN)
         return s_failed(p, s, r, "COPY");
     PQclear(r);
@@ -728,7 +739,78 @@ static int s_copy(pg_t *p, fp_sink_t *s, int k)
         else
             PQclear(r);
     }
-    return bad ? s_failed(p, s, bad, "COPY") : 0;
+    if (!bad)
+        return 0;
+    const char *state = PQresultErrorField(bad, PG_DIAG_SQLSTATE);
+    if (!staged && state && strcmp(state, "23505") == 0) {
+        PQclear(bad);
+        PGresult *rb = PQexec(p->conn, "ROLLBACK");
+        bool rolled = rb && PQresultStatus(rb) == PGRES_COMMAND_OK;
+        PQclear(rb);
+        if (rolled)
+            return S_CONFLICT;
+        return s_failed(p, s, NULL, "ROLLBACK");
+    }
+    return s_failed(p, s, bad, "COPY");
+}
+
+/* One attempt at the whole delivery in one transaction: the rows (COPY
+   into the tables, or staged: COPY into the staging tables then INSERT ...
+   ON CONFLICT DO NOTHING), the position (last), COMMIT. 0 with *inserted
+   (rows new in the tables), S_CONFLICT (direct only), or what deliver
+   returns. */
+static int s_attempt(pg_t *p, fp_sink_t *s, uint64_t last, bool staged, uint64_t *inserted)
+{
+    p->q.len = 0;
+    p->q.failed = false;
+    if (staged)
+        for (int k = 0; k < FP_CK_KINDS; k++)
+            if (p->rows[k].len)
+                s_str(&p->q, p->sql_merge[k]);
+    char pos[320];
+    snprintf(pos, sizeof pos, "INSERT INTO %s.sink_position (sink, position, updated_at) VALUES "
+             "('%s', %" PRIu64 ", now()) ON CONFLICT (sink) DO UPDATE SET position = "
+             "EXCLUDED.position, updated_at = EXCLUDED.updated_at; COMMIT",
+             p->qschema, p->name, last);
+    s_str(&p->q, pos);
+    if (p->q.failed) {
+        fp_sink_fail(s, FP_SINK_ERR_io, "out of memory");
+        return -1;
+    }
+    PGresult *r;
+    if (s_exec(p->conn, "BEGIN", &r) != 0)
+        return s_failed(p, s, r, "BEGIN");
+    *inserted = 0;
+    for (int k = 0; k < FP_CK_KINDS; k++) {
+        if (!p->rows[k].len)
+            continue;
+        int rc = s_copy(p, s, k, staged);
+        if (rc != 0)
+            return rc;
+        if (!staged) /* COPY's count: every line is a row */
+            for (size_t i = 0; i < p->rows[k].len; i++)
+                *inserted += p->rows[k].p[i] == '\n';
+    }
+    if (!PQsendQuery(p->conn, p->q.p))
+        return s_failed(p, s, NULL, "INSERT");
+    PGresult *bad = NULL;
+    uint64_t merged = 0; /* "INSERT 0 n" of every statement, the position's 1 included */
+    while ((r = PQgetResult(p->conn)) != NULL) {
+        if (!bad && PQresultStatus(r) != PGRES_COMMAND_OK) {
+            bad = r;
+            continue;
+        }
+        if (!bad && strncmp(PQcmdStatus(r), "INSERT", 6) == 0)
+            merged += strtoull(PQcmdTuples(r), NULL, 10);
+        PQclear(r);
+    }
+    if (bad)
+        return s_failed(p, s, bad, "INSERT");
+    if (PQtransactionStatus(p->conn) != PQTRANS_IDLE)
+        return s_failed(p, s, NULL, "COMMIT");
+    if (staged)
+        *inserted = merged ? merged - 1 : 0;
+    return 0;
 }
 
 static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t n)
@@ -738,6 +820,7 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
         fp_sink_fail(s, FP_SINK_ERR_connect, "not connected");
         return FP_READER_REOPEN;
     }
+    bool oom = false;
     for (int k = 0; k < FP_CK_KINDS; k++) {
         p->rows[k].len = 0;
         p->rows[k].failed = false;
@@ -748,50 +831,31 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
             continue; /* decode accepted it, so not ours: no table for it */
         s_row(&p->rows[k], &evs[i]);
     }
-    p->q.len = 0;
-    p->q.failed = false;
     for (int k = 0; k < FP_CK_KINDS; k++)
-        if (p->rows[k].len)
-            s_str(&p->q, p->sql_merge[k]);
-    char pos[320];
-    snprintf(pos, sizeof pos, "INSERT INTO %s.sink_position (sink, position, updated_at) VALUES "
-             "('%s', %" PRIu64 ", now()) ON CONFLICT (sink) DO UPDATE SET position = "
-             "EXCLUDED.position, updated_at = EXCLUDED.updated_at; COMMIT",
-             p->qschema, p->name, evs[n - 1].raw->global_seq);
-    s_str(&p->q, pos);
-    for (int k = 0; k < FP_CK_KINDS; k++)
-        if (p->rows[k].failed)
-            p->q.failed = true;
-    if (p->q.failed) {
+        oom |= p->rows[k].failed;
+    if (oom) {
         fp_sink_fail(s, FP_SINK_ERR_io, "out of memory");
         return -1;
     }
-    PGresult *r;
-    if (s_exec(p->conn, "BEGIN", &r) != 0)
-        return s_failed(p, s, r, "BEGIN");
-    for (int k = 0; k < FP_CK_KINDS; k++) {
-        int rc = p->rows[k].len ? s_copy(p, s, k) : 0;
-        if (rc != 0)
-            return rc;
+    /* Straight COPY into the tables: the position makes a repeat rare (it
+       is committed with the rows and read back at open), so an event_id
+       already there means something else wrote it (another instance, a
+       reset position): then this and the next deliveries go through the
+       staging tables, where ON CONFLICT DO NOTHING skips it. */
+    uint64_t inserted = 0, last = evs[n - 1].raw->global_seq;
+    int rc = s_attempt(p, s, last, p->staged > 0, &inserted);
+    if (rc == S_CONFLICT) {
+        fp_log(FP_LOG_WARN, p->component, "an event_id is in the table already: delivering "
+               "through the staging tables with ON CONFLICT DO NOTHING", "from=%" PRIu64
+               " to=%" PRIu64, evs[0].raw->global_seq, last);
+        p->staged = S_STAGED_AFTER_CONFLICT;
+        rc = s_attempt(p, s, last, true, &inserted);
+    } else if (rc == 0 && p->staged > 0) {
+        p->staged--;
     }
-    if (!PQsendQuery(p->conn, p->q.p))
-        return s_failed(p, s, NULL, "INSERT");
-    uint64_t inserted = 0; /* "INSERT 0 n" of every statement, the position's 1 included */
-    PGresult *bad = NULL;
-    while ((r = PQgetResult(p->conn)) != NULL) {
-        if (!bad && PQresultStatus(r) != PGRES_COMMAND_OK) {
-            bad = r;
-            continue;
-        }
-        if (!bad && strncmp(PQcmdStatus(r), "INSERT", 6) == 0)
-            inserted += strtoull(PQcmdTuples(r), NULL, 10);
-        PQclear(r);
-    }
-    if (bad)
-        return s_failed(p, s, bad, "INSERT");
-    if (PQtransactionStatus(p->conn) != PQTRANS_IDLE)
-        return s_failed(p, s, NULL, "COMMIT");
-    fp_sink_count_writes(s, inserted ? inserted - 1 : 0);
+    if (rc != 0)
+        return rc;
+    fp_sink_count_writes(s, inserted);
     return (int)n;
 }
 

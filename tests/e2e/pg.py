@@ -16,16 +16,21 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
 
 import psycopg2
 
-from fp import free_port
-
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_USER = "fptest"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _ensure_user():
@@ -57,13 +62,16 @@ def _stop_all():
 
 
 class PgServer:
-    def __init__(self, settings=None):
+    def __init__(self, settings=None, durable=False):
+        """durable: fsync and synchronous_commit on (PostgreSQL's defaults,
+        for the benchmark); the tests run without."""
         self.pw = _ensure_user()
         self.dir = tempfile.mkdtemp(prefix="fp-pg-")
         os.chown(self.dir, self.pw.pw_uid, self.pw.pw_gid)
         self.data = os.path.join(self.dir, "data")
         self.port = free_port()
         self.settings = dict(settings or {})
+        self.durable = durable
         self.proc = None
         self.log_path = os.path.join(self.dir, "postgres.log")
         r = subprocess.run([PG_BIN + "/initdb", "-D", self.data, "-U", "postgres", "-A", "trust",
@@ -81,8 +89,10 @@ class PgServer:
     def start(self, timeout=20):
         args = [PG_BIN + "/postgres", "-D", self.data, "-p", str(self.port),
                 "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + self.dir,
-                "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
                 "-c", "max_connections=40", "-c", "shared_buffers=128MB"]
+        if not self.durable:
+            args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c",
+                     "full_page_writes=off"]
         for k, v in self.settings.items():
             args += ["-c", "%s=%s" % (k, v)]
         log = open(self.log_path, "a")
