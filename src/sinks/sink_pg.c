@@ -102,9 +102,11 @@ typedef struct {
     /* the sink's thread */
     PGconn *conn;
     s_out_t rows[FP_CK_KINDS]; /* COPY text per table */
+    uint64_t nrows[FP_CK_KINDS];
     s_out_t q;                 /* the merge + position + COMMIT query */
     int64_t next_poll_ns;
     int staged;                /* deliveries left that go through staging (after a conflict) */
+    bool cursor_ahead;         /* the aux cursor is past this cluster's next xid: poll from 0 */
     fp_codec_t *codec;         /* rebuilds a refused row's Checkpoint */
 } pg_t;
 
@@ -708,6 +710,27 @@ static int s_open(void *ctx, fp_sink_t *s)
         fp_sink_rewind(s, pos);
     }
     PQclear(r);
+    /* xid8 never wraps within a cluster: a cursor at or past the next xid
+       is another cluster's (a dump restored into a new one, a restored
+       backup). Polling from it would miss every verdict below it; from 0
+       a verdict reported before may come again (a resubmit of either dead
+       letter is still once: it names its verdict_seq). */
+    uint64_t aux[2];
+    fp_sink_aux(s, aux);
+    r = PQexec(p->conn, "SELECT pg_snapshot_xmax(pg_current_snapshot())");
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        s_failed(p, s, r, "reading the next transaction id");
+        s_close(p);
+        return -1;
+    }
+    uint64_t next_xid = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    p->cursor_ahead = aux[0] >= next_xid;
+    if (p->cursor_ahead)
+        fp_log(FP_LOG_WARN, p->component, "the verdict cursor is ahead of this database (another "
+               "cluster, or restored): verdicts are polled from the start; one reported before "
+               "may be reported again", "cursor_xid=%" PRIu64 " next_xid=%" PRIu64, aux[0],
+               next_xid);
     p->next_poll_ns = 0;
     return 0;
 }
@@ -787,9 +810,8 @@ static int s_attempt(pg_t *p, fp_sink_t *s, uint64_t last, bool staged, uint64_t
         int rc = s_copy(p, s, k, staged);
         if (rc != 0)
             return rc;
-        if (!staged) /* COPY's count: every line is a row */
-            for (size_t i = 0; i < p->rows[k].len; i++)
-                *inserted += p->rows[k].p[i] == '\n';
+        if (!staged)
+            *inserted += p->nrows[k];
     }
     if (!PQsendQuery(p->conn, p->q.p))
         return s_failed(p, s, NULL, "INSERT");
@@ -824,12 +846,14 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
     for (int k = 0; k < FP_CK_KINDS; k++) {
         p->rows[k].len = 0;
         p->rows[k].failed = false;
+        p->nrows[k] = 0;
     }
     for (size_t i = 0; i < n; i++) {
         int k = evs[i].ck.kind - 1;
         if (k < 0 || k >= FP_CK_KINDS)
             continue; /* decode accepted it, so not ours: no table for it */
         s_row(&p->rows[k], &evs[i]);
+        p->nrows[k]++;
     }
     for (int k = 0; k < FP_CK_KINDS; k++)
         oom |= p->rows[k].failed;
@@ -979,6 +1003,8 @@ static void s_idle(void *ctx, fp_sink_t *s)
         return; /* the next delivery reopens */
     uint64_t aux[2];
     fp_sink_aux(s, aux);
+    if (p->cursor_ahead)
+        aux[0] = aux[1] = 0;
     char a0[24], a1[24];
     snprintf(a0, sizeof a0, "%" PRIu64, aux[0]);
     snprintf(a1, sizeof a1, "%" PRIu64, aux[1]);
@@ -989,8 +1015,10 @@ static void s_idle(void *ctx, fp_sink_t *s)
         return;
     }
     int rows = PQntuples(r), done = 0;
-    while (done < rows && s_verdict(p, s, r, done) == 0)
+    while (done < rows && s_verdict(p, s, r, done) == 0) {
         done++;
+        p->cursor_ahead = false; /* the cursor is this cluster's now */
+    }
     PQclear(r);
     if (done == S_POLL_LIMIT)
         p->next_poll_ns = now; /* more waiting: the next idle call */
