@@ -17,7 +17,9 @@ CREATE SCHEMA IF NOT EXISTS @SCHEMA@;
 -- within a transaction; verdict_xid orders the transactions.
 CREATE SEQUENCE IF NOT EXISTS @SCHEMA@.verdict_seq AS bigint;
 
-CREATE TABLE IF NOT EXISTS @SCHEMA@.consumption (
+-- The columns every posting table has: a template the three tables are
+-- made LIKE (columns, defaults, constraints, indexes); never written.
+CREATE TABLE IF NOT EXISTS @SCHEMA@.posting_template (
     event_id          text COLLATE "C" NOT NULL UNIQUE, -- the ERP's reference key (ASCII)
     global_seq        bigint      NOT NULL,             -- floorpost's outbox order
     instance          text        NOT NULL,
@@ -42,7 +44,15 @@ CREATE TABLE IF NOT EXISTS @SCHEMA@.consumption (
     error_text        text,
     processed_at      timestamptz,
     verdict_seq       bigint,                           -- set by the trigger on -> ERROR
-    verdict_xid       xid8,
+    verdict_xid       xid8
+);
+-- The import job's work queue, and floorpost's verdict poll.
+CREATE INDEX IF NOT EXISTS posting_template_status ON @SCHEMA@.posting_template (process_status);
+CREATE INDEX IF NOT EXISTS posting_template_verdict
+    ON @SCHEMA@.posting_template (verdict_xid, verdict_seq) WHERE verdict_xid IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS @SCHEMA@.consumption (
+    LIKE @SCHEMA@.posting_template INCLUDING ALL,
     material          text,
     lot               text,
     unit              text,
@@ -50,76 +60,17 @@ CREATE TABLE IF NOT EXISTS @SCHEMA@.consumption (
 );
 
 CREATE TABLE IF NOT EXISTS @SCHEMA@.completion (
-    event_id          text COLLATE "C" NOT NULL UNIQUE,
-    global_seq        bigint      NOT NULL,
-    instance          text        NOT NULL,
-    plant             text        NOT NULL,
-    line              text,
-    order_no          text        NOT NULL,
-    operation         text        NOT NULL,
-    posting_date      date        NOT NULL,
-    first_event_at    timestamptz NOT NULL,
-    last_event_at     timestamptz NOT NULL,
-    record_count      bigint      NOT NULL,
-    late              boolean     NOT NULL,
-    lineage           jsonb       NOT NULL,
-    lineage_truncated boolean     NOT NULL DEFAULT false,
-    checkpoint_no     bigint      NOT NULL,
-    stream_seq        bigint      NOT NULL,
-    topic             text        NOT NULL,
-    inserted_at       timestamptz NOT NULL DEFAULT now(),
-    process_status    text        NOT NULL DEFAULT 'PENDING'
-                      CHECK (process_status IN ('PENDING', 'PROCESSING', 'DONE', 'ERROR')),
-    error_code        text,
-    error_text        text,
-    processed_at      timestamptz,
-    verdict_seq       bigint,
-    verdict_xid       xid8,
+    LIKE @SCHEMA@.posting_template INCLUDING ALL,
     yield_qty         bigint      NOT NULL,             -- good parts
     scrap_qty         bigint      NOT NULL,             -- scrapped parts
     final             boolean     NOT NULL              -- final confirmation of the operation
 );
 
 CREATE TABLE IF NOT EXISTS @SCHEMA@.scrap (
-    event_id          text COLLATE "C" NOT NULL UNIQUE,
-    global_seq        bigint      NOT NULL,
-    instance          text        NOT NULL,
-    plant             text        NOT NULL,
-    line              text,
-    order_no          text        NOT NULL,
-    operation         text        NOT NULL,
-    posting_date      date        NOT NULL,
-    first_event_at    timestamptz NOT NULL,
-    last_event_at     timestamptz NOT NULL,
-    record_count      bigint      NOT NULL,
-    late              boolean     NOT NULL,
-    lineage           jsonb       NOT NULL,
-    lineage_truncated boolean     NOT NULL DEFAULT false,
-    checkpoint_no     bigint      NOT NULL,
-    stream_seq        bigint      NOT NULL,
-    topic             text        NOT NULL,
-    inserted_at       timestamptz NOT NULL DEFAULT now(),
-    process_status    text        NOT NULL DEFAULT 'PENDING'
-                      CHECK (process_status IN ('PENDING', 'PROCESSING', 'DONE', 'ERROR')),
-    error_code        text,
-    error_text        text,
-    processed_at      timestamptz,
-    verdict_seq       bigint,
-    verdict_xid       xid8,
+    LIKE @SCHEMA@.posting_template INCLUDING ALL,
     reason            text,                             -- the scrap reason code
     parts             bigint      NOT NULL
 );
-
--- The import job's work queue, and floorpost's verdict poll.
-CREATE INDEX IF NOT EXISTS consumption_status ON @SCHEMA@.consumption (process_status);
-CREATE INDEX IF NOT EXISTS completion_status ON @SCHEMA@.completion (process_status);
-CREATE INDEX IF NOT EXISTS scrap_status ON @SCHEMA@.scrap (process_status);
-CREATE INDEX IF NOT EXISTS consumption_verdict ON @SCHEMA@.consumption (verdict_xid, verdict_seq)
-    WHERE verdict_xid IS NOT NULL;
-CREATE INDEX IF NOT EXISTS completion_verdict ON @SCHEMA@.completion (verdict_xid, verdict_seq)
-    WHERE verdict_xid IS NOT NULL;
-CREATE INDEX IF NOT EXISTS scrap_verdict ON @SCHEMA@.scrap (verdict_xid, verdict_seq)
-    WHERE verdict_xid IS NOT NULL;
 
 -- Each sink's durable position: the last global_seq whose rows are
 -- committed, written in the same transaction as the rows.
