@@ -141,7 +141,10 @@ void fp_sink_aux(const fp_sink_t *s, uint64_t aux[2]);
    ERP's code and text, the business keys: add them with fp_dl_fields_*;
    the sink's name, the event_id and global_seq are added here), the
    event's bytes, and the new aux cursor. 0, or -1 (emit's pipe refused:
-   try again later). */
+   try again later). A verdict found long after the delivery (a row the
+   ERP marked ERROR) has no stored event at hand: the type may pass an ev
+   it rebuilt from what it wrote (raw->ev an encoded Checkpoint, raw->round
+   0), as sink_pg.c does. */
 int fp_sink_dead_letter(fp_sink_t *s, const uint64_t aux[2], const fp_sink_event_t *ev,
                         fp_dl_fields_t *fields);
 
