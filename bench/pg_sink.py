@@ -62,19 +62,39 @@ def sinks_status(port):
         return json.loads(r.read())
 
 
-def drain_into_pg(s, state, batch_max, events_expected):
+def user_cpu_s(uid):
+    """CPU seconds (user + system) of every live process of uid (PostgreSQL's
+    backends and helpers)."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.stat("/proc/" + pid).st_uid != uid:
+                continue
+            with open("/proc/%s/stat" % pid) as f:
+                st = f.read().rsplit(")", 1)[1].split()
+            total += (int(st[11]) + int(st[12])) / bench.CLK_TCK
+        except OSError:
+            continue
+    return total
+
+
+def drain_into_pg(s, state, batch_max, events_expected, sync=True):
     """floorpost on the pre-filled state, a postgresql sink, no load: rows/s."""
     with PgServer(durable=True) as pg:
         ports = {k: bench.free_port() for k in ("router", "pull", "pub", "dl", "replay",
                                                  "metrics")}
         s.sinks = {"erp": {"type": "postgresql", "conninfo": pg.conninfo,
-                           "batch_max": batch_max}}
+                           "batch_max": batch_max, "synchronous_commit": str(sync).lower()}}
         cfg, _ = s._config(ports, 1, 1, "tcp", 60000, state, 50, 100000, 4096)
         s.sinks = {}
         err = open(os.path.join(s.tmp, "drain.err"), "w")
+        pg.sql("SELECT pg_stat_reset_shared('wal')")
+        pg_cpu0 = user_cpu_s(pg.pw.pw_uid)
         t0 = time.monotonic()
         proc = subprocess.Popen([s.fp, "run", "-c", cfg], stdout=subprocess.DEVNULL, stderr=err)
-        samples, first, threads = [], None, {}
+        samples, first, threads, pg_cpu = [], None, {}, 0.0
         try:
             while time.monotonic() - t0 < 600:
                 time.sleep(0.1)
@@ -92,29 +112,42 @@ def drain_into_pg(s, state, batch_max, events_expected):
                 if st["committed"] and st["position"] >= st["committed"]:
                     break
             threads = bench.thread_cpu(proc.pid)
+            pg_cpu = user_cpu_s(pg.pw.pw_uid) - pg_cpu0
         finally:
             proc.terminate()
             proc.wait()
             err.close()
         total = time.monotonic() - t0
         st_end = samples[-1] if samples else (0, 0)
+        wal = pg.sql("SELECT wal_records, wal_fpi, wal_bytes FROM pg_stat_wal")[0]
         rows = pg.sql("SELECT (SELECT count(*) FROM floorpost.consumption) + "
                       "(SELECT count(*) FROM floorpost.completion) + "
                       "(SELECT count(*) FROM floorpost.scrap)")[0][0]
         # the rate while delivering: from the first sample that saw rows to the end
         t_first, d_first = first if first else (0, 0)
         dt = st_end[0] - t_first
-        r = {"batch_max": batch_max, "rows": rows, "events_expected": events_expected,
+        r = {"batch_max": batch_max, "synchronous_commit": sync, "rows": rows, "events_expected": events_expected,
              "seconds_from_start": round(total, 2),
              "rows_per_s_from_start": round(rows / total) if total else 0,
              "rows_per_s_delivering": round((rows - d_first) / dt) if dt > 0 else 0,
              "exact": rows == events_expected,
              # CPU seconds of the sink's thread (fp-r-erp) against the wall time
-             "sink_thread_cpu_s": threads.get("fp-r-erp"), "threads_cpu_s": threads}
-        print("  drain into PostgreSQL, batch_max %5d: %d rows in %.2f s: %d rows/s (%d while "
-              "delivering)%s" % (batch_max, rows, total, r["rows_per_s_from_start"],
-                                 r["rows_per_s_delivering"], "" if r["exact"] else "  NOT EXACT"),
-              flush=True)
+             "sink_thread_cpu_s": threads.get("fp-r-erp"), "threads_cpu_s": threads,
+             # PostgreSQL's CPU seconds (all its processes) and WAL in the drain:
+             # rows per PostgreSQL CPU second is what the database side can take
+             # on a core of its own, whatever else the machine runs
+             "postgres_cpu_s": round(pg_cpu, 2),
+             "rows_per_postgres_cpu_s": round(rows / pg_cpu) if pg_cpu else 0,
+             "rows_per_sink_thread_cpu_s": round(rows / threads["fp-r-erp"])
+             if threads.get("fp-r-erp") else 0,
+             "wal_records": int(wal[0]), "wal_fpi": int(wal[1]), "wal_mib": round(int(wal[2]) / 2**20, 1),
+             "loadavg": open("/proc/loadavg").read().split()[:3]}
+        print("  drain into PostgreSQL, batch_max %5d%s: %d rows in %.2f s: %d rows/s (%d while "
+              "delivering); %d rows per PostgreSQL CPU s, %d per sink thread CPU s, WAL %.0f MiB "
+              "(%d full pages)%s" % (batch_max, "" if sync else ", synchronous_commit off", rows, total, r["rows_per_s_from_start"],
+                                     r["rows_per_s_delivering"], r["rows_per_postgres_cpu_s"],
+                                     r["rows_per_sink_thread_cpu_s"], r["wal_mib"], r["wal_fpi"],
+                                     "" if r["exact"] else "  NOT EXACT"), flush=True)
         return r
 
 
@@ -154,10 +187,10 @@ def drain(a, s, res, keys, dw):
               epoch=1, map_mb=4096)
     events = r["fpload"].get("received", {}).get("events", 0)
     res["prefill"] = {"records": n, "events": events, "exact": r["exact"]}
-    for bm in (1000, 5000):
+    for bm, sync in ((1000, True), (5000, True), (5000, False)):
         st = os.path.join(s.tmp, "pg-state-%d" % bm)
         shutil.copytree(state, st)
-        res["drain"].append(drain_into_pg(s, st, bm, events))
+        res["drain"].append(drain_into_pg(s, st, bm, events, sync))
         shutil.rmtree(st, ignore_errors=True)
 
 
@@ -199,12 +232,15 @@ def write(a, s, res, out, stamp):
         f.write("# PostgreSQL sink benchmark %s\n\n`%s` on %s\n\n" % (stamp, res["command"],
                                                                    res["machine"].get("cpu", "")))
         f.write("PostgreSQL: %s.\n\n" % res["postgresql"])
-        f.write("| rows into PostgreSQL | batch_max | rows | s | rows/s | rows/s delivering |\n"
-                "|---|---|---|---|---|---|\n")
+        f.write("| rows into PostgreSQL | batch_max | synchronous_commit | rows | s | rows/s | rows/s delivering | "
+                "rows per PostgreSQL CPU s | rows per sink thread CPU s | WAL MiB (full pages) | "
+                "load avg |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
         for d in res["drain"]:
-            f.write("| pre-filled outbox | %d | %d | %.2f | %d | %d |\n" % (
-                d["batch_max"], d["rows"], d["seconds_from_start"], d["rows_per_s_from_start"],
-                d["rows_per_s_delivering"]))
+            f.write("| pre-filled outbox | %d | %s | %d | %.2f | %d | %d | %d | %d | %.0f (%d) | %s |\n" % (
+                d["batch_max"], "on" if d["synchronous_commit"] else "off", d["rows"], d["seconds_from_start"], d["rows_per_s_from_start"],
+                d["rows_per_s_delivering"], d["rows_per_postgres_cpu_s"],
+                d["rows_per_sink_thread_cpu_s"], d["wal_mib"], d["wal_fpi"],
+                " ".join(d["loadavg"])))
         if not ing:
             ing = None
         f.write("\n| ingest, durable, max rate | records/s | vs no sink |\n|---|---|---|\n"

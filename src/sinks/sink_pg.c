@@ -12,6 +12,10 @@
       verdict_poll_ms       0 (off) or 100..3600000 (default 1000); the
                             reader calls cb_idle at most about once a second,
                             so less than 1000 polls once a second
+      synchronous_commit    the session's (default true); false: a crash of
+                            PostgreSQL may lose the last commits, rows and
+                            position together, and the sink writes them
+                            again from the outbox (docs: what it costs)
 
     DESIGN
     - One delivery = one transaction: the batch goes by COPY (text format)
@@ -94,6 +98,7 @@ typedef struct {
     char name[FP_SINK_NAME_MAX + 1];
     char component[FP_SINK_NAME_MAX + 8];
     int64_t connect_timeout_ms, statement_timeout_ms, verdict_poll_ms;
+    bool synchronous_commit;
     /* SQL built once in cb_new */
     char *ddl, *sql_have, *sql_poll;
     char sql_copy[FP_CK_KINDS][512];    /* straight into the table */
@@ -111,7 +116,7 @@ typedef struct {
 } pg_t;
 
 #define S_STAGED_AFTER_CONFLICT 64 /* deliveries through staging after a conflict */
-#define S_CONFLICT 1               /* s_copy: an event_id is in the table already */
+#define S_CONFLICT 1               /* s_attempt: an event_id is in the table already */
 
 /* ---- output buffer ---- */
 
@@ -484,7 +489,8 @@ static void *s_new(fp_sink_opts_t *o)
         fp_sink_opt_int(o, "connect_timeout_ms", 10000, 100, 600000, &p->connect_timeout_ms) ||
         fp_sink_opt_int(o, "statement_timeout_ms", 30000, 100, 3600000,
                         &p->statement_timeout_ms) ||
-        fp_sink_opt_int(o, "verdict_poll_ms", 1000, 0, 3600000, &p->verdict_poll_ms))
+        fp_sink_opt_int(o, "verdict_poll_ms", 1000, 0, 3600000, &p->verdict_poll_ms) ||
+        fp_sink_opt_bool(o, "synchronous_commit", true, &p->synchronous_commit))
         goto fail;
     if (!p->conninfo[0]) {
         fp_sink_opt_fail(o, NULL, "conninfo is required; allowed: a libpq connection string, "
@@ -676,9 +682,10 @@ static int s_open(void *ctx, fp_sink_t *s)
         return fp_sink_fail(s, FP_SINK_ERR_connect, "%s", err);
     char sql[512];
     PGresult *r = NULL;
-    snprintf(sql, sizeof sql, "SET statement_timeout = %lld", (long long)p->statement_timeout_ms);
+    snprintf(sql, sizeof sql, "SET statement_timeout = %lld; SET synchronous_commit = %s",
+             (long long)p->statement_timeout_ms, p->synchronous_commit ? "on" : "off");
     if (s_exec(p->conn, sql, &r) != 0) {
-        s_failed(p, s, r, "SET statement_timeout");
+        s_failed(p, s, r, "SET statement_timeout, synchronous_commit");
         s_close(p);
         return -1;
     }
@@ -737,59 +744,41 @@ static int s_open(void *ctx, fp_sink_t *s)
 
 /* ---- delivery ---- */
 
-/* COPYs buffer k into its table (staged: its staging table). 0,
-   S_CONFLICT (direct only: an event_id is there already; rolled back), or
-   what deliver returns. */
-static int s_copy(pg_t *p, fp_sink_t *s, int k, bool staged)
+/* Sends buffer k as the data of the COPY the server is waiting for. false
+   when the connection failed (the results then say so). */
+static bool s_feed(pg_t *p, int k)
 {
-    PGresult *r = PQexec(p->conn, staged ? p->sql_stage[k] : p->sql_copy[k]);
-    if (!r || PQresultStatus(r) != PGRES_COPY_IN)
-        return s_failed(p, s, r, "COPY");
-    PQclear(r);
     const s_out_t *o = &p->rows[k];
-    int ok = 1;
-    for (size_t off = 0; ok == 1 && off < o->len;) {
+    for (size_t off = 0; off < o->len;) {
         size_t n = o->len - off < (1u << 20) ? o->len - off : (1u << 20);
-        ok = PQputCopyData(p->conn, o->p + off, (int)n);
+        if (PQputCopyData(p->conn, o->p + off, (int)n) != 1)
+            return false;
         off += n;
     }
-    if (ok != 1 || PQputCopyEnd(p->conn, NULL) != 1)
-        return s_failed(p, s, NULL, "COPY");
-    PGresult *bad = NULL;
-    while ((r = PQgetResult(p->conn)) != NULL) {
-        if (!bad && PQresultStatus(r) != PGRES_COMMAND_OK)
-            bad = r; /* the first error, classified once the results are drained */
-        else
-            PQclear(r);
-    }
-    if (!bad)
-        return 0;
-    const char *state = PQresultErrorField(bad, PG_DIAG_SQLSTATE);
-    if (!staged && state && strcmp(state, "23505") == 0) {
-        PQclear(bad);
-        PGresult *rb = PQexec(p->conn, "ROLLBACK");
-        bool rolled = rb && PQresultStatus(rb) == PGRES_COMMAND_OK;
-        PQclear(rb);
-        if (rolled)
-            return S_CONFLICT;
-        return s_failed(p, s, NULL, "ROLLBACK");
-    }
-    return s_failed(p, s, bad, "COPY");
+    return PQputCopyEnd(p->conn, NULL) == 1;
 }
 
-/* One attempt at the whole delivery in one transaction: the rows (COPY
-   into the tables, or staged: COPY into the staging tables then INSERT ...
-   ON CONFLICT DO NOTHING), the position (last), COMMIT. 0 with *inserted
-   (rows new in the tables), S_CONFLICT (direct only), or what deliver
-   returns. */
+/* One attempt at the whole delivery as one transaction in one simple
+   query (one round trip and the commit): BEGIN, a COPY per table with rows
+   (straight into the table, or staged: into its staging table, then
+   INSERT ... SELECT ... ON CONFLICT (event_id) DO NOTHING), the position
+   (last), COMMIT. The server asks for each COPY's data in turn. 0 with
+   *inserted (rows new in the tables), S_CONFLICT (not staged: an event_id
+   is there already; rolled back), or what deliver returns. */
 static int s_attempt(pg_t *p, fp_sink_t *s, uint64_t last, bool staged, uint64_t *inserted)
 {
+    int kinds[FP_CK_KINDS], nk = 0;
     p->q.len = 0;
     p->q.failed = false;
-    if (staged)
-        for (int k = 0; k < FP_CK_KINDS; k++)
-            if (p->rows[k].len)
-                s_str(&p->q, p->sql_merge[k]);
+    s_str(&p->q, "BEGIN; ");
+    for (int k = 0; k < FP_CK_KINDS; k++)
+        if (p->rows[k].len) {
+            kinds[nk++] = k;
+            s_str(&p->q, staged ? p->sql_stage[k] : p->sql_copy[k]);
+            s_str(&p->q, "; ");
+        }
+    for (int i = 0; staged && i < nk; i++)
+        s_str(&p->q, p->sql_merge[kinds[i]]);
     char pos[320];
     snprintf(pos, sizeof pos, "INSERT INTO %s.sink_position (sink, position, updated_at) VALUES "
              "('%s', %" PRIu64 ", now()) ON CONFLICT (sink) DO UPDATE SET position = "
@@ -800,36 +789,45 @@ static int s_attempt(pg_t *p, fp_sink_t *s, uint64_t last, bool staged, uint64_t
         fp_sink_fail(s, FP_SINK_ERR_io, "out of memory");
         return -1;
     }
-    PGresult *r;
-    if (s_exec(p->conn, "BEGIN", &r) != 0)
-        return s_failed(p, s, r, "BEGIN");
-    *inserted = 0;
-    for (int k = 0; k < FP_CK_KINDS; k++) {
-        if (!p->rows[k].len)
-            continue;
-        int rc = s_copy(p, s, k, staged);
-        if (rc != 0)
-            return rc;
-        if (!staged)
-            *inserted += p->nrows[k];
-    }
     if (!PQsendQuery(p->conn, p->q.p))
-        return s_failed(p, s, NULL, "INSERT");
-    PGresult *bad = NULL;
+        return s_failed(p, s, NULL, "COPY");
+    PGresult *r, *bad = NULL;
     uint64_t merged = 0; /* "INSERT 0 n" of every statement, the position's 1 included */
+    int fed = 0;
     while ((r = PQgetResult(p->conn)) != NULL) {
-        if (!bad && PQresultStatus(r) != PGRES_COMMAND_OK) {
-            bad = r;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_COPY_IN) {
+            PQclear(r);
+            if (fed < nk && s_feed(p, kinds[fed++]))
+                continue;
+            PQputCopyEnd(p->conn, "floorpost: no data for this COPY"); /* not ours: abort */
+            continue;
+        }
+        if (!bad && st != PGRES_COMMAND_OK) {
+            bad = r; /* the first error; the rest of the query is skipped */
             continue;
         }
         if (!bad && strncmp(PQcmdStatus(r), "INSERT", 6) == 0)
             merged += strtoull(PQcmdTuples(r), NULL, 10);
         PQclear(r);
     }
-    if (bad)
-        return s_failed(p, s, bad, "INSERT");
-    if (PQtransactionStatus(p->conn) != PQTRANS_IDLE)
+    if (bad) {
+        const char *state = PQresultErrorField(bad, PG_DIAG_SQLSTATE);
+        if (!staged && state && strcmp(state, "23505") == 0 &&
+            PQstatus(p->conn) == CONNECTION_OK) {
+            PQclear(bad);
+            PGresult *rb = PQexec(p->conn, "ROLLBACK");
+            bool rolled = rb && PQresultStatus(rb) == PGRES_COMMAND_OK;
+            PQclear(rb);
+            return rolled ? S_CONFLICT : s_failed(p, s, NULL, "ROLLBACK");
+        }
+        return s_failed(p, s, bad, "COPY");
+    }
+    if (PQtransactionStatus(p->conn) != PQTRANS_IDLE || fed != nk)
         return s_failed(p, s, NULL, "COMMIT");
+    *inserted = 0;
+    for (int i = 0; i < nk; i++)
+        *inserted += p->nrows[kinds[i]];
     if (staged)
         *inserted = merged ? merged - 1 : 0;
     return 0;

@@ -39,7 +39,8 @@ TEST(test_options_accepted)
                       "dbname=erp user=floorpost\"\n"), 0);
     ASSERT_EQ(s_check("[sink erp]\ntype = postgresql\nconninfo = \"postgresql://u@db/erp\"\n"
                       "schema = erp_staging\nconnect_timeout_ms = 2000\n"
-                      "statement_timeout_ms = 5000\nverdict_poll_ms = 0\nbatch_max = 5000\n"),
+                      "statement_timeout_ms = 5000\nverdict_poll_ms = 0\nbatch_max = 5000\n"
+                      "synchronous_commit = false\n"),
               0);
 }
 
