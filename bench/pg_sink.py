@@ -208,7 +208,12 @@ def ingest(a, s, res, keys, dw):
         down = s.run("pg: sink, database down #%d" % (i + 1), workers=dw, shards=dw,
                      records=a.records, keys=keys, durable=True)
         pairs.append({"no_sink": off["records_per_s_e2e"], "db_down": down["records_per_s_e2e"],
-                      "ratio": down["records_per_s_e2e"] / off["records_per_s_e2e"]})
+                      "ratio": down["records_per_s_e2e"] / off["records_per_s_e2e"],
+                      # CPU seconds per million records: what the down sink costs
+                      # floorpost, less exposed to other load on the machine
+                      "no_sink_cpu_s_per_m": off["cpu_s_per_m_records"],
+                      "db_down_cpu_s_per_m": down["cpu_s_per_m_records"],
+                      "loadavg": open("/proc/loadavg").read().split()[:3]})
     with PgServer(durable=True) as pg:
         s.sinks = {"erp": {"type": "postgresql", "conninfo": pg.conninfo, "batch_max": 5000}}
         up = s.run("pg: sink, database up", workers=dw, shards=dw, records=a.records, keys=keys,
@@ -219,6 +224,7 @@ def ingest(a, s, res, keys, dw):
                      "no_sink_records_per_s": mid["no_sink"],
                      "db_down_records_per_s": mid["db_down"], "ratio_down_vs_no_sink": mid["ratio"],
                      "db_up_records_per_s": up["records_per_s_e2e"],
+                     "db_up_cpu_s_per_m": up["cpu_s_per_m_records"],
                      "ratio_up_vs_no_sink": up["records_per_s_e2e"] / mid["no_sink"]}
 
 
@@ -227,34 +233,39 @@ def write(a, s, res, out, stamp):
     base = os.path.join(out, "pg-%s" % stamp)
     with open(base + ".json", "w") as f:
         json.dump(res, f, indent=1)
-    ing = res["ingest"]
-    with open(base + ".md", "w") as f:
-        f.write("# PostgreSQL sink benchmark %s\n\n`%s` on %s\n\n" % (stamp, res["command"],
-                                                                   res["machine"].get("cpu", "")))
-        f.write("PostgreSQL: %s.\n\n" % res["postgresql"])
-        f.write("| rows into PostgreSQL | batch_max | synchronous_commit | rows | s | rows/s | rows/s delivering | "
-                "rows per PostgreSQL CPU s | rows per sink thread CPU s | WAL MiB (full pages) | "
-                "load avg |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    m, ing = res["machine"], res["ingest"]
+    lines = ["# PostgreSQL sink benchmark %s" % stamp, "",
+             "`%s` on %s, %s cores, commit %s%s" % (res["command"], m.get("cpu_model", ""),
+                                                    m.get("nproc"), m.get("git_commit"),
+                                                    " (dirty)" if m.get("git_dirty") else ""),
+             "", "PostgreSQL: %s." % res["postgresql"], ""]
+    if res["drain"]:
+        lines += ["| rows into PostgreSQL | batch_max | synchronous_commit | rows | s | rows/s | "
+                  "rows/s delivering | rows per PostgreSQL CPU s | rows per sink thread CPU s | "
+                  "WAL MiB (full pages) | load avg |", "|---" * 11 + "|"]
         for d in res["drain"]:
-            f.write("| pre-filled outbox | %d | %s | %d | %.2f | %d | %d | %d | %d | %.0f (%d) | %s |\n" % (
-                d["batch_max"], "on" if d["synchronous_commit"] else "off", d["rows"], d["seconds_from_start"], d["rows_per_s_from_start"],
-                d["rows_per_s_delivering"], d["rows_per_postgres_cpu_s"],
-                d["rows_per_sink_thread_cpu_s"], d["wal_mib"], d["wal_fpi"],
-                " ".join(d["loadavg"])))
-        if not ing:
-            ing = None
-        f.write("\n| ingest, durable, max rate | records/s | vs no sink |\n|---|---|---|\n"
-                if ing else "")
-        if ing:
-            f.write("| no sink | %d | 1.00 |\n| sink, database down | %d | %.3f |\n"
-                "| sink, database up (batch_max 5000) | %d | %.3f |\n" % (
-                    ing["no_sink_records_per_s"], ing["db_down_records_per_s"],
-                    ing["ratio_down_vs_no_sink"], ing["db_up_records_per_s"],
-                    ing["ratio_up_vs_no_sink"]))
-        if ing:
-            f.write("\npairs (no sink, down, ratio): %s\n" % ", ".join(
-                "(%d, %d, %.3f)" % (p["no_sink"], p["db_down"], p["ratio"])
-                for p in ing["pairs"]))
+            lines.append("| pre-filled outbox | %d | %s | %d | %.2f | %d | %d | %d | %d | %.0f (%d) "
+                         "| %s |" % (d["batch_max"], "on" if d["synchronous_commit"] else "off",
+                                     d["rows"], d["seconds_from_start"],
+                                     d["rows_per_s_from_start"], d["rows_per_s_delivering"],
+                                     d["rows_per_postgres_cpu_s"], d["rows_per_sink_thread_cpu_s"],
+                                     d["wal_mib"], d["wal_fpi"], " ".join(d["loadavg"])))
+        lines.append("")
+    if ing:
+        lines += ["| ingest, durable, max rate | records/s | vs no sink |", "|---|---|---|",
+                  "| no sink (median pair) | %d | 1.00 |" % ing["no_sink_records_per_s"],
+                  "| sink, database down (median pair) | %d | %.3f |" % (
+                      ing["db_down_records_per_s"], ing["ratio_down_vs_no_sink"]),
+                  "| sink, database up (batch_max 5000) | %d | %.3f |" % (
+                      ing["db_up_records_per_s"], ing["ratio_up_vs_no_sink"]), "",
+                  "| pair | no sink rec/s | database down rec/s | ratio | CPU s/M no sink | "
+                  "CPU s/M down | load avg |", "|---" * 7 + "|"]
+        for i, p in enumerate(ing["pairs"]):
+            lines.append("| %d | %d | %d | %.3f | %.2f | %.2f | %s |" % (
+                i + 1, p["no_sink"], p["db_down"], p["ratio"], p["no_sink_cpu_s_per_m"],
+                p["db_down_cpu_s_per_m"], " ".join(p["loadavg"])))
+    with open(base + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
     print("results: %s.{json,md}" % base)
     print(open(base + ".md").read())
     shutil.rmtree(s.tmp, ignore_errors=True)
