@@ -72,6 +72,7 @@
 #include "grow.h"
 #include "log.h"
 #include "sink.h"
+#include "utf8.h"
 
 /* The DDL as a C string (generated from schema/sql/postgresql.sql). */
 #include "postgresql_sql.h"
@@ -203,39 +204,6 @@ static void s_ts(s_out_t *o, int64_t ns)
     s_raw(o, b, (size_t)n);
 }
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if none. */
-static size_t s_utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0];
-    size_t len;
-    unsigned min;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        min = 0x80;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    unsigned cp = c & (0x3fu >> (len - 1));
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3fu);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
 /* A text value for COPY's text format: \ TAB LF CR escaped, invalid UTF-8
    as U+FFFD. NULL or "" (when empty_null) as \N. */
 static void s_text(s_out_t *o, const char *s, bool empty_null)
@@ -263,13 +231,13 @@ static void s_text(s_out_t *o, const char *s, bool empty_null)
             i++;
             continue;
         }
-        size_t l = s_utf8_len(p + i, n - i);
-        if (l == 0) {
-            s_raw(o, "\xef\xbf\xbd", 3);
+        int l = fp_utf8_seq(p + i, n - i);
+        if (l <= 0) { /* starts no character, or one cut short by the end */
+            s_raw(o, FP_UTF8_REPLACEMENT, 3);
             i++;
         } else {
-            s_raw(o, s + i, l);
-            i += l;
+            s_raw(o, s + i, (size_t)l);
+            i += (size_t)l;
         }
     }
 }

@@ -404,6 +404,24 @@ def read_truth(path, waiting=False):
     return (comp, cons, scr, records, wait) if waiting else (comp, cons, scr, records)
 
 
+CRASHGEN = os.path.join(os.path.dirname(FLOORPOST), "tools", "crashgen")
+
+
+def crashgen(fp, records, rate, seed, restart_every=3000, dup_pct=10, batch=64,
+             timeout_ms=600000):
+    """Starts build/tools/crashgen: a plant stream with duplicates and
+    producer restarts into fp's ROUTER through the acked producer library,
+    its truth written at the end. Returns (the process, stderr piped; the
+    truth file's path for read_truth)."""
+    truth = os.path.join(fp.dir, "truth.tsv")
+    gen = subprocess.Popen([CRASHGEN, fp.endpoints["router"], truth, "--records", str(records),
+                            "--rate", str(rate), "--seed", str(seed), "--dup-pct", str(dup_pct),
+                            "--restart-every", str(restart_every), "--resend-ms", "400",
+                            "--batch", str(batch), "--timeout-ms", str(timeout_ms)],
+                           stderr=subprocess.PIPE, text=True)
+    return gen, truth
+
+
 class Producer:
     """An acked producer: DEALER to the ROUTER endpoint. curve: (server
     public key, public key, secret key), Z85 bytes, or None."""

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from fp import (COMPLETED, FLOORPOST, MATERIAL, PART, SCRAP, STARTED, Floorpost,  # noqa: E402
                 Producer, Subscriber, Truth, encode_batch, nonzero, read_truth, rec, replay,
                 replay_all, totals)
-from fp import decode_checkpoint, free_port, parse_metrics, scrape  # noqa: E402
+from fp import crashgen, decode_checkpoint, free_port, parse_metrics, scrape  # noqa: E402
 from fp import finish_examples, parse_example_line, run_example_subscribers  # noqa: E402
 
 CTX = zmq.Context.instance()
@@ -954,9 +954,6 @@ def keygen_and_cli_clients_over_curve():
         fp.kill()
 
 
-CRASHGEN = os.path.join(os.path.dirname(FLOORPOST), "tools", "crashgen")
-
-
 def crash_run(kills, records, rate, seed=11, restart_every=3000, dup_pct=10, gap=(0.1, 0.6),
               batch=64, map_size_mb=64, posting_interval_ms=60000):
     """kill -9 floorpost `kills` times at random moments while crashgen sends
@@ -972,21 +969,9 @@ def crash_run(kills, records, rate, seed=11, restart_every=3000, dup_pct=10, gap
     fp = Floorpost(posting_interval_ms=posting_interval_ms, round_interval_ms=50,
                    dedup_window=65536, workers=2, shards=2, map_size_mb=map_size_mb,
                    metrics_port=port).start()
-    truth_path = os.path.join(fp.dir, "truth.tsv")
-    gen = subprocess.Popen([CRASHGEN, fp.endpoints["router"], truth_path, "--records", str(records),
-                            "--rate", str(rate), "--seed", str(seed), "--dup-pct", str(dup_pct),
-                            "--restart-every", str(restart_every), "--resend-ms", "400",
-                            "--batch", str(batch),
-                            "--timeout-ms", "600000"], stderr=subprocess.PIPE, text=True)
-    done_kills = 0
-    while done_kills < kills:
-        time.sleep(rng.uniform(*gap))
-        fp.kill()
-        done_kills += 1
-        time.sleep(rng.uniform(0.0, 0.3))
-        fp.start()
-        if gen.poll() is not None and done_kills >= kills:
-            break
+    gen, truth_path = crashgen(fp, records, rate, seed, restart_every=restart_every,
+                               dup_pct=dup_pct, batch=batch)
+    fp.kill_restarts(kills, rng, gap=gap)
     _, err = gen.communicate(timeout=900)
     eq(gen.returncode, 0, "crashgen: " + err)
     rc, _ = fp.stop()

@@ -14,12 +14,10 @@ import urllib.request
 
 import zmq
 
-from fp import (FLOORPOST, Floorpost, eq, extra_test, free_port, nonzero, read_truth,
-                replay_all, totals)
+from fp import (FLOORPOST, Floorpost, crashgen, eq, extra_test, free_port, nonzero,
+                read_truth, replay_all, totals)
 
 CTX = zmq.Context.instance()
-
-CRASHGEN = os.path.join(os.path.dirname(FLOORPOST), "tools", "crashgen")
 
 
 def read_files(out, prefix):
@@ -72,13 +70,8 @@ def jsonl_sink_exact_across_rotations_and_kill9():
                                         max_age_ms=300, batch_max=200)},
                    posting_interval_ms=60000, round_interval_ms=50, dedup_window=65536,
                    metrics_port=port).start()
-    truth = os.path.join(fp.dir, "truth.tsv")
-    gen = subprocess.Popen([CRASHGEN, fp.endpoints["router"], truth, "--records", "40000",
-                            "--rate", "20000", "--seed", "5", "--dup-pct", "10",
-                            "--restart-every", "7000", "--resend-ms", "400", "--batch", "64",
-                            "--timeout-ms", "300000"], stderr=subprocess.PIPE, text=True)
-    rng = random.Random(5)
-    fp.kill_restarts(4, rng)
+    gen, truth = crashgen(fp, 40000, 20000, 5, restart_every=7000, timeout_ms=300000)
+    fp.kill_restarts(4, random.Random(5))
     _, err = gen.communicate(timeout=300)
     eq(gen.returncode, 0, "crashgen: " + err)
     # caught up: the status says so (exit 0 = nothing failing)
