@@ -34,6 +34,10 @@ def free_port():
 
 
 def _ensure_user():
+    """The user PostgreSQL runs as: fptest (a system user, made when
+    missing) when we are root, else ourselves."""
+    if os.getuid() != 0:
+        return pwd.getpwuid(os.getuid())
     try:
         pwd.getpwnam(PG_USER)
     except KeyError:
