@@ -529,9 +529,9 @@ static PGconn *s_connect(const char *conninfo, const char *appname, int64_t time
                          char *err, size_t errlen)
 {
     /* Ours first: conninfo (dbname, expanded) may override them. */
-    const char *keys[] = {"application_name", "keepalives", "keepalives_idle",
+    const char *keys[] = {"application_name", "client_encoding", "keepalives", "keepalives_idle",
                           "keepalives_interval", "keepalives_count", "dbname", NULL};
-    const char *vals[] = {appname, "1", "10", "5", "3", conninfo, NULL};
+    const char *vals[] = {appname, "UTF8", "1", "10", "5", "3", conninfo, NULL};
     PGconn *c = PQconnectStartParams(keys, vals, 1);
     if (!c) {
         snprintf(err, errlen, "out of memory");
