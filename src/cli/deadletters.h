@@ -3,7 +3,7 @@
     or after it stopped.
 
       floorpost deadletters [-c FILE] list [--from N] [--json]
-      floorpost deadletters [-c FILE] resubmit --source ID [--to ENDPOINT] [--delete]
+      floorpost deadletters [-c FILE] resubmit [--source ID] [--to ENDPOINT] [--delete]
                             [--timeout MS] [--server-key FILE --key FILE] (DL_SEQ ...|--all)
       floorpost deadletters [-c FILE] delete DL_SEQ ...
 
@@ -29,6 +29,16 @@
     --delete then deletes it. Payloads that are not a valid Batch (frame
     level: malformed, truncated, ...) and records with a string index
     beyond their string table are skipped and reported.
+
+    RESUBMIT of an erp_rejected dead letter of a postgresql sink (detail
+    sink_type "postgresql"): nothing is sent to ingest. The row the ERP's
+    import job refused is set back to PENDING in the database of the
+    dead letter's [sink NAME] of FILE (sink_pg.h), only while it still
+    holds that verdict (verdict_seq): once per verdict; 0 rows updated is
+    said, the dead letter kept, and counts as failed. --delete deletes the
+    ones set back. --source is needed only when telemetry dead letters are
+    resubmitted too. erp_rejected dead letters of other sink types are
+    skipped and reported.
 
     Exit codes: 0 ok; 1 some failed (not acked or partly sent, not found, a DL_SEQ named
     on the command line skipped, a delete failed); 2 usage, configuration
