@@ -118,11 +118,14 @@ typedef struct {
     int64_t next_poll_ns;
     int staged;                /* deliveries left that go through staging (after a conflict) */
     bool cursor_ahead;         /* the aux cursor is past this cluster's next xid: poll from 0 */
+    uint64_t db_pos;           /* sink_position as last read or committed (S_NO_POS: no row) */
+    bool reopen;               /* reconnected while idle to a changed position: reopen first */
     fp_codec_t *codec;         /* rebuilds a refused row's Checkpoint */
 } pg_t;
 
 #define S_STAGED_AFTER_CONFLICT 64 /* deliveries through staging after a conflict */
 #define S_CONFLICT 1               /* s_attempt: an event_id is in the table already */
+#define S_NO_POS UINT64_MAX        /* db_pos: the sink has no row in sink_position */
 
 /* ---- output buffer ---- */
 
@@ -644,9 +647,12 @@ static int s_ensure_tables(pg_t *p, fp_sink_t *s)
     return 0;
 }
 
-static int s_open(void *ctx, fp_sink_t *s)
+/* A session: connected, its settings, the tables (created when missing),
+   its staging tables, the verdict cursor checked against this cluster, and
+   this sink's row of sink_position (*have false: none). 0, or -1 after
+   fp_sink_fail, closed. */
+static int s_session(pg_t *p, fp_sink_t *s, uint64_t *pos, bool *have)
 {
-    pg_t *p = ctx;
     s_close(p);
     char err[256], app[FP_SINK_NAME_MAX + 16];
     snprintf(app, sizeof app, "floorpost-%s", p->name);
@@ -655,62 +661,69 @@ static int s_open(void *ctx, fp_sink_t *s)
         return fp_sink_fail(s, FP_SINK_ERR_connect, "%s", err);
     char sql[512];
     PGresult *r = NULL;
+    const char *what = "SET statement_timeout, synchronous_commit";
     snprintf(sql, sizeof sql, "SET statement_timeout = %lld; SET synchronous_commit = %s",
              (long long)p->statement_timeout_ms, p->synchronous_commit ? "on" : "off");
-    if (s_exec(p->conn, sql, &r) != 0) {
-        s_failed(p, s, r, "SET statement_timeout, synchronous_commit");
-        s_close(p);
-        return -1;
-    }
+    if (s_exec(p->conn, sql, &r) != 0)
+        goto fail;
     if (s_ensure_tables(p, s) != 0) {
         s_close(p);
         return -1;
     }
+    what = "creating the session's staging tables";
     for (int k = 0; k < FP_CK_KINDS; k++) {
         snprintf(sql, sizeof sql, "CREATE TEMP TABLE IF NOT EXISTS fp_in_%s (LIKE %s.%s "
                  "INCLUDING DEFAULTS) ON COMMIT DELETE ROWS", s_tables[k], p->qschema,
                  s_tables[k]);
-        if (s_exec(p->conn, sql, &r) != 0) {
-            s_failed(p, s, r, "creating the session's staging tables");
-            s_close(p);
-            return -1;
-        }
+        if (s_exec(p->conn, sql, &r) != 0)
+            goto fail;
     }
+    what = "reading sink_position";
     snprintf(sql, sizeof sql, "SELECT position FROM %s.sink_position WHERE sink = $1",
              p->qschema);
     const char *args[1] = {p->name};
     r = PQexecParams(p->conn, sql, 1, NULL, args, NULL, NULL, 0);
-    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
-        s_failed(p, s, r, "reading sink_position");
-        s_close(p);
-        return -1;
-    }
-    if (PQntuples(r) == 1) {
-        uint64_t pos = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-        fp_sink_rewind(s, pos);
-    }
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
+        goto fail;
+    *have = PQntuples(r) == 1;
+    *pos = *have ? strtoull(PQgetvalue(r, 0, 0), NULL, 10) : 0;
     PQclear(r);
     /* xid8 never wraps within a cluster: a cursor at or past the next xid
        is another cluster's (a dump restored into a new one, a restored
        backup). Polling from it would miss every verdict below it; from 0
        a verdict reported before may come again (a resubmit of either dead
        letter is still once: it names its verdict_seq). */
-    uint64_t aux[2];
-    fp_sink_aux(s, aux);
+    what = "reading the next transaction id";
     r = PQexec(p->conn, "SELECT pg_snapshot_xmax(pg_current_snapshot())");
-    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        s_failed(p, s, r, "reading the next transaction id");
-        s_close(p);
-        return -1;
-    }
-    uint64_t next_xid = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        goto fail;
+    uint64_t aux[2], next_xid = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
+    fp_sink_aux(s, aux);
     p->cursor_ahead = aux[0] >= next_xid;
     if (p->cursor_ahead)
         fp_log(FP_LOG_WARN, p->component, "the verdict cursor is ahead of this database (another "
                "cluster, or restored): verdicts are polled from the start; one reported before "
                "may be reported again", "cursor_xid=%" PRIu64 " next_xid=%" PRIu64, aux[0],
                next_xid);
+    return 0;
+fail:
+    s_failed(p, s, r, what);
+    s_close(p);
+    return -1;
+}
+
+static int s_open(void *ctx, fp_sink_t *s)
+{
+    pg_t *p = ctx;
+    uint64_t pos = 0;
+    bool have = false;
+    if (s_session(p, s, &pos, &have) != 0)
+        return -1;
+    if (have)
+        fp_sink_rewind(s, pos);
+    p->db_pos = have ? pos : S_NO_POS;
+    p->reopen = false;
     p->next_poll_ns = 0;
     return 0;
 }
@@ -813,6 +826,12 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
         fp_sink_fail(s, FP_SINK_ERR_connect, "not connected");
         return FP_READER_REOPEN;
     }
+    if (p->reopen) {
+        p->reopen = false;
+        fp_sink_fail(s, FP_SINK_ERR_connect, "sink_position changed while the sink was idle "
+                     "(a restored database?): reopening to go on from it");
+        return FP_READER_REOPEN;
+    }
     bool oom = false;
     for (int k = 0; k < FP_CK_KINDS; k++) {
         p->rows[k].len = 0;
@@ -850,6 +869,7 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
     }
     if (rc != 0)
         return rc;
+    p->db_pos = last;
     fp_sink_count_writes(s, inserted);
     return (int)n;
 }
@@ -970,8 +990,21 @@ static void s_idle(void *ctx, fp_sink_t *s)
     if (p->verdict_poll_ms == 0 || now < p->next_poll_ns)
         return;
     p->next_poll_ns = now + p->verdict_poll_ms * 1000000;
-    if (!p->conn || PQstatus(p->conn) != CONNECTION_OK)
-        return; /* the next delivery reopens */
+    if (!p->conn || PQstatus(p->conn) != CONNECTION_OK) {
+        /* Lost while idle (a database restart in a quiet shift): a new
+           session for the verdicts. The deliveries go on from it only if
+           sink_position is what this sink last saw; otherwise the next
+           delivery reopens (and rewinds). A failure waits for the next
+           poll. */
+        uint64_t pos = 0;
+        bool have = false;
+        if (s_session(p, s, &pos, &have) != 0)
+            return;
+        if ((have ? pos : S_NO_POS) != p->db_pos)
+            p->reopen = true;
+        fp_log(FP_LOG_INFO, p->component, "reconnected while idle", "position_changed=%s",
+               p->reopen ? "yes" : "no");
+    }
     uint64_t aux[2];
     fp_sink_aux(s, aux);
     if (p->cursor_ahead)

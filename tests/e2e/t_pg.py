@@ -10,7 +10,7 @@ import time
 
 import zmq
 
-from fp import (FLOORPOST, PART, Floorpost, Producer, Subscriber, crashgen, eq, extra_test,
+from fp import (COMPLETED, FLOORPOST, PART, Floorpost, Producer, Subscriber, crashgen, eq, extra_test,
                 free_port, nonzero, parse_metrics, read_truth, rec, replay_all,
                 scrape, totals)
 from pg import PgServer
@@ -145,6 +145,35 @@ def pg_totals_exact_with_duplicates_and_producer_restarts():
         comp, cons, scr, records = read_truth(truth)
         eq(pg_totals(pg)[3], records, "record_count sum after delivering everything again")
         eq(nonzero(pg_totals(pg)[0]), nonzero(comp), "completion totals after it")
+        # the same while floorpost runs idle, with a database restart: it
+        # reconnects for the verdicts, sees the position changed, and its
+        # next delivery reopens and goes on from the database's position
+        fp.start()
+        end = time.time() + 10
+        while time.time() < end and not pg.sql(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'floorpost-erp' AND "
+                "state = 'idle' AND (query LIKE 'SELECT pg_snapshot_xmax%' OR "
+                "query LIKE 'SELECT 1 AS kind%')"):
+            time.sleep(0.05)  # the sink's open done (its last statement), or a verdict poll
+        pg.sql("UPDATE floorpost.sink_position SET position = 0")
+        pg.stop()
+        pg.start()
+        end = time.time() + 15
+        while time.time() < end and "position_changed=yes" not in fp.log():
+            time.sleep(0.1)
+        assert 'msg="reconnected while idle" position_changed=yes' in fp.log(), fp.log()
+        prod = Producer(CTX, fp.endpoints["router"])
+        prod.send(99, 1, [rec(1, PART, "O-NEW", "0010", qty=2), rec(2, COMPLETED, "O-NEW", "0010")])
+        assert prod.wait_acks(1), "ack"
+        prod.close()
+        end = time.time() + 20
+        while time.time() < end and len(db_ids(pg)) < n + 1:
+            time.sleep(0.2)
+        fp.stop()
+        eq(len(db_ids(pg)), n + 1, "every row once, and the new one")
+        assert "sink_position changed while the sink was idle" in fp.log(), fp.log()
+        eq(pg.sql("SELECT yield_qty, final FROM floorpost.completion WHERE order_no = 'O-NEW'"),
+           [(2, True)], "the new row")
         print("     %d rows" % n)
 
 
@@ -318,11 +347,15 @@ def pg_erp_verdicts_dead_lettered_once_and_resubmitted_once():
         fp.start()
         time.sleep(1.5)
         eq(len(erp_dead_letters(fp)), len(refused), "no verdict twice across restarts")
-        # ... and new verdicts after it come once
+        # ... and new verdicts after it come once, also when PostgreSQL
+        # restarted while the sink had nothing to deliver (a quiet shift)
         send_plant(CTX, fp, 12, 100, seq0=seq)
         end = time.time() + 20
         while time.time() < end and len(db_ids(pg)) < 1500:
             time.sleep(0.2)
+        eq(len(db_ids(pg)), 1500, "rows delivered")
+        pg.stop()
+        pg.start()
         more = import_job(pg, rng, 5, "M7-022")
         assert more, "the second import job refused nothing"
         refused |= more
@@ -364,6 +397,7 @@ def pg_erp_verdicts_dead_lettered_once_and_resubmitted_once():
            [("PENDING",)], "resubmitted again")
         eq(len(erp_dead_letters(fp)), len(refused), "the resubmitted one deleted")
         assert "the ERP rejected a posting" in fp.log()
+        assert 'msg="reconnected while idle" position_changed=no' in fp.log(), fp.log()
         # the sink moved to a new cluster (a dump restored elsewhere): its
         # transaction ids are far below the cursor, and its verdicts still
         # come, once
