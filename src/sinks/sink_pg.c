@@ -47,13 +47,24 @@
       as the new cursor: emit commits the dead letter and the cursor in one
       LMDB transaction, so no verdict is reported twice or lost. The stored
       event is not at hand then: the Checkpoint is rebuilt from the row
-      (times at the row's microseconds).
+      (times at the row's microseconds). A cursor at or past the cluster's
+      next xid (a new or restored cluster) polls from 0 instead: a verdict
+      may come twice then, never not at all.
+    - A session lost while idle is opened again by the verdict poll (a
+      quiet shift still gets its verdicts); if sink_position is not what
+      this sink last committed, the next delivery returns FP_READER_REOPEN
+      so that cb_open rewinds (only cb_open may).
     - Error classes: the connection gone (or SQLSTATE 08xxx, 57P01..03) is
       `connect` and returns FP_READER_REOPEN; 57014 (statement_timeout) is
       `timeout`; any other SQL error is `server` with its SQLSTATE. sinks.c
       backs off and opens the circuit breaker.
     - Text from producers may not be UTF-8; PostgreSQL would refuse the
       whole batch for ever, so invalid sequences are written as U+FFFD.
+
+    Thread contract (sink.h): s_new and s_free on the controlling thread
+    (s_new does no I/O: libpq's parser checks conninfo); everything else on
+    the sink's thread, which owns the connection. fp_sink_pg_resubmit: any
+    thread, its own connection.
 */
 #include "sink_pg.h"
 
@@ -114,7 +125,7 @@ typedef struct {
     PGconn *conn;
     s_out_t rows[FP_CK_KINDS]; /* COPY text per table */
     uint64_t nrows[FP_CK_KINDS];
-    s_out_t q;                 /* the merge + position + COMMIT query */
+    s_out_t q;                 /* a delivery's one query */
     int64_t next_poll_ns;
     int staged;                /* deliveries left that go through staging (after a conflict) */
     bool cursor_ahead;         /* the aux cursor is past this cluster's next xid: poll from 0 */
