@@ -1,7 +1,7 @@
 /*  sink_pg.c - `type = postgresql`: checkpoints as rows of interface tables
     (consumption, completion, scrap) in a PostgreSQL schema, exactly once in
     effect, and the ERP import job's verdicts (rows it set to ERROR) back as
-    posting dead letters (docs/sinks-postgresql.md).
+    posting dead letters (docs/sinks.md, "type = postgresql").
 
     Options
       conninfo              libpq connection string (key=value ... or a
