@@ -51,7 +51,7 @@ struct fp_reader {
     int64_t retry_at, next_idle;
     int retry_next_ms;      /* fp_reader_retry_in: the next delay, -1 = retry_ms */
     uint64_t aux[2];
-    bool rewound, deferred;
+    bool rewound, deferred, reopen; /* reopen: fp_reader_redo asked for it */
     uint64_t offered;       /* the last global_seq cb_deliver accepted */
     /* The batch copied out of the map. */
     fp_reader_event_t *evs;
@@ -325,6 +325,12 @@ static void *s_thread(void *arg)
         if (self->opened && self->o.type->cb_idle && (now >= self->next_idle || more)) {
             self->o.type->cb_idle(self->o.ctx, self);
             self->next_idle = now + 1000000000;
+            if (self->reopen) {
+                self->reopen = false;
+                if (self->o.type->cb_close)
+                    self->o.type->cb_close(self->o.ctx);
+                self->opened = false;
+            }
         }
         atomic_store_explicit(&self->target_pub, self->target, memory_order_relaxed);
         long timeout = more ? 0 : (self->opened && self->o.type->cb_idle) ? 250 : 1000;
@@ -509,6 +515,14 @@ int fp_reader_dead_letter(fp_reader_t *self, const uint64_t aux[2], int reason,
     self->aux[0] = aux[0];
     self->aux[1] = aux[1];
     return 0;
+}
+
+void fp_reader_redo(fp_reader_t *self, bool reopen)
+{
+    s_back_to_finished(self);
+    if (reopen)
+        self->reopen = true;
+    s_fail_later(self);
 }
 
 void fp_reader_defer(fp_reader_t *self)

@@ -182,6 +182,11 @@ void fp_reader_defer(fp_reader_t *self);
    what was accepted. */
 void fp_reader_finished(fp_reader_t *self, uint64_t position);
 
+/* From cb_idle (a deferring type whose deferred work failed: a file
+   rotation): what was accepted and not finished is offered again from the
+   finished position, after cb_close and cb_open when reopen. */
+void fp_reader_redo(fp_reader_t *self, bool reopen);
+
 /* After a failure: the next attempt in ms (a back-off), instead of
    retry_ms. */
 void fp_reader_retry_in(fp_reader_t *self, int ms);

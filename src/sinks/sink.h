@@ -134,6 +134,11 @@ void fp_sink_rewind(fp_sink_t *s, uint64_t position);
 void fp_sink_defer(fp_sink_t *s);
 void fp_sink_finished(fp_sink_t *s, uint64_t position);
 
+/* In cb_idle, after fp_sink_fail: the deferred work failed (a deferring
+   type's rotation): reopen, and what was accepted and not finished is
+   offered again from the finished position, after the back-off. */
+void fp_sink_redo(fp_sink_t *s);
+
 /* The aux cursor (fp_reader_aux): committed with the dead letters. */
 void fp_sink_aux(const fp_sink_t *s, uint64_t aux[2]);
 

@@ -339,8 +339,9 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
 static void s_idle(void *ctx, fp_sink_t *s)
 {
     jsonl_t *j = ctx;
-    if (j->fd >= 0 && fp_now_ns() - j->opened_ns >= j->max_age_ms * 1000000)
-        s_rotate(j, s);
+    if (j->fd >= 0 && fp_now_ns() - j->opened_ns >= j->max_age_ms * 1000000 &&
+        s_rotate(j, s) != 0)
+        fp_sink_redo(s); /* its events are offered again (the .tmp is gone) */
 }
 
 static void s_close(void *ctx)

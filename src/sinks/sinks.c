@@ -224,6 +224,7 @@ struct fp_sink {
     fp_reader_t *r; /* as the callbacks get it (== reader once started) */
     int fails;      /* in a row */
     bool failing;   /* fp_sink_fail was called in this callback */
+    bool redo;      /* fp_sink_redo was called in cb_idle */
     int retry_after_ms;
     bool breaker_logged;
     fp_sink_event_t *sevs;
@@ -497,8 +498,22 @@ static void s_r_idle(void *ctx, fp_reader_t *r)
         if (st == S_delivering)
             atomic_store_explicit(&s->state, S_idle, memory_order_relaxed);
     }
-    if (s->type->cb_idle)
-        s->type->cb_idle(s->ctx, s);
+    if (!s->type->cb_idle)
+        return;
+    s->redo = false;
+    s->type->cb_idle(s->ctx, s);
+    if (s->redo) {
+        /* Its deferred work failed (a file rotation): what it accepted and
+           did not finish is offered again, after a reopen and the back-off;
+           without this an idle sink would wait for the next event. */
+        s_failed(s);
+        fp_reader_redo(r, true);
+    }
+}
+
+void fp_sink_redo(fp_sink_t *s)
+{
+    s->redo = true;
 }
 
 static void s_r_close(void *ctx)
