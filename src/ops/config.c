@@ -9,6 +9,8 @@
 */
 #include "config.h"
 
+#include "period.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -31,6 +33,11 @@ typedef enum {
     OPT_PATH,       /* char[FP_PATH_MAX], a file path or "" (off) */
     OPT_LOG_LEVEL,  /* int, debug|info|warn|error */
     OPT_TIME_ZONE,  /* char[64], "UTC" or a zone of the tz database (/usr/share/zoneinfo) */
+    OPT_PERIOD,     /* int, day|shift|hour (FP_PERIOD_*) */
+    OPT_SHIFTS,     /* char[], a shift calendar (period.h fp_period_parse_shifts) */
+    OPT_DATE,       /* char[16], "YYYY-MM-DD" or "" */
+    OPT_CLOSED,     /* int, post_to_first_open|dead_letter (FP_CLOSED_*) */
+    OPT_MODULI,     /* char[], "NAME=MODULUS,..." or "" */
 } s_kind_t;
 
 typedef struct {
@@ -93,6 +100,23 @@ static const s_option_t s_options[] = {
      "1..1000000000"},
     {"aggregate", "time_zone", OPT_TIME_ZONE, F(time_zone), 0, 0, false,
      "UTC or a zone of the tz database, e.g. Europe/Berlin, America/Chicago"},
+    {"aggregate", "period", OPT_PERIOD, F(period), 0, 0, false, "day, shift or hour"},
+    {"aggregate", "shifts", OPT_SHIFTS, F(shifts), 0, 0, false,
+     "local start times HH:MM in the order of the production day, e.g. \"06:00,14:00,22:00\" "
+     "(1..12 of them, within 24 hours)"},
+    {"aggregate", "closed_before", OPT_DATE, F(closed_before), 0, 0, true,
+     "a date YYYY-MM-DD (posting dates before it are closed), or \"\" (none)"},
+    {"aggregate", "closed_period", OPT_CLOSED, F(closed_period), 0, 0, false,
+     "post_to_first_open or dead_letter"},
+    {"counters", "default_modulus", OPT_U64, F(counter_default_modulus), 2, 1ll << 62, false,
+     "2..4611686018427387904, e.g. 4294967296 (32-bit counters) or 65536 (16-bit)"},
+    {"counters", "modulus", OPT_MODULI, F(counter_modulus), 0, 0, true,
+     "\"NAME=MODULUS,...\" (counter names, moduli 2..2^62), or \"\" (every counter rolls over "
+     "at default_modulus)"},
+    {"counters", "max_jump", OPT_U64, F(counter_max_jump), 0, 1ll << 62, false,
+     "0 (off) or 1..4611686018427387904"},
+    {"counters", "jitter", OPT_U64, F(counter_jitter), 0, 1000000, false,
+     "0 (off) or 1..1000000"},
     {"durability", "state_dir", OPT_PATH, F(state_dir), 0, 0, true,
      "a directory for the LMDB state, or \"\" (durability off)"},
     {"durability", "map_size_mb", OPT_U64, F(map_size_mb), 1, 1048576, false, "1..1048576"},
@@ -126,8 +150,9 @@ static const s_option_t s_options[] = {
 
 #define S_NOPTIONS (sizeof s_options / sizeof s_options[0])
 
-static const char *const s_sections[] = {"service", "pipeline", "dedup", "aggregate",
-                                         "durability", "metrics", "security", "demo"};
+static const char *const s_sections[] = {"service",    "pipeline", "dedup",
+                                         "aggregate",  "counters", "durability",
+                                         "metrics",    "security", "demo"};
 #define S_NSECTIONS (sizeof s_sections / sizeof s_sections[0])
 
 /* Longest piece of user text quoted back in a message. */
@@ -167,6 +192,14 @@ fp_config_defaults(fp_config_t *cfg)
     cfg->closed_key_grace_ms = 600000;
     cfg->max_open_keys = 10000000;
     snprintf(cfg->time_zone, sizeof cfg->time_zone, "%s", "UTC");
+    cfg->period = FP_PERIOD_DAY;
+    snprintf(cfg->shifts, sizeof cfg->shifts, "%s", "06:00,14:00,22:00");
+    cfg->closed_before[0] = '\0';
+    cfg->closed_period = FP_CLOSED_POST_TO_FIRST_OPEN;
+    cfg->counter_default_modulus = 4294967296ull;
+    cfg->counter_modulus[0] = '\0';
+    cfg->counter_max_jump = 0;
+    cfg->counter_jitter = 0;
     snprintf(cfg->replay, sizeof cfg->replay, "%s", "tcp://*:5572");
     snprintf(cfg->state_dir, sizeof cfg->state_dir, "%s", "/var/lib/floorpost");
     cfg->map_size_mb = 1024;
@@ -443,6 +476,56 @@ s_set(s_ctx_t *ctx, fp_config_t *cfg, const s_option_t *o, const char *v)
             return -1;
         s_set_string(cfg, o, v);
         return 0;
+    case OPT_PERIOD: {
+        int k = fp_period_kind_parse(v);
+        if (k < 0)
+            return s_fail(ctx, "[%s] %s = '%.*s': unknown period; allowed: %s", o->section,
+                          o->name, S_QUOTE_MAX, v, o->allowed);
+        memcpy(field, &k, sizeof k);
+        return 0;
+    }
+    case OPT_CLOSED: {
+        static const char *const modes[] = {"post_to_first_open", "dead_letter"};
+        for (int i = 0; i < 2; i++)
+            if (strcmp(v, modes[i]) == 0) {
+                memcpy(field, &i, sizeof i);
+                return 0;
+            }
+        return s_fail(ctx, "[%s] %s = '%.*s': unknown mode; allowed: %s", o->section, o->name,
+                      S_QUOTE_MAX, v, o->allowed);
+    }
+    case OPT_SHIFTS: {
+        fp_period_cfg_t pc = {.kind = FP_PERIOD_SHIFT};
+        char why[128];
+        if (strlen(v) >= o->size)
+            return s_fail(ctx, "[%s] %s: too long (%zu characters); allowed: at most %zu",
+                          o->section, o->name, strlen(v), o->size - 1);
+        if (fp_period_parse_shifts(v, &pc, why, sizeof why) != 0)
+            return s_fail(ctx, "[%s] %s = '%.*s': %s; allowed: %s", o->section, o->name,
+                          S_QUOTE_MAX, v, why, o->allowed);
+        s_set_string(cfg, o, v);
+        return 0;
+    }
+    case OPT_DATE: {
+        int32_t d;
+        if (v[0] && fp_period_parse_date(v, &d) != 0)
+            return s_fail(ctx, "[%s] %s = '%.*s': not a date; allowed: %s", o->section, o->name,
+                          S_QUOTE_MAX, v, o->allowed);
+        s_set_string(cfg, o, v);
+        return 0;
+    }
+    case OPT_MODULI: {
+        char why[160];
+        if (strlen(v) >= o->size)
+            return s_fail(ctx, "[%s] %s: too long (%zu characters); allowed: at most %zu",
+                          o->section, o->name, strlen(v), o->size - 1);
+        fp_counter_modulus_t list[FP_COUNTER_MODULI_MAX];
+        if (fp_config_counter_moduli(v, list, FP_COUNTER_MODULI_MAX, why, sizeof why) < 0)
+            return s_fail(ctx, "[%s] %s = '%.*s': %s; allowed: %s", o->section, o->name,
+                          S_QUOTE_MAX, v, why, o->allowed);
+        s_set_string(cfg, o, v);
+        return 0;
+    }
     case OPT_LOG_LEVEL: {
         static const char *const levels[] = {"debug", "info", "warn", "error"};
         for (int i = 0; i < 4; i++)
@@ -602,7 +685,7 @@ s_section_header(s_ctx_t *ctx, char *line)
     if (strncmp(name, "sink", 4) == 0 && (name[4] == '\0' || s_space(name[4])))
         return s_sink_header(ctx, s_trim(name + 4));
     return s_fail(ctx, "unknown section [%.*s]; allowed: service, pipeline, dedup, aggregate, "
-                  "durability, metrics, security, demo, sink NAME", S_QUOTE_MAX, name);
+                  "counters, durability, metrics, security, demo, sink NAME", S_QUOTE_MAX, name);
 }
 
 /* Extracts the value: a "quoted" string (no escapes, may hold # and ;) or
@@ -895,6 +978,73 @@ cleanup:
     free(buf);
     fclose(f);
     return rc;
+}
+
+int
+fp_config_counter_moduli(const char *text, fp_counter_modulus_t *out, int max, char *err,
+                         size_t errlen)
+{
+    int n = 0;
+    const char *p = text;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p == '\0')
+        return 0;
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *name = p;
+        while (*p && *p != '=' && *p != ',')
+            p++;
+        size_t nlen = (size_t)(p - name);
+        while (nlen > 0 && (name[nlen - 1] == ' ' || name[nlen - 1] == '\t'))
+            nlen--;
+        if (nlen == 0 || nlen > FP_COUNTER_NAME_MAX) {
+            snprintf(err, errlen, "a counter name must be 1..%d bytes before '='",
+                     FP_COUNTER_NAME_MAX);
+            return -1;
+        }
+        if (*p != '=') {
+            snprintf(err, errlen, "'%.*s' has no '=MODULUS'", (int)nlen, name);
+            return -1;
+        }
+        p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        char *end;
+        errno = 0;
+        unsigned long long m = strtoull(p, &end, 10);
+        if (end == p || *p == '-' || errno == ERANGE || m < 2 || m > (1ull << 62)) {
+            snprintf(err, errlen, "the modulus of '%.*s' is not an integer 2..2^62", (int)nlen,
+                     name);
+            return -1;
+        }
+        p = end;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (n == max) {
+            snprintf(err, errlen, "more than %d counters", max);
+            return -1;
+        }
+        for (int i = 0; out && i < n; i++)
+            if (strlen(out[i].name) == nlen && memcmp(out[i].name, name, nlen) == 0) {
+                snprintf(err, errlen, "counter '%.*s' given twice", (int)nlen, name);
+                return -1;
+            }
+        if (out) {
+            memcpy(out[n].name, name, nlen);
+            out[n].name[nlen] = '\0';
+            out[n].modulus = m;
+        }
+        n++;
+        if (*p == '\0')
+            return n;
+        if (*p != ',') {
+            snprintf(err, errlen, "'%.20s': entries must be separated by commas", p);
+            return -1;
+        }
+        p++;
+    }
 }
 
 void

@@ -74,6 +74,15 @@ typedef struct {
     int64_t closed_key_grace_ms;   /* closed operations released after this */
     uint64_t max_open_keys;        /* aggregation keys per shard */
     char time_zone[64];            /* the plant's time zone (tz database): posting dates */
+    int period;                    /* posting period: FP_PERIOD_DAY, _SHIFT or _HOUR (period.h) */
+    char shifts[128];              /* shift calendar "06:00,14:00,22:00" (period = shift) */
+    char closed_before[16];        /* "YYYY-MM-DD": earlier posting dates are closed; "" = none */
+    int closed_period;             /* FP_CLOSED_POST_TO_FIRST_OPEN or FP_CLOSED_DEAD_LETTER */
+    /* [counters] */
+    uint64_t counter_default_modulus; /* cumulative counters roll over at this (2..2^62) */
+    char counter_modulus[512];     /* per counter: "NAME=MODULUS,..." ("" = none) */
+    uint64_t counter_max_jump;     /* a delta above this is dead-lettered counter_jump; 0 = off */
+    uint64_t counter_jitter;       /* a drop of at most this is read jitter, not a reset; 0 = off */
     /* [durability] */
     char state_dir[FP_PATH_MAX];   /* LMDB state (rounds, outbox); "" = durability off */
     uint64_t map_size_mb;          /* LMDB map size: the most disk the state may use, MiB */
@@ -98,6 +107,10 @@ typedef struct {
     int nsinks;
     fp_sink_config_t sinks[FP_SINKS_MAX];
 } fp_config_t;
+
+/* [aggregate] closed_period */
+#define FP_CLOSED_POST_TO_FIRST_OPEN 0 /* re-posted to the first open period, marked backfill */
+#define FP_CLOSED_DEAD_LETTER 1        /* dead-lettered "period_closed" */
 
 /* Fills *cfg with the documented defaults (demo off). */
 void fp_config_defaults(fp_config_t *cfg);
@@ -133,6 +146,20 @@ int fp_config_diff(const fp_config_t *a, const fp_config_t *b,
    map_size_mb / 256 within 4 KiB..1 MiB). */
 uint64_t fp_config_dl_max_bytes(const fp_config_t *cfg);
 uint64_t fp_config_dl_round_bytes(const fp_config_t *cfg);
+
+/* [counters] modulus: one counter's own modulus. */
+#define FP_COUNTER_NAME_MAX 80 /* bytes, as every record string (FP_STRING_MAX) */
+#define FP_COUNTER_MODULI_MAX 64
+typedef struct {
+    char name[FP_COUNTER_NAME_MAX + 1];
+    uint64_t modulus;
+} fp_counter_modulus_t;
+
+/* Parses a [counters] modulus text ("NAME=MODULUS,...", "" = none) into
+   out[0..max) (out NULL: only checks). Returns the count, or -1 with a
+   one-line reason in err. Duplicate names are refused (when out is set). */
+int fp_config_counter_moduli(const char *text, fp_counter_modulus_t *out, int max, char *err,
+                             size_t errlen);
 
 /* Resolves 0 = auto counts from the core count (after loading). */
 void fp_config_resolve(fp_config_t *cfg);

@@ -2,6 +2,7 @@
     and configs/floorpost.ini against fp_config_defaults (run from the repo
     root). */
 #include "config.h"
+#include "period.h"
 #include "test.h"
 
 #include <fcntl.h>
@@ -224,7 +225,7 @@ TEST(test_error_messages)
               "queue_batches, ingest_hwm, max_frame_bytes, round_interval_ms",
               NULL, NULL);
     s_refused("[pipeline]\nworkers = 1\n[foo]\n",
-              "x.ini:3: unknown section [foo]; allowed: service, pipeline, dedup, aggregate, durability, metrics, security, demo, sink NAME",
+              "x.ini:3: unknown section [foo]; allowed: service, pipeline, dedup, aggregate, counters, durability, metrics, security, demo, sink NAME",
               NULL, NULL);
     s_refused("# c\nworkers = 4\n", "x.ini:2: option 'workers' outside any [section]", NULL,
               NULL);
@@ -283,6 +284,60 @@ TEST(test_error_messages)
     ASSERT_EQ(fp_config_parse(&c, "[x]\n", "x.ini", tiny, 6), -1);
     ASSERT_STREQ(tiny, "x.ini");
     ASSERT_EQ(tiny[7], 'z');
+}
+
+/* [aggregate] periods and [counters]: values and file:line errors. */
+TEST(test_periods_and_counters)
+{
+    fp_config_t c;
+    fp_config_defaults(&c);
+    ASSERT_EQ(c.period, FP_PERIOD_DAY);
+    ASSERT_STREQ(c.shifts, "06:00,14:00,22:00");
+    ASSERT_STREQ(c.closed_before, "");
+    ASSERT_EQ(c.closed_period, FP_CLOSED_POST_TO_FIRST_OPEN);
+    ASSERT_EQ((long long)c.counter_default_modulus, 4294967296ll);
+    ASSERT_EQ((long long)c.counter_max_jump, 0);
+    ASSERT_EQ(s_parse(&c, "[aggregate]\nperiod = shift\nshifts = \"22:00, 06:00,14:00\"\n"
+                          "closed_before = 2026-11-01\nclosed_period = dead_letter\n"
+                          "[counters]\ndefault_modulus = 65536\nmax_jump = 5000\njitter = 3\n"
+                          "modulus = \"GOOD32=4294967296, SCR = 100\"\n"),
+              0);
+    ASSERT_EQ(c.period, FP_PERIOD_SHIFT);
+    ASSERT_STREQ(c.shifts, "22:00, 06:00,14:00");
+    ASSERT_STREQ(c.closed_before, "2026-11-01");
+    ASSERT_EQ(c.closed_period, FP_CLOSED_DEAD_LETTER);
+    ASSERT_EQ((long long)c.counter_default_modulus, 65536);
+    ASSERT_EQ((long long)c.counter_max_jump, 5000);
+    ASSERT_EQ((long long)c.counter_jitter, 3);
+    fp_counter_modulus_t m[4];
+    ASSERT_EQ(fp_config_counter_moduli(c.counter_modulus, m, 4, s_err, sizeof s_err), 2);
+    ASSERT_STREQ(m[0].name, "GOOD32");
+    ASSERT_EQ((long long)m[0].modulus, 4294967296ll);
+    ASSERT_STREQ(m[1].name, "SCR");
+    ASSERT_EQ((long long)m[1].modulus, 100);
+    ASSERT_EQ(fp_config_counter_moduli("", m, 4, s_err, sizeof s_err), 0);
+    ASSERT_EQ(s_parse(&c, "[aggregate]\nperiod = hour\n"), 0);
+    ASSERT_EQ(c.period, FP_PERIOD_HOUR);
+
+    s_refused("[aggregate]\nperiod = week\n", "x.ini:2:", "[aggregate] period = 'week'",
+              "day, shift or hour");
+    s_refused("[aggregate]\n\nshifts = \"06:00,14:00,07:00\"\n", "x.ini:3:", "shifts",
+              "24-hour");
+    s_refused("[aggregate]\nshifts = 25:00\n", "x.ini:2:", "shifts", "HH:MM");
+    s_refused("[aggregate]\nshifts = \"\"\n", "x.ini:2:", "shifts", NULL);
+    s_refused("[aggregate]\nclosed_before = 2026-02-30\n", "x.ini:2:", "closed_before",
+              "not a date");
+    s_refused("[aggregate]\nclosed_before = 1.11.2026\n", "x.ini:2:", "not a date", NULL);
+    s_refused("[aggregate]\nclosed_period = drop\n", "x.ini:2:", "closed_period",
+              "post_to_first_open or dead_letter");
+    s_refused("[counters]\ndefault_modulus = 1\n", "x.ini:2:", "default_modulus",
+              "out of range");
+    s_refused("[counters]\nmodulus = \"A=1\"\n", "x.ini:2:", "modulus of 'A'", NULL);
+    s_refused("[counters]\nmodulus = \"A\"\n", "x.ini:2:", "no '=MODULUS'", NULL);
+    s_refused("[counters]\nmodulus = \"A=10,A=20\"\n", "x.ini:2:", "given twice", NULL);
+    s_refused("[counters]\nmodulus = \"A=10;B=20\"\n", "x.ini:2:", "commas", NULL);
+    s_refused("[counters]\njitter = 1000001\n", "x.ini:2:", "jitter", "out of range");
+    s_refused("[counters]\nperiod = day\n", "x.ini:2:", "belongs in [aggregate]", NULL);
 }
 
 TEST(test_integers)
@@ -449,6 +504,14 @@ TEST(test_reference_file)
     ASSERT_EQ(got.closed_key_grace_ms, want.closed_key_grace_ms);
     ASSERT_EQ((long long)got.max_open_keys, (long long)want.max_open_keys);
     ASSERT_STREQ(got.time_zone, want.time_zone);
+    ASSERT_EQ(got.period, want.period);
+    ASSERT_STREQ(got.shifts, want.shifts);
+    ASSERT_STREQ(got.closed_before, want.closed_before);
+    ASSERT_EQ(got.closed_period, want.closed_period);
+    ASSERT_EQ((long long)got.counter_default_modulus, (long long)want.counter_default_modulus);
+    ASSERT_STREQ(got.counter_modulus, want.counter_modulus);
+    ASSERT_EQ((long long)got.counter_max_jump, (long long)want.counter_max_jump);
+    ASSERT_EQ((long long)got.counter_jitter, (long long)want.counter_jitter);
     ASSERT_EQ((long long)got.reader_max_lag_events, (long long)want.reader_max_lag_events);
     ASSERT_EQ(got.demo, want.demo);
     ASSERT_EQ(got.demo_rate, want.demo_rate);
@@ -466,6 +529,7 @@ main(int argc, char **argv)
     RUN(test_full_valid_text);
     RUN(test_booleans);
     RUN(test_error_messages);
+    RUN(test_periods_and_counters);
     RUN(test_integers);
     RUN(test_ingest_endpoints);
     RUN(test_security_pair);
