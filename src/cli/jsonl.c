@@ -27,17 +27,21 @@ enum {
     F_KIND,
     F_QUANTITY,
     F_STR0,
-    F_COUNT = F_STR0 + FP_STR_FIELDS
+    F_COUNTER = F_STR0 + FP_STR_FIELDS, /* the material field, by its counter name */
+    F_FROM_ZERO,
+    F_COUNT
 };
 
 static const char *const s_field_names[F_COUNT] = {
     "source_id", "epoch", "seq", "time_ns", "kind", "quantity",
     "plant", "line", "station", "order", "operation", "material", "lot", "unit", "reason",
+    "counter", "from_zero",
 };
 
 /* Kind names; index = FP_KIND_* value. */
 static const char *const s_kind_names[FP_KIND_MAX + 1] = {
     NULL, "PartCount", "MaterialConsumed", "Scrap", "OperationStarted", "OperationCompleted",
+    "PartCounter", "ScrapCounter",
 };
 
 _Static_assert(FP_STR_PLANT == 0 && FP_STR_REASON == 8, "string field order changed");
@@ -153,12 +157,29 @@ int jsonl_parse(jsonl_t *self, const char *line, uint64_t *source_id, uint64_t *
             if (r.kind == 0 && json_is_string(val))
                 return s_fail(err, errlen,
                               "field 'kind': unknown kind '%.64s' (PartCount, MaterialConsumed, "
-                              "Scrap, OperationStarted, OperationCompleted or 1..5)",
+                              "Scrap, OperationStarted, OperationCompleted, PartCounter, "
+                              "ScrapCounter or 1..7)",
                               json_string_value(val));
             if (r.kind == 0)
-                return s_fail(err, errlen, "field 'kind': must be a kind name or an integer 1..5");
+                return s_fail(err, errlen, "field 'kind': must be a kind name or an integer 1..7");
+            break;
+        case F_FROM_ZERO:
+            if (!json_is_boolean(val))
+                return s_fail(err, errlen, "field 'from_zero': must be true or false");
+            r.flags = json_is_true(val) ? FP_COUNTER_FROM_ZERO : 0;
+            break;
+        case F_COUNTER:
+            if (seen & (1u << (F_STR0 + FP_STR_COUNTER)))
+                return s_fail(err, errlen, "field 'counter': 'material' given too (the same field)");
+            if (json_is_null(val))
+                break;
+            if (!json_is_string(val))
+                return s_fail(err, errlen, "field 'counter': must be a string");
+            r.str[FP_STR_COUNTER] = json_string_value(val);
             break;
         default: /* string fields; null = absent */
+            if (f == F_STR0 + FP_STR_COUNTER && (seen & (1u << F_COUNTER)))
+                return s_fail(err, errlen, "field 'material': 'counter' given too (the same field)");
             if (json_is_null(val))
                 break;
             if (!json_is_string(val))
@@ -167,6 +188,8 @@ int jsonl_parse(jsonl_t *self, const char *line, uint64_t *source_id, uint64_t *
             break;
         }
     }
+    if (r.flags && r.kind != FP_KIND_PART_COUNTER && r.kind != FP_KIND_SCRAP_COUNTER)
+        return s_fail(err, errlen, "field 'from_zero': only for PartCounter and ScrapCounter");
     static const int required[] = {F_SOURCE_ID, F_SEQ, F_KIND};
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
         if (!(seen & (1u << required[i])))

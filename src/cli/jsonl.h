@@ -9,10 +9,18 @@
     Fields: source_id (integer >= 1, required), epoch (integer >= 0, default
     1), seq (integer >= 1, required), time_ns (integer, ns since the Unix
     epoch UTC, default 0), kind (required: "PartCount" | "MaterialConsumed" |
-    "Scrap" | "OperationStarted" | "OperationCompleted", or its number 1..5),
-    plant, line, station, order, operation, material, lot, unit, reason
-    (strings, optional; "" = absent), quantity (integer, default 0; parts, or
-    thousandths of unit for MaterialConsumed); null for a string = absent.
+    "Scrap" | "OperationStarted" | "OperationCompleted" | "PartCounter" |
+    "ScrapCounter", or its number 1..7), plant, line, station, order,
+    operation, material, lot, unit, reason (strings, optional; "" = absent),
+    counter (a counter reading's name: the material field under its own name,
+    so not both), from_zero (true/false, counter readings only: the counter
+    started from zero), quantity (integer, default 0; parts, thousandths of
+    unit for MaterialConsumed, the cumulative reading for the counter kinds);
+    null for a string = absent. A counter reading:
+      {"source_id": 7, "seq": 43, "time_ns": 1763900000223456789,
+       "kind": "PartCounter", "plant": "1000", "order": "000100012345",
+       "operation": "0010", "station": "PRESS-1", "counter": "GOOD",
+       "quantity": 120344}
     Integers must be JSON integers that fit in int64 (no floats, no 1e3; so
     source_id, epoch and seq are at most 2^63-1), so seqs and ns timestamps
     are exact (jansson keeps 64-bit integers; cJSON would round them through

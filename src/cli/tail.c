@@ -61,8 +61,15 @@ int fp_tail_format_human(const char *topic, size_t topic_len, const void *buf, s
     else if (ck.kind == FP_CK_COMPLETION)
         n += snprintf(out + n, cap - n, "yield %+" PRId64 " scrap %+" PRId64 "%s", ck.yield,
                       ck.scrap, ck.final ? "  FINAL" : "");
-    else
+    else if (ck.kind == FP_CK_SCRAP)
         n += snprintf(out + n, cap - n, "%s  %+" PRId64 " parts", ck.reason, ck.parts);
+    else
+        n += snprintf(out + n, cap - n, "station %s counter %s%s%s  %" PRId64 " -> %" PRId64,
+                      ck.station, ck.counter, ck.counter_scrap ? " scrap " : "",
+                      ck.counter_scrap ? ck.reason : "", ck.previous, ck.reading);
+    if ((size_t)n < cap && ck.posting_date[0])
+        n += snprintf(out + n, cap - n, "  %s %s%s", ck.posting_date, ck.period,
+                      ck.backfill ? " BACKFILL" : "");
     if ((size_t)n < cap)
         n += snprintf(out + n, cap - n, "%s  [seq %" PRIu64 ", %" PRIu64 " records]",
                       ck.late ? "  LATE" : "", ck.stream_seq, ck.record_count);

@@ -72,8 +72,12 @@ static_assert(sizeof(fbc::SeqRange) == sizeof(fp_seq_range_t), "SeqRange");
 static_assert((int)fbt::Kind::OperationCompleted == FP_KIND_OP_COMPLETED, "Kind values");
 static_assert((int)fbc::Body::Consumption == FP_CK_CONSUMPTION &&
                   (int)fbc::Body::Completion == FP_CK_COMPLETION &&
-                  (int)fbc::Body::Scrap == FP_CK_SCRAP,
+                  (int)fbc::Body::Scrap == FP_CK_SCRAP &&
+                  (int)fbc::Body::CounterReset == FP_CK_COUNTER_RESET,
               "Body values");
+static_assert((int)fbt::Kind::PartCounter == FP_KIND_PART_COUNTER &&
+                  (int)fbt::Kind::ScrapCounter == FP_KIND_SCRAP_COUNTER,
+              "counter Kind values");
 
 /* Verifier limits: a Batch is 1 table, a Checkpoint 3; nothing legitimate
    nests deeper than 2. */
@@ -426,8 +430,7 @@ int fp_codec_checkpoint_encode(fp_codec_t *self, const fp_checkpoint_t *ck,
                                const void **out, size_t *out_len)
 {
     assert(self && ck && out && out_len);
-    assert(ck->kind == FP_CK_CONSUMPTION || ck->kind == FP_CK_COMPLETION ||
-           ck->kind == FP_CK_SCRAP);
+    assert(ck->kind >= FP_CK_CONSUMPTION && ck->kind <= FP_CK_KIND_MAX);
     assert(ck->nlineage <= FP_LINEAGE_MAX);
     flatbuffers::FlatBufferBuilder &fbb = self->fbb;
     fbb.Clear();
@@ -445,9 +448,16 @@ int fp_codec_checkpoint_encode(fp_codec_t *self, const fp_checkpoint_t *ck,
         body = fbc::CreateConsumption(fbb, material, lot, unit, ck->quantity).Union();
     } else if (ck->kind == FP_CK_COMPLETION) {
         body = fbc::CreateCompletion(fbb, ck->yield, ck->scrap, ck->final).Union();
-    } else {
+    } else if (ck->kind == FP_CK_SCRAP) {
         auto reason = s_opt_string(fbb, ck->reason);
         body = fbc::CreateScrap(fbb, reason, ck->parts).Union();
+    } else {
+        auto station = s_opt_string(fbb, ck->station);
+        auto counter = s_opt_string(fbb, ck->counter);
+        auto reason = s_opt_string(fbb, ck->reason);
+        body = fbc::CreateCounterReset(fbb, station, counter, ck->counter_scrap, reason,
+                                       ck->previous, ck->reading)
+                   .Union();
     }
     auto event_id = fbb.CreateString(ck->event_id ? ck->event_id : "");
     auto instance = s_opt_string(fbb, ck->instance);
@@ -455,15 +465,52 @@ int fp_codec_checkpoint_encode(fp_codec_t *self, const fp_checkpoint_t *ck,
     auto line = s_opt_string(fbb, ck->line);
     auto order = s_opt_string(fbb, ck->order);
     auto operation = s_opt_string(fbb, ck->operation);
+    bool posted = ck->posting_date && ck->posting_date[0];
+    bool reposted = posted && ck->original_posting_date && ck->original_posting_date[0];
+    auto posting_date = posted ? fbb.CreateString(ck->posting_date)
+                               : flatbuffers::Offset<flatbuffers::String>();
+    auto period = posted ? s_opt_string(fbb, ck->period) : flatbuffers::Offset<flatbuffers::String>();
+    auto original = reposted ? fbb.CreateString(ck->original_posting_date)
+                             : flatbuffers::Offset<flatbuffers::String>();
 
     /* stream_seq must be stored even when 0 so set_stream_seq can patch it:
-       force defaults for the header only. */
+       force defaults for the fields of contract version 1 (as CreateHeader
+       orders them: 8-byte scalars, offsets, bools). The posting fields are
+       stored only when there is a period, so an event without one is byte
+       for byte what a floorpost before them wrote. */
     fbb.ForceDefaults(true);
-    auto header = fbc::CreateHeader(fbb, event_id, ck->stream_seq, ck->checkpoint_no, instance,
-                                    plant, line, order, operation, ck->first_time_ns,
-                                    ck->last_time_ns, ck->record_count, lineage,
-                                    ck->lineage_truncated, ck->late, ck->global_seq);
+    fbc::HeaderBuilder hb(fbb);
+    hb.add_global_seq(ck->global_seq);
+    hb.add_record_count(ck->record_count);
+    hb.add_last_time_ns(ck->last_time_ns);
+    hb.add_first_time_ns(ck->first_time_ns);
+    hb.add_checkpoint_no(ck->checkpoint_no);
+    hb.add_stream_seq(ck->stream_seq);
     fbb.ForceDefaults(false);
+    if (posted) {
+        hb.add_period_start_ns(ck->period_start_ns);
+        hb.add_period_end_ns(ck->period_end_ns);
+        if (reposted)
+            hb.add_original_period_start_ns(ck->original_period_start_ns);
+        hb.add_posting_date(posting_date);
+        hb.add_period(period);
+        if (reposted)
+            hb.add_original_posting_date(original);
+    }
+    fbb.ForceDefaults(true);
+    hb.add_lineage(lineage);
+    hb.add_operation(operation);
+    hb.add_order(order);
+    hb.add_line(line);
+    hb.add_plant(plant);
+    hb.add_instance(instance);
+    hb.add_event_id(event_id);
+    hb.add_late(ck->late);
+    hb.add_lineage_truncated(ck->lineage_truncated);
+    fbb.ForceDefaults(false);
+    if (posted)
+        hb.add_backfill(ck->backfill);
+    auto header = hb.Finish();
     auto root = fbc::CreateCheckpoint(fbb, S_VERSION, header, (fbc::Body)ck->kind, body);
     fbb.Finish(root, S_ID_CHECKPOINT);
     s_finish(self, out, out_len);
@@ -525,7 +572,7 @@ static int s_checkpoint_verify(const void *buf, size_t len, const fbc::Checkpoin
         return FP_CODEC_VERSION;
     /* VerifyBody accepts unknown union types; we do not. */
     int kind = (int)c->body_type();
-    if (kind != FP_CK_CONSUMPTION && kind != FP_CK_COMPLETION && kind != FP_CK_SCRAP)
+    if (kind < FP_CK_CONSUMPTION || kind > FP_CK_KIND_MAX)
         return FP_CODEC_VERIFY;
     const auto *lin = c->header()->lineage();
     if (lin && (lin->size() > FP_LINEAGE_MAX || (lin->size() > 0 && !s_aligned8(lin->Data()))))
@@ -567,7 +614,14 @@ int fp_codec_checkpoint_decode(const void *buf, size_t len, fp_checkpoint_t *ck)
     }
     ck->lineage_truncated = h->lineage_truncated();
     ck->late = h->late();
-    ck->material = ck->lot = ck->unit = ck->reason = "";
+    ck->posting_date = s_str(h->posting_date());
+    ck->period = s_str(h->period());
+    ck->period_start_ns = h->period_start_ns();
+    ck->period_end_ns = h->period_end_ns();
+    ck->backfill = h->backfill();
+    ck->original_posting_date = s_str(h->original_posting_date());
+    ck->original_period_start_ns = h->original_period_start_ns();
+    ck->material = ck->lot = ck->unit = ck->reason = ck->station = ck->counter = "";
     if (const auto *cons = c->body_as_Consumption()) {
         ck->material = s_str(cons->material());
         ck->lot = s_str(cons->lot());
@@ -580,6 +634,13 @@ int fp_codec_checkpoint_decode(const void *buf, size_t len, fp_checkpoint_t *ck)
     } else if (const auto *scr = c->body_as_Scrap()) {
         ck->reason = s_str(scr->reason());
         ck->parts = scr->parts();
+    } else if (const auto *cr = c->body_as_CounterReset()) {
+        ck->station = s_str(cr->station());
+        ck->counter = s_str(cr->counter());
+        ck->counter_scrap = cr->scrap();
+        ck->reason = s_str(cr->reason());
+        ck->previous = cr->previous();
+        ck->reading = cr->reading();
     }
     return FP_CODEC_OK;
 }
@@ -780,6 +841,24 @@ int fp_codec_checkpoint_to_json(const void *buf, size_t len, char *out, size_t c
     j.put("]", 1);
     j.key("lineage_truncated");
     j.boolean(h->lineage_truncated());
+    if (h->posting_date() && h->posting_date()->size()) {
+        j.key("posting_date");
+        j.string(h->posting_date());
+        j.key("period");
+        j.string(h->period());
+        j.key("period_start_ns");
+        j.i64(h->period_start_ns());
+        j.key("period_end_ns");
+        j.i64(h->period_end_ns());
+        j.key("backfill");
+        j.boolean(h->backfill());
+        if (h->original_posting_date() && h->original_posting_date()->size()) {
+            j.key("original_posting_date");
+            j.string(h->original_posting_date());
+            j.key("original_period_start_ns");
+            j.i64(h->original_period_start_ns());
+        }
+    }
     if (const auto *cons = c->body_as_Consumption()) {
         j.key("material");
         j.string(cons->material());
@@ -801,6 +880,19 @@ int fp_codec_checkpoint_to_json(const void *buf, size_t len, char *out, size_t c
         j.string(scr->reason());
         j.key("parts");
         j.i64(scr->parts());
+    } else if (const auto *cr = c->body_as_CounterReset()) {
+        j.key("station");
+        j.string(cr->station());
+        j.key("counter");
+        j.string(cr->counter());
+        j.key("scrap");
+        j.boolean(cr->scrap());
+        j.key("reason");
+        j.string(cr->reason());
+        j.key("previous");
+        j.i64(cr->previous());
+        j.key("reading");
+        j.i64(cr->reading());
     }
     j.put("}", 1);
     if (j.full || j.n > INT_MAX) {

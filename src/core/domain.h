@@ -25,17 +25,22 @@ typedef enum {
     FP_CK_CONSUMPTION = 1, /* goods issue to an order */
     FP_CK_COMPLETION = 2,  /* operation confirmation: yield, scrap, final */
     FP_CK_SCRAP = 3,       /* scrap by reason code */
+    FP_CK_COUNTER_RESET = 4, /* a notice, not a posting: a cumulative counter was reset */
 } fp_ck_kind_t;
 
-#define FP_CK_KINDS 3 /* kinds are 1..FP_CK_KINDS; arrays index kind - 1 */
+/* The posting kinds (what aggregation sums) are 1..FP_CK_KINDS; arrays of
+   them index kind - 1. FP_CK_COUNTER_RESET comes after them. */
+#define FP_CK_KINDS 3
+#define FP_CK_KIND_MAX 4 /* every kind an event may have */
 
-/* The kind's stable name ("consumption", "completion", "scrap"): the first
-   part of its topic and its metric label. NULL for a value out of range. */
+/* The kind's stable name ("consumption", "completion", "scrap",
+   "counter_reset"): the first part of its topic and its metric label. NULL
+   for a value out of range. */
 static inline const char *fp_ck_kind_name(int kind)
 {
-    static const char *const names[FP_CK_KINDS + 1] = {NULL, "consumption", "completion",
-                                                       "scrap"};
-    return kind >= 1 && kind <= FP_CK_KINDS ? names[kind] : NULL;
+    static const char *const names[FP_CK_KIND_MAX + 1] = {NULL, "consumption", "completion",
+                                                          "scrap", "counter_reset"};
+    return kind >= 1 && kind <= FP_CK_KIND_MAX ? names[kind] : NULL;
 }
 
 /* ---- dead-letter reasons ---- */
@@ -47,7 +52,7 @@ static inline const char *fp_ck_kind_name(int kind)
     X(unsupported_version) X(too_many_strings) X(bad_envelope) X(unknown_kind)  \
     X(bad_string_index) X(too_old) X(stale_epoch) X(too_many_sources)           \
     X(overflow) X(too_many_keys) X(invalid_record) X(no_memory) X(string_too_long)    \
-    X(erp_rejected) X(string_has_nul) X(other)
+    X(erp_rejected) X(string_has_nul) X(period_closed) X(counter_jump) X(other)
 
 #define FP_DL_ENUM_(name) FP_DL_##name,
 typedef enum { FP_DL_REASONS(FP_DL_ENUM_) FP_DL_COUNT } fp_dl_reason_t;
@@ -102,15 +107,27 @@ typedef struct {
     uint32_t nlineage;
     bool lineage_truncated;
     bool late;
+    /* The posting period (period.h). posting_date NULL or "": none (periods
+       off, a counter_reset, or an event from a floorpost before them). */
+    const char *posting_date;   /* "YYYY-MM-DD" */
+    const char *period;         /* "day", "shift-N", "hour-HH" */
+    int64_t period_start_ns, period_end_ns; /* [start, end), ns since Unix epoch, UTC */
+    bool backfill;              /* the period had been flushed before these records came */
+    const char *original_posting_date; /* a closed period re-posted: the records' own date */
+    int64_t original_period_start_ns;  /* and their own period's start (0 otherwise) */
     /* FP_CK_CONSUMPTION */
     const char *material, *lot, *unit;
     int64_t quantity; /* thousandths of unit */
     /* FP_CK_COMPLETION */
     int64_t yield, scrap; /* parts */
     bool final;
-    /* FP_CK_SCRAP */
+    /* FP_CK_SCRAP (and FP_CK_COUNTER_RESET of a scrap counter) */
     const char *reason;
     int64_t parts;
+    /* FP_CK_COUNTER_RESET */
+    const char *station, *counter;
+    bool counter_scrap;          /* a scrap counter, else good parts */
+    int64_t previous, reading;   /* the reading before the drop and after it */
 } fp_checkpoint_t;
 
 #endif

@@ -21,8 +21,17 @@ enum {
     FP_KIND_SCRAP = 3,
     FP_KIND_OP_STARTED = 4,
     FP_KIND_OP_COMPLETED = 5,
-    FP_KIND_MAX = 5
+    FP_KIND_PART_COUNTER = 6,  /* cumulative good-parts reading; the worker posts deltas */
+    FP_KIND_SCRAP_COUNTER = 7, /* cumulative scrap reading (reason set) */
+    FP_KIND_MAX = 7
 };
+
+/* The kinds aggregation sums (the worker turns counter readings into
+   PartCount and Scrap deltas before a shard sees them). */
+#define FP_KIND_AGG_MAX FP_KIND_OP_COMPLETED
+
+/* fp_record_t.reserved0 of a counter reading: flags. */
+#define FP_COUNTER_FROM_ZERO 1u /* the counter started from zero: a first reading counts whole */
 
 /* String fields of a record, in layout order; index into fp_record_t.str. */
 enum {
@@ -37,6 +46,9 @@ enum {
     FP_STR_REASON,
     FP_STR_FIELDS /* 9 */
 };
+
+/* A counter reading's name travels in the material field. */
+#define FP_STR_COUNTER FP_STR_MATERIAL
 
 /* The most strings one batch may carry (indices are 16-bit, 0 = absent). */
 #define FP_BATCH_STRINGS_MAX 65535u

@@ -37,7 +37,8 @@ typedef enum {
     FP_RECORD_STRING_TOO_LONG,  /* "string_too_long": a string over FP_STRING_MAX bytes */
     FP_RECORD_STRING_HAS_NUL,   /* "string_has_nul": a string with a NUL byte in it */
     FP_RECORD_MISSING_MATERIAL, /* "missing_field": MaterialConsumed without material or unit */
-    FP_RECORD_MISSING_REASON,   /* "missing_field": Scrap without a reason */
+    FP_RECORD_MISSING_REASON,   /* "missing_field": Scrap or ScrapCounter without a reason */
+    FP_RECORD_MISSING_COUNTER,  /* "missing_field": a counter reading without its name */
     FP_RECORD_REASONS
 } fp_record_reason_t;
 
@@ -101,8 +102,10 @@ static inline fp_record_reason_t fp_record_check(const fp_record_t *r, uint32_t 
                 return FP_RECORD_STRING_HAS_NUL;
     if (r->kind == FP_KIND_MATERIAL && (!r->str[FP_STR_MATERIAL] || !r->str[FP_STR_UNIT]))
         return FP_RECORD_MISSING_MATERIAL;
-    if (r->kind == FP_KIND_SCRAP && !r->str[FP_STR_REASON])
+    if ((r->kind == FP_KIND_SCRAP || r->kind == FP_KIND_SCRAP_COUNTER) && !r->str[FP_STR_REASON])
         return FP_RECORD_MISSING_REASON;
+    if (r->kind >= FP_KIND_PART_COUNTER && !r->str[FP_STR_COUNTER])
+        return FP_RECORD_MISSING_COUNTER;
     return FP_RECORD_OK;
 }
 

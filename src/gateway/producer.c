@@ -749,6 +749,7 @@ int producer_add(producer_t *self, uint64_t source_id, uint64_t epoch, const fp_
     r->time_ns = rec->time_ns;
     r->quantity = rec->quantity;
     r->kind = rec->kind;
+    r->reserved0 = rec->flags;
     for (int i = 0; i < FP_STR_FIELDS; i++) {
         int idx = strtab_add(self->strtab, rec->str[i]);
         if (idx < 0)

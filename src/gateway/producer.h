@@ -98,7 +98,10 @@ typedef struct {
     int64_t time_ns;  /* event time, ns since the Unix epoch, UTC */
     int64_t quantity; /* parts, or thousandths of unit for FP_KIND_MATERIAL */
     uint8_t kind;     /* FP_KIND_* (not checked here: floorpost dead-letters bad ones) */
-    const char *str[FP_STR_FIELDS]; /* FP_STR_* order; NULL or "" = absent */
+    const char *str[FP_STR_FIELDS]; /* FP_STR_* order; NULL or "" = absent. A counter
+                                       reading's name goes in str[FP_STR_COUNTER] */
+    uint8_t flags;    /* FP_KIND_PART_COUNTER, FP_KIND_SCRAP_COUNTER: FP_COUNTER_FROM_ZERO
+                         or 0 (the wire's reserved0); 0 for every other kind */
 } fp_rec_in_t;
 
 #define PRODUCER_ACKED 1 /* DEALER connected to floorpost's ROUTER endpoint; reads Acks */

@@ -536,13 +536,27 @@ char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *le
               s_ld(&c[FP_M_DL_TRIMMED]));
 
     s_head(&b, "floorpost_events_published_total", "counter", "Checkpoints published, by kind.");
-    const fp_metric_t ev[3] = {FP_M_EVENTS_CONSUMPTION, FP_M_EVENTS_COMPLETION, FP_M_EVENTS_SCRAP};
-    for (int k = 0; k < 3; k++)
+    const fp_metric_t ev[4] = {FP_M_EVENTS_CONSUMPTION, FP_M_EVENTS_COMPLETION, FP_M_EVENTS_SCRAP,
+                               FP_M_EVENTS_COUNTER_RESET};
+    for (int k = 0; k < 4; k++)
         s_put(&b, "floorpost_events_published_total{kind=\"%s\"} %llu\n", fp_ck_kind_name(k + 1),
               (unsigned long long)s_ld(&c[ev[k]]));
     s_counter(&b, "floorpost_late_corrections_total",
               "Checkpoints published with late = true (records after the operation completed).",
               s_ld(&c[FP_M_EVENTS_LATE]));
+    s_counter(&b, "floorpost_backfill_checkpoints_total",
+              "Checkpoints published with backfill = true (records of a period already flushed).",
+              s_ld(&c[FP_M_EVENTS_BACKFILL]));
+    s_counter(&b, "floorpost_counter_readings_total",
+              "Cumulative counter readings turned into deltas (every outcome).",
+              s_ld(&c[FP_M_COUNTER_READINGS]));
+    s_counter(&b, "floorpost_counter_rollovers_total",
+              "Counter readings that rolled over at the counter's modulus.",
+              s_ld(&c[FP_M_COUNTER_ROLLOVERS]));
+    s_counter(&b, "floorpost_counter_readings_unposted_total",
+              "Counter readings that posted nothing: a first reading (the base), a repeat, read "
+              "jitter, or an older reading after a newer one.",
+              s_ld(&c[FP_M_COUNTER_UNPOSTED]));
 
     /* Stages. */
     int nstages = 2 + self->workers + self->shards;

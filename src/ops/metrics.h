@@ -47,6 +47,12 @@ typedef enum {
     FP_M_DEAD_LETTERS,     /* dead letters published (all reasons) */
     FP_M_DL_DROPPED,       /* dead letters not kept: over a round's or the store's budget */
     FP_M_DL_TRIMMED,       /* stored dead letters deleted for age, count or bytes */
+    FP_M_EVENTS_COUNTER_RESET, /* counter_reset events published */
+    FP_M_EVENTS_BACKFILL,  /* checkpoints published with backfill = true */
+    FP_M_COUNTER_READINGS, /* cumulative counter readings turned into deltas (all outcomes) */
+    FP_M_COUNTER_ROLLOVERS,/* of which a rollover at the modulus */
+    FP_M_COUNTER_UNPOSTED, /* of which posted nothing: a first reading, a repeat, jitter, an
+                              older reading after a newer one */
     FP_M_COUNT
 } fp_metric_t;
 

@@ -118,7 +118,8 @@ static void s_publish_item(void *ctx, fp_commit_item_t *it)
                                                 zmq_msg_size(&it->part[1]));
             fp_metric_t m = kind == FP_CK_CONSUMPTION  ? FP_M_EVENTS_CONSUMPTION
                             : kind == FP_CK_COMPLETION ? FP_M_EVENTS_COMPLETION
-                                                       : FP_M_EVENTS_SCRAP;
+                            : kind == FP_CK_SCRAP      ? FP_M_EVENTS_SCRAP
+                                                       : FP_M_EVENTS_COUNTER_RESET;
             fp_metrics_add(self->metrics, m, 1);
             zmq_msg_send(&it->part[0], self->pub, ZMQ_SNDMORE);
             zmq_msg_send(&it->part[1], self->pub, 0);

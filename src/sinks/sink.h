@@ -53,8 +53,9 @@ const char *fp_sink_err_name(int cls);
 typedef struct {
     const fp_reader_event_t *raw; /* global_seq, topic, the Checkpoint bytes */
     fp_checkpoint_t ck;           /* strings point into raw->ev */
-    char posting_date[11];        /* YYYY-MM-DD: the date of ck.last_time_ns in the plant's
-                                     time zone ([aggregate] time_zone) */
+    char posting_date[11];        /* YYYY-MM-DD: the checkpoint's own posting date (its
+                                     period's); for an event without one, the date of
+                                     ck.last_time_ns in the plant's time zone */
 } fp_sink_event_t;
 
 typedef struct {

@@ -346,8 +346,16 @@ int fp_sink_event_decode(const fp_reader_event_t *raw, fp_sink_event_t *ev)
     ev->raw = raw;
     if (fp_codec_checkpoint_decode(raw->ev, raw->evlen, &ev->ck) != FP_CODEC_OK)
         return -1;
-    /* The plant's zone: TZ is set from [aggregate] time_zone before any
-       thread starts (cmd_run.c), so localtime_r is safe here. */
+    /* The checkpoint's own posting date: the period its records belong to
+       (docs/schema.md "Posting periods"). */
+    if (strlen(ev->ck.posting_date) == 10) {
+        memcpy(ev->posting_date, ev->ck.posting_date, 11);
+        return 0;
+    }
+    /* An event without one (a counter_reset, or from a floorpost before
+       periods): the date of its last event time in the plant's zone. TZ is
+       set from [aggregate] time_zone before any thread starts (cmd_run.c),
+       so localtime_r is safe here. */
     time_t secs = (time_t)(ev->ck.last_time_ns / 1000000000);
     if (ev->ck.last_time_ns < 0 && ev->ck.last_time_ns % 1000000000)
         secs--;
@@ -369,6 +377,9 @@ int fp_sink_event_json(const fp_sink_event_t *ev, char *out, size_t cap)
         return -1;
     out[prefix - 1] = ','; /* splice: {"topic":..,<the object's fields> */
     size_t len = (size_t)prefix - 1 + (size_t)k;
+    /* The checkpoint's JSON has its own posting_date when it has a period. */
+    if (ev->ck.posting_date[0])
+        return (int)len;
     /* ...,"posting_date":"YYYY-MM-DD"} in place of the closing brace */
     if (len + 30 > cap)
         return -1;

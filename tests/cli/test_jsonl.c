@@ -124,8 +124,8 @@ TEST(test_errors)
     s_expect_error("{\"source_id\":1,\"seq\":1,\"kind\":1,\"quantity\":true}", "field 'quantity': must be an integer");
     s_expect_error("{\"source_id\":1,\"seq\":1,\"kind\":\"Rework\"}", "field 'kind': unknown kind 'Rework'");
     s_expect_error("{\"source_id\":1,\"seq\":1,\"kind\":\"partcount\"}", "field 'kind': unknown kind");
-    s_expect_error("{\"source_id\":1,\"seq\":1,\"kind\":0}", "field 'kind': must be a kind name or an integer 1..5");
-    s_expect_error("{\"source_id\":1,\"seq\":1,\"kind\":6}", "field 'kind'");
+    s_expect_error("{\"source_id\":1,\"seq\":1,\"kind\":0}", "field 'kind': must be a kind name or an integer 1..7");
+    s_expect_error("{\"source_id\":1,\"seq\":1,\"kind\":8}", "field 'kind'");
     s_expect_error("{\"source_id\":1,\"seq\":1,\"kind\":1.0}", "field 'kind'");
     s_expect_error("{\"source_id\":1,\"seq\":1,\"kind\":1,\"plant\":1000}", "field 'plant': must be a string");
     s_expect_error("{\"source_id\":1,\"seq\":1,\"kind\":1,\"reason\":[]}", "field 'reason': must be a string");

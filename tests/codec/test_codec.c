@@ -659,6 +659,94 @@ TEST(test_checkpoint_json)
     fp_codec_destroy(&c);
 }
 
+/* The posting fields (Header 15..21) and the CounterReset body: stored only
+   when there is a period, decoded, printed; without them an event is byte
+   for byte what it was before the fields existed. */
+TEST(test_checkpoint_period_and_counter_reset)
+{
+    fp_codec_t *c = fp_codec_new();
+    fp_checkpoint_t in = s_ck(FP_CK_COMPLETION), out;
+    const void *buf;
+    size_t len;
+    ASSERT_EQ(fp_codec_checkpoint_encode(c, &in, &buf, &len), FP_CODEC_OK);
+    size_t plain = len;
+    uint8_t before[4096];
+    memcpy(before, buf, len);
+    in.posting_date = ""; /* "" = none, as NULL */
+    in.period = "day";
+    in.period_start_ns = 5;
+    ASSERT_EQ(fp_codec_checkpoint_encode(c, &in, &buf, &len), FP_CODEC_OK);
+    ASSERT_EQ(len, plain);
+    ASSERT(memcmp(before, buf, len) == 0);
+    ASSERT_EQ(fp_codec_checkpoint_decode(s_aligned(buf, len), len, &out), FP_CODEC_OK);
+    ASSERT_STREQ(out.posting_date, "");
+    ASSERT_EQ(out.period_start_ns, 0);
+
+    in.posting_date = "2026-10-25";
+    in.period = "shift-3";
+    in.period_start_ns = 1792951200000000000ll;
+    in.period_end_ns = 1792983600000000000ll;
+    in.backfill = true;
+    ASSERT_EQ(fp_codec_checkpoint_encode(c, &in, &buf, &len), FP_CODEC_OK);
+    ASSERT(len > plain);
+    void *a = s_aligned(buf, len);
+    ASSERT_EQ(fp_codec_checkpoint_decode(a, len, &out), FP_CODEC_OK);
+    ASSERT_STREQ(out.posting_date, "2026-10-25");
+    ASSERT_STREQ(out.period, "shift-3");
+    ASSERT_EQ(out.period_start_ns, 1792951200000000000ll);
+    ASSERT_EQ(out.period_end_ns, 1792983600000000000ll);
+    ASSERT(out.backfill);
+    ASSERT_STREQ(out.original_posting_date, "");
+    ASSERT_EQ(out.yield, 40);
+    /* patching the seqs still works with the new fields */
+    ASSERT_EQ(fp_codec_checkpoint_set_stream_seq(a, len, 9), FP_CODEC_OK);
+    ASSERT_EQ(fp_codec_checkpoint_set_global_seq(a, len, 10), FP_CODEC_OK);
+    ASSERT_EQ(fp_codec_checkpoint_decode(a, len, &out), FP_CODEC_OK);
+    ASSERT_EQ(out.stream_seq, 9);
+    ASSERT_EQ(out.global_seq, 10);
+    char js[2048];
+    ASSERT(fp_codec_checkpoint_to_json(a, len, js, sizeof js) > 0);
+    ASSERT(strstr(js, ",\"lineage_truncated\":true,\"posting_date\":\"2026-10-25\","
+                      "\"period\":\"shift-3\",\"period_start_ns\":1792951200000000000,"
+                      "\"period_end_ns\":1792983600000000000,\"backfill\":true,\"yield\":40,")
+           != NULL);
+    ASSERT(strstr(js, "original_") == NULL);
+    in.original_posting_date = "2026-09-30";
+    in.original_period_start_ns = 17;
+    ASSERT_EQ(fp_codec_checkpoint_encode(c, &in, &buf, &len), FP_CODEC_OK);
+    a = s_aligned(buf, len);
+    ASSERT_EQ(fp_codec_checkpoint_decode(a, len, &out), FP_CODEC_OK);
+    ASSERT_STREQ(out.original_posting_date, "2026-09-30");
+    ASSERT_EQ(out.original_period_start_ns, 17);
+    ASSERT(fp_codec_checkpoint_to_json(a, len, js, sizeof js) > 0);
+    ASSERT(strstr(js, "\"backfill\":true,\"original_posting_date\":\"2026-09-30\","
+                      "\"original_period_start_ns\":17,") != NULL);
+
+    fp_checkpoint_t r = s_ck(FP_CK_COUNTER_RESET);
+    r.station = "PRESS-1";
+    r.counter = "GOOD";
+    r.counter_scrap = true;
+    r.reason = "DENT";
+    r.previous = 65000;
+    r.reading = 12;
+    ASSERT_EQ(fp_codec_checkpoint_encode(c, &r, &buf, &len), FP_CODEC_OK);
+    a = s_aligned(buf, len);
+    ASSERT_EQ(fp_codec_checkpoint_kind(a, len), FP_CK_COUNTER_RESET);
+    ASSERT_EQ(fp_codec_checkpoint_decode(a, len, &out), FP_CODEC_OK);
+    ASSERT_EQ(out.kind, FP_CK_COUNTER_RESET);
+    ASSERT_STREQ(out.station, "PRESS-1");
+    ASSERT_STREQ(out.counter, "GOOD");
+    ASSERT(out.counter_scrap);
+    ASSERT_STREQ(out.reason, "DENT");
+    ASSERT_EQ(out.previous, 65000);
+    ASSERT_EQ(out.reading, 12);
+    ASSERT(fp_codec_checkpoint_to_json(a, len, js, sizeof js) > 0);
+    ASSERT(strstr(js, "{\"kind\":\"counter_reset\",") == js);
+    ASSERT(strstr(js, ",\"station\":\"PRESS-1\",\"counter\":\"GOOD\",\"scrap\":true,"
+                      "\"reason\":\"DENT\",\"previous\":65000,\"reading\":12}") != NULL);
+    fp_codec_destroy(&c);
+}
+
 TEST(test_json_escape)
 {
     fp_codec_t *c = fp_codec_new();
@@ -704,7 +792,8 @@ TEST(test_checkpoint_kind)
                                                                                   : "scrap");
         free(buf);
     }
-    ASSERT(fp_ck_kind_name(0) == NULL && fp_ck_kind_name(4) == NULL);
+    ASSERT_STREQ(fp_ck_kind_name(4), "counter_reset");
+    ASSERT(fp_ck_kind_name(0) == NULL && fp_ck_kind_name(5) == NULL);
     fp_codec_destroy(&c);
 }
 
@@ -713,6 +802,7 @@ int main(int argc, char **argv)
     test_init(argc, argv);
     RUN(test_strerror);
     RUN(test_checkpoint_kind);
+    RUN(test_checkpoint_period_and_counter_reset);
     RUN(test_batch_roundtrip);
     RUN(test_batch_python_layout);
     RUN(test_batch_errors);

@@ -40,8 +40,10 @@ static fp_record_t s_rec(int kind)
         r.str[FP_STR_MATERIAL] = 4;
         r.str[FP_STR_UNIT] = 5;
     }
-    if (kind == FP_KIND_SCRAP)
+    if (kind == FP_KIND_SCRAP || kind == FP_KIND_SCRAP_COUNTER)
         r.str[FP_STR_REASON] = 6;
+    if (kind == FP_KIND_PART_COUNTER || kind == FP_KIND_SCRAP_COUNTER)
+        r.str[FP_STR_COUNTER] = 4; /* the counter's name */
     return r;
 }
 
@@ -176,6 +178,16 @@ TEST(test_missing_kind_fields)
     r = s_rec(FP_KIND_SCRAP);
     r.str[FP_STR_REASON] = 0;
     ASSERT_EQ(s_check(&r), FP_RECORD_MISSING_REASON);
+    /* Counter readings need their counter's name; a scrap counter a reason. */
+    r = s_rec(FP_KIND_PART_COUNTER);
+    r.str[FP_STR_COUNTER] = 0;
+    ASSERT_EQ(s_check(&r), FP_RECORD_MISSING_COUNTER);
+    r = s_rec(FP_KIND_SCRAP_COUNTER);
+    r.str[FP_STR_REASON] = 0;
+    ASSERT_EQ(s_check(&r), FP_RECORD_MISSING_REASON);
+    r = s_rec(FP_KIND_SCRAP_COUNTER);
+    r.str[FP_STR_COUNTER] = 0;
+    ASSERT_EQ(s_check(&r), FP_RECORD_MISSING_COUNTER);
     /* Other kinds need neither. */
     r = s_rec(FP_KIND_OP_COMPLETED);
     ASSERT_EQ(s_check(&r), FP_RECORD_OK);
@@ -190,7 +202,7 @@ TEST(test_reasons_and_details)
         fp_dl_reason_t dl;
         const char *name, *detail;
     } want[] = {
-        {FP_RECORD_UNKNOWN_KIND, FP_DL_unknown_kind, "unknown_kind", "kind must be 1..5"},
+        {FP_RECORD_UNKNOWN_KIND, FP_DL_unknown_kind, "unknown_kind", "kind must be 1..7"},
         {FP_RECORD_BAD_STRING_INDEX, FP_DL_bad_string_index, "bad_string_index",
          "string index beyond the batch's string table"},
         {FP_RECORD_MISSING_KEY, FP_DL_missing_field, "missing_field",
@@ -201,7 +213,10 @@ TEST(test_reasons_and_details)
          "a string field has a NUL byte in it"},
         {FP_RECORD_MISSING_MATERIAL, FP_DL_missing_field, "missing_field",
          "MaterialConsumed needs material and unit"},
-        {FP_RECORD_MISSING_REASON, FP_DL_missing_field, "missing_field", "Scrap needs a reason"},
+        {FP_RECORD_MISSING_REASON, FP_DL_missing_field, "missing_field",
+         "Scrap and ScrapCounter need a reason"},
+        {FP_RECORD_MISSING_COUNTER, FP_DL_missing_field, "missing_field",
+         "PartCounter and ScrapCounter need the counter's name (the material field)"},
     };
     ASSERT_EQ(sizeof want / sizeof want[0], FP_RECORD_REASONS - 1);
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {

@@ -26,10 +26,13 @@ from floorpost.checkpoint.Body import Body  # noqa: E402
 from floorpost.checkpoint.Consumption import Consumption  # noqa: E402
 from floorpost.checkpoint.Completion import Completion  # noqa: E402
 from floorpost.checkpoint.Scrap import Scrap  # noqa: E402
+from floorpost.checkpoint.CounterReset import CounterReset  # noqa: E402
 
 FLOORPOST = os.environ.get("FLOORPOST", "build/floorpost")
 
 PART, MATERIAL, SCRAP, STARTED, COMPLETED = 1, 2, 3, 4, 5
+PART_COUNTER, SCRAP_COUNTER = 6, 7  # cumulative readings; the counter's name in "material"
+COUNTER_FROM_ZERO = 1  # Record.reserved0 flag of a counter reading (a record's "flags")
 STR_FIELDS = ("plant", "line", "station", "order", "operation", "material", "lot", "unit", "reason")
 
 
@@ -70,7 +73,7 @@ def encode_batch(source_id, epoch, records, version=None, omit=(), raw_index=Non
             idx.update(raw_index[pos])
         TR.CreateRecord(b, r["seq"], r["time_ns"], r["quantity"], idx["plant"], idx["line"],
                         idx["station"], idx["order"], idx["operation"], idx["material"],
-                        idx["lot"], idx["unit"], idx["reason"], r["kind"], 0, 0)
+                        idx["lot"], idx["unit"], idx["reason"], r["kind"], r.get("flags", 0), 0)
     rvec = b.EndVector()
     TB.Start(b)
     if version is not None:
@@ -105,7 +108,11 @@ def decode_checkpoint(topic, buf):
               first_time_ns=h.FirstTimeNs(), last_time_ns=h.LastTimeNs(),
               lineage=[(h.Lineage(i).SourceId(), h.Lineage(i).Epoch(), h.Lineage(i).FirstSeq(),
                         h.Lineage(i).LastSeq()) for i in range(h.LineageLength())],
-              lineage_truncated=h.LineageTruncated())
+              lineage_truncated=h.LineageTruncated(),
+              posting_date=s(h.PostingDate()), period=s(h.Period()),
+              period_start_ns=h.PeriodStartNs(), period_end_ns=h.PeriodEndNs(),
+              backfill=h.Backfill(), original_posting_date=s(h.OriginalPostingDate()),
+              original_period_start_ns=h.OriginalPeriodStartNs())
     t = c.BodyType()
     tab = c.Body()
     if t == Body.Consumption:
@@ -121,6 +128,12 @@ def decode_checkpoint(topic, buf):
         x = Scrap()
         x.Init(tab.Bytes, tab.Pos)
         ev.update(kind="scrap", reason=s(x.Reason()), parts=x.Parts())
+    elif t == Body.CounterReset:
+        x = CounterReset()
+        x.Init(tab.Bytes, tab.Pos)
+        ev.update(kind="counter_reset", station=s(x.Station()), counter=s(x.Counter()),
+                  scrap_counter=x.Scrap(), reason=s(x.Reason()), previous=x.Previous(),
+                  reading=x.Reading())
     else:
         raise AssertionError("unknown body type %d" % t)
     return ev
@@ -156,6 +169,8 @@ def totals(events):
     comp, cons, scr = {}, {}, {}
     records = 0
     for e in events:
+        if e["kind"] == "counter_reset":
+            continue  # a notice, not a posting
         op = (e["plant"], e["order"], e["operation"])
         records += e["record_count"]
         if e["kind"] == "completion":

@@ -87,7 +87,7 @@ int truth_add(truth_t *self, const fp_rec_in_t *r)
 {
     assert(self && r);
     bool summed = r->kind == FP_KIND_PART_COUNT || r->kind == FP_KIND_SCRAP;
-    if ((summed && r->quantity <= 0) || r->kind == FP_KIND_INVALID || r->kind > FP_KIND_MAX)
+    if ((summed && r->quantity <= 0) || r->kind == FP_KIND_INVALID || r->kind > FP_KIND_AGG_MAX)
         return -1;
     char key[1024];
     const char *p = s_str(r, FP_STR_PLANT), *o = s_str(r, FP_STR_ORDER),
