@@ -24,11 +24,16 @@
         kind and the key STRINGS, computed once when the key is created.
       - pool and slots of 2 MiB or more are their own mappings
         (s_big_alloc), so the pool grows by mremap, not by copying.
-      - operation = the completion entry of (plant, order, operation). Every
-        consumption and scrap entry links to its operation (op) and the
-        operation keeps its children in an intrusive singly-linked list
-        (first_child / child_next), so OperationCompleted can flush them and
-        release can free them.
+      - operation = the head entry of (plant, order, operation), key kind
+        S_KIND_OP, period 0: line, station, closed, the FIFO link. Every
+        completion, consumption and scrap entry (one per period) links to
+        its head (op) and the head keeps them in an intrusive singly-linked
+        list (first_child / child_next), so OperationCompleted can flush
+        them and release can free them. A record looks up only the entries
+        of its period; the head is looked up only when a key is created.
+      - periods: s_period maps an event time to a cached period (S_PC of
+        them; the hot path is one compare pair against the last hit), whose
+        id is part of the key.
       - two intrusive doubly-linked lists of entries with pending records:
         DIRTY (open operations) and LATE (closed operations: corrections).
         An entry is on exactly one list iff count > 0 and, for a completion,
@@ -101,6 +106,9 @@
                               indices stay below 2^31: s_reserve) */
 #define S_INITIAL_SLOTS 1024u
 #define S_INITIAL_POOL 256u
+#define S_KIND_OP 4u   /* the operation head's key kind (internal: no checkpoint kind) */
+#define S_PC 8         /* periods cached (period.h lookups are a few microseconds) */
+#define S_PERIOD_BIAS (1u << 29) /* period id = start in minutes since 1970 + this */
 
 _Static_assert(S_LINEAGE <= FP_LINEAGE_MAX, "lineage must fit a checkpoint");
 
@@ -121,13 +129,16 @@ enum { S_LIST_DIRTY = 0, S_LIST_LATE = 1 };
 enum { K_PLANT = 0, K_ORDER, K_OPERATION, K_MATERIAL, K_LOT, K_UNIT, K_FIELDS };
 #define K_REASON K_MATERIAL /* scrap keys keep the reason in the 4th field */
 
-/* An aggregation key as symbol ids. All uint32_t: no padding, hashed as bytes. */
+/* An aggregation key as symbol ids and its period. All uint32_t: no
+   padding, hashed as bytes. */
 typedef struct {
-    uint32_t kind;          /* FP_CK_* */
+    uint32_t kind;          /* FP_CK_*, or S_KIND_OP for an operation head */
     uint32_t sym[K_FIELDS]; /* unused fields are INTERN_EMPTY */
+    uint32_t period;        /* period id (s_pid); 0 for heads and without periods */
 } s_key_t;
 
-_Static_assert(sizeof(s_key_t) == 28 && offsetof(s_key_t, sym) == 4,
+_Static_assert(sizeof(s_key_t) == 32 && offsetof(s_key_t, sym) == 4 &&
+                   offsetof(s_key_t, period) == 28,
                "s_key_eq and s_key_hash read s_key_t as words");
 
 typedef struct {
@@ -147,16 +158,26 @@ typedef struct {
     uint32_t child_next;  /* next child of the same operation; free-list link when free */
     fp_seq_range_t lineage[S_LINEAGE];
     /* Cold: creation, emission, close, release, export. */
-    XXH128_hash_t khash;  /* XXH3-128 of kind + key strings: stable, for event_id */
+    XXH128_hash_t khash;  /* XXH3-128 of kind + key strings (+ period): stable, for event_id */
     uint64_t checkpoint_no; /* of the last emitted checkpoint; 0 = none yet */
+    uint32_t last_flush;    /* agg_flush generation of its last checkpoint (s_due) */
     int64_t closed_at;      /* operation: self->now when it closed */
     uint64_t close_seq;     /* operation: closing order: the FIFO's order, see s_complete */
     uint32_t exp_prev, exp_next; /* EXPORT list (while tracking) */
-    /* operation entries only */
+    /* operation heads only */
     uint32_t first_child;
     uint32_t line, station; /* symbols, first record's */
     uint32_t fifo_next;     /* closed-operations FIFO */
 } __attribute__((aligned(64))) s_entry_t;
+
+/* A cached posting period (period.h) with its id. */
+typedef struct {
+    int64_t start, end; /* [start, end), ns */
+    uint32_t id;        /* s_pid */
+    int32_t date;       /* posting date, days since 1970-01-01 */
+    uint8_t index;      /* shift number or hour */
+    bool closed;        /* date < closed_before */
+} s_pc_t;
 
 _Static_assert(offsetof(s_entry_t, lineage) + sizeof(fp_seq_range_t) <= 128,
                "the hot fields and lineage[0] fit the first two cache lines");
@@ -166,11 +187,13 @@ typedef struct {
     uint32_t idx; /* entry index; S_NONE = empty */
 } s_slot_t;
 
-/* Per record of the current chunk, from pass 1. */
+/* Per record of the current chunk, from pass 1. cm: the completion key of
+   the record's period (not for MaterialConsumed); child: its consumption or
+   scrap key. The operation head's key is built from them when needed. */
 typedef struct {
-    s_key_t op, child;
-    uint64_t hop, hchild;
-    uint32_t cop, cchild; /* pass 2: entries whose slot tag matched, S_NONE = none
+    s_key_t cm, child;
+    uint64_t hcm, hchild;
+    uint32_t ccm, cchild; /* pass 2: entries whose slot tag matched, S_NONE = none
                              (hints: pass 3 checks the key, or searches) */
     uint8_t kind;     /* record kind, 0 = refuse */
     bool has_child;
@@ -202,6 +225,18 @@ struct agg {
     uint32_t head[2], tail[2]; /* DIRTY, LATE */
     uint32_t fifo_head, fifo_tail;
     int64_t now;          /* now_ns of the latest agg_flush */
+    uint64_t nheads;      /* operation heads among nkeys */
+    uint32_t flush_gen;   /* agg_flush calls so far */
+
+    /* posting periods (period.h; agg.h "Periods") */
+    bool periods;         /* cfg.period.kind != FP_PERIOD_NONE */
+    s_pc_t pc[S_PC];      /* cached periods; pc[pc_hit] is tried first */
+    uint32_t pc_hit, pc_next, npc;
+    int64_t wm;           /* event-time watermark (agg_watermark) */
+    int64_t flushed_through; /* periods ending at or before this were flushed */
+    bool meta_dirty;      /* flushed_through changed since the last export */
+    fp_period_t first_open; /* closed_before: the first open period */
+    char date_buf[11], odate_buf[11], pname_buf[16]; /* s_emit's strings */
 
     /* agg_add scratch, [map_cap] each: map = batch string index -> symbol,
        for the indices the batch's records use (map[0] = INTERN_EMPTY);
@@ -338,6 +373,18 @@ agg_t *agg_new(const agg_config_t *cfg, agg_emit_fn *emit, agg_reject_fn *reject
     self->ctx = ctx;
     self->pool_used = 1; /* index 0 is S_NONE */
     self->mask = S_INITIAL_SLOTS - 1;
+    self->periods = cfg->period.kind != FP_PERIOD_NONE;
+    /* Without periods one entry holds every time, id 0 (s_pid). */
+    self->pc[0] = (s_pc_t){.start = INT64_MIN, .end = INT64_MAX, .id = 0};
+    self->npc = 1;
+    self->wm = INT64_MIN;
+    self->flushed_through = INT64_MIN;
+    if (self->periods && cfg->closed_set)
+        fp_period_first_of_date(&cfg->period, cfg->closed_before, &self->first_open);
+    if (self->periods) {
+        self->npc = 0;
+        self->pc[0].end = INT64_MIN; /* nothing cached */
+    }
     return self;
 }
 
@@ -388,6 +435,74 @@ const agg_stats_t *agg_stats(const agg_t *self)
     return &self->stats;
 }
 
+/* ---- posting periods ---- */
+
+static int64_t s_floor_div(int64_t a, int64_t b)
+{
+    return a / b - (a % b < 0);
+}
+
+/* Caches period p; returns its slot. */
+static s_pc_t *s_pc_put(agg_t *self, const fp_period_t *p)
+{
+    uint32_t i = self->npc < S_PC ? self->npc++ : self->pc_next++ % S_PC;
+    s_pc_t *c = &self->pc[i];
+    c->start = p->start_ns;
+    c->end = p->end_ns;
+    /* periods start at a local minute (whole-minute zone offsets; the
+       seconds of a 19th-century LMT only shift the minute) and last an
+       hour at least, so their start minute names them */
+    c->id = (uint32_t)(s_floor_div(p->start_ns, 60000000000ll) + S_PERIOD_BIAS);
+    c->date = p->date;
+    c->index = p->index;
+    c->closed = self->cfg.closed_set && p->date < self->cfg.closed_before;
+    return c;
+}
+
+/* The cached period that holds t: one compare pair on the hot path. */
+static const s_pc_t *s_period_slow(agg_t *self, int64_t t)
+{
+    for (uint32_t i = 0; i < self->npc; i++)
+        if (t >= self->pc[i].start && t < self->pc[i].end) {
+            self->pc_hit = i;
+            return &self->pc[i];
+        }
+    if (!self->periods) /* t = INT64_MAX */
+        return &self->pc[0];
+    fp_period_t p;
+    fp_period_of(&self->cfg.period, t, &p);
+    s_pc_t *c = s_pc_put(self, &p);
+    self->pc_hit = (uint32_t)(c - self->pc);
+    return c;
+}
+
+static inline const s_pc_t *s_period(agg_t *self, int64_t t)
+{
+    const s_pc_t *c = &self->pc[self->pc_hit];
+    if (__builtin_expect(t >= c->start && t < c->end, 1))
+        return c;
+    return s_period_slow(self, t);
+}
+
+/* The period of id (periods on). */
+static const s_pc_t *s_period_by_id(agg_t *self, uint32_t id)
+{
+    for (uint32_t i = 0; i < self->npc; i++)
+        if (self->pc[i].id == id)
+            return &self->pc[i];
+    /* the last nanosecond of its start minute lies in it */
+    int64_t t = ((int64_t)id - S_PERIOD_BIAS) * 60000000000ll + 59999999999ll;
+    fp_period_t p;
+    fp_period_of(&self->cfg.period, t, &p);
+    return s_pc_put(self, &p);
+}
+
+void agg_watermark(agg_t *self, int64_t event_ns)
+{
+    if (event_ns > self->wm)
+        self->wm = event_ns;
+}
+
 /* ---- table and pool ---- */
 
 /* Marks entry idx changed for the next agg_export_dirty: a load and a
@@ -428,10 +543,11 @@ static inline uint64_t s_mum(uint64_t a, uint64_t b)
 
 /* The table hash of a key. Symbol ids are not stable across restarts, so
    neither is this (nothing persists it): any well-mixed function will do,
-   and three multiplies cost a third of XXH3 on 28 bytes. A mum with a zero
+   and three multiplies cost a third of XXH3 on 32 bytes. A mum with a zero
    factor would lose its other input: the constants XORed in cannot equal
-   any word of a key (kind <= 3 and symbol ids < INTERN_ID_LIMIT = 2^30
-   leave bits 62-63 of every word clear, each constant has bit 63 set). */
+   any word of a key (kind <= 4, symbol ids < INTERN_ID_LIMIT = 2^30 and
+   period ids < 2^30 leave bits 62-63 of every word clear, each constant
+   has bit 63 set). */
 static inline uint64_t s_key_hash(const s_key_t *k)
 {
     /* By field, not as 8-byte loads: the caller has just stored the key
@@ -440,8 +556,8 @@ static inline uint64_t s_key_hash(const s_key_t *k)
     uint64_t w0 = k->kind | (uint64_t)k->sym[0] << 32;
     uint64_t w1 = k->sym[1] | (uint64_t)k->sym[2] << 32;
     uint64_t w2 = k->sym[3] | (uint64_t)k->sym[4] << 32;
-    uint64_t w3 = k->sym[5];
-    _Static_assert(INTERN_ID_LIMIT <= (1u << 30), "see above");
+    uint64_t w3 = k->sym[5] | (uint64_t)k->period << 32;
+    _Static_assert(INTERN_ID_LIMIT <= (1u << 30) && S_PERIOD_BIAS * 2 <= (1u << 30), "see above");
     uint64_t h = s_mum(w0 ^ 0xa0761d6478bd642full, w1 ^ 0xe7037ed1a0b428dbull) ^
                  s_mum(w2 ^ 0x8ebc6af09c88c6e3ull, w3 ^ 0x889965cc75374cc3ull);
     return s_mum(h ^ 0x9d8e4e27c47d124full, 0xeb44accab455d165ull);
@@ -449,17 +565,16 @@ static inline uint64_t s_key_hash(const s_key_t *k)
 
 static inline bool s_key_eq(const s_key_t *a, const s_key_t *b)
 {
-    /* in words, not memcmp: gcc calls the library for 28 bytes */
-    uint64_t a0, a1, a2, b0, b1, b2;
-    uint32_t a3, b3;
+    /* in words, not memcmp: gcc calls the library for 32 bytes */
+    uint64_t a0, a1, a2, a3, b0, b1, b2, b3;
     memcpy(&a0, &a->kind, 8);
     memcpy(&a1, &a->sym[1], 8);
     memcpy(&a2, &a->sym[3], 8);
+    memcpy(&a3, &a->sym[5], 8); /* sym[5] and period */
     memcpy(&b0, &b->kind, 8);
     memcpy(&b1, &b->sym[1], 8);
     memcpy(&b2, &b->sym[3], 8);
-    a3 = a->sym[5];
-    b3 = b->sym[5];
+    memcpy(&b3, &b->sym[5], 8);
     return ((a0 ^ b0) | (a1 ^ b1) | (a2 ^ b2) | (a3 ^ b3)) == 0;
 }
 
@@ -664,13 +779,18 @@ static size_t s_hash_strings(agg_t *self, const s_key_t *k, XXH128_hash_t *out)
         XXH3_128bits_update(self->xxh, s, len);
         total += len;
     }
+    /* The period after the strings (a length can never be mistaken for it:
+       the fields are fixed per kind). Period 0 (periods off) hashes as
+       before periods existed, so those event ids stay the same. */
+    if (k->period != 0)
+        XXH3_128bits_update(self->xxh, &k->period, sizeof k->period);
     *out = XXH3_128bits_digest(self->xxh);
     return total;
 }
 
 /* Creates the entry for key k (hash h), taking references on its symbols.
-   The caller checked s_room. op: its operation entry (S_NONE for a
-   completion: it is its own). line/station: for a completion. */
+   The caller checked s_room. op: its operation head (S_NONE for a head:
+   it is its own). line/station: for a head. */
 static uint32_t s_create(agg_t *self, const s_key_t *k, uint64_t h, uint32_t op,
                          uint32_t line, uint32_t station)
 {
@@ -688,11 +808,12 @@ static uint32_t s_create(agg_t *self, const s_key_t *k, uint64_t h, uint32_t op,
     e->key = *k;
     for (int f = 0; f < K_FIELDS; f++)
         intern_ref(self->intern, k->sym[f]);
-    /* Export bounds (agg.h formats): version, kind, 6 length varints. */
-    size_t kmax = 2 + K_FIELDS * 5 + s_hash_strings(self, k, &e->khash);
+    /* Export bounds (agg.h formats): version, kind, 6 length varints, the
+       period varint. */
+    size_t kmax = 2 + K_FIELDS * 5 + 5 + s_hash_strings(self, k, &e->khash);
     if (kmax > self->key_max)
         self->key_max = kmax;
-    if (k->kind == FP_CK_COMPLETION) {
+    if (k->kind == S_KIND_OP) {
         uint32_t llen, slen;
         (void)intern_str(self->intern, line, &llen);
         (void)intern_str(self->intern, station, &slen);
@@ -704,8 +825,9 @@ static uint32_t s_create(agg_t *self, const s_key_t *k, uint64_t h, uint32_t op,
         intern_ref(self->intern, line);
         intern_ref(self->intern, station);
         self->stats.open_operations++;
+        self->nheads++;
     } else {
-        assert(op != S_NONE && self->pool[op].key.kind == FP_CK_COMPLETION);
+        assert(op != S_NONE && self->pool[op].key.kind == S_KIND_OP);
         e->op = op;
         e->child_next = self->pool[op].first_child;
         self->pool[op].first_child = idx;
@@ -713,7 +835,7 @@ static uint32_t s_create(agg_t *self, const s_key_t *k, uint64_t h, uint32_t op,
     s_slot_insert(self->slots, self->mask, (s_slot_t){.tag = (uint32_t)h, .idx = idx});
     self->nkeys++;
     self->created++;
-    self->stats.keys = self->nkeys;
+    self->stats.keys = self->nkeys - self->nheads;
     return idx;
 }
 
@@ -727,16 +849,17 @@ static void s_free(agg_t *self, uint32_t idx)
     s_slot_remove(self, idx);
     for (int f = 0; f < K_FIELDS; f++)
         intern_release(self->intern, e->key.sym[f]);
-    if (e->key.kind == FP_CK_COMPLETION) {
+    if (e->key.kind == S_KIND_OP) {
         intern_release(self->intern, e->line);
         intern_release(self->intern, e->station);
+        self->nheads--;
     }
     e->key.kind = 0;
     e->child_next = self->pool_free;
     self->pool_free = idx;
     self->pool_nfree++;
     self->nkeys--;
-    self->stats.keys = self->nkeys;
+    self->stats.keys = self->nkeys - self->nheads;
 }
 
 /* ---- pending lists ---- */
@@ -822,6 +945,27 @@ static void s_emit(agg_t *self, uint32_t idx, bool final)
     ck.nlineage = e->nlineage;
     ck.lineage_truncated = e->truncated;
     ck.late = (e->flags & S_LATE) != 0;
+    if (self->periods) {
+        /* The entry's own period; a closed one (closed_before) posts to the
+           first open period and keeps its own as the original. Backfill: the
+           period was flushed before (agg.h "Periods"). */
+        const s_pc_t *pc = s_period_by_id(self, e->key.period);
+        fp_period_t p = {pc->start, pc->end, pc->date, pc->index};
+        ck.backfill = p.end_ns <= self->flushed_through;
+        if (pc->closed) {
+            fp_period_date_str(p.date, self->odate_buf);
+            ck.original_posting_date = self->odate_buf;
+            ck.original_period_start_ns = p.start_ns;
+            p = self->first_open;
+            ck.backfill = true;
+        }
+        fp_period_date_str(p.date, self->date_buf);
+        fp_period_name(&self->cfg.period, &p, self->pname_buf);
+        ck.posting_date = self->date_buf;
+        ck.period = self->pname_buf;
+        ck.period_start_ns = p.start_ns;
+        ck.period_end_ns = p.end_ns;
+    }
     switch (e->key.kind) {
     case FP_CK_COMPLETION:
         ck.kind = FP_CK_COMPLETION;
@@ -849,6 +993,9 @@ static void s_emit(agg_t *self, uint32_t idx, bool final)
     self->stats.events++;
     if (ck.late)
         self->stats.late_events++;
+    if (ck.backfill)
+        self->stats.backfill_events++;
+    e->last_flush = self->flush_gen;
     s_pend_sub(&self->pend.quantity[e->key.kind - 1], e->sum0);
     self->pend.records[e->key.kind - 1] -= e->count;
     s_list_remove(self, idx);
@@ -930,11 +1077,26 @@ static inline void s_account(agg_t *self, uint32_t idx, const fp_batch_hdr_t *b,
 
 static void s_fifo_sort(agg_t *self);
 
-/* OperationCompleted: final completion, then the operation's pending
-   children, then the operation is closed (if it was not). */
-static void s_complete(agg_t *self, uint32_t op)
+/* Appends closed head op to the closed-operations FIFO and counts it closed. */
+static void s_fifo_append(agg_t *self, uint32_t op)
 {
-    s_emit(self, op, true);
+    self->pool[op].fifo_next = S_NONE;
+    if (self->fifo_tail != S_NONE)
+        self->pool[self->fifo_tail].fifo_next = op;
+    else
+        self->fifo_head = op;
+    self->fifo_tail = op;
+    self->stats.open_operations--;
+    self->stats.closed_operations++;
+}
+
+/* OperationCompleted (counted into completion entry cm of its period):
+   the final completion, then everything pending of the operation (head
+   op) in every period - consumption, scrap and the completions of other
+   periods - then the operation is closed (if it was not). */
+static void s_complete(agg_t *self, uint32_t op, uint32_t cm)
+{
+    s_emit(self, cm, true);
     for (uint32_t c = self->pool[op].first_child; c != S_NONE; c = self->pool[c].child_next)
         if (self->pool[c].count > 0)
             s_emit(self, c, false);
@@ -949,14 +1111,7 @@ static void s_complete(agg_t *self, uint32_t op)
         s_fifo_sort(self);
     e->close_seq = self->fifo_tail != S_NONE ? self->pool[self->fifo_tail].close_seq + 1 : 0;
     s_mark(self, op);
-    e->fifo_next = S_NONE;
-    if (self->fifo_tail != S_NONE)
-        self->pool[self->fifo_tail].fifo_next = op;
-    else
-        self->fifo_head = op;
-    self->fifo_tail = op;
-    self->stats.open_operations--;
-    self->stats.closed_operations++;
+    s_fifo_append(self, op);
 }
 
 static void s_refuse(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
@@ -964,6 +1119,34 @@ static void s_refuse(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
 {
     self->stats.rejected++;
     self->reject(self->ctx, b, r, reason);
+}
+
+/* The operation head of the record whose keys are in p: from one of its
+   entries found, else looked up, else created (S_NONE: no room). */
+static uint32_t s_head(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
+                       const s_pre_t *p, uint32_t cm, uint32_t ch)
+{
+    if (cm != S_NONE)
+        return self->pool[cm].op;
+    if (ch != S_NONE)
+        return self->pool[ch].op;
+    const s_key_t *k = p->kind == FP_KIND_MATERIAL ? &p->child : &p->cm;
+    s_key_t hk = {.kind = S_KIND_OP, .sym = {k->sym[K_PLANT], k->sym[K_ORDER], k->sym[K_OPERATION]}};
+    uint64_t h = s_key_hash(&hk);
+    uint32_t op = s_find(self, &hk, h);
+    if (op != S_NONE)
+        return op;
+    if (!s_room(self))
+        return S_NONE;
+    uint32_t line = INTERN_EMPTY, station = INTERN_EMPTY;
+    /* The line and station of the first record were mapped in pass 1. */
+    if (r->str[FP_STR_LINE] && r->str[FP_STR_LINE] <= b->nstrings)
+        line = self->map[r->str[FP_STR_LINE]];
+    if (r->str[FP_STR_STATION] && r->str[FP_STR_STATION] <= b->nstrings)
+        station = self->map[r->str[FP_STR_STATION]];
+    op = s_create(self, &hk, h, S_NONE, line, station);
+    s_mark(self, op);
+    return op;
 }
 
 /* Pass 3 for one record. */
@@ -974,13 +1157,11 @@ static void s_apply(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
         s_refuse(self, b, r, p->refuse);
         return;
     }
+    /* cm: the completion of the record's period (every kind but
+       MaterialConsumed sums or counts there); ch: its consumption or scrap
+       key. A MaterialConsumed record touches its consumption key only. */
+    uint32_t cm = p->kind != FP_KIND_MATERIAL ? s_find_hint(self, &p->cm, p->hcm, p->ccm) : S_NONE;
     uint32_t ch = p->has_child ? s_find_hint(self, &p->child, p->hchild, p->cchild) : S_NONE;
-    /* A child's operation lives as long as the child (released together),
-       so a consumption record with its key in place reads the operation
-       from it: no lookup, and pass 2 prefetched nothing for it. */
-    uint32_t op = p->kind == FP_KIND_MATERIAL && ch != S_NONE
-                      ? self->pool[ch].op
-                      : s_find_hint(self, &p->op, p->hop, p->cop);
     int64_t q = r->quantity, tmp;
 
     /* Refuse before touching anything: overflow of either sum, then keys.
@@ -988,10 +1169,10 @@ static void s_apply(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
     bool overflow = false;
     switch (p->kind) {
     case FP_KIND_PART_COUNT:
-        overflow = op && __builtin_add_overflow(self->pool[op].sum0, q, &tmp);
+        overflow = cm && __builtin_add_overflow(self->pool[cm].sum0, q, &tmp);
         break;
     case FP_KIND_SCRAP:
-        overflow = (op && __builtin_add_overflow(self->pool[op].sum1, q, &tmp)) ||
+        overflow = (cm && __builtin_add_overflow(self->pool[cm].sum1, q, &tmp)) ||
                    (ch && __builtin_add_overflow(self->pool[ch].sum0, q, &tmp));
         break;
     case FP_KIND_MATERIAL:
@@ -1004,46 +1185,48 @@ static void s_apply(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
         s_refuse(self, b, r, "overflow");
         return;
     }
-    uint64_t need = (op == S_NONE) + (p->has_child && ch == S_NONE);
-    if (need > 0 && self->nkeys + need > self->cfg.max_open_keys) {
-        s_refuse(self, b, r, "too_many_keys");
-        return;
-    }
-    if (op == S_NONE) {
-        if (!s_room(self)) {
+    uint64_t need = (p->kind != FP_KIND_MATERIAL && cm == S_NONE) + (p->has_child && ch == S_NONE);
+    if (need > 0) {
+        /* Operation heads do not count against max_open_keys (agg.h). */
+        if (self->nkeys - self->nheads + need > self->cfg.max_open_keys) {
+            s_refuse(self, b, r, "too_many_keys");
+            return;
+        }
+        uint32_t op = s_head(self, b, r, p, cm, ch);
+        if (op == S_NONE) {
             s_refuse(self, b, r, "no_memory");
             return;
         }
-        uint32_t line = INTERN_EMPTY, station = INTERN_EMPTY;
-        /* The line and station of the first record were mapped in pass 1. */
-        if (r->str[FP_STR_LINE] && r->str[FP_STR_LINE] <= b->nstrings)
-            line = self->map[r->str[FP_STR_LINE]];
-        if (r->str[FP_STR_STATION] && r->str[FP_STR_STATION] <= b->nstrings)
-            station = self->map[r->str[FP_STR_STATION]];
-        op = s_create(self, &p->op, p->hop, S_NONE, line, station);
-        s_mark(self, op);
-    }
-    if (p->has_child && ch == S_NONE) {
-        if (!s_room(self)) {
-            /* the operation (if just created) stays, empty and open */
-            s_refuse(self, b, r, "no_memory");
-            return;
+        if (p->kind != FP_KIND_MATERIAL && cm == S_NONE) {
+            if (!s_room(self)) {
+                /* the head (if just created) stays, empty and open */
+                s_refuse(self, b, r, "no_memory");
+                return;
+            }
+            cm = s_create(self, &p->cm, p->hcm, op, INTERN_EMPTY, INTERN_EMPTY);
+            s_mark(self, cm);
         }
-        ch = s_create(self, &p->child, p->hchild, op, INTERN_EMPTY, INTERN_EMPTY);
-        s_mark(self, ch);
+        if (p->has_child && ch == S_NONE) {
+            if (!s_room(self)) {
+                s_refuse(self, b, r, "no_memory");
+                return;
+            }
+            ch = s_create(self, &p->child, p->hchild, op, INTERN_EMPTY, INTERN_EMPTY);
+            s_mark(self, ch);
+        }
     }
     self->stats.records++;
     switch (p->kind) {
     case FP_KIND_PART_COUNT:
-        self->pool[op].sum0 += q;
+        self->pool[cm].sum0 += q;
         s_pend_add(&self->pend.quantity[FP_CK_COMPLETION - 1], q);
-        s_account(self, op, b, r);
+        s_account(self, cm, b, r);
         break;
     case FP_KIND_SCRAP:
-        self->pool[op].sum1 += q;
+        self->pool[cm].sum1 += q;
         self->pool[ch].sum0 += q;
         s_pend_add(&self->pend.quantity[FP_CK_SCRAP - 1], q);
-        s_account(self, op, b, r);
+        s_account(self, cm, b, r);
         s_account(self, ch, b, r);
         break;
     case FP_KIND_MATERIAL:
@@ -1052,11 +1235,11 @@ static void s_apply(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
         s_account(self, ch, b, r);
         break;
     case FP_KIND_OP_STARTED:
-        s_account(self, op, b, r);
+        s_account(self, cm, b, r);
         break;
     case FP_KIND_OP_COMPLETED:
-        s_account(self, op, b, r);
-        s_complete(self, op);
+        s_account(self, cm, b, r);
+        s_complete(self, self->pool[cm].op, cm);
         break;
     default:
         assert(!"kind checked in pass 1");
@@ -1131,8 +1314,14 @@ static void s_prepare(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r
     p->refuse = "invalid_record";
     /* The worker's fp_record_check passed every record we are given (it is
        the one record check); this guards only what pass 1 indexes with. */
-    if (!fp_record_in_range(r, b->nstrings))
+    if (!fp_record_in_range(r, b->nstrings) || r->kind > FP_KIND_AGG_MAX)
+        return; /* counter readings are the worker's: never aggregated as they are */
+    const s_pc_t *pc = s_period(self, r->time_ns);
+    if (__builtin_expect(pc->closed, 0) && self->cfg.closed_mode == AGG_CLOSED_REFUSE) {
+        p->refuse = "period_closed";
         return;
+    }
+    uint32_t pid = pc->id;
     const uint32_t *map = self->map;
     uint32_t plant = map[r->str[FP_STR_PLANT]], order = map[r->str[FP_STR_ORDER]],
              operation = map[r->str[FP_STR_OPERATION]];
@@ -1143,8 +1332,9 @@ static void s_prepare(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r
                    map[r->str[FP_STR_STATION]];
     /* The keys are built and hashed in locals (registers), then stored:
        hashing what was just stored would read across stores. */
-    s_key_t opk = {.kind = FP_CK_COMPLETION, .sym = {plant, order, operation, 0, 0, 0}};
-    s_key_t chk = opk;
+    s_key_t cmk = {.kind = FP_CK_COMPLETION, .sym = {plant, order, operation, 0, 0, 0},
+                   .period = pid};
+    s_key_t chk = cmk;
     bool child = false;
     if (r->kind == FP_KIND_MATERIAL) {
         chk.kind = FP_CK_CONSUMPTION;
@@ -1162,12 +1352,12 @@ static void s_prepare(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r
         p->refuse = "no_memory";
         return;
     }
-    p->op = opk;
-    p->hop = s_key_hash(&opk);
-    if (r->kind != FP_KIND_MATERIAL) { /* see s_apply: found through its child */
-        __builtin_prefetch(&self->slots[p->hop & self->mask]);
+    if (r->kind != FP_KIND_MATERIAL) { /* see s_apply: it has no completion */
+        p->cm = cmk;
+        p->hcm = s_key_hash(&cmk);
+        __builtin_prefetch(&self->slots[p->hcm & self->mask]);
         if (self->old) /* growing: the key may not have moved yet */
-            __builtin_prefetch(&self->old[p->hop & self->old_mask]);
+            __builtin_prefetch(&self->old[p->hcm & self->old_mask]);
     }
     if (child) {
         p->child = chk;
@@ -1248,16 +1438,16 @@ void agg_add(agg_t *self, const fp_batch_hdr_t *batch)
 
     for (uint32_t base = 0; base < n; base += S_CHUNK) {
         uint32_t m = n - base < S_CHUNK ? n - base : S_CHUNK;
-        /* A record creates at most 2 keys. On failure, s_room refuses the
-           records that do not fit ("no_memory"). */
-        (void)s_reserve(self, 2ull * m);
+        /* A record creates at most 3 keys (head, completion, child). On
+           failure, s_room refuses the records that do not fit ("no_memory"). */
+        (void)s_reserve(self, 3ull * m);
         for (uint32_t i = 0; i < m; i++)
             s_prepare(self, b, &recs[base + i], &self->pre[i]);
         for (uint32_t i = 0; i < m; i++) {
             s_pre_t *p = &self->pre[i];
             if (!p->kind)
                 continue;
-            p->cop = p->kind != FP_KIND_MATERIAL ? s_prefetch_entry(self, p->hop) : S_NONE;
+            p->ccm = p->kind != FP_KIND_MATERIAL ? s_prefetch_entry(self, p->hcm) : S_NONE;
             if (p->has_child)
                 p->cchild = s_prefetch_entry(self, p->hchild);
         }
@@ -1272,7 +1462,8 @@ void agg_add(agg_t *self, const fp_batch_hdr_t *batch)
 
 /* ---- persistence: formats in agg.h ---- */
 
-#define S_FORMAT 1 /* version byte of key and state bytes */
+#define S_FORMAT 2    /* version byte of the key and state bytes written */
+#define S_FORMAT_V1 1 /* read (agg_import upgrades it), never written */
 /* State bytes but the line and station bytes, at most: version, flags,
    checkpoint_no, count, sum0, sum1, first, span (10 each at most), n,
    S_LINEAGE x 4 varints, 2 string lengths (5 each), closed_at, close_seq. */
@@ -1281,9 +1472,11 @@ void agg_add(agg_t *self, const fp_batch_hdr_t *batch)
 
 enum { S_PF_CLOSED = 1, S_PF_LATE = 2, S_PF_TRUNCATED = 4 }; /* state flags byte */
 
+#define S_KIND_META 0u /* the shard's own key: {version, 0}, state flushed_through */
+
 static int s_nfields(int kind)
 {
-    return kind == FP_CK_CONSUMPTION ? 6 : kind == FP_CK_SCRAP ? 4 : 3;
+    return kind == FP_CK_CONSUMPTION ? 6 : kind == FP_CK_SCRAP ? 4 : kind == S_KIND_META ? 0 : 3;
 }
 
 /* Writers: each returns the byte after what it wrote. The caller made room
@@ -1310,6 +1503,8 @@ static size_t s_key_write(const agg_t *self, const s_key_t *k, uint8_t *out)
     *p++ = (uint8_t)k->kind;
     for (int f = 0; f < s_nfields((int)k->kind); f++)
         p = s_put_sym(self, p, k->sym[f]);
+    if (k->kind != S_KIND_OP)
+        p = s_put_var(p, k->period);
     assert((size_t)(p - out) <= self->key_max);
     return (size_t)(p - out);
 }
@@ -1318,12 +1513,20 @@ static size_t s_key_write(const agg_t *self, const s_key_t *k, uint8_t *out)
    returns the length. */
 static size_t s_state_write(const agg_t *self, const s_entry_t *e, uint8_t *out)
 {
-    bool completion = e->key.kind == FP_CK_COMPLETION;
     uint8_t *p = out;
     *p++ = S_FORMAT;
+    if (e->key.kind == S_KIND_OP) {
+        *p++ = (e->flags & S_CLOSED) ? S_PF_CLOSED : 0;
+        p = s_put_sym(self, p, e->line);
+        p = s_put_sym(self, p, e->station);
+        if (e->flags & S_CLOSED) {
+            p = s_put_var(p, fp_zigzag(e->closed_at));
+            p = s_put_var(p, e->close_seq);
+        }
+        assert((size_t)(p - out) <= S_STATE_MAX + self->attr_max);
+        return (size_t)(p - out);
+    }
     uint8_t f = 0;
-    if (completion && (e->flags & S_CLOSED))
-        f |= S_PF_CLOSED;
     if (e->count > 0 && (e->flags & S_LATE))
         f |= S_PF_LATE;
     if (e->count > 0 && e->truncated)
@@ -1333,7 +1536,7 @@ static size_t s_state_write(const agg_t *self, const s_entry_t *e, uint8_t *out)
     p = s_put_var(p, e->count);
     if (e->count > 0) {
         p = s_put_var(p, fp_zigzag(e->sum0));
-        if (completion)
+        if (e->key.kind == FP_CK_COMPLETION)
             p = s_put_var(p, fp_zigzag(e->sum1));
         p = s_put_var(p, fp_zigzag(e->first_ns));
         p = s_put_var(p, (uint64_t)e->last_ns - (uint64_t)e->first_ns);
@@ -1344,14 +1547,6 @@ static size_t s_state_write(const agg_t *self, const s_entry_t *e, uint8_t *out)
             p = s_put_var(p, e->lineage[i].epoch);
             p = s_put_var(p, e->lineage[i].first_seq);
             p = s_put_var(p, e->lineage[i].last_seq - e->lineage[i].first_seq);
-        }
-    }
-    if (completion) {
-        p = s_put_sym(self, p, e->line);
-        p = s_put_sym(self, p, e->station);
-        if (e->flags & S_CLOSED) {
-            p = s_put_var(p, fp_zigzag(e->closed_at));
-            p = s_put_var(p, e->close_seq);
         }
     }
     assert((size_t)(p - out) <= S_STATE_MAX + self->attr_max);
@@ -1399,9 +1594,11 @@ static const char *s_r_str(s_r_t *r, uint32_t *len)
 }
 
 typedef struct {
-    int kind;
+    int version;             /* S_FORMAT_V1 or S_FORMAT */
+    int kind;                /* FP_CK_*; version 2 also S_KIND_OP and S_KIND_META */
     const char *s[K_FIELDS]; /* into the key bytes; unused fields "" */
     uint32_t len[K_FIELDS];
+    uint32_t period;         /* version 2, kinds 1..3 */
 } s_pkey_t;
 
 static int s_key_parse(const void *key, size_t klen, s_pkey_t *k)
@@ -1410,15 +1607,25 @@ static int s_key_parse(const void *key, size_t klen, s_pkey_t *k)
         return -1;
     s_r_t r = {key, (const uint8_t *)key + klen, false};
     memset(k, 0, sizeof *k);
-    if (s_r_u8(&r) != S_FORMAT)
+    k->version = s_r_u8(&r);
+    if (k->version != S_FORMAT && k->version != S_FORMAT_V1)
         return -1;
     k->kind = s_r_u8(&r);
-    if (k->kind != FP_CK_CONSUMPTION && k->kind != FP_CK_COMPLETION && k->kind != FP_CK_SCRAP)
+    bool checkpoint = k->kind == FP_CK_CONSUMPTION || k->kind == FP_CK_COMPLETION ||
+                      k->kind == FP_CK_SCRAP;
+    if (!checkpoint && (k->version == S_FORMAT_V1 ||
+                        (k->kind != (int)S_KIND_OP && k->kind != (int)S_KIND_META)))
         return -1;
     for (int f = 0; f < K_FIELDS; f++) {
         k->s[f] = "";
         if (f < s_nfields(k->kind))
             k->s[f] = s_r_str(&r, &k->len[f]);
+    }
+    if (k->version == S_FORMAT && checkpoint) {
+        uint64_t period = s_r_var(&r);
+        if (period >= 2 * (uint64_t)S_PERIOD_BIAS)
+            return -1;
+        k->period = (uint32_t)period;
     }
     return r.bad || r.p != r.end ? -1 : 0;
 }
@@ -1429,64 +1636,92 @@ typedef struct {
     int64_t sum0, sum1, first_ns, last_ns;
     uint32_t nlineage;
     fp_seq_range_t lineage[S_LINEAGE];
+    bool has_attrs; /* line, station, closed: a head (v2) or a completion (v1) */
     const char *line, *station;
     uint32_t line_len, station_len;
     int64_t closed_at;
     uint64_t close_seq;
+    int64_t flushed_through; /* the meta key */
 } s_pstate_t;
 
-static int s_state_parse(const void *state, size_t slen, int kind, s_pstate_t *st)
+/* The pending part (version 1 and 2 alike). */
+static int s_state_parse_pending(s_r_t *r, bool completion, s_pstate_t *st)
 {
-    if (!state)
-        return -1;
-    bool completion = kind == FP_CK_COMPLETION;
-    s_r_t r = {state, (const uint8_t *)state + slen, false};
-    memset(st, 0, sizeof *st);
-    if (s_r_u8(&r) != S_FORMAT)
-        return -1;
-    st->flags = s_r_u8(&r);
-    if (st->flags & ~(S_PF_CLOSED | S_PF_LATE | S_PF_TRUNCATED))
-        return -1;
-    if ((st->flags & S_PF_CLOSED) && !completion)
-        return -1;
-    if ((st->flags & S_PF_LATE) && completion && !(st->flags & S_PF_CLOSED))
-        return -1;
-    st->checkpoint_no = s_r_var(&r);
-    st->count = s_r_var(&r);
+    st->checkpoint_no = s_r_var(r);
+    st->count = s_r_var(r);
     if (st->count > UINT64_MAX / 4) /* room to count on without wrapping to 0 */
         return -1;
     if (st->count == 0 && (st->flags & (S_PF_LATE | S_PF_TRUNCATED)))
         return -1;
     if (st->count > 0) {
-        st->sum0 = fp_unzigzag(s_r_var(&r));
+        st->sum0 = fp_unzigzag(s_r_var(r));
         if (completion)
-            st->sum1 = fp_unzigzag(s_r_var(&r));
-        st->first_ns = fp_unzigzag(s_r_var(&r));
-        uint64_t span = s_r_var(&r);
+            st->sum1 = fp_unzigzag(s_r_var(r));
+        st->first_ns = fp_unzigzag(s_r_var(r));
+        uint64_t span = s_r_var(r);
         if (span > (uint64_t)INT64_MAX
             || __builtin_add_overflow(st->first_ns, (int64_t)span, &st->last_ns))
             return -1;
-        st->nlineage = s_r_u8(&r);
+        st->nlineage = s_r_u8(r);
         if (st->nlineage < 1 || st->nlineage > S_LINEAGE)
             return -1;
         for (uint32_t i = 0; i < st->nlineage; i++) {
             fp_seq_range_t *l = &st->lineage[i];
-            l->source_id = s_r_var(&r);
-            l->epoch = s_r_var(&r);
-            l->first_seq = s_r_var(&r);
-            uint64_t d = s_r_var(&r);
+            l->source_id = s_r_var(r);
+            l->epoch = s_r_var(r);
+            l->first_seq = s_r_var(r);
+            uint64_t d = s_r_var(r);
             if (__builtin_add_overflow(l->first_seq, d, &l->last_seq))
                 return -1;
         }
     }
-    if (completion) {
-        st->line = s_r_str(&r, &st->line_len);
-        st->station = s_r_str(&r, &st->station_len);
-        if (st->flags & S_PF_CLOSED) {
-            st->closed_at = fp_unzigzag(s_r_var(&r));
-            st->close_seq = s_r_var(&r);
-        }
+    return 0;
+}
+
+/* The attributes: line, station and the closing (a head, a v1 completion). */
+static void s_state_parse_attrs(s_r_t *r, s_pstate_t *st)
+{
+    st->has_attrs = true;
+    st->line = s_r_str(r, &st->line_len);
+    st->station = s_r_str(r, &st->station_len);
+    if (st->flags & S_PF_CLOSED) {
+        st->closed_at = fp_unzigzag(s_r_var(r));
+        st->close_seq = s_r_var(r);
     }
+}
+
+static int s_state_parse(const void *state, size_t slen, const s_pkey_t *k, s_pstate_t *st)
+{
+    if (!state)
+        return -1;
+    s_r_t r = {state, (const uint8_t *)state + slen, false};
+    memset(st, 0, sizeof *st);
+    if (s_r_u8(&r) != k->version)
+        return -1;
+    if (k->kind == (int)S_KIND_META) {
+        st->flushed_through = fp_unzigzag(s_r_var(&r));
+        return r.bad || r.p != r.end ? -1 : 0;
+    }
+    st->flags = s_r_u8(&r);
+    if (k->kind == (int)S_KIND_OP) { /* version 2 */
+        if (st->flags & ~S_PF_CLOSED)
+            return -1;
+        s_state_parse_attrs(&r, st);
+        return r.bad || r.p != r.end ? -1 : 0;
+    }
+    bool completion = k->kind == FP_CK_COMPLETION;
+    bool v1 = k->version == S_FORMAT_V1;
+    if (st->flags & ~(S_PF_CLOSED | S_PF_LATE | S_PF_TRUNCATED))
+        return -1;
+    if ((st->flags & S_PF_CLOSED) && !(v1 && completion))
+        return -1;
+    /* v1: late on a completion requires closed (closed lives on the head in v2) */
+    if (v1 && (st->flags & S_PF_LATE) && completion && !(st->flags & S_PF_CLOSED))
+        return -1;
+    if (s_state_parse_pending(&r, completion, st) != 0)
+        return -1;
+    if (v1 && completion)
+        s_state_parse_attrs(&r, st);
     return r.bad || r.p != r.end ? -1 : 0;
 }
 
@@ -1572,6 +1807,7 @@ static void s_fifo_sort(agg_t *self)
     self->fifo_unsorted = false;
 }
 
+
 /* Sizes the scratch buffers for any key and state held; -1 out of memory. */
 static int s_export_room(agg_t *self)
 {
@@ -1588,6 +1824,16 @@ static void s_export_one(agg_t *self, uint32_t idx, agg_export_fn *fn, void *ctx
     fn(ctx, self->kbuf, klen, self->sbuf, slen);
 }
 
+/* The shard's own pair: flushed_through (periods on, once it is set). */
+static void s_export_meta(agg_t *self, agg_export_fn *fn, void *ctx)
+{
+    uint8_t key[2] = {S_FORMAT, S_KIND_META}, state[1 + FP_VARINT_MAX];
+    state[0] = S_FORMAT;
+    size_t slen = 1 + fp_varint_put(state + 1, fp_zigzag(self->flushed_through));
+    fn(ctx, key, sizeof key, state, slen);
+    self->meta_dirty = false;
+}
+
 int agg_export_dirty(agg_t *self, agg_export_fn *fn, void *ctx)
 {
     assert(self && fn);
@@ -1599,6 +1845,7 @@ int agg_export_dirty(agg_t *self, agg_export_fn *fn, void *ctx)
         for (uint32_t i = 1; i < self->pool_used; i++)
             if (self->pool[i].key.kind != 0)
                 s_mark(self, i);
+        self->meta_dirty = self->flushed_through != INT64_MIN;
     }
     for (size_t off = 0; off < self->rel_len;) {
         uint32_t len;
@@ -1616,6 +1863,8 @@ int agg_export_dirty(agg_t *self, agg_export_fn *fn, void *ctx)
         i = next;
     }
     self->exp_head = S_NONE;
+    if (self->meta_dirty)
+        s_export_meta(self, fn, ctx);
     return 0;
 }
 
@@ -1627,10 +1876,12 @@ int agg_export_all(agg_t *self, agg_export_fn *fn, void *ctx)
     for (uint32_t i = 1; i < self->pool_used; i++)
         if (self->pool[i].key.kind != 0)
             s_export_one(self, i, fn, ctx);
+    if (self->flushed_through != INT64_MIN)
+        s_export_meta(self, fn, ctx);
     return 0;
 }
 
-/* Loads a parsed state into a new (or placeholder) entry: sums, lists, FIFO. */
+/* Loads the pending part of a parsed state into a new entry: sums, lists. */
 static void s_fill(agg_t *self, uint32_t idx, const s_pstate_t *st)
 {
     s_entry_t *e = &self->pool[idx];
@@ -1650,22 +1901,34 @@ static void s_fill(agg_t *self, uint32_t idx, const s_pstate_t *st)
         s_pend_add(&self->pend.quantity[e->key.kind - 1], e->sum0);
         self->pend.records[e->key.kind - 1] += e->count;
     }
-    if (st->flags & S_PF_CLOSED) {
-        e->flags |= S_CLOSED;
-        e->closed_at = st->closed_at;
-        e->close_seq = st->close_seq;
-        e->fifo_next = S_NONE;
-        if (self->fifo_tail != S_NONE)
-            self->pool[self->fifo_tail].fifo_next = idx;
-        else
-            self->fifo_head = idx;
-        self->fifo_tail = idx;
-        self->fifo_unsorted = true;
-        if (st->closed_at > self->now)
-            self->now = st->closed_at; /* until the first agg_flush */
-        self->stats.open_operations--;
-        self->stats.closed_operations++;
-    }
+}
+
+/* Loads a head's attributes: the closing and the FIFO. */
+static void s_fill_head(agg_t *self, uint32_t op, const s_pstate_t *st)
+{
+    s_entry_t *e = &self->pool[op];
+    if (!(st->flags & S_PF_CLOSED))
+        return;
+    e->flags |= S_CLOSED;
+    e->closed_at = st->closed_at;
+    e->close_seq = st->close_seq;
+    s_fifo_append(self, op);
+    self->fifo_unsorted = true;
+    if (st->closed_at > self->now)
+        self->now = st->closed_at; /* until the first agg_flush */
+}
+
+/* Appends key bytes to the released-keys buffer: exported as a deletion
+   (a version-1 key replaced by its version-2 keys). -1 out of memory. */
+static int s_release_bytes(agg_t *self, const void *key, size_t klen)
+{
+    if (s_buf_grow(&self->rel, &self->rel_cap, self->rel_len + 4 + klen) != 0)
+        return -1; /* never after agg_import made room */
+    uint32_t len = (uint32_t)klen;
+    memcpy(self->rel + self->rel_len, &len, 4);
+    memcpy(self->rel + self->rel_len + 4, key, klen);
+    self->rel_len += 4 + klen;
+    return 0;
 }
 
 int agg_import(agg_t *self, const void *key, size_t klen, const void *state, size_t slen)
@@ -1673,9 +1936,19 @@ int agg_import(agg_t *self, const void *key, size_t klen, const void *state, siz
     assert(self);
     s_pkey_t k;
     s_pstate_t st;
-    if (s_key_parse(key, klen, &k) != 0 || s_state_parse(state, slen, k.kind, &st) != 0)
+    if (s_key_parse(key, klen, &k) != 0 || s_state_parse(state, slen, &k, &st) != 0)
         return -1;
     self->track = true; /* the store holds what we hold from now on */
+    if (k.kind == (int)S_KIND_META) {
+        if (st.flushed_through > self->flushed_through)
+            self->flushed_through = st.flushed_through;
+        return 0;
+    }
+    bool v1 = k.version == S_FORMAT_V1;
+    /* Room first for what can fail: the deletion of a version-1 key, the
+       entries. */
+    if (v1 && s_buf_grow(&self->rel, &self->rel_cap, self->rel_len + 4 + klen) != 0)
+        return -2;
     if (s_reserve(self, 2) != 0 || !s_room(self))
         return -2;
     int rc = -2, nf = s_nfields(k.kind);
@@ -1684,16 +1957,17 @@ int agg_import(agg_t *self, const void *key, size_t klen, const void *state, siz
     for (; got < nf; got++)
         if ((sym[got] = intern_acquire(self->intern, k.s[got], k.len[got])) == INTERN_NOMEM)
             goto out;
-    if (k.kind == FP_CK_COMPLETION) {
+    if (st.has_attrs) {
         if ((line = intern_acquire(self->intern, st.line, st.line_len)) == INTERN_NOMEM)
             goto out;
         if ((station = intern_acquire(self->intern, st.station, st.station_len)) == INTERN_NOMEM)
             goto out;
     }
-    s_key_t opk = {.kind = FP_CK_COMPLETION, .sym = {sym[K_PLANT], sym[K_ORDER], sym[K_OPERATION]}};
-    uint64_t hop = s_key_hash(&opk);
-    uint32_t op = s_find(self, &opk, hop);
-    if (k.kind == FP_CK_COMPLETION) {
+    /* The operation head: found (a placeholder, or filled), or created. */
+    s_key_t hk = {.kind = S_KIND_OP, .sym = {sym[K_PLANT], sym[K_ORDER], sym[K_OPERATION]}};
+    uint64_t hh = s_key_hash(&hk);
+    uint32_t op = s_find(self, &hk, hh);
+    if (st.has_attrs) {
         if (op != S_NONE) {
             s_entry_t *e = &self->pool[op];
             if (!(e->flags & S_PLACEHOLDER)) {
@@ -1710,24 +1984,40 @@ int agg_import(agg_t *self, const void *key, size_t klen, const void *state, siz
             if ((size_t)st.line_len + st.station_len > self->attr_max)
                 self->attr_max = (size_t)st.line_len + st.station_len;
         } else {
-            op = s_create(self, &opk, hop, S_NONE, line, station);
+            op = s_create(self, &hk, hh, S_NONE, line, station);
         }
-        s_fill(self, op, &st);
-    } else {
-        s_key_t ck = {.kind = (uint32_t)k.kind};
+        s_fill_head(self, op, &st);
+        if (v1)
+            s_mark(self, op);
+    } else if (op == S_NONE) {
+        op = s_create(self, &hk, hh, S_NONE, INTERN_EMPTY, INTERN_EMPTY);
+        self->pool[op].flags |= S_PLACEHOLDER;
+        if (v1)
+            s_mark(self, op);
+    }
+    if (k.kind != (int)S_KIND_OP && (!v1 || st.count > 0 || !self->periods)) {
+        /* A period entry. Version 1 had none: its pending delta goes to the
+           period of its earliest record (what was emitted before is not
+           taken back); with periods, a key with nothing pending needs no
+           entry (without them it keeps its checkpoint_no in period 0). */
+        s_key_t ck = {.kind = (uint32_t)k.kind, .period = k.period};
         memcpy(ck.sym, sym, sizeof ck.sym);
+        if (v1)
+            ck.period = s_period(self, st.first_ns)->id;
         uint64_t hch = s_key_hash(&ck);
         if (s_find(self, &ck, hch) != S_NONE) {
             rc = -1;
             goto out;
         }
-        if (op == S_NONE) {
-            op = s_create(self, &opk, hop, S_NONE, INTERN_EMPTY, INTERN_EMPTY);
-            self->pool[op].flags |= S_PLACEHOLDER;
-        }
         assert(s_room(self)); /* s_reserve(2) made room for both */
         uint32_t ch = s_create(self, &ck, hch, op, INTERN_EMPTY, INTERN_EMPTY);
         s_fill(self, ch, &st);
+        if (v1)
+            s_mark(self, ch);
+    }
+    if (v1) {
+        s_release_bytes(self, key, klen); /* room made above */
+        self->stats.upgraded++;
     }
     rc = 0;
 out:
@@ -1746,6 +2036,8 @@ uint32_t agg_key_shard(const void *key, size_t klen, uint32_t nshards)
     s_pkey_t k;
     if (s_key_parse(key, klen, &k) != 0)
         return UINT32_MAX;
+    if (k.kind == (int)S_KIND_META)
+        return AGG_KEY_ALL_SHARDS;
     return fp_route_shard(fp_route_str_hash(k.s[K_PLANT], k.len[K_PLANT]),
                           fp_route_str_hash(k.s[K_ORDER], k.len[K_ORDER]),
                           fp_route_str_hash(k.s[K_OPERATION], k.len[K_OPERATION]), nshards);
@@ -1758,8 +2050,20 @@ static bool s_due(const agg_t *self, const s_entry_t *e)
 {
     if (e->key.kind != FP_CK_COMPLETION)
         return true;
-    /* A 0/0 partial completion waits for the next one (agg.h). */
-    return e->sum0 != 0 || e->sum1 != 0 || (e->flags & (S_LATE | S_CLOSED));
+    if (e->sum0 != 0 || e->sum1 != 0 || (e->flags & S_LATE) ||
+        (self->pool[e->op].flags & S_CLOSED))
+        return true;
+    /* A 0/0 partial completion waits for the operation's next completion
+       (agg.h), whatever period that one is in: it goes when a completion of
+       another period is due in this flush, or went in it already. */
+    for (uint32_t c = self->pool[e->op].first_child; c != S_NONE; c = self->pool[c].child_next) {
+        const s_entry_t *o = &self->pool[c];
+        if (o == e || o->key.kind != FP_CK_COMPLETION)
+            continue;
+        if ((o->count > 0 && (o->sum0 != 0 || o->sum1 != 0)) || o->last_flush == self->flush_gen)
+            return true;
+    }
+    return false;
 }
 
 static void s_flush_list(agg_t *self, int list)
@@ -1821,9 +2125,20 @@ void agg_flush(agg_t *self, int mode, int64_t now_ns)
 {
     assert(self);
     self->now = now_ns;
+    self->flush_gen++;
     s_flush_list(self, S_LIST_LATE);
     if (mode == AGG_FLUSH_ALL)
         s_flush_list(self, S_LIST_DIRTY);
+    if (mode == AGG_FLUSH_ALL && self->periods && self->wm != INT64_MIN) {
+        /* This posting flush has emitted everything of the periods before
+           the watermark's: they are flushed now, and what comes for them
+           later is backfill (agg.h "Periods"). */
+        int64_t start = s_period(self, self->wm)->start;
+        if (start > self->flushed_through) {
+            self->flushed_through = start;
+            self->meta_dirty = self->track;
+        }
+    }
     if (self->fifo_unsorted)
         s_fifo_sort(self);
     s_release(self);

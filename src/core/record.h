@@ -92,6 +92,9 @@ typedef struct {
     uint32_t flags;     /* FP_BARRIER_* */
     uint64_t round;     /* 1, 2, 3, ... injected by ingest every round interval */
     int64_t wall_ns;    /* when ingest injected it (CLOCK_REALTIME) */
+    int64_t event_ns;   /* worker -> shard: the newest event time the worker has routed
+                           to any shard (INT64_MIN: none yet); the shards' event-time
+                           watermark (agg.h "Periods"). Ingest writes INT64_MIN */
 } fp_barrier_t;
 
 /* A batch of records from one source and epoch, and the strings they index.

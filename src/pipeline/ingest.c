@@ -162,7 +162,7 @@ static void s_gather_items(ingest_t *self)
 
 static void s_send_barrier(ingest_t *self, uint32_t flags)
 {
-    fp_barrier_t b = {FP_MSG_BARRIER, flags, ++self->round, fp_wall_ns()};
+    fp_barrier_t b = {FP_MSG_BARRIER, flags, ++self->round, fp_wall_ns(), INT64_MIN};
     for (int w = 0; w < self->nworkers; w++) {
         fp_metrics_stage_sent(self->wslot[w], 1);
         zmq_send(self->workers[w], &b, sizeof b, 0); /* blocks at HWM: back-pressure */

@@ -42,6 +42,7 @@ typedef struct {
     int nblocked;
     uint32_t round_flags;
     fp_barrier_t barrier;
+    int64_t event_wm;   /* the newest event time any worker has routed (barriers) */
     void *emit;     /* everything for emit: events, dead letters, state, marks */
     uint32_t from;  /* our sender slot at emit: 1 + workers + index */
     struct fp_store *store; /* NULL: durability off, nothing to export */
@@ -134,6 +135,8 @@ static void s_emit(void *ctx, const fp_checkpoint_t *ck)
     fp_hist_observe(&self->delay, FP_H_PUBLISH_DELAY, fp_wall_ns() - ck->last_time_ns);
     if (ck->late)
         fp_metrics_add(self->metrics, FP_M_EVENTS_LATE, 1);
+    if (ck->backfill)
+        fp_metrics_add(self->metrics, FP_M_EVENTS_BACKFILL, 1);
 }
 
 static void s_reject(void *ctx, const fp_batch_hdr_t *batch, const fp_record_t *rec,
@@ -178,7 +181,7 @@ static int s_restore_key(void *ctx, const void *key, size_t klen, const void *st
     uint32_t owner = agg_key_shard(key, klen, (uint32_t)self->cfg->shards);
     if (owner == UINT32_MAX)
         return -1; /* damaged: refuse the state, never half-load it */
-    if (owner != (uint32_t)self->index)
+    if (owner != (uint32_t)self->index && owner != AGG_KEY_ALL_SHARDS)
         return 0;
     return agg_import(self->agg, key, klen, state, slen) == 0 ? 0 : -1;
 }
@@ -190,12 +193,15 @@ static bool s_barrier(shard_t *self, int w, const fp_barrier_t *b)
     self->nblocked++;
     self->round_flags |= b->flags;
     self->barrier = *b;
+    if (b->event_ns > self->event_wm)
+        self->event_wm = b->event_ns;
     if (self->nblocked < self->nin)
         return false;
     /* Every worker's records before this round's cut are in. */
     int mode = (self->round_flags & FP_BARRIER_FLUSH) ? AGG_FLUSH_ALL : AGG_FLUSH_LATE;
     /* Wall clock (the barrier's): closing times are persisted, and the
        grace of a closed operation must survive a restart (agg.h). */
+    agg_watermark(self->agg, self->event_wm);
     agg_flush(self->agg, mode, self->barrier.wall_ns);
     const agg_stats_t *st = agg_stats(self->agg);
     const agg_pending_t *pend = agg_pending(self->agg);
@@ -237,11 +243,26 @@ static void s_cleanup(shard_t *self)
     fp_codec_destroy(&self->codec);
 }
 
+/* [aggregate] period, shifts, closed_before, closed_period (checked by
+   the config already) as the aggregation's. */
+static void s_agg_periods(const fp_config_t *cfg, agg_config_t *acfg)
+{
+    char err[128];
+    acfg->period.kind = cfg->period;
+    if (cfg->period == FP_PERIOD_SHIFT &&
+        fp_period_parse_shifts(cfg->shifts, &acfg->period, err, sizeof err) != 0)
+        acfg->period.kind = FP_PERIOD_DAY; /* unreachable: config.c refused it */
+    acfg->closed_set = cfg->closed_before[0] &&
+                       fp_period_parse_date(cfg->closed_before, &acfg->closed_before) == 0;
+    acfg->closed_mode = cfg->closed_period == FP_CLOSED_DEAD_LETTER ? AGG_CLOSED_REFUSE
+                                                                    : AGG_CLOSED_REPOST;
+}
+
 void *fp_shard_main(void *argp)
 {
     fp_stage_args_t *args = argp;
     shard_t self_ = {.cfg = args->cfg, .metrics = args->metrics, .index = args->index,
-                     .store = args->store};
+                     .store = args->store, .event_wm = INT64_MIN};
     shard_t *self = &self_;
     const fp_config_t *cfg = self->cfg;
     char err[512] = "", ep[64], who[32];
@@ -250,8 +271,10 @@ void *fp_shard_main(void *argp)
     self->from = 1 + (uint32_t)cfg->workers + (uint32_t)self->index;
     self->slot = fp_metrics_stage(self->metrics, FP_STAGE_SHARD, self->index);
     self->emit_slot = fp_metrics_stage(self->metrics, FP_STAGE_EMIT, 0);
-    agg_config_t acfg = {cfg->instance, cfg->closed_key_grace_ms * 1000000,
-                         cfg->max_open_keys};
+    agg_config_t acfg = {.instance = cfg->instance,
+                         .closed_key_grace_ns = cfg->closed_key_grace_ms * 1000000,
+                         .max_open_keys = cfg->max_open_keys};
+    s_agg_periods(cfg, &acfg);
     self->agg = agg_new(&acfg, s_emit, s_reject, self);
     self->codec = fp_codec_new();
     bool ok = self->agg && self->codec;
@@ -270,12 +293,16 @@ void *fp_shard_main(void *argp)
         ok = false;
     }
     if (ok && args->store) {
-        /* What was restored is committed already: nothing to export. Then
-           one flush with the wall clock, as agg.h's restart protocol asks. */
-        agg_export_dirty(self->agg, s_discard_key, NULL);
+        /* What was restored is committed already: nothing to export, but
+           for keys of format version 1, which the first round replaces by
+           their version-2 keys (agg.h). Then one flush with the wall clock,
+           as agg.h's restart protocol asks. */
+        uint64_t upgraded = agg_stats(self->agg)->upgraded;
+        if (upgraded == 0)
+            agg_export_dirty(self->agg, s_discard_key, NULL);
         agg_flush(self->agg, AGG_FLUSH_LATE, fp_wall_ns());
-        fp_log(FP_LOG_INFO, who, "restored", "keys=%llu",
-               (unsigned long long)agg_stats(self->agg)->keys);
+        fp_log(FP_LOG_INFO, who, "restored", "keys=%llu upgraded=%llu",
+               (unsigned long long)agg_stats(self->agg)->keys, (unsigned long long)upgraded);
     }
     fp_stage_ready(args->zmq_ctx, who, ok ? 0 : -1, err);
     if (!ok) {

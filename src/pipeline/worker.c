@@ -64,6 +64,8 @@ typedef struct {
     uint32_t *route;    /* per record: shard, or UINT32_MAX = not forwarded */
     uint32_t route_cap;
     uint32_t count[64]; /* records per shard in this batch */
+    int64_t event_wm;   /* newest event time routed to a shard, at most an hour ahead of
+                           our clock (INT64_MIN: none); sent with every barrier */
     uint64_t round;     /* the round frames now belong to (last barrier + 1) */
     struct fp_store *store; /* NULL: durability off, nothing to export */
     fp_stage_slot_t *slot;        /* our gauges (metrics.h) */
@@ -302,6 +304,8 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
     memset(self->count, 0, sizeof self->count);
     uint64_t accepted = 0, last_seq = 0;
     int64_t last_event_ns = INT64_MIN;
+    /* A gateway with a clock far ahead must not close today's period. */
+    int64_t wm = self->event_wm, wm_limit = fp_wall_ns() + 3600ll * 1000000000;
     for (uint32_t i = 0; i < v.nrecords; i++) {
         const fp_record_t *r = &v.records[i];
         self->route[i] = UINT32_MAX;
@@ -330,7 +334,10 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
         self->route[i] = shard;
         self->count[shard]++;
         accepted++;
+        if (r->time_ns > wm && r->time_ns <= wm_limit)
+            wm = r->time_ns;
     }
+    self->event_wm = wm;
     fp_metrics_add(self->metrics, FP_M_RECORDS_ACCEPTED, accepted);
     s_sync_dedup_metrics(self);
     for (int s = 0; s < self->nshards; s++) {
@@ -405,7 +412,7 @@ void *fp_worker_main(void *argp)
 {
     fp_stage_args_t *args = argp;
     worker_t self_ = {.cfg = args->cfg, .metrics = args->metrics, .index = args->index,
-                      .round = args->start_round, .store = args->store};
+                      .round = args->start_round, .store = args->store, .event_wm = INT64_MIN};
     worker_t *self = &self_;
     const fp_config_t *cfg = self->cfg;
     char err[512] = "", ep[64];
@@ -483,6 +490,7 @@ void *fp_worker_main(void *argp)
                 dedup_export_dirty(self->dedup, s_export_source, self);
             fp_emit_mark(self->dl, 1 + (uint32_t)self->index, &b);
             self->round = b.round + 1;
+            b.event_ns = self->event_wm;
             for (int s = 0; s < self->nshards; s++) {
                 fp_metrics_stage_sent(self->sslot[s], 1);
                 zmq_send(self->shards[s], &b, sizeof b, 0);

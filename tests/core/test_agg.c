@@ -1512,9 +1512,11 @@ TEST(test_truth_of_crashgen)
 }
 
 /* Decodes key bytes (agg.h) independently of agg.c: kind and strings. */
+/* Decodes a version-2 key (agg.h): kind 1..3 (with a period varint, 0
+   here: no periods) or 4 (an operation head). */
 static int s_key_decode(const uint8_t *k, size_t klen, char out[6][32])
 {
-    ASSERT(klen >= 2 && k[0] == 1);
+    ASSERT(klen >= 2 && k[0] == 2);
     int kind = k[1];
     int nf = kind == FP_CK_CONSUMPTION ? 6 : kind == FP_CK_SCRAP ? 4 : 3;
     size_t off = 2;
@@ -1525,6 +1527,10 @@ static int s_key_decode(const uint8_t *k, size_t klen, char out[6][32])
         ASSERT(off + n <= klen);
         memcpy(out[f], k + off, n);
         off += n;
+    }
+    if (kind != 4) {
+        ASSERT(off < klen);
+        ASSERT_EQ(k[off++], 0); /* the period */
     }
     ASSERT_EQ(off, klen);
     return kind;
@@ -1553,13 +1559,13 @@ TEST(test_key_format_and_shard)
     s_add(a, &bb);
     kvmap_t *m = calloc(1, sizeof *m);
     ASSERT_EQ(agg_export_dirty(a, kv_count_cb, m), 0); /* the first: everything */
-    ASSERT_EQ(m->n, 150);
-    int kinds[4] = {0};
+    ASSERT_EQ(m->n, 200); /* 150 keys and 50 operation heads */
+    int kinds[5] = {0};
     for (int i = 0; i < KV_BUCKETS; i++)
         for (kv_t *e = m->b[i]; e; e = e->next) {
             char f[6][32];
             int kind = s_key_decode(e->k, e->klen, f);
-            ASSERT(kind >= 1 && kind <= 3);
+            ASSERT(kind >= 1 && kind <= 4);
             kinds[kind]++;
             ASSERT_STREQ(f[0], "P1");
             ASSERT(strncmp(f[1], "Order-", 6) == 0);
@@ -1590,6 +1596,7 @@ TEST(test_key_format_and_shard)
     ASSERT_EQ(kinds[FP_CK_COMPLETION], 50);
     ASSERT_EQ(kinds[FP_CK_CONSUMPTION], 50);
     ASSERT_EQ(kinds[FP_CK_SCRAP], 50);
+    ASSERT_EQ(kinds[4], 50);
     /* shards spread: 50 operations over 4 shards use them all */
     int used[4] = {0};
     for (int i = 0; i < KV_BUCKETS; i++)
@@ -1626,8 +1633,8 @@ TEST(test_export_dirty_and_release)
     bb_rec(&bb, FP_KIND_PART_COUNT, 1, "O3", "30", NULL, NULL, NULL);
     s_add(a, &bb);
     ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
-    ASSERT_EQ(m->puts, 5);
-    ASSERT_EQ(m->n, 5);
+    ASSERT_EQ(m->puts, 8); /* 5 keys, 3 operation heads */
+    ASSERT_EQ(m->n, 8);
     m->puts = 0;
     ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
     ASSERT_EQ(m->puts, 0); /* nothing changed */
@@ -1649,11 +1656,12 @@ TEST(test_export_dirty_and_release)
     ASSERT_EQ(m->puts, 5);
     m->puts = 0;
 
-    /* close O1 (at now = 1010), then release it after grace: three deletions */
+    /* close O1 (at now = 1010), then release it after grace: four deletions
+       (head, completion, scrap, consumption) */
     bb_rec(&bb, FP_KIND_OP_COMPLETED, 0, "O1", "10", NULL, NULL, NULL);
     s_add(a, &bb);
     ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
-    ASSERT_EQ(m->puts, 1);
+    ASSERT_EQ(m->puts, 2); /* the completion emitted, the head closed */
     m->puts = 0;
     agg_flush(a, AGG_FLUSH_LATE, 1010 + grace - 1);
     ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
@@ -1665,9 +1673,9 @@ TEST(test_export_dirty_and_release)
     bb_rec(&bb, FP_KIND_PART_COUNT, 7, "O1", "10", NULL, NULL, NULL);
     s_add(a, &bb);
     ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
-    ASSERT_EQ(m->dels, 3);
-    ASSERT_EQ(m->puts, 1);
-    ASSERT_EQ(m->n, 3); /* O1 (new), O2, O3 */
+    ASSERT_EQ(m->dels, 4);
+    ASSERT_EQ(m->puts, 2);
+    ASSERT_EQ(m->n, 6); /* O1 (new), O2, O3: each a head and a completion */
     kvmap_t *snap = calloc(1, sizeof *snap);
     kv_snapshot(snap, a);
     kv_assert_equal(snap, m);
@@ -1722,7 +1730,7 @@ TEST(test_no_tracking_without_export)
     kvmap_t *m = calloc(1, sizeof *m);
     ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0); /* the first: what is held, no deletions */
     ASSERT_EQ(m->dels, 0);
-    ASSERT_EQ(m->puts, 1);
+    ASSERT_EQ(m->puts, 2); /* O2's head and completion */
     kv_clear(m);
     free(m);
     agg_destroy(&a);
@@ -1747,7 +1755,7 @@ TEST(test_import_malformed)
     s_add(a, &bb);
     kvmap_t *m = calloc(1, sizeof *m);
     ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
-    ASSERT_EQ(m->n, 4);
+    ASSERT_EQ(m->n, 6); /* 4 keys, 2 heads */
 
     sink_t kb;
     agg_t *b = s_new(&kb, 1000, 10);
@@ -1774,12 +1782,15 @@ TEST(test_import_malformed)
             memcpy(buf, e->s, e->slen);
             buf[e->slen] = 0;
             ASSERT_EQ(agg_import(b, e->k, e->klen, buf, e->slen + 1), -1);
-            /* version, kind, flag bits */
+            /* version (3 is unknown; a version-2 key read as version 1
+               has bytes left over), kind, flag bits */
             memcpy(buf, e->k, e->klen);
-            buf[0] = 2;
+            buf[0] = 3;
             ASSERT_EQ(agg_import(b, buf, e->klen, e->s, e->slen), -1);
             buf[0] = 1;
-            buf[1] = 4;
+            ASSERT_EQ(agg_import(b, buf, e->klen, e->s, e->slen), -1);
+            buf[0] = 2;
+            buf[1] = 5;
             ASSERT_EQ(agg_import(b, buf, e->klen, e->s, e->slen), -1);
             memcpy(buf, e->s, e->slen);
             buf[1] |= 8;
@@ -1803,10 +1814,11 @@ TEST(test_import_malformed)
     ASSERT_EQ(agg_import(b, key_cons, sizeof key_cons, closed_cons, sizeof closed_cons), -1);
     ASSERT_EQ(agg_import(b, key_op, sizeof key_op, huge_line, sizeof huge_line), -1);
     ASSERT_EQ(agg_stats(b)->keys, 0);
-    /* a child first: its operation is created, then filled by its own pair */
+    /* a child first: its operation is created, then filled by its own pair
+       (version-1 pairs, as a floorpost before periods stored them) */
     const uint8_t cons_state[] = {1, 0, 4, 0};
     ASSERT_EQ(agg_import(b, key_cons, sizeof key_cons, cons_state, sizeof cons_state), 0);
-    ASSERT_EQ(agg_stats(b)->keys, 2);
+    ASSERT_EQ(agg_stats(b)->keys, 1); /* and the operation's head */
     ASSERT_EQ(agg_import(b, key_cons, sizeof key_cons, cons_state, sizeof cons_state), -1);
     ASSERT_EQ(agg_import(b, key_op, sizeof key_op, good_op, sizeof good_op), 0);
     ASSERT_EQ(agg_import(b, key_op, sizeof key_op, good_op, sizeof good_op), -1); /* twice */
