@@ -810,7 +810,17 @@ static uint32_t s_create(agg_t *self, const s_key_t *k, uint64_t h, uint32_t op,
         intern_ref(self->intern, k->sym[f]);
     /* Export bounds (agg.h formats): version, kind, 6 length varints, the
        period varint. */
-    size_t kmax = 2 + K_FIELDS * 5 + 5 + s_hash_strings(self, k, &e->khash);
+    size_t strs = 0;
+    if (k->kind == S_KIND_OP) { /* a head emits nothing: no event_id hash */
+        for (int f = 0; f < 3; f++) {
+            uint32_t len;
+            (void)intern_str(self->intern, k->sym[f], &len);
+            strs += len;
+        }
+    } else {
+        strs = s_hash_strings(self, k, &e->khash);
+    }
+    size_t kmax = 2 + K_FIELDS * 5 + 5 + strs;
     if (kmax > self->key_max)
         self->key_max = kmax;
     if (k->kind == S_KIND_OP) {

@@ -13,6 +13,7 @@
 #include "route.h"
 #include "test.h"
 #include "tools/truth.h"
+#include "varint.h"
 
 /* ---- batch builder: lays out fp_batch_hdr_t as record.h describes ---- */
 
@@ -148,6 +149,9 @@ typedef struct {
     uint32_t nlineage;
     bool truncated, late, final;
     int64_t yield, scrap, quantity, parts;
+    char posting_date[11], period[16], original_posting_date[11];
+    int64_t period_start, period_end, original_period_start;
+    bool backfill;
 } cap_t;
 
 typedef struct {
@@ -209,6 +213,13 @@ static void s_on_emit(void *ctx, const fp_checkpoint_t *ck)
     c->scrap = ck->scrap;
     c->quantity = ck->quantity;
     c->parts = ck->parts;
+    s_copy(c->posting_date, sizeof c->posting_date, ck->posting_date);
+    s_copy(c->period, sizeof c->period, ck->period);
+    s_copy(c->original_posting_date, sizeof c->original_posting_date, ck->original_posting_date);
+    c->period_start = ck->period_start_ns;
+    c->period_end = ck->period_end_ns;
+    c->original_period_start = ck->original_period_start_ns;
+    c->backfill = ck->backfill;
 }
 
 static void s_on_reject(void *ctx, const fp_batch_hdr_t *b, const fp_record_t *r,
@@ -1159,6 +1170,18 @@ static void kv_snapshot(kvmap_t *m, agg_t *a)
 
 /* Imports all of m into a, in a random order (children before their
    operation too). */
+/* Imports every pair of m in table order; the first failure's code. */
+static int kv_import_all_rc(kvmap_t *m, agg_t *a)
+{
+    for (int i = 0; i < KV_BUCKETS; i++)
+        for (kv_t *e = m->b[i]; e; e = e->next) {
+            int rc = agg_import(a, e->k, e->klen, e->s, e->slen);
+            if (rc != 0)
+                return rc;
+        }
+    return 0;
+}
+
 static void kv_import_all(kvmap_t *m, agg_t *a, uint64_t *x)
 {
     kv_t **all = malloc((m->n + 1) * sizeof *all);
@@ -2053,6 +2076,415 @@ TEST(test_many_and_long_strings)
     free(k.ev);
 }
 
+
+/* ---- posting periods (agg.h "Periods") ---- */
+
+#define NS 1000000000ll
+
+static int64_t s_utc(int y, int mo, int d, int h, int mi)
+{
+    return ((int64_t)fp_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60) * NS;
+}
+
+static void s_zone(const char *tz)
+{
+    ASSERT_EQ(setenv("TZ", tz, 1), 0);
+    tzset();
+}
+
+static agg_t *s_new_periods(sink_t *k, int kind, const char *shifts, const char *closed,
+                            int mode)
+{
+    memset(k, 0, sizeof *k);
+    agg_config_t cfg = {.instance = "fp1", .closed_key_grace_ns = 1000, .max_open_keys = 1000};
+    cfg.period.kind = kind;
+    char err[128];
+    if (shifts)
+        ASSERT_EQ(fp_period_parse_shifts(shifts, &cfg.period, err, sizeof err), 0);
+    if (closed) {
+        cfg.closed_set = true;
+        ASSERT_EQ(fp_period_parse_date(closed, &cfg.closed_before), 0);
+        cfg.closed_mode = mode;
+    }
+    agg_t *a = agg_new(&cfg, s_on_emit, s_on_reject, k);
+    ASSERT(a);
+    return a;
+}
+
+/* A record at event time t. */
+static fp_record_t *s_at(bb_t *bb, int kind, int64_t q, const char *order, const char *a,
+                         int64_t t)
+{
+    fp_record_t *r = bb_rec(bb, kind, q, order, "10", a, kind == FP_KIND_MATERIAL ? "LOT" : NULL,
+                            kind == FP_KIND_MATERIAL ? "KG" : NULL);
+    r->time_ns = t;
+    return r;
+}
+
+/* Every checkpoint lies in its period, and its period is [start, end). */
+static void s_check_within(const sink_t *k)
+{
+    for (size_t i = 0; i < k->n; i++) {
+        const cap_t *c = &k->ev[i];
+        ASSERT(c->posting_date[0]);
+        ASSERT(c->period_start < c->period_end);
+        if (c->original_posting_date[0])
+            continue; /* re-posted: its records lie in the original period */
+        ASSERT(c->first_ns >= c->period_start && c->last_ns < c->period_end);
+    }
+}
+
+static const cap_t *s_find_date(const sink_t *k, size_t from, int kind, const char *date)
+{
+    for (size_t i = from; i < k->n; i++)
+        if (k->ev[i].kind == kind && strcmp(k->ev[i].posting_date, date) == 0)
+            return &k->ev[i];
+    return NULL;
+}
+
+/* One key with records on both sides of midnight: one checkpoint per
+   period, each with its posting date, and distinct event ids. */
+TEST(test_period_split_at_midnight)
+{
+    s_zone("UTC");
+    sink_t k;
+    agg_t *a = s_new_periods(&k, FP_PERIOD_DAY, NULL, NULL, 0);
+    bb_t bb;
+    bb_init(&bb, 1, 1);
+    int64_t mid = s_utc(2026, 11, 24, 0, 0);
+    s_at(&bb, FP_KIND_PART_COUNT, 5, "O1", NULL, mid - 1);
+    s_at(&bb, FP_KIND_PART_COUNT, 7, "O1", NULL, mid);
+    s_at(&bb, FP_KIND_SCRAP, 2, "O1", "DENT", mid - NS);
+    s_at(&bb, FP_KIND_SCRAP, 3, "O1", "DENT", mid + NS);
+    s_at(&bb, FP_KIND_MATERIAL, 100, "O1", "STEEL", mid - 60 * NS);
+    s_at(&bb, FP_KIND_MATERIAL, 50, "O1", "STEEL", mid + 60 * NS);
+    s_add(a, &bb);
+    ASSERT_EQ(agg_stats(a)->keys, 6); /* 3 keys x 2 periods; the head is not a key */
+    ASSERT_EQ(agg_stats(a)->open_operations, 1);
+    agg_flush(a, AGG_FLUSH_ALL, 1);
+    ASSERT_EQ(k.n, 6);
+    s_check_within(&k);
+    const cap_t *c1 = s_find_date(&k, 0, FP_CK_COMPLETION, "2026-11-23");
+    const cap_t *c2 = s_find_date(&k, 0, FP_CK_COMPLETION, "2026-11-24");
+    ASSERT(c1 && c2);
+    ASSERT_EQ(c1->yield, 5);
+    ASSERT_EQ(c1->scrap, 2);
+    ASSERT_EQ(c2->yield, 7);
+    ASSERT_EQ(c2->scrap, 3);
+    ASSERT_STREQ(c1->period, "day");
+    ASSERT_EQ(c1->period_end, mid);
+    ASSERT_EQ(c2->period_start, mid);
+    ASSERT_EQ(c1->checkpoint_no, 1);
+    ASSERT_EQ(c2->checkpoint_no, 1);
+    ASSERT(strcmp(c1->event_id, c2->event_id) != 0);
+    ASSERT(!c1->backfill && !c2->backfill);
+    ASSERT_EQ(s_find_date(&k, 0, FP_CK_SCRAP, "2026-11-23")->parts, 2);
+    ASSERT_EQ(s_find_date(&k, 0, FP_CK_SCRAP, "2026-11-24")->parts, 3);
+    ASSERT_EQ(s_find_date(&k, 0, FP_CK_CONSUMPTION, "2026-11-23")->quantity, 100);
+    ASSERT_EQ(s_find_date(&k, 0, FP_CK_CONSUMPTION, "2026-11-24")->quantity, 50);
+    /* both periods' completions carry the operation's line */
+    ASSERT_STREQ(c2->line, "L1");
+    agg_destroy(&a);
+    bb_free(&bb);
+    free(k.ev);
+}
+
+/* Europe/Berlin: the spring-forward day is one 23-hour period, the
+   fall-back day's repeated hour two periods; shifts follow the local
+   clock across both. */
+TEST(test_period_dst_days)
+{
+    s_zone("Europe/Berlin");
+    sink_t k;
+    agg_t *a = s_new_periods(&k, FP_PERIOD_DAY, NULL, NULL, 0);
+    bb_t bb;
+    bb_init(&bb, 1, 1);
+    /* 00:30 CET and 23:59 CEST on Mar 29: one day; 00:00 CEST Mar 30: the next */
+    s_at(&bb, FP_KIND_PART_COUNT, 1, "O1", NULL, s_utc(2026, 3, 28, 23, 30));
+    s_at(&bb, FP_KIND_PART_COUNT, 2, "O1", NULL, s_utc(2026, 3, 29, 21, 59));
+    s_at(&bb, FP_KIND_PART_COUNT, 4, "O1", NULL, s_utc(2026, 3, 29, 22, 0));
+    s_add(a, &bb);
+    agg_flush(a, AGG_FLUSH_ALL, 1);
+    ASSERT_EQ(k.n, 2);
+    s_check_within(&k);
+    const cap_t *d = s_find_date(&k, 0, FP_CK_COMPLETION, "2026-03-29");
+    ASSERT(d);
+    ASSERT_EQ(d->yield, 3);
+    ASSERT_EQ(d->period_end - d->period_start, 23 * 3600 * NS);
+    ASSERT_EQ(s_find_date(&k, 0, FP_CK_COMPLETION, "2026-03-30")->yield, 4);
+    agg_destroy(&a);
+
+    a = s_new_periods(&k, FP_PERIOD_HOUR, NULL, NULL, 0);
+    /* 02:30 CEST (00:30Z) and 02:30 CET (01:30Z) on Oct 25 */
+    s_at(&bb, FP_KIND_PART_COUNT, 1, "O1", NULL, s_utc(2026, 10, 25, 0, 30));
+    s_at(&bb, FP_KIND_PART_COUNT, 2, "O1", NULL, s_utc(2026, 10, 25, 1, 30));
+    s_add(a, &bb);
+    agg_flush(a, AGG_FLUSH_ALL, 1);
+    ASSERT_EQ(k.n, 2);
+    s_check_within(&k);
+    ASSERT_STREQ(k.ev[0].period, "hour-02");
+    ASSERT_STREQ(k.ev[1].period, "hour-02");
+    ASSERT(k.ev[0].period_start != k.ev[1].period_start);
+    ASSERT_EQ(k.ev[0].yield + k.ev[1].yield, 3);
+    ASSERT(k.ev[0].yield == 1 || k.ev[0].yield == 2);
+    agg_destroy(&a);
+
+    a = s_new_periods(&k, FP_PERIOD_SHIFT, "06:00,14:00,22:00", NULL, 0);
+    /* the night shift into the fall-back morning: 22:00 CEST to 06:00 CET, 9 h */
+    s_at(&bb, FP_KIND_PART_COUNT, 1, "O1", NULL, s_utc(2026, 10, 24, 20, 0));
+    s_at(&bb, FP_KIND_PART_COUNT, 2, "O1", NULL, s_utc(2026, 10, 25, 4, 59));
+    s_at(&bb, FP_KIND_PART_COUNT, 4, "O1", NULL, s_utc(2026, 10, 25, 5, 0));
+    s_add(a, &bb);
+    agg_flush(a, AGG_FLUSH_ALL, 1);
+    ASSERT_EQ(k.n, 2);
+    s_check_within(&k);
+    const cap_t *n3 = s_find_date(&k, 0, FP_CK_COMPLETION, "2026-10-24");
+    const cap_t *m1 = s_find_date(&k, 0, FP_CK_COMPLETION, "2026-10-25");
+    ASSERT(n3 && m1);
+    ASSERT_STREQ(n3->period, "shift-3");
+    ASSERT_EQ(n3->yield, 3);
+    ASSERT_EQ(n3->period_end - n3->period_start, 9 * 3600 * NS);
+    ASSERT_STREQ(m1->period, "shift-1");
+    ASSERT_EQ(m1->yield, 4);
+    agg_destroy(&a);
+    bb_free(&bb);
+    free(k.ev);
+}
+
+/* Backfill: records of a period that a posting flush closed become
+   checkpoints of their own period marked backfill, never mixed with the
+   live period's; the mark survives a restart; OperationCompleted still
+   closes the operation across its periods. */
+TEST(test_backfill_marking)
+{
+    s_zone("UTC");
+    sink_t k;
+    agg_t *a = s_new_periods(&k, FP_PERIOD_DAY, NULL, NULL, 0);
+    kvmap_t *m = calloc(1, sizeof *m);
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0); /* tracking on */
+    bb_t bb;
+    bb_init(&bb, 1, 1);
+    int64_t d1 = s_utc(2026, 11, 23, 0, 0), d2 = d1 + 86400 * NS;
+    s_at(&bb, FP_KIND_PART_COUNT, 1, "O1", NULL, d1 + 22 * 3600 * NS);
+    s_add(a, &bb);
+    agg_watermark(a, d1 + 22 * 3600 * NS);
+    agg_flush(a, AGG_FLUSH_ALL, 1);
+    ASSERT_EQ(k.n, 1);
+    ASSERT(!k.ev[0].backfill);
+    /* the watermark passes midnight; a late record of day 1 before the
+       closing flush is not backfill: day 1 was not flushed yet */
+    agg_watermark(a, d2 + 3600 * NS);
+    s_at(&bb, FP_KIND_PART_COUNT, 2, "O1", NULL, d2 + 3600 * NS);
+    s_at(&bb, FP_KIND_PART_COUNT, 4, "O1", NULL, d1 + 23 * 3600 * NS);
+    s_add(a, &bb);
+    agg_flush(a, AGG_FLUSH_ALL, 2);
+    ASSERT_EQ(k.n, 3);
+    for (size_t i = 1; i < 3; i++)
+        ASSERT(!k.ev[i].backfill);
+    ASSERT_EQ(s_find_date(&k, 1, FP_CK_COMPLETION, "2026-11-23")->yield, 4);
+    /* after the closing flush: day 1's records are backfill, in their own
+       checkpoint; day 2's are live */
+    s_at(&bb, FP_KIND_PART_COUNT, 8, "O1", NULL, d1 + 23 * 3600 * NS + 30 * 60 * NS);
+    s_at(&bb, FP_KIND_PART_COUNT, 16, "O1", NULL, d2 + 2 * 3600 * NS);
+    s_add(a, &bb);
+    agg_flush(a, AGG_FLUSH_ALL, 3);
+    ASSERT_EQ(k.n, 5);
+    const cap_t *b1 = s_find_date(&k, 3, FP_CK_COMPLETION, "2026-11-23");
+    const cap_t *l2 = s_find_date(&k, 3, FP_CK_COMPLETION, "2026-11-24");
+    ASSERT(b1 && l2);
+    ASSERT(b1->backfill);
+    ASSERT_EQ(b1->yield, 8);
+    ASSERT_EQ(b1->record_count, 1);
+    ASSERT_EQ(b1->checkpoint_no, 3);
+    ASSERT(!l2->backfill);
+    ASSERT_EQ(l2->yield, 16);
+    ASSERT_EQ(agg_stats(a)->backfill_events, 1);
+    s_check_within(&k);
+
+    /* restart: flushed_through comes back with the shards' own key */
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
+    sink_t kb;
+    agg_t *b = s_new_periods(&kb, FP_PERIOD_DAY, NULL, NULL, 0);
+    ASSERT_EQ(kv_import_all_rc(m, b), 0);
+    agg_flush(b, AGG_FLUSH_LATE, 4);
+    s_at(&bb, FP_KIND_PART_COUNT, 32, "O1", NULL, d1 + 23 * 3600 * NS + 45 * 60 * NS);
+    s_at(&bb, FP_KIND_OP_STARTED, 0, "O1", NULL, d2 + 3 * 3600 * NS);
+    /* the completion in day 2 flushes day 1's backfill at once */
+    s_at(&bb, FP_KIND_OP_COMPLETED, 0, "O1", NULL, d2 + 4 * 3600 * NS);
+    s_add(b, &bb);
+    ASSERT_EQ(kb.n, 2);
+    const cap_t *f = s_find_date(&kb, 0, FP_CK_COMPLETION, "2026-11-24");
+    const cap_t *bb1 = s_find_date(&kb, 0, FP_CK_COMPLETION, "2026-11-23");
+    ASSERT(f && bb1);
+    ASSERT(f->final && !f->backfill);
+    ASSERT_EQ(f->record_count, 2);
+    ASSERT_EQ(f->checkpoint_no, 3);
+    ASSERT(!bb1->final && bb1->backfill);
+    ASSERT_EQ(bb1->yield, 32);
+    ASSERT_EQ(bb1->checkpoint_no, 4);
+    /* later: a late correction of day 1, backfill and late */
+    s_at(&bb, FP_KIND_PART_COUNT, 64, "O1", NULL, d1 + 3600 * NS);
+    s_add(b, &bb);
+    agg_flush(b, AGG_FLUSH_LATE, 5);
+    ASSERT_EQ(kb.n, 3);
+    ASSERT(kb.ev[2].late && kb.ev[2].backfill);
+    ASSERT_EQ(kb.ev[2].yield, 64);
+    agg_destroy(&b);
+    free(kb.ev);
+    kv_clear(m);
+    free(m);
+    agg_destroy(&a);
+    bb_free(&bb);
+    free(k.ev);
+}
+
+/* closed_before: re-posted to the first open period with the original
+   kept, or refused period_closed. */
+TEST(test_closed_periods)
+{
+    s_zone("Europe/Berlin");
+    sink_t k;
+    agg_t *a = s_new_periods(&k, FP_PERIOD_DAY, NULL, "2026-11-01", AGG_CLOSED_REPOST);
+    bb_t bb;
+    bb_init(&bb, 1, 1);
+    int64_t oct30 = s_utc(2026, 10, 30, 10, 0), nov2 = s_utc(2026, 11, 2, 10, 0);
+    s_at(&bb, FP_KIND_PART_COUNT, 3, "O1", NULL, oct30);
+    s_at(&bb, FP_KIND_PART_COUNT, 5, "O1", NULL, nov2);
+    s_add(a, &bb);
+    agg_flush(a, AGG_FLUSH_ALL, 1);
+    ASSERT_EQ(k.n, 2);
+    const cap_t *re = s_find_date(&k, 0, FP_CK_COMPLETION, "2026-11-01");
+    ASSERT(re);
+    ASSERT_EQ(re->yield, 3);
+    ASSERT(re->backfill);
+    ASSERT_STREQ(re->original_posting_date, "2026-10-30");
+    ASSERT_EQ(re->original_period_start, s_utc(2026, 10, 29, 23, 0));
+    ASSERT_EQ(re->period_start, s_utc(2026, 10, 31, 23, 0)); /* Nov 1, 00:00 CET */
+    const cap_t *open = s_find_date(&k, 0, FP_CK_COMPLETION, "2026-11-02");
+    ASSERT(open && !open->backfill && !open->original_posting_date[0]);
+    ASSERT_EQ(open->yield, 5);
+    agg_destroy(&a);
+
+    a = s_new_periods(&k, FP_PERIOD_DAY, NULL, "2026-11-01", AGG_CLOSED_REFUSE);
+    s_at(&bb, FP_KIND_PART_COUNT, 3, "O1", NULL, oct30);
+    s_at(&bb, FP_KIND_PART_COUNT, 5, "O1", NULL, nov2);
+    s_at(&bb, FP_KIND_PART_COUNT, 7, "O1", NULL, s_utc(2026, 10, 31, 22, 59)); /* Oct 31 23:59 */
+    s_add(a, &bb);
+    ASSERT_EQ(k.rejects, 2);
+    ASSERT_STREQ(k.last_reason, "period_closed");
+    agg_flush(a, AGG_FLUSH_ALL, 1);
+    ASSERT_EQ(k.n, 1);
+    ASSERT_EQ(k.ev[0].yield, 5);
+    agg_destroy(&a);
+    bb_free(&bb);
+    free(k.ev);
+}
+
+/* An OperationStarted alone in one period goes with the operation's next
+   completion in another period (so what waits stays what truth.c models). */
+TEST(test_zero_completion_goes_with_the_next_period)
+{
+    s_zone("UTC");
+    sink_t k;
+    agg_t *a = s_new_periods(&k, FP_PERIOD_HOUR, NULL, NULL, 0);
+    bb_t bb;
+    bb_init(&bb, 1, 1);
+    int64_t h = s_utc(2026, 11, 23, 10, 0);
+    s_at(&bb, FP_KIND_OP_STARTED, 0, "O1", NULL, h - NS);
+    s_add(a, &bb);
+    agg_flush(a, AGG_FLUSH_ALL, 1);
+    ASSERT_EQ(k.n, 0); /* waits */
+    s_at(&bb, FP_KIND_MATERIAL, 10, "O1", "STEEL", h + NS);
+    s_add(a, &bb);
+    agg_flush(a, AGG_FLUSH_ALL, 2);
+    ASSERT_EQ(k.n, 1); /* a consumption does not wake it */
+    s_at(&bb, FP_KIND_PART_COUNT, 4, "O1", NULL, h + 2 * NS);
+    s_add(a, &bb);
+    agg_flush(a, AGG_FLUSH_ALL, 3);
+    ASSERT_EQ(k.n, 3);
+    const cap_t *z = NULL, *y = NULL;
+    for (size_t i = 1; i < 3; i++)
+        if (k.ev[i].kind == FP_CK_COMPLETION && k.ev[i].yield == 0)
+            z = &k.ev[i];
+        else if (k.ev[i].kind == FP_CK_COMPLETION)
+            y = &k.ev[i];
+    ASSERT(z && y);
+    ASSERT_EQ(z->record_count, 1);
+    ASSERT_STREQ(z->period, "hour-09");
+    ASSERT_EQ(y->yield, 4);
+    ASSERT_STREQ(y->period, "hour-10");
+    agg_destroy(&a);
+    bb_free(&bb);
+    free(k.ev);
+}
+
+/* A version-1 state (before periods) read by an agg_t with periods: its
+   pending delta lands in the period of its first record, and the first
+   export replaces the version-1 key by version-2 keys. */
+TEST(test_upgrade_v1_pairs_to_periods)
+{
+    s_zone("UTC");
+    sink_t k;
+    agg_t *a = s_new_periods(&k, FP_PERIOD_DAY, NULL, NULL, 0);
+    /* v1 completion P1/O9/9: checkpoint_no 2, 1 record pending (yield 5 at
+       t, source 3 epoch 1 seq 7), line L7, open */
+    int64_t t = s_utc(2026, 11, 23, 12, 0);
+    uint8_t key[] = {1, FP_CK_COMPLETION, 2, 'P', '1', 2, 'O', '9', 1, '9'};
+    uint8_t st[64];
+    size_t n = 0;
+    st[n++] = 1;
+    st[n++] = 0;
+    n += fp_varint_put(st + n, 2);
+    n += fp_varint_put(st + n, 1);
+    n += fp_varint_put(st + n, fp_zigzag(5));
+    n += fp_varint_put(st + n, fp_zigzag(0));
+    n += fp_varint_put(st + n, fp_zigzag(t));
+    n += fp_varint_put(st + n, 0);
+    st[n++] = 1;
+    n += fp_varint_put(st + n, 3);
+    n += fp_varint_put(st + n, 1);
+    n += fp_varint_put(st + n, 7);
+    n += fp_varint_put(st + n, 0);
+    st[n++] = 2;
+    st[n++] = 'L';
+    st[n++] = '7';
+    st[n++] = 0;
+    /* a v1 scrap key with nothing pending: dropped with periods */
+    uint8_t skey[] = {1, FP_CK_SCRAP, 2, 'P', '1', 2, 'O', '9', 1, '9', 1, 'D'};
+    uint8_t sst[] = {1, 0, 4, 0};
+    ASSERT_EQ(agg_import(a, skey, sizeof skey, sst, sizeof sst), 0);
+    ASSERT_EQ(agg_import(a, key, sizeof key, st, n), 0);
+    ASSERT_EQ(agg_stats(a)->upgraded, 2);
+    ASSERT_EQ(agg_stats(a)->keys, 1);
+    kvmap_t *m = calloc(1, sizeof *m);
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
+    ASSERT_EQ(m->dels, 2); /* both version-1 keys */
+    ASSERT_EQ(m->puts, 2); /* the head and the completion of Nov 23 */
+    for (int i = 0; i < KV_BUCKETS; i++)
+        for (kv_t *e = m->b[i]; e; e = e->next)
+            ASSERT_EQ(e->k[0], 2);
+    agg_flush(a, AGG_FLUSH_ALL, 1);
+    ASSERT_EQ(k.n, 1);
+    ASSERT_EQ(k.ev[0].yield, 5);
+    ASSERT_EQ(k.ev[0].checkpoint_no, 3);
+    ASSERT_STREQ(k.ev[0].posting_date, "2026-11-23");
+    ASSERT_STREQ(k.ev[0].line, "L7");
+    ASSERT_EQ(k.ev[0].lineage[0].first_seq, 7);
+    /* what the export holds imports again, version 2 only */
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
+    sink_t kb;
+    agg_t *b = s_new_periods(&kb, FP_PERIOD_DAY, NULL, NULL, 0);
+    ASSERT_EQ(kv_import_all_rc(m, b), 0);
+    ASSERT_EQ(agg_stats(b)->upgraded, 0);
+    ASSERT_EQ(agg_stats(b)->keys, 1);
+    agg_destroy(&b);
+    free(kb.ev);
+    kv_clear(m);
+    free(m);
+    agg_destroy(&a);
+    free(k.ev);
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
@@ -2068,6 +2500,12 @@ int main(int argc, char **argv)
     RUN(test_event_id_determinism);
     RUN(test_invalid_records);
     RUN(test_many_and_long_strings);
+    RUN(test_period_split_at_midnight);
+    RUN(test_period_dst_days);
+    RUN(test_backfill_marking);
+    RUN(test_closed_periods);
+    RUN(test_zero_completion_goes_with_the_next_period);
+    RUN(test_upgrade_v1_pairs_to_periods);
     RUN(test_model_random);
     RUN(test_key_format_and_shard);
     RUN(test_export_dirty_and_release);
