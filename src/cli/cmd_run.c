@@ -209,7 +209,9 @@ int fp_cmd_run(int argc, char **argv)
             _exit(1);
         }
         if (fp_store_upgraded_from(store))
-            fp_log(FP_LOG_WARN, "main", "upgraded state from version 1",
+            fp_log(FP_LOG_WARN, "main",
+                   fp_store_upgraded_from(store) == 1 ? "upgraded state from version 1"
+                                                      : "upgraded state from version 2",
                    "state_dir=%s from=%u to=%u (an older floorpost now refuses it)",
                    cfg.state_dir, fp_store_upgraded_from(store), FP_STORE_FORMAT_VERSION);
         fp_log(FP_LOG_INFO, "main", "state opened", "state_dir=%s last_round=%llu global_seq=%llu",

@@ -928,15 +928,7 @@ static void s_emit(agg_t *self, uint32_t idx, bool final)
                       e->lineage[0].epoch,     e->lineage[0].first_seq};
     XXH128_canonical_t c;
     XXH128_canonicalFromHash(&c, XXH3_128bits(in, sizeof in));
-    size_t ilen = strlen(self->instance);
-    memcpy(self->idbuf, self->instance, ilen);
-    self->idbuf[ilen] = '-';
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 16; i++) {
-        self->idbuf[ilen + 1 + 2 * i] = hex[c.digest[i] >> 4];
-        self->idbuf[ilen + 2 + 2 * i] = hex[c.digest[i] & 15];
-    }
-    self->idbuf[ilen + 33] = '\0';
+    fp_event_id_write(self->idbuf, self->instance, c.digest);
 
     fp_checkpoint_t ck;
     memset(&ck, 0, sizeof ck);

@@ -384,6 +384,9 @@ static int s_commit(fp_commit_t *self, round_t *R)
             memcpy(&source, zmq_msg_data(&it->part[0]), sizeof source);
             rc = fp_store_put_source(txn, source, zmq_msg_data(&it->part[1]),
                                      zmq_msg_size(&it->part[1]));
+        } else if (it->type == FP_EMIT_COUNTER && it->nparts == 2) {
+            rc = fp_store_put_counter(txn, zmq_msg_data(&it->part[0]), zmq_msg_size(&it->part[0]),
+                                      zmq_msg_data(&it->part[1]), zmq_msg_size(&it->part[1]));
         } else if (it->type == FP_EMIT_DEAD && it->nparts >= 3) {
             const char *reason = fp_dl_reason_name((int)it->reason); /* the store's edge */
             uint64_t dl_seq;

@@ -19,7 +19,8 @@
       event of it, in filing order, with the next stream_seq of its topic
       (per topic, gap-free) and the next global_seq (per instance,
       gap-free), written into the Checkpoint buffer; then, with a store, it
-      writes ONE transaction: the events (the outbox), the dedup sources,
+      writes ONE transaction: the events (the outbox), the dedup sources
+      and cumulative counters,
       the dead letters, the aggregation keys in LMDB key order (bytes, then
       the shorter first; for a key filed twice the later filing wins, so a
       key released and created again in one round ends created), each
@@ -59,7 +60,7 @@ typedef struct fp_commit fp_commit_t;
 
 /* One message filed under a round: its frames after the header. */
 typedef struct {
-    uint32_t type;   /* FP_EMIT_EVENT, FP_EMIT_KEY, FP_EMIT_SOURCE, FP_EMIT_DEAD */
+    uint32_t type;   /* FP_EMIT_EVENT, FP_EMIT_KEY, FP_EMIT_SOURCE, FP_EMIT_COUNTER, FP_EMIT_DEAD */
     uint32_t reason; /* FP_EMIT_DEAD: fp_dl_reason_t (the header's flags) */
     int nparts;
     zmq_msg_t part[4]; /* DEAD: [topic][json][bytes][logfmt fields, logged only] */

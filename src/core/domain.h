@@ -80,6 +80,23 @@ static inline int fp_dl_reason_parse(const char *name, size_t len)
     return -1;
 }
 
+/* ---- event ids ---- */
+
+/* Writes "<instance>-<32 lowercase hex digits of digest>" and a NUL to out
+   (room: strlen(instance) + 34 bytes): every event's event_id. */
+static inline void fp_event_id_write(char *out, const char *instance, const uint8_t digest[16])
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t ilen = strlen(instance);
+    memcpy(out, instance, ilen);
+    out[ilen] = '-';
+    for (int i = 0; i < 16; i++) {
+        out[ilen + 1 + 2 * i] = hex[digest[i] >> 4];
+        out[ilen + 2 + 2 * i] = hex[digest[i] & 15];
+    }
+    out[ilen + 33] = '\0';
+}
+
 /* ---- what a checkpoint covers ---- */
 
 /* The source sequence range a checkpoint sums: seqs first..last of one

@@ -83,7 +83,10 @@ void fp_notice_drain(void *sub, uint64_t *global_seq, bool *done);
      FP_EMIT_DEAD    [hdr][topic][json][payload]          any: a dead letter
      FP_EMIT_MARK    [hdr]                               any: passed barrier hdr.round */
 enum { FP_EMIT_EVENT = 1, FP_EMIT_KEY, FP_EMIT_SOURCE, FP_EMIT_DEAD, FP_EMIT_MARK,
-       FP_EMIT_BUNDLE };
+       FP_EMIT_BUNDLE, FP_EMIT_COUNTER };
+/*   FP_EMIT_COUNTER [hdr][key][state]                    worker: a changed cumulative
+     counter (counter.h), committed like its dedup source; a worker's
+     counter_reset events are FP_EMIT_EVENTs of its round. */
 /*   FP_EMIT_BUNDLE  [hdr][entries]  shard: many EVENT/KEY items in one
      message (one inproc hand-off instead of thousands in a completion wave
      or a round's export). Each entry: u32 type, u32 nparts, then per part

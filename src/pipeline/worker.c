@@ -22,7 +22,17 @@
     - Sends to shards block at their HWM (back-pressure to ingest); verdicts
       go to ingest on a pipe without HWM, so this thread never waits on
       ingest.
-    - Barriers are forwarded to every shard behind the batches before them.
+    - Barriers are forwarded to every shard behind the batches before them,
+      with the newest event time routed (the shards' period watermark).
+    - Cumulative counter readings (PartCounter, ScrapCounter) of the sources
+      it owns become deltas here (counter.h), after dedup and the record
+      check: a reading that posts parts goes to its shard as a PartCount or
+      Scrap record of the delta (same source, epoch and seq: the lineage
+      names the reading); one that posts nothing (the first reading, a
+      repeat, jitter, an older one) goes nowhere; an implausible one is
+      dead-lettered counter_jump; a reset also publishes a counter_reset
+      event. The counters' last readings are committed with the round, like
+      the dedup state.
 */
 #include <assert.h>
 #include <errno.h>
@@ -35,6 +45,7 @@
 #include <zmq.h>
 
 #include "codec.h"
+#include "counter.h"
 #include "dedup.h"
 #include "log.h"
 #include "record_check.h"
@@ -50,6 +61,7 @@ typedef struct {
     void *shards[64];
     int nshards;
     dedup_t *dedup;
+    counter_t *counters; /* cumulative counter readings of our sources */
     fp_codec_t *codec;
     dedup_stats_t last; /* dedup counters already added to metrics */
     /* Per-batch scratch, grown as needed, never shrunk. */
@@ -62,7 +74,9 @@ typedef struct {
     uint8_t *has_nul;   /* index i: string i holds a NUL byte (record_check.h) */
     uint32_t str_cap;
     uint32_t *route;    /* per record: shard, or UINT32_MAX = not forwarded */
-    uint32_t route_cap;
+    int64_t *delta;     /* per record: a counter reading's delta (route != UINT32_MAX) */
+    uint32_t route_cap, delta_cap;
+    char *idbuf;        /* counter_reset event_id: instance + '-' + 32 hex */
     uint32_t count[64]; /* records per shard in this batch */
     int64_t event_wm;   /* newest event time routed to a shard, at most an hour ahead of
                            our clock (INT64_MIN: none); sent with every barrier */
@@ -229,6 +243,132 @@ static void s_dead_frame(worker_t *self, const fp_frame_meta_t *meta, const void
     s_verdict(self, meta, &v);
 }
 
+/* Hands one changed counter's state to emit (part of the current round). */
+static void s_export_counter(void *ctx, const void *key, size_t klen, const void *state,
+                             size_t slen)
+{
+    worker_t *self = ctx;
+    fp_emit_hdr_t h = {.type = FP_EMIT_COUNTER, .from = 1 + (uint32_t)self->index};
+    zmq_send(self->dl, &h, sizeof h, ZMQ_SNDMORE);
+    zmq_send(self->dl, key, klen, ZMQ_SNDMORE);
+    zmq_send(self->dl, state, slen, 0);
+}
+
+/* Start-up: the counters of the sources this worker owns, as last committed. */
+static int s_restore_counter(void *ctx, const void *key, size_t klen, const void *state,
+                             size_t slen)
+{
+    worker_t *self = ctx;
+    uint64_t source = counter_key_source(key, klen);
+    if (source == 0)
+        return -1;
+    if (fp_route_worker(source, (uint32_t)self->cfg->workers) != (uint32_t)self->index)
+        return 0;
+    if (counter_import(self->counters, key, klen, state, slen) != 0) {
+        fp_log(FP_LOG_ERROR, "worker", "state: a counter could not be restored", "source=%llu",
+               (unsigned long long)source);
+        return -1;
+    }
+    return 0;
+}
+
+/* String idx (1-based, checked) of the batch being handled; "" for 0. */
+static const char *s_bstr(const worker_t *self, uint16_t idx, uint32_t *len)
+{
+    const char *s = idx ? self->strptr[idx - 1] : "";
+    if (len)
+        *len = idx ? self->stroff[idx] - self->stroff[idx - 1] - 1 : 0;
+    return s;
+}
+
+/* Publishes the counter_reset of reading r (a drop that was no rollover):
+   an event of this round, numbered and committed by emit like a checkpoint. */
+static void s_counter_reset(worker_t *self, const fp_batch_view_t *v, const fp_record_t *r,
+                            const counter_result_t *cr)
+{
+    uint32_t slen, nlen;
+    const char *station = s_bstr(self, r->str[FP_STR_STATION], &slen);
+    const char *name = s_bstr(self, r->str[FP_STR_COUNTER], &nlen);
+    /* event_id: the reading names the reset (one per reading, replayed alike) */
+    uint8_t in[32 + 4 + 2 * FP_STRING_MAX]; /* the record check bounds both strings */
+    uint64_t w[4] = {FP_CK_COUNTER_RESET, v->source_id, v->epoch, r->seq};
+    memcpy(in, w, 32);
+    memcpy(in + 32, &slen, 4);
+    memcpy(in + 36, station, slen);
+    memcpy(in + 36 + slen, name, nlen);
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits(in, 36 + slen + nlen));
+    fp_event_id_write(self->idbuf, self->cfg->instance, c.digest);
+    fp_checkpoint_t ck = {.kind = FP_CK_COUNTER_RESET, .event_id = self->idbuf,
+                          .checkpoint_no = 1, .instance = self->cfg->instance,
+                          .plant = s_bstr(self, r->str[FP_STR_PLANT], NULL),
+                          .line = s_bstr(self, r->str[FP_STR_LINE], NULL),
+                          .order = s_bstr(self, r->str[FP_STR_ORDER], NULL),
+                          .operation = s_bstr(self, r->str[FP_STR_OPERATION], NULL),
+                          .first_time_ns = r->time_ns, .last_time_ns = r->time_ns,
+                          .record_count = 1, .nlineage = 1, .station = station, .counter = name,
+                          .counter_scrap = r->kind == FP_KIND_SCRAP_COUNTER,
+                          .reason = s_bstr(self, r->str[FP_STR_REASON], NULL),
+                          .previous = cr->previous, .reading = r->quantity};
+    ck.lineage[0] = (fp_seq_range_t){v->source_id, v->epoch, r->seq, r->seq};
+    const void *buf;
+    size_t len;
+    int rc = fp_codec_checkpoint_encode(self->codec, &ck, &buf, &len);
+    assert(rc == FP_CODEC_OK); /* our own data */
+    char topic[256];
+    int tn = snprintf(topic, sizeof topic, "%s/%s/%s", fp_ck_kind_name(ck.kind), ck.plant,
+                      ck.line);
+    fp_emit_hdr_t h = {.type = FP_EMIT_EVENT, .from = 1 + (uint32_t)self->index};
+    zmq_send(self->dl, &h, sizeof h, ZMQ_SNDMORE);
+    zmq_send(self->dl, topic, (size_t)tn < sizeof topic ? (size_t)tn : sizeof topic - 1,
+             ZMQ_SNDMORE);
+    zmq_send(self->dl, buf, len, 0);
+}
+
+/* A counter reading (record check passed): its delta in *delta and true
+   when it posts parts (then it goes to its shard as PartCount/Scrap);
+   false when it posts nothing or was dead-lettered. */
+static bool s_counter(worker_t *self, const fp_batch_view_t *v, const fp_record_t *r,
+                      uint32_t index, int64_t *delta)
+{
+    counter_reading_t in = {.source_id = v->source_id, .epoch = v->epoch, .seq = r->seq,
+                            .time_ns = r->time_ns, .kind = r->kind, .reading = r->quantity,
+                            .from_zero = (r->reserved0 & FP_COUNTER_FROM_ZERO) != 0};
+    in.station = s_bstr(self, r->str[FP_STR_STATION], &in.station_len);
+    in.name = s_bstr(self, r->str[FP_STR_COUNTER], &in.name_len);
+    counter_result_t out;
+    counter_verdict_t verdict = counter_apply(self->counters, &in, &out);
+    fp_metrics_add(self->metrics, FP_M_COUNTER_READINGS, 1);
+    char detail[160];
+    switch (verdict) {
+    case COUNTER_ROLLOVER:
+        fp_metrics_add(self->metrics, FP_M_COUNTER_ROLLOVERS, 1);
+        /* fall through */
+    case COUNTER_DELTA:
+        *delta = out.delta;
+        return true;
+    case COUNTER_RESET:
+        s_counter_reset(self, v, r, &out);
+        *delta = out.delta;
+        return out.delta != 0;
+    case COUNTER_JUMP:
+    case COUNTER_RANGE:
+        snprintf(detail, sizeof detail,
+                 "%s: reading %lld after %lld (modulus %llu, max_jump %llu)",
+                 verdict == COUNTER_JUMP ? "jump over max_jump" : "reading outside 0..modulus-1",
+                 (long long)r->quantity, (long long)out.previous, (unsigned long long)out.modulus,
+                 (unsigned long long)self->cfg->counter_max_jump);
+        s_dead_record(self, v, r, index, "counter_jump", detail);
+        return false;
+    case COUNTER_NOMEM:
+        s_dead_record(self, v, r, index, "no_memory", "no room for another counter");
+        return false;
+    default: /* BASE, REPEAT, JITTER, STALE: the reading posts nothing */
+        fp_metrics_add(self->metrics, FP_M_COUNTER_UNPOSTED, 1);
+        return false;
+    }
+}
+
 static void s_sync_dedup_metrics(worker_t *self)
 {
     const dedup_stats_t *st = dedup_stats(self->dedup);
@@ -301,6 +441,10 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
     if (s_grow((void **)&self->route, &rcap, v.nrecords + 1, sizeof(uint32_t)) != 0)
         goto nomem;
     self->route_cap = (uint32_t)rcap;
+    rcap = self->delta_cap;
+    if (s_grow((void **)&self->delta, &rcap, v.nrecords + 1, sizeof(int64_t)) != 0)
+        goto nomem;
+    self->delta_cap = (uint32_t)rcap;
     memset(self->count, 0, sizeof self->count);
     uint64_t accepted = 0, last_seq = 0;
     int64_t last_event_ns = INT64_MIN;
@@ -327,6 +471,8 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
             s_dead_record(self, &v, r, i, fp_record_reason_dl(bad), fp_record_reason_detail(bad));
             continue;
         }
+        if (r->kind >= FP_KIND_PART_COUNTER && !s_counter(self, &v, r, i, &self->delta[i]))
+            continue;
         uint32_t shard = fp_route_shard(self->strhash[r->str[FP_STR_PLANT]],
                                         self->strhash[r->str[FP_STR_ORDER]],
                                         self->strhash[r->str[FP_STR_OPERATION]],
@@ -353,8 +499,17 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
         fp_record_t *recs = fp_batch_records(b);
         uint32_t k = 0;
         for (uint32_t i = 0; i < v.nrecords; i++)
-            if (self->route[i] == (uint32_t)s)
-                recs[k++] = v.records[i];
+            if (self->route[i] == (uint32_t)s) {
+                fp_record_t *o = &recs[k++];
+                *o = v.records[i];
+                if (o->kind >= FP_KIND_PART_COUNTER) {
+                    /* the reading's delta, as the record aggregation sums */
+                    o->kind = o->kind == FP_KIND_PART_COUNTER ? FP_KIND_PART_COUNT : FP_KIND_SCRAP;
+                    o->quantity = self->delta[i];
+                    o->str[FP_STR_COUNTER] = 0;
+                    o->reserved0 = 0;
+                }
+            }
         memcpy(fp_batch_stroff(b), self->stroff, (v.nstrings + 1) * sizeof(uint32_t));
         memcpy(fp_batch_strblob(b), self->strblob, blob);
         fp_metrics_stage_sent(self->sslot[s], 1);
@@ -399,13 +554,37 @@ static void s_cleanup(worker_t *self)
         if (self->shards[s])
             zmq_close(self->shards[s]);
     dedup_destroy(&self->dedup);
+    counter_destroy(&self->counters);
     fp_codec_destroy(&self->codec);
+    free(self->delta);
+    free(self->idbuf);
     free(self->aligned);
     free(self->stroff);
     free(self->strblob);
     free(self->strhash);
     free(self->has_nul);
     free(self->route);
+}
+
+static void s_discard_counter(void *ctx, const void *key, size_t klen, const void *state,
+                              size_t slen)
+{
+}
+
+/* The [counters] options as the counters' config (checked by config.c). */
+static counter_t *s_counters_new(const fp_config_t *cfg)
+{
+    fp_counter_modulus_t list[FP_COUNTER_MODULI_MAX];
+    counter_modulus_t mods[FP_COUNTER_MODULI_MAX];
+    char err[160];
+    int n = fp_config_counter_moduli(cfg->counter_modulus, list, FP_COUNTER_MODULI_MAX, err,
+                                     sizeof err);
+    for (int i = 0; i < n; i++)
+        mods[i] = (counter_modulus_t){list[i].name, list[i].modulus};
+    counter_config_t cc = {.default_modulus = cfg->counter_default_modulus,
+                           .max_jump = cfg->counter_max_jump, .jitter = cfg->counter_jitter,
+                           .moduli = mods, .nmoduli = n > 0 ? n : 0};
+    return counter_new(&cc);
 }
 
 void *fp_worker_main(void *argp)
@@ -427,7 +606,9 @@ void *fp_worker_main(void *argp)
         self->sslot[s] = fp_metrics_stage(self->metrics, FP_STAGE_SHARD, s);
     self->dedup = dedup_new(cfg->dedup_window, cfg->max_sources);
     self->codec = fp_codec_new();
-    bool ok = self->dedup && self->codec;
+    self->counters = s_counters_new(cfg);
+    self->idbuf = malloc(strlen(cfg->instance) + 1 + 32 + 1);
+    bool ok = self->dedup && self->codec && self->counters && self->idbuf;
     if (!ok)
         snprintf(err, sizeof err, "out of memory");
     snprintf(ep, sizeof ep, FP_EP_WORKER, self->index);
@@ -451,11 +632,17 @@ void *fp_worker_main(void *argp)
                  "or workers lowered below what it holds)");
         ok = false;
     }
+    if (ok && args->store &&
+        fp_store_each_counter(args->store, s_restore_counter, self) != 0) {
+        snprintf(err, sizeof err, "the counter state in the state directory is damaged");
+        ok = false;
+    }
     if (ok && args->store) {
         /* What was restored is committed already: nothing to export. */
         dedup_export_dirty(self->dedup, s_discard_source, NULL);
-        fp_log(FP_LOG_INFO, who, "restored", "sources=%llu",
-               (unsigned long long)dedup_stats(self->dedup)->sources);
+        fp_log(FP_LOG_INFO, who, "restored", "sources=%llu counters=%llu",
+               (unsigned long long)dedup_stats(self->dedup)->sources,
+               (unsigned long long)counter_count(self->counters));
     }
     fp_stage_ready(args->zmq_ctx, who, ok ? 0 : -1, err);
     if (!ok) {
@@ -485,9 +672,12 @@ void *fp_worker_main(void *argp)
         if (type == FP_MSG_BARRIER && n == sizeof(fp_barrier_t)) {
             fp_barrier_t b;
             memcpy(&b, zmq_msg_data(&first), sizeof b);
-            /* Our part of round b.round: the dedup state it changed. */
+            /* Our part of round b.round: the dedup and counter state it
+               changed (without a store the marks are just cleared). */
             if (self->store)
                 dedup_export_dirty(self->dedup, s_export_source, self);
+            counter_export_dirty(self->counters, self->store ? s_export_counter : s_discard_counter,
+                                 self);
             fp_emit_mark(self->dl, 1 + (uint32_t)self->index, &b);
             self->round = b.round + 1;
             b.event_ns = self->event_wm;

@@ -30,7 +30,7 @@
 #include <unistd.h>
 
 static const char *const s_db_names[FP_STORE_NDBS] = {
-    "meta", "keys", "sources", "feeds", "outbox", "deadletters", "readers"};
+    "meta", "keys", "sources", "feeds", "outbox", "deadletters", "readers", "counters"};
 
 /* Concurrent read txns: every worker and shard restores at once at start-up
    (up to 64 + 64), plus replay requests. LMDB's default is 126. */
@@ -149,9 +149,10 @@ int fp_store_meta_get64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *v
 
 /* Checks an existing store's meta in txn (writes nothing), or, when the env
    holds nothing at all, creates every table and the meta records, or, for
-   a version-1 store (not in tool mode), upgrades it to version 2 in txn:
-   creates the readers table and sets "version"; nothing else changes.
-   Returns 0, or -1 with err filled. */
+   a version-1 or version-2 store (not in tool mode), upgrades it to the
+   current version in txn: creates the tables it lacks (readers, counters)
+   and sets "version"; nothing else changes. Returns 0, or -1 with err
+   filled. */
 static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
                            const char *instance, char *err, size_t errlen)
 {
@@ -198,19 +199,22 @@ static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
             return -1;
         }
         uint32_t version = fp_store_dec32(d.mv_data);
-        if (version == 1 && self->tool) {
+        bool older = version >= 1 && version < FP_STORE_FORMAT_VERSION;
+        if (older && self->tool) {
             /* A tool never writes the format: the upgrade is floorpost's. */
             snprintf(err, errlen,
-                     "%s: state format version 1: start floorpost once to upgrade it", path);
+                     "%s: state format version %u: start floorpost once to upgrade it", path,
+                     version);
             return -1;
         }
-        if (version != FP_STORE_FORMAT_VERSION && version != 1) {
-            snprintf(err, errlen, "%s: format version %u, this floorpost reads %u (and upgrades 1)",
+        if (version != FP_STORE_FORMAT_VERSION && !older) {
+            snprintf(err, errlen,
+                     "%s: format version %u, this floorpost reads %u (and upgrades 1 and 2)",
                      path, version, FP_STORE_FORMAT_VERSION);
             return -1;
         }
-        if (version == 1)
-            upgrade_from = 1;
+        if (older)
+            upgrade_from = version;
         rc = s_get_meta(txn, meta, "instance", &d);
         if (rc != 0 || d.mv_size > FP_STORE_INSTANCE_MAX) {
             snprintf(err, errlen, "%s: not a floorpost state file (no instance name)", path);
@@ -235,15 +239,16 @@ static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
         }
     }
     if (upgrade_from) {
-        /* Version 1 -> 2: the loop above created the readers table (empty);
-           the version record is the only other change. The caller's commit
-           makes both durable together, or neither. */
+        /* Version 1 or 2 -> 3: the loop above created the tables the file
+           lacked (readers for 1, counters for 1 and 2; empty); the version
+           record is the only other change. The caller's commit makes them
+           durable together, or nothing. */
         uint8_t v[4];
         fp_store_enc32(v, FP_STORE_FORMAT_VERSION);
         rc = s_put_meta(txn, self->dbi[FP_STORE_DB_META], "version", v, 4);
         if (rc != 0) {
-            snprintf(err, errlen, "%s: cannot upgrade from format version 1: %s", path,
-                     mdb_strerror(rc));
+            snprintf(err, errlen, "%s: cannot upgrade from format version %u: %s", path,
+                     upgrade_from, mdb_strerror(rc));
             return -1;
         }
         self->upgraded_from = upgrade_from;
@@ -536,6 +541,27 @@ int fp_store_put_source(fp_store_txn_t *t, uint64_t source_id, const void *state
         rc = mdb_put(t->txn, t->store->dbi[FP_STORE_DB_SOURCES], &k, &d, 0);
     } else {
         rc = mdb_del(t->txn, t->store->dbi[FP_STORE_DB_SOURCES], &k, NULL);
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+    }
+    return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
+}
+
+int fp_store_put_counter(fp_store_txn_t *t, const void *key, size_t klen, const void *state,
+                         size_t slen)
+{
+    assert(t && key);
+    if (t->rc)
+        return t->rc;
+    if (klen == 0 || klen > FP_STORE_KEY_MAX)
+        return fp_store_txn_fail(t, -EINVAL);
+    MDB_val k = {klen, (void *)key};
+    int rc;
+    if (state) {
+        MDB_val d = {slen, (void *)state};
+        rc = mdb_put(t->txn, t->store->dbi[FP_STORE_DB_COUNTERS], &k, &d, 0);
+    } else {
+        rc = mdb_del(t->txn, t->store->dbi[FP_STORE_DB_COUNTERS], &k, NULL);
         if (rc == MDB_NOTFOUND)
             rc = 0;
     }
@@ -872,6 +898,16 @@ int fp_store_each_key(fp_store_t *self,
     assert(self && fn);
     s_scan_t s = {.ctx = ctx, .fn = (void (*)(void))fn};
     return fp_store_scan(self, FP_STORE_DB_KEYS, NULL, s_each_key, &s);
+}
+
+int fp_store_each_counter(fp_store_t *self,
+                          int (*fn)(void *ctx, const void *key, size_t klen, const void *state,
+                                    size_t slen),
+                          void *ctx)
+{
+    assert(self && fn);
+    s_scan_t s = {.ctx = ctx, .fn = (void (*)(void))fn};
+    return fp_store_scan(self, FP_STORE_DB_COUNTERS, NULL, s_each_key, &s);
 }
 
 int fp_store_each_source(fp_store_t *self,

@@ -36,8 +36,8 @@
         the call, read-only, and NOT 8-byte aligned in general. Copy a value
         into aligned memory before reading it as a struct.
 
-    On disk (format version 2, every integer big-endian):
-      meta         "magic" -> "floorpost-state", "version" -> u32 (2),
+    On disk (format version 3, every integer big-endian):
+      meta         "magic" -> "floorpost-state", "version" -> u32 (3),
                    "instance" -> name bytes, "created_ns" -> u64 (CLOCK_REALTIME),
                    "round" -> u64 last committed round, "global_seq" -> u64 last
                    event global_seq, "dl_seq" -> u64 last dead-letter seq,
@@ -55,13 +55,16 @@
                    u64 wall ns of the last put, then (written since
                    2026-12; a 20-byte value reads as zeros) u64 aux[2]: the
                    reader's own cursor (fp_outbox_put_reader_aux)
-    Version 1 is version 2 without the readers table. fp_store_open upgrades
-    a version-1 file in place, in its open transaction (creates the empty
-    readers table, sets "version" to 2; every other record stays byte for
-    byte) and says so through fp_store_upgraded_from; an older floorpost then
-    refuses the file (its version check). fp_store_open_tool refuses a
-    version-1 file (a tool never writes the format) and tells the operator
-    to start floorpost once. Versions above 2 are refused.
+      counters     (version 3) counter key bytes -> state bytes (opaque; the
+                   workers' cumulative counter readings, src/core/counter.h)
+    Version 2 is version 3 without the counters table, version 1 also
+    without the readers table. fp_store_open upgrades a version-1 or -2
+    file in place, in its open transaction (creates the empty tables it
+    lacks, sets "version" to 3; every other record stays byte for byte) and
+    says so through fp_store_upgraded_from; an older floorpost then refuses
+    the file (its version check). fp_store_open_tool refuses a version-1 or
+    -2 file (a tool never writes the format) and tells the operator to start
+    floorpost once. Versions above 3 are refused.
     data.mdb is extended (sparse) to the map size at open, so that a file
     shorter than its last committed page can only be a damaged one (LMDB
     itself may legitimately leave freed pages at the end unwritten).
@@ -89,7 +92,7 @@
 typedef struct fp_store fp_store_t;
 typedef struct fp_store_txn fp_store_txn_t;
 
-#define FP_STORE_FORMAT_VERSION 2u
+#define FP_STORE_FORMAT_VERSION 3u
 #define FP_STORE_MAGIC "floorpost-state"
 
 #define FP_STORE_FULL (-28)     /* like -ENOSPC: MDB_MAP_FULL, ENOSPC, EDQUOT, EFBIG */
@@ -105,9 +108,9 @@ typedef struct fp_store_txn fp_store_txn_t;
    budget; never grown by the store). Takes an exclusive flock on DIR, so a
    second process is refused. Refuses, returning NULL with a one-line reason
    in err, a file that is not a floorpost state, another instance's state,
-   a format version other than 1 and 2, an empty or truncated data.mdb, or
-   any LMDB error: never half-loaded. A version-1 file is upgraded to 2 in
-   the open's one write txn (see "On disk"; logs nothing: ask
+   a format version other than 1, 2 and 3, an empty or truncated data.mdb,
+   or any LMDB error: never half-loaded. A version-1 or -2 file is upgraded
+   to 3 in the open's one write txn (see "On disk"; logs nothing: ask
    fp_store_upgraded_from). Free with fp_store_close. */
 fp_store_t *fp_store_open(const char *dir, uint64_t map_bytes, const char *instance, char *err,
                           size_t errlen);
@@ -116,8 +119,8 @@ fp_store_t *fp_store_open(const char *dir, uint64_t map_bytes, const char *insta
    (`floorpost deadletters`): no flock, creates nothing (no DIR, no data.mdb,
    no tables), checks in a read txn (never waits for floorpost's writer),
    does not extend the file. Refuses like fp_store_open (magic, version,
-   instance, truncated, LMDB errors), a version-1 file (it does not upgrade:
-   "state format version 1: start floorpost once to upgrade it"), and "no floorpost state
+   instance, truncated, LMDB errors), a version-1 or -2 file (it does not
+   upgrade: "state format version N: start floorpost once to upgrade it"), and "no floorpost state
    here" when DIR/data.mdb does not exist. map_bytes: the same as floorpost's (the
    config's map_size_mb), so a tool's write can never move the end of the
    data past floorpost's map. Allowed on it: the read side and
@@ -126,9 +129,9 @@ fp_store_t *fp_store_open(const char *dir, uint64_t map_bytes, const char *insta
 fp_store_t *fp_store_open_tool(const char *dir, uint64_t map_bytes, const char *instance,
                                char *err, size_t errlen);
 
-/* The format version this open upgraded the file from (1), or 0 when the
-   file was created or already at FP_STORE_FORMAT_VERSION. For the caller's
-   log line ("upgraded state from version 1"). */
+/* The format version this open upgraded the file from (1 or 2), or 0 when
+   the file was created or already at FP_STORE_FORMAT_VERSION. For the
+   caller's log line ("upgraded state from version N"). */
 uint32_t fp_store_upgraded_from(const fp_store_t *self);
 
 /* Closes the env and frees *self_p; sets it to NULL; NULL-safe. No txn may
@@ -148,6 +151,10 @@ int fp_store_begin(fp_store_t *self, fp_store_txn_t **txn);
    absent) an aggregation key. klen 1..FP_STORE_KEY_MAX. */
 int fp_store_put_key(fp_store_txn_t *t, const void *key, size_t klen, const void *state,
                      size_t slen);
+/* Sets (state non-NULL) or deletes (NULL) a cumulative counter's state
+   (counter.h). klen 1..FP_STORE_KEY_MAX. */
+int fp_store_put_counter(fp_store_txn_t *t, const void *key, size_t klen, const void *state,
+                         size_t slen);
 /* Sets (state non-NULL) or deletes (NULL) a source's dedup state. */
 int fp_store_put_source(fp_store_txn_t *t, uint64_t source_id, const void *state, size_t slen);
 /* Sets the last stream_seq published on a topic. tlen 1..FP_STORE_KEY_MAX. */
@@ -211,6 +218,10 @@ int fp_store_each_key(fp_store_t *self,
                       int (*fn)(void *ctx, const void *key, size_t klen, const void *state,
                                 size_t slen),
                       void *ctx);
+int fp_store_each_counter(fp_store_t *self,
+                          int (*fn)(void *ctx, const void *key, size_t klen, const void *state,
+                                    size_t slen),
+                          void *ctx);
 int fp_store_each_source(fp_store_t *self,
                          int (*fn)(void *ctx, uint64_t source_id, const void *state, size_t slen),
                          void *ctx);

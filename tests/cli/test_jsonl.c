@@ -149,6 +149,42 @@ TEST(test_errors)
     ASSERT_EQ(s_rec.seq, 8);
 }
 
+/* Counter readings: the kinds by name and number, "counter" as the
+   material field, "from_zero" as the flag. */
+TEST(test_counter_readings)
+{
+    ASSERT_EQ(s_parse("{\"source_id\":7,\"seq\":5,\"kind\":\"PartCounter\",\"plant\":\"1000\","
+                      "\"order\":\"O1\",\"operation\":\"0010\",\"station\":\"PRESS-1\","
+                      "\"counter\":\"GOOD\",\"quantity\":4294967295}"),
+              0);
+    ASSERT_EQ(s_rec.kind, FP_KIND_PART_COUNTER);
+    ASSERT_STREQ(s_rec.str[FP_STR_COUNTER], "GOOD");
+    ASSERT_STREQ(s_rec.str[FP_STR_STATION], "PRESS-1");
+    ASSERT_EQ(s_rec.quantity, 4294967295ll);
+    ASSERT_EQ(s_rec.flags, 0);
+    ASSERT_EQ(s_parse("{\"source_id\":7,\"seq\":6,\"kind\":7,\"reason\":\"DENT\","
+                      "\"material\":\"SCR\",\"from_zero\":true,\"quantity\":3}"),
+              0);
+    ASSERT_EQ(s_rec.kind, FP_KIND_SCRAP_COUNTER);
+    ASSERT_STREQ(s_rec.str[FP_STR_COUNTER], "SCR");
+    ASSERT_EQ(s_rec.flags, FP_COUNTER_FROM_ZERO);
+    ASSERT_EQ(s_parse("{\"source_id\":7,\"seq\":7,\"kind\":\"ScrapCounter\",\"counter\":\"S\","
+                      "\"from_zero\":false}"),
+              0);
+    ASSERT_EQ(s_rec.flags, 0);
+    s_expect_error("{\"source_id\":7,\"seq\":8,\"kind\":\"PartCount\",\"from_zero\":true}",
+                   "field 'from_zero': only for PartCounter and ScrapCounter");
+    s_expect_error("{\"source_id\":7,\"seq\":8,\"kind\":6,\"from_zero\":1}",
+                   "field 'from_zero': must be true or false");
+    s_expect_error("{\"source_id\":7,\"seq\":8,\"kind\":6,\"counter\":\"A\",\"material\":\"B\"}",
+                   "field 'material': 'counter' given too");
+    s_expect_error("{\"source_id\":7,\"seq\":8,\"kind\":6,\"material\":\"B\",\"counter\":\"A\"}",
+                   "field 'counter': 'material' given too");
+    s_expect_error("{\"source_id\":7,\"seq\":8,\"kind\":6,\"counter\":5}",
+                   "field 'counter': must be a string");
+    s_expect_error("{\"source_id\":7,\"seq\":8,\"kind\":\"PartCounters\"}", "ScrapCounter or 1..7");
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
@@ -158,6 +194,7 @@ int main(int argc, char **argv)
     RUN(test_int64_exact);
     RUN(test_skipped_lines);
     RUN(test_errors);
+    RUN(test_counter_readings);
     jsonl_destroy(&s_j);
     ASSERT(s_j == NULL);
     jsonl_destroy(&s_j);

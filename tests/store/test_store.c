@@ -363,7 +363,7 @@ TEST(test_refuse_instance_version_magic)
 
     uint8_t v7[4] = {0, 0, 0, 7};
     s_poke_meta(dir, "version", v7, 4);
-    s_refused(dir, MAP, "plant-a", "data.mdb: format version 7, this floorpost reads 2");
+    s_refused(dir, MAP, "plant-a", "data.mdb: format version 7, this floorpost reads 3");
     uint8_t v1[4] = {0, 0, 0, 1};
     s_poke_meta(dir, "version", v1, 4);
     st = s_open(dir, MAP, "plant-a"); /* back to a good one */
