@@ -322,15 +322,16 @@ def cli_send_and_tail():
         {"source_id": 21, "epoch": 1, "seq": 1, "kind": "OperationStarted", "plant": "1000",
          "line": "L09", "order": "100200300", "operation": "0010", "time_ns": 1763900000123456789},
         {"source_id": 21, "epoch": 1, "seq": 2, "kind": "PartCount", "plant": "1000", "line": "L09",
-         "order": "100200300", "operation": "0010", "quantity": 40},
+         "order": "100200300", "operation": "0010", "quantity": 40, "time_ns": 1763900000000000000},
         {"source_id": 21, "epoch": 1, "seq": 3, "kind": "MaterialConsumed", "plant": "1000",
          "line": "L09", "order": "100200300", "operation": "0010", "material": "RM-1",
-         "lot": "LOT-7", "unit": "KG", "quantity": 12500},
+         "lot": "LOT-7", "unit": "KG", "quantity": 12500, "time_ns": 1763900000000000000},
         {"source_id": 21, "epoch": 1, "seq": 3, "kind": "MaterialConsumed", "plant": "1000",
          "line": "L09", "order": "100200300", "operation": "0010", "material": "RM-1",
-         "lot": "LOT-7", "unit": "KG", "quantity": 12500},
+         "lot": "LOT-7", "unit": "KG", "quantity": 12500, "time_ns": 1763900000000000000},
+        # every record of one posting day (a checkpoint never spans one)
         {"source_id": 21, "epoch": 1, "seq": 4, "kind": "OperationCompleted", "plant": "1000",
-         "line": "L09", "order": "100200300", "operation": "0010"},
+         "line": "L09", "order": "100200300", "operation": "0010", "time_ns": 1763900000000000000},
     ]
     with open(path, "w") as f:
         f.write("# a comment line\n")
