@@ -275,7 +275,7 @@ static int s_restore_counter(void *ctx, const void *key, size_t klen, const void
 /* String idx (1-based, checked) of the batch being handled; "" for 0. */
 static const char *s_bstr(const worker_t *self, uint16_t idx, uint32_t *len)
 {
-    const char *s = idx ? self->strptr[idx - 1] : "";
+    const char *s = idx ? self->strblob + self->stroff[idx - 1] : "";
     if (len)
         *len = idx ? self->stroff[idx] - self->stroff[idx - 1] - 1 : 0;
     return s;
@@ -358,10 +358,10 @@ static bool s_counter(worker_t *self, const fp_batch_view_t *v, const fp_record_
                  verdict == COUNTER_JUMP ? "jump over max_jump" : "reading outside 0..modulus-1",
                  (long long)r->quantity, (long long)out.previous, (unsigned long long)out.modulus,
                  (unsigned long long)self->cfg->counter_max_jump);
-        s_dead_record(self, v, r, index, "counter_jump", detail);
+        s_dead_record(self, v, r, index, FP_DL_counter_jump, detail);
         return false;
     case COUNTER_NOMEM:
-        s_dead_record(self, v, r, index, "no_memory", "no room for another counter");
+        s_dead_record(self, v, r, index, FP_DL_no_memory, "no room for another counter");
         return false;
     default: /* BASE, REPEAT, JITTER, STALE: the reading posts nothing */
         fp_metrics_add(self->metrics, FP_M_COUNTER_UNPOSTED, 1);
