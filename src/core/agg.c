@@ -177,6 +177,8 @@ typedef struct {
     int32_t date;       /* posting date, days since 1970-01-01 */
     uint8_t index;      /* shift number or hour */
     bool closed;        /* date < closed_before */
+    char date_str[11];  /* "YYYY-MM-DD": formatted once per period, not per checkpoint */
+    char name[16];      /* "day", "shift-N", "hour-HH" */
 } s_pc_t;
 
 _Static_assert(offsetof(s_entry_t, lineage) + sizeof(fp_seq_range_t) <= 128,
@@ -230,13 +232,17 @@ struct agg {
 
     /* posting periods (period.h; agg.h "Periods") */
     bool periods;         /* cfg.period.kind != FP_PERIOD_NONE */
-    s_pc_t pc[S_PC];      /* cached periods; pc[pc_hit] is tried first */
-    uint32_t pc_hit, pc_next, npc;
+    s_pc_t pc[S_PC];      /* cached periods */
+    uint32_t pc_next, npc;
+    /* the hot path's period, pc[hit_idx]: t is in it iff (uint64)(t - hit_lo)
+       < hit_span; never a closed one (those take the slow path) */
+    int64_t hit_lo;
+    uint64_t hit_span;
+    uint32_t hit_id, hit_idx;
     int64_t wm;           /* event-time watermark (agg_watermark) */
     int64_t flushed_through; /* periods ending at or before this were flushed */
     bool meta_dirty;      /* flushed_through changed since the last export */
-    fp_period_t first_open; /* closed_before: the first open period */
-    char date_buf[11], odate_buf[11], pname_buf[16]; /* s_emit's strings */
+    s_pc_t first_open;    /* closed_before: the first open period */
 
     /* agg_add scratch, [map_cap] each: map = batch string index -> symbol,
        for the indices the batch's records use (map[0] = INTERN_EMPTY);
@@ -344,6 +350,8 @@ static void *s_big_grow(void *p, size_t old, size_t size)
 
 /* ---- construction ---- */
 
+static s_pc_t *s_pc_put(agg_t *self, const fp_period_t *p);
+
 agg_t *agg_new(const agg_config_t *cfg, agg_emit_fn *emit, agg_reject_fn *reject, void *ctx)
 {
     assert(cfg && emit && reject);
@@ -377,13 +385,19 @@ agg_t *agg_new(const agg_config_t *cfg, agg_emit_fn *emit, agg_reject_fn *reject
     /* Without periods one entry holds every time, id 0 (s_pid). */
     self->pc[0] = (s_pc_t){.start = INT64_MIN, .end = INT64_MAX, .id = 0};
     self->npc = 1;
+    self->hit_lo = INT64_MIN;
+    self->hit_span = UINT64_MAX; /* every t but INT64_MAX, which the slow path maps alike */
     self->wm = INT64_MIN;
     self->flushed_through = INT64_MIN;
-    if (self->periods && cfg->closed_set)
-        fp_period_first_of_date(&cfg->period, cfg->closed_before, &self->first_open);
     if (self->periods) {
         self->npc = 0;
         self->pc[0].end = INT64_MIN; /* nothing cached */
+        self->hit_span = 0;
+    }
+    if (self->periods && cfg->closed_set) {
+        fp_period_t p;
+        fp_period_first_of_date(&cfg->period, cfg->closed_before, &p);
+        self->first_open = *s_pc_put(self, &p);
     }
     return self;
 }
@@ -446,6 +460,8 @@ static int64_t s_floor_div(int64_t a, int64_t b)
 static s_pc_t *s_pc_put(agg_t *self, const fp_period_t *p)
 {
     uint32_t i = self->npc < S_PC ? self->npc++ : self->pc_next++ % S_PC;
+    if (i == self->hit_idx)
+        self->hit_span = 0; /* its slot is reused: no hot period until the next hit */
     s_pc_t *c = &self->pc[i];
     c->start = p->start_ns;
     c->end = p->end_ns;
@@ -456,15 +472,28 @@ static s_pc_t *s_pc_put(agg_t *self, const fp_period_t *p)
     c->date = p->date;
     c->index = p->index;
     c->closed = self->cfg.closed_set && p->date < self->cfg.closed_before;
+    fp_period_date_str(p->date, c->date_str);
+    fp_period_name(&self->cfg.period, p, c->name);
     return c;
 }
 
-/* The cached period that holds t: one compare pair on the hot path. */
+/* Makes cached period c the hot path's (unless it is closed). */
+static void s_period_hit(agg_t *self, const s_pc_t *c)
+{
+    if (c->closed)
+        return;
+    self->hit_lo = c->start;
+    self->hit_span = (uint64_t)c->end - (uint64_t)c->start;
+    self->hit_id = c->id;
+    self->hit_idx = (uint32_t)(c - self->pc);
+}
+
+/* The cached period that holds t (computing it if none does). */
 static const s_pc_t *s_period_slow(agg_t *self, int64_t t)
 {
     for (uint32_t i = 0; i < self->npc; i++)
         if (t >= self->pc[i].start && t < self->pc[i].end) {
-            self->pc_hit = i;
+            s_period_hit(self, &self->pc[i]);
             return &self->pc[i];
         }
     if (!self->periods) /* t = INT64_MAX */
@@ -472,16 +501,29 @@ static const s_pc_t *s_period_slow(agg_t *self, int64_t t)
     fp_period_t p;
     fp_period_of(&self->cfg.period, t, &p);
     s_pc_t *c = s_pc_put(self, &p);
-    self->pc_hit = (uint32_t)(c - self->pc);
+    s_period_hit(self, c);
     return c;
 }
 
-static inline const s_pc_t *s_period(agg_t *self, int64_t t)
+static const s_pc_t *s_period(agg_t *self, int64_t t)
 {
-    const s_pc_t *c = &self->pc[self->pc_hit];
-    if (__builtin_expect(t >= c->start && t < c->end, 1))
-        return c;
+    if ((uint64_t)t - (uint64_t)self->hit_lo < self->hit_span)
+        return &self->pc[self->hit_idx];
     return s_period_slow(self, t);
+}
+
+/* The hot path: the id of t's period, and whether that period is closed
+   (only the slow path returns closed ones). One subtraction and one
+   compare when t is in the period of the record before. */
+static inline uint32_t s_pid(agg_t *self, int64_t t, bool *closed)
+{
+    if (__builtin_expect((uint64_t)t - (uint64_t)self->hit_lo < self->hit_span, 1)) {
+        *closed = false;
+        return self->hit_id;
+    }
+    const s_pc_t *c = s_period_slow(self, t);
+    *closed = c->closed;
+    return c->id;
 }
 
 /* The period of id (periods on). */
@@ -952,21 +994,17 @@ static void s_emit(agg_t *self, uint32_t idx, bool final)
            first open period and keeps its own as the original. Backfill: the
            period was flushed before (agg.h "Periods"). */
         const s_pc_t *pc = s_period_by_id(self, e->key.period);
-        fp_period_t p = {pc->start, pc->end, pc->date, pc->index};
-        ck.backfill = p.end_ns <= self->flushed_through;
+        ck.backfill = pc->end <= self->flushed_through;
         if (pc->closed) {
-            fp_period_date_str(p.date, self->odate_buf);
-            ck.original_posting_date = self->odate_buf;
-            ck.original_period_start_ns = p.start_ns;
-            p = self->first_open;
+            ck.original_posting_date = pc->date_str;
+            ck.original_period_start_ns = pc->start;
+            pc = &self->first_open;
             ck.backfill = true;
         }
-        fp_period_date_str(p.date, self->date_buf);
-        fp_period_name(&self->cfg.period, &p, self->pname_buf);
-        ck.posting_date = self->date_buf;
-        ck.period = self->pname_buf;
-        ck.period_start_ns = p.start_ns;
-        ck.period_end_ns = p.end_ns;
+        ck.posting_date = pc->date_str;
+        ck.period = pc->name;
+        ck.period_start_ns = pc->start;
+        ck.period_end_ns = pc->end;
     }
     switch (e->key.kind) {
     case FP_CK_COMPLETION:
@@ -1316,14 +1354,16 @@ static void s_prepare(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r
     p->refuse = "invalid_record";
     /* The worker's fp_record_check passed every record we are given (it is
        the one record check); this guards only what pass 1 indexes with. */
-    if (!fp_record_in_range(r, b->nstrings) || r->kind > FP_KIND_AGG_MAX)
-        return; /* counter readings are the worker's: never aggregated as they are */
-    const s_pc_t *pc = s_period(self, r->time_ns);
-    if (__builtin_expect(pc->closed, 0) && self->cfg.closed_mode == AGG_CLOSED_REFUSE) {
+    /* fp_record_in_range with the kinds aggregation sums (counter readings
+       are the worker's: never aggregated as they are) */
+    if ((unsigned)r->kind - 1u >= FP_KIND_AGG_MAX || !fp_record_strs_ok(r, b->nstrings))
+        return;
+    bool closed;
+    uint32_t pid = s_pid(self, r->time_ns, &closed);
+    if (__builtin_expect(closed, 0) && self->cfg.closed_mode == AGG_CLOSED_REFUSE) {
         p->refuse = "period_closed";
         return;
     }
-    uint32_t pid = pc->id;
     const uint32_t *map = self->map;
     uint32_t plant = map[r->str[FP_STR_PLANT]], order = map[r->str[FP_STR_ORDER]],
              operation = map[r->str[FP_STR_OPERATION]];
