@@ -49,8 +49,11 @@ static void s_print_event(const char *topic, const fp_checkpoint_t *ck)
     else if (ck->kind == FP_CK_COMPLETION)
         printf("yield=%" PRId64 " scrap=%" PRId64 " final=%d\n", ck->yield, ck->scrap,
                ck->final ? 1 : 0);
-    else
+    else if (ck->kind == FP_CK_SCRAP)
         printf("reason=%s parts=%" PRId64 "\n", ck->reason, ck->parts);
+    else /* counter_reset: a notice, not a posting */
+        printf("station=%s counter=%s previous=%" PRId64 " reading=%" PRId64 "\n", ck->station,
+               ck->counter, ck->previous, ck->reading);
 }
 
 /* A whole decimal number in [min, max], or exit 2. */

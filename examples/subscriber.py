@@ -38,6 +38,9 @@ def line(topic, ck):
                                                                   ck.quantity)
     if ck.kind == "completion":
         return head + "yield=%d scrap=%d final=%d" % (ck.yield_, ck.scrap, 1 if ck.final else 0)
+    if ck.kind == "counter_reset":  # a notice, not a posting
+        return head + "station=%s counter=%s previous=%d reading=%d" % (
+            ck.station, ck.counter, ck.previous, ck.reading)
     return head + "reason=%s parts=%d" % (ck.reason, ck.parts)
 
 

@@ -17,10 +17,12 @@ from floorpost.checkpoint.Body import Body
 from floorpost.checkpoint.Checkpoint import Checkpoint as _Checkpoint
 from floorpost.checkpoint.Completion import Completion as _Completion
 from floorpost.checkpoint.Consumption import Consumption as _Consumption
+from floorpost.checkpoint.CounterReset import CounterReset as _CounterReset
 from floorpost.checkpoint.Scrap import Scrap as _Scrap
 
 CONTRACT_VERSION = 1  # the newest Checkpoint version this package reads
-KINDS = {Body.Consumption: "consumption", Body.Completion: "completion", Body.Scrap: "scrap"}
+KINDS = {Body.Consumption: "consumption", Body.Completion: "completion", Body.Scrap: "scrap",
+         Body.CounterReset: "counter_reset"}
 
 
 class DecodeError(ValueError):
@@ -43,7 +45,7 @@ class Checkpoint:
     """One event, field by field (docs/subscribers.md, "From checkpoint to
     ERP posting"). Quantities are exact integers: `quantity` in thousandths
     of `unit`, the rest in parts. Times in ns since 1970 UTC."""
-    kind: str                 # "consumption", "completion" or "scrap"
+    kind: str                 # "consumption", "completion", "scrap" or "counter_reset"
     event_id: str             # the idempotency key
     stream_seq: int           # per topic: 1, 2, 3, ...
     global_seq: int           # per instance, every topic: 1, 2, 3, ...
@@ -54,11 +56,18 @@ class Checkpoint:
     order: str
     operation: str
     first_time_ns: int
-    last_time_ns: int         # the posting date
+    last_time_ns: int
     record_count: int
     late: bool                # a correction after the final completion
     lineage: List[SeqRange] = field(default_factory=list)
     lineage_truncated: bool = False
+    posting_date: str = ""    # "YYYY-MM-DD" of the posting period ("" on counter_reset)
+    period: str = ""          # "day", "shift-N" or "hour-HH"
+    period_start_ns: int = 0  # the period: [start, end)
+    period_end_ns: int = 0
+    backfill: bool = False    # a further posting to a period already posted
+    original_posting_date: str = ""  # a closed period re-posted: the records' own
+    original_period_start_ns: int = 0
     material: str = ""        # consumption
     lot: str = ""
     unit: str = ""
@@ -66,8 +75,13 @@ class Checkpoint:
     yield_: int = 0           # completion ("yield" is a Python keyword)
     scrap: int = 0
     final: bool = False
-    reason: str = ""          # scrap
+    reason: str = ""          # scrap (and a scrap counter's counter_reset)
     parts: int = 0
+    station: str = ""         # counter_reset: a cumulative counter went back to zero
+    counter: str = ""
+    scrap_counter: bool = False
+    previous: int = 0
+    reading: int = 0
 
     def to_dict(self):
         """The fields as a dict (lineage as a list of dicts)."""
@@ -110,7 +124,11 @@ def _decode(buf):
         first_time_ns=h.FirstTimeNs(), last_time_ns=h.LastTimeNs(), record_count=h.RecordCount(),
         late=bool(h.Late()), lineage_truncated=bool(h.LineageTruncated()),
         lineage=[SeqRange(r.SourceId(), r.Epoch(), r.FirstSeq(), r.LastSeq())
-                 for r in (h.Lineage(i) for i in range(h.LineageLength()))])
+                 for r in (h.Lineage(i) for i in range(h.LineageLength()))],
+        posting_date=_s(h.PostingDate()), period=_s(h.Period()),
+        period_start_ns=h.PeriodStartNs(), period_end_ns=h.PeriodEndNs(),
+        backfill=bool(h.Backfill()), original_posting_date=_s(h.OriginalPostingDate()),
+        original_period_start_ns=h.OriginalPeriodStartNs())
     if kind == "consumption":
         b = _Consumption()
         b.Init(body.Bytes, body.Pos)
@@ -120,8 +138,14 @@ def _decode(buf):
         b = _Completion()
         b.Init(body.Bytes, body.Pos)
         out.yield_, out.scrap, out.final = b.Yield_(), b.Scrap(), bool(b.Final())
-    else:
+    elif kind == "scrap":
         b = _Scrap()
         b.Init(body.Bytes, body.Pos)
         out.reason, out.parts = _s(b.Reason()), b.Parts()
+    else:
+        b = _CounterReset()
+        b.Init(body.Bytes, body.Pos)
+        out.station, out.counter, out.scrap_counter = _s(b.Station()), _s(b.Counter()), \
+            bool(b.Scrap())
+        out.reason, out.previous, out.reading = _s(b.Reason()), b.Previous(), b.Reading()
     return out

@@ -7,3 +7,4 @@ class Body(object):
     Consumption = 1
     Completion = 2
     Scrap = 3
+    CounterReset = 4

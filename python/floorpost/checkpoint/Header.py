@@ -150,7 +150,56 @@ class Header(object):
             return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
         return 0
 
-def HeaderStart(builder): builder.StartObject(15)
+    # Header
+    def PostingDate(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # Header
+    def Period(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(36))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # Header
+    def PeriodStartNs(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(38))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int64Flags, o + self._tab.Pos)
+        return 0
+
+    # Header
+    def PeriodEndNs(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(40))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int64Flags, o + self._tab.Pos)
+        return 0
+
+    # Header
+    def Backfill(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(42))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # Header
+    def OriginalPostingDate(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(44))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # Header
+    def OriginalPeriodStartNs(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(46))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int64Flags, o + self._tab.Pos)
+        return 0
+
+def HeaderStart(builder): builder.StartObject(22)
 def Start(builder):
     return HeaderStart(builder)
 def HeaderAddEventId(builder, eventId): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(eventId), 0)
@@ -201,6 +250,27 @@ def AddLate(builder, late):
 def HeaderAddGlobalSeq(builder, globalSeq): builder.PrependUint64Slot(14, globalSeq, 0)
 def AddGlobalSeq(builder, globalSeq):
     return HeaderAddGlobalSeq(builder, globalSeq)
+def HeaderAddPostingDate(builder, postingDate): builder.PrependUOffsetTRelativeSlot(15, flatbuffers.number_types.UOffsetTFlags.py_type(postingDate), 0)
+def AddPostingDate(builder, postingDate):
+    return HeaderAddPostingDate(builder, postingDate)
+def HeaderAddPeriod(builder, period): builder.PrependUOffsetTRelativeSlot(16, flatbuffers.number_types.UOffsetTFlags.py_type(period), 0)
+def AddPeriod(builder, period):
+    return HeaderAddPeriod(builder, period)
+def HeaderAddPeriodStartNs(builder, periodStartNs): builder.PrependInt64Slot(17, periodStartNs, 0)
+def AddPeriodStartNs(builder, periodStartNs):
+    return HeaderAddPeriodStartNs(builder, periodStartNs)
+def HeaderAddPeriodEndNs(builder, periodEndNs): builder.PrependInt64Slot(18, periodEndNs, 0)
+def AddPeriodEndNs(builder, periodEndNs):
+    return HeaderAddPeriodEndNs(builder, periodEndNs)
+def HeaderAddBackfill(builder, backfill): builder.PrependBoolSlot(19, backfill, 0)
+def AddBackfill(builder, backfill):
+    return HeaderAddBackfill(builder, backfill)
+def HeaderAddOriginalPostingDate(builder, originalPostingDate): builder.PrependUOffsetTRelativeSlot(20, flatbuffers.number_types.UOffsetTFlags.py_type(originalPostingDate), 0)
+def AddOriginalPostingDate(builder, originalPostingDate):
+    return HeaderAddOriginalPostingDate(builder, originalPostingDate)
+def HeaderAddOriginalPeriodStartNs(builder, originalPeriodStartNs): builder.PrependInt64Slot(21, originalPeriodStartNs, 0)
+def AddOriginalPeriodStartNs(builder, originalPeriodStartNs):
+    return HeaderAddOriginalPeriodStartNs(builder, originalPeriodStartNs)
 def HeaderEnd(builder): return builder.EndObject()
 def End(builder):
     return HeaderEnd(builder)

@@ -9,3 +9,5 @@ class Kind(object):
     Scrap = 3
     OperationStarted = 4
     OperationCompleted = 5
+    PartCounter = 6
+    ScrapCounter = 7
