@@ -2213,6 +2213,7 @@ TEST(test_period_dst_days)
     ASSERT_EQ(d->period_end - d->period_start, 23 * 3600 * NS);
     ASSERT_EQ(s_find_date(&k, 0, FP_CK_COMPLETION, "2026-03-30")->yield, 4);
     agg_destroy(&a);
+    free(k.ev);
 
     a = s_new_periods(&k, FP_PERIOD_HOUR, NULL, NULL, 0);
     /* 02:30 CEST (00:30Z) and 02:30 CET (01:30Z) on Oct 25 */
@@ -2228,6 +2229,7 @@ TEST(test_period_dst_days)
     ASSERT_EQ(k.ev[0].yield + k.ev[1].yield, 3);
     ASSERT(k.ev[0].yield == 1 || k.ev[0].yield == 2);
     agg_destroy(&a);
+    free(k.ev);
 
     a = s_new_periods(&k, FP_PERIOD_SHIFT, "06:00,14:00,22:00", NULL, 0);
     /* the night shift into the fall-back morning: 22:00 CEST to 06:00 CET, 9 h */
@@ -2364,6 +2366,7 @@ TEST(test_closed_periods)
     ASSERT(open && !open->backfill && !open->original_posting_date[0]);
     ASSERT_EQ(open->yield, 5);
     agg_destroy(&a);
+    free(k.ev);
 
     a = s_new_periods(&k, FP_PERIOD_DAY, NULL, "2026-11-01", AGG_CLOSED_REFUSE);
     s_at(&bb, FP_KIND_PART_COUNT, 3, "O1", NULL, oct30);
