@@ -527,6 +527,21 @@ int fp_store_put_key(fp_store_txn_t *t, const void *key, size_t klen, const void
     return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
 }
 
+/* Sets (state non-NULL) or deletes (NULL; fine if absent) k in table db. */
+static int s_put_or_del(fp_store_txn_t *t, int db, MDB_val *k, const void *state, size_t slen)
+{
+    int rc;
+    if (state) {
+        MDB_val d = {slen, (void *)state};
+        rc = mdb_put(t->txn, t->store->dbi[db], k, &d, 0);
+    } else {
+        rc = mdb_del(t->txn, t->store->dbi[db], k, NULL);
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+    }
+    return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
+}
+
 int fp_store_put_source(fp_store_txn_t *t, uint64_t source_id, const void *state, size_t slen)
 {
     assert(t);
@@ -535,16 +550,7 @@ int fp_store_put_source(fp_store_txn_t *t, uint64_t source_id, const void *state
     uint8_t kb[8];
     fp_store_enc64(kb, source_id);
     MDB_val k = {8, kb};
-    int rc;
-    if (state) {
-        MDB_val d = {slen, (void *)state};
-        rc = mdb_put(t->txn, t->store->dbi[FP_STORE_DB_SOURCES], &k, &d, 0);
-    } else {
-        rc = mdb_del(t->txn, t->store->dbi[FP_STORE_DB_SOURCES], &k, NULL);
-        if (rc == MDB_NOTFOUND)
-            rc = 0;
-    }
-    return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
+    return s_put_or_del(t, FP_STORE_DB_SOURCES, &k, state, slen);
 }
 
 int fp_store_put_counter(fp_store_txn_t *t, const void *key, size_t klen, const void *state,
@@ -556,16 +562,7 @@ int fp_store_put_counter(fp_store_txn_t *t, const void *key, size_t klen, const 
     if (klen == 0 || klen > FP_STORE_KEY_MAX)
         return fp_store_txn_fail(t, -EINVAL);
     MDB_val k = {klen, (void *)key};
-    int rc;
-    if (state) {
-        MDB_val d = {slen, (void *)state};
-        rc = mdb_put(t->txn, t->store->dbi[FP_STORE_DB_COUNTERS], &k, &d, 0);
-    } else {
-        rc = mdb_del(t->txn, t->store->dbi[FP_STORE_DB_COUNTERS], &k, NULL);
-        if (rc == MDB_NOTFOUND)
-            rc = 0;
-    }
-    return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
+    return s_put_or_del(t, FP_STORE_DB_COUNTERS, &k, state, slen);
 }
 
 int fp_store_put_feed(fp_store_txn_t *t, const char *topic, size_t tlen, uint64_t last_stream_seq)
