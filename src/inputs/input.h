@@ -104,8 +104,11 @@ typedef struct fp_input_plugin {
 
     /* Encodes verdict v as this input's acknowledgement and sends it to the
        producer named by token[0..toklen) (as cb_read wrote it), without
-       blocking. 0: handed to the transport (which may still drop it: the
-       producer then resends); -errno: not sent. */
+       blocking. 0: handed to the transport; -EAGAIN: the producer is there
+       but its queue is full: nothing was sent, ingest keeps the verdict
+       and calls again later; another -errno: not sent and never will be
+       (the peer is gone: the producer resends, dedup makes that
+       harmless). */
     int (*cb_ack)(void *self, const fp_verdict_t *v, const void *token, size_t toklen);
 
     /* Drain: stop taking new frames where no acknowledgement can follow

@@ -10,8 +10,14 @@
       when configured, CURVE + ZAP (security.h).
     - ROUTER: a message is [routing id][payload]. The routing id is the ack
       token; the acknowledgement is [routing id][floorpost.telemetry.Ack],
-      sent with ZMQ_DONTWAIT: ROUTER drops what it cannot route (peer gone)
-      and the producer resends. PULL: [payload], no token, no ack.
+      sent with ZMQ_DONTWAIT and ZMQ_ROUTER_MANDATORY, so a full pipe to a
+      connected peer is -EAGAIN (ingest keeps the ack and sends it again
+      later) instead of a silent drop, and a peer that is gone is
+      -EHOSTUNREACH (the producer resends; dedup makes that harmless).
+      SNDHWM is S_ACK_HWM_FACTOR x ingest_hwm: a connection may have
+      ingest_hwm frames queued towards us, and the acks of several rounds
+      are released at once after a commit. PULL: [payload], no token, no
+      ack.
     - A telemetry message is exactly one payload frame; more is refused
       here ("bad_envelope", dead-lettered). Every other payload is yielded
       as it is, moved zero-copy: the worker verifies it. source_id is an
@@ -22,6 +28,7 @@
 */
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +42,12 @@
 #include "stage.h"
 
 enum { S_ROUTER = 0, S_PULL = 1 };
+
+/* The ROUTER's SNDHWM (acks queued per connection) is this many times
+   ingest_hwm (frames queued per connection), at least 1000: the acks of
+   every frame a connection may have in the pipeline, released together
+   after one commit, fit without waiting. */
+#define S_ACK_HWM_FACTOR 16
 
 typedef struct {
     fp_input_env_t env;
@@ -104,6 +117,14 @@ static int s_init(const fp_input_env_t *env, void **self_p, char *err, size_t er
         !(self->sock[S_ROUTER] = s_socket(env, ZMQ_ROUTER, cfg->ingest_router, err, errlen))) {
         s_destroy(&me);
         return -EINVAL;
+    }
+    if (self->sock[S_ROUTER]) {
+        /* Set after the bind: they only matter for sends. */
+        int one = 1;
+        long hwm = (long)cfg->ingest_hwm * S_ACK_HWM_FACTOR;
+        int sndhwm = hwm < 1000 ? 1000 : hwm > INT_MAX ? INT_MAX : (int)hwm;
+        zmq_setsockopt(self->sock[S_ROUTER], ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+        zmq_setsockopt(self->sock[S_ROUTER], ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
     }
     if (cfg->ingest_pull[0] &&
         !(self->sock[S_PULL] = s_socket(env, ZMQ_PULL, cfg->ingest_pull, err, errlen))) {
@@ -209,10 +230,14 @@ static int s_ack(void *selfp, const fp_verdict_t *v, const void *token, size_t t
                                  ok ? NULL : fp_dl_reason_name(v->reason), &buf, &len);
     if (rc != FP_CODEC_OK)
         return -ENOMEM;
-    /* ROUTER drops what it cannot route (peer gone): the producer will
-       resend and dedup makes that harmless. */
-    if (zmq_send(router, token, toklen, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
-        return -zmq_errno();
+    /* ROUTER_MANDATORY: the routing id frame fails with EAGAIN when the
+       peer's pipe is full and EHOSTUNREACH when the peer is gone, and then
+       nothing of the message is queued. Once it is taken, the last frame
+       goes with it. */
+    if (zmq_send(router, token, toklen, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        int e = zmq_errno();
+        return e == EAGAIN || e == EINTR ? -EAGAIN : -e;
+    }
     if (zmq_send(router, buf, len, ZMQ_DONTWAIT) < 0)
         return -zmq_errno();
     return 0;

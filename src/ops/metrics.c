@@ -28,6 +28,13 @@ static const char *s_names[FP_M_COUNT] = {
     "duplicates", "gaps", "gaps_filled", "epoch_changes", "acks",
     "events_consumption", "events_completion", "events_scrap", "events_late",
     "rounds", "dead_letters", "dead_letters_dropped", "dead_letters_trimmed",
+    [FP_M_EVENTS_COUNTER_RESET] = "events_counter_reset",
+    [FP_M_EVENTS_BACKFILL] = "events_backfill",
+    [FP_M_COUNTER_READINGS] = "counter_readings",
+    [FP_M_COUNTER_ROLLOVERS] = "counter_rollovers",
+    [FP_M_COUNTER_UNPOSTED] = "counter_unposted",
+    [FP_M_ACKS_RETRIED] = "acks_retried",
+    [FP_M_ACKS_DROPPED] = "acks_dropped",
 };
 
 #define RLX memory_order_relaxed
@@ -516,6 +523,13 @@ char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *le
     s_counter(&b, "floorpost_epoch_changes_total", "Sources that moved to a newer epoch.",
               s_ld(&c[FP_M_EPOCH_CHANGES]));
     s_counter(&b, "floorpost_acks_total", "Acks sent to producers.", s_ld(&c[FP_M_ACKS]));
+    s_counter(&b, "floorpost_acks_retried_total",
+              "Acks that found their producer's queue full and were kept to send again.",
+              s_ld(&c[FP_M_ACKS_RETRIED]));
+    s_counter(&b, "floorpost_acks_dropped_total",
+              "Acks never sent: the producer's connection was gone, or too many acks waited "
+              "for room (the producer resends; dedup acknowledges the resend).",
+              s_ld(&c[FP_M_ACKS_DROPPED]));
     s_counter(&b, "floorpost_rounds_total", "Barrier rounds completed (all shards at emit).",
               s_ld(&c[FP_M_ROUNDS]));
 

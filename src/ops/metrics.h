@@ -53,6 +53,8 @@ typedef enum {
     FP_M_COUNTER_ROLLOVERS,/* of which a rollover at the modulus */
     FP_M_COUNTER_UNPOSTED, /* of which posted nothing: a first reading, a repeat, jitter, an
                               older reading after a newer one */
+    FP_M_ACKS_RETRIED,     /* acks that found the producer's queue full and waited */
+    FP_M_ACKS_DROPPED,     /* acks never sent: the producer was gone, or too many waited */
     FP_M_COUNT
 } fp_metric_t;
 

@@ -25,6 +25,12 @@
       then hands it to the frame's input (cb_ack), which encodes the
       acknowledgement in its own protocol: a producer hears "accepted" only
       for what a crash cannot take back.
+    - An ack is never dropped for lack of room: when the input finds the
+      producer's queue full (cb_ack -EAGAIN), the verdict waits in a retry
+      list and goes again every S_RETRY_MS, oldest first, until it is sent,
+      its peer is gone, or S_RETRY_MAX verdicts wait (then the oldest is
+      dropped and counted: that producer resends, and dedup answers the
+      resend as a duplicate). The retries never block this thread.
     - Every round_interval_ms it sends a barrier to every worker (behind the
       frames before it); when posting_interval_ms has passed the barrier
       carries FP_BARRIER_FLUSH. On "DRAIN" from main: take what the inputs
@@ -50,6 +56,11 @@
 static const fp_input_plugin_t *const s_plugins[] = {&fp_input_zmq};
 
 #define S_INPUTS_MAX 8
+
+/* Acks that found their producer's queue full: retried this often, and at
+   most this many wait (about 300 bytes each). */
+#define S_RETRY_MS 5
+#define S_RETRY_MAX 262144u
 #define S_POLL_MAX (S_INPUTS_MAX * FP_INPUT_POLL_MAX)
 
 typedef struct {
@@ -88,6 +99,11 @@ typedef struct {
         zmq_msg_t msg;
     } *acks_held;
     size_t nacks_held, acks_cap;
+    /* Verdicts whose round is committed but whose ack found the
+       producer's queue full (cb_ack -EAGAIN), oldest first; round unused. */
+    struct held_ack *retry;
+    size_t nretry, retry_cap;
+    int64_t retry_at;               /* monotonic ns of the next retry pass */
     fp_stage_slot_t *slot;          /* our gauges (metrics.h) */
     fp_stage_slot_t *wslot[64];     /* each worker's: we count what we queue for it */
 } ingest_t;
@@ -172,16 +188,101 @@ static void s_send_barrier(ingest_t *self, uint32_t flags)
 }
 
 /* Hands one verdict (an fp_verdict_msg_t, checked by s_forward_ack) to its
-   input to acknowledge, and closes it. */
-static void s_send_ack(ingest_t *self, zmq_msg_t *msg)
+   input to acknowledge. Returns the input's result (0, -EAGAIN: the
+   producer's queue is full, or another -errno: never deliverable); the
+   message is left to the caller. */
+static int s_try_ack(ingest_t *self, zmq_msg_t *msg)
 {
     const fp_verdict_msg_t *m = zmq_msg_data(msg);
     const s_input_t *in = &self->inputs[m->input];
     fp_verdict_t v;
     memcpy(&v, &m->verdict, sizeof v); /* the message need not be aligned */
-    if (in->plugin->cb_ack(in->self, &v, m->token, m->toklen) == 0)
+    int rc = in->plugin->cb_ack(in->self, &v, m->token, m->toklen);
+    if (rc == 0)
         fp_metrics_add(self->metrics, FP_M_ACKS, 1);
+    else if (rc != -EAGAIN)
+        fp_metrics_add(self->metrics, FP_M_ACKS_DROPPED, 1);
+    return rc;
+}
+
+/* Moves msg to the tail of the retry list. When S_RETRY_MAX acks wait
+   already (a producer that stopped reading them), it is dropped and
+   counted instead: its producer resends that batch, and dedup acknowledges
+   the resend as a duplicate. */
+static void s_keep_for_retry(ingest_t *self, zmq_msg_t *msg)
+{
+    if (self->nretry == self->retry_cap && self->nretry < S_RETRY_MAX) {
+        size_t ncap = self->retry_cap ? self->retry_cap * 2 : 256;
+        struct held_ack *h = realloc(self->retry, ncap * sizeof *h);
+        if (h) {
+            self->retry = h;
+            self->retry_cap = ncap;
+        }
+    }
+    if (self->nretry == self->retry_cap) {
+        fp_metrics_add(self->metrics, FP_M_ACKS_DROPPED, 1);
+        zmq_msg_close(msg);
+        return;
+    }
+    if (self->nretry == 0)
+        self->retry_at = fp_now_ns() + (int64_t)S_RETRY_MS * 1000000;
+    struct held_ack *h = &self->retry[self->nretry++];
+    h->round = 0;
+    zmq_msg_init(&h->msg);
+    zmq_msg_move(&h->msg, msg);
     zmq_msg_close(msg);
+    fp_metrics_add(self->metrics, FP_M_ACKS_RETRIED, 1);
+}
+
+/* Acknowledges one committed verdict now, or keeps it for a retry when
+   its producer's queue is full; closes or moves msg. */
+static void s_send_ack(ingest_t *self, zmq_msg_t *msg)
+{
+    if (s_try_ack(self, msg) == -EAGAIN)
+        s_keep_for_retry(self, msg);
+    else
+        zmq_msg_close(msg);
+}
+
+/* Whether the verdict's token is one of full[0..n) (producers whose queue
+   was found full in this pass). */
+static bool s_token_in(const zmq_msg_t *msg, const zmq_msg_t *const *full, int n)
+{
+    const fp_verdict_msg_t *m = zmq_msg_data((zmq_msg_t *)msg);
+    for (int i = 0; i < n; i++) {
+        const fp_verdict_msg_t *f = zmq_msg_data((zmq_msg_t *)full[i]);
+        if (f->input == m->input && f->toklen == m->toklen &&
+            memcmp(f->token, m->token, m->toklen) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* One retry pass over the waiting acks, oldest first, keeping in order
+   those whose producer's queue is still full. A producer found full is
+   not tried again in this pass, and the pass stops after 16 of them, so
+   it costs about the acks it can send, not the acks that wait. */
+static void s_retry_acks(ingest_t *self)
+{
+    const zmq_msg_t *full[16];
+    int nfull = 0;
+    size_t k = 0, i = 0;
+    for (; i < self->nretry && nfull < 16; i++) {
+        struct held_ack h = self->retry[i];
+        bool skip = s_token_in(&h.msg, full, nfull);
+        if (!skip && s_try_ack(self, &h.msg) != -EAGAIN) {
+            zmq_msg_close(&h.msg);
+            continue;
+        }
+        self->retry[k] = h;
+        if (!skip)
+            full[nfull++] = &self->retry[k].msg;
+        k++;
+    }
+    for (; i < self->nretry; i++)
+        self->retry[k++] = self->retry[i];
+    self->nretry = k;
+    self->retry_at = fp_now_ns() + (int64_t)S_RETRY_MS * 1000000;
 }
 
 /* Sends every held ack whose round is committed, keeping the others in order. */
@@ -349,7 +450,8 @@ void *fp_ingest_main(void *argp)
             memcpy(items + n, self->items, (size_t)self->nitems * sizeof items[0]);
             n += self->nitems;
         }
-        int64_t wait = (next_round - fp_now_ns()) / 1000000;
+        int64_t wake = self->nretry && self->retry_at < next_round ? self->retry_at : next_round;
+        int64_t wait = (wake - fp_now_ns()) / 1000000;
         if (zmq_poll(items, n, wait > 0 ? wait : 0) < 0 && zmq_errno() == ETERM)
             break;
         int64_t woke = fp_now_ns();
@@ -381,6 +483,8 @@ void *fp_ingest_main(void *argp)
                 break;
         }
         int64_t now = fp_now_ns();
+        if (self->nretry && now >= self->retry_at)
+            s_retry_acks(self);
         if (now >= next_round) {
             uint32_t flags = 0;
             if (now >= next_post) {
@@ -425,6 +529,17 @@ void *fp_ingest_main(void *argp)
         if (one.revents & ZMQ_POLLIN)
             s_forward_ack(self, &drained);
     }
+    /* Acks still waiting for room: until they are out or the drain's time
+       is up (the producers resend the rest to the next run). */
+    while (self->nretry && fp_now_ns() < give_up) {
+        s_retry_acks(self);
+        if (self->nretry)
+            zmq_poll(NULL, 0, S_RETRY_MS);
+    }
+    fp_metrics_add(self->metrics, FP_M_ACKS_DROPPED, self->nretry);
+    for (size_t i = 0; i < self->nretry; i++)
+        zmq_msg_close(&self->retry[i].msg);
+    free(self->retry);
     for (size_t i = 0; i < self->nacks_held; i++)
         zmq_msg_close(&self->acks_held[i].msg);
     free(self->acks_held);
