@@ -71,6 +71,15 @@ static void *s_socket(const fp_input_env_t *env, int type, const char *ep, char 
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
     zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    if (type == ZMQ_ROUTER) {
+        /* Before the bind: the listener copies the HWMs for every
+           connection it accepts. */
+        int one = 1;
+        long ahwm = (long)hwm * S_ACK_HWM_FACTOR;
+        int sndhwm = ahwm < 1000 ? 1000 : ahwm > INT_MAX ? INT_MAX : (int)ahwm;
+        zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+        zmq_setsockopt(s, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
+    }
     /* Heartbeats, handshake timeout and, when configured, CURVE + ZAP. */
     int rc = fp_security_server_socket(s, env->cfg, err, errlen);
     if (rc == 0 && (rc = zmq_bind(s, ep)) != 0)
@@ -117,14 +126,6 @@ static int s_init(const fp_input_env_t *env, void **self_p, char *err, size_t er
         !(self->sock[S_ROUTER] = s_socket(env, ZMQ_ROUTER, cfg->ingest_router, err, errlen))) {
         s_destroy(&me);
         return -EINVAL;
-    }
-    if (self->sock[S_ROUTER]) {
-        /* Set after the bind: they only matter for sends. */
-        int one = 1;
-        long hwm = (long)cfg->ingest_hwm * S_ACK_HWM_FACTOR;
-        int sndhwm = hwm < 1000 ? 1000 : hwm > INT_MAX ? INT_MAX : (int)hwm;
-        zmq_setsockopt(self->sock[S_ROUTER], ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-        zmq_setsockopt(self->sock[S_ROUTER], ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
     }
     if (cfg->ingest_pull[0] &&
         !(self->sock[S_PULL] = s_socket(env, ZMQ_PULL, cfg->ingest_pull, err, errlen))) {

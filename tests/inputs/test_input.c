@@ -4,6 +4,7 @@
     The test plays ingest: it calls the callbacks on its one thread.
 */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -218,8 +219,8 @@ TEST(test_router_frame_and_ack)
     ASSERT_STREQ(a.reason, "stale_epoch");
     zmq_msg_close(&m);
 
-    /* A token no peer has: handed to ROUTER, which drops it (no error). */
-    ASSERT_EQ(fp_input_zmq.cb_ack(r.in, &v, "nobody", 6), 0);
+    /* A token no peer has: nothing sent, and not to be tried again. */
+    ASSERT_EQ(fp_input_zmq.cb_ack(r.in, &v, "nobody", 6), -EHOSTUNREACH);
     /* No token: nothing to acknowledge. */
     ASSERT(fp_input_zmq.cb_ack(r.in, &v, token, 0) < 0);
 
@@ -238,6 +239,54 @@ TEST(test_router_frame_and_ack)
     zmq_msg_close(&m);
 
     fp_codec_destroy(&codec);
+    zmq_close(dealer);
+    rig_stop(&r);
+}
+
+/* A producer that does not read its acks: once its queue is full, cb_ack
+   says -EAGAIN and sends nothing (no silent drop), and every ack it said
+   0 for arrives, in order. */
+TEST(test_full_queue_is_eagain_not_a_drop)
+{
+    rig_t r;
+    rig_start(&r, true, false);
+    void *dealer = s_client(&r, ZMQ_DEALER, r.router_connect, "slow", 4);
+    int one = 1;
+    zmq_setsockopt(dealer, ZMQ_RCVHWM, &one, sizeof one);
+    ASSERT_EQ(zmq_send(dealer, "x", 1, 0), 1);
+    uint8_t token[FP_INPUT_TOKEN_MAX];
+    zmq_msg_t payload;
+    zmq_msg_init(&payload);
+    fp_input_frame_t f = {.token = token, .payload = &payload};
+    ASSERT_EQ(s_read(&r, 0, &f), 1);
+    zmq_msg_close(&payload);
+    uint64_t sent = 0;
+    int rc = 0;
+    for (uint64_t i = 1; i <= 2000000 && rc == 0; i++) {
+        fp_verdict_t v = {.source_id = 42, .epoch = 1, .acked_seq = i, .batch_last_seq = i};
+        rc = fp_input_zmq.cb_ack(r.in, &v, token, f.toklen);
+        sent += rc == 0;
+    }
+    ASSERT_EQ(rc, -EAGAIN);
+    fprintf(stderr, "sent %" PRIu64 " before -EAGAIN\n", sent);
+    ASSERT(sent >= 16 * (uint64_t)r.cfg.ingest_hwm); /* the SNDHWM, at least */
+    /* now read them all: exactly the acks that were taken, in order */
+    for (uint64_t i = 1; i <= sent; i++) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        s_recv_timeout(dealer, &m, 5000);
+        fp_ack_t a;
+        ASSERT_EQ(fp_codec_ack_decode(zmq_msg_data(&m), zmq_msg_size(&m), &a), FP_CODEC_OK);
+        ASSERT_EQ(a.acked_seq, i);
+        zmq_msg_close(&m);
+    }
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    ASSERT_EQ(zmq_msg_recv(&m, dealer, ZMQ_DONTWAIT), -1);
+    zmq_msg_close(&m);
+    /* with room again, the ack goes */
+    fp_verdict_t v = {.source_id = 42, .epoch = 1, .acked_seq = sent + 1};
+    ASSERT_EQ(fp_input_zmq.cb_ack(r.in, &v, token, f.toklen), 0);
     zmq_close(dealer);
     rig_stop(&r);
 }
@@ -436,6 +485,7 @@ int main(int argc, char **argv)
     test_init(argc, argv);
     RUN(test_not_configured_and_bad_endpoint);
     RUN(test_router_frame_and_ack);
+    RUN(test_full_queue_is_eagain_not_a_drop);
     RUN(test_long_token);
     RUN(test_pull_has_no_token);
     RUN(test_malformed);
