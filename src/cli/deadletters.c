@@ -414,8 +414,8 @@ typedef struct {
     uint64_t epoch; /* 0: the state holds no such source */
 } s_epoch_t;
 
-/* Reads the epoch out of a dedup source state (dedup.h: u8 version 1,
-   varint epoch, ...). */
+/* Reads the epoch out of a dedup source state (dedup.h: u8 version 1 or
+   2, varint epoch, ...). */
 static int s_epoch_one(void *ctx, uint64_t source_id, const void *state, size_t slen)
 {
     s_epoch_t *e = ctx;
@@ -423,7 +423,7 @@ static int s_epoch_one(void *ctx, uint64_t source_id, const void *state, size_t 
         return 0;
     const uint8_t *p = state, *end = p + slen;
     uint64_t epoch;
-    if (slen >= 2 && p[0] == 1) {
+    if (slen >= 2 && (p[0] == 1 || p[0] == 2)) {
         p++;
         if (fp_varint_get(&p, end, &epoch) == 0)
             e->epoch = epoch;

@@ -6,13 +6,18 @@
     the pointers dedup_source hands out stay valid while the table grows.
 
     Invariants of one source (W = window, a power of two):
-      - bit (s & (W-1)) is meaningful only for s in (high - W, high]; for
+      - bit (s & (W-1)) is meaningful only for s in (acked, high]; for
         those it is 1 iff s was accepted in the current epoch. Bits of slots
-        not yet reached since the last reset are 0.
+        not yet reached since the last reset are 0. (Verdicts for seqs <=
+        acked never read the bitmap.)
       - acked <= high, and acked >= high - W once high >= W: every seq in
-        1..acked was seen or has left the window. So every seq in
-        (high - W, acked] is seen, seq acked+1 is not (when acked < high),
-        and seq high is: the export format relies on these.
+        1..acked was seen or has left the window unseen; those that left it
+        unseen all lie in [hole_lo, hole_hi] (both 0: none did). So seq
+        acked+1 is not seen (when acked < high) and seq high is: the export
+        format relies on these.
+      - past[0..npast) are earlier epochs, newest first, epochs strictly
+        decreasing, all >= floor and below epoch; each has high >= 1. An
+        earlier epoch >= floor that is not among them was never seen.
       - dirty is set iff the source is on the dirty list (dirty_head,
         linked by dirty_next; sources are never freed, so no unlinking).
 */
@@ -25,11 +30,23 @@
 #include <string.h>
 #include <time.h>
 
+/* What a source keeps of one earlier epoch. */
+typedef struct {
+    uint64_t epoch;
+    uint64_t high, acked;        /* as they were when the epoch ended */
+    uint64_t hole_lo, hole_hi;   /* seqs <= acked that may be unseen; 0, 0: none */
+    uint64_t bits;               /* bit i: seq acked+1+i seen, when high - acked <= 64 */
+} s_past_t;
+
 struct dedup_source {
     uint64_t id;        /* source_id */
     uint64_t epoch;     /* current epoch of the source */
     uint64_t high;      /* highest seq seen in this epoch; 0 = none yet */
     uint64_t acked;     /* contiguous-ack watermark, see dedup_source_acked */
+    uint64_t hole_lo, hole_hi; /* seqs <= acked that left the window maybe unseen; 0, 0: none */
+    uint64_t floor;     /* epochs below it are not known */
+    uint32_t npast;     /* past[0..npast): earlier epochs, newest first */
+    s_past_t past[DEDUP_PAST_EPOCHS];
     uint64_t mask;      /* window - 1 of the owning dedup_t (for export) */
     struct dedup_source *dirty_next; /* dirty list link */
     bool dirty;         /* changed since the last dedup_export_dirty */
@@ -154,13 +171,62 @@ s_dirty(dedup_t *self, dedup_source_t *src)
     }
 }
 
+static inline bool
+s_test(const dedup_t *self, const dedup_source_t *src, uint64_t seq)
+{
+    uint64_t slot = seq & self->mask;
+    return (src->bits[slot >> 6] >> (slot & 63)) & 1;
+}
+
+/* Moves the source to a newer epoch: the current one, if it saw anything,
+   becomes past[0] (the oldest kept one drops out, and floor passes it). */
 static void
 s_reset(dedup_t *self, dedup_source_t *src, uint64_t epoch)
 {
+    if (src->high > 0) {
+        if (src->npast == DEDUP_PAST_EPOCHS) {
+            src->floor = src->past[DEDUP_PAST_EPOCHS - 1].epoch + 1;
+            src->npast--;
+        }
+        memmove(src->past + 1, src->past, src->npast * sizeof src->past[0]);
+        src->npast++;
+        s_past_t *p = &src->past[0];
+        *p = (s_past_t){.epoch = src->epoch, .high = src->high, .acked = src->acked,
+                        .hole_lo = src->hole_lo, .hole_hi = src->hole_hi};
+        uint64_t gap = src->high - src->acked;
+        if (gap <= 64)
+            for (uint64_t i = 0; i < gap; i++)
+                if (s_test(self, src, src->acked + 1 + i))
+                    p->bits |= 1ULL << i;
+    }
     memset(src->bits, 0, (size_t)self->words * sizeof src->bits[0]);
     src->epoch = epoch;
     src->high = 0;
     src->acked = 0;
+    src->hole_lo = src->hole_hi = 0;
+}
+
+/* The kept past epoch `epoch` of src, or NULL. */
+static const s_past_t *
+s_past(const dedup_source_t *src, uint64_t epoch)
+{
+    for (uint32_t i = 0; i < src->npast; i++)
+        if (src->past[i].epoch == epoch)
+            return &src->past[i];
+    return NULL;
+}
+
+/* What a past epoch tells of seq. */
+static dedup_seen_t
+s_past_seen(const s_past_t *p, uint64_t seq)
+{
+    if (seq == 0 || seq > p->high)
+        return DEDUP_UNSEEN;
+    if (seq <= p->acked)
+        return p->hole_lo && seq >= p->hole_lo && seq <= p->hole_hi ? DEDUP_UNKNOWN : DEDUP_SEEN;
+    if (p->high - p->acked > 64)
+        return DEDUP_UNKNOWN;
+    return (p->bits >> (seq - p->acked - 1)) & 1 ? DEDUP_SEEN : DEDUP_UNSEEN;
 }
 
 /* Creates source_id in free slot i (from s_find); the caller checked
@@ -188,6 +254,10 @@ dedup_source(dedup_t *self, uint64_t source_id, uint64_t epoch, dedup_verdict_t 
     dedup_source_t *src = self->slots[i];
     if (src) {
         if (epoch < src->epoch) {
+            if (s_past(src, epoch)) {
+                *verdict = DEDUP_PAST_EPOCH;
+                return src;
+            }
             self->stats.stale_epoch++;
             *verdict = DEDUP_STALE_EPOCH;
             return NULL;
@@ -252,43 +322,6 @@ s_clear_slots(const dedup_t *self, uint64_t *bits, uint64_t from, uint64_t n)
     }
 }
 
-/* Sets n bits from slot `from` on, wrapping; n <= window. Restore only. */
-static void
-s_set_slots(const dedup_t *self, uint64_t *bits, uint64_t from, uint64_t n)
-{
-    if (n >= self->window) {
-        memset(bits, 0xff, (size_t)self->words * sizeof bits[0]);
-        return;
-    }
-    while (n > 0) {
-        uint64_t run = self->window - from;
-        if (run > n)
-            run = n;
-        uint64_t w = from >> 6, b = from & 63;
-        uint64_t left = run;
-        if (b != 0) {
-            uint64_t k = 64 - b < left ? 64 - b : left;
-            bits[w++] |= (k == 64 ? ~0ULL : ((1ULL << k) - 1)) << b;
-            left -= k;
-        }
-        while (left >= 64) {
-            bits[w++] = ~0ULL;
-            left -= 64;
-        }
-        if (left > 0)
-            bits[w] |= (1ULL << left) - 1;
-        n -= run;
-        from = (from + run) & self->mask;
-    }
-}
-
-static inline bool
-s_test(const dedup_t *self, const dedup_source_t *src, uint64_t seq)
-{
-    uint64_t slot = seq & self->mask;
-    return (src->bits[slot >> 6] >> (slot & 63)) & 1;
-}
-
 /* Advances the ack watermark over seqs already seen. Each step passes one
    accepted seq, which happens once: amortised O(1) per accepted record. */
 static inline void
@@ -296,6 +329,33 @@ s_advance_acked(const dedup_t *self, dedup_source_t *src)
 {
     while (src->acked < src->high && s_test(self, src, src->acked + 1))
         src->acked++;
+}
+
+/* The window slides so that every seq <= to is forgotten: acked jumps from
+   below `to` to `to`. Seqs (acked, to] that were not seen join the hole;
+   acked+1 is one of them (the invariant), and the highest is found from
+   the top: above the old high every seq is unseen, below it the first 0
+   bit down from `to` (each seen bit passed is a record forgotten for good:
+   amortised O(1) per record). Runs before high moves and before the
+   skipped slots are cleared. */
+static void
+s_forget(const dedup_t *self, dedup_source_t *src, uint64_t to)
+{
+    assert(src->acked < to);
+    uint64_t hi = to;
+    if (to <= src->high)
+        while (hi > src->acked + 1 && s_test(self, src, hi))
+            hi--;
+    if (!src->hole_lo)
+        src->hole_lo = src->acked + 1;
+    src->hole_hi = hi;
+    src->acked = to;
+}
+
+static inline bool
+s_in_hole(uint64_t lo, uint64_t hi, uint64_t seq)
+{
+    return lo && seq >= lo && seq <= hi;
 }
 
 dedup_verdict_t
@@ -310,6 +370,8 @@ dedup_check(dedup_t *self, dedup_source_t *src, uint64_t seq)
     uint64_t *word = &src->bits[slot >> 6];
     uint64_t bit = 1ULL << (slot & 63);
     if (seq > src->high) {
+        if (seq >= self->window && src->acked < seq - self->window)
+            s_forget(self, src, seq - self->window);
         uint64_t d = seq - src->high;
         if (d > 1) {
             /* Seqs high+1 .. seq-1 are skipped: their slots held seqs that
@@ -325,15 +387,19 @@ dedup_check(dedup_t *self, dedup_source_t *src, uint64_t seq)
         *word |= bit;
         s_dirty(self, src);
         self->stats.accepted++;
-        if (seq >= self->window && src->acked < seq - self->window)
-            src->acked = seq - self->window;
         s_advance_acked(self, src);
         return DEDUP_NEW;
     }
-    if (src->high - seq >= self->window) {
-        self->stats.too_old++;
-        return DEDUP_TOO_OLD;
+    if (seq <= src->acked) {
+        /* Seen, unless the window slid past it before it came. */
+        if (s_in_hole(src->hole_lo, src->hole_hi, seq)) {
+            self->stats.too_old++;
+            return DEDUP_TOO_OLD;
+        }
+        self->stats.duplicates++;
+        return DEDUP_DUPLICATE;
     }
+    /* acked < seq <= high, and acked >= high - W: inside the window. */
     if (*word & bit) {
         self->stats.duplicates++;
         return DEDUP_DUPLICATE;
@@ -345,6 +411,47 @@ dedup_check(dedup_t *self, dedup_source_t *src, uint64_t seq)
     if (seq == src->acked + 1)
         s_advance_acked(self, src);
     return DEDUP_NEW;
+}
+
+dedup_verdict_t
+dedup_check_past(dedup_t *self, dedup_source_t *src, uint64_t epoch, uint64_t seq)
+{
+    assert(self && src);
+    const s_past_t *p = s_past(src, epoch);
+    if (p && s_past_seen(p, seq) == DEDUP_SEEN) {
+        self->stats.duplicates++;
+        return DEDUP_DUPLICATE;
+    }
+    self->stats.stale_records++;
+    return DEDUP_STALE_EPOCH;
+}
+
+uint64_t
+dedup_past_acked(const dedup_source_t *src, uint64_t epoch)
+{
+    assert(src);
+    const s_past_t *p = s_past(src, epoch);
+    return p ? p->acked : 0;
+}
+
+dedup_seen_t
+dedup_seen(const dedup_t *self, uint64_t source_id, uint64_t epoch, uint64_t seq)
+{
+    assert(self);
+    const dedup_source_t *src = self->slots[s_find(self, source_id)];
+    if (!src || epoch > src->epoch || seq == 0)
+        return DEDUP_UNSEEN;
+    if (epoch < src->epoch) {
+        const s_past_t *p = s_past(src, epoch);
+        if (p)
+            return s_past_seen(p, seq);
+        return epoch >= src->floor ? DEDUP_UNSEEN : DEDUP_UNKNOWN;
+    }
+    if (seq > src->high)
+        return DEDUP_UNSEEN;
+    if (seq <= src->acked)
+        return s_in_hole(src->hole_lo, src->hole_hi, seq) ? DEDUP_UNKNOWN : DEDUP_SEEN;
+    return s_test(self, src, seq) ? DEDUP_SEEN : DEDUP_UNSEEN;
 }
 
 uint64_t
@@ -377,7 +484,8 @@ dedup_stats(const dedup_t *self)
 
 /* ---- persistence (format in dedup.h) ---- */
 
-#define S_STATE_VERSION 1
+#define S_STATE_VERSION 2
+#define S_PAST_BITS_MAX 64 /* a past epoch keeps the bits of (acked, high] up to this many */
 
 static inline bool
 s_seen(const dedup_source_t *src, uint64_t seq)
@@ -390,31 +498,90 @@ size_t
 dedup_export_max(const dedup_t *self)
 {
     assert(self);
-    /* version, three varints, then at most window bits */
-    return 1 + 3 * FP_VARINT_MAX + (size_t)(self->window / 8);
+    /* version, epoch, high, gap, the bits, the hole, floor, npast, then per
+       past epoch five varints and up to 8 bytes of bits */
+    return 1 + 3 * FP_VARINT_MAX + (size_t)(self->window / 8) + 4 * FP_VARINT_MAX
+           + DEDUP_PAST_EPOCHS * (5 * FP_VARINT_MAX + S_PAST_BITS_MAX / 8);
+}
+
+/* A state writer that only counts when p is NULL. */
+typedef struct {
+    uint8_t *p;
+    size_t n;
+} s_out_t;
+
+static void
+s_put_varint(s_out_t *o, uint64_t v)
+{
+    if (o->p)
+        fp_varint_put(o->p + o->n, v);
+    o->n += fp_varint_len(v);
+}
+
+static void
+s_put_hole(s_out_t *o, uint64_t lo, uint64_t hi)
+{
+    s_put_varint(o, lo);
+    if (lo)
+        s_put_varint(o, hi - lo);
+}
+
+/* The bits of seqs acked+1 .. acked+gap, seen(i) = bit i. */
+static void
+s_put_bits(s_out_t *o, uint64_t gap, const dedup_source_t *src, const s_past_t *past)
+{
+    size_t nbits = (size_t)((gap + 7) / 8);
+    if (o->p) {
+        uint8_t *b = o->p + o->n;
+        memset(b, 0, nbits);
+        for (uint64_t i = 0; i < gap; i++) {
+            bool seen = past ? (past->bits >> i) & 1 : s_seen(src, src->acked + 1 + i);
+            if (seen)
+                b[i >> 3] |= (uint8_t)(1u << (i & 7));
+        }
+    }
+    o->n += nbits;
+}
+
+static void
+s_put_state(s_out_t *o, const dedup_source_t *src)
+{
+    uint64_t gap = src->high - src->acked;
+    if (o->p)
+        o->p[0] = S_STATE_VERSION;
+    o->n = 1;
+    s_put_varint(o, src->epoch);
+    s_put_varint(o, src->high);
+    s_put_varint(o, gap);
+    s_put_bits(o, gap, src, NULL);
+    s_put_hole(o, src->hole_lo, src->hole_hi);
+    s_put_varint(o, src->floor);
+    s_put_varint(o, src->npast);
+    for (uint32_t i = 0; i < src->npast; i++) {
+        const s_past_t *p = &src->past[i];
+        uint64_t pgap = p->high - p->acked;
+        s_put_varint(o, p->epoch);
+        s_put_varint(o, p->high);
+        s_put_varint(o, pgap);
+        if (pgap <= S_PAST_BITS_MAX)
+            s_put_bits(o, pgap, src, p);
+        s_put_hole(o, p->hole_lo, p->hole_hi);
+    }
 }
 
 size_t
 dedup_source_export(const dedup_source_t *src, void *buf, size_t cap)
 {
     assert(src);
-    uint64_t gap = src->high - src->acked;
-    assert(src->acked <= src->high && gap <= src->mask + 1);
-    size_t nbits = (size_t)((gap + 7) / 8);
-    size_t need = 1 + fp_varint_len(src->epoch) + fp_varint_len(src->high)
-                  + fp_varint_len(gap) + nbits;
+    assert(src->acked <= src->high && src->high - src->acked <= src->mask + 1);
+    s_out_t o = {NULL, 0};
+    s_put_state(&o, src);
+    size_t need = o.n;
     if (need > cap)
         return need;
-    uint8_t *p = buf;
-    *p++ = S_STATE_VERSION;
-    p += fp_varint_put(p, src->epoch);
-    p += fp_varint_put(p, src->high);
-    p += fp_varint_put(p, gap);
-    memset(p, 0, nbits);
-    for (uint64_t i = 0; i < gap; i++)
-        if (s_seen(src, src->acked + 1 + i))
-            p[i >> 3] |= (uint8_t)(1u << (i & 7));
-    assert((size_t)(p + nbits - (uint8_t *)buf) == need);
+    o = (s_out_t){buf, 0};
+    s_put_state(&o, src);
+    assert(o.n == need);
     return need;
 }
 
@@ -436,34 +603,107 @@ dedup_export_dirty(dedup_t *self, dedup_export_fn *fn, void *ctx)
     }
 }
 
+/* Reads `gap` bits (ceil(gap/8) bytes) at *p and checks them as the format
+   says: seq acked+1 unseen, seq high seen, padding 0. *bits gets them when
+   gap <= 64. 0 or -1. */
+static int
+s_get_bits(const uint8_t **p, const uint8_t *end, uint64_t gap, const uint8_t **at,
+           uint64_t *bits)
+{
+    size_t nbits = (size_t)((gap + 7) / 8);
+    if ((size_t)(end - *p) < nbits)
+        return -1;
+    const uint8_t *b = *p;
+    if (gap > 0) {
+        if ((b[0] & 1) != 0)                                /* acked+1 unseen */
+            return -1;
+        if (!((b[(gap - 1) >> 3] >> ((gap - 1) & 7)) & 1))  /* high seen */
+            return -1;
+        if ((gap & 7) != 0 && (b[nbits - 1] >> (gap & 7)) != 0) /* padding */
+            return -1;
+    }
+    if (bits) {
+        *bits = 0;
+        for (uint64_t i = 0; i < gap && i < 64; i++)
+            if ((b[i >> 3] >> (i & 7)) & 1)
+                *bits |= 1ULL << i;
+    }
+    if (at)
+        *at = b;
+    *p += nbits;
+    return 0;
+}
+
+/* Reads a hole (varint lo, varint hi - lo when lo != 0) and checks it lies
+   in 1..acked. 0 or -1. */
+static int
+s_get_hole(const uint8_t **p, const uint8_t *end, uint64_t acked, uint64_t *lo, uint64_t *hi)
+{
+    uint64_t span = 0;
+    if (fp_varint_get(p, end, lo) != 0)
+        return -1;
+    if (*lo == 0) {
+        *hi = 0;
+        return 0;
+    }
+    if (fp_varint_get(p, end, &span) != 0 || span > acked || *lo > acked - span)
+        return -1;
+    *hi = *lo + span;
+    return 0;
+}
+
 int
 dedup_restore(dedup_t *self, uint64_t source_id, const void *state, size_t len)
 {
     assert(self);
     if (!state || len < 1)
         return -1;
-    const uint8_t *p = state, *end = p + len;
-    uint64_t epoch, high, gap;
-    if (*p++ != S_STATE_VERSION)
+    const uint8_t *p = state, *end = p + len, *bits = NULL;
+    uint64_t epoch, high, gap, hole_lo = 0, hole_hi = 0, floor, npast = 0;
+    uint8_t version = *p++;
+    if (version != 1 && version != S_STATE_VERSION)
         return -1;
     if (fp_varint_get(&p, end, &epoch) != 0 || fp_varint_get(&p, end, &high) != 0
         || fp_varint_get(&p, end, &gap) != 0)
         return -1;
-    /* Damage checks: gap fits the window (and so nbits is small), the bits
-       are exactly there, and they obey the invariants of dedup.c. */
-    if (gap > high || gap > self->window)
+    /* Damage checks: gap fits the window (and so the bits are few), every
+       field is exactly there, and they obey the invariants of this file. */
+    if (gap > high || gap > self->window || s_get_bits(&p, end, gap, &bits, NULL) != 0)
         return -1;
-    size_t nbits = (size_t)((gap + 7) / 8);
-    if ((size_t)(end - p) != nbits)
-        return -1;
-    if (gap > 0) {
-        if ((p[0] & 1) != 0)                                /* acked+1 unseen */
+    uint64_t acked = high - gap;
+    s_past_t past[DEDUP_PAST_EPOCHS];
+    if (version == 1) {
+        /* Version 1 did not say whether the window slid past unseen seqs:
+           those below the window stay unknown (too_old), as they were. */
+        if (high > self->window) {
+            hole_lo = 1;
+            hole_hi = high - self->window;
+        }
+        floor = epoch;
+    } else {
+        if (s_get_hole(&p, end, acked, &hole_lo, &hole_hi) != 0 ||
+            fp_varint_get(&p, end, &floor) != 0 || floor > epoch ||
+            fp_varint_get(&p, end, &npast) != 0 || npast > DEDUP_PAST_EPOCHS)
             return -1;
-        if (!((p[(gap - 1) >> 3] >> ((gap - 1) & 7)) & 1))  /* high seen */
-            return -1;
-        if ((gap & 7) != 0 && (p[nbits - 1] >> (gap & 7)) != 0) /* padding */
-            return -1;
+        for (uint64_t k = 0; k < npast; k++) {
+            s_past_t *q = &past[k];
+            uint64_t pgap;
+            memset(q, 0, sizeof *q);
+            if (fp_varint_get(&p, end, &q->epoch) != 0 || fp_varint_get(&p, end, &q->high) != 0 ||
+                fp_varint_get(&p, end, &pgap) != 0)
+                return -1;
+            if (q->epoch >= (k ? past[k - 1].epoch : epoch) || q->epoch < floor ||
+                q->high == 0 || pgap > q->high)
+                return -1;
+            q->acked = q->high - pgap;
+            if (pgap <= S_PAST_BITS_MAX && s_get_bits(&p, end, pgap, NULL, &q->bits) != 0)
+                return -1;
+            if (s_get_hole(&p, end, q->acked, &q->hole_lo, &q->hole_hi) != 0)
+                return -1;
+        }
     }
+    if (p != end)
+        return -1;
 
     uint64_t i = s_find(self, source_id);
     dedup_source_t *src = self->slots[i];
@@ -479,17 +719,18 @@ dedup_restore(dedup_t *self, uint64_t source_id, const void *state, size_t len)
         if (!src)
             return -1;
     }
-    uint64_t acked = high - gap;
     memset(src->bits, 0, (size_t)self->words * sizeof src->bits[0]);
     src->epoch = epoch;
     src->high = high;
     src->acked = acked;
-    /* Seqs in (max(0, high - W), acked] were all seen; seq 0 never is. */
-    uint64_t lo = high > self->window ? high - self->window : 0;
-    if (acked > lo)
-        s_set_slots(self, src->bits, (lo + 1) & self->mask, acked - lo);
+    src->hole_lo = hole_lo;
+    src->hole_hi = hole_hi;
+    src->floor = floor;
+    src->npast = (uint32_t)npast;
+    memcpy(src->past, past, (size_t)npast * sizeof past[0]);
+    /* Only (acked, high] lives in the bitmap (see the invariants). */
     for (uint64_t k = 0; k < gap; k++)
-        if ((p[k >> 3] >> (k & 7)) & 1) {
+        if ((bits[k >> 3] >> (k & 7)) & 1) {
             uint64_t slot = (acked + 1 + k) & self->mask;
             src->bits[slot >> 6] |= 1ULL << (slot & 63);
         }

@@ -379,6 +379,88 @@ static void s_sync_dedup_metrics(worker_t *self)
     self->last = *st;
 }
 
+/* Copies v's string table into the scratch arrays: strblob (each string
+   NUL-terminated), stroff[i] = the offset after string i, strhash[i] (the
+   routing hash; [0] = absent) and has_nul[i]; *any_nul: some string holds
+   a NUL byte. Sets *blob_len. 0 or -ENOMEM. */
+static int s_string_table(worker_t *self, const fp_batch_view_t *v, size_t *blob_len,
+                          bool *any_nul)
+{
+    size_t cap = self->str_cap;
+    if (s_grow((void **)&self->strhash, &cap, v->nstrings + 1, sizeof(uint64_t)) != 0)
+        return -ENOMEM;
+    cap = self->str_cap;
+    if (s_grow((void **)&self->stroff, &cap, v->nstrings + 1, sizeof(uint32_t)) != 0)
+        return -ENOMEM;
+    cap = self->str_cap;
+    if (s_grow((void **)&self->has_nul, &cap, v->nstrings + 1, 1) != 0)
+        return -ENOMEM;
+    self->str_cap = (uint32_t)cap;
+    size_t blob = 0;
+    *any_nul = false;
+    self->strhash[0] = 0;
+    self->stroff[0] = 0;
+    for (uint32_t i = 1; i <= v->nstrings; i++) {
+        uint32_t sl;
+        const char *str = fp_codec_batch_string(v, i, &sl);
+        if (s_grow((void **)&self->strblob, &self->strblob_cap, blob + sl + 1, 1) != 0)
+            return -ENOMEM;
+        memcpy(self->strblob + blob, str, sl);
+        self->strblob[blob + sl] = 0;
+        self->strhash[i] = fp_route_str_hash(str, sl);
+        self->has_nul[i] = memchr(str, 0, sl) != NULL;
+        *any_nul |= self->has_nul[i];
+        blob += sl + 1;
+        self->stroff[i] = (uint32_t)blob;
+    }
+    *blob_len = blob;
+    return 0;
+}
+
+/* A batch of an earlier epoch that the source keeps (dedup.h): what that
+   epoch took is a duplicate and is acknowledged with its watermark; a seq
+   it never took cannot be counted any more (stale_epoch). When nothing of
+   the batch is a duplicate, it is refused whole, as an epoch that is not
+   kept; otherwise the unseen records are dead-lettered one by one and the
+   batch is accepted, so a late resend of a counted batch is never a dead
+   letter. Nothing is routed to a shard. */
+static void s_frame_past(worker_t *self, const fp_frame_meta_t *meta, const void *data, size_t len,
+                         const fp_batch_view_t *v, dedup_source_t *src)
+{
+    uint32_t dups = 0;
+    uint64_t last_seq = 0;
+    for (uint32_t i = 0; i < v->nrecords; i++) {
+        const fp_record_t *r = &v->records[i];
+        dups += dedup_seen(self->dedup, v->source_id, v->epoch, r->seq) == DEDUP_SEEN;
+        if (r->seq > last_seq)
+            last_seq = r->seq;
+    }
+    if (dups == 0) {
+        for (uint32_t i = 0; i < v->nrecords; i++) /* counted as stale, like dedup_source */
+            dedup_check_past(self->dedup, src, v->epoch, v->records[i].seq);
+        s_dead_frame(self, meta, data, len, v->source_id, v->epoch, FP_DL_stale_epoch);
+        return;
+    }
+    size_t blob;
+    bool any_nul;
+    if (dups < v->nrecords && s_string_table(self, v, &blob, &any_nul) != 0) {
+        /* Nothing was marked: the whole frame is the dead letter (its
+           resubmission skips the duplicates, src/cli/deadletters.c). */
+        s_dead_frame(self, meta, data, len, v->source_id, v->epoch, FP_DL_no_memory);
+        return;
+    }
+    for (uint32_t i = 0; i < v->nrecords; i++) {
+        const fp_record_t *r = &v->records[i];
+        if (dedup_check_past(self->dedup, src, v->epoch, r->seq) != DEDUP_DUPLICATE)
+            s_dead_record(self, v, r, i, FP_DL_stale_epoch,
+                          "the source moved to a newer epoch before this seq came");
+    }
+    fp_verdict_t out = {.source_id = v->source_id, .epoch = v->epoch,
+                        .acked_seq = dedup_past_acked(src, v->epoch), .batch_last_seq = last_seq,
+                        .status = FP_VERDICT_ACCEPTED};
+    s_verdict(self, meta, &out);
+}
+
 /* One FP_FORMAT_FB_BATCH frame: a FlatBuffers floorpost.telemetry.Batch. */
 static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payload)
 {
@@ -408,34 +490,16 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
         s_sync_dedup_metrics(self);
         return;
     }
-    /* The string table, hashed once per batch. */
-    size_t cap = self->str_cap;
-    if (s_grow((void **)&self->strhash, &cap, v.nstrings + 1, sizeof(uint64_t)) != 0)
-        goto nomem;
-    cap = self->str_cap;
-    if (s_grow((void **)&self->stroff, &cap, v.nstrings + 1, sizeof(uint32_t)) != 0)
-        goto nomem;
-    cap = self->str_cap;
-    if (s_grow((void **)&self->has_nul, &cap, v.nstrings + 1, 1) != 0)
-        goto nomem;
-    self->str_cap = (uint32_t)cap;
-    size_t blob = 0;
-    bool any_nul = false;
-    self->strhash[0] = 0;
-    self->stroff[0] = 0;
-    for (uint32_t i = 1; i <= v.nstrings; i++) {
-        uint32_t sl;
-        const char *s = fp_codec_batch_string(&v, i, &sl);
-        if (s_grow((void **)&self->strblob, &self->strblob_cap, blob + sl + 1, 1) != 0)
-            goto nomem;
-        memcpy(self->strblob + blob, s, sl);
-        self->strblob[blob + sl] = 0;
-        self->strhash[i] = fp_route_str_hash(s, sl);
-        self->has_nul[i] = memchr(s, 0, sl) != NULL;
-        any_nul |= self->has_nul[i];
-        blob += sl + 1;
-        self->stroff[i] = (uint32_t)blob;
+    if (verdict == DEDUP_PAST_EPOCH) {
+        s_frame_past(self, meta, data, len, &v, src);
+        s_sync_dedup_metrics(self);
+        return;
     }
+    /* The string table, hashed once per batch. */
+    size_t blob;
+    bool any_nul;
+    if (s_string_table(self, &v, &blob, &any_nul) != 0)
+        goto nomem;
 
     size_t rcap = self->route_cap;
     if (s_grow((void **)&self->route, &rcap, v.nrecords + 1, sizeof(uint32_t)) != 0)

@@ -65,14 +65,17 @@ TEST(test_duplicates)
     /* the last 128 are remembered exactly */
     for (uint64_t q = 173; q <= 300; q++)
         ASSERT_EQ(dedup_check(d, s, q), DEDUP_DUPLICATE);
-    /* older ones cannot be checked */
-    ASSERT_EQ(dedup_check(d, s, 172), DEDUP_TOO_OLD);
-    ASSERT_EQ(dedup_check(d, s, 1), DEDUP_TOO_OLD);
+    /* older ones left the window, but every one of them had been seen
+       before it did: still duplicates (a late resend of a counted batch) */
+    ASSERT_EQ(dedup_check(d, s, 172), DEDUP_DUPLICATE);
+    ASSERT_EQ(dedup_check(d, s, 1), DEDUP_DUPLICATE);
     ASSERT_EQ(dedup_check(d, s, 0), DEDUP_TOO_OLD);
+    ASSERT_EQ(dedup_seen(d, 1, 1, 1), DEDUP_SEEN);
+    ASSERT_EQ(dedup_seen(d, 1, 1, 301), DEDUP_UNSEEN);
     const dedup_stats_t *st = dedup_stats(d);
     ASSERT_EQ(st->accepted, 300);
-    ASSERT_EQ(st->duplicates, 128);
-    ASSERT_EQ(st->too_old, 3);
+    ASSERT_EQ(st->duplicates, 130);
+    ASSERT_EQ(st->too_old, 1);
     dedup_destroy(&d);
 }
 
@@ -138,7 +141,21 @@ TEST(test_window_slide_with_gaps)
     ASSERT_EQ(dedup_check(d, s, 1063), DEDUP_NEW);
     ASSERT_EQ(dedup_check(d, s, 1000), DEDUP_DUPLICATE);
     ASSERT_EQ(dedup_check(d, s, 1001), DEDUP_NEW);
-    ASSERT_EQ(dedup_check(d, s, 999), DEDUP_TOO_OLD);
+    /* the window slid past 11, 12 and 17..936 before they came: those
+       cannot be told any more; everything else below it was seen */
+    ASSERT_EQ(dedup_check(d, s, 999), DEDUP_DUPLICATE);
+    ASSERT_EQ(dedup_check(d, s, 937), DEDUP_DUPLICATE);
+    ASSERT_EQ(dedup_check(d, s, 10), DEDUP_DUPLICATE);
+    ASSERT_EQ(dedup_check(d, s, 1), DEDUP_DUPLICATE);
+    ASSERT_EQ(dedup_check(d, s, 11), DEDUP_TOO_OLD);
+    ASSERT_EQ(dedup_check(d, s, 500), DEDUP_TOO_OLD);
+    ASSERT_EQ(dedup_seen(d, 1, 1, 10), DEDUP_SEEN);
+    ASSERT_EQ(dedup_seen(d, 1, 1, 13), DEDUP_UNKNOWN); /* seen, but inside the hole's bounds */
+    ASSERT_EQ(dedup_seen(d, 1, 1, 936), DEDUP_UNKNOWN);
+    ASSERT_EQ(dedup_seen(d, 1, 1, 1001), DEDUP_SEEN);
+    ASSERT_EQ(dedup_seen(d, 1, 1, 1002), DEDUP_UNSEEN);
+    ASSERT_EQ(dedup_seen(d, 1, 2, 1), DEDUP_UNSEEN);   /* a newer epoch */
+    ASSERT_EQ(dedup_seen(d, 2, 1, 1), DEDUP_UNSEEN);   /* another source */
     dedup_destroy(&d);
 }
 
@@ -184,19 +201,129 @@ TEST(test_epochs)
     for (uint64_t q = 1; q <= 100; q++)
         ASSERT_EQ(dedup_check(d, s, q), DEDUP_NEW);
     ASSERT_EQ(dedup_source_acked(s), 100);
-    /* an old epoch is refused as a whole */
+    /* the earlier epoch keeps its watermark: a late resend of what it
+       took is a duplicate, a seq it never saw is stale */
     dedup_verdict_t v = DEDUP_NEW;
-    ASSERT(dedup_source(d, 3, 10, &v) == NULL);
-    ASSERT_EQ(v, DEDUP_STALE_EPOCH);
-    ASSERT_EQ(st->stale_epoch, 1);
+    ASSERT(dedup_source(d, 3, 10, &v) == s);
+    ASSERT_EQ(v, DEDUP_PAST_EPOCH);
+    ASSERT_EQ(dedup_check_past(d, s, 10, 1), DEDUP_DUPLICATE);
+    ASSERT_EQ(dedup_check_past(d, s, 10, 100), DEDUP_DUPLICATE);
+    ASSERT_EQ(dedup_check_past(d, s, 10, 101), DEDUP_STALE_EPOCH);
+    ASSERT_EQ(dedup_check_past(d, s, 10, 0), DEDUP_STALE_EPOCH);
+    ASSERT_EQ(dedup_past_acked(s, 10), 100);
+    ASSERT_EQ(st->stale_records, 2);
+    ASSERT_EQ(dedup_seen(d, 3, 10, 100), DEDUP_SEEN);
+    ASSERT_EQ(dedup_seen(d, 3, 10, 101), DEDUP_UNSEEN);
+    ASSERT_EQ(st->stale_epoch, 0);
+    /* an epoch it never saw is refused as a whole */
     v = DEDUP_NEW;
     ASSERT(dedup_source(d, 3, 0, &v) == NULL);
     ASSERT_EQ(v, DEDUP_STALE_EPOCH);
-    ASSERT_EQ(st->stale_epoch, 2);
-    /* the current epoch is untouched by the refusals */
+    ASSERT_EQ(st->stale_epoch, 1);
+    ASSERT_EQ(dedup_past_acked(s, 0), 0);
+    ASSERT_EQ(dedup_seen(d, 3, 0, 1), DEDUP_UNSEEN);  /* never seen: the source began at 10 */
+    /* the current epoch is untouched by the past ones */
     ASSERT(s_src(d, 3, 11) == s);
     ASSERT_EQ(dedup_check(d, s, 100), DEDUP_DUPLICATE);
+    ASSERT_EQ(dedup_check(d, s, 101), DEDUP_NEW);
     ASSERT_EQ(st->epoch_changes, 1);
+    dedup_destroy(&d);
+}
+
+TEST(test_past_epochs_bounded)
+{
+    dedup_t *d = dedup_new(64, 4);
+    const dedup_stats_t *st = dedup_stats(d);
+    /* epochs 1..6 with 10*e records each; an empty epoch 7 keeps nothing */
+    dedup_source_t *s = NULL;
+    for (uint64_t e = 1; e <= 6; e++) {
+        s = s_src(d, 5, e);
+        for (uint64_t q = 1; q <= 10 * e; q++)
+            ASSERT_EQ(dedup_check(d, s, q), DEDUP_NEW);
+    }
+    ASSERT(s_src(d, 5, 7) == s);
+    ASSERT(s_src(d, 5, 9) == s);
+    dedup_verdict_t v;
+    /* the last DEDUP_PAST_EPOCHS that saw something: 6, 5, 4, 3 */
+    for (uint64_t e = 3; e <= 6; e++) {
+        ASSERT(dedup_source(d, 5, e, &v) == s);
+        ASSERT_EQ(v, DEDUP_PAST_EPOCH);
+        ASSERT_EQ(dedup_check_past(d, s, e, 10 * e), DEDUP_DUPLICATE);
+        ASSERT_EQ(dedup_check_past(d, s, e, 10 * e + 1), DEDUP_STALE_EPOCH);
+        ASSERT_EQ(dedup_seen(d, 5, e, 1), DEDUP_SEEN);
+    }
+    /* 1 and 2 dropped out: they may have been seen, nobody can tell */
+    for (uint64_t e = 1; e <= 2; e++) {
+        ASSERT(dedup_source(d, 5, e, &v) == NULL);
+        ASSERT_EQ(v, DEDUP_STALE_EPOCH);
+        ASSERT_EQ(dedup_seen(d, 5, e, 1), DEDUP_UNKNOWN);
+    }
+    /* 7 and 8 saw nothing: known unseen, refused whole */
+    for (uint64_t e = 7; e <= 8; e++) {
+        ASSERT(dedup_source(d, 5, e, &v) == NULL);
+        ASSERT_EQ(dedup_seen(d, 5, e, 1), DEDUP_UNSEEN);
+    }
+    ASSERT_EQ(st->stale_epoch, 4);
+    dedup_destroy(&d);
+}
+
+TEST(test_past_epoch_with_gaps)
+{
+    dedup_t *d = dedup_new(256, 4);
+    dedup_source_t *s = s_src(d, 8, 1);
+    /* epoch 1: 1..10, 12, 14 (11 and 13 missing: acked 10, high 14) */
+    for (uint64_t q = 1; q <= 10; q++)
+        dedup_check(d, s, q);
+    dedup_check(d, s, 12);
+    dedup_check(d, s, 14);
+    /* epoch 2: 1..5, then a gap wider than the window: 6..44 forgotten */
+    ASSERT(s_src(d, 8, 2) == s);
+    for (uint64_t q = 1; q <= 5; q++)
+        dedup_check(d, s, q);
+    ASSERT_EQ(dedup_check(d, s, 300), DEDUP_NEW);
+    ASSERT_EQ(dedup_source_acked(s), 44);
+    /* epoch 3 */
+    ASSERT(s_src(d, 8, 3) == s);
+    dedup_verdict_t v;
+    ASSERT(dedup_source(d, 8, 1, &v) == s);
+    ASSERT_EQ(v, DEDUP_PAST_EPOCH);
+    ASSERT_EQ(dedup_past_acked(s, 1), 10);
+    const dedup_verdict_t e1[15] = {DEDUP_STALE_EPOCH, DEDUP_DUPLICATE, DEDUP_DUPLICATE,
+                                    DEDUP_DUPLICATE, DEDUP_DUPLICATE, DEDUP_DUPLICATE,
+                                    DEDUP_DUPLICATE, DEDUP_DUPLICATE, DEDUP_DUPLICATE,
+                                    DEDUP_DUPLICATE, DEDUP_DUPLICATE, DEDUP_STALE_EPOCH,
+                                    DEDUP_DUPLICATE, DEDUP_STALE_EPOCH, DEDUP_DUPLICATE};
+    for (uint64_t q = 0; q <= 14; q++)
+        ASSERT_EQ(dedup_check_past(d, s, 1, q), e1[q]);
+    ASSERT_EQ(dedup_check_past(d, s, 1, 15), DEDUP_STALE_EPOCH);
+    ASSERT_EQ(dedup_seen(d, 8, 1, 11), DEDUP_UNSEEN);
+    ASSERT_EQ(dedup_seen(d, 8, 1, 12), DEDUP_SEEN);
+    /* epoch 2: 1..5 seen, 6..44 forgotten, 45..299 never came, 300 seen;
+       256 seqs above acked are more than a past epoch keeps bits of */
+    ASSERT_EQ(dedup_seen(d, 8, 2, 5), DEDUP_SEEN);
+    ASSERT_EQ(dedup_seen(d, 8, 2, 6), DEDUP_UNKNOWN);
+    ASSERT_EQ(dedup_seen(d, 8, 2, 44), DEDUP_UNKNOWN);
+    ASSERT_EQ(dedup_seen(d, 8, 2, 45), DEDUP_UNKNOWN);
+    ASSERT_EQ(dedup_seen(d, 8, 2, 300), DEDUP_UNKNOWN);
+    ASSERT_EQ(dedup_seen(d, 8, 2, 301), DEDUP_UNSEEN);
+    ASSERT_EQ(dedup_check_past(d, s, 2, 5), DEDUP_DUPLICATE);
+    ASSERT_EQ(dedup_check_past(d, s, 2, 6), DEDUP_STALE_EPOCH);
+    ASSERT_EQ(dedup_check_past(d, s, 2, 300), DEDUP_STALE_EPOCH);
+    /* epoch 3: 1, then 70 (a gap of 68 that fits the window), then 4 */
+    dedup_check(d, s, 1);
+    dedup_check(d, s, 70);
+    ASSERT(s_src(d, 8, 4) == s);
+    ASSERT_EQ(dedup_seen(d, 8, 3, 1), DEDUP_SEEN);
+    ASSERT_EQ(dedup_seen(d, 8, 3, 2), DEDUP_UNKNOWN);  /* 69 above acked: no bits kept */
+    ASSERT_EQ(dedup_seen(d, 8, 3, 71), DEDUP_UNSEEN);
+    /* epoch 4: 1, then 60: 59 seqs above acked, their bits are kept */
+    dedup_check(d, s, 1);
+    dedup_check(d, s, 60);
+    ASSERT(s_src(d, 8, 5) == s);
+    ASSERT_EQ(dedup_seen(d, 8, 4, 2), DEDUP_UNSEEN);
+    ASSERT_EQ(dedup_seen(d, 8, 4, 59), DEDUP_UNSEEN);
+    ASSERT_EQ(dedup_seen(d, 8, 4, 60), DEDUP_SEEN);
+    ASSERT_EQ(dedup_check_past(d, s, 4, 60), DEDUP_DUPLICATE);
     dedup_destroy(&d);
 }
 
@@ -224,12 +351,23 @@ TEST(test_too_many_sources)
 
 #define MODEL_SOURCES 3
 #define MODEL_MAXSEQ (1u << 22)
+#define MODEL_PAST DEDUP_PAST_EPOCHS
+
+/* What the model keeps of one epoch: its seen bits (MODEL_MAXSEQ of them),
+   high, and the seqs the window slid past unseen ([hole_lo, hole_hi]). */
+typedef struct {
+    uint64_t epoch, high, hole_lo, hole_hi;
+    uint8_t *seen;
+} mepoch_t;
 
 typedef struct {
-    uint64_t epoch, high, next;
-    uint8_t *seen;          /* MODEL_MAXSEQ bits: seqs accepted this epoch */
+    mepoch_t cur;
+    uint64_t next;
     uint64_t pool[64];      /* seqs issued but not sent yet (reordering) */
     int pool_n;
+    mepoch_t past[MODEL_PAST]; /* newest first; past[i].seen owned */
+    int npast;
+    uint64_t floor;         /* epochs below it: unknown */
 } model_t;
 
 static uint64_t
@@ -242,18 +380,51 @@ s_rand(uint64_t *st)
 }
 
 static bool
-s_seen(const model_t *m, uint64_t q)
+s_seen(const mepoch_t *m, uint64_t q)
 {
     return (m->seen[q >> 3] >> (q & 7)) & 1;
 }
 
 static uint64_t
-s_model_acked(const model_t *m, uint64_t window)
+s_model_acked(const mepoch_t *m, uint64_t window)
 {
     uint64_t a = m->high >= window ? m->high - window : 0;
     while (a < m->high && s_seen(m, a + 1))
         a++;
     return a;
+}
+
+static bool
+s_model_in_hole(const mepoch_t *m, uint64_t q)
+{
+    return m->hole_lo && q >= m->hole_lo && q <= m->hole_hi;
+}
+
+/* The model's answer for a seq of a past epoch: seen for sure, or not. */
+static bool
+s_model_past_seen(const mepoch_t *m, uint64_t q, uint64_t window)
+{
+    uint64_t acked = s_model_acked(m, window);
+    if (q == 0 || q > m->high)
+        return false;
+    if (q <= acked)
+        return !s_model_in_hole(m, q);
+    return m->high - acked <= 64 && s_seen(m, q);
+}
+
+/* high moves to q: the seqs that leave the window unseen join the hole. */
+static void
+s_model_slide(mepoch_t *m, uint64_t q, uint64_t window)
+{
+    uint64_t from = m->high > window ? m->high - window : 0;
+    uint64_t to = q > window ? q - window : 0;
+    for (uint64_t x = from + 1; x <= to; x++)
+        if (!s_seen(m, x)) {
+            if (!m->hole_lo)
+                m->hole_lo = x;
+            m->hole_hi = x;
+        }
+    m->high = q;
 }
 
 TEST(test_random_against_model)
@@ -263,34 +434,84 @@ TEST(test_random_against_model)
     model_t m[MODEL_SOURCES];
     memset(m, 0, sizeof m);
     for (int i = 0; i < MODEL_SOURCES; i++) {
-        m[i].seen = calloc(MODEL_MAXSEQ / 8, 1);
-        ASSERT(m[i].seen);
-        m[i].epoch = 1;
+        m[i].cur.seen = calloc(MODEL_MAXSEQ / 8, 1);
+        ASSERT(m[i].cur.seen);
+        for (int k = 0; k < MODEL_PAST; k++) {
+            m[i].past[k].seen = calloc(MODEL_MAXSEQ / 8, 1);
+            ASSERT(m[i].past[k].seen);
+        }
+        m[i].cur.epoch = 1;
         m[i].next = 1;
     }
     uint64_t rng = 42;
-    uint64_t n_new = 0, n_dup = 0, n_old = 0, n_stale = 0;
+    uint64_t n_new = 0, n_dup = 0, n_old = 0, n_stale = 0, n_past = 0, n_past_dup = 0;
+    uint64_t n_past_stale = 0;
     for (long op = 0; op < 1000000; op++) {
         int i = (int)(s_rand(&rng) % MODEL_SOURCES);
         model_t *mm = &m[i];
         uint64_t r = s_rand(&rng) % 1000;
-        uint64_t epoch = mm->epoch;
+        uint64_t epoch = mm->cur.epoch;
         if (r < 2 || mm->next > MODEL_MAXSEQ - 4 * W) {
-            /* producer restart: newer epoch, seqs start over */
-            epoch = mm->epoch + 1 + s_rand(&rng) % 3;
-            mm->epoch = epoch;
-            mm->high = 0;
+            /* producer restart: newer epoch, seqs start over; the epoch
+               that saw something is kept, the oldest kept one drops out */
+            epoch = mm->cur.epoch + 1 + s_rand(&rng) % 3;
+            if (mm->cur.high > 0) {
+                uint8_t *spare = mm->past[MODEL_PAST - 1].seen;
+                if (mm->npast == MODEL_PAST) {
+                    mm->floor = mm->past[MODEL_PAST - 1].epoch + 1;
+                    mm->npast--;
+                }
+                memmove(mm->past + 1, mm->past, MODEL_PAST - 1 > 0 ? (MODEL_PAST - 1) * sizeof mm->past[0] : 0);
+                mm->past[0] = mm->cur;
+                mm->npast++;
+                mm->cur.seen = spare;
+            }
+            mm->cur.epoch = epoch;
+            mm->cur.high = 0;
+            mm->cur.hole_lo = mm->cur.hole_hi = 0;
             mm->next = 1;
             mm->pool_n = 0;
-            memset(mm->seen, 0, MODEL_MAXSEQ / 8);
-        } else if (r < 5 && mm->epoch > 1) {
-            /* a zombie batch from an older epoch */
+            memset(mm->cur.seen, 0, MODEL_MAXSEQ / 8);
+        } else if (r < 5 && mm->cur.epoch > 1) {
+            /* a zombie batch from an older epoch: a kept one or not */
+            uint64_t e = mm->cur.epoch - 1 - s_rand(&rng) % 4;
+            if (mm->npast > 0 && s_rand(&rng) % 2)
+                e = mm->past[s_rand(&rng) % (uint64_t)mm->npast].epoch;
+            const mepoch_t *pe = NULL;
+            for (int k = 0; k < mm->npast; k++)
+                if (mm->past[k].epoch == e)
+                    pe = &mm->past[k];
             dedup_verdict_t v = DEDUP_NEW;
-            ASSERT(dedup_source(d, (uint64_t)i + 100, mm->epoch - 1, &v) == NULL);
-            ASSERT_EQ(v, DEDUP_STALE_EPOCH);
-            n_stale++;
+            dedup_source_t *s = dedup_source(d, (uint64_t)i + 100, e, &v);
+            if (!pe) {
+                ASSERT(s == NULL);
+                ASSERT_EQ(v, DEDUP_STALE_EPOCH);
+                ASSERT_EQ(dedup_seen(d, (uint64_t)i + 100, e, 1),
+                          e >= mm->floor ? DEDUP_UNSEEN : DEDUP_UNKNOWN);
+                n_stale++;
+                continue;
+            }
+            ASSERT(s != NULL);
+            ASSERT_EQ(v, DEDUP_PAST_EPOCH);
+            ASSERT_EQ(dedup_past_acked(s, e), s_model_acked(pe, W));
+            n_past++;
+            for (int b = 0; b < 8; b++) {
+                uint64_t q = s_rand(&rng) % (pe->high + 3);
+                if (s_rand(&rng) % 2 && pe->high > 70)
+                    q = pe->high - s_rand(&rng) % 70;   /* near the top: the bits */
+                bool seen = s_model_past_seen(pe, q, W);
+                ASSERT_EQ(dedup_check_past(d, s, e, q), seen ? DEDUP_DUPLICATE : DEDUP_STALE_EPOCH);
+                dedup_seen_t got = dedup_seen(d, (uint64_t)i + 100, e, q);
+                if (seen)
+                    ASSERT_EQ(got, DEDUP_SEEN);
+                else if (got == DEDUP_UNSEEN)
+                    ASSERT(q == 0 || !s_seen(pe, q)); /* never unseen what was seen */
+                n_past_dup += seen;
+                n_past_stale += !seen;
+            }
             continue;
         }
+        mepoch_t *mc = &mm->cur;
         dedup_source_t *s = s_src(d, (uint64_t)i + 100, epoch);
         int batch = 1 + (int)(s_rand(&rng) % 8);
         for (int b = 0; b < batch; b++) {
@@ -320,42 +541,54 @@ TEST(test_random_against_model)
                 q = mm->next > 1 ? 1 + s_rand(&rng) % (mm->next - 1) : 0;
             }
             dedup_verdict_t want;
-            if (q == 0 || (mm->high >= W && q <= mm->high - W))
+            if (q == 0)
                 want = DEDUP_TOO_OLD;
-            else if (s_seen(mm, q))
+            else if (mc->high >= W && q <= mc->high - W) {
+                /* below the window: seen, unless the window slid past it first */
+                want = s_model_in_hole(mc, q) ? DEDUP_TOO_OLD : DEDUP_DUPLICATE;
+                if (want == DEDUP_DUPLICATE)
+                    ASSERT(s_seen(mc, q));
+            } else if (s_seen(mc, q))
                 want = DEDUP_DUPLICATE;
             else {
                 want = DEDUP_NEW;
-                mm->seen[q >> 3] |= (uint8_t)(1u << (q & 7));
-                if (q > mm->high)
-                    mm->high = q;
+                if (q > mc->high)
+                    s_model_slide(mc, q, W);
+                mc->seen[q >> 3] |= (uint8_t)(1u << (q & 7));
             }
             dedup_verdict_t got = dedup_check(d, s, q);
             if (got != want)
                 fprintf(stderr, "op %ld source %d seq %" PRIu64 " high %" PRIu64 "\n", op, i, q,
-                        mm->high);
+                        mc->high);
             ASSERT_EQ(got, want);
             n_new += want == DEDUP_NEW;
             n_dup += want == DEDUP_DUPLICATE;
             n_old += want == DEDUP_TOO_OLD;
-            ASSERT_EQ(dedup_source_high(s), mm->high);
+            ASSERT_EQ(dedup_source_high(s), mc->high);
         }
         if (op % 97 == 0)
-            ASSERT_EQ(dedup_source_acked(s), s_model_acked(mm, W));
+            ASSERT_EQ(dedup_source_acked(s), s_model_acked(mc, W));
     }
     const dedup_stats_t *st = dedup_stats(d);
     ASSERT_EQ(st->accepted, n_new);
-    ASSERT_EQ(st->duplicates, n_dup);
+    ASSERT_EQ(st->duplicates, n_dup + n_past_dup);
     ASSERT_EQ(st->too_old, n_old);
     ASSERT_EQ(st->stale_epoch, n_stale);
+    ASSERT_EQ(st->stale_records, n_past_stale);
     /* the mix actually exercised every path */
-    ASSERT(n_new > 100000 && n_dup > 100000 && n_old > 10000 && n_stale > 100);
+    ASSERT(n_new > 100000 && n_dup > 100000 && n_old > 1000 && n_stale > 100);
+    ASSERT(n_past > 100 && n_past_dup > 100 && n_past_stale > 100);
     ASSERT(st->gaps > 0 && st->gaps_filled > 10000 && st->epoch_changes > 100);
     fprintf(stderr, "    new %" PRIu64 " dup %" PRIu64 " old %" PRIu64 " stale %" PRIu64
-            " gaps %" PRIu64 " filled %" PRIu64 " epochs %" PRIu64 "\n",
-            n_new, n_dup, n_old, n_stale, st->gaps, st->gaps_filled, st->epoch_changes);
-    for (int i = 0; i < MODEL_SOURCES; i++)
-        free(m[i].seen);
+            " past %" PRIu64 " (dup %" PRIu64 ", stale %" PRIu64 ") gaps %" PRIu64
+            " filled %" PRIu64 " epochs %" PRIu64 "\n",
+            n_new, n_dup, n_old, n_stale, n_past, n_past_dup, n_past_stale, st->gaps,
+            st->gaps_filled, st->epoch_changes);
+    for (int i = 0; i < MODEL_SOURCES; i++) {
+        free(m[i].cur.seen);
+        for (int k = 0; k < MODEL_PAST; k++)
+            free(m[i].past[k].seen);
+    }
     dedup_destroy(&d);
 }
 
@@ -437,6 +670,16 @@ s_step(dedup_t **d, int nd, pgen_t *g, uint64_t *rng, uint64_t *n_new)
     }
     if (!src[0])
         return;
+    if (v0 == DEDUP_PAST_EPOCH) {
+        /* a kept past epoch: verdicts only, nothing changes */
+        for (int b = 0; b < 8; b++) {
+            uint64_t q = s_rand(rng) % (p->next + P_WINDOW);
+            dedup_verdict_t want = dedup_check_past(d[0], src[0], epoch, q);
+            for (int m = 1; m < nd; m++)
+                ASSERT_EQ(dedup_check_past(d[m], src[m], epoch, q), want);
+        }
+        return;
+    }
     int batch = 1 + (int)(s_rand(rng) % 8);
     for (int b = 0; b < batch; b++) {
         uint64_t q, k = s_rand(rng) % 100;
@@ -513,7 +756,7 @@ TEST(test_export_restore_random)
     pstore_t st;
     memset(&st, 0, sizeof st);
     uint64_t rng = 7, n_new = 0, restores = 0, big_gaps = 0;
-    uint8_t buf[1 + 30 + P_WINDOW / 8], buf2[sizeof buf];
+    uint8_t buf[4096], buf2[sizeof buf];
     for (int round = 0; round < 3000; round++) {
         int steps = 1 + (int)(s_rand(&rng) % 40);
         for (int i = 0; i < steps; i++) {
@@ -584,9 +827,25 @@ TEST(test_export_restore_random)
             if (!st.s[id].bytes)
                 continue;
             ASSERT_EQ(dedup_restore(big, id, st.s[id].bytes, st.s[id].len), 0);
-            dedup_verdict_t v;
+            dedup_verdict_t v, va;
             uint64_t e = s_epoch_of(st.s[id].bytes);
-            ASSERT(e >= 1 && dedup_source(big, id, e - 1, &v) == NULL && v == DEDUP_STALE_EPOCH);
+            /* the past epochs came along: the same verdicts, the same answers */
+            for (uint64_t pe = e > 6 ? e - 6 : 0; pe < e; pe++) {
+                dedup_source_t *sb = dedup_source(big, id, pe, &v);
+                dedup_source_t *sa_ = dedup_source(a, id, pe, &va);
+                ASSERT_EQ(v, va);
+                ASSERT_EQ(sb == NULL, sa_ == NULL);
+                if (sb)
+                    ASSERT_EQ(dedup_past_acked(sb, pe), dedup_past_acked(sa_, pe));
+                for (int k = 0; k < 20; k++) {
+                    uint64_t q = s_rand(&rng) % (4 * P_WINDOW);
+                    ASSERT_EQ(dedup_seen(big, id, pe, q), dedup_seen(a, id, pe, q));
+                }
+            }
+            for (int k = 0; k < 50; k++) {
+                uint64_t q = s_rand(&rng) % (8 * P_WINDOW);
+                ASSERT_EQ(dedup_seen(big, id, e, q), dedup_seen(a, id, e, q));
+            }
             dedup_source_t *s;
             s = dedup_source(big, id, e, &v);
             ASSERT(s);
@@ -666,9 +925,47 @@ TEST(test_export_dirty_only)
     dedup_verdict_t v;
     ASSERT(dedup_source(r, 6, 0, &v) == NULL && v == DEDUP_STALE_EPOCH);
     /* an ordered stream's state is a few bytes */
-    ASSERT(dedup_source_export(s_src(d, 1, 1), buf, sizeof buf) <= 4);
+    ASSERT(dedup_source_export(s_src(d, 1, 1), buf, sizeof buf) <= 7);
     dedup_destroy(&r);
     dedup_destroy(&d);
+}
+
+TEST(test_restore_version_1)
+{
+    /* a version-1 state: epoch 4, high 300, gap 0 (varint 300 = 0xac 0x02) */
+    const uint8_t v1[] = {1, 4, 0xac, 0x02, 0};
+    dedup_t *r = dedup_new(256, 4);
+    ASSERT_EQ(dedup_restore(r, 3, v1, sizeof v1), 0);
+    dedup_source_t *s = s_src(r, 3, 4);
+    /* below the window: too_old, as version 1 had it; inside: duplicates */
+    ASSERT_EQ(dedup_check(r, s, 44), DEDUP_TOO_OLD);
+    ASSERT_EQ(dedup_check(r, s, 1), DEDUP_TOO_OLD);
+    ASSERT_EQ(dedup_check(r, s, 45), DEDUP_DUPLICATE);
+    ASSERT_EQ(dedup_check(r, s, 300), DEDUP_DUPLICATE);
+    ASSERT_EQ(dedup_check(r, s, 301), DEDUP_NEW);
+    /* no past epochs: an older batch is refused whole, and nobody can
+       tell what it held */
+    dedup_verdict_t v;
+    ASSERT(dedup_source(r, 3, 3, &v) == NULL && v == DEDUP_STALE_EPOCH);
+    ASSERT_EQ(dedup_seen(r, 3, 3, 1), DEDUP_UNKNOWN);
+    /* from here on it keeps its epochs: epoch 4 becomes a past one */
+    ASSERT(s_src(r, 3, 5) == s);
+    ASSERT(dedup_source(r, 3, 4, &v) == s && v == DEDUP_PAST_EPOCH);
+    ASSERT_EQ(dedup_check_past(r, s, 4, 10), DEDUP_STALE_EPOCH);
+    ASSERT_EQ(dedup_check_past(r, s, 4, 100), DEDUP_DUPLICATE);
+    ASSERT_EQ(dedup_seen(r, 3, 4, 10), DEDUP_UNKNOWN);
+    ASSERT_EQ(dedup_seen(r, 3, 4, 301), DEDUP_SEEN);
+    /* and exports version 2, which reads back the same */
+    uint8_t buf[512];
+    size_t n = dedup_source_export(s, buf, sizeof buf);
+    ASSERT_EQ(buf[0], 2);
+    dedup_t *r2 = dedup_new(256, 4);
+    ASSERT_EQ(dedup_restore(r2, 3, buf, n), 0);
+    for (uint64_t e = 2; e <= 6; e++)
+        for (uint64_t q = 0; q <= 310; q++)
+            ASSERT_EQ(dedup_seen(r2, 3, e, q), dedup_seen(r, 3, e, q));
+    dedup_destroy(&r2);
+    dedup_destroy(&r);
 }
 
 TEST(test_restore_malformed)
@@ -695,7 +992,9 @@ TEST(test_restore_malformed)
     bad[n] = 0;
     ASSERT_EQ(dedup_restore(r, 9, bad, n + 1), -1);
     /* version */
-    bad[0] = 2;
+    bad[0] = 3;
+    ASSERT_EQ(dedup_restore(r, 9, bad, n), -1);
+    bad[0] = 0;
     ASSERT_EQ(dedup_restore(r, 9, bad, n), -1);
     /* a varint of 11 bytes; one of 10 bytes beyond 64 bits */
     uint8_t huge[16] = {1};
@@ -734,6 +1033,45 @@ TEST(test_restore_malformed)
     dedup_source_t *rs = s_src(r, 9, 1);
     ASSERT_EQ(dedup_source_high(rs), 10);
     ASSERT_EQ(dedup_source_acked(rs), 8);
+    /* version 2: epoch 9, high 10, gap 0, hole, floor, past epochs */
+    const uint8_t v2ok[] = {2, 9, 10, 0, 3, 2, 1, 2, 7, 20, 0, 0, 5, 3, 2, 0x02, 0};
+    /* hole 3..5; floor 1; past 7 (high 20, gap 0, no hole), 5 (high 3,
+       gap 2, bits 0b10, no hole) */
+    ASSERT_EQ(dedup_restore(r, 9, v2ok, sizeof v2ok), 0);
+    ASSERT_EQ(dedup_seen(r, 9, 9, 2), DEDUP_SEEN);
+    ASSERT_EQ(dedup_seen(r, 9, 9, 4), DEDUP_UNKNOWN);
+    ASSERT_EQ(dedup_seen(r, 9, 7, 20), DEDUP_SEEN);
+    ASSERT_EQ(dedup_seen(r, 9, 5, 1), DEDUP_SEEN);
+    ASSERT_EQ(dedup_seen(r, 9, 5, 2), DEDUP_UNSEEN);
+    ASSERT_EQ(dedup_seen(r, 9, 5, 3), DEDUP_SEEN);
+    ASSERT_EQ(dedup_seen(r, 9, 6, 1), DEDUP_UNSEEN); /* between kept epochs, >= floor */
+    ASSERT_EQ(dedup_seen(r, 9, 0, 1), DEDUP_UNKNOWN);
+    {
+        uint8_t v[sizeof v2ok];
+        const struct { int at; uint8_t val; } damage[] = {
+            {4, 0},                /* no hole: the span byte is then trailing */
+            {5, 8},                /* hole 3..11 > acked */
+            {6, 10},               /* floor above the epoch */
+            {7, DEDUP_PAST_EPOCHS + 1}, /* too many past epochs */
+            {8, 9},                /* past epoch not below the current one */
+            {12, 7},               /* past epochs not decreasing */
+            {12, 0},               /* past epoch below floor */
+            {9, 0},                /* past high 0 */
+            {14, 4},               /* past gap above its high */
+            {15, 0x03},            /* past bits: acked+1 seen */
+            {15, 0x00},            /* past bits: high unseen */
+        };
+        for (size_t k = 0; k < sizeof damage / sizeof damage[0]; k++) {
+            memcpy(v, v2ok, sizeof v);
+            v[damage[k].at] = damage[k].val;
+            if (dedup_restore(r, 9, v, sizeof v) != -1)
+                fprintf(stderr, "damage %zu accepted\n", k);
+            ASSERT_EQ(dedup_restore(r, 9, v, sizeof v), -1);
+        }
+        for (size_t k = 0; k < sizeof v2ok; k++)
+            ASSERT_EQ(dedup_restore(r, 9, v2ok, k), -1);
+    }
+    ASSERT_EQ(dedup_restore(r, 9, ok_small, sizeof ok_small), 0);
     /* max_sources */
     ASSERT_EQ(dedup_restore(r, 1, good, n), 0);
     ASSERT_EQ(dedup_restore(r, 2, good, n), 0);
@@ -788,9 +1126,12 @@ main(int argc, char **argv)
     RUN(test_window_slide_with_gaps);
     RUN(test_ack_watermark);
     RUN(test_epochs);
+    RUN(test_past_epochs_bounded);
+    RUN(test_past_epoch_with_gaps);
     RUN(test_too_many_sources);
     RUN(test_random_against_model);
     RUN(test_export_dirty_only);
+    RUN(test_restore_version_1);
     RUN(test_restore_malformed);
     RUN(test_export_restore_random);
     return test_done();
