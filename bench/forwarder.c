@@ -98,7 +98,8 @@ int main(int argc, char **argv)
             const void *ack;
             size_t alen;
             uint64_t src = fp_codec_batch_peek_source(zmq_msg_data(&m), zmq_msg_size(&m));
-            if (fp_codec_ack_encode(codec, src, 0, 0, 0, 0, NULL, &ack, &alen) == FP_CODEC_OK) {
+            fp_ack_t a = {.source_id = src};
+            if (fp_codec_ack_encode(codec, &a, &ack, &alen) == FP_CODEC_OK) {
                 zmq_msg_send(&id, in, ZMQ_SNDMORE);
                 zmq_send(in, ack, alen, 0);
             }

@@ -335,17 +335,17 @@ int fp_codec_batch_encode_n(fp_codec_t *self, uint64_t source_id, uint64_t epoch
 
 /* ---- Acks ---- */
 
-int fp_codec_ack_encode(fp_codec_t *self, uint64_t source_id, uint64_t epoch,
-                        uint64_t acked_seq, uint64_t batch_last_seq, int status,
-                        const char *reason, const void **out, size_t *out_len)
+int fp_codec_ack_encode(fp_codec_t *self, const fp_ack_t *a, const void **out, size_t *out_len)
 {
-    assert(self && out && out_len);
-    assert(status >= 0 && status <= UINT8_MAX);
+    assert(self && a && out && out_len);
+    assert(a->status >= 0 && a->status <= UINT8_MAX);
     flatbuffers::FlatBufferBuilder &fbb = self->fbb;
     fbb.Clear();
-    auto r = reason ? fbb.CreateString(reason) : flatbuffers::Offset<flatbuffers::String>();
-    auto root = fbt::CreateAck(fbb, S_VERSION, source_id, epoch, acked_seq, batch_last_seq,
-                               (uint8_t)status, r);
+    size_t rn = strnlen(a->reason, sizeof a->reason);
+    auto r = rn ? fbb.CreateString(a->reason, rn) : flatbuffers::Offset<flatbuffers::String>();
+    auto root = fbt::CreateAck(fbb, S_VERSION, a->source_id, a->epoch, a->acked_seq,
+                               a->batch_last_seq, (uint8_t)a->status, r, a->batch_first_seq,
+                               a->batch_records);
     fbb.Finish(root, S_ID_ACK);
     s_finish(self, out, out_len);
     return FP_CODEC_OK;
@@ -406,6 +406,8 @@ int fp_codec_ack_decode(const void *buf, size_t len, fp_ack_t *ack)
     ack->epoch = a->epoch();
     ack->acked_seq = a->acked_seq();
     ack->batch_last_seq = a->batch_last_seq();
+    ack->batch_first_seq = a->batch_first_seq();
+    ack->batch_records = a->batch_records();
     ack->status = a->status();
     ack->reason[0] = '\0';
     if (a->reason()) {

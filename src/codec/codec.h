@@ -97,18 +97,21 @@ int fp_codec_batch_encode_n(fp_codec_t *self, uint64_t source_id, uint64_t epoch
                             const fp_record_t *records, uint32_t nrecords, const void **out,
                             size_t *out_len);
 
-/* Encodes an Ack (see schema/telemetry.fbs); reason may be NULL. Same
-   lifetime rule for *out as above. */
-int fp_codec_ack_encode(fp_codec_t *self, uint64_t source_id, uint64_t epoch,
-                        uint64_t acked_seq, uint64_t batch_last_seq, int status,
-                        const char *reason, const void **out, size_t *out_len);
+/* An Ack (schema/telemetry.fbs) in C. An Ack from a floorpost that
+   predates batch_first_seq and batch_records decodes them as 0. */
+typedef struct {
+    uint64_t source_id, epoch, acked_seq;
+    uint64_t batch_first_seq, batch_last_seq; /* the batch it answers: seq range */
+    uint32_t batch_records;                   /* and record count */
+    int status;                               /* 0 accepted, 1 refused */
+    char reason[64];                          /* "" when accepted (encoded as absent) */
+} fp_ack_t;
+
+/* Encodes *ack. Same lifetime rule for *out as above. */
+int fp_codec_ack_encode(fp_codec_t *self, const fp_ack_t *ack, const void **out,
+                        size_t *out_len);
 
 /* Decodes an Ack (verified). Returns FP_CODEC_OK or an error. */
-typedef struct {
-    uint64_t source_id, epoch, acked_seq, batch_last_seq;
-    int status;
-    char reason[64];
-} fp_ack_t;
 int fp_codec_ack_decode(const void *buf, size_t len, fp_ack_t *ack);
 
 /* ---- Checkpoints ---- */

@@ -43,12 +43,21 @@
       - no entry before `cursor` is due before due_check_ms (a lower
         bound; INT64_MAX when there is nothing sent);
       - spill_count > 0 implies new batches go to the spill (order is kept).
-    Batch invariants:
+    Open batches: up to max_open (producer_set_open_batches), at most one
+    per source, so records of interleaved sources still fill batches. A
+    record of a source with no open batch opens one; when all are in use,
+    the one opened first is closed to make room. A record of another epoch
+    closes its source's open batch first, so a source's batches leave in
+    the order of their records. producer_flush closes them all, oldest
+    first; with producer_set_flush_ms a batch open that long is closed by
+    the next producer_add or producer_poll.
+    Batch invariants (each open_t):
       - recs[0..nrecs) all belong to (src, epoch); their string indices point
-        into strtab, which holds only strings of the open batch (plus, after
+        into strtab, which holds only strings of that batch (plus, after
         a failed add, harmless unused ones);
       - nrecs < batch_records between calls (a full batch is sent at once, or
-        the record that filled it is taken back).
+        the record that filled it is taken back);
+      - at most one open_t with nrecs > 0 per source.
 */
 #include "clock.h"
 #include "producer.h"
@@ -81,6 +90,7 @@ struct entry {
     entry_t *prev, *next;
     uint64_t src, epoch;
     uint64_t first_seq, last_seq;    /* lowest and highest seq in the batch */
+    uint32_t records;                /* records in it */
     int64_t sent_ms;                 /* monotonic ms of the last send; -1 never sent */
     uint32_t sends;                  /* times sent (> 1: resends) */
     size_t len;                      /* bytes of data */
@@ -90,8 +100,18 @@ struct entry {
 /* Spill record header, followed by len bytes of batch. Native byte order:
    the file never outlives the process. */
 typedef struct {
-    uint64_t src, epoch, first_seq, last_seq, len;
+    uint64_t src, epoch, first_seq, last_seq, records, len;
 } spill_hdr_t;
+
+/* One open batch (see the top of this file). */
+typedef struct {
+    uint64_t src, epoch;  /* when nrecs > 0 */
+    fp_record_t *recs;    /* cap entries, grown up to batch_records */
+    uint32_t nrecs, cap;
+    strtab_t *strtab;
+    int64_t opened_ms;    /* monotonic ms of its first record */
+    uint64_t order;       /* opening order: the oldest is closed first */
+} open_t;
 
 struct producer {
     void *sock;
@@ -99,11 +119,14 @@ struct producer {
     int mode;
     uint32_t batch_records;
     fp_codec_t *codec;
-    strtab_t *strtab;
-    fp_record_t *recs; /* batch_records entries */
-    uint32_t nrecs;
-    uint64_t src, epoch; /* of the open batch when nrecs > 0 */
+    open_t *open;        /* max_open slots; nopen of them set up */
+    uint32_t nopen, max_open;
+    uint32_t hint;       /* the slot the last add used */
+    uint64_t opened;     /* batches opened so far (open_t.order) */
+    int flush_ms;        /* close a batch open this long; 0: never by time */
     int send_timeout_ms; /* -1: wait forever */
+    producer_release_fn *on_release;
+    void *on_release_ctx;
     /* the buffer */
     queue_t buf;                   /* every unacked batch in memory, oldest first */
     entry_t *cursor;               /* first entry to send; NULL: all sent */
@@ -210,6 +233,7 @@ static int s_buffer_add(producer_t *self, const void *data, size_t len, const sp
     e->epoch = h->epoch;
     e->first_seq = h->first_seq;
     e->last_seq = h->last_seq;
+    e->records = (uint32_t)h->records;
     e->len = len;
     memcpy(e->data, data, len);
     s_buffer_append(self, e);
@@ -237,9 +261,9 @@ producer_t *producer_new(void *zmq_ctx, const char *endpoint, int mode, uint32_t
     self->spill_fd = -1;
     self->due_check_ms = INT64_MAX;
     self->codec = fp_codec_new();
-    self->strtab = strtab_new();
-    self->recs = calloc(batch_records, sizeof(fp_record_t));
-    if (!self->codec || !self->strtab || !self->recs) {
+    self->max_open = 1;
+    self->open = calloc(PRODUCER_OPEN_BATCHES_MAX, sizeof *self->open);
+    if (!self->codec || !self->open) {
         errno = ENOMEM;
         goto fail;
     }
@@ -302,8 +326,11 @@ void producer_destroy(producer_t **self_p)
         close(self->spill_fd);
     s_q_free_all(&self->buf);
     fp_codec_destroy(&self->codec);
-    strtab_destroy(&self->strtab);
-    free(self->recs);
+    for (uint32_t i = 0; self->open && i < self->nopen; i++) {
+        strtab_destroy(&self->open[i].strtab);
+        free(self->open[i].recs);
+    }
+    free(self->open);
     free(self);
     *self_p = NULL;
 }
@@ -431,6 +458,7 @@ static int s_spill_reload(producer_t *self)
         e->epoch = h.epoch;
         e->first_seq = h.first_seq;
         e->last_seq = h.last_seq;
+        e->records = (uint32_t)h.records;
         e->len = (size_t)h.len;
         s_buffer_append(self, e);
         self->spill_read += (off_t)(sizeof h + h.len);
@@ -448,6 +476,38 @@ static int s_spill_reload(producer_t *self)
 }
 
 /* ---- Acks, monitor events, sends ---- */
+
+/* Whether a refusing Ack names entry e: by the batch's identity (seq
+   range and record count), or, from a floorpost that predates it, by the
+   highest seq alone. */
+static bool s_names(const entry_t *e, const fp_ack_t *a)
+{
+    if (a->batch_first_seq || a->batch_records)
+        return e->first_seq == a->batch_first_seq && e->last_seq == a->batch_last_seq &&
+               e->records == a->batch_records;
+    return e->last_seq == a->batch_last_seq;
+}
+
+/* Counts and frees a buffered batch that an Ack answered, after telling
+   the caller's release callback. */
+static void s_answered(producer_t *self, entry_t *e, const fp_ack_t *a)
+{
+    if (a->status == 0) {
+        self->stats.acked_batches++;
+        self->stats.acked_records += e->records;
+    } else {
+        self->stats.rejected_batches++;
+        self->stats.rejected_records += e->records;
+    }
+    if (self->on_release) {
+        producer_release_t r = {.source_id = e->src, .epoch = e->epoch,
+                                .first_seq = e->first_seq, .last_seq = e->last_seq,
+                                .records = e->records, .status = a->status ? 1 : 0,
+                                .reason = a->status ? a->reason : ""};
+        self->on_release(self->on_release_ctx, &r);
+    }
+    s_release(self, e);
+}
 
 /* Applies one Ack frame. Frames that are not a valid Ack are ignored (they
    acknowledge nothing). */
@@ -468,7 +528,7 @@ static void s_apply_ack(producer_t *self, const void *data, size_t len)
     /* Linear in the buffer (at most max_batches steps per Ack; usually the
        buffer holds what one or two commit rounds take). No early stop per
        source: resubmitted or duplicate records make seqs non-monotonic
-       along the list. A rejected batch is one entry: stop at the match (a
+       along the list. A refused batch is one entry: stop at the match (a
        resent copy of it is the same entry). */
     entry_t *e = self->buf.head;
     while (e) {
@@ -479,11 +539,9 @@ static void s_apply_ack(producer_t *self, const void *data, size_t len)
                (which holds the contiguous watermark back). */
             if (ack.status == 0 &&
                 (e->last_seq <= ack.acked_seq || e->last_seq == ack.batch_last_seq)) {
-                self->stats.acked_batches++;
-                s_release(self, e);
-            } else if (ack.status != 0 && e->last_seq == ack.batch_last_seq) {
-                self->stats.rejected_batches++;
-                s_release(self, e);
+                s_answered(self, e, &ack);
+            } else if (ack.status != 0 && s_names(e, &ack)) {
+                s_answered(self, e, &ack);
                 break;
             }
         }
@@ -652,10 +710,12 @@ static int s_left_ms(int64_t deadline, int timeout_ms)
 }
 
 /* Puts one encoded batch into the buffer or the spill, waiting for room up
-   to the send timeout. 0, -EAGAIN (timed out: not taken) or -errno. */
-static int s_enqueue(producer_t *self, const void *data, size_t len, const spill_hdr_t *h)
+   to timeout_ms (-1: forever; 0: not at all). 0, -EAGAIN (timed out: not
+   taken) or -errno. */
+static int s_enqueue(producer_t *self, const void *data, size_t len, const spill_hdr_t *h,
+                     int timeout_ms)
 {
-    int64_t deadline = s_now_ms() + (self->send_timeout_ms > 0 ? self->send_timeout_ms : 0);
+    int64_t deadline = s_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     int spill_failed = 0;
     int rc = s_pump(self);
     for (;;) {
@@ -671,16 +731,17 @@ static int s_enqueue(producer_t *self, const void *data, size_t len, const spill
             spill_failed = 1; /* wait for memory; try the disk once per batch */
             self->stats.spill_errors++;
         }
-        int left = s_left_ms(deadline, self->send_timeout_ms);
+        int left = s_left_ms(deadline, timeout_ms);
         if (left == 0)
             return -EAGAIN;
         rc = s_service(self, left);
     }
 }
 
-/* Lowest and highest seq of n records (0, 0 for none). */
+/* Lowest and highest seq of n records (0, 0 for none), and n. */
 static void s_seq_range(const fp_record_t *r, uint32_t n, spill_hdr_t *h)
 {
+    h->records = n;
     h->first_seq = n ? r[0].seq : 0;
     h->last_seq = h->first_seq;
     for (uint32_t i = 1; i < n; i++) {
@@ -698,32 +759,131 @@ static int s_send_frame(producer_t *self, const void *buf, size_t len)
     return zmq_send(self->sock, buf, len, 0) >= 0 ? 0 : -zmq_errno();
 }
 
+/* ---- open batches ---- */
+
+/* Encodes open batch o and hands it on (ACKED: into the buffer or the
+   spill, waiting for room up to timeout_ms; PUSH: sent), then empties o.
+   0 or -errno; on error o stays as it was. */
+static int s_close(producer_t *self, open_t *o, int timeout_ms)
+{
+    if (o->nrecs == 0)
+        return 0;
+    const void *out;
+    size_t out_len;
+    int rc = fp_codec_batch_encode(self->codec, o->src, o->epoch, strtab_strings(o->strtab),
+                                   strtab_count(o->strtab), o->recs, o->nrecs, &out, &out_len);
+    if (rc != FP_CODEC_OK)
+        return rc == FP_CODEC_NOMEM ? -ENOMEM : -EINVAL;
+    if (self->mode == PRODUCER_ACKED) {
+        spill_hdr_t h = {.src = o->src, .epoch = o->epoch};
+        s_seq_range(o->recs, o->nrecs, &h);
+        rc = s_enqueue(self, out, out_len, &h, timeout_ms);
+    } else {
+        rc = s_send_frame(self, out, out_len);
+    }
+    if (rc != 0)
+        return rc;
+    self->stats.batches_sent++;
+    self->stats.records_sent += o->nrecs;
+    o->nrecs = 0;
+    strtab_clear(o->strtab);
+    return 0;
+}
+
+/* The open batch with records that was opened first, or NULL. */
+static open_t *s_oldest(producer_t *self)
+{
+    open_t *best = NULL;
+    for (uint32_t i = 0; i < self->nopen; i++) {
+        open_t *o = &self->open[i];
+        if (o->nrecs > 0 && (!best || o->order < best->order))
+            best = o;
+    }
+    return best;
+}
+
+/* Closes every batch open flush_ms or longer, oldest first, waiting for
+   buffer room at most timeout_ms each. 0 or the first -errno (the rest
+   stay open). */
+static int s_flush_due(producer_t *self, int timeout_ms)
+{
+    if (self->flush_ms <= 0)
+        return 0;
+    int64_t now = s_now_ms();
+    for (;;) {
+        open_t *o = s_oldest(self);
+        if (!o || now - o->opened_ms < self->flush_ms)
+            return 0;
+        int rc = s_close(self, o, timeout_ms);
+        if (rc != 0)
+            return rc;
+    }
+}
+
+/* Milliseconds until the next batch is due by time (INT_MAX: none). */
+static int s_flush_wait(producer_t *self)
+{
+    open_t *o = self->flush_ms > 0 ? s_oldest(self) : NULL;
+    if (!o)
+        return INT_MAX;
+    int64_t left = o->opened_ms + self->flush_ms - s_now_ms();
+    return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
+}
+
+/* The slot for a record of (source_id, epoch): its source's open batch
+   (closed first if it is of another epoch or its string table is nearly
+   full), a free slot, or the oldest open batch, closed. NULL and *rc when a
+   close failed. */
+static open_t *s_slot(producer_t *self, uint64_t source_id, uint64_t epoch, int *rc)
+{
+    open_t *o = NULL;
+    if (self->hint < self->nopen && self->open[self->hint].nrecs > 0 &&
+        self->open[self->hint].src == source_id)
+        o = &self->open[self->hint];
+    for (uint32_t i = 0; !o && i < self->nopen; i++)
+        if (self->open[i].nrecs > 0 && self->open[i].src == source_id)
+            o = &self->open[i];
+    if (o && (o->epoch != epoch ||
+              strtab_count(o->strtab) > FP_BATCH_STRINGS_MAX - FP_STR_FIELDS)) {
+        if ((*rc = s_close(self, o, self->send_timeout_ms)) != 0)
+            return NULL;
+    }
+    if (!o) {
+        for (uint32_t i = 0; !o && i < self->nopen; i++)
+            if (self->open[i].nrecs == 0)
+                o = &self->open[i];
+    }
+    if (!o && self->nopen < self->max_open) {
+        o = &self->open[self->nopen];
+        memset(o, 0, sizeof *o);
+        if (!(o->strtab = strtab_new())) {
+            *rc = -ENOMEM;
+            return NULL;
+        }
+        self->nopen++;
+    }
+    if (!o) {
+        o = s_oldest(self);
+        assert(o);
+        if ((*rc = s_close(self, o, self->send_timeout_ms)) != 0)
+            return NULL;
+    }
+    self->hint = (uint32_t)(o - self->open);
+    return o;
+}
+
 /* ---- the public calls ---- */
 
 int producer_flush(producer_t *self)
 {
     assert(self);
-    if (self->nrecs > 0) {
-        const void *out;
-        size_t out_len;
-        int rc = fp_codec_batch_encode(self->codec, self->src, self->epoch,
-                                       strtab_strings(self->strtab), strtab_count(self->strtab),
-                                       self->recs, self->nrecs, &out, &out_len);
-        if (rc != FP_CODEC_OK)
-            return rc == FP_CODEC_NOMEM ? -ENOMEM : -EINVAL;
-        if (self->mode == PRODUCER_ACKED) {
-            spill_hdr_t h = {.src = self->src, .epoch = self->epoch};
-            s_seq_range(self->recs, self->nrecs, &h);
-            rc = s_enqueue(self, out, out_len, &h);
-        } else {
-            rc = s_send_frame(self, out, out_len);
-        }
+    for (;;) {
+        open_t *o = s_oldest(self);
+        if (!o)
+            break;
+        int rc = s_close(self, o, self->send_timeout_ms);
         if (rc != 0)
             return rc;
-        self->stats.batches_sent++;
-        self->stats.records_sent += self->nrecs;
-        self->nrecs = 0;
-        strtab_clear(self->strtab);
     }
     return self->mode == PRODUCER_ACKED ? s_pump(self) : 0;
 }
@@ -733,17 +893,25 @@ int producer_add(producer_t *self, uint64_t source_id, uint64_t epoch, const fp_
     assert(self && rec);
     if (source_id == 0)
         return -EINVAL;
-    if (self->nrecs == 0)
-        strtab_clear(self->strtab); /* drops strings of a record taken back */
-    if (self->nrecs > 0 &&
-        (source_id != self->src || epoch != self->epoch ||
-         strtab_count(self->strtab) > FP_BATCH_STRINGS_MAX - FP_STR_FIELDS)) {
-        int rc = producer_flush(self);
-        if (rc != 0)
-            return rc;
+    int rc = 0;
+    open_t *o = s_slot(self, source_id, epoch, &rc);
+    if (!o)
+        return rc;
+    if (o->nrecs == 0)
+        strtab_clear(o->strtab); /* drops strings of a record taken back */
+    assert(o->nrecs < self->batch_records);
+    if (o->nrecs == o->cap) {
+        /* Grown as it fills: many open batches cost what they hold. */
+        uint32_t cap = o->cap ? o->cap * 2 : 16;
+        if (cap > self->batch_records)
+            cap = self->batch_records;
+        fp_record_t *recs = realloc(o->recs, cap * sizeof *recs);
+        if (!recs)
+            return -ENOMEM;
+        o->recs = recs;
+        o->cap = cap;
     }
-    assert(self->nrecs < self->batch_records);
-    fp_record_t *r = &self->recs[self->nrecs];
+    fp_record_t *r = &o->recs[o->nrecs];
     memset(r, 0, sizeof(*r));
     r->seq = rec->seq;
     r->time_ns = rec->time_ns;
@@ -751,24 +919,60 @@ int producer_add(producer_t *self, uint64_t source_id, uint64_t epoch, const fp_
     r->kind = rec->kind;
     r->reserved0 = rec->flags;
     for (int i = 0; i < FP_STR_FIELDS; i++) {
-        int idx = strtab_add(self->strtab, rec->str[i]);
+        int idx = strtab_add(o->strtab, rec->str[i]);
         if (idx < 0)
             return -ENOMEM; /* room was ensured above, so only OOM gets here */
         r->str[i] = (uint16_t)idx;
     }
-    self->src = source_id;
-    self->epoch = epoch;
-    self->nrecs++;
-    if (self->nrecs == self->batch_records) {
-        int rc = producer_flush(self);
+    if (o->nrecs == 0) {
+        o->src = source_id;
+        o->epoch = epoch;
+        o->opened_ms = s_now_ms();
+        o->order = ++self->opened;
+    }
+    o->nrecs++;
+    if (o->nrecs == self->batch_records) {
+        rc = s_close(self, o, self->send_timeout_ms);
         if (rc != 0) {
             /* Take the record back so the caller can repeat the call; its
                strings stay in the table unused (a repeat finds them). */
-            self->nrecs--;
+            o->nrecs--;
             return rc;
         }
+        if (self->mode == PRODUCER_ACKED && (rc = s_pump(self)) != 0)
+            return rc;
     }
+    /* Batches open too long go now; the record is taken either way. */
+    if (self->flush_ms > 0 && s_flush_wait(self) == 0)
+        s_flush_due(self, 0);
     return 0;
+}
+
+int producer_set_open_batches(producer_t *self, uint32_t n)
+{
+    assert(self);
+    if (n < 1 || n > PRODUCER_OPEN_BATCHES_MAX)
+        return -EINVAL;
+    if (s_oldest(self))
+        return -EBUSY;
+    self->max_open = n;
+    return 0;
+}
+
+int producer_set_flush_ms(producer_t *self, int flush_ms)
+{
+    assert(self);
+    if (flush_ms < 0)
+        return -EINVAL;
+    self->flush_ms = flush_ms;
+    return 0;
+}
+
+void producer_on_release(producer_t *self, producer_release_fn *fn, void *ctx)
+{
+    assert(self);
+    self->on_release = fn;
+    self->on_release_ctx = ctx;
 }
 
 int producer_send_raw(producer_t *self, const void *buf, size_t len)
@@ -788,7 +992,7 @@ int producer_send_raw(producer_t *self, const void *buf, size_t len)
         if (len && fp_codec_batch_parse(copy, len, SIZE_MAX, &v) == FP_CODEC_OK) {
             spill_hdr_t h = {.src = v.source_id, .epoch = v.epoch};
             s_seq_range(v.records, v.nrecords, &h);
-            rc = s_enqueue(self, buf, len, &h);
+            rc = s_enqueue(self, buf, len, &h, self->send_timeout_ms);
         } else {
             /* Not a batch: once, not kept. DONTWAIT: a full queue means
                floorpost is far behind; the caller may repeat. */
@@ -805,9 +1009,20 @@ int producer_send_raw(producer_t *self, const void *buf, size_t len)
 int producer_poll(producer_t *self, int timeout_ms)
 {
     assert(self);
+    /* Due batches go first, without waiting for room (they stay open
+       until there is some). */
+    int rc = s_flush_due(self, 0);
+    if (rc != 0 && rc != -EAGAIN)
+        return rc;
     if (self->mode != PRODUCER_ACKED)
         return 0;
-    return s_service(self, timeout_ms);
+    int due = s_flush_wait(self);
+    if (due != INT_MAX && (timeout_ms < 0 || due < timeout_ms))
+        timeout_ms = due;
+    rc = s_service(self, timeout_ms);
+    if (rc == 0 && (rc = s_flush_due(self, 0)) == -EAGAIN)
+        rc = 0;
+    return rc;
 }
 
 int producer_wait_acks(producer_t *self, int timeout_ms)

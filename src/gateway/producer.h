@@ -13,8 +13,10 @@
     THE GUARANTEE. In PRODUCER_ACKED mode, a record handed to producer_add is
     kept in this producer's buffer until floorpost has acknowledged it as
     durable (its Ack says: every seq <= acked_seq of this source and epoch
-    has been committed to disk), or rejected its whole batch (status 1: the
-    batch went to the dead-letter store). Until then it is sent again: after
+    has been committed to disk), or refused its whole batch (status 1: the
+    batch went to the dead-letter store; the Ack names the batch by its seq
+    range and record count, the producer counts it in rejected_batches,
+    releases it and goes on). Until then it is sent again: after
     resend_ms without an Ack (default 2000 ms) and at once after a reconnect.
     floorpost deduplicates by (source_id, epoch, seq), so a resend is
     harmless. What this library cannot keep is what it never got, or what
@@ -113,6 +115,7 @@ typedef struct {
 #define PRODUCER_BUFFER_BATCHES 4096            /* default unacked batches kept */
 #define PRODUCER_BUFFER_BYTES (64u * 1024 * 1024) /* default unacked bytes kept (encoded) */
 #define PRODUCER_RESEND_MS 2000   /* default: resend a batch unacked this long */
+#define PRODUCER_OPEN_BATCHES_MAX 1024u /* most open batches (producer_set_open_batches) */
 
 typedef struct producer producer_t;
 
@@ -165,24 +168,55 @@ int producer_set_resend(producer_t *self, int resend_ms);
    first add. 0, -EBUSY if already set, or -errno of creating the file. */
 int producer_set_spill(producer_t *self, const char *dir);
 
-/* Copies *rec (strings included) into the open batch. First closes the
-   open batch if rec's (source_id, epoch) differs from it or its string
-   table could overflow; then closes it if it has become full. Closing a
-   batch = producer_flush (see there: it may wait for buffer room). Returns
-   0 when the record was taken; -EINVAL for source_id 0 (never valid on the
-   wire); or the -errno of a failed flush (-EAGAIN after the send timeout,
-   -EINTR, -ETERM...), in which case the record was NOT taken and the open
-   batch is as before: repeat the call, or give up. */
+/* Copies *rec (strings included) into its source's open batch (see
+   producer_set_open_batches; by default there is one open batch, for one
+   source at a time). First closes that batch if its epoch differs from
+   rec's or its string table could overflow; with no open batch for the
+   source and every slot in use, closes the batch opened first; then closes
+   the batch if it has become full, and, with producer_set_flush_ms, every
+   batch open that long (without waiting for room). Closing a batch = as in
+   producer_flush (it may wait for buffer room). Returns 0 when the record
+   was taken; -EINVAL for source_id 0 (never valid on the wire); or the
+   -errno of a failed close (-EAGAIN after the send timeout, -EINTR,
+   -ETERM...), in which case the record was NOT taken and the open batches
+   are as before: repeat the call, or give up. */
 int producer_add(producer_t *self, uint64_t source_id, uint64_t epoch, const fp_rec_in_t *rec);
 
-/* Closes the open batch, if any, and services the socket (as producer_poll
-   with 0). ACKED: the batch is encoded into the buffer (or the spill) and
-   sent as soon as the socket takes it; when the buffer is full this waits
-   for room (reading Acks, resending as due), at most the send timeout
-   (then -EAGAIN). PUSH: the batch is sent; that may block up to the send
-   timeout at the high-water mark. 0 or -errno; on error the batch stays
-   open (repeat to retry). */
+/* Closes every open batch, oldest first, and services the socket (as
+   producer_poll with 0). ACKED: each batch is encoded into the buffer (or
+   the spill) and sent as soon as the socket takes it; when the buffer is
+   full this waits for room (reading Acks, resending as due), at most the
+   send timeout (then -EAGAIN). PUSH: each batch is sent; that may block up
+   to the send timeout at the high-water mark. 0 or -errno; on error the
+   batches not yet closed stay open (repeat to retry). */
 int producer_flush(producer_t *self);
+
+/* Open batches kept at once, one per source (1..PRODUCER_OPEN_BATCHES_MAX;
+   default 1): records of sources that take turns still fill batches
+   instead of each change of source closing one. Memory grows with what
+   they hold. 0, -EINVAL, or -EBUSY while a batch is open. */
+int producer_set_open_batches(producer_t *self, uint32_t n);
+
+/* A batch that has been open flush_ms (>= 0; 0, the default: never) is
+   closed by the next producer_add or producer_poll, full or not, so a
+   slow source's records do not wait for a full batch. producer_poll wakes
+   up for it. 0 or -EINVAL. */
+int producer_set_flush_ms(producer_t *self, int flush_ms);
+
+/* ACKED: the answer floorpost gave a buffered batch, as it is released. */
+typedef struct {
+    uint64_t source_id, epoch;
+    uint64_t first_seq, last_seq; /* the batch's seq range */
+    uint32_t records;
+    int status;                   /* 0: durable (accepted); 1: refused whole */
+    const char *reason;           /* status 1: the dead-letter reason; "" otherwise */
+} producer_release_t;
+typedef void(producer_release_fn)(void *ctx, const producer_release_t *r);
+
+/* ACKED: fn(ctx, r) is called for every buffered batch an Ack releases,
+   from inside the producer_* call that read the Ack; r is valid during the
+   call. fn must not call into this producer. NULL: none (the default). */
+void producer_on_release(producer_t *self, producer_release_fn *fn, void *ctx);
 
 /* Sends buf as one frame (tests, dead-letter resubmission); does not touch
    the open batch. ACKED: a buf that parses as a Batch is buffered and
@@ -229,8 +263,10 @@ typedef struct {
                                   included); resends are not counted here */
     uint64_t records_sent;     /* records in those batches */
     uint64_t acks;             /* Acks received, accepted and rejected alike */
-    uint64_t rejected_batches; /* ACKED: buffered batches released by a status 1 Ack
-                                  (reason in producer_last_reject) */
+    uint64_t rejected_batches; /* ACKED: buffered batches released by a status 1 Ack:
+                                  the batch it names was refused whole and is in
+                                  floorpost's dead-letter store (reason in
+                                  producer_last_reject; each one: producer_on_release) */
     uint64_t last_acked_seq;   /* acked_seq of the last accepted (status 0) Ack */
     uint64_t acked_batches;    /* buffered batches released by accepted Acks */
     uint64_t resends;          /* frames sent again (timeout or reconnect) */
@@ -239,6 +275,8 @@ typedef struct {
     uint64_t buffered_bytes;   /* gauge: their encoded bytes */
     uint64_t spilled_batches;  /* gauge: batches waiting in the spill file */
     uint64_t spill_errors;     /* failed spill writes (the batch waited for memory) */
+    uint64_t acked_records;    /* records in the batches of acked_batches */
+    uint64_t rejected_records; /* records in the batches of rejected_batches */
 } producer_stats_t;
 
 /* Counters since producer_new; valid until producer_destroy. */

@@ -224,11 +224,14 @@ static int s_ack(void *selfp, const fp_verdict_t *v, const void *token, size_t t
     if (!router || toklen == 0)
         return -ENOTCONN;
     bool ok = v->status == FP_VERDICT_ACCEPTED;
+    fp_ack_t a = {.source_id = v->source_id, .epoch = v->epoch, .acked_seq = v->acked_seq,
+                  .batch_first_seq = v->batch_first_seq, .batch_last_seq = v->batch_last_seq,
+                  .batch_records = v->batch_records, .status = ok ? 0 : 1};
+    if (!ok)
+        snprintf(a.reason, sizeof a.reason, "%s", fp_dl_reason_name(v->reason));
     const void *buf;
     size_t len;
-    int rc = fp_codec_ack_encode(self->codec, v->source_id, v->epoch, v->acked_seq,
-                                 v->batch_last_seq, ok ? 0 : 1,
-                                 ok ? NULL : fp_dl_reason_name(v->reason), &buf, &len);
+    int rc = fp_codec_ack_encode(self->codec, &a, &buf, &len);
     if (rc != FP_CODEC_OK)
         return -ENOMEM;
     /* ROUTER_MANDATORY: the routing id frame fails with EAGAIN when the

@@ -9,8 +9,10 @@
     (fp_dl_reason_t, domain.h) and becomes a string only at that edge
     (fp_dl_reason_name).
 
-    It carries what today's ZeroMQ Ack carries (schema/telemetry.fbs),
-    plus the round, which only ingest reads.
+    It carries what the ZeroMQ Ack carries (schema/telemetry.fbs): the
+    verdict and the identity of the batch it answers, so that a producer
+    with several batches in flight knows which one was refused; plus the
+    round, which only ingest reads.
 
     Thread contract: plain data.
 */
@@ -29,12 +31,14 @@ typedef struct {
     uint64_t epoch;          /* the batch's; 0 when the frame did not decode */
     uint64_t acked_seq;      /* every seq <= acked_seq of this epoch is taken (durable once
                                 round is committed); 0 when rejected */
-    uint64_t batch_last_seq; /* highest seq in the frame; 0 when rejected */
+    uint64_t batch_first_seq, batch_last_seq; /* lowest and highest seq in the frame, also
+                                when rejected; 0 when it did not decode */
     uint64_t round;          /* the round the frame belongs to: acknowledge after its commit */
+    uint32_t batch_records;  /* records in the frame; 0 when it did not decode */
     uint8_t status;          /* fp_verdict_status_t */
     uint8_t reason;          /* fp_dl_reason_t when REJECTED (nothing of the frame was
                                 used); 0 and meaningless when ACCEPTED */
-    uint8_t pad[6];
+    uint8_t pad[2];
 } fp_verdict_t;
 
 _Static_assert(FP_DL_COUNT <= 256, "fp_verdict_t.reason is one byte");

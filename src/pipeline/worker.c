@@ -221,12 +221,30 @@ static void s_dead_record(worker_t *self, const fp_batch_view_t *v, const fp_rec
                    &f, buf, len);
 }
 
+/* The identity of batch b in a verdict: its seq range and record count
+   (so that the producer knows which batch a refusal is about). */
+static void s_identify(fp_verdict_t *out, const fp_batch_view_t *b)
+{
+    out->batch_records = b->nrecords;
+    out->batch_first_seq = b->nrecords ? b->records[0].seq : 0;
+    out->batch_last_seq = out->batch_first_seq;
+    for (uint32_t i = 1; i < b->nrecords; i++) {
+        if (b->records[i].seq < out->batch_first_seq)
+            out->batch_first_seq = b->records[i].seq;
+        if (b->records[i].seq > out->batch_last_seq)
+            out->batch_last_seq = b->records[i].seq;
+    }
+}
+
 /* Dead-letters a whole frame (its first fp_dl_frame_keep bytes) and rejects
    it (nothing of it was used). The verdict goes out whether or not the dead
-   letter fits the round. */
+   letter fits the round. b: the frame as a parsed batch, or NULL when it
+   did not parse (then source is the peek's and the Ack names no batch). */
 static void s_dead_frame(worker_t *self, const fp_frame_meta_t *meta, const void *data,
-                         size_t len, uint64_t source, uint64_t epoch, fp_dl_reason_t reason)
+                         size_t len, uint64_t source, const fp_batch_view_t *b,
+                         fp_dl_reason_t reason)
 {
+    uint64_t epoch = b ? b->epoch : 0;
     size_t keep = len < self->frame_keep ? len : self->frame_keep;
     if (s_dl_room(self, keep + 160, reason, source)) {
         fp_dl_fields_t f = {.jn = 0};
@@ -240,6 +258,8 @@ static void s_dead_frame(worker_t *self, const fp_frame_meta_t *meta, const void
     }
     fp_verdict_t v = {.source_id = source, .epoch = epoch, .status = FP_VERDICT_REJECTED,
                       .reason = (uint8_t)reason};
+    if (b)
+        s_identify(&v, b);
     s_verdict(self, meta, &v);
 }
 
@@ -428,17 +448,12 @@ static void s_frame_past(worker_t *self, const fp_frame_meta_t *meta, const void
                          const fp_batch_view_t *v, dedup_source_t *src)
 {
     uint32_t dups = 0;
-    uint64_t last_seq = 0;
-    for (uint32_t i = 0; i < v->nrecords; i++) {
-        const fp_record_t *r = &v->records[i];
-        dups += dedup_seen(self->dedup, v->source_id, v->epoch, r->seq) == DEDUP_SEEN;
-        if (r->seq > last_seq)
-            last_seq = r->seq;
-    }
+    for (uint32_t i = 0; i < v->nrecords; i++)
+        dups += dedup_seen(self->dedup, v->source_id, v->epoch, v->records[i].seq) == DEDUP_SEEN;
     if (dups == 0) {
         for (uint32_t i = 0; i < v->nrecords; i++) /* counted as stale, like dedup_source */
             dedup_check_past(self->dedup, src, v->epoch, v->records[i].seq);
-        s_dead_frame(self, meta, data, len, v->source_id, v->epoch, FP_DL_stale_epoch);
+        s_dead_frame(self, meta, data, len, v->source_id, v, FP_DL_stale_epoch);
         return;
     }
     size_t blob;
@@ -446,7 +461,7 @@ static void s_frame_past(worker_t *self, const fp_frame_meta_t *meta, const void
     if (dups < v->nrecords && s_string_table(self, v, &blob, &any_nul) != 0) {
         /* Nothing was marked: the whole frame is the dead letter (its
            resubmission skips the duplicates, src/cli/deadletters.c). */
-        s_dead_frame(self, meta, data, len, v->source_id, v->epoch, FP_DL_no_memory);
+        s_dead_frame(self, meta, data, len, v->source_id, v, FP_DL_no_memory);
         return;
     }
     for (uint32_t i = 0; i < v->nrecords; i++) {
@@ -456,8 +471,9 @@ static void s_frame_past(worker_t *self, const fp_frame_meta_t *meta, const void
                           "the source moved to a newer epoch before this seq came");
     }
     fp_verdict_t out = {.source_id = v->source_id, .epoch = v->epoch,
-                        .acked_seq = dedup_past_acked(src, v->epoch), .batch_last_seq = last_seq,
+                        .acked_seq = dedup_past_acked(src, v->epoch),
                         .status = FP_VERDICT_ACCEPTED};
+    s_identify(&out, v);
     s_verdict(self, meta, &out);
 }
 
@@ -468,8 +484,11 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
     size_t len = zmq_msg_size(payload);
     if (((uintptr_t)data & 7) != 0) {
         /* tcp receive buffers are not aligned; FlatBuffers wants 8. */
-        if (s_grow(&self->aligned, &self->aligned_cap, len + 8, 1) != 0)
-            goto nomem;
+        if (s_grow(&self->aligned, &self->aligned_cap, len + 8, 1) != 0) {
+            s_dead_frame(self, meta, data, len, fp_codec_batch_peek_source(data, len), NULL,
+                         FP_DL_no_memory);
+            return;
+        }
         memcpy(self->aligned, data, len);
         data = self->aligned;
     }
@@ -477,7 +496,7 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
     int rc = fp_codec_batch_parse(data, len, self->cfg->max_frame_bytes, &v);
     if (rc != FP_CODEC_OK) {
         s_dead_frame(self, meta, zmq_msg_data(payload), len,
-                     fp_codec_batch_peek_source(data, len), 0, s_reason_of_codec(rc));
+                     fp_codec_batch_peek_source(data, len), NULL, s_reason_of_codec(rc));
         return;
     }
     fp_metrics_add(self->metrics, FP_M_BATCHES_OK, 1);
@@ -485,7 +504,7 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
     dedup_verdict_t verdict;
     dedup_source_t *src = dedup_source(self->dedup, v.source_id, v.epoch, &verdict);
     if (!src) {
-        s_dead_frame(self, meta, data, len, v.source_id, v.epoch,
+        s_dead_frame(self, meta, data, len, v.source_id, &v,
                      verdict == DEDUP_STALE_EPOCH ? FP_DL_stale_epoch : FP_DL_too_many_sources);
         s_sync_dedup_metrics(self);
         return;
@@ -510,15 +529,13 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
         goto nomem;
     self->delta_cap = (uint32_t)rcap;
     memset(self->count, 0, sizeof self->count);
-    uint64_t accepted = 0, last_seq = 0;
+    uint64_t accepted = 0;
     int64_t last_event_ns = INT64_MIN;
     /* A gateway with a clock far ahead must not close today's period. */
     int64_t wm = self->event_wm, wm_limit = fp_wall_ns() + 3600ll * 1000000000;
     for (uint32_t i = 0; i < v.nrecords; i++) {
         const fp_record_t *r = &v.records[i];
         self->route[i] = UINT32_MAX;
-        if (r->seq > last_seq)
-            last_seq = r->seq;
         if (r->time_ns > last_event_ns)
             last_event_ns = r->time_ns;
         dedup_verdict_t d = dedup_check(self->dedup, src, r->seq);
@@ -580,8 +597,9 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
         zmq_msg_send(&out, self->shards[s], 0); /* blocks at HWM: back-pressure */
     }
     fp_verdict_t verdict_out = {.source_id = v.source_id, .epoch = v.epoch,
-                                .acked_seq = dedup_source_acked(src), .batch_last_seq = last_seq,
+                                .acked_seq = dedup_source_acked(src),
                                 .status = FP_VERDICT_ACCEPTED};
+    s_identify(&verdict_out, &v);
     s_verdict(self, meta, &verdict_out);
     if (v.nrecords)
         fp_metrics_source_set(self->metrics, self->index, v.source_id, dedup_source_epoch(src),
@@ -589,9 +607,8 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
                               fp_wall_ns());
     return;
 nomem:
-    /* Before any seq was marked seen: the producer may resend it as is. */
-    s_dead_frame(self, meta, zmq_msg_data(payload), len, fp_codec_batch_peek_source(data, len), 0,
-                 FP_DL_no_memory);
+    /* Before any seq was marked seen: the whole frame is the dead letter. */
+    s_dead_frame(self, meta, data, len, v.source_id, &v, FP_DL_no_memory);
 }
 
 /* One frame, decoded by its format. Every format ends in the same steps:

@@ -450,33 +450,43 @@ TEST(test_ack)
     fp_codec_t *c = fp_codec_new();
     const void *out;
     size_t len;
-    fp_ack_t a;
-    ASSERT_EQ(fp_codec_ack_encode(c, 7, 3, 1000, 1024, 0, NULL, &out, &len), FP_CODEC_OK);
+    fp_ack_t a, in = {.source_id = 7, .epoch = 3, .acked_seq = 1000, .batch_first_seq = 769,
+                      .batch_last_seq = 1024, .batch_records = 256};
+    ASSERT_EQ(fp_codec_ack_encode(c, &in, &out, &len), FP_CODEC_OK);
     ASSERT_EQ(fp_codec_ack_decode(out, len, &a), FP_CODEC_OK);
     ASSERT_EQ(a.source_id, 7);
     ASSERT_EQ(a.epoch, 3);
     ASSERT_EQ(a.acked_seq, 1000);
+    ASSERT_EQ(a.batch_first_seq, 769);
     ASSERT_EQ(a.batch_last_seq, 1024);
+    ASSERT_EQ(a.batch_records, 256);
     ASSERT_EQ(a.status, 0);
     ASSERT_STREQ(a.reason, "");
 
-    char longr[200];
-    memset(longr, 'x', sizeof longr - 1);
-    longr[sizeof longr - 1] = '\0';
-    longr[0] = 'm';
-    ASSERT_EQ(fp_codec_ack_encode(c, UINT64_MAX, 4, 5, 6, 1, longr, &out, &len), FP_CODEC_OK);
+    /* the longest reason that fits fp_ack_t: all of it on the wire */
+    in = (fp_ack_t){.source_id = UINT64_MAX, .epoch = 4, .batch_first_seq = 6,
+                    .batch_last_seq = 6, .batch_records = 1, .status = 1};
+    memset(in.reason, 'x', sizeof in.reason - 1);
+    in.reason[0] = 'm';
+    ASSERT_EQ(fp_codec_ack_encode(c, &in, &out, &len), FP_CODEC_OK);
     static uint8_t odd[1024 + 1]; /* unaligned on purpose */
     ASSERT(len <= 1024);
     memcpy(odd + 1, out, len);
     ASSERT_EQ(fp_codec_ack_decode(odd + 1, len, &a), FP_CODEC_OK);
     ASSERT(a.source_id == UINT64_MAX);
     ASSERT_EQ(a.status, 1);
+    ASSERT_EQ(a.batch_first_seq, 6);
+    ASSERT_EQ(a.batch_records, 1);
     ASSERT_EQ(strlen(a.reason), 63);
-    ASSERT(strncmp(a.reason, longr, 63) == 0);
+    ASSERT_STREQ(a.reason, in.reason);
 
-    ASSERT_EQ(fp_codec_ack_encode(c, 1, 1, 1, 1, 1, "malformed", &out, &len), FP_CODEC_OK);
+    in = (fp_ack_t){.source_id = 1, .epoch = 1, .acked_seq = 1, .batch_last_seq = 1,
+                    .status = 1};
+    snprintf(in.reason, sizeof in.reason, "malformed");
+    ASSERT_EQ(fp_codec_ack_encode(c, &in, &out, &len), FP_CODEC_OK);
     ASSERT_EQ(fp_codec_ack_decode(out, len, &a), FP_CODEC_OK);
     ASSERT_STREQ(a.reason, "malformed");
+    ASSERT_EQ(a.batch_first_seq, 0);
     /* An ack with a reason may end in up to 3 bytes of padding after the
        string's NUL (the builder writes back to front); a cut anywhere before
        that must fail. */

@@ -258,9 +258,12 @@ static void s_router_ack(void *router, producer_t *p, fp_codec_t *codec, int sta
     *last_seq = batch_last;
     const void *out;
     size_t out_len;
-    ASSERT_EQ(fp_codec_ack_encode(codec, v.source_id, v.epoch, status ? 0 : batch_last, batch_last,
-                                  status, status ? "malformed" : NULL, &out, &out_len),
-              FP_CODEC_OK);
+    fp_ack_t a = {.source_id = v.source_id, .epoch = v.epoch, .acked_seq = status ? 0 : batch_last,
+                  .batch_first_seq = v.records[0].seq, .batch_last_seq = batch_last,
+                  .batch_records = v.nrecords, .status = status};
+    if (status)
+        snprintf(a.reason, sizeof a.reason, "malformed");
+    ASSERT_EQ(fp_codec_ack_encode(codec, &a, &out, &out_len), FP_CODEC_OK);
     ASSERT(zmq_msg_send(&id, router, ZMQ_SNDMORE) >= 0);
     ASSERT_EQ(zmq_send(router, out, out_len, 0), (int)out_len);
     free(buf);
@@ -449,7 +452,9 @@ TEST(test_demo_plant)
         uint64_t last = v.records[v.nrecords - 1].seq;
         const void *out;
         size_t out_len;
-        ASSERT_EQ(fp_codec_ack_encode(codec, v.source_id, v.epoch, last, last, 0, NULL, &out, &out_len), 0);
+        fp_ack_t a = {.source_id = v.source_id, .epoch = v.epoch, .acked_seq = last,
+                      .batch_last_seq = last};
+        ASSERT_EQ(fp_codec_ack_encode(codec, &a, &out, &out_len), 0);
         ASSERT(zmq_msg_send(&id, router, ZMQ_SNDMORE) >= 0);
         ASSERT_EQ(zmq_send(router, out, out_len, 0), (int)out_len);
         free(buf);
@@ -512,9 +517,11 @@ static void s_ack(void *router, fp_codec_t *codec, got_t *g, uint64_t acked_seq,
 {
     const void *out;
     size_t out_len;
-    ASSERT_EQ(fp_codec_ack_encode(codec, g->src, g->epoch, acked_seq, g->last, status,
-                                  status ? "stale_epoch" : NULL, &out, &out_len),
-              FP_CODEC_OK);
+    fp_ack_t a = {.source_id = g->src, .epoch = g->epoch, .acked_seq = acked_seq,
+                  .batch_last_seq = g->last, .status = status};
+    if (status)
+        snprintf(a.reason, sizeof a.reason, "stale_epoch");
+    ASSERT_EQ(fp_codec_ack_encode(codec, &a, &out, &out_len), FP_CODEC_OK);
     ASSERT(zmq_msg_send(&g->id, router, ZMQ_SNDMORE) >= 0);
     ASSERT_EQ(zmq_send(router, out, out_len, 0), (int)out_len);
 }
@@ -793,6 +800,197 @@ TEST(test_rejected_batch)
     zmq_ctx_term(ctx);
 }
 
+/* Answers g naming its batch in full (seq range and record count), as
+   floorpost does; first/last/n override g's when not 0. */
+static void s_ack_named(void *router, fp_codec_t *codec, got_t *g, int status, uint64_t first,
+                        uint64_t last, uint32_t n)
+{
+    const void *out;
+    size_t out_len;
+    fp_ack_t a = {.source_id = g->src, .epoch = g->epoch, .batch_first_seq = first ? first : g->first,
+                  .batch_last_seq = last ? last : g->last, .batch_records = n ? n : g->n,
+                  .status = status};
+    if (status)
+        snprintf(a.reason, sizeof a.reason, "stale_epoch");
+    /* accepted: acked_seq 0, as above a gap: the batch is released by name */
+    ASSERT_EQ(fp_codec_ack_encode(codec, &a, &out, &out_len), FP_CODEC_OK);
+    ASSERT(zmq_msg_send(&g->id, router, ZMQ_SNDMORE) >= 0);
+    ASSERT_EQ(zmq_send(router, out, out_len, 0), (int)out_len);
+}
+
+typedef struct {
+    producer_release_t r[16];
+    char reason[16][64];
+    int n;
+} releases_t;
+
+static void s_on_release(void *ctx, const producer_release_t *r)
+{
+    releases_t *rs = ctx;
+    ASSERT(rs->n < 16);
+    rs->r[rs->n] = *r;
+    snprintf(rs->reason[rs->n], sizeof rs->reason[0], "%s", r->reason);
+    rs->r[rs->n].reason = rs->reason[rs->n];
+    rs->n++;
+}
+
+static void s_poll_until_acks(producer_t *p, uint64_t acks)
+{
+    int64_t t0 = s_mono_ms();
+    while (producer_stats(p)->acks < acks && s_mono_ms() - t0 < 5000)
+        ASSERT_EQ(producer_poll(p, 10), 0);
+    ASSERT_EQ(producer_stats(p)->acks, acks);
+}
+
+/* Four batches in flight; floorpost refuses the second and the fourth by
+   name: exactly those are released (counted, reported), an Ack that names
+   no batch we hold releases nothing, and the others are acked as usual. */
+TEST(test_refused_batch_named_among_many)
+{
+    void *ctx = zmq_ctx_new();
+    char ep[256];
+    void *router = s_bind(ctx, ZMQ_ROUTER, ep, sizeof(ep));
+    fp_codec_t *codec = fp_codec_new();
+    producer_t *p = producer_new(ctx, ep, PRODUCER_ACKED, 2);
+    ASSERT(p && codec);
+    releases_t rs = {.n = 0};
+    producer_on_release(p, s_on_release, &rs);
+    s_add_range(p, 1, 8);
+    got_t g[4];
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(s_recv_batch(router, p, 5000, &g[i]), 1);
+    ASSERT_EQ(g[1].first, 3);
+    s_ack_named(router, codec, &g[3], 1, 0, 0, 0);
+    s_ack_named(router, codec, &g[1], 1, 0, 0, 0);
+    s_poll_until_acks(p, 2);
+    ASSERT_EQ(producer_stats(p)->rejected_batches, 2);
+    ASSERT_EQ(producer_stats(p)->rejected_records, 4);
+    ASSERT_EQ(producer_stats(p)->buffered_batches, 2);
+    ASSERT_EQ(rs.n, 2);
+    ASSERT_EQ(rs.r[0].first_seq, 7);
+    ASSERT_EQ(rs.r[0].last_seq, 8);
+    ASSERT_EQ(rs.r[0].records, 2);
+    ASSERT_EQ(rs.r[0].status, 1);
+    ASSERT_STREQ(rs.r[0].reason, "stale_epoch");
+    ASSERT_EQ(rs.r[1].first_seq, 3);
+    /* the same highest seq but another first seq or count: not ours */
+    got_t ghost = g[0];
+    zmq_msg_init(&ghost.id);
+    zmq_msg_copy(&ghost.id, &g[0].id);
+    s_ack_named(router, codec, &ghost, 1, 1, 6, 2);
+    zmq_msg_init(&ghost.id);
+    zmq_msg_copy(&ghost.id, &g[0].id);
+    s_ack_named(router, codec, &ghost, 1, 5, 6, 3);
+    s_poll_until_acks(p, 4);
+    ASSERT_EQ(producer_stats(p)->rejected_batches, 2);
+    ASSERT_EQ(producer_stats(p)->buffered_batches, 2);
+    /* accepted: each by its own highest seq */
+    s_ack_named(router, codec, &g[2], 0, 0, 0, 0);
+    s_poll_until_acks(p, 5);
+    ASSERT_EQ(producer_stats(p)->buffered_batches, 1);
+    s_ack_named(router, codec, &g[0], 0, 0, 0, 0);
+    ASSERT_EQ(producer_wait_acks(p, 5000), 0);
+    ASSERT_EQ(producer_stats(p)->acked_batches, 2);
+    ASSERT_EQ(producer_stats(p)->acked_records, 4);
+    ASSERT_EQ(producer_stats(p)->resends, 0);
+    ASSERT_EQ(rs.n, 4);
+    ASSERT_EQ(rs.r[2].status, 0);
+    ASSERT_STREQ(rs.r[2].reason, "");
+    producer_destroy(&p);
+    fp_codec_destroy(&codec);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
+/* Open batches per source: sources that take turns fill their own
+   batches; the oldest open one makes room; an epoch change closes its
+   source's batch first; flush closes the rest oldest first. */
+TEST(test_open_batches_per_source)
+{
+    void *ctx = zmq_ctx_new();
+    char ep[256];
+    void *pull = s_bind(ctx, ZMQ_PULL, ep, sizeof(ep));
+    producer_t *p = producer_new(ctx, ep, PRODUCER_PUSH, 3);
+    ASSERT(p);
+    ASSERT_EQ(producer_set_open_batches(p, 0), -EINVAL);
+    ASSERT_EQ(producer_set_open_batches(p, PRODUCER_OPEN_BATCHES_MAX + 1), -EINVAL);
+    ASSERT_EQ(producer_set_open_batches(p, 4), 0);
+    fp_rec_in_t r;
+    const struct {
+        uint64_t src, epoch, seq;
+    } in[] = {{1, 1, 1}, {2, 1, 1}, {1, 1, 2}, {2, 1, 2}, {1, 1, 3}, /* A full */
+              {3, 1, 1}, {4, 1, 1}, {5, 1, 1}, {6, 1, 1},             /* B makes room */
+              {3, 2, 1}};                                           /* C: a new epoch */
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+        s_make_rec(&r, in[i].seq);
+        ASSERT_EQ(producer_add(p, in[i].src, in[i].epoch, &r), 0);
+        if (i == 4)
+            ASSERT_EQ(producer_set_open_batches(p, 2), -EBUSY);
+    }
+    ASSERT_EQ(producer_stats(p)->batches_sent, 3);
+    ASSERT_EQ(producer_flush(p), 0);
+    struct {
+        uint64_t src, epoch, first;
+        uint32_t n;
+    } want[] = {{1, 1, 1, 3}, {2, 1, 1, 2}, {3, 1, 1, 1}, {4, 1, 1, 1},
+                {5, 1, 1, 1}, {6, 1, 1, 1}, {3, 2, 1, 1}};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        size_t len;
+        void *buf = s_recv_frame(pull, &len);
+        s_check_batch(buf, len, want[i].src, want[i].epoch, want[i].first, want[i].n);
+        free(buf);
+    }
+    ASSERT_EQ(s_pending(pull, 50), 0);
+    ASSERT_EQ(producer_stats(p)->records_sent, 10);
+    producer_destroy(&p);
+    zmq_close(pull);
+    zmq_ctx_term(ctx);
+}
+
+/* A batch open flush_ms goes out by time: producer_poll wakes up for it,
+   and producer_add closes a due one of another source. */
+TEST(test_flush_by_time)
+{
+    void *ctx = zmq_ctx_new();
+    char ep[256];
+    void *router = s_bind(ctx, ZMQ_ROUTER, ep, sizeof(ep));
+    producer_t *p = producer_new(ctx, ep, PRODUCER_ACKED, 100);
+    ASSERT(p);
+    ASSERT_EQ(producer_set_flush_ms(p, -1), -EINVAL);
+    ASSERT_EQ(producer_set_flush_ms(p, 150), 0);
+    ASSERT_EQ(producer_set_open_batches(p, 8), 0);
+    fp_rec_in_t r;
+    s_make_rec(&r, 1);
+    int64_t t0 = s_mono_ms();
+    ASSERT_EQ(producer_add(p, 9, 1, &r), 0);
+    ASSERT_EQ(producer_poll(p, 0), 0);
+    ASSERT_EQ(producer_stats(p)->batches_sent, 0);
+    /* polls with a long timeout wake up when the batch is due, and send it */
+    while (producer_stats(p)->batches_sent == 0 && s_mono_ms() - t0 < 5000)
+        ASSERT_EQ(producer_poll(p, 5000), 0);
+    int64_t took = s_mono_ms() - t0;
+    ASSERT_EQ(producer_stats(p)->batches_sent, 1);
+    ASSERT(took >= 140 && took < 1000);
+    got_t g;
+    ASSERT_EQ(s_recv_batch(router, NULL, 2000, &g), 1);
+    ASSERT_EQ(g.n, 1);
+    s_drop(&g);
+    /* source 10 opens at once, source 11 later: adding to 11 after 10 is due sends 10 */
+    s_make_rec(&r, 1);
+    ASSERT_EQ(producer_add(p, 10, 1, &r), 0);
+    usleep(200 * 1000);
+    ASSERT_EQ(producer_add(p, 11, 1, &r), 0);
+    ASSERT_EQ(producer_stats(p)->batches_sent, 2);
+    ASSERT_EQ(s_recv_batch(router, NULL, 2000, &g), 1);
+    ASSERT_EQ(g.src, 10);
+    s_drop(&g);
+    ASSERT_EQ(producer_flush(p), 0);
+    ASSERT_EQ(producer_stats(p)->batches_sent, 3);
+    producer_destroy(&p);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
 TEST(test_spill)
 {
     char dir[] = "/tmp/fp-spill-XXXXXX";
@@ -920,6 +1118,9 @@ int main(int argc, char **argv)
     RUN(test_order_after_outage);
     RUN(test_backpressure);
     RUN(test_rejected_batch);
+    RUN(test_refused_batch_named_among_many);
+    RUN(test_open_batches_per_source);
+    RUN(test_flush_by_time);
     RUN(test_spill);
     RUN(test_epoch_file);
     return test_done();
