@@ -3,7 +3,9 @@
     feed out as JSON lines, gaps filled from replay) and `floorpost keygen`.
 */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -57,10 +59,99 @@ int fp_cli_client_keys(const char *who, const char *server_file, const char *key
     return 0;
 }
 
+/* Open batches `send` keeps, one per source: lines of up to this many
+   sources that take turns still fill batches. */
+#define S_SEND_OPEN_BATCHES 64
+#define S_SEND_FLUSH_MS 200  /* default --flush-ms */
+#define S_SEND_IDLE_MS 20    /* while the input is quiet: acks, resends, due batches this often */
+#define S_SEND_REFUSALS_SHOWN 20
+
+/* The input of `send`, read with poll and read, so that a quiet input
+   (stdin from a pipe) does not hold back acks, resends and due batches. */
+typedef struct {
+    int fd;
+    char *buf;
+    size_t start, len, cap; /* unread data: buf[start..len) */
+    bool eof;
+    bool taken_last;        /* at EOF, the unterminated last line was handed out */
+} s_lines_t;
+
+/* The next whole line (NUL-terminated, without its newline), or at EOF the
+   rest once; NULL when no whole line is buffered. Valid until the next
+   s_line or s_fill. */
+static char *s_line(s_lines_t *r)
+{
+    char *nl = r->len > r->start ? memchr(r->buf + r->start, '\n', r->len - r->start) : NULL;
+    if (!nl && !(r->eof && r->len > r->start && !r->taken_last))
+        return NULL;
+    char *line = r->buf + r->start;
+    if (nl) {
+        *nl = '\0'; /* terminated in place: the newline becomes the NUL */
+        r->start = (size_t)(nl + 1 - r->buf);
+    } else {
+        r->buf[r->len] = '\0'; /* s_fill keeps one byte spare */
+        r->start = r->len;
+        r->taken_last = true;
+    }
+    return line;
+}
+
+/* Waits up to timeout_ms for input and reads what is there. 1: read
+   something (or EOF), 0: nothing yet, -errno: a read error. */
+static int s_fill(s_lines_t *r, int timeout_ms)
+{
+    if (r->start > 0) {
+        memmove(r->buf, r->buf + r->start, r->len - r->start);
+        r->len -= r->start;
+        r->start = 0;
+    }
+    if (r->cap - r->len < 65536 + 1) {
+        size_t cap = r->cap ? r->cap * 2 : 131072;
+        char *b = realloc(r->buf, cap);
+        if (!b)
+            return -ENOMEM;
+        r->buf = b;
+        r->cap = cap;
+    }
+    struct pollfd pfd = {.fd = r->fd, .events = POLLIN};
+    int n = poll(&pfd, 1, timeout_ms);
+    if (n < 0)
+        return errno == EINTR ? 0 : -errno;
+    if (n == 0)
+        return 0;
+    ssize_t k = read(r->fd, r->buf + r->len, r->cap - r->len - 1);
+    if (k < 0)
+        return errno == EINTR || errno == EAGAIN ? 0 : -errno;
+    if (k == 0)
+        r->eof = true;
+    r->len += (size_t)k;
+    return 1;
+}
+
+typedef struct {
+    const char *path;
+    uint64_t shown;
+} s_send_refusals_t;
+
+/* A batch floorpost refused whole (producer_on_release): said once, on
+   stderr, for the first few; the summary counts them all. */
+static void s_send_released(void *ctx, const producer_release_t *r)
+{
+    s_send_refusals_t *f = ctx;
+    if (r->status == 0 || f->shown++ >= S_SEND_REFUSALS_SHOWN)
+        return;
+    fprintf(stderr,
+            "floorpost send: %s: floorpost refused the batch of source %" PRIu64 " epoch %" PRIu64
+            " seq %" PRIu64 "..%" PRIu64 " (%u records): %s (it is in the dead-letter store)%s\n",
+            f->path, r->source_id, r->epoch, r->first_seq, r->last_seq, r->records, r->reason,
+            f->shown == S_SEND_REFUSALS_SHOWN ? "; further refusals are only counted" : "");
+}
+
 int fp_cmd_send(int argc, char **argv)
 {
     const char *server_file = NULL, *key_file = NULL;
     int mode = PRODUCER_ACKED, timeout_ms = 10000, resend_ms = PRODUCER_RESEND_MS;
+    int flush_ms = S_SEND_FLUSH_MS;
     uint32_t batch = 256;
     int i = 0;
     for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
@@ -72,6 +163,8 @@ int fp_cmd_send(int argc, char **argv)
             timeout_ms = atoi(argv[++i]);
         else if (strcmp(argv[i], "--resend-ms") == 0 && i + 1 < argc)
             resend_ms = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--flush-ms") == 0 && i + 1 < argc)
+            flush_ms = atoi(argv[++i]);
         else if (strcmp(argv[i], "--server-key") == 0 && i + 1 < argc)
             server_file = argv[++i];
         else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
@@ -81,7 +174,8 @@ int fp_cmd_send(int argc, char **argv)
             return 2;
         }
     }
-    if (argc - i != 2 || batch < 1 || batch > 65535 || resend_ms < 1 || timeout_ms < 0) {
+    if (argc - i != 2 || batch < 1 || batch > 65535 || resend_ms < 1 || timeout_ms < 0 ||
+        flush_ms < 0) {
         fp_cli_usage(stderr);
         return 2;
     }
@@ -91,8 +185,9 @@ int fp_cmd_send(int argc, char **argv)
     bool curve;
     if (fp_cli_client_keys("send", server_file, key_file, server_z85, &keys, &curve) != 0)
         return 2;
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
-    if (!f) {
+    bool is_stdin = strcmp(path, "-") == 0;
+    int fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
         fprintf(stderr, "floorpost send: %s: %s\n", path, strerror(errno));
         return 2;
     }
@@ -102,21 +197,38 @@ int fp_cmd_send(int argc, char **argv)
     if (p && curve && producer_set_curve(p, server_z85, keys.public_z85, keys.secret_z85) != 0)
         producer_destroy(&p);
     explicit_bzero(&keys, sizeof keys);
+    s_send_refusals_t refusals = {.path = path};
+    if (p)
+        producer_on_release(p, s_send_released, &refusals);
     /* ACKED: an add waits for buffer room at most timeout_ms; if no ack
        frees any room for that long, floorpost is not taking the data. */
     if (p && (producer_set_resend(p, resend_ms) != 0 ||
-              producer_set_send_timeout(p, timeout_ms) != 0 || producer_connect(p, endpoint) != 0))
+              producer_set_send_timeout(p, timeout_ms) != 0 ||
+              producer_set_open_batches(p, S_SEND_OPEN_BATCHES) != 0 ||
+              producer_set_flush_ms(p, flush_ms) != 0 || producer_connect(p, endpoint) != 0))
         producer_destroy(&p);
     if (!p || !j) {
         fprintf(stderr, "floorpost send: cannot connect to %s\n", endpoint);
         return 1;
     }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
+    s_lines_t in = {.fd = fd};
     unsigned long lineno = 0, bad = 0, records = 0;
     int rc = 0;
-    while (rc == 0 && (n = getline(&line, &cap, f)) >= 0) {
+    while (rc == 0) {
+        char *line = s_line(&in);
+        if (!line) {
+            if (in.eof)
+                break;
+            int frc = s_fill(&in, S_SEND_IDLE_MS);
+            if (frc < 0) {
+                fprintf(stderr, "floorpost send: %s: %s\n", path, strerror(-frc));
+                rc = frc;
+            } else if (frc == 0) {
+                /* A quiet input: read acks, resend, send due batches. */
+                rc = producer_poll(p, 0);
+            }
+            continue;
+        }
         lineno++;
         uint64_t source, epoch;
         fp_rec_in_t rec;
@@ -136,9 +248,9 @@ int fp_cmd_send(int argc, char **argv)
         else
             records++;
     }
-    free(line);
-    if (f != stdin)
-        fclose(f);
+    free(in.buf);
+    if (!is_stdin)
+        close(fd);
     if (rc == 0)
         rc = producer_flush(p);
     if (rc == 0)
@@ -146,9 +258,11 @@ int fp_cmd_send(int argc, char **argv)
     const producer_stats_t *st = producer_stats(p);
     fprintf(stderr,
             "floorpost send: %lu records in %" PRIu64 " batches, %" PRIu64 " acked, %" PRIu64
-            " rejected, %" PRIu64 " resent, %" PRIu64 " unacked, %lu bad lines%s\n",
+            " rejected (%" PRIu64 " records), %" PRIu64 " resent, %" PRIu64
+            " unacked, %lu bad lines%s\n",
             records, st->batches_sent, mode == PRODUCER_ACKED ? st->acked_batches : 0,
-            st->rejected_batches, st->resends, st->buffered_batches + st->spilled_batches, bad,
+            st->rejected_batches, st->rejected_records, st->resends,
+            st->buffered_batches + st->spilled_batches, bad,
             rc == -ETIMEDOUT ? ", TIMED OUT waiting for acks" : "");
     int failed = rc != 0 || st->rejected_batches > 0 || bad > 0;
     jsonl_destroy(&j);

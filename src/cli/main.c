@@ -2,7 +2,7 @@
     (cmd_run.c, cmd_clients.c, deadletters.c).
 
       floorpost run [-c FILE] [--check]
-      floorpost send [--push] [--batch N] [--timeout MS] [--resend-ms N] [CURVE] ENDPOINT FILE|-
+      floorpost send [--push] [--batch N] [--flush-ms MS] [--timeout MS] [--resend-ms N] [CURVE] ENDPOINT FILE|-
       floorpost tail [--count N] [--timeout MS] [--human] [--replay EP [--from N]] [CURVE] ENDPOINT [TOPIC]
       floorpost keygen [[-o] BASENAME]
       floorpost deadletters [-c FILE] list|resubmit|delete ...   (src/cli/deadletters.h)
@@ -36,13 +36,16 @@ static const char s_usage[] =
             "  floorpost run [-c FILE] [--check]\n"
             "      run the service; without -c, the embedded demo plant feeds it and\n"
             "      the published checkpoints are printed. --check validates and exits.\n"
-            "  floorpost send [--push] [--batch N] [--timeout MS] [--resend-ms N] ENDPOINT FILE|-\n"
+            "  floorpost send [--push] [--batch N] [--flush-ms MS] [--timeout MS] [--resend-ms N]\n"
+            "                 ENDPOINT FILE|-\n"
             "      send telemetry from a JSON Lines file as binary batches via the ROUTER\n"
-            "      endpoint, keeping each until floorpost acks it as durable and resending\n"
-            "      it every --resend-ms (default 2000) and after a reconnect; exits 0 only\n"
-            "      when every record is acked. --timeout (default 10000): longest wait\n"
-            "      without room in the buffer, and for the last acks. --push: the PULL\n"
-            "      endpoint, fire and forget\n"
+            "      endpoint, one open batch per source, each sent when full (--batch,\n"
+            "      default 256) or open --flush-ms (default 200; 0: only when full), kept\n"
+            "      until floorpost acks it as durable and resent every --resend-ms (default\n"
+            "      2000) and after a reconnect; a batch floorpost refuses is reported,\n"
+            "      counted and dropped. Exits 0 only when every record is acked and none\n"
+            "      refused. --timeout (default 10000): longest wait without room in the\n"
+            "      buffer, and for the last acks. --push: the PULL endpoint, fire and forget\n"
             "  floorpost tail [--count N] [--timeout MS] [--human] [--replay EP [--from N]]\n"
             "                 ENDPOINT [TOPIC]\n"
             "      subscribe to a feed and print each event as one JSON line. --replay:\n"
