@@ -12,7 +12,7 @@
         acked never read the bitmap.)
       - acked <= high, and acked >= high - W once high >= W: every seq in
         1..acked was seen or has left the window unseen; those that left it
-        unseen all lie in [hole_lo, hole_hi] (both 0: none did). So seq
+        unseen all lie in the hole (s_hole_t). So seq
         acked+1 is not seen (when acked < high) and seq high is: the export
         format relies on these.
       - past[0..npast) are earlier epochs, newest first, epochs strictly
@@ -30,11 +30,21 @@
 #include <string.h>
 #include <time.h>
 
+/* The seqs <= acked that the window slid past before they came all lie in
+   [lo, hi] (lo 0: there are none). exact: lo and hi themselves are among
+   them (each was unseen when the window passed it, and a seq the window
+   passed is never taken after), so they are known unseen; only the seqs
+   between are unknown. Not exact after a version-1 restore. */
+typedef struct {
+    uint64_t lo, hi;
+    bool exact;
+} s_hole_t;
+
 /* What a source keeps of one earlier epoch. */
 typedef struct {
     uint64_t epoch;
     uint64_t high, acked;        /* as they were when the epoch ended */
-    uint64_t hole_lo, hole_hi;   /* seqs <= acked that may be unseen; 0, 0: none */
+    s_hole_t hole;
     uint64_t bits;               /* bit i: seq acked+1+i seen, when high - acked <= 64 */
 } s_past_t;
 
@@ -43,7 +53,7 @@ struct dedup_source {
     uint64_t epoch;     /* current epoch of the source */
     uint64_t high;      /* highest seq seen in this epoch; 0 = none yet */
     uint64_t acked;     /* contiguous-ack watermark, see dedup_source_acked */
-    uint64_t hole_lo, hole_hi; /* seqs <= acked that left the window maybe unseen; 0, 0: none */
+    s_hole_t hole;      /* seqs <= acked that left the window maybe unseen */
     uint64_t floor;     /* epochs below it are not known */
     uint32_t npast;     /* past[0..npast): earlier epochs, newest first */
     s_past_t past[DEDUP_PAST_EPOCHS];
@@ -192,7 +202,7 @@ s_reset(dedup_t *self, dedup_source_t *src, uint64_t epoch)
         src->npast++;
         s_past_t *p = &src->past[0];
         *p = (s_past_t){.epoch = src->epoch, .high = src->high, .acked = src->acked,
-                        .hole_lo = src->hole_lo, .hole_hi = src->hole_hi};
+                        .hole = src->hole};
         uint64_t gap = src->high - src->acked;
         if (gap <= 64)
             for (uint64_t i = 0; i < gap; i++)
@@ -203,7 +213,22 @@ s_reset(dedup_t *self, dedup_source_t *src, uint64_t epoch)
     src->epoch = epoch;
     src->high = 0;
     src->acked = 0;
-    src->hole_lo = src->hole_hi = 0;
+    src->hole = (s_hole_t){0, 0, false};
+}
+
+static inline bool
+s_in_hole(const s_hole_t *h, uint64_t seq)
+{
+    return h->lo && seq >= h->lo && seq <= h->hi;
+}
+
+/* What is known of a seq <= acked (see s_hole_t). */
+static dedup_seen_t
+s_hole_seen(const s_hole_t *h, uint64_t seq)
+{
+    if (!s_in_hole(h, seq))
+        return DEDUP_SEEN;
+    return h->exact && (seq == h->lo || seq == h->hi) ? DEDUP_UNSEEN : DEDUP_UNKNOWN;
 }
 
 /* The kept past epoch `epoch` of src, or NULL. */
@@ -223,7 +248,7 @@ s_past_seen(const s_past_t *p, uint64_t seq)
     if (seq == 0 || seq > p->high)
         return DEDUP_UNSEEN;
     if (seq <= p->acked)
-        return p->hole_lo && seq >= p->hole_lo && seq <= p->hole_hi ? DEDUP_UNKNOWN : DEDUP_SEEN;
+        return s_hole_seen(&p->hole, seq);
     if (p->high - p->acked > 64)
         return DEDUP_UNKNOWN;
     return (p->bits >> (seq - p->acked - 1)) & 1 ? DEDUP_SEEN : DEDUP_UNSEEN;
@@ -346,16 +371,10 @@ s_forget(const dedup_t *self, dedup_source_t *src, uint64_t to)
     if (to <= src->high)
         while (hi > src->acked + 1 && s_test(self, src, hi))
             hi--;
-    if (!src->hole_lo)
-        src->hole_lo = src->acked + 1;
-    src->hole_hi = hi;
+    if (!src->hole.lo)
+        src->hole = (s_hole_t){src->acked + 1, hi, true};
+    src->hole.hi = hi;
     src->acked = to;
-}
-
-static inline bool
-s_in_hole(uint64_t lo, uint64_t hi, uint64_t seq)
-{
-    return lo && seq >= lo && seq <= hi;
 }
 
 dedup_verdict_t
@@ -392,7 +411,7 @@ dedup_check(dedup_t *self, dedup_source_t *src, uint64_t seq)
     }
     if (seq <= src->acked) {
         /* Seen, unless the window slid past it before it came. */
-        if (s_in_hole(src->hole_lo, src->hole_hi, seq)) {
+        if (s_in_hole(&src->hole, seq)) {
             self->stats.too_old++;
             return DEDUP_TOO_OLD;
         }
@@ -450,7 +469,7 @@ dedup_seen(const dedup_t *self, uint64_t source_id, uint64_t epoch, uint64_t seq
     if (seq > src->high)
         return DEDUP_UNSEEN;
     if (seq <= src->acked)
-        return s_in_hole(src->hole_lo, src->hole_hi, seq) ? DEDUP_UNKNOWN : DEDUP_SEEN;
+        return s_hole_seen(&src->hole, seq);
     return s_test(self, src, seq) ? DEDUP_SEEN : DEDUP_UNSEEN;
 }
 
@@ -519,11 +538,15 @@ s_put_varint(s_out_t *o, uint64_t v)
 }
 
 static void
-s_put_hole(s_out_t *o, uint64_t lo, uint64_t hi)
+s_put_hole(s_out_t *o, const s_hole_t *h)
 {
-    s_put_varint(o, lo);
-    if (lo)
-        s_put_varint(o, hi - lo);
+    s_put_varint(o, h->lo);
+    if (h->lo) {
+        s_put_varint(o, h->hi - h->lo);
+        if (o->p)
+            o->p[o->n] = h->exact ? 1 : 0;
+        o->n++;
+    }
 }
 
 /* The bits of seqs acked+1 .. acked+gap, seen(i) = bit i. */
@@ -554,7 +577,7 @@ s_put_state(s_out_t *o, const dedup_source_t *src)
     s_put_varint(o, src->high);
     s_put_varint(o, gap);
     s_put_bits(o, gap, src, NULL);
-    s_put_hole(o, src->hole_lo, src->hole_hi);
+    s_put_hole(o, &src->hole);
     s_put_varint(o, src->floor);
     s_put_varint(o, src->npast);
     for (uint32_t i = 0; i < src->npast; i++) {
@@ -565,7 +588,7 @@ s_put_state(s_out_t *o, const dedup_source_t *src)
         s_put_varint(o, pgap);
         if (pgap <= S_PAST_BITS_MAX)
             s_put_bits(o, pgap, src, p);
-        s_put_hole(o, p->hole_lo, p->hole_hi);
+        s_put_hole(o, &p->hole);
     }
 }
 
@@ -634,21 +657,22 @@ s_get_bits(const uint8_t **p, const uint8_t *end, uint64_t gap, const uint8_t **
     return 0;
 }
 
-/* Reads a hole (varint lo, varint hi - lo when lo != 0) and checks it lies
-   in 1..acked. 0 or -1. */
+/* Reads a hole (varint lo; when lo != 0, varint hi - lo and u8 exact 0 or
+   1) and checks it lies in 1..acked. 0 or -1. */
 static int
-s_get_hole(const uint8_t **p, const uint8_t *end, uint64_t acked, uint64_t *lo, uint64_t *hi)
+s_get_hole(const uint8_t **p, const uint8_t *end, uint64_t acked, s_hole_t *h)
 {
     uint64_t span = 0;
-    if (fp_varint_get(p, end, lo) != 0)
+    *h = (s_hole_t){0, 0, false};
+    if (fp_varint_get(p, end, &h->lo) != 0)
         return -1;
-    if (*lo == 0) {
-        *hi = 0;
+    if (h->lo == 0)
         return 0;
-    }
-    if (fp_varint_get(p, end, &span) != 0 || span > acked || *lo > acked - span)
+    if (fp_varint_get(p, end, &span) != 0 || span > acked || h->lo > acked - span ||
+        *p >= end || **p > 1)
         return -1;
-    *hi = *lo + span;
+    h->exact = *(*p)++ == 1;
+    h->hi = h->lo + span;
     return 0;
 }
 
@@ -659,7 +683,8 @@ dedup_restore(dedup_t *self, uint64_t source_id, const void *state, size_t len)
     if (!state || len < 1)
         return -1;
     const uint8_t *p = state, *end = p + len, *bits = NULL;
-    uint64_t epoch, high, gap, hole_lo = 0, hole_hi = 0, floor, npast = 0;
+    uint64_t epoch, high, gap, floor, npast = 0;
+    s_hole_t hole = {0, 0, false};
     uint8_t version = *p++;
     if (version != 1 && version != S_STATE_VERSION)
         return -1;
@@ -675,13 +700,11 @@ dedup_restore(dedup_t *self, uint64_t source_id, const void *state, size_t len)
     if (version == 1) {
         /* Version 1 did not say whether the window slid past unseen seqs:
            those below the window stay unknown (too_old), as they were. */
-        if (high > self->window) {
-            hole_lo = 1;
-            hole_hi = high - self->window;
-        }
+        if (high > self->window)
+            hole = (s_hole_t){1, high - self->window, false};
         floor = epoch;
     } else {
-        if (s_get_hole(&p, end, acked, &hole_lo, &hole_hi) != 0 ||
+        if (s_get_hole(&p, end, acked, &hole) != 0 ||
             fp_varint_get(&p, end, &floor) != 0 || floor > epoch ||
             fp_varint_get(&p, end, &npast) != 0 || npast > DEDUP_PAST_EPOCHS)
             return -1;
@@ -698,7 +721,7 @@ dedup_restore(dedup_t *self, uint64_t source_id, const void *state, size_t len)
             q->acked = q->high - pgap;
             if (pgap <= S_PAST_BITS_MAX && s_get_bits(&p, end, pgap, NULL, &q->bits) != 0)
                 return -1;
-            if (s_get_hole(&p, end, q->acked, &q->hole_lo, &q->hole_hi) != 0)
+            if (s_get_hole(&p, end, q->acked, &q->hole) != 0)
                 return -1;
         }
     }
@@ -723,8 +746,7 @@ dedup_restore(dedup_t *self, uint64_t source_id, const void *state, size_t len)
     src->epoch = epoch;
     src->high = high;
     src->acked = acked;
-    src->hole_lo = hole_lo;
-    src->hole_hi = hole_hi;
+    src->hole = hole;
     src->floor = floor;
     src->npast = (uint32_t)npast;
     memcpy(src->past, past, (size_t)npast * sizeof past[0]);

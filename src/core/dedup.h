@@ -11,8 +11,9 @@
     1 in every epoch.
 
     What is known of the current epoch: every seq <= acked was seen, except
-    possibly those in the "hole" [hole_lo, hole_hi]: seqs the window slid
-    past before they arrived (a gap wider than the window). Seqs in
+    possibly those in the "hole" [hole_lo, hole_hi]: the seqs the window slid
+    past before they arrived (a gap wider than the window) lie in it; hole_lo
+    and hole_hi are such seqs, those between may be either. Seqs in
     (acked, high] are in the bitmap.
 
     Verdicts for one seq of the source's current epoch:
@@ -54,7 +55,8 @@
               acked+1+i was seen; bit 0 is always 0 (or acked would be
               higher), bit gap-1 (= high) always 1, the padding bits 0.
       varint  hole_lo (0: no hole), and if not 0: varint hole_hi - hole_lo
-              (1 <= hole_lo <= hole_hi <= acked)
+              (1 <= hole_lo <= hole_hi <= acked) and u8 exact (1: hole_lo
+              and hole_hi themselves were never seen; 0: not known)
       varint  floor: epochs below it are not known (they may have been
               seen); an earlier epoch >= floor that is not listed below was
               never seen
@@ -63,7 +65,7 @@
                 varint epoch, varint high (>= 1), varint gap (<= high),
                 0 < gap <= 64: ceil(gap/8) bytes of bits as above (gap > 64:
                 none, seqs in (acked, high] of that epoch cannot be told),
-                varint hole_lo, and if not 0 varint hole_hi - hole_lo
+                the hole as above
     For an ordered stream acked == high and nothing was forgotten, so a
     state is about 6 bytes plus 5 to 20 per past epoch.
     Version 1 (before the past epochs) is version 2 up to the bits, without

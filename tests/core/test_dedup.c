@@ -150,8 +150,10 @@ TEST(test_window_slide_with_gaps)
     ASSERT_EQ(dedup_check(d, s, 11), DEDUP_TOO_OLD);
     ASSERT_EQ(dedup_check(d, s, 500), DEDUP_TOO_OLD);
     ASSERT_EQ(dedup_seen(d, 1, 1, 10), DEDUP_SEEN);
+    ASSERT_EQ(dedup_seen(d, 1, 1, 11), DEDUP_UNSEEN);  /* the hole's ends: never seen */
+    ASSERT_EQ(dedup_seen(d, 1, 1, 936), DEDUP_UNSEEN);
     ASSERT_EQ(dedup_seen(d, 1, 1, 13), DEDUP_UNKNOWN); /* seen, but inside the hole's bounds */
-    ASSERT_EQ(dedup_seen(d, 1, 1, 936), DEDUP_UNKNOWN);
+    ASSERT_EQ(dedup_seen(d, 1, 1, 500), DEDUP_UNKNOWN);
     ASSERT_EQ(dedup_seen(d, 1, 1, 1001), DEDUP_SEEN);
     ASSERT_EQ(dedup_seen(d, 1, 1, 1002), DEDUP_UNSEEN);
     ASSERT_EQ(dedup_seen(d, 1, 2, 1), DEDUP_UNSEEN);   /* a newer epoch */
@@ -301,8 +303,9 @@ TEST(test_past_epoch_with_gaps)
     /* epoch 2: 1..5 seen, 6..44 forgotten, 45..299 never came, 300 seen;
        256 seqs above acked are more than a past epoch keeps bits of */
     ASSERT_EQ(dedup_seen(d, 8, 2, 5), DEDUP_SEEN);
-    ASSERT_EQ(dedup_seen(d, 8, 2, 6), DEDUP_UNKNOWN);
-    ASSERT_EQ(dedup_seen(d, 8, 2, 44), DEDUP_UNKNOWN);
+    ASSERT_EQ(dedup_seen(d, 8, 2, 6), DEDUP_UNSEEN);   /* the hole's ends */
+    ASSERT_EQ(dedup_seen(d, 8, 2, 44), DEDUP_UNSEEN);
+    ASSERT_EQ(dedup_seen(d, 8, 2, 20), DEDUP_UNKNOWN);
     ASSERT_EQ(dedup_seen(d, 8, 2, 45), DEDUP_UNKNOWN);
     ASSERT_EQ(dedup_seen(d, 8, 2, 300), DEDUP_UNKNOWN);
     ASSERT_EQ(dedup_seen(d, 8, 2, 301), DEDUP_UNSEEN);
@@ -445,7 +448,7 @@ TEST(test_random_against_model)
     }
     uint64_t rng = 42;
     uint64_t n_new = 0, n_dup = 0, n_old = 0, n_stale = 0, n_past = 0, n_past_dup = 0;
-    uint64_t n_past_stale = 0;
+    uint64_t n_past_stale = 0, n_unknown = 0;
     for (long op = 0; op < 1000000; op++) {
         int i = (int)(s_rand(&rng) % MODEL_SOURCES);
         model_t *mm = &m[i];
@@ -568,6 +571,16 @@ TEST(test_random_against_model)
         }
         if (op % 97 == 0)
             ASSERT_EQ(dedup_source_acked(s), s_model_acked(mc, W));
+        /* dedup_seen never claims what is not so */
+        for (int k = 0; k < 2; k++) {
+            uint64_t q = mc->high ? s_rand(&rng) % (mc->high + 2) : 1;
+            dedup_seen_t got = dedup_seen(d, (uint64_t)i + 100, epoch, q);
+            if (got == DEDUP_SEEN)
+                ASSERT(q > 0 && s_seen(mc, q));
+            else if (got == DEDUP_UNSEEN)
+                ASSERT(q == 0 || !s_seen(mc, q));
+            n_unknown += got == DEDUP_UNKNOWN;
+        }
     }
     const dedup_stats_t *st = dedup_stats(d);
     ASSERT_EQ(st->accepted, n_new);
@@ -577,7 +590,7 @@ TEST(test_random_against_model)
     ASSERT_EQ(st->stale_records, n_past_stale);
     /* the mix actually exercised every path */
     ASSERT(n_new > 100000 && n_dup > 100000 && n_old > 1000 && n_stale > 100);
-    ASSERT(n_past > 100 && n_past_dup > 100 && n_past_stale > 100);
+    ASSERT(n_past > 100 && n_past_dup > 100 && n_past_stale > 100 && n_unknown > 100);
     ASSERT(st->gaps > 0 && st->gaps_filled > 10000 && st->epoch_changes > 100);
     fprintf(stderr, "    new %" PRIu64 " dup %" PRIu64 " old %" PRIu64 " stale %" PRIu64
             " past %" PRIu64 " (dup %" PRIu64 ", stale %" PRIu64 ") gaps %" PRIu64
@@ -1034,12 +1047,14 @@ TEST(test_restore_malformed)
     ASSERT_EQ(dedup_source_high(rs), 10);
     ASSERT_EQ(dedup_source_acked(rs), 8);
     /* version 2: epoch 9, high 10, gap 0, hole, floor, past epochs */
-    const uint8_t v2ok[] = {2, 9, 10, 0, 3, 2, 1, 2, 7, 20, 0, 0, 5, 3, 2, 0x02, 0};
-    /* hole 3..5; floor 1; past 7 (high 20, gap 0, no hole), 5 (high 3,
-       gap 2, bits 0b10, no hole) */
+    const uint8_t v2ok[] = {2, 9, 10, 0, 3, 2, 1, 1, 2, 7, 20, 0, 0, 5, 3, 2, 0x02, 0};
+    /* hole 3..5 (exact); floor 1; past 7 (high 20, gap 0, no hole), 5
+       (high 3, gap 2, bits 0b10, no hole) */
     ASSERT_EQ(dedup_restore(r, 9, v2ok, sizeof v2ok), 0);
     ASSERT_EQ(dedup_seen(r, 9, 9, 2), DEDUP_SEEN);
     ASSERT_EQ(dedup_seen(r, 9, 9, 4), DEDUP_UNKNOWN);
+    ASSERT_EQ(dedup_seen(r, 9, 9, 3), DEDUP_UNSEEN);
+    ASSERT_EQ(dedup_seen(r, 9, 9, 5), DEDUP_UNSEEN);
     ASSERT_EQ(dedup_seen(r, 9, 7, 20), DEDUP_SEEN);
     ASSERT_EQ(dedup_seen(r, 9, 5, 1), DEDUP_SEEN);
     ASSERT_EQ(dedup_seen(r, 9, 5, 2), DEDUP_UNSEEN);
@@ -1049,17 +1064,18 @@ TEST(test_restore_malformed)
     {
         uint8_t v[sizeof v2ok];
         const struct { int at; uint8_t val; } damage[] = {
-            {4, 0},                /* no hole: the span byte is then trailing */
+            {4, 0},                /* no hole: the bytes after it misread */
             {5, 8},                /* hole 3..11 > acked */
-            {6, 10},               /* floor above the epoch */
-            {7, DEDUP_PAST_EPOCHS + 1}, /* too many past epochs */
-            {8, 9},                /* past epoch not below the current one */
-            {12, 7},               /* past epochs not decreasing */
-            {12, 0},               /* past epoch below floor */
-            {9, 0},                /* past high 0 */
-            {14, 4},               /* past gap above its high */
-            {15, 0x03},            /* past bits: acked+1 seen */
-            {15, 0x00},            /* past bits: high unseen */
+            {6, 2},                /* exact is 0 or 1 */
+            {7, 10},               /* floor above the epoch */
+            {8, DEDUP_PAST_EPOCHS + 1}, /* too many past epochs */
+            {9, 9},                /* past epoch not below the current one */
+            {13, 7},               /* past epochs not decreasing */
+            {13, 0},               /* past epoch below floor */
+            {10, 0},               /* past high 0 */
+            {15, 4},               /* past gap above its high */
+            {16, 0x03},            /* past bits: acked+1 seen */
+            {16, 0x00},            /* past bits: high unseen */
         };
         for (size_t k = 0; k < sizeof damage / sizeof damage[0]; k++) {
             memcpy(v, v2ok, sizeof v);
