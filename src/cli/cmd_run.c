@@ -208,10 +208,12 @@ int fp_cmd_run(int argc, char **argv)
                    cfg.state_dir, store ? "cannot read the last round" : err);
             _exit(1);
         }
+        static const char *const upgraded[] = {
+            NULL, "upgraded state from version 1", "upgraded state from version 2",
+            "upgraded state from version 3"};
+        _Static_assert(FP_STORE_FORMAT_VERSION == 4, "a message per version upgraded from");
         if (fp_store_upgraded_from(store))
-            fp_log(FP_LOG_WARN, "main",
-                   fp_store_upgraded_from(store) == 1 ? "upgraded state from version 1"
-                                                      : "upgraded state from version 2",
+            fp_log(FP_LOG_WARN, "main", upgraded[fp_store_upgraded_from(store)],
                    "state_dir=%s from=%u to=%u (an older floorpost now refuses it)",
                    cfg.state_dir, fp_store_upgraded_from(store), FP_STORE_FORMAT_VERSION);
         fp_log(FP_LOG_INFO, "main", "state opened", "state_dir=%s last_round=%llu global_seq=%llu",

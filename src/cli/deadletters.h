@@ -14,21 +14,34 @@
     The state is opened with fp_store_open_tool: no directory lock (a running
     floorpost holds it), LMDB's own locking for the writes (deletes).
 
-    RESUBMIT. A dead letter whose payload verifies as a telemetry Batch (the
-    record-level ones: a one-record batch with the original string table;
-    also whole-batch ones such as stale_epoch) is sent again through the
-    acknowledged producer (producer.h) to the ingest ROUTER, re-sequenced:
-    its original (source, epoch, seq) is already marked seen by dedup, so
-    its records go out under --source ID, with epoch = max(now in Unix
-    seconds, the epoch the state holds for that source + 1), so every run
-    gets a new epoch, and seqs 1..n in dl_seq order. Kind, strings, quantity
-    and event time are kept as they are: a record that was refused for its
-    content (missing_field, unknown_kind, ...) is refused again, as a new
-    dead letter under the resubmission source. A dead letter counts as
-    acked when the final Ack watermark of (ID, epoch) covers its last seq;
-    --delete then deletes it. Payloads that are not a valid Batch (frame
-    level: malformed, truncated, ...) and records with a string index
-    beyond their string table are skipped and reported.
+    RESUBMIT (resubmit.c). A dead letter whose payload verifies as a
+    telemetry Batch (the record-level ones: a one-record batch with the
+    original string table; also whole-batch ones such as stale_epoch) is
+    sent again through the acknowledged producer (producer.h) to the ingest
+    ROUTER, re-sequenced under --source ID, and never so that a record is
+    counted twice:
+      - each record's resubmission identity (source ID, epoch, seq) is chosen
+        once and stored in the state (store.h, resubmits) before it is sent;
+        a later run, for the same dead letter or another copy of the same
+        record, sends it under that identity again, so floorpost's dedup
+        takes it at most once (a run that died half way is simply run
+        again);
+      - a record whose own identity floorpost's dedup has seen (it was
+        counted through another copy, e.g. a resend after the dead letter
+        was made) is not sent: "already counted"; one whose identity dedup
+        can no longer tell (out of its window or past epochs) is REFUSED;
+        a record dead-lettered for its content (missing_field, unknown_kind,
+        ...) was never counted and is sent;
+      - new identities: epoch = max(now in Unix seconds, the epoch the state
+        holds for ID + 1, any epoch already used for ID + 1), seqs 1..n in
+        dl_seq order.
+    Kind, strings, quantity and event time are kept as they are: a record
+    that was refused for its content is refused again, as a new dead letter
+    under the resubmission source. A dead letter counts as acked when every
+    one of its records was acked or already counted; --delete then deletes
+    it. Payloads that are not a valid Batch (frame level: malformed,
+    truncated, ...) and records with a string index beyond their string
+    table are skipped and reported.
 
     RESUBMIT of an erp_rejected dead letter of a postgresql sink (detail
     sink_type "postgresql"): nothing is sent to ingest. The row the ERP's
@@ -40,9 +53,11 @@
     resubmitted too. erp_rejected dead letters of other sink types are
     skipped and reported.
 
-    Exit codes: 0 ok; 1 some failed (not acked or partly sent, not found, a DL_SEQ named
-    on the command line skipped, a delete failed); 2 usage, configuration
-    or state error (durability off, no state, refused state).
+    Exit codes: 0 ok; 1 some failed (not acked, refused by floorpost,
+    REFUSED because floorpost can no longer tell whether it counted the
+    record, not found, a DL_SEQ named on the command line skipped, a delete
+    failed); 2 usage, configuration or state error (durability off, no
+    state, refused state).
 
     Thread contract: runs on the calling thread and creates, uses and frees
     everything it needs (a zmq context, the store) within the call.
@@ -50,12 +65,54 @@
 #ifndef FP_DEADLETTERS_H
 #define FP_DEADLETTERS_H
 
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "codec.h"
 #include "config.h"
 
 /* argv: the arguments after "deadletters". Returns the exit code. */
 int fp_deadletters_main(int argc, char **argv);
 
 struct fp_store;
+
+/* `resubmit` (resubmit.c): argv: its arguments, store opened by the
+   caller in tool mode, cfg_name for messages. Returns the exit code. */
+int fp_deadletters_resubmit(struct fp_store *store, const fp_config_t *cfg, const char *cfg_name,
+                            int argc, char **argv);
+
+/* The verb's usage text. */
+void fp_cli_deadletters_usage(FILE *f);
+
+/* A decimal u64 >= 1 that is the whole string; false otherwise. */
+bool fp_cli_parse_u64(const char *s, uint64_t *v);
+
+/* A copy of a stored payload in aligned memory, parsed. */
+typedef struct {
+    void *buf;             /* malloc'd, the caller frees */
+    size_t len;
+    fp_batch_view_t view;  /* when rc is FP_CODEC_OK */
+    int rc;                /* fp_codec_batch_parse's result */
+} fp_cli_payload_t;
+
+/* Copies and parses payload[0..plen). 0, or -ENOMEM. */
+int fp_cli_payload_parse(fp_cli_payload_t *pl, const void *payload, size_t plen,
+                         uint32_t max_frame);
+
+/* NULL if the parsed batch can be resubmitted as is, else why not. */
+const char *fp_cli_payload_unsendable(const fp_cli_payload_t *pl);
+
+/* An erp_rejected dead letter of a postgresql sink: where its row is. */
+typedef struct {
+    char sink[FP_SINK_NAME_MAX + 1];
+    char table[16];
+    char event_id[160];
+    uint64_t verdict_seq;
+} fp_cli_erp_t;
+
+/* Reads the row's address from the detail JSON. 0, or -1 when the dead
+   letter is not one a postgresql sink made (*why says what). */
+int fp_cli_erp_target(const char *json, size_t jlen, fp_cli_erp_t *t, const char **why);
 /* Loads the config (file, or the built-in defaults) and opens its state in
    tool mode (store.h fp_store_open_tool) for tool `me`; what: why a state
    is needed, for the message when durability is off. 0, or 2 after

@@ -473,6 +473,15 @@ dedup_seen(const dedup_t *self, uint64_t source_id, uint64_t epoch, uint64_t seq
     return s_test(self, src, seq) ? DEDUP_SEEN : DEDUP_UNSEEN;
 }
 
+bool
+dedup_epoch_of(const dedup_t *self, uint64_t source_id, uint64_t *epoch)
+{
+    assert(self && epoch);
+    const dedup_source_t *src = self->slots[s_find(self, source_id)];
+    *epoch = src ? src->epoch : 0;
+    return src != NULL;
+}
+
 uint64_t
 dedup_source_acked(const dedup_source_t *src)
 {

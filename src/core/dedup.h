@@ -78,6 +78,7 @@
 #ifndef FP_DEDUP_H
 #define FP_DEDUP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -150,6 +151,10 @@ uint64_t dedup_past_acked(const dedup_source_t *src, uint64_t epoch);
 /* Whether (source_id, epoch, seq) was seen, without changing anything. A
    source self does not track was never seen. */
 dedup_seen_t dedup_seen(const dedup_t *self, uint64_t source_id, uint64_t epoch, uint64_t seq);
+
+/* The current epoch of source_id in *epoch; false (and *epoch 0) when self
+   does not track it. */
+bool dedup_epoch_of(const dedup_t *self, uint64_t source_id, uint64_t *epoch);
 
 /* Highest seq s of the current epoch such that every seq in 1..s was seen,
    or forgotten by the window sliding past it. The ack watermark. */

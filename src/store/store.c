@@ -30,7 +30,8 @@
 #include <unistd.h>
 
 static const char *const s_db_names[FP_STORE_NDBS] = {
-    "meta", "keys", "sources", "feeds", "outbox", "deadletters", "readers", "counters"};
+    "meta", "keys", "sources", "feeds", "outbox", "deadletters", "readers", "counters",
+    "resubmits"};
 
 /* Concurrent read txns: every worker and shard restores at once at start-up
    (up to 64 + 64), plus replay requests. LMDB's default is 126. */
@@ -149,10 +150,10 @@ int fp_store_meta_get64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *v
 
 /* Checks an existing store's meta in txn (writes nothing), or, when the env
    holds nothing at all, creates every table and the meta records, or, for
-   a version-1 or version-2 store (not in tool mode), upgrades it to the
-   current version in txn: creates the tables it lacks (readers, counters)
-   and sets "version"; nothing else changes. Returns 0, or -1 with err
-   filled. */
+   a version-1, -2 or -3 store (not in tool mode), upgrades it to the
+   current version in txn: creates the tables it lacks (readers, counters,
+   resubmits) and sets "version"; nothing else changes. Returns 0, or -1
+   with err filled. */
 static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
                            const char *instance, char *err, size_t errlen)
 {
@@ -209,7 +210,7 @@ static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
         }
         if (version != FP_STORE_FORMAT_VERSION && !older) {
             snprintf(err, errlen,
-                     "%s: format version %u, this floorpost reads %u (and upgrades 1 and 2)",
+                     "%s: format version %u, this floorpost reads %u (and upgrades 1 to 3)",
                      path, version, FP_STORE_FORMAT_VERSION);
             return -1;
         }
@@ -239,10 +240,10 @@ static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
         }
     }
     if (upgrade_from) {
-        /* Version 1 or 2 -> 3: the loop above created the tables the file
-           lacked (readers for 1, counters for 1 and 2; empty); the version
-           record is the only other change. The caller's commit makes them
-           durable together, or nothing. */
+        /* Version 1, 2 or 3 -> 4: the loop above created the tables the file
+           lacked (readers for 1, counters for 1 and 2, resubmits for 1 to 3;
+           empty); the version record is the only other change. The
+           caller's commit makes them durable together, or nothing. */
         uint8_t v[4];
         fp_store_enc32(v, FP_STORE_FORMAT_VERSION);
         rc = s_put_meta(txn, self->dbi[FP_STORE_DB_META], "version", v, 4);
@@ -343,7 +344,7 @@ static fp_store_t *s_open(const char *dir, uint64_t map_bytes, const char *insta
         snprintf(err, errlen, "%s: empty file (truncated?); remove it to start a new state", path);
         goto fail;
     }
-    if ((rc = mdb_env_create(&self->env)) != 0 || (rc = mdb_env_set_maxdbs(self->env, 8)) != 0 ||
+    if ((rc = mdb_env_create(&self->env)) != 0 || (rc = mdb_env_set_maxdbs(self->env, 16)) != 0 ||
         (rc = mdb_env_set_mapsize(self->env, (size_t)map_bytes)) != 0 ||
         (rc = mdb_env_set_maxreaders(self->env, S_MAX_READERS)) != 0) {
         snprintf(err, errlen, "%s: %s", path, mdb_strerror(rc));
@@ -775,6 +776,64 @@ int fp_store_trim_deadletters(fp_store_t *self, int64_t older_than_wall_ns, uint
     *bytes = used;
     fp_store_after_free(self);
     return 0;
+}
+
+/* ---- resubmissions ---- */
+
+static void s_resubmit_key(const fp_store_resubmit_t *r, uint8_t kb[24])
+{
+    for (int i = 0; i < 3; i++)
+        fp_store_enc64(kb + 8 * i, r->orig[i]);
+}
+
+int fp_store_put_resubmits(fp_store_t *self, const fp_store_resubmit_t *r, size_t n)
+{
+    assert(self && (r || n == 0));
+    assert(!self->txn_open);
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (rc != 0)
+        return fp_store_lmdb_rc(rc);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        uint8_t kb[24], vb[32];
+        s_resubmit_key(&r[i], kb);
+        fp_store_enc64(vb, r[i].source_id);
+        fp_store_enc64(vb + 8, r[i].epoch);
+        fp_store_enc64(vb + 16, r[i].seq);
+        fp_store_enc64(vb + 24, (uint64_t)r[i].wall_ns);
+        MDB_val k = {sizeof kb, kb}, v = {sizeof vb, vb};
+        rc = mdb_put(txn, self->dbi[FP_STORE_DB_RESUBMITS], &k, &v, 0);
+    }
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return fp_store_lmdb_rc(rc);
+    }
+    return fp_store_commit_rc(self, mdb_txn_commit(txn));
+}
+
+int fp_store_get_resubmit(fp_store_t *self, fp_store_resubmit_t *r)
+{
+    assert(self && r);
+    MDB_txn *txn;
+    int rc = fp_store_read_begin(self, &txn);
+    if (rc != 0)
+        return rc;
+    uint8_t kb[24];
+    s_resubmit_key(r, kb);
+    MDB_val k = {sizeof kb, kb}, v;
+    rc = mdb_get(txn, self->dbi[FP_STORE_DB_RESUBMITS], &k, &v);
+    if (rc == 0 && v.mv_size != 32)
+        rc = FP_STORE_CORRUPT;
+    else if (rc == 0) {
+        const uint8_t *p = v.mv_data;
+        r->source_id = fp_store_dec64(p);
+        r->epoch = fp_store_dec64(p + 8);
+        r->seq = fp_store_dec64(p + 16);
+        r->wall_ns = (int64_t)fp_store_dec64(p + 24);
+    } else
+        rc = rc == MDB_NOTFOUND ? FP_STORE_NOTFOUND : fp_store_lmdb_rc(rc);
+    mdb_txn_abort(txn);
+    return rc;
 }
 
 /* ---- read side ---- */

@@ -11,7 +11,7 @@
     Thread contract:
       - Writes (fp_store_begin .. fp_store_commit/abort, fp_outbox_trim,
         fp_outbox_detach_lagging, fp_store_trim_deadletters,
-        fp_store_delete_deadletter) happen on ONE
+        fp_store_delete_deadletter, fp_store_put_resubmits) happen on ONE
         thread, the commit thread,
         and never while that thread has an fp_store_txn_t open (asserted).
       - Reads (fp_store_last_round, fp_store_each_*, fp_store_usage,
@@ -36,14 +36,17 @@
         the call, read-only, and NOT 8-byte aligned in general. Copy a value
         into aligned memory before reading it as a struct.
 
-    On disk (format version 3, every integer big-endian):
-      meta         "magic" -> "floorpost-state", "version" -> u32 (3),
+    On disk (format version 4, every integer big-endian):
+      meta         "magic" -> "floorpost-state", "version" -> u32 (4),
                    "instance" -> name bytes, "created_ns" -> u64 (CLOCK_REALTIME),
                    "round" -> u64 last committed round, "global_seq" -> u64 last
                    event global_seq, "dl_seq" -> u64 last dead-letter seq,
                    "trimmed_ns" -> u64 (see fp_outbox_trim)
       keys         aggregation key bytes -> state bytes (opaque)
-      sources      u64 source_id -> state bytes (opaque)
+      sources      u64 source_id -> state bytes (opaque: dedup.h's own format,
+                   which carries its version in its first byte; a version-4
+                   file holds dedup states of version 1 or 2, an older file
+                   only of version 1)
       feeds        topic bytes -> u64 last stream_seq
       outbox       u64 global_seq -> u64 commit wall ns, u64 round, u16 topic
                    length, topic, event bytes
@@ -57,14 +60,21 @@
                    reader's own cursor (fp_outbox_put_reader_aux)
       counters     (version 3) counter key bytes -> state bytes (opaque; the
                    workers' cumulative counter readings, src/core/counter.h)
-    Version 2 is version 3 without the counters table, version 1 also
-    without the readers table. fp_store_open upgrades a version-1 or -2
-    file in place, in its open transaction (creates the empty tables it
-    lacks, sets "version" to 3; every other record stays byte for byte) and
-    says so through fp_store_upgraded_from; an older floorpost then refuses
-    the file (its version check). fp_store_open_tool refuses a version-1 or
-    -2 file (a tool never writes the format) and tells the operator to start
-    floorpost once. Versions above 3 are refused.
+      resubmits    (version 4) u64 source_id, u64 epoch, u64 seq of a
+                   dead-lettered record (or 0, dl_seq, record index when it
+                   has no usable identity: source 0 or seq 0) -> u64
+                   source_id, u64 epoch, u64 seq it is resubmitted under, u64
+                   wall ns of the assignment (fp_store_put_resubmits)
+    Version 3 is version 4 without the resubmits table and with dedup states
+    of version 1 only; version 2 is version 3 without the counters table,
+    version 1 also without the readers table. fp_store_open upgrades a
+    version-1, -2 or -3 file in place, in its open transaction (creates the
+    empty tables it lacks, sets "version" to 4; every other record stays
+    byte for byte) and says so through fp_store_upgraded_from; an older
+    floorpost then refuses the file (its version check).
+    fp_store_open_tool refuses a version-1, -2 or -3 file (a tool never
+    writes the format) and tells the operator to start floorpost once.
+    Versions above 4 are refused.
     data.mdb is extended (sparse) to the map size at open, so that a file
     shorter than its last committed page can only be a damaged one (LMDB
     itself may legitimately leave freed pages at the end unwritten).
@@ -92,7 +102,7 @@
 typedef struct fp_store fp_store_t;
 typedef struct fp_store_txn fp_store_txn_t;
 
-#define FP_STORE_FORMAT_VERSION 3u
+#define FP_STORE_FORMAT_VERSION 4u
 #define FP_STORE_MAGIC "floorpost-state"
 
 #define FP_STORE_FULL (-28)     /* like -ENOSPC: MDB_MAP_FULL, ENOSPC, EDQUOT, EFBIG */
@@ -108,9 +118,9 @@ typedef struct fp_store_txn fp_store_txn_t;
    budget; never grown by the store). Takes an exclusive flock on DIR, so a
    second process is refused. Refuses, returning NULL with a one-line reason
    in err, a file that is not a floorpost state, another instance's state,
-   a format version other than 1, 2 and 3, an empty or truncated data.mdb,
-   or any LMDB error: never half-loaded. A version-1 or -2 file is upgraded
-   to 3 in the open's one write txn (see "On disk"; logs nothing: ask
+   a format version other than 1 to 4, an empty or truncated data.mdb,
+   or any LMDB error: never half-loaded. A version-1, -2 or -3 file is upgraded
+   to 4 in the open's one write txn (see "On disk"; logs nothing: ask
    fp_store_upgraded_from). Free with fp_store_close. */
 fp_store_t *fp_store_open(const char *dir, uint64_t map_bytes, const char *instance, char *err,
                           size_t errlen);
@@ -119,17 +129,18 @@ fp_store_t *fp_store_open(const char *dir, uint64_t map_bytes, const char *insta
    (`floorpost deadletters`): no flock, creates nothing (no DIR, no data.mdb,
    no tables), checks in a read txn (never waits for floorpost's writer),
    does not extend the file. Refuses like fp_store_open (magic, version,
-   instance, truncated, LMDB errors), a version-1 or -2 file (it does not
-   upgrade: "state format version N: start floorpost once to upgrade it"), and "no floorpost state
-   here" when DIR/data.mdb does not exist. map_bytes: the same as floorpost's (the
-   config's map_size_mb), so a tool's write can never move the end of the
-   data past floorpost's map. Allowed on it: the read side and
-   fp_store_delete_deadletter; fp_store_begin asserts. Free with
+   instance, truncated, LMDB errors), a version-1, -2 or -3 file (it does not
+   upgrade: "state format version N: start floorpost once to upgrade it"),
+   and "no floorpost state here" when DIR/data.mdb does not exist.
+   map_bytes: the same as floorpost's (the config's map_size_mb), so a
+   tool's write can never move the end of the data past floorpost's map.
+   Allowed on it: the read side, fp_store_delete_deadletter and
+   fp_store_put_resubmits; fp_store_begin asserts. Free with
    fp_store_close. */
 fp_store_t *fp_store_open_tool(const char *dir, uint64_t map_bytes, const char *instance,
                                char *err, size_t errlen);
 
-/* The format version this open upgraded the file from (1 or 2), or 0 when
+/* The format version this open upgraded the file from (1, 2 or 3), or 0 when
    the file was created or already at FP_STORE_FORMAT_VERSION. For the
    caller's log line ("upgraded state from version N"). */
 uint32_t fp_store_upgraded_from(const fp_store_t *self);
@@ -200,6 +211,29 @@ typedef struct {
 int fp_store_trim_deadletters(fp_store_t *self, int64_t older_than_wall_ns, uint64_t max_count,
                               uint64_t max_bytes, uint32_t max_delete,
                               fp_store_dl_trim_t *deleted, uint64_t *count, uint64_t *bytes);
+
+/* ---- Resubmissions (`floorpost deadletters resubmit`) ---- */
+
+/* The identity under which a dead-lettered record is sent again. It is
+   chosen once and stored before the record is sent, so every later
+   resubmission of that record (of the same dead letter, or of another dead
+   letter holding the same record) reuses it, and floorpost's dedup counts
+   the record at most once. */
+typedef struct {
+    uint64_t orig[3];                /* the record's (source_id, epoch, seq), or (0, dl_seq,
+                                        record index) when it has no usable identity */
+    uint64_t source_id, epoch, seq;  /* the identity it is sent again under */
+    int64_t wall_ns;                 /* when that was chosen */
+} fp_store_resubmit_t;
+
+/* Stores r[0..n) (keyed by orig; an existing one is replaced) in one write
+   txn of its own: all of them or none. For a tool's store, or the commit
+   thread with no round open. 0 or a negative error. */
+int fp_store_put_resubmits(fp_store_t *self, const fp_store_resubmit_t *r, size_t n);
+
+/* Looks up r->orig and fills the rest of *r. 0, FP_STORE_NOTFOUND, or a
+   negative error. Any thread. */
+int fp_store_get_resubmit(fp_store_t *self, fp_store_resubmit_t *r);
 
 /* ---- Read side (any thread) ---- */
 

@@ -22,6 +22,7 @@ enum {
     FP_STORE_DB_DEAD,
     FP_STORE_DB_READERS, /* format version 2 on */
     FP_STORE_DB_COUNTERS, /* format version 3 on */
+    FP_STORE_DB_RESUBMITS, /* format version 4 on */
     FP_STORE_NDBS
 };
 

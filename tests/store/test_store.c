@@ -363,7 +363,7 @@ TEST(test_refuse_instance_version_magic)
 
     uint8_t v7[4] = {0, 0, 0, 7};
     s_poke_meta(dir, "version", v7, 4);
-    s_refused(dir, MAP, "plant-a", "data.mdb: format version 7, this floorpost reads 3");
+    s_refused(dir, MAP, "plant-a", "data.mdb: format version 7, this floorpost reads 4");
     uint8_t v1[4] = {0, 0, 0, 1};
     s_poke_meta(dir, "version", v1, 4);
     st = s_open(dir, MAP, "plant-a"); /* back to a good one */
@@ -856,6 +856,12 @@ static void s_tool_child(const char *dir, int go_fd)
         _exit(14);
     if (fp_store_delete_deadletter(st, 2) != 0 || fp_store_delete_deadletter(st, 9) != FP_STORE_NOTFOUND)
         _exit(15);
+    /* a tool stores resubmission identities beside the running owner */
+    fp_store_resubmit_t r[2] = {{.orig = {7, 1, 4}, .source_id = 900001, .epoch = 5, .seq = 1,
+                                 .wall_ns = 42},
+                                {.orig = {0, 3, 0}, .source_id = 900001, .epoch = 5, .seq = 2}};
+    if (fp_store_put_resubmits(st, r, 2) != 0)
+        _exit(16);
     fp_store_close(&st);
     _exit(0);
 }
@@ -897,6 +903,25 @@ TEST(test_tool_open_beside_the_owner)
     ASSERT(WIFEXITED(status));
     ASSERT_EQ(WEXITSTATUS(status), 0);
     close(go[1]);
+    /* The owner sees what the tool stored. */
+    fp_store_resubmit_t got = {.orig = {7, 1, 4}};
+    ASSERT_EQ(fp_store_get_resubmit(st, &got), 0);
+    ASSERT_EQ(got.source_id, 900001);
+    ASSERT_EQ(got.epoch, 5);
+    ASSERT_EQ(got.seq, 1);
+    ASSERT_EQ(got.wall_ns, 42);
+    got = (fp_store_resubmit_t){.orig = {0, 3, 0}};
+    ASSERT_EQ(fp_store_get_resubmit(st, &got), 0);
+    ASSERT_EQ(got.seq, 2);
+    got = (fp_store_resubmit_t){.orig = {7, 1, 5}};
+    ASSERT_EQ(fp_store_get_resubmit(st, &got), FP_STORE_NOTFOUND);
+    /* replaced, not added */
+    got = (fp_store_resubmit_t){.orig = {7, 1, 4}, .source_id = 900001, .epoch = 6, .seq = 9};
+    ASSERT_EQ(fp_store_put_resubmits(st, &got, 1), 0);
+    got.epoch = got.seq = 0;
+    ASSERT_EQ(fp_store_get_resubmit(st, &got), 0);
+    ASSERT_EQ(got.epoch, 6);
+    ASSERT_EQ(got.seq, 9);
     /* The owner sees the tool's delete and goes on committing rounds; its
        dead-letter seqs continue after the deleted one. */
     deads_t d = {0};

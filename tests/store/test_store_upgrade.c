@@ -1,10 +1,11 @@
 /*  test_store_upgrade.c - a REAL version-1 state file (made by floorpost at
     ed73735, tests/data/state-v1/README.md) opened by this floorpost: a tool
-    open refuses it, the first open upgrades it in place to version 3 and
+    open refuses it, the first open upgrades it in place to version 4 and
     keeps every event, feed, source, key and dead letter; the readers and
-    counters tables are there and empty; the second open is a plain
-    version-3 open. A version-2 file (made here: a version-3 one with its
-    counters table dropped and version 2) is upgraded the same way.
+    counters and resubmits tables are there and empty; the second open is a
+    plain version-4 open. A version-2 file (made here: a version-4 one with
+    its counters and resubmits tables dropped and version 2) and a version-3
+    file (without resubmits) are upgraded the same way.
 
     Run from the repository root (as make test-unit does).
 */
@@ -59,12 +60,15 @@ static uint32_t s_raw_version(const char *dir)
     ASSERT_EQ(v.mv_size, 4);
     const uint8_t *p = v.mv_data;
     uint32_t ver = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-    /* version 1 has no readers table, version 2 no counters table */
+    /* version 1 has no readers table, version 2 no counters table,
+       version 3 no resubmits table */
     MDB_dbi rd;
     int rrc = mdb_dbi_open(txn, "readers", 0, &rd);
     ASSERT_EQ(rrc == 0, ver >= 2);
     rrc = mdb_dbi_open(txn, "counters", 0, &rd);
     ASSERT_EQ(rrc == 0, ver >= 3);
+    rrc = mdb_dbi_open(txn, "resubmits", 0, &rd);
+    ASSERT_EQ(rrc == 0, ver >= 4);
     mdb_txn_abort(txn);
     mdb_env_close(env);
     return ver;
@@ -400,14 +404,14 @@ TEST(test_upgrade_v1)
     ASSERT_EQ(fp_store_upgraded_from(st), 1);
     s_check_contents(st);
     fp_store_close(&st);
-    ASSERT_EQ(s_raw_version(dir), 3);
+    ASSERT_EQ(s_raw_version(dir), 4);
     uint8_t *after = s_raw_records(dir, &after_len);
     ASSERT_EQ(after_len, before_len);
     ASSERT(memcmp(after, before, before_len) == 0);
     free(before);
     free(after);
 
-    /* The second open is a plain version-3 open, and so is a tool's. */
+    /* The second open is a plain version-4 open, and so is a tool's. */
     st = fp_store_open(dir, MAP, INSTANCE, err, sizeof err);
     ASSERT(st != NULL);
     ASSERT_EQ(fp_store_upgraded_from(st), 0);
@@ -428,12 +432,14 @@ TEST(test_upgrade_v1)
     uint64_t pos;
     ASSERT_EQ(fp_outbox_reader(st, "erp", &pos, NULL), 0);
     ASSERT_EQ(pos, 2);
+    fp_store_resubmit_t r = {.orig = {23, 1, 2}};
+    ASSERT_EQ(fp_store_get_resubmit(st, &r), FP_STORE_NOTFOUND);
     fp_store_close(&st);
     s_rmdir(dir);
 }
 
-/* Makes dir's version-3 file a version-2 one: drops the counters table,
-   writes version 2. */
+/* Makes dir's version-4 file a version-2 one: drops the counters and
+   resubmits tables, writes version 2. */
 static void s_make_v2(const char *dir)
 {
     MDB_env *env;
@@ -445,6 +451,8 @@ static void s_make_v2(const char *dir)
     ASSERT_EQ(mdb_env_open(env, dir, 0, 0640), 0);
     ASSERT_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
     ASSERT_EQ(mdb_dbi_open(txn, "counters", 0, &dbi), 0);
+    ASSERT_EQ(mdb_drop(txn, dbi, 1), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "resubmits", 0, &dbi), 0);
     ASSERT_EQ(mdb_drop(txn, dbi, 1), 0);
     ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
     uint8_t v2[4] = {0, 0, 0, 2};
@@ -460,7 +468,7 @@ TEST(test_upgrade_v2)
     char err[512];
     fp_store_t *st = fp_store_open(dir, MAP, INSTANCE, err, sizeof err);
     ASSERT(st != NULL);
-    /* a counter in version 3 */
+    /* a counter in version 4 */
     fp_store_txn_t *t;
     ASSERT_EQ(fp_store_begin(st, &t), 0);
     ASSERT_EQ(fp_store_put_counter(t, "c1", 2, "state", 5), 0);
@@ -486,7 +494,7 @@ TEST(test_upgrade_v2)
     ASSERT_EQ(fp_store_each_counter(st, s_count_pair, &n), 0);
     ASSERT_EQ(n, 1);
     fp_store_close(&st);
-    ASSERT_EQ(s_raw_version(dir), 3);
+    ASSERT_EQ(s_raw_version(dir), 4);
     uint8_t *after = s_raw_records(dir, &after_len);
     ASSERT_EQ(after_len, before_len); /* the six version-1 tables, byte for byte */
     ASSERT(memcmp(after, before, before_len) == 0);
@@ -495,10 +503,70 @@ TEST(test_upgrade_v2)
     s_rmdir(dir);
 }
 
+/* Turns a version-4 file into what version 3 was: no resubmits table,
+   "version" 3 (raw LMDB, the store closed). */
+static void s_make_v3(const char *dir)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    ASSERT_EQ(mdb_env_set_maxdbs(env, 8), 0);
+    ASSERT_EQ(mdb_env_set_mapsize(env, MAP), 0);
+    ASSERT_EQ(mdb_env_open(env, dir, 0, 0640), 0);
+    ASSERT_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "resubmits", 0, &dbi), 0);
+    ASSERT_EQ(mdb_drop(txn, dbi, 1), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    uint8_t v3[4] = {0, 0, 0, 3};
+    MDB_val k = {7, "version"}, v = {4, v3};
+    ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+TEST(test_upgrade_v3)
+{
+    const char *dir = s_unpack();
+    char err[512];
+    fp_store_t *st = fp_store_open(dir, MAP, INSTANCE, err, sizeof err);
+    ASSERT(st != NULL);
+    fp_store_close(&st);
+    s_make_v3(dir);
+    ASSERT_EQ(s_raw_version(dir), 3);
+    size_t before_len, after_len;
+    uint8_t *before = s_raw_records(dir, &before_len);
+    st = fp_store_open_tool(dir, MAP, INSTANCE, err, sizeof err);
+    ASSERT(st == NULL);
+    ASSERT(strstr(err, "state format version 3: start floorpost once to upgrade it") != NULL);
+    ASSERT_EQ(s_raw_version(dir), 3);
+    st = fp_store_open(dir, MAP, INSTANCE, err, sizeof err);
+    ASSERT(st != NULL);
+    ASSERT_EQ(fp_store_upgraded_from(st), 3);
+    s_check_contents(st);
+    fp_store_resubmit_t r = {.orig = {23, 1, 2}, .source_id = 900001, .epoch = 7, .seq = 1};
+    ASSERT_EQ(fp_store_put_resubmits(st, &r, 1), 0);
+    fp_store_close(&st);
+    ASSERT_EQ(s_raw_version(dir), 4);
+    uint8_t *after = s_raw_records(dir, &after_len);
+    ASSERT_EQ(after_len, before_len);
+    ASSERT(memcmp(after, before, before_len) == 0);
+    free(before);
+    free(after);
+    st = fp_store_open_tool(dir, MAP, INSTANCE, err, sizeof err);
+    ASSERT(st != NULL);
+    r.epoch = 0;
+    ASSERT_EQ(fp_store_get_resubmit(st, &r), 0);
+    ASSERT_EQ(r.epoch, 7);
+    fp_store_close(&st);
+    s_rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
     RUN(test_upgrade_v1);
     RUN(test_upgrade_v2);
+    RUN(test_upgrade_v3);
     return test_done();
 }
