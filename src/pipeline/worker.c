@@ -543,7 +543,7 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
             continue;
         if (d == DEDUP_TOO_OLD) {
             s_dead_record(self, &v, r, i, FP_DL_too_old,
-                          "seq is 0 or older than the dedup window");
+                          "seq is 0, or the dedup window passed it before it came");
             continue;
         }
         fp_record_reason_t bad =
