@@ -77,7 +77,21 @@ class Ack(object):
             return self._tab.String(o + self._tab.Pos)
         return None
 
-def AckStart(builder): builder.StartObject(7)
+    # Ack
+    def BatchFirstSeq(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+    # Ack
+    def BatchRecords(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+def AckStart(builder): builder.StartObject(9)
 def Start(builder):
     return AckStart(builder)
 def AckAddVersion(builder, version): builder.PrependUint16Slot(0, version, 1)
@@ -101,6 +115,12 @@ def AddStatus(builder, status):
 def AckAddReason(builder, reason): builder.PrependUOffsetTRelativeSlot(6, flatbuffers.number_types.UOffsetTFlags.py_type(reason), 0)
 def AddReason(builder, reason):
     return AckAddReason(builder, reason)
+def AckAddBatchFirstSeq(builder, batchFirstSeq): builder.PrependUint64Slot(7, batchFirstSeq, 0)
+def AddBatchFirstSeq(builder, batchFirstSeq):
+    return AckAddBatchFirstSeq(builder, batchFirstSeq)
+def AckAddBatchRecords(builder, batchRecords): builder.PrependUint32Slot(8, batchRecords, 0)
+def AddBatchRecords(builder, batchRecords):
+    return AckAddBatchRecords(builder, batchRecords)
 def AckEnd(builder): return builder.EndObject()
 def End(builder):
     return AckEnd(builder)
