@@ -47,6 +47,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "decimal.h"
 #include "log.h"
 #include "replay.h"
 #include "security.h"
@@ -108,43 +109,16 @@ static int s_replay_one(void *ctx, uint64_t global_seq, uint64_t round, const ch
 }
 
 
-/* Reads one unsigned decimal at p (digits only); advances p. */
-static int s_decimal(const char **p, const char *end, uint64_t *out)
-{
-    const char *q = *p;
-    uint64_t v = 0;
-    if (q >= end || *q < '0' || *q > '9')
-        return -1;
-    for (; q < end && *q >= '0' && *q <= '9'; q++)
-        if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, (uint64_t)(*q - '0'), &v))
-            return -1;
-    *p = q;
-    *out = v;
-    return 0;
-}
-
-/* Skips spaces and tabs; -1 when there were none. */
-static int s_blanks(const char **p, const char *end)
-{
-    const char *q = *p;
-    while (q < end && (*q == ' ' || *q == '\t'))
-        q++;
-    if (q == *p)
-        return -1;
-    *p = q;
-    return 0;
-}
-
 int fp_replay_parse_request(const void *frame, size_t len, uint64_t *from, uint64_t *max)
 {
     static const char word[] = "REPLAY";
+    if (!frame || len < sizeof word - 1 || memcmp(frame, word, sizeof word - 1) != 0)
+        return -1;
     const char *p = frame, *end = p + len;
     uint64_t f, m;
-    if (!frame || len < sizeof word - 1 || memcmp(p, word, sizeof word - 1) != 0)
-        return -1;
     p += sizeof word - 1;
-    if (s_blanks(&p, end) != 0 || s_decimal(&p, end, &f) != 0 || f == 0 ||
-        s_blanks(&p, end) != 0 || s_decimal(&p, end, &m) != 0)
+    if (fp_decimal_blanks(&p, end) != 0 || fp_decimal_u64(&p, end, &f) != 0 || f == 0 ||
+        fp_decimal_blanks(&p, end) != 0 || fp_decimal_u64(&p, end, &m) != 0)
         return -1;
     for (; p < end; p++)
         if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n' && *p != '\0')
