@@ -178,7 +178,8 @@ test-crash-long: $(BUILD)/floorpost $(PYGEN) $(BUILD)/tools/crashgen
 
 # ---- Fuzzing (fuzz/README.md): one libFuzzer target per parser of
 # untrusted or on-disk bytes, fuzz/fuzz_NAME.c or .cc, seeds in
-# fuzz/seeds/NAME/, an optional dictionary fuzz/NAME.dict. Built in
+# fuzz/seeds/NAME/, past findings in fuzz/regressions/NAME/ (replayed at the
+# start of every run), an optional dictionary fuzz/NAME.dict. Built in
 # build-fuzz against the library built there with clang (FUZZ=1 above); a
 # finding is left in build-fuzz/fuzz/findings/NAME/ and fails the run.
 FUZZ_SECONDS ?= 60
@@ -218,7 +219,8 @@ fuzz-run:
 	     -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 	     -artifact_prefix=build-fuzz/fuzz/findings/$$n/ \
 	     $$([ -f fuzz/$$n.dict ] && echo -dict=fuzz/$$n.dict) \
-	     build-fuzz/fuzz/corpus/$$n fuzz/seeds/$$n > $$log 2>&1; then \
+	     build-fuzz/fuzz/corpus/$$n fuzz/seeds/$$n \
+	     $$([ -d fuzz/regressions/$$n ] && echo fuzz/regressions/$$n) > $$log 2>&1; then \
 	    echo "ok   fuzz $$n: $$(sed -n 's/^stat::number_of_executed_units: *//p' $$log) runs in $(FUZZ_SECONDS) s, $$(ls build-fuzz/fuzz/corpus/$$n | wc -l) inputs in the corpus"; \
 	    { echo "1 0" >> $(FP_TALLY); } 2>/dev/null; \
 	  else \

@@ -769,6 +769,20 @@ void s_json::string(const char *str, size_t len)
 }
 } // namespace
 
+int fp_codec_json_string(const char *s, size_t len, char *out, size_t cap)
+{
+    assert(out || cap == 0);
+    s_json j(out, cap);
+    j.string(s ? s : "", s ? len : 0);
+    if (j.full || j.n > INT_MAX) {
+        if (cap > 0)
+            out[0] = '\0';
+        return FP_CODEC_SPACE;
+    }
+    out[j.n] = '\0';
+    return (int)j.n;
+}
+
 static const char *s_kind_name(int kind)
 {
     const char *n = fp_ck_kind_name(kind);
