@@ -221,7 +221,7 @@ fuzz-run:
 	     $$([ -f fuzz/$$n.dict ] && echo -dict=fuzz/$$n.dict) \
 	     build-fuzz/fuzz/corpus/$$n fuzz/seeds/$$n \
 	     $$([ -d fuzz/regressions/$$n ] && echo fuzz/regressions/$$n) > $$log 2>&1; then \
-	    echo "ok   fuzz $$n: $$(sed -n 's/^stat::number_of_executed_units: *//p' $$log) runs in $(FUZZ_SECONDS) s, $$(ls build-fuzz/fuzz/corpus/$$n | wc -l) inputs in the corpus"; \
+	    echo "ok   fuzz $$n: $$(sed -n 's/^stat::number_of_executed_units: *//p' $$log) runs in $(FUZZ_SECONDS) s, $$(grep -o 'cov: [0-9]*' $$log | tail -1), $$(ls build-fuzz/fuzz/corpus/$$n | wc -l) inputs in the corpus"; \
 	    { echo "1 0" >> $(FP_TALLY); } 2>/dev/null; \
 	  else \
 	    echo "FAIL fuzz $$n (log: $$log; input: build-fuzz/fuzz/findings/$$n/)"; tail -40 $$log; \
