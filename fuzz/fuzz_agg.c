@@ -211,7 +211,7 @@ static fp_batch_hdr_t *s_live_batch(const char strs[6][128], int kind, uint8_t c
         }
         if (x.kind == FP_KIND_SCRAP)
             x.str[FP_STR_REASON] = T_REASON;
-        if (fp_record_check(&x, nstr, off) == FP_RECORD_OK)
+        if (fp_record_check(&x, nstr, off, NULL) == FP_RECORD_OK) /* C strings: no NUL */
             r[kept++] = x;
     }
     /* Records are in place before the string offsets: move them up. */
