@@ -216,7 +216,8 @@ static fp_batch_hdr_t *s_live_batch(const char strs[6][128], int kind, uint8_t c
     }
     /* Records are in place before the string offsets: move them up. */
     if (kept < nrec) {
-        fp_batch_hdr_t *c = aligned_alloc(8, (fp_batch_size(kept, nstr, strbytes) + 7) & ~(size_t)7);
+        size_t csize = fp_batch_size(kept, nstr, strbytes);
+        fp_batch_hdr_t *c = aligned_alloc(8, (csize + 7) & ~(size_t)7);
         FUZZ_CHECK(c != NULL);
         *c = *b;
         c->nrecords = kept;

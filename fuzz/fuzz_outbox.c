@@ -65,8 +65,8 @@ static json_t *s_json_object(const char *text, int len)
     FUZZ_CHECK(len >= 2 && strlen(text) == (size_t)len);
     json_error_t jerr;
     /* \u0000 and u64 values above 2^63 are JSON too (jansson needs flags). */
-    json_t *j = json_loadb(text, (size_t)len,
-                           JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &jerr);
+    size_t flags = JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL;
+    json_t *j = json_loadb(text, (size_t)len, flags, &jerr);
     if (!j)
         fprintf(stderr, "not JSON (%s at %d): %s\n", jerr.text, jerr.position, text);
     FUZZ_CHECK(j != NULL && json_is_object(j));

@@ -90,8 +90,8 @@ static bool s_write(const char *dir, const uint8_t *data, size_t size)
     bool with_readers = vchoice != 1 || (flags & 16);
     if (flags & 1) {
         for (int t = 0; t < 7; t++)
-            if ((t != 6 || with_readers) && mdb_dbi_open(txn, s_tables[t], MDB_CREATE, &dbi[t]) == 0)
-                open[t] = true;
+            if (t != 6 || with_readers)
+                open[t] = mdb_dbi_open(txn, s_tables[t], MDB_CREATE, &dbi[t]) == 0;
         if (open[0]) {
             static const uint32_t versions[4] = {2, 1, 3, 0};
             uint8_t v[4] = {0, 0, 0, (uint8_t)versions[vchoice]}, b[8];
