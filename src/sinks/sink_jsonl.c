@@ -248,7 +248,7 @@ static int s_open(void *ctx, fp_sink_t *s)
     uint64_t pos = 0, pf = 0, pl = 0;
     bool have = false;
     if (pfd >= 0) {
-        char text[128]; /* the sink writes at most 62 bytes; a longer file is damaged */
+        char text[128]; /* the sink writes at most 63 bytes; a longer file is damaged */
         ssize_t n = read(pfd, text, sizeof text);
         int e = errno;
         close(pfd);
