@@ -214,14 +214,14 @@ fuzz: fuzz-build
 fuzz-run:
 	@fail=0; for n in $(or $(FUZZ_ONLY),$(FUZZ_NAMES)); do \
 	  mkdir -p build-fuzz/fuzz/corpus/$$n build-fuzz/fuzz/findings/$$n; \
-	  log=build-fuzz/fuzz/$$n.log; \
+	  log=build-fuzz/fuzz/$$n.log; t0=$$(date +%s); \
 	  if build-fuzz/fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) \
 	     -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 	     -artifact_prefix=build-fuzz/fuzz/findings/$$n/ \
 	     $$([ -f fuzz/$$n.dict ] && echo -dict=fuzz/$$n.dict) \
 	     build-fuzz/fuzz/corpus/$$n fuzz/seeds/$$n \
 	     $$([ -d fuzz/regressions/$$n ] && echo fuzz/regressions/$$n) > $$log 2>&1; then \
-	    echo "ok   fuzz $$n: $$(sed -n 's/^stat::number_of_executed_units: *//p' $$log) runs in $(FUZZ_SECONDS) s, $$(grep -o 'cov: [0-9]*' $$log | tail -1), $$(ls build-fuzz/fuzz/corpus/$$n | wc -l) inputs in the corpus"; \
+	    echo "ok   fuzz $$n: $$(sed -n 's/^stat::number_of_executed_units: *//p' $$log) runs in $$(( $$(date +%s) - t0 )) s, $$(grep -o 'cov: [0-9]*' $$log | tail -1), $$(ls build-fuzz/fuzz/corpus/$$n | wc -l) inputs in the corpus"; \
 	    { echo "1 0" >> $(FP_TALLY); } 2>/dev/null; \
 	  else \
 	    echo "FAIL fuzz $$n (log: $$log; input: build-fuzz/fuzz/findings/$$n/)"; tail -40 $$log; \
