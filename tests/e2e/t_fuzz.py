@@ -15,9 +15,20 @@ import urllib.request
 import zmq
 
 from fp import (Floorpost, PART, Producer, eq, extra_test, free_port, rec, replay)
+from t_jsonl import read_files
 
 CTX = zmq.Context.instance()
 ERROR = b'ERROR expected "REPLAY <from_global_seq> <max_events>"'
+
+
+def wait_sink(port, pred, timeout):
+    """The first sink's status once pred(status) holds (or the last one)."""
+    end = time.time() + timeout
+    while True:
+        st = json.loads(urllib.request.urlopen("http://127.0.0.1:%d/sinks" % port).read())[0]
+        if pred(st) or time.time() > end:
+            return st
+        time.sleep(0.1)
 
 
 def ask(endpoint, frame, timeout=5.0):
@@ -87,29 +98,16 @@ def jsonl_sink_refuses_damaged_position():
     for i in range(1, 11):
         prod.send(9, 1, [rec(i, PART, order="O%d" % (i % 3), qty=2)])
     assert prod.wait_acks(10), "acked while the sink cannot open"
-    end = time.time() + 10
-    while time.time() < end:
-        st = json.loads(urllib.request.urlopen("http://127.0.0.1:%d/sinks" % port).read())[0]
-        if "damaged" in (st.get("last_error") or ""):
-            break
-        time.sleep(0.1)
+    st = wait_sink(port, lambda st: "damaged" in (st.get("last_error") or ""), 10)
     assert "damaged" in st["last_error"] and ".f.position" in st["last_error"], st
     eq(glob.glob(os.path.join(out, "f-*.jsonl")), [], "nothing written past a damaged position")
     os.unlink(pos)  # the operator's fix: start from the oldest event again
-    end = time.time() + 15
-    while time.time() < end:
-        st = json.loads(urllib.request.urlopen("http://127.0.0.1:%d/sinks" % port).read())[0]
-        if st["lag_events"] == 0 and st["position"] > 0:
-            break
-        time.sleep(0.1)
+    st = wait_sink(port, lambda st: st["lag_events"] == 0 and st["position"] > 0, 15)
     eq(st["lag_events"], 0, "caught up after the fix: %r" % st)
     prod.close()
     rc, _ = fp.stop()
     eq(rc, 0, "drain")
-    evs = []
-    for p in sorted(glob.glob(os.path.join(out, "f-*.jsonl"))):
-        with open(p) as f:
-            evs.extend(json.loads(line) for line in f)
+    evs = read_files(out, "f")  # names match their global_seq range
     eq([e["global_seq"] for e in evs], list(range(1, len(evs) + 1)), "all, once, in order")
     eq(sum(e["record_count"] for e in evs), 10, "every record")
     with open(pos) as f:
