@@ -1,14 +1,15 @@
 /*  fuzz_config.c - libFuzzer target for the configuration: the INI parser
     (fp_config_parse, src/ops/config.c) including [sink NAME] sections, then
-    the sinks' option checks (fp_sinks_check, src/sinks/sinks.c, and the
-    jsonl type's cb_new) on what parsed.
+    the sinks' option checks (fp_sinks_check, src/sinks/sinks.c, and each
+    type's cb_new: jsonl, http, postgresql) on what parsed.
 
     Invariants: a refusal leaves the config untouched (all or nothing) and
     says "fuzz.ini:LINE: ... allowed ..."; an accepted config has every
     number in its documented range and every string NUL-terminated in its
     field; a refused [sink NAME] names "fuzz.ini:LINE: [sink NAME]".
 
-    Seeds: fuzz/seeds/config/ (configs/floorpost.ini, sinks sections).
+    Seeds: fuzz/seeds/config/ (configs/floorpost.ini, sinks sections of
+    each type, CURVE, a BOM and CRLF file).
 */
 #include <stdint.h>
 #include <stdlib.h>
