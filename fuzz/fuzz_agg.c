@@ -5,7 +5,8 @@
     restart's flushes, live records on the restored keys, release after the
     grace, and the export of it all.
 
-    Input: one config byte (grace, shard count, what the live batch holds),
+    Input: one config byte (shard count, grace, periods off or by day, the
+    live records' quantities and times),
     then records [u8 klen][key][u8 slen][state] until the input ends.
 
     Invariants:
@@ -140,14 +141,16 @@ static void s_reject(void *ctx, const fp_batch_hdr_t *b, const fp_record_t *r, c
     FUZZ_CHECK(why && why[0]);
 }
 
-/* The strings of a key (agg.h's key bytes): up to six, "" when absent. */
+/* The strings of a key (agg.h's key bytes, version 1 or 2): its kind's
+   fields, "" when absent; the kind, or -1 for a key without strings. */
 static int s_key_strings(const uint8_t *k, size_t klen, char out[6][128])
 {
+    static const int nfields[5] = {0, 6, 3, 4, 3}; /* by kind: pair, consumption, ... head */
     memset(out, 0, 6 * 128);
-    if (klen < 2)
+    if (klen < 2 || k[1] > 4 || nfields[k[1]] == 0)
         return -1;
     const uint8_t *p = k + 2, *end = k + klen;
-    for (int f = 0; f < 6 && p < end; f++) {
+    for (int f = 0; f < nfields[k[1]]; f++) {
         uint64_t n;
         if (fp_varint_get(&p, end, &n) != 0 || n > (uint64_t)(end - p) || n >= 128)
             return -1;
@@ -236,7 +239,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     uint8_t cfg = data[0];
     uint32_t nshards = 1 + (cfg & 7);
-    agg_config_t acfg = {"fuzz", (int64_t)((cfg >> 3) & 3) * 1000000000ll, 1000};
+    /* Periods off or by day (UTC): keys of both kinds restore. */
+    agg_config_t acfg = {.instance = "fuzz",
+                         .closed_key_grace_ns = (int64_t)((cfg >> 3) & 3) * 1000000000ll,
+                         .max_open_keys = 1000,
+                         .period = {.kind = (cfg & 0x20) ? FP_PERIOD_DAY : FP_PERIOD_NONE}};
     s_emits_t ea = {fp_codec_new(), 0, 0}, eb = {fp_codec_new(), 0, 0};
     FUZZ_CHECK(ea.codec && eb.codec);
     agg_t *a = agg_new(&acfg, s_emit, s_reject, &ea);
@@ -313,6 +320,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(batch);
     }
     s_pairs_t round = {0};
+    agg_watermark(a, S_NOW + 86400000000000ll); /* a day later: earlier periods flushed */
     agg_flush(a, AGG_FLUSH_ALL, S_NOW + 1);
     FUZZ_CHECK(agg_export_dirty(a, s_collect, &round) == 0);
     agg_flush(a, AGG_FLUSH_ALL, INT64_MAX); /* every grace has passed */

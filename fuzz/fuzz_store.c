@@ -1,25 +1,28 @@
 /*  fuzz_store.c - libFuzzer target for the state file's records as the
     store reads them (src/store/store.c, src/store/outbox.c): the meta
-    check and the version-1 upgrade of fp_store_open (and the tool mode's
-    fp_store_open_tool), then every read a start, a tool or a sink makes
-    (each key into agg_import, each source into dedup_restore, the feeds
-    into the commit core, dead letters, outbox events into the checkpoint
-    decoder, readers, lags, usage), a round written over it, the trim,
-    and a second open.
+    check and the upgrade of versions 1 and 2 in fp_store_open (and the
+    tool mode's fp_store_open_tool), then every read a start, a tool or a
+    sink makes (each key into agg_import, each counter into
+    counter_import, each source into dedup_restore, the feeds into the
+    commit core, dead letters, outbox events into the checkpoint decoder,
+    readers, lags, usage), a round written over it, the trim, and a second
+    open.
 
     The input describes an LMDB file, which the target writes with LMDB
     itself into a fresh directory (/dev/shm when there is one) before
     floorpost opens it: the records are fuzzed, not LMDB's pages (a
     damaged page is LMDB's own business and the state verification's).
       byte 0   flags: bit 0 default meta records (magic, version, instance
-               "fuzz", round 3, global_seq 5, dl_seq 2); bits 1-2 the
-               version written: 2, 1 (no readers table), 3, or none; bit 3
-               open in tool mode; bit 4 a readers table even for version 1;
-               bit 5 commit a round over the state after the reads
+               "fuzz", round 3, global_seq 5, dl_seq 2) and the version's
+               tables; bits 1-2 the version written: the current one, 1 (no
+               readers, no counters table), 2 (no counters table), or the
+               next one (refused); bit 3 open in tool mode; bit 4 every table
+               whatever the version; bit 5 commit a round over the state
+               after the reads
       then     records [u8 table][u8 klen][key][u16 vlen, big-endian][value]
-               table % 8: meta, keys, sources, feeds, outbox, deadletters,
-               readers, or 7: the unnamed main table (where LMDB keeps the
-               named tables: a record there can shadow one)
+               table % 9: meta, keys, sources, feeds, outbox, deadletters,
+               readers, counters, or 8: the unnamed main table (where LMDB
+               keeps the named tables: a record there can shadow one)
 
     Invariants: an open either refuses with a message naming the file or
     succeeds (never an assert, a crash, a leak); a refused or a
@@ -44,6 +47,7 @@
 #include "agg.h"
 #include "codec.h"
 #include "commit.h"
+#include "counter.h"
 #include "dedup.h"
 #include "fuzz.h"
 #include "outbox.h"
@@ -54,8 +58,9 @@
 
 static volatile size_t s_sink; /* keeps reads whose result is unused */
 
-static const char *const s_tables[7] = {"meta",  "keys",        "sources", "feeds",
-                                        "outbox", "deadletters", "readers"};
+#define S_NTABLES 8
+static const char *const s_tables[S_NTABLES] = {"meta",   "keys",        "sources", "feeds",
+                                                "outbox", "deadletters", "readers", "counters"};
 
 static void s_put(MDB_txn *txn, MDB_dbi dbi, const void *k, size_t klen, const void *v,
                   size_t vlen)
@@ -83,21 +88,23 @@ static bool s_write(const char *dir, const uint8_t *data, size_t size)
             mdb_env_close(env);
         return false;
     }
-    MDB_dbi dbi[8];
-    bool open[8] = {false};
-    if (mdb_dbi_open(txn, NULL, 0, &dbi[7]) == 0)
-        open[7] = true;
-    bool with_readers = vchoice != 1 || (flags & 16);
+    MDB_dbi dbi[S_NTABLES + 1]; /* + the main table */
+    bool open[S_NTABLES + 1] = {false};
+    if (mdb_dbi_open(txn, NULL, 0, &dbi[S_NTABLES]) == 0)
+        open[S_NTABLES] = true;
+    static const uint32_t versions[4] = {FP_STORE_FORMAT_VERSION, 1, 2,
+                                         FP_STORE_FORMAT_VERSION + 1};
+    uint32_t version = versions[vchoice];
     if (flags & 1) {
-        for (int t = 0; t < 7; t++)
-            if (t != 6 || with_readers)
+        /* the tables of the version written (bit 4: all of them anyway) */
+        bool all = (flags & 16) != 0;
+        for (int t = 0; t < S_NTABLES; t++)
+            if ((t != 6 || version >= 2 || all) && (t != 7 || version >= 3 || all))
                 open[t] = mdb_dbi_open(txn, s_tables[t], MDB_CREATE, &dbi[t]) == 0;
         if (open[0]) {
-            static const uint32_t versions[4] = {2, 1, 3, 0};
-            uint8_t v[4] = {0, 0, 0, (uint8_t)versions[vchoice]}, b[8];
+            uint8_t v[4] = {0, 0, 0, (uint8_t)version}, b[8];
             s_put(txn, dbi[0], "magic", 5, FP_STORE_MAGIC, strlen(FP_STORE_MAGIC));
-            if (vchoice != 3)
-                s_put(txn, dbi[0], "version", 7, v, 4);
+            s_put(txn, dbi[0], "version", 7, v, 4);
             s_put(txn, dbi[0], "instance", 8, S_INSTANCE, strlen(S_INSTANCE));
             s_be64(b, 1764000000000000000ull);
             s_put(txn, dbi[0], "created_ns", 10, b, 8);
@@ -111,7 +118,7 @@ static bool s_write(const char *dir, const uint8_t *data, size_t size)
     }
     const uint8_t *p = data + 1, *end = data + size;
     while (end - p >= 4) {
-        int t = p[0] % 8;
+        int t = p[0] % (S_NTABLES + 1);
         size_t klen = p[1];
         p += 2;
         if ((size_t)(end - p) < klen + 2)
@@ -124,8 +131,8 @@ static bool s_write(const char *dir, const uint8_t *data, size_t size)
             vlen = (size_t)(end - p);
         const uint8_t *v = p;
         p += vlen;
-        if (!open[t] && t < 7 && mdb_dbi_open(txn, s_tables[t], MDB_CREATE, &dbi[t]) == 0)
-            open[t] = true;
+        if (!open[t] && t < S_NTABLES)
+            open[t] = mdb_dbi_open(txn, s_tables[t], MDB_CREATE, &dbi[t]) == 0;
         if (open[t])
             s_put(txn, dbi[t], k, klen, v, vlen);
     }
@@ -139,6 +146,7 @@ static bool s_write(const char *dir, const uint8_t *data, size_t size)
 typedef struct {
     agg_t *agg;
     dedup_t *dedup;
+    counter_t *counters;
     uint64_t n;
 } s_reads_t;
 
@@ -150,6 +158,19 @@ static int s_key(void *ctx, const void *key, size_t klen, const void *state, siz
     if (agg_key_shard(key, klen, 4) == UINT32_MAX)
         return -1;
     int rc = agg_import(r->agg, key, klen, state, slen);
+    FUZZ_CHECK(rc == 0 || rc == -1);
+    return rc;
+}
+
+static int s_counter(void *ctx, const void *key, size_t klen, const void *state, size_t slen)
+{
+    s_reads_t *r = ctx;
+    r->n++;
+    /* As worker.c does: a key without a source, or one it cannot import,
+       refuses the state. */
+    if (counter_key_source(key, klen) == 0)
+        return -1;
+    int rc = counter_import(r->counters, key, klen, state, slen);
     FUZZ_CHECK(rc == 0 || rc == -1);
     return rc;
 }
@@ -253,10 +274,14 @@ static void s_reads(fp_store_t *st, bool tool, uint64_t *round_out, uint64_t *gs
     *round_out = round;
     *gseq_out = gseq;
 
-    agg_config_t acfg = {"fuzz", 1000000000, 1000};
-    s_reads_t r = {agg_new(&acfg, s_emit, s_reject, NULL), dedup_new(64, 8), 0};
-    FUZZ_CHECK(r.agg && r.dedup);
+    agg_config_t acfg = {.instance = "fuzz", .closed_key_grace_ns = 1000000000,
+                         .max_open_keys = 1000};
+    counter_config_t ccfg = {.default_modulus = 1ull << 32};
+    s_reads_t r = {agg_new(&acfg, s_emit, s_reject, NULL), dedup_new(64, 8), counter_new(&ccfg),
+                   0};
+    FUZZ_CHECK(r.agg && r.dedup && r.counters);
     FUZZ_CHECK(s_rc_ok(fp_store_each_key(st, s_key, &r)));
+    FUZZ_CHECK(s_rc_ok(fp_store_each_counter(st, s_counter, &r)));
     FUZZ_CHECK(s_rc_ok(fp_store_each_source(st, s_source, &r)));
     FUZZ_CHECK(s_rc_ok(fp_store_each_deadletter(st, 0, s_dead, &r)));
     rc = fp_outbox_read(st, 1, 1000, s_event, &r); /* a count, or an error */
@@ -269,6 +294,7 @@ static void s_reads(fp_store_t *st, bool tool, uint64_t *round_out, uint64_t *gs
     }
     agg_destroy(&r.agg);
     dedup_destroy(&r.dedup);
+    counter_destroy(&r.counters);
 
     if (!tool) {
         /* emit's start: the feeds and the last global_seq. */
@@ -366,7 +392,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     uint32_t upgraded = fp_store_upgraded_from(st);
-    FUZZ_CHECK(upgraded == 0 || (upgraded == 1 && !tool));
+    FUZZ_CHECK(upgraded == 0 || (upgraded < FP_STORE_FORMAT_VERSION && !tool));
     uint64_t round = 0, gseq = 0;
     s_reads(st, tool, &round, &gseq);
     if (!tool && (data[0] & 32))
