@@ -2421,6 +2421,26 @@ TEST(test_zero_completion_goes_with_the_next_period)
     free(k.ev);
 }
 
+/* The pending part of a completion's state bytes (agg.h, versions 1 and
+   2 alike): checkpoint_no, one record of yield 5 at t (source 3, epoch 1,
+   seq 7). */
+static size_t s_put_pending(uint8_t *st, uint64_t checkpoint_no, int64_t t)
+{
+    size_t n = 0;
+    n += fp_varint_put(st + n, checkpoint_no);
+    n += fp_varint_put(st + n, 1);
+    n += fp_varint_put(st + n, fp_zigzag(5));
+    n += fp_varint_put(st + n, fp_zigzag(0));
+    n += fp_varint_put(st + n, fp_zigzag(t));
+    n += fp_varint_put(st + n, 0);
+    st[n++] = 1;
+    n += fp_varint_put(st + n, 3);
+    n += fp_varint_put(st + n, 1);
+    n += fp_varint_put(st + n, 7);
+    n += fp_varint_put(st + n, 0);
+    return n;
+}
+
 /* A version-1 state (before periods) read by an agg_t with periods: its
    pending delta lands in the period of its first record, and the first
    export replaces the version-1 key by version-2 keys. */
@@ -2437,17 +2457,7 @@ TEST(test_upgrade_v1_pairs_to_periods)
     size_t n = 0;
     st[n++] = 1;
     st[n++] = 0;
-    n += fp_varint_put(st + n, 2);
-    n += fp_varint_put(st + n, 1);
-    n += fp_varint_put(st + n, fp_zigzag(5));
-    n += fp_varint_put(st + n, fp_zigzag(0));
-    n += fp_varint_put(st + n, fp_zigzag(t));
-    n += fp_varint_put(st + n, 0);
-    st[n++] = 1;
-    n += fp_varint_put(st + n, 3);
-    n += fp_varint_put(st + n, 1);
-    n += fp_varint_put(st + n, 7);
-    n += fp_varint_put(st + n, 0);
+    n += s_put_pending(st + n, 2, t);
     st[n++] = 2;
     st[n++] = 'L';
     st[n++] = '7';
@@ -2498,18 +2508,7 @@ static size_t s_v2_completion(uint64_t pid, int64_t t, uint8_t *key, size_t *kle
     size_t n = 0;
     st[n++] = 2;
     st[n++] = 0;
-    n += fp_varint_put(st + n, 0); /* checkpoint_no */
-    n += fp_varint_put(st + n, 1); /* one record pending */
-    n += fp_varint_put(st + n, fp_zigzag(5));
-    n += fp_varint_put(st + n, fp_zigzag(0));
-    n += fp_varint_put(st + n, fp_zigzag(t));
-    n += fp_varint_put(st + n, 0);
-    st[n++] = 1;
-    n += fp_varint_put(st + n, 3);
-    n += fp_varint_put(st + n, 1);
-    n += fp_varint_put(st + n, 7);
-    n += fp_varint_put(st + n, 0);
-    return n;
+    return n + s_put_pending(st + n, 0, t);
 }
 
 /* fuzz/regressions/agg/period0_with_periods_on: keys made with periods
