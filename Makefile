@@ -4,7 +4,7 @@
 #   make          build build/floorpost
 #   make run      deps + build + start the demo plant (embedded default config)
 #   make test     deps + unit and end-to-end tests, again under ASan+UBSan, brief fuzz
-#   make fuzz     run the libFuzzer target for the batch parser (FUZZ_SECONDS=60)
+#   make fuzz     run every libFuzzer target in fuzz/ for FUZZ_SECONDS each (60; fuzz/README.md)
 #   make bench    quick benchmark suite (bench/run.py, < 5 min); make bench-full: all of it
 
 DEB_PACKAGES := build-essential pkg-config clang libzmq3-dev libflatbuffers-dev \
@@ -28,6 +28,16 @@ CPPFLAGS := $(addprefix -I,$(SRC_DIRS)) -I$(BUILD)/gen -I/usr/include/postgresql
 CFLAGS  := -std=c11 $(OPT) $(WARN) -pthread
 CXXFLAGS := -std=c++17 $(OPT) $(WARNXX) -fno-exceptions -fno-rtti
 LDLIBS  := -lzmq -lflatbuffers -lxxhash -ljansson -llmdb -lmicrohttpd -lcurl -lpq -lpthread -lm
+
+# FUZZ=1 (make fuzz does it, with BUILD=build-fuzz): the library again with
+# clang, instrumented for libFuzzer, under ASan+UBSan (fuzz/README.md).
+ifeq ($(FUZZ),1)
+  CC       := clang
+  CXX      := clang++
+  SAN      := 1
+  CFLAGS   += -fsanitize=fuzzer-no-link
+  CXXFLAGS += -fsanitize=fuzzer-no-link
+endif
 
 ifeq ($(SAN),1)
   # jemalloc and ASan both want to be the allocator: ASan wins in this build.
@@ -166,18 +176,62 @@ test-crash-long: $(BUILD)/floorpost $(PYGEN) $(BUILD)/tools/crashgen
 	FLOORPOST=$(BUILD)/floorpost FP_PYGEN=$(BUILD)/py /usr/bin/python3 tests/e2e/run.py \
 	  crash_long_fifty_kills_five_million_records
 
+# ---- Fuzzing (fuzz/README.md): one libFuzzer target per parser of
+# untrusted or on-disk bytes, fuzz/fuzz_NAME.c or .cc, seeds in
+# fuzz/seeds/NAME/, past findings in fuzz/regressions/NAME/ (replayed at the
+# start of every run), an optional dictionary fuzz/NAME.dict. Built in
+# build-fuzz against the library built there with clang (FUZZ=1 above); a
+# finding is left in build-fuzz/fuzz/findings/NAME/ and fails the run.
 FUZZ_SECONDS ?= 60
-$(BUILD)/fuzz/fuzz_batch: fuzz/fuzz_batch.cc src/codec/codec.cc $(GEN)
+FUZZ_BRIEF_TOTAL ?= 60
+FUZZ_MAX_LEN ?= 65536
+FUZZ_NAMES := $(sort $(patsubst fuzz/fuzz_%,%,$(basename $(wildcard fuzz/fuzz_*.c fuzz/fuzz_*.cc))))
+FUZZ_BIN   := $(FUZZ_NAMES:%=build-fuzz/fuzz/fuzz_%)
+FUZZ_BRIEF_EACH = $(shell e=$$(( $(FUZZ_BRIEF_TOTAL) / $(words $(FUZZ_NAMES)) )); [ $$e -ge 2 ] && echo $$e || echo 2)
+.PHONY: fuzz-build fuzz-run fuzz-bins
+
+$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c $(BUILD)/libfloorpost.a
 	@mkdir -p $(@D)
-	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(addprefix -I,$(SRC_DIRS)) -I$(BUILD)/gen \
-	  -o $@ fuzz/fuzz_batch.cc src/codec/codec.cc -lflatbuffers
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@.o $<
+	$(CXX) $(LDFLAGS) -fsanitize=fuzzer -o $@ $@.o $(BUILD)/libfloorpost.a $(LDLIBS)
 
-fuzz: $(BUILD)/fuzz/fuzz_batch
-	@mkdir -p $(BUILD)/fuzz/corpus
-	$< -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(BUILD)/fuzz/corpus fuzz/seeds
+$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.cc $(BUILD)/libfloorpost.a
+	@mkdir -p $(@D)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c -o $@.o $<
+	$(CXX) $(LDFLAGS) -fsanitize=fuzzer -o $@ $@.o $(BUILD)/libfloorpost.a $(LDLIBS)
 
-fuzz-brief:
-	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=build-fuzz FUZZ=1 OPT="-O1 -g" fuzz-bins
+fuzz-bins: $(GEN) $(FUZZ_BIN)
+	@:
+
+# Each target for FUZZ_SECONDS over its seeds and its own corpus (kept
+# between runs in build-fuzz/fuzz/corpus/NAME); "ok"/"FAIL" per target into
+# the test tally. FUZZ_ONLY="a b" runs only those.
+fuzz: fuzz-build
+	@$(MAKE) --no-print-directory fuzz-run
+
+fuzz-run:
+	@fail=0; for n in $(or $(FUZZ_ONLY),$(FUZZ_NAMES)); do \
+	  mkdir -p build-fuzz/fuzz/corpus/$$n build-fuzz/fuzz/findings/$$n; \
+	  log=build-fuzz/fuzz/$$n.log; t0=$$(date +%s); \
+	  if build-fuzz/fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) \
+	     -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	     -artifact_prefix=build-fuzz/fuzz/findings/$$n/ \
+	     $$([ -f fuzz/$$n.dict ] && echo -dict=fuzz/$$n.dict) \
+	     build-fuzz/fuzz/corpus/$$n fuzz/seeds/$$n \
+	     $$([ -d fuzz/regressions/$$n ] && echo fuzz/regressions/$$n) > $$log 2>&1; then \
+	    echo "ok   fuzz $$n: $$(sed -n 's/^stat::number_of_executed_units: *//p' $$log) runs in $$(( $$(date +%s) - t0 )) s, $$(grep -o 'cov: [0-9]*' $$log | tail -1), $$(ls build-fuzz/fuzz/corpus/$$n | wc -l) inputs in the corpus"; \
+	    { echo "1 0" >> $(FP_TALLY); } 2>/dev/null; \
+	  else \
+	    echo "FAIL fuzz $$n (log: $$log; input: build-fuzz/fuzz/findings/$$n/)"; tail -40 $$log; \
+	    { echo "0 1" >> $(FP_TALLY); } 2>/dev/null; fail=1; \
+	  fi; \
+	done; exit $$fail
+
+# `make test`: every target briefly, FUZZ_BRIEF_TOTAL seconds for all together.
+fuzz-brief: fuzz-build
+	@$(MAKE) --no-print-directory fuzz-run FUZZ_SECONDS=$(FUZZ_BRIEF_EACH)
 
 # Quick suite (< 5 min) / everything; see docs/benchmarks.md. Results in
 # $(BUILD)/bench/results/; exits non-zero if any run's totals are not exact.
@@ -293,6 +347,6 @@ test-install: $(BUILD)/floorpost $(BUILD)/libfloorpost-gateway.a
 	BUILD=$(BUILD) GATEWAY_LIBS="$(GATEWAY_LIBS)" tests/install_test.sh
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

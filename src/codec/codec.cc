@@ -689,6 +689,17 @@ struct s_json {
         else
             put("\"\"", 2);
     }
+    /* NUL-terminates: the length, or FP_CODEC_SPACE (out is then ""). */
+    int finish()
+    {
+        if (full || n > INT_MAX) {
+            if (cap > 0)
+                out[0] = '\0';
+            return FP_CODEC_SPACE;
+        }
+        out[n] = '\0';
+        return (int)n;
+    }
     /* ,"key": */
     void key(const char *k, bool first = false)
     {
@@ -770,6 +781,14 @@ void s_json::string(const char *str, size_t len)
     put("\"", 1);
 }
 } // namespace
+
+int fp_codec_json_string(const char *s, size_t len, char *out, size_t cap)
+{
+    assert(out || cap == 0);
+    s_json j(out, cap);
+    j.string(s ? s : "", s ? len : 0);
+    return j.finish();
+}
 
 static const char *s_kind_name(int kind)
 {
@@ -897,11 +916,5 @@ int fp_codec_checkpoint_to_json(const void *buf, size_t len, char *out, size_t c
         j.i64(cr->reading());
     }
     j.put("}", 1);
-    if (j.full || j.n > INT_MAX) {
-        if (cap > 0)
-            out[0] = '\0';
-        return FP_CODEC_SPACE;
-    }
-    out[j.n] = '\0';
-    return (int)j.n;
+    return j.finish();
 }

@@ -144,6 +144,14 @@ int fp_codec_checkpoint_decode(const void *buf, size_t len, fp_checkpoint_t *ck)
    FP_CODEC_* code (FP_CODEC_SPACE when cap is too small). */
 int fp_codec_checkpoint_to_json(const void *buf, size_t len, char *out, size_t cap);
 
+/* Writes len bytes of s as one JSON string, quoted, escaped the way
+   fp_codec_checkpoint_to_json writes its strings (\" and \\, control
+   bytes, NUL among them, as \u00XX; a byte that is not part of valid
+   UTF-8 as \ufffd), to out (NUL-terminated). Returns the length written, or
+   FP_CODEC_SPACE when cap is too small. For text beside a checkpoint's
+   JSON (a topic: its plant and line come from producers). */
+int fp_codec_json_string(const char *s, size_t len, char *out, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

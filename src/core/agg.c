@@ -526,14 +526,31 @@ static inline uint32_t s_pid(agg_t *self, int64_t t, bool *closed)
     return c->id;
 }
 
-/* The period of id (periods on). */
+/* Whether a stored period id is one s_pc_put can have made: 0 (periods
+   off), or a start minute of an int64 ns time. Others would overflow the
+   ns arithmetic below: damaged. */
+static bool s_period_id_ok(uint64_t id)
+{
+    if (id == 0)
+        return true;
+    int64_t m = (int64_t)id - S_PERIOD_BIAS;
+    return id < 2 * (uint64_t)S_PERIOD_BIAS && m >= s_floor_div(INT64_MIN, 60000000000ll) &&
+           m <= s_floor_div(INT64_MAX, 60000000000ll);
+}
+
+/* The period of id (periods on; id != 0, s_period_id_ok). */
 static const s_pc_t *s_period_by_id(agg_t *self, uint32_t id)
 {
     for (uint32_t i = 0; i < self->npc; i++)
         if (self->pc[i].id == id)
             return &self->pc[i];
-    /* the last nanosecond of its start minute lies in it */
-    int64_t t = ((int64_t)id - S_PERIOD_BIAS) * 60000000000ll + 59999999999ll;
+    /* The last nanosecond of its start minute lies in it; in the minute of
+       INT64_MAX that is INT64_MAX itself (a record at the end of time). */
+    int64_t m = (int64_t)id - S_PERIOD_BIAS, t;
+    if (__builtin_mul_overflow(m + 1, 60000000000ll, &t))
+        t = INT64_MAX;
+    else
+        t -= 1;
     fp_period_t p;
     fp_period_of(&self->cfg.period, t, &p);
     return s_pc_put(self, &p);
@@ -993,7 +1010,10 @@ static void s_emit(agg_t *self, uint32_t idx, bool final)
         /* The entry's own period; a closed one (closed_before) posts to the
            first open period and keeps its own as the original. Backfill: the
            period was flushed before (agg.h "Periods"). */
-        const s_pc_t *pc = s_period_by_id(self, e->key.period);
+        /* Period 0: the key was made with periods off (the config has
+           changed since): its records post by the period of the first. */
+        const s_pc_t *pc = e->key.period ? s_period_by_id(self, e->key.period)
+                                         : s_period(self, e->first_ns);
         ck.backfill = pc->end <= self->flushed_through;
         if (pc->closed) {
             ck.original_posting_date = pc->date_str;
@@ -1665,7 +1685,7 @@ static int s_key_parse(const void *key, size_t klen, s_pkey_t *k)
     }
     if (k->version == S_FORMAT && checkpoint) {
         uint64_t period = s_r_var(&r);
-        if (period >= 2 * (uint64_t)S_PERIOD_BIAS)
+        if (!s_period_id_ok(period))
             return -1;
         k->period = (uint32_t)period;
     }

@@ -149,12 +149,30 @@ done:
 }
 
 int fp_curve_key_load(const char *path, bool need_secret, fp_curve_keypair_t *kp, char *err,
-                         size_t errlen)
+                      size_t errlen)
 {
     memset(kp, 0, sizeof *kp);
     char *text = fp_curve_read_text(path, err, errlen);
     if (!text)
         return -1;
+    int rc = fp_curve_key_parse(text, path, need_secret, kp, err, errlen);
+    explicit_bzero(text, strlen(text));
+    free(text);
+    return rc;
+}
+
+int fp_curve_key_parse(const char *key_text, const char *path, bool need_secret,
+                       fp_curve_keypair_t *kp, char *err, size_t errlen)
+{
+    memset(kp, 0, sizeof *kp);
+    if (!path)
+        path = "(key)";
+    size_t tlen = strlen(key_text);
+    char *text = strdup(key_text);
+    if (!text) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
     int rc = -1, lineno = 0;
     char *pos = text, *line;
     while ((line = fp_curve_next_line(&pos)) != NULL) {
@@ -210,7 +228,8 @@ int fp_curve_key_load(const char *path, bool need_secret, fp_curve_keypair_t *kp
     }
     rc = 0;
 done:
-    explicit_bzero(text, strlen(text));
+    /* All of it: the line cutting left NULs, strlen would stop at the first. */
+    explicit_bzero(text, tlen);
     free(text);
     if (rc != 0)
         explicit_bzero(kp, sizeof *kp);

@@ -45,6 +45,12 @@ int fp_curve_keygen(const char *basename, fp_curve_keypair_t *kp, char *err, siz
 int fp_curve_key_load(const char *path, bool need_secret, fp_curve_keypair_t *kp, char *err,
                       size_t errlen);
 
+/* Parses the text of a key file (what fp_curve_key_load reads; path names
+   it in messages, NULL = "(key)"), with fp_curve_key_load's checks and
+   results. The secret is wiped from the parser's own copy. */
+int fp_curve_key_parse(const char *text, const char *path, bool need_secret,
+                       fp_curve_keypair_t *kp, char *err, size_t errlen);
+
 /* Makes sock a CURVE client of the server whose public key is server_z85,
    with the client pair kp; before zmq_connect. 0 or -errno (-EINVAL for a
    malformed key). */

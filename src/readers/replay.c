@@ -47,7 +47,9 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "decimal.h"
 #include "log.h"
+#include "replay.h"
 #include "security.h"
 #include "stage.h"
 #include "outbox.h"
@@ -107,6 +109,25 @@ static int s_replay_one(void *ctx, uint64_t global_seq, uint64_t round, const ch
 }
 
 
+int fp_replay_parse_request(const void *frame, size_t len, uint64_t *from, uint64_t *max)
+{
+    static const char word[] = "REPLAY";
+    if (!frame || len < sizeof word - 1 || memcmp(frame, word, sizeof word - 1) != 0)
+        return -1;
+    const char *p = frame, *end = p + len;
+    uint64_t f, m;
+    p += sizeof word - 1;
+    if (fp_decimal_blanks(&p, end) != 0 || fp_decimal_u64(&p, end, &f) != 0 || f == 0 ||
+        fp_decimal_blanks(&p, end) != 0 || fp_decimal_u64(&p, end, &m) != 0)
+        return -1;
+    for (; p < end; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n' && *p != '\0')
+            return -1;
+    *from = f;
+    *max = m;
+    return 0;
+}
+
 /* Answers one request; false when none was waiting. */
 static bool s_answer(replay_t *self)
 {
@@ -120,13 +141,10 @@ static bool s_answer(replay_t *self)
     }
     if (!zmq_msg_more(&id) || zmq_msg_recv(&req, self->router, 0) < 0)
         goto out;
-    char text[64] = "";
-    size_t n = zmq_msg_size(&req) < sizeof text - 1 ? zmq_msg_size(&req) : sizeof text - 1;
-    memcpy(text, zmq_msg_data(&req), n);
-    unsigned long long from = 0, max = 0;
+    uint64_t from = 0, max = 0;
     char end[96];
     uint64_t oldest = 0;
-    if (sscanf(text, "REPLAY %llu %llu", &from, &max) != 2 || from == 0) {
+    if (fp_replay_parse_request(zmq_msg_data(&req), zmq_msg_size(&req), &from, &max) != 0) {
         snprintf(end, sizeof end, "ERROR expected \"REPLAY <from_global_seq> <max_events>\"");
     } else {
         if (self->store) {

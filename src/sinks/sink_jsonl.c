@@ -40,8 +40,10 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "decimal.h"
 #include "log.h"
 #include "sink.h"
+#include "sink_jsonl.h"
 
 typedef struct {
     char dir[FP_SINK_VALUE_MAX];
@@ -119,6 +121,28 @@ static void s_final_name(const jsonl_t *j, uint64_t first, uint64_t last, char *
 {
     snprintf(out, cap, "%s-%020llu-%020llu.jsonl", j->prefix, (unsigned long long)first,
              (unsigned long long)last);
+}
+
+int fp_jsonl_parse_position(const char *text, size_t len, uint64_t *position, uint64_t *first,
+                            uint64_t *last)
+{
+    if (!text)
+        return -1;
+    const char *p = text, *end = text + len;
+    uint64_t v[3];
+    for (int i = 0; i < 3; i++) {
+        if ((i > 0 && fp_decimal_blanks(&p, end) != 0) || fp_decimal_u64(&p, end, &v[i]) != 0)
+            return -1;
+    }
+    for (; p < end; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
+            return -1;
+    if (v[0] != v[2] || v[1] > v[2])
+        return -1;
+    *position = v[0];
+    *first = v[1];
+    *last = v[2];
+    return 0;
 }
 
 /* Writes .PREFIX.position durably: "<position> <pending first> <last>". */
@@ -221,14 +245,17 @@ static int s_open(void *ctx, fp_sink_t *s)
     char pos_name[128];
     snprintf(pos_name, sizeof pos_name, ".%s.position", j->prefix);
     int pfd = openat(j->dirfd, pos_name, O_RDONLY | O_CLOEXEC);
-    unsigned long long pos = 0, pf = 0, pl = 0;
+    uint64_t pos = 0, pf = 0, pl = 0;
     bool have = false;
     if (pfd >= 0) {
-        char text[128] = "";
-        ssize_t n = read(pfd, text, sizeof text - 1);
+        char text[128]; /* the sink writes at most 63 bytes; a longer file is damaged */
+        ssize_t n = read(pfd, text, sizeof text);
+        int e = errno;
         close(pfd);
-        if (n <= 0 || sscanf(text, "%llu %llu %llu", &pos, &pf, &pl) != 3 || pl != pos ||
-            pf > pl)
+        if (n < 0)
+            return fp_sink_fail(s, FP_SINK_ERR_io, "%s/%s: %s", j->dir, pos_name, strerror(e));
+        if ((size_t)n == sizeof text ||
+            fp_jsonl_parse_position(text, (size_t)n, &pos, &pf, &pl) != 0)
             return fp_sink_fail(s, FP_SINK_ERR_io, "%s/%s: damaged (expected \"POSITION FIRST "
                                 "LAST\"); fix or remove it by hand", j->dir, pos_name);
         have = true;

@@ -369,14 +369,21 @@ int fp_sink_event_decode(const fp_reader_event_t *raw, fp_sink_event_t *ev)
 int fp_sink_event_json(const fp_sink_event_t *ev, char *out, size_t cap)
 {
     const fp_reader_event_t *r = ev->raw;
-    int prefix = snprintf(out, cap, "{\"topic\":\"%.*s\",", (int)r->tlen, r->topic);
-    if (prefix < 0 || (size_t)prefix >= cap)
+    static const char head[] = "{\"topic\":";
+    size_t n = sizeof head - 1;
+    if (cap <= n)
         return -1;
-    int k = fp_codec_checkpoint_to_json(r->ev, r->evlen, out + prefix - 1, cap - (size_t)prefix + 1);
+    memcpy(out, head, n);
+    /* Escaped: the topic holds the producers' plant and line (any bytes). */
+    int t = fp_codec_json_string(r->topic, r->tlen, out + n, cap - n);
+    if (t < 0)
+        return -1;
+    n += (size_t)t;
+    int k = fp_codec_checkpoint_to_json(r->ev, r->evlen, out + n, cap - n);
     if (k <= 1)
         return -1;
-    out[prefix - 1] = ','; /* splice: {"topic":..,<the object's fields> */
-    size_t len = (size_t)prefix - 1 + (size_t)k;
+    out[n] = ','; /* splice: {"topic":"..",<the object's fields> */
+    size_t len = n + (size_t)k;
     /* The checkpoint's JSON has its own posting_date when it has a period. */
     if (ev->ck.posting_date[0])
         return (int)len;

@@ -20,37 +20,51 @@
 
 /* ---- helpers ---- */
 
-/* Parses an outbox record; false when its layout is impossible. */
-static bool s_event_parse(const MDB_val *d, int64_t *wall_ns, uint64_t *round, const char **topic,
-                          size_t *tlen, const void **ev, size_t *evlen)
+int fp_outbox_event_parse(const void *val, size_t len, int64_t *wall_ns, uint64_t *round,
+                          const char **topic, size_t *tlen, const void **ev, size_t *evlen)
 {
-    const uint8_t *p = d->mv_data;
-    if (d->mv_size < S_EVENT_HDR)
-        return false;
+    const uint8_t *p = val;
+    if (!val || len < S_EVENT_HDR)
+        return FP_STORE_CORRUPT;
     size_t tl = fp_store_dec16(p + 16);
-    if (tl == 0 || d->mv_size < S_EVENT_HDR + tl)
-        return false;
+    if (tl == 0 || len - S_EVENT_HDR < tl)
+        return FP_STORE_CORRUPT;
     *wall_ns = (int64_t)fp_store_dec64(p);
     *round = fp_store_dec64(p + 8);
     *topic = (const char *)p + S_EVENT_HDR;
     *tlen = tl;
     *ev = p + S_EVENT_HDR + tl;
-    *evlen = d->mv_size - S_EVENT_HDR - tl;
-    return true;
+    *evlen = len - S_EVENT_HDR - tl;
+    return 0;
+}
+
+/* An outbox record; false when its layout is impossible. */
+static bool s_event_parse(const MDB_val *d, int64_t *wall_ns, uint64_t *round, const char **topic,
+                          size_t *tlen, const void **ev, size_t *evlen)
+{
+    return fp_outbox_event_parse(d->mv_data, d->mv_size, wall_ns, round, topic, tlen, ev,
+                                 evlen) == 0;
+}
+
+/* The length of the first n bytes of name when they are a valid reader
+   name (NUL-terminated within n or not), else 0. */
+static size_t s_name_len_n(const char *name, size_t n)
+{
+    size_t i = 0;
+    for (; i < n && name[i]; i++) {
+        char c = name[i];
+        if (i >= FP_OUTBOX_READER_NAME_MAX ||
+            !((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return i;
 }
 
 /* The name's length when it is a valid reader name, else 0. */
 static size_t s_name_len(const char *name)
 {
-    size_t n = 0;
-    for (; name[n]; n++) {
-        char c = name[n];
-        if (n >= FP_OUTBOX_READER_NAME_MAX ||
-            !((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return n;
+    return s_name_len_n(name, SIZE_MAX);
 }
 
 static bool s_holds_retention(uint32_t flags)
@@ -58,26 +72,44 @@ static bool s_holds_retention(uint32_t flags)
     return (flags & FP_OUTBOX_READER_ENABLED) && !(flags & FP_OUTBOX_READER_DETACHED);
 }
 
+/* The aux cursor of a readers value of vlen bytes (zeros in a 20-byte
+   value, written before it). */
+static void s_aux_dec(const uint8_t *p, size_t vlen, uint64_t aux[2])
+{
+    aux[0] = vlen == S_READER_LEN ? fp_store_dec64(p + 20) : 0;
+    aux[1] = vlen == S_READER_LEN ? fp_store_dec64(p + 28) : 0;
+}
+
+int fp_outbox_reader_parse(const void *key, size_t klen, const void *val, size_t vlen,
+                           uint64_t *position, uint32_t *flags, int64_t *updated_ns,
+                           uint64_t aux[2])
+{
+    /* The name goes to callbacks NUL-terminated: no NUL, no other byte a
+       put would have refused. */
+    if (!key || !val || klen == 0 || s_name_len_n(key, klen) != klen ||
+        (vlen != S_READER_LEN && vlen != S_READER_LEN1))
+        return FP_STORE_CORRUPT;
+    const uint8_t *p = val;
+    *position = fp_store_dec64(p);
+    *flags = fp_store_dec32(p + 8);
+    *updated_ns = (int64_t)fp_store_dec64(p + 12);
+    if (aux)
+        s_aux_dec(p, vlen, aux);
+    return 0;
+}
+
 /* A readers record -> its fields; false when its layout is impossible. */
 static bool s_reader_parse(const MDB_val *k, const MDB_val *d, uint64_t *position,
                            uint32_t *flags, int64_t *updated_ns)
 {
-    if (k->mv_size == 0 || k->mv_size > FP_OUTBOX_READER_NAME_MAX ||
-        (d->mv_size != S_READER_LEN && d->mv_size != S_READER_LEN1))
-        return false;
-    const uint8_t *p = d->mv_data;
-    *position = fp_store_dec64(p);
-    *flags = fp_store_dec32(p + 8);
-    *updated_ns = (int64_t)fp_store_dec64(p + 12);
-    return true;
+    return fp_outbox_reader_parse(k->mv_data, k->mv_size, d->mv_data, d->mv_size, position,
+                                  flags, updated_ns, NULL) == 0;
 }
 
-/* The aux cursor of a parsed value (zeros in a value written before it). */
+/* The aux cursor of a parsed value. */
 static void s_reader_aux(const MDB_val *d, uint64_t aux[2])
 {
-    const uint8_t *p = d->mv_data;
-    aux[0] = d->mv_size == S_READER_LEN ? fp_store_dec64(p + 20) : 0;
-    aux[1] = d->mv_size == S_READER_LEN ? fp_store_dec64(p + 28) : 0;
+    s_aux_dec(d->mv_data, d->mv_size, aux);
 }
 
 static void s_reader_enc(uint8_t *p, uint64_t position, uint32_t flags, int64_t updated_ns,

@@ -149,6 +149,24 @@ int fp_outbox_usage(fp_store_t *self, uint64_t *outbox_bytes, uint64_t *map_byte
 
 /* ---- Pure ---- */
 
+/* The stored value of an outbox event (store.h "On disk": u64 wall ns, u64
+   round, u16 topic length, topic, event) -> its fields. 0, or
+   FP_STORE_CORRUPT for an impossible layout (shorter than its header, an
+   empty topic or one longer than the value). topic and ev point into val:
+   not NUL-terminated, not aligned. The outbox's own reads use it; it is
+   public so that it can be fuzzed. */
+int fp_outbox_event_parse(const void *val, size_t len, int64_t *wall_ns, uint64_t *round,
+                          const char **topic, size_t *tlen, const void **ev, size_t *evlen);
+
+/* A stored readers record (the name, then u64 position, u32 flags, u64
+   wall ns and, in a 36-byte value, u64 aux[2]) -> its fields; aux (may be
+   NULL) zeros for a 20-byte value. 0, or FP_STORE_CORRUPT when the name is
+   not 1..FP_OUTBOX_READER_NAME_MAX bytes of [A-Za-z0-9._-] or the value is
+   neither 20 nor 36 bytes. */
+int fp_outbox_reader_parse(const void *key, size_t klen, const void *val, size_t vlen,
+                           uint64_t *position, uint32_t *flags, int64_t *updated_ns,
+                           uint64_t aux[2]);
+
 typedef enum {
     FP_OUTBOX_LAG_OK = 0,
     FP_OUTBOX_LAG_WARN,   /* lag >= 50 % of max_lag */

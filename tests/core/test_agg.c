@@ -2421,6 +2421,26 @@ TEST(test_zero_completion_goes_with_the_next_period)
     free(k.ev);
 }
 
+/* The pending part of a completion's state bytes (agg.h, versions 1 and
+   2 alike): checkpoint_no, one record of yield 5 at t (source 3, epoch 1,
+   seq 7). */
+static size_t s_put_pending(uint8_t *st, uint64_t checkpoint_no, int64_t t)
+{
+    size_t n = 0;
+    n += fp_varint_put(st + n, checkpoint_no);
+    n += fp_varint_put(st + n, 1);
+    n += fp_varint_put(st + n, fp_zigzag(5));
+    n += fp_varint_put(st + n, fp_zigzag(0));
+    n += fp_varint_put(st + n, fp_zigzag(t));
+    n += fp_varint_put(st + n, 0);
+    st[n++] = 1;
+    n += fp_varint_put(st + n, 3);
+    n += fp_varint_put(st + n, 1);
+    n += fp_varint_put(st + n, 7);
+    n += fp_varint_put(st + n, 0);
+    return n;
+}
+
 /* A version-1 state (before periods) read by an agg_t with periods: its
    pending delta lands in the period of its first record, and the first
    export replaces the version-1 key by version-2 keys. */
@@ -2437,17 +2457,7 @@ TEST(test_upgrade_v1_pairs_to_periods)
     size_t n = 0;
     st[n++] = 1;
     st[n++] = 0;
-    n += fp_varint_put(st + n, 2);
-    n += fp_varint_put(st + n, 1);
-    n += fp_varint_put(st + n, fp_zigzag(5));
-    n += fp_varint_put(st + n, fp_zigzag(0));
-    n += fp_varint_put(st + n, fp_zigzag(t));
-    n += fp_varint_put(st + n, 0);
-    st[n++] = 1;
-    n += fp_varint_put(st + n, 3);
-    n += fp_varint_put(st + n, 1);
-    n += fp_varint_put(st + n, 7);
-    n += fp_varint_put(st + n, 0);
+    n += s_put_pending(st + n, 2, t);
     st[n++] = 2;
     st[n++] = 'L';
     st[n++] = '7';
@@ -2488,6 +2498,81 @@ TEST(test_upgrade_v1_pairs_to_periods)
     free(k.ev);
 }
 
+/* A v2 completion key P1/O9/9 of period id pid, pending yield 5 of one
+   record at t (fuzz_agg's findings, in their essence). */
+static size_t s_v2_completion(uint64_t pid, int64_t t, uint8_t *key, size_t *klen, uint8_t *st)
+{
+    static const uint8_t head[] = {2, FP_CK_COMPLETION, 2, 'P', '1', 2, 'O', '9', 1, '9'};
+    memcpy(key, head, sizeof head);
+    *klen = sizeof head + fp_varint_put(key + sizeof head, pid);
+    size_t n = 0;
+    st[n++] = 2;
+    st[n++] = 0;
+    return n + s_put_pending(st + n, 0, t);
+}
+
+/* fuzz/regressions/agg/period0_with_periods_on: keys made with periods
+   off (period id 0) restored after [aggregate] periods were switched on
+   post by the period of their first record (the id arithmetic overflowed
+   on id 0: undefined behaviour, a wrong period); a period id at either end
+   of int64 time restores and emits; ids no int64 time has are refused. */
+TEST(test_restore_across_a_periods_switch_and_edge_ids)
+{
+    s_zone("UTC");
+    int64_t t = s_utc(2026, 11, 23, 12, 0);
+    sink_t k;
+    agg_t *a = s_new_periods(&k, FP_PERIOD_NONE, NULL, NULL, 0);
+    bb_t bb;
+    bb_init(&bb, 3, 1);
+    s_at(&bb, FP_KIND_PART_COUNT, 5, "O9", NULL, t);
+    kvmap_t *m = calloc(1, sizeof *m);
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
+    s_add(a, &bb);
+    ASSERT_EQ(agg_export_dirty(a, kv_cb, m), 0);
+    sink_t kb;
+    agg_t *b = s_new_periods(&kb, FP_PERIOD_DAY, NULL, NULL, 0);
+    ASSERT_EQ(kv_import_all_rc(m, b), 0);
+    agg_flush(b, AGG_FLUSH_LATE, 1);
+    agg_flush(b, AGG_FLUSH_ALL, 1);
+    ASSERT_EQ(kb.n, 1);
+    ASSERT_EQ(kb.ev[0].yield, 5);
+    ASSERT_STREQ(kb.ev[0].posting_date, "2026-11-23");
+    s_check_within(&kb);
+    agg_destroy(&b);
+    free(kb.ev);
+
+    /* the last minute of int64 ns time, and one past either end */
+    const uint64_t bias = 1u << 29;
+    const int64_t mmax = INT64_MAX / 60000000000ll, mmin = INT64_MIN / 60000000000ll - 1;
+    uint8_t key[32], st[64];
+    size_t klen, n = s_v2_completion(bias + (uint64_t)mmax, INT64_MAX - 10, key, &klen, st);
+    b = s_new_periods(&kb, FP_PERIOD_DAY, NULL, NULL, 0);
+    ASSERT_EQ(agg_import(b, key, klen, st, n), 0);
+    agg_flush(b, AGG_FLUSH_ALL, 1);
+    ASSERT_EQ(kb.n, 1);
+    ASSERT_STREQ(kb.ev[0].posting_date, "2116-02-20"); /* period.h clamps times to 2116 */
+    agg_destroy(&b);
+    free(kb.ev);
+    b = s_new_periods(&kb, FP_PERIOD_DAY, NULL, NULL, 0);
+    uint64_t bad[] = {bias + (uint64_t)mmax + 1, bias - (uint64_t)(-mmin) - 1, 2 * bias - 1};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        n = s_v2_completion(bad[i], t, key, &klen, st);
+        ASSERT_EQ(agg_import(b, key, klen, st, n), -1);
+    }
+    n = s_v2_completion(bias - (uint64_t)(-(mmin + 1)), INT64_MIN + 10, key, &klen, st);
+    ASSERT_EQ(agg_import(b, key, klen, st, n), 0); /* the first minute of int64 time */
+    agg_flush(b, AGG_FLUSH_ALL, 1);
+    ASSERT_EQ(kb.n, 1);
+    ASSERT_STREQ(kb.ev[0].posting_date, "1823-11-12"); /* ... and from 1823 */
+    agg_destroy(&b);
+    free(kb.ev);
+    kv_clear(m);
+    free(m);
+    bb_free(&bb);
+    agg_destroy(&a);
+    free(k.ev);
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
@@ -2509,6 +2594,7 @@ int main(int argc, char **argv)
     RUN(test_closed_periods);
     RUN(test_zero_completion_goes_with_the_next_period);
     RUN(test_upgrade_v1_pairs_to_periods);
+    RUN(test_restore_across_a_periods_switch_and_edge_ids);
     RUN(test_model_random);
     RUN(test_key_format_and_shard);
     RUN(test_export_dirty_and_release);

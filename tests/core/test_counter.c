@@ -287,6 +287,35 @@ TEST(test_restart_restores_the_last_reading)
     counter_destroy(&z.c);
 }
 
+/* fuzz/regressions/counter/noncanonical_source: a key whose varints are
+   not in their shortest form names a counter that counter_apply would
+   never find again (it builds the shortest form), so the restored
+   reading was lost and the next one became a BASE posting nothing. Such
+   a key is damaged: refused, like any other. */
+TEST(test_import_refuses_a_longer_key_form)
+{
+    ctx_t x = s_ctx(65536, 0, 0);
+    static const uint8_t state[] = {1, 90, 1, 1, 0}; /* last 90, epoch 1, seq 1, time 0 */
+    static const uint8_t found[] = {1, 0xff, 0xff, 0xff, 0x00, 7, 3, 'S', 'T', '1', 1, 'M'};
+    ASSERT_EQ(counter_key_source(found, sizeof found), 0);
+    ASSERT_EQ(counter_import(x.c, found, sizeof found, state, sizeof state), -1);
+    static const uint8_t longer[][12] = {
+        {1, 0x87, 0x00, FP_KIND_PART_COUNTER, 3, 'S', 'T', '1', 1, 'M'},  /* source 7 */
+        {1, 7, FP_KIND_PART_COUNTER, 0x83, 0x00, 'S', 'T', '1', 1, 'M'},  /* station length */
+        {1, 7, FP_KIND_PART_COUNTER, 3, 'S', 'T', '1', 0x81, 0x00, 'M'},  /* name length */
+    };
+    for (size_t i = 0; i < sizeof longer / sizeof longer[0]; i++)
+        ASSERT_EQ(counter_import(x.c, longer[i], 10, state, sizeof state), -1);
+    static const uint8_t shortest[] = {1, 7, FP_KIND_PART_COUNTER, 3, 'S', 'T', '1', 1, 'M'};
+    ASSERT_EQ(counter_key_source(shortest, sizeof shortest), 7);
+    ASSERT_EQ(counter_import(x.c, shortest, sizeof shortest, state, sizeof state), 0);
+    /* and the restored reading is the one the next reading counts from */
+    x.epoch = 1;
+    x.seq = 1;
+    s_expect(&x, "M", 95, COUNTER_DELTA, 5);
+    counter_destroy(&x.c);
+}
+
 /* Random readings of a wrapping counter with resets: the sum of the deltas
    equals the parts really counted, and an export/import in the middle
    changes nothing. */
@@ -353,6 +382,7 @@ int main(int argc, char **argv)
     RUN(test_jitter);
     RUN(test_duplicates_and_reordering);
     RUN(test_restart_restores_the_last_reading);
+    RUN(test_import_refuses_a_longer_key_form);
     RUN(test_model_random);
     RUN(test_bad_config);
     return test_done();

@@ -189,6 +189,33 @@ TEST(test_keygen_files)
     ASSERT(strstr(s_err, "no 'public"));
 }
 
+/* The text parser under fp_curve_key_load (also what fuzz/fuzz_curve.c
+   feeds): CRLF, blanks and comments; the input is not changed; messages
+   name the given path or "(key)". */
+TEST(test_key_parse_text)
+{
+    fp_curve_keypair_t made, kp;
+    ASSERT_EQ(fp_curve_keygen(NULL, &made, s_err, sizeof s_err), 0);
+    char text[256], copy[256];
+    snprintf(text, sizeof text, "# server\r\n  public =\t%s  \r\n\r\nsecret = %s\r\n",
+             made.public_z85, made.secret_z85);
+    memcpy(copy, text, sizeof text);
+    ASSERT_EQ(fp_curve_key_parse(text, "srv.key", true, &kp, s_err, sizeof s_err), 0);
+    ASSERT_STREQ(kp.public_z85, made.public_z85);
+    ASSERT_STREQ(kp.secret_z85, made.secret_z85);
+    ASSERT(memcmp(text, copy, sizeof text) == 0);
+    /* only the secret: the public key is derived */
+    snprintf(text, sizeof text, "secret = %s", made.secret_z85);
+    ASSERT_EQ(fp_curve_key_parse(text, NULL, false, &kp, s_err, sizeof s_err), 0);
+    ASSERT_STREQ(kp.public_z85, made.public_z85);
+    ASSERT_EQ(fp_curve_key_parse("", NULL, false, &kp, s_err, sizeof s_err), -1);
+    ASSERT(strstr(s_err, "(key): no 'public"));
+    ASSERT_EQ(fp_curve_key_parse("x\npublic\n", "k.pub", false, &kp, s_err, sizeof s_err), -1);
+    ASSERT(strstr(s_err, "k.pub:1: line without '='"));
+    static const fp_curve_keypair_t zero;
+    ASSERT(memcmp(&kp, &zero, sizeof kp) == 0); /* a refusal leaves nothing */
+}
+
 /* ---- over real sockets ---- */
 
 typedef struct {
@@ -472,6 +499,7 @@ int main(int argc, char **argv)
     ASSERT(mkdtemp(s_dir));
     RUN(test_allow_parse);
     RUN(test_keygen_files);
+    RUN(test_key_parse_text);
     RUN(test_fail_closed_without_handler);
     RUN(test_handler_allows_listed_refuses_unknown);
     RUN(test_start_errors_and_plain);

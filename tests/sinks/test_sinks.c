@@ -193,6 +193,40 @@ TEST(test_event_posting_date_and_json)
     fp_codec_destroy(&codec);
 }
 
+/* The topic holds the producers' plant and line: a quote, a backslash, a
+   NUL (fuzz/regressions/outbox/topic_with_nul: the JSON was cut there) or
+   bytes that are not UTF-8 are escaped, and the line stays one valid JSON
+   object. */
+TEST(test_event_json_escapes_topic)
+{
+    fp_codec_t *codec = fp_codec_new();
+    void *keep;
+    fp_reader_event_t raw = s_raw(codec, 1772940600LL * 1000000000LL, &keep);
+    static const char topic[] = "consumption/1\"0\\0/L\0\x01\xff";
+    raw.topic = topic;
+    raw.tlen = sizeof topic - 1;
+    fp_sink_event_t ev;
+    ASSERT_EQ(fp_sink_event_decode(&raw, &ev), 0);
+    char out[4096];
+    int n = fp_sink_event_json(&ev, out, sizeof out);
+    ASSERT(n > 0 && (size_t)n == strlen(out));
+    json_error_t je;
+    json_t *o = json_loads(out, JSON_ALLOW_NUL, &je);
+    if (!o)
+        fprintf(stderr, "not JSON (%s): %s\n", je.text, out);
+    ASSERT(o != NULL);
+    json_t *t = json_object_get(o, "topic");
+    ASSERT_EQ(json_string_length(t), sizeof topic - 1 + 2); /* U+FFFD: 3 bytes for 1 */
+    ASSERT(memcmp(json_string_value(t), topic, sizeof topic - 2) == 0);
+    ASSERT(memcmp(json_string_value(t) + sizeof topic - 2, "\xef\xbf\xbd", 3) == 0);
+    ASSERT_STREQ(json_string_value(json_object_get(o, "order")), "O\"1");
+    json_decref(o);
+    /* too small for the escaped topic: refused, not cut */
+    ASSERT_EQ(fp_sink_event_json(&ev, out, 20), -1);
+    free(keep);
+    fp_codec_destroy(&codec);
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
@@ -203,6 +237,7 @@ int main(int argc, char **argv)
     RUN(test_types_and_options_checked);
     RUN(test_time_zone_option);
     RUN(test_event_posting_date_and_json);
+    RUN(test_event_json_escapes_topic);
     rmdir(s_dir);
     return test_done();
 }

@@ -549,6 +549,67 @@ TEST(test_lag_rule)
               FP_OUTBOX_LAG_WARN); /* lag 2^63 */
 }
 
+/* The stored layouts (store.h "On disk") as the pure parsers read them,
+   including damaged ones: too short, an empty or overlong topic, a reader
+   name with a NUL or a byte a put refuses, a value of another size. */
+TEST(test_record_parsers)
+{
+    uint8_t v[64] = {0};
+    v[7] = 5;                    /* wall ns 5 */
+    v[15] = 9;                   /* round 9 */
+    v[17] = 3;                   /* topic length 3 */
+    memcpy(v + 18, "ckpEVENT", 8);
+    int64_t wall;
+    uint64_t round;
+    const char *topic;
+    size_t tlen, evlen;
+    const void *ev;
+    ASSERT_EQ(fp_outbox_event_parse(v, 26, &wall, &round, &topic, &tlen, &ev, &evlen), 0);
+    ASSERT(wall == 5 && round == 9 && tlen == 3 && memcmp(topic, "ckp", 3) == 0);
+    ASSERT(ev == v + 21 && evlen == 5);
+    ASSERT_EQ(fp_outbox_event_parse(v, 21, &wall, &round, &topic, &tlen, &ev, &evlen), 0);
+    ASSERT_EQ(evlen, 0); /* an empty event: the layout allows it */
+    ASSERT_EQ(fp_outbox_event_parse(v, 20, &wall, &round, &topic, &tlen, &ev, &evlen),
+              FP_STORE_CORRUPT);
+    ASSERT_EQ(fp_outbox_event_parse(v, 17, &wall, &round, &topic, &tlen, &ev, &evlen),
+              FP_STORE_CORRUPT);
+    ASSERT_EQ(fp_outbox_event_parse(NULL, 0, &wall, &round, &topic, &tlen, &ev, &evlen),
+              FP_STORE_CORRUPT);
+    v[17] = 0; /* no topic */
+    ASSERT_EQ(fp_outbox_event_parse(v, 26, &wall, &round, &topic, &tlen, &ev, &evlen),
+              FP_STORE_CORRUPT);
+    v[16] = 0xff; /* a topic longer than the value */
+    ASSERT_EQ(fp_outbox_event_parse(v, 64, &wall, &round, &topic, &tlen, &ev, &evlen),
+              FP_STORE_CORRUPT);
+
+    uint8_t r[36] = {0};
+    r[7] = 42;  /* position */
+    r[11] = 1;  /* flags */
+    r[19] = 7;  /* updated ns */
+    r[27] = 3;  /* aux[0] */
+    r[35] = 4;  /* aux[1] */
+    uint64_t pos, aux[2];
+    uint32_t flags;
+    int64_t ns;
+    ASSERT_EQ(fp_outbox_reader_parse("erp-1.x_y", 9, r, 36, &pos, &flags, &ns, aux), 0);
+    ASSERT(pos == 42 && flags == 1 && ns == 7 && aux[0] == 3 && aux[1] == 4);
+    ASSERT_EQ(fp_outbox_reader_parse("erp", 3, r, 20, &pos, &flags, &ns, aux), 0);
+    ASSERT(pos == 42 && aux[0] == 0 && aux[1] == 0); /* a value from before aux */
+    ASSERT_EQ(fp_outbox_reader_parse("erp", 3, r, 20, &pos, &flags, &ns, NULL), 0);
+    ASSERT_EQ(fp_outbox_reader_parse("erp", 3, r, 28, &pos, &flags, &ns, aux), FP_STORE_CORRUPT);
+    ASSERT_EQ(fp_outbox_reader_parse("", 0, r, 36, &pos, &flags, &ns, aux), FP_STORE_CORRUPT);
+    /* a NUL in the key: the name would reach callbacks cut ("er") */
+    ASSERT_EQ(fp_outbox_reader_parse("er\0p", 4, r, 36, &pos, &flags, &ns, aux),
+              FP_STORE_CORRUPT);
+    ASSERT_EQ(fp_outbox_reader_parse("er p", 4, r, 36, &pos, &flags, &ns, aux), FP_STORE_CORRUPT);
+    char longname[65];
+    memset(longname, 'a', 64);
+    longname[64] = 0;
+    ASSERT_EQ(fp_outbox_reader_parse(longname, 63, r, 36, &pos, &flags, &ns, aux), 0);
+    ASSERT_EQ(fp_outbox_reader_parse(longname, 64, r, 36, &pos, &flags, &ns, aux),
+              FP_STORE_CORRUPT);
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
@@ -558,5 +619,6 @@ int main(int argc, char **argv)
     RUN(test_detach_at_the_bound);
     RUN(test_lags_for_warnings);
     RUN(test_lag_rule);
+    RUN(test_record_parsers);
     return test_done();
 }
