@@ -340,6 +340,15 @@ int fp_sink_dead_letter(fp_sink_t *s, const uint64_t aux[2], const fp_sink_event
     return rc;
 }
 
+/* Whether s is ten characters shaped YYYY-MM-DD. */
+static bool s_date_shaped(const char *s)
+{
+    for (int i = 0; i < 10; i++)
+        if (i == 4 || i == 7 ? s[i] != '-' : (s[i] < '0' || s[i] > '9'))
+            return false;
+    return s[10] == '\0';
+}
+
 int fp_sink_event_decode(const fp_reader_event_t *raw, fp_sink_event_t *ev)
 {
     memset(ev, 0, sizeof *ev);
@@ -347,8 +356,9 @@ int fp_sink_event_decode(const fp_reader_event_t *raw, fp_sink_event_t *ev)
     if (fp_codec_checkpoint_decode(raw->ev, raw->evlen, &ev->ck) != FP_CODEC_OK)
         return -1;
     /* The checkpoint's own posting date: the period its records belong to
-       (docs/schema.md "Posting periods"). */
-    if (strlen(ev->ck.posting_date) == 10) {
+       (docs/schema.md "Posting periods"); YYYY-MM-DD, as every type is
+       promised (a damaged event's other text is not passed on). */
+    if (s_date_shaped(ev->ck.posting_date)) {
         memcpy(ev->posting_date, ev->ck.posting_date, 11);
         return 0;
     }

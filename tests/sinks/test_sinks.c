@@ -140,13 +140,14 @@ TEST(test_time_zone_option)
 }
 
 /* An encoded checkpoint as the outbox holds it (8-byte aligned copy). */
-static fp_reader_event_t s_raw(fp_codec_t *codec, int64_t last_ns, void **keep)
+static fp_reader_event_t s_raw_dated(fp_codec_t *codec, int64_t last_ns, const char *date,
+                                     void **keep)
 {
     fp_checkpoint_t ck = {.kind = FP_CK_CONSUMPTION, .event_id = "e2e-00ff", .instance = "e2e",
                           .plant = "1000", .line = "L01", .order = "O\"1", .operation = "0010",
                           .first_time_ns = last_ns - 1000, .last_time_ns = last_ns,
                           .record_count = 3, .material = "M-1", .lot = "LOT", .unit = "KG",
-                          .quantity = 1250, .global_seq = 42};
+                          .quantity = 1250, .global_seq = 42, .posting_date = date};
     const void *buf;
     size_t len;
     ASSERT_EQ(fp_codec_checkpoint_encode(codec, &ck, &buf, &len), FP_CODEC_OK);
@@ -155,6 +156,11 @@ static fp_reader_event_t s_raw(fp_codec_t *codec, int64_t last_ns, void **keep)
     *keep = copy;
     return (fp_reader_event_t){.global_seq = 42, .round = 3, .topic = "consumption/1000/L01",
                                .tlen = 20, .ev = copy, .evlen = len};
+}
+
+static fp_reader_event_t s_raw(fp_codec_t *codec, int64_t last_ns, void **keep)
+{
+    return s_raw_dated(codec, last_ns, NULL, keep);
 }
 
 TEST(test_event_posting_date_and_json)
@@ -227,6 +233,31 @@ TEST(test_event_json_escapes_topic)
     fp_codec_destroy(&codec);
 }
 
+/* The checkpoint's own posting date is passed on only when it is shaped
+   YYYY-MM-DD (fuzz_outbox: a damaged event's other text reached the
+   types, who are promised a date); else the date of its last event. */
+TEST(test_event_posting_date_shape)
+{
+    setenv("TZ", "UTC", 1);
+    tzset();
+    fp_codec_t *codec = fp_codec_new();
+    static const struct {
+        const char *stored, *want;
+    } cases[] = {{"2026-11-23", "2026-11-23"}, {"2026-1-230", "2026-03-08"},
+                 {"20x6-11-23", "2026-03-08"}, {"2026-11-23x", "2026-03-08"},
+                 {"2026/11/23", "2026-03-08"}, {"", "2026-03-08"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        void *keep;
+        fp_reader_event_t raw =
+            s_raw_dated(codec, 1772940600LL * 1000000000LL, cases[i].stored, &keep);
+        fp_sink_event_t ev;
+        ASSERT_EQ(fp_sink_event_decode(&raw, &ev), 0);
+        ASSERT_STREQ(ev.posting_date, cases[i].want);
+        free(keep);
+    }
+    fp_codec_destroy(&codec);
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
@@ -238,6 +269,7 @@ int main(int argc, char **argv)
     RUN(test_time_zone_option);
     RUN(test_event_posting_date_and_json);
     RUN(test_event_json_escapes_topic);
+    RUN(test_event_posting_date_shape);
     rmdir(s_dir);
     return test_done();
 }
