@@ -58,10 +58,11 @@ for src in "$dest/usr/local/share/doc/floorpost/examples/subscriber.c" tests/gat
 done
 if [ "$built" = 1 ]; then
     # shellcheck disable=SC2046 # four port numbers
-    set -- $(python3 -c 'import socket
-ss = [socket.socket() for _ in range(4)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')
+    # (tests/e2e/ports.py: below the ephemeral range, see there why)
+    set -- $(python3 -c 'import sys
+sys.path.insert(0, "tests/e2e")
+from ports import free_port
+print(" ".join(str(free_port()) for _ in range(4)))')
     mkdir -p "$dest/state"
     printf '%s\n' "[service]" "instance = install-test" "ingest_router = tcp://127.0.0.1:$1" \
         'ingest_pull = ""' "publish = tcp://127.0.0.1:$2" "deadletter = tcp://127.0.0.1:$3" \
