@@ -7,6 +7,7 @@
 #define FP_CLI_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "curve.h"
@@ -28,5 +29,14 @@ int fp_cmd_sinks(int argc, char **argv);  /* cmd_sinks.c */
 int fp_cli_client_keys(const char *who, const char *server_file, const char *key_file,
                        char server_z85[FP_CURVE_KEY_Z85 + 1], fp_curve_keypair_t *kp,
                        bool *curve);
+
+/* A number option's value s (NULL: the option was the last argument):
+   decimal digits only, no sign, blank or trailing character, within
+   min..max. true with *out set; false after printing "floorpost VERB:
+   OPTION 'S' is not a decimal number; allowed: MIN..MAX" (or "is too
+   large", "is out of range", "needs a value") on stderr: the verb then
+   exits 2, as for every usage error (args.c). */
+bool fp_cli_number(const char *verb, const char *option, const char *s, uint64_t min,
+                   uint64_t max, uint64_t *out);
 
 #endif

@@ -65,6 +65,7 @@ int fp_cli_client_keys(const char *who, const char *server_file, const char *key
 #define S_SEND_FLUSH_MS 200  /* default --flush-ms */
 #define S_SEND_IDLE_MS 20    /* while the input is quiet: acks, resends, due batches this often */
 #define S_SEND_REFUSALS_SHOWN 20
+#define S_SEND_PROGRESS_S 5  /* default --progress: a progress line this often (0: never) */
 
 /* The input of `send`, read with poll and read, so that a quiet input
    (stdin from a pipe) does not hold back acks, resends and due batches. */
@@ -147,35 +148,75 @@ static void s_send_released(void *ctx, const producer_release_t *r)
             f->shown == S_SEND_REFUSALS_SHOWN ? "; further refusals are only counted" : "");
 }
 
+/* `send`'s progress line on stderr (--progress SECONDS, --quiet). */
+typedef struct {
+    int64_t every_ns; /* 0: never */
+    int64_t start_ns, next_ns;
+} s_progress_t;
+
+static void s_progress(s_progress_t *pg, producer_t *p, unsigned long lineno, unsigned long bad,
+                       bool force)
+{
+    int64_t now = fp_now_ns();
+    if (!pg->every_ns || (!force && now < pg->next_ns))
+        return;
+    pg->next_ns = now + pg->every_ns;
+    const producer_stats_t *st = producer_stats(p);
+    double secs = (double)(now - pg->start_ns) / 1e9;
+    fprintf(stderr,
+            "floorpost send: progress: %lu lines, %" PRIu64 " records sent, %" PRIu64
+            " acked, %" PRIu64 " refused, %" PRIu64 " dead-lettered, %" PRIu64
+            " batches unacked, %lu bad lines, %.0f s, %.0f records/s\n",
+            lineno, st->records_sent, st->acked_records, st->rejected_records,
+            st->dead_letter_records, st->buffered_batches + st->spilled_batches, bad, secs,
+            secs > 0 ? (double)st->records_sent / secs : 0.0);
+}
+
 int fp_cmd_send(int argc, char **argv)
 {
     const char *server_file = NULL, *key_file = NULL;
     int mode = PRODUCER_ACKED, timeout_ms = 10000, resend_ms = PRODUCER_RESEND_MS;
     int flush_ms = S_SEND_FLUSH_MS;
     uint32_t batch = 256;
+    uint64_t progress_s = S_SEND_PROGRESS_S;
+    bool quiet = false;
     int i = 0;
     for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
-        if (strcmp(argv[i], "--push") == 0)
+        const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
+        uint64_t n;
+        if (strcmp(a, "--push") == 0)
             mode = PRODUCER_PUSH;
-        else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc)
-            batch = (uint32_t)strtoul(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
-            timeout_ms = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--resend-ms") == 0 && i + 1 < argc)
-            resend_ms = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--flush-ms") == 0 && i + 1 < argc)
-            flush_ms = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--server-key") == 0 && i + 1 < argc)
+        else if (strcmp(a, "--quiet") == 0)
+            quiet = true;
+        else if (strcmp(a, "--batch") == 0 || strcmp(a, "--timeout") == 0 ||
+                 strcmp(a, "--resend-ms") == 0 || strcmp(a, "--flush-ms") == 0 ||
+                 strcmp(a, "--progress") == 0) {
+            bool is_batch = strcmp(a, "--batch") == 0, is_resend = strcmp(a, "--resend-ms") == 0;
+            uint64_t min = is_batch || is_resend ? 1 : 0;
+            uint64_t max = is_batch ? 65535 : strcmp(a, "--progress") == 0 ? 86400 : INT32_MAX;
+            if (!fp_cli_number("send", a, next, min, max, &n))
+                return 2;
+            i++;
+            if (is_batch)
+                batch = (uint32_t)n;
+            else if (is_resend)
+                resend_ms = (int)n;
+            else if (strcmp(a, "--timeout") == 0)
+                timeout_ms = (int)n;
+            else if (strcmp(a, "--flush-ms") == 0)
+                flush_ms = (int)n;
+            else
+                progress_s = n;
+        } else if (strcmp(a, "--server-key") == 0 && next)
             server_file = argv[++i];
-        else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
+        else if (strcmp(a, "--key") == 0 && next)
             key_file = argv[++i];
         else {
-            fprintf(stderr, "floorpost send: unknown option '%s'\n", argv[i]);
+            fprintf(stderr, "floorpost send: unknown option '%s'\n", a);
             return 2;
         }
     }
-    if (argc - i != 2 || batch < 1 || batch > 65535 || resend_ms < 1 || timeout_ms < 0 ||
-        flush_ms < 0) {
+    if (argc - i != 2) {
         fp_cli_usage(stderr);
         return 2;
     }
@@ -211,10 +252,15 @@ int fp_cmd_send(int argc, char **argv)
         fprintf(stderr, "floorpost send: cannot connect to %s\n", endpoint);
         return 1;
     }
+    s_progress_t pg = {.every_ns = quiet ? 0 : (int64_t)progress_s * 1000000000,
+                       .start_ns = fp_now_ns()};
+    pg.next_ns = pg.start_ns + pg.every_ns;
     s_lines_t in = {.fd = fd};
     unsigned long lineno = 0, bad = 0, records = 0;
     int rc = 0;
     while (rc == 0) {
+        if ((lineno & 1023) == 0)
+            s_progress(&pg, p, lineno, bad, false);
         char *line = s_line(&in);
         if (!line) {
             if (in.eof)
@@ -226,6 +272,7 @@ int fp_cmd_send(int argc, char **argv)
             } else if (frc == 0) {
                 /* A quiet input: read acks, resend, send due batches. */
                 rc = producer_poll(p, 0);
+                s_progress(&pg, p, lineno, bad, false);
             }
             continue;
         }
@@ -253,18 +300,32 @@ int fp_cmd_send(int argc, char **argv)
         close(fd);
     if (rc == 0)
         rc = producer_flush(p);
-    if (rc == 0)
-        rc = producer_wait_acks(p, timeout_ms);
+    /* The last acks, with a progress line now and then while they come. */
+    int64_t deadline = fp_now_ns() + (int64_t)timeout_ms * 1000000;
+    while (rc == 0) {
+        int64_t left_ms = (deadline - fp_now_ns()) / 1000000;
+        int slice = pg.every_ns && left_ms > pg.every_ns / 1000000 ? (int)(pg.every_ns / 1000000)
+                                                                    : (int)(left_ms > 0 ? left_ms : 0);
+        rc = producer_wait_acks(p, slice);
+        if (rc != -ETIMEDOUT || slice >= left_ms)
+            break;
+        rc = 0;
+        s_progress(&pg, p, lineno, bad, true);
+    }
     const producer_stats_t *st = producer_stats(p);
     fprintf(stderr,
             "floorpost send: %lu records in %" PRIu64 " batches, %" PRIu64 " acked, %" PRIu64
             " rejected (%" PRIu64 " records), %" PRIu64 " resent, %" PRIu64
-            " unacked, %lu bad lines%s\n",
+            " unacked, %lu bad lines, %" PRIu64 " records dead-lettered in accepted batches%s\n",
             records, st->batches_sent, mode == PRODUCER_ACKED ? st->acked_batches : 0,
             st->rejected_batches, st->rejected_records, st->resends,
-            st->buffered_batches + st->spilled_batches, bad,
+            st->buffered_batches + st->spilled_batches, bad, st->dead_letter_records,
             rc == -ETIMEDOUT ? ", TIMED OUT waiting for acks" : "");
-    int failed = rc != 0 || st->rejected_batches > 0 || bad > 0;
+    if (st->dead_letter_records)
+        fprintf(stderr, "floorpost send: %s: floorpost dead-lettered %" PRIu64 " records "
+                        "(`floorpost deadletters list` shows them and why)\n",
+                path, st->dead_letter_records);
+    int failed = rc != 0 || st->rejected_batches > 0 || st->dead_letter_records > 0 || bad > 0;
     jsonl_destroy(&j);
     producer_destroy(&p);
     zmq_ctx_term(ctx);
@@ -277,22 +338,32 @@ int fp_cmd_tail(int argc, char **argv)
     const char *server_file = NULL, *key_file = NULL;
     int i = 0;
     for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
-        if (strcmp(argv[i], "--count") == 0 && i + 1 < argc)
-            o.max_events = strtoull(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
-            o.idle_timeout_ms = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--human") == 0)
+        const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
+        uint64_t n;
+        if (strcmp(a, "--count") == 0 || strcmp(a, "--from") == 0) {
+            /* --count 0: no limit, as without it */
+            if (!fp_cli_number("tail", a, next, strcmp(a, "--from") == 0, UINT64_MAX - 1, &n))
+                return 2;
+            i++;
+            if (strcmp(a, "--count") == 0)
+                o.max_events = n;
+            else
+                o.from_global_seq = n;
+        } else if (strcmp(a, "--timeout") == 0) {
+            if (!fp_cli_number("tail", a, next, 0, INT32_MAX, &n))
+                return 2;
+            i++;
+            o.idle_timeout_ms = (int)n;
+        } else if (strcmp(a, "--human") == 0)
             o.human = 1;
-        else if (strcmp(argv[i], "--replay") == 0 && i + 1 < argc)
+        else if (strcmp(a, "--replay") == 0 && next)
             o.replay_endpoint = argv[++i];
-        else if (strcmp(argv[i], "--from") == 0 && i + 1 < argc)
-            o.from_global_seq = strtoull(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--server-key") == 0 && i + 1 < argc)
+        else if (strcmp(a, "--server-key") == 0 && next)
             server_file = argv[++i];
-        else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
+        else if (strcmp(a, "--key") == 0 && next)
             key_file = argv[++i];
         else {
-            fprintf(stderr, "floorpost tail: unknown option '%s'\n", argv[i]);
+            fprintf(stderr, "floorpost tail: unknown option '%s'\n", a);
             return 2;
         }
     }

@@ -265,8 +265,14 @@ int fp_cmd_run(int argc, char **argv)
     if (seen)
         memcpy(seen, &cfg, sizeof *seen);
     for (;;) {
-        if (sigwait(&sigs, &sig) != 0)
+        /* Woken once a second: the log's rate-limit reports come soon
+           after a flood ends, not only with the next line (log.h). */
+        struct timespec tick = {.tv_sec = 1};
+        sig = sigtimedwait(&sigs, NULL, &tick);
+        if (sig < 0) {
+            fp_log_tick();
             continue;
+        }
         if (sig == SIGHUP) {
             if (seen)
                 s_reload(file, seen, http);

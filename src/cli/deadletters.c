@@ -8,6 +8,7 @@
         everything kept is copied, into 8-byte aligned memory (the codec
         needs it; LMDB values are not aligned).
 */
+#include "cli.h"
 #include "deadletters.h"
 
 #include <errno.h>
@@ -247,9 +248,12 @@ static int s_list(fp_store_t *store, const fp_config_t *cfg, int argc, char **ar
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0)
             l.json = true;
-        else if (strcmp(argv[i], "--from") == 0 && i + 1 < argc && fp_cli_parse_u64(argv[i + 1], &from))
+        else if (strcmp(argv[i], "--from") == 0) {
+            if (!fp_cli_number("deadletters list", argv[i], i + 1 < argc ? argv[i + 1] : NULL, 1,
+                               UINT64_MAX, &from))
+                return 2;
             i++;
-        else {
+        } else {
             fprintf(stderr, S_ME " list: bad argument '%s'\n", argv[i]);
             fp_cli_deadletters_usage(stderr);
             return 2;

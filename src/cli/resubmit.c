@@ -38,6 +38,7 @@
         everything kept is copied, into 8-byte aligned memory.
 */
 #include "grow.h"
+#include "cli.h"
 #include "deadletters.h"
 
 #include <errno.h>
@@ -427,18 +428,24 @@ int fp_deadletters_resubmit(fp_store_t *store, const fp_config_t *cfg, const cha
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
         uint64_t n;
-        if (strcmp(a, "--source") == 0 && fp_cli_parse_u64(next, &source))
+        if (strcmp(a, "--source") == 0 || strcmp(a, "--timeout") == 0) {
+            bool src = strcmp(a, "--source") == 0;
+            if (!fp_cli_number("deadletters resubmit", a, next, src ? 1 : 0,
+                               src ? UINT64_MAX : 3600000, &n))
+                goto done;
             i++;
+            if (src)
+                source = n;
+            else
+                timeout_ms = (int)n;
+        }
         else if (strcmp(a, "--to") == 0 && next)
             to = argv[++i];
         else if (strcmp(a, "--delete") == 0)
             del = true;
         else if (strcmp(a, "--all") == 0)
             c.all = true;
-        else if (strcmp(a, "--timeout") == 0 && fp_cli_parse_u64(next, &n) && n <= 3600000) {
-            timeout_ms = (int)n;
-            i++;
-        } else if (strcmp(a, "--server-key") == 0 && next)
+        else if (strcmp(a, "--server-key") == 0 && next)
             server_file = argv[++i];
         else if (strcmp(a, "--key") == 0 && next)
             key_file = argv[++i];

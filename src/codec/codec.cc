@@ -345,7 +345,7 @@ int fp_codec_ack_encode(fp_codec_t *self, const fp_ack_t *a, const void **out, s
     auto r = rn ? fbb.CreateString(a->reason, rn) : flatbuffers::Offset<flatbuffers::String>();
     auto root = fbt::CreateAck(fbb, S_VERSION, a->source_id, a->epoch, a->acked_seq,
                                a->batch_last_seq, (uint8_t)a->status, r, a->batch_first_seq,
-                               a->batch_records);
+                               a->batch_records, a->dead_letters);
     fbb.Finish(root, S_ID_ACK);
     s_finish(self, out, out_len);
     return FP_CODEC_OK;
@@ -408,6 +408,7 @@ int fp_codec_ack_decode(const void *buf, size_t len, fp_ack_t *ack)
     ack->batch_last_seq = a->batch_last_seq();
     ack->batch_first_seq = a->batch_first_seq();
     ack->batch_records = a->batch_records();
+    ack->dead_letters = a->dead_letters();
     ack->status = a->status();
     ack->reason[0] = '\0';
     if (a->reason()) {

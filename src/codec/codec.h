@@ -98,11 +98,13 @@ int fp_codec_batch_encode_n(fp_codec_t *self, uint64_t source_id, uint64_t epoch
                             size_t *out_len);
 
 /* An Ack (schema/telemetry.fbs) in C. An Ack from a floorpost that
-   predates batch_first_seq and batch_records decodes them as 0. */
+   predates batch_first_seq, batch_records or dead_letters decodes them
+   as 0. */
 typedef struct {
     uint64_t source_id, epoch, acked_seq;
     uint64_t batch_first_seq, batch_last_seq; /* the batch it answers: seq range */
     uint32_t batch_records;                   /* and record count */
+    uint32_t dead_letters;                    /* accepted: records of it dead-lettered */
     int status;                               /* 0 accepted, 1 refused */
     char reason[64];                          /* "" when accepted (encoded as absent) */
 } fp_ack_t;

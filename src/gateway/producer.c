@@ -524,6 +524,7 @@ static void s_apply_ack(producer_t *self, const void *data, size_t len)
         self->last_reject[sizeof(self->last_reject) - 1] = 0;
     } else {
         self->stats.last_acked_seq = ack.acked_seq;
+        self->stats.dead_letter_records += ack.dead_letters;
     }
     /* Linear in the buffer (at most max_batches steps per Ack; usually the
        buffer holds what one or two commit rounds take). No early stop per

@@ -277,6 +277,12 @@ typedef struct {
     uint64_t spill_errors;     /* failed spill writes (the batch waited for memory) */
     uint64_t acked_records;    /* records in the batches of acked_batches */
     uint64_t rejected_records; /* records in the batches of rejected_batches */
+    uint64_t dead_letter_records; /* ACKED: records of accepted batches that floorpost
+                                  dead-lettered one by one (the Acks' dead_letters:
+                                  the worker's record checks, docs/schema.md "Ack");
+                                  each is counted by the Ack of the frame that first
+                                  carried it, so an Ack lost to a reconnect loses its
+                                  count (the dead-letter store has them all) */
 } producer_stats_t;
 
 /* Counters since producer_new; valid until producer_destroy. */

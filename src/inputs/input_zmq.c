@@ -226,7 +226,8 @@ static int s_ack(void *selfp, const fp_verdict_t *v, const void *token, size_t t
     bool ok = v->status == FP_VERDICT_ACCEPTED;
     fp_ack_t a = {.source_id = v->source_id, .epoch = v->epoch, .acked_seq = v->acked_seq,
                   .batch_first_seq = v->batch_first_seq, .batch_last_seq = v->batch_last_seq,
-                  .batch_records = v->batch_records, .status = ok ? 0 : 1};
+                  .batch_records = v->batch_records, .dead_letters = ok ? v->dead_letters : 0,
+                  .status = ok ? 0 : 1};
     if (!ok)
         snprintf(a.reason, sizeof a.reason, "%s", fp_dl_reason_name(v->reason));
     const void *buf;

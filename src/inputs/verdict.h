@@ -35,10 +35,12 @@ typedef struct {
                                 when rejected; 0 when it did not decode */
     uint64_t round;          /* the round the frame belongs to: acknowledge after its commit */
     uint32_t batch_records;  /* records in the frame; 0 when it did not decode */
+    uint32_t dead_letters;   /* ACCEPTED: records of the frame the worker dead-lettered
+                                (its checks only, worker.c); 0 when REJECTED */
     uint8_t status;          /* fp_verdict_status_t */
     uint8_t reason;          /* fp_dl_reason_t when REJECTED (nothing of the frame was
                                 used); 0 and meaningless when ACCEPTED */
-    uint8_t pad[2];
+    uint8_t pad[6];
 } fp_verdict_t;
 
 _Static_assert(FP_DL_COUNT <= 256, "fp_verdict_t.reason is one byte");

@@ -94,6 +94,160 @@ static size_t s_clean(char *line, size_t n, size_t cap)
     return o;
 }
 
+static size_t s_quote(char *dst, size_t cap, const char *s, size_t len, size_t maxlen,
+                      bool at_end);
+
+/* Whether v[0..n) is one quoted logfmt value already (fp_log_quote's
+   output): "...", no unescaped quote inside. */
+static bool s_is_quoted(const char *v, size_t n)
+{
+    if (n < 2 || v[0] != '"' || v[n - 1] != '"')
+        return false;
+    for (size_t i = 1; i < n - 1; i++) {
+        if (v[i] == '\\') {
+            if (i + 1 >= n - 1)
+                return false; /* it escapes the closing quote */
+            i++;
+        } else if (v[i] == '"') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Whether a bare value v[0..n) must be quoted to stay one logfmt value. */
+static bool s_needs_quotes(const char *v, size_t n)
+{
+    if (n == 0)
+        return true;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c <= ' ' || c == '=' || c == '"' || c == '\\' || c == 0x7f)
+            return true;
+    }
+    return false;
+}
+
+/* vsnprintf of the line's fields ("k=%s k2=\"%s\" ..."), with each value
+   made safe: a conversion right after '=' is a bare value, quoted and
+   escaped (fp_log_quote) when it holds a blank, '=', a quote, a backslash
+   or a control byte, or is empty, unless it is quoted already (a value
+   from fp_log_quote); one inside "..." of the format has its quotes and
+   backslashes escaped. Any other conversion ("%s" of a whole preformatted
+   field list) is copied as it is. Takes the conversions of printf that the
+   callers use: flags, width and precision (also *), hh h l ll z j t L, and
+   d i u x X o c s p f e g a %. Returns the length written (< cap). */
+static size_t s_format(char *out, size_t cap, const char *fmt, va_list ap)
+{
+    size_t n = 0;
+    bool in_quotes = false;
+    char prev = ' ';
+    if (cap == 0)
+        return 0;
+    for (const char *p = fmt; *p && n + 1 < cap;) {
+        if (*p != '%' || p[1] == '%') {
+            char c = *p == '%' ? '%' : *p;
+            p += *p == '%' ? 2 : 1;
+            if (c == '"')
+                in_quotes = !in_quotes;
+            out[n++] = c;
+            prev = c;
+            continue;
+        }
+        /* One conversion: its spec copied, its argument taken by type. */
+        char spec[32];
+        size_t sl = 0;
+        spec[sl++] = *p++;
+        int stars[2], nstars = 0;
+        while (*p && strchr("-+ #0", *p) && sl < sizeof spec - 8)
+            spec[sl++] = *p++;
+        for (int part = 0; part < 2; part++) {
+            if (part == 1) {
+                if (*p != '.')
+                    break;
+                spec[sl++] = *p++;
+            }
+            if (*p == '*') {
+                stars[nstars++] = va_arg(ap, int);
+                spec[sl++] = *p++;
+            }
+            while (*p >= '0' && *p <= '9' && sl < sizeof spec - 8)
+                spec[sl++] = *p++;
+        }
+        int lng = 0; /* 1 l, 2 ll, 3 z, 4 j, 5 t, 6 L; h and hh promote to int */
+        while (*p && strchr("hlzjtL", *p) && sl < sizeof spec - 4) {
+            lng = *p == 'l' ? (lng == 1 ? 2 : 1) : *p == 'z' ? 3 : *p == 'j' ? 4 : *p == 't' ? 5
+                  : *p == 'L' ? 6 : lng;
+            spec[sl++] = *p++;
+        }
+        char conv = *p ? *p++ : 's';
+        spec[sl++] = conv;
+        spec[sl] = '\0';
+        char val[1024];
+        int k;
+#define S_PRINT(arg)                                                                       \
+    (nstars == 2 ? snprintf(val, sizeof val, spec, stars[0], stars[1], arg)                  \
+     : nstars == 1 ? snprintf(val, sizeof val, spec, stars[0], arg)                          \
+                   : snprintf(val, sizeof val, spec, arg))
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+        switch (conv) {
+        case 'd': case 'i':
+            k = lng == 2 ? S_PRINT(va_arg(ap, long long)) : lng == 1 || lng == 3 || lng == 5
+                ? S_PRINT(va_arg(ap, long)) : lng == 4 ? S_PRINT(va_arg(ap, intmax_t))
+                : S_PRINT(va_arg(ap, int));
+            break;
+        case 'u': case 'x': case 'X': case 'o':
+            k = lng == 2 ? S_PRINT(va_arg(ap, unsigned long long)) : lng == 1 || lng == 3 ||
+                lng == 5 ? S_PRINT(va_arg(ap, unsigned long)) : lng == 4
+                ? S_PRINT(va_arg(ap, uintmax_t)) : S_PRINT(va_arg(ap, unsigned));
+            break;
+        case 'c':
+            k = S_PRINT(va_arg(ap, int));
+            break;
+        case 'p':
+            k = S_PRINT(va_arg(ap, void *));
+            break;
+        case 'f': case 'F': case 'e': case 'E': case 'g': case 'G': case 'a': case 'A':
+            k = lng == 6 ? S_PRINT(va_arg(ap, long double)) : S_PRINT(va_arg(ap, double));
+            break;
+        case 's': {
+            const char *str = va_arg(ap, const char *);
+            k = S_PRINT(str ? str : "(null)");
+            break;
+        }
+        default: /* not a conversion we know: its text, no argument taken */
+            k = snprintf(val, sizeof val, "%s", spec);
+            break;
+        }
+#pragma GCC diagnostic pop
+#undef S_PRINT
+        size_t vl = k < 0 ? 0 : (size_t)k < sizeof val ? (size_t)k : sizeof val - 1;
+        size_t room = cap - 1 - n;
+        if (in_quotes) {
+            /* inside the format's quotes: escape what would end them */
+            for (size_t i = 0; i < vl && n + 2 < cap; i++) {
+                if (val[i] == '"' || val[i] == '\\')
+                    out[n++] = '\\';
+                out[n++] = val[i];
+            }
+        } else if (prev == '=' && !s_is_quoted(val, vl) && s_needs_quotes(val, vl)) {
+            char q[6 * sizeof val + 3];
+            size_t ql = s_quote(q, sizeof q, val, vl, vl, true);
+            ql = ql < room ? ql : room;
+            memcpy(out + n, q, ql);
+            n += ql;
+        } else {
+            vl = vl < room ? vl : room;
+            memcpy(out + n, val, vl);
+            n += vl;
+        }
+        prev = 'v'; /* a value: what follows it is no value start */
+    }
+    out[n] = '\0';
+    return n;
+}
+
 static void s_write(int level, const char *component, const char *msg, const char *fmt,
                     va_list ap)
 {
@@ -113,9 +267,7 @@ static void s_write(int level, const char *component, const char *msg, const cha
     line[n++] = '"';
     if (fmt && *fmt && n < sizeof line - 2) {
         line[n++] = ' ';
-        int k = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
-        if (k > 0)
-            n += ((size_t)k < sizeof line - n - 1) ? (size_t)k : sizeof line - n - 2;
+        n += s_format(line + n, sizeof line - n - 1, fmt, ap);
     }
     n = s_clean(line, n, sizeof line - 1);
     line[n++] = '\n';
@@ -183,6 +335,19 @@ void fp_log(int level, const char *component, const char *msg, const char *fmt, 
     va_start(ap, fmt);
     s_write(level, component, msg, fmt, ap);
     va_end(ap);
+}
+
+void fp_log_tick(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    for (int i = 0; i < S_SLOTS; i++) {
+        s_slot_t *s = &s_slots[i];
+        if ((atomic_load_explicit(&s->key, memory_order_relaxed) || i == S_SLOTS - 1) &&
+            atomic_load_explicit(&s->window, memory_order_relaxed) != (int64_t)ts.tv_sec &&
+            atomic_load_explicit(&s->dropped, memory_order_relaxed) != 0)
+            s_report(s, NULL); /* the exchange there: each drop is reported once */
+    }
 }
 
 void fp_log_flush_suppressed(void)

@@ -3,11 +3,18 @@
     ts=2026-11-23T04:05:06.123Z level=warn component=worker msg="..." k=v ...
 
     Rate limit: at most FP_LOG_RATE lines per second per component (all
-    levels). Past that, lines are dropped and counted; the next line the
-    component may write in a later second is preceded by one
-    msg="log lines suppressed (rate limit)" suppressed=N line, and
-    fp_log_flush_suppressed() writes the outstanding counts (call it before
-    exit). So a flood of bad frames cannot fill a disk.
+    levels). Past that, lines are dropped and counted; one
+    msg="log lines suppressed (rate limit)" suppressed=N line reports them,
+    written by whichever comes first once their second is over: the
+    component's next line, or fp_log_tick() (`floorpost run` calls it
+    every second, so the report follows the end of a flood by at most about
+    two seconds); fp_log_flush_suppressed() writes the outstanding counts
+    (call it before exit). So a flood of bad frames cannot fill a disk.
+    Values: a printf conversion right after '=' in fmt is quoted and
+    escaped when it holds a blank, '=', a quote, a backslash or a control
+    byte (or is empty), unless fp_log_quote quoted it already; one inside
+    \"...\" of fmt has its quotes and backslashes escaped. So every k=v
+    stays one logfmt pair, whatever the value.
 
     Thread contract: any thread; each line is written with one write(2), so
     lines from different threads never interleave. The rate limiter is a
@@ -40,6 +47,11 @@ bool fp_log_admit(int level, const char *component);
 /* Writes the line without the level and rate checks (after fp_log_admit). */
 void fp_log_admitted(int level, const char *component, const char *msg, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* Writes the "suppressed" line of every component whose dropped lines are
+   of a second that is over and not yet reported. Call it about once a
+   second (any thread). */
+void fp_log_tick(void);
 
 /* Writes one "suppressed" line for every component with lines dropped and
    not yet reported. */

@@ -89,6 +89,8 @@ typedef struct {
     size_t frame_keep;            /* fp_dl_frame_keep */
     uint64_t dl_round_max;        /* fp_config_dl_round_bytes */
     uint64_t dl_round, dl_bytes;  /* dead-letter bytes sent for emit in round dl_round */
+    uint32_t frame_dead;          /* records of the frame at hand dead-lettered (its
+                                     verdict's dead_letters); reset per frame */
 } worker_t;
 
 static int s_grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -201,6 +203,7 @@ static bool s_dl_room(worker_t *self, size_t bytes, fp_dl_reason_t reason, uint6
 static void s_dead_record(worker_t *self, const fp_batch_view_t *v, const fp_record_t *rec,
                           uint32_t index, fp_dl_reason_t reason, const char *detail)
 {
+    self->frame_dead++; /* not used, whether or not the budget keeps its dead letter */
     if (!s_dl_room(self, 0, reason, v->source_id))
         return;
     fp_dl_fields_t f = {.jn = 0};
@@ -472,7 +475,7 @@ static void s_frame_past(worker_t *self, const fp_frame_meta_t *meta, const void
     }
     fp_verdict_t out = {.source_id = v->source_id, .epoch = v->epoch,
                         .acked_seq = dedup_past_acked(src, v->epoch),
-                        .status = FP_VERDICT_ACCEPTED};
+                        .dead_letters = self->frame_dead, .status = FP_VERDICT_ACCEPTED};
     s_identify(&out, v);
     s_verdict(self, meta, &out);
 }
@@ -482,6 +485,7 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
 {
     const void *data = zmq_msg_data(payload);
     size_t len = zmq_msg_size(payload);
+    self->frame_dead = 0;
     if (((uintptr_t)data & 7) != 0) {
         /* tcp receive buffers are not aligned; FlatBuffers wants 8. */
         if (s_grow(&self->aligned, &self->aligned_cap, len + 8, 1) != 0) {
@@ -598,6 +602,7 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
     }
     fp_verdict_t verdict_out = {.source_id = v.source_id, .epoch = v.epoch,
                                 .acked_seq = dedup_source_acked(src),
+                                .dead_letters = self->frame_dead,
                                 .status = FP_VERDICT_ACCEPTED};
     s_identify(&verdict_out, &v);
     s_verdict(self, meta, &verdict_out);

@@ -1,5 +1,6 @@
 /*  test_log.c - logfmt lines, the per-component rate limit, quoting. */
 #include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -158,7 +159,69 @@ TEST(test_line_is_valid_utf8)
     char *t = s_capture(s_bad_bytes_line);
     ASSERT_EQ(s_count(t, "\n"), 1);
     ASSERT(fp_utf8_valid(t, strlen(t)));
-    ASSERT(strstr(t, "v=a\xEF\xBF\xBD b\xEF\xBF\xBD\xEF\xBF\xBD next=1\n"));
+    /* a bare value with a control byte is quoted (and escaped) now */
+    ASSERT(strstr(t, "v=\"a\\ufffd\\u000ab\\ufffd\\ufffd\" next=1\n"));
+    free(t);
+}
+
+static void s_values_line(void)
+{
+    char pre[64];
+    fp_log_quote(pre, sizeof pre, "x y", 64);
+    fp_log(FP_LOG_WARN, "tester", "values",
+           "eq=%s sp=%s q=%s bs=%s empty=%s plain=%s n=%d u=%llu z=%zu pre=%s in=\"%s\" "
+           "w=%5.2s star=%.*s pct=%%s %s",
+           "a=b", "two words", "say \"hi\"", "c:\\d", "", "O-1", -7, 18446744073709551615ull,
+           (size_t)42, pre, "in \"quotes\" \\", "abcdef", 3, "abcdef", "raw=1 fields=2");
+}
+
+/* Every value stays one logfmt pair: '=', blanks, quotes, backslashes
+   and empty values are quoted; plain values, numbers, values quoted
+   already and a trailing field list are left alone. */
+TEST(test_values_quoted)
+{
+    char *t = s_capture(s_values_line);
+    ASSERT_EQ(s_count(t, "\n"), 1);
+    ASSERT(strstr(t, " eq=\"a=b\" "));
+    ASSERT(strstr(t, " sp=\"two words\" "));
+    ASSERT(strstr(t, " q=\"say \\\"hi\\\"\" "));
+    ASSERT(strstr(t, " bs=\"c:\\\\d\" "));
+    ASSERT(strstr(t, " empty=\"\" "));
+    ASSERT(strstr(t, " plain=O-1 n=-7 u=18446744073709551615 z=42 "));
+    ASSERT(strstr(t, " pre=\"x y\" "));
+    ASSERT(strstr(t, " in=\"in \\\"quotes\\\" \\\\\" "));
+    ASSERT(strstr(t, " w=\"   ab\" "));
+    ASSERT(strstr(t, " star=abc "));
+    ASSERT(strstr(t, " pct=%s raw=1 fields=2\n"));
+    free(t);
+}
+
+static void s_flood_then_tick(void)
+{
+    /* at the start of a second, so the flood stays in one */
+    struct timespec ts;
+    do {
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    } while (ts.tv_nsec > 300000000);
+    for (int i = 0; i < 100; i++)
+        fp_log(FP_LOG_WARN, "ticker", "flood", "i=%d", i);
+    fp_log_tick(); /* the flood's second is not over: nothing yet */
+    write(STDERR_FILENO, "--tick--\n", 9);
+    struct timespec pause = {.tv_sec = 1, .tv_nsec = 100000000};
+    nanosleep(&pause, NULL);
+    fp_log_tick(); /* over: the report, without another line of the component */
+}
+
+/* The rate limit's report comes with the next tick after the flood's
+   second, not only with the component's next line. */
+TEST(test_tick_reports_suppressed)
+{
+    char *t = s_capture(s_flood_then_tick);
+    const char *mark = strstr(t, "--tick--\n");
+    ASSERT(mark);
+    ASSERT(strstr(t, "msg=\"log lines suppressed (rate limit)\"") > mark);
+    ASSERT(strstr(mark, "component=ticker msg=\"log lines suppressed (rate limit)\" suppressed=80 "));
+    ASSERT_EQ(s_count(t, "msg=\"flood\""), FP_LOG_RATE);
     free(t);
 }
 
@@ -171,5 +234,7 @@ int main(int argc, char **argv)
     RUN(test_quote_reads_nothing_past_maxlen);
     RUN(test_quote_utf8);
     RUN(test_line_is_valid_utf8);
+    RUN(test_values_quoted);
+    RUN(test_tick_reports_suppressed);
     return test_done();
 }

@@ -91,7 +91,14 @@ class Ack(object):
             return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
         return 0
 
-def AckStart(builder): builder.StartObject(9)
+    # Ack
+    def DeadLetters(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(22))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+def AckStart(builder): builder.StartObject(10)
 def Start(builder):
     return AckStart(builder)
 def AckAddVersion(builder, version): builder.PrependUint16Slot(0, version, 1)
@@ -121,6 +128,9 @@ def AddBatchFirstSeq(builder, batchFirstSeq):
 def AckAddBatchRecords(builder, batchRecords): builder.PrependUint32Slot(8, batchRecords, 0)
 def AddBatchRecords(builder, batchRecords):
     return AckAddBatchRecords(builder, batchRecords)
+def AckAddDeadLetters(builder, deadLetters): builder.PrependUint32Slot(9, deadLetters, 0)
+def AddDeadLetters(builder, deadLetters):
+    return AckAddDeadLetters(builder, deadLetters)
 def AckEnd(builder): return builder.EndObject()
 def End(builder):
     return AckEnd(builder)
