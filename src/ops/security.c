@@ -151,10 +151,27 @@ fp_allow_t *fp_allow_parse(const char *text, const char *name, char *err, size_t
            first group), so a line starting with '#' is always a comment. */
         if (!*line || *line == '#')
             continue;
+        /* A .pub file's line as `floorpost keygen` writes it ("public =
+           KEY"), so `cat x.pub >> allow.txt` works; a .key file's secret
+           never belongs here. */
+        char *eq = strchr(line, '=');
+        if (eq) {
+            size_t nl = (size_t)(eq - line);
+            while (nl && (line[nl - 1] == ' ' || line[nl - 1] == '\t'))
+                nl--;
+            if (nl == 6 && memcmp(line, "secret", 6) == 0) {
+                snprintf(err, errlen, "%s:%d: a secret key; allowed: public keys only (append "
+                         "the client's .pub file, never its .key)", name, lineno);
+                goto fail;
+            }
+            if (nl == 6 && memcmp(line, "public", 6) == 0)
+                line = fp_curve_trim(eq + 1);
+        }
         size_t klen = strcspn(line, " \t");
         if (!fp_curve_z85_valid(line, klen)) {
             snprintf(err, errlen, "%s:%d: '%.48s' is not a Z85 public key; allowed: 40 Z85 "
-                     "characters (a .pub file's key), then an optional name, or a # comment",
+                     "characters (a .pub file's key) or a .pub file's 'public = KEY' line, then an "
+                     "optional name, or a # comment",
                      name, lineno, line);
             goto fail;
         }

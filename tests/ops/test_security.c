@@ -127,6 +127,48 @@ TEST(test_allow_parse)
     ASSERT(strstr(s_err, "missing.allow") && strstr(s_err, "cannot read"));
 }
 
+/* `cat x.pub >> allow.txt`: the lines of a .pub file as fp_curve_keygen
+   (floorpost keygen) writes it are an allow-file entry; a .key file's
+   secret line is refused, named. */
+TEST(test_allow_takes_pub_files)
+{
+    char base[128], pub[160], key[160];
+    snprintf(base, sizeof base, "%s/cat-%ld", s_dir, (long)getpid());
+    fp_curve_keypair_t kp;
+    ASSERT_EQ(fp_curve_keygen(base, &kp, s_err, sizeof s_err), 0);
+    snprintf(pub, sizeof pub, "%s.pub", base);
+    snprintf(key, sizeof key, "%s.key", base);
+    char *pubtext = fp_curve_read_text(pub, s_err, sizeof s_err);
+    char *keytext = fp_curve_read_text(key, s_err, sizeof s_err);
+    ASSERT(pubtext && keytext);
+    ASSERT(strncmp(pubtext, "public = ", 9) == 0); /* what keygen writes, read back */
+    fp_curve_keypair_t other;
+    ASSERT_EQ(fp_curve_keygen(NULL, &other, s_err, sizeof s_err), 0);
+    char text[1024];
+    /* an allow file with a bare key, then the .pub appended as cat does */
+    snprintf(text, sizeof text, "%s line-2 gateway\n%s", other.public_z85, pubtext);
+    fp_allow_t *allow = fp_allow_parse(text, "allow.txt", s_err, sizeof s_err);
+    if (!allow)
+        fprintf(stderr, "%s\n", s_err);
+    ASSERT(allow);
+    ASSERT_EQ(fp_allow_count(allow), 2);
+    ASSERT(fp_allow_find(allow, kp.public_z85) != NULL);
+    ASSERT(fp_allow_find(allow, other.public_z85) != NULL);
+    fp_allow_destroy(&allow);
+    snprintf(text, sizeof text, "public=%s  press 4\n", kp.public_z85); /* blanks optional */
+    allow = fp_allow_parse(text, "allow.txt", s_err, sizeof s_err);
+    ASSERT(allow);
+    ASSERT_STREQ(fp_allow_find(allow, kp.public_z85), "press 4");
+    fp_allow_destroy(&allow);
+    /* the .key appended by mistake: refused, naming the line and why */
+    snprintf(text, sizeof text, "%s%s", pubtext, keytext);
+    s_allow_refused(text, "allow.txt:3:", "secret key");
+    free(pubtext);
+    free(keytext);
+    unlink(pub);
+    unlink(key);
+}
+
 TEST(test_keygen_files)
 {
     char base[128], keyp[160], pubp[160];
@@ -498,6 +540,7 @@ int main(int argc, char **argv)
     snprintf(s_dir, sizeof s_dir, "/tmp/fp-test-security-XXXXXX");
     ASSERT(mkdtemp(s_dir));
     RUN(test_allow_parse);
+    RUN(test_allow_takes_pub_files);
     RUN(test_keygen_files);
     RUN(test_key_parse_text);
     RUN(test_fail_closed_without_handler);
