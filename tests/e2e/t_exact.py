@@ -45,14 +45,15 @@ def send(fp, path, *opts, timeout=120):
 
 
 SUMMARY = re.compile(r"floorpost send: (\d+) records in (\d+) batches, (\d+) acked, (\d+) "
-                     r"rejected \((\d+) records\), (\d+) resent, (\d+) unacked, (\d+) bad lines")
+                     r"rejected \((\d+) records\), (\d+) resent, (\d+) unacked, (\d+) bad lines, "
+                     r"(\d+) records dead-lettered in accepted batches")
 
 
 def summary(r):
     m = SUMMARY.search(r.stderr)
     assert m, r.stderr
     keys = ("records", "batches", "acked", "rejected", "rejected_records", "resent", "unacked",
-            "bad")
+            "bad", "dead")
     return dict(zip(keys, (int(x) for x in m.groups())))
 
 
@@ -110,7 +111,7 @@ def send_refused_batch_counted_released_and_goes_on():
     took = time.time() - t0
     eq(r.returncode, 1, "a refused batch fails the run: " + r.stderr)
     eq(summary(r), dict(records=3, batches=3, acked=2, rejected=1, rejected_records=1, resent=0,
-                        unacked=0, bad=0), "summary")
+                        unacked=0, bad=0, dead=0), "summary")
     assert "refused the batch of source 7 epoch 1 seq 1..1 (1 records): stale_epoch" in r.stderr, \
         r.stderr
     assert took < 4, "send waited: %.1f s" % took
@@ -135,7 +136,7 @@ def two_thousand_one_record_batches_in_one_round_lose_no_ack():
     r = send(fp, path, "--batch", "1")
     eq(r.returncode, 0, r.stderr)
     eq(summary(r), dict(records=2000, batches=2000, acked=2000, rejected=0, rejected_records=0,
-                        resent=0, unacked=0, bad=0), "summary")
+                        resent=0, unacked=0, bad=0, dead=0), "summary")
     eq(metric(port, "floorpost_acks_total"), 2000, "acks sent")
     eq(metric(port, "floorpost_acks_dropped_total"), 0, "acks dropped")
     assert metric(port, "floorpost_rounds_total") <= 6, "a few rounds only"
@@ -252,7 +253,9 @@ def producer_restarts_with_stale_resends_exact_and_resubmit_once():
     r = send(fp, path, "--batch", "64", "--resend-ms", "2000")
     sm = summary(r)
     eq((sm["records"], sm["resent"], sm["unacked"], sm["bad"]), (len(lines), 0, 0, 0), r.stderr)
-    eq(r.returncode, 1 if sm["rejected"] else 0, "exit code: " + r.stderr)
+    eq(r.returncode, 1 if sm["rejected"] or sm["dead"] else 0, "exit code: " + r.stderr)
+    # every stale copy is a dead letter: in a refused batch or counted by its Ack
+    eq(sm["rejected_records"] + sm["dead"], len(stale), "refused + dead-lettered: " + r.stderr)
     eq(sm["acked"] + sm["rejected"], sm["batches"], "every batch answered")
     dls = stored(fp)
     eq(sorted({d["reason"] for d in dls}), ["stale_epoch"], "only stale dead letters")
