@@ -10,7 +10,9 @@
       CURVE = --server-key FILE --key FILE
 
     Exit codes: 0 ok; 1 runtime failure (bind error, drain timeout, records
-    refused); 2 usage or configuration error.
+    refused or dead-lettered); 2 usage or configuration error (also a number
+    option that is not a decimal in its range, fp_cli_number); 3 tail:
+    authentication refused.
 */
 #include <stdbool.h>
 #include <stdio.h>
@@ -37,15 +39,18 @@ static const char s_usage[] =
             "      run the service; without -c, the embedded demo plant feeds it and\n"
             "      the published checkpoints are printed. --check validates and exits.\n"
             "  floorpost send [--push] [--batch N] [--flush-ms MS] [--timeout MS] [--resend-ms N]\n"
-            "                 ENDPOINT FILE|-\n"
+            "                 [--progress S] [--quiet] ENDPOINT FILE|-\n"
             "      send telemetry from a JSON Lines file as binary batches via the ROUTER\n"
             "      endpoint, one open batch per source, each sent when full (--batch,\n"
             "      default 256) or open --flush-ms (default 200; 0: only when full), kept\n"
             "      until floorpost acks it as durable and resent every --resend-ms (default\n"
             "      2000) and after a reconnect; a batch floorpost refuses is reported,\n"
             "      counted and dropped. Exits 0 only when every record is acked and none\n"
-            "      refused. --timeout (default 10000): longest wait without room in the\n"
-            "      buffer, and for the last acks. --push: the PULL endpoint, fire and forget\n"
+            "      refused or dead-lettered by floorpost (the Acks count those), else 1.\n"
+            "      --timeout (default 10000): longest wait without room in the buffer, and\n"
+            "      for the last acks. --progress S: a progress line on stderr every S\n"
+            "      seconds (default 5; 0: none); --quiet: none. --push: the PULL endpoint,\n"
+            "      fire and forget\n"
             "  floorpost tail [--count N] [--timeout MS] [--human] [--replay EP [--from N]]\n"
             "                 ENDPOINT [TOPIC]\n"
             "      subscribe to a feed and print each event as one JSON line. --replay:\n"
