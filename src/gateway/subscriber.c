@@ -44,6 +44,9 @@
 #define S_TOPIC_MAX 1024       /* a longer topic is not floorpost's: BAD */
 #define S_RETRIES 3            /* asks again after a hole or an endpoint behind */
 #define S_RETRY_DELAY_MS 100   /* before asking again an endpoint that was behind */
+#define S_DL_PREFIX "deadletter/"
+#define S_DL_PREFIX_LEN 11
+#define S_DL_DETAIL_MAX 65536  /* floorpost's are at most 1200 bytes */
 
 /* One message for the caller, owning its strings and bytes. */
 typedef struct {
@@ -56,6 +59,7 @@ typedef struct {
     uint64_t first, next, global_seq;
     int64_t wall_ns;
     char detail[192];
+    char *text;          /* DEADLETTER: the JSON detail (malloc'd), handed out as detail */
 } item_t;
 
 /* Last stream_seq per topic: a feed has few topics (kind x plant x line). */
@@ -75,6 +79,7 @@ struct subscriber {
     char server_z85[FP_CURVE_KEY_Z85 + 1];
     fp_curve_keypair_t kp;
     bool local_filter;   /* subscribed to everything; prefix filters here */
+    bool deadletters;    /* subscriber_accept_deadletters: 3-frame dead letters handed out */
     bool track_global;   /* global_seq checked: replay on, or prefix "" */
     int replay_timeout_ms;
     uint32_t batch;
@@ -102,6 +107,7 @@ static void s_item_free(item_t *it)
 {
     free(it->topic);
     free(it->data);
+    free(it->text);
     memset(it, 0, sizeof *it);
 }
 
@@ -613,8 +619,57 @@ static void s_heartbeat(subscriber_t *self, const void *body, size_t len)
     s_push(self, &hb);
 }
 
-/* Reads one live message into the queue. 1: read; 0: nothing before until;
-   -errno. */
+/* A dead letter, [deadletter/REASON][JSON detail][the original bytes]
+   (docs/architecture.md, "Dead-letter reasons"): handed out as it is, once
+   its topic and detail are checked. The detail is checked the way
+   `floorpost deadletters list` checks a stored one: valid JSON with every
+   integer read as a double (a u64 above INT64_MAX, which jansson's
+   integers cannot hold, passes) and \u0000 allowed (a NUL byte a producer
+   sent); it must be an object. Line ends are blanks between its tokens
+   (none can be inside a JSON string): made spaces, so it is one line. */
+static void s_deadletter(subscriber_t *self, zmq_msg_t *parts)
+{
+    const char *tp = zmq_msg_data(&parts[0]);
+    size_t tl = zmq_msg_size(&parts[0]), jl = zmq_msg_size(&parts[1]);
+    size_t pl = zmq_msg_size(&parts[2]);
+    if (tl <= S_DL_PREFIX_LEN || tl > S_TOPIC_MAX || memcmp(tp, S_DL_PREFIX, S_DL_PREFIX_LEN) != 0 ||
+        memchr(tp, '\0', tl)) {
+        s_note(self, SUBSCRIBER_BAD, "", 0, 0, "unexpected message (3 frames, topic of %zu bytes "
+               "not deadletter/REASON)", tl);
+        return;
+    }
+    item_t it = {.kind = SUBSCRIBER_DEADLETTER};
+    it.topic = s_strndup(tp, tl);
+    if (!it.topic || !s_wanted(self, it.topic)) {
+        s_item_free(&it);
+        return;
+    }
+    json_error_t je;
+    json_t *v = json_loadb(zmq_msg_data(&parts[1]), jl, JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &je);
+    bool parsed = v != NULL, object = json_is_object(v);
+    json_decref(v);
+    if (!object || jl > S_DL_DETAIL_MAX) {
+        s_note(self, SUBSCRIBER_BAD, it.topic, 0, 0, "dead letter: the detail (%zu bytes) is not "
+               "a JSON object: %s", jl, !parsed ? je.text : object ? "too long" : "another value");
+        s_item_free(&it);
+        return;
+    }
+    it.text = s_strndup(zmq_msg_data(&parts[1]), jl);
+    it.data = malloc(pl ? pl : 1);
+    if (!it.text || !it.data) {
+        s_item_free(&it);
+        s_note(self, SUBSCRIBER_BAD, "", 0, 0, "dead letter: out of memory");
+        return;
+    }
+    for (char *c = it.text; *c; c++)
+        if (*c == '\n' || *c == '\r')
+            *c = ' ';
+    memcpy(it.data, zmq_msg_data(&parts[2]), pl);
+    it.len = pl;
+    self->st.deadletters++;
+    s_push(self, &it);
+}
+
 /* The SUB's socket monitor: a refused CURVE handshake. */
 static void s_monitor_event(subscriber_t *self)
 {
@@ -642,6 +697,8 @@ static void s_monitor_event(subscriber_t *self)
     s_close_parts(parts, n, 2);
 }
 
+/* Reads one live message into the queue. 1: read; 0: nothing before until;
+   -errno. */
 static int s_read_live(subscriber_t *self, int64_t until)
 {
     zmq_pollitem_t its[2] = {{self->sub, 0, ZMQ_POLLIN, 0}, {self->monitor, 0, ZMQ_POLLIN, 0}};
@@ -654,14 +711,16 @@ static int s_read_live(subscriber_t *self, int64_t until)
         s_monitor_event(self);
         return 1;
     }
-    zmq_msg_t parts[2];
-    int n = s_recv_parts(self->sub, parts, 2);
+    zmq_msg_t parts[3];
+    int n = s_recv_parts(self->sub, parts, 3);
     if (n == 0)
         return 1;
     const char *tp = zmq_msg_data(&parts[0]);
     size_t tl = zmq_msg_size(&parts[0]);
     if (n == 2 && tl == 9 && memcmp(tp, "heartbeat", 9) == 0) {
         s_heartbeat(self, zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]));
+    } else if (n == 3 && self->deadletters) {
+        s_deadletter(self, parts);
     } else if (n != 2) {
         s_note(self, SUBSCRIBER_BAD, "", 0, 0, "unexpected message (%d frames)", n);
     } else {
@@ -669,7 +728,7 @@ static int s_read_live(subscriber_t *self, int64_t until)
         if (s_decode(self, parts, "", &ev) == 0)
             s_live(self, &ev);
     }
-    s_close_parts(parts, n, 2);
+    s_close_parts(parts, n, 3);
     return 1;
 }
 
@@ -828,7 +887,7 @@ int subscriber_recv(subscriber_t *self, subscriber_msg_t *msg, int timeout_ms)
             msg->next = it->next;
             msg->global_seq = it->global_seq;
             msg->wall_ns = it->wall_ns;
-            msg->detail = it->detail;
+            msg->detail = it->text ? it->text : it->detail;
             return 1;
         }
         if (self->filling) {
@@ -861,6 +920,11 @@ uint64_t subscriber_position(const subscriber_t *self)
     return self->have_last ? self->last_g : 0;
 }
 
+void subscriber_accept_deadletters(subscriber_t *self)
+{
+    self->deadletters = true;
+}
+
 const subscriber_stats_t *subscriber_stats(const subscriber_t *self)
 {
     return &self->st;
@@ -868,9 +932,9 @@ const subscriber_stats_t *subscriber_stats(const subscriber_t *self)
 
 const char *subscriber_kind_name(int kind)
 {
-    static const char *const names[] = {"?",   "event",     "gap",    "reset",
-                                        "lost", "bad", "heartbeat", "refused"};
-    return kind >= SUBSCRIBER_EVENT && kind <= SUBSCRIBER_REFUSED ? names[kind] : "?";
+    static const char *const names[] = {"?",   "event", "gap",     "reset",     "lost",
+                                        "bad", "heartbeat", "refused", "deadletter"};
+    return kind >= SUBSCRIBER_EVENT && kind <= SUBSCRIBER_DEADLETTER ? names[kind] : "?";
 }
 
 int subscriber_decode(const void *buf, size_t len, fp_checkpoint_t *ck)

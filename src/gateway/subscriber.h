@@ -42,7 +42,23 @@
                             = the key is not on floorpost's allow list).
                             libzmq tries again, so a key added to the allow
                             list later gets through; most callers stop here
+      SUBSCRIBER_DEADLETTER API 2, only after subscriber_accept_deadletters:
+                            a dead letter (below)
     A GAP or RESET comes just before the event that revealed it.
+
+    THE DEAD-LETTER FEED (API 2). floorpost's `deadletter` endpoint is a
+    second PUB; each message is [topic "deadletter/REASON"][JSON detail]
+    [the original bytes] (docs/architecture.md, "Dead-letter reasons"). It
+    has no sequence numbers, no heartbeat and no replay: what a subscriber
+    misses while it is away stays in floorpost's state (`floorpost
+    deadletters list`). After subscriber_accept_deadletters such a message
+    comes as SUBSCRIBER_DEADLETTER: topic "deadletter/REASON", detail the
+    JSON detail (an object, checked, NUL-terminated, on one line; integers
+    may exceed INT64_MAX, so read them as unsigned 64-bit or as text), data
+    and len the original bytes (a batch or a frame, not verified; 8-byte
+    aligned). The topic prefix filters dead letters too ("deadletter/too_old").
+    Without that call a dead letter is a BAD (a wrong frame count). The
+    same subscriber may take either feed: `floorpost tail` does.
 
     REPLAY (replay_endpoint set). The library keeps the last global_seq it
     handed out. A live event with a larger one than last + 1, or a
@@ -72,6 +88,13 @@
 */
 #ifndef FP_SUBSCRIBER_H
 #define FP_SUBSCRIBER_H
+
+/* The API's version. Changes are additive: a program written against an
+   older one compiles and runs unchanged.
+     1  the feed, gaps, replay, heartbeat, CURVE (floorpost 0.2.0)
+     2  the dead-letter feed: subscriber_accept_deadletters,
+        SUBSCRIBER_DEADLETTER, subscriber_stats_t.deadletters */
+#define SUBSCRIBER_API_VERSION 2
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -104,6 +127,7 @@ typedef enum {
     SUBSCRIBER_BAD,
     SUBSCRIBER_HEARTBEAT,
     SUBSCRIBER_REFUSED,
+    SUBSCRIBER_DEADLETTER, /* API 2 */
 } subscriber_kind_t;
 
 /* One message. Everything it points to stays valid until the next
@@ -113,7 +137,7 @@ typedef struct {
     const char *topic;    /* never NULL: the event's topic; "" = global_seq (GAP, RESET) */
     fp_checkpoint_t ck;   /* EVENT: strings point into `data` */
     const void *data;     /* EVENT: the Checkpoint bytes (8-byte aligned); BAD,
-                             HEARTBEAT: the message's last frame */
+                             HEARTBEAT, DEADLETTER: the message's last frame */
     size_t len;
     bool replayed;        /* EVENT: it came from the replay endpoint */
     uint64_t first, next; /* GAP, LOST: the numbers first..next-1 are missing;
@@ -121,7 +145,8 @@ typedef struct {
     uint64_t global_seq;  /* HEARTBEAT: the last committed global_seq; REFUSED: the
                              ZAP status (0: a protocol error, e.g. a wrong server key) */
     int64_t wall_ns;      /* HEARTBEAT: floorpost's clock, ns since 1970 UTC */
-    const char *detail;   /* LOST, BAD: why, one line; "" otherwise */
+    const char *detail;   /* LOST, BAD: why, one line; DEADLETTER: the JSON detail;
+                             "" otherwise */
 } subscriber_msg_t;
 
 typedef struct {
@@ -137,6 +162,7 @@ typedef struct {
     uint64_t duplicates;   /* events skipped: their global_seq was handed out already */
     uint64_t replay_requests; /* REPLAY requests sent */
     uint64_t refused;      /* REFUSEDs handed out */
+    uint64_t deadletters;  /* API 2: DEADLETTERs handed out */
 } subscriber_stats_t;
 
 /* Creates a SUB in zmq_ctx (not owned) and connects it (the replay DEALER
@@ -160,6 +186,11 @@ int subscriber_recv(subscriber_t *self, subscriber_msg_t *msg, int timeout_ms);
    an error (-errno, as subscriber_recv; -EINTR included). */
 typedef int subscriber_fn(const subscriber_msg_t *msg, void *arg);
 int subscriber_run(subscriber_t *self, subscriber_fn *fn, void *arg, int idle_timeout_ms);
+
+/* API 2: from now on, dead letters (3 frames, topic deadletter/REASON)
+   come as SUBSCRIBER_DEADLETTER instead of BAD. Call it before the first
+   subscriber_recv: what came earlier was a BAD. */
+void subscriber_accept_deadletters(subscriber_t *self);
 
 /* The last global_seq handed out or skipped as reported lost (0: none
    yet): store it with your postings, and resume from it + 1. */
