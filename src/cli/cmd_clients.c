@@ -397,7 +397,7 @@ int fp_cmd_tail(int argc, char **argv)
         return 3;
     }
     if (rc != 0) {
-        fprintf(stderr, "floorpost tail: %s: %s\n", o.endpoint, zmq_strerror(-rc));
+        fprintf(stderr, "floorpost tail: %s: %s\n", o.endpoint, st.error);
         return 1;
     }
     if (st.gaps)
