@@ -160,23 +160,36 @@ def _header(frame):
     return frame[0].decode(), ck["stream_seq"], ck["global_seq"]
 
 
-def _feed(port):
-    """A fake floorpost feed on port (an XPUB: it sees the subscriptions)."""
+def _tail_on_fake_feed(args, frames, lost=(), heartbeat=None, subscriptions=(b"\x01",)):
+    """Runs `floorpost tail ARGS ENDPOINT [...]` against a fake floorpost
+    feed (an XPUB on a free port: it sees the subscriptions). Once the
+    tail's subscriptions have come, sends the frames except those at the
+    indexes in lost, then the heartbeat (JSON text), if any. Returns
+    (exit code, stdout lines, stderr lines)."""
+    port = free_port()
     xpub = CTX.socket(zmq.XPUB)
     xpub.setsockopt(zmq.LINGER, 0)
     xpub.bind("tcp://127.0.0.1:%d" % port)
-    return xpub
-
-
-def _send_feed(xpub, frames, lost, heartbeat):
-    """Waits for the tail's subscription, then sends the frames except
-    those at the indexes in lost, then the heartbeat (JSON text)."""
-    assert xpub.poll(20000), "the tail did not subscribe"
-    eq(xpub.recv(), b"\x01", "the tail subscribes to everything")
-    for i, f in enumerate(frames):
-        if i not in lost:
-            xpub.send_multipart(f)
-    xpub.send_multipart([b"heartbeat", heartbeat.encode()])
+    ep = "tcp://127.0.0.1:%d" % port
+    cmd = [FLOORPOST, "tail"] + [ep if a == "FEED" else a for a in args]
+    tail = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        got = []
+        while len(got) < len(subscriptions):
+            assert xpub.poll(20000), "the tail did not subscribe: %r" % got
+            got.append(xpub.recv())
+        eq(sorted(got), sorted(subscriptions), "the tail's subscriptions")
+        for i, f in enumerate(frames):
+            if i not in lost:
+                xpub.send_multipart(f)
+        if heartbeat:
+            xpub.send_multipart([b"heartbeat", heartbeat.encode()])
+        out, err = tail.communicate(timeout=30)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+        xpub.close()
+    return tail.returncode, out.splitlines(), err.splitlines()
 
 
 @extra_test
@@ -203,16 +216,9 @@ def tail_detects_and_fills_gaps_through_the_library():
         hb = json.dumps({"instance": "e2e", "global_seq": 8, "feeds": feeds, "wall_ns": 1})
 
         # without --replay: every gap reported, on stderr, exactly
-        port = free_port()
-        xpub = _feed(port)
-        tail = subprocess.Popen([FLOORPOST, "tail", "--timeout", "1500",
-                                 "tcp://127.0.0.1:%d" % port],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _send_feed(xpub, frames, lost, hb)
-        out, err = tail.communicate(timeout=30)
-        xpub.close()
-        eq(tail.returncode, 0, "tail: " + err)
-        eq(out.splitlines(), [l for i, l in enumerate(lines) if i not in lost], "events printed")
+        rc, out, err = _tail_on_fake_feed(["--timeout", "1500", "FEED"], frames, lost, hb)
+        eq(rc, 0, "tail: %r" % err)
+        eq(out, [l for i, l in enumerate(lines) if i not in lost], "events printed")
         # what the library reports for this loss, in the order it does
         want, gaps, missing, last_g, last = [], 0, 0, 0, {}
 
@@ -240,44 +246,51 @@ def tail_detects_and_fills_gaps_through_the_library():
                 gaps, missing = gaps + n, missing + m
         want.append("floorpost tail: %d gaps, %d events missing" % (gaps, missing))
         eq((gaps, missing), (2, 2), "two topic gaps of one event each: %r" % heads)
-        eq(err.splitlines(), want, "tail's gap reports")
+        eq(err, want, "tail's gap reports")
 
         # with --replay: the same lossy feed, both holes filled from the real
         # replay endpoint, every event once, in order
-        port = free_port()
-        xpub = _feed(port)
-        tail = subprocess.Popen([FLOORPOST, "tail", "--replay", fp.endpoints["replay"],
-                                 "--count", "8", "--timeout", "10000",
-                                 "tcp://127.0.0.1:%d" % port],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _send_feed(xpub, frames, lost, hb)
-        out, err = tail.communicate(timeout=30)
-        xpub.close()
-        eq(tail.returncode, 0, "tail --replay: " + err)
-        eq(out.splitlines(), lines, "every event, filled in order")
-        eq(err.splitlines(), ["floorpost tail: 2 events replayed, 0 unrecoverable"], "stderr")
+        rc, out, err = _tail_on_fake_feed(["--replay", fp.endpoints["replay"], "--count", "8",
+                                           "--timeout", "10000", "FEED"], frames, lost, hb)
+        eq(rc, 0, "tail --replay: %r" % err)
+        eq(out, lines, "every event, filled in order")
+        eq(err, ["floorpost tail: 2 events replayed, 0 unrecoverable"], "stderr")
 
         # --human: the same events as readable lines, the lost one missing
-        port = free_port()
-        xpub = _feed(port)
-        tail = subprocess.Popen([FLOORPOST, "tail", "--human", "--count", "4", "--timeout", "10000",
-                                 "tcp://127.0.0.1:%d" % port, "completion/"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert xpub.poll(20000), "the tail did not subscribe"
-        eq(sorted([xpub.recv(), xpub.recv()]), [b"\x01completion/", b"\x01heartbeat"],
-           "a prefix and the heartbeat")
-        for f in frames:
-            xpub.send_multipart(f)
-        out, err = tail.communicate(timeout=30)
-        xpub.close()
-        eq(tail.returncode, 0, "tail --human: " + err)
+        rc, out, err = _tail_on_fake_feed(["--human", "--count", "4", "--timeout", "10000", "FEED",
+                                           "completion/"], frames,
+                                          subscriptions=(b"\x01completion/", b"\x01heartbeat"))
+        eq(rc, 0, "tail --human: %r" % err)
         comps = [json.loads(l) for l in lines if json.loads(l)["kind"] == "completion"]
         want = ["completion  1000/L01  order %s op 0010  yield %+d scrap %+d  FINAL%s"
                 "  [seq %d, %d records]"
                 % (c["order"], c["yield"], c["scrap"],
                    "  %s %s" % (c["posting_date"], c["period"]) if c.get("posting_date") else "",
                    c["stream_seq"], c["record_count"]) for c in comps]
-        eq(out.splitlines(), want, "--human lines")
+        eq(out, want, "--human lines")
+        rc, _ = fp.stop()
+        eq(rc, 0, "stop")
+    finally:
+        fp.kill()
+
+
+@extra_test
+def tail_timeout_counts_events_not_heartbeats():
+    """`--timeout MS`: that long without an event. The feed's heartbeat
+    (every 200 ms here) is none, so an idle feed still ends the tail."""
+    fp = Floorpost(feed_heartbeat_ms=200).start()
+    try:
+        hb = CTX.socket(zmq.SUB)
+        hb.setsockopt(zmq.SUBSCRIBE, b"heartbeat")
+        hb.connect(fp.endpoints["pub"])
+        assert hb.poll(10000), "the feed's heartbeat"
+        hb.close(0)
+        t0 = time.time()
+        r = subprocess.run([FLOORPOST, "tail", "--timeout", "1500", fp.endpoints["pub"]],
+                           capture_output=True, text=True, timeout=30)
+        took = time.time() - t0
+        eq((r.returncode, r.stdout, r.stderr), (0, "", ""), "an idle feed: no output, exit 0")
+        assert 1.4 < took < 15, "ended by --timeout after %.1f s" % took
         rc, _ = fp.stop()
         eq(rc, 0, "stop")
     finally:
