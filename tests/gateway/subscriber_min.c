@@ -4,7 +4,8 @@
     `pkg-config --cflags --libs floorpost`, and run against a real floorpost.
     It catches up from global_seq 1 through the replay endpoint, follows the
     feed until it has N events, and checks that they came once each, in
-    global_seq order, decoded.
+    global_seq order, decoded. It also takes dead letters (API version 2):
+    on the checkpoint feed none may come.
 
         subscriber_min FEED REPLAY N
 */
@@ -13,6 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <zmq.h>
+
+#if !defined(SUBSCRIBER_API_VERSION) || SUBSCRIBER_API_VERSION < 2
+#error "the installed subscriber.h is older than API version 2"
+#endif
 
 typedef struct {
     uint64_t want, got, next_g; /* next_g: the global_seq expected next */
@@ -30,7 +35,8 @@ static int s_on_message(const subscriber_msg_t *m, void *arg)
         }
         c->next_g = m->ck.global_seq + 1;
         c->got++;
-    } else if (m->kind == SUBSCRIBER_LOST || m->kind == SUBSCRIBER_BAD) {
+    } else if (m->kind == SUBSCRIBER_LOST || m->kind == SUBSCRIBER_BAD ||
+               m->kind == SUBSCRIBER_DEADLETTER) {
         fprintf(stderr, "subscriber_min: %s %s\n", subscriber_kind_name(m->kind), m->detail);
         c->wrong++;
     }
@@ -49,6 +55,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "subscriber_min: %s\n", err);
         return 1;
     }
+    subscriber_accept_deadletters(sub);
     count_t c = {.want = strtoull(argv[3], NULL, 10), .next_g = 1};
     int rc = subscriber_run(sub, s_on_message, &c, 15000);
     printf("subscriber_min: %" PRIu64 " events, %d wrong, %" PRIu64 " replayed, position %" PRIu64
