@@ -27,6 +27,9 @@ Messages (one per recv()):
   Bad        a message that is not a checkpoint, skipped (.reason)
   Heartbeat  the feed's heartbeat (.global_seq, .feeds, .wall_ns)
   Refused    CURVE: floorpost refused the handshake (.status, .reason)
+  DeadLetter only after accept_deadletters(): a message of the dead-letter
+             feed (.topic "deadletter/REASON", .detail the JSON detail as
+             a dict, .text the same on one line, .data the original bytes)
 A Gap or Reset comes just before the event that revealed it.
 
 Not thread-safe: use a Subscriber from one thread (its sockets are pyzmq's).
@@ -111,6 +114,21 @@ class Refused:
 
 
 @dataclass
+class DeadLetter:
+    """A message of floorpost's dead-letter feed (`deadletter`, default port
+    5571): [deadletter/REASON][JSON detail][the original bytes]. No
+    sequence numbers, no heartbeat, no replay (docs/subscribers.md)."""
+    topic: str
+    detail: dict   # its integers exact (source_id may exceed 2^63 - 1)
+    text: str      # the detail as floorpost sent it, on one line
+    data: bytes
+
+    @property
+    def reason(self):
+        return self.topic[len("deadletter/"):]
+
+
+@dataclass
 class Stats:
     events: int = 0        # Events handed out (live and replayed)
     replayed: int = 0      # of them from the replay endpoint
@@ -124,6 +142,7 @@ class Stats:
     duplicates: int = 0    # events skipped: already handed out
     replay_requests: int = 0
     refused: int = 0
+    deadletters: int = 0   # DeadLetters handed out
 
 
 @dataclass
@@ -194,6 +213,7 @@ class Subscriber:
         self._last_live = None      # last global_seq on the live feed
         self._fill = None           # the fill in progress
         self._replay = None
+        self._deadletters = False   # accept_deadletters()
         self._sub = self._socket(zmq.SUB)
         self._sub.setsockopt(zmq.RCVHWM, 0)  # never drop here: a gap means a loss upstream
         topic = "" if self._local_filter else prefix
@@ -222,6 +242,11 @@ class Subscriber:
         """The last global_seq handed out or passed as Lost (0: none): store
         it with your postings and resume from it + 1."""
         return self._last or 0
+
+    def accept_deadletters(self):
+        """From now on, dead letters (3 frames, topic deadletter/REASON) come
+        as DeadLetter instead of Bad. Call it before the first recv()."""
+        self._deadletters = True
 
     def recv(self, timeout_ms=None):
         """The next message, or None when nothing came within timeout_ms
@@ -407,6 +432,8 @@ class Subscriber:
         parts = self._sub.recv_multipart(copy=True)
         if len(parts) == 2 and parts[0] == b"heartbeat":
             self._heartbeat(parts[1])
+        elif len(parts) == 3 and self._deadletters:
+            self._deadletter(parts)
         elif len(parts) != 2:
             self._bad("", "unexpected message (%d frames)" % len(parts))
         else:
@@ -414,6 +441,33 @@ class Subscriber:
             if ev is not None:
                 self._live(ev)
         return True
+
+    def _deadletter(self, parts):
+        """A dead letter, checked as the C library checks it: its topic, and
+        a detail that is a JSON object."""
+        topic, body, data = parts
+        if (len(topic) <= 11 or len(topic) > 1024 or not topic.startswith(b"deadletter/")
+                or b"\0" in topic):
+            self._bad("", "unexpected message (3 frames, topic of %d bytes not deadletter/REASON)"
+                      % len(topic))
+            return
+        name = topic.decode("utf-8", "replace")
+        if not name.startswith(self._prefix):
+            return
+        try:
+            detail = json.loads(body)
+            why = None if isinstance(detail, dict) else "another value"
+        except ValueError as e:  # UnicodeDecodeError is one
+            why = str(e)
+        if why is None and len(body) > 65536:
+            why = "too long"
+        if why is not None:
+            self._bad(name, "dead letter: the detail (%d bytes) is not a JSON object: %s"
+                      % (len(body), why), body)
+            return
+        text = body.decode().replace("\r", " ").replace("\n", " ")
+        self.stats.deadletters += 1
+        self._q.append(DeadLetter(name, detail, text, data))
 
     # ---- internals: the fill (a state machine stepped by recv) ----
 

@@ -10,7 +10,7 @@ import flatbuffers
 import zmq
 
 import floorpost
-from floorpost import Bad, Event, Gap, Heartbeat, Lost, Reset, Subscriber, decode
+from floorpost import Bad, DeadLetter, Event, Gap, Heartbeat, Lost, Reset, Subscriber, decode
 from floorpost.checkpoint import Checkpoint as C
 from floorpost.checkpoint import Completion as P
 from floorpost.checkpoint import Header as H
@@ -231,6 +231,60 @@ def case_callback_api():
     assert f.sub.run(lambda m: (seen.append(m), len(seen) == 2 and 42)[1], 2000) == 42
     assert f.sub.run(lambda m: seen.append(m), 100) is None  # idle
     assert [m.checkpoint.global_seq for m in seen] == [1, 2, 3]
+    f.close()
+
+
+def case_deadletters_accepted():
+    f = Fake()
+    f.sub.accept_deadletters()
+    detail = (b'{"reason":"string_has_nul",\r\n"source_id":18446744073709551615,'
+              b'"detail":"P\\u0000A"}')
+    f.publish(1, 1)
+    f.pub.send_multipart([b"deadletter/string_has_nul", detail, b"\x01\x02\x03"])
+    f.publish(2, 2)
+    assert f.expect(Event).checkpoint.global_seq == 1
+    m = f.expect(DeadLetter)
+    assert (m.topic, m.reason, m.data) == ("deadletter/string_has_nul", "string_has_nul",
+                                           b"\x01\x02\x03"), m
+    assert m.text == ('{"reason":"string_has_nul",  "source_id":18446744073709551615,'
+                      '"detail":"P\\u0000A"}'), m.text
+    assert m.detail["source_id"] == 18446744073709551615 and m.detail["detail"] == "P\0A", m
+    assert f.expect(Event).checkpoint.global_seq == 2  # no Gap: a dead letter has no seq
+    for topic, body in ((b"scrap/1000/L01", b"{}"), (b"deadletter/malformed", b"{]"),
+                        (b"deadletter/malformed", b"[1]"), (b"deadletter/", b"{}")):
+        f.pub.send_multipart([topic, body, b"x"])
+    assert "not deadletter/REASON" in f.expect(Bad).reason
+    m = f.expect(Bad)
+    assert m.topic == "deadletter/malformed" and "the detail (2 bytes) is not a JSON object" \
+        in m.reason, m
+    assert "another value" in f.expect(Bad).reason
+    assert "not deadletter/REASON" in f.expect(Bad).reason
+    f.pub.send_multipart([b"deadletter/envelope", b'{"reason":"envelope"}', b""])
+    m = f.expect(DeadLetter)
+    assert (m.data, m.text) == (b"", '{"reason":"envelope"}'), m
+    st = f.sub.stats
+    assert (st.deadletters, st.bad, st.events, st.global_gaps) == (2, 4, 2, 0), st
+    f.close()
+
+
+def case_deadletters_not_accepted_are_bad():
+    f = Fake()
+    f.pub.send_multipart([b"deadletter/too_old", b'{"reason":"too_old"}', b"x"])
+    assert "unexpected message (3 frames)" in f.expect(Bad).reason
+    assert f.sub.stats.deadletters == 0
+    f.close()
+
+
+def case_deadletters_filtered_by_prefix():
+    f = Fake(replay=True, prefix="deadletter/too_old")
+    f.sub.accept_deadletters()
+    f.pub.send_multipart([b"deadletter/malformed", b'{"reason":"malformed"}', b"x"])
+    f.pub.send_multipart([b"deadletter/too_old", b'{"reason":"too_old","seq":4}', b"yy"])
+    m = f.expect(DeadLetter)
+    assert (m.topic, m.text, m.data) == ("deadletter/too_old", '{"reason":"too_old","seq":4}',
+                                         b"yy"), m
+    assert f.sub.recv(100) is None
+    assert f.sub.stats.deadletters == 1
     f.close()
 
 

@@ -206,11 +206,11 @@ def client_python_package_against_fakes_like_the_c_library():
     """tests/e2e/client_python_fakes.py: the cases of
     tests/gateway/test_subscriber.c (gaps, resets, heartbeat, a hole asked
     for again, catch-up with a prefix, lost by retention and by timeout,
-    callbacks) on the pip-installed package."""
+    callbacks, dead letters) on the pip-installed package."""
     out = subprocess.run([venv_python(), os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                       "client_python_fakes.py")],
                          capture_output=True, text=True, timeout=60, cwd="/")
-    eq((out.returncode, out.stdout.strip()), (0, "ok 8 cases"), out.stderr)
+    eq((out.returncode, out.stdout.strip()), (0, "ok 11 cases"), out.stderr)
 
 
 @extra_test
