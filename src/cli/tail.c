@@ -78,9 +78,13 @@ static void s_print_event(const fp_tail_opts_t *o, const subscriber_msg_t *m, ch
     if (p < 0)
         return;
     /* the object starts where the ',' is: its '{' is overwritten by it */
-    if (fp_codec_checkpoint_to_json(m->data, m->len, line + p - 1, TAIL_LINE_MAX - (size_t)p + 1) > 0) {
+    int k = fp_codec_checkpoint_to_json(m->data, m->len, line + p - 1, TAIL_LINE_MAX - (size_t)p + 1);
+    if (k > 0) {
         line[p - 1] = ',';
         fprintf(o->out, "%s\n", line);
+    } else {
+        fprintf(stderr, "tail: %s: global_seq %" PRIu64 " not printed: %s\n", m->topic,
+                m->ck.global_seq, k == FP_CODEC_SPACE ? "its JSON is over 64 KiB" : fp_codec_strerror(k));
     }
 }
 

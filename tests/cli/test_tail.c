@@ -1,4 +1,4 @@
-/*  test_tail.c - the tail's replay client against a fake floorpost: an XPUB
+/*  test_tail.c - the tail (on the subscriber library) against a fake floorpost: an XPUB
     (the live feed) and a ROUTER (the replay endpoint) served by one thread,
     events made with fp_codec_checkpoint_encode. A gap in global_seq is
     filled in order, --from catches up and then goes live without
