@@ -210,8 +210,8 @@ int fp_cmd_run(int argc, char **argv)
         }
         static const char *const upgraded[] = {
             NULL, "upgraded state from version 1", "upgraded state from version 2",
-            "upgraded state from version 3"};
-        _Static_assert(FP_STORE_FORMAT_VERSION == 4, "a message per version upgraded from");
+            "upgraded state from version 3", "upgraded state from version 4"};
+        _Static_assert(FP_STORE_FORMAT_VERSION == 5, "a message per version upgraded from");
         if (fp_store_upgraded_from(store))
             fp_log(FP_LOG_WARN, "main", upgraded[fp_store_upgraded_from(store)],
                    "state_dir=%s from=%u to=%u (an older floorpost now refuses it)",

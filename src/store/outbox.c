@@ -134,19 +134,21 @@ int fp_outbox_put(fp_store_txn_t *t, uint64_t global_seq, uint64_t round, int64_
         return fp_store_txn_fail(t, -EINVAL);
     uint8_t kb[8];
     fp_store_enc64(kb, global_seq);
-    MDB_val k = {8, kb}, d = {S_EVENT_HDR + tlen + evlen, NULL};
+    MDB_val k = {8, kb};
+    size_t vlen = S_EVENT_HDR + tlen + evlen;
+    uint8_t *p;
     /* APPEND: the outbox only grows at its end; a seq out of order is our
        bug and fails the round (MDB_KEYEXIST) instead of overwriting. */
-    int rc = mdb_put(t->txn, t->store->dbi[FP_STORE_DB_OUTBOX], &k, &d, MDB_RESERVE | MDB_APPEND);
+    int rc = fp_store_w_reserve(&t->w, FP_STORE_DB_OUTBOX, &k, vlen, MDB_APPEND, &p);
     if (rc != 0)
         return fp_store_txn_fail(t, fp_store_lmdb_rc(rc));
-    uint8_t *p = d.mv_data;
     fp_store_enc64(p, (uint64_t)wall_ns);
     fp_store_enc64(p + 8, round);
     fp_store_enc16(p + 16, (uint16_t)tlen);
     memcpy(p + S_EVENT_HDR, topic, tlen);
     if (evlen)
         memcpy(p + S_EVENT_HDR + tlen, ev, evlen);
+    fp_store_w_seal(&t->w, FP_STORE_DB_OUTBOX, &k, p, vlen);
     return 0;
 }
 
@@ -162,10 +164,9 @@ int fp_outbox_put_reader(fp_store_txn_t *t, const char *name, uint64_t position,
        bad report must not cost the round. */
     if (position > t->committed_gseq)
         return -ERANGE;
-    MDB_dbi dbi = t->store->dbi[FP_STORE_DB_READERS];
     MDB_val k = {nlen, (void *)name}, d;
     uint64_t aux[2] = {0, 0};
-    int rc = mdb_get(t->txn, dbi, &k, &d);
+    int rc = fp_store_get(t->txn, t->store, FP_STORE_DB_READERS, &k, &d);
     if (rc == 0) {
         uint64_t old;
         uint32_t oflags;
@@ -184,8 +185,7 @@ int fp_outbox_put_reader(fp_store_txn_t *t, const char *name, uint64_t position,
     }
     uint8_t vb[S_READER_LEN];
     s_reader_enc(vb, position, flags, fp_store_now_ns(), aux);
-    d = (MDB_val){S_READER_LEN, vb};
-    rc = mdb_put(t->txn, dbi, &k, &d, 0);
+    rc = fp_store_w_put(&t->w, FP_STORE_DB_READERS, NULL, &k, vb, S_READER_LEN, 0);
     return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
 }
 
@@ -196,20 +196,19 @@ int fp_outbox_set_reader_flags(fp_store_t *self, const char *name, uint32_t set,
     size_t nlen = s_name_len(name);
     if (nlen == 0)
         return -EINVAL;
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    fp_store_w_t w;
+    int rc = fp_store_w_begin(self, &w);
     if (rc != 0)
-        return fp_store_lmdb_rc(rc);
-    MDB_dbi dbi = self->dbi[FP_STORE_DB_READERS];
+        return rc;
     MDB_val k = {nlen, (void *)name}, d;
     uint64_t pos = 0, aux[2] = {0, 0};
     uint32_t flags = 0;
     int64_t ns = 0;
-    rc = mdb_get(txn, dbi, &k, &d);
+    rc = fp_store_get(w.txn, self, FP_STORE_DB_READERS, &k, &d);
     if (rc == 0 && !s_reader_parse(&k, &d, &pos, &flags, &ns))
         rc = FP_STORE_CORRUPT;
     if (rc != 0) {
-        mdb_txn_abort(txn);
+        fp_store_w_abort(&w);
         return rc == MDB_NOTFOUND ? FP_STORE_NOTFOUND
                : rc == FP_STORE_CORRUPT ? rc
                                         : fp_store_lmdb_rc(rc);
@@ -218,17 +217,16 @@ int fp_outbox_set_reader_flags(fp_store_t *self, const char *name, uint32_t set,
     flags = (flags | set) & ~clear;
     uint8_t vb[S_READER_LEN];
     s_reader_enc(vb, pos, flags, fp_store_now_ns(), aux);
-    d = (MDB_val){S_READER_LEN, vb};
-    rc = mdb_put(txn, dbi, &k, &d, 0);
+    rc = fp_store_w_put(&w, FP_STORE_DB_READERS, NULL, &k, vb, S_READER_LEN, 0);
     if (rc != 0) {
-        mdb_txn_abort(txn);
+        fp_store_w_abort(&w);
         return fp_store_lmdb_rc(rc);
     }
     if (position)
         *position = pos;
     if (flags_out)
         *flags_out = flags;
-    return fp_store_commit_rc(self, mdb_txn_commit(txn));
+    return fp_store_commit_rc(self, fp_store_w_commit(&w));
 }
 
 int fp_outbox_put_reader_aux(fp_store_txn_t *t, const char *name, const uint64_t aux[2])
@@ -239,20 +237,18 @@ int fp_outbox_put_reader_aux(fp_store_txn_t *t, const char *name, const uint64_t
     size_t nlen = s_name_len(name);
     if (nlen == 0)
         return -EINVAL;
-    MDB_dbi dbi = t->store->dbi[FP_STORE_DB_READERS];
     MDB_val k = {nlen, (void *)name}, d;
     uint64_t pos = 0;
     uint32_t flags = 0;
     int64_t ns = 0;
-    int rc = mdb_get(t->txn, dbi, &k, &d);
+    int rc = fp_store_get(t->txn, t->store, FP_STORE_DB_READERS, &k, &d);
     if (rc == 0 && !s_reader_parse(&k, &d, &pos, &flags, &ns))
         return fp_store_txn_fail(t, FP_STORE_CORRUPT);
     if (rc != 0 && rc != MDB_NOTFOUND)
         return fp_store_txn_fail(t, fp_store_lmdb_rc(rc));
     uint8_t vb[S_READER_LEN];
     s_reader_enc(vb, pos, flags, fp_store_now_ns(), aux);
-    d = (MDB_val){S_READER_LEN, vb};
-    rc = mdb_put(t->txn, dbi, &k, &d, 0);
+    rc = fp_store_w_put(&t->w, FP_STORE_DB_READERS, NULL, &k, vb, S_READER_LEN, 0);
     return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
 }
 
@@ -276,7 +272,8 @@ static int s_walk_holding(fp_store_t *self, MDB_txn *txn,
         uint64_t pos;
         uint32_t flags;
         int64_t ns;
-        if (!s_reader_parse(&k, &d, &pos, &flags, &ns)) {
+        if (fp_store_unseal(FP_STORE_DB_READERS, &k, &d) != 0 ||
+            !s_reader_parse(&k, &d, &pos, &flags, &ns)) {
             rc = FP_STORE_CORRUPT;
             break;
         }
@@ -316,17 +313,18 @@ int fp_outbox_trim(fp_store_t *self, int64_t older_than_wall_ns, uint32_t max_de
     uint64_t n = 0;
     if (deleted)
         *deleted = 0;
-    MDB_txn *txn;
+    fp_store_w_t w;
     MDB_cursor *cur = NULL;
-    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    int rc = fp_store_w_begin(self, &w);
     if (rc != 0)
-        return fp_store_lmdb_rc(rc);
+        return rc;
+    MDB_txn *txn = w.txn;
     /* The readers are read in this txn: the commit thread is the only
        writer, so no position can change before this commit. */
     uint64_t keep_after;
     rc = s_min_position(self, txn, &keep_after);
     if (rc != 0) {
-        mdb_txn_abort(txn);
+        fp_store_w_abort(&w);
         return rc;
     }
     rc = mdb_cursor_open(txn, self->dbi[FP_STORE_DB_OUTBOX], &cur);
@@ -341,13 +339,15 @@ int fp_outbox_trim(fp_store_t *self, int64_t older_than_wall_ns, uint32_t max_de
         const char *topic;
         const void *ev;
         size_t tlen, evlen;
-        if (k.mv_size != 8 || !s_event_parse(&d, &wall, &round, &topic, &tlen, &ev, &evlen)) {
+        MDB_val v = d;
+        if (k.mv_size != 8 || fp_store_unseal(FP_STORE_DB_OUTBOX, &k, &v) != 0 ||
+            !s_event_parse(&v, &wall, &round, &topic, &tlen, &ev, &evlen)) {
             rc = FP_STORE_CORRUPT;
             break;
         }
         if (wall >= older_than_wall_ns || fp_store_dec64(k.mv_data) > keep_after)
             break;
-        rc = mdb_cursor_del(cur, 0);
+        rc = fp_store_w_del(&w, FP_STORE_DB_OUTBOX, cur, &k, &d);
         if (rc == 0)
             n++;
     }
@@ -356,14 +356,14 @@ int fp_outbox_trim(fp_store_t *self, int64_t older_than_wall_ns, uint32_t max_de
     if (cur)
         mdb_cursor_close(cur);
     if (rc != 0) {
-        mdb_txn_abort(txn);
+        fp_store_w_abort(&w);
         return rc == FP_STORE_CORRUPT ? rc : fp_store_lmdb_rc(rc);
     }
     if (n == 0) {
-        mdb_txn_abort(txn);
+        fp_store_w_abort(&w);
         return 0;
     }
-    rc = fp_store_commit_rc(self, mdb_txn_commit(txn));
+    rc = fp_store_commit_rc(self, fp_store_w_commit(&w));
     if (rc != 0)
         return rc;
     if (deleted)
@@ -398,15 +398,16 @@ int fp_outbox_detach_lagging(fp_store_t *self, uint64_t max_lag,
 {
     assert(self && max_lag >= 1);
     assert(!self->txn_open);
-    MDB_txn *txn;
+    fp_store_w_t w;
     MDB_cursor *cur = NULL;
     s_detached_t *list = NULL;
     size_t nlist = 0, cap = 0;
     uint64_t last;
-    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    int rc = fp_store_w_begin(self, &w);
     if (rc != 0)
-        return fp_store_lmdb_rc(rc);
-    rc = fp_store_meta_get64(txn, self->dbi[FP_STORE_DB_META], "global_seq", &last);
+        return rc;
+    MDB_txn *txn = w.txn;
+    rc = fp_store_meta_get64(txn, self, "global_seq", &last);
     if (rc != 0)
         goto out;
     rc = fp_store_lmdb_rc(mdb_cursor_open(txn, self->dbi[FP_STORE_DB_READERS], &cur));
@@ -420,7 +421,8 @@ int fp_outbox_detach_lagging(fp_store_t *self, uint64_t max_lag,
         uint64_t pos;
         uint32_t flags;
         int64_t ns;
-        if (!s_reader_parse(&k, &d, &pos, &flags, &ns)) {
+        if (fp_store_unseal(FP_STORE_DB_READERS, &k, &d) != 0 ||
+            !s_reader_parse(&k, &d, &pos, &flags, &ns)) {
             rc = FP_STORE_CORRUPT;
             goto out;
         }
@@ -447,8 +449,7 @@ int fp_outbox_detach_lagging(fp_store_t *self, uint64_t max_lag,
         uint64_t aux[2];
         s_reader_aux(&d, aux);
         s_reader_enc(vb, pos, flags | FP_OUTBOX_READER_DETACHED, fp_store_now_ns(), aux);
-        MDB_val nd = {S_READER_LEN, vb};
-        mrc = mdb_cursor_put(cur, &k, &nd, MDB_CURRENT);
+        mrc = fp_store_w_put(&w, FP_STORE_DB_READERS, cur, &k, vb, S_READER_LEN, 0);
         if (mrc != 0)
             break;
     }
@@ -459,11 +460,9 @@ int fp_outbox_detach_lagging(fp_store_t *self, uint64_t max_lag,
     mdb_cursor_close(cur);
     cur = NULL;
     if (nlist == 0) {
-        mdb_txn_abort(txn);
-        txn = NULL;
+        fp_store_w_abort(&w);
     } else {
-        rc = fp_store_commit_rc(self, mdb_txn_commit(txn));
-        txn = NULL;
+        rc = fp_store_commit_rc(self, fp_store_w_commit(&w));
         if (rc != 0)
             goto out;
         for (size_t i = 0; fn && i < nlist; i++)
@@ -473,8 +472,7 @@ int fp_outbox_detach_lagging(fp_store_t *self, uint64_t max_lag,
 out:
     if (cur)
         mdb_cursor_close(cur);
-    if (txn)
-        mdb_txn_abort(txn);
+    fp_store_w_abort(&w);
     free(list);
     return rc;
 }
@@ -578,7 +576,7 @@ int fp_outbox_reader_ex(fp_store_t *self, const char *name, uint64_t *position, 
     uint64_t pos = 0;
     uint32_t fl = 0;
     int64_t ns;
-    rc = mdb_get(txn, self->dbi[FP_STORE_DB_READERS], &k, &d);
+    rc = fp_store_get(txn, self, FP_STORE_DB_READERS, &k, &d);
     uint64_t ax[2] = {0, 0};
     if (rc == 0 && !s_reader_parse(&k, &d, &pos, &fl, &ns))
         rc = FP_STORE_CORRUPT;
@@ -682,7 +680,7 @@ int fp_outbox_lags(fp_store_t *self, uint64_t max_lag,
         return rc;
     /* One snapshot: the positions, the last global_seq and the outbox size
        all belong to the same committed round. */
-    rc = fp_store_meta_get64(txn, self->dbi[FP_STORE_DB_META], "global_seq", &last);
+    rc = fp_store_meta_get64(txn, self, "global_seq", &last);
     if (rc == 0)
         rc = fp_store_lmdb_rc(mdb_stat(txn, self->dbi[FP_STORE_DB_OUTBOX], &st));
     if (rc == 0) {

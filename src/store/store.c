@@ -28,8 +28,9 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
-static const char *const s_db_names[FP_STORE_NDBS] = {
+const char *const fp_store_db_names[FP_STORE_NDBS] = {
     "meta", "keys", "sources", "feeds", "outbox", "deadletters", "readers", "counters",
     "resubmits"};
 
@@ -110,33 +111,233 @@ const char *fp_store_strerror(int rc)
     return "unknown error";
 }
 
-/* ---- open ---- */
+/* ---- checksums ---- */
 
-static int s_get_meta(MDB_txn *txn, MDB_dbi dbi, const char *name, MDB_val *val)
+/* XXH3 (libxxhash, Debian's libxxhash-dev, already linked for the string
+   tables): about 10 GB/s on one core, so the start-time walk of a large
+   state costs what reading the file costs. The table's number seeds the
+   hash of the key, whose hash seeds the value's: a value moved to another
+   key or table no longer matches. 32 bits: a damaged value slips through
+   with odds of 2^-32, and the walk's other checks (the tree, the
+   digests) catch the damage that does not change a value. */
+#define S_SUM_SEED 0x666c6f6f72706f73ull /* "floorpos" */
+
+uint32_t fp_store_value_sum(unsigned table, const void *key, size_t klen, const void *val,
+                            size_t vlen)
 {
-    MDB_val k = {strlen(name), (void *)name};
-    return mdb_get(txn, dbi, &k, val);
+    XXH64_hash_t seed = XXH3_64bits_withSeed(klen ? key : "", klen, S_SUM_SEED + table);
+    return (uint32_t)XXH3_64bits_withSeed(vlen ? val : "", vlen, seed);
 }
 
-static int s_put_meta(MDB_txn *txn, MDB_dbi dbi, const char *name, const void *v, size_t len)
+int fp_store_value_open(unsigned table, const void *key, size_t klen, const void *val,
+                        size_t len, size_t *vlen)
 {
-    MDB_val k = {strlen(name), (void *)name};
-    MDB_val d = {len, (void *)v};
-    return mdb_put(txn, dbi, &k, &d, 0);
+    if (!val || len < FP_STORE_SUM_BYTES)
+        return FP_STORE_CORRUPT;
+    size_t n = len - FP_STORE_SUM_BYTES;
+    if (fp_store_dec32((const uint8_t *)val + n) != fp_store_value_sum(table, key, klen, val, n))
+        return FP_STORE_CORRUPT;
+    *vlen = n;
+    return 0;
 }
 
-int fp_store_meta_put64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t v)
+int fp_store_unseal(int db, const MDB_val *k, MDB_val *d)
+{
+    size_t n;
+    int rc = fp_store_value_open((unsigned)db, k->mv_data, k->mv_size, d->mv_data, d->mv_size, &n);
+    if (rc == 0)
+        d->mv_size = n;
+    return rc;
+}
+
+int fp_store_get(MDB_txn *txn, fp_store_t *self, int db, const MDB_val *k, MDB_val *d)
+{
+    int rc = mdb_get(txn, self->dbi[db], (MDB_val *)k, d);
+    return rc ? rc : fp_store_unseal(db, k, d);
+}
+
+void fp_store_digest_enc(uint8_t *p, const fp_store_digest_t dig[FP_STORE_NDBS])
+{
+    for (int i = 0; i < FP_STORE_NDBS; i++) {
+        fp_store_enc64(p + 16 * i, dig[i].entries);
+        fp_store_enc64(p + 16 * i + 8, dig[i].sum);
+    }
+}
+
+void fp_store_digest_dec(const uint8_t *p, fp_store_digest_t dig[FP_STORE_NDBS])
+{
+    for (int i = 0; i < FP_STORE_NDBS; i++) {
+        dig[i].entries = fp_store_dec64(p + 16 * i);
+        dig[i].sum = fp_store_dec64(p + 16 * i + 8);
+    }
+}
+
+static const MDB_val s_digest_key = {sizeof FP_STORE_DIGEST_NAME - 1, (void *)FP_STORE_DIGEST_NAME};
+
+static bool s_is_digest(int db, const MDB_val *k)
+{
+    return db == FP_STORE_DB_META && k->mv_size == s_digest_key.mv_size &&
+           memcmp(k->mv_data, s_digest_key.mv_data, k->mv_size) == 0;
+}
+
+/* ---- checksummed writes ---- */
+
+int fp_store_w_begin(fp_store_t *self, fp_store_w_t *w)
+{
+    memset(w, 0, sizeof *w);
+    w->store = self;
+    int rc = mdb_txn_begin(self->env, NULL, 0, &w->txn);
+    if (rc != 0) {
+        w->txn = NULL;
+        return fp_store_lmdb_rc(rc);
+    }
+    MDB_val d;
+    rc = fp_store_get(w->txn, self, FP_STORE_DB_META, &s_digest_key, &d);
+    if (rc == 0 && d.mv_size != FP_STORE_DIGEST_BYTES)
+        rc = FP_STORE_CORRUPT;
+    if (rc != 0) {
+        mdb_txn_abort(w->txn);
+        w->txn = NULL;
+        return rc == MDB_NOTFOUND ? FP_STORE_CORRUPT : fp_store_lmdb_rc(rc);
+    }
+    fp_store_digest_dec(d.mv_data, w->dig);
+    return 0;
+}
+
+/* The raw old value d of k leaves db's digest (its checksum checked). */
+static int s_leave(fp_store_w_t *w, int db, const MDB_val *k, const MDB_val *d)
+{
+    MDB_val v = *d;
+    if (fp_store_unseal(db, k, &v) != 0)
+        return FP_STORE_CORRUPT;
+    w->dig[db].entries--;
+    w->dig[db].sum -= fp_store_dec32((const uint8_t *)d->mv_data + v.mv_size);
+    w->changed = true;
+    return 0;
+}
+
+static void s_enter(fp_store_w_t *w, int db, uint8_t *p, size_t vlen, uint32_t sum)
+{
+    fp_store_enc32(p + vlen, sum);
+    w->dig[db].entries++;
+    w->dig[db].sum += sum;
+    w->changed = true;
+}
+
+int fp_store_w_put(fp_store_w_t *w, int db, MDB_cursor *cur, const MDB_val *k, const void *v,
+                   size_t vlen, unsigned flags)
+{
+    assert(!s_is_digest(db, k));
+    MDB_dbi dbi = w->store->dbi[db];
+    MDB_val kk = *k, old;
+    int rc;
+    if (!(flags & MDB_APPEND)) {
+        rc = cur ? mdb_cursor_get(cur, &kk, &old, MDB_SET) : mdb_get(w->txn, dbi, &kk, &old);
+        if (rc == 0)
+            rc = s_leave(w, db, k, &old);
+        else if (rc == MDB_NOTFOUND)
+            rc = 0;
+        if (rc != 0)
+            return rc;
+    }
+    /* The sum before the put: v may point into the map. */
+    uint32_t sum = fp_store_value_sum((unsigned)db, k->mv_data, k->mv_size, v, vlen);
+    MDB_val d = {vlen + FP_STORE_SUM_BYTES, NULL};
+    kk = *k;
+    rc = cur ? mdb_cursor_put(cur, &kk, &d, flags | MDB_RESERVE)
+             : mdb_put(w->txn, dbi, &kk, &d, flags | MDB_RESERVE);
+    if (rc != 0)
+        return rc;
+    if (vlen)
+        memmove(d.mv_data, v, vlen);
+    s_enter(w, db, d.mv_data, vlen, sum);
+    return 0;
+}
+
+int fp_store_w_reserve(fp_store_w_t *w, int db, const MDB_val *k, size_t vlen, unsigned flags,
+                       uint8_t **p)
+{
+    assert(flags & MDB_APPEND); /* no old value to leave the digest */
+    MDB_val kk = *k, d = {vlen + FP_STORE_SUM_BYTES, NULL};
+    int rc = mdb_put(w->txn, w->store->dbi[db], &kk, &d, flags | MDB_RESERVE);
+    *p = rc == 0 ? d.mv_data : NULL;
+    return rc;
+}
+
+void fp_store_w_seal(fp_store_w_t *w, int db, const MDB_val *k, uint8_t *p, size_t vlen)
+{
+    s_enter(w, db, p, vlen, fp_store_value_sum((unsigned)db, k->mv_data, k->mv_size, p, vlen));
+}
+
+int fp_store_w_del(fp_store_w_t *w, int db, MDB_cursor *cur, const MDB_val *k, const MDB_val *d)
+{
+    MDB_val kk = *k, old;
+    int rc;
+    if (cur) {
+        old = *d;
+    } else if ((rc = mdb_get(w->txn, w->store->dbi[db], &kk, &old)) != 0) {
+        return rc;
+    }
+    if ((rc = s_leave(w, db, k, &old)) != 0)
+        return rc;
+    return cur ? mdb_cursor_del(cur, 0) : mdb_del(w->txn, w->store->dbi[db], &kk, NULL);
+}
+
+/* Puts the digest record in w's txn. */
+static int s_put_digest(fp_store_w_t *w)
+{
+    uint8_t b[FP_STORE_DIGEST_BYTES + FP_STORE_SUM_BYTES];
+    fp_store_digest_enc(b, w->dig);
+    fp_store_enc32(b + FP_STORE_DIGEST_BYTES,
+                   fp_store_value_sum(FP_STORE_DB_META, s_digest_key.mv_data,
+                                      s_digest_key.mv_size, b, FP_STORE_DIGEST_BYTES));
+    MDB_val k = s_digest_key, d = {sizeof b, b};
+    return mdb_put(w->txn, w->store->dbi[FP_STORE_DB_META], &k, &d, 0);
+}
+
+int fp_store_w_commit(fp_store_w_t *w)
+{
+    int rc = w->changed ? s_put_digest(w) : 0;
+    if (rc != 0)
+        mdb_txn_abort(w->txn);
+    else
+        rc = mdb_txn_commit(w->txn);
+    w->txn = NULL;
+    return rc;
+}
+
+void fp_store_w_abort(fp_store_w_t *w)
+{
+    if (w->txn)
+        mdb_txn_abort(w->txn);
+    w->txn = NULL;
+}
+
+/* ---- meta records ---- */
+
+static MDB_val s_name(const char *name)
+{
+    return (MDB_val){strlen(name), (void *)name};
+}
+
+static int s_put_meta(fp_store_w_t *w, const char *name, const void *v, size_t len)
+{
+    MDB_val k = s_name(name);
+    return fp_store_w_put(w, FP_STORE_DB_META, NULL, &k, v, len, 0);
+}
+
+int fp_store_meta_put64(fp_store_w_t *w, const char *name, uint64_t v)
 {
     uint8_t b[8];
     fp_store_enc64(b, v);
-    return s_put_meta(txn, dbi, name, b, 8);
+    return s_put_meta(w, name, b, 8);
 }
 
 /* 0 and *v (0 when absent), or an LMDB error / FP_STORE_CORRUPT. */
-int fp_store_meta_get64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *v)
+int fp_store_meta_get64(MDB_txn *txn, fp_store_t *self, const char *name, uint64_t *v)
 {
-    MDB_val d;
-    int rc = s_get_meta(txn, dbi, name, &d);
+    MDB_val k = s_name(name), d;
+    int rc = fp_store_get(txn, self, FP_STORE_DB_META, &k, &d);
     *v = 0;
     if (rc == MDB_NOTFOUND)
         return 0;
@@ -148,18 +349,77 @@ int fp_store_meta_get64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *v
     return 0;
 }
 
+/* ---- open ---- */
+
+/* A meta record of a file being checked: with its checksum (sums, format
+   5 on: checked and cut off) or without (formats 1 to 4). */
+static int s_get_meta(MDB_txn *txn, MDB_dbi dbi, bool sums, const char *name, MDB_val *val)
+{
+    MDB_val k = s_name(name);
+    int rc = mdb_get(txn, dbi, &k, val);
+    return rc == 0 && sums ? fp_store_unseal(FP_STORE_DB_META, &k, val) : rc;
+}
+
+/* Upgrade to format 5: gives every value of table db its checksum, in w's
+   txn, counting the table's digest. */
+static int s_seal_table(fp_store_w_t *w, int db)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(w->txn, w->store->dbi[db], &cur);
+    if (rc != 0)
+        return rc;
+    uint8_t kb[FP_STORE_KEY_MAX + 1];
+    uint8_t *vb = NULL;
+    size_t cap = 0;
+    MDB_val k, d;
+    MDB_cursor_op op = MDB_FIRST;
+    while ((rc = mdb_cursor_get(cur, &k, &d, op)) == 0) {
+        op = MDB_NEXT;
+        if (k.mv_size > sizeof kb) {
+            rc = FP_STORE_CORRUPT;
+            break;
+        }
+        memcpy(kb, k.mv_data, k.mv_size);
+        MDB_val kk = {k.mv_size, kb};
+        if (d.mv_size > cap) {
+            uint8_t *nb = realloc(vb, d.mv_size);
+            if (!nb) {
+                rc = ENOMEM;
+                break;
+            }
+            vb = nb;
+            cap = d.mv_size;
+        }
+        size_t n = d.mv_size;
+        memcpy(vb, d.mv_data, n);
+        uint32_t sum = fp_store_value_sum((unsigned)db, kb, kk.mv_size, vb, n);
+        MDB_val nd = {n + FP_STORE_SUM_BYTES, NULL};
+        if ((rc = mdb_cursor_put(cur, &kk, &nd, MDB_CURRENT | MDB_RESERVE)) != 0)
+            break;
+        memcpy(nd.mv_data, vb, n);
+        s_enter(w, db, nd.mv_data, n, sum);
+        /* Back on the record just rewritten (a split may have moved it). */
+        if ((rc = mdb_cursor_get(cur, &kk, &d, MDB_SET)) != 0)
+            break;
+    }
+    free(vb);
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 /* Checks an existing store's meta in txn (writes nothing), or, when the env
    holds nothing at all, creates every table and the meta records, or, for
-   a version-1, -2 or -3 store (not in tool mode), upgrades it to the
-   current version in txn: creates the tables it lacks (readers, counters,
-   resubmits) and sets "version"; nothing else changes. Returns 0, or -1
-   with err filled. */
-static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
+   a version-1 to -4 store (not in tool mode), upgrades it to the current
+   version in txn: creates the tables it lacks (readers, counters,
+   resubmits), gives every value its checksum, writes the digest and sets
+   "version"; nothing else changes. *w is the open's write context (its
+   txn is txn; unused in tool mode). Returns 0, or -1 with err filled. */
+static int s_check_or_init(fp_store_t *self, fp_store_w_t *w, MDB_txn *txn, const char *path,
                            const char *instance, char *err, size_t errlen)
 {
     MDB_dbi meta;
-    int rc = mdb_dbi_open(txn, s_db_names[FP_STORE_DB_META], 0, &meta);
-    bool fresh = false;
+    int rc = mdb_dbi_open(txn, fp_store_db_names[FP_STORE_DB_META], 0, &meta);
+    bool fresh = false, sums = true;
     uint32_t upgrade_from = 0;
     if (rc == MDB_NOTFOUND && self->tool) {
         snprintf(err, errlen, "%s: no floorpost state in it (no meta table)", path);
@@ -186,20 +446,42 @@ static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
         return -1;
     }
     if (!fresh) {
-        MDB_val d;
-        rc = s_get_meta(txn, meta, "magic", &d);
-        if (rc != 0 || d.mv_size != strlen(FP_STORE_MAGIC) ||
-            memcmp(d.mv_data, FP_STORE_MAGIC, d.mv_size) != 0) {
-            snprintf(err, errlen, "%s: not a floorpost state file (%s)", path,
-                     rc != 0 ? "no magic record" : "wrong magic");
+        MDB_val d, vk = s_name("version");
+        /* The version says whether the values carry checksums: a 4-byte
+           record is formats 1 to 4 (none), 8 bytes with a matching sum is
+           format 5 on. */
+        rc = mdb_get(txn, meta, &vk, &d);
+        if (rc == 0 && d.mv_size == 4 && fp_store_dec32(d.mv_data) > FP_STORE_FORMAT_VERSION) {
+            snprintf(err, errlen, "%s: format version %u, this floorpost reads %u", path,
+                     fp_store_dec32(d.mv_data), FP_STORE_FORMAT_VERSION);
             return -1;
         }
-        rc = s_get_meta(txn, meta, "version", &d);
-        if (rc != 0 || d.mv_size != 4) {
+        if (rc == 0 && d.mv_size == 4) {
+            sums = false;
+        } else if (rc == 0 && (d.mv_size != 4 + FP_STORE_SUM_BYTES ||
+                               fp_store_unseal(FP_STORE_DB_META, &vk, &d) != 0)) {
+            snprintf(err, errlen, "%s: damaged: meta record version (checksum)", path);
+            return -1;
+        }
+        if (rc != 0) {
             snprintf(err, errlen, "%s: not a floorpost state file (no format version)", path);
             return -1;
         }
         uint32_t version = fp_store_dec32(d.mv_data);
+        if (sums != (version >= 5)) {
+            snprintf(err, errlen, "%s: damaged: meta record version (%u %s checksums)", path,
+                     version, sums ? "with" : "without");
+            return -1;
+        }
+        rc = s_get_meta(txn, meta, sums, "magic", &d);
+        if (rc != 0 || d.mv_size != strlen(FP_STORE_MAGIC) ||
+            memcmp(d.mv_data, FP_STORE_MAGIC, d.mv_size) != 0) {
+            snprintf(err, errlen, "%s: not a floorpost state file (%s)", path,
+                     rc == FP_STORE_CORRUPT ? "damaged magic record (checksum)"
+                     : rc != 0              ? "no magic record"
+                                            : "wrong magic");
+            return -1;
+        }
         bool older = version >= 1 && version < FP_STORE_FORMAT_VERSION;
         if (older && self->tool) {
             /* A tool never writes the format: the upgrade is floorpost's. */
@@ -210,15 +492,17 @@ static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
         }
         if (version != FP_STORE_FORMAT_VERSION && !older) {
             snprintf(err, errlen,
-                     "%s: format version %u, this floorpost reads %u (and upgrades 1 to 3)",
-                     path, version, FP_STORE_FORMAT_VERSION);
+                     "%s: format version %u, this floorpost reads %u (and upgrades 1 to %u)",
+                     path, version, FP_STORE_FORMAT_VERSION, FP_STORE_FORMAT_VERSION - 1);
             return -1;
         }
         if (older)
             upgrade_from = version;
-        rc = s_get_meta(txn, meta, "instance", &d);
+        rc = s_get_meta(txn, meta, sums, "instance", &d);
         if (rc != 0 || d.mv_size > FP_STORE_INSTANCE_MAX) {
-            snprintf(err, errlen, "%s: not a floorpost state file (no instance name)", path);
+            snprintf(err, errlen, "%s: %s", path,
+                     rc == FP_STORE_CORRUPT ? "damaged: meta record instance (checksum)"
+                                            : "not a floorpost state file (no instance name)");
             return -1;
         }
         if (d.mv_size != strlen(instance) || memcmp(d.mv_data, instance, d.mv_size) != 0) {
@@ -226,30 +510,41 @@ static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
                      (int)d.mv_size, (const char *)d.mv_data, instance);
             return -1;
         }
-        rc = fp_store_meta_get64(txn, meta, "dl_seq", &self->dl_seq);
-        if (rc != 0) {
-            snprintf(err, errlen, "%s: damaged meta record dl_seq (%s)", path, fp_store_strerror(rc));
+        rc = s_get_meta(txn, meta, sums, "dl_seq", &d);
+        self->dl_seq = rc == 0 && d.mv_size == 8 ? fp_store_dec64(d.mv_data) : 0;
+        if ((rc != 0 && rc != MDB_NOTFOUND) || (rc == 0 && d.mv_size != 8)) {
+            snprintf(err, errlen, "%s: damaged meta record dl_seq (%s)", path,
+                     rc == 0 ? fp_store_strerror(FP_STORE_CORRUPT) : fp_store_strerror(fp_store_lmdb_rc(rc)));
             return -1;
         }
     }
     for (int i = 0; i < FP_STORE_NDBS; i++) {
-        rc = mdb_dbi_open(txn, s_db_names[i], self->tool ? 0 : MDB_CREATE, &self->dbi[i]);
+        rc = mdb_dbi_open(txn, fp_store_db_names[i], self->tool ? 0 : MDB_CREATE, &self->dbi[i]);
         if (rc != 0) {
-            snprintf(err, errlen, "%s: table %s: %s", path, s_db_names[i], mdb_strerror(rc));
+            snprintf(err, errlen, "%s: table %s: %s", path, fp_store_db_names[i], mdb_strerror(rc));
             return -1;
         }
     }
     if (upgrade_from) {
-        /* Version 1, 2 or 3 -> 4: the loop above created the tables the file
+        /* Version 1 to 4 -> 5: the loop above created the tables the file
            lacked (readers for 1, counters for 1 and 2, resubmits for 1 to 3;
-           empty); the version record is the only other change. The
-           caller's commit makes them durable together, or nothing. */
+           empty); every value gets its checksum (its bytes stay, the sum
+           follows them), the digest record is new, and the version
+           record says 5. The caller's commit makes it all durable together,
+           or nothing. A map too small for the copy-on-write of every page
+           refuses the start, and the file stays as it was. */
         uint8_t v[4];
         fp_store_enc32(v, FP_STORE_FORMAT_VERSION);
-        rc = s_put_meta(txn, self->dbi[FP_STORE_DB_META], "version", v, 4);
+        for (int i = 0; rc == 0 && i < FP_STORE_NDBS; i++)
+            rc = s_seal_table(w, i);
+        if (rc == 0)
+            rc = s_put_meta(w, "version", v, 4);
         if (rc != 0) {
-            snprintf(err, errlen, "%s: cannot upgrade from format version %u: %s", path,
-                     upgrade_from, mdb_strerror(rc));
+            snprintf(err, errlen, "%s: cannot upgrade from format version %u: %s%s", path,
+                     upgrade_from, fp_store_strerror(fp_store_lmdb_rc(rc)),
+                     fp_store_lmdb_rc(rc) == FP_STORE_FULL
+                         ? " (the upgrade rewrites every page: raise map_size_mb for it)"
+                         : "");
             return -1;
         }
         self->upgraded_from = upgrade_from;
@@ -257,20 +552,19 @@ static int s_check_or_init(fp_store_t *self, MDB_txn *txn, const char *path,
     if (fresh) {
         uint8_t v[4];
         fp_store_enc32(v, FP_STORE_FORMAT_VERSION);
-        meta = self->dbi[FP_STORE_DB_META];
-        rc = s_put_meta(txn, meta, "magic", FP_STORE_MAGIC, strlen(FP_STORE_MAGIC));
+        rc = s_put_meta(w, "magic", FP_STORE_MAGIC, strlen(FP_STORE_MAGIC));
         if (rc == 0)
-            rc = s_put_meta(txn, meta, "version", v, 4);
+            rc = s_put_meta(w, "version", v, 4);
         if (rc == 0)
-            rc = s_put_meta(txn, meta, "instance", instance, strlen(instance));
+            rc = s_put_meta(w, "instance", instance, strlen(instance));
         if (rc == 0)
-            rc = fp_store_meta_put64(txn, meta, "created_ns", (uint64_t)fp_store_now_ns());
+            rc = fp_store_meta_put64(w, "created_ns", (uint64_t)fp_store_now_ns());
         if (rc == 0)
-            rc = fp_store_meta_put64(txn, meta, "round", 0);
+            rc = fp_store_meta_put64(w, "round", 0);
         if (rc == 0)
-            rc = fp_store_meta_put64(txn, meta, "global_seq", 0);
+            rc = fp_store_meta_put64(w, "global_seq", 0);
         if (rc == 0)
-            rc = fp_store_meta_put64(txn, meta, "dl_seq", 0);
+            rc = fp_store_meta_put64(w, "dl_seq", 0);
         if (rc != 0) {
             snprintf(err, errlen, "%s: cannot create the meta record: %s", path, mdb_strerror(rc));
             return -1;
@@ -394,7 +688,8 @@ static fp_store_t *s_open(const char *dir, uint64_t map_bytes, const char *insta
         snprintf(err, errlen, "%s: %s", path, mdb_strerror(rc));
         goto fail;
     }
-    if (s_check_or_init(self, txn, path, instance, err, errlen) != 0)
+    fp_store_w_t w = {.store = self, .txn = txn};
+    if (s_check_or_init(self, &w, txn, path, instance, err, errlen) != 0)
         goto fail;
     /* Accepted: extend the file (sparse) to the map, before this first
        commit, so that from now on no committed page lies past its end (see
@@ -404,10 +699,12 @@ static fp_store_t *s_open(const char *dir, uint64_t map_bytes, const char *insta
         snprintf(err, errlen, "%s: cannot extend to the map size: %s", path, strerror(errno));
         goto fail;
     }
-    rc = mdb_txn_commit(txn);
+    /* The digest record goes with what the open wrote (a new file, an
+       upgrade); an open of a current file writes nothing. */
+    rc = w.changed ? fp_store_w_commit(&w) : mdb_txn_commit(txn);
     txn = NULL;
     if (rc != 0) {
-        snprintf(err, errlen, "%s: %s", path, mdb_strerror(rc));
+        snprintf(err, errlen, "%s: %s", path, fp_store_strerror(fp_store_lmdb_rc(rc)));
         goto fail;
     }
     /* A new data.mdb: make its directory entry durable too (LMDB syncs
@@ -470,16 +767,17 @@ int fp_store_begin(fp_store_t *self, fp_store_txn_t **txn)
     fp_store_txn_t *t = calloc(1, sizeof *t);
     if (!t)
         return -ENOMEM;
-    int rc = mdb_txn_begin(self->env, NULL, 0, &t->txn);
+    int rc = fp_store_w_begin(self, &t->w);
     if (rc != 0) {
         free(t);
-        return fp_store_lmdb_rc(rc);
+        return rc;
     }
+    t->txn = t->w.txn;
     /* put_reader refuses a position past the last committed event: that is
        meta global_seq as the txn starts (set_round may raise it later). */
-    rc = fp_store_meta_get64(t->txn, self->dbi[FP_STORE_DB_META], "global_seq", &t->committed_gseq);
+    rc = fp_store_meta_get64(t->txn, self, "global_seq", &t->committed_gseq);
     if (rc != 0) {
-        mdb_txn_abort(t->txn);
+        fp_store_w_abort(&t->w);
         free(t);
         return rc;
     }
@@ -515,13 +813,12 @@ int fp_store_put_key(fp_store_txn_t *t, const void *key, size_t klen, const void
     if (!t->kcur && (rc = mdb_cursor_open(t->txn, t->store->dbi[FP_STORE_DB_KEYS], &t->kcur)) != 0)
         return fp_store_txn_fail(t, fp_store_lmdb_rc(rc));
     if (state) {
-        MDB_val d = {slen, (void *)state};
-        rc = mdb_cursor_put(t->kcur, &k, &d, 0);
+        rc = fp_store_w_put(&t->w, FP_STORE_DB_KEYS, t->kcur, &k, state, slen, 0);
     } else {
         MDB_val d;
         rc = mdb_cursor_get(t->kcur, &k, &d, MDB_SET);
         if (rc == 0)
-            rc = mdb_cursor_del(t->kcur, 0);
+            rc = fp_store_w_del(&t->w, FP_STORE_DB_KEYS, t->kcur, &k, &d);
         else if (rc == MDB_NOTFOUND)
             rc = 0;
     }
@@ -533,10 +830,9 @@ static int s_put_or_del(fp_store_txn_t *t, int db, MDB_val *k, const void *state
 {
     int rc;
     if (state) {
-        MDB_val d = {slen, (void *)state};
-        rc = mdb_put(t->txn, t->store->dbi[db], k, &d, 0);
+        rc = fp_store_w_put(&t->w, db, NULL, k, state, slen, 0);
     } else {
-        rc = mdb_del(t->txn, t->store->dbi[db], k, NULL);
+        rc = fp_store_w_del(&t->w, db, NULL, k, NULL);
         if (rc == MDB_NOTFOUND)
             rc = 0;
     }
@@ -575,8 +871,8 @@ int fp_store_put_feed(fp_store_txn_t *t, const char *topic, size_t tlen, uint64_
         return fp_store_txn_fail(t, -EINVAL);
     uint8_t vb[8];
     fp_store_enc64(vb, last_stream_seq);
-    MDB_val k = {tlen, (void *)topic}, d = {8, vb};
-    int rc = mdb_put(t->txn, t->store->dbi[FP_STORE_DB_FEEDS], &k, &d, 0);
+    MDB_val k = {tlen, (void *)topic};
+    int rc = fp_store_w_put(&t->w, FP_STORE_DB_FEEDS, NULL, &k, vb, 8, 0);
     return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
 }
 
@@ -593,13 +889,13 @@ int fp_store_put_deadletter(fp_store_txn_t *t, int64_t wall_ns, const char *reas
     uint64_t seq = t->dl_seq + 1;
     uint8_t kb[8];
     fp_store_enc64(kb, seq);
-    MDB_val k = {8, kb}, d = {8 + 2 + rlen + 4 + jlen + plen, NULL};
-    int rc = mdb_put(t->txn, t->store->dbi[FP_STORE_DB_DEAD], &k, &d, MDB_RESERVE | MDB_APPEND);
-    if (rc == 0)
-        rc = fp_store_meta_put64(t->txn, t->store->dbi[FP_STORE_DB_META], "dl_seq", seq);
+    MDB_val k = {8, kb};
+    size_t vlen = 8 + 2 + rlen + 4 + jlen + plen;
+    uint8_t *p, *p0;
+    int rc = fp_store_w_reserve(&t->w, FP_STORE_DB_DEAD, &k, vlen, MDB_APPEND, &p);
     if (rc != 0)
         return fp_store_txn_fail(t, fp_store_lmdb_rc(rc));
-    uint8_t *p = d.mv_data;
+    p0 = p;
     fp_store_enc64(p, (uint64_t)wall_ns);
     fp_store_enc16(p + 8, (uint16_t)rlen);
     memcpy(p + 10, reason, rlen);
@@ -609,6 +905,10 @@ int fp_store_put_deadletter(fp_store_txn_t *t, int64_t wall_ns, const char *reas
         memcpy(p + 4, json, jlen);
     if (plen)
         memcpy(p + 4 + jlen, payload, plen);
+    fp_store_w_seal(&t->w, FP_STORE_DB_DEAD, &k, p0, vlen);
+    rc = fp_store_meta_put64(&t->w, "dl_seq", seq);
+    if (rc != 0)
+        return fp_store_txn_fail(t, fp_store_lmdb_rc(rc));
     t->dl_seq = seq;
     if (dl_seq_out)
         *dl_seq_out = seq;
@@ -620,9 +920,9 @@ int fp_store_set_round(fp_store_txn_t *t, uint64_t round, uint64_t global_seq)
     assert(t);
     if (t->rc)
         return t->rc;
-    int rc = fp_store_meta_put64(t->txn, t->store->dbi[FP_STORE_DB_META], "round", round);
+    int rc = fp_store_meta_put64(&t->w, "round", round);
     if (rc == 0)
-        rc = fp_store_meta_put64(t->txn, t->store->dbi[FP_STORE_DB_META], "global_seq", global_seq);
+        rc = fp_store_meta_put64(&t->w, "global_seq", global_seq);
     return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
 }
 
@@ -635,10 +935,10 @@ int fp_store_commit(fp_store_txn_t **t_p)
     if (t->kcur)
         mdb_cursor_close(t->kcur);
     if (rc != 0) {
-        mdb_txn_abort(t->txn);
+        fp_store_w_abort(&t->w);
     } else {
         /* mdb_txn_commit frees the txn whatever the result. */
-        rc = fp_store_commit_rc(self, mdb_txn_commit(t->txn));
+        rc = fp_store_commit_rc(self, fp_store_w_commit(&t->w));
         if (rc == 0)
             self->dl_seq = t->dl_seq;
     }
@@ -658,7 +958,7 @@ void fp_store_abort(fp_store_txn_t **t_p)
         return;
     if (t->kcur)
         mdb_cursor_close(t->kcur);
-    mdb_txn_abort(t->txn);
+    fp_store_w_abort(&t->w);
     t->store->txn_open = false;
     free(t);
     *t_p = NULL;
@@ -672,13 +972,12 @@ void fp_store_after_free(fp_store_t *self)
        after it the pages the delete freed are free for the next round. Its
        own failure changes nothing (the delete is committed). Only after a
        FULL: it costs an fsync. */
-    MDB_txn *txn;
-    if (self->full && mdb_txn_begin(self->env, NULL, 0, &txn) == 0) {
-        if (fp_store_meta_put64(txn, self->dbi[FP_STORE_DB_META], "trimmed_ns",
-                                (uint64_t)fp_store_now_ns()) == 0)
-            mdb_txn_commit(txn);
+    fp_store_w_t w;
+    if (self->full && fp_store_w_begin(self, &w) == 0) {
+        if (fp_store_meta_put64(&w, "trimmed_ns", (uint64_t)fp_store_now_ns()) == 0)
+            fp_store_w_commit(&w);
         else
-            mdb_txn_abort(txn);
+            fp_store_w_abort(&w);
     }
 }
 
@@ -686,19 +985,19 @@ int fp_store_delete_deadletter(fp_store_t *self, uint64_t dl_seq)
 {
     assert(self);
     assert(!self->txn_open);
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    fp_store_w_t w;
+    int rc = fp_store_w_begin(self, &w);
     if (rc != 0)
-        return fp_store_lmdb_rc(rc);
+        return rc;
     uint8_t kb[8];
     fp_store_enc64(kb, dl_seq);
     MDB_val k = {8, kb};
-    rc = mdb_del(txn, self->dbi[FP_STORE_DB_DEAD], &k, NULL);
+    rc = fp_store_w_del(&w, FP_STORE_DB_DEAD, NULL, &k, NULL);
     if (rc != 0) {
-        mdb_txn_abort(txn);
+        fp_store_w_abort(&w);
         return rc == MDB_NOTFOUND ? FP_STORE_NOTFOUND : fp_store_lmdb_rc(rc);
     }
-    return fp_store_commit_rc(self, mdb_txn_commit(txn));
+    return fp_store_commit_rc(self, fp_store_w_commit(&w));
 }
 
 /* The pages of table db in txn, in bytes; its entries in *entries. */
@@ -720,12 +1019,13 @@ int fp_store_trim_deadletters(fp_store_t *self, int64_t older_than_wall_ns, uint
     assert(self && deleted && count && bytes);
     assert(!self->txn_open);
     *deleted = (fp_store_dl_trim_t){0};
-    MDB_txn *txn;
+    fp_store_w_t w;
     MDB_cursor *cur = NULL;
     MDB_dbi dbi = self->dbi[FP_STORE_DB_DEAD];
-    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    int rc = fp_store_w_begin(self, &w);
     if (rc != 0)
-        return fp_store_lmdb_rc(rc);
+        return rc;
+    MDB_txn *txn = w.txn;
     rc = mdb_cursor_open(txn, dbi, &cur);
     uint64_t n = 0, entries = 0, used = 0;
     MDB_val k, d;
@@ -737,17 +1037,18 @@ int fp_store_trim_deadletters(fp_store_t *self, int64_t older_than_wall_ns, uint
         rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST);
         if (rc != 0)
             break;
-        if (k.mv_size != 8 || d.mv_size < 8) {
+        MDB_val v = d;
+        if (k.mv_size != 8 || fp_store_unseal(FP_STORE_DB_DEAD, &k, &v) != 0 || v.mv_size < 8) {
             rc = FP_STORE_CORRUPT;
             break;
         }
-        uint64_t *why = (int64_t)fp_store_dec64(d.mv_data) < older_than_wall_ns ? &deleted->age
+        uint64_t *why = (int64_t)fp_store_dec64(v.mv_data) < older_than_wall_ns ? &deleted->age
                         : entries > max_count                                 ? &deleted->count
                         : used > max_bytes                                     ? &deleted->bytes
                                                                                : NULL;
         if (!why)
             break;
-        rc = mdb_cursor_del(cur, 0);
+        rc = fp_store_w_del(&w, FP_STORE_DB_DEAD, cur, &k, &d);
         if (rc == 0) {
             n++;
             (*why)++;
@@ -759,7 +1060,7 @@ int fp_store_trim_deadletters(fp_store_t *self, int64_t older_than_wall_ns, uint
     if (cur)
         mdb_cursor_close(cur);
     if (rc != 0 || n == 0) {
-        mdb_txn_abort(txn);
+        fp_store_w_abort(&w);
         *deleted = (fp_store_dl_trim_t){0};
         if (rc != 0)
             return rc == FP_STORE_CORRUPT ? rc : fp_store_lmdb_rc(rc);
@@ -767,7 +1068,7 @@ int fp_store_trim_deadletters(fp_store_t *self, int64_t older_than_wall_ns, uint
         *bytes = used;
         return 0;
     }
-    rc = fp_store_commit_rc(self, mdb_txn_commit(txn));
+    rc = fp_store_commit_rc(self, fp_store_w_commit(&w));
     if (rc != 0) {
         *deleted = (fp_store_dl_trim_t){0};
         return rc;
@@ -790,10 +1091,10 @@ int fp_store_put_resubmits(fp_store_t *self, const fp_store_resubmit_t *r, size_
 {
     assert(self && (r || n == 0));
     assert(!self->txn_open);
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    fp_store_w_t w;
+    int rc = fp_store_w_begin(self, &w);
     if (rc != 0)
-        return fp_store_lmdb_rc(rc);
+        return rc;
     for (size_t i = 0; i < n && rc == 0; i++) {
         uint8_t kb[24], vb[32];
         s_resubmit_key(&r[i], kb);
@@ -801,14 +1102,14 @@ int fp_store_put_resubmits(fp_store_t *self, const fp_store_resubmit_t *r, size_
         fp_store_enc64(vb + 8, r[i].epoch);
         fp_store_enc64(vb + 16, r[i].seq);
         fp_store_enc64(vb + 24, (uint64_t)r[i].wall_ns);
-        MDB_val k = {sizeof kb, kb}, v = {sizeof vb, vb};
-        rc = mdb_put(txn, self->dbi[FP_STORE_DB_RESUBMITS], &k, &v, 0);
+        MDB_val k = {sizeof kb, kb};
+        rc = fp_store_w_put(&w, FP_STORE_DB_RESUBMITS, NULL, &k, vb, sizeof vb, 0);
     }
     if (rc != 0) {
-        mdb_txn_abort(txn);
+        fp_store_w_abort(&w);
         return fp_store_lmdb_rc(rc);
     }
-    return fp_store_commit_rc(self, mdb_txn_commit(txn));
+    return fp_store_commit_rc(self, fp_store_w_commit(&w));
 }
 
 int fp_store_get_resubmit(fp_store_t *self, fp_store_resubmit_t *r)
@@ -821,7 +1122,7 @@ int fp_store_get_resubmit(fp_store_t *self, fp_store_resubmit_t *r)
     uint8_t kb[24];
     s_resubmit_key(r, kb);
     MDB_val k = {sizeof kb, kb}, v;
-    rc = mdb_get(txn, self->dbi[FP_STORE_DB_RESUBMITS], &k, &v);
+    rc = fp_store_get(txn, self, FP_STORE_DB_RESUBMITS, &k, &v);
     if (rc == 0 && v.mv_size != 32)
         rc = FP_STORE_CORRUPT;
     else if (rc == 0) {
@@ -856,9 +1157,9 @@ int fp_store_last_round(fp_store_t *self, uint64_t *round, uint64_t *global_seq)
     int rc = fp_store_read_begin(self, &txn);
     if (rc != 0)
         return rc;
-    rc = fp_store_meta_get64(txn, self->dbi[FP_STORE_DB_META], "round", round);
+    rc = fp_store_meta_get64(txn, self, "round", round);
     if (rc == 0)
-        rc = fp_store_meta_get64(txn, self->dbi[FP_STORE_DB_META], "global_seq", global_seq);
+        rc = fp_store_meta_get64(txn, self, "global_seq", global_seq);
     mdb_txn_abort(txn);
     return rc;
 }
@@ -883,6 +1184,11 @@ int fp_store_scan(fp_store_t *self, int db, const MDB_val *from,
     int stop = 0;
     while ((rc = mdb_cursor_get(cur, &k, &d, op)) == 0) {
         op = MDB_NEXT;
+        /* A value whose checksum does not match is never handed on. */
+        if (fp_store_unseal(db, &k, &d) != 0) {
+            stop = FP_STORE_CORRUPT;
+            break;
+        }
         stop = each(ctx2, &k, &d);
         if (stop != 0)
             break;

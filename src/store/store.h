@@ -102,7 +102,7 @@
 typedef struct fp_store fp_store_t;
 typedef struct fp_store_txn fp_store_txn_t;
 
-#define FP_STORE_FORMAT_VERSION 4u
+#define FP_STORE_FORMAT_VERSION 5u
 #define FP_STORE_MAGIC "floorpost-state"
 
 #define FP_STORE_FULL (-28)     /* like -ENOSPC: MDB_MAP_FULL, ENOSPC, EDQUOT, EFBIG */
@@ -275,6 +275,20 @@ int fp_store_each_deadletter(fp_store_t *self, uint64_t from_dl_seq,
    free pages not counted); map_bytes: the map size, the most the store may
    use. When used nears map, commits will soon return FP_STORE_FULL. */
 int fp_store_usage(fp_store_t *self, uint64_t *used_bytes, uint64_t *map_bytes);
+
+/* ---- Checksums (pure) ---- */
+
+/* The checksum that ends every value of format 5 (4 bytes, big-endian,
+   after the value's own bytes): XXH3 of the value seeded with XXH3 of the
+   key seeded with the table's number (its place in "On disk": meta 0,
+   keys 1, sources 2, feeds 3, outbox 4, deadletters 5, readers 6,
+   counters 7, resubmits 8), cut to 32 bits. */
+uint32_t fp_store_value_sum(unsigned table, const void *key, size_t klen, const void *val,
+                            size_t vlen);
+/* A stored value of len bytes -> *vlen, its length without the checksum:
+   0 when the checksum matches, else FP_STORE_CORRUPT. */
+int fp_store_value_open(unsigned table, const void *key, size_t klen, const void *val,
+                        size_t len, size_t *vlen);
 
 /* A static English text for any code these functions return. */
 const char *fp_store_strerror(int rc);

@@ -26,6 +26,25 @@ enum {
     FP_STORE_NDBS
 };
 
+/* Every value floorpost writes ends with FP_STORE_SUM_BYTES of checksum
+   (format version 5 on, fp_store_value_sum); every table's entries and the
+   sum of their checksums are kept in meta "digest" (fp_store_w_t). */
+#define FP_STORE_SUM_BYTES 4u
+#define FP_STORE_DIGEST_NAME "digest"
+#define FP_STORE_DIGEST_BYTES (FP_STORE_NDBS * 16u) /* per table: u64 entries, u64 sum */
+
+/* A table's digest: its entries, and the sum (mod 2^64) of their values'
+   checksums. Order-independent, so a put or a delete updates it in O(1);
+   the walk (verify.c) recomputes it and catches a subtree lost or a
+   table root pointing at an older, intact tree. meta's own digest leaves
+   out the "digest" record. */
+typedef struct {
+    uint64_t entries, sum;
+} fp_store_digest_t;
+
+/* The names of the tables, by FP_STORE_DB_*. */
+extern const char *const fp_store_db_names[FP_STORE_NDBS];
+
 struct fp_store {
     MDB_env *env;
     MDB_dbi dbi[FP_STORE_NDBS]; /* set at open, read-only after */
@@ -37,9 +56,21 @@ struct fp_store {
     bool full;                  /* commit thread only: the last commit failed FULL */
 };
 
+/* One write transaction of the store. Every put and delete floorpost makes
+   goes through it (fp_store_w_*), so that every value carries its checksum
+   and every table's digest follows; fp_store_w_commit writes the digest
+   record with the data, in the same commit. */
+typedef struct {
+    fp_store_t *store;
+    MDB_txn *txn;
+    fp_store_digest_t dig[FP_STORE_NDBS];
+    bool changed; /* a digest moved: the record is written at commit */
+} fp_store_w_t;
+
 struct fp_store_txn {
     fp_store_t *store;
     MDB_txn *txn;
+    fp_store_w_t w;             /* txn == w.txn */
     int rc;                     /* first failure; the txn cannot commit once set */
     uint64_t dl_seq;            /* last dl_seq assigned in this txn */
     uint64_t committed_gseq;    /* meta global_seq when the txn began (the last committed) */
@@ -84,6 +115,44 @@ static inline uint16_t fp_store_dec16(const uint8_t *p)
     return (uint16_t)((p[0] << 8) | p[1]);
 }
 
+/* ---- checksummed writes (store.c) ---- */
+
+/* Begins a write txn (LMDB code or ours) and reads the digest. */
+int fp_store_w_begin(fp_store_t *self, fp_store_w_t *w);
+/* Puts k -> v (vlen bytes) + its checksum into table db, through cur when
+   not NULL (a cursor on db in w's txn). flags: LMDB's (MDB_APPEND). The old
+   value, when there is one, leaves the digest: its own checksum is checked
+   first (FP_STORE_CORRUPT when it does not match). 0, LMDB's or our code. */
+int fp_store_w_put(fp_store_w_t *w, int db, MDB_cursor *cur, const MDB_val *k, const void *v,
+                   size_t vlen, unsigned flags);
+/* Reserves vlen bytes for k in db (MDB_RESERVE | flags; only with
+   MDB_APPEND: there is no old value) into *p; the caller fills them, then
+   calls fp_store_w_seal with the same k, db, p and vlen. */
+int fp_store_w_reserve(fp_store_w_t *w, int db, const MDB_val *k, size_t vlen, unsigned flags,
+                       uint8_t **p);
+void fp_store_w_seal(fp_store_w_t *w, int db, const MDB_val *k, uint8_t *p, size_t vlen);
+/* Deletes k from db (through cur when not NULL, then cur must be ON k and d
+   its raw value as the cursor returned it): its value leaves the digest.
+   MDB_NOTFOUND when absent (cur NULL). */
+int fp_store_w_del(fp_store_w_t *w, int db, MDB_cursor *cur, const MDB_val *k, const MDB_val *d);
+/* Writes the digest record (when it changed) and commits: the result of
+   mdb_txn_commit, or of the digest's put (then the txn is aborted). */
+int fp_store_w_commit(fp_store_w_t *w);
+void fp_store_w_abort(fp_store_w_t *w);
+
+/* ---- checksummed reads ---- */
+
+/* A raw value of db read from the map -> its data without the checksum
+   (d->mv_size shrinks), or FP_STORE_CORRUPT when the checksum does not
+   match (or the value is shorter than it). */
+int fp_store_unseal(int db, const MDB_val *k, MDB_val *d);
+/* mdb_get + fp_store_unseal: 0, MDB_NOTFOUND, another LMDB code, or
+   FP_STORE_CORRUPT. */
+int fp_store_get(MDB_txn *txn, fp_store_t *self, int db, const MDB_val *k, MDB_val *d);
+/* The digest record's bytes <-> digests (meta "digest"). */
+void fp_store_digest_enc(uint8_t *p, const fp_store_digest_t dig[FP_STORE_NDBS]);
+void fp_store_digest_dec(const uint8_t *p, fp_store_digest_t dig[FP_STORE_NDBS]);
+
 /* LMDB result (0, MDB_* negative, or positive errno) -> our code. */
 int fp_store_lmdb_rc(int mdb_rc);
 /* The result of mdb_txn_commit -> our code (EIO on a nearly full disk: FULL). */
@@ -92,9 +161,10 @@ int fp_store_commit_rc(fp_store_t *self, int mdb_rc);
 int fp_store_txn_fail(fp_store_txn_t *t, int rc);
 /* CLOCK_REALTIME in ns. */
 int64_t fp_store_now_ns(void);
-/* meta name -> u64: put (an LMDB code), get (0 with *v = 0 when absent, our code). */
-int fp_store_meta_put64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t v);
-int fp_store_meta_get64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *v);
+/* meta name -> u64: put (an LMDB code or ours), get (0 with *v = 0 when
+   absent, our code). */
+int fp_store_meta_put64(fp_store_w_t *w, const char *name, uint64_t v);
+int fp_store_meta_get64(MDB_txn *txn, fp_store_t *self, const char *name, uint64_t *v);
 /* A read txn on any thread (our code). */
 int fp_store_read_begin(fp_store_t *self, MDB_txn **txn);
 /* One read txn and cursor over table db from `from` (NULL: the first key);

@@ -348,7 +348,14 @@ static void s_poke_meta(const char *dir, const char *name, const void *val, size
     ASSERT_EQ(mdb_env_open(env, dir, 0, 0640), 0);
     ASSERT_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
     ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
-    MDB_val k = {strlen(name), (void *)name}, v = {len, (void *)val};
+    /* with its checksum, as floorpost writes it (store.h) */
+    uint8_t buf[256];
+    ASSERT(len + 4 <= sizeof buf);
+    memcpy(buf, val, len);
+    uint32_t sum = fp_store_value_sum(0, name, strlen(name), val, len);
+    for (int i = 0; i < 4; i++)
+        buf[len + i] = (uint8_t)(sum >> (24 - 8 * i));
+    MDB_val k = {strlen(name), (void *)name}, v = {len + 4, buf};
     ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
     ASSERT_EQ(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
@@ -363,9 +370,9 @@ TEST(test_refuse_instance_version_magic)
 
     uint8_t v7[4] = {0, 0, 0, 7};
     s_poke_meta(dir, "version", v7, 4);
-    s_refused(dir, MAP, "plant-a", "data.mdb: format version 7, this floorpost reads 4");
-    uint8_t v1[4] = {0, 0, 0, 1};
-    s_poke_meta(dir, "version", v1, 4);
+    s_refused(dir, MAP, "plant-a", "data.mdb: format version 7, this floorpost reads 5");
+    uint8_t v5[4] = {0, 0, 0, 5};
+    s_poke_meta(dir, "version", v5, 4);
     st = s_open(dir, MAP, "plant-a"); /* back to a good one */
     fp_store_close(&st);
 
