@@ -22,6 +22,7 @@ int fp_cmd_send(int argc, char **argv);   /* cmd_clients.c */
 int fp_cmd_tail(int argc, char **argv);   /* cmd_clients.c */
 int fp_cmd_keygen(int argc, char **argv); /* cmd_clients.c */
 int fp_cmd_sinks(int argc, char **argv);  /* cmd_sinks.c */
+int fp_cmd_state(int argc, char **argv);  /* cmd_state.c */
 
 /* The CURVE options of send and tail: --server-key FILE (the server's .pub
    or .key) and --key FILE (this client's .key). Both or neither. Returns 0

@@ -14,6 +14,7 @@
 */
 #include "store.h"
 #include "store_internal.h"
+#include "verify.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -637,6 +638,22 @@ static fp_store_t *s_open(const char *dir, uint64_t map_bytes, const char *insta
     if (existed && st.st_size == 0) {
         snprintf(err, errlen, "%s: empty file (truncated?); remove it to start a new state", path);
         goto fail;
+    }
+    /* Before LMDB reads anything but the meta pages here: the full walk, in
+       a child process (verify.h), so that a damaged page is a refused
+       start with its table and key, never an assertion or a crash later,
+       at a replay. Only floorpost's own open: a tool reads what it
+       needs, and each value it reads is still checked. */
+    if (!tool && existed) {
+        fp_store_verify_t rep;
+        rc = fp_store_verify(dir, true, &rep);
+        if (rc != 0) {
+            bool foreign = strncmp(rep.problem, "not a floorpost", 15) == 0;
+            snprintf(err, errlen, "%s: %s%s", path,
+                     rc != FP_STORE_CORRUPT ? "cannot verify: " : foreign ? "" : "damaged: ",
+                     rep.problem);
+            goto fail;
+        }
     }
     if ((rc = mdb_env_create(&self->env)) != 0 || (rc = mdb_env_set_maxdbs(self->env, 16)) != 0 ||
         (rc = mdb_env_set_mapsize(self->env, (size_t)map_bytes)) != 0 ||

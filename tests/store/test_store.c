@@ -355,7 +355,27 @@ static void s_poke_meta(const char *dir, const char *name, const void *val, size
     uint32_t sum = fp_store_value_sum(0, name, strlen(name), val, len);
     for (int i = 0; i < 4; i++)
         buf[len + i] = (uint8_t)(sum >> (24 - 8 * i));
-    MDB_val k = {strlen(name), (void *)name}, v = {len + 4, buf};
+    MDB_val k = {strlen(name), (void *)name}, v = {len + 4, buf}, old, dk = {6, "digest"}, dv;
+    /* and meta's digest follows (meta is the digest's first 16 bytes:
+       u64 entries, u64 sum of checksums), or the walk finds the change */
+    ASSERT_EQ(mdb_get(txn, dbi, &k, &old), 0);
+    ASSERT_EQ(mdb_get(txn, dbi, &dk, &dv), 0);
+    uint8_t dig[256];
+    ASSERT(dv.mv_size <= sizeof dig && dv.mv_size > 20);
+    memcpy(dig, dv.mv_data, dv.mv_size);
+    const uint8_t *op = (const uint8_t *)old.mv_data + old.mv_size - 4;
+    uint64_t dsum = 0;
+    for (int i = 0; i < 8; i++)
+        dsum = dsum << 8 | dig[8 + i];
+    dsum = dsum - ((uint32_t)op[0] << 24 | (uint32_t)op[1] << 16 | (uint32_t)op[2] << 8 | op[3]) +
+           sum;
+    for (int i = 0; i < 8; i++)
+        dig[8 + i] = (uint8_t)(dsum >> (56 - 8 * i));
+    uint32_t dsum32 = fp_store_value_sum(0, "digest", 6, dig, dv.mv_size - 4);
+    for (int i = 0; i < 4; i++)
+        dig[dv.mv_size - 4 + i] = (uint8_t)(dsum32 >> (24 - 8 * i));
+    MDB_val nd = {dv.mv_size, dig};
+    ASSERT_EQ(mdb_put(txn, dbi, &dk, &nd, 0), 0);
     ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
     ASSERT_EQ(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
