@@ -18,7 +18,9 @@
                readers, no counters table), 2 (no counters table), or the
                next one (refused); bit 3 open in tool mode; bit 4 every table
                whatever the version; bit 5 commit a round over the state
-               after the reads
+               after the reads; bit 6 the current version's records
+               without their checksums and digest (format 5 seals every
+               value and writes meta "digest" from what the tables hold)
       then     records [u8 table][u8 klen][key][u16 vlen, big-endian][value]
                table % 9: meta, keys, sources, feeds, outbox, deadletters,
                readers, counters, or 8: the unnamed main table (where LMDB
@@ -52,6 +54,7 @@
 #include "fuzz.h"
 #include "outbox.h"
 #include "store.h"
+#include "verify.h"
 
 #define S_MAP (1u << 20) /* bytes: the map of the writer and of floorpost */
 #define S_INSTANCE "fuzz"
@@ -75,6 +78,60 @@ static void s_be64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)v;
 }
 
+static uint64_t s_dec64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Format 5: a record of table t (0..7) as floorpost writes it, with its
+   checksum (store.h fp_store_value_sum). */
+static void s_put_sealed(MDB_txn *txn, MDB_dbi dbi, int t, const void *k, size_t klen,
+                         const void *v, size_t vlen)
+{
+    static uint8_t buf[65536 + 8];
+    if (vlen > 65536)
+        return;
+    if (vlen)
+        memcpy(buf, v, vlen);
+    uint32_t sum = fp_store_value_sum((unsigned)t, k, klen, v, vlen);
+    for (int i = 0; i < 4; i++)
+        buf[vlen + i] = (uint8_t)(sum >> (24 - 8 * i));
+    s_put(txn, dbi, k, klen, buf, vlen + 4);
+}
+
+/* Format 5: meta "digest" from what the tables hold (per table, entries
+   and the sum of the values' last 4 bytes; resubmits, table 8, empty). */
+static void s_put_digest(MDB_txn *txn, const MDB_dbi *dbi, const bool *open)
+{
+    uint8_t d[9 * 16] = {0};
+    for (int t = 0; t < S_NTABLES; t++) {
+        MDB_cursor *cur;
+        if (!open[t] || mdb_cursor_open(txn, dbi[t], &cur) != 0)
+            continue;
+        uint64_t n = 0, sum = 0;
+        MDB_val k, v;
+        MDB_cursor_op op = MDB_FIRST;
+        while (mdb_cursor_get(cur, &k, &v, op) == 0) {
+            op = MDB_NEXT;
+            if (t == 0 && k.mv_size == 6 && memcmp(k.mv_data, "digest", 6) == 0)
+                continue;
+            n++;
+            if (v.mv_size >= 4) {
+                const uint8_t *e = (const uint8_t *)v.mv_data + v.mv_size - 4;
+                sum += (uint32_t)e[0] << 24 | (uint32_t)e[1] << 16 | (uint32_t)e[2] << 8 | e[3];
+            }
+        }
+        mdb_cursor_close(cur);
+        s_be64(d + 16 * t, n);
+        s_be64(d + 16 * t + 8, sum);
+    }
+    (void)s_dec64;
+    s_put_sealed(txn, dbi[0], 0, "digest", 6, d, sizeof d);
+}
+
 /* Writes the described file into dir; false when LMDB would not. */
 static bool s_write(const char *dir, const uint8_t *data, size_t size)
 {
@@ -95,6 +152,12 @@ static bool s_write(const char *dir, const uint8_t *data, size_t size)
     static const uint32_t versions[4] = {FP_STORE_FORMAT_VERSION, 1, 2,
                                          FP_STORE_FORMAT_VERSION + 1};
     uint32_t version = versions[vchoice];
+    /* bit 6: the current version's records written raw (no checksums, no
+       digest): a damaged-looking file */
+    bool sealed = version == FP_STORE_FORMAT_VERSION && !(flags & 64);
+#define PUT(t, k, kl, v, vl)                                                                      \
+    (sealed && (t) < S_NTABLES ? s_put_sealed(txn, dbi[t], t, k, kl, v, vl)                       \
+                               : s_put(txn, dbi[t], k, kl, v, vl))
     if (flags & 1) {
         /* the tables of the version written (bit 4: all of them anyway) */
         bool all = (flags & 16) != 0;
@@ -103,17 +166,17 @@ static bool s_write(const char *dir, const uint8_t *data, size_t size)
                 open[t] = mdb_dbi_open(txn, s_tables[t], MDB_CREATE, &dbi[t]) == 0;
         if (open[0]) {
             uint8_t v[4] = {0, 0, 0, (uint8_t)version}, b[8];
-            s_put(txn, dbi[0], "magic", 5, FP_STORE_MAGIC, strlen(FP_STORE_MAGIC));
-            s_put(txn, dbi[0], "version", 7, v, 4);
-            s_put(txn, dbi[0], "instance", 8, S_INSTANCE, strlen(S_INSTANCE));
+            PUT(0, "magic", 5, FP_STORE_MAGIC, strlen(FP_STORE_MAGIC));
+            PUT(0, "version", 7, v, 4);
+            PUT(0, "instance", 8, S_INSTANCE, strlen(S_INSTANCE));
             s_be64(b, 1764000000000000000ull);
-            s_put(txn, dbi[0], "created_ns", 10, b, 8);
+            PUT(0, "created_ns", 10, b, 8);
             s_be64(b, 3);
-            s_put(txn, dbi[0], "round", 5, b, 8);
+            PUT(0, "round", 5, b, 8);
             s_be64(b, 5);
-            s_put(txn, dbi[0], "global_seq", 10, b, 8);
+            PUT(0, "global_seq", 10, b, 8);
             s_be64(b, 2);
-            s_put(txn, dbi[0], "dl_seq", 6, b, 8);
+            PUT(0, "dl_seq", 6, b, 8);
         }
     }
     const uint8_t *p = data + 1, *end = data + size;
@@ -134,8 +197,11 @@ static bool s_write(const char *dir, const uint8_t *data, size_t size)
         if (!open[t] && t < S_NTABLES)
             open[t] = mdb_dbi_open(txn, s_tables[t], MDB_CREATE, &dbi[t]) == 0;
         if (open[t])
-            s_put(txn, dbi[t], k, klen, v, vlen);
+            PUT(t, k, klen, v, vlen);
     }
+#undef PUT
+    if (sealed && open[0])
+        s_put_digest(txn, dbi, open);
     bool ok = mdb_txn_commit(txn) == 0;
     mdb_env_close(env);
     return ok;
@@ -378,9 +444,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     bool tool = (data[0] & 8) != 0;
+    /* The walk in this process (LMDB wrote the file: no damaged page), as
+       a start runs it in its child: a file it finds damaged is refused. */
+    fp_store_verify_t vr;
+    int vrc = fp_store_verify(dir, false, &vr);
+    FUZZ_CHECK(vrc == 0 || vrc == FP_STORE_CORRUPT);
+    FUZZ_CHECK((vrc == 0) == (vr.problem[0] == '\0'));
     char err[512] = "";
     fp_store_t *st = tool ? fp_store_open_tool(dir, S_MAP, S_INSTANCE, err, sizeof err)
                           : fp_store_open(dir, S_MAP, S_INSTANCE, err, sizeof err);
+    FUZZ_CHECK(tool || vrc == 0 || st == NULL);
     if (!st) {
         FUZZ_CHECK(strstr(err, dir) != NULL);
         /* Refused is refused: the same verdict again, nothing changed. */
