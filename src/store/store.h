@@ -36,8 +36,11 @@
         the call, read-only, and NOT 8-byte aligned in general. Copy a value
         into aligned memory before reading it as a struct.
 
-    On disk (format version 4, every integer big-endian):
-      meta         "magic" -> "floorpost-state", "version" -> u32 (4),
+    On disk (format version 5, every integer big-endian; since version 5
+    every value below ends with a 4-byte checksum, fp_store_value_sum, not
+    shown, and meta "digest" holds each table's entry count and checksum
+    sum, kept by every write txn; src/store/verify.h walks it all):
+      meta         "magic" -> "floorpost-state", "version" -> u32 (5),
                    "instance" -> name bytes, "created_ns" -> u64 (CLOCK_REALTIME),
                    "round" -> u64 last committed round, "global_seq" -> u64 last
                    event global_seq, "dl_seq" -> u64 last dead-letter seq,
@@ -65,16 +68,18 @@
                    has no usable identity: source 0 or seq 0) -> u64
                    source_id, u64 epoch, u64 seq it is resubmitted under, u64
                    wall ns of the assignment (fp_store_put_resubmits)
-    Version 3 is version 4 without the resubmits table and with dedup states
-    of version 1 only; version 2 is version 3 without the counters table,
+    Version 4 is version 5 without the checksums and the digest; version 3
+    is version 4 without the resubmits table and with dedup states of
+    version 1 only; version 2 is version 3 without the counters table,
     version 1 also without the readers table. fp_store_open upgrades a
-    version-1, -2 or -3 file in place, in its open transaction (creates the
-    empty tables it lacks, sets "version" to 4; every other record stays
-    byte for byte) and says so through fp_store_upgraded_from; an older
-    floorpost then refuses the file (its version check).
-    fp_store_open_tool refuses a version-1, -2 or -3 file (a tool never
-    writes the format) and tells the operator to start floorpost once.
-    Versions above 4 are refused.
+    version-1 to -4 file in place, in its open transaction (creates the
+    empty tables it lacks, seals every value with its checksum, writes the
+    digest, sets "version" to 5; every value's own bytes stay byte for
+    byte) and says so through fp_store_upgraded_from; an older floorpost
+    then refuses the file (its version check).
+    fp_store_open_tool refuses a version-1 to -4 file (a tool never writes
+    the format) and tells the operator to start floorpost once.
+    Versions above 5 are refused.
     data.mdb is extended (sparse) to the map size at open, so that a file
     shorter than its last committed page can only be a damaged one (LMDB
     itself may legitimately leave freed pages at the end unwritten).
@@ -118,9 +123,9 @@ typedef struct fp_store_txn fp_store_txn_t;
    budget; never grown by the store). Takes an exclusive flock on DIR, so a
    second process is refused. Refuses, returning NULL with a one-line reason
    in err, a file that is not a floorpost state, another instance's state,
-   a format version other than 1 to 4, an empty or truncated data.mdb,
-   or any LMDB error: never half-loaded. A version-1, -2 or -3 file is upgraded
-   to 4 in the open's one write txn (see "On disk"; logs nothing: ask
+   a format version other than 1 to 5, an empty or truncated data.mdb,
+   or any LMDB error: never half-loaded. A version-1 to -4 file is upgraded
+   to 5 in the open's one write txn (see "On disk"; logs nothing: ask
    fp_store_upgraded_from). Free with fp_store_close. */
 fp_store_t *fp_store_open(const char *dir, uint64_t map_bytes, const char *instance, char *err,
                           size_t errlen);
