@@ -392,12 +392,14 @@ static int s_seal_table(fp_store_w_t *w, int db)
             cap = d.mv_size;
         }
         size_t n = d.mv_size;
-        memcpy(vb, d.mv_data, n);
+        if (n) /* an empty value (no older format writes one; a damaged file may) */
+            memcpy(vb, d.mv_data, n);
         uint32_t sum = fp_store_value_sum((unsigned)db, kb, kk.mv_size, vb, n);
         MDB_val nd = {n + FP_STORE_SUM_BYTES, NULL};
         if ((rc = mdb_cursor_put(cur, &kk, &nd, MDB_CURRENT | MDB_RESERVE)) != 0)
             break;
-        memcpy(nd.mv_data, vb, n);
+        if (n)
+            memcpy(nd.mv_data, vb, n);
         s_enter(w, db, nd.mv_data, n, sum);
         /* Back on the record just rewritten (a split may have moved it). */
         if ((rc = mdb_cursor_get(cur, &kk, &d, MDB_SET)) != 0)

@@ -339,6 +339,8 @@ static int s_walk(const char *dir, fp_store_verify_t *r)
         r->present[i] = true;
         found++;
     }
+    /* a read txn's cursor outlives the txn's end: closed before any exit */
+    mdb_cursor_close(cur);
     if (rc == MDB_NOTFOUND && !r->present[FP_STORE_DB_META]) {
         rc = s_bad(r, "not a floorpost state file (an LMDB file without floorpost meta)");
         goto out;
@@ -347,7 +349,6 @@ static int s_walk(const char *dir, fp_store_verify_t *r)
         rc = s_bad(r, "main table: an entry %s that is no floorpost table", kt);
         goto out;
     }
-    mdb_cursor_close(cur);
     if (rc != MDB_NOTFOUND) {
         if (rc != FP_STORE_CORRUPT)
             rc = s_bad(r, "main table: %s", mdb_strerror(rc));

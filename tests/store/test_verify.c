@@ -1,0 +1,252 @@
+/*  test_verify.c - the full walk of a state file (verify.h): a clean file
+    walks clean with every table's count; a flipped byte inside a value, a
+    zeroed data page, a cut file and a file that is no state are each
+    reported with where; the walk in a child survives what LMDB does on a
+    damaged page; fp_store_open refuses what the walk refuses.
+
+    Every test works in its own fresh directory under /tmp.
+*/
+#include "outbox.h"
+#include "store.h"
+#include "test.h"
+#include "verify.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAP (8u << 20)
+#define NKEYS 400
+
+static char s_dir[64];
+
+static const char *s_newdir(void)
+{
+    strcpy(s_dir, "/tmp/fp-test-verify-XXXXXX");
+    ASSERT(mkdtemp(s_dir) != NULL);
+    return s_dir;
+}
+
+static void s_rmdir(const char *dir)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ASSERT_EQ(system(cmd), 0);
+}
+
+/* A state with NKEYS keys whose values hold a findable marker, two outbox
+   events, a source, a feed and a dead letter, in two commits. */
+static void s_make(const char *dir)
+{
+    char err[512] = "";
+    fp_store_t *st = fp_store_open(dir, MAP, "verify", err, sizeof err);
+    if (!st)
+        fprintf(stderr, "open: %s\n", err);
+    ASSERT(st != NULL);
+    for (int round = 1; round <= 2; round++) {
+        fp_store_txn_t *t;
+        ASSERT_EQ(fp_store_begin(st, &t), 0);
+        for (int i = 0; i < NKEYS / 2; i++) {
+            char key[32], val[64];
+            int n = (round - 1) * (NKEYS / 2) + i;
+            int kl = snprintf(key, sizeof key, "key-%05d", n);
+            int vl = snprintf(val, sizeof val, "VALUE-MARKER-%05d-padding-padding", n);
+            ASSERT_EQ(fp_store_put_key(t, key, (size_t)kl, val, (size_t)vl), 0);
+        }
+        ASSERT_EQ(fp_store_put_source(t, (uint64_t)round, "dedup", 5), 0);
+        ASSERT_EQ(fp_store_put_feed(t, "checkpoint/scrap/P/L", 20, (uint64_t)round), 0);
+        ASSERT_EQ(fp_outbox_put(t, (uint64_t)round, (uint64_t)round, round, "checkpoint/scrap/P/L",
+                                20, "event", 5), 0);
+        if (round == 1)
+            ASSERT_EQ(fp_store_put_deadletter(t, 1, "too_old", "{}", 2, "raw", 3, NULL), 0);
+        ASSERT_EQ(fp_store_set_round(t, (uint64_t)round, (uint64_t)round), 0);
+        ASSERT_EQ(fp_store_commit(&t), 0);
+    }
+    fp_store_close(&st);
+}
+
+static char *s_read(const char *dir, size_t *len)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    FILE *f = fopen(path, "rb");
+    ASSERT(f != NULL);
+    struct stat sb;
+    ASSERT_EQ(fstat(fileno(f), &sb), 0);
+    char *buf = malloc((size_t)sb.st_size);
+    ASSERT(buf != NULL);
+    ASSERT_EQ(fread(buf, 1, (size_t)sb.st_size, f), (size_t)sb.st_size);
+    fclose(f);
+    *len = (size_t)sb.st_size;
+    return buf;
+}
+
+static void s_write_at(const char *dir, size_t off, const void *bytes, size_t n)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    int fd = open(path, O_WRONLY);
+    ASSERT(fd >= 0);
+    ASSERT_EQ(pwrite(fd, bytes, n, (off_t)off), (ssize_t)n);
+    close(fd);
+}
+
+/* Overwrites byte `off` of every copy of `needle` in the file with `c`
+   (LMDB copies pages on write: older copies sit on free pages, and which
+   copy is live is LMDB's to know); returns the copies. */
+static int s_damage_all(const char *dir, const char *needle, size_t off, char c)
+{
+    size_t len, nl = strlen(needle);
+    int n = 0;
+    char *buf = s_read(dir, &len);
+    for (size_t i = 0; i + nl <= len; i++)
+        if (!memcmp(buf + i, needle, nl)) {
+            s_write_at(dir, i + off, &c, 1);
+            n++;
+        }
+    free(buf);
+    ASSERT(n > 0);
+    return n;
+}
+
+static void s_refused_by_open(const char *dir, const char *want)
+{
+    char err[600] = "";
+    fp_store_t *st = fp_store_open(dir, MAP, "verify", err, sizeof err);
+    if (st || !strstr(err, want))
+        fprintf(stderr, "expected a refusal with \"%s\", got %s: \"%s\"\n", want,
+                st ? "success" : "refusal", err);
+    ASSERT(st == NULL);
+}
+
+TEST(test_clean_walk_counts_every_table)
+{
+    const char *dir = s_newdir();
+    s_make(dir);
+    for (int child = 0; child < 2; child++) {
+        fp_store_verify_t r;
+        memset(&r, 0, sizeof r);
+        ASSERT_EQ(fp_store_verify(dir, child == 1, &r), 0);
+        ASSERT_STREQ(r.problem, "");
+        ASSERT_EQ(r.version, FP_STORE_FORMAT_VERSION);
+        ASSERT(r.sums);
+        ASSERT_EQ(r.round, 2);
+        ASSERT_EQ(r.global_seq, 2);
+        int keys = -1, outbox = -1, sources = -1, deadletters = -1;
+        for (int i = 0; i < FP_STORE_VERIFY_TABLES; i++) {
+            const char *name = fp_store_verify_table(i);
+            if (!strcmp(name, "keys"))
+                keys = (int)r.entries[i];
+            if (!strcmp(name, "outbox"))
+                outbox = (int)r.entries[i];
+            if (!strcmp(name, "sources"))
+                sources = (int)r.entries[i];
+            if (!strcmp(name, "deadletters"))
+                deadletters = (int)r.entries[i];
+        }
+        ASSERT_EQ(keys, NKEYS);
+        ASSERT_EQ(outbox, 2);
+        ASSERT_EQ(sources, 2);
+        ASSERT_EQ(deadletters, 1);
+        ASSERT(r.values >= NKEYS + 5);
+        ASSERT(r.pages > 2);
+    }
+    /* and the open (which walks first) loads it */
+    char err[512] = "";
+    fp_store_t *st = fp_store_open(dir, MAP, "verify", err, sizeof err);
+    ASSERT(st != NULL);
+    fp_store_close(&st);
+    s_rmdir(dir);
+}
+
+TEST(test_flipped_value_byte_names_table_and_key)
+{
+    const char *dir = s_newdir();
+    s_make(dir);
+    /* one byte inside the value of key-00123 */
+    s_damage_all(dir, "VALUE-MARKER-00123", 3, 'X');
+    fp_store_verify_t r;
+    memset(&r, 0, sizeof r);
+    ASSERT_EQ(fp_store_verify(dir, true, &r), FP_STORE_CORRUPT);
+    if (!strstr(r.problem, "keys") || !strstr(r.problem, "key-00123"))
+        fprintf(stderr, "problem: %s\n", r.problem);
+    ASSERT(strstr(r.problem, "keys") != NULL);
+    ASSERT(strstr(r.problem, "key-00123") != NULL);
+    s_refused_by_open(dir, "key-00123");
+    s_rmdir(dir);
+}
+
+TEST(test_zeroed_data_page_is_refused_not_a_crash)
+{
+    const char *dir = s_newdir();
+    s_make(dir);
+    /* every page holding a copy of key-00300's value (the live one among them) */
+    long psize = sysconf(_SC_PAGESIZE); /* LMDB's page size is the OS page */
+    char *zero = calloc(1, (size_t)psize);
+    ASSERT(zero != NULL);
+    size_t len;
+    char *buf = s_read(dir, &len);
+    const char *needle = "VALUE-MARKER-00300";
+    for (size_t i = 0; i + strlen(needle) <= len; i++)
+        if (!memcmp(buf + i, needle, strlen(needle)))
+            s_write_at(dir, i / (size_t)psize * (size_t)psize, zero, (size_t)psize);
+    free(buf);
+    free(zero);
+    fp_store_verify_t r;
+    memset(&r, 0, sizeof r);
+    /* in a child: whatever LMDB makes of a page of zeros ends the child */
+    ASSERT_EQ(fp_store_verify(dir, true, &r), FP_STORE_CORRUPT);
+    ASSERT(r.problem[0] != '\0');
+    s_refused_by_open(dir, "");
+    s_rmdir(dir);
+}
+
+TEST(test_cut_file_and_foreign_file)
+{
+    const char *dir = s_newdir();
+    s_make(dir);
+    fp_store_verify_t r;
+    memset(&r, 0, sizeof r);
+    ASSERT_EQ(fp_store_verify(dir, true, &r), 0);
+    uint64_t need = r.pages * r.psize;
+    char path[128];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    ASSERT_EQ(truncate(path, (off_t)(need - r.psize)), 0);
+    memset(&r, 0, sizeof r);
+    ASSERT_EQ(fp_store_verify(dir, true, &r), FP_STORE_CORRUPT);
+    ASSERT(strstr(r.problem, "truncated") != NULL);
+    s_rmdir(dir);
+
+    /* no state at all: cannot walk, not "damaged" */
+    dir = s_newdir();
+    memset(&r, 0, sizeof r);
+    int rc = fp_store_verify(dir, true, &r);
+    ASSERT(rc < 0);
+    ASSERT(rc != FP_STORE_CORRUPT);
+    ASSERT(r.problem[0] != '\0');
+    /* a file that is not LMDB's */
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    FILE *f = fopen(path, "wb");
+    ASSERT(f != NULL);
+    for (int i = 0; i < 4 * 4096; i++)
+        fputc('x', f);
+    fclose(f);
+    memset(&r, 0, sizeof r);
+    rc = fp_store_verify(dir, true, &r);
+    ASSERT(rc < 0);
+    ASSERT(r.problem[0] != '\0');
+    s_rmdir(dir);
+}
+
+int main(int argc, char **argv)
+{
+    test_init(argc, argv);
+    RUN(test_clean_walk_counts_every_table);
+    RUN(test_flipped_value_byte_names_table_and_key);
+    RUN(test_zeroed_data_page_is_refused_not_a_crash);
+    RUN(test_cut_file_and_foreign_file);
+    return test_done();
+}
