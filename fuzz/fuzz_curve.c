@@ -39,6 +39,16 @@ static void s_allow(const char *text)
         line = fp_curve_trim(line);
         if (!*line || *line == '#')
             continue;
+        /* a .pub file's "public = KEY" line (security.c reads it so) */
+        char *eq = strchr(line, '=');
+        if (eq) {
+            size_t nl = (size_t)(eq - line);
+            while (nl && (line[nl - 1] == ' ' || line[nl - 1] == '\t'))
+                nl--;
+            FUZZ_CHECK(!(nl == 6 && memcmp(line, "secret", 6) == 0)); /* refused */
+            if (nl == 6 && memcmp(line, "public", 6) == 0)
+                line = fp_curve_trim(eq + 1);
+        }
         size_t klen = strcspn(line, " \t");
         FUZZ_CHECK(fp_curve_z85_valid(line, klen)); /* or the parse had refused */
         keys++;
