@@ -239,7 +239,7 @@ void *fp_replay_main(void *argp)
             ok = false;
         }
     }
-    fp_stage_ready(args->zmq_ctx, "replay", ok ? 0 : -1, err);
+    fp_stage_ready(args, "replay", ok ? 0 : -1, err);
     while (ok && !self->done) {
         zmq_pollitem_t items[2] = {{self->notice, 0, ZMQ_POLLIN, 0},
                                    {self->router, 0, ZMQ_POLLIN, 0}};
