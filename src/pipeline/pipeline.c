@@ -76,8 +76,8 @@ void *fp_stage_server_socket(void *zmq_ctx, int type, const fp_config_t *cfg, co
     int rc = fp_security_server_socket(s, cfg, err, errlen);
     if (rc == 0 && (rc = zmq_bind(s, ep)) != 0)
         snprintf(err, errlen, "bind %s: %s", ep, zmq_strerror(zmq_errno()));
-    if (rc == 0 && cfg->curve_secret_key_file[0])
-        fp_security_watch(zmq_ctx, s, ep);
+    if (rc == 0 && strncmp(ep, "inproc://", 9) != 0)
+        fp_security_watch(zmq_ctx, s, ep, cfg->curve_secret_key_file[0] != '\0');
     if (rc != 0) {
         linger = 0;
         zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);

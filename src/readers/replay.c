@@ -221,7 +221,7 @@ void *fp_replay_main(void *argp)
         snprintf(err, sizeof err, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
         ok = false;
     }
-    if (ok && self->cfg->curve_secret_key_file[0])
+    if (ok) /* CURVE: its ZAP handler; always: its monitors (security.h) */
         ok = (self->security = fp_security_start(self->net_ctx, self->cfg, err, sizeof err)) !=
              NULL;
     if (ok)

@@ -224,3 +224,110 @@ def limits_check_refuses_bad_binds():
     for sec in ("service", "pipeline", "dedup", "aggregate", "counters", "durability", "metrics",
                 "security", "demo", "sink NAME"):
         assert sec in err, (sec, err)
+
+
+def send_exact(fp, prod, first_seq, batches, per_batch=10, source=7):
+    """Sends batches of PART records (qty 1) on an acked producer and waits
+    for every ack; returns the next seq."""
+    seq = first_seq
+    n0 = len(prod.acks)
+    for _ in range(batches):
+        prod.send(source, 1, [rec(seq + i, 1, qty=1) for i in range(per_batch)])
+        seq += per_batch
+    assert prod.wait_acks(n0 + batches, timeout=30), "acks %d of %d" % (len(prod.acks) - n0,
+                                                                        batches)
+    return seq
+
+
+def set_nofile(n):
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
+@extra_test
+def limits_fd_exhaustion_counted():
+    """RLIMIT_NOFILE 700 (soft = hard: floorpost cannot raise it) and 900
+    TCP connections to the PULL endpoint: the accept failures are logged and
+    counted per endpoint, and an established producer's records stay exact
+    while the endpoint is out of descriptors."""
+    mport = free_port()
+    fp = Floorpost(metrics_port=mport)
+    fp.preexec = set_nofile(700)
+    fp.start()
+    wait_healthy(mport)
+    prod = Producer(CTX, fp.endpoints["router"])
+    seq = send_exact(fp, prod, 1, 5)
+    flood = []
+    try:
+        for _ in range(900):
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                s.connect(("127.0.0.1", fp.ports["pull"]))
+            except BlockingIOError:
+                pass
+            flood.append(s)
+        # floorpost takes what its descriptors allow, then accept() fails
+        end = time.time() + 20
+        while "accept failed" not in fp.log() and time.time() < end:
+            time.sleep(0.1)
+        assert "accept failed" in fp.log(), fp.log()[-3000:]
+        # the established producer goes on, exactly
+        seq = send_exact(fp, prod, seq, 20)
+    finally:
+        for s in flood:
+            s.close()
+    line = [ln for ln in fp.log().splitlines() if "accept failed" in ln][0]
+    assert "endpoint=" + fp.endpoints["pull"] in line, line
+    assert "Too many open files" in line and "RLIMIT_NOFILE" in line, line
+    # the descriptors are back: metrics (and more records) again
+    end = time.time() + 20
+    while True:
+        try:
+            status, text = scrape(mport)
+            break
+        except OSError:
+            if time.time() > end:
+                raise
+            time.sleep(0.2)
+    eq(status, 200, "metrics after the flood")
+    m = parse_metrics(text)
+    key = 'floorpost_accept_failures_total{endpoint="%s"}' % fp.endpoints["pull"]
+    assert m.get(key, 0) >= 1, {k: v for k, v in m.items() if "accept" in k}
+    eq(m['floorpost_accept_failures_total{endpoint="%s"}' % fp.endpoints["router"]], 0.0,
+       "no failures on the router endpoint")
+    seq = send_exact(fp, prod, seq, 5)
+    prod.close()
+    rc, _ = fp.stop()
+    eq(rc, 0, "exit code")
+    summ = fp.summary()
+    eq((summ["records_in"], summ["records_accepted"], summ["duplicates"]),
+       (seq - 1, seq - 1, 0), "records exact through the flood")
+    print("  accept failures counted: %d" % m[key])
+
+
+@extra_test
+def limits_22_workers_22_shards():
+    """workers = 22, shards = 22 (1,164 ZeroMQ sockets, above libzmq's
+    default 1,023): they start and count exactly; with RLIMIT_NOFILE 600
+    both --check and the start refuse them, saying why."""
+    fp = Floorpost(workers=22, shards=22)
+    p = subprocess.run([FLOORPOST, "run", "--check", "-c", fp.config], capture_output=True,
+                       text=True, timeout=30)
+    eq(p.returncode, 0, "--check: " + p.stderr)
+    for argv in (["run", "--check", "-c", fp.config], ["run", "-c", fp.config]):
+        p = subprocess.run([FLOORPOST] + argv, capture_output=True, text=True, timeout=60,
+                           preexec_fn=set_nofile(600))
+        eq(p.returncode, 2, "%s under RLIMIT_NOFILE 600: %s" % (argv[1], p.stderr))
+        assert "workers = 22 and shards = 22 need about" in p.stderr, p.stderr
+        assert "RLIMIT_NOFILE allows 600" in p.stderr, p.stderr
+    fp.start()
+    assert "zmq_max_sockets=" in fp.log(), fp.log()
+    prod = Producer(CTX, fp.endpoints["router"])
+    for source in range(1, 45):  # sources spread over the workers and shards
+        send_exact(fp, prod, 1, 3, source=source)
+    prod.close()
+    rc, _ = fp.stop()
+    eq(rc, 0, "exit code")
+    summ = fp.summary()
+    eq((summ["records_accepted"], summ["duplicates"], summ["gaps"]), (44 * 30, 0, 0),
+       "records exact")
