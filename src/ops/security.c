@@ -76,7 +76,12 @@ typedef struct {
 static pthread_mutex_t s_watch_mu = PTHREAD_MUTEX_INITIALIZER;
 static s_watch_t s_watch[S_WATCH_MAX];
 static int s_nwatch;
-static _Atomic uint64_t s_hs_failed[3]; /* plain client, protocol, closed: metrics */
+static _Atomic uint64_t s_hs_failed[3];
+/* The contexts whose handler runs (under s_watch_mu): a socket of another
+   context is not watched, so no monitor PAIR is left open for nobody to
+   close (zmq_ctx_term would wait on it). */
+#define S_HANDLERS_MAX 8
+static void *s_handler_ctx[S_HANDLERS_MAX]; /* plain client, protocol, closed: metrics */
 
 uint64_t fp_security_handshakes_failed(int which)
 {
@@ -100,7 +105,10 @@ int fp_security_watch(void *zmq_ctx, void *sock, const char *label, bool handsha
     static _Atomic int seq;
     pthread_mutex_lock(&s_watch_mu);
     int rc = -1;
-    if (s_nwatch < S_WATCH_MAX) {
+    bool handled = false;
+    for (int i = 0; i < S_HANDLERS_MAX; i++)
+        handled |= s_handler_ctx[i] == zmq_ctx;
+    if (handled && s_nwatch < S_WATCH_MAX) {
         s_watch_t *w = &s_watch[s_nwatch];
         snprintf(w->ep, sizeof w->ep, "inproc://fp-monitor-%d", atomic_fetch_add(&seq, 1));
         snprintf(w->label, sizeof w->label, "%s", label);
@@ -528,6 +536,15 @@ static void *s_handler(void *arg)
                         zmq_setsockopt(rep, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
                         zmq_bind(rep, FP_ZAP_ENDPOINT) != 0))
         status = zmq_errno() ? zmq_errno() : ENOMEM;
+    if (status == 0) {
+        pthread_mutex_lock(&s_watch_mu);
+        for (int i = 0; i < S_HANDLERS_MAX; i++)
+            if (!s_handler_ctx[i]) {
+                s_handler_ctx[i] = self->zmq_ctx;
+                break;
+            }
+        pthread_mutex_unlock(&s_watch_mu);
+    }
     zmq_send(pipe, &status, sizeof status, 0);
     void *mon[S_WATCH_MAX];
     s_watch_t *mwatch[S_WATCH_MAX];
@@ -577,6 +594,9 @@ static void *s_handler(void *arg)
             s_watch[seen].pair = NULL;
         }
     }
+    for (int i = 0; i < S_HANDLERS_MAX; i++)
+        if (s_handler_ctx[i] == self->zmq_ctx)
+            s_handler_ctx[i] = NULL; /* no more watches of this context */
     pthread_mutex_unlock(&s_watch_mu);
     if (rep)
         zmq_close(rep);
