@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -112,6 +113,51 @@ static void s_reload(const char *file, fp_config_t *running, fp_http_t *http)
     free(next);
 }
 
+/* File descriptors beyond the ZeroMQ sockets that a start needs at least:
+   the state, the log, the HTTP server's connections, the sinks' files and
+   connections, and some producers. */
+#define S_FDS_SPARE (FP_HTTP_CONNECTIONS_MAX + 256)
+
+/* Raises RLIMIT_NOFILE's soft limit to the hard limit (logged when it
+   changes) and checks that cfg's ZeroMQ sockets fit it with S_FDS_SPARE to
+   spare. raise_it 0 (--check): only checks. 0, or -1 with the reason in
+   err. */
+static int s_fd_limit(const fp_config_t *cfg, int sockets, int raise_it, char *err, size_t errlen)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        snprintf(err, errlen, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        return -1;
+    }
+    rlim_t soft = rl.rlim_cur;
+    if (raise_it && rl.rlim_cur < rl.rlim_max) {
+        struct rlimit up = {rl.rlim_max, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0) {
+            fp_log(FP_LOG_INFO, "main", "raised the file descriptor limit to the hard limit",
+                   "RLIMIT_NOFILE=%llu from=%llu", (unsigned long long)rl.rlim_max,
+                   (unsigned long long)rl.rlim_cur);
+            soft = rl.rlim_max;
+        } else {
+            fp_log(FP_LOG_WARN, "main", "could not raise the file descriptor limit",
+                   "RLIMIT_NOFILE=%llu hard=%llu error=\"%s\"", (unsigned long long)rl.rlim_cur,
+                   (unsigned long long)rl.rlim_max, strerror(errno));
+        }
+    } else if (!raise_it) {
+        soft = rl.rlim_max; /* the start raises it that far */
+    }
+    unsigned long long need = (unsigned long long)sockets + S_FDS_SPARE;
+    if (soft != RLIM_INFINITY && (unsigned long long)soft < need) {
+        snprintf(err, errlen, "workers = %d and shards = %d need about %llu file descriptors "
+                 "(%d ZeroMQ sockets and %d to spare for connections and files), but "
+                 "RLIMIT_NOFILE allows %llu (hard limit %llu); allowed: raise the limit "
+                 "(LimitNOFILE= in the systemd unit, ulimit -n) or fewer workers and shards",
+                 cfg->workers, cfg->shards, need, sockets, S_FDS_SPARE,
+                 (unsigned long long)soft, (unsigned long long)rl.rlim_max);
+        return -1;
+    }
+    return 0;
+}
+
 int fp_cmd_run(int argc, char **argv)
 {
     const char *file = NULL;
@@ -148,9 +194,14 @@ int fp_cmd_run(int argc, char **argv)
         fprintf(stderr, "floorpost: %s\n", err);
         return 2;
     }
+    int sockets = pipeline_zmq_sockets(&cfg);
+    if (s_fd_limit(&cfg, sockets, !check, err, sizeof err) != 0) {
+        fprintf(stderr, "floorpost: %s%s%s\n", file ? file : "", file ? ": " : "", err);
+        return 2;
+    }
     if (check) {
-        printf("%s: ok (workers=%d shards=%d sinks=%d)\n", file ? file : "embedded default",
-               cfg.workers, cfg.shards, cfg.nsinks);
+        printf("%s: ok (workers=%d shards=%d sinks=%d zmq_sockets=%d)\n",
+               file ? file : "embedded default", cfg.workers, cfg.shards, cfg.nsinks, sockets);
         return 0;
     }
     /* The plant's time zone for posting dates (sinks), before any thread
@@ -175,6 +226,19 @@ int fp_cmd_run(int argc, char **argv)
         fprintf(stderr, "floorpost: out of memory\n");
         return 1;
     }
+    /* libzmq's socket limit sized to the configuration, before the first
+       socket (its default, 1,023, fails from about 22 workers x 22 shards). */
+    int max_sockets = sockets > ZMQ_MAX_SOCKETS_DFLT ? sockets : ZMQ_MAX_SOCKETS_DFLT;
+    int zmq_limit = zmq_ctx_get(ctx, ZMQ_SOCKET_LIMIT);
+    if ((zmq_limit > 0 && max_sockets > zmq_limit) ||
+        zmq_ctx_set(ctx, ZMQ_MAX_SOCKETS, max_sockets) != 0) {
+        fp_log(FP_LOG_ERROR, "main", "start failed", "error=\"ZMQ_MAX_SOCKETS = %d: %s "
+               "(libzmq's limit %d); allowed: fewer workers and shards\"", max_sockets,
+               zmq_strerror(zmq_errno()), zmq_limit);
+        return 1;
+    }
+    fp_log(FP_LOG_INFO, "main", "limits", "zmq_max_sockets=%d zmq_sockets_needed=%d "
+           "workers=%d shards=%d", max_sockets, sockets, cfg.workers, cfg.shards);
     /* The HTTP server first: a port in use fails the start before any
        stage runs. Its thread inherits the blocked SIGTERM/SIGINT. */
     fp_http_t *http = NULL;

@@ -84,8 +84,8 @@ static void *s_socket(const fp_input_env_t *env, int type, const char *ep, char 
     int rc = fp_security_server_socket(s, env->cfg, err, errlen);
     if (rc == 0 && (rc = zmq_bind(s, ep)) != 0)
         snprintf(err, errlen, "bind %s: %s", ep, zmq_strerror(zmq_errno()));
-    if (rc == 0 && env->cfg->curve_secret_key_file[0])
-        fp_security_watch(env->zmq_ctx, s, ep);
+    if (rc == 0 && strncmp(ep, "inproc://", 9) != 0)
+        fp_security_watch(env->zmq_ctx, s, ep, env->cfg->curve_secret_key_file[0] != '\0');
     if (rc != 0) {
         linger = 0;
         zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);

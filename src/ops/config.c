@@ -11,8 +11,11 @@
 
 #include "period.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <net/if.h>
+#include <sys/un.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +26,8 @@
 
 typedef enum {
     OPT_INSTANCE,   /* char[64], 1..63 of [A-Za-z0-9._-] */
-    OPT_ENDPOINT,   /* char[FP_ENDPOINT_MAX], tcp:// ipc:// inproc:// */
+    OPT_ENDPOINT,   /* char[FP_ENDPOINT_MAX], tcp:// ipc:// inproc:// (s_check_endpoint);
+                       min = S_NO_INPROC: not inproc:// */
     OPT_BOOL,
     OPT_INT,        /* int */
     OPT_I64,        /* int64_t */
@@ -38,6 +42,7 @@ typedef enum {
     OPT_DATE,       /* char[16], "YYYY-MM-DD" or "" */
     OPT_CLOSED,     /* int, post_to_first_open|dead_letter (FP_CLOSED_*) */
     OPT_MODULI,     /* char[], "NAME=MODULUS,..." or "" */
+    OPT_IPV4,       /* char[], an IPv4 dotted quad (inet_pton) */
 } s_kind_t;
 
 typedef struct {
@@ -51,21 +56,25 @@ typedef struct {
     const char *allowed;    /* for messages */
 } s_option_t;
 
+/* OPT_ENDPOINT's min: the endpoint may not be inproc://. */
+#define S_NO_INPROC 1
+
 #define F(field) offsetof(fp_config_t, field), sizeof(((fp_config_t *)0)->field)
 
 static const s_option_t s_options[] = {
     {"service", "instance", OPT_INSTANCE, F(instance), 0, 0, false,
      "1..63 characters of A-Z a-z 0-9 . _ -"},
     {"service", "ingest_router", OPT_ENDPOINT, F(ingest_router), 0, 0, true,
-     "tcp://..., ipc://..., inproc://... or \"\" (off)"},
+     "tcp://HOST:PORT, ipc://PATH, inproc://NAME or \"\" (off)"},
     {"service", "ingest_pull", OPT_ENDPOINT, F(ingest_pull), 0, 0, true,
-     "tcp://..., ipc://..., inproc://... or \"\" (off)"},
+     "tcp://HOST:PORT, ipc://PATH, inproc://NAME or \"\" (off)"},
     {"service", "publish", OPT_ENDPOINT, F(publish), 0, 0, false,
-     "tcp://..., ipc://... or inproc://..."},
+     "tcp://HOST:PORT, ipc://PATH or inproc://NAME"},
     {"service", "deadletter", OPT_ENDPOINT, F(deadletter), 0, 0, false,
-     "tcp://..., ipc://... or inproc://..."},
-    {"service", "replay", OPT_ENDPOINT, F(replay), 0, 0, true,
-     "tcp://..., ipc://..., inproc://... or \"\" (off)"},
+     "tcp://HOST:PORT, ipc://PATH or inproc://NAME"},
+    {"service", "replay", OPT_ENDPOINT, F(replay), S_NO_INPROC, 0, true,
+     "tcp://HOST:PORT, ipc://PATH or \"\" (off); not inproc (the replay server runs in its own "
+     "ZeroMQ context)"},
     {"service", "publish_hwm", OPT_INT, F(publish_hwm), 1, 100000000, false, "1..100000000"},
     {"service", "print_events", OPT_BOOL, F(print_events), 0, 0, false,
      "true, false, yes, no, on, off, 1, 0"},
@@ -134,7 +143,7 @@ static const s_option_t s_options[] = {
      false, "0 (map_size_mb / 256, 4..1024 KiB) or 4..map_size_mb * 1024 / 32"},
     {"metrics", "metrics_port", OPT_INT, F(metrics_port), 0, 65535, false,
      "0 (off) or 1..65535"},
-    {"metrics", "metrics_address", OPT_PATH, F(metrics_address), 0, 0, false,
+    {"metrics", "metrics_address", OPT_IPV4, F(metrics_address), 0, 0, false,
      "an IPv4 address to listen on, e.g. 0.0.0.0 or 127.0.0.1"},
     {"metrics", "health_max_round_age_ms", OPT_I64, F(health_max_round_age_ms), 100, 3600000,
      false, "100..3600000"},
@@ -359,10 +368,51 @@ s_parse_bool(s_ctx_t *ctx, const s_option_t *o, const char *v, bool *out)
                   S_QUOTE_MAX, v, o->allowed);
 }
 
+/* The address of a tcp:// bind endpoint, HOST:PORT, as libzmq 4.3 binds
+   it: HOST is '*', an IPv4 address or a network interface's name (a bind
+   resolves no DNS name: "localhost" fails with "No such device"), PORT
+   1..65535 (libzmq keeps the low 16 bits of a larger number: 92128 would
+   bind 26592). Returns NULL, with host and *port set, or what is wrong. */
+static const char *
+s_tcp_address(const char *addr, char *host, size_t hostcap, int *port)
+{
+    const char *colon = strrchr(addr, ':');
+    if (!colon)
+        return "no port (tcp://HOST:PORT)";
+    size_t hlen = (size_t)(colon - addr);
+    const char *p = colon + 1;
+    if (hlen == 0)
+        return "no host before the port (tcp://*:PORT binds every interface)";
+    if (hlen >= hostcap)
+        return "host too long";
+    memcpy(host, addr, hlen);
+    host[hlen] = '\0';
+    if (*p == '\0')
+        return "no port after ':' (tcp://HOST:PORT)";
+    if (strspn(p, "0123456789") != strlen(p))
+        return "the port is not a number 1..65535";
+    long n = strlen(p) > 5 ? 65536 : strtol(p, NULL, 10);
+    if (n < 1 || n > 65535)
+        return "the port is out of range 1..65535";
+    *port = (int)n;
+    if (strchr(host, ';'))
+        return "a source address ('SRC;HOST') is for connecting; a bind takes HOST:PORT";
+    if (host[0] == '[' || strchr(host, ':'))
+        return "IPv6 is not enabled on floorpost's sockets; use an IPv4 address or '*'";
+    struct in_addr a4;
+    if (strcmp(host, "*") == 0 || inet_pton(AF_INET, host, &a4) == 1)
+        return NULL;
+    if (strspn(host, "0123456789.") == hlen)
+        return "not an IPv4 address (four numbers 0..255)";
+    if (if_nametoindex(host) == 0)
+        return "no network interface of that name (a bind takes '*', an IPv4 address or an "
+               "interface name, never a DNS name such as localhost)";
+    return NULL;
+}
+
 static int
 s_check_endpoint(s_ctx_t *ctx, const s_option_t *o, const char *v)
 {
-    static const char *const schemes[] = {"tcp://", "ipc://", "inproc://"};
     const char *what = NULL;
     size_t len = strlen(v);
     if (len == 0) {
@@ -374,16 +424,30 @@ s_check_endpoint(s_ctx_t *ctx, const s_option_t *o, const char *v)
                       "at most %zu characters", o->section, o->name, S_QUOTE_MAX, v, len,
                       o->allowed, o->size - 1);
     } else {
-        bool ok = false;
-        for (size_t i = 0; i < 3 && !ok; i++) {
-            size_t n = strlen(schemes[i]);
-            ok = strncmp(v, schemes[i], n) == 0 && v[n] != '\0';
+        bool blank = false;
+        for (const char *p = v; *p && !blank; p++)
+            blank = (unsigned char)*p <= ' ' || *p == 0x7f;
+        if (blank)
+            what = "not an endpoint (scheme, then an address, no blanks)";
+        else if (strncmp(v, "tcp://", 6) == 0 && v[6]) {
+            char host[FP_ENDPOINT_MAX];
+            int port = 0;
+            what = s_tcp_address(v + 6, host, sizeof host, &port);
+        } else if (strncmp(v, "ipc://", 6) == 0 && v[6]) {
+            /* libzmq refuses a path that does not fit sockaddr_un */
+            struct sockaddr_un sun;
+            if (strlen(v + 6) >= sizeof sun.sun_path)
+                what = "the ipc path is too long for a Unix socket (at most 107 bytes)";
+        } else if (strncmp(v, "inproc://", 9) == 0 && v[9]) {
+            if (o->min == S_NO_INPROC)
+                what = "inproc is not allowed here";
+            else if (strncmp(v + 9, "fp-", 3) == 0 || strncmp(v + 9, "zeromq.", 7) == 0)
+                what = "inproc names fp-* and zeromq.* are floorpost's and libzmq's own";
+        } else {
+            what = "not an endpoint (scheme, then an address, no blanks)";
         }
-        for (const char *p = v; ok && *p; p++)
-            ok = (unsigned char)*p > ' ' && *p != 0x7f;
-        if (ok)
+        if (!what)
             return 0;
-        what = "not an endpoint (scheme, then an address, no blanks)";
     }
     return s_fail(ctx, "[%s] %s = '%.*s': %s; allowed: %s", o->section, o->name, S_QUOTE_MAX, v,
                   what, o->allowed);
@@ -468,6 +532,15 @@ s_set(s_ctx_t *ctx, fp_config_t *cfg, const s_option_t *o, const char *v)
                           o->section, o->name, len, o->size - 1);
         if (len == 0 && !o->may_be_empty)
             return s_fail(ctx, "[%s] %s: empty; allowed: %s", o->section, o->name, o->allowed);
+        s_set_string(cfg, o, v);
+        return 0;
+    }
+    case OPT_IPV4: {
+        struct in_addr a;
+        if (strlen(v) >= o->size || inet_pton(AF_INET, v, &a) != 1)
+            return s_fail(ctx, "[%s] %s = '%.*s': not an IPv4 address (four numbers 0..255, "
+                          "no host name); allowed: %s", o->section, o->name, S_QUOTE_MAX, v,
+                          o->allowed);
         s_set_string(cfg, o, v);
         return 0;
     }
@@ -664,9 +737,18 @@ s_section_header(s_ctx_t *ctx, char *line)
 {
     /* line starts with '[' and is trimmed */
     char *close = strchr(line, ']');
+    char sections[256];
+    size_t n = 0;
+    sections[0] = '\0';
+    for (size_t i = 0; i < S_NSECTIONS; i++) {
+        int w = snprintf(sections + n, sizeof sections - n, "%s, ", s_sections[i]);
+        assert(w > 0 && (size_t)w < sizeof sections - n);
+        n += (size_t)w;
+    }
+    snprintf(sections + n, sizeof sections - n, "sink NAME");
     if (!close)
-        return s_fail(ctx, "malformed section header '%.*s': missing ']'; allowed: "
-                      "[service], [pipeline], [dedup], [aggregate], [demo]", S_QUOTE_MAX, line);
+        return s_fail(ctx, "malformed section header '%.*s': missing ']'; allowed: %s",
+                      S_QUOTE_MAX, line, sections);
     *close = '\0';
     char *rest = close + 1;
     s_cut_comment(rest);
@@ -684,8 +766,7 @@ s_section_header(s_ctx_t *ctx, char *line)
     }
     if (strncmp(name, "sink", 4) == 0 && (name[4] == '\0' || s_space(name[4])))
         return s_sink_header(ctx, s_trim(name + 4));
-    return s_fail(ctx, "unknown section [%.*s]; allowed: service, pipeline, dedup, aggregate, "
-                  "counters, durability, metrics, security, demo, sink NAME", S_QUOTE_MAX, name);
+    return s_fail(ctx, "unknown section [%.*s]; allowed: %s", S_QUOTE_MAX, name, sections);
 }
 
 /* Extracts the value: a "quoted" string (no escapes, may hold # and ;) or
@@ -728,6 +809,70 @@ s_line_of(s_ctx_t *ctx, const int *first_line, const char *a, const char *b)
             l = first_line[i];
     if (l)
         ctx->line = l;
+}
+
+/* Two binds of one address fail the start ("Address already in use"):
+   the same endpoint twice, or one TCP port on overlapping hosts ('*' and
+   0.0.0.0 overlap every host), the metrics port included. Reported at the
+   later of the two options' lines. Interface names are not resolved to
+   their addresses here. */
+static bool
+s_hosts_overlap(const char *a, const char *b)
+{
+    bool any_a = strcmp(a, "*") == 0 || strcmp(a, "0.0.0.0") == 0;
+    bool any_b = strcmp(b, "*") == 0 || strcmp(b, "0.0.0.0") == 0;
+    return any_a || any_b || strcmp(a, b) == 0;
+}
+
+static int
+s_check_binds(s_ctx_t *ctx, const fp_config_t *cfg, const int *first_line)
+{
+    size_t idx[S_NOPTIONS + 1], n = 0, metrics = S_NOPTIONS;
+    for (size_t i = 0; i < S_NOPTIONS; i++) {
+        if (s_options[i].kind == OPT_ENDPOINT && ((const char *)cfg + s_options[i].offset)[0])
+            idx[n++] = i;
+        if (strcmp(s_options[i].name, "metrics_port") == 0)
+            metrics = i;
+    }
+    assert(metrics < S_NOPTIONS);
+    for (size_t a = 0; a < n; a++) {
+        const s_option_t *oa = &s_options[idx[a]];
+        const char *va = (const char *)cfg + oa->offset;
+        char ha[FP_ENDPOINT_MAX], hb[FP_ENDPOINT_MAX];
+        int pa = 0, pb = 0;
+        bool tcp_a = strncmp(va, "tcp://", 6) == 0 && !s_tcp_address(va + 6, ha, sizeof ha, &pa);
+        for (size_t b = a + 1; b <= n; b++) {
+            const s_option_t *ob;
+            bool clash;
+            if (b < n) {
+                ob = &s_options[idx[b]];
+                const char *vb = (const char *)cfg + ob->offset;
+                bool tcp_b = strncmp(vb, "tcp://", 6) == 0 &&
+                             !s_tcp_address(vb + 6, hb, sizeof hb, &pb);
+                clash = strcmp(va, vb) == 0 ||
+                        (tcp_a && tcp_b && pa == pb && s_hosts_overlap(ha, hb));
+            } else {
+                ob = &s_options[metrics];
+                clash = tcp_a && cfg->metrics_port == pa &&
+                        s_hosts_overlap(ha, cfg->metrics_address);
+            }
+            if (!clash)
+                continue;
+            int la = first_line[idx[a]], lb = first_line[ob - s_options];
+            if (la || lb)
+                ctx->line = la > lb ? la : lb;
+            if (b == n)
+                return s_fail(ctx, "[%s] %s = '%s' and [metrics] metrics_port = %d on %s: the "
+                              "same TCP port twice; allowed: a different port for each",
+                              oa->section, oa->name, va, cfg->metrics_port,
+                              cfg->metrics_address);
+            return s_fail(ctx, "[%s] %s = '%s' and [%s] %s = '%s': the same address twice; "
+                          "allowed: a different endpoint (a different TCP port) for each",
+                          oa->section, oa->name, va, ob->section, ob->name,
+                          (const char *)cfg + ob->offset);
+        }
+    }
+    return 0;
 }
 
 static int
@@ -837,6 +982,8 @@ s_parse_text(s_ctx_t *ctx, fp_config_t *cfg, char *text)
             return s_fail(ctx, "[%s] option '%s' is required but empty; allowed: %s",
                           o->section, o->name, o->allowed);
     }
+    if (s_check_binds(ctx, cfg, first_line) != 0)
+        return -1;
     for (int i = 0; i < cfg->nsinks; i++) {
         const fp_sink_config_t *sc = &cfg->sinks[i];
         if (!fp_sink_config_get(sc, "type", NULL)) {

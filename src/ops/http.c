@@ -1,4 +1,27 @@
-/*  http.c - /metrics and /healthz with libmicrohttpd. See http.h. */
+/*  http.c - /metrics and /healthz with libmicrohttpd. See http.h.
+
+    DESIGN: slow clients cannot starve /healthz (issue 9, item 5).
+    libmicrohttpd's MHD_OPTION_CONNECTION_TIMEOUT is an idle timeout that
+    every received byte restarts, so 16 clients sending a header byte every
+    2 s held all 16 connections for good. Now:
+    - every connection has an absolute deadline, FP_HTTP_DEADLINE_MS from
+      its accept: the server's own thread (it runs libmicrohttpd with
+      MHD_run_wait, so the daemon, the callbacks and the list below are all
+      on that one thread, without a lock) sweeps the connections every
+      S_SWEEP_MS and shuts the socket of any past its deadline; libmicrohttpd
+      then sees the end of the stream and closes it;
+    - every answer carries "Connection: close", so a connection serves one
+      request and the deadline bounds its whole life (no keep-alive
+      connection outlives it mid-request);
+    - FP_HTTP_CONNECTIONS_MAX connections (was 16): a few dozen slow
+      clients leave room for the probe; past the limit libmicrohttpd leaves
+      new connections in the listen backlog until the sweep frees a slot,
+      so a probe waits at most about one deadline.
+    No per-IP limit: probes and attackers may share an address (loopback, a
+    node's address, NAT), and the limit would refuse the probe too. A flood
+    of more than FP_HTTP_CONNECTIONS_MAX connections per deadline still
+    delays the probe; that takes a firewall.
+*/
 #include "clock.h"
 #include "http.h"
 
@@ -10,14 +33,89 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <time.h>
+
+#define S_SWEEP_MS 100 /* how often the deadlines are looked at, and the stop flag */
+
+/* One open connection: the server thread's own (its notify callback and
+   sweep), never touched elsewhere. */
+typedef struct s_conn {
+    struct s_conn *prev, *next;
+    int fd;
+    int64_t deadline_ns; /* absolute, fp_now_ns's clock */
+    bool cut;            /* shut down once, now waiting for libmicrohttpd to close it */
+} s_conn_t;
 
 struct fp_http {
     struct MHD_Daemon *daemon;
     const fp_metrics_t *metrics; /* read-only here: relaxed atomic loads */
     _Atomic int64_t max_age_ns; /* fp_http_set_max_round_age: SIGHUP */
+    pthread_t thread;
+    bool running;
+    _Atomic int stop;            /* main -> server thread: relaxed, polled every S_SWEEP_MS */
+    _Atomic uint64_t cut;        /* connections shut at their deadline: a metric, relaxed */
+    s_conn_t *conns;             /* the server thread's (see s_conn_t) */
 };
+
+/* libmicrohttpd's thread (MHD_run_wait on ours): a connection opens or
+   closes. */
+static void s_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                     enum MHD_ConnectionNotificationCode toe)
+{
+    fp_http_t *self = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        s_conn_t *c = calloc(1, sizeof *c);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!c || !ci) {
+            free(c);
+            return; /* out of memory: this one keeps only the idle timeout */
+        }
+        c->fd = ci->connect_fd;
+        c->deadline_ns = fp_now_ns() + (int64_t)FP_HTTP_DEADLINE_MS * 1000000;
+        c->next = self->conns;
+        if (c->next)
+            c->next->prev = c;
+        self->conns = c;
+        *socket_context = c;
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
+        s_conn_t *c = *socket_context;
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            self->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        free(c);
+        *socket_context = NULL;
+    }
+}
+
+/* Shuts every connection past its deadline; libmicrohttpd reads the end of
+   the stream on its next run and closes it (then s_notify frees it). */
+static void s_sweep(fp_http_t *self)
+{
+    int64_t now = fp_now_ns();
+    for (s_conn_t *c = self->conns; c; c = c->next) {
+        if (!c->cut && now >= c->deadline_ns) {
+            shutdown(c->fd, SHUT_RDWR);
+            c->cut = true;
+            atomic_fetch_add_explicit(&self->cut, 1, memory_order_relaxed);
+        }
+    }
+}
+
+static void *s_loop(void *arg)
+{
+    fp_http_t *self = arg;
+    while (!atomic_load_explicit(&self->stop, memory_order_relaxed)) {
+        MHD_run_wait(self->daemon, S_SWEEP_MS);
+        s_sweep(self);
+    }
+    return NULL;
+}
 
 static enum MHD_Result s_reply(struct MHD_Connection *conn, unsigned code, const char *type,
                                char *body, size_t len, enum MHD_ResponseMemoryMode mode)
@@ -30,6 +128,8 @@ static enum MHD_Result s_reply(struct MHD_Connection *conn, unsigned code, const
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    /* One request per connection: FP_HTTP_DEADLINE_MS bounds its life. */
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result rc = MHD_queue_response(conn, code, r);
     MHD_destroy_response(r);
     return rc;
@@ -48,6 +148,20 @@ static enum MHD_Result s_handle(void *cls, struct MHD_Connection *conn, const ch
     if (strcmp(url, "/metrics") == 0) {
         size_t len = 0;
         char *text = fp_metrics_prometheus(self->metrics, now, &len);
+        /* the server's own counter, appended */
+        char own[256];
+        int n = snprintf(own, sizeof own,
+                         "# HELP floorpost_http_deadline_closed_total HTTP connections closed at "
+                         "their deadline (%d ms from the accept: slow clients).\n"
+                         "# TYPE floorpost_http_deadline_closed_total counter\n"
+                         "floorpost_http_deadline_closed_total %llu\n",
+                         FP_HTTP_DEADLINE_MS, (unsigned long long)fp_http_deadline_cuts(self));
+        char *more = text && n > 0 ? realloc(text, len + (size_t)n + 1) : NULL;
+        if (more) {
+            memcpy(more + len, own, (size_t)n + 1);
+            len += (size_t)n;
+            text = more;
+        }
         if (!text)
             return s_reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain", "out of memory\n",
                            14, MHD_RESPMEM_PERSISTENT);
@@ -95,16 +209,28 @@ fp_http_t *fp_http_start(const char *address, int port, const fp_metrics_t *metr
     self->metrics = metrics;
     self->max_age_ns = health_max_round_age_ms * 1000000;
     errno = 0;
-    self->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO, 0, NULL, NULL,
-                                    s_handle, self, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                                    MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,
-                                    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
+    /* No internal thread: ours runs the daemon (s_loop), so the deadline
+       sweep shares its thread. The idle timeout stays, in whole seconds. */
+    self->daemon = MHD_start_daemon(
+        MHD_USE_AUTO, 0, NULL, NULL, s_handle, self, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)FP_HTTP_CONNECTIONS_MAX,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)((FP_HTTP_DEADLINE_MS + 999) / 1000),
+        MHD_OPTION_NOTIFY_CONNECTION, s_notify, self, MHD_OPTION_END);
     if (!self->daemon) {
         snprintf(err, errlen, "metrics endpoint %s:%d: cannot listen (%s)", address, port,
                  errno ? strerror(errno) : "port in use?");
         free(self);
         return NULL;
     }
+    if (pthread_create(&self->thread, NULL, s_loop, self) != 0) {
+        snprintf(err, errlen, "metrics endpoint %s:%d: cannot start the server thread", address,
+                 port);
+        MHD_stop_daemon(self->daemon);
+        free(self);
+        return NULL;
+    }
+    pthread_setname_np(self->thread, "fp-http");
+    self->running = true;
     return self;
 }
 
@@ -113,8 +239,12 @@ void fp_http_stop(fp_http_t **self_p)
     if (!self_p || !*self_p)
         return;
     fp_http_t *self = *self_p;
+    if (self->running) {
+        atomic_store_explicit(&self->stop, 1, memory_order_relaxed);
+        pthread_join(self->thread, NULL); /* hands the daemon and the list back to us */
+    }
     if (self->daemon)
-        MHD_stop_daemon(self->daemon);
+        MHD_stop_daemon(self->daemon); /* closes what is open: s_notify frees the list */
     free(self);
     *self_p = NULL;
 }
@@ -123,4 +253,9 @@ void fp_http_set_max_round_age(fp_http_t *self, int64_t health_max_round_age_ms)
 {
     if (self)
         atomic_store(&self->max_age_ns, health_max_round_age_ms * 1000000);
+}
+
+uint64_t fp_http_deadline_cuts(const fp_http_t *self)
+{
+    return self ? atomic_load_explicit(&self->cut, memory_order_relaxed) : 0;
 }

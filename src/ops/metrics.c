@@ -738,6 +738,23 @@ char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *le
           (unsigned long long)fp_security_handshakes_failed(2));
     s_put(&b, "floorpost_handshakes_refused_total{reason=\"protocol\"} %llu\n",
           (unsigned long long)fp_security_handshakes_failed(1));
+    s_head(&b, "floorpost_accept_failures_total", "counter",
+           "Connections the kernel could not hand over on a tcp/ipc endpoint (accept(2) "
+           "failed: EMFILE is out of file descriptors); also logged, once a second.");
+    const char *ep = NULL;
+    uint64_t failures;
+    for (int i = 0; (failures = fp_security_accept_failures(i, &ep)) != UINT64_MAX; i++) {
+        char label[2 * FP_ENDPOINT_MAX];
+        size_t n = 0;
+        for (const char *p = ep; *p && n + 2 < sizeof label; p++) {
+            if (*p == '"' || *p == '\\')
+                label[n++] = '\\';
+            label[n++] = *p;
+        }
+        label[n] = '\0';
+        s_put(&b, "floorpost_accept_failures_total{endpoint=\"%s\"} %llu\n", label,
+              (unsigned long long)failures);
+    }
     s_head(&b, "floorpost_build_info", "gauge", "The running build (always 1).");
     s_put(&b, "floorpost_build_info{version=\"%s\"} 1\n", FP_VERSION);
     fp_metrics_t *mself = (fp_metrics_t *)self;

@@ -53,26 +53,35 @@ uint64_t fp_security_refused(void)
     return atomic_load_explicit(&s_refused, memory_order_relaxed);
 }
 
-/* ---- handshake failures the ZAP handler never sees ----
+/* ---- what only libzmq's socket monitor sees ----
 
-   A plain client on a CURVE endpoint (or a broken or foreign peer) fails
-   the ZMTP handshake before any ZAP request: only libzmq's socket monitor
-   reports it. fp_security_watch, on the socket's own thread, starts a
-   monitor on an inproc endpoint of the socket's context and registers it
-   here; the handler thread of that context connects a PAIR to it and logs
-   and counts what it reports. The registry only grows (server sockets are
-   made once, at start). */
+   Accept failures (EMFILE: out of file descriptors; ENOBUFS, ...) on every
+   tcp/ipc server socket; with CURVE also handshakes that fail before any
+   ZAP request (a plain client on a CURVE endpoint, a broken or foreign
+   peer). fp_security_watch, on the socket's own thread, starts a monitor on
+   an inproc endpoint of the socket's context and registers it here; the
+   handler thread of that context (with plain endpoints it runs for this
+   alone) connects a PAIR to it and logs and counts what it reports. The
+   registry only grows (server sockets are made once, at start). */
 #define S_WATCH_MAX 32
 typedef struct {
     void *ctx;
     void *pair; /* connected here, before any event can be lost; then the handler's */
     char ep[48];
-    char label[FP_ENDPOINT_MAX];
+    char label[FP_ENDPOINT_MAX];       /* immutable once s_nwatch counts the entry */
+    _Atomic uint64_t accept_failed;    /* a metric: relaxed adds (handler), relaxed loads */
+    int64_t next_accept_log_ns;        /* the handler's: at most one line a second */
+    uint64_t accept_suppressed;        /* the handler's */
 } s_watch_t;
 static pthread_mutex_t s_watch_mu = PTHREAD_MUTEX_INITIALIZER;
 static s_watch_t s_watch[S_WATCH_MAX];
 static int s_nwatch;
-static _Atomic uint64_t s_hs_failed[3]; /* plain client, protocol, closed: metrics */
+static _Atomic uint64_t s_hs_failed[3];
+/* The contexts whose handler runs (under s_watch_mu): a socket of another
+   context is not watched, so no monitor PAIR is left open for nobody to
+   close (zmq_ctx_term would wait on it). */
+#define S_HANDLERS_MAX 8
+static void *s_handler_ctx[S_HANDLERS_MAX]; /* plain client, protocol, closed: metrics */
 
 uint64_t fp_security_handshakes_failed(int which)
 {
@@ -80,12 +89,26 @@ uint64_t fp_security_handshakes_failed(int which)
                                    : 0;
 }
 
-int fp_security_watch(void *zmq_ctx, void *sock, const char *label)
+uint64_t fp_security_accept_failures(int i, const char **label)
+{
+    pthread_mutex_lock(&s_watch_mu);
+    int n = s_nwatch;
+    pthread_mutex_unlock(&s_watch_mu);
+    if (i < 0 || i >= n)
+        return UINT64_MAX;
+    *label = s_watch[i].label;
+    return atomic_load_explicit(&s_watch[i].accept_failed, memory_order_relaxed);
+}
+
+int fp_security_watch(void *zmq_ctx, void *sock, const char *label, bool handshakes)
 {
     static _Atomic int seq;
     pthread_mutex_lock(&s_watch_mu);
     int rc = -1;
-    if (s_nwatch < S_WATCH_MAX) {
+    bool handled = false;
+    for (int i = 0; i < S_HANDLERS_MAX; i++)
+        handled |= s_handler_ctx[i] == zmq_ctx;
+    if (handled && s_nwatch < S_WATCH_MAX) {
         s_watch_t *w = &s_watch[s_nwatch];
         snprintf(w->ep, sizeof w->ep, "inproc://fp-monitor-%d", atomic_fetch_add(&seq, 1));
         snprintf(w->label, sizeof w->label, "%s", label);
@@ -94,8 +117,10 @@ int fp_security_watch(void *zmq_ctx, void *sock, const char *label)
            the peer closed mid-handshake (a plain client often sees the
            mismatch first and hangs up). AUTH is a ZAP denial, which the
            handler logs itself. */
-        if (zmq_socket_monitor(sock, w->ep, ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                                                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) == 0 &&
+        int events = ZMQ_EVENT_ACCEPT_FAILED;
+        if (handshakes)
+            events |= ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
+        if (zmq_socket_monitor(sock, w->ep, events) == 0 &&
             (w->pair = zmq_socket(zmq_ctx, ZMQ_PAIR)) != NULL) {
             /* Connected on this thread, now: events before the handler
                looks are queued, not dropped. The handler takes the socket
@@ -435,8 +460,9 @@ static void s_handle(fp_security_t *self, void *rep)
 }
 
 /* One monitor event: [u16 event, u32 value][endpoint]. */
-static void s_monitor_event(fp_security_t *self, void *mon, const char *label)
+static void s_monitor_event(fp_security_t *self, void *mon, s_watch_t *w)
 {
+    const char *label = w->label;
     zmq_msg_t a, b;
     zmq_msg_init(&a);
     zmq_msg_init(&b);
@@ -452,6 +478,27 @@ static void s_monitor_event(fp_security_t *self, void *mon, const char *label)
     memcpy(&value, (char *)zmq_msg_data(&a) + 2, 4);
     zmq_msg_close(&a);
     zmq_msg_close(&b);
+    if (ev == ZMQ_EVENT_ACCEPT_FAILED) {
+        /* value: the errno of accept(2). libzmq retries at once, so a
+           lasting EMFILE repeats this many times a second. */
+        uint64_t total = atomic_fetch_add_explicit(&w->accept_failed, 1, memory_order_relaxed) + 1;
+        int64_t now = fp_now_ns();
+        if (now >= w->next_accept_log_ns) {
+            fp_log(FP_LOG_ERROR, "security", "accept failed: a connection was refused",
+                   "endpoint=%s error=\"%s\" total=%llu suppressed=%llu%s", label,
+                   strerror((int)value), (unsigned long long)total,
+                   (unsigned long long)w->accept_suppressed,
+                   value == EMFILE || value == ENFILE
+                       ? " hint=\"out of file descriptors: raise RLIMIT_NOFILE (LimitNOFILE=) "
+                         "or limit the connections\""
+                       : "");
+            w->accept_suppressed = 0;
+            w->next_accept_log_ns = now + 1000000000;
+        } else {
+            w->accept_suppressed++;
+        }
+        return;
+    }
     if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && (value >> 28) == 2)
         return; /* ZAP_*: the handler's own refusal, logged there */
     int k = ev == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL                 ? 2
@@ -484,13 +531,23 @@ static void *s_handler(void *arg)
         return NULL;
     }
     int linger = 0, status = 0;
-    void *rep = zmq_socket(self->zmq_ctx, ZMQ_REP);
-    if (!rep || zmq_setsockopt(rep, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
-        zmq_bind(rep, FP_ZAP_ENDPOINT) != 0)
+    void *rep = NULL; /* the ZAP handler: CURVE only (plain: the monitors alone) */
+    if (self->curve && (!(rep = zmq_socket(self->zmq_ctx, ZMQ_REP)) ||
+                        zmq_setsockopt(rep, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+                        zmq_bind(rep, FP_ZAP_ENDPOINT) != 0))
         status = zmq_errno() ? zmq_errno() : ENOMEM;
+    if (status == 0) {
+        pthread_mutex_lock(&s_watch_mu);
+        for (int i = 0; i < S_HANDLERS_MAX; i++)
+            if (!s_handler_ctx[i]) {
+                s_handler_ctx[i] = self->zmq_ctx;
+                break;
+            }
+        pthread_mutex_unlock(&s_watch_mu);
+    }
     zmq_send(pipe, &status, sizeof status, 0);
     void *mon[S_WATCH_MAX];
-    const char *mlabel[S_WATCH_MAX];
+    s_watch_t *mwatch[S_WATCH_MAX];
     int nmon = 0, seen = 0;
     while (status == 0) {
         /* New monitors of this context (the stages bind after we start). */
@@ -498,29 +555,49 @@ static void *s_handler(void *arg)
         for (; seen < s_nwatch; seen++) {
             if (s_watch[seen].ctx != self->zmq_ctx || !s_watch[seen].pair)
                 continue;
-            mlabel[nmon] = s_watch[seen].label;
+            mwatch[nmon] = &s_watch[seen];
             mon[nmon++] = s_watch[seen].pair;
             s_watch[seen].pair = NULL; /* ours now */
         }
         pthread_mutex_unlock(&s_watch_mu);
-        zmq_pollitem_t items[2 + S_WATCH_MAX] = {{pipe, 0, ZMQ_POLLIN, 0}, {rep, 0, ZMQ_POLLIN, 0}};
+        /* items: the pipe, the monitors, then the REP (CURVE) */
+        zmq_pollitem_t items[2 + S_WATCH_MAX] = {{pipe, 0, ZMQ_POLLIN, 0}};
         for (int i = 0; i < nmon; i++)
-            items[2 + i] = (zmq_pollitem_t){mon[i], 0, ZMQ_POLLIN, 0};
-        /* Wakes at least once a second to look at the allow file. */
-        int rc = zmq_poll(items, 2 + nmon, 1000);
+            items[1 + i] = (zmq_pollitem_t){mon[i], 0, ZMQ_POLLIN, 0};
+        if (rep)
+            items[1 + nmon] = (zmq_pollitem_t){rep, 0, ZMQ_POLLIN, 0};
+        /* Wakes at least once a second to look at the allow file (and the
+           new monitors). */
+        int rc = zmq_poll(items, 1 + nmon + (rep ? 1 : 0), 1000);
         if (rc < 0 && zmq_errno() != EINTR)
             break;
         if (items[0].revents & ZMQ_POLLIN)
             break; /* "STOP" */
-        s_maybe_reload(self);
-        if (items[1].revents & ZMQ_POLLIN)
-            s_handle(self, rep);
+        if (rep) {
+            s_maybe_reload(self);
+            if (items[1 + nmon].revents & ZMQ_POLLIN)
+                s_handle(self, rep);
+        }
         for (int i = 0; i < nmon; i++)
-            if (items[2 + i].revents & ZMQ_POLLIN)
-                s_monitor_event(self, mon[i], mlabel[i]);
+            if (items[1 + i].revents & ZMQ_POLLIN)
+                s_monitor_event(self, mon[i], mwatch[i]);
     }
     for (int i = 0; i < nmon; i++)
         zmq_close(mon[i]);
+    /* Monitors registered since the last look are ours to close too, or
+       their PAIRs would keep zmq_ctx_term waiting (the owner registers
+       them before it stops us, so none comes later). */
+    pthread_mutex_lock(&s_watch_mu);
+    for (; seen < s_nwatch; seen++) {
+        if (s_watch[seen].ctx == self->zmq_ctx && s_watch[seen].pair) {
+            zmq_close(s_watch[seen].pair);
+            s_watch[seen].pair = NULL;
+        }
+    }
+    for (int i = 0; i < S_HANDLERS_MAX; i++)
+        if (s_handler_ctx[i] == self->zmq_ctx)
+            s_handler_ctx[i] = NULL; /* no more watches of this context */
+    pthread_mutex_unlock(&s_watch_mu);
     if (rep)
         zmq_close(rep);
     zmq_close(pipe);
@@ -552,11 +629,13 @@ fp_security_t *fp_security_start(void *zmq_ctx, const fp_config_t *cfg, char *er
     self->zmq_ctx = zmq_ctx;
     self->cfg = cfg;
     if (!cfg->curve_secret_key_file[0]) {
-        fp_log(FP_LOG_WARN, "security", "plain, unauthenticated endpoints",
-               "hint=\"anyone who reaches the tcp ports may send and subscribe; set [security] "
-               "curve_secret_key_file and curve_allow_file\"%s",
-               cfg->curve_allow_file[0] ? " curve_allow_file=ignored" : "");
-        return self;
+        static _Atomic int warned; /* once per process: replay's context starts one too */
+        if (!atomic_exchange(&warned, 1))
+            fp_log(FP_LOG_WARN, "security", "plain, unauthenticated endpoints",
+                   "hint=\"anyone who reaches the tcp ports may send and subscribe; set "
+                   "[security] curve_secret_key_file and curve_allow_file\"%s",
+                   cfg->curve_allow_file[0] ? " curve_allow_file=ignored" : "");
+        goto thread; /* for the monitors (accept failures) */
     }
     self->curve = true;
     fp_curve_keypair_t server;
@@ -578,6 +657,7 @@ fp_security_t *fp_security_start(void *zmq_ctx, const fp_config_t *cfg, char *er
         snprintf(err, errlen, "zmq_curve_keypair: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
+thread:
     /* A unique control endpoint per handler: a closed inproc endpoint is
        unregistered asynchronously. */
     snprintf(self->pipe_ep, sizeof self->pipe_ep, "inproc://fp-zap-ctl-%p", (void *)self);
@@ -600,6 +680,8 @@ fp_security_t *fp_security_start(void *zmq_ctx, const fp_config_t *cfg, char *er
                  status > 0 ? zmq_strerror(status) : "no report");
         goto fail;
     }
+    if (!self->curve)
+        return self;
     fp_log(FP_LOG_INFO, "security", "CURVE on, ZAP handler running",
            "server_key=%s allow_file=%s keys=%zu", self->server_z85, cfg->curve_allow_file,
            fp_allow_count(self->allow));

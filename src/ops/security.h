@@ -103,13 +103,20 @@ bool fp_security_internal_client(const fp_security_t *self, const char **server_
    started (a client retrying counts once per attempt). Any thread. */
 uint64_t fp_security_refused(void);
 
-/* With CURVE on: watches server socket sock (of zmq_ctx; call on its own
-   thread, after the bind) for handshakes that fail before any ZAP request
-   (a plain client on a CURVE endpoint, a broken peer); the handler thread
-   of zmq_ctx logs them (at most once a second, the rest counted as
-   suppressed) and counts them. label names the endpoint in the log. 0 or
-   -1 (too many sockets, or libzmq refused the monitor). */
-int fp_security_watch(void *zmq_ctx, void *sock, const char *label);
+/* Watches server socket sock (of zmq_ctx; call on its own thread, after
+   the bind; not for inproc) for accept failures and, when handshakes (CURVE
+   on), handshakes that fail before any ZAP request (a plain client on a
+   CURVE endpoint, a broken peer); the handler thread of zmq_ctx (started by
+   fp_security_start, CURVE or not) logs them (at most once a second, the
+   rest counted as suppressed) and counts them. label names the endpoint in
+   the log and the metrics. 0 or -1 (too many sockets, or libzmq refused the
+   monitor). */
+int fp_security_watch(void *zmq_ctx, void *sock, const char *label, bool handshakes);
+
+/* Accept failures on the i-th watched endpoint (0..), with its label in
+   *label (valid for the process's life); UINT64_MAX past the last. Any
+   thread. */
+uint64_t fp_security_accept_failures(int i, const char **label);
 
 /* Handshakes failed so far in this process, by kind: 0 a plain client on a
    CURVE endpoint (mechanism mismatch), 1 another protocol failure, 2 the

@@ -434,7 +434,7 @@ void *fp_emit_main(void *argp)
         fp_log(FP_LOG_INFO, "emit", "restored", "round=%llu global_seq=%llu feeds=%zu",
                (unsigned long long)(args->start_round - 1),
                (unsigned long long)fp_commit_global_seq(self->core), fp_commit_feeds(self->core));
-    fp_stage_ready(args->zmq_ctx, "emit", ok ? 0 : -1, err);
+    fp_stage_ready(args, "emit", ok ? 0 : -1, err);
     self->slot = fp_metrics_stage(self->metrics, FP_STAGE_EMIT, 0);
     fp_metrics_stage_beat(self->slot, fp_now_ns());
     int64_t drain_deadline = 0;

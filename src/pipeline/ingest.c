@@ -421,12 +421,12 @@ void *fp_ingest_main(void *argp)
     if (ok)
         ok = s_start_inputs(self, err, sizeof err);
     if (!ok) {
-        fp_stage_ready(self->zmq_ctx, "ingest", -1, err);
+        fp_stage_ready(args, "ingest", -1, err);
         fp_metrics_stage_exit(self->slot);
         s_close_all(self);
         return NULL;
     }
-    fp_stage_ready(self->zmq_ctx, "ingest", 0, NULL);
+    fp_stage_ready(args, "ingest", 0, NULL);
     fp_log(FP_LOG_INFO, "ingest", "inputs started", "inputs=%d workers=%d", self->ninputs,
            self->nworkers);
 

@@ -76,8 +76,8 @@ void *fp_stage_server_socket(void *zmq_ctx, int type, const fp_config_t *cfg, co
     int rc = fp_security_server_socket(s, cfg, err, errlen);
     if (rc == 0 && (rc = zmq_bind(s, ep)) != 0)
         snprintf(err, errlen, "bind %s: %s", ep, zmq_strerror(zmq_errno()));
-    if (rc == 0 && cfg->curve_secret_key_file[0])
-        fp_security_watch(zmq_ctx, s, ep);
+    if (rc == 0 && strncmp(ep, "inproc://", 9) != 0)
+        fp_security_watch(zmq_ctx, s, ep, cfg->curve_secret_key_file[0] != '\0');
     if (rc != 0) {
         linger = 0;
         zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
@@ -87,16 +87,13 @@ void *fp_stage_server_socket(void *zmq_ctx, int type, const fp_config_t *cfg, co
     return s;
 }
 
-void fp_stage_ready(void *zmq_ctx, const char *who, int rc, const char *err)
+void fp_stage_ready(fp_stage_args_t *args, const char *who, int rc, const char *err)
 {
-    void *s = zmq_socket(zmq_ctx, ZMQ_PUSH);
-    if (!s)
-        return;
-    zmq_connect(s, FP_EP_READY);
     char msg[512];
     int n = snprintf(msg, sizeof msg, "%d %s: %s", rc, who, err ? err : "ok");
-    zmq_send(s, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1, 0);
-    zmq_close(s);
+    zmq_send(args->ready, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1, 0);
+    zmq_close(args->ready);
+    args->ready = NULL;
 }
 
 void fp_notice_drain(void *sub, uint64_t *global_seq, bool *done)
@@ -122,12 +119,25 @@ void fp_emit_mark(void *sock, uint32_t from, const fp_barrier_t *b)
 
 /* Names the thread "fp-<stage>[-index]" so that top -H, perf and
    /proc/PID/task/TID/comm tell the stages apart. */
-static int s_spawn(pipeline_t *self, void *(*fn)(void *), const char *stage, int index)
+static int s_spawn(pipeline_t *self, void *(*fn)(void *), const char *stage, int index, char *err,
+                   size_t errlen)
 {
     int i = self->nthreads;
     self->args[i].index = index >= 0 ? index : 0;
-    if (pthread_create(&self->threads[i], NULL, fn, &self->args[i]) != 0)
+    char why[256];
+    self->args[i].ready = fp_stage_socket(self->zmq_ctx, ZMQ_PUSH, FP_EP_READY, 0, -1, -1, why,
+                                          sizeof why);
+    if (!self->args[i].ready) {
+        snprintf(err, errlen, "%s%s%.0d: its start-up report socket: %s", stage,
+                 index >= 0 ? " " : "", index >= 0 ? index : 0, why);
         return -1;
+    }
+    if (pthread_create(&self->threads[i], NULL, fn, &self->args[i]) != 0) {
+        snprintf(err, errlen, "%s: pthread_create failed", stage);
+        zmq_close(self->args[i].ready);
+        self->args[i].ready = NULL;
+        return -1;
+    }
     char name[16]; /* the kernel's limit, with the NUL */
     if (index >= 0)
         snprintf(name, sizeof name, "fp-%s-%d", stage, index);
@@ -136,6 +146,19 @@ static int s_spawn(pipeline_t *self, void *(*fn)(void *), const char *stage, int
     pthread_setname_np(self->threads[i], name);
     self->nthreads++;
     return 0;
+}
+
+int pipeline_zmq_sockets(const fp_config_t *cfg)
+{
+    int w = cfg->workers, s = cfg->shards;
+    /* worker: in, a pipe to each shard, dl, acks, its report;
+       shard: a pipe from each worker, emit, its report */
+    int stages = w * (s + 4) + s * (w + 2);
+    /* ingest 4 + 2 inputs, emit 7, replay 2, their reports, 2 per monitor
+       (5 tcp endpoints), pipeline 2, security 3, printer 3, demo 5, and
+       room to spare */
+    int fixed = 6 + 7 + 2 + 3 + 10 + 2 + 3 + 3 + 5 + 23;
+    return stages + fixed + 4 * cfg->nsinks;
 }
 
 pipeline_t *pipeline_start(void *zmq_ctx, const fp_config_t *cfg, fp_metrics_t *metrics,
@@ -153,7 +176,7 @@ pipeline_t *pipeline_start(void *zmq_ctx, const fp_config_t *cfg, fp_metrics_t *
     }
     self->zmq_ctx = zmq_ctx;
     for (int i = 0; i < 3 + FP_WORKERS_MAX + FP_SHARDS_MAX; i++)
-        self->args[i] = (fp_stage_args_t){zmq_ctx, cfg, metrics, store, start_round, 0};
+        self->args[i] = (fp_stage_args_t){zmq_ctx, cfg, metrics, store, start_round, 0, NULL};
 
     void *ready = fp_stage_socket(zmq_ctx, ZMQ_PULL, FP_EP_READY, 1, -1, -1, err, errlen);
     self->ctl = fp_stage_socket(zmq_ctx, ZMQ_PAIR, FP_EP_CTL, 1, -1, -1, err, errlen);
@@ -171,31 +194,31 @@ pipeline_t *pipeline_start(void *zmq_ctx, const fp_config_t *cfg, fp_metrics_t *
     /* The replay reader first, so that it is joined last: it exits on
        emit's DONE notice. */
     int readers = cfg->replay[0] ? 1 : 0;
-    if (readers && s_spawn(self, fp_replay_main, "replay", -1) == 0)
-        expected++;
-    if (s_spawn(self, fp_emit_main, "emit", -1) == 0)
-        expected++;
-    for (int s = 0; s < cfg->shards; s++)
-        if (s_spawn(self, fp_shard_main, "shard", s) == 0)
-            expected++;
-    for (int w = 0; w < cfg->workers; w++)
-        if (s_spawn(self, fp_worker_main, "worker", w) == 0)
-            expected++;
-    if (s_spawn(self, fp_ingest_main, "ingest", -1) == 0)
-        expected++;
-    if (expected != readers + 2 + cfg->shards + cfg->workers) {
-        snprintf(err, errlen, "pthread_create failed");
-        failed = 1;
-    }
-    /* Collect every start-up report (bounded wait: a stage that neither
-       reports nor fails is our bug). */
+    int ok = 1; /* spawning stops at the first failure; err names it */
+    if (readers)
+        ok = s_spawn(self, fp_replay_main, "replay", -1, err, errlen) == 0;
+    if (ok)
+        ok = s_spawn(self, fp_emit_main, "emit", -1, err, errlen) == 0;
+    for (int s = 0; ok && s < cfg->shards; s++)
+        ok = s_spawn(self, fp_shard_main, "shard", s, err, errlen) == 0;
+    for (int w = 0; ok && w < cfg->workers; w++)
+        ok = s_spawn(self, fp_worker_main, "worker", w, err, errlen) == 0;
+    if (ok)
+        ok = s_spawn(self, fp_ingest_main, "ingest", -1, err, errlen) == 0;
+    expected = self->nthreads;
+    failed = !ok;
+    /* Collect every start-up report (bounded wait: every stage has its
+       report socket, so a stage that neither reports nor fails is our
+       bug). The first failure is the one reported. */
     int timeout = 10000;
     zmq_setsockopt(ready, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
     for (int i = 0; i < expected; i++) {
         char msg[512];
         int n = zmq_recv(ready, msg, sizeof msg - 1, 0);
         if (n < 0) {
-            snprintf(err, errlen, "a stage did not start within 10 s");
+            if (!failed)
+                snprintf(err, errlen, "%d of %d stages did not report within 10 s",
+                         expected - i, expected);
             failed = 1;
             break;
         }

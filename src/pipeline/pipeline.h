@@ -31,6 +31,14 @@ struct fp_store;
 /* store: the opened state (NULL = durability off); every stage restores its
    own part from it before reporting ready, and emit commits each round to
    it. start_round: the first round number of this run (last committed + 1). */
+/* An upper bound on the ZeroMQ sockets of the main context for cfg (its
+   workers and shards resolved): every stage's sockets, the worker x shard
+   pipes, the start-up reports, the monitors, the sinks' outbox readers, the
+   security handler, the printer and the demo. For ZMQ_MAX_SOCKETS (set
+   before the first socket is made; libzmq's default of 1,023 is too few
+   from about 22 workers and 22 shards). Each is also a file descriptor. */
+int pipeline_zmq_sockets(const fp_config_t *cfg);
+
 pipeline_t *pipeline_start(void *zmq_ctx, const fp_config_t *cfg, fp_metrics_t *metrics,
                            struct fp_store *store, uint64_t start_round, char *err,
                            size_t errlen);

@@ -304,7 +304,7 @@ void *fp_shard_main(void *argp)
         fp_log(FP_LOG_INFO, who, "restored", "keys=%llu upgraded=%llu",
                (unsigned long long)agg_stats(self->agg)->keys, (unsigned long long)upgraded);
     }
-    fp_stage_ready(args->zmq_ctx, who, ok ? 0 : -1, err);
+    fp_stage_ready(args, who, ok ? 0 : -1, err);
     if (!ok) {
         fp_metrics_stage_exit(self->slot);
         s_cleanup(self);

@@ -138,6 +138,10 @@ typedef struct {
     struct fp_store *store; /* NULL: durability off; read at start, written by emit only */
     uint64_t start_round;   /* first round of this run (last committed + 1) */
     int index;              /* worker or shard index */
+    void *ready;            /* PUSH to FP_EP_READY, made by pipeline_start before the thread
+                               (pthread_create is the barrier libzmq asks for a socket
+                               that changes threads); fp_stage_ready sends on it and closes
+                               it, so a stage that cannot make sockets can still say why */
 } fp_stage_args_t;
 
 void *fp_ingest_main(void *args);
@@ -147,8 +151,8 @@ void *fp_emit_main(void *args);
 void *fp_replay_main(void *args);
 
 /* Reports a stage's start-up result to pipeline_start (rc 0 = bound and
-   running; otherwise err says what failed). */
-void fp_stage_ready(void *zmq_ctx, const char *who, int rc, const char *err);
+   running; otherwise err says what failed) on args->ready, and closes it. */
+void fp_stage_ready(fp_stage_args_t *args, const char *who, int rc, const char *err);
 
 /* Opens a socket of `type` and binds or connects it, with the given HWMs
    (-1 = leave). Returns NULL with err filled. */

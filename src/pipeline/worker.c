@@ -730,7 +730,7 @@ void *fp_worker_main(void *argp)
                (unsigned long long)dedup_stats(self->dedup)->sources,
                (unsigned long long)counter_count(self->counters));
     }
-    fp_stage_ready(args->zmq_ctx, who, ok ? 0 : -1, err);
+    fp_stage_ready(args, who, ok ? 0 : -1, err);
     if (!ok) {
         fp_metrics_stage_exit(self->slot);
         s_cleanup(self);

@@ -221,7 +221,7 @@ void *fp_replay_main(void *argp)
         snprintf(err, sizeof err, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
         ok = false;
     }
-    if (ok && self->cfg->curve_secret_key_file[0])
+    if (ok) /* CURVE: its ZAP handler; always: its monitors (security.h) */
         ok = (self->security = fp_security_start(self->net_ctx, self->cfg, err, sizeof err)) !=
              NULL;
     if (ok)
@@ -239,7 +239,7 @@ void *fp_replay_main(void *argp)
             ok = false;
         }
     }
-    fp_stage_ready(args->zmq_ctx, "replay", ok ? 0 : -1, err);
+    fp_stage_ready(args, "replay", ok ? 0 : -1, err);
     while (ok && !self->done) {
         zmq_pollitem_t items[2] = {{self->notice, 0, ZMQ_POLLIN, 0},
                                    {self->router, 0, ZMQ_POLLIN, 0}};

@@ -328,8 +328,9 @@ class Floorpost:
         # append: a restarted instance (crash tests) keeps one log
         self.err = open(self.stderr_path, "a")
         self.starts = getattr(self, "starts", 0) + 1
+        # preexec: a test may set one (e.g. resource.setrlimit in the child)
         self.proc = subprocess.Popen([FLOORPOST, "run", "-c", self.config], stdout=subprocess.DEVNULL,
-                                     stderr=self.err)
+                                     stderr=self.err, preexec_fn=getattr(self, "preexec", None))
         Floorpost.running.append(self)
         end = time.time() + 20
         while time.time() < end:

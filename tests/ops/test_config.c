@@ -384,6 +384,75 @@ TEST(test_ingest_endpoints)
     ASSERT(strstr(s_err, "publish") != NULL);
 }
 
+/* What the start refuses, --check refuses too (issue 9 item 9): bind
+   addresses as libzmq and libmicrohttpd take them, ports 1..65535, one bind
+   per address, and every section named in the section messages. */
+TEST(test_bind_addresses)
+{
+    fp_config_t c;
+    /* metrics_address: an IPv4 address only */
+    s_refused("[metrics]\nmetrics_address = localhost\n", "x.ini:2:",
+              "[metrics] metrics_address = 'localhost'", "not an IPv4 address");
+    s_refused("[metrics]\n\nmetrics_address = 999.1.1.1\n", "x.ini:3:", "metrics_address",
+              "not an IPv4 address");
+    s_refused("[metrics]\nmetrics_address = \"\"\n", "x.ini:2:", "metrics_address", NULL);
+    s_refused("[metrics]\nmetrics_address = ::1\n", "x.ini:2:", "metrics_address", NULL);
+    ASSERT_EQ(s_parse(&c, "[metrics]\nmetrics_address = 10.1.2.3\n"), 0);
+    ASSERT_STREQ(c.metrics_address, "10.1.2.3");
+    /* tcp endpoints: HOST:PORT with PORT 1..65535 */
+    s_refused("[service]\npublish = tcp://127.0.0.1\n", "x.ini:2:",
+              "[service] publish = 'tcp://127.0.0.1'", "no port");
+    s_refused("[service]\npublish = tcp://*:\n", "x.ini:2:", "publish", "no port after");
+    s_refused("[service]\ningest_router = tcp://*:92128\n", "x.ini:2:", "ingest_router",
+              "out of range 1..65535");
+    s_refused("[service]\ningest_pull = tcp://*:65536\n", "x.ini:2:", "ingest_pull",
+              "out of range");
+    s_refused("[service]\ningest_pull = tcp://*:99999999999999999999\n", "x.ini:2:",
+              "ingest_pull", "out of range");
+    s_refused("[service]\ningest_pull = tcp://*:0\n", "x.ini:2:", "ingest_pull",
+              "out of range");
+    s_refused("[service]\ningest_pull = tcp://*:*\n", "x.ini:2:", "ingest_pull",
+              "not a number");
+    s_refused("[service]\ningest_pull = tcp://*:-5\n", "x.ini:2:", "ingest_pull",
+              "not a number");
+    s_refused("[service]\nreplay = tcp://:5572\n", "x.ini:2:", "replay", "no host");
+    s_refused("[service]\nreplay = tcp://localhost:5572\n", "x.ini:2:", "replay",
+              "never a DNS name");
+    s_refused("[service]\nreplay = tcp://999.1.1.1:5572\n", "x.ini:2:", "replay",
+              "not an IPv4 address");
+    s_refused("[service]\nreplay = tcp://[::1]:5572\n", "x.ini:2:", "replay", "IPv6");
+    s_refused("[service]\nreplay = tcp://10.0.0.1;10.0.0.2:5572\n", "x.ini:2:", "replay",
+              "source address");
+    /* inproc: not for replay (its own context), never an internal name */
+    s_refused("[service]\nreplay = inproc://r\n", "x.ini:2:", "replay", "inproc is not allowed");
+    s_refused("[service]\npublish = inproc://fp-ready\n", "x.ini:2:", "publish", "fp-*");
+    /* ipc: a path that fits a Unix socket address */
+    char longipc[300];
+    snprintf(longipc, sizeof longipc, "[service]\npublish = ipc:///tmp/%0120d\n", 0);
+    s_refused(longipc, "x.ini:2:", "publish", "too long for a Unix socket");
+    ASSERT_EQ(s_parse(&c, "[service]\npublish = tcp://lo:6000\nreplay = tcp://127.0.0.1:1\n"
+                          "deadletter = ipc://@abstract\ningest_pull = tcp://*:65535\n"),
+              0);
+    ASSERT_STREQ(c.publish, "tcp://lo:6000");
+    /* one address, one bind: reported at the later line */
+    s_refused("[service]\npublish = tcp://*:6000\n\ndeadletter = tcp://127.0.0.1:6000\n",
+              "x.ini:4:", "[service] publish = 'tcp://*:6000' and [service] deadletter", 
+              "the same address twice");
+    s_refused("[service]\ndeadletter = tcp://*:5570\n", "x.ini:2:", "publish", "deadletter");
+    s_refused("[service]\npublish = ipc:///tmp/p\ndeadletter = ipc:///tmp/p\n", "x.ini:3:",
+              "same address twice", NULL);
+    s_refused("[service]\npublish = tcp://*:6000\n[metrics]\nmetrics_port = 6000\n",
+              "x.ini:4:", "metrics_port = 6000", "the same TCP port twice");
+    ASSERT_EQ(s_parse(&c, "[service]\npublish = tcp://127.0.0.1:6000\n"
+                          "deadletter = tcp://127.0.0.2:6000\n"),
+              0);
+    /* the section messages list every section of the table */
+    const char *all = "service, pipeline, dedup, aggregate, counters, durability, metrics, "
+                      "security, demo, sink NAME";
+    s_refused("[bogus]\n", "x.ini:1: unknown section [bogus]", all, NULL);
+    s_refused("[metrics\n", "x.ini:1: malformed section header", "missing ']'", all);
+}
+
 TEST(test_security_pair)
 {
     fp_config_t c;
@@ -532,6 +601,7 @@ main(int argc, char **argv)
     RUN(test_periods_and_counters);
     RUN(test_integers);
     RUN(test_ingest_endpoints);
+    RUN(test_bind_addresses);
     RUN(test_security_pair);
     RUN(test_deadletter_budgets);
     RUN(test_load_errors);
