@@ -44,7 +44,16 @@ CREATE TABLE IF NOT EXISTS @SCHEMA@.posting_template (
     error_text        text,
     processed_at      timestamptz,
     verdict_seq       bigint,                           -- set by the trigger on -> ERROR
-    verdict_xid       xid8
+    verdict_xid       xid8,
+    -- The posting period (docs/schema.md "Posting periods"); NULL period
+    -- for a floorpost without [aggregate] period (posting_date is then the
+    -- date of last_event_at in the plant's time zone).
+    period            text,                             -- day, shift-N, hour-HH
+    period_start      timestamptz,                      -- inclusive
+    period_end        timestamptz,                      -- exclusive
+    backfill          boolean     NOT NULL DEFAULT false, -- a further posting to a flushed period
+    original_posting_date date,                         -- a closed period re-posted: its own date
+    original_period_start timestamptz                   -- and its own period's start
 );
 -- The import job's work queue, and floorpost's verdict poll.
 CREATE INDEX IF NOT EXISTS posting_template_status ON @SCHEMA@.posting_template (process_status);
@@ -71,6 +80,25 @@ CREATE TABLE IF NOT EXISTS @SCHEMA@.scrap (
     reason            text,                             -- the scrap reason code
     parts             bigint      NOT NULL
 );
+
+-- Upgrade in place: the tables of an older floorpost (made before the
+-- period columns) get them; LIKE copied the template's columns when each
+-- table was made, so every table is altered. Rows written before keep
+-- period NULL and backfill false.
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['posting_template', 'consumption', 'completion', 'scrap'] LOOP
+        EXECUTE format('ALTER TABLE @SCHEMA@.%I '
+            'ADD COLUMN IF NOT EXISTS period text, '
+            'ADD COLUMN IF NOT EXISTS period_start timestamptz, '
+            'ADD COLUMN IF NOT EXISTS period_end timestamptz, '
+            'ADD COLUMN IF NOT EXISTS backfill boolean NOT NULL DEFAULT false, '
+            'ADD COLUMN IF NOT EXISTS original_posting_date date, '
+            'ADD COLUMN IF NOT EXISTS original_period_start timestamptz', t);
+    END LOOP;
+END
+$$;
 
 -- Each sink's durable position: the last global_seq whose rows are
 -- committed, written in the same transaction as the rows.
