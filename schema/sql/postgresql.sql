@@ -11,6 +11,9 @@
 -- turns each move into ERROR (verdict_xid, verdict_seq, set by the trigger)
 -- into one posting dead letter.
 
+-- (The IF NOT EXISTS notices of an upgrade are not news.)
+SET LOCAL client_min_messages = warning;
+
 CREATE SCHEMA IF NOT EXISTS @SCHEMA@;
 
 -- Numbers each verdict (a row moving into ERROR), in the order they happen

@@ -66,10 +66,11 @@ def wait_rows(pg, pred, what, timeout=30):
     raise AssertionError("timed out waiting for " + what)
 
 
-def ops_records(seq, t_ns, line="L1"):
+def ops_records(seq, t_ns, tag="L"):
+    """Two operations' records (orders TAG-1 and TAG-2) at event time t_ns."""
     out = []
-    for i, op in enumerate((("1000", "ORD-1", "0010"), ("1000", "ORD-2", "0020"))):
-        kw = dict(plant=op[0], order=op[1], op=op[2], line=line)
+    for i, op in enumerate((("1000", tag + "-1", "0010"), ("1000", tag + "-2", "0020"))):
+        kw = dict(plant=op[0], order=op[1], op=op[2])
         seq[0] += 1
         out.append(rec(seq[0], PART, qty=5 + i, time_ns=t_ns, **kw))
         seq[0] += 1
@@ -89,15 +90,15 @@ def pg_period_backfill_closed_columns_exact():
                        "closed_before": "2026-11-10"})
         fp.start()
         sender = AckedSender(fp.endpoints["router"])
-        seq = [0]
+        seq = [0]  # source 900's; the others start at 1
         sender.send(900, 1, ops_records(seq, at(20, 7)))       # shift 06-14, live
         sender.send(900, 1, ops_records(seq, at(20, 15)))      # shift 14-22: 06-14 is flushed
         start2 = ts(at(20, 14))
         wait_rows(pg, lambda rows: any(r[2] == start2 for r in rows.values()),
                   "rows of the 14:00 shift")
         time.sleep(0.6)  # a few more posting flushes at the 15:00 watermark
-        sender.send(901, 1, ops_records(seq, at(20, 9), line="L2"))   # the flushed shift
-        sender.send(902, 1, ops_records(seq, at(5, 10), line="L3"))   # a closed day
+        sender.send(901, 1, ops_records([0], at(20, 9), tag="B"))   # the flushed shift
+        sender.send(902, 1, ops_records([0], at(5, 10), tag="C"))   # a closed day
         rc, _ = fp.stop()
         eq(rc, 0, "drain")
         fp.start()
@@ -113,17 +114,17 @@ def pg_period_backfill_closed_columns_exact():
         # each case is there, with the values the periods have
         by_line = {}
         for e in events:
-            by_line.setdefault(e["line"], []).append(rows[e["event_id"]])
-        live = by_line["L1"]
+            by_line.setdefault(e["order"][0], []).append(rows[e["event_id"]])
+        live = by_line["L"]
         eq({(r[0], r[1], r[4]) for r in live},
            {("2026-11-20", "shift-1", False), ("2026-11-20", "shift-2", False)},
            "live rows: the morning and the afternoon shift, no backfill")
         eq({(r[2], r[3]) for r in live if r[1] == "shift-1"}, {(ts(at(20, 6)), ts(at(20, 14)))},
            "shift-1's start and end")
-        eq({(r[0], r[1], r[2], r[4], r[5]) for r in by_line["L2"]},
+        eq({(r[0], r[1], r[2], r[4], r[5]) for r in by_line["B"]},
            {("2026-11-20", "shift-1", ts(at(20, 6)), True, None)},
            "records of the flushed shift: backfill rows of that shift")
-        closed = by_line["L3"]
+        closed = by_line["C"]
         eq({(r[4], r[5], r[6]) for r in closed}, {(True, "2026-11-05", ts(at(5, 6)))},
            "closed day: backfill, its own date and shift start kept")
         eq({r[0] for r in closed}, {"2026-11-10"}, "closed day posted on the first open date")
