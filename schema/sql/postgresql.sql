@@ -1,6 +1,7 @@
 -- postgresql.sql - the interface tables of floorpost's PostgreSQL sink
 -- (docs/sinks-postgresql.md). Embedded into the binary at build time; the
--- sink applies it at open when a table is missing, in one transaction under
+-- sink applies it at open when a table is missing or lacks the period
+-- columns (the upgrade below), in one transaction under
 -- pg_advisory_xact_lock, every statement idempotent. @SCHEMA@ stands for the
 -- sink's `schema` option as a quoted identifier (default "floorpost").
 --

@@ -35,7 +35,9 @@
       NOTHING. Straight COPY measured 1.1 to 1.9 times faster than staging
       (docs/benchmarks.md).
     - DDL (schema/sql/postgresql.sql, embedded as build/gen/postgresql_sql.h)
-      is applied at open when a table is missing: one transaction under
+      is applied at open when a table is missing or lacks the period
+      columns (an older floorpost's: the DDL's ALTER TABLE ... ADD COLUMN
+      IF NOT EXISTS upgrades it in place): one transaction under
       pg_advisory_xact_lock, every statement IF NOT EXISTS / OR REPLACE, so
       two floorposts opening at once do not race.
     - Verdicts: a BEFORE UPDATE trigger gives a row moving into ERROR
