@@ -80,21 +80,25 @@ def user_cpu_s(uid):
     return total
 
 
-def drain_into_pg(s, state, batch_max, events_expected, sync=True):
-    """floorpost on the pre-filled state, a postgresql sink, no load: rows/s."""
+def drain_into_pg(s, state, batch_max, events_expected, sync=True, variant=None):
+    """floorpost on the pre-filled state, a postgresql sink, no load: rows/s.
+    variant: {"label", "fp" (the binary), "opts" (more sink options)}."""
+    variant = variant or {"label": "build", "fp": s.fp, "opts": {}}
     with PgServer(durable=True) as pg:
         ports = {k: bench.free_port() for k in ("router", "pull", "pub", "dl", "replay",
                                                  "metrics")}
         s.sinks = {"erp": {"type": "postgresql", "conninfo": pg.conninfo,
                            "batch_max": batch_max, "synchronous_commit": str(sync).lower()}}
+        s.sinks["erp"].update(variant["opts"])
         cfg, _ = s._config(ports, 1, 1, "tcp", 60000, state, 50, 100000, 4096)
         s.sinks = {}
         err = open(os.path.join(s.tmp, "drain.err"), "w")
         pg.sql("SELECT pg_stat_reset_shared('wal')")
         pg_cpu0 = user_cpu_s(pg.pw.pw_uid)
         t0 = time.monotonic()
-        proc = subprocess.Popen([s.fp, "run", "-c", cfg], stdout=subprocess.DEVNULL, stderr=err)
-        samples, first, threads, pg_cpu = [], None, {}, 0.0
+        proc = subprocess.Popen([variant["fp"], "run", "-c", cfg], stdout=subprocess.DEVNULL,
+                                stderr=err)
+        samples, first, threads, pg_cpu, sink_cpu = [], None, {}, 0.0, 0.0
         try:
             while time.monotonic() - t0 < 600:
                 time.sleep(0.1)
@@ -112,6 +116,9 @@ def drain_into_pg(s, state, batch_max, events_expected, sync=True):
                 if st["committed"] and st["position"] >= st["committed"]:
                     break
             threads = bench.thread_cpu(proc.pid)
+            # the sink's threads: fp-r-erp and its connections' (fp-pg-erp-N)
+            sink_cpu = sum(v for k, v in threads.items() if k == "fp-r-erp" or
+                           k.startswith("fp-pg-"))
             pg_cpu = user_cpu_s(pg.pw.pw_uid) - pg_cpu0
         finally:
             proc.terminate()
@@ -126,25 +133,25 @@ def drain_into_pg(s, state, batch_max, events_expected, sync=True):
         # the rate while delivering: from the first sample that saw rows to the end
         t_first, d_first = first if first else (0, 0)
         dt = st_end[0] - t_first
-        r = {"batch_max": batch_max, "synchronous_commit": sync, "rows": rows, "events_expected": events_expected,
+        r = {"variant": variant["label"], "sink_opts": variant["opts"],
+             "batch_max": batch_max, "synchronous_commit": sync, "rows": rows, "events_expected": events_expected,
              "seconds_from_start": round(total, 2),
              "rows_per_s_from_start": round(rows / total) if total else 0,
              "rows_per_s_delivering": round((rows - d_first) / dt) if dt > 0 else 0,
              "exact": rows == events_expected,
              # CPU seconds of the sink's thread (fp-r-erp) against the wall time
-             "sink_thread_cpu_s": threads.get("fp-r-erp"), "threads_cpu_s": threads,
+             "sink_thread_cpu_s": round(sink_cpu, 2), "threads_cpu_s": threads,
              # PostgreSQL's CPU seconds (all its processes) and WAL in the drain:
              # rows per PostgreSQL CPU second is what the database side can take
              # on a core of its own, whatever else the machine runs
              "postgres_cpu_s": round(pg_cpu, 2),
              "rows_per_postgres_cpu_s": round(rows / pg_cpu) if pg_cpu else 0,
-             "rows_per_sink_thread_cpu_s": round(rows / threads["fp-r-erp"])
-             if threads.get("fp-r-erp") else 0,
+             "rows_per_sink_thread_cpu_s": round(rows / sink_cpu) if sink_cpu else 0,
              "wal_records": int(wal[0]), "wal_fpi": int(wal[1]), "wal_mib": round(int(wal[2]) / 2**20, 1),
              "loadavg": open("/proc/loadavg").read().split()[:3]}
-        print("  drain into PostgreSQL, batch_max %5d%s: %d rows in %.2f s: %d rows/s (%d while "
+        print("  [%s] drain into PostgreSQL, batch_max %5d%s: %d rows in %.2f s: %d rows/s (%d while "
               "delivering); %d rows per PostgreSQL CPU s, %d per sink thread CPU s, WAL %.0f MiB "
-              "(%d full pages)%s" % (batch_max, "" if sync else ", synchronous_commit off", rows, total, r["rows_per_s_from_start"],
+              "(%d full pages)%s" % (variant["label"], batch_max, "" if sync else ", synchronous_commit off", rows, total, r["rows_per_s_from_start"],
                                      r["rows_per_s_delivering"], r["rows_per_postgres_cpu_s"],
                                      r["rows_per_sink_thread_cpu_s"], r["wal_mib"], r["wal_fpi"],
                                      "" if r["exact"] else "  NOT EXACT"), flush=True)
@@ -159,6 +166,15 @@ def main():
     ap.add_argument("--records", type=int, default=6000000, help="records per ingest run")
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--only", choices=("drain", "ingest"), default=None)
+    ap.add_argument("--variant", action="append", default=[],
+                    help="LABEL=FLOORPOST[;opt=value;...]: drain with this binary and these "
+                    "more sink options; several alternate, in turns (A/B in one sitting)")
+    ap.add_argument("--rounds", type=int, default=1, help="drain turns per variant and setting")
+    ap.add_argument("--settings", default="1000:on,5000:on,5000:off",
+                    help="the drains' batch_max:synchronous_commit, comma-separated")
+    ap.add_argument("--prefilled", default=None,
+                    help="a directory for the pre-filled state: made when missing, kept, "
+                    "reused when there")
     a = ap.parse_args()
     out = a.out or os.path.join(a.build, "bench", "results")
     os.makedirs(out, exist_ok=True)
@@ -178,20 +194,46 @@ def main():
     write(a, s, res, out, stamp)
 
 
+def variants(a, s):
+    out = []
+    for v in a.variant:
+        label, _, rest = v.partition("=")
+        parts = rest.split(";")
+        opts = dict(o.split("=", 1) for o in parts[1:] if o)
+        out.append({"label": label, "fp": os.path.abspath(parts[0]) if parts[0] else s.fp,
+                    "opts": opts})
+    return out or [{"label": "build", "fp": s.fp, "opts": {}}]
+
+
 def drain(a, s, res, keys, dw):
-    print("pre-fill the outbox (%d events wanted):" % a.events, flush=True)
-    state = os.path.join(s.tmp, "pg-state")
-    os.makedirs(state)
-    n = int(a.events / 0.25 * 1.05)
-    r = s.run("pg: pre-fill", workers=dw, shards=dw, state=state, records=n, keys=keys, rpo=20,
-              epoch=1, map_mb=4096)
-    events = r["fpload"].get("received", {}).get("events", 0)
-    res["prefill"] = {"records": n, "events": events, "exact": r["exact"]}
-    for bm, sync in ((1000, True), (5000, True), (5000, False)):
-        st = os.path.join(s.tmp, "pg-state-%d" % bm)
-        shutil.copytree(state, st)
-        res["drain"].append(drain_into_pg(s, st, bm, events, sync))
-        shutil.rmtree(st, ignore_errors=True)
+    state = a.prefilled or os.path.join(s.tmp, "pg-state")
+    meta = os.path.join(state, "prefill.json")
+    if a.prefilled and os.path.exists(meta):
+        with open(meta) as f:
+            res["prefill"] = json.load(f)
+        print("pre-filled outbox reused: %s (%d events)" % (state, res["prefill"]["events"]),
+              flush=True)
+    else:
+        print("pre-fill the outbox (%d events wanted):" % a.events, flush=True)
+        os.makedirs(state)
+        n = int(a.events / 0.25 * 1.05)
+        r = s.run("pg: pre-fill", workers=dw, shards=dw, state=state, records=n, keys=keys,
+                  rpo=20, epoch=1, map_mb=4096)
+        events = r["fpload"].get("received", {}).get("events", 0)
+        res["prefill"] = {"records": n, "events": events, "exact": r["exact"]}
+        with open(meta, "w") as f:
+            json.dump(res["prefill"], f)
+    events = res["prefill"]["events"]
+    vs = variants(a, s)
+    res["variants"] = vs
+    for setting in a.settings.split(","):
+        bm, _, sync = setting.partition(":")
+        for _ in range(a.rounds):
+            for v in vs:  # in turns: A, B, A, B, ...
+                st = os.path.join(s.tmp, "pg-state-drain")
+                shutil.copytree(state, st)
+                res["drain"].append(drain_into_pg(s, st, int(bm), events, sync != "off", v))
+                shutil.rmtree(st, ignore_errors=True)
 
 
 def ingest(a, s, res, keys, dw):
@@ -240,12 +282,15 @@ def write(a, s, res, out, stamp):
                                                     " (dirty)" if m.get("git_dirty") else ""),
              "", "PostgreSQL: %s." % res["postgresql"], ""]
     if res["drain"]:
-        lines += ["| rows into PostgreSQL | batch_max | synchronous_commit | rows | s | rows/s | "
+        lines += ["| variant | batch_max | synchronous_commit | rows | s | rows/s | "
                   "rows/s delivering | rows per PostgreSQL CPU s | rows per sink thread CPU s | "
                   "WAL MiB (full pages) | load avg |", "|---" * 11 + "|"]
         for d in res["drain"]:
-            lines.append("| pre-filled outbox | %d | %s | %d | %.2f | %d | %d | %d | %d | %.0f (%d) "
-                         "| %s |" % (d["batch_max"], "on" if d["synchronous_commit"] else "off",
+            lines.append("| %s | %d | %s | %d | %.2f | %d | %d | %d | %d | %.0f (%d) "
+                         "| %s |" % (d["variant"] + (" (%s)" % ", ".join(
+                             "%s=%s" % kv for kv in sorted(d["sink_opts"].items()))
+                             if d["sink_opts"] else ""),
+                             d["batch_max"], "on" if d["synchronous_commit"] else "off",
                                      d["rows"], d["seconds_from_start"],
                                      d["rows_per_s_from_start"], d["rows_per_s_delivering"],
                                      d["rows_per_postgres_cpu_s"], d["rows_per_sink_thread_cpu_s"],

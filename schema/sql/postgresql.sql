@@ -1,6 +1,7 @@
 -- postgresql.sql - the interface tables of floorpost's PostgreSQL sink
 -- (docs/sinks-postgresql.md). Embedded into the binary at build time; the
--- sink applies it at open when a table is missing, in one transaction under
+-- sink applies it at open when a table is missing or lacks the period
+-- columns (the upgrade below), in one transaction under
 -- pg_advisory_xact_lock, every statement idempotent. @SCHEMA@ stands for the
 -- sink's `schema` option as a quoted identifier (default "floorpost").
 --
@@ -10,6 +11,9 @@
 -- error_code, error_text and processed_at; floorpost only inserts rows, and
 -- turns each move into ERROR (verdict_xid, verdict_seq, set by the trigger)
 -- into one posting dead letter.
+
+-- (The IF NOT EXISTS notices of an upgrade are not news.)
+SET LOCAL client_min_messages = warning;
 
 CREATE SCHEMA IF NOT EXISTS @SCHEMA@;
 
@@ -44,7 +48,16 @@ CREATE TABLE IF NOT EXISTS @SCHEMA@.posting_template (
     error_text        text,
     processed_at      timestamptz,
     verdict_seq       bigint,                           -- set by the trigger on -> ERROR
-    verdict_xid       xid8
+    verdict_xid       xid8,
+    -- The posting period (docs/schema.md "Posting periods"); NULL period
+    -- for a floorpost without [aggregate] period (posting_date is then the
+    -- date of last_event_at in the plant's time zone).
+    period            text,                             -- day, shift-N, hour-HH
+    period_start      timestamptz,                      -- inclusive
+    period_end        timestamptz,                      -- exclusive
+    backfill          boolean     NOT NULL DEFAULT false, -- a further posting to a flushed period
+    original_posting_date date,                         -- a closed period re-posted: its own date
+    original_period_start timestamptz                   -- and its own period's start
 );
 -- The import job's work queue, and floorpost's verdict poll.
 CREATE INDEX IF NOT EXISTS posting_template_status ON @SCHEMA@.posting_template (process_status);
@@ -71,6 +84,25 @@ CREATE TABLE IF NOT EXISTS @SCHEMA@.scrap (
     reason            text,                             -- the scrap reason code
     parts             bigint      NOT NULL
 );
+
+-- Upgrade in place: the tables of an older floorpost (made before the
+-- period columns) get them; LIKE copied the template's columns when each
+-- table was made, so every table is altered. Rows written before keep
+-- period NULL and backfill false.
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['posting_template', 'consumption', 'completion', 'scrap'] LOOP
+        EXECUTE format('ALTER TABLE @SCHEMA@.%I '
+            'ADD COLUMN IF NOT EXISTS period text, '
+            'ADD COLUMN IF NOT EXISTS period_start timestamptz, '
+            'ADD COLUMN IF NOT EXISTS period_end timestamptz, '
+            'ADD COLUMN IF NOT EXISTS backfill boolean NOT NULL DEFAULT false, '
+            'ADD COLUMN IF NOT EXISTS original_posting_date date, '
+            'ADD COLUMN IF NOT EXISTS original_period_start timestamptz', t);
+    END LOOP;
+END
+$$;
 
 -- Each sink's durable position: the last global_seq whose rows are
 -- committed, written in the same transaction as the rows.

@@ -163,6 +163,9 @@ int fp_sink_event_json(const fp_sink_event_t *ev, char *out, size_t cap);
    are not a Checkpoint. Any thread. */
 int fp_sink_event_decode(const fp_reader_event_t *raw, fp_sink_event_t *ev);
 
+/* Whether s (NULL: no) is ten characters shaped YYYY-MM-DD. */
+bool fp_sink_date_shaped(const char *s);
+
 /* Types (sink_*.c). */
 extern const fp_sink_type_t fp_sink_jsonl;
 extern const fp_sink_type_t fp_sink_postgresql;

@@ -35,7 +35,9 @@
       NOTHING. Straight COPY measured 1.1 to 1.9 times faster than staging
       (docs/benchmarks.md).
     - DDL (schema/sql/postgresql.sql, embedded as build/gen/postgresql_sql.h)
-      is applied at open when a table is missing: one transaction under
+      is applied at open when a table is missing or lacks the period
+      columns (an older floorpost's: the DDL's ALTER TABLE ... ADD COLUMN
+      IF NOT EXISTS upgrades it in place): one transaction under
       pg_advisory_xact_lock, every statement IF NOT EXISTS / OR REPLACE, so
       two floorposts opening at once do not race.
     - Verdicts: a BEFORE UPDATE trigger gives a row moving into ERROR
@@ -97,7 +99,8 @@ static const char *const s_tables[FP_CK_KINDS] = {"consumption", "completion", "
 #define S_COMMON_COLS                                                                  \
     "event_id, global_seq, instance, plant, line, order_no, operation, posting_date, " \
     "first_event_at, last_event_at, record_count, late, lineage, lineage_truncated, "   \
-    "checkpoint_no, stream_seq, topic"
+    "checkpoint_no, stream_seq, topic, period, period_start, period_end, backfill, "    \
+    "original_posting_date, original_period_start"
 static const char *const s_kind_cols[FP_CK_KINDS] = {"material, lot, unit, quantity",
                                                      "yield_qty, scrap_qty, final",
                                                      "reason, parts"};
@@ -118,9 +121,9 @@ typedef struct {
     bool synchronous_commit;
     /* SQL built once in cb_new */
     char *ddl, *sql_have, *sql_poll;
-    char sql_copy[FP_CK_KINDS][512];    /* straight into the table */
-    char sql_stage[FP_CK_KINDS][512];   /* into the session's staging table */
-    char sql_merge[FP_CK_KINDS][1024];  /* staging -> table, ON CONFLICT DO NOTHING */
+    char sql_copy[FP_CK_KINDS][768];    /* straight into the table */
+    char sql_stage[FP_CK_KINDS][768];   /* into the session's staging table */
+    char sql_merge[FP_CK_KINDS][1536];  /* staging -> table, ON CONFLICT DO NOTHING */
     /* the sink's thread */
     PGconn *conn;
     s_out_t rows[FP_CK_KINDS]; /* COPY text per table */
@@ -309,6 +312,26 @@ static void s_row(s_out_t *o, const fp_sink_event_t *ev)
     topic[tl] = 0;
     s_text(o, topic, false);
     s_tab(o);
+    /* The period: only with the checkpoint's own posting date (an event
+       without one, from a floorpost before periods, has NULLs). */
+    if (fp_sink_date_shaped(c->posting_date) && c->period && *c->period) {
+        s_text(o, c->period, false);
+        s_tab(o);
+        s_ts(o, c->period_start_ns);
+        s_tab(o);
+        s_ts(o, c->period_end_ns);
+    } else {
+        s_str(o, "\\N\t\\N\t\\N");
+    }
+    s_str(o, c->backfill ? "\tt\t" : "\tf\t");
+    if (fp_sink_date_shaped(c->original_posting_date)) {
+        s_str(o, c->original_posting_date);
+        s_tab(o);
+        s_ts(o, c->original_period_start_ns);
+    } else {
+        s_str(o, "\\N\t\\N");
+    }
+    s_tab(o);
     switch (c->kind) {
     case FP_CK_CONSUMPTION:
         s_text(o, c->material, true);
@@ -369,13 +392,17 @@ static char *s_subst(const char *text, const char *rep)
 static int s_build_sql(pg_t *p)
 {
     p->ddl = s_subst(fp_sql_postgresql, p->qschema);
-    char have[1024], poll_sql[4096];
+    char have[1024], poll_sql[8192];
     snprintf(have, sizeof have,
              "SELECT to_regclass('%1$s.consumption') IS NOT NULL AND "
              "to_regclass('%1$s.completion') IS NOT NULL AND "
              "to_regclass('%1$s.scrap') IS NOT NULL AND "
              "to_regclass('%1$s.sink_position') IS NOT NULL AND "
-             "to_regclass('%1$s.verdict_seq') IS NOT NULL",
+             "to_regclass('%1$s.verdict_seq') IS NOT NULL AND "
+             "(SELECT count(*) FROM pg_attribute WHERE attrelid IN "
+             "(to_regclass('%1$s.posting_template'), to_regclass('%1$s.consumption'), "
+             "to_regclass('%1$s.completion'), to_regclass('%1$s.scrap')) AND "
+             "attname = 'original_period_start' AND NOT attisdropped) = 4",
              p->qschema);
     p->sql_have = strdup(have);
     for (int k = 0; k < FP_CK_KINDS; k++) {
@@ -399,7 +426,9 @@ static int s_build_sql(pg_t *p)
        12 posting_date, 13 first us, 14 last us, 15 record_count, 16 late,
        17 lineage "s e f l,...", 18 lineage_truncated, 19 checkpoint_no,
        20 stream_seq, 21 topic, 22 material|reason, 23 lot, 24 unit,
-       25 quantity|yield|parts, 26 scrap, 27 final. */
+       25 quantity|yield|parts, 26 scrap, 27 final, 28 period, 29 period_start
+       us, 30 period_end us, 31 backfill, 32 original_posting_date,
+       33 original_period_start us. */
     static const char *const tail[FP_CK_KINDS] = {
         "material, lot, unit, quantity::text, NULL::bigint, NULL::boolean",
         "NULL::text, NULL::text, NULL::text, yield_qty::text, scrap_qty, final",
@@ -414,7 +443,12 @@ static int s_build_sql(pg_t *p)
             "(extract(epoch FROM last_event_at) * 1000000)::bigint, record_count, late, "
             "(SELECT string_agg(concat_ws(' ', e->>'source_id', e->>'epoch', e->>'first_seq', "
             "e->>'last_seq'), ',') FROM jsonb_array_elements(lineage) e), lineage_truncated, "
-            "checkpoint_no, stream_seq, topic, %s FROM %s.%s WHERE verdict_xid IS NOT NULL "
+            "checkpoint_no, stream_seq, topic, %s, period, "
+            "(extract(epoch FROM period_start) * 1000000)::bigint, "
+            "(extract(epoch FROM period_end) * 1000000)::bigint, backfill, "
+            "original_posting_date::text, "
+            "(extract(epoch FROM original_period_start) * 1000000)::bigint "
+            "FROM %s.%s WHERE verdict_xid IS NOT NULL "
             "AND process_status = 'ERROR' AND (verdict_xid, verdict_seq) > ($1::xid8, "
             "$2::bigint) AND verdict_xid < pg_snapshot_xmin(pg_current_snapshot())",
             k ? " UNION ALL " : "", k + 1, tail[k], p->qschema, s_tables[k]);
@@ -958,6 +992,17 @@ static int s_verdict(pg_t *p, fp_sink_t *s, const PGresult *r, int i)
     } else {
         ck.reason = V(22);
         ck.parts = s_i64_of(r, i, 25);
+    }
+    if (!PQgetisnull(r, i, 28)) {
+        ck.posting_date = V(12);
+        ck.period = V(28);
+        ck.period_start_ns = s_i64_of(r, i, 29) * 1000;
+        ck.period_end_ns = s_i64_of(r, i, 30) * 1000;
+    }
+    ck.backfill = V(31)[0] == 't';
+    if (!PQgetisnull(r, i, 32)) {
+        ck.original_posting_date = V(32);
+        ck.original_period_start_ns = s_i64_of(r, i, 33) * 1000;
     }
     if (!p->codec && !(p->codec = fp_codec_new()))
         return -1;

@@ -340,9 +340,10 @@ int fp_sink_dead_letter(fp_sink_t *s, const uint64_t aux[2], const fp_sink_event
     return rc;
 }
 
-/* Whether s is ten characters shaped YYYY-MM-DD. */
-static bool s_date_shaped(const char *s)
+bool fp_sink_date_shaped(const char *s)
 {
+    if (!s)
+        return false;
     for (int i = 0; i < 10; i++)
         if (i == 4 || i == 7 ? s[i] != '-' : (s[i] < '0' || s[i] > '9'))
             return false;
@@ -358,7 +359,7 @@ int fp_sink_event_decode(const fp_reader_event_t *raw, fp_sink_event_t *ev)
     /* The checkpoint's own posting date: the period its records belong to
        (docs/schema.md "Posting periods"); YYYY-MM-DD, as every type is
        promised (a damaged event's other text is not passed on). */
-    if (s_date_shaped(ev->ck.posting_date)) {
+    if (fp_sink_date_shaped(ev->ck.posting_date)) {
         memcpy(ev->posting_date, ev->ck.posting_date, 11);
         return 0;
     }
