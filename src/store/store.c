@@ -1314,13 +1314,15 @@ int fp_store_get_source(fp_store_t *self, uint64_t source_id, void *buf, size_t 
     uint8_t kb[8];
     fp_store_enc64(kb, source_id);
     MDB_val k = {8, kb}, v;
-    rc = mdb_get(txn, self->dbi[FP_STORE_DB_SOURCES], &k, &v);
+    /* Through the checked read: a value whose checksum does not match is
+       FP_STORE_CORRUPT, never a watermark (format 5). */
+    rc = fp_store_get(txn, self, FP_STORE_DB_SOURCES, &k, &v);
     if (rc == 0 && v.mv_size > cap)
         rc = FP_STORE_CORRUPT;
     else if (rc == 0) {
         memcpy(buf, v.mv_data, v.mv_size);
         *len = v.mv_size;
-    } else
+    } else if (rc != FP_STORE_CORRUPT)
         rc = rc == MDB_NOTFOUND ? FP_STORE_NOTFOUND : fp_store_lmdb_rc(rc);
     mdb_txn_abort(txn);
     return rc;

@@ -267,8 +267,8 @@ int fp_store_each_source(fp_store_t *self,
 
 /* The committed dedup state of one source (a worker bringing back a source
    that left its memory, dedup.h "Aging"): copied into buf[0..cap), its
-   length in *len. 0, FP_STORE_NOTFOUND, FP_STORE_CORRUPT (longer than cap)
-   or a negative error. Any thread: its own read transaction; it sees at
+   length in *len. 0, FP_STORE_NOTFOUND, FP_STORE_CORRUPT (longer than cap, or
+   its checksum does not match) or a negative error. Any thread: its own read transaction; it sees at
    least every commit that ended before the call. */
 int fp_store_get_source(fp_store_t *self, uint64_t source_id, void *buf, size_t cap,
                         size_t *len);
