@@ -241,3 +241,30 @@ def auth_new_source_bound_and_eviction():
     sub.stop()
     sub2.stop()
     eq(rc, 0, "exit code")
+
+
+@extra_test
+def auth_check_refuses_bad_options():
+    """run --check names the bad [dedup] aging options and a bad sources=
+    list by file and line."""
+    fp = Floorpost()
+    a = keygen(fp, "a")
+    keygen(fp, "server")
+    allow = os.path.join(fp.dir, "allow.txt")
+    cases = [("[dedup]\nsource_idle_ms = -1\n", "[dedup] source_idle_ms = '-1'"),
+             ("[dedup]\nnew_sources_per_peer = 2000000\n", "[dedup] new_sources_per_peer"),
+             ("[security]\ncurve_secret_key_file = %s\ncurve_allow_file = %s\n"
+              % (os.path.join(fp.dir, "server.key"), allow),
+              "allow.txt:2: 'sources=1,,2' is not a list of source ids")]
+    write_allow(allow, ["# gateways", "%s sources=1,,2" % a["pub"].decode()])
+    for text, want in cases:
+        path = os.path.join(fp.dir, "check.ini")
+        with open(path, "w") as f:
+            f.write(text)
+        out = subprocess.run([FLOORPOST, "run", "--check", "-c", path], capture_output=True,
+                             text=True)
+        eq(out.returncode, 2, "exit code: " + out.stderr)
+        assert want in out.stderr, out.stderr
+    write_allow(allow, ["%s sources=1-3,7" % a["pub"].decode()])
+    out = subprocess.run([FLOORPOST, "run", "--check", "-c", path], capture_output=True, text=True)
+    eq(out.returncode, 0, "a good list: " + out.stderr)
