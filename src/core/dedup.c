@@ -2,8 +2,10 @@
 
     Layout: an open-addressing table (linear probing) of pointers to sources.
     Each source is one allocation: its header followed by its ring bitmap of
-    `window` bits. Sources are never moved or freed before dedup_destroy, so
-    the pointers dedup_source hands out stay valid while the table grows.
+    `window` bits. Sources are never moved, and freed before dedup_destroy
+    only by aging (dedup_set_aging): then only a source that is not dirty
+    and whose last exported state is durable leaves (s_evictable), so what
+    it knew is in the caller's store and comes back by dedup_restore.
 
     Invariants of one source (W = window, a power of two):
       - bit (s & (W-1)) is meaningful only for s in (acked, high]; for
@@ -19,7 +21,11 @@
         decreasing, all >= floor and below epoch; each has high >= 1. An
         earlier epoch >= floor that is not among them was never seen.
       - dirty is set iff the source is on the dirty list (dirty_head,
-        linked by dirty_next; sources are never freed, so no unlinking).
+        linked by dirty_next; a dirty source is never evicted, so no
+        unlinking).
+      - with aging, every source is on the LRU list (lru_head: most
+        recently looked up by dedup_source), and used_ns never decreases
+        from the head to the tail.
 */
 #include "dedup.h"
 #include "varint.h"
@@ -59,6 +65,9 @@ struct dedup_source {
     s_past_t past[DEDUP_PAST_EPOCHS];
     uint64_t mask;      /* window - 1 of the owning dedup_t (for export) */
     struct dedup_source *dirty_next; /* dirty list link */
+    struct dedup_source *lru_prev, *lru_next; /* aging: most recently used first */
+    int64_t used_ns;    /* aging: dedup_rounds' now_ns when a batch last looked it up */
+    uint64_t round;     /* the round its last exported state belongs to (0: restored) */
     bool dirty;         /* changed since the last dedup_export_dirty */
     uint64_t bits[];    /* window/64 words: the ring bitmap */
 };
@@ -74,6 +83,14 @@ struct dedup {
     uint64_t count;         /* sources stored */
     dedup_source_t *dirty_head; /* sources changed since the last export */
     uint8_t *scratch;       /* [dedup_export_max]: dedup_export_dirty's buffer */
+    /* Aging (dedup_set_aging): off while !aging, and then every source
+       stays until dedup_destroy. */
+    bool aging;
+    int64_t idle_ns;        /* 0: evict only to make room */
+    dedup_source_t *lru_head, *lru_tail; /* every source, most recently used first */
+    uint64_t export_round;  /* the round dedup_export_dirty exports (dedup_rounds) */
+    uint64_t committed;     /* every round <= committed is durable */
+    int64_t now_ns;
     dedup_stats_t stats;
 };
 
@@ -254,6 +271,137 @@ s_past_seen(const s_past_t *p, uint64_t seq)
     return (p->bits >> (seq - p->acked - 1)) & 1 ? DEDUP_SEEN : DEDUP_UNSEEN;
 }
 
+/* ---- aging ---- */
+
+static void
+s_lru_unlink(dedup_t *self, dedup_source_t *src)
+{
+    if (src->lru_prev)
+        src->lru_prev->lru_next = src->lru_next;
+    else
+        self->lru_head = src->lru_next;
+    if (src->lru_next)
+        src->lru_next->lru_prev = src->lru_prev;
+    else
+        self->lru_tail = src->lru_prev;
+    src->lru_prev = src->lru_next = NULL;
+}
+
+static void
+s_lru_push(dedup_t *self, dedup_source_t *src)
+{
+    src->lru_prev = NULL;
+    src->lru_next = self->lru_head;
+    if (self->lru_head)
+        self->lru_head->lru_prev = src;
+    else
+        self->lru_tail = src;
+    self->lru_head = src;
+}
+
+/* A batch looked src up: it is the most recently used. */
+static void
+s_touch(dedup_t *self, dedup_source_t *src)
+{
+    src->used_ns = self->now_ns;
+    if (self->lru_head != src) {
+        s_lru_unlink(self, src);
+        s_lru_push(self, src);
+    }
+}
+
+/* Whether src may leave memory: what it knows is committed (not changed
+   since its last export, and that export's round durable). */
+static bool
+s_evictable(const dedup_t *self, const dedup_source_t *src)
+{
+    return self->aging && !src->dirty && src->round <= self->committed;
+}
+
+/* Removes src from the table (backward-shift deletion keeps every probe
+   sequence of linear probing unbroken), the LRU list, and frees it. */
+static void
+s_evict(dedup_t *self, dedup_source_t *src)
+{
+    uint64_t m = self->cap - 1;
+    uint64_t i = s_find(self, src->id);
+    assert(self->slots[i] == src);
+    self->slots[i] = NULL;
+    for (uint64_t j = (i + 1) & m; self->slots[j]; j = (j + 1) & m) {
+        uint64_t home = s_hash(self->slots[j]->id, self->seed) & m;
+        /* The entry at j may move to the hole at i unless its home lies
+           cyclically in (i, j]. */
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            self->slots[i] = self->slots[j];
+            self->slots[j] = NULL;
+            i = j;
+        }
+    }
+    s_lru_unlink(self, src);
+    free(src);
+    self->count--;
+    self->stats.sources = self->count;
+    self->stats.evicted++;
+}
+
+/* Makes room for one more source when the table is full: evicts the least
+   recently used source that may leave, looking at most S_EVICT_SCAN from
+   the cold end (those not evictable there wait for a commit). 0 or -1. */
+#define S_EVICT_SCAN 64
+static int
+s_make_room(dedup_t *self)
+{
+    if (self->count < self->max_sources)
+        return 0;
+    dedup_source_t *src = self->lru_tail;
+    for (int k = 0; src && k < S_EVICT_SCAN; k++, src = src->lru_prev)
+        if (s_evictable(self, src)) {
+            s_evict(self, src);
+            self->stats.evicted_full++;
+            return 0;
+        }
+    return -1;
+}
+
+void
+dedup_set_aging(dedup_t *self, int64_t idle_ns)
+{
+    assert(self && idle_ns >= 0);
+    self->aging = true;
+    self->idle_ns = idle_ns;
+}
+
+void
+dedup_rounds(dedup_t *self, uint64_t round, uint64_t committed, int64_t now_ns)
+{
+    assert(self);
+    self->export_round = round;
+    if (committed > self->committed)
+        self->committed = committed;
+    self->now_ns = now_ns;
+    if (!self->aging || self->idle_ns == 0)
+        return;
+    /* From the cold end: every source idle for idle_ns that may leave
+       goes; one that may not yet (changed, not committed) is passed. */
+    dedup_source_t *src = self->lru_tail;
+    while (src && now_ns - src->used_ns >= self->idle_ns) {
+        dedup_source_t *prev = src->lru_prev;
+        if (s_evictable(self, src)) {
+            s_evict(self, src);
+            self->stats.evicted_idle++;
+        }
+        src = prev;
+    }
+}
+
+bool
+dedup_has(const dedup_t *self, uint64_t source_id)
+{
+    assert(self);
+    return self->slots[s_find(self, source_id)] != NULL;
+}
+
 /* Creates source_id in free slot i (from s_find); the caller checked
    max_sources and grew the table. NULL when out of memory. */
 static dedup_source_t *
@@ -264,9 +412,11 @@ s_add(dedup_t *self, uint64_t i, uint64_t source_id)
         return NULL;
     src->id = source_id;
     src->mask = self->mask;
+    src->used_ns = self->now_ns;
     self->slots[i] = src;
     self->count++;
     self->stats.sources = self->count;
+    s_lru_push(self, src);
     return src;
 }
 
@@ -278,6 +428,8 @@ dedup_source(dedup_t *self, uint64_t source_id, uint64_t epoch, dedup_verdict_t 
     uint64_t i = s_find(self, source_id);
     dedup_source_t *src = self->slots[i];
     if (src) {
+        if (self->aging)
+            s_touch(self, src);
         if (epoch < src->epoch) {
             if (s_past(src, epoch)) {
                 *verdict = DEDUP_PAST_EPOCH;
@@ -297,10 +449,11 @@ dedup_source(dedup_t *self, uint64_t source_id, uint64_t epoch, dedup_verdict_t 
     }
     /* A new source. Out of memory is reported as too many sources: either
        way this source cannot be tracked now. */
-    if (self->count >= self->max_sources) {
+    if (s_make_room(self) != 0) {
         *verdict = DEDUP_TOO_MANY_SOURCES;
         return NULL;
     }
+    i = s_find(self, source_id); /* an eviction may have moved slots */
     if ((self->count + 1) * 2 > self->cap) {
         if (s_grow(self) != 0) {
             *verdict = DEDUP_TOO_MANY_SOURCES;
@@ -630,6 +783,7 @@ dedup_export_dirty(dedup_t *self, dedup_export_fn *fn, void *ctx)
         assert(len <= cap);
         src->dirty = false;
         src->dirty_next = NULL;
+        src->round = self->export_round;
         fn(ctx, src->id, self->scratch, len);
         src = next;
     }
@@ -740,8 +894,9 @@ dedup_restore(dedup_t *self, uint64_t source_id, const void *state, size_t len)
     uint64_t i = s_find(self, source_id);
     dedup_source_t *src = self->slots[i];
     if (!src) {
-        if (self->count >= self->max_sources)
+        if (s_make_room(self) != 0)
             return -1;
+        i = s_find(self, source_id);
         if ((self->count + 1) * 2 > self->cap) {
             if (s_grow(self) != 0)
                 return -1;
@@ -752,6 +907,7 @@ dedup_restore(dedup_t *self, uint64_t source_id, const void *state, size_t len)
             return -1;
     }
     memset(src->bits, 0, (size_t)self->words * sizeof src->bits[0]);
+    src->round = 0; /* what is restored is committed */
     src->epoch = epoch;
     src->high = high;
     src->acked = acked;

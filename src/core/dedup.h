@@ -117,6 +117,9 @@ typedef struct {
     uint64_t epoch_changes;/* a source moved to a newer epoch */
     uint64_t gaps;         /* seqs skipped when high advanced by more than 1 */
     uint64_t gaps_filled;  /* seqs below high that arrived later (reordering) */
+    uint64_t evicted;      /* aging: sources that left memory (both reasons) */
+    uint64_t evicted_idle; /* of which idle for idle_ns */
+    uint64_t evicted_full; /* of which to make room for another source */
 } dedup_stats_t;
 
 /* window: seqs tracked per source, a power of two in [64, DEDUP_WINDOW_MAX];
@@ -127,12 +130,33 @@ dedup_t *dedup_new(uint32_t window, uint32_t max_sources);
 /* Frees *self_p and every source; sets *self_p to NULL; safe on NULL. */
 void dedup_destroy(dedup_t **self_p);
 
+/* Aging: sources may leave memory, and the caller promises to bring a
+   source back with dedup_restore (from the state dedup_export_dirty handed
+   it, once durable) before it calls dedup_source for an id dedup_has does
+   not know. A source may leave only when it is not dirty and the round of
+   its last export is durable (dedup_rounds); then it leaves when a new
+   source needs room (the least recently used such source, of the 64
+   coldest) and, with idle_ns > 0, when no batch looked it up for idle_ns.
+   Without aging (the default) every source stays until dedup_destroy. */
+void dedup_set_aging(dedup_t *self, int64_t idle_ns);
+
+/* Call once per round, before dedup_export_dirty: that export belongs to
+   `round`; every round <= committed is durable; now_ns (monotonic) is the
+   time the sources looked up until the next call are stamped with. With
+   aging, evicts the sources idle for idle_ns. */
+void dedup_rounds(dedup_t *self, uint64_t round, uint64_t committed, int64_t now_ns);
+
+/* Whether source_id is in memory. */
+bool dedup_has(const dedup_t *self, uint64_t source_id);
+
 /* Finds or creates the state of source_id for a batch of `epoch`. Returns
    the source with *verdict DEDUP_NEW (epoch is now its current epoch: check
    seqs with dedup_check) or DEDUP_PAST_EPOCH (an earlier epoch it keeps:
    check seqs with dedup_check_past); or NULL and sets *verdict to
    DEDUP_STALE_EPOCH (an earlier epoch it does not keep) or
-   DEDUP_TOO_MANY_SOURCES. The pointer stays valid until dedup_destroy. */
+   DEDUP_TOO_MANY_SOURCES (max_sources are tracked and, with aging, none
+   may leave). The pointer stays valid until dedup_destroy, or with aging
+   until the next dedup_source, dedup_restore or dedup_rounds. */
 dedup_source_t *dedup_source(dedup_t *self, uint64_t source_id, uint64_t epoch,
                              dedup_verdict_t *verdict);
 
@@ -181,7 +205,8 @@ void dedup_export_dirty(dedup_t *self, dedup_export_fn *fn, void *ctx);
    file, but possibly damaged: checked whole, never over-read). Replaces the
    source's state if it exists; the source is not dirty afterwards.
    Returns 0, or -1 and changes nothing when the bytes are malformed, when
-   max_sources are tracked already, or out of memory.
+   max_sources are tracked already (with aging: and none may leave), or
+   out of memory. A restored source is durable (it may leave at once).
    Reads versions 1 and 2 (see above).
    Window: seqs in (acked, high] are restored exactly when high - acked <=
    self's window, whatever the exporter's window was; otherwise -1. Seqs <=

@@ -52,7 +52,8 @@ static inline const char *fp_ck_kind_name(int kind)
     X(unsupported_version) X(too_many_strings) X(bad_envelope) X(unknown_kind)  \
     X(bad_string_index) X(too_old) X(stale_epoch) X(too_many_sources)           \
     X(overflow) X(too_many_keys) X(invalid_record) X(no_memory) X(string_too_long)    \
-    X(erp_rejected) X(string_has_nul) X(period_closed) X(counter_jump) X(other)
+    X(erp_rejected) X(string_has_nul) X(period_closed) X(counter_jump)                \
+    X(source_not_allowed) X(too_many_new_sources) X(other)
 
 #define FP_DL_ENUM_(name) FP_DL_##name,
 typedef enum { FP_DL_REASONS(FP_DL_ENUM_) FP_DL_COUNT } fp_dl_reason_t;

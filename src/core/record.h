@@ -95,6 +95,8 @@ typedef struct {
     int64_t event_ns;   /* worker -> shard: the newest event time the worker has routed
                            to any shard (INT64_MIN: none yet); the shards' event-time
                            watermark (agg.h "Periods"). Ingest writes INT64_MIN */
+    uint64_t committed; /* ingest -> worker: every round <= committed is durable (emit's
+                           last report when ingest injected it) */
 } fp_barrier_t;
 
 /* A batch of records from one source and epoch, and the strings they index.

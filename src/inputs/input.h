@@ -80,7 +80,15 @@ typedef struct {
     uint64_t source_id; /* out: routes the frame; 0 = could not be read (the
                            worker of source 0 dead-letters it after decoding) */
     uint8_t format;     /* out: fp_format_t */
+    uint8_t flags;      /* out: FP_FRAME_* (ingest sets 0 before cb_read) */
+    uint64_t peer;      /* out: who sent it, for the per-peer bound on new sources: a hash
+                           of the CURVE key, else of the connection; 0 = unknown */
 } fp_input_frame_t;
+
+/* Frame flags: the input's authorization verdict on source_id (the
+   worker decides after decoding; security.h "Source bindings"). */
+#define FP_FRAME_BOUND 1u       /* the sender's key is bound to a list of sources */
+#define FP_FRAME_NOT_ALLOWED 2u /* ... and source_id is not in it: refuse the frame */
 
 typedef struct fp_input_plugin {
     const char *name; /* "zmq": logs and metrics */

@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 #include <zmq.h>
 
 #include "codec.h"
@@ -54,6 +55,7 @@ typedef struct {
     void *sock[2];      /* S_ROUTER, S_PULL; NULL = not configured (or drained) */
     int which[2];       /* poll item i -> S_ROUTER / S_PULL */
     fp_codec_t *codec;  /* the Ack builder */
+    fp_allow_watch_t *allow; /* CURVE on: the allow file's source bindings */
 } s_zmq_t;
 
 /* A producer-facing socket: frame size limit, receive HWM, linger,
@@ -104,6 +106,7 @@ static void s_destroy(void **self_p)
         if (self->sock[i])
             zmq_close(self->sock[i]);
     fp_codec_destroy(&self->codec);
+    fp_allow_watch_destroy(&self->allow);
     free(self);
     *self_p = NULL;
 }
@@ -122,6 +125,11 @@ static int s_init(const fp_input_env_t *env, void **self_p, char *err, size_t er
     }
     self->env = *env;
     void *me = self;
+    if (cfg->curve_secret_key_file[0] &&
+        !(self->allow = fp_allow_watch_new(cfg->curve_allow_file, "ingest", err, errlen))) {
+        s_destroy(&me);
+        return -EINVAL;
+    }
     if (cfg->ingest_router[0] &&
         !(self->sock[S_ROUTER] = s_socket(env, ZMQ_ROUTER, cfg->ingest_router, err, errlen))) {
         s_destroy(&me);
@@ -163,6 +171,31 @@ static void s_drop_rest(void *sock)
         zmq_msg_recv(&m, sock, 0);
         more = zmq_msg_more(&m);
         zmq_msg_close(&m);
+    }
+}
+
+/* Who sent f, and whether its key may send as f->source_id (security.h
+   "Source bindings"). The peer: the CURVE key (the ZAP handler's User-Id),
+   else the connection (the ROUTER's routing id in the token, the PULL's
+   file descriptor). */
+static void s_authorize(s_zmq_t *self, int kind, fp_input_frame_t *f)
+{
+    const char *user = self->allow ? zmq_msg_gets(f->payload, "User-Id") : NULL;
+    if (user && *user) {
+        const fp_allow_t *allow = fp_allow_watch_get(self->allow);
+        f->peer = XXH3_64bits_withSeed(user, strlen(user), 1);
+        if (fp_allow_bound(allow, user)) {
+            f->flags |= FP_FRAME_BOUND;
+            if (!fp_allow_permits(allow, user, f->source_id))
+                f->flags |= FP_FRAME_NOT_ALLOWED;
+        }
+        return;
+    }
+    if (kind == S_ROUTER) {
+        f->peer = XXH3_64bits_withSeed(f->token, f->toklen, 2);
+    } else {
+        int fd = zmq_msg_get(f->payload, ZMQ_SRCFD);
+        f->peer = fd >= 0 ? XXH3_64bits_withSeed(&fd, sizeof fd, 3) : 0;
     }
 }
 
@@ -214,6 +247,7 @@ static int s_read(void *selfp, int which, fp_input_frame_t *f)
     }
     f->format = FP_FORMAT_FB_BATCH;
     f->source_id = fp_codec_batch_peek_source(zmq_msg_data(f->payload), len);
+    s_authorize(self, kind, f);
     return 1;
 }
 

@@ -101,6 +101,10 @@ static const s_option_t s_options[] = {
     {"dedup", "dedup_window", OPT_U32_POW2, F(dedup_window), 64, 16777216, false,
      "a power of two in 64..16777216"},
     {"dedup", "max_sources", OPT_U32, F(max_sources), 1, 1000000, false, "1..1000000"},
+    {"dedup", "source_idle_ms", OPT_I64, F(source_idle_ms), 0, 604800000, false,
+     "0 (only when the table is full) or 1..604800000"},
+    {"dedup", "new_sources_per_peer", OPT_U32, F(new_sources_per_peer), 0, 1000000, false,
+     "0 (no bound) or 1..1000000"},
     {"aggregate", "posting_interval_ms", OPT_I64, F(posting_interval_ms), 10, 86400000, false,
      "10..86400000"},
     {"aggregate", "closed_key_grace_ms", OPT_I64, F(closed_key_grace_ms), 0, 604800000, false,
@@ -197,6 +201,8 @@ fp_config_defaults(fp_config_t *cfg)
     cfg->round_interval_ms = 50;
     cfg->dedup_window = 65536;
     cfg->max_sources = 4096;
+    cfg->source_idle_ms = 3600000;
+    cfg->new_sources_per_peer = 100;
     cfg->posting_interval_ms = 60000;
     cfg->closed_key_grace_ms = 600000;
     cfg->max_open_keys = 10000000;

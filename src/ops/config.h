@@ -69,6 +69,11 @@ typedef struct {
     /* [dedup] */
     uint32_t dedup_window;         /* seqs per source; power of two, >= 64 */
     uint32_t max_sources;          /* sources tracked per worker */
+    int64_t source_idle_ms;        /* with a state directory: a source unused this long leaves
+                                      memory (its state stays committed); 0 = only when the
+                                      table is full */
+    uint32_t new_sources_per_peer; /* new sources one peer (CURVE key, else connection) may
+                                      start per second, in all workers; 0 = no bound */
     /* [aggregate] */
     int64_t posting_interval_ms;   /* partial checkpoints flush interval */
     int64_t closed_key_grace_ms;   /* closed operations released after this */

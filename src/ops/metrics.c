@@ -35,6 +35,10 @@ static const char *s_names[FP_M_COUNT] = {
     [FP_M_COUNTER_UNPOSTED] = "counter_unposted",
     [FP_M_ACKS_RETRIED] = "acks_retried",
     [FP_M_ACKS_DROPPED] = "acks_dropped",
+    [FP_M_SOURCES_NOT_ALLOWED] = "sources_not_allowed",
+    [FP_M_SOURCES_RATE_LIMITED] = "sources_rate_limited",
+    [FP_M_SOURCES_EVICTED] = "sources_evicted",
+    [FP_M_SOURCES_RELOADED] = "sources_reloaded",
 };
 
 #define RLX memory_order_relaxed
@@ -530,6 +534,21 @@ char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *le
               "Acks never sent: the producer's connection was gone, or too many acks waited "
               "for room (the producer resends; dedup acknowledges the resend).",
               s_ld(&c[FP_M_ACKS_DROPPED]));
+    s_counter(&b, "floorpost_sources_not_allowed_total",
+              "Frames refused because their CURVE key is bound to other source ids (allow "
+              "file sources=).",
+              s_ld(&c[FP_M_SOURCES_NOT_ALLOWED]));
+    s_counter(&b, "floorpost_sources_rate_limited_total",
+              "Frames refused because their peer started more new sources per second than "
+              "[dedup] new_sources_per_peer.",
+              s_ld(&c[FP_M_SOURCES_RATE_LIMITED]));
+    s_counter(&b, "floorpost_sources_evicted_total",
+              "Sources that left a worker's memory (idle for source_idle_ms, or to make room); "
+              "their committed state stays in the state directory.",
+              s_ld(&c[FP_M_SOURCES_EVICTED]));
+    s_counter(&b, "floorpost_sources_reloaded_total",
+              "Sources brought back from the state directory after they left memory.",
+              s_ld(&c[FP_M_SOURCES_RELOADED]));
     s_counter(&b, "floorpost_rounds_total", "Barrier rounds completed (all shards at emit).",
               s_ld(&c[FP_M_ROUNDS]));
 

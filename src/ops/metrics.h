@@ -55,6 +55,10 @@ typedef enum {
                               older reading after a newer one */
     FP_M_ACKS_RETRIED,     /* acks that found the producer's queue full and waited */
     FP_M_ACKS_DROPPED,     /* acks never sent: the producer was gone, or too many waited */
+    FP_M_SOURCES_NOT_ALLOWED, /* frames refused: their key may not send as their source */
+    FP_M_SOURCES_RATE_LIMITED,/* frames refused: their peer started too many new sources */
+    FP_M_SOURCES_EVICTED,  /* sources that left a worker's memory (idle, or for room) */
+    FP_M_SOURCES_RELOADED, /* sources brought back from the state after leaving */
     FP_M_COUNT
 } fp_metric_t;
 

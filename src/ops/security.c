@@ -10,9 +10,11 @@
     - The handler thread owns its REP socket, the allowlist and the file's
       last stat; main talks to it only through an inproc PAIR ("STOP").
     - The allow file is re-read when its (dev, inode, size, mtime) changes,
-      checked at most once a second (and at least once a second while idle).
-      A file that no longer parses, or has vanished, keeps the previous list
-      and is logged: a bad edit cannot lock every producer out.
+      checked at most once a second (and at least once a second while idle),
+      by an fp_allow_watch_t (the ZeroMQ input keeps one of its own for the
+      source bindings). A file that no longer parses, or has vanished, keeps
+      the previous list and is logged: a bad edit cannot lock every producer
+      out.
     - Refusals are logged at most once a second; the lines in between are
       counted in the next line's `suppressed`.
 */
@@ -146,16 +148,115 @@ int fp_security_watch(void *zmq_ctx, void *sock, const char *label, bool handsha
 typedef struct {
     char key[FP_CURVE_KEY_Z85 + 1];
     char name[S_NAME_MAX];
+    bool bound; /* some line of the key has sources=: it may send only those */
 } s_entry_t;
+
+/* One range of source ids a bound key may send as (sources=). */
+typedef struct {
+    char key[FP_CURVE_KEY_Z85 + 1];
+    uint64_t lo, hi; /* lo <= hi */
+} s_range_t;
 
 struct fp_allow {
     s_entry_t *entries; /* sorted by key, no duplicates */
     size_t count;
+    s_range_t *ranges;  /* sorted by (key, lo), overlapping ones merged */
+    size_t nranges;
 };
 
 static int s_entry_cmp(const void *a, const void *b)
 {
     return strcmp(((const s_entry_t *)a)->key, ((const s_entry_t *)b)->key);
+}
+
+static int s_range_cmp(const void *a, const void *b)
+{
+    const s_range_t *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* One decimal source id at *p (advanced past it). 0 or -1. */
+static int s_parse_id(const char **p, uint64_t *v)
+{
+    if (**p < '0' || **p > '9')
+        return -1;
+    uint64_t x = 0;
+    for (; **p >= '0' && **p <= '9'; (*p)++) {
+        unsigned d = (unsigned)(**p - '0');
+        if (x > (UINT64_MAX - d) / 10)
+            return -1;
+        x = x * 10 + d;
+    }
+    *v = x;
+    return 0;
+}
+
+/* The binding after a key: "sources=LIST" (LIST: ID or ID-ID, comma
+   separated, or "*": any source) as the first word of *rest, which is
+   advanced past it; nothing when the word is not sources=. Appends the
+   ranges to self for key e. 0, -1 (bad list, message in err) or -2 (out
+   of memory). */
+static int s_parse_sources(fp_allow_t *self, size_t *cap, s_entry_t *e, char **rest,
+                           const char *name, int lineno, char *err, size_t errlen)
+{
+    static const char word[] = "sources=";
+    if (strncmp(*rest, word, sizeof word - 1) != 0)
+        return 0;
+    const char *p = *rest + sizeof word - 1;
+    size_t len = strcspn(p, " \t");
+    char *after = (char *)p + len;
+    if (len == 1 && *p == '*') { /* explicitly unbound */
+        *rest = after;
+        return 0;
+    }
+    e->bound = true;
+    for (;;) {
+        uint64_t lo, hi;
+        if (s_parse_id(&p, &lo) != 0)
+            goto bad;
+        hi = lo;
+        if (*p == '-' && (p++, s_parse_id(&p, &hi) != 0 || hi < lo))
+            goto bad;
+        if (fp_grow(&self->ranges, cap, self->nranges + 1, sizeof *self->ranges, 16) != 0)
+            return -2;
+        s_range_t *r = &self->ranges[self->nranges++];
+        memcpy(r->key, e->key, sizeof r->key);
+        r->lo = lo;
+        r->hi = hi;
+        if (p == after)
+            break;
+        if (*p++ != ',')
+            goto bad;
+    }
+    *rest = after;
+    return 0;
+bad:
+    snprintf(err, errlen, "%s:%d: '%.*s' is not a list of source ids; allowed: sources=ID or "
+             "sources=ID-ID, comma separated (decimal, e.g. sources=100-199,250), or sources=*",
+             name, lineno, (int)(len + sizeof word - 1 > 80 ? 80 : len + sizeof word - 1), *rest);
+    return -1;
+}
+
+/* Sorts and merges the ranges, and marks every line of a bound key bound
+   (a key listed twice is bound if any line binds it: appending its .pub
+   line again does not unbind it). */
+static void s_finish_ranges(fp_allow_t *self)
+{
+    if (self->nranges == 0)
+        return;
+    qsort(self->ranges, self->nranges, sizeof *self->ranges, s_range_cmp);
+    size_t w = 1;
+    for (size_t r = 1; r < self->nranges; r++) {
+        s_range_t *last = &self->ranges[w - 1], *cur = &self->ranges[r];
+        if (strcmp(last->key, cur->key) == 0 && (last->hi == UINT64_MAX || cur->lo <= last->hi + 1)) {
+            if (cur->hi > last->hi)
+                last->hi = cur->hi;
+        } else {
+            self->ranges[w++] = *cur;
+        }
+    }
+    self->nranges = w;
 }
 
 fp_allow_t *fp_allow_parse(const char *text, const char *name, char *err, size_t errlen)
@@ -164,7 +265,7 @@ fp_allow_t *fp_allow_parse(const char *text, const char *name, char *err, size_t
         name = "(allow)";
     fp_allow_t *self = calloc(1, sizeof *self);
     char *copy = strdup(text);
-    size_t cap = 0;
+    size_t cap = 0, rcap = 0;
     int lineno = 0;
     if (!self || !copy)
         goto nomem;
@@ -208,6 +309,11 @@ fp_allow_t *fp_allow_parse(const char *text, const char *name, char *err, size_t
         /* The name: what follows, without a leading '#', made safe to quote
            in a logfmt value. */
         char *rest = fp_curve_trim(line + klen);
+        int brc = s_parse_sources(self, &rcap, e, &rest, name, lineno, err, errlen);
+        if (brc == -2)
+            goto nomem;
+        if (brc != 0)
+            goto fail;
         while (*rest == '#' || *rest == ' ' || *rest == '\t')
             rest++;
         snprintf(e->name, sizeof e->name, "%s", rest);
@@ -221,8 +327,11 @@ fp_allow_t *fp_allow_parse(const char *text, const char *name, char *err, size_t
         for (size_t r = 1; r < self->count; r++)
             if (strcmp(self->entries[r].key, self->entries[w - 1].key) != 0)
                 self->entries[w++] = self->entries[r];
+            else
+                self->entries[w - 1].bound |= self->entries[r].bound;
         self->count = w;
     }
+    s_finish_ranges(self);
     free(copy);
     return self;
 nomem:
@@ -243,20 +352,62 @@ fp_allow_t *fp_allow_load(const char *path, char *err, size_t errlen)
     return self;
 }
 
-const char *fp_allow_find(const fp_allow_t *self, const char *key_z85)
+
+
+size_t fp_allow_count(const fp_allow_t *self)
+{
+    return self ? self->count : 0;
+}
+
+size_t fp_allow_bound_count(const fp_allow_t *self)
+{
+    size_t n = 0;
+    for (size_t i = 0; self && i < self->count; i++)
+        n += self->entries[i].bound;
+    return n;
+}
+
+/* The entry of key_z85, or NULL. */
+static const s_entry_t *s_entry_of(const fp_allow_t *self, const char *key_z85)
 {
     if (!self || !key_z85 || strlen(key_z85) != FP_CURVE_KEY_Z85 || self->count == 0)
         return NULL;
     s_entry_t probe;
     memcpy(probe.key, key_z85, sizeof probe.key);
-    const s_entry_t *e =
-        bsearch(&probe, self->entries, self->count, sizeof *self->entries, s_entry_cmp);
+    return bsearch(&probe, self->entries, self->count, sizeof *self->entries, s_entry_cmp);
+}
+
+const char *fp_allow_find(const fp_allow_t *self, const char *key_z85)
+{
+    const s_entry_t *e = s_entry_of(self, key_z85);
     return e ? e->name : NULL;
 }
 
-size_t fp_allow_count(const fp_allow_t *self)
+bool fp_allow_bound(const fp_allow_t *self, const char *key_z85)
 {
-    return self ? self->count : 0;
+    const s_entry_t *e = s_entry_of(self, key_z85);
+    return e && e->bound;
+}
+
+bool fp_allow_permits(const fp_allow_t *self, const char *key_z85, uint64_t source_id)
+{
+    if (!fp_allow_bound(self, key_z85))
+        return true;
+    /* The last range of the key with lo <= source_id. */
+    size_t lo = 0, hi = self->nranges;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const s_range_t *r = &self->ranges[mid];
+        int c = strcmp(r->key, key_z85);
+        if (c < 0 || (c == 0 && r->lo <= source_id))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == 0)
+        return false;
+    const s_range_t *r = &self->ranges[lo - 1];
+    return strcmp(r->key, key_z85) == 0 && source_id <= r->hi;
 }
 
 void fp_allow_destroy(fp_allow_t **self_p)
@@ -264,6 +415,7 @@ void fp_allow_destroy(fp_allow_t **self_p)
     if (!self_p || !*self_p)
         return;
     free((*self_p)->entries);
+    free((*self_p)->ranges);
     free(*self_p);
     *self_p = NULL;
 }
@@ -315,10 +467,7 @@ struct fp_security {
     char pipe_ep[64];
     /* Owned by the handler thread once it runs (pthread_create publishes
        the initial values; pthread_join hands them back to fp_security_stop). */
-    fp_allow_t *allow;
-    struct stat allow_st;
-    bool allow_st_ok;
-    int64_t next_check_ns;
+    fp_allow_watch_t *allow;
     int64_t next_log_ns;
     uint64_t suppressed;
     int64_t next_hs_log_ns[3]; /* handshake failures by kind: at most once a second each */
@@ -331,38 +480,73 @@ static bool s_same_file(const struct stat *a, const struct stat *b)
            a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
 }
 
-/* Re-reads the allow file if it changed; at most once a second. */
-static void s_maybe_reload(fp_security_t *self)
+struct fp_allow_watch {
+    const char *path, *who;
+    fp_allow_t *allow;
+    struct stat st;
+    bool st_ok;
+    int64_t next_check_ns;
+};
+
+fp_allow_watch_t *fp_allow_watch_new(const char *path, const char *who, char *err, size_t errlen)
+{
+    fp_allow_watch_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    self->path = path;
+    self->who = who;
+    self->st_ok = stat(path, &self->st) == 0;
+    self->allow = fp_allow_load(path, err, errlen);
+    if (!self->allow) {
+        free(self);
+        return NULL;
+    }
+    self->next_check_ns = fp_now_ns() + 1000000000;
+    return self;
+}
+
+void fp_allow_watch_destroy(fp_allow_watch_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    fp_allow_destroy(&(*self_p)->allow);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+const fp_allow_t *fp_allow_watch_get(fp_allow_watch_t *self)
 {
     int64_t now = fp_now_ns();
     if (now < self->next_check_ns)
-        return;
+        return self->allow;
     self->next_check_ns = now + 1000000000;
-    const char *path = self->cfg->curve_allow_file;
     struct stat st;
-    if (stat(path, &st) != 0) {
-        if (self->allow_st_ok)
-            fp_log(FP_LOG_ERROR, "security", "allow file unreadable, keeping the previous keys",
-                   "file=%s error=\"%s\" keys=%zu", path, strerror(errno),
+    if (stat(self->path, &st) != 0) {
+        if (self->st_ok)
+            fp_log(FP_LOG_ERROR, self->who, "allow file unreadable, keeping the previous keys",
+                   "file=%s error=\"%s\" keys=%zu", self->path, strerror(errno),
                    fp_allow_count(self->allow));
-        self->allow_st_ok = false;
-        return;
+        self->st_ok = false;
+        return self->allow;
     }
-    if (self->allow_st_ok && s_same_file(&st, &self->allow_st))
-        return;
-    self->allow_st = st;
-    self->allow_st_ok = true;
+    if (self->st_ok && s_same_file(&st, &self->st))
+        return self->allow;
+    self->st = st;
+    self->st_ok = true;
     char err[512];
-    fp_allow_t *fresh = fp_allow_load(path, err, sizeof err);
+    fp_allow_t *fresh = fp_allow_load(self->path, err, sizeof err);
     if (!fresh) {
-        fp_log(FP_LOG_ERROR, "security", "allow file not reloaded, keeping the previous keys",
+        fp_log(FP_LOG_ERROR, self->who, "allow file not reloaded, keeping the previous keys",
                "error=\"%s\" keys=%zu", err, fp_allow_count(self->allow));
-        return;
+        return self->allow;
     }
     fp_allow_destroy(&self->allow);
     self->allow = fresh;
-    fp_log(FP_LOG_INFO, "security", "allow file reloaded", "file=%s keys=%zu", path,
-           fp_allow_count(fresh));
+    fp_log(FP_LOG_INFO, self->who, "allow file reloaded", "file=%s keys=%zu bound_keys=%zu",
+           self->path, fp_allow_count(fresh), fp_allow_bound_count(fresh));
+    return fresh;
 }
 
 static bool s_frame_is(zmq_msg_t *m, const char *s)
@@ -411,7 +595,7 @@ static void s_handle(fp_security_t *self, void *rep)
         curve = s_frame_is(&f[5], "CURVE") && n >= 7 && zmq_msg_size(&f[6]) == 32;
         if (curve)
             zmq_z85_encode(key, zmq_msg_data(&f[6]), 32);
-        const char *name = curve ? fp_allow_find(self->allow, key) : NULL;
+        const char *name = curve ? fp_allow_find(fp_allow_watch_get(self->allow), key) : NULL;
         status = "400";
         if (!s_frame_is(&f[2], FP_ZAP_DOMAIN))
             text = "wrong ZAP domain";
@@ -424,13 +608,14 @@ static void s_handle(fp_security_t *self, void *rep)
         } else if (name) {
             status = "200";
             text = "OK";
-            snprintf(user, sizeof user, "%s", *name ? name : key);
+            /* The key itself: the input looks its source binding up by it. */
+            snprintf(user, sizeof user, "%s", key);
         } else {
             text = "client key not allowed";
         }
     }
     if (strcmp(status, "200") == 0) {
-        fp_log(FP_LOG_DEBUG, "security", "client allowed", "key=%s name=\"%s\" address=%s", key,
+        fp_log(FP_LOG_DEBUG, "security", "client allowed", "key=%s user=\"%s\" address=%s", key,
                user, address);
     } else {
         uint64_t total = atomic_fetch_add_explicit(&s_refused, 1, memory_order_relaxed) + 1;
@@ -574,7 +759,7 @@ static void *s_handler(void *arg)
         if (items[0].revents & ZMQ_POLLIN)
             break; /* "STOP" */
         if (rep) {
-            s_maybe_reload(self);
+            fp_allow_watch_get(self->allow); /* looks at the file at least once a second */
             if (items[1 + nmon].revents & ZMQ_POLLIN)
                 s_handle(self, rep);
         }
@@ -648,11 +833,9 @@ fp_security_t *fp_security_start(void *zmq_ctx, const fp_config_t *cfg, char *er
         fp_log(FP_LOG_WARN, "security", "secret key file is readable by every user",
                "file=%s hint=\"chmod 0600 (or 0640 with the service's group)\"",
                cfg->curve_secret_key_file);
-    self->allow_st_ok = stat(cfg->curve_allow_file, &self->allow_st) == 0;
-    self->allow = fp_allow_load(cfg->curve_allow_file, err, errlen);
+    self->allow = fp_allow_watch_new(cfg->curve_allow_file, "security", err, errlen);
     if (!self->allow)
         goto fail;
-    self->next_check_ns = fp_now_ns() + 1000000000;
     if (zmq_curve_keypair(self->internal.public_z85, self->internal.secret_z85) != 0) {
         snprintf(err, errlen, "zmq_curve_keypair: %s", zmq_strerror(zmq_errno()));
         goto fail;
@@ -683,8 +866,9 @@ thread:
     if (!self->curve)
         return self;
     fp_log(FP_LOG_INFO, "security", "CURVE on, ZAP handler running",
-           "server_key=%s allow_file=%s keys=%zu", self->server_z85, cfg->curve_allow_file,
-           fp_allow_count(self->allow));
+           "server_key=%s allow_file=%s keys=%zu bound_keys=%zu", self->server_z85,
+           cfg->curve_allow_file, fp_allow_count(fp_allow_watch_get(self->allow)),
+           fp_allow_bound_count(fp_allow_watch_get(self->allow)));
     return self;
 fail:
     fp_security_stop(&self);
@@ -702,7 +886,7 @@ void fp_security_stop(fp_security_t **self_p)
     }
     if (self->pipe)
         zmq_close(self->pipe);
-    fp_allow_destroy(&self->allow);
+    fp_allow_watch_destroy(&self->allow);
     explicit_bzero(&self->internal, sizeof self->internal);
     free(self);
     *self_p = NULL;

@@ -21,6 +21,22 @@
     followed by whitespace and a name; '#' starts a comment; blank lines are
     ignored. Any other line is an error naming FILE:LINE.
 
+    Source bindings: the first word after the key may be sources=LIST, the
+    source ids the key may send as: LIST is ID or ID-ID (inclusive),
+    comma separated, decimal, no spaces (sources=100-199,250), or * (any
+    source, the same as no sources= word). A key listed on several lines
+    may send as the union of their lists; it is bound if any of its lines
+    has a list (so appending its .pub line again does not unbind it). A key
+    without a list may send as any source (as before bindings existed).
+      Cb6PK0i6(...40 chars...) sources=100-199,250 press line 3 gateway
+    The ZAP handler sets the connection's User-Id to the client's Z85 key
+    ("floorpost-internal" for floorpost's own clients); the ZeroMQ input
+    reads it on every frame (zmq_msg_gets "User-Id") and looks the frame's
+    source up in its own copy of the allow file (fp_allow_watch), so a
+    changed binding applies to connections already up within a second of
+    the file's change. A key that is no longer listed keeps today's rule
+    for its open connection (it may send; its next handshake is refused).
+
     Thread contract: fp_security_start/fp_security_stop are called by one
     controlling thread (main). fp_security_server_socket is called by the
     thread that owns the socket.
@@ -59,6 +75,35 @@ const char *fp_allow_find(const fp_allow_t *self, const char *key_z85);
 
 /* Number of distinct keys listed. */
 size_t fp_allow_count(const fp_allow_t *self);
+
+/* Number of keys bound to a list of sources. */
+size_t fp_allow_bound_count(const fp_allow_t *self);
+
+/* Whether key_z85 is listed and bound to a list of sources. */
+bool fp_allow_bound(const fp_allow_t *self, const char *key_z85);
+
+/* Whether key_z85 may send as source_id: false only when the key is listed
+   and bound and source_id is not in its list (an unlisted or unbound key,
+   a NULL self: true). */
+bool fp_allow_permits(const fp_allow_t *self, const char *key_z85, uint64_t source_id);
+
+/* ---- an allow file kept current ---- */
+
+typedef struct fp_allow_watch fp_allow_watch_t;
+
+/* Loads path now. who names the owner in the log lines. NULL with err on
+   a bad or unreadable file (or out of memory). path and who must outlive
+   the watch. Free with fp_allow_watch_destroy. */
+fp_allow_watch_t *fp_allow_watch_new(const char *path, const char *who, char *err, size_t errlen);
+
+/* The current list: the file is re-read when its (dev, inode, size,
+   mtime) changed, looked at most once a second. A file that no longer
+   parses, or has vanished, keeps the previous list and is logged. The
+   pointer stays valid until the next call. */
+const fp_allow_t *fp_allow_watch_get(fp_allow_watch_t *self);
+
+/* Frees *self_p and sets it to NULL; NULL-safe. */
+void fp_allow_watch_destroy(fp_allow_watch_t **self_p);
 
 /* Frees *self_p and sets it to NULL; NULL-safe. */
 void fp_allow_destroy(fp_allow_t **self_p);

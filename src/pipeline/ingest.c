@@ -153,6 +153,8 @@ static bool s_read_input(ingest_t *self, int item)
     self->held_meta.input = (uint8_t)in;
     self->held_meta.format = f.format;
     self->held_meta.toklen = (uint16_t)f.toklen;
+    self->held_meta.flags = f.flags;
+    self->held_meta.peer = f.peer;
     self->held_w = self->nworkers == 1
                        ? 0
                        : (int)fp_route_worker(f.source_id, (uint32_t)self->nworkers);
@@ -178,7 +180,8 @@ static void s_gather_items(ingest_t *self)
 
 static void s_send_barrier(ingest_t *self, uint32_t flags)
 {
-    fp_barrier_t b = {FP_MSG_BARRIER, flags, ++self->round, fp_wall_ns(), INT64_MIN};
+    fp_barrier_t b = {FP_MSG_BARRIER, flags, ++self->round, fp_wall_ns(), INT64_MIN,
+                      self->committed};
     for (int w = 0; w < self->nworkers; w++) {
         fp_metrics_stage_sent(self->wslot[w], 1);
         zmq_send(self->workers[w], &b, sizeof b, 0); /* blocks at HWM: back-pressure */

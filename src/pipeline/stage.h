@@ -112,6 +112,9 @@ typedef struct {
     uint8_t input;    /* index of the input in ingest's table */
     uint8_t format;   /* fp_format_t (input.h) */
     uint16_t toklen;  /* 0: no acknowledgement wanted (fire-and-forget) */
+    uint8_t flags;    /* FP_FRAME_* (input.h) */
+    uint8_t pad[7];
+    uint64_t peer;    /* fp_input_frame_t.peer */
     uint8_t token[FP_INPUT_TOKEN_MAX]; /* opaque, the input's; carried back untouched */
 } fp_frame_meta_t;
 

@@ -48,6 +48,7 @@
 #include "counter.h"
 #include "dedup.h"
 #include "log.h"
+#include "peerrate.h"
 #include "record_check.h"
 #include "route.h"
 #include "stage.h"
@@ -61,6 +62,9 @@ typedef struct {
     void *shards[64];
     int nshards;
     dedup_t *dedup;
+    bool aging;          /* with a store: sources leave memory, reloaded on demand */
+    uint8_t *reload;     /* [dedup_export_max]: a source's state read back from the store */
+    peerrate_t *rate;    /* NULL: no bound on new sources per peer */
     counter_t *counters; /* cumulative counter readings of our sources */
     fp_codec_t *codec;
     dedup_stats_t last; /* dedup counters already added to metrics */
@@ -163,6 +167,10 @@ static int s_restore_source(void *ctx, uint64_t source_id, const void *state, si
 {
     worker_t *self = ctx;
     if (fp_route_worker(source_id, (uint32_t)self->cfg->workers) != (uint32_t)self->index)
+        return 0;
+    /* With aging, the table need not hold them all: the rest come back from
+       the state when their producer sends (s_admit). */
+    if (self->aging && dedup_stats(self->dedup)->sources >= self->cfg->max_sources)
         return 0;
     if (dedup_restore(self->dedup, source_id, state, len) != 0) {
         fp_log(FP_LOG_ERROR, "worker", "state: a source could not be restored", "source=%llu",
@@ -395,6 +403,7 @@ static bool s_counter(worker_t *self, const fp_batch_view_t *v, const fp_record_
 static void s_sync_dedup_metrics(worker_t *self)
 {
     const dedup_stats_t *st = dedup_stats(self->dedup);
+    fp_metrics_add(self->metrics, FP_M_SOURCES_EVICTED, st->evicted - self->last.evicted);
     fp_metrics_add(self->metrics, FP_M_DUPLICATES, st->duplicates - self->last.duplicates);
     fp_metrics_add(self->metrics, FP_M_GAPS, st->gaps - self->last.gaps);
     fp_metrics_add(self->metrics, FP_M_GAPS_FILLED, st->gaps_filled - self->last.gaps_filled);
@@ -480,6 +489,59 @@ static void s_frame_past(worker_t *self, const fp_frame_meta_t *meta, const void
     s_verdict(self, meta, &out);
 }
 
+/* Before dedup sees a batch: whether its sender may send as its source,
+   and, for a source not in memory, bringing it back from the store (it
+   left memory, or was never loaded) or, when it is new, taking a token of
+   its peer's bound on new sources. false: the frame was refused (dead
+   letter, refused verdict, counted). */
+static bool s_admit(worker_t *self, const fp_frame_meta_t *meta, const void *data, size_t len,
+                    const fp_batch_view_t *v)
+{
+    /* The input judged the peeked source id; a verified batch has the same
+       one, but a bound key's frame is held to it. */
+    if ((meta->flags & FP_FRAME_NOT_ALLOWED) ||
+        ((meta->flags & FP_FRAME_BOUND) &&
+         fp_codec_batch_peek_source(data, len) != v->source_id)) {
+        fp_metrics_add(self->metrics, FP_M_SOURCES_NOT_ALLOWED, 1);
+        s_dead_frame(self, meta, data, len, v->source_id, v, FP_DL_source_not_allowed);
+        return false;
+    }
+    if (dedup_has(self->dedup, v->source_id))
+        return true;
+    if (self->aging) {
+        size_t slen = 0;
+        int rc = fp_store_get_source(self->store, v->source_id, self->reload,
+                                     dedup_export_max(self->dedup), &slen);
+        if (rc == 0) {
+            if (dedup_restore(self->dedup, v->source_id, self->reload, slen) == 0) {
+                fp_metrics_add(self->metrics, FP_M_SOURCES_RELOADED, 1);
+                s_sync_dedup_metrics(self);
+                return true;
+            }
+            /* Full with nothing that may leave (a commit is late), or a
+               damaged state: never count it as new. */
+            fp_log(FP_LOG_WARN, self->who, "source not reloaded from the state",
+                   "source=%llu sources=%llu", (unsigned long long)v->source_id,
+                   (unsigned long long)dedup_stats(self->dedup)->sources);
+            s_dead_frame(self, meta, data, len, v->source_id, v, FP_DL_too_many_sources);
+            return false;
+        }
+        if (rc != FP_STORE_NOTFOUND) {
+            fp_log(FP_LOG_ERROR, self->who, "state: a source could not be read",
+                   "source=%llu rc=%d", (unsigned long long)v->source_id, rc);
+            s_dead_frame(self, meta, data, len, v->source_id, v, FP_DL_no_memory);
+            return false;
+        }
+    }
+    /* A source never seen. */
+    if (self->rate && !peerrate_take(self->rate, meta->peer, fp_now_ns())) {
+        fp_metrics_add(self->metrics, FP_M_SOURCES_RATE_LIMITED, 1);
+        s_dead_frame(self, meta, data, len, v->source_id, v, FP_DL_too_many_new_sources);
+        return false;
+    }
+    return true;
+}
+
 /* One FP_FORMAT_FB_BATCH frame: a FlatBuffers floorpost.telemetry.Batch. */
 static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *payload)
 {
@@ -505,6 +567,8 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
     }
     fp_metrics_add(self->metrics, FP_M_BATCHES_OK, 1);
     fp_metrics_add(self->metrics, FP_M_RECORDS_IN, v.nrecords);
+    if (!s_admit(self, meta, data, len, &v))
+        return;
     dedup_verdict_t verdict;
     dedup_source_t *src = dedup_source(self->dedup, v.source_id, v.epoch, &verdict);
     if (!src) {
@@ -640,6 +704,8 @@ static void s_cleanup(worker_t *self)
         if (self->shards[s])
             zmq_close(self->shards[s]);
     dedup_destroy(&self->dedup);
+    peerrate_destroy(&self->rate);
+    free(self->reload);
     counter_destroy(&self->counters);
     fp_codec_destroy(&self->codec);
     free(self->delta);
@@ -695,6 +761,20 @@ void *fp_worker_main(void *argp)
     self->counters = s_counters_new(cfg);
     self->idbuf = malloc(strlen(cfg->instance) + 1 + 32 + 1);
     bool ok = self->dedup && self->codec && self->counters && self->idbuf;
+    if (ok && args->store) {
+        /* Sources may leave memory: their committed state is in the store.
+           Without one nothing could bring them back, so they stay. */
+        self->aging = true;
+        dedup_set_aging(self->dedup, cfg->source_idle_ms * 1000000);
+        dedup_rounds(self->dedup, args->start_round - 1, args->start_round - 1, fp_now_ns());
+        ok = (self->reload = malloc(dedup_export_max(self->dedup))) != NULL;
+    }
+    if (ok && cfg->new_sources_per_peer) {
+        /* The bound is for all workers: each takes its share (a peer's
+           sources are spread over the workers by source id). */
+        uint32_t w = (uint32_t)cfg->workers;
+        ok = (self->rate = peerrate_new((cfg->new_sources_per_peer + w - 1) / w)) != NULL;
+    }
     if (!ok)
         snprintf(err, sizeof err, "out of memory");
     snprintf(ep, sizeof ep, FP_EP_WORKER, self->index);
@@ -760,6 +840,8 @@ void *fp_worker_main(void *argp)
             memcpy(&b, zmq_msg_data(&first), sizeof b);
             /* Our part of round b.round: the dedup and counter state it
                changed (without a store the marks are just cleared). */
+            dedup_rounds(self->dedup, b.round, b.committed, fp_now_ns());
+            s_sync_dedup_metrics(self);
             if (self->store)
                 dedup_export_dirty(self->dedup, s_export_source, self);
             counter_export_dirty(self->counters, self->store ? s_export_counter : s_discard_counter,

@@ -1162,7 +1162,10 @@ int fp_store_get_resubmit(fp_store_t *self, fp_store_resubmit_t *r)
    writer's are not ordered against each other: in LMDB 0.9.24 a reader
    stalled inside mdb_txn_begin can copy a meta page the writer is rewriting
    and see a later commit than a reader that began after it (see
-   test_concurrent_readers). floorpost reads only on the commit thread. */
+   test_concurrent_readers). floorpost reads on the commit thread, except
+   fp_store_get_source on the workers: that reads a source whose state was
+   committed before the call began (dedup.h "Aging"), which every snapshot
+   taken after that commit holds. */
 int fp_store_read_begin(fp_store_t *self, MDB_txn **txn)
 {
     return fp_store_lmdb_rc(mdb_txn_begin(self->env, NULL, MDB_RDONLY, txn));
@@ -1298,6 +1301,31 @@ int fp_store_each_source(fp_store_t *self,
     assert(self && fn);
     s_scan_t s = {.ctx = ctx, .fn = (void (*)(void))fn};
     return fp_store_scan(self, FP_STORE_DB_SOURCES, NULL, s_each_source, &s);
+}
+
+int fp_store_get_source(fp_store_t *self, uint64_t source_id, void *buf, size_t cap,
+                        size_t *len)
+{
+    assert(self && buf && len);
+    MDB_txn *txn;
+    int rc = fp_store_read_begin(self, &txn);
+    if (rc != 0)
+        return rc;
+    uint8_t kb[8];
+    fp_store_enc64(kb, source_id);
+    MDB_val k = {8, kb}, v;
+    /* Through the checked read: a value whose checksum does not match is
+       FP_STORE_CORRUPT, never a watermark (format 5). */
+    rc = fp_store_get(txn, self, FP_STORE_DB_SOURCES, &k, &v);
+    if (rc == 0 && v.mv_size > cap)
+        rc = FP_STORE_CORRUPT;
+    else if (rc == 0) {
+        memcpy(buf, v.mv_data, v.mv_size);
+        *len = v.mv_size;
+    } else if (rc != FP_STORE_CORRUPT)
+        rc = rc == MDB_NOTFOUND ? FP_STORE_NOTFOUND : fp_store_lmdb_rc(rc);
+    mdb_txn_abort(txn);
+    return rc;
 }
 
 int fp_store_each_feed(fp_store_t *self,

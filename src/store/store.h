@@ -264,6 +264,14 @@ int fp_store_each_counter(fp_store_t *self,
 int fp_store_each_source(fp_store_t *self,
                          int (*fn)(void *ctx, uint64_t source_id, const void *state, size_t slen),
                          void *ctx);
+
+/* The committed dedup state of one source (a worker bringing back a source
+   that left its memory, dedup.h "Aging"): copied into buf[0..cap), its
+   length in *len. 0, FP_STORE_NOTFOUND, FP_STORE_CORRUPT (longer than cap, or
+   its checksum does not match) or a negative error. Any thread: its own read transaction; it sees at
+   least every commit that ended before the call. */
+int fp_store_get_source(fp_store_t *self, uint64_t source_id, void *buf, size_t cap,
+                        size_t *len);
 /* topic is not NUL-terminated. */
 int fp_store_each_feed(fp_store_t *self,
                        int (*fn)(void *ctx, const char *topic, size_t tlen, uint64_t last_seq),

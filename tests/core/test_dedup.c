@@ -1131,6 +1131,126 @@ TEST(test_restore_malformed)
     dedup_destroy(&d);
 }
 
+/* ---- aging ---- */
+
+/* One state per source id (1..8): what the store would hold. */
+typedef struct {
+    uint8_t b[9][4096];
+    size_t n[9];
+} astore_t;
+
+static void
+s_astore_put(void *ctx, uint64_t id, const void *state, size_t len)
+{
+    astore_t *st = ctx;
+    ASSERT(id >= 1 && id <= 8 && len <= sizeof st->b[0]);
+    memcpy(st->b[id], state, len);
+    st->n[id] = len;
+}
+
+/* A source leaves memory only once its exported state is durable and it
+   is not dirty; it comes back by dedup_restore with every watermark,
+   earlier epochs' too, so a resend after the eviction is a duplicate. */
+TEST(test_aging_idle_and_reload)
+{
+    static astore_t st;
+    dedup_t *d = dedup_new(64, 4);
+    dedup_set_aging(d, 1000);
+    dedup_rounds(d, 1, 0, 0);
+    dedup_source_t *s = s_src(d, 1, 1);
+    for (uint64_t q = 1; q <= 5; q++)
+        ASSERT_EQ(dedup_check(d, s, q), DEDUP_NEW);
+    s = s_src(d, 1, 2); /* a producer restart: epoch 1 becomes a past epoch */
+    for (uint64_t q = 1; q <= 3; q++)
+        ASSERT_EQ(dedup_check(d, s, q), DEDUP_NEW);
+    s = s_src(d, 2, 1);
+    ASSERT_EQ(dedup_check(d, s, 1), DEDUP_NEW);
+    dedup_export_dirty(d, s_astore_put, &st); /* round 1's state */
+    ASSERT(st.n[1] > 0 && st.n[2] > 0);
+
+    /* idle, but round 1 is not durable yet: nothing leaves */
+    dedup_rounds(d, 2, 0, 5000);
+    ASSERT(dedup_has(d, 1) && dedup_has(d, 2));
+    ASSERT_EQ(dedup_stats(d)->evicted, 0);
+    /* round 1 durable: both idle sources leave */
+    dedup_rounds(d, 3, 1, 6000);
+    ASSERT(!dedup_has(d, 1) && !dedup_has(d, 2));
+    ASSERT_EQ(dedup_stats(d)->evicted, 2);
+    ASSERT_EQ(dedup_stats(d)->evicted_idle, 2);
+    ASSERT_EQ(dedup_stats(d)->sources, 0);
+
+    /* back from the store: the resends are duplicates, in both epochs */
+    ASSERT_EQ(dedup_restore(d, 1, st.b[1], st.n[1]), 0);
+    dedup_verdict_t v;
+    s = dedup_source(d, 1, 2, &v);
+    ASSERT(s && v == DEDUP_NEW);
+    ASSERT_EQ(dedup_source_acked(s), 3);
+    ASSERT_EQ(dedup_check(d, s, 3), DEDUP_DUPLICATE);
+    ASSERT_EQ(dedup_check(d, s, 4), DEDUP_NEW);
+    s = dedup_source(d, 1, 1, &v);
+    ASSERT(s && v == DEDUP_PAST_EPOCH);
+    ASSERT_EQ(dedup_past_acked(s, 1), 5);
+    ASSERT_EQ(dedup_check_past(d, s, 1, 2), DEDUP_DUPLICATE);
+
+    /* source 1 changed (seq 4) and is dirty: idle or not, it stays until
+       that change is exported and durable */
+    dedup_rounds(d, 4, 3, 100000);
+    ASSERT(dedup_has(d, 1));
+    dedup_export_dirty(d, s_astore_put, &st); /* round 4's state */
+    dedup_rounds(d, 5, 3, 200000);
+    ASSERT(dedup_has(d, 1));
+    dedup_rounds(d, 6, 4, 300000);
+    ASSERT(!dedup_has(d, 1));
+    ASSERT_EQ(dedup_restore(d, 1, st.b[1], st.n[1]), 0);
+    s = dedup_source(d, 1, 2, &v);
+    ASSERT(s && v == DEDUP_NEW);
+    ASSERT_EQ(dedup_check(d, s, 4), DEDUP_DUPLICATE);
+    dedup_destroy(&d);
+}
+
+/* A full table makes room by evicting the least recently used durable
+   source; when none may leave, a new source is refused, never a dirty
+   one dropped. idle_ns 0: no idle eviction. */
+TEST(test_aging_room)
+{
+    static astore_t st;
+    dedup_t *d = dedup_new(64, 2);
+    dedup_set_aging(d, 0);
+    dedup_rounds(d, 1, 0, 0);
+    dedup_source_t *s = s_src(d, 1, 1);
+    ASSERT_EQ(dedup_check(d, s, 1), DEDUP_NEW);
+    s = s_src(d, 2, 1);
+    ASSERT_EQ(dedup_check(d, s, 1), DEDUP_NEW);
+    dedup_verdict_t v;
+    /* both dirty: no room */
+    ASSERT(dedup_source(d, 3, 1, &v) == NULL);
+    ASSERT_EQ(v, DEDUP_TOO_MANY_SOURCES);
+    dedup_export_dirty(d, s_astore_put, &st);
+    dedup_rounds(d, 2, 0, 1000000);
+    ASSERT(dedup_source(d, 3, 1, &v) == NULL); /* exported, not durable */
+    dedup_rounds(d, 3, 1, 2000000000);         /* no idle eviction with 0 */
+    ASSERT(dedup_has(d, 1) && dedup_has(d, 2));
+    s = dedup_source(d, 1, 1, &v); /* 1 is now the most recently used */
+    ASSERT(s && v == DEDUP_NEW);
+    s = s_src(d, 3, 1); /* evicts 2, the least recently used */
+    ASSERT(!dedup_has(d, 2) && dedup_has(d, 1) && dedup_has(d, 3));
+    ASSERT_EQ(dedup_stats(d)->evicted_full, 1);
+    ASSERT_EQ(dedup_check(d, s, 1), DEDUP_NEW);
+    /* 2 comes back in place of 1 (durable, not dirty: 3 is dirty) */
+    ASSERT_EQ(dedup_restore(d, 2, st.b[2], st.n[2]), 0);
+    ASSERT(!dedup_has(d, 1) && dedup_has(d, 3));
+    s = dedup_source(d, 2, 1, &v);
+    ASSERT(s && v == DEDUP_NEW);
+    ASSERT_EQ(dedup_check(d, s, 1), DEDUP_DUPLICATE);
+    /* 2 (restored: durable) may leave, 3 (dirty) may not: 1 comes back */
+    ASSERT_EQ(dedup_restore(d, 1, st.b[1], st.n[1]), 0);
+    ASSERT(dedup_has(d, 3) && dedup_has(d, 1) && !dedup_has(d, 2));
+    /* 1 restored, 3 dirty: one more restore evicts 1, then nothing may go */
+    ASSERT_EQ(dedup_restore(d, 2, st.b[2], st.n[2]), 0);
+    ASSERT(dedup_has(d, 3) && dedup_has(d, 2));
+    dedup_destroy(&d);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1150,5 +1270,7 @@ main(int argc, char **argv)
     RUN(test_restore_version_1);
     RUN(test_restore_malformed);
     RUN(test_export_restore_random);
+    RUN(test_aging_idle_and_reload);
+    RUN(test_aging_room);
     return test_done();
 }

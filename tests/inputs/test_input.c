@@ -450,7 +450,7 @@ TEST(test_oversized_never_yielded)
    sizes on the inproc pipes are the header plus the token's bytes. */
 TEST(test_pipe_messages)
 {
-    ASSERT_EQ(offsetof(fp_frame_meta_t, token), 8);
+    ASSERT_EQ(offsetof(fp_frame_meta_t, token), 24);
     ASSERT(sizeof(((fp_frame_meta_t *)0)->token) == FP_INPUT_TOKEN_MAX);
     ASSERT(sizeof(((fp_verdict_msg_t *)0)->token) == FP_INPUT_TOKEN_MAX);
     ASSERT_EQ(offsetof(fp_verdict_msg_t, verdict) % 8, 0);
