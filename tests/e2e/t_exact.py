@@ -296,29 +296,36 @@ def producer_restarts_with_stale_resends_exact_and_resubmit_once():
 @extra_test
 def resubmit_of_a_counted_record_is_a_noop_and_of_an_unknown_one_refused():
     """A batch refused as too_many_sources and later counted when the same
-    lines are sent again: resubmitting its dead letter sends nothing. A
+    lines are sent again: resubmitting its dead letter sends nothing (with a
+    state directory a full table makes room by evicting a committed source,
+    so the refusal needs the table full of uncommitted ones: both sources
+    in one long round). A
     counted batch resent after its epoch dropped out of the kept past
     epochs is refused whole as stale_epoch: resubmitting it is refused
     (floorpost can no longer tell), and nothing is counted twice."""
-    fp = Floorpost(workers=1, shards=1)
+    fp = Floorpost(workers=1, shards=1, round_interval_ms=3000)
     edit_config(fp, "dedup", "max_sources = 1")
     fp.start()
-    a = os.path.join(fp.dir, "a.jsonl")
+    ab = os.path.join(fp.dir, "ab.jsonl")
     b = os.path.join(fp.dir, "b.jsonl")
-    write_jsonl(a, [line(21, 1, q, order="EX-A", qty=2) for q in range(1, 6)])
-    write_jsonl(b, [line(22, 1, q, order="EX-B", qty=3) for q in range(1, 6)])
-    eq(send(fp, a).returncode, 0, "source 21")
-    r = send(fp, b)
-    eq((r.returncode, summary(r)["rejected"]), (1, 1), "source 22 refused: " + r.stderr)
+    lines_b = [line(22, 1, q, order="EX-B", qty=3) for q in range(1, 6)]
+    write_jsonl(ab, [line(21, 1, q, order="EX-A", qty=2) for q in range(1, 6)] + lines_b)
+    write_jsonl(b, lines_b)
+    r = send(fp, ab, "--resend-ms", "20000")  # no resend before the round's acks
+    eq((r.returncode, summary(r)["rejected"]), (1, 1),
+       "source 21 taken, 22 refused in the same round: " + r.stderr)
     assert "too_many_sources" in r.stderr, r.stderr
     fp.stop()
     with open(fp.config) as f:
         c = f.read()
     with open(fp.config, "w") as f:
-        f.write(c.replace("max_sources = 1", "max_sources = 3"))
+        f.write(c.replace("max_sources = 1", "max_sources = 3")
+                 .replace("round_interval_ms = 3000", "round_interval_ms = 20"))
     fp.start()
     eq(send(fp, b).returncode, 0, "source 22 again, now tracked")
-    [dl] = stored(fp)
+    dls = stored(fp)
+    assert len(dls) == 1, dls
+    [dl] = dls
     eq(dl["reason"], "too_many_sources", "its dead letter")
     out = deadletters(fp, "resubmit", "--source", "900200", "--delete", str(dl["dl_seq"]))
     eq(out.returncode, 0, out.stdout + out.stderr)
