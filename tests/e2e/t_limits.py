@@ -258,17 +258,31 @@ def limits_fd_exhaustion_counted():
     seq = send_exact(fp, prod, 1, 5)
     flood = []
     try:
-        for _ in range(900):
-            s = socket.socket()
-            s.setblocking(False)
-            try:
-                s.connect(("127.0.0.1", fp.ports["pull"]))
-            except BlockingIOError:
-                pass
-            flood.append(s)
-        # floorpost takes what its descriptors allow, then accept() fails
-        end = time.time() + 20
+        # In waves of 50, each waited for: libzmq listens with a backlog of
+        # 100, and a SYN beyond a full accept queue is dropped and retried
+        # only after 1, 3, 7, 15 s, so 900 at once reach floorpost too slowly
+        # to be sure of exhausting its descriptors within the wait.
+        end = time.time() + 30
         while "accept failed" not in fp.log() and time.time() < end:
+            if len(flood) < 900:
+                wave = []
+                for _ in range(50):
+                    s = socket.socket()
+                    s.setblocking(False)
+                    try:
+                        s.connect(("127.0.0.1", fp.ports["pull"]))
+                    except BlockingIOError:
+                        pass
+                    wave.append(s)
+                flood.extend(wave)
+                poller = select.poll()  # not select(): 900 descriptors pass FD_SETSIZE
+                for s in wave:
+                    poller.register(s, select.POLLOUT)
+                left, wave_end = len(wave), time.time() + 5
+                while left and time.time() < wave_end:
+                    for fd, _ in poller.poll(100):
+                        poller.unregister(fd)
+                        left -= 1
             time.sleep(0.1)
         assert "accept failed" in fp.log(), fp.log()[-3000:]
         # the established producer goes on, exactly
