@@ -241,8 +241,9 @@ bench: $(BENCHES) $(BUILD)/floorpost
 bench-full: $(BENCHES) $(BUILD)/floorpost
 	/usr/bin/python3 bench/run.py --build $(BUILD) --full
 
-# The suite's own test (in `test`, about 20 s): tiny ceiling, max, dedup-heavy
-# and generate-while-sending runs through bench/run.py; fails unless exact.
+# The suite's own test (in `test`, about 20 s): tiny ceiling, max, dedup-heavy,
+# counter-reading and generate-while-sending runs through bench/run.py; fails
+# unless exact.
 bench-smoke: $(BENCHES) $(BUILD)/floorpost
 	@if /usr/bin/python3 bench/run.py --build $(BUILD) --smoke --out $(BUILD)/bench/smoke; \
 	then echo "ok   bench smoke"; [ -z "$(FP_TALLY)" ] || echo "1 0" >> $(FP_TALLY); \

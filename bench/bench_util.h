@@ -149,6 +149,7 @@ static inline void bu_builder_add_ex(bu_builder_t *b, uint64_t source_id, uint64
     r->time_ns = in->time_ns;
     r->quantity = in->quantity;
     r->kind = in->kind;
+    r->reserved0 = in->flags; /* counter readings' flags (FP_COUNTER_FROM_ZERO), else 0 */
     for (int f = 0; f < FP_STR_FIELDS; f++)
         r->str[f] = f == FP_STR_ORDER && !order_stable ? (uint16_t)strtab_add(b->st, in->str[f])
                                                        : bu_stable_index(b, in->str[f]);

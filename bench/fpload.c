@@ -83,6 +83,17 @@
     W-ms window of its newest record's send time (from the start); the JSON
     gets count, p50, p99 and max per window (for the burst's recovery).
 
+    Counter readings (--counters M): each line's PART records become
+    cumulative readings (PartCounter) of M counters of station "PLC"
+    (GOOD0..GOOD{M-1}, round robin), with --counters-scrap its SCRAP records
+    too (ScrapCounter, SCRAP0..); a reading is the counter's count modulo
+    --counter-modulus (default 65536), so the deltas
+    floorpost posts are the plain records' quantities and the truth sums
+    stay the same. --counter-reset-every N restarts a counter from zero every
+    N readings; each scripted reset must come back as exactly one
+    counter_reset event (s_counter_reading). floorpost's [counters]
+    default_modulus must be the same and max_jump above 25 (bench/run.py).
+
     Histogram: hand-written log-bucketed (64 sub-buckets per power of two,
     <= 1.6 % relative error), like HdrHistogram: Debian has no HdrHistogram
     for C (`apt-cache search hdrhistogram`: Go and Java only).
@@ -93,7 +104,8 @@
                   [--sndhwm N] [--wait-stdin] [--idle-ms MS] [--json FILE]
                   [--lockstep] [--burst-at S --burst-secs D --burst-mult M]
                   [--window-ms W] [--epoch E] [--plant NAME] [--resumed]
-                  [--announce-start]
+                  [--announce-start] [--counters M [--counters-scrap]
+                  [--counter-reset-every N] [--counter-modulus MOD]]
 */
 #include <errno.h>
 #include <inttypes.h>
@@ -203,6 +215,10 @@ typedef struct {
     double dup_pct, reorder_pct;
     int sndhwm, idle_ms;
     uint64_t pregen_max_mib; /* generate the stream ahead when it fits; 0 = never */
+    /* counter readings (see the comment at the top): counters per line, 0 = off */
+    uint32_t counters, counter_reset_every;
+    bool counters_scrap;
+    uint64_t counter_modulus;
 } s_opts_t;
 
 /* ---- subscriber ---- */
@@ -217,7 +233,7 @@ typedef struct {
     /* written by the subscriber thread only; read after join */
     s_hist_t lat;
     s_sums_t sums;
-    uint64_t events, final_events, late_events, records_covered, bad, gaps;
+    uint64_t events, final_events, late_events, records_covered, bad, gaps, counter_resets;
     uint64_t fwd_records, fwd_batches;
     atomic_uint_fast64_t markers;   /* end markers seen (one per source) */
     atomic_int_fast64_t marker_ns;  /* wall clock of the latest one */
@@ -339,6 +355,9 @@ static void s_on_event(s_sub_t *s, zmq_msg_t *topic, zmq_msg_t *body, int64_t no
         s->sums.scrap_parts += ck.parts;
         s->sums.scrap_chk += (uint64_t)ck.parts * bu_key_scrap(opk, ck.reason);
         break;
+    case FP_CK_COUNTER_RESET:
+        s->counter_resets++; /* a notice, no posting: counted against the scripted resets */
+        break;
     default:
         s->bad++;
     }
@@ -445,7 +464,8 @@ static void s_usage(void)
             "              [--wait-stdin] [--idle-ms MS] [--json FILE] [--lockstep]\n"
             "              [--burst-at S --burst-secs D --burst-mult M] [--window-ms W]\n"
             "              [--pregen-max-mib N] [--epoch E] [--plant NAME] [--resumed]\n"
-            "              [--announce-start]\n");
+            "              [--announce-start] [--counters M [--counters-scrap]\n"
+            "              [--counter-reset-every N] [--counter-modulus MOD]]\n");
     exit(2);
 }
 
@@ -629,7 +649,14 @@ typedef struct {
     void *aligned;      /* the builder's output copied to 8-byte alignment */
     size_t aligned_cap;
     s_sums_t truth;
-    uint64_t kinds[6];
+    uint64_t kinds[8];
+    /* --counters: per (line, good/scrap, counter) the cumulative count and
+       the readings sent; the counters' names (stable, as the builder needs) */
+    uint64_t *ctr_cum, *ctr_reads;
+    uint32_t *ctr_next; /* per line and good/scrap: the next counter (round robin) */
+    char (*ctr_names)[16];
+    uint64_t ctr_resets; /* resets scripted (each must come back as a counter_reset) */
+    uint64_t ctr_rollovers; /* readings that wrapped past the modulus */
     uint64_t generated; /* unique records in batches so far */
 } s_gen_t;
 
@@ -647,6 +674,19 @@ static int s_gen_init(s_gen_t *gs, s_opts_t *o)
     gs->gen_pos = calloc(o->lines, sizeof *gs->gen_pos);
     if (!gs->g || bu_builder_init(&gs->b, o->batch) != 0 || !gs->last_seq || !gs->gen_pos)
         return -1;
+    if (o->counters) {
+        size_t n = (size_t)o->lines * 2 * o->counters;
+        gs->ctr_cum = calloc(n, sizeof *gs->ctr_cum);
+        gs->ctr_reads = calloc(n, sizeof *gs->ctr_reads);
+        gs->ctr_next = calloc((size_t)o->lines * 2, sizeof *gs->ctr_next);
+        gs->ctr_names = calloc((size_t)2 * o->counters, sizeof *gs->ctr_names);
+        if (!gs->ctr_cum || !gs->ctr_reads || !gs->ctr_next || !gs->ctr_names)
+            return -1;
+        for (uint32_t k = 0; k < o->counters; k++) {
+            snprintf(gs->ctr_names[k], sizeof gs->ctr_names[k], "GOOD%u", k);
+            snprintf(gs->ctr_names[o->counters + k], sizeof gs->ctr_names[0], "SCRAP%u", k);
+        }
+    }
     return 0;
 }
 
@@ -657,7 +697,49 @@ static void s_gen_fini(s_gen_t *gs)
     free(gs->last_seq);
     free(gs->gen_pos);
     free(gs->aligned);
+    free(gs->ctr_cum);
+    free(gs->ctr_reads);
+    free(gs->ctr_next);
+    free(gs->ctr_names);
     s_spread_destroy(&gs->spread);
+}
+
+/* --counters: the PART (or, with --counters-scrap, SCRAP) record r of line li
+   becomes a cumulative reading of the line's next counter (round robin): the
+   counter's count goes up by r's quantity and the reading is that count
+   modulo --counter-modulus, so floorpost's delta is r's quantity and the
+   truth sums stay those of the plain record. A counter's first reading says
+   it starts from zero (FP_COUNTER_FROM_ZERO: it counts whole). Every
+   --counter-reset-every readings the counter restarts from zero (a PLC
+   restart): floorpost posts the reading and publishes a counter_reset. A
+   reset is scripted only while the count is below half the modulus and the
+   quantity is above 0, where a drop cannot be read as a rollover or a
+   repeat (bench/run.py sets [counters] max_jump far above any quantity). */
+static void s_counter_reading(s_gen_t *gs, uint32_t li, fp_rec_in_t *r)
+{
+    const s_opts_t *o = gs->o;
+    const uint32_t scrap = r->kind == FP_KIND_SCRAP;
+    if (!o->counters || (r->kind != FP_KIND_PART_COUNT && !(scrap && o->counters_scrap)))
+        return;
+    uint32_t *next = &gs->ctr_next[li * 2 + scrap];
+    const uint32_t k = (*next)++ % o->counters;
+    const size_t i = ((size_t)li * 2 + scrap) * o->counters + k;
+    uint64_t *cum = &gs->ctr_cum[i], reads = gs->ctr_reads[i]++;
+    r->flags = 0;
+    if (reads == 0) {
+        r->flags = FP_COUNTER_FROM_ZERO;
+    } else if (o->counter_reset_every && reads % o->counter_reset_every == 0 &&
+               *cum % o->counter_modulus < o->counter_modulus / 2 && r->quantity > 0) {
+        *cum = 0;
+        gs->ctr_resets++;
+    }
+    if ((*cum + (uint64_t)r->quantity) / o->counter_modulus != *cum / o->counter_modulus)
+        gs->ctr_rollovers++;
+    *cum += (uint64_t)r->quantity;
+    r->kind = scrap ? FP_KIND_SCRAP_COUNTER : FP_KIND_PART_COUNTER;
+    r->quantity = (int64_t)(*cum % o->counter_modulus);
+    r->str[FP_STR_STATION] = "PLC"; /* one station: the counter is (source, name) */
+    r->str[FP_STR_COUNTER] = gs->ctr_names[scrap * o->counters + k];
 }
 
 /* The next batch of the stream in *bt (buf valid until the next call), with
@@ -717,9 +799,12 @@ static int s_gen_next(s_gen_t *gs, s_batch_t *bt)
                 r.str[FP_STR_PLANT] = o->plant; /* argv: stable, as the builder needs */
             r.seq = ++gs->last_seq[li];
             r.time_ns = 0; /* s_stamp */
+            const fp_rec_in_t plain = r; /* the truth: what the reading's delta posts */
+            s_counter_reading(gs, li, &r);
             bu_builder_add_ex(b, sid, ep_, &r, gs->spread != NULL); /* s_spread_push: stable */
             n++;
             gs->kinds[r.kind]++;
+            r = plain;
             if (r.kind == FP_KIND_OP_STARTED || r.kind == FP_KIND_OP_COMPLETED)
                 continue;
             s_sums_t *t = &gs->truth;
@@ -885,7 +970,7 @@ int main(int argc, char **argv)
 {
     s_opts_t o = {.rate = 0, .records = 2000000, .keys = 10000, .batch = 256, .lines = 8,
                   .rpo = 200, .sndhwm = 32, .idle_ms = 1000, .pregen_max_mib = 4096,
-                  .epoch = 1};
+                  .epoch = 1, .counter_modulus = 65536};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -934,6 +1019,14 @@ int main(int argc, char **argv)
             o.plant = v;
         else if (OPT("--epoch"))
             o.epoch = strtoull(v, NULL, 10);
+        else if (OPT("--counters"))
+            o.counters = (uint32_t)atoi(v);
+        else if (OPT("--counter-reset-every"))
+            o.counter_reset_every = (uint32_t)atoi(v);
+        else if (OPT("--counter-modulus"))
+            o.counter_modulus = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--counters-scrap") == 0)
+            o.counters_scrap = true;
         else if (strcmp(a, "--resumed") == 0)
             o.resumed = true;
         else if (strcmp(a, "--announce-start") == 0)
@@ -950,7 +1043,8 @@ int main(int argc, char **argv)
     }
     if ((!o.push == !o.router) || !o.sub || o.batch < 1 || o.batch > 65536 || o.lines < 1 ||
         o.records < 1 || o.epoch < 1 || o.burst_at < 0 || o.burst_secs < 0 || o.window_ms < 0 ||
-        (o.burst_mult > 1 && o.rate <= 0))
+        (o.burst_mult > 1 && o.rate <= 0) || o.counters > 100000 || o.counter_modulus < 2 ||
+        (o.forwarder && o.counters))
         s_usage();
 
     (void)prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0); /* s_sleep_until_wall */
@@ -1194,6 +1288,12 @@ int main(int argc, char **argv)
                 snprintf(why + l, sizeof why - l, "%s%s: expected %" PRIu64 " got %" PRIu64,
                          l ? "; " : "", c[i].name, c[i].want, c[i].got);
             }
+        if (o.counters && sub->counter_resets != gs.ctr_resets) {
+            ok = false;
+            size_t l = strlen(why);
+            snprintf(why + l, sizeof why - l, "%scounter_reset events: expected %" PRIu64
+                     " got %" PRIu64, l ? "; " : "", gs.ctr_resets, sub->counter_resets);
+        }
         if (sub->gaps) {
             ok = false;
             size_t l = strlen(why);
@@ -1242,11 +1342,16 @@ int main(int argc, char **argv)
                 "\"pregenerated\":%s,\"pregen_seconds\":%.3f,"
                 "\"late_batches\":%" PRIu64 ",\"max_behind_ms\":%.3f,\"spread_held_at_end\":%" PRIu64 ",\"lockstep_because\":\"%s\","
                 "\"kinds\":{\"part_count\":%" PRIu64 ",\"material\":%" PRIu64 ",\"scrap\":%" PRIu64
-                ",\"op_started\":%" PRIu64 ",\"op_completed\":%" PRIu64 "}},\n"
+                ",\"op_started\":%" PRIu64 ",\"op_completed\":%" PRIu64 ",\"part_counter\":%" PRIu64
+                ",\"scrap_counter\":%" PRIu64 "},"
+                "\"counters\":{\"per_line\":%u,\"scrap\":%s,\"modulus\":%" PRIu64
+                ",\"reset_every\":%u,\"resets_scripted\":%" PRIu64 ",\"rollovers\":%" PRIu64
+                "}},\n"
                 " \"received\":{\"events\":%" PRIu64 ",\"final_completions\":%" PRIu64
                 ",\"late_events\":%" PRIu64 ",\"records_covered\":%" PRIu64
                 ",\"forwarded_records\":%" PRIu64 ",\"stream_seq_gaps\":%" PRIu64
-                ",\"undecodable\":%" PRIu64 ",\"first_to_last_s\":%.4f},\n"
+                ",\"undecodable\":%" PRIu64 ",\"counter_resets\":%" PRIu64
+                ",\"first_to_last_s\":%.4f},\n"
                 " \"latency_ms\":{\"timed\":\"%s\",\"count\":%" PRIu64
                 ",\"mean\":%.4f,\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"p999\":%.4f,\"max\":%.4f},\n"
                 " \"windows\":",
@@ -1258,8 +1363,11 @@ int main(int argc, char **argv)
                 tx.frames, tx.dup_frames, tx.dup_records, tx.reordered, gs.restarts_done, tx.acks,
                 tx.ack_rejects, send_s, in_rate, sendonly_s, (double)sent_unique / sendonly_s, tx.markers,
                 pregen ? "true" : "false", pregen_s, late_batches, (double)max_behind / 1e6, gs.spread ? gs.spread->held : 0, gs.lockstep_why,
-                gs.kinds[1], gs.kinds[2], gs.kinds[3], gs.kinds[4], gs.kinds[5], sub->events, sub->final_events,
+                gs.kinds[1], gs.kinds[2], gs.kinds[3], gs.kinds[4], gs.kinds[5], gs.kinds[6],
+                gs.kinds[7], o.counters, o.counters_scrap ? "true" : "false", o.counter_modulus,
+                o.counter_reset_every, gs.ctr_resets, gs.ctr_rollovers, sub->events, sub->final_events,
                 sub->late_events, sub->records_covered, sub->fwd_records, sub->gaps, sub->bad,
+                sub->counter_resets,
                 (double)(sub->last_ns - sub->first_ns) / 1e9,
                 o.forwarder ? "every forwarded batch, from its records' send time"
                             : "final completions (triggered by OperationCompleted), from the "

@@ -105,7 +105,7 @@ class Suite:
         self.failures = []
 
     def _config(self, ports, workers, shards, transport, posting_ms, state_dir, round_ms,
-                publish_hwm, map_mb=1024):
+                publish_hwm, map_mb=1024, extra=""):
         names = ("router", "pull", "pub", "dl", "replay")
         if transport == "ipc":
             ep = {k: "ipc://%s/%s.sock" % (self.tmp, k) for k in names}
@@ -145,13 +145,13 @@ map_size_mb = %d
 [metrics]
 metrics_port = %d
 metrics_address = 127.0.0.1
-""" % (ep["router"], ep["pull"], ep["pub"], ep["dl"], ep["replay"], publish_hwm, workers, shards, round_ms, posting_ms,
-       state_dir, map_mb, ports["metrics"]))
+%s""" % (ep["router"], ep["pull"], ep["pub"], ep["dl"], ep["replay"], publish_hwm, workers, shards, round_ms, posting_ms,
+       state_dir, map_mb, ports["metrics"], extra))
         return path, ep
 
     def run(self, name, target="floorpost", workers=1, shards=1, transport="tcp", acked=False,
             posting_ms=60000, durable=False, round_ms=50, state=None, replay=None, map_mb=1024,
-            **load):
+            cfg_extra="", **load):
         """One processor, one fpload. state: an existing state directory to
         run on (durable; kept afterwards; pass fpload epoch= and resumed=
         so the restored dedup watermarks and feed seqs do not count against
@@ -170,7 +170,7 @@ metrics_address = 127.0.0.1
         # for two events per nominal key (1e7 keys: 20 M events queued)
         hwm = max(2_000_000, 2 * int(load.get("keys", 0)))
         cfg, ep = self._config(ports, workers, shards, transport, posting_ms, state_dir, round_ms,
-                               hwm, map_mb)
+                               hwm, map_mb, cfg_extra)
         errlog = os.path.join(self.tmp, "proc.err")
         if target == "forwarder":
             args = [self.fwd, "--router" if acked else "--pull",
@@ -376,8 +376,19 @@ def gnuplot(script):
     subprocess.run(["gnuplot"], input=script, text=True, check=False)
 
 
-SCENARIOS = ("micro", "max", "latency", "keys", "scaling", "dedup", "durability", "replay",
-             "burst", "http")
+SCENARIOS = ("micro", "max", "latency", "keys", "scaling", "dedup", "counters", "durability",
+             "replay", "burst", "http")
+
+# The counters scenario's floorpost options: fpload's --counter-modulus
+# (4096, a 12-bit counter: each of the 1,024 counters rolls over every 700
+# or so readings, a few times in a 5 M-record run) and
+# a plausibility bound far above any one record's quantity (plantgen's are
+# at most 25), so a scripted reset is never read as a rollover.
+COUNTER_MODULUS = 4096
+COUNTERS_CFG = """[counters]
+default_modulus = %d
+max_jump = 1000
+""" % COUNTER_MODULUS
 
 
 def burst_recovery(windows, burst_at_s, burst_secs, window_ms, warmup_s=2.0, tail_s=1.0):
@@ -625,13 +636,17 @@ def main():
                     help="replay scenario: without/with pairs (default: full 3, else 1); "
                     "the median pair by p99 ratio is reported")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--floorpost", default=None,
+                    help="the processor binary to measure (default BUILD/floorpost): an A/B "
+                         "of two commits with the same fpload, forwarder and driver")
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", default=None,
                     help="comma-separated scenarios of %s (default: the suite's; max runs "
                          "whenever a scenario needs its rate)" % ",".join(SCENARIOS))
     ap.add_argument("--smoke", action="store_true",
                     help="a tiny run for `make test`: ceiling and max with 300,000 records, "
-                         "dedup-heavy, and one run with fpload generating while it sends")
+                         "dedup-heavy, counter readings (with resets) next to plain records, "
+                         "and one run with fpload generating while it sends")
     ap.add_argument("--pairs", type=int, default=None,
                     help="ceiling/max pairs for the max scenario (default 3, full 5, smoke 1); "
                          "the medians are reported")
@@ -641,12 +656,14 @@ def main():
     out = a.out or os.path.join(a.build, "bench", "results")
     os.makedirs(out, exist_ok=True)
     s = Suite(a.build, out)
+    if a.floorpost:
+        s.fp = os.path.abspath(a.floorpost)
     full = a.full
     want = set(SCENARIOS if full else [x for x in SCENARIOS if x not in ("burst", "http")])
     if a.smoke:
         # not "replay": its three runs add ~9 s to a smoke run the task keeps
         # near 20-30 s (`--smoke --only replay` runs its 20,000-event version)
-        want = {"max", "dedup"}
+        want = {"max", "dedup", "counters"}
     if a.only:
         want = set(x.strip() for x in a.only.split(","))
         bad = want - set(SCENARIOS)
@@ -657,7 +674,10 @@ def main():
     t_start = time.monotonic()
     res = {"suite": "smoke" if a.smoke else "full" if full else "quick", "scenarios": sorted(want), "started": stamp,
            "machine": machine(), "loadavg_start": open("/proc/loadavg").read().split()[:3],
-           "commands": {"suite": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])}}
+           "commands": {"suite": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])},
+           "floorpost": s.fp,
+           "floorpost_commit": sh("cd %s && git rev-parse --short HEAD" %
+                                  os.path.dirname(os.path.dirname(s.fp)))}
     print("bench: %s suite (%s), %d cores, results in %s" %
           (res["suite"], ",".join(sorted(want)), cores, out), flush=True)
 
@@ -789,6 +809,46 @@ def main():
         res["dedup_heavy"] = {"records_per_s": r["records_per_s_e2e"],
                               "duplicates": r["processor_summary"].get("duplicates"),
                               "epoch_changes": r["processor_summary"].get("epoch_changes")}
+
+    # 6b. counter readings (issue 11): the same stream with every PART and
+    #     SCRAP record a cumulative reading of one of 64 counters per line
+    #     (16-bit, rolling over; a reset every 1,000 readings of a counter),
+    #     in pairs with the plain stream: what turning readings into deltas
+    #     costs at the max rate. Exact: the deltas' sums are the plain
+    #     records' and every scripted reset comes back as a counter_reset.
+    if "counters" in want:
+        print("counter readings vs plain records, %d open keys:" % keys, flush=True)
+        cp = []
+        every = 50 if a.smoke else 1000  # the smoke run's 300,000 records reset too
+        for i in range(1 if a.smoke else 3):
+            plain = s.run("counters: plain #%d" % (i + 1), workers=dw, shards=dw,
+                          records=n_max, keys=keys)
+            rd = s.run("counters: readings #%d" % (i + 1), workers=dw, shards=dw,
+                       records=n_max, keys=keys, counters=64, counters_scrap=True,
+                       counter_reset_every=every, counter_modulus=COUNTER_MODULUS,
+                       cfg_extra=COUNTERS_CFG)
+            sent = rd["fpload"].get("sent", {})
+            cp.append({"plain_records_per_s": plain["records_per_s_e2e"],
+                       "readings_records_per_s": rd["records_per_s_e2e"],
+                       "ratio": rd["records_per_s_e2e"] / plain["records_per_s_e2e"]
+                       if plain["records_per_s_e2e"] else None,
+                       "plain_cpu_s_per_m_records": plain["cpu_s_per_m_records"],
+                       "readings_cpu_s_per_m_records": rd["cpu_s_per_m_records"],
+                       "readings": sent.get("kinds", {}).get("part_counter", 0) +
+                       sent.get("kinds", {}).get("scrap_counter", 0),
+                       "resets_scripted": sent.get("counters", {}).get("resets_scripted"),
+                       "rollovers": sent.get("counters", {}).get("rollovers"),
+                       "counter_reset_events":
+                       rd["fpload"].get("received", {}).get("counter_resets"),
+                       "worker_cpu_s": {"plain": sum(v for k, v in plain["thread_cpu_s"].items()
+                                                     if k.startswith("fp-worker")),
+                                        "readings": sum(v for k, v in rd["thread_cpu_s"].items()
+                                                        if k.startswith("fp-worker"))}})
+        ok = [x for x in cp if x["ratio"]]
+        mid = sorted(ok, key=lambda x: x["ratio"])[len(ok) // 2] if ok else {}
+        res["counters"] = {"pairs": cp, "median_ratio": mid.get("ratio"),
+                           "counters_per_line": 64, "modulus": COUNTER_MODULUS,
+                           "reset_every": every}
 
     # 7. durability on vs off (issue 4): max throughput side by side, then
     #    latency at 50 % of the ON max, with durability off, on with the
@@ -1040,6 +1100,26 @@ def main():
                 x["events_per_request"], x["concurrency"], x["requests_per_s"],
                 x["events_per_s"], x["seconds"], "yes" if x["caught_up"] else "no (capped)",
                 x["floorpost_cpu_s"], x["sink_thread_cpu_s"], x["standin_cpu_s"]))
+    if res.get("counters"):
+        c = res["counters"]
+        md.append("")
+        md.append("Counter readings (every PART and SCRAP record a reading of one of %d "
+                  "counters per line, modulus %d, a reset every %d readings) vs the plain "
+                  "stream, pairs in turn: median ratio **%s**" % (
+                      c["counters_per_line"], c["modulus"], c["reset_every"],
+                      "%.3f" % c["median_ratio"] if c["median_ratio"] else "n/a"))
+        md.append("")
+        md.append("| pair | plain M rec/s | readings M rec/s | ratio | CPU s/M plain | CPU s/M "
+                  "readings | worker CPU s plain / readings | readings | rollovers | resets "
+                  "scripted / counter_reset events |")
+        md.append("|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
+        for i, x in enumerate(c["pairs"]):
+            md.append("| %d | %.3f | %.3f | %s | %s | %s | %.2f / %.2f | %d | %s | %s / %s |" % (
+                i + 1, x["plain_records_per_s"] / 1e6, x["readings_records_per_s"] / 1e6,
+                "%.3f" % x["ratio"] if x["ratio"] else "n/a", x["plain_cpu_s_per_m_records"],
+                x["readings_cpu_s_per_m_records"], x["worker_cpu_s"]["plain"],
+                x["worker_cpu_s"]["readings"], x["readings"], x["rollovers"], x["resets_scripted"],
+                x["counter_reset_events"]))
     md.append("")
     md.append("Latency is timed on final completions (OperationCompleted); partial checkpoints "
               "follow the posting interval (60 s here) and the drain, and are not timed. "
