@@ -244,8 +244,8 @@ publish_hwm = %d
 workers = %d
 shards = %d
 # small producer-side buffers: the sender feels back-pressure at once, so
-# records/s in is what the pipeline sustains
-ingest_hwm = 32
+# records/s in is what the pipeline sustains (the forwarder's --rcvhwm too)
+ingest_hwm = %d
 round_interval_ms = %d
 [aggregate]
 posting_interval_ms = %d
@@ -260,7 +260,8 @@ map_size_mb = %d
 [metrics]
 metrics_port = %d
 metrics_address = 127.0.0.1
-%s""" % (ep["router"], ep["pull"], ep["pub"], ep["dl"], ep["replay"], publish_hwm, workers, shards, round_ms, posting_ms,
+%s""" % (ep["router"], ep["pull"], ep["pub"], ep["dl"], ep["replay"], publish_hwm, workers, shards,
+       INGEST_HWM, round_ms, posting_ms,
        state_dir, map_mb, ports["metrics"], extra))
         return path, ep
 
@@ -865,6 +866,7 @@ def self_checks(s, dw):
               "raised %r, processes left %s" % (err, left))
 
     # 2. --rss-bounds fails a run above its bound (forced to 1 MiB here)
+    print("  (its FAIL line below is expected)", flush=True)
     enforce = s.enforce_rss_bounds
     s.enforce_rss_bounds, s.rss_bound_override = True, 1
     try:
