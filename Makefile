@@ -243,7 +243,7 @@ bench: $(BENCHES) $(BUILD)/floorpost
 bench-full: $(BENCHES) $(BUILD)/floorpost
 	/usr/bin/python3 bench/run.py --build $(BUILD) --full
 
-# The suite's own test (in `test`, about 50 s): tiny ceiling, max, dedup-heavy,
+# The suite's own test (in `test`, about 20 s): tiny ceiling, max, dedup-heavy,
 # counter-reading and generate-while-sending runs through bench/run.py, and
 # its self-checks (peak RSS, bounds, the ceiling's HWM, free ports, clean-up
 # after a failed start); fails unless exact and every self-check passes.
