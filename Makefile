@@ -6,6 +6,7 @@
 #   make test     deps + unit and end-to-end tests, again under ASan+UBSan, brief fuzz
 #   make fuzz     run every libFuzzer target in fuzz/ for FUZZ_SECONDS each (60; fuzz/README.md)
 #   make bench    quick benchmark suite (bench/run.py, < 5 min); make bench-full: all of it
+#   make bench-peer  floorpost vs a Fluent Bit binary: FLUENT_BIT=/path/to/fluent-bit
 
 DEB_PACKAGES := build-essential pkg-config clang libzmq3-dev libflatbuffers-dev \
   flatbuffers-compiler libjemalloc-dev liblmdb-dev libxxhash-dev libjansson-dev libmicrohttpd-dev \
@@ -58,7 +59,7 @@ PYGEN    := $(BUILD)/py/floorpost/__init__.py
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/*/test_*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 
-.PHONY: all deps run test test-unit test-e2e test-san fuzz fuzz-brief bench bench-full bench-smoke clean test-crash-long
+.PHONY: all deps run test test-unit test-e2e test-san fuzz fuzz-brief bench bench-full bench-smoke bench-peer clean test-crash-long
 all: $(BUILD)/floorpost $(PYGEN) $(BUILD)/libfloorpost-gateway.a
 
 deps:
@@ -234,7 +235,8 @@ fuzz-brief: fuzz-build
 	@$(MAKE) --no-print-directory fuzz-run FUZZ_SECONDS=$(FUZZ_BRIEF_EACH)
 
 # Quick suite (< 5 min) / everything; see docs/benchmarks.md. Results in
-# $(BUILD)/bench/results/; exits non-zero if any run's totals are not exact.
+# $(BUILD)/bench/results/; exits non-zero if any run's totals are not exact
+# (or a check fails; --rss-bounds: a run above its peak RSS bound).
 bench: $(BENCHES) $(BUILD)/floorpost
 	/usr/bin/python3 bench/run.py --build $(BUILD)
 
@@ -242,12 +244,24 @@ bench-full: $(BENCHES) $(BUILD)/floorpost
 	/usr/bin/python3 bench/run.py --build $(BUILD) --full
 
 # The suite's own test (in `test`, about 20 s): tiny ceiling, max, dedup-heavy,
-# counter-reading and generate-while-sending runs through bench/run.py; fails
-# unless exact.
+# counter-reading and generate-while-sending runs through bench/run.py, and
+# its self-checks (peak RSS, bounds, the ceiling's HWM, free ports, clean-up
+# after a failed start); fails unless exact and every self-check passes.
 bench-smoke: $(BENCHES) $(BUILD)/floorpost
 	@if /usr/bin/python3 bench/run.py --build $(BUILD) --smoke --out $(BUILD)/bench/smoke; \
 	then echo "ok   bench smoke"; [ -z "$(FP_TALLY)" ] || echo "1 0" >> $(FP_TALLY); \
 	else echo "FAIL bench smoke"; [ -z "$(FP_TALLY)" ] || echo "0 1" >> $(FP_TALLY); exit 1; fi
+
+# floorpost against a peer, alternating (bench/peer.py; not in `test`): the
+# Fluent Bit binary the user points FLUENT_BIT at; nothing of it is built or
+# fetched here. Refuses (exit 2) before building anything when FLUENT_BIT is
+# unset or not an executable file.
+bench-peer:
+	@if [ -z "$(FLUENT_BIT)" ] || [ -d "$(FLUENT_BIT)" ] || [ ! -x "$(FLUENT_BIT)" ]; then \
+	  echo "bench-peer: FLUENT_BIT='$(FLUENT_BIT)' is not an executable file; run" \
+	       "FLUENT_BIT=/path/to/fluent-bit make bench-peer (docs/benchmarks.md)" >&2; exit 2; fi
+	@$(MAKE) --no-print-directory $(BENCHES) $(BUILD)/floorpost
+	/usr/bin/python3 bench/peer.py --build $(BUILD) --fluent-bit "$(FLUENT_BIT)"
 
 # ---- Subscriber examples (docs/subscribers.md); run by tests/e2e/run.py ----
 .PHONY: examples install uninstall test-install

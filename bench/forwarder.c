@@ -5,25 +5,32 @@
     socket and publishes each, unchanged, on a PUB (--pub EP) as
     [topic "fwd"][frame]. On ROUTER it answers each frame with an Ack
     (source read with fp_codec_batch_peek_source, acked_seq 0) so an acked
-    producer can finish. Socket options as floorpost's: receive HWM 1000,
-    PUB send HWM 100000, linger 2 s.
+    producer can finish. Input socket options as floorpost's ingest
+    sockets (src/inputs/input_zmq.c): receive HWM --rcvhwm N frames
+    (floorpost's ingest_hwm: 1000 by default, as there; bench/run.py
+    passes the bench config's 32), on ROUTER an ack send HWM of
+    max(1000, 16 x N); PUB send HWM 100000 frames, linger 2 s. The ready
+    line reports the receive HWM read back from the socket (rcvhwm=N).
 
     On SIGTERM/SIGINT it forwards what is already queued (until the input
-    has been empty for 200 ms), logs `msg="drained" ms=N records_forwarded=
-    frames=` (ms = time to empty the queue, without the final 200 ms) on
+    has been empty for 200 ms), logs `msg="drained" ms=N frames=N
+    peak_rss_kb=N` (ms = time to empty the queue, without the final 200
+    ms; peak_rss_kb = its own VmHWM from /proc/self/status, read last) on
     stderr, and exits 0.
 
-    Usage: forwarder (--pull EP | --router EP) --pub EP
+    Usage: forwarder (--pull EP | --router EP) --pub EP [--rcvhwm N]
 */
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
 #include "bench_util.h"
 #include "codec.h"
+#include "metrics.h" /* fp_metrics_peak_rss_kb */
 
 static volatile sig_atomic_t s_stop;
 static void s_on_signal(int sig)
@@ -35,6 +42,8 @@ static void s_on_signal(int sig)
 int main(int argc, char **argv)
 {
     const char *pull = NULL, *router = NULL, *pub = NULL;
+    long rcvhwm_arg = 1000; /* floorpost's default ingest_hwm */
+    int bad = argc % 2 == 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--pull") == 0)
             pull = argv[i + 1];
@@ -42,9 +51,14 @@ int main(int argc, char **argv)
             router = argv[i + 1];
         else if (strcmp(argv[i], "--pub") == 0)
             pub = argv[i + 1];
+        else if (strcmp(argv[i], "--rcvhwm") == 0)
+            rcvhwm_arg = strtol(argv[i + 1], NULL, 10);
+        else
+            bad = 1;
     }
-    if (!pub || !pull == !router) {
-        fprintf(stderr, "usage: forwarder (--pull EP | --router EP) --pub EP\n");
+    /* floorpost's ingest_hwm range (src/ops/config.c) */
+    if (bad || !pub || !pull == !router || rcvhwm_arg < 1 || rcvhwm_arg > 1000000) {
+        fprintf(stderr, "usage: forwarder (--pull EP | --router EP) --pub EP [--rcvhwm N]\n");
         return 2;
     }
     struct sigaction sa;
@@ -56,9 +70,13 @@ int main(int argc, char **argv)
     void *ctx = zmq_ctx_new();
     void *in = zmq_socket(ctx, router ? ZMQ_ROUTER : ZMQ_PULL);
     void *out = zmq_socket(ctx, ZMQ_PUB);
-    int rcvhwm = 1000, sndhwm = 100000, linger = 2000, tmo = 100;
+    int rcvhwm = (int)rcvhwm_arg, sndhwm = 100000, linger = 2000, tmo = 100;
+    /* as input_zmq.c's s_socket: the acks a connection may have queued */
+    int ackhwm = rcvhwm_arg * 16 < 1000 ? 1000 : (int)(rcvhwm_arg * 16);
     zmq_setsockopt(in, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
     zmq_setsockopt(in, ZMQ_RCVTIMEO, &tmo, sizeof tmo);
+    if (router)
+        zmq_setsockopt(in, ZMQ_SNDHWM, &ackhwm, sizeof ackhwm);
     zmq_setsockopt(out, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
     zmq_setsockopt(out, ZMQ_LINGER, &linger, sizeof linger);
     const char *iep = router ? router : pull;
@@ -66,7 +84,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "forwarder: bind: %s\n", zmq_strerror(zmq_errno()));
         return 2;
     }
-    fprintf(stderr, "ts=0 level=info who=forwarder msg=\"ready\" in=%s pub=%s\n", iep, pub);
+    int got = 0;
+    size_t glen = sizeof got;
+    if (zmq_getsockopt(in, ZMQ_RCVHWM, &got, &glen) != 0)
+        got = -1;
+    fprintf(stderr, "ts=0 level=info who=forwarder msg=\"ready\" in=%s pub=%s rcvhwm=%d\n", iep,
+            pub, got);
     fp_codec_t *codec = fp_codec_new();
     uint64_t frames = 0;
     int64_t stop_at = 0, last_data = 0;
@@ -112,11 +135,13 @@ int main(int argc, char **argv)
         zmq_msg_close(&m);
     }
     long long ms = last_data > stop_at ? (long long)((last_data - stop_at) / 1000000) : 0;
-    fprintf(stderr, "ts=0 level=info who=forwarder msg=\"drained\" ms=%lld frames=%" PRIu64 "\n",
-            ms, frames);
     fp_codec_destroy(&codec);
     zmq_close(in);
     zmq_close(out);
-    zmq_ctx_term(ctx);
+    zmq_ctx_term(ctx); /* the PUB's queue flushed: the peak is final */
+    fprintf(stderr,
+            "ts=0 level=info who=forwarder msg=\"drained\" ms=%lld frames=%" PRIu64
+            " peak_rss_kb=%" PRIu64 "\n",
+            ms, frames, fp_metrics_peak_rss_kb());
     return 0;
 }

@@ -14,21 +14,30 @@ normal disk (under the suite's temp dir) and the default 50 ms rounds, next
 to an OFF run of the same load, and once more with 10 ms rounds.
 
 Every scenario starts a fresh processor (build/floorpost, or the forwarder
-for the ceiling) on free loopback ports, runs build/bench/fpload against it
-(its own process), waits for "SENT", reads the processor's peak RSS (VmHWM)
-from /proc, sends SIGTERM, reaps it with wait4 (CPU seconds, max RSS
-including the drain), parses its `msg="drained"` log line, closes fpload's
-stdin so it checks the totals, and collects fpload's JSON.
+for the ceiling, with floorpost's receive HWM) on free loopback ports, reads
+its idle RSS, runs build/bench/fpload against it (its own process), waits
+for "SENT", reads the processor's VmHWM and listening ports from /proc,
+sends SIGTERM, polls its VmHWM through the drain until it exits, reaps it
+with wait4 (CPU seconds), parses its `msg="drained"` log line (floorpost
+and the forwarder log their own VmHWM there, peak_rss_kb: the peak RSS
+reported), closes fpload's stdin so it checks the totals, and collects
+fpload's JSON. Every process a run starts is killed and reaped on every
+exit path. Peak RSS is never wait4's ru_maxrss: that counts the pages the
+child shared with this driver at fork (a 17-26 MiB forwarder read 434.8
+MiB).
 
 A run whose totals are not exact (fpload FAILURE, records_accepted !=
-unique records sent, or a processor exit code != 0) makes the whole suite
-fail (exit 1) after writing its results.
+unique records sent, or a processor exit code != 0), that listens on a port
+the suite did not hand out, or (--rss-bounds) whose peak RSS is above the
+bound for its key count, makes the whole suite fail (exit 1) after writing
+its results; so does a process of the suite left after it.
 
 Output in build/bench/results/: run-<stamp>.json (machine, parameters,
 every figure), run-<stamp>.md (tables), latency.png and keys.png (gnuplot),
 and latest.{json,md} copies.
 """
 import argparse
+import atexit
 import datetime
 import json
 import os
@@ -37,6 +46,7 @@ import re
 import resource  # noqa: F401  (wait4 rusage fields)
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +58,109 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
 from ports import free_port  # noqa: E402  (below the ephemeral range: see there)
+
+# The bench config's ingest_hwm (frames per producer connection), and the
+# forwarder's --rcvhwm: the ceiling has the same sockets as floorpost.
+INGEST_HWM = 32
+
+# Peak RSS bounds (issue 13 item 3), MiB, by the run's nominal open keys: a
+# run with at most that many keys; none above 1M. Enforced (a run above its
+# bound fails) with --rss-bounds; reported for every run either way.
+RSS_BOUNDS_MIB = ((10_000, 64), (100_000, 128), (1_000_000, 400))
+
+
+def rss_bound_mib(keys):
+    for k, mib in RSS_BOUNDS_MIB:
+        if keys <= k:
+            return mib
+    return None
+
+
+def proc_status_kb(pid, field):
+    """A kB field (VmHWM, VmRSS) of /proc/PID/status; None when the process
+    is gone or a zombie (its memory released: no Vm lines)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def listening_ports(pid):
+    """The TCP ports pid listens on: its socket inodes (/proc/PID/fd)
+    matched against the LISTEN entries of its network namespace."""
+    inodes = set()
+    try:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return []
+    ports = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            with open("/proc/%d/net/%s" % (pid, name)) as f:
+                next(f)
+                for line in f:
+                    x = line.split()
+                    if x[3] == "0A" and x[9] in inodes:  # TCP_LISTEN
+                        ports.add(int(x[1].rsplit(":", 1)[1], 16))
+        except (OSError, StopIteration):
+            continue
+    return sorted(ports)
+
+
+def suite_children():
+    """The processes whose parent is this driver (running or unreaped):
+    [(pid, comm)]. Between runs there must be none."""
+    me, out = os.getpid(), []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+        except OSError:
+            continue
+        comm = st[st.find("(") + 1:st.rfind(")")]
+        if int(st.rsplit(")", 1)[1].split()[1]) == me:
+            out.append((int(d), comm))
+    return out
+
+
+def kill_leftovers(failures):
+    """Every process of the suite still there (there must be none) is a
+    failure; kills and reaps it."""
+    left = suite_children()
+    if left:
+        failures.append(("clean-up", ["processes of the suite left: %s" % left]))
+    for pid, _ in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+
+
+def reap(p):
+    """Kills and reaps a process the suite started unless it was reaped."""
+    if p is None or p.returncode is not None:
+        return
+    try:
+        p.kill()
+    except OSError:
+        pass
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def sh(cmd):
@@ -103,6 +216,8 @@ class Suite:
         self.tmp = tempfile.mkdtemp(prefix="fpbench-")
         self.runs = []
         self.failures = []
+        self.enforce_rss_bounds = False  # --rss-bounds
+        self.rss_bound_override = None   # MiB, the self-check's
 
     def _config(self, ports, workers, shards, transport, posting_ms, state_dir, round_ms,
                 publish_hwm, map_mb=1024, extra=""):
@@ -129,8 +244,8 @@ publish_hwm = %d
 workers = %d
 shards = %d
 # small producer-side buffers: the sender feels back-pressure at once, so
-# records/s in is what the pipeline sustains
-ingest_hwm = 32
+# records/s in is what the pipeline sustains (the forwarder's --rcvhwm too)
+ingest_hwm = %d
 round_interval_ms = %d
 [aggregate]
 posting_interval_ms = %d
@@ -145,7 +260,8 @@ map_size_mb = %d
 [metrics]
 metrics_port = %d
 metrics_address = 127.0.0.1
-%s""" % (ep["router"], ep["pull"], ep["pub"], ep["dl"], ep["replay"], publish_hwm, workers, shards, round_ms, posting_ms,
+%s""" % (ep["router"], ep["pull"], ep["pub"], ep["dl"], ep["replay"], publish_hwm, workers, shards,
+       INGEST_HWM, round_ms, posting_ms,
        state_dir, map_mb, ports["metrics"], extra))
         return path, ep
 
@@ -158,7 +274,19 @@ metrics_address = 127.0.0.1
         this run). replay: {"events": N, "from": G}: once fpload starts
         sending, bench/replayer replays N events from global_seq G through
         the replay endpoint alongside the load; the run waits for it before
-        SIGTERM and keeps its JSON under "replay"."""
+        SIGTERM and keeps its JSON under "replay". Every process it starts
+        is killed and reaped on every way out (an fpload that fails to
+        start raises SystemExit or OSError, with nothing left running)."""
+        procs = []
+        try:
+            return self._run(procs, name, target, workers, shards, transport, acked, posting_ms,
+                             durable, round_ms, state, replay, map_mb, cfg_extra, load)
+        finally:
+            for p in procs:
+                reap(p)
+
+    def _run(self, procs, name, target, workers, shards, transport, acked, posting_ms, durable,
+             round_ms, state, replay, map_mb, cfg_extra, load):
         ports = {k: free_port() for k in ("router", "pull", "pub", "dl", "replay", "metrics")}
         # a fresh state directory per durable run (a reused one would restore
         # the last run's dedup watermarks and drop this run's records)
@@ -174,15 +302,21 @@ metrics_address = 127.0.0.1
         errlog = os.path.join(self.tmp, "proc.err")
         if target == "forwarder":
             args = [self.fwd, "--router" if acked else "--pull",
-                    ep["router"] if acked else ep["pull"], "--pub", ep["pub"]]
+                    ep["router"] if acked else ep["pull"], "--pub", ep["pub"],
+                    "--rcvhwm", str(INGEST_HWM)]
         else:
             args = [self.fp, "run", "-c", cfg]
         with open(errlog, "w") as ef:
             proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=ef)
+        procs.append(proc)
         time.sleep(0.5)
         if proc.poll() is not None:
             raise SystemExit("bench: %s exited at start: %s" % (target, open(errlog).read()))
+        # the idle baseline: bytes per key = (peak - idle) / keys held
+        idle_kb = proc_status_kb(proc.pid, "VmRSS")
         jpath = os.path.join(self.tmp, "load.json")
+        if os.path.exists(jpath):
+            os.unlink(jpath)  # a failed run must not read the last run's JSON
         largs = [self.fpload, "--router" if acked else "--push",
                  ep["router"] if acked else ep["pull"], "--sub", ep["pub"], "--wait-stdin",
                  "--json", jpath]
@@ -197,11 +331,10 @@ metrics_address = 127.0.0.1
             largs += ["--" + k.replace("_", "-")] + ([] if v is True else [str(v)])
         t0 = time.monotonic()
         ld = subprocess.Popen(largs, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(ld)
         rp = rjson = None
         if replay:
             if ld.stdout.readline().strip() != "SENDING":
-                proc.kill()
-                proc.wait()
                 raise SystemExit("bench: fpload failed before SENDING")
             sending_wall = time.time()
             rjson = os.path.join(self.tmp, "replay.json")
@@ -210,20 +343,18 @@ metrics_address = 127.0.0.1
             rp = subprocess.Popen([self.replayer, "--replay", ep["replay"], "--from",
                                    str(replay.get("from", 1)), "--events", str(replay["events"]),
                                    "--json", rjson])
+            procs.append(rp)
         sent_line = ld.stdout.readline()
         if not sent_line.startswith("SENT"):
-            proc.kill()
-            proc.wait()
             raise SystemExit("bench: fpload failed before SENT: %r" % sent_line)
-        hwm_kb = 0
-        with open("/proc/%d/status" % proc.pid) as f:
-            for line in f:
-                if line.startswith("VmHWM"):
-                    hwm_kb = int(line.split()[1])
+        hwm_kb = proc_status_kb(proc.pid, "VmHWM") or 0
         with open("/proc/%d/stat" % proc.pid) as f:
             st = f.read().rsplit(")", 1)[1].split()
             cpu_at_sent = (int(st[11]) + int(st[12])) / CLK_TCK  # utime, stime
         threads = thread_cpu(proc.pid)
+        # every endpoint on a port the suite handed out (free_port): a
+        # default one (the replay endpoint's 5572 once) may be taken
+        listening = listening_ports(proc.pid)
         rounds = scrape_rounds(ports["metrics"]) if target == "floorpost" else None
         sent_wall = time.time()
         rj = None
@@ -245,7 +376,16 @@ metrics_address = 127.0.0.1
             rj["finished_during_load"] = rj["end_s"] <= rj["load_sent_s"]
         proc.send_signal(signal.SIGTERM)
         t_term = time.monotonic()
-        _, status, ru = os.wait4(proc.pid, 0)
+        # VmHWM through the drain, every 10 ms until the process exits: the
+        # peak of a binary that does not log its own (an older commit in an
+        # A/B, --floorpost), and a cross-check of the one that does
+        polled_kb = hwm_kb
+        while True:
+            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            polled_kb = max(polled_kb, proc_status_kb(proc.pid, "VmHWM") or 0)
+            time.sleep(0.01)
         proc.returncode = os.waitstatus_to_exitcode(status)
         stop_s = time.monotonic() - t_term
         ld.stdin.close()
@@ -277,6 +417,35 @@ metrics_address = 127.0.0.1
         if target == "floorpost" and int(kv.get("records_accepted", -1)) != uniq + marks:
             problems.append("records_accepted %s != unique records sent %d + %d end markers" %
                             (kv.get("records_accepted"), uniq, marks))
+        allowed = set(ports.values()) if transport == "tcp" else {ports["metrics"]}
+        stray = [p for p in listening if p not in allowed]
+        if stray:
+            problems.append("listening on ports the suite did not hand out: %s" % stray)
+        rcvhwm = None
+        if target == "forwarder":
+            m = re.search(r'who=forwarder msg="ready".* rcvhwm=(-?\d+)', err)
+            rcvhwm = int(m.group(1)) if m else None
+            if rcvhwm != INGEST_HWM:
+                problems.append("forwarder receive HWM %s != floorpost's ingest_hwm %d" %
+                                (rcvhwm, INGEST_HWM))
+        # peak RSS: the processor's own VmHWM, logged in its drained line
+        # after every thread and queue is gone, or the last poll if that is
+        # higher (exit handlers still fault in a few hundred KiB of code
+        # pages after the line) or the binary does not log it
+        self_kb = int(kv.get("peak_rss_kb", 0))
+        peak_kb = max(self_kb, polled_kb)
+        keys_held = shard_keys if target == "floorpost" else None
+        keys = int(load.get("keys", 10000))  # fpload's default
+        bound = why = None
+        if target == "floorpost":
+            if state_dir:
+                why = "durable: VmHWM counts the LMDB map's file pages read"
+            else:
+                bound = self.rss_bound_override or rss_bound_mib(keys)
+        verdict = None if bound is None else "within" if peak_kb <= bound * 1024 else "over"
+        if verdict == "over" and self.enforce_rss_bounds:
+            problems.append("peak RSS %.1f MiB above its bound of %d MiB at %d keys "
+                            "(--rss-bounds)" % (peak_kb / 1024, bound, keys))
         drain_ms = int(kv.get("ms", 0))
         r = {
             "name": name, "target": target, "workers": workers, "shards": shards,
@@ -293,11 +462,25 @@ metrics_address = 127.0.0.1
             # until every source's end marker came out of the processor's feed
             "records_per_s_e2e": lj.get("sent", {}).get("records_per_s", 0),
             "drain_ms": drain_ms, "stop_s": round(stop_s, 3),
+            # the processor's VmHWM: the larger of its own (drained line,
+            # source "self") and the driver's last poll before it exited
+            # (source "poll" when the binary does not log its own)
+            "peak_rss_mib": round(peak_kb / 1024, 1),
+            "peak_rss_source": "self" if self_kb else "poll",
+            "peak_rss_mib_self": round(self_kb / 1024, 1) if self_kb else None,
+            "peak_rss_mib_polled": round(polled_kb / 1024, 1),
             "peak_rss_mib_before_term": round(hwm_kb / 1024, 1),
-            "peak_rss_mib": round(max(hwm_kb, ru.ru_maxrss) / 1024, 1),
+            "idle_rss_mib": round(idle_kb / 1024, 1) if idle_kb else None,
+            # (peak - idle) / keys held at the drain (open keys and closed
+            # ones in their grace period)
+            "bytes_per_key_held": round((peak_kb - idle_kb) * 1024 / keys_held)
+            if keys_held and idle_kb else None,
+            "rss_bound_mib": bound, "rss_verdict": verdict, "rss_unbounded_why": why,
+            "rss_bound_enforced": self.enforce_rss_bounds,
+            "ports": ports, "listening_ports": listening, "rcvhwm": rcvhwm,
             "cpu_s": round(proc_cpu, 3), "cpu_s_until_sent": round(cpu_at_sent, 3),
             "cpu_s_per_m_records": round(proc_cpu / (uniq / 1e6), 3) if uniq else None,
-            "keys_held_at_drain": shard_keys if target == "floorpost" else None,
+            "keys_held_at_drain": keys_held,
             # CPU seconds per thread name until SENT (fp-ingest, fp-worker-0,
             # fp-shard-0, fp-emit, ZMQbg/IO/0, ...): where the processor's time went
             "thread_cpu_s": threads,
@@ -307,10 +490,11 @@ metrics_address = 127.0.0.1
             r["replay"] = rj
         self.runs.append(r)
         lat = lj.get("latency_ms", {})
-        print("  %-28s %-9s %s %7.3f M rec/s in, %7.3f e2e, p50 %8.3f p99 %8.3f ms, rss %6.1f MiB,"
+        print("  %-28s %-9s %s %7.3f M rec/s in, %7.3f e2e, p50 %8.3f p99 %8.3f ms, rss %6.1f MiB%s,"
               " cpu %.2f s/M%s" % (name, target, "OK  " if not problems else "FAIL",
                                    r["records_per_s_in"] / 1e6, r["records_per_s_e2e"] / 1e6,
                                    lat.get("p50", 0), lat.get("p99", 0), r["peak_rss_mib"],
+                                   " (> %d)" % bound if verdict == "over" else "",
                                    r["cpu_s_per_m_records"] or 0,
                                    "" if not problems else "  " + "; ".join(problems)),
               flush=True)
@@ -377,7 +561,7 @@ def gnuplot(script):
 
 
 SCENARIOS = ("micro", "max", "latency", "keys", "scaling", "dedup", "counters", "durability",
-             "replay", "burst", "http")
+             "replay", "burst", "http", "selfcheck")
 
 # The counters scenario's floorpost options: fpload's --counter-modulus
 # (4096, a 12-bit counter: each of the 1,024 counters rolls over every 700
@@ -498,42 +682,52 @@ def http_scenario(s, keys, dw, events, layouts, cap_s):
         portfile = os.path.join(s.tmp, "erp.port")
         if os.path.exists(portfile):
             os.unlink(portfile)
-        erp = subprocess.Popen(["/usr/bin/python3", standin, portfile], stdout=subprocess.PIPE,
-                               text=True)
-        while not os.path.exists(portfile):
-            time.sleep(0.05)
-        erp_port = int(open(portfile).read())
-        ports = {k: free_port() for k in ("router", "pull", "pub", "dl", "replay", "metrics")}
-        cfg, _ = s._config(ports, dw, dw, "tcp", 60000, st, 50, 1000, map_mb)
-        with open(cfg, "a") as f:
-            f.write("[sink erp]\ntype = http\nurl = http://127.0.0.1:%d/erp/postings\n"
-                    "events_per_request = %d\nconcurrency = %d\n" % (erp_port, per_req, conc))
-        errlog = os.path.join(s.tmp, "proc.err")
-        with open(errlog, "w") as ef:
-            proc = subprocess.Popen([s.fp, "run", "-c", cfg], stdout=subprocess.DEVNULL,
-                                    stderr=ef)
-        t0 = time.monotonic()
-        sink, caught_up = {}, False
-        while time.monotonic() - t0 < cap_s + 5:
-            time.sleep(0.1)
-            if proc.poll() is not None:
-                break
-            try:
-                sink = http_get_json(ports["metrics"], "/sinks")[0]
-            except Exception:  # noqa: BLE001  (not listening yet)
-                continue
-            if sink["committed"] and sink["position"] >= sink["committed"]:
-                caught_up = True
-                break
-            if time.monotonic() - t0 >= cap_s and sink.get("position"):
-                break
-        fp_cpu = proc_cpu_s(proc.pid) if proc.poll() is None else None
-        threads = thread_cpu(proc.pid) if proc.poll() is None else {}
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=120)
-        erp.send_signal(signal.SIGTERM)
-        ej = json.loads(erp.stdout.readline() or "{}")
-        erp.wait()
+        erp = proc = None
+        try:
+            # the stand-in on a free port too (not bind(0)'s ephemeral one)
+            erp = subprocess.Popen(["/usr/bin/python3", standin, portfile, str(free_port())],
+                                   stdout=subprocess.PIPE, text=True)
+            t_erp = time.monotonic()
+            while not os.path.exists(portfile):
+                if erp.poll() is not None or time.monotonic() - t_erp > 10:
+                    raise SystemExit("bench: the ERP stand-in did not start")
+                time.sleep(0.05)
+            erp_port = int(open(portfile).read())
+            ports = {k: free_port() for k in ("router", "pull", "pub", "dl", "replay", "metrics")}
+            cfg, _ = s._config(ports, dw, dw, "tcp", 60000, st, 50, 1000, map_mb)
+            with open(cfg, "a") as f:
+                f.write("[sink erp]\ntype = http\nurl = http://127.0.0.1:%d/erp/postings\n"
+                        "events_per_request = %d\nconcurrency = %d\n" % (erp_port, per_req, conc))
+            errlog = os.path.join(s.tmp, "proc.err")
+            with open(errlog, "w") as ef:
+                proc = subprocess.Popen([s.fp, "run", "-c", cfg], stdout=subprocess.DEVNULL,
+                                        stderr=ef)
+            t0 = time.monotonic()
+            sink, caught_up, listening = {}, False, []
+            while time.monotonic() - t0 < cap_s + 5:
+                time.sleep(0.1)
+                if proc.poll() is not None:
+                    break
+                try:
+                    sink = http_get_json(ports["metrics"], "/sinks")[0]
+                except Exception:  # noqa: BLE001  (not listening yet)
+                    continue
+                listening = listening_ports(proc.pid)
+                if sink["committed"] and sink["position"] >= sink["committed"]:
+                    caught_up = True
+                    break
+                if time.monotonic() - t0 >= cap_s and sink.get("position"):
+                    break
+            fp_cpu = proc_cpu_s(proc.pid) if proc.poll() is None else None
+            threads = thread_cpu(proc.pid) if proc.poll() is None else {}
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=120)
+            erp.send_signal(signal.SIGTERM)
+            ej = json.loads(erp.stdout.readline() or "{}")
+            erp.wait()
+        finally:
+            reap(proc)
+            reap(erp)
         shutil.rmtree(st, ignore_errors=True)
         span = (ej.get("last_t") or 0) - (ej.get("first_t") or 0)
         r = {"name": name, "events_per_request": per_req, "concurrency": conc,
@@ -542,10 +736,14 @@ def http_scenario(s, keys, dw, events, layouts, cap_s):
              "requests_per_s": round(ej.get("requests", 0) / span, 1) if span > 0 else None,
              "events_per_s": round(ej.get("events", 0) / span, 1) if span > 0 else None,
              "floorpost_cpu_s": fp_cpu, "sink_thread_cpu_s": threads.get("fp-r-erp"),
-             "standin_cpu_s": ej.get("cpu_s")}
+             "standin_cpu_s": ej.get("cpu_s"), "ports": ports, "erp_port": erp_port,
+             "listening_ports": listening}
         problems = []
         if rc != 0:
             problems.append("floorpost exit code %s" % rc)
+        stray = [p for p in listening if p not in ports.values()]
+        if stray:
+            problems.append("listening on ports the suite did not hand out: %s" % stray)
         if ej.get("events", 0) < sink.get("delivered_events", 1):
             problems.append("the stand-in got %s events, the sink finished %s" %
                             (ej.get("events"), sink.get("delivered_events")))
@@ -626,6 +824,121 @@ def replay_scenario(s, rate, keys, dw, events, secs, pairs, window_ms=250):
     return d
 
 
+def rss_cell(r):
+    """A run's peak RSS for the tables: MiB, (poll), bound and verdict."""
+    cell = "%.1f%s" % (r["peak_rss_mib"], " (poll)" if r["peak_rss_source"] == "poll" else "")
+    if r["rss_bound_mib"]:
+        cell += " (%d: %s)" % (r["rss_bound_mib"], r["rss_verdict"])
+    return cell
+
+
+def self_checks(s, dw):
+    """The smoke run's checks of the suite itself (issue 13): each one
+    fails if a fixed defect of the bench came back. A failed check is a
+    failure of the suite. Returns [{"check", "ok", "detail"}]."""
+    out = []
+
+    def check(what, ok, detail=""):
+        out.append({"check": what, "ok": bool(ok), "detail": detail})
+        print("  %-72s %s" % (what, "ok" if ok else "FAILED: " + detail), flush=True)
+        if not ok:
+            s.failures.append(("self-check: " + what, [detail]))
+
+    # 1. a failed fpload start leaves no processor running: fpload refusing
+    #    an argument (exits 2 before SENT), and no fpload binary at all
+    #    (Popen raises) once the processor runs
+    print("  (fpload's usage message below is expected)", flush=True)
+    for label, target, missing in (("floorpost, fpload refuses its arguments", "floorpost", False),
+                                   ("forwarder, fpload refuses its arguments", "forwarder", False),
+                                   ("floorpost, no fpload binary", "floorpost", True)):
+        fpload, err = s.fpload, None
+        if missing:
+            s.fpload = os.path.join(s.tmp, "no-such-fpload")
+        try:
+            s.run("self-check: " + label, target=target, records=1000, keys=10,
+                  **({} if missing else {"self_check_bad_option": True}))
+        except (SystemExit, OSError) as e:
+            err = e
+        finally:
+            s.fpload = fpload
+        left = suite_children()
+        check("clean-up: %s: the run fails, nothing left" % label, err is not None and not left,
+              "raised %r, processes left %s" % (err, left))
+
+    # 2. --rss-bounds fails a run above its bound (forced to 1 MiB here)
+    print("  (its FAIL line below is expected)", flush=True)
+    enforce = s.enforce_rss_bounds
+    s.enforce_rss_bounds, s.rss_bound_override = True, 1
+    try:
+        r = s.run("self-check: a 1 MiB RSS bound", workers=dw, shards=dw, records=100000,
+                  keys=1000)
+    finally:
+        s.enforce_rss_bounds, s.rss_bound_override = enforce, None
+    hit = [p for p in r["problems"] if "above its bound" in p]
+    check("--rss-bounds: a run above its bound fails", r["rss_verdict"] == "over" and hit,
+          "verdict %s, problems %s" % (r["rss_verdict"], r["problems"]))
+    if hit and len(r["problems"]) == 1:  # the expected failure only: not the suite's
+        s.failures.remove((r["name"], r["problems"]))
+        s.runs.remove(r)
+
+    # the runs of the smoke scenarios, or one tiny pair if none ran
+    ceils = [x for x in s.runs if x["target"] == "forwarder"] or [
+        s.run("self-check: ceiling", target="forwarder", records=300000, keys=10000)]
+    fps = [x for x in s.runs if x["target"] == "floorpost"] or [
+        s.run("self-check: max", workers=dw, shards=dw, records=300000, keys=10000)]
+    own = s.fp == os.path.join(s.build, "floorpost")  # not an older --floorpost binary
+
+    # 3. peak RSS is the processor's own VmHWM, not wait4's ru_maxrss (which
+    #    counts the driver's pages shared at fork: 434.8 MiB for a forwarder):
+    #    its own report and the driver's polls of /proc agree
+    def vmhwm_based(x):
+        own_kb, poll = x["peak_rss_mib_self"], x["peak_rss_mib_polled"]
+        return (x["peak_rss_source"] == "self" and own_kb and
+                abs(own_kb - poll) <= max(1.0, 0.05 * own_kb) and
+                x["peak_rss_mib"] == max(own_kb, poll) and
+                x["peak_rss_mib_before_term"] <= x["peak_rss_mib"])
+    for x in ceils:
+        check("peak RSS of %s: the forwarder's own VmHWM, < 64 MiB" % x["name"],
+              vmhwm_based(x) and x["peak_rss_mib"] < 64,
+              "%s MiB (its own %s, polled %s, at SENT %s)" % (
+                  x["peak_rss_mib"], x["peak_rss_mib_self"], x["peak_rss_mib_polled"],
+                  x["peak_rss_mib_before_term"]))
+    bad = [x["name"] for x in fps if own and not vmhwm_based(x)]
+    check("peak RSS of every floorpost run: its own VmHWM (drained line) = the polls'",
+          not bad, "not so in %s" % bad)
+
+    # 4. bytes per key held, and every run's bound and verdict
+    bad = [x["name"] for x in fps if not x["durability"] and not (x["bytes_per_key_held"] or 0) > 0]
+    check("bytes per key held reported for every floorpost run", not bad, "missing in %s" % bad)
+    bad = [x["name"] for x in fps if not x["durability"] and (
+        x["rss_bound_mib"] != rss_bound_mib(int(x["load"].get("keys", 10000))) or
+        x["rss_verdict"] not in ("within", "over"))]
+    check("an RSS bound and verdict for every floorpost run (durability off)", not bad,
+          "missing or wrong in %s" % bad)
+
+    # 5. the ceiling's receive HWM is floorpost's ingest_hwm, read back
+    #    from its socket
+    bad = ["%s: %s" % (x["name"], x["rcvhwm"]) for x in ceils if x["rcvhwm"] != INGEST_HWM]
+    check("the forwarder's receive HWM is floorpost's ingest_hwm (%d)" % INGEST_HWM, not bad,
+          "; ".join(bad))
+
+    # 6. every endpoint on a port the suite handed out: the detector sees a
+    #    listening socket, and every run listened on its own ports only
+    #    (floorpost's metrics port among them, so its sockets were seen)
+    with socket.socket() as ls:
+        port = free_port()
+        ls.bind(("127.0.0.1", port))
+        ls.listen(1)
+        seen = port in listening_ports(os.getpid())
+    check("the listening-port detector sees a listening socket", seen, "port %d not seen" % port)
+    bad = [x["name"] for x in s.runs if not x["listening_ports"] or
+           set(x["listening_ports"]) - set(x["ports"].values()) or
+           (x["target"] == "floorpost" and x["ports"]["metrics"] not in x["listening_ports"])]
+    check("every run listened only on free ports the suite handed out", not bad,
+          "not so in %s" % bad)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--full", action="store_true")
@@ -652,18 +965,29 @@ def main():
                          "the medians are reported")
     ap.add_argument("--burst-base", type=float, default=0.1,
                     help="burst scenario: base rate as a fraction of max (the burst is 10x)")
+    ap.add_argument("--rss-bounds", action="store_true",
+                    help="fail a floorpost run (durability off) whose peak RSS is above the "
+                         "bound for its open keys: %s MiB (issue 13); off by default, every "
+                         "run's bound and verdict are reported either way" %
+                         ", ".join("%d at <= %d keys" % (mib, k) for k, mib in RSS_BOUNDS_MIB))
     a = ap.parse_args()
     out = a.out or os.path.join(a.build, "bench", "results")
     os.makedirs(out, exist_ok=True)
     s = Suite(a.build, out)
+    s.enforce_rss_bounds = a.rss_bounds
+    # the temp dir goes on every way out; SIGTERM runs the clean-up too
+    # (every run kills and reaps its processes in a finally)
+    atexit.register(shutil.rmtree, s.tmp, True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: SIGTERM"))
     if a.floorpost:
         s.fp = os.path.abspath(a.floorpost)
     full = a.full
-    want = set(SCENARIOS if full else [x for x in SCENARIOS if x not in ("burst", "http")])
+    want = set(SCENARIOS if full else [x for x in SCENARIOS
+                                       if x not in ("burst", "http", "selfcheck")])
     if a.smoke:
         # not "replay": its three runs add ~9 s to a smoke run the task keeps
         # near 20-30 s (`--smoke --only replay` runs its 20,000-event version)
-        want = {"max", "dedup", "counters"}
+        want = {"max", "dedup", "counters", "selfcheck"}
     if a.only:
         want = set(x.strip() for x in a.only.split(","))
         bad = want - set(SCENARIOS)
@@ -677,7 +1001,11 @@ def main():
            "commands": {"suite": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])},
            "floorpost": s.fp,
            "floorpost_commit": sh("cd %s && git rev-parse --short HEAD" %
-                                  os.path.dirname(os.path.dirname(s.fp)))}
+                                  os.path.dirname(os.path.dirname(s.fp))),
+           "ingest_hwm": INGEST_HWM,
+           "rss_bounds": {"enforced": a.rss_bounds,
+                          "mib_by_keys": [{"keys_at_most": k, "mib": mib}
+                                          for k, mib in RSS_BOUNDS_MIB]}}
     print("bench: %s suite (%s), %d cores, results in %s" %
           (res["suite"], ",".join(sorted(want)), cores, out), flush=True)
 
@@ -783,6 +1111,10 @@ def main():
                                 "records_per_s": r["records_per_s_e2e"],
                                 "records_per_s_in": r["records_per_s_in"],
                                 "peak_rss_mib": r["peak_rss_mib"],
+                                "idle_rss_mib": r["idle_rss_mib"],
+                                "bytes_per_key_held": r["bytes_per_key_held"],
+                                "rss_bound_mib": r["rss_bound_mib"],
+                                "rss_verdict": r["rss_verdict"],
                                 "cpu_s_per_m_records": r["cpu_s_per_m_records"],
                                 "drain_ms": r["drain_ms"]})
 
@@ -959,6 +1291,14 @@ def main():
         print("http sink: a backlog of %d events into the ERP stand-in:" % hev, flush=True)
         res["http"] = http_scenario(s, keys, dw, hev, layouts, 5 if a.smoke else 15)
 
+    # 10. the suite's own checks (issue 13; in the smoke run)
+    if "selfcheck" in want:
+        print("self-checks of the suite:", flush=True)
+        res["selfcheck"] = self_checks(s, dw)
+
+    # nothing the suite started may outlive its run
+    kill_leftovers(s.failures)
+
     res["runs"] = s.runs
     res["failures"] = s.failures
     res["exact"] = not s.failures
@@ -984,17 +1324,39 @@ def main():
                                                                    u["m_upserts_per_s"]))
         md.append("")
     md.append("| run | target | workers x shards | M rec/s in | M rec/s e2e | p50 ms | p90 ms | "
-              "p99 ms | p99.9 ms | max ms | peak RSS MiB | CPU s / M rec | exact |")
-    md.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+              "p99 ms | p99.9 ms | max ms | peak RSS MiB (bound: verdict) | bytes / key held | "
+              "CPU s / M rec | exact |")
+    md.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in s.runs:
         lat = r["fpload"].get("latency_ms", {})
-        md.append("| %s | %s | %dx%d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.1f | %s | %s |"
+        md.append("| %s | %s | %dx%d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %s | %s | "
+                  "%s | %s |"
                   % (r["name"], r["target"], r["workers"], r["shards"],
                      r["records_per_s_in"] / 1e6, r["records_per_s_e2e"] / 1e6,
                      lat.get("p50", 0), lat.get("p90", 0), lat.get("p99", 0), lat.get("p999", 0),
-                     lat.get("max", 0), r["peak_rss_mib"], r["cpu_s_per_m_records"],
-                     "yes" if r["exact"] else "**NO**"))
+                     lat.get("max", 0), rss_cell(r), r["bytes_per_key_held"] or "",
+                     r["cpu_s_per_m_records"], "yes" if r["exact"] else "**NO**"))
     md.append("")
+    md.append("Peak RSS: the processor's own VmHWM over its whole run, the drain included "
+              "(its `msg=\"drained\"` line's peak_rss_kb, or the driver's last /proc poll "
+              "before it exited if higher; \"(poll)\": only the poll, for a binary that does "
+              "not log it). Bounds (issue "
+              "13): %s; %s. Bytes per key held: (peak RSS - idle RSS before the load) / keys "
+              "held at the drain." %
+              (", ".join("%d MiB at <= %d keys" % (mib, k) for k, mib in RSS_BOUNDS_MIB),
+               "enforced (--rss-bounds): a run above its bound fails" if a.rss_bounds else
+               "reported, not enforced (--rss-bounds enforces)"))
+    md.append("")
+    if res["keys"]:
+        md.append("| open keys (nominal) | keys held at drain | M rec/s e2e | peak RSS MiB | idle "
+                  "RSS MiB | bytes / key held | bound MiB | verdict |")
+        md.append("|---:|---:|---:|---:|---:|---:|---:|---|")
+        for x in res["keys"]:
+            md.append("| %d | %s | %.3f | %.1f | %s | %s | %s | %s |" % (
+                x["keys_nominal"], x["keys_held"], x["records_per_s"] / 1e6, x["peak_rss_mib"],
+                x["idle_rss_mib"], x["bytes_per_key_held"], x["rss_bound_mib"] or "none",
+                x["rss_verdict"] or "n/a"))
+        md.append("")
     if best:
         md.append("floorpost / ceiling at %d open keys: %.1f %% (median of %d pairs: %s); "
                   "median max %.3f M records/s, median ceiling %.3f M records/s" %
@@ -1125,6 +1487,14 @@ def main():
               "follow the posting interval (60 s here) and the drain, and are not timed. "
               "fpload spreads completions (order slots phase-shifted, see bench/fpload.c) "
               "except in the key sweep (lockstep).")
+    if res.get("selfcheck"):
+        md.append("")
+        md.append("| self-check (the suite's own defects, issue 13) | result |")
+        md.append("|---|---|")
+        for c in res["selfcheck"]:
+            md.append("| %s | %s |" % (c["check"], "ok" if c["ok"] else "**FAILED**: " +
+                                       c["detail"]))
+        md.append("")
     md.append("Exact totals in every run: %s" % ("yes" if res["exact"] else "NO: %s" % s.failures))
     mdpath = os.path.join(out, "run-%s.md" % stamp)
     with open(mdpath, "w") as f:
@@ -1210,8 +1580,8 @@ plot "%(bd)s" using 1:3 with lines lw 2 title "p50", \\
     print("bench: wrote %s, %s, %s in %.0f s" % (jpath, mdpath, ", ".join(plots), res["seconds"]))
     shutil.rmtree(s.tmp, ignore_errors=True)
     if s.failures:
-        print("bench: FAILURE: totals not exact in %s" % ", ".join(n for n, _ in s.failures),
-              file=sys.stderr)
+        print("bench: FAILURE: totals not exact or checks failed in %s" %
+              ", ".join(n for n, _ in s.failures), file=sys.stderr)
         return 1
     return 0
 

@@ -376,8 +376,12 @@ int fp_cmd_run(int argc, char **argv)
     fp_security_stop(&security);
     zmq_ctx_term(ctx);
     fp_http_stop(&http);
-    fp_log(FP_LOG_INFO, "main", "drained", "ms=%lld %s",
-           (long long)((fp_now_ns() - t0) / 1000000), summary);
+    /* peak_rss_kb last: every thread joined, every queue gone, so the
+       high-water mark covers the whole run and its drain (bench/run.py
+       reports it as the peak RSS) */
+    fp_log(FP_LOG_INFO, "main", "drained", "ms=%lld peak_rss_kb=%llu %s",
+           (long long)((fp_now_ns() - t0) / 1000000),
+           (unsigned long long)fp_metrics_peak_rss_kb(), summary);
     fp_metrics_destroy(&metrics);
     return 0;
 }

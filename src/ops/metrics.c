@@ -434,6 +434,20 @@ static uint64_t s_rss_bytes(void)
     return n == 2 && page > 0 ? (uint64_t)resident * (uint64_t)page : 0;
 }
 
+uint64_t fp_metrics_peak_rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %llu", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
 /* The standard process_* series (the names Prometheus' client libraries
    use, so the usual dashboards work), from /proc. */
 static void s_process(s_buf_t *b)

@@ -126,6 +126,10 @@ void fp_metrics_set_deadletters(fp_metrics_t *self, uint64_t count, uint64_t byt
 /* Writes every counter as logfmt (name=value ...) into buf; returns length. */
 size_t fp_metrics_format(const fp_metrics_t *self, char *buf, size_t cap);
 
+/* This process's peak resident set so far (VmHWM in /proc/self/status),
+   KiB; 0 if unreadable. Any thread; reads /proc, so not on the data path. */
+uint64_t fp_metrics_peak_rss_kb(void);
+
 /* ---- per-stage gauges ---- */
 
 /* The slot of a stage (index: the worker or shard number; 0 for ingest and

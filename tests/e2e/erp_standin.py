@@ -177,13 +177,14 @@ class Erp:
 
 def main():
     """A counting stand-in in its own process (the benchmark):
-    erp_standin.py PORT_FILE writes its port to PORT_FILE, answers 200 to
-    every POST and on SIGTERM prints one JSON line: requests, events, bytes,
-    the first and last request's arrival (time.time()) and its CPU seconds."""
+    erp_standin.py PORT_FILE [PORT] listens on PORT (default: any free
+    one), writes its port to PORT_FILE, answers 200 to every POST and on
+    SIGTERM prints one JSON line: requests, events, bytes, the first and
+    last request's arrival (time.time()) and its CPU seconds."""
     import os
     import signal
     import sys
-    erp = Erp(parse=False)
+    erp = Erp(port=int(sys.argv[2]) if len(sys.argv) > 2 else 0, parse=False)
     first_last = [None, None]
     orig = erp.handle
 
