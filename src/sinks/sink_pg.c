@@ -392,7 +392,7 @@ static char *s_subst(const char *text, const char *rep)
 static int s_build_sql(pg_t *p)
 {
     p->ddl = s_subst(fp_sql_postgresql, p->qschema);
-    char have[1024], poll_sql[8192];
+    char have[4096], poll_sql[8192]; /* have: 454 bytes + 10 schema names of at most S_SCHEMA_MAX + 2 */
     snprintf(have, sizeof have,
              "SELECT to_regclass('%1$s.consumption') IS NOT NULL AND "
              "to_regclass('%1$s.completion') IS NOT NULL AND "
