@@ -304,6 +304,7 @@ fp_allow_t *fp_allow_parse(const char *text, const char *name, char *err, size_t
         if (fp_grow(&self->entries, &cap, self->count + 1, sizeof *self->entries, 16) != 0)
             goto nomem;
         s_entry_t *e = &self->entries[self->count++];
+        memset(e, 0, sizeof *e); /* fp_grow does not zero: bound, the ranges */
         memcpy(e->key, line, FP_CURVE_KEY_Z85);
         e->key[FP_CURVE_KEY_Z85] = '\0';
         /* The name: what follows, without a leading '#', made safe to quote
