@@ -148,9 +148,12 @@ static void e_header(s_exp_t *e)
     e_be(e, 0, 4);
 }
 
-/* the common columns of s_event's checkpoint, up to (not) topic */
+/* e: the header, then a tuple of fields with the common columns of
+   s_event's checkpoint, up to (not) topic */
 static void e_common(s_exp_t *e, int fields, const char *event_id, int64_t gseq)
 {
+    e->n = 0;
+    e_header(e);
     e_be(e, (uint64_t)fields, 2);
     e_text(e, event_id);
     e_int8(e, gseq);
@@ -211,17 +214,23 @@ static void s_event(fp_sink_event_t *ev, fp_reader_event_t *raw, int kind, const
     snprintf(ev->posting_date, sizeof ev->posting_date, "2026-12-07");
 }
 
-static void s_same(const char *what, const char *got, size_t len, const s_exp_t *e)
+/* The COPY data of evs[0..n) for kind equals e (its trailer added here). */
+static void s_check_kind(const fp_sink_event_t *evs, size_t n, int kind, s_exp_t *e)
 {
+    char *got;
+    size_t len;
+    e_raw(e, "\xff\xff", 2);
+    ASSERT_EQ(fp_sink_pg_copy_data(evs, n, kind, &got, &len), 0);
     if (len != e->n || memcmp(got, e->b, len) != 0) {
         size_t i = 0;
         while (i < len && i < e->n && (unsigned char)got[i] == e->b[i])
             i++;
-        fprintf(stderr, "%s: %zu bytes, wanted %zu; first difference at byte %zu\n", what, len,
-                e->n, i);
+        fprintf(stderr, "kind %d: %zu bytes, wanted %zu; first difference at byte %zu\n", kind,
+                len, e->n, i);
     }
     ASSERT_EQ(len, e->n);
     ASSERT(memcmp(got, e->b, len) == 0);
+    free(got);
 }
 
 TEST(test_copy_binary_rows)
@@ -254,11 +263,7 @@ TEST(test_copy_binary_rows)
     evs[2].ck.parts = 2;
     s_event(&evs[3], &raws[3], FP_CK_COUNTER_RESET, "counter_reset/P1/L1", "r-1", 10);
 
-    char *got;
-    size_t len;
-    s_exp_t e = {.n = 0};
-    ASSERT_EQ(fp_sink_pg_copy_data(evs, 4, FP_CK_CONSUMPTION, &got, &len), 0);
-    e_header(&e);
+    s_exp_t e;
     e_common(&e, 27, "c-1", 7);
     e_text(&e, "consumption/P1/L1");
     e_text(&e, "shift-2");
@@ -272,34 +277,24 @@ TEST(test_copy_binary_rows)
     e_text(&e, "KG");
     /* -0.005: 1 digit, weight -1, negative, dscale 3, digit 50 (0.0050) */
     e_raw(&e, "\0\0\0\x0a\0\x01\xff\xff\x40\0\0\x03\0\x32", 14);
-    e_raw(&e, "\xff\xff", 2);
-    s_same("consumption", got, len, &e);
-    free(got);
+    s_check_kind(evs, 4, FP_CK_CONSUMPTION, &e);
 
-    e.n = 0;
-    ASSERT_EQ(fp_sink_pg_copy_data(evs, 4, FP_CK_COMPLETION, &got, &len), 0);
-    e_header(&e);
     e_common(&e, 26, "k-1", 8);
     e_no_period(&e, "completion/P1/L1");
     e_int8(&e, 12);
     e_int8(&e, -1);
     e_bool(&e, 1);
-    e_raw(&e, "\xff\xff", 2);
-    s_same("completion", got, len, &e);
-    free(got);
+    s_check_kind(evs, 4, FP_CK_COMPLETION, &e);
 
-    e.n = 0;
-    ASSERT_EQ(fp_sink_pg_copy_data(evs, 4, FP_CK_SCRAP, &got, &len), 0);
-    e_header(&e);
     e_common(&e, 25, "s-1", 9);
     e_no_period(&e, "scrap/P1/L1");
     e_text(&e, "R1");
     e_int8(&e, 2);
-    e_raw(&e, "\xff\xff", 2);
-    s_same("scrap", got, len, &e);
-    free(got);
+    s_check_kind(evs, 4, FP_CK_SCRAP, &e);
 
     /* no rows of a kind: no data at all (no COPY for that table) */
+    char *got;
+    size_t len;
     ASSERT_EQ(fp_sink_pg_copy_data(evs + 1, 2, FP_CK_CONSUMPTION, &got, &len), 0);
     ASSERT(got == NULL && len == 0);
 }
