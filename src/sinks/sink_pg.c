@@ -25,7 +25,10 @@
       the position are committed together or not at all. Binary, because
       the single backend is the limit and no longer parses timestamps,
       dates, numbers and booleans from text (1.3 to 1.4 times the rows per
-      backend CPU second of the text format, docs/benchmarks.md).
+      backend CPU second of the text format, docs/benchmarks.md). Each
+      table's data is encoded when its COPY asks for it and handed to libpq
+      every 32 KiB, so the backend parses and inserts the first rows while
+      the sink's thread encodes the rest.
     - cb_open reads sink_position and rewinds the reader to it: after a
       crash the reader goes on exactly after the last committed row, and a
       database restored from a backup makes it deliver again from the
@@ -132,6 +135,10 @@ typedef struct {
     PGconn *conn;
     s_out_t rows[FP_CK_KINDS]; /* COPY data (binary format) per table */
     uint64_t nrows[FP_CK_KINDS];
+    bool encoded[FP_CK_KINDS]; /* rows[k] holds this delivery's data (a second attempt) */
+    const fp_sink_event_t *evs; /* the delivery's events, while s_deliver runs */
+    size_t nevs;
+    bool oom;                  /* s_feed ran out of memory */
     s_out_t q;                 /* a delivery's one query */
     int64_t next_poll_ns;
     int staged;                /* deliveries left that go through staging (after a conflict) */
@@ -449,35 +456,52 @@ static void s_row(s_out_t *o, const fp_sink_event_t *ev)
     }
 }
 
-/* The COPY data of evs[0..n) per table: rows[k] the header, the tuples of
-   kind k + 1 and the trailer (empty for a table without rows), nrows[k]
-   their count. Events of no table's kind are left out. */
-static void s_encode(s_out_t rows[FP_CK_KINDS], uint64_t nrows[FP_CK_KINDS],
-                     const fp_sink_event_t *evs, size_t n)
+/* The events of evs[0..n) per table: nrows[k] those of kind k + 1.
+   Events of no table's kind are left out. */
+static void s_count(uint64_t nrows[FP_CK_KINDS], const fp_sink_event_t *evs, size_t n)
 {
-    for (int k = 0; k < FP_CK_KINDS; k++) {
-        rows[k].len = 0;
-        rows[k].failed = false;
+    for (int k = 0; k < FP_CK_KINDS; k++)
         nrows[k] = 0;
-    }
     for (size_t i = 0; i < n; i++) {
         int k = evs[i].ck.kind - 1;
-        if (k < 0 || k >= FP_CK_KINDS)
-            continue; /* decode accepted it, so not ours: no table for it */
-        if (nrows[k]++ == 0) {
-            static const char sig[11] = "PGCOPY\n\377\r\n"; /* its NUL the 11th byte */
-            s_raw(&rows[k], sig, sizeof sig);
-            s_be(&rows[k], 0, 4); /* flags */
-            s_be(&rows[k], 0, 4); /* header extension length */
-        }
-        s_row(&rows[k], &evs[i]);
+        if (k >= 0 && k < FP_CK_KINDS)
+            nrows[k]++;
     }
-    for (int k = 0; k < FP_CK_KINDS; k++)
-        if (nrows[k])
-            s_be(&rows[k], UINT16_MAX, 2); /* field count -1: the end */
 }
 
-/* ---- options, SQL ---- */
+#define S_CHUNK (32u << 10) /* COPY data handed to libpq while encoding, bytes */
+
+/* The COPY data of the events of kind k + 1 of evs[0..n) into o (emptied
+   first): the header, a tuple each, the trailer. With c (a COPY waiting
+   for its data), each S_CHUNK encoded goes out at once, so the backend
+   parses and inserts while the rest is encoded; the caller sends what
+   is left. false when c refused data (the connection failed; o then holds
+   a part) or o failed (out of memory). */
+static bool s_encode_kind(s_out_t *o, PGconn *c, size_t *sent, const fp_sink_event_t *evs,
+                          size_t n, int k)
+{
+    static const char sig[11] = "PGCOPY\n\377\r\n"; /* its NUL the 11th byte */
+    o->len = 0;
+    o->failed = false;
+    *sent = 0;
+    s_raw(o, sig, sizeof sig);
+    s_be(o, 0, 4); /* flags */
+    s_be(o, 0, 4); /* header extension length */
+    for (size_t i = 0; i < n; i++) {
+        if (evs[i].ck.kind - 1 != k)
+            continue;
+        s_row(o, &evs[i]);
+        if (c && !o->failed && o->len - *sent >= S_CHUNK) {
+            if (PQputCopyData(c, o->p + *sent, (int)(o->len - *sent)) != 1)
+                return false;
+            *sent = o->len;
+        }
+    }
+    s_be(o, UINT16_MAX, 2); /* field count -1: the end */
+    return !o->failed;
+}
+
+/* ---- options, SQL ---- *//* ---- options, SQL ---- */
 
 static bool s_schema_ok(const char *s)
 {
@@ -895,12 +919,27 @@ static int s_open(void *ctx, fp_sink_t *s)
 
 /* ---- delivery ---- */
 
-/* Sends buffer k as the data of the COPY the server is waiting for. false
-   when the connection failed (the results then say so). */
+/* Sends the rows of kind k + 1 as the data of the COPY the server is
+   waiting for: encoded now, while the backend takes the first chunks
+   (s_encode_kind), or, on a second attempt (the staging path after a
+   conflict), from the buffer the first one filled. false when the
+   connection failed (the results then say so) or out of memory (the COPY
+   ended with an error; p->oom). */
 static bool s_feed(pg_t *p, int k)
 {
-    const s_out_t *o = &p->rows[k];
-    for (size_t off = 0; off < o->len;) {
+    s_out_t *o = &p->rows[k];
+    size_t off = 0;
+    if (!p->encoded[k]) {
+        if (!s_encode_kind(o, p->conn, &off, p->evs, p->nevs, k)) {
+            if (o->failed) {
+                p->oom = true;
+                PQputCopyEnd(p->conn, "floorpost: out of memory");
+            }
+            return false;
+        }
+        p->encoded[k] = true;
+    }
+    while (off < o->len) {
         size_t n = o->len - off < (1u << 20) ? o->len - off : (1u << 20);
         if (PQputCopyData(p->conn, o->p + off, (int)n) != 1)
             return false;
@@ -923,7 +962,7 @@ static int s_attempt(pg_t *p, fp_sink_t *s, uint64_t last, bool staged, uint64_t
     p->q.failed = false;
     s_str(&p->q, "BEGIN; ");
     for (int k = 0; k < FP_CK_KINDS; k++)
-        if (p->rows[k].len) {
+        if (p->nrows[k]) {
             kinds[nk++] = k;
             s_str(&p->q, staged ? p->sql_stage[k] : p->sql_copy[k]);
             s_str(&p->q, "; ");
@@ -951,7 +990,8 @@ static int s_attempt(pg_t *p, fp_sink_t *s, uint64_t last, bool staged, uint64_t
             PQclear(r);
             if (fed < nk && s_feed(p, kinds[fed++]))
                 continue;
-            PQputCopyEnd(p->conn, "floorpost: no data for this COPY"); /* not ours: abort */
+            if (!p->oom) /* (s_feed ended the COPY then) */
+                PQputCopyEnd(p->conn, "floorpost: no data for this COPY"); /* not ours: abort */
             continue;
         }
         if (!bad && st != PGRES_COMMAND_OK) {
@@ -961,6 +1001,13 @@ static int s_attempt(pg_t *p, fp_sink_t *s, uint64_t last, bool staged, uint64_t
         if (!bad && strncmp(PQcmdStatus(r), "INSERT", 6) == 0)
             merged += strtoull(PQcmdTuples(r), NULL, 10);
         PQclear(r);
+    }
+    if (p->oom) {
+        PQclear(bad);
+        if (PQtransactionStatus(p->conn) != PQTRANS_IDLE)
+            PQclear(PQexec(p->conn, "ROLLBACK"));
+        fp_sink_fail(s, FP_SINK_ERR_io, "out of memory");
+        return -1;
     }
     if (bad) {
         const char *state = PQresultErrorField(bad, PG_DIAG_SQLSTATE);
@@ -997,14 +1044,13 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
                      "(a restored database?): reopening to go on from it");
         return FP_READER_REOPEN;
     }
-    bool oom = false;
-    s_encode(p->rows, p->nrows, evs, n);
+    /* The COPY data is encoded while it is sent (s_feed). */
+    s_count(p->nrows, evs, n);
+    p->evs = evs;
+    p->nevs = n;
+    p->oom = false;
     for (int k = 0; k < FP_CK_KINDS; k++)
-        oom |= p->rows[k].failed;
-    if (oom) {
-        fp_sink_fail(s, FP_SINK_ERR_io, "out of memory");
-        return -1;
-    }
+        p->encoded[k] = false;
     /* Straight COPY into the tables: the position makes a repeat rare (it
        is committed with the rows and read back at open), so an event_id
        already there means something else wrote it (another instance, a
@@ -1021,6 +1067,8 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
     } else if (rc == 0 && p->staged > 0) {
         p->staged--;
     }
+    p->evs = NULL;
+    p->nevs = 0;
     if (rc != 0)
         return rc;
     p->db_pos = last;
@@ -1201,28 +1249,21 @@ const fp_sink_type_t fp_sink_postgresql = {"postgresql", s_new,   s_open, s_deli
 int fp_sink_pg_copy_data(const fp_sink_event_t *evs, size_t n, int kind, char **out,
                          size_t *len)
 {
-    s_out_t rows[FP_CK_KINDS] = {{0}};
     uint64_t nrows[FP_CK_KINDS];
-    s_encode(rows, nrows, evs, n);
-    int rc = 0;
+    s_count(nrows, evs, n);
     *out = NULL;
     *len = 0;
-    for (int k = 0; k < FP_CK_KINDS; k++) {
-        if (rows[k].failed)
-            rc = -1;
-        if (k == kind - 1 && !rows[k].failed) {
-            *out = rows[k].p;
-            *len = rows[k].len;
-            rows[k].p = NULL;
-        }
-        free(rows[k].p);
+    if (kind < 1 || kind > FP_CK_KINDS || nrows[kind - 1] == 0)
+        return 0;
+    s_out_t o = {0};
+    size_t sent;
+    if (!s_encode_kind(&o, NULL, &sent, evs, n, kind - 1)) {
+        free(o.p);
+        return -1;
     }
-    if (rc != 0) {
-        free(*out);
-        *out = NULL;
-        *len = 0;
-    }
-    return rc;
+    *out = o.p;
+    *len = o.len;
+    return 0;
 }
 
 /* ---- resubmission (sink_pg.h) ---- */
