@@ -24,7 +24,7 @@
       of sink_position (the batch's last global_seq), COMMIT. The rows and
       the position are committed together or not at all. Binary, because
       the single backend is the limit and no longer parses timestamps,
-      dates, numbers and booleans from text (1.3 to 1.4 times the rows per
+      dates, numbers and booleans from text (1.2 to 1.3 times the rows per
       backend CPU second of the text format, docs/benchmarks.md). Each
       table's data is encoded when its COPY asks for it and handed to libpq
       every 32 KiB, so the backend parses and inserts the first rows while
