@@ -12,7 +12,9 @@ A real PostgreSQL 15 (tests/e2e/pg.py) with its defaults for durability
    then floorpost started on that state with a [sink erp] of type postgresql
    and no load: the time from its start until the sink's position reaches
    the last committed global_seq (/sinks), for batch_max 1000 (the default)
-   and 5000. Each on a fresh database.
+   and 5000. Each on a fresh database. CPU: the sink's thread, this
+   server's processes (the postmaster's tree) and the sink's one backend
+   (rows per backend CPU second: the single session's limit).
 2. Ingest while PostgreSQL is down: durable max-rate runs (fpload, as
    bench/run.py's durability scenario) without a sink and with a
    postgresql sink whose server is down (nobody listening on its port),
@@ -62,22 +64,51 @@ def sinks_status(port):
         return json.loads(r.read())
 
 
-def user_cpu_s(uid):
-    """CPU seconds (user + system) of every live process of uid (PostgreSQL's
-    backends and helpers)."""
-    total = 0.0
+def _stat(pid):
+    """(ppid, own CPU s, reaped children's CPU s) of pid, from /proc/PID/stat."""
+    with open("/proc/%s/stat" % pid) as f:
+        st = f.read().rsplit(")", 1)[1].split()
+    return (int(st[1]), (int(st[11]) + int(st[12])) / bench.CLK_TCK,
+            (int(st[13]) + int(st[14])) / bench.CLK_TCK)
+
+
+def server_cpu_s(root):
+    """CPU seconds (user + system) of the PostgreSQL server whose postmaster
+    is root: the postmaster, its live processes (backends, walwriter,
+    checkpointer, ...) and, through the postmaster's cutime, those that
+    exited. Only this server's: other PostgreSQL servers on the machine (other
+    sessions' tests, run as the same user) are not counted."""
+    stats = {}
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            if os.stat("/proc/" + pid).st_uid != uid:
+        if pid.isdigit():
+            try:
+                stats[int(pid)] = _stat(pid)
+            except OSError:
                 continue
-            with open("/proc/%s/stat" % pid) as f:
-                st = f.read().rsplit(")", 1)[1].split()
-            total += (int(st[11]) + int(st[12])) / bench.CLK_TCK
+    if root not in stats:
+        return 0.0
+    tree, todo = {root}, [root]
+    while todo:
+        parent = todo.pop()
+        for pid, (ppid, _, _) in stats.items():
+            if ppid == parent and pid not in tree:
+                tree.add(pid)
+                todo.append(pid)
+    return stats[root][2] + sum(stats[pid][1] for pid in tree)
+
+
+def backend_cpu_s(pg, appname):
+    """CPU seconds of the live backends of the sessions named appname (the
+    sink's connection: floorpost-SINK), and their pids."""
+    pids = [r[0] for r in pg.sql("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                                 (appname,))]
+    total = 0.0
+    for pid in pids:
+        try:
+            total += _stat(pid)[1]
         except OSError:
             continue
-    return total
+    return total, pids
 
 
 def drain_into_pg(s, state, batch_max, events_expected, sync=True, variant=None):
@@ -94,11 +125,12 @@ def drain_into_pg(s, state, batch_max, events_expected, sync=True, variant=None)
         s.sinks = {}
         err = open(os.path.join(s.tmp, "drain.err"), "w")
         pg.sql("SELECT pg_stat_reset_shared('wal')")
-        pg_cpu0 = user_cpu_s(pg.pw.pw_uid)
+        pg_cpu0 = server_cpu_s(pg.proc.pid)
         t0 = time.monotonic()
         proc = subprocess.Popen([variant["fp"], "run", "-c", cfg], stdout=subprocess.DEVNULL,
                                 stderr=err)
         samples, first, threads, pg_cpu, sink_cpu = [], None, {}, 0.0, 0.0
+        be_cpu, be_pids = 0.0, []
         try:
             while time.monotonic() - t0 < 600:
                 time.sleep(0.1)
@@ -119,7 +151,9 @@ def drain_into_pg(s, state, batch_max, events_expected, sync=True, variant=None)
             # the sink's threads: fp-r-erp and its connections' (fp-pg-erp-N)
             sink_cpu = sum(v for k, v in threads.items() if k == "fp-r-erp" or
                            k.startswith("fp-pg-"))
-            pg_cpu = user_cpu_s(pg.pw.pw_uid) - pg_cpu0
+            pg_cpu = server_cpu_s(pg.proc.pid) - pg_cpu0
+            # the sink's own backend (its whole life: the session's setup too)
+            be_cpu, be_pids = backend_cpu_s(pg, "floorpost-erp")
         finally:
             proc.terminate()
             proc.wait()
@@ -141,18 +175,23 @@ def drain_into_pg(s, state, batch_max, events_expected, sync=True, variant=None)
              "exact": rows == events_expected,
              # CPU seconds of the sink's thread (fp-r-erp) against the wall time
              "sink_thread_cpu_s": round(sink_cpu, 2), "threads_cpu_s": threads,
-             # PostgreSQL's CPU seconds (all its processes) and WAL in the drain:
-             # rows per PostgreSQL CPU second is what the database side can take
-             # on a core of its own, whatever else the machine runs
+             # the CPU seconds of this benchmark's PostgreSQL server (its
+             # postmaster's process tree, nobody else's) and of the sink's one
+             # backend in the drain: rows per backend CPU second is what one
+             # session can take on a core of its own, whatever else runs
              "postgres_cpu_s": round(pg_cpu, 2),
              "rows_per_postgres_cpu_s": round(rows / pg_cpu) if pg_cpu else 0,
+             "backend_cpu_s": round(be_cpu, 2), "backend_pids": be_pids,
+             "rows_per_backend_cpu_s": round(rows / be_cpu) if be_cpu else 0,
+             "us_per_row_backend": round(be_cpu * 1e6 / rows, 2) if rows else 0,
              "rows_per_sink_thread_cpu_s": round(rows / sink_cpu) if sink_cpu else 0,
              "wal_records": int(wal[0]), "wal_fpi": int(wal[1]), "wal_mib": round(int(wal[2]) / 2**20, 1),
              "loadavg": open("/proc/loadavg").read().split()[:3]}
         print("  [%s] drain into PostgreSQL, batch_max %5d%s: %d rows in %.2f s: %d rows/s (%d while "
-              "delivering); %d rows per PostgreSQL CPU s, %d per sink thread CPU s, WAL %.0f MiB "
-              "(%d full pages)%s" % (variant["label"], batch_max, "" if sync else ", synchronous_commit off", rows, total, r["rows_per_s_from_start"],
-                                     r["rows_per_s_delivering"], r["rows_per_postgres_cpu_s"],
+              "delivering); %d rows per backend CPU s, %d per PostgreSQL CPU s, %d per sink thread "
+              "CPU s, WAL %.0f MiB (%d full pages)%s" % (variant["label"], batch_max, "" if sync else ", synchronous_commit off", rows, total, r["rows_per_s_from_start"],
+                                     r["rows_per_s_delivering"], r["rows_per_backend_cpu_s"],
+                                     r["rows_per_postgres_cpu_s"],
                                      r["rows_per_sink_thread_cpu_s"], r["wal_mib"], r["wal_fpi"],
                                      "" if r["exact"] else "  NOT EXACT"), flush=True)
         return r
@@ -283,17 +322,18 @@ def write(a, s, res, out, stamp):
              "", "PostgreSQL: %s." % res["postgresql"], ""]
     if res["drain"]:
         lines += ["| variant | batch_max | synchronous_commit | rows | s | rows/s | "
-                  "rows/s delivering | rows per PostgreSQL CPU s | rows per sink thread CPU s | "
-                  "WAL MiB (full pages) | load avg |", "|---" * 11 + "|"]
+                  "rows/s delivering | rows per backend CPU s | rows per PostgreSQL CPU s | "
+                  "rows per sink thread CPU s | WAL MiB (full pages) | load avg |",
+                  "|---" * 12 + "|"]
         for d in res["drain"]:
-            lines.append("| %s | %d | %s | %d | %.2f | %d | %d | %d | %d | %.0f (%d) "
+            lines.append("| %s | %d | %s | %d | %.2f | %d | %d | %d | %d | %d | %.0f (%d) "
                          "| %s |" % (d["variant"] + (" (%s)" % ", ".join(
                              "%s=%s" % kv for kv in sorted(d["sink_opts"].items()))
                              if d["sink_opts"] else ""),
                              d["batch_max"], "on" if d["synchronous_commit"] else "off",
                                      d["rows"], d["seconds_from_start"],
                                      d["rows_per_s_from_start"], d["rows_per_s_delivering"],
-                                     d["rows_per_postgres_cpu_s"], d["rows_per_sink_thread_cpu_s"],
+                                     d["rows_per_backend_cpu_s"], d["rows_per_postgres_cpu_s"], d["rows_per_sink_thread_cpu_s"],
                                      d["wal_mib"], d["wal_fpi"], " ".join(d["loadavg"])))
         lines.append("")
     if ing:

@@ -69,6 +69,51 @@ def db_ids(pg, schema="floorpost"):
     return sorted(rows)
 
 
+def us(ns):
+    """ns as the sink writes a timestamptz: microseconds, rounded down."""
+    return ns // 1000
+
+
+def check_columns(pg, by_id):
+    """Every column the sink writes, of every row, equals its event in the
+    outbox (COPY's binary format round trip: dates, times at microseconds,
+    numerics, booleans, jsonb, NULLs)."""
+    common = ("event_id, global_seq, instance, plant, line, order_no, operation, "
+              "posting_date::text, (extract(epoch FROM first_event_at) * 1000000)::bigint, "
+              "(extract(epoch FROM last_event_at) * 1000000)::bigint, record_count, late, "
+              "lineage, lineage_truncated, checkpoint_no, stream_seq, topic, period, "
+              "(extract(epoch FROM period_start) * 1000000)::bigint, "
+              "(extract(epoch FROM period_end) * 1000000)::bigint, backfill, "
+              "original_posting_date::text, "
+              "(extract(epoch FROM original_period_start) * 1000000)::bigint, process_status")
+    own = {"consumption": "material, lot, unit, quantity::text",
+           "completion": "yield_qty, scrap_qty, final", "scrap": "reason, parts"}
+    for t in TABLES:
+        for r in pg.sql("SELECT %s, %s FROM floorpost.%s" % (common, own[t], t)):
+            e = by_id[r[0]]
+            has = bool(e["posting_date"] and e["period"])
+            want = [e["event_id"], e["global_seq"], e["instance"], e["plant"], e["line"] or None,
+                    e["order"], e["operation"], e["posting_date"] or r[7],
+                    us(e["first_time_ns"]), us(e["last_time_ns"]), e["record_count"],
+                    e["late"], [dict(source_id=a, epoch=b, first_seq=c, last_seq=d)
+                                for a, b, c, d in e["lineage"]],
+                    e["lineage_truncated"], e["checkpoint_no"], e["stream_seq"], e["topic"],
+                    e["period"] if has else None, us(e["period_start_ns"]) if has else None,
+                    us(e["period_end_ns"]) if has else None, e["backfill"],
+                    e["original_posting_date"] or None,
+                    us(e["original_period_start_ns"]) if e["original_posting_date"] else None,
+                    "PENDING"]
+            if t == "consumption":
+                q = e["quantity"]
+                want += [e["material"] or None, e["lot"] or None, e["unit"] or None,
+                         "%s%d.%03d" % ("-" if q < 0 else "", abs(q) // 1000, abs(q) % 1000)]
+            elif t == "completion":
+                want += [e["yield_"], e["scrap"], e["final"]]
+            else:
+                want += [e["reason"] or None, e["parts"]]
+            eq(list(r), want, "every column of row %s of %s" % (r[0], t))
+
+
 def check_against_truth(pg, fp, truth_path, what):
     """The tables hold every event of the outbox exactly once, and their
     sums equal the truth."""
@@ -93,6 +138,7 @@ def check_against_truth(pg, fp, truth_path, what):
                 (e["quantity"],) if t == "consumption" else (e["parts"],))
             eq(tuple(int(v) if not isinstance(v, str) else v for v in r[1:]), want,
                "row %s of %s" % (r[0], t))
+    check_columns(pg, by_id)
     comp, cons, scr, records = read_truth(truth_path)
     eq(totals(events)[3], records, "record_count of the outbox (%s)" % what)
     got = pg_totals(pg)
