@@ -507,6 +507,20 @@ EXAMPLE_C = os.path.join(os.path.dirname(FLOORPOST), "examples", "subscriber")
 PYTHON_PKG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python")
 
 
+def raw_line(f):
+    """One line of pipe f, read a byte at a time from its descriptor: not
+    f.readline(), whose buffer would read ahead what communicate() (which
+    reads the descriptor itself) then never sees, e.g. a refusal printed
+    right after the first line."""
+    b = b""
+    while not b.endswith(b"\n"):
+        c = os.read(f.fileno(), 1)
+        if not c:
+            break
+        b += c
+    return b.decode(errors="replace")
+
+
 def run_example_subscribers(endpoint, args, prefix=None, python=None):
     """Starts the Python and the C example subscribers on endpoint; returns the
     processes once both have connected and subscribed."""
@@ -517,7 +531,7 @@ def run_example_subscribers(endpoint, args, prefix=None, python=None):
     for cmd in ([python or sys.executable, EXAMPLE_PY], [EXAMPLE_C]):
         p = subprocess.Popen(cmd + args + [endpoint] + ([prefix] if prefix is not None else []),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        first = p.stderr.readline()
+        first = raw_line(p.stderr)
         assert first.startswith("subscriber: connected to"), (cmd, first, p.stderr.read())
         procs.append(p)
     return procs

@@ -20,7 +20,7 @@ import zmq
 
 from fp import (COMPLETED, FLOORPOST, PART, PYTHON_PKG, SCRAP, Floorpost, free_port,
                 Producer, decode_checkpoint, eq, extra_test, finish_examples, parse_example_line,
-                rec, replay_all, run_example_subscribers)
+                raw_line, rec, replay_all, run_example_subscribers)
 
 CTX = zmq.Context.instance()
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
@@ -129,7 +129,7 @@ def read_lines(procs, n, timeout=15.0):
         lines = []
         end = time.time() + timeout
         while len(lines) < n and time.time() < end:
-            line = p.stdout.readline()
+            line = raw_line(p.stdout)  # not readline: its read-ahead is lost to communicate
             if not line:
                 break
             lines.append(line.rstrip("\n"))
