@@ -223,15 +223,32 @@ static bool s_newer(const s_ctr_t *c, uint64_t epoch, uint64_t seq)
 counter_verdict_t counter_apply(counter_t *self, const counter_reading_t *r,
                                 counter_result_t *out)
 {
-    assert(self && r && out);
-    *out = (counter_result_t){.verdict = COUNTER_NOMEM, .previous = -1,
-                              .modulus = s_modulus(self, r->name, r->name_len)};
-    size_t klen = s_key(self, r->source_id, r->kind, r->station, r->station_len, r->name,
-                        r->name_len);
-    if (klen == 0)
-        return out->verdict;
-    uint64_t h = XXH3_64bits(self->kbuf, klen);
-    uint32_t slot, idx = s_find(self, self->kbuf, klen, h, &slot);
+    uint32_t at = COUNTER_AT_NONE;
+    return counter_apply_at(self, &at, r, out);
+}
+
+counter_verdict_t counter_apply_at(counter_t *self, uint32_t *at, const counter_reading_t *r,
+                                   counter_result_t *out)
+{
+    assert(self && at && r && out);
+    *out = (counter_result_t){.verdict = COUNTER_NOMEM, .previous = -1};
+    uint32_t slot = 0, idx = *at;
+    size_t klen = 0;
+    uint64_t h = 0;
+    assert(idx == COUNTER_AT_NONE || idx < self->n);
+    if (idx == COUNTER_AT_NONE || idx >= self->n) {
+        idx = UINT32_MAX;
+        out->modulus = s_modulus(self, r->name, r->name_len);
+        klen = s_key(self, r->source_id, r->kind, r->station, r->station_len, r->name,
+                     r->name_len);
+        if (klen == 0) {
+            *at = COUNTER_AT_NONE;
+            return out->verdict;
+        }
+        h = XXH3_64bits(self->kbuf, klen);
+        idx = s_find(self, self->kbuf, klen, h, &slot);
+    }
+    *at = idx == UINT32_MAX ? COUNTER_AT_NONE : idx;
     uint64_t m = idx != UINT32_MAX ? self->ctr[idx].modulus : out->modulus;
     out->modulus = m;
     if (r->reading < 0 || (uint64_t)r->reading >= m) {
@@ -245,6 +262,7 @@ counter_verdict_t counter_apply(counter_t *self, const counter_reading_t *r,
         idx = s_add(self, self->kbuf, klen, h, slot, m);
         if (idx == UINT32_MAX)
             return out->verdict; /* COUNTER_NOMEM */
+        *at = idx;
         verdict = COUNTER_BASE;
         if (r->from_zero && v > 0) {
             verdict = COUNTER_DELTA;

@@ -109,6 +109,18 @@ void counter_destroy(counter_t **self_p);
 counter_verdict_t counter_apply(counter_t *self, const counter_reading_t *r,
                                 counter_result_t *out);
 
+/* No counter index yet (counter_apply_at). */
+#define COUNTER_AT_NONE UINT32_MAX
+
+/* counter_apply with the counter's index: *at is COUNTER_AT_NONE, or what an
+   earlier call for the same (source_id, kind, station, name) left in it;
+   then the key is not built, hashed and looked up again (counters are never
+   removed, so an index stays valid for the counter_t's life). Leaves the
+   counter's index in *at (COUNTER_AT_NONE when there is none: a RANGE
+   reading of a new counter, NOMEM). The same verdicts as counter_apply. */
+counter_verdict_t counter_apply_at(counter_t *self, uint32_t *at, const counter_reading_t *r,
+                                   counter_result_t *out);
+
 /* The verdict's name ("delta", "rollover", ...), for logs and details. */
 const char *counter_verdict_name(counter_verdict_t v);
 

@@ -54,6 +54,12 @@
 #include "stage.h"
 #include "store.h"
 
+/* One entry of worker_t's per-batch counter cache. */
+typedef struct {
+    uint32_t sn, gen, at; /* station | name << 16 (batch string indices); batch; counter */
+    uint8_t kind;
+} s_ccache_t;
+
 typedef struct {
     const fp_config_t *cfg;
     fp_metrics_t *metrics;
@@ -81,6 +87,13 @@ typedef struct {
     int64_t *delta;     /* per record: a counter reading's delta (route != UINT32_MAX) */
     uint32_t route_cap, delta_cap;
     char *idbuf;        /* counter_reset event_id: instance + '-' + 32 hex */
+    /* Per batch (one source, one string table): a reading's (kind, station,
+       name) string indices -> its counter's index, so the readings of a
+       batch that share a counter build, hash and look up its key once
+       (counter_apply_at). An entry counts only while gen is the batch's. */
+    s_ccache_t ccache[256];
+    uint32_t ccache_gen;
+    uint64_t c_readings, c_rollovers, c_unposted; /* this batch's, for the metrics */
     uint32_t count[64]; /* records per shard in this batch */
     int64_t event_wm;   /* newest event time routed to a shard, at most an hour ahead of
                            our clock (INT64_MIN: none); sent with every barrier */
@@ -368,12 +381,23 @@ static bool s_counter(worker_t *self, const fp_batch_view_t *v, const fp_record_
     in.station = s_bstr(self, r->str[FP_STR_STATION], &in.station_len);
     in.name = s_bstr(self, r->str[FP_STR_COUNTER], &in.name_len);
     counter_result_t out;
-    counter_verdict_t verdict = counter_apply(self->counters, &in, &out);
-    fp_metrics_add(self->metrics, FP_M_COUNTER_READINGS, 1);
+    const uint32_t sn = (uint32_t)r->str[FP_STR_STATION] | (uint32_t)r->str[FP_STR_COUNTER] << 16;
+    s_ccache_t *cc = &self->ccache[(sn * 0x9E3779B1u) >> 24];
+    uint32_t at = cc->gen == self->ccache_gen && cc->sn == sn && cc->kind == r->kind
+                      ? cc->at
+                      : COUNTER_AT_NONE;
+    counter_verdict_t verdict = counter_apply_at(self->counters, &at, &in, &out);
+    if (at != COUNTER_AT_NONE) {
+        cc->sn = sn;
+        cc->kind = r->kind;
+        cc->gen = self->ccache_gen;
+        cc->at = at;
+    }
+    self->c_readings++;
     char detail[160];
     switch (verdict) {
     case COUNTER_ROLLOVER:
-        fp_metrics_add(self->metrics, FP_M_COUNTER_ROLLOVERS, 1);
+        self->c_rollovers++;
         /* fall through */
     case COUNTER_DELTA:
         *delta = out.delta;
@@ -395,7 +419,7 @@ static bool s_counter(worker_t *self, const fp_batch_view_t *v, const fp_record_
         s_dead_record(self, v, r, index, FP_DL_no_memory, "no room for another counter");
         return false;
     default: /* BASE, REPEAT, JITTER, STALE: the reading posts nothing */
-        fp_metrics_add(self->metrics, FP_M_COUNTER_UNPOSTED, 1);
+        self->c_unposted++;
         return false;
     }
 }
@@ -601,6 +625,10 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
     int64_t last_event_ns = INT64_MIN;
     /* A gateway with a clock far ahead must not close today's period. */
     int64_t wm = self->event_wm, wm_limit = fp_wall_ns() + 3600ll * 1000000000;
+    if (++self->ccache_gen == 0) { /* a new batch: its string indices are its own */
+        memset(self->ccache, 0, sizeof self->ccache);
+        self->ccache_gen = 1;
+    }
     for (uint32_t i = 0; i < v.nrecords; i++) {
         const fp_record_t *r = &v.records[i];
         self->route[i] = UINT32_MAX;
@@ -634,6 +662,12 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
     }
     self->event_wm = wm;
     fp_metrics_add(self->metrics, FP_M_RECORDS_ACCEPTED, accepted);
+    if (self->c_readings) {
+        fp_metrics_add(self->metrics, FP_M_COUNTER_READINGS, self->c_readings);
+        fp_metrics_add(self->metrics, FP_M_COUNTER_ROLLOVERS, self->c_rollovers);
+        fp_metrics_add(self->metrics, FP_M_COUNTER_UNPOSTED, self->c_unposted);
+        self->c_readings = self->c_rollovers = self->c_unposted = 0;
+    }
     s_sync_dedup_metrics(self);
     for (int s = 0; s < self->nshards; s++) {
         if (!self->count[s])

@@ -359,6 +359,66 @@ TEST(test_model_random)
     }
 }
 
+/* counter_apply_at with remembered indices gives counter_apply's verdicts,
+   deltas and results on the same stream (8 counters, two stations, resets,
+   repeats, jumps, stale readings, a RANGE reading of a new counter), and a
+   new counter's RANGE leaves no index. */
+TEST(test_apply_at_same_as_apply)
+{
+    ctx_t a = s_ctx(4096, 1000, 3), b = s_ctx(4096, 1000, 3);
+    uint32_t at[16];
+    for (int i = 0; i < 16; i++)
+        at[i] = COUNTER_AT_NONE;
+    static const char *names[8] = {"G0", "G1", "G2", "G3", "SHORT", "G5", "G6", "G7"};
+    int64_t val[16] = {0};
+    uint64_t rng = 12345;
+    for (int i = 0; i < 20000; i++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        int k = (int)((rng >> 40) % 16), kind = (int)((rng >> 30) % 7);
+        int64_t v = val[k];
+        if (kind == 0)
+            v = (v + (int64_t)((rng >> 20) % 30)) % 4096; /* parts, maybe a rollover */
+        else if (kind == 1)
+            v = (int64_t)((rng >> 20) % 5);               /* a reset */
+        else if (kind == 2)
+            v = (v + 2000) % 4096;                        /* a jump */
+        else if (kind == 3 && v > 0)
+            v = v - 1;                                    /* jitter */
+        else if (kind == 4)
+            v = 5000;                                     /* outside the modulus */
+        else
+            v = (v + 3) % 4096;
+        if (v < 4096)
+            val[k] = v;
+        uint64_t seq = ++a.seq;
+        if (kind == 5 && seq > 2)
+            seq -= 2; /* stale: older than the last reading of some counter */
+        counter_reading_t r = {.source_id = 7, .epoch = 1, .seq = seq, .time_ns = i,
+                               .kind = FP_KIND_PART_COUNTER, .station = k < 8 ? "ST1" : "ST2",
+                               .station_len = 3, .name = names[k % 8],
+                               .name_len = (uint32_t)strlen(names[k % 8]), .reading = v,
+                               .from_zero = (rng >> 10) % 2};
+        counter_result_t ra, rb;
+        counter_verdict_t va = counter_apply(a.c, &r, &ra);
+        uint32_t before = at[k];
+        counter_verdict_t vb = counter_apply_at(b.c, &at[k], &r, &rb);
+        ASSERT_EQ(va, vb);
+        ASSERT_EQ(ra.delta, rb.delta);
+        ASSERT_EQ(ra.previous, rb.previous);
+        ASSERT_EQ(ra.modulus, rb.modulus);
+        if (before != COUNTER_AT_NONE)
+            ASSERT_EQ(at[k], before); /* an index, once known, stays */
+        if (before == COUNTER_AT_NONE && vb == COUNTER_RANGE)
+            ASSERT_EQ(at[k], COUNTER_AT_NONE); /* no counter made for it */
+    }
+    for (int k = 0; k < 16; k++)
+        ASSERT(at[k] != COUNTER_AT_NONE);
+    ASSERT_EQ(counter_count(a.c), counter_count(b.c));
+    ASSERT_EQ(counter_count(b.c), 16);
+    counter_destroy(&a.c);
+    counter_destroy(&b.c);
+}
+
 TEST(test_bad_config)
 {
     counter_config_t cfg = {.default_modulus = 1};
@@ -384,6 +444,7 @@ int main(int argc, char **argv)
     RUN(test_restart_restores_the_last_reading);
     RUN(test_import_refuses_a_longer_key_form);
     RUN(test_model_random);
+    RUN(test_apply_at_same_as_apply);
     RUN(test_bad_config);
     return test_done();
 }
