@@ -26,6 +26,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pipeline.h"
+#include "stage.h"
 #include "store.h"
 #include "producer.h"
 #include "security.h"
@@ -76,6 +77,12 @@ static void s_reload_one(void *ctx, const char *section, const char *name)
         r->running->health_max_round_age_ms = r->next->health_max_round_age_ms;
         fp_log(FP_LOG_WARN, "main", "reload: applied", "option=[%s]%s value=%lld", section, name,
                (long long)r->next->health_max_round_age_ms);
+        r->applied++;
+    } else if (strcmp(name, "reader_max_lag_events") == 0) {
+        fp_emit_set_reader_max_lag(r->next->reader_max_lag_events);
+        r->running->reader_max_lag_events = r->next->reader_max_lag_events;
+        fp_log(FP_LOG_WARN, "main", "reload: applied", "option=[%s]%s value=%llu", section, name,
+               (unsigned long long)r->next->reader_max_lag_events);
         r->applied++;
     } else {
         fp_log(FP_LOG_WARN, "main", "reload: changed, takes effect at the next restart",

@@ -33,6 +33,7 @@
 */
 #include <assert.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -73,6 +74,22 @@ typedef struct {
     fp_stage_slot_t *slot; /* our gauges (metrics.h) */
     fp_hist_local_t round_hist;
 } emit_t;
+
+/* The readers' lag bound: a reload's (fp_emit_set_reader_max_lag), else
+   the config's. */
+static _Atomic uint64_t s_max_lag_reloaded;
+
+void fp_emit_set_reader_max_lag(uint64_t events)
+{
+    atomic_store_explicit(&s_max_lag_reloaded, events, memory_order_relaxed);
+}
+
+static uint64_t s_max_lag(const emit_t *self)
+{
+    uint64_t v = atomic_load_explicit(&s_max_lag_reloaded, memory_order_relaxed);
+    return v ? v : self->cfg->reader_max_lag_events;
+}
+
 
 /* One logfmt line for a dead letter: its reason and the fields the sender
    rendered in logfmt beside the JSON (fp_dl_fields_t, stage.h), so the JSON
@@ -262,7 +279,7 @@ static void s_detached(void *ctx, const char *name, uint64_t position, uint64_t 
            "for it and the events it has not read will be trimmed",
            "reader=%s position=%llu lag_events=%llu reader_max_lag_events=%llu", name,
            (unsigned long long)position, (unsigned long long)lag,
-           (unsigned long long)self->cfg->reader_max_lag_events);
+           (unsigned long long)s_max_lag(self));
 }
 
 /* For each reader that holds retention, once a second (fp_outbox_lags):
@@ -277,7 +294,7 @@ static int s_reader_lag(void *ctx, const char *name, uint64_t position, uint64_t
         fp_log(FP_LOG_WARN, "emit", "reader lagging: it will be detached at the bound",
                "reader=%s position=%llu lag_events=%llu reader_max_lag_events=%llu", name,
                (unsigned long long)position, (unsigned long long)lag,
-               (unsigned long long)self->cfg->reader_max_lag_events);
+               (unsigned long long)s_max_lag(self));
     return 0;
 }
 
@@ -324,12 +341,12 @@ static void s_housekeeping(emit_t *self, int64_t now)
     uint64_t deleted = 0;
     fp_outbox_trim(self->store, fp_wall_ns() - self->cfg->retention_ms * 1000000, 10000,
                    &deleted);
-    fp_outbox_detach_lagging(self->store, self->cfg->reader_max_lag_events, s_detached, self);
+    fp_outbox_detach_lagging(self->store, s_max_lag(self), s_detached, self);
     uint64_t outbox_bytes = 0, map_bytes = 0;
     self->warn_now = now >= self->next_lag_warn;
     if (self->warn_now)
         self->next_lag_warn = now + 60 * (int64_t)1000000000;
-    if (fp_outbox_lags(self->store, self->cfg->reader_max_lag_events, s_reader_lag, self,
+    if (fp_outbox_lags(self->store, s_max_lag(self), s_reader_lag, self,
                        &outbox_bytes, &map_bytes) == 0)
         fp_metrics_set_outbox(self->metrics, outbox_bytes, map_bytes);
     uint64_t used = 0, map = 0;
@@ -388,6 +405,7 @@ void *fp_emit_main(void *argp)
     emit_t self_ = {.cfg = args->cfg, .metrics = args->metrics, .store = args->store};
     emit_t *self = &self_;
     const fp_config_t *cfg = self->cfg;
+    fp_emit_set_reader_max_lag(0); /* a new run: its config's until a reload */
     char err[512] = "";
     int nsenders = 1 + cfg->workers + cfg->shards;
     bool ok = (self->core = fp_commit_new(nsenders, args->start_round, self->store,

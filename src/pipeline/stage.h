@@ -151,6 +151,10 @@ void *fp_ingest_main(void *args);
 void *fp_worker_main(void *args);
 void *fp_shard_main(void *args);
 void *fp_emit_main(void *args);
+/* [durability] reader_max_lag_events as a reload (SIGHUP) set it: emit reads
+   it once a second, instead of its config's, from then on. Process-wide (one
+   emit per process); emit's start clears it. */
+void fp_emit_set_reader_max_lag(uint64_t events);
 void *fp_replay_main(void *args);
 
 /* Reports a stage's start-up result to pipeline_start (rc 0 = bound and

@@ -6,7 +6,7 @@ import time
 
 import zmq
 
-from fp import (PART, Floorpost, Producer, eq, extra_test, free_port, parse_metrics,  # noqa: F401
+from fp import (COMPLETED, PART, Floorpost, Producer, eq, extra_test, free_port, parse_metrics,  # noqa: F401
                 rec, replay, replay_all, scrape)
 
 CTX = zmq.Context.instance()
@@ -208,3 +208,50 @@ def every_verb_has_help_and_version():
     r = subprocess.run([FLOORPOST, "--version"], capture_output=True, text=True, timeout=10)
     eq(r.returncode, 0, "--version")
     assert r.stdout.startswith("floorpost "), r.stdout
+
+
+@extra_test
+def sighup_applies_reader_max_lag_events_to_a_lagging_sink():
+    """[durability] reader_max_lag_events is applied by a reload: an http
+    sink whose ERP does not answer (nothing listens on its port) falls 1,200
+    events behind under the default bound (10,000,000) and stays attached;
+    lowered to 1,000 in the file, SIGHUP detaches it at once, loudly, by the
+    new bound."""
+    port = free_port()
+    fp = Floorpost(sinks={"erp": dict(type="http", url="http://127.0.0.1:%d/erp" % free_port(),
+                                      retry_ms=100, retry_max_ms=300)},
+                   metrics_port=port).start()
+    prod = Producer(CTX, fp.endpoints["router"])
+    seq, orders = 1, 1200
+    for first in range(0, orders, 50):
+        recs = []
+        for o in range(first, first + 50):
+            recs.append(rec(seq, PART, "L%05d" % o, qty=1))
+            recs.append(rec(seq + 1, COMPLETED, "L%05d" % o))  # a final completion each
+            seq += 2
+        prod.send(41, 1, recs)
+    assert prod.wait_acks(orders // 50, timeout=30), "acks"
+    lag = 0
+    end = time.time() + 15
+    while time.time() < end:
+        _, text = scrape(port)
+        lag = parse_metrics(text).get('floorpost_sink_lag_events{sink="erp"}', 0)
+        if lag >= orders:
+            break
+        time.sleep(0.1)
+    assert lag >= orders, "the sink's lag: %s" % lag
+    time.sleep(1.5)  # a housekeeping pass or two under the default bound
+    assert "reader DETACHED" not in fp.log(), fp.log()[-2000:]
+    with open(fp.config) as f:
+        text = f.read()
+    with open(fp.config, "w") as f:
+        f.write(text.replace("[durability]\n", "[durability]\nreader_max_lag_events = 1000\n", 1))
+    fp.proc.send_signal(signal.SIGHUP)
+    assert wait_log(fp, 'msg="reload: applied" option=[durability]reader_max_lag_events '
+                        'value=1000'), fp.log()[-2000:]
+    assert wait_log(fp, "reader DETACHED", timeout=5), fp.log()[-2000:]
+    line = [ln for ln in fp.log().splitlines() if "reader DETACHED" in ln][0]
+    assert "reader_max_lag_events=1000" in line, line
+    rc, _ = fp.stop()
+    eq(rc, 0, "drain after the detach")
+    prod.close()
