@@ -1378,11 +1378,16 @@ def replay_reader_has_its_own_thread_and_answers_by_committed_seq():
         if not durable:
             opts["state_dir"] = '""'
         fp = Floorpost(**opts).start()
-        comms = set()
+        comms, policy = set(), {}
         for tid in os.listdir("/proc/%d/task" % fp.proc.pid):
             with open("/proc/%d/task/%s/comm" % (fp.proc.pid, tid)) as f:
-                comms.add(f.read().strip())
+                name = f.read().strip()
+            comms.add(name)
+            policy[name] = os.sched_getscheduler(int(tid))
         assert "fp-replay" in comms and "fp-emit" in comms, comms
+        # the replay thread yields to the pipeline: SCHED_IDLE, the stages not
+        eq(policy["fp-replay"], os.SCHED_IDLE, "the replay thread's policy")
+        eq(policy["fp-emit"], os.SCHED_OTHER, "emit's policy")
         sub = Subscriber(CTX, fp.endpoints["pub"])
         sub.start()
         time.sleep(0.3)
