@@ -292,15 +292,18 @@ int fp_cmd_run(int argc, char **argv)
     } else {
         fp_log(FP_LOG_WARN, "main", "durability off: nothing survives a restart", "state_dir=\"\"");
     }
-    pipeline_t *pipe = pipeline_start(ctx, &cfg, metrics, store, last_round + 1, err, sizeof err);
-    if (!pipe) {
-        fp_log(FP_LOG_ERROR, "main", "start failed", "error=\"%s\"", err);
-        _exit(1); /* stages left waiting: see pipeline_start */
-    }
+    /* The sinks first: a new sink's reader is recorded in the state before
+       emit's first retention trim (outbox.h fp_outbox_add_reader); their
+       inproc connects wait for emit's binds. */
     fp_sinks_t *sinks = fp_sinks_start(ctx, &cfg, file, store, metrics, err, sizeof err);
     if (!sinks) {
         fp_log(FP_LOG_ERROR, "main", "start failed: sinks", "error=\"%s\"", err);
         _exit(1);
+    }
+    pipeline_t *pipe = pipeline_start(ctx, &cfg, metrics, store, last_round + 1, err, sizeof err);
+    if (!pipe) {
+        fp_log(FP_LOG_ERROR, "main", "start failed", "error=\"%s\"", err);
+        _exit(1); /* stages left waiting: see pipeline_start */
     }
     fp_log(FP_LOG_INFO, "main", "running", "config=%s instance=%s publish=%s deadletter=%s",
            file ? file : "embedded-demo", cfg.instance, cfg.publish, cfg.deadletter);

@@ -389,6 +389,12 @@ fp_reader_t *fp_reader_start(void *zmq_ctx, struct fp_store *store, const fp_rea
         pos = o->start_after;
         if (!pos && fp_outbox_oldest(store, &oldest) == 0 && oldest > 0)
             pos = oldest - 1;
+        /* Known from now on, before emit's first trim (outbox.h). */
+        int arc = fp_outbox_add_reader(store, self->name, pos);
+        if (arc != 0)
+            fp_log(FP_LOG_WARN, self->component,
+                   "could not record the new reader's start; its first report will",
+                   "position=%llu error=\"%s\"", (unsigned long long)pos, fp_store_strerror(arc));
         rc = 0;
     }
     if (rc == 0)

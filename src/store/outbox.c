@@ -189,6 +189,33 @@ int fp_outbox_put_reader(fp_store_txn_t *t, const char *name, uint64_t position,
     return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
 }
 
+int fp_outbox_add_reader(fp_store_t *self, const char *name, uint64_t position)
+{
+    assert(self && name);
+    size_t nlen = s_name_len(name);
+    if (nlen == 0)
+        return -EINVAL;
+    fp_store_w_t w;
+    int rc = fp_store_w_begin(self, &w);
+    if (rc != 0)
+        return rc;
+    MDB_val k = {nlen, (void *)name}, d;
+    rc = fp_store_get(w.txn, self, FP_STORE_DB_READERS, &k, &d);
+    if (rc != MDB_NOTFOUND) {
+        fp_store_w_abort(&w);
+        return rc == 0 ? 0 : rc == FP_STORE_CORRUPT ? rc : fp_store_lmdb_rc(rc);
+    }
+    uint8_t vb[S_READER_LEN];
+    const uint64_t aux[2] = {0, 0};
+    s_reader_enc(vb, position, FP_OUTBOX_READER_ENABLED, fp_store_now_ns(), aux);
+    rc = fp_store_w_put(&w, FP_STORE_DB_READERS, NULL, &k, vb, S_READER_LEN, 0);
+    if (rc != 0) {
+        fp_store_w_abort(&w);
+        return fp_store_lmdb_rc(rc);
+    }
+    return fp_store_commit_rc(self, fp_store_w_commit(&w));
+}
+
 int fp_outbox_set_reader_flags(fp_store_t *self, const char *name, uint32_t set, uint32_t clear,
                                uint64_t *position, uint32_t *flags_out)
 {

@@ -88,6 +88,16 @@ int fp_outbox_put_reader_aux(fp_store_txn_t *t, const char *name, const uint64_t
 int fp_outbox_trim(fp_store_t *self, int64_t older_than_wall_ns, uint32_t max_delete,
                    uint64_t *deleted);
 
+/* A reader's first start, before the pipeline runs: records reader `name`
+   at `position` (enabled, not detached) in its own write txn when the
+   store does not know it yet, so that retention holds the events after
+   `position` from the first housekeeping on (emit's first trim runs at its
+   start: a reader known only from its first report could lose what it was
+   told to start from). A known reader is left as it is. 0, -EINVAL for a
+   bad name, or an error (FP_STORE_FULL: the caller may go on, the first
+   report records the reader as before). */
+int fp_outbox_add_reader(fp_store_t *self, const char *name, uint64_t position);
+
 /* The operator's switch (`floorpost sinks detach|attach`), in its own
    write txn, from floorpost or from a tool's store beside a running one:
    the reader's flags become (flags | set) & ~clear; position and aux are

@@ -273,7 +273,7 @@ class Floorpost:
             "aggregate": dict(posting_interval_ms=60000, time_zone="UTC"),
             # durability on, as in production (a fresh state per instance)
             "durability": dict(state_dir=os.path.join(self.dir, "state"), map_size_mb=64,
-                               retention_ms=86400000),
+                               retention_ms=86400000, deadletter_retention_ms=2592000000),
             # off unless a test asks (the default port 9570 would collide)
             "metrics": dict(metrics_port=0, metrics_address="127.0.0.1",
                             health_max_round_age_ms=5000),

@@ -1105,7 +1105,15 @@ def state_v1_upgraded_in_place_on_first_start():
     it, the first start upgrades it and logs so, the events and dead letters
     are all still there, and the second start is a plain one."""
     import gzip
-    fp = Floorpost(instance="v1test", map_size_mb=1)
+    # The file's events and dead letter were made on 2026-12-02: retention
+    # by age would trim them at the first housekeeping tick (a race with
+    # the replay below, lost under load). A sink that cannot deliver (port
+    # 1 is closed) holds the outbox from its oldest event whatever the age;
+    # dead letters have no such holder: at the most 365 days they are kept
+    # until 2027-12-02 (then this test needs a v1 file with newer times).
+    fp = Floorpost(instance="v1test", map_size_mb=1, deadletter_retention_ms=31536000000,
+                   sinks={"hold": dict(type="http", url="http://127.0.0.1:1/erp",
+                                       start="oldest", retry_ms=1000, breaker_failures=1000)})
     state = os.path.join(fp.dir, "state")
     os.makedirs(state)
     v1 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "state-v1",

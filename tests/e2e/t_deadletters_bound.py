@@ -230,8 +230,8 @@ def deadletters_trimmed_by_count_and_age():
     deadletter_retention_ms = 1500 none is; every deletion counted and
     logged; new dead letters keep their seqs going."""
     port = free_port()
-    fp = with_options(Floorpost(metrics_port=port), deadletter_max_count=5,
-                      deadletter_retention_ms=1500).start()
+    fp = with_options(Floorpost(metrics_port=port, deadletter_retention_ms=1500),
+                      deadletter_max_count=5).start()
     prod = Producer(CTX, fp.endpoints["router"])
     prod.send(51, 1, [rec(s, 9, qty=1) for s in range(1, 21)])
     assert prod.wait_acks(1), prod.acks

@@ -181,6 +181,46 @@ TEST(test_put_read_oldest_trim)
     s_rmdir(dir);
 }
 
+/* A new reader recorded before the pipeline runs holds retention from its
+   start at once; a known reader is left as it is (position, flags, aux). */
+TEST(test_add_reader_holds_at_once_and_keeps_a_known_one)
+{
+    const char *dir = s_newdir();
+    fp_store_t *st = s_open(dir);
+    for (uint64_t r = 1; r <= 3; r++)
+        s_round(st, r, r * 10 - 9, r * 10, (int64_t)r * 1000); /* 1..30 */
+    ASSERT_EQ(fp_outbox_add_reader(st, "erp", 0), 0);
+    uint64_t pos = 99, del = 99;
+    uint32_t flags = 0;
+    ASSERT_EQ(fp_outbox_reader(st, "erp", &pos, &flags), 0);
+    ASSERT_EQ(pos, 0);
+    ASSERT_EQ(flags, FP_OUTBOX_READER_ENABLED);
+    ASSERT_EQ(fp_outbox_trim(st, INT64_MAX, 100000, &del), 0);
+    ASSERT_EQ(del, 0);
+    ASSERT_EQ(s_oldest(st), 1);
+
+    /* Known: the add changes nothing (not the position, not DETACHED). */
+    ASSERT_EQ(s_put_reader(st, "erp", 12, FP_OUTBOX_READER_ENABLED), 0);
+    ASSERT_EQ(fp_outbox_set_reader_flags(st, "erp", FP_OUTBOX_READER_DETACHED, 0, NULL, NULL), 0);
+    ASSERT_EQ(fp_outbox_add_reader(st, "erp", 0), 0);
+    ASSERT_EQ(fp_outbox_reader(st, "erp", &pos, &flags), 0);
+    ASSERT_EQ(pos, 12);
+    ASSERT_EQ(flags, FP_OUTBOX_READER_ENABLED | FP_OUTBOX_READER_DETACHED);
+    ASSERT_EQ(fp_outbox_add_reader(st, "", 0), -EINVAL);
+    ASSERT_EQ(fp_outbox_add_reader(st, "bad\nname", 0), -EINVAL);
+
+    /* Durable: a second reader added at 20 holds 21.. after a reopen. */
+    ASSERT_EQ(fp_outbox_add_reader(st, "late", 20), 0);
+    ASSERT_EQ(fp_outbox_set_reader_flags(st, "erp", 0, FP_OUTBOX_READER_ENABLED, NULL, NULL), 0);
+    fp_store_close(&st);
+    st = s_open(dir);
+    ASSERT_EQ(fp_outbox_trim(st, INT64_MAX, 100000, &del), 0);
+    ASSERT_EQ(del, 20);
+    ASSERT_EQ(s_oldest(st), 21);
+    fp_store_close(&st);
+    s_rmdir(dir);
+}
+
 typedef struct {
     int n;
     char name[8][64];
@@ -616,6 +656,7 @@ int main(int argc, char **argv)
     RUN(test_put_read_oldest_trim);
     RUN(test_reader_positions_durable);
     RUN(test_retention_held_by_enabled_reader);
+    RUN(test_add_reader_holds_at_once_and_keeps_a_known_one);
     RUN(test_detach_at_the_bound);
     RUN(test_lags_for_warnings);
     RUN(test_lag_rule);
