@@ -401,12 +401,94 @@ static void *s_sub_main(void *arg)
 
 /* ---- sender ---- */
 
+/* Acked mode: the time from a batch's send to its Ack (commit included:
+   floorpost acks a batch once its round is committed), the producer's view
+   of commit-to-ack. A batch is timed from its records' time_ns (the
+   scheduled send time at --rate R: no coordinated omission, as for the
+   events) to the Ack's arrival, both wall clock. Batches in flight are keyed by the Ack's batch identity
+   (source, epoch, first seq), read from the frame at send; a key sent
+   again (a duplicate, a resend) keeps its first send time and the first
+   Ack times it. Open addressing, backward-shift deletion. */
+#define ACK_SLOTS (1u << 17)
+
+typedef struct {
+    uint64_t source, epoch, first_seq; /* first_seq 0: empty */
+    int64_t sent_ns;
+} s_inflight_t;
+
 typedef struct {
     void *sock;
     bool acked;
     uint64_t markers; /* end-marker records sent */
     uint64_t batches, frames, records, dup_frames, dup_records, reordered, acks, ack_rejects;
+    s_inflight_t *inflight; /* [ACK_SLOTS], acked mode */
+    uint32_t ninflight;
+    uint64_t ack_untimed;   /* Acks of no batch in flight (a duplicate's second Ack) */
+    uint64_t ack_table_full; /* sends not timed: the table was full */
+    s_hist_t ack_lat;
 } s_tx_t;
+
+static uint32_t s_inflight_slot(uint64_t source, uint64_t epoch, uint64_t first_seq)
+{
+    uint64_t h = (source * 0x9E3779B97F4A7C15ull) ^ (epoch * 0xC2B2AE3D27D4EB4Full) ^
+                 (first_seq * 0x165667B19E3779F9ull);
+    h ^= h >> 29;
+    return (uint32_t)h & (ACK_SLOTS - 1);
+}
+
+static void s_inflight_put(s_tx_t *tx, const void *buf, size_t len)
+{
+    fp_batch_view_t v;
+    if (fp_codec_batch_parse(buf, len, SIZE_MAX, &v) != FP_CODEC_OK || v.nrecords == 0)
+        return;
+    uint64_t first = v.records[0].seq;
+    if (first == 0)
+        return;
+    if (tx->ninflight >= ACK_SLOTS / 2) {
+        tx->ack_table_full++;
+        return;
+    }
+    for (uint32_t i = s_inflight_slot(v.source_id, v.epoch, first);; i = (i + 1) & (ACK_SLOTS - 1)) {
+        s_inflight_t *e = &tx->inflight[i];
+        if (e->first_seq == 0) {
+            *e = (s_inflight_t){v.source_id, v.epoch, first, v.records[0].time_ns};
+            tx->ninflight++;
+            return;
+        }
+        if (e->source == v.source_id && e->epoch == v.epoch && e->first_seq == first)
+            return; /* sent again: timed from its first send */
+    }
+}
+
+static void s_inflight_ack(s_tx_t *tx, const fp_ack_t *a, int64_t now_ns)
+{
+    uint32_t i = s_inflight_slot(a->source_id, a->epoch, a->batch_first_seq);
+    for (;; i = (i + 1) & (ACK_SLOTS - 1)) {
+        s_inflight_t *e = &tx->inflight[i];
+        if (e->first_seq == 0) {
+            tx->ack_untimed++;
+            return;
+        }
+        if (e->source == a->source_id && e->epoch == a->epoch &&
+            e->first_seq == a->batch_first_seq)
+            break;
+    }
+    s_hadd(&tx->ack_lat, now_ns - tx->inflight[i].sent_ns);
+    tx->ninflight--;
+    /* backward-shift deletion: no tombstones */
+    for (uint32_t j = (i + 1) & (ACK_SLOTS - 1);; j = (j + 1) & (ACK_SLOTS - 1)) {
+        s_inflight_t *e = &tx->inflight[j];
+        if (e->first_seq == 0)
+            break;
+        uint32_t home = s_inflight_slot(e->source, e->epoch, e->first_seq);
+        /* e may move to i when i lies cyclically in [home, j) */
+        if (((j - home) & (ACK_SLOTS - 1)) >= ((j - i) & (ACK_SLOTS - 1))) {
+            tx->inflight[i] = *e;
+            i = j;
+        }
+    }
+    tx->inflight[i].first_seq = 0;
+}
 
 static void s_drain_acks(s_tx_t *tx, int timeout_ms)
 {
@@ -420,11 +502,15 @@ static void s_drain_acks(s_tx_t *tx, int timeout_ms)
         int n = zmq_recv(tx->sock, buf, sizeof buf, 0);
         if (n < 0)
             return;
+        const int64_t now = bu_wall_ns();
         tx->acks++;
         fp_ack_t a;
-        if (n <= (int)sizeof buf && fp_codec_ack_decode(buf, (size_t)n, &a) == FP_CODEC_OK &&
-            a.status != 0)
-            tx->ack_rejects++;
+        if (n <= (int)sizeof buf && fp_codec_ack_decode(buf, (size_t)n, &a) == FP_CODEC_OK) {
+            if (a.status != 0)
+                tx->ack_rejects++;
+            s_inflight_ack(tx, &a, now);
+        } else
+            tx->ack_untimed++;
         timeout_ms = 0;
     }
 }
@@ -433,6 +519,8 @@ static void s_drain_acks(s_tx_t *tx, int timeout_ms)
    (a pregenerated batch), so ZeroMQ may send it without a copy. */
 static void s_send_raw(s_tx_t *tx, const void *buf, size_t len, bool constant)
 {
+    if (tx->acked)
+        s_inflight_put(tx, buf, len);
     while ((constant ? zmq_send_const(tx->sock, buf, len, 0) : zmq_send(tx->sock, buf, len, 0)) <
            0) {
         if (zmq_errno() != EINTR && zmq_errno() != EAGAIN) {
@@ -1056,6 +1144,10 @@ int main(int argc, char **argv)
     pthread_create(&th, NULL, s_sub_main, sub);
 
     s_tx_t tx = {.acked = o.router != NULL};
+    if (tx.acked && !(tx.inflight = calloc(ACK_SLOTS, sizeof *tx.inflight))) {
+        fprintf(stderr, "fpload: out of memory\n");
+        return 2;
+    }
     tx.sock = zmq_socket(ctx, tx.acked ? ZMQ_DEALER : ZMQ_PUSH);
     int imm = 1;
     zmq_setsockopt(tx.sock, ZMQ_SNDHWM, &o.sndhwm, sizeof o.sndhwm);
@@ -1353,8 +1445,7 @@ int main(int argc, char **argv)
                 ",\"undecodable\":%" PRIu64 ",\"counter_resets\":%" PRIu64
                 ",\"first_to_last_s\":%.4f},\n"
                 " \"latency_ms\":{\"timed\":\"%s\",\"count\":%" PRIu64
-                ",\"mean\":%.4f,\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"p999\":%.4f,\"max\":%.4f},\n"
-                " \"windows\":",
+                ",\"mean\":%.4f,\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"p999\":%.4f,\"max\":%.4f}",
                 o.forwarder ? "forwarder" : "floorpost", ok ? "true" : "false", why, ep,
                 tx.acked ? "true" : "false", o.sub, o.rate, o.records, o.batch, o.keys, o.lines,
                 o.rpo, o.dup_pct, o.reorder_pct, o.restarts, o.sndhwm,
@@ -1375,6 +1466,18 @@ int main(int argc, char **argv)
                 h->n, h->n ? h->sum / (double)h->n / 1e6 : 0.0, s_hpct(h, 50) / 1e6,
                 s_hpct(h, 90) / 1e6, s_hpct(h, 99) / 1e6, s_hpct(h, 99.9) / 1e6,
                 (double)h->max / 1e6);
+        const s_hist_t *ah = &tx.ack_lat;
+        fprintf(f,
+                ",\n \"ack_latency_ms\":{\"timed\":\"%s\",\"count\":%" PRIu64
+                ",\"untimed_acks\":%" PRIu64 ",\"untimed_sends\":%" PRIu64
+                ",\"unacked_at_end\":%u,\"mean\":%.4f,\"p50\":%.4f,\"p90\":%.4f,"
+                "\"p99\":%.4f,\"p999\":%.4f,\"max\":%.4f},\n \"windows\":",
+                tx.acked ? "every batch: its records' time_ns to its first Ack's arrival"
+                         : "not acked (--push)",
+                ah->n, tx.ack_untimed, tx.ack_table_full, tx.ninflight,
+                ah->n ? ah->sum / (double)ah->n / 1e6 : 0.0, s_hpct(ah, 50) / 1e6,
+                s_hpct(ah, 90) / 1e6, s_hpct(ah, 99) / 1e6, s_hpct(ah, 99.9) / 1e6,
+                (double)ah->max / 1e6);
         s_windows_json(f, sub, start, o.window_ms);
         fputs("}\n", f);
         fclose(f);
@@ -1386,6 +1489,7 @@ int main(int argc, char **argv)
     zmq_close(tx.sock);
     zmq_ctx_term(ctx);
     free(held);
+    free(tx.inflight);
     free(sub->samples);
     free(sub->aligned);
     free(sub);

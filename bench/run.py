@@ -764,13 +764,14 @@ def http_scenario(s, keys, dw, events, layouts, cap_s):
     return d
 
 
-def replay_scenario(s, rate, keys, dw, events, secs, pairs, window_ms=250):
+def replay_scenario(s, rate, keys, dw, events, secs, pairs, window_ms=250, acked=True):
     """Replay under load (docs/benchmarks.md): pre-fill a durable outbox
     with >= events events, then runs at `rate` (50 % of the durable max)
     with durability on, without and with a subscriber replaying `events`
     events from global_seq 1 alongside the load, each on its own copy of
-    the pre-filled state. Pairs back to back; the median pair by p99 ratio
-    is reported."""
+    the pre-filled state. The producers are acked (issue 8: commit-to-ack
+    p99, fpload's ack_latency_ms); the feed's p99 is kept beside it. Pairs
+    back to back; the median pair by the ack p99 ratio is reported."""
     # 1e6 events take ~0.5 GiB of outbox, and each run adds its own: more
     # than the default 1 GiB map (the commit fails "store full")
     map_mb = 8192
@@ -790,10 +791,12 @@ def replay_scenario(s, rate, keys, dw, events, secs, pairs, window_ms=250):
             subprocess.run(["cp", "-r", "--sparse=always", base, st], check=True)
             r = s.run("replay: 50%% %s replay%s" % (label, tag), workers=dw, shards=dw,
                       state=st, rate=rate, records=recs, keys=keys, epoch=epoch + 1,
-                      resumed=True, window_ms=window_ms, replay=rp, map_mb=map_mb)
+                      resumed=True, window_ms=window_ms, replay=rp, map_mb=map_mb,
+                      acked=acked)
             shutil.rmtree(st, ignore_errors=True)
             lat = r["fpload"].get("latency_ms", {})
-            pair[label] = {**lat, "rounds": r["rounds"], "exact": r["exact"],
+            pair[label] = {**lat, "ack_latency_ms": r["fpload"].get("ack_latency_ms", {}),
+                           "rounds": r["rounds"], "exact": r["exact"],
                            "cpu_s_per_m_records": r["cpu_s_per_m_records"],
                            "sender_late_batches": r["fpload"]["sent"].get("late_batches"),
                            "windows": r["fpload"].get("windows", [])}
@@ -809,17 +812,26 @@ def replay_scenario(s, rate, keys, dw, events, secs, pairs, window_ms=250):
             del pair[label]["windows"]  # the runs keep them
         p0, p1 = pair["without"].get("p99", 0), pair["with"].get("p99", 0)
         pair["ratio_p99"] = p1 / p0 if p0 else None
+        a0 = pair["without"]["ack_latency_ms"].get("p99", 0)
+        a1 = pair["with"]["ack_latency_ms"].get("p99", 0)
+        pair["ratio_ack_p99"] = a1 / a0 if a0 and a1 else None
         out.append(pair)
     d["pairs"] = out
-    mid = sorted(out, key=lambda x: x["ratio_p99"] or 0)[len(out) // 2]
+    d["acked"] = acked
+    by = "ratio_ack_p99" if acked else "ratio_p99"
+    mid = sorted(out, key=lambda x: x[by] or 0)[len(out) // 2]
     d["p99_without_ms"] = mid["without"].get("p99")
     d["p99_with_ms"] = mid["with"].get("p99")
     d["ratio_p99"] = mid["ratio_p99"]
+    d["ack_p99_without_ms"] = mid["without"]["ack_latency_ms"].get("p99")
+    d["ack_p99_with_ms"] = mid["with"]["ack_latency_ms"].get("p99")
+    d["ratio_ack_p99"] = mid["ratio_ack_p99"]
     d["replay_events_per_s"] = mid["replay"].get("events_per_s")
     d["replay_seconds"] = mid["replay"].get("seconds")
     d["replay_finished_during_load"] = mid["replay"].get("finished_during_load")
-    d["target"] = "p99 with replay <= 1.10 x p99 without"
-    d["target_met"] = bool(d["ratio_p99"] and d["ratio_p99"] <= 1.10)
+    d["target"] = ("commit-to-ack p99 with replay <= 1.10 x without" if acked else
+                   "p99 with replay <= 1.10 x p99 without")
+    d["target_met"] = bool(mid[by] and mid[by] <= 1.10)
     shutil.rmtree(base, ignore_errors=True)
     return d
 
@@ -1257,8 +1269,10 @@ def main():
         x = res["replay"]
         x["rate_of"] = rbase
         x["rate_base_records_per_s"] = dmax
-        print("  replay: p99 %.3f ms with vs %.3f ms without = x%.2f; replay %s events/s%s" %
-              (x["p99_with_ms"] or 0, x["p99_without_ms"] or 0, x["ratio_p99"] or 0,
+        print("  replay: ack p99 %.3f ms with vs %.3f ms without = x%.3f; feed p99 %.3f vs "
+              "%.3f ms = x%.3f; replay %s events/s%s" %
+              (x["ack_p99_with_ms"] or 0, x["ack_p99_without_ms"] or 0, x["ratio_ack_p99"] or 0,
+               x["p99_with_ms"] or 0, x["p99_without_ms"] or 0, x["ratio_p99"] or 0,
                x["replay_events_per_s"], "" if x["replay_finished_during_load"] else
                " (finished after the load)"), flush=True)
 
@@ -1412,14 +1426,18 @@ def main():
                                                  (x.get("rate_base_records_per_s") or 0) / 1e6,
                                                  x["events_in_outbox"], x["events_wanted"]))
         md.append("")
-        md.append("| pair | p99 ms without | p99 ms with | with / without | p99 ms during the replay "
+        md.append("| pair | ack p99 ms without | ack p99 ms with | with / without | feed p99 ms "
+                  "without | feed p99 ms with | with / without | feed p99 ms during the replay "
                   "(median window: without / with) | rounds mean ms (without / with) | replay "
                   "events/s | replay s | worst answer ms | during the load |")
-        md.append("|---|---:|---:|---:|---|---|---:|---:|---:|---|")
+        md.append("|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---|")
         for i, pr in enumerate(x["pairs"]):
             rj = pr["replay"]
-            md.append("| %d | %.3f | %.3f | **%.2f** | %s / %s | %s / %s | %s | %s | %s | %s |" % (
-                i + 1, pr["without"].get("p99", 0), pr["with"].get("p99", 0),
+            md.append("| %d | %.3f | %.3f | **%.3f** | %.3f | %.3f | %.3f | %s / %s | %s / %s | %s "
+                      "| %s | %s | %s |" % (
+                i + 1, pr["without"]["ack_latency_ms"].get("p99", 0),
+                pr["with"]["ack_latency_ms"].get("p99", 0), pr.get("ratio_ack_p99") or 0,
+                pr["without"].get("p99", 0), pr["with"].get("p99", 0),
                 pr["ratio_p99"] or 0,
                 pr["without"]["replay_interval_window_p99_ms"]["median"],
                 pr["with"]["replay_interval_window_p99_ms"]["median"],
@@ -1428,9 +1446,11 @@ def main():
                 rj.get("seconds"), rj.get("worst_answer_ms"),
                 "yes" if rj.get("finished_during_load") else "no"))
         md.append("")
-        md.append("p99 with replay / without: **%.2f** (target <= 1.10: %s); replay %s events/s." %
-                  (x["ratio_p99"] or 0, "met" if x["target_met"] else "not met",
-                   x["replay_events_per_s"]))
+        md.append("Commit-to-ack p99 (acked producers: each batch from its records' send "
+                  "time to its Ack) with replay / without: **%.3f**; feed p99 **%.3f** "
+                  "(target: %s: %s); replay %s events/s." %
+                  (x.get("ratio_ack_p99") or 0, x["ratio_p99"] or 0, x["target"],
+                   "met" if x["target_met"] else "not met", x["replay_events_per_s"]))
     if "burst" in res:
         b = res["burst"]
         md.append("")
