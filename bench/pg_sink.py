@@ -99,9 +99,10 @@ def server_cpu_s(root):
 
 def backend_cpu_s(pg, appname):
     """CPU seconds of the live backends of the sessions named appname (the
-    sink's connection: floorpost-SINK), and their pids."""
-    pids = [r[0] for r in pg.sql("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
-                                 (appname,))]
+    sink's connection: floorpost-SINK, and with connections = N its further
+    ones, floorpost-SINK-2 ...), and their pids."""
+    pids = [r[0] for r in pg.sql("SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+                                 "OR application_name LIKE %s", (appname, appname + "-%"))]
     total = 0.0
     for pid in pids:
         try:

@@ -12,6 +12,8 @@
       verdict_poll_ms       0 (off) or 100..3600000 (default 1000); the
                             reader calls cb_idle at most about once a second,
                             so less than 1000 polls once a second
+      connections           1..8 (default 1): sessions a delivery of at least
+                            2 x S_PART_MIN events is split over (s_deliver)
       synchronous_commit    the session's (default true); false: a crash of
                             PostgreSQL may lose the last commits, rows and
                             position together, and the sink writes them
@@ -119,6 +121,28 @@ typedef struct {
     bool failed;
 } s_out_t;
 
+#define S_CONN_MAX 8        /* connections */
+#define S_PART_MIN 500       /* events a part of a split delivery has at least */
+
+/* One part of a delivery: a contiguous run of its events, one transaction
+   on one session. */
+typedef struct {
+    PGconn *conn;
+    s_out_t rows[FP_CK_KINDS]; /* COPY data (binary format) per table */
+    uint64_t nrows[FP_CK_KINDS];
+    bool encoded[FP_CK_KINDS]; /* rows[k] holds this delivery's data (a second attempt) */
+    const fp_sink_event_t *evs; /* the part's events, while s_deliver runs */
+    size_t nevs;
+    bool oom;                  /* s_feed ran out of memory */
+    s_out_t q;                 /* the part's one query */
+    /* one attempt (s_attempt_send .. s_attempt_end) */
+    int kinds[FP_CK_KINDS], nk, fed;
+    bool staged, has_pos;      /* through staging; writes the position */
+    bool active, flush;        /* flush: output queued (nonblocking) */
+    PGresult *bad;             /* the first error */
+    uint64_t merged;           /* "INSERT 0 n" of every statement */
+} s_part_t;
+
 typedef struct {
     char conninfo[FP_SINK_VALUE_MAX];
     char schema[S_SCHEMA_MAX + 1];
@@ -132,24 +156,22 @@ typedef struct {
     char sql_copy[FP_CK_KINDS][768];    /* straight into the table */
     char sql_stage[FP_CK_KINDS][768];   /* into the session's staging table */
     char sql_merge[FP_CK_KINDS][1536];  /* staging -> table, ON CONFLICT DO NOTHING */
+    int64_t connections;       /* sessions a large delivery is split over */
     /* the sink's thread */
-    PGconn *conn;
-    s_out_t rows[FP_CK_KINDS]; /* COPY data (binary format) per table */
-    uint64_t nrows[FP_CK_KINDS];
-    bool encoded[FP_CK_KINDS]; /* rows[k] holds this delivery's data (a second attempt) */
-    const fp_sink_event_t *evs; /* the delivery's events, while s_deliver runs */
-    size_t nevs;
-    bool oom;                  /* s_feed ran out of memory */
-    s_out_t q;                 /* a delivery's one query */
+    PGconn *conn;              /* the first session: deliveries, verdicts, DDL */
+    s_part_t part[S_CONN_MAX]; /* a delivery's parts; part[j].conn: j's session
+                                  (part[0].conn is conn, set per delivery) */
     int64_t next_poll_ns;
     int staged;                /* deliveries left that go through staging (after a conflict) */
     bool cursor_ahead;         /* the aux cursor is past this cluster's next xid: poll from 0 */
     uint64_t db_pos;           /* sink_position as last read or committed (S_NO_POS: no row) */
+    uint64_t done_pos;         /* the last event of a split delivery all committed (0: none) */
     bool reopen;               /* reconnected while idle to a changed position: reopen first */
     fp_codec_t *codec;         /* rebuilds a refused row's Checkpoint */
 } pg_t;
 
 #define S_STAGED_AFTER_CONFLICT 64 /* deliveries through staging after a conflict */
+#define S_STAGED_AFTER_OPEN 2      /* ... after an open or a failed split (connections > 1) */
 #define S_CONFLICT 1               /* s_attempt: an event_id is in the table already */
 #define S_NO_POS UINT64_MAX        /* db_pos: the sink has no row in sink_position */
 
@@ -611,9 +633,13 @@ static void s_free(void *ctx)
         return;
     if (p->conn)
         PQfinish(p->conn);
-    for (int k = 0; k < FP_CK_KINDS; k++)
-        free(p->rows[k].p);
-    free(p->q.p);
+    for (int j = 0; j < S_CONN_MAX; j++) {
+        if (j > 0 && p->part[j].conn)
+            PQfinish(p->part[j].conn);
+        for (int k = 0; k < FP_CK_KINDS; k++)
+            free(p->part[j].rows[k].p);
+        free(p->part[j].q.p);
+    }
     free(p->ddl);
     free(p->sql_have);
     free(p->sql_poll);
@@ -656,7 +682,8 @@ static void *s_new(fp_sink_opts_t *o)
         fp_sink_opt_int(o, "statement_timeout_ms", 30000, 100, 3600000,
                         &p->statement_timeout_ms) ||
         fp_sink_opt_int(o, "verdict_poll_ms", 1000, 0, 3600000, &p->verdict_poll_ms) ||
-        fp_sink_opt_bool(o, "synchronous_commit", true, &p->synchronous_commit))
+        fp_sink_opt_bool(o, "synchronous_commit", true, &p->synchronous_commit) ||
+        fp_sink_opt_int(o, "connections", 1, 1, S_CONN_MAX, &p->connections))
         goto fail;
     if (!p->conninfo[0]) {
         fp_sink_opt_fail(o, NULL, "conninfo is required; allowed: a libpq connection string, "
@@ -775,12 +802,12 @@ static int s_exec(PGconn *c, const char *sql, PGresult **res)
 
 /* Classifies a failure of what (r may be NULL: the connection's error),
    records it with fp_sink_fail and says what to return from deliver. */
-static int s_failed(pg_t *p, fp_sink_t *s, PGresult *r, const char *what)
+static int s_failed_on(pg_t *p, PGconn *c, fp_sink_t *s, PGresult *r, const char *what)
 {
     char msg[200];
-    s_errtext(p->conn, r, msg, sizeof msg);
+    s_errtext(c, r, msg, sizeof msg);
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    bool gone = !p->conn || PQstatus(p->conn) == CONNECTION_BAD ||
+    bool gone = !c || PQstatus(c) == CONNECTION_BAD ||
                 (state && (strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
                            strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0));
     int rc;
@@ -798,19 +825,33 @@ static int s_failed(pg_t *p, fp_sink_t *s, PGresult *r, const char *what)
     }
     if (r)
         PQclear(r);
-    if (!gone && PQtransactionStatus(p->conn) != PQTRANS_IDLE) {
-        PGresult *rb = PQexec(p->conn, "ROLLBACK");
+    if (!gone && PQtransactionStatus(c) != PQTRANS_IDLE) {
+        PGresult *rb = PQexec(c, "ROLLBACK");
         PQclear(rb);
     }
     return rc;
 }
 
+static int s_failed(pg_t *p, fp_sink_t *s, PGresult *r, const char *what)
+{
+    return s_failed_on(p, p->conn, s, r, what);
+}
+
+static void s_pos_catch_up(pg_t *p);
+
 static void s_close(void *ctx)
 {
     pg_t *p = ctx;
+    s_pos_catch_up(p);
     if (p->conn)
         PQfinish(p->conn);
     p->conn = NULL;
+    p->part[0].conn = NULL;
+    for (int j = 1; j < S_CONN_MAX; j++) {
+        if (p->part[j].conn)
+            PQfinish(p->part[j].conn);
+        p->part[j].conn = NULL;
+    }
 }
 
 /* Applies the DDL when a table is missing. 0, or -1 after fp_sink_fail. */
@@ -837,6 +878,29 @@ static int s_ensure_tables(pg_t *p, fp_sink_t *s)
     return 0;
 }
 
+/* The session's settings. 0, or -1 with *r (see s_exec). */
+static int s_settings(pg_t *p, PGconn *c, PGresult **r)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "SET statement_timeout = %lld; SET synchronous_commit = %s",
+             (long long)p->statement_timeout_ms, p->synchronous_commit ? "on" : "off");
+    return s_exec(c, sql, r);
+}
+
+/* The session's staging tables (the tables exist). 0, or -1 with *r. */
+static int s_staging(pg_t *p, PGconn *c, PGresult **r)
+{
+    char sql[512];
+    for (int k = 0; k < FP_CK_KINDS; k++) {
+        snprintf(sql, sizeof sql, "CREATE TEMP TABLE IF NOT EXISTS fp_in_%s (LIKE %s.%s "
+                 "INCLUDING DEFAULTS) ON COMMIT DELETE ROWS", s_tables[k], p->qschema,
+                 s_tables[k]);
+        if (s_exec(c, sql, r) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* A session: connected, its settings, the tables (created when missing),
    its staging tables, the verdict cursor checked against this cluster, and
    this sink's row of sink_position (*have false: none). 0, or -1 after
@@ -844,6 +908,7 @@ static int s_ensure_tables(pg_t *p, fp_sink_t *s)
 static int s_session(pg_t *p, fp_sink_t *s, uint64_t *pos, bool *have)
 {
     s_close(p);
+    p->done_pos = 0; /* of the session before: a new one trusts only what it reads */
     char err[256], app[FP_SINK_NAME_MAX + 16];
     snprintf(app, sizeof app, "floorpost-%s", p->name);
     p->conn = s_connect(p->conninfo, app, p->connect_timeout_ms, err, sizeof err);
@@ -852,22 +917,15 @@ static int s_session(pg_t *p, fp_sink_t *s, uint64_t *pos, bool *have)
     char sql[512];
     PGresult *r = NULL;
     const char *what = "SET statement_timeout, synchronous_commit";
-    snprintf(sql, sizeof sql, "SET statement_timeout = %lld; SET synchronous_commit = %s",
-             (long long)p->statement_timeout_ms, p->synchronous_commit ? "on" : "off");
-    if (s_exec(p->conn, sql, &r) != 0)
+    if (s_settings(p, p->conn, &r) != 0)
         goto fail;
     if (s_ensure_tables(p, s) != 0) {
         s_close(p);
         return -1;
     }
     what = "creating the session's staging tables";
-    for (int k = 0; k < FP_CK_KINDS; k++) {
-        snprintf(sql, sizeof sql, "CREATE TEMP TABLE IF NOT EXISTS fp_in_%s (LIKE %s.%s "
-                 "INCLUDING DEFAULTS) ON COMMIT DELETE ROWS", s_tables[k], p->qschema,
-                 s_tables[k]);
-        if (s_exec(p->conn, sql, &r) != 0)
-            goto fail;
-    }
+    if (s_staging(p, p->conn, &r) != 0)
+        goto fail;
     what = "reading sink_position";
     snprintf(sql, sizeof sql, "SELECT position FROM %s.sink_position WHERE sink = $1",
              p->qschema);
@@ -903,6 +961,39 @@ fail:
     return -1;
 }
 
+/* The further sessions of connections > 1 (settings, staging tables),
+   every session nonblocking (s_run_parts). 0, or -1 after fp_sink_fail,
+   closed. */
+static int s_more_sessions(pg_t *p, fp_sink_t *s)
+{
+    char err[256], app[FP_SINK_NAME_MAX + 24];
+    for (int j = 1; j < p->connections; j++) {
+        snprintf(app, sizeof app, "floorpost-%s-%d", p->name, j + 1);
+        PGconn *c = s_connect(p->conninfo, app, p->connect_timeout_ms, err, sizeof err);
+        if (!c) {
+            s_close(p);
+            return fp_sink_fail(s, FP_SINK_ERR_connect, "session %d of connections = %lld: %s",
+                                j + 1, (long long)p->connections, err);
+        }
+        p->part[j].conn = c;
+        PGresult *r = NULL;
+        if (s_settings(p, c, &r) != 0 || s_staging(p, c, &r) != 0) {
+            s_failed_on(p, c, s, r, "preparing a further session");
+            s_close(p);
+            return -1;
+        }
+    }
+    for (int j = 0; j < p->connections; j++) {
+        PGconn *c = j ? p->part[j].conn : p->conn;
+        if (PQsetnonblocking(c, 1) != 0) {
+            s_failed_on(p, c, s, NULL, "PQsetnonblocking");
+            s_close(p);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int s_open(void *ctx, fp_sink_t *s)
 {
     pg_t *p = ctx;
@@ -910,126 +1001,325 @@ static int s_open(void *ctx, fp_sink_t *s)
     bool have = false;
     if (s_session(p, s, &pos, &have) != 0)
         return -1;
+    if (p->connections > 1 && s_more_sessions(p, s) != 0)
+        return -1;
     if (have)
         fp_sink_rewind(s, pos);
     p->db_pos = have ? pos : S_NO_POS;
     p->reopen = false;
     p->next_poll_ns = 0;
+    /* Split deliveries commit their later parts without the position
+       (s_deliver): rows after sink_position may be in already, so the
+       first deliveries go through staging, not into a conflict. */
+    if (p->connections > 1 && p->staged < S_STAGED_AFTER_OPEN)
+        p->staged = S_STAGED_AFTER_OPEN;
     return 0;
 }
 
 /* ---- delivery ---- */
 
-/* Sends the rows of kind k + 1 as the data of the COPY the server is
-   waiting for: encoded now, while the backend takes the first chunks
-   (s_encode_kind), or, on a second attempt (the staging path after a
-   conflict), from the buffer the first one filled. false when the
-   connection failed (the results then say so) or out of memory (the COPY
-   ended with an error; p->oom). */
-static bool s_feed(pg_t *p, int k)
+/* Sends the rows of kind k + 1 of part c as the data of the COPY the
+   server is waiting for: encoded now, while the backend takes the first
+   chunks (s_encode_kind), or, on a second attempt (the staging path after
+   a conflict), from the buffer the first one filled. On a nonblocking
+   session libpq queues what the socket does not take (c->flush: the
+   caller flushes it). false when the connection failed (the results then
+   say so) or out of memory (the COPY ended with an error; c->oom). */
+static bool s_feed(s_part_t *c, int k)
 {
-    s_out_t *o = &p->rows[k];
+    s_out_t *o = &c->rows[k];
     size_t off = 0;
-    if (!p->encoded[k]) {
-        if (!s_encode_kind(o, p->conn, &off, p->evs, p->nevs, k)) {
+    if (!c->encoded[k]) {
+        if (!s_encode_kind(o, c->conn, &off, c->evs, c->nevs, k)) {
             if (o->failed) {
-                p->oom = true;
-                PQputCopyEnd(p->conn, "floorpost: out of memory");
+                c->oom = true;
+                PQputCopyEnd(c->conn, "floorpost: out of memory");
             }
             return false;
         }
-        p->encoded[k] = true;
+        c->encoded[k] = true;
     }
     while (off < o->len) {
         size_t n = o->len - off < (1u << 20) ? o->len - off : (1u << 20);
-        if (PQputCopyData(p->conn, o->p + off, (int)n) != 1)
+        if (PQputCopyData(c->conn, o->p + off, (int)n) != 1)
             return false;
         off += n;
     }
-    return PQputCopyEnd(p->conn, NULL) == 1;
+    int rc = PQputCopyEnd(c->conn, NULL);
+    c->flush = PQisnonblocking(c->conn);
+    return rc == 1;
 }
 
-/* One attempt at the whole delivery as one transaction in one simple
-   query (one round trip and the commit): BEGIN, a COPY per table with rows
+/* Starts one attempt at part c as one transaction in one simple query
+   (one round trip and the commit): BEGIN, a COPY per table with rows
    (straight into the table, or staged: into its staging table, then
    INSERT ... SELECT ... ON CONFLICT (event_id) DO NOTHING), the position
-   (last), COMMIT. The server asks for each COPY's data in turn. 0 with
-   *inserted (rows new in the tables), S_CONFLICT (not staged: an event_id
-   is there already; rolled back), or what deliver returns. */
-static int s_attempt(pg_t *p, fp_sink_t *s, uint64_t last, bool staged, uint64_t *inserted)
+   (last; 0: none, a later part of a split delivery), COMMIT. The server
+   asks for each COPY's data in turn (s_result). 0, or what deliver
+   returns. */
+static int s_attempt_send(pg_t *p, s_part_t *c, fp_sink_t *s, uint64_t last, bool staged)
 {
-    int kinds[FP_CK_KINDS], nk = 0;
-    p->q.len = 0;
-    p->q.failed = false;
-    s_str(&p->q, "BEGIN; ");
+    c->nk = c->fed = 0;
+    c->bad = NULL;
+    c->merged = 0;
+    c->oom = false;
+    c->staged = staged;
+    c->has_pos = last != 0;
+    c->q.len = 0;
+    c->q.failed = false;
+    s_str(&c->q, "BEGIN; ");
     for (int k = 0; k < FP_CK_KINDS; k++)
-        if (p->nrows[k]) {
-            kinds[nk++] = k;
-            s_str(&p->q, staged ? p->sql_stage[k] : p->sql_copy[k]);
-            s_str(&p->q, "; ");
+        if (c->nrows[k]) {
+            c->kinds[c->nk++] = k;
+            s_str(&c->q, staged ? p->sql_stage[k] : p->sql_copy[k]);
+            s_str(&c->q, "; ");
         }
-    for (int i = 0; staged && i < nk; i++)
-        s_str(&p->q, p->sql_merge[kinds[i]]);
-    char pos[320];
-    snprintf(pos, sizeof pos, "INSERT INTO %s.sink_position (sink, position, updated_at) VALUES "
-             "('%s', %" PRIu64 ", now()) ON CONFLICT (sink) DO UPDATE SET position = "
-             "EXCLUDED.position, updated_at = EXCLUDED.updated_at; COMMIT",
-             p->qschema, p->name, last);
-    s_str(&p->q, pos);
-    if (p->q.failed) {
+    for (int i = 0; staged && i < c->nk; i++)
+        s_str(&c->q, p->sql_merge[c->kinds[i]]);
+    if (last) {
+        char pos[320];
+        snprintf(pos, sizeof pos, "INSERT INTO %s.sink_position (sink, position, updated_at) "
+                 "VALUES ('%s', %" PRIu64 ", now()) ON CONFLICT (sink) DO UPDATE SET position = "
+                 "EXCLUDED.position, updated_at = EXCLUDED.updated_at; ",
+                 p->qschema, p->name, last);
+        s_str(&c->q, pos);
+    }
+    s_str(&c->q, "COMMIT");
+    if (c->q.failed) {
         fp_sink_fail(s, FP_SINK_ERR_io, "out of memory");
         return -1;
     }
-    if (!PQsendQuery(p->conn, p->q.p))
-        return s_failed(p, s, NULL, "COPY");
-    PGresult *r, *bad = NULL;
-    uint64_t merged = 0; /* "INSERT 0 n" of every statement, the position's 1 included */
-    int fed = 0;
-    while ((r = PQgetResult(p->conn)) != NULL) {
-        ExecStatusType st = PQresultStatus(r);
-        if (st == PGRES_COPY_IN) {
-            PQclear(r);
-            if (fed < nk && s_feed(p, kinds[fed++]))
-                continue;
-            if (!p->oom) /* (s_feed ended the COPY then) */
-                PQputCopyEnd(p->conn, "floorpost: no data for this COPY"); /* not ours: abort */
-            continue;
-        }
-        if (!bad && st != PGRES_COMMAND_OK) {
-            bad = r; /* the first error; the rest of the query is skipped */
-            continue;
-        }
-        if (!bad && strncmp(PQcmdStatus(r), "INSERT", 6) == 0)
-            merged += strtoull(PQcmdTuples(r), NULL, 10);
+    if (!PQsendQuery(c->conn, c->q.p))
+        return s_failed_on(p, c->conn, s, NULL, "COPY");
+    c->active = true;
+    c->flush = PQisnonblocking(c->conn);
+    return 0;
+}
+
+/* One result of part c's attempt. */
+static void s_result(s_part_t *c, PGresult *r)
+{
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COPY_IN) {
         PQclear(r);
+        if (c->fed < c->nk && s_feed(c, c->kinds[c->fed++]))
+            return;
+        if (!c->oom) /* (s_feed ended the COPY then) */
+            PQputCopyEnd(c->conn, "floorpost: no data for this COPY"); /* not ours: abort */
+        return;
     }
-    if (p->oom) {
+    if (!c->bad && st != PGRES_COMMAND_OK) {
+        c->bad = r; /* the first error; the rest of the query is skipped */
+        return;
+    }
+    if (!c->bad && strncmp(PQcmdStatus(r), "INSERT", 6) == 0)
+        c->merged += strtoull(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+}
+
+/* Part c's attempt after its last result: 0 with *inserted (rows new in
+   the tables), S_CONFLICT (not staged: an event_id is there already;
+   rolled back), or what deliver returns. */
+static int s_attempt_end(pg_t *p, s_part_t *c, fp_sink_t *s, uint64_t *inserted)
+{
+    PGresult *bad = c->bad;
+    c->bad = NULL;
+    c->active = false;
+    if (c->oom) {
         PQclear(bad);
-        if (PQtransactionStatus(p->conn) != PQTRANS_IDLE)
-            PQclear(PQexec(p->conn, "ROLLBACK"));
+        if (PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+            PQclear(PQexec(c->conn, "ROLLBACK"));
         fp_sink_fail(s, FP_SINK_ERR_io, "out of memory");
         return -1;
     }
     if (bad) {
         const char *state = PQresultErrorField(bad, PG_DIAG_SQLSTATE);
-        if (!staged && state && strcmp(state, "23505") == 0 &&
-            PQstatus(p->conn) == CONNECTION_OK) {
+        if (!c->staged && state && strcmp(state, "23505") == 0 &&
+            PQstatus(c->conn) == CONNECTION_OK) {
             PQclear(bad);
-            PGresult *rb = PQexec(p->conn, "ROLLBACK");
+            PGresult *rb = PQexec(c->conn, "ROLLBACK");
             bool rolled = rb && PQresultStatus(rb) == PGRES_COMMAND_OK;
             PQclear(rb);
-            return rolled ? S_CONFLICT : s_failed(p, s, NULL, "ROLLBACK");
+            return rolled ? S_CONFLICT : s_failed_on(p, c->conn, s, NULL, "ROLLBACK");
         }
-        return s_failed(p, s, bad, "COPY");
+        return s_failed_on(p, c->conn, s, bad, "COPY");
     }
-    if (PQtransactionStatus(p->conn) != PQTRANS_IDLE || fed != nk)
-        return s_failed(p, s, NULL, "COMMIT");
+    if (PQtransactionStatus(c->conn) != PQTRANS_IDLE || c->fed != c->nk)
+        return s_failed_on(p, c->conn, s, NULL, "COMMIT");
     *inserted = 0;
-    for (int i = 0; i < nk; i++)
-        *inserted += p->nrows[kinds[i]];
-    if (staged)
-        *inserted = merged ? merged - 1 : 0;
+    for (int i = 0; i < c->nk; i++)
+        *inserted += c->nrows[c->kinds[i]];
+    if (c->staged) /* the position's "INSERT 0 1" is not a row */
+        *inserted = !c->has_pos ? c->merged : c->merged ? c->merged - 1 : 0;
     return 0;
+}
+
+/* One whole attempt at part c, waiting for it (PQgetResult flushes a
+   nonblocking session's output first). */
+static int s_attempt(pg_t *p, s_part_t *c, fp_sink_t *s, uint64_t last, bool staged,
+                     uint64_t *inserted)
+{
+    int rc = s_attempt_send(p, c, s, last, staged);
+    if (rc != 0)
+        return rc;
+    PGresult *r;
+    while ((r = PQgetResult(c->conn)) != NULL)
+        s_result(c, r);
+    return s_attempt_end(p, c, s, inserted);
+}
+
+/* Part c's attempt, and once more through staging after a conflict. */
+static int s_part(pg_t *p, s_part_t *c, fp_sink_t *s, uint64_t last, uint64_t *inserted)
+{
+    int rc = s_attempt(p, c, s, last, p->staged > 0, inserted);
+    if (rc == S_CONFLICT) {
+        fp_log(FP_LOG_WARN, p->component, "an event_id is in the table already: delivering "
+               "through the staging tables with ON CONFLICT DO NOTHING", "from=%" PRIu64
+               " to=%" PRIu64, c->evs[0].raw->global_seq, c->evs[c->nevs - 1].raw->global_seq);
+        p->staged = S_STAGED_AFTER_CONFLICT;
+        rc = s_attempt(p, c, s, last, true, inserted);
+    }
+    return rc;
+}
+
+/* The parts 0..np-1 at once, each its own transaction on its own
+   (nonblocking) session: sent, then driven with poll(2) until every one
+   has its last result (libpq: PQflush, PQconsumeInput, PQisBusy), so the
+   backends work in parallel while this thread encodes the next part's
+   COPY data. rc[j] as s_attempt_end, ins[j] its rows. A session that
+   takes longer than statement_timeout_ms + connect_timeout_ms to answer
+   is taken for gone. */
+static void s_run_parts(pg_t *p, fp_sink_t *s, int np, const uint64_t *last, int *rc,
+                        uint64_t *ins)
+{
+    bool staged = p->staged > 0;
+    for (int j = 0; j < np; j++) {
+        rc[j] = s_attempt_send(p, &p->part[j], s, last[j], staged);
+        ins[j] = 0;
+    }
+    int64_t deadline = fp_now_ns() + (p->statement_timeout_ms + p->connect_timeout_ms) * 1000000;
+    for (;;) {
+        struct pollfd pfd[S_CONN_MAX];
+        int map[S_CONN_MAX], n = 0;
+        for (int j = 0; j < np; j++) {
+            s_part_t *c = &p->part[j];
+            if (!c->active)
+                continue;
+            /* what is there already, without waiting */
+            if (c->flush) {
+                int f = PQflush(c->conn);
+                c->flush = f == 1;
+                if (f < 0) {
+                    c->active = false;
+                    rc[j] = s_failed_on(p, c->conn, s, NULL, "COPY");
+                    continue;
+                }
+            }
+            if (PQconsumeInput(c->conn) != 1) {
+                c->active = false;
+                PQclear(c->bad);
+                c->bad = NULL;
+                rc[j] = s_failed_on(p, c->conn, s, NULL, "COPY");
+                continue;
+            }
+            bool done = false;
+            while (!PQisBusy(c->conn)) {
+                PGresult *r = PQgetResult(c->conn);
+                if (!r) {
+                    done = true;
+                    break;
+                }
+                s_result(c, r);
+                if (c->flush) /* COPY data queued: send it before waiting */
+                    break;
+            }
+            if (done) {
+                rc[j] = s_attempt_end(p, c, s, &ins[j]);
+                continue;
+            }
+            pfd[n] = (struct pollfd){PQsocket(c->conn), (short)(POLLIN | (c->flush ? POLLOUT : 0)),
+                                     0};
+            map[n++] = j;
+        }
+        if (n == 0)
+            return;
+        int64_t left = deadline - fp_now_ns();
+        if (left <= 0) {
+            for (int i = 0; i < n; i++) {
+                s_part_t *c = &p->part[map[i]];
+                c->active = false;
+                PQclear(c->bad);
+                c->bad = NULL;
+                fp_sink_fail(s, FP_SINK_ERR_timeout, "no answer within statement_timeout_ms + "
+                             "connect_timeout_ms: the session is taken for gone");
+                PQfinish(c->conn); /* a reopen connects again */
+                c->conn = NULL;
+                if (map[i] == 0)
+                    p->conn = NULL;
+                rc[map[i]] = FP_READER_REOPEN;
+            }
+            return;
+        }
+        int pr = poll(pfd, (nfds_t)n, (int)(left / 1000000) + 1);
+        if (pr < 0 && errno != EINTR) {
+            fp_sink_fail(s, FP_SINK_ERR_io, "poll: %s", strerror(errno));
+            for (int i = 0; i < n; i++) {
+                s_part_t *c = &p->part[map[i]];
+                c->active = false;
+                PQclear(c->bad);
+                c->bad = NULL;
+                rc[map[i]] = FP_READER_REOPEN;
+            }
+            return;
+        }
+    }
+}
+
+/* A conflict in a split delivery: the parts that hit one again through
+   staging, one after another (rare: only rows someone else wrote). */
+static void s_parts_conflicts(pg_t *p, fp_sink_t *s, int np, const uint64_t *last, int *rc,
+                              uint64_t *ins)
+{
+    for (int j = 0; j < np; j++)
+        if (rc[j] == S_CONFLICT) {
+            fp_log(FP_LOG_WARN, p->component, "an event_id is in the table already: delivering "
+                   "through the staging tables with ON CONFLICT DO NOTHING", "from=%" PRIu64
+                   " to=%" PRIu64, p->part[j].evs[0].raw->global_seq,
+                   p->part[j].evs[p->part[j].nevs - 1].raw->global_seq);
+            p->staged = S_STAGED_AFTER_CONFLICT;
+            rc[j] = s_attempt(p, &p->part[j], s, last[j], true, &ins[j]);
+        }
+}
+
+static void s_part_set(s_part_t *c, const fp_sink_event_t *evs, size_t n)
+{
+    s_count(c->nrows, evs, n);
+    c->evs = evs;
+    c->nevs = n;
+    c->oom = false;
+    for (int k = 0; k < FP_CK_KINDS; k++)
+        c->encoded[k] = false;
+}
+
+/* A split delivery leaves sink_position at the end of its first part
+   (s_deliver); once every part is in, the position may say so: when idle
+   and at close, one small transaction. A failure changes nothing (the
+   position is only behind: what comes again goes through staging). */
+static void s_pos_catch_up(pg_t *p)
+{
+    if (!p->done_pos || p->reopen || (p->db_pos != S_NO_POS && p->done_pos <= p->db_pos) ||
+        !p->conn ||
+        PQstatus(p->conn) != CONNECTION_OK || PQtransactionStatus(p->conn) != PQTRANS_IDLE)
+        return;
+    char sql[640];
+    snprintf(sql, sizeof sql, "INSERT INTO %s.sink_position (sink, position, updated_at) VALUES "
+             "('%s', %" PRIu64 ", now()) ON CONFLICT (sink) DO UPDATE SET position = "
+             "GREATEST(%s.sink_position.position, EXCLUDED.position), updated_at = "
+             "EXCLUDED.updated_at", p->qschema, p->name, p->done_pos, p->qschema);
+    PGresult *r = NULL;
+    if (s_exec(p->conn, sql, &r) == 0)
+        p->db_pos = p->done_pos;
+    PQclear(r);
 }
 
 static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t n)
@@ -1039,42 +1329,94 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
         fp_sink_fail(s, FP_SINK_ERR_connect, "not connected");
         return FP_READER_REOPEN;
     }
+    for (int j = 1; j < p->connections; j++)
+        if (!p->part[j].conn || PQstatus(p->part[j].conn) != CONNECTION_OK) {
+            fp_sink_fail(s, FP_SINK_ERR_connect, "session %d of connections = %lld not "
+                         "connected", j + 1, (long long)p->connections);
+            return FP_READER_REOPEN;
+        }
     if (p->reopen) {
         p->reopen = false;
+        p->done_pos = 0;
         fp_sink_fail(s, FP_SINK_ERR_connect, "sink_position changed while the sink was idle "
                      "(a restored database?): reopening to go on from it");
         return FP_READER_REOPEN;
     }
-    /* The COPY data is encoded while it is sent (s_feed). */
-    s_count(p->nrows, evs, n);
-    p->evs = evs;
-    p->nevs = n;
-    p->oom = false;
-    for (int k = 0; k < FP_CK_KINDS; k++)
-        p->encoded[k] = false;
+    p->part[0].conn = p->conn;
     /* Straight COPY into the tables: the position makes a repeat rare (it
        is committed with the rows and read back at open), so an event_id
        already there means something else wrote it (another instance, a
        reset position): then this and the next deliveries go through the
-       staging tables, where ON CONFLICT DO NOTHING skips it. */
-    uint64_t inserted = 0, last = evs[n - 1].raw->global_seq;
-    int rc = s_attempt(p, s, last, p->staged > 0, &inserted);
-    if (rc == S_CONFLICT) {
-        fp_log(FP_LOG_WARN, p->component, "an event_id is in the table already: delivering "
-               "through the staging tables with ON CONFLICT DO NOTHING", "from=%" PRIu64
-               " to=%" PRIu64, evs[0].raw->global_seq, last);
-        p->staged = S_STAGED_AFTER_CONFLICT;
-        rc = s_attempt(p, s, last, true, &inserted);
-    } else if (rc == 0 && p->staged > 0) {
-        p->staged--;
+       staging tables, where ON CONFLICT DO NOTHING skips it.
+       With connections > 1 a delivery of at least 2 x S_PART_MIN events
+       is split into contiguous parts, one transaction each on its own
+       session, at once (s_run_parts). Only the first part writes the
+       position (its last event): every event before the delivery is
+       committed, so that is always a prefix of what is in the tables. A
+       later part commits without it; its rows may then be in while the
+       position is before them (its part failed after a later one
+       committed, or a crash between the commits), so they come again and
+       go through staging (S_STAGED_AFTER_OPEN), never twice into a table.
+       deliver returns the parts committed from the first on. */
+    int np = (int)(n / S_PART_MIN);
+    if (np > p->connections)
+        np = (int)p->connections;
+    if (np < 2) {
+        s_part_t *c = &p->part[0];
+        s_part_set(c, evs, n);
+        uint64_t inserted = 0, last = evs[n - 1].raw->global_seq;
+        int before = p->staged;
+        int rc = s_part(p, c, s, last, &inserted);
+        if (rc == 0 && before > 0 && p->staged == before)
+            p->staged--;
+        c->evs = NULL;
+        c->nevs = 0;
+        if (rc != 0)
+            return rc;
+        p->db_pos = last;
+        fp_sink_count_writes(s, inserted);
+        return (int)n;
     }
-    p->evs = NULL;
-    p->nevs = 0;
-    if (rc != 0)
-        return rc;
-    p->db_pos = last;
+    uint64_t last[S_CONN_MAX], ins[S_CONN_MAX];
+    int rc[S_CONN_MAX];
+    size_t at = 0;
+    for (int j = 0; j < np; j++) {
+        size_t len = (n - at) / (size_t)(np - j);
+        s_part_set(&p->part[j], evs + at, len);
+        at += len;
+        last[j] = j == 0 ? evs[at - 1].raw->global_seq : 0;
+    }
+    int before = p->staged;
+    s_run_parts(p, s, np, last, rc, ins);
+    s_parts_conflicts(p, s, np, last, rc, ins);
+    uint64_t inserted = 0;
+    size_t done = 0;
+    int first_bad = -1;
+    for (int j = 0; j < np; j++) {
+        inserted += rc[j] == 0 ? ins[j] : 0;
+        if (first_bad < 0 && rc[j] != 0)
+            first_bad = j;
+        if (first_bad < 0)
+            done += p->part[j].nevs;
+        p->part[j].evs = NULL;
+        p->part[j].nevs = 0;
+    }
+    if (rc[0] == 0)
+        p->db_pos = last[0];
     fp_sink_count_writes(s, inserted);
-    return (int)n;
+    if (first_bad < 0) {
+        if (before > 0 && p->staged == before)
+            p->staged--;
+        p->done_pos = evs[n - 1].raw->global_seq;
+        return (int)n;
+    }
+    /* A later part may be in: what comes again goes through staging. */
+    if (p->staged < S_STAGED_AFTER_OPEN)
+        p->staged = S_STAGED_AFTER_OPEN;
+    for (int j = first_bad; j < np; j++)
+        if (rc[j] == FP_READER_REOPEN)
+            return done ? (int)done : FP_READER_REOPEN;
+    return (int)done;
 }
 
 /* ---- the ERP's verdicts ---- */
@@ -1201,6 +1543,7 @@ static void s_idle(void *ctx, fp_sink_t *s)
 {
     pg_t *p = ctx;
     int64_t now = fp_now_ns();
+    s_pos_catch_up(p);
     if (p->verdict_poll_ms == 0 || now < p->next_poll_ns)
         return;
     p->next_poll_ns = now + p->verdict_poll_ms * 1000000;

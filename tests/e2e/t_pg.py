@@ -2,7 +2,9 @@
 started by each test (pg.py): totals by SQL equal crashgen's truth through
 duplicates, producer restarts, SIGKILLs of floorpost and a 30 s database
 outage; the ERP import job's verdicts come back as dead letters exactly once
-and are resubmitted exactly once; bad and unreachable databases."""
+and are resubmitted exactly once; bad and unreachable databases; deliveries
+split over several sessions (connections = N) exact through SIGKILLs and a
+first part that fails after a later one committed."""
 import json
 import random
 import subprocess
@@ -526,3 +528,101 @@ def pg_bad_conninfo_refused_unreachable_reported_pipeline_goes_on():
     rc, _ = fp.stop()
     eq(rc, 0, "stop with the sink down")
     sub.stop()
+
+
+def wait_log(fp, text, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if text in fp.log():
+            return
+        time.sleep(0.05)
+    raise AssertionError("not logged within %.0f s: %s\n%s" % (timeout, text, fp.log()[-2000:]))
+
+
+def rows_per_transaction(pg):
+    """[(xmin, rows)] over the three tables: a transaction's rows."""
+    return pg.sql("SELECT xmin::text, count(*) FROM (SELECT xmin FROM floorpost.consumption "
+                  "UNION ALL SELECT xmin FROM floorpost.completion UNION ALL "
+                  "SELECT xmin FROM floorpost.scrap) t GROUP BY 1")
+
+
+@extra_test
+def pg_split_deliveries_exact_after_sigkills():
+    """connections = 3: a backlog (the database down while the plant
+    sends) is delivered in deliveries of batch_max = 3,000 events split
+    over three sessions, each part its own transaction; floorpost killed
+    with SIGKILL 5 times while it delivers: every event once, the sums
+    exact, and no transaction holds more than a third of a delivery."""
+    rng = random.Random(11)
+    with PgServer() as pg:
+        fp = crash_fp(pg, connections=3, batch_max=3000).start()
+        wait_log(fp, 'msg="tables created"')
+        pg.stop()
+        gen, truth = crashgen(fp, records=40000, rate=20000, seed=13, restart_every=5000)
+        _, err = gen.communicate(timeout=300)
+        eq(gen.returncode, 0, "crashgen: " + err)
+        pg.start()
+        fp.kill_restarts(5, rng, gap=(0.3, 0.8))
+        end = time.time() + 60
+        while time.time() < end and 'floorpost-erp-3' not in str(
+                pg.sql("SELECT application_name FROM pg_stat_activity")):
+            time.sleep(0.1)
+        apps = [r[0] for r in pg.sql("SELECT application_name FROM pg_stat_activity")]
+        assert "floorpost-erp" in apps and "floorpost-erp-2" in apps and \
+            "floorpost-erp-3" in apps, apps
+        rc, _ = fp.stop()
+        eq(rc, 0, "drain after the kills")
+        n = check_against_truth(pg, fp, truth, "split deliveries, 5 SIGKILLs")
+        per = [c for _, c in rows_per_transaction(pg)]
+        assert max(per) <= 1000, "a transaction with more than a third of 3,000: %d" % max(per)
+        assert sum(1 for c in per if c >= 900) >= 3, "no split delivery of full parts: %r" % \
+            sorted(per)[-10:]
+        print("     %d rows in %d transactions, largest %d" % (n, len(per), max(per)))
+
+
+@extra_test
+def pg_split_first_part_fails_after_a_later_one_committed():
+    """connections = 2: the first part of a delivery fails in the database
+    (a trigger refuses one row) while the second part commits; the
+    delivery comes again and again, its second part through staging, and
+    once the trigger is gone every event is in the tables once. The
+    staging after a failed split is no conflict: nothing is logged as one."""
+    with PgServer() as pg:
+        fp = crash_fp(pg, connections=2, batch_max=2000).start()
+        wait_log(fp, 'msg="tables created"')
+        pg.sql("CREATE TABLE public.fail_on (global_seq bigint)")
+        pg.sql("CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+               "IF EXISTS (SELECT 1 FROM public.fail_on f WHERE f.global_seq = NEW.global_seq) "
+               "THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$")
+        for t in TABLES:
+            pg.sql("CREATE TRIGGER refuse BEFORE INSERT ON floorpost.%s FOR EACH ROW "
+                   "EXECUTE FUNCTION public.refuse()" % t)
+        pg.sql("INSERT INTO public.fail_on VALUES (250)")
+        gen, truth = crashgen(fp, records=40000, rate=20000, seed=17, restart_every=5000)
+        _, err = gen.communicate(timeout=300)
+        eq(gen.returncode, 0, "crashgen: " + err)
+        # the reader is before 250; its deliveries of 2,000 events put 250
+        # into the first part; the second part commits
+        end = time.time() + 30
+        later = 0
+        while time.time() < end:
+            later = pg.sql("SELECT count(*) FROM (SELECT global_seq FROM floorpost.completion "
+                           "UNION ALL SELECT global_seq FROM floorpost.consumption UNION ALL "
+                           "SELECT global_seq FROM floorpost.scrap) t WHERE global_seq > 1000"
+                           )[0][0]
+            if later > 0:
+                break
+            time.sleep(0.2)
+        assert later > 0, "no later part committed while the first one failed"
+        eq(pg.sql("SELECT count(*) FROM floorpost.completion WHERE global_seq = 250")[0][0] +
+           pg.sql("SELECT count(*) FROM floorpost.consumption WHERE global_seq = 250")[0][0] +
+           pg.sql("SELECT count(*) FROM floorpost.scrap WHERE global_seq = 250")[0][0], 0,
+           "the refused row is not in")
+        time.sleep(1.5)  # a few more tries, through staging
+        pg.sql("DELETE FROM public.fail_on")
+        rc, _ = fp.stop()
+        eq(rc, 0, "drain")
+        assert "refused by the test" in fp.log(), "the part's error is logged"
+        assert "in the table already" not in fp.log(), "a failed split logged as a conflict"
+        n = check_against_truth(pg, fp, truth, "a first part failed after a later one committed")
+        print("     %d rows, %d of them committed while the first part failed" % (n, later))
