@@ -32,6 +32,17 @@
       encodes the rest. Both together: 1.24 to 1.30 times the rows per
       backend CPU second of the text format, 1.3 to 1.4 times its rows/s
       (docs/benchmarks.md).
+    - connections = N > 1: the backend is the limit (about 11 us of CPU a
+      row), so a delivery of at least 2 x S_PART_MIN events is split into
+      up to N contiguous parts, each the transaction above on its own
+      session, all sent at once and driven with poll(2) on nonblocking
+      sessions (s_run_parts): N backends insert in parallel while this
+      thread encodes. Only the first part writes sink_position (a prefix:
+      every event before the delivery is in); deliver returns the parts
+      committed from the first on; a later part that is in while the
+      position is before it comes again through staging (below), which
+      skips its rows; the position catches up when idle and at close
+      (s_pos_catch_up).
     - cb_open reads sink_position and rewinds the reader to it: after a
       crash the reader goes on exactly after the last committed row, and a
       database restored from a backup makes it deliver again from the
