@@ -492,7 +492,8 @@ def pg_bad_conninfo_refused_unreachable_reported_pipeline_goes_on():
     assert "floorpost.ini:" in r.stderr and "[sink erp]" in r.stderr and "conninfo" in r.stderr, \
         r.stderr
     for bad in (dict(conninfo="hots=x"), dict(conninfo="host=x", schema="Bad-Name"),
-                dict(conninfo="host=x", verdict_poll_ms=5), dict(schema="x")):
+                dict(conninfo="host=x", verdict_poll_ms=5), dict(schema="x"),
+                dict(conninfo="host=x", connections=0), dict(conninfo="host=x", connections=9)):
         fp = Floorpost(sinks={"erp": dict(type="postgresql", **bad)})
         r = subprocess.run([FLOORPOST, "run", "--check", "-c", fp.config], capture_output=True,
                            text=True)
