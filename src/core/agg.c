@@ -78,6 +78,7 @@ agg_t *agg_new(const agg_config_t *cfg, agg_emit_fn *emit, agg_reject_fn *reject
     self->xxh = XXH3_createState();
     self->mark = calloc(FP_BATCH_STRINGS_MAX + 1, 1);
     int tab = agg_tab_init(&self->tab);
+    agg_cs_init(&self->cs);
     if (!self->instance || !self->idbuf || !self->intern || !self->xxh || tab != 0 ||
         !self->mark) {
         agg_destroy(&self);
@@ -118,6 +119,10 @@ void agg_destroy(agg_t **self_p)
     if (self->xxh)
         XXH3_freeState((XXH3_state_t *)self->xxh);
     agg_tab_fini(&self->tab);
+    for (uint32_t i = 1; i < self->cs.pool_used; i++)
+        if (self->cs.pool[i].kind != 0)
+            free(self->cs.pool[i].kb);
+    agg_cs_fini(&self->cs);
     free(self->map);
     free(self->used);
     free(self->touched);
@@ -251,6 +256,18 @@ void agg_watermark(agg_t *self, int64_t event_ns)
         self->wm = event_ns;
 }
 
+/* Keys held: full ones but heads, compact ones (agg.h). */
+static uint64_t s_keys_held(const agg_t *self)
+{
+    return self->tab.nkeys - self->nheads + self->ckeys;
+}
+
+static void s_keys_update(agg_t *self)
+{
+    self->stats.keys = s_keys_held(self);
+    self->stats.compact_keys = self->ckeys;
+}
+
 /* Also returns the key strings' total length. */
 static size_t s_hash_strings(agg_t *self, const agg_key_t *k, uint64_t *lo, uint64_t *hi)
 {
@@ -281,8 +298,10 @@ static size_t s_hash_strings(agg_t *self, const agg_key_t *k, uint64_t *lo, uint
 
 /* (agg_internal.h) The caller checked agg_tab_room. op: its operation
    head (AGG_NONE for a head: it is its own). line/station: for a head. */
-uint32_t agg_entry_create(agg_t *self, const agg_key_t *k, uint64_t h, uint32_t op,
-                          uint32_t line, uint32_t station)
+/* agg_entry_create; kh: the child's event_id hash when the caller has it
+   (s_hash_strings), else NULL. */
+static uint32_t s_entry_create(agg_t *self, const agg_key_t *k, uint64_t h, uint32_t op,
+                               uint32_t line, uint32_t station, const uint64_t *kh)
 {
     uint32_t idx = agg_tab_insert(&self->tab, k, h);
     agg_entry_t *e = &self->tab.pool[idx];
@@ -297,6 +316,10 @@ uint32_t agg_entry_create(agg_t *self, const agg_key_t *k, uint64_t h, uint32_t 
             (void)intern_str(self->intern, k->sym[f], &len);
             strs += len;
         }
+    } else if (kh) {
+        e->khash_lo = kh[0];
+        e->khash_hi = kh[1];
+        strs = kh[2];
     } else {
         strs = s_hash_strings(self, k, &e->khash_lo, &e->khash_hi);
     }
@@ -322,8 +345,40 @@ uint32_t agg_entry_create(agg_t *self, const agg_key_t *k, uint64_t h, uint32_t 
         e->child_next = self->tab.pool[op].first_child;
         self->tab.pool[op].first_child = idx;
     }
-    self->stats.keys = self->tab.nkeys - self->nheads;
+    s_keys_update(self);
     return idx;
+}
+
+uint32_t agg_entry_create(agg_t *self, const agg_key_t *k, uint64_t h, uint32_t op,
+                          uint32_t line, uint32_t station)
+{
+    return s_entry_create(self, k, h, op, line, station, NULL);
+}
+
+/* ---- the CAND list: closed full heads to compact ---- */
+
+static void s_cand_add(agg_t *self, uint32_t op)
+{
+    agg_entry_t *e = &self->tab.pool[op];
+    assert(!(e->flags & AGG_E_CAND));
+    e->flags |= AGG_E_CAND;
+    e->cand_prev = AGG_NONE;
+    e->cand_next = self->cand_head;
+    if (self->cand_head != AGG_NONE)
+        self->tab.pool[self->cand_head].cand_prev = op;
+    self->cand_head = op;
+}
+
+static void s_cand_remove(agg_t *self, uint32_t op)
+{
+    agg_entry_t *e = &self->tab.pool[op];
+    if (e->cand_prev != AGG_NONE)
+        self->tab.pool[e->cand_prev].cand_next = e->cand_next;
+    else
+        self->cand_head = e->cand_next;
+    if (e->cand_next != AGG_NONE)
+        self->tab.pool[e->cand_next].cand_prev = e->cand_prev;
+    e->flags &= (uint8_t)~AGG_E_CAND;
 }
 
 /* Frees an entry with nothing pending: table slot, symbols, pool index. The
@@ -333,6 +388,8 @@ static void s_free(agg_t *self, uint32_t idx)
     agg_entry_t *e = &self->tab.pool[idx];
     assert(e->count == 0 && !(e->flags & (AGG_E_ON_DIRTY | AGG_E_ON_LATE)));
     agg_unmark(self, idx);
+    if (e->flags & AGG_E_CAND)
+        s_cand_remove(self, idx);
     for (int f = 0; f < AGG_FIELDS; f++)
         intern_release(self->intern, e->key.sym[f]);
     if (e->key.kind == AGG_KIND_OP) {
@@ -341,7 +398,7 @@ static void s_free(agg_t *self, uint32_t idx)
         self->nheads--;
     }
     agg_tab_remove(&self->tab, idx);
-    self->stats.keys = self->tab.nkeys - self->nheads;
+    s_keys_update(self);
 }
 
 /* ---- pending lists ---- */
@@ -535,15 +592,29 @@ static inline void s_account(agg_t *self, uint32_t idx, const fp_batch_hdr_t *b,
     s_lineage_other(e, b, seq);
 }
 
-/* Appends closed head op to the closed-operations FIFO and counts it closed. */
+/* (agg_internal.h) */
 void agg_fifo_append(agg_t *self, uint32_t op)
 {
-    self->tab.pool[op].fifo_next = AGG_NONE;
+    agg_entry_t *e = &self->tab.pool[op];
+    uint64_t lo, hi;
+    (void)s_hash_strings(self, &e->key, &lo, &hi);
+    uint32_t ci = agg_cs_insert(&self->cs, lo, hi, (uint8_t)AGG_KIND_OP);
+    agg_cpt_t *c = &self->cs.pool[ci];
+    c->op = op;
+    c->line = e->line;
+    c->station = e->station;
+    intern_ref(self->intern, c->line);
+    intern_ref(self->intern, c->station);
+    c->closed_at = e->closed_at;
+    c->close_seq = e->close_seq;
+    c->next = AGG_NONE;
+    e->cpt = ci;
+    s_cand_add(self, op);
     if (self->fifo_tail != AGG_NONE)
-        self->tab.pool[self->fifo_tail].fifo_next = op;
+        self->cs.pool[self->fifo_tail].next = ci;
     else
-        self->fifo_head = op;
-    self->fifo_tail = op;
+        self->fifo_head = ci;
+    self->fifo_tail = ci;
     self->stats.open_operations--;
     self->stats.closed_operations++;
 }
@@ -567,7 +638,7 @@ static void s_complete(agg_t *self, uint32_t op, uint32_t cm)
        depend only on what is held: a restored agg_t numbers alike. */
     if (self->fifo_unsorted)
         agg_fifo_sort(self);
-    e->close_seq = self->fifo_tail != AGG_NONE ? self->tab.pool[self->fifo_tail].close_seq + 1 : 0;
+    e->close_seq = self->fifo_tail != AGG_NONE ? self->cs.pool[self->fifo_tail].close_seq + 1 : 0;
     agg_mark(self, op);
     agg_fifo_append(self, op);
 }
@@ -577,6 +648,59 @@ static void s_refuse(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
 {
     self->stats.rejected++;
     self->reject(self->ctx, b, r, reason);
+}
+
+/* A late record for closed operation ci, compacted whole: its full head
+   again, as it was (line, station, closing), on the CAND list. Its
+   children come back one by one as records need them (s_take). */
+static uint32_t s_revive(agg_t *self, const agg_key_t *hk, uint64_t h, uint32_t ci)
+{
+    agg_cpt_t *c = &self->cs.pool[ci];
+    assert(c->kind == AGG_KIND_OP && c->op == AGG_NONE);
+    uint32_t op = agg_entry_create(self, hk, h, AGG_NONE, c->line, c->station);
+    agg_entry_t *e = &self->tab.pool[op];
+    e->flags |= AGG_E_CLOSED;
+    e->closed_at = c->closed_at;
+    e->close_seq = c->close_seq;
+    e->cpt = ci;
+    c->op = op;
+    s_cand_add(self, op);
+    self->stats.open_operations--; /* agg_entry_create counted it open */
+    return op;
+}
+
+/* The compact child of key k, if any; kh: its event_id hash and string
+   length (for s_entry_create). */
+static uint32_t s_cpt_find_key(agg_t *self, const agg_key_t *k, uint64_t *kh)
+{
+    kh[2] = s_hash_strings(self, k, &kh[0], &kh[1]);
+    return agg_cs_find(&self->cs, kh[0], kh[1]);
+}
+
+/* Unlinks compact child ci from its head and frees it. */
+static void s_cpt_drop(agg_t *self, uint32_t ci)
+{
+    agg_cpt_t *c = &self->cs.pool[ci];
+    agg_cpt_t *head = &self->cs.pool[c->op];
+    if (c->prev != AGG_NONE)
+        self->cs.pool[c->prev].next = c->next;
+    else
+        head->first_child = c->next;
+    if (c->next != AGG_NONE)
+        self->cs.pool[c->next].prev = c->prev;
+    head->nchild--;
+    free(c->kb);
+    agg_cs_remove(&self->cs, ci);
+    self->ckeys--;
+}
+
+/* New full entry idx takes over compact child ci (a late record for it). */
+static void s_take(agg_t *self, uint32_t idx, uint32_t ci)
+{
+    assert(self->cs.pool[ci].kind == self->tab.pool[idx].key.kind);
+    self->tab.pool[idx].checkpoint_no = self->cs.pool[ci].checkpoint_no;
+    s_cpt_drop(self, ci);
+    s_keys_update(self);
 }
 
 /* The operation head of the record whose keys are in p: from one of its
@@ -596,6 +720,13 @@ static uint32_t s_head(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *
         return op;
     if (!agg_tab_room(&self->tab))
         return AGG_NONE;
+    if (self->cs.n > 0) {
+        uint64_t lo, hi;
+        (void)s_hash_strings(self, &hk, &lo, &hi);
+        uint32_t ci = agg_cs_find(&self->cs, lo, hi);
+        if (ci != AGG_NONE)
+            return s_revive(self, &hk, h, ci);
+    }
     uint32_t line = INTERN_EMPTY, station = INTERN_EMPTY;
     /* The line and station of the first record were mapped in pass 1. */
     if (r->str[FP_STR_LINE] && r->str[FP_STR_LINE] <= b->nstrings)
@@ -643,10 +774,26 @@ static void s_apply(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
         s_refuse(self, b, r, "overflow");
         return;
     }
+    if (p->kind == FP_KIND_OP_COMPLETED && !agg_cs_room(&self->cs)) {
+        s_refuse(self, b, r, "no_memory"); /* no compact head for its closing */
+        return;
+    }
     uint64_t need = (p->kind != FP_KIND_MATERIAL && cm == AGG_NONE) + (p->has_child && ch == AGG_NONE);
     if (need > 0) {
+        /* Keys at rest in the compact store are held: one a record needs
+           comes back (s_take), it is no new key. */
+        uint32_t rcm = AGG_NONE, rch = AGG_NONE;
+        uint64_t khcm[3], khch[3];
+        bool hashed = self->ckeys > 0; /* khcm, khch: the keys' event_id hashes */
+        if (hashed) {
+            if (p->kind != FP_KIND_MATERIAL && cm == AGG_NONE)
+                rcm = s_cpt_find_key(self, &p->cm, khcm);
+            if (p->has_child && ch == AGG_NONE)
+                rch = s_cpt_find_key(self, &p->child, khch);
+        }
+        uint64_t fresh = need - (rcm != AGG_NONE) - (rch != AGG_NONE);
         /* Operation heads do not count against max_open_keys (agg.h). */
-        if (self->tab.nkeys - self->nheads + need > self->cfg.max_open_keys) {
+        if (s_keys_held(self) + fresh > self->cfg.max_open_keys) {
             s_refuse(self, b, r, "too_many_keys");
             return;
         }
@@ -661,7 +808,10 @@ static void s_apply(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
                 s_refuse(self, b, r, "no_memory");
                 return;
             }
-            cm = agg_entry_create(self, &p->cm, p->hcm, op, INTERN_EMPTY, INTERN_EMPTY);
+            cm = s_entry_create(self, &p->cm, p->hcm, op, INTERN_EMPTY, INTERN_EMPTY,
+                                hashed ? khcm : NULL);
+            if (rcm != AGG_NONE)
+                s_take(self, cm, rcm);
             agg_mark(self, cm);
         }
         if (p->has_child && ch == AGG_NONE) {
@@ -669,7 +819,10 @@ static void s_apply(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
                 s_refuse(self, b, r, "no_memory");
                 return;
             }
-            ch = agg_entry_create(self, &p->child, p->hchild, op, INTERN_EMPTY, INTERN_EMPTY);
+            ch = s_entry_create(self, &p->child, p->hchild, op, INTERN_EMPTY, INTERN_EMPTY,
+                                hashed ? khch : NULL);
+            if (rch != AGG_NONE)
+                s_take(self, ch, rch);
             agg_mark(self, ch);
         }
     }
@@ -869,6 +1022,9 @@ void agg_add(agg_t *self, const fp_batch_hdr_t *batch)
         /* A record creates at most 3 keys (head, completion, child). On
            failure, s_room refuses the records that do not fit ("no_memory"). */
         (void)agg_tab_reserve(&self->tab, 3ull * m);
+        /* a compact head per operation closing; on failure s_apply refuses
+           OperationCompleted records that find no room ("no_memory") */
+        (void)agg_cs_reserve(&self->cs, m);
         for (uint32_t i = 0; i < m; i++)
             s_prepare(self, b, &recs[base + i], &self->pre[i]);
         for (uint32_t i = 0; i < m; i++) {
@@ -890,49 +1046,49 @@ void agg_add(agg_t *self, const fp_batch_hdr_t *batch)
 
 /* ---- the closed-operations FIFO ---- */
 
-/* Sorts the closed-operations FIFO by close_seq (agg_import appends in file
+/* Sorts the closed-operations FIFO (compact heads) by close_seq (agg_import appends in file
    order): a merge sort of the linked list, no memory, O(n log n) once. */
 static uint32_t s_fifo_msort(agg_t *self, uint32_t head, uint64_t n)
 {
     if (n <= 1) {
         if (head != AGG_NONE)
-            self->tab.pool[head].fifo_next = AGG_NONE;
+            self->cs.pool[head].next = AGG_NONE;
         return head;
     }
     uint32_t mid = head;
     for (uint64_t i = 0; i < n / 2; i++)
-        mid = self->tab.pool[mid].fifo_next;
+        mid = self->cs.pool[mid].next;
     uint32_t a = s_fifo_msort(self, head, n / 2); /* cuts the first half */
     uint32_t b = s_fifo_msort(self, mid, n - n / 2);
     uint32_t out = AGG_NONE, tail = AGG_NONE;
     while (a != AGG_NONE || b != AGG_NONE) {
         uint32_t x;
-        if (b == AGG_NONE || (a != AGG_NONE && self->tab.pool[a].close_seq <= self->tab.pool[b].close_seq)) {
+        if (b == AGG_NONE || (a != AGG_NONE && self->cs.pool[a].close_seq <= self->cs.pool[b].close_seq)) {
             x = a;
-            a = self->tab.pool[a].fifo_next;
+            a = self->cs.pool[a].next;
         } else {
             x = b;
-            b = self->tab.pool[b].fifo_next;
+            b = self->cs.pool[b].next;
         }
         if (tail != AGG_NONE)
-            self->tab.pool[tail].fifo_next = x;
+            self->cs.pool[tail].next = x;
         else
             out = x;
         tail = x;
     }
     if (tail != AGG_NONE)
-        self->tab.pool[tail].fifo_next = AGG_NONE;
+        self->cs.pool[tail].next = AGG_NONE;
     return out;
 }
 
 void agg_fifo_sort(agg_t *self)
 {
     uint64_t n = 0;
-    for (uint32_t i = self->fifo_head; i != AGG_NONE; i = self->tab.pool[i].fifo_next)
+    for (uint32_t i = self->fifo_head; i != AGG_NONE; i = self->cs.pool[i].next)
         n++;
     self->fifo_head = s_fifo_msort(self, self->fifo_head, n);
     self->fifo_tail = AGG_NONE;
-    for (uint32_t i = self->fifo_head; i != AGG_NONE; i = self->tab.pool[i].fifo_next)
+    for (uint32_t i = self->fifo_head; i != AGG_NONE; i = self->cs.pool[i].next)
         self->fifo_tail = i;
     self->fifo_unsorted = false;
 }
@@ -983,36 +1139,132 @@ static bool s_idle(const agg_t *self, uint32_t op)
     return true;
 }
 
+/* Frees full head op and its children (nothing pending). */
+static void s_free_op(agg_t *self, uint32_t op)
+{
+    uint32_t c = self->tab.pool[op].first_child;
+    while (c != AGG_NONE) {
+        uint32_t next = self->tab.pool[c].child_next;
+        s_free(self, c);
+        c = next;
+    }
+    s_free(self, op);
+}
+
 static void s_release(agg_t *self)
 {
     while (self->fifo_head != AGG_NONE) {
-        uint32_t op = self->fifo_head;
-        agg_entry_t *e = &self->tab.pool[op];
+        uint32_t ci = self->fifo_head;
+        agg_cpt_t *c = &self->cs.pool[ci];
         /* closed_at only grows along the FIFO (with a monotonic clock): stop
            at the first too young. One with pending corrections (possible
            only if a flush skipped them) waits at the head for the next
-           flush. closed_at may come from a restored file: no overflow. */
+           flush. closed_at may come from a restored file: no overflow.
+           Compact keys have nothing pending. */
         int64_t age;
-        if (__builtin_sub_overflow(self->now, e->closed_at, &age))
-            age = self->now > e->closed_at ? INT64_MAX : INT64_MIN;
-        if (age < self->cfg.closed_key_grace_ns || !s_idle(self, op))
+        if (__builtin_sub_overflow(self->now, c->closed_at, &age))
+            age = self->now > c->closed_at ? INT64_MAX : INT64_MIN;
+        if (age < self->cfg.closed_key_grace_ns || (c->op != AGG_NONE && !s_idle(self, c->op)))
             break;
         /* The deletions to export; out of memory: try at the next flush. */
-        if (self->track && agg_release_keys(self, op) != 0)
+        if (self->track && agg_release_keys(self, ci) != 0)
             break;
-        e = &self->tab.pool[op];
-        self->fifo_head = e->fifo_next;
+        c = &self->cs.pool[ci];
+        self->fifo_head = c->next;
         if (self->fifo_head == AGG_NONE)
             self->fifo_tail = AGG_NONE;
-        uint32_t c = e->first_child;
-        while (c != AGG_NONE) {
-            uint32_t next = self->tab.pool[c].child_next;
-            s_free(self, c);
-            c = next;
-        }
-        s_free(self, op);
+        if (c->op != AGG_NONE)
+            s_free_op(self, c->op);
+        while (c->first_child != AGG_NONE)
+            s_cpt_drop(self, c->first_child);
+        intern_release(self->intern, c->line);
+        intern_release(self->intern, c->station);
+        free(c->kb);
+        agg_cs_remove(&self->cs, ci);
+        s_keys_update(self);
         self->stats.closed_operations--;
         self->stats.released++;
+    }
+}
+
+/* ---- compaction ---- */
+
+/* Whether closed full head op can go to the compact store now: nothing
+   pending, nothing changed since the last export (its state is stored
+   as it is; marked, it waits for the next flush). */
+static bool s_at_rest(const agg_t *self, uint32_t op)
+{
+    const agg_entry_t *pool = self->tab.pool;
+    if (pool[op].flags & AGG_E_EXPORT)
+        return false;
+    for (uint32_t c = pool[op].first_child; c != AGG_NONE; c = pool[c].child_next)
+        if (pool[c].count > 0 || (pool[c].flags & AGG_E_EXPORT))
+            return false;
+    return true;
+}
+
+/* Moves full child idx of closed operation ci to the compact store and
+   frees it (the caller unlinks it from its full head); -1 out of memory
+   (nothing changed). */
+static int s_compact_child(agg_t *self, uint32_t ci, uint32_t idx)
+{
+    const agg_entry_t *e = &self->tab.pool[idx];
+    uint8_t *kb = NULL;
+    uint16_t klen = 0;
+    if (agg_cs_reserve(&self->cs, 1) != 0)
+        return -1;
+    if (!self->cfg.no_export && agg_key_keep(self, &e->key, &kb, &klen) != 0)
+        return -1;
+    uint32_t k = agg_cs_insert(&self->cs, e->khash_lo, e->khash_hi, (uint8_t)e->key.kind);
+    agg_cpt_t *c = &self->cs.pool[k], *head = &self->cs.pool[ci];
+    c->checkpoint_no = e->checkpoint_no;
+    c->kb = kb;
+    c->klen = klen;
+    c->op = ci;
+    c->prev = AGG_NONE;
+    c->next = head->first_child;
+    if (head->first_child != AGG_NONE)
+        self->cs.pool[head->first_child].prev = k;
+    head->first_child = k;
+    head->nchild++;
+    self->ckeys++;
+    s_free(self, idx);
+    return 0;
+}
+
+/* Moves closed, idle full head op and its children to the compact store
+   (its compact head, which it has since it closed) and frees their
+   entries and strings. Out of memory: what moved stays moved, the rest
+   waits for the next flush (a key is in one store or the other). */
+static void s_compact(agg_t *self, uint32_t op)
+{
+    uint32_t ci = self->tab.pool[op].cpt;
+    for (;;) {
+        uint32_t c = self->tab.pool[op].first_child;
+        if (c == AGG_NONE)
+            break;
+        uint32_t next = self->tab.pool[c].child_next;
+        if (s_compact_child(self, ci, c) != 0)
+            return;
+        self->tab.pool[op].first_child = next;
+    }
+    agg_cpt_t *h = &self->cs.pool[ci];
+    if (!self->cfg.no_export && !h->kb &&
+        agg_key_keep(self, &self->tab.pool[op].key, &h->kb, &h->klen) != 0)
+        return;
+    h->op = AGG_NONE;
+    s_free(self, op); /* off the CAND list */
+}
+
+/* Compacts every closed full head at rest (agg_flush, after emitting). */
+static void s_compact_all(agg_t *self)
+{
+    uint32_t op = self->cand_head;
+    while (op != AGG_NONE) {
+        uint32_t next = self->tab.pool[op].cand_next;
+        if (s_idle(self, op) && s_at_rest(self, op))
+            s_compact(self, op);
+        op = next;
     }
 }
 
@@ -1036,6 +1288,7 @@ void agg_flush(agg_t *self, int mode, int64_t now_ns)
     }
     if (self->fifo_unsorted)
         agg_fifo_sort(self);
+    s_compact_all(self);
     s_release(self);
     self->stats.strings = intern_count(self->intern);
 }

@@ -162,6 +162,8 @@ typedef struct {
     bool closed_set;             /* closed_before is set */
     int32_t closed_before;       /* posting dates before this are closed (days since 1970) */
     int closed_mode;             /* AGG_CLOSED_* */
+    bool no_export;              /* agg_export_* is never called: compacted closed
+                                    keys keep no key bytes */
 } agg_config_t;
 
 /* A checkpoint ready to publish. ck's strings are valid only during the call. */
@@ -199,7 +201,8 @@ void agg_flush(agg_t *self, int mode, int64_t now_ns);
 void agg_watermark(agg_t *self, int64_t event_ns);
 
 typedef struct {
-    uint64_t keys;            /* keys held (all kinds) */
+    uint64_t keys;            /* keys held (all kinds), compacted ones included */
+    uint64_t compact_keys;    /* of which closed keys at rest in the compact store */
     uint64_t open_operations; /* operations not yet completed */
     uint64_t closed_operations;
     uint64_t records;         /* records added */

@@ -18,7 +18,15 @@
         An entry is on exactly one list iff count > 0 and, for a completion,
         stays there while its deltas are 0/0 (see agg.h). Flushes walk these
         lists only, never the table.
-      - a FIFO of closed operations in closing order (closed_at grows along it).
+      - cs: the compact store (agg_compact.h) of closed keys at rest. Every
+        closed operation has a compact head there from its close to its
+        release; the FIFO of closed operations in closing order (closed_at
+        grows along it) links compact heads. While a closed operation has a
+        full head too (just closed, or revived by a late record), that head
+        is on the CAND list (cand_prev / cand_next); agg_flush moves an
+        idle, unmarked one's keys to the store and frees its full entries
+        and their strings (agg.c "Compaction"). A key is in the table or
+        in the store, never both.
       - the periods cache (agg.c): an event time's period and its id.
       - persistence: a third intrusive list, EXPORT, holds the entries
         changed since the last agg_export_dirty (flag AGG_E_EXPORT;
@@ -29,6 +37,7 @@
 #define FP_AGG_INTERNAL_H
 
 #include "agg.h"
+#include "agg_compact.h"
 #include "agg_table.h"
 
 #define AGG_CHUNK 256 /* records hashed and prefetched together */
@@ -43,6 +52,7 @@ enum {
     AGG_E_EXPORT = 16,  /* on the EXPORT list: changed since agg_export_dirty */
     AGG_E_PLACEHOLDER = 32, /* operation created by agg_import for a child; its own
                                pair not imported yet */
+    AGG_E_CAND = 64,    /* closed head on the CAND list (to compact when idle) */
 };
 
 enum { AGG_LIST_DIRTY = 0, AGG_LIST_LATE = 1 };
@@ -84,7 +94,10 @@ struct agg {
     uint64_t nheads;      /* operation heads among tab.nkeys */
 
     uint32_t head[2], tail[2]; /* DIRTY, LATE */
-    uint32_t fifo_head, fifo_tail;
+    uint32_t fifo_head, fifo_tail; /* compact heads (cs) */
+    agg_cstore_t cs;      /* closed keys at rest */
+    uint64_t ckeys;       /* compact children in cs (keys held there) */
+    uint32_t cand_head;   /* CAND list: closed full heads not compacted yet */
     int64_t now;          /* now_ns of the latest agg_flush */
     uint32_t flush_gen;   /* agg_flush calls so far */
 
@@ -182,8 +195,17 @@ uint32_t agg_entry_create(agg_t *self, const agg_key_t *k, uint64_t h, uint32_t 
 /* The cached period that holds event time t. */
 const agg_pc_t *agg_period_at(agg_t *self, int64_t t);
 
-/* Appends closed head op to the closed-operations FIFO, counts it closed. */
+/* Makes closed head op's compact head and appends it to the
+   closed-operations FIFO, counts it closed; op goes on the CAND list. The
+   caller checked agg_cs_room (closed_at, close_seq are op's). */
 void agg_fifo_append(agg_t *self, uint32_t op);
+
+/* Whether one more agg_cs_insert fits what agg_cs_reserve set aside. */
+static inline bool agg_cs_room(const agg_cstore_t *s)
+{
+    return (s->n + 1) * 2 <= (s->slots ? s->mask + 1 : 0) &&
+           (s->pool_free != AGG_NONE || s->pool_used < s->pool_cap);
+}
 
 /* Sorts the FIFO by close_seq (after agg_import appended out of order). */
 void agg_fifo_sort(agg_t *self);
@@ -193,8 +215,13 @@ void agg_fifo_sort(agg_t *self);
 /* Unmarks entry idx (it is being freed). */
 void agg_unmark(agg_t *self, uint32_t idx);
 
-/* Appends the keys of operation op and its children to the released keys,
-   exported as deletions; all or nothing, -1 out of memory. */
-int agg_release_keys(agg_t *self, uint32_t op);
+/* Appends the keys of closed operation c (its compact head) to the
+   released keys, exported as deletions: its full head and children if
+   any, its compact ones; all or nothing, -1 out of memory. */
+int agg_release_keys(agg_t *self, uint32_t c);
+
+/* Stores the key bytes of k in a new malloc'd buffer (*kb, *klen) for a
+   compact entry; -1 out of memory or too long (nothing allocated). */
+int agg_key_keep(agg_t *self, const agg_key_t *k, uint8_t **kb, uint16_t *klen);
 
 #endif

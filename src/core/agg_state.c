@@ -104,20 +104,79 @@ static size_t s_state_write(const agg_t *self, const agg_entry_t *e, uint8_t *ou
     return n;
 }
 
-int agg_release_keys(agg_t *self, uint32_t op)
+int agg_key_keep(agg_t *self, const agg_key_t *k, uint8_t **kb, uint16_t *klen)
+{
+    if (self->key_max > UINT16_MAX || s_buf_grow(&self->kbuf, &self->kbuf_cap, self->key_max) != 0)
+        return -1;
+    size_t n = s_key_write(self, k, self->kbuf);
+    uint8_t *p = malloc(n);
+    if (!p)
+        return -1;
+    memcpy(p, self->kbuf, n);
+    *kb = p;
+    *klen = (uint16_t)n;
+    return 0;
+}
+
+/* Appends one released key (room made). */
+static void s_rel_put(agg_t *self, const void *key, size_t klen)
+{
+    uint32_t len = (uint32_t)klen;
+    memcpy(self->rel + self->rel_len, &len, 4);
+    memcpy(self->rel + self->rel_len + 4, key, klen);
+    self->rel_len += 4 + klen;
+}
+
+int agg_release_keys(agg_t *self, uint32_t ci)
 {
     const agg_entry_t *pool = self->tab.pool;
-    size_t n = 1;
-    for (uint32_t c = pool[op].first_child; c != AGG_NONE; c = pool[c].child_next)
-        n++;
+    const agg_cpt_t *cs = self->cs.pool, *h = &cs[ci];
+    uint32_t op = h->op;
+    size_t n = 1 + h->nchild;
+    if (op != AGG_NONE)
+        for (uint32_t c = pool[op].first_child; c != AGG_NONE; c = pool[c].child_next)
+            n++;
     if (s_buf_grow(&self->rel, &self->rel_cap, self->rel_len + n * (4 + self->key_max)) != 0)
         return -1;
-    for (uint32_t c = op; c != AGG_NONE; c = c == op ? pool[op].first_child : pool[c].child_next) {
-        uint32_t len = (uint32_t)s_key_write(self, &pool[c].key, self->rel + self->rel_len + 4);
-        memcpy(self->rel + self->rel_len, &len, 4);
-        self->rel_len += 4 + len;
+    assert(!self->cfg.no_export);
+    if (op != AGG_NONE) {
+        for (uint32_t c = op; c != AGG_NONE; c = c == op ? pool[op].first_child : pool[c].child_next) {
+            uint32_t len = (uint32_t)s_key_write(self, &pool[c].key, self->rel + self->rel_len + 4);
+            memcpy(self->rel + self->rel_len, &len, 4);
+            self->rel_len += 4 + len;
+        }
+    } else {
+        s_rel_put(self, h->kb, h->klen);
     }
+    for (uint32_t c = h->first_child; c != AGG_NONE; c = cs[c].next)
+        s_rel_put(self, cs[c].kb, cs[c].klen);
     return 0;
+}
+
+/* Hands fn every key at rest in the compact store with its state (a closed
+   operation's: kinds 1..3 nothing pending, kind 4 closed), as
+   s_state_write would have written it from the full entries. */
+static void s_export_compact(agg_t *self, agg_export_fn *fn, void *ctx)
+{
+    assert(!self->cfg.no_export || self->cs.n == 0);
+    for (uint32_t i = 1; i < self->cs.pool_used; i++) {
+        const agg_cpt_t *c = &self->cs.pool[i];
+        if (c->kind == 0 || (c->kind == AGG_KIND_OP && c->op != AGG_NONE))
+            continue; /* free, or a head exported from its full entry */
+        agg_fmt_state_t st;
+        memset(&st, 0, sizeof st);
+        if (c->kind == AGG_KIND_OP) {
+            st.flags = AGG_PF_CLOSED;
+            st.line = intern_str(self->intern, c->line, &st.line_len);
+            st.station = intern_str(self->intern, c->station, &st.station_len);
+            st.closed_at = c->closed_at;
+            st.close_seq = c->close_seq;
+        } else {
+            st.checkpoint_no = c->checkpoint_no;
+        }
+        size_t slen = agg_fmt_state_write((int)c->kind, &st, self->sbuf);
+        fn(ctx, c->kb, c->klen, self->sbuf, slen);
+    }
 }
 
 /* Sizes the scratch buffers for any key and state held; -1 out of memory. */
@@ -161,6 +220,7 @@ int agg_export_dirty(agg_t *self, agg_export_fn *fn, void *ctx)
             if (pool[i].key.kind != 0)
                 agg_mark(self, i);
         self->meta_dirty = self->flushed_through != INT64_MIN;
+        s_export_compact(self, fn, ctx); /* never marked: at rest, stored as they are */
     }
     for (size_t off = 0; off < self->rel_len;) {
         uint32_t len;
@@ -191,6 +251,7 @@ int agg_export_all(agg_t *self, agg_export_fn *fn, void *ctx)
     for (uint32_t i = 1; i < self->tab.pool_used; i++)
         if (self->tab.pool[i].key.kind != 0)
             s_export_one(self, i, fn, ctx);
+    s_export_compact(self, fn, ctx);
     if (self->flushed_through != INT64_MIN)
         s_export_meta(self, fn, ctx);
     return 0;
@@ -265,6 +326,8 @@ int agg_import(agg_t *self, const void *key, size_t klen, const void *state, siz
     if (v1 && s_buf_grow(&self->rel, &self->rel_cap, self->rel_len + 4 + klen) != 0)
         return -2;
     if (agg_tab_reserve(&self->tab, 2) != 0 || !agg_tab_room(&self->tab))
+        return -2;
+    if (agg_cs_reserve(&self->cs, 1) != 0) /* a closed head's compact head */
         return -2;
     int rc = -2, nf = agg_fmt_nfields(k.kind);
     uint32_t sym[AGG_FIELDS] = {0}, line = INTERN_EMPTY, station = INTERN_EMPTY;

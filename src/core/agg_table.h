@@ -103,7 +103,8 @@ typedef struct {
     /* operation heads only */
     uint32_t first_child;
     uint32_t line, station; /* symbols, first record's */
-    uint32_t fifo_next;     /* closed-operations FIFO */
+    uint32_t cpt;           /* closed: its compact head (agg_compact.h) */
+    uint32_t cand_prev, cand_next; /* closed: the list of full heads to compact */
 } __attribute__((aligned(64))) agg_entry_t;
 
 _Static_assert(offsetof(agg_entry_t, lineage) + sizeof(fp_seq_range_t) <= 128,

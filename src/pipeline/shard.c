@@ -273,7 +273,9 @@ void *fp_shard_main(void *argp)
     self->emit_slot = fp_metrics_stage(self->metrics, FP_STAGE_EMIT, 0);
     agg_config_t acfg = {.instance = cfg->instance,
                          .closed_key_grace_ns = cfg->closed_key_grace_ms * 1000000,
-                         .max_open_keys = cfg->max_open_keys};
+                         .max_open_keys = cfg->max_open_keys,
+                         /* durability off: closed keys at rest keep no key bytes */
+                         .no_export = args->store == NULL};
     s_agg_periods(cfg, &acfg);
     self->agg = agg_new(&acfg, s_emit, s_reject, self);
     self->codec = fp_codec_new();

@@ -1244,7 +1244,9 @@ static void s_same_state(agg_t *a, agg_t *b)
     ASSERT_EQ(sa->keys, sb->keys);
     ASSERT_EQ(sa->open_operations, sb->open_operations);
     ASSERT_EQ(sa->closed_operations, sb->closed_operations);
-    ASSERT_EQ(sa->strings, sb->strings);
+    /* Not strings: a closed operation's strings go when it is compacted,
+       which the exporting agg_t does a round later than the restored one
+       (its keys were marked; agg_internal.h). */
     ASSERT(memcmp(agg_pending(a), agg_pending(b), sizeof(agg_pending_t)) == 0);
 }
 

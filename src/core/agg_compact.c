@@ -1,0 +1,130 @@
+/*  agg_compact.c - the store of closed keys at rest (agg_compact.h).
+*/
+#include "agg_compact.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define S_INITIAL_SLOTS 1024u
+#define S_INITIAL_POOL 256u
+
+void agg_cs_init(agg_cstore_t *s)
+{
+    memset(s, 0, sizeof *s);
+}
+
+void agg_cs_fini(agg_cstore_t *s)
+{
+    free(s->pool);
+    free(s->slots);
+    memset(s, 0, sizeof *s);
+}
+
+/* Rehashes every entry into a table of ncap slots; -1 out of memory. */
+static int s_rehash(agg_cstore_t *s, uint64_t ncap)
+{
+    agg_slot_t *n = calloc(ncap, sizeof *n);
+    if (!n)
+        return -1;
+    if (s->slots)
+        for (uint64_t i = 0; i <= s->mask; i++)
+            if (s->slots[i].idx != AGG_NONE)
+                agg_tab_slot_put(n, ncap - 1, s->slots[i]);
+    free(s->slots);
+    s->slots = n;
+    s->mask = ncap - 1;
+    return 0;
+}
+
+int agg_cs_reserve(agg_cstore_t *s, uint64_t more)
+{
+    uint64_t want = s->n + more, cap = s->slots ? s->mask + 1 : 0;
+    if (want * 2 > cap) {
+        uint64_t ncap = cap ? cap : S_INITIAL_SLOTS;
+        while (want * 2 > ncap)
+            ncap *= 2;
+        if (ncap > (1ull << 32) || s_rehash(s, ncap) != 0)
+            return -1;
+    }
+    /* free entries: the free list, then the unused tail */
+    uint64_t nfree = 0;
+    for (uint32_t i = s->pool_free; i != AGG_NONE && nfree < more; i = s->pool[i].next)
+        nfree++;
+    if (s->pool_used == 0)
+        s->pool_used = 1; /* index 0 is AGG_NONE */
+    if (nfree + (s->pool_cap > s->pool_used ? s->pool_cap - s->pool_used : 0) < more) {
+        uint64_t ncap = s->pool_cap ? s->pool_cap : S_INITIAL_POOL;
+        while (nfree + ncap - s->pool_used < more)
+            ncap *= 2;
+        if (ncap > (1ull << 31))
+            return -1;
+        /* large blocks are mappings: realloc remaps them, no copy */
+        agg_cpt_t *p = realloc(s->pool, ncap * sizeof *p);
+        if (!p)
+            return -1;
+        s->pool = p;
+        s->pool_cap = (uint32_t)ncap;
+    }
+    return 0;
+}
+
+uint32_t agg_cs_find(const agg_cstore_t *s, uint64_t lo, uint64_t hi)
+{
+    if (!s->slots)
+        return AGG_NONE;
+    uint32_t tag = (uint32_t)lo;
+    for (uint64_t i = lo & s->mask;; i = (i + 1) & s->mask) {
+        agg_slot_t x = s->slots[i];
+        if (x.idx == AGG_NONE)
+            return AGG_NONE;
+        if (x.tag == tag && s->pool[x.idx].lo == lo && s->pool[x.idx].hi == hi)
+            return x.idx;
+    }
+}
+
+uint32_t agg_cs_insert(agg_cstore_t *s, uint64_t lo, uint64_t hi, uint8_t kind)
+{
+    assert(kind != 0 && (s->n + 1) * 2 <= s->mask + 1);
+    uint32_t idx;
+    if (s->pool_free != AGG_NONE) {
+        idx = s->pool_free;
+        s->pool_free = s->pool[idx].next;
+    } else {
+        assert(s->pool_used < s->pool_cap);
+        idx = s->pool_used++;
+    }
+    agg_cpt_t *c = &s->pool[idx];
+    memset(c, 0, sizeof *c);
+    c->lo = lo;
+    c->hi = hi;
+    c->kind = kind;
+    agg_tab_slot_put(s->slots, s->mask, (agg_slot_t){.tag = (uint32_t)lo, .idx = idx});
+    s->n++;
+    return idx;
+}
+
+void agg_cs_remove(agg_cstore_t *s, uint32_t idx)
+{
+    agg_cpt_t *c = &s->pool[idx];
+    assert(idx != AGG_NONE && c->kind != 0);
+    uint64_t mask = s->mask, i = c->lo & mask;
+    while (s->slots[i].idx != idx) {
+        assert(s->slots[i].idx != AGG_NONE);
+        i = (i + 1) & mask;
+    }
+    for (uint64_t j = i;;) {
+        j = (j + 1) & mask;
+        if (s->slots[j].idx == AGG_NONE)
+            break;
+        uint64_t home = s->slots[j].tag & mask;
+        if (((j - home) & mask) < ((j - i) & mask))
+            continue; /* its home lies cyclically in (i, j]: it may stay */
+        s->slots[i] = s->slots[j];
+        i = j;
+    }
+    s->slots[i] = (agg_slot_t){0, AGG_NONE};
+    c->kind = 0;
+    c->next = s->pool_free;
+    s->pool_free = idx;
+    s->n--;
+}
