@@ -2,7 +2,6 @@
 */
 #include "agg_compact.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #define S_INITIAL_SLOTS 1024u
@@ -15,22 +14,22 @@ void agg_cs_init(agg_cstore_t *s)
 
 void agg_cs_fini(agg_cstore_t *s)
 {
-    free(s->pool);
-    free(s->slots);
+    agg_big_free(s->pool, (size_t)s->pool_cap * sizeof *s->pool);
+    agg_big_free(s->slots, s->slots ? (size_t)(s->mask + 1) * sizeof *s->slots : 0);
     memset(s, 0, sizeof *s);
 }
 
 /* Rehashes every entry into a table of ncap slots; -1 out of memory. */
 static int s_rehash(agg_cstore_t *s, uint64_t ncap)
 {
-    agg_slot_t *n = calloc(ncap, sizeof *n);
+    agg_slot_t *n = agg_big_alloc(ncap * sizeof *n);
     if (!n)
         return -1;
     if (s->slots)
         for (uint64_t i = 0; i <= s->mask; i++)
             if (s->slots[i].idx != AGG_NONE)
                 agg_tab_slot_put(n, ncap - 1, s->slots[i]);
-    free(s->slots);
+    agg_big_free(s->slots, s->slots ? (size_t)(s->mask + 1) * sizeof *s->slots : 0);
     s->slots = n;
     s->mask = ncap - 1;
     return 0;
@@ -39,9 +38,9 @@ static int s_rehash(agg_cstore_t *s, uint64_t ncap)
 int agg_cs_reserve(agg_cstore_t *s, uint64_t more)
 {
     uint64_t want = s->n + more, cap = s->slots ? s->mask + 1 : 0;
-    if (want * 2 > cap) {
+    if (want * 10 > cap * 7) {
         uint64_t ncap = cap ? cap : S_INITIAL_SLOTS;
-        while (want * 2 > ncap)
+        while (want * 10 > ncap * 7)
             ncap *= 2;
         if (ncap > (1ull << 32) || s_rehash(s, ncap) != 0)
             return -1;
@@ -58,8 +57,9 @@ int agg_cs_reserve(agg_cstore_t *s, uint64_t more)
             ncap *= 2;
         if (ncap > (1ull << 31))
             return -1;
-        /* large blocks are mappings: realloc remaps them, no copy */
-        agg_cpt_t *p = realloc(s->pool, ncap * sizeof *p);
+        agg_cpt_t *p = s->pool ? agg_big_grow(s->pool, (size_t)s->pool_cap * sizeof *p,
+                                              ncap * sizeof *p)
+                               : agg_big_alloc(ncap * sizeof *p);
         if (!p)
             return -1;
         s->pool = p;
@@ -84,7 +84,7 @@ uint32_t agg_cs_find(const agg_cstore_t *s, uint64_t lo, uint64_t hi)
 
 uint32_t agg_cs_insert(agg_cstore_t *s, uint64_t lo, uint64_t hi, uint8_t kind)
 {
-    assert(kind != 0 && (s->n + 1) * 2 <= s->mask + 1);
+    assert(kind != 0 && (s->n + 1) * 10 <= (s->mask + 1) * 7);
     uint32_t idx;
     if (s->pool_free != AGG_NONE) {
         idx = s->pool_free;

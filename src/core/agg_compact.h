@@ -20,9 +20,10 @@
       - pool: entries by stable index (links are indices); 0 is none
         (AGG_NONE); freed entries go to a free list (kind 0).
       - slots: open addressing, linear probing, power-of-two size, at most
-        50% full, backward-shift deletion; a slot is (low 32 bits of lo,
+        70% full, backward-shift deletion; a slot is (low 32 bits of lo,
         entry index). Growth rehashes at once: slots only (8 bytes each),
-        never the entries.
+        never the entries. Pool and slots are agg_big_* arrays: the pool
+        grows by mremap, without a copy resident beside it.
 
     Heads (kind AGG_KIND_OP): one per closed operation, made when it closes
     and freed when it is released; `op` names the operation's full head

@@ -203,7 +203,7 @@ void agg_fifo_append(agg_t *self, uint32_t op);
 /* Whether one more agg_cs_insert fits what agg_cs_reserve set aside. */
 static inline bool agg_cs_room(const agg_cstore_t *s)
 {
-    return (s->n + 1) * 2 <= (s->slots ? s->mask + 1 : 0) &&
+    return (s->n + 1) * 10 <= (s->slots ? s->mask + 1 : 0) * 7 &&
            (s->pool_free != AGG_NONE || s->pool_used < s->pool_cap);
 }
 

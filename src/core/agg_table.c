@@ -24,7 +24,7 @@
    overlap with that. */
 #define S_BIG (2u << 20)
 
-static void *s_big_alloc(size_t size)
+void *agg_big_alloc(size_t size)
 {
     if (size < S_BIG) {
         void *p = aligned_alloc(64, (size + 63) & ~(size_t)63);
@@ -46,8 +46,8 @@ static void *s_big_alloc(size_t size)
     return p;
 }
 
-/* Frees what s_big_alloc(size) returned; NULL-safe. */
-static void s_big_free(void *p, size_t size)
+/* Frees what agg_big_alloc(size) returned; NULL-safe. */
+void agg_big_free(void *p, size_t size)
 {
     if (!p)
         return;
@@ -57,12 +57,12 @@ static void s_big_free(void *p, size_t size)
         munmap(p, (size + S_BIG - 1) & ~(size_t)(S_BIG - 1));
 }
 
-/* Grows an array from s_big_alloc(old) to new bytes, keeping its content;
+/* Grows an array from agg_big_alloc(old) to new bytes, keeping its content;
    the grown part is zero. A big array moves by remapping its pages
    (mremap), not by copying them: growing a pool of a million entries would
    otherwise copy and fault in hundreds of MiB at once and stall the shard.
    Returns NULL on failure (the old array is then untouched). */
-static void *s_big_grow(void *p, size_t old, size_t size)
+void *agg_big_grow(void *p, size_t old, size_t size)
 {
     if (old >= S_BIG) {
         size_t olen = (old + S_BIG - 1) & ~(size_t)(S_BIG - 1);
@@ -72,11 +72,11 @@ static void *s_big_grow(void *p, size_t old, size_t size)
             return NULL;
         return n;
     }
-    void *n = s_big_alloc(size);
+    void *n = agg_big_alloc(size);
     if (!n)
         return NULL;
     memcpy(n, p, old);
-    s_big_free(p, old);
+    agg_big_free(p, old);
     return n;
 }
 
@@ -86,8 +86,8 @@ int agg_tab_init(agg_tab_t *t)
 {
     memset(t, 0, sizeof *t);
     t->pool_cap = S_INITIAL_POOL;
-    t->pool = s_big_alloc(t->pool_cap * sizeof *t->pool);
-    t->slots = s_big_alloc(S_INITIAL_SLOTS * sizeof *t->slots);
+    t->pool = agg_big_alloc(t->pool_cap * sizeof *t->pool);
+    t->slots = agg_big_alloc(S_INITIAL_SLOTS * sizeof *t->slots);
     t->pool_used = 1; /* index 0 is AGG_NONE */
     t->mask = S_INITIAL_SLOTS - 1;
     return t->pool && t->slots ? 0 : -1;
@@ -95,10 +95,10 @@ int agg_tab_init(agg_tab_t *t)
 
 void agg_tab_fini(agg_tab_t *t)
 {
-    s_big_free(t->pool, (size_t)t->pool_cap * sizeof *t->pool);
-    s_big_free(t->slots, (size_t)(t->mask + 1) * sizeof *t->slots);
-    s_big_free(t->old, (size_t)(t->old_mask + 1) * sizeof *t->old);
-    s_big_free(t->next, (size_t)t->next_cap * sizeof *t->next);
+    agg_big_free(t->pool, (size_t)t->pool_cap * sizeof *t->pool);
+    agg_big_free(t->slots, (size_t)(t->mask + 1) * sizeof *t->slots);
+    agg_big_free(t->old, (size_t)(t->old_mask + 1) * sizeof *t->old);
+    agg_big_free(t->next, (size_t)t->next_cap * sizeof *t->next);
     memset(t, 0, sizeof *t);
 }
 
@@ -166,7 +166,7 @@ static void s_migrate(agg_tab_t *t, uint64_t n)
     }
     t->migrated = stop;
     if (stop == end) {
-        s_big_free(t->old, end * sizeof *t->old);
+        agg_big_free(t->old, end * sizeof *t->old);
         t->old = NULL;
         t->old_mask = 0;
         t->migrated = 0;
@@ -196,7 +196,7 @@ int agg_tab_reserve(agg_tab_t *t, uint64_t more)
        memory held ahead (32 MiB at a million keys). */
     if (!t->next && !t->old && t->nkeys * 10 > cap * 6 && cap * 2 <= (1ull << 32) &&
         cap * 2 * sizeof *t->slots >= S_BIG) {
-        t->next = s_big_alloc(cap * 2 * sizeof *t->next);
+        t->next = agg_big_alloc(cap * 2 * sizeof *t->next);
         t->next_cap = t->next ? cap * 2 : 0;
         t->next_touched = 0;
     }
@@ -215,8 +215,8 @@ int agg_tab_reserve(agg_tab_t *t, uint64_t more)
            a chunk of many new keys grew past it at once. */
         agg_slot_t *n = t->next_cap == ncap ? t->next : NULL;
         if (!n) {
-            s_big_free(t->next, (size_t)t->next_cap * sizeof *t->next);
-            n = s_big_alloc(ncap * sizeof *n);
+            agg_big_free(t->next, (size_t)t->next_cap * sizeof *t->next);
+            n = agg_big_alloc(ncap * sizeof *n);
         }
         t->next = NULL;
         t->next_cap = 0;
@@ -236,7 +236,7 @@ int agg_tab_reserve(agg_tab_t *t, uint64_t more)
             ncap *= 2;
         if (ncap > (1ull << 31)) /* indices < 2^31: AGG_MOVED is never one */
             return -1;
-        agg_entry_t *n = s_big_grow(t->pool, (size_t)t->pool_cap * sizeof *n, ncap * sizeof *n);
+        agg_entry_t *n = agg_big_grow(t->pool, (size_t)t->pool_cap * sizeof *n, ncap * sizeof *n);
         if (!n)
             return -1;
         t->pool = n;

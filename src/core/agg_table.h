@@ -129,6 +129,14 @@ typedef struct {
     uint64_t nkeys;       /* live entries */
 } agg_tab_t;
 
+/* Big arrays (agg_table.c): zeroed, 64-byte aligned; 2 MiB or more are
+   mappings of their own that grow by mremap (no copy, no second copy
+   resident while growing); agg_big_grow returns NULL on failure (p is
+   then untouched); agg_big_free is NULL-safe and takes the size allocated. */
+void *agg_big_alloc(size_t size);
+void *agg_big_grow(void *p, size_t old, size_t size);
+void agg_big_free(void *p, size_t size);
+
 /* Sets up an empty table (1024 slots, 256 entries). 0, or -1 out of memory
    (then agg_tab_fini is still safe). */
 int agg_tab_init(agg_tab_t *t);

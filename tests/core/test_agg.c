@@ -2575,6 +2575,210 @@ TEST(test_restore_across_a_periods_switch_and_edge_ids)
     free(k.ev);
 }
 
+/* The records of one closed operation O1/10 and an open one O2/20. */
+static void s_closed_op_records(bb_t *bb)
+{
+    bb_rec(bb, FP_KIND_OP_STARTED, 0, "O1", "10", NULL, NULL, NULL);
+    bb_rec(bb, FP_KIND_PART_COUNT, 5, "O1", "10", NULL, NULL, NULL);
+    bb_rec(bb, FP_KIND_MATERIAL, 1500, "O1", "10", "STEEL", "LOT1", "KG");
+    bb_rec(bb, FP_KIND_SCRAP, 2, "O1", "10", "DENT", NULL, NULL);
+    bb_rec(bb, FP_KIND_OP_COMPLETED, 0, "O1", "10", NULL, NULL, NULL);
+    bb_rec(bb, FP_KIND_PART_COUNT, 1, "O2", "20", NULL, NULL, NULL);
+}
+
+/* Late corrections for O1/10: its three keys and a new consumption key. */
+static void s_late_records(bb_t *bb)
+{
+    bb_rec(bb, FP_KIND_PART_COUNT, 2, "O1", "10", NULL, NULL, NULL);
+    bb_rec(bb, FP_KIND_MATERIAL, 100, "O1", "10", "STEEL", "LOT1", "KG");
+    bb_rec(bb, FP_KIND_SCRAP, 1, "O1", "10", "DENT", NULL, NULL);
+    bb_rec(bb, FP_KIND_MATERIAL, 7, "O1", "10", "STEEL", "LOT2", "KG");
+}
+
+/* A closed operation at rest is compacted (its strings freed); a late
+   correction for it gives the checkpoints a never-compacting agg_t gives
+   (event_id, checkpoint_no, late, line), and release after grace still
+   happens. The reference agg_t b tracks changes and is never exported, so
+   its keys stay marked and are never compacted (the old behaviour). */
+TEST(test_compacted_late_correction)
+{
+    sink_t ka, kb;
+    agg_config_t cfg = {.instance = "fp1", .closed_key_grace_ns = 10000,
+                        .max_open_keys = 1000, .no_export = true};
+    memset(&ka, 0, sizeof ka);
+    agg_t *a = agg_new(&cfg, s_on_emit, s_on_reject, &ka);
+    agg_t *b = s_new(&kb, 1000, 10000);
+    ASSERT(a);
+    kvmap_t *m = calloc(1, sizeof *m);
+    ASSERT(m);
+    ASSERT_EQ(agg_export_dirty(b, kv_cb, m), 0); /* b tracks from now on */
+    bb_t bb;
+    bb_init(&bb, 1, 1);
+    s_closed_op_records(&bb);
+    fp_batch_hdr_t *h = bb_build(&bb);
+    agg_add(a, h);
+    agg_add(b, h);
+    free(h);
+    bb_clear(&bb);
+    agg_flush(a, AGG_FLUSH_ALL, 1000);
+    agg_flush(b, AGG_FLUSH_ALL, 1000);
+    s_same_events(&ka, &kb);
+    const agg_stats_t *sa = agg_stats(a), *sb = agg_stats(b);
+    ASSERT_EQ(sa->compact_keys, 3); /* O1/10's completion, consumption, scrap */
+    ASSERT_EQ(sb->compact_keys, 0);
+    ASSERT_EQ(sa->keys, 4);
+    ASSERT_EQ(sb->keys, 4);
+    ASSERT_EQ(sa->closed_operations, 1);
+    /* O1, 10, STEEL, LOT1, KG, DENT are gone; plant, line, station, O2, 20 stay */
+    ASSERT_EQ(sb->strings - sa->strings, 6);
+
+    s_late_records(&bb);
+    h = bb_build(&bb);
+    agg_add(a, h);
+    agg_add(b, h);
+    free(h);
+    bb_clear(&bb);
+    ASSERT_EQ(sa->compact_keys, 0); /* all three came back, one new key */
+    ASSERT_EQ(sa->keys, 5);
+    agg_flush(a, AGG_FLUSH_LATE, 2000);
+    agg_flush(b, AGG_FLUSH_LATE, 2000);
+    ASSERT_EQ(ka.n, 4);
+    const cap_t *c = s_find(&ka, 0, FP_CK_COMPLETION, "10", NULL);
+    ASSERT(c && c->late && c->checkpoint_no == 2 && c->yield == 2 && c->scrap == 1);
+    ASSERT_STREQ(c->line, bb.line);
+    c = s_find(&ka, 0, FP_CK_CONSUMPTION, "10", "STEEL");
+    ASSERT(c && c->late);
+    ASSERT_EQ(c->checkpoint_no, strcmp(c->lot, "LOT1") == 0 ? 2 : 1);
+    s_same_events(&ka, &kb); /* event ids too */
+    ASSERT_EQ(sa->compact_keys, 4); /* at rest again */
+
+    /* the grace passes: released in both, nothing of O1 left */
+    agg_flush(a, AGG_FLUSH_LATE, 20000);
+    agg_flush(b, AGG_FLUSH_LATE, 20000);
+    ASSERT_EQ(sa->released, 1);
+    ASSERT_EQ(sb->released, 1);
+    ASSERT_EQ(sa->compact_keys, 0);
+    ASSERT_EQ(sa->keys, 1);
+    ASSERT_EQ(sb->keys, 1);
+    ASSERT_EQ(sa->strings, sb->strings);
+    ASSERT_EQ(sa->closed_operations, 0);
+
+    /* reopened: counts from 1 again, not late */
+    bb_rec(&bb, FP_KIND_PART_COUNT, 3, "O1", "10", NULL, NULL, NULL);
+    h = bb_build(&bb);
+    agg_add(a, h);
+    agg_add(b, h);
+    free(h);
+    bb_clear(&bb);
+    agg_flush(a, AGG_FLUSH_ALL, 21000);
+    agg_flush(b, AGG_FLUSH_ALL, 21000);
+    c = s_find(&ka, 0, FP_CK_COMPLETION, "10", NULL);
+    ASSERT(c && !c->late && c->checkpoint_no == 1);
+    s_same_events(&ka, &kb);
+    kv_clear(m);
+    free(m);
+    agg_destroy(&a);
+    agg_destroy(&b);
+    bb_free(&bb);
+    free(ka.ev);
+    free(kb.ev);
+}
+
+/* Compacted keys export as the full ones did (same bytes), a restart from
+   them is exact, and their release exports their deletions. */
+TEST(test_compacted_export_import)
+{
+    sink_t kc, kd;
+    agg_t *c = s_new(&kc, 1000, 10000);
+    kvmap_t *st = calloc(1, sizeof *st), *st2 = calloc(1, sizeof *st2),
+            *m0 = calloc(1, sizeof *m0), *m1 = calloc(1, sizeof *m1);
+    ASSERT(st && st2 && m0 && m1);
+    ASSERT_EQ(agg_export_dirty(c, kv_cb, st), 0); /* tracking from the start */
+    bb_t bb;
+    bb_init(&bb, 1, 1);
+    s_closed_op_records(&bb);
+    s_add(c, &bb);
+    agg_flush(c, AGG_FLUSH_ALL, 1000);
+    ASSERT_EQ(agg_export_dirty(c, kv_cb, st), 0);
+    ASSERT_EQ(agg_stats(c)->compact_keys, 0); /* were marked at the flush */
+    kv_snapshot(m0, c);
+    uint64_t puts = st->puts;
+    agg_flush(c, AGG_FLUSH_LATE, 2000);
+    ASSERT_EQ(agg_stats(c)->compact_keys, 3);
+    ASSERT_EQ(agg_export_dirty(c, kv_cb, st), 0);
+    ASSERT_EQ(st->puts, puts); /* compaction changes nothing stored */
+    kv_snapshot(m1, c);
+    kv_assert_equal(m0, m1);
+    kv_assert_equal(st, m1);
+    /* the first export of an agg_t that compacted before it exported */
+    sink_t ke;
+    agg_t *e = s_new(&ke, 1000, 10000);
+    s_closed_op_records(&bb);
+    s_add(e, &bb);
+    agg_flush(e, AGG_FLUSH_ALL, 1000);
+    ASSERT_EQ(agg_stats(e)->compact_keys, 3);
+    kvmap_t *me = calloc(1, sizeof *me);
+    ASSERT(me);
+    ASSERT_EQ(agg_export_dirty(e, kv_cb, me), 0);
+    kv_assert_equal(me, m1);
+    kv_clear(me);
+    free(me);
+    agg_destroy(&e);
+    free(ke.ev);
+
+    /* restart from the store: compacted at its first flush */
+    kv_copy(st2, st);
+    agg_t *d = s_new(&kd, 1000, 10000);
+    uint64_t x = 7;
+    kv_import_all(st2, d, &x);
+    agg_flush(d, AGG_FLUSH_LATE, 2000);
+    ASSERT_EQ(agg_stats(d)->compact_keys, 3);
+    ASSERT_EQ(agg_stats(d)->keys, agg_stats(c)->keys);
+    kc.n = 0;
+    int64_t now = 3000;
+    for (int round = 0; round < 3; round++, now += 1000) {
+        if (round == 0) {
+            s_late_records(&bb);
+            fp_batch_hdr_t *h = bb_build(&bb);
+            agg_add(c, h);
+            agg_add(d, h);
+            free(h);
+            bb_clear(&bb);
+        }
+        agg_flush(c, AGG_FLUSH_LATE, now);
+        agg_flush(d, AGG_FLUSH_LATE, now);
+        ASSERT_EQ(agg_export_dirty(c, kv_cb, st), 0);
+        ASSERT_EQ(agg_export_dirty(d, kv_cb, st2), 0);
+        s_same_events(&kc, &kd);
+        kv_assert_equal(st, st2);
+    }
+    ASSERT_EQ(agg_stats(c)->compact_keys, 4);
+    ASSERT_EQ(agg_stats(d)->compact_keys, 4);
+    kv_snapshot(m1, d);
+    kv_assert_equal(st2, m1);
+    /* released: deletions of every key of O1, compacted or not */
+    agg_flush(c, AGG_FLUSH_LATE, 20000);
+    agg_flush(d, AGG_FLUSH_LATE, 20000);
+    ASSERT_EQ(agg_export_dirty(c, kv_cb, st), 0);
+    ASSERT_EQ(agg_export_dirty(d, kv_cb, st2), 0);
+    ASSERT_EQ(agg_stats(c)->released, 1);
+    ASSERT_EQ(st->n, 2); /* O2/20's head and completion */
+    kv_assert_equal(st, st2);
+    kv_clear(st);
+    kv_clear(st2);
+    kv_clear(m0);
+    kv_clear(m1);
+    free(st);
+    free(st2);
+    free(m0);
+    free(m1);
+    agg_destroy(&c);
+    agg_destroy(&d);
+    bb_free(&bb);
+    free(kc.ev);
+    free(kd.ev);
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
@@ -2606,5 +2810,7 @@ int main(int argc, char **argv)
     RUN(test_truth_of_crashgen);
     RUN(test_growth_1m_keys);
     RUN(test_growth_while_releasing);
+    RUN(test_compacted_late_correction);
+    RUN(test_compacted_export_import);
     return test_done();
 }
