@@ -2575,6 +2575,16 @@ TEST(test_restore_across_a_periods_switch_and_edge_ids)
     free(k.ev);
 }
 
+/* Adds bb's records to a and to b, then clears bb. */
+static void s_add2(agg_t *a, agg_t *b, bb_t *bb)
+{
+    fp_batch_hdr_t *h = bb_build(bb);
+    agg_add(a, h);
+    agg_add(b, h);
+    free(h);
+    bb_clear(bb);
+}
+
 /* The records of one closed operation O1/10 and an open one O2/20. */
 static void s_closed_op_records(bb_t *bb)
 {
@@ -2615,11 +2625,7 @@ TEST(test_compacted_late_correction)
     bb_t bb;
     bb_init(&bb, 1, 1);
     s_closed_op_records(&bb);
-    fp_batch_hdr_t *h = bb_build(&bb);
-    agg_add(a, h);
-    agg_add(b, h);
-    free(h);
-    bb_clear(&bb);
+    s_add2(a, b, &bb);
     agg_flush(a, AGG_FLUSH_ALL, 1000);
     agg_flush(b, AGG_FLUSH_ALL, 1000);
     s_same_events(&ka, &kb);
@@ -2633,11 +2639,7 @@ TEST(test_compacted_late_correction)
     ASSERT_EQ(sb->strings - sa->strings, 6);
 
     s_late_records(&bb);
-    h = bb_build(&bb);
-    agg_add(a, h);
-    agg_add(b, h);
-    free(h);
-    bb_clear(&bb);
+    s_add2(a, b, &bb);
     ASSERT_EQ(sa->compact_keys, 0); /* all three came back, one new key */
     ASSERT_EQ(sa->keys, 5);
     agg_flush(a, AGG_FLUSH_LATE, 2000);
@@ -2665,11 +2667,7 @@ TEST(test_compacted_late_correction)
 
     /* reopened: counts from 1 again, not late */
     bb_rec(&bb, FP_KIND_PART_COUNT, 3, "O1", "10", NULL, NULL, NULL);
-    h = bb_build(&bb);
-    agg_add(a, h);
-    agg_add(b, h);
-    free(h);
-    bb_clear(&bb);
+    s_add2(a, b, &bb);
     agg_flush(a, AGG_FLUSH_ALL, 21000);
     agg_flush(b, AGG_FLUSH_ALL, 21000);
     c = s_find(&ka, 0, FP_CK_COMPLETION, "10", NULL);
@@ -2739,11 +2737,7 @@ TEST(test_compacted_export_import)
     for (int round = 0; round < 3; round++, now += 1000) {
         if (round == 0) {
             s_late_records(&bb);
-            fp_batch_hdr_t *h = bb_build(&bb);
-            agg_add(c, h);
-            agg_add(d, h);
-            free(h);
-            bb_clear(&bb);
+            s_add2(c, d, &bb);
         }
         agg_flush(c, AGG_FLUSH_LATE, now);
         agg_flush(d, AGG_FLUSH_LATE, now);
