@@ -600,13 +600,14 @@ void agg_fifo_append(agg_t *self, uint32_t op)
     (void)s_hash_strings(self, &e->key, &lo, &hi);
     uint32_t ci = agg_cs_insert(&self->cs, lo, hi, (uint8_t)AGG_KIND_OP);
     agg_cpt_t *c = &self->cs.pool[ci];
+    agg_cpt_head_t *hp = agg_cs_head(&self->cs, ci);
     c->op = op;
-    c->line = e->line;
-    c->station = e->station;
-    intern_ref(self->intern, c->line);
-    intern_ref(self->intern, c->station);
-    c->closed_at = e->closed_at;
-    c->close_seq = e->close_seq;
+    hp->line = e->line;
+    hp->station = e->station;
+    intern_ref(self->intern, hp->line);
+    intern_ref(self->intern, hp->station);
+    hp->closed_at = e->closed_at;
+    hp->close_seq = e->close_seq;
     c->next = AGG_NONE;
     e->cpt = ci;
     s_cand_add(self, op);
@@ -638,7 +639,7 @@ static void s_complete(agg_t *self, uint32_t op, uint32_t cm)
        depend only on what is held: a restored agg_t numbers alike. */
     if (self->fifo_unsorted)
         agg_fifo_sort(self);
-    e->close_seq = self->fifo_tail != AGG_NONE ? self->cs.pool[self->fifo_tail].close_seq + 1 : 0;
+    e->close_seq = self->fifo_tail != AGG_NONE ? agg_cs_head(&self->cs, self->fifo_tail)->close_seq + 1 : 0;
     agg_mark(self, op);
     agg_fifo_append(self, op);
 }
@@ -656,12 +657,13 @@ static void s_refuse(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
 static uint32_t s_revive(agg_t *self, const agg_key_t *hk, uint64_t h, uint32_t ci)
 {
     agg_cpt_t *c = &self->cs.pool[ci];
+    const agg_cpt_head_t *hp = agg_cs_head(&self->cs, ci);
     assert(c->kind == AGG_KIND_OP && c->op == AGG_NONE);
-    uint32_t op = agg_entry_create(self, hk, h, AGG_NONE, c->line, c->station);
+    uint32_t op = agg_entry_create(self, hk, h, AGG_NONE, hp->line, hp->station);
     agg_entry_t *e = &self->tab.pool[op];
     e->flags |= AGG_E_CLOSED;
-    e->closed_at = c->closed_at;
-    e->close_seq = c->close_seq;
+    e->closed_at = hp->closed_at;
+    e->close_seq = hp->close_seq;
     e->cpt = ci;
     c->op = op;
     s_cand_add(self, op);
@@ -681,7 +683,7 @@ static uint32_t s_cpt_find_key(agg_t *self, const agg_key_t *k, uint64_t *kh)
 static void s_cpt_drop(agg_t *self, uint32_t ci)
 {
     agg_cpt_t *c = &self->cs.pool[ci];
-    agg_cpt_t *head = &self->cs.pool[c->op];
+    agg_cpt_head_t *head = agg_cs_head(&self->cs, c->op);
     if (c->prev != AGG_NONE)
         self->cs.pool[c->prev].next = c->next;
     else
@@ -1063,7 +1065,7 @@ static uint32_t s_fifo_msort(agg_t *self, uint32_t head, uint64_t n)
     uint32_t out = AGG_NONE, tail = AGG_NONE;
     while (a != AGG_NONE || b != AGG_NONE) {
         uint32_t x;
-        if (b == AGG_NONE || (a != AGG_NONE && self->cs.pool[a].close_seq <= self->cs.pool[b].close_seq)) {
+        if (b == AGG_NONE || (a != AGG_NONE && agg_cs_head(&self->cs, a)->close_seq <= agg_cs_head(&self->cs, b)->close_seq)) {
             x = a;
             a = self->cs.pool[a].next;
         } else {
@@ -1156,29 +1158,31 @@ static void s_release(agg_t *self)
     while (self->fifo_head != AGG_NONE) {
         uint32_t ci = self->fifo_head;
         agg_cpt_t *c = &self->cs.pool[ci];
+        agg_cpt_head_t *hp = agg_cs_head(&self->cs, ci);
         /* closed_at only grows along the FIFO (with a monotonic clock): stop
            at the first too young. One with pending corrections (possible
            only if a flush skipped them) waits at the head for the next
            flush. closed_at may come from a restored file: no overflow.
            Compact keys have nothing pending. */
         int64_t age;
-        if (__builtin_sub_overflow(self->now, c->closed_at, &age))
-            age = self->now > c->closed_at ? INT64_MAX : INT64_MIN;
+        if (__builtin_sub_overflow(self->now, hp->closed_at, &age))
+            age = self->now > hp->closed_at ? INT64_MAX : INT64_MIN;
         if (age < self->cfg.closed_key_grace_ns || (c->op != AGG_NONE && !s_idle(self, c->op)))
             break;
         /* The deletions to export; out of memory: try at the next flush. */
         if (self->track && agg_release_keys(self, ci) != 0)
             break;
         c = &self->cs.pool[ci];
+        hp = agg_cs_head(&self->cs, ci);
         self->fifo_head = c->next;
         if (self->fifo_head == AGG_NONE)
             self->fifo_tail = AGG_NONE;
         if (c->op != AGG_NONE)
             s_free_op(self, c->op);
-        while (c->first_child != AGG_NONE)
-            s_cpt_drop(self, c->first_child);
-        intern_release(self->intern, c->line);
-        intern_release(self->intern, c->station);
+        while (hp->first_child != AGG_NONE)
+            s_cpt_drop(self, hp->first_child);
+        intern_release(self->intern, hp->line);
+        intern_release(self->intern, hp->station);
         free(c->kb);
         agg_cs_remove(&self->cs, ci);
         s_keys_update(self);
@@ -1216,7 +1220,8 @@ static int s_compact_child(agg_t *self, uint32_t ci, uint32_t idx)
     if (!self->cfg.no_export && agg_key_keep(self, &e->key, &kb, &klen) != 0)
         return -1;
     uint32_t k = agg_cs_insert(&self->cs, e->khash_lo, e->khash_hi, (uint8_t)e->key.kind);
-    agg_cpt_t *c = &self->cs.pool[k], *head = &self->cs.pool[ci];
+    agg_cpt_t *c = &self->cs.pool[k];
+    agg_cpt_head_t *head = agg_cs_head(&self->cs, ci);
     c->checkpoint_no = e->checkpoint_no;
     c->kb = kb;
     c->klen = klen;

@@ -15,6 +15,7 @@ void agg_cs_init(agg_cstore_t *s)
 void agg_cs_fini(agg_cstore_t *s)
 {
     agg_big_free(s->pool, (size_t)s->pool_cap * sizeof *s->pool);
+    agg_big_free(s->heads, (size_t)s->heads_cap * sizeof *s->heads);
     agg_big_free(s->slots, s->slots ? (size_t)(s->mask + 1) * sizeof *s->slots : 0);
     memset(s, 0, sizeof *s);
 }
@@ -35,6 +36,30 @@ static int s_rehash(agg_cstore_t *s, uint64_t ncap)
     return 0;
 }
 
+/* Grows array *arr of *cap elements of `elem` bytes, *used in use (index 0
+   never) and nfree on its free list, until `more` inserts fit; -1 out of
+   memory (unchanged). */
+static int s_room(void **arr, uint32_t *cap, uint32_t *used, size_t elem, uint64_t nfree,
+                  uint64_t more)
+{
+    if (*used == 0)
+        *used = 1; /* index 0 is AGG_NONE */
+    if (nfree + (*cap > *used ? *cap - *used : 0) >= more)
+        return 0;
+    uint64_t ncap = *cap ? *cap : S_INITIAL_POOL;
+    while (nfree + ncap - *used < more)
+        ncap *= 2;
+    if (ncap > (1ull << 31))
+        return -1;
+    void *p = *arr ? agg_big_grow(*arr, (size_t)*cap * elem, ncap * elem)
+                   : agg_big_alloc(ncap * elem);
+    if (!p)
+        return -1;
+    *arr = p;
+    *cap = (uint32_t)ncap;
+    return 0;
+}
+
 int agg_cs_reserve(agg_cstore_t *s, uint64_t more)
 {
     uint64_t want = s->n + more, cap = s->slots ? s->mask + 1 : 0;
@@ -45,27 +70,19 @@ int agg_cs_reserve(agg_cstore_t *s, uint64_t more)
         if (ncap > (1ull << 32) || s_rehash(s, ncap) != 0)
             return -1;
     }
-    /* free entries: the free list, then the unused tail */
-    uint64_t nfree = 0;
-    for (uint32_t i = s->pool_free; i != AGG_NONE && nfree < more; i = s->pool[i].next)
+    /* free entries and head parts: their free lists, then the tails */
+    uint64_t nfree = 0, hfree = 0;
+    for (uint32_t i = s->pool_free; i != AGG_NONE && nfree < more; i = s->pool[i].free_next)
         nfree++;
-    if (s->pool_used == 0)
-        s->pool_used = 1; /* index 0 is AGG_NONE */
-    if (nfree + (s->pool_cap > s->pool_used ? s->pool_cap - s->pool_used : 0) < more) {
-        uint64_t ncap = s->pool_cap ? s->pool_cap : S_INITIAL_POOL;
-        while (nfree + ncap - s->pool_used < more)
-            ncap *= 2;
-        if (ncap > (1ull << 31))
-            return -1;
-        agg_cpt_t *p = s->pool ? agg_big_grow(s->pool, (size_t)s->pool_cap * sizeof *p,
-                                              ncap * sizeof *p)
-                               : agg_big_alloc(ncap * sizeof *p);
-        if (!p)
-            return -1;
-        s->pool = p;
-        s->pool_cap = (uint32_t)ncap;
-    }
-    return 0;
+    for (uint32_t i = s->heads_free; i != AGG_NONE && hfree < more; i = s->heads[i].first_child)
+        hfree++;
+    void *pool = s->pool, *heads = s->heads;
+    int rc = s_room(&pool, &s->pool_cap, &s->pool_used, sizeof *s->pool, nfree, more);
+    s->pool = pool;
+    if (rc == 0)
+        rc = s_room(&heads, &s->heads_cap, &s->heads_used, sizeof *s->heads, hfree, more);
+    s->heads = heads;
+    return rc;
 }
 
 uint32_t agg_cs_find(const agg_cstore_t *s, uint64_t lo, uint64_t hi)
@@ -88,7 +105,7 @@ uint32_t agg_cs_insert(agg_cstore_t *s, uint64_t lo, uint64_t hi, uint8_t kind)
     uint32_t idx;
     if (s->pool_free != AGG_NONE) {
         idx = s->pool_free;
-        s->pool_free = s->pool[idx].next;
+        s->pool_free = s->pool[idx].free_next;
     } else {
         assert(s->pool_used < s->pool_cap);
         idx = s->pool_used++;
@@ -98,6 +115,18 @@ uint32_t agg_cs_insert(agg_cstore_t *s, uint64_t lo, uint64_t hi, uint8_t kind)
     c->lo = lo;
     c->hi = hi;
     c->kind = kind;
+    if (kind == AGG_KIND_OP) {
+        uint32_t h;
+        if (s->heads_free != AGG_NONE) {
+            h = s->heads_free;
+            s->heads_free = s->heads[h].first_child;
+        } else {
+            assert(s->heads_used < s->heads_cap);
+            h = s->heads_used++;
+        }
+        memset(&s->heads[h], 0, sizeof s->heads[h]);
+        c->head = h;
+    }
     agg_tab_slot_put(s->slots, s->mask, (agg_slot_t){.tag = (uint32_t)lo, .idx = idx});
     s->n++;
     return idx;
@@ -123,8 +152,12 @@ void agg_cs_remove(agg_cstore_t *s, uint32_t idx)
         i = j;
     }
     s->slots[i] = (agg_slot_t){0, AGG_NONE};
+    if (c->kind == AGG_KIND_OP) {
+        s->heads[c->head].first_child = s->heads_free;
+        s->heads_free = c->head;
+    }
     c->kind = 0;
-    c->next = s->pool_free;
+    c->free_next = s->pool_free;
     s->pool_free = idx;
     s->n--;
 }

@@ -7,7 +7,7 @@
     (the first record's: every later checkpoint carries them), its closing
     (closed_at, close_seq) and its place in the closed-operations FIFO.
     A full agg_entry_t is 320 bytes and holds references on the key's
-    strings; an agg_cpt_t is 80 and holds none but line and station, so a
+    strings; an agg_cpt_t is 48 (a head 32 more) and holds none but line and station, so a
     closed operation "compacted" (agg.c) frees its order, operation,
     material and lot strings.
 
@@ -39,30 +39,47 @@
 
 #include "agg_table.h"
 
+/* What only a head has (a closed operation), apart from its entry. */
 typedef struct {
-    uint64_t lo, hi;      /* XXH3-128 of the key (agg.c s_hash_strings) */
-    uint64_t checkpoint_no; /* child: of the last checkpoint emitted; head: unused */
-    uint8_t *kb;          /* the key's stored bytes (malloc'd), NULL when the agg_t
-                             never exports (agg_config_t.no_export) */
-    uint16_t klen;        /* bytes at kb */
-    uint8_t kind;         /* FP_CK_* or AGG_KIND_OP; 0 = free */
-    uint32_t op;          /* child: its head (here); head: its full entry or AGG_NONE */
-    uint32_t prev, next;  /* child: siblings; head: next = the FIFO's next */
-    /* heads only */
-    uint32_t first_child;
-    uint32_t line, station; /* symbols (references held) */
+    uint32_t first_child; /* its children here; free: the free list */
     uint32_t nchild;
+    uint32_t line, station; /* symbols (references held) */
     int64_t closed_at;    /* the agg_t's now when it closed */
     uint64_t close_seq;   /* closing order (the FIFO's) */
+} agg_cpt_head_t;
+
+typedef struct {
+    uint64_t lo, hi;      /* XXH3-128 of the key (agg.c s_hash_strings) */
+    uint8_t *kb;          /* the key's stored bytes (malloc'd), NULL when the agg_t
+                             never exports (agg_config_t.no_export) */
+    uint32_t op;          /* child: its head (here); head: its full entry or AGG_NONE */
+    uint32_t prev, next;  /* child: siblings; head: next = the FIFO's next */
+    uint16_t klen;        /* bytes at kb */
+    uint8_t kind;         /* FP_CK_* or AGG_KIND_OP; 0 = free */
+    union {
+        uint64_t checkpoint_no; /* child: of the last checkpoint emitted */
+        uint32_t head;          /* head: its agg_cpt_head_t in heads */
+        uint32_t free_next;     /* free: the free list */
+    };
 } agg_cpt_t;
+
+_Static_assert(sizeof(agg_cpt_t) == 48, "a compact key is 48 bytes");
 
 typedef struct {
     agg_cpt_t *pool;      /* [pool_cap] */
     uint32_t pool_cap, pool_used, pool_free;
+    agg_cpt_head_t *heads; /* [heads_cap], index 0 unused */
+    uint32_t heads_cap, heads_used, heads_free;
     agg_slot_t *slots;    /* [mask + 1] */
     uint64_t mask;
     uint64_t n;           /* live entries */
 } agg_cstore_t;
+
+/* The head part of live head entry ci. */
+static inline agg_cpt_head_t *agg_cs_head(const agg_cstore_t *s, uint32_t ci)
+{
+    return &s->heads[s->pool[ci].head];
+}
 
 /* An empty store (no memory yet). */
 void agg_cs_init(agg_cstore_t *s);
@@ -78,7 +95,8 @@ int agg_cs_reserve(agg_cstore_t *s, uint64_t more);
 uint32_t agg_cs_find(const agg_cstore_t *s, uint64_t lo, uint64_t hi);
 
 /* A new entry of hash (lo, hi) and kind (not held: the caller looked),
-   zeroed but for them. The caller reserved room. */
+   zeroed but for them (a head with a zeroed head part). The caller
+   reserved room. */
 uint32_t agg_cs_insert(agg_cstore_t *s, uint64_t lo, uint64_t hi, uint8_t kind);
 
 /* Frees live entry idx (its slot and its index). */

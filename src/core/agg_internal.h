@@ -204,7 +204,8 @@ void agg_fifo_append(agg_t *self, uint32_t op);
 static inline bool agg_cs_room(const agg_cstore_t *s)
 {
     return (s->n + 1) * 10 <= (s->slots ? s->mask + 1 : 0) * 7 &&
-           (s->pool_free != AGG_NONE || s->pool_used < s->pool_cap);
+           (s->pool_free != AGG_NONE || s->pool_used < s->pool_cap) &&
+           (s->heads_free != AGG_NONE || s->heads_used < s->heads_cap);
 }
 
 /* Sorts the FIFO by close_seq (after agg_import appended out of order). */

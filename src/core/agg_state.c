@@ -131,8 +131,9 @@ int agg_release_keys(agg_t *self, uint32_t ci)
 {
     const agg_entry_t *pool = self->tab.pool;
     const agg_cpt_t *cs = self->cs.pool, *h = &cs[ci];
+    const agg_cpt_head_t *hp = agg_cs_head(&self->cs, ci);
     uint32_t op = h->op;
-    size_t n = 1 + h->nchild;
+    size_t n = 1 + hp->nchild;
     if (op != AGG_NONE)
         for (uint32_t c = pool[op].first_child; c != AGG_NONE; c = pool[c].child_next)
             n++;
@@ -148,7 +149,7 @@ int agg_release_keys(agg_t *self, uint32_t ci)
     } else {
         s_rel_put(self, h->kb, h->klen);
     }
-    for (uint32_t c = h->first_child; c != AGG_NONE; c = cs[c].next)
+    for (uint32_t c = hp->first_child; c != AGG_NONE; c = cs[c].next)
         s_rel_put(self, cs[c].kb, cs[c].klen);
     return 0;
 }
@@ -166,11 +167,12 @@ static void s_export_compact(agg_t *self, agg_export_fn *fn, void *ctx)
         agg_fmt_state_t st;
         memset(&st, 0, sizeof st);
         if (c->kind == AGG_KIND_OP) {
+            const agg_cpt_head_t *hp = agg_cs_head(&self->cs, i);
             st.flags = AGG_PF_CLOSED;
-            st.line = intern_str(self->intern, c->line, &st.line_len);
-            st.station = intern_str(self->intern, c->station, &st.station_len);
-            st.closed_at = c->closed_at;
-            st.close_seq = c->close_seq;
+            st.line = intern_str(self->intern, hp->line, &st.line_len);
+            st.station = intern_str(self->intern, hp->station, &st.station_len);
+            st.closed_at = hp->closed_at;
+            st.close_seq = hp->close_seq;
         } else {
             st.checkpoint_no = c->checkpoint_no;
         }
