@@ -46,6 +46,17 @@
     invalid_record: the worker turns them into PartCount and Scrap deltas.
     Closed operations and their keys are released closed_key_grace_ns after
     closing (checked in agg_flush), when nothing is pending.
+    Closed keys at rest (agg_compact.h): at each agg_flush, a closed
+    operation with nothing pending and nothing changed since the last
+    export moves to a compact store: per key its checkpoint_no and event_id
+    hash (48 bytes), per operation its line, station and closing; its other
+    strings are freed. A record for such a key brings it back whole (the
+    record brings the strings), so nothing of the semantics changes:
+    checkpoints, event_ids, release, export and the restart are as if it
+    had stayed. Compacted keys are keys held (agg_stats().keys, and
+    max_open_keys counts them). With cfg.no_export (the caller never
+    exports) they keep no key bytes; otherwise each keeps its stored key
+    bytes, for its export and its deletion at release.
 
     Periods (cfg.period, period.h; FP_PERIOD_NONE = one period, id 0, and
     checkpoints without posting fields). A record belongs to the period of
