@@ -71,11 +71,7 @@ int agg_cs_reserve(agg_cstore_t *s, uint64_t more)
             return -1;
     }
     /* free entries and head parts: their free lists, then the tails */
-    uint64_t nfree = 0, hfree = 0;
-    for (uint32_t i = s->pool_free; i != AGG_NONE && nfree < more; i = s->pool[i].free_next)
-        nfree++;
-    for (uint32_t i = s->heads_free; i != AGG_NONE && hfree < more; i = s->heads[i].first_child)
-        hfree++;
+    uint64_t nfree = s->pool_nfree, hfree = s->heads_nfree;
     void *pool = s->pool, *heads = s->heads;
     int rc = s_room(&pool, &s->pool_cap, &s->pool_used, sizeof *s->pool, nfree, more);
     s->pool = pool;
@@ -106,6 +102,7 @@ uint32_t agg_cs_insert(agg_cstore_t *s, uint64_t lo, uint64_t hi, uint8_t kind)
     if (s->pool_free != AGG_NONE) {
         idx = s->pool_free;
         s->pool_free = s->pool[idx].free_next;
+        s->pool_nfree--;
     } else {
         assert(s->pool_used < s->pool_cap);
         idx = s->pool_used++;
@@ -120,6 +117,7 @@ uint32_t agg_cs_insert(agg_cstore_t *s, uint64_t lo, uint64_t hi, uint8_t kind)
         if (s->heads_free != AGG_NONE) {
             h = s->heads_free;
             s->heads_free = s->heads[h].first_child;
+            s->heads_nfree--;
         } else {
             assert(s->heads_used < s->heads_cap);
             h = s->heads_used++;
@@ -155,9 +153,11 @@ void agg_cs_remove(agg_cstore_t *s, uint32_t idx)
     if (c->kind == AGG_KIND_OP) {
         s->heads[c->head].first_child = s->heads_free;
         s->heads_free = c->head;
+        s->heads_nfree++;
     }
     c->kind = 0;
     c->free_next = s->pool_free;
     s->pool_free = idx;
+    s->pool_nfree++;
     s->n--;
 }

@@ -67,9 +67,9 @@ _Static_assert(sizeof(agg_cpt_t) == 48, "a compact key is 48 bytes");
 
 typedef struct {
     agg_cpt_t *pool;      /* [pool_cap] */
-    uint32_t pool_cap, pool_used, pool_free;
+    uint32_t pool_cap, pool_used, pool_free, pool_nfree; /* free list: head, length */
     agg_cpt_head_t *heads; /* [heads_cap], index 0 unused */
-    uint32_t heads_cap, heads_used, heads_free;
+    uint32_t heads_cap, heads_used, heads_free, heads_nfree;
     agg_slot_t *slots;    /* [mask + 1] */
     uint64_t mask;
     uint64_t n;           /* live entries */

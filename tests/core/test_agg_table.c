@@ -1,10 +1,13 @@
 /*  test_agg_table.c - the aggregation's open-key table (agg_table.h) on its
     own: insert, find, remove with backward shift, the free list, room and
     reserve, and lookups and removals while an incremental growth is in
-    progress, each against a plain array model. */
+    progress, each against a plain array model; and the compact store of
+    closed keys (agg_compact.h) alike. */
 #include "agg_table.h"
 
 #include <stdlib.h>
+
+#include "agg_compact.h"
 
 #include "test.h"
 
@@ -199,6 +202,65 @@ TEST(test_room_ends_at_the_reserve)
     agg_tab_fini(&t); /* safe twice */
 }
 
+/* The compact store against an array model: 20,000 keys (children and
+   heads, low words colliding in runs), removals of every third, reuse
+   of freed entries and head parts, growth across it, and that a head's
+   part is zeroed when made. */
+TEST(test_compact_store)
+{
+    enum { N = 20000 };
+    agg_cstore_t s;
+    agg_cs_init(&s);
+    ASSERT_EQ(agg_cs_find(&s, 1, 2), AGG_NONE); /* empty: no table yet */
+    static uint32_t idx[N];
+    for (uint32_t i = 0; i < N; i++) {
+        ASSERT_EQ(agg_cs_reserve(&s, 1), 0);
+        /* lo: runs of 4 share their low 32 bits (tag), hi tells them apart */
+        uint64_t lo = (uint64_t)(i / 4) * 0x9e3779b97f4a7c15ull, hi = i;
+        ASSERT_EQ(agg_cs_find(&s, lo, hi), AGG_NONE);
+        uint8_t kind = i % 5 == 0 ? (uint8_t)AGG_KIND_OP : (uint8_t)FP_CK_CONSUMPTION;
+        idx[i] = agg_cs_insert(&s, lo, hi, kind);
+        ASSERT(idx[i] != AGG_NONE);
+        if (kind == AGG_KIND_OP) {
+            agg_cpt_head_t *h = agg_cs_head(&s, idx[i]);
+            ASSERT(h->first_child == 0 && h->nchild == 0 && h->close_seq == 0);
+            h->close_seq = i;
+        } else {
+            s.pool[idx[i]].checkpoint_no = i;
+        }
+    }
+    ASSERT_EQ(s.n, N);
+    for (uint32_t i = 0; i < N; i += 3)
+        agg_cs_remove(&s, idx[i]);
+    for (uint32_t i = 0; i < N; i++) {
+        uint64_t lo = (uint64_t)(i / 4) * 0x9e3779b97f4a7c15ull;
+        uint32_t got = agg_cs_find(&s, lo, i);
+        if (i % 3 == 0) {
+            ASSERT_EQ(got, AGG_NONE);
+            continue;
+        }
+        ASSERT_EQ(got, idx[i]);
+        if (i % 5 == 0)
+            ASSERT_EQ(agg_cs_head(&s, got)->close_seq, i);
+        else
+            ASSERT_EQ(s.pool[got].checkpoint_no, i);
+    }
+    /* freed entries and head parts are reused before the pool grows */
+    uint32_t cap = s.pool_cap, hcap = s.heads_cap, nfree = s.pool_nfree;
+    ASSERT_EQ(nfree, (N + 2) / 3);
+    ASSERT_EQ(agg_cs_reserve(&s, nfree), 0);
+    for (uint32_t i = 0; i < nfree; i++)
+        (void)agg_cs_insert(&s, i, (uint64_t)N + i, (uint8_t)AGG_KIND_OP);
+    ASSERT_EQ(s.pool_cap, cap);
+    ASSERT(s.heads_cap >= hcap);
+    ASSERT_EQ(s.pool_nfree, 0);
+    ASSERT_EQ(s.n, N);
+    for (uint32_t i = 0; i < nfree; i++)
+        ASSERT(agg_cs_find(&s, i, (uint64_t)N + i) != AGG_NONE);
+    agg_cs_fini(&s);
+    agg_cs_fini(&s); /* safe twice */
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
@@ -208,5 +270,6 @@ int main(int argc, char **argv)
     RUN(test_incremental_growth);
     RUN(test_hint_and_prefetch);
     RUN(test_room_ends_at_the_reserve);
+    RUN(test_compact_store);
     return test_done();
 }
