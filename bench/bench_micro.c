@@ -10,6 +10,11 @@
     (b) aggregate upserts: internal fp_batch_hdr_t batches (as workers hand
         them to shards) go through agg_add; 1e4 and 1e6 open keys. A warm-up
         pass creates the keys; the timed passes update them.
+    (c) churn: a 10,000-key plant of short operations (20 records each),
+        so operations keep closing and new ones opening, with an
+        AGG_FLUSH_LATE every 64 batches (a round) and a grace of 20 rounds:
+        the closings, their compaction and release and the key creations
+        beside them are timed with the records (a new agg_t per pass).
 
     Usage: bench_micro [--json FILE] [--quick]
     Prints a table; writes JSON (default build/bench/results/micro.json).
@@ -217,6 +222,45 @@ static s_agg_result_t s_bench_agg(uint64_t keys, uint32_t nbatches, int reps)
     return r;
 }
 
+/* (c) churn (above): ns per record of agg_add plus the rounds' flushes;
+   keys = keys held at the end of a pass. */
+static s_agg_result_t s_bench_churn(uint32_t nbatches, int reps)
+{
+    plantgen_params_t p;
+    bu_plant_for_keys(&p, 10000, 8, 20, BATCH, 11, 1);
+    s_frame_t *fr = s_encode(&p, nbatches);
+    fp_batch_hdr_t **bs = calloc(nbatches, sizeof *bs);
+    for (uint32_t i = 0; i < nbatches; i++) {
+        bs[i] = s_internal(&fr[i]);
+        free(fr[i].buf);
+    }
+    free(fr);
+    agg_config_t cfg = {.instance = "bench", .closed_key_grace_ns = 20,
+                        .max_open_keys = 100000000, .no_export = true /* as the shard, durability off */};
+    double ns[REPS];
+    uint64_t n = 0, nkeys = 0;
+    for (int rep = 0; rep < reps; rep++) {
+        agg_t *a = agg_new(&cfg, s_emit, s_reject, NULL);
+        int64_t t0 = bu_now_ns(), now = 0;
+        n = 0;
+        for (uint32_t i = 0; i < nbatches; i++) {
+            agg_add(a, bs[i]);
+            n += bs[i]->nrecords;
+            if (i % 64 == 63)
+                agg_flush(a, AGG_FLUSH_LATE, ++now);
+        }
+        int64_t t1 = bu_now_ns();
+        ns[rep] = (double)(t1 - t0) / (double)n;
+        nkeys = agg_stats(a)->keys;
+        agg_destroy(&a);
+    }
+    s_agg_result_t r = {s_median(ns, reps), nkeys, n};
+    for (uint32_t i = 0; i < nbatches; i++)
+        free(bs[i]);
+    free(bs);
+    return r;
+}
+
 int main(int argc, char **argv)
 {
     const char *json = "build/bench/results/micro.json";
@@ -251,6 +295,7 @@ int main(int argc, char **argv)
        scrap and consumption keys yet; about 1e6 are (the table prints the
        number held). */
     s_agg_result_t a6 = s_bench_agg(1500000, 16384, quick ? 3 : REPS);
+    s_agg_result_t ac = s_bench_churn(quick ? 4096 : 8192, REPS);
 
     double parse_mrps = 1e3 / parse_ns;
     printf("| micro benchmark (one core) | ns/record | M records/s | note |\n");
@@ -261,6 +306,9 @@ int main(int argc, char **argv)
            a4.keys, a4.ns_per_record, 1e3 / a4.ns_per_record, a4.records);
     printf("| agg_add upsert, %" PRIu64 " keys | %.2f | %.1f | %" PRIu64 " records/pass |\n",
            a6.keys, a6.ns_per_record, 1e3 / a6.ns_per_record, a6.records);
+    printf("| agg_add + round flushes, churn, %" PRIu64 " keys held at the end | %.2f | %.1f | %"
+           PRIu64 " records/pass |\n",
+           ac.keys, ac.ns_per_record, 1e3 / ac.ns_per_record, ac.records);
 
     FILE *f = fopen(json, "w");
     if (!f) {
@@ -273,10 +321,11 @@ int main(int argc, char **argv)
             "\"target_m_records_per_s\":20,\"met\":%s},\n"
             " \"agg_upsert\":[{\"keys\":%" PRIu64 ",\"ns_per_record\":%.3f,\"m_upserts_per_s\":%.2f},"
             "{\"keys\":%" PRIu64 ",\"ns_per_record\":%.3f,\"m_upserts_per_s\":%.2f}],\n"
+            " \"agg_churn\":{\"keys_held\":%" PRIu64 ",\"ns_per_record\":%.3f},\n"
             " \"sink\":%" PRIu64 ",\"events\":%" PRIu64 "}\n",
             BATCH, REPS, parse_ns, parse_mrps, parse_mrps >= 20.0 ? "true" : "false", a4.keys,
             a4.ns_per_record, 1e3 / a4.ns_per_record, a6.keys, a6.ns_per_record,
-            1e3 / a6.ns_per_record, sink % 1000, s_events);
+            1e3 / a6.ns_per_record, ac.keys, ac.ns_per_record, sink % 1000, s_events);
     fclose(f);
     return 0;
 }
