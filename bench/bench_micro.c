@@ -183,19 +183,27 @@ typedef struct {
     uint64_t records;
 } s_agg_result_t;
 
-/* (b) agg_add over batches of a plant with about `keys` keys. */
-static s_agg_result_t s_bench_agg(uint64_t keys, uint32_t nbatches, int reps)
+/* nbatches internal batches of plant p (as a worker hands them to a
+   shard); free each and the array. */
+static fp_batch_hdr_t **s_batches(plantgen_params_t *p, uint32_t nbatches)
 {
-    plantgen_params_t p;
-    /* long operations: upserts, few completions (which emit, not upsert) */
-    bu_plant_for_keys(&p, keys, 8, 1000, BATCH, 7, 1);
-    s_frame_t *fr = s_encode(&p, nbatches);
+    s_frame_t *fr = s_encode(p, nbatches);
     fp_batch_hdr_t **bs = calloc(nbatches, sizeof *bs);
     for (uint32_t i = 0; i < nbatches; i++) {
         bs[i] = s_internal(&fr[i]);
         free(fr[i].buf);
     }
     free(fr);
+    return bs;
+}
+
+/* (b) agg_add over batches of a plant with about `keys` keys. */
+static s_agg_result_t s_bench_agg(uint64_t keys, uint32_t nbatches, int reps)
+{
+    plantgen_params_t p;
+    /* long operations: upserts, few completions (which emit, not upsert) */
+    bu_plant_for_keys(&p, keys, 8, 1000, BATCH, 7, 1);
+    fp_batch_hdr_t **bs = s_batches(&p, nbatches);
     agg_config_t cfg = {.instance = "bench", .closed_key_grace_ns = INT64_MAX / 4,
                         .max_open_keys = 100000000};
     agg_t *a = agg_new(&cfg, s_emit, s_reject, NULL);
@@ -228,13 +236,7 @@ static s_agg_result_t s_bench_churn(uint32_t nbatches, int reps)
 {
     plantgen_params_t p;
     bu_plant_for_keys(&p, 10000, 8, 20, BATCH, 11, 1);
-    s_frame_t *fr = s_encode(&p, nbatches);
-    fp_batch_hdr_t **bs = calloc(nbatches, sizeof *bs);
-    for (uint32_t i = 0; i < nbatches; i++) {
-        bs[i] = s_internal(&fr[i]);
-        free(fr[i].buf);
-    }
-    free(fr);
+    fp_batch_hdr_t **bs = s_batches(&p, nbatches);
     agg_config_t cfg = {.instance = "bench", .closed_key_grace_ns = 20,
                         .max_open_keys = 100000000, .no_export = true /* as the shard, durability off */};
     double ns[REPS];
