@@ -373,9 +373,12 @@ void *fp_shard_main(void *argp)
     }
     fp_metrics_stage_exit(self->slot);
     const agg_stats_t *st = agg_stats(self->agg);
-    fp_log(FP_LOG_INFO, who, "drained", "keys=%llu records=%llu events=%llu rejected=%llu",
-           (unsigned long long)st->keys, (unsigned long long)st->records,
-           (unsigned long long)st->events, (unsigned long long)st->rejected);
+    /* compact_keys: of keys, the closed ones at rest (agg.h) */
+    fp_log(FP_LOG_INFO, who, "drained",
+           "keys=%llu compact_keys=%llu records=%llu events=%llu rejected=%llu",
+           (unsigned long long)st->keys, (unsigned long long)st->compact_keys,
+           (unsigned long long)st->records, (unsigned long long)st->events,
+           (unsigned long long)st->rejected);
     s_cleanup(self);
     return NULL;
 }

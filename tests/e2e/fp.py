@@ -270,7 +270,8 @@ class Floorpost:
             "pipeline": dict(workers=2, shards=2, round_interval_ms=20, max_frame_bytes=65536,
                              queue_batches=64),
             "dedup": dict(dedup_window=1024),
-            "aggregate": dict(posting_interval_ms=60000, time_zone="UTC"),
+            "aggregate": dict(posting_interval_ms=60000, time_zone="UTC",
+                              closed_key_grace_ms=600000),
             # durability on, as in production (a fresh state per instance)
             "durability": dict(state_dir=os.path.join(self.dir, "state"), map_size_mb=64,
                                retention_ms=86400000, deadletter_retention_ms=2592000000),
