@@ -38,6 +38,7 @@ static const char *s_names[FP_M_COUNT] = {
     [FP_M_SOURCES_NOT_ALLOWED] = "sources_not_allowed",
     [FP_M_SOURCES_RATE_LIMITED] = "sources_rate_limited",
     [FP_M_SOURCES_EVICTED] = "sources_evicted",
+    [FP_M_REPLAY_DAMAGED] = "replay_damaged",
     [FP_M_SOURCES_RELOADED] = "sources_reloaded",
 };
 
@@ -563,6 +564,9 @@ char *fp_metrics_prometheus(const fp_metrics_t *self, int64_t now_ns, size_t *le
     s_counter(&b, "floorpost_sources_reloaded_total",
               "Sources brought back from the state directory after they left memory.",
               s_ld(&c[FP_M_SOURCES_RELOADED]));
+    s_counter(&b, "floorpost_replay_damaged_total",
+              "Replay answers that stopped at a damaged outbox event (END names it).",
+              s_ld(&c[FP_M_REPLAY_DAMAGED]));
     s_counter(&b, "floorpost_rounds_total", "Barrier rounds completed (all shards at emit).",
               s_ld(&c[FP_M_ROUNDS]));
 

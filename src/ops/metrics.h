@@ -59,6 +59,7 @@ typedef enum {
     FP_M_SOURCES_RATE_LIMITED,/* frames refused: their peer started too many new sources */
     FP_M_SOURCES_EVICTED,  /* sources that left a worker's memory (idle, or for room) */
     FP_M_SOURCES_RELOADED, /* sources brought back from the state after leaving */
+    FP_M_REPLAY_DAMAGED,   /* replay answers that stopped at a damaged outbox event */
     FP_M_COUNT
 } fp_metric_t;
 

@@ -88,6 +88,14 @@ static int s_copy(void *ctx, uint64_t global_seq, uint64_t round, const char *to
 {
     s_copy_t *c = ctx;
     fp_reader_t *r = c->r;
+    if (!ev) { /* damaged (FP_OUTBOX_READ_DAMAGED): its global_seq only */
+        if (fp_grow(&r->evs, &r->evs_cap, r->nevs + 1, sizeof *r->evs, 64) != 0) {
+            c->rc = -ENOMEM;
+            return 1;
+        }
+        r->evs[r->nevs++] = (fp_reader_event_t){.global_seq = global_seq, .damaged = true};
+        return 0;
+    }
     if (fp_grow(&r->evs, &r->evs_cap, r->nevs + 1, sizeof *r->evs, 64) != 0 ||
         fp_grow(&r->blob, &r->blob_cap, r->blob_len + tlen + evlen + 8, 1, 1 << 16) != 0) {
         c->rc = -ENOMEM;
@@ -100,7 +108,7 @@ static int s_copy(void *ctx, uint64_t global_seq, uint64_t round, const char *to
     memcpy(r->blob + eoff, ev, evlen);
     r->blob_len = eoff + evlen;
     r->evs[r->nevs++] = (fp_reader_event_t){global_seq, round, (const char *)(uintptr_t)toff, tlen,
-                                            (const void *)(uintptr_t)eoff, evlen};
+                                            (const void *)(uintptr_t)eoff, evlen, false};
     return 0;
 }
 
@@ -177,7 +185,7 @@ static bool s_deliver(fp_reader_t *self)
     s_copy_t c = {self, 0};
     uint64_t want = self->target - pos;
     uint32_t max = want < self->o.batch_max ? (uint32_t)want : self->o.batch_max;
-    int n = fp_outbox_read(self->store, pos + 1, max, s_copy, &c);
+    int n = fp_outbox_read_ex(self->store, pos + 1, max, FP_OUTBOX_READ_DAMAGED, s_copy, &c);
     if (n < 0 || c.rc < 0) {
         atomic_fetch_add_explicit(&self->errors, 1, memory_order_relaxed);
         fp_log(FP_LOG_ERROR, self->component, "outbox read failed; retrying", "error=\"%s\"",
@@ -202,6 +210,8 @@ static bool s_deliver(fp_reader_t *self)
         s_gap(self, pos + 1, self->evs[0].global_seq - 1);
     }
     for (size_t i = 0; i < self->nevs; i++) { /* offsets -> pointers */
+        if (self->evs[i].damaged)
+            continue;
         self->evs[i].topic = (const char *)self->blob + (uintptr_t)self->evs[i].topic;
         self->evs[i].ev = self->blob + (uintptr_t)self->evs[i].ev;
     }

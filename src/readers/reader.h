@@ -75,6 +75,10 @@ typedef struct {
     size_t tlen;
     const void *ev;    /* the Checkpoint (schema/checkpoint.fbs) */
     size_t evlen;
+    bool damaged;      /* its stored value fails the state file's check (a file
+                          damaged after the start's walk): topic and ev NULL,
+                          tlen, evlen and round 0; the type counts it and goes
+                          past it (sinks.c: class damaged) */
 } fp_reader_event_t;
 
 /* A reader type: one struct of callbacks. */

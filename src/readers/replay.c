@@ -55,6 +55,7 @@
 
 #include "decimal.h"
 #include "log.h"
+#include "metrics.h"
 #include "replay.h"
 #include "security.h"
 #include "stage.h"
@@ -73,6 +74,7 @@
 typedef struct {
     const fp_config_t *cfg;
     fp_store_t *store;
+    fp_metrics_t *metrics;  /* NULL in tests */
     void *router, *notice;
     void *net_ctx;          /* the ROUTER's own context: its own (niced) libzmq I/O thread */
     fp_security_t *security; /* CURVE on: a ZAP handler in net_ctx */
@@ -87,6 +89,7 @@ typedef struct {
     uint64_t last; /* do not send past the last committed global_seq */
     uint32_t sent;
     bool full, gone; /* the client's queue is full / the client is gone */
+    uint64_t damaged; /* the answer stopped at this damaged event (0: none) */
 } replay_ctx_t;
 
 /* Sends one event, never blocking: with ZMQ_ROUTER_MANDATORY a full
@@ -99,6 +102,10 @@ static int s_replay_one(void *ctx, uint64_t global_seq, uint64_t round, const ch
     replay_ctx_t *rc = ctx;
     if (global_seq > rc->last)
         return 1; /* committed after the notice we answer by: next time */
+    if (!ev) { /* damaged (FP_OUTBOX_READ_DAMAGED): never sent, END says so */
+        rc->damaged = global_seq;
+        return 1;
+    }
     if (zmq_send(rc->sock, zmq_msg_data(rc->id), zmq_msg_size(rc->id),
                  ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
         if (zmq_errno() == EAGAIN)
@@ -160,7 +167,7 @@ static bool s_answer(replay_t *self)
             if (fp_store_last_round(self->store, &round, &g) == 0 && g > self->last_global_seq)
                 self->last_global_seq = g;
         }
-        replay_ctx_t rc = {self->router, &id, from, self->last_global_seq, 0, false, false};
+        replay_ctx_t rc = {self->router, &id, from, self->last_global_seq, 0, false, false, 0};
         /* At most what the client's queue holds (publish_hwm messages,
            one kept for the END), so an answer fits when the client reads
            it before asking again. */
@@ -170,18 +177,30 @@ static bool s_answer(replay_t *self)
         if (self->store) {
             if (fp_outbox_oldest(self->store, &oldest) != 0)
                 oldest = self->last_global_seq + 1;
-            fp_outbox_read(self->store, from,
-                                 max < FP_REPLAY_MAX ? (uint32_t)max : FP_REPLAY_MAX,
-                                 s_replay_one, &rc);
+            fp_outbox_read_ex(self->store, from,
+                              max < FP_REPLAY_MAX ? (uint32_t)max : FP_REPLAY_MAX,
+                              FP_OUTBOX_READ_DAMAGED, s_replay_one, &rc);
         } else {
             oldest = self->last_global_seq + 1; /* no outbox without a state directory */
         }
         if (rc.gone)
             goto out; /* nobody to answer */
-        if (rc.next < oldest && !rc.full)
-            rc.next = oldest;
-        snprintf(end, sizeof end, "%llu %llu %llu", (unsigned long long)rc.next,
-                 (unsigned long long)oldest, (unsigned long long)self->last_global_seq);
+        if (rc.damaged) {
+            /* The events before it went; it cannot (its bytes fail the
+               state file's check). The client goes on from damaged + 1 if
+               it chooses: a named hole, never a silent one, never a loop. */
+            if (self->metrics)
+                fp_metrics_add(self->metrics, FP_M_REPLAY_DAMAGED, 1);
+            fp_log(FP_LOG_ERROR, "replay", "damaged event in the outbox; not sent",
+                   "global_seq=%llu sent=%u", (unsigned long long)rc.damaged, rc.sent);
+            snprintf(end, sizeof end, "ERROR damaged event %llu; not sent",
+                     (unsigned long long)rc.damaged);
+        } else {
+            if (rc.next < oldest && !rc.full)
+                rc.next = oldest;
+            snprintf(end, sizeof end, "%llu %llu %llu", (unsigned long long)rc.next,
+                     (unsigned long long)oldest, (unsigned long long)self->last_global_seq);
+        }
     }
     /* The END may wait for room (ZMQ_SNDTIMEO: a client that reads
        nothing times out and asks again; the others are answered meanwhile
@@ -210,7 +229,7 @@ out:
 void *fp_replay_main(void *argp)
 {
     fp_stage_args_t *args = argp;
-    replay_t self_ = {.cfg = args->cfg, .store = args->store};
+    replay_t self_ = {.cfg = args->cfg, .store = args->store, .metrics = args->metrics};
     replay_t *self = &self_;
     char err[512] = "";
     /* Best effort: an unprivileged process may always lower its priority. */

@@ -17,6 +17,9 @@
       before it (often 0) or FP_READER_REOPEN when the connection is
       gone. sinks.c backs off (retry_ms doubling up to retry_max_ms) and
       opens the circuit breaker after breaker_failures failures in a row.
+    - A damaged event (its stored value fails the state file's check, or
+      its bytes are not a Checkpoint) never reaches cb_deliver: sinks.c
+      counts it (class damaged, naming its global_seq) and goes past it.
     - A posting the ERP refuses for good (a 4xx, a row its import job
       marked ERROR) is not a failure: the type reports it with
       fp_sink_dead_letter and goes on.
@@ -43,7 +46,7 @@ typedef struct fp_sink_opts fp_sink_opts_t;
 /* Error classes: the label `class` of floorpost_sink_errors_total. */
 #define FP_SINK_ERRORS(X)                                                     \
     X(connect) X(timeout) X(server) X(throttled) X(rejected) X(io) X(protocol) \
-    X(config)
+    X(config) X(damaged)
 #define FP_SINK_ERR_ENUM_(n) FP_SINK_ERR_##n,
 typedef enum { FP_SINK_ERRORS(FP_SINK_ERR_ENUM_) FP_SINK_ERR_COUNT } fp_sink_err_t;
 #undef FP_SINK_ERR_ENUM_
@@ -160,8 +163,12 @@ int fp_sink_dead_letter(fp_sink_t *s, const uint64_t aux[2], const fp_sink_event
 int fp_sink_event_json(const fp_sink_event_t *ev, char *out, size_t cap);
 
 /* Decodes raw into *ev (posting date included). 0, or -1 for bytes that
-   are not a Checkpoint. Any thread. */
+   are not a Checkpoint or a damaged event (raw->damaged). Any thread. */
 int fp_sink_event_decode(const fp_reader_event_t *raw, fp_sink_event_t *ev);
+
+/* Why an event fp_sink_event_decode refused cannot be used: the text of
+   class damaged (static). */
+const char *fp_sink_damage_text(const fp_reader_event_t *raw);
 
 /* Whether s (NULL: no) is ten characters shaped YYYY-MM-DD. */
 bool fp_sink_date_shaped(const char *s);

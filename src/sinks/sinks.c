@@ -350,11 +350,20 @@ bool fp_sink_date_shaped(const char *s)
     return s[10] == '\0';
 }
 
+const char *fp_sink_damage_text(const fp_reader_event_t *raw)
+{
+    return raw->damaged || !raw->ev
+               ? "its stored value fails the state file's check (data.mdb damaged since the "
+                 "start; run `floorpost state verify`)"
+               : "its stored bytes are not a Checkpoint";
+}
+
 int fp_sink_event_decode(const fp_reader_event_t *raw, fp_sink_event_t *ev)
 {
     memset(ev, 0, sizeof *ev);
     ev->raw = raw;
-    if (fp_codec_checkpoint_decode(raw->ev, raw->evlen, &ev->ck) != FP_CODEC_OK)
+    if (raw->damaged || !raw->ev ||
+        fp_codec_checkpoint_decode(raw->ev, raw->evlen, &ev->ck) != FP_CODEC_OK)
         return -1;
     /* The checkpoint's own posting date: the period its records belong to
        (docs/schema.md "Posting periods"); YYYY-MM-DD, as every type is
@@ -497,11 +506,16 @@ static int s_r_deliver(void *ctx, fp_reader_t *r, const fp_reader_event_t *evs, 
         if (fp_sink_event_decode(&evs[k], &s->sevs[k]) != 0)
             break;
     if (k == 0) {
-        /* Our own committed bytes that do not decode: a damaged outbox.
-           Loud, and past it (holding every later event back would stop
-           the sink for good). */
-        fp_log(FP_LOG_ERROR, s->component, "stored event does not decode; skipped",
-               "global_seq=%llu", (unsigned long long)evs[0].global_seq);
+        /* Our own committed event that cannot be used: a damaged outbox
+           (a value failing the state file's check, or bytes that are not
+           a Checkpoint). Loud, counted, and past it: holding every later
+           event back would stop the sink for good. No back-off: the next
+           event goes at once. */
+        const char *why = fp_sink_damage_text(&evs[0]);
+        fp_sink_count_error(s, FP_SINK_ERR_damaged, "event global_seq=%llu skipped: %s",
+                            (unsigned long long)evs[0].global_seq, why);
+        fp_log(FP_LOG_ERROR, s->component, "damaged event in the outbox; skipped",
+               "global_seq=%llu error=\"%s\"", (unsigned long long)evs[0].global_seq, why);
         return 1;
     }
     if (atomic_load_explicit(&s->state, memory_order_relaxed) == S_idle)

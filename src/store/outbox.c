@@ -514,6 +514,7 @@ typedef struct {
     uint32_t max;   /* the limit */
     uint32_t count; /* events fn accepted */
     int fn_rc;      /* a store error found while scanning */
+    bool damaged;   /* hand a damaged value on (ev NULL) instead of failing */
 } s_read_t;
 
 static int s_each_event(void *ctx2, const MDB_val *k, const MDB_val *d)
@@ -526,9 +527,18 @@ static int s_each_event(void *ctx2, const MDB_val *k, const MDB_val *d)
     const char *topic;
     const void *ev;
     size_t tlen, evlen;
-    if (k->mv_size != 8 || !s_event_parse(d, &wall, &round, &topic, &tlen, &ev, &evlen)) {
+    MDB_val v = *d;
+    bool ok = k->mv_size == 8 && fp_store_unseal(FP_STORE_DB_OUTBOX, k, &v) == 0 &&
+              s_event_parse(&v, &wall, &round, &topic, &tlen, &ev, &evlen);
+    if (!ok && (!s->damaged || k->mv_size != 8)) {
         s->fn_rc = FP_STORE_CORRUPT;
         return 1;
+    }
+    if (!ok) { /* its global_seq only: none of its bytes is handed on */
+        round = 0;
+        topic = NULL;
+        ev = NULL;
+        tlen = evlen = 0;
     }
     if (s->fn(s->ctx, fp_store_dec64(k->mv_data), round, topic, tlen, ev, evlen) != 0)
         return 1;
@@ -541,6 +551,14 @@ int fp_outbox_read(fp_store_t *self, uint64_t from_global_seq, uint32_t max,
                              size_t tlen, const void *ev, size_t evlen),
                    void *ctx)
 {
+    return fp_outbox_read_ex(self, from_global_seq, max, 0, fn, ctx);
+}
+
+int fp_outbox_read_ex(fp_store_t *self, uint64_t from_global_seq, uint32_t max, unsigned flags,
+                      int (*fn)(void *ctx, uint64_t global_seq, uint64_t round, const char *topic,
+                                size_t tlen, const void *ev, size_t evlen),
+                      void *ctx)
+{
     assert(self && fn);
     if (max == 0)
         return 0;
@@ -549,8 +567,9 @@ int fp_outbox_read(fp_store_t *self, uint64_t from_global_seq, uint32_t max,
     uint8_t kb[8];
     fp_store_enc64(kb, from_global_seq);
     MDB_val from = {8, kb};
-    s_read_t s = {.ctx = ctx, .fn = fn, .max = max};
-    int rc = fp_store_scan(self, FP_STORE_DB_OUTBOX, &from, s_each_event, &s);
+    s_read_t s = {.ctx = ctx, .fn = fn, .max = max,
+                  .damaged = (flags & FP_OUTBOX_READ_DAMAGED) != 0};
+    int rc = fp_store_scan_raw(self, FP_STORE_DB_OUTBOX, &from, s_each_event, &s);
     if (s.fn_rc != 0)
         return s.fn_rc;
     if (rc < 0)

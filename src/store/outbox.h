@@ -131,6 +131,18 @@ int fp_outbox_read(fp_store_t *self, uint64_t from_global_seq, uint32_t max,
                              size_t tlen, const void *ev, size_t evlen),
                    void *ctx);
 
+/* fp_outbox_read with flags. FP_OUTBOX_READ_DAMAGED: an event whose
+   stored value fails its checksum or has an impossible layout (the state
+   file was damaged after the start's walk, store.h) does not end the read
+   with FP_STORE_CORRUPT: fn gets its global_seq with topic and ev NULL,
+   tlen, evlen and round 0 (none of its bytes), and the read goes on. A
+   damaged key still ends it (FP_STORE_CORRUPT). */
+#define FP_OUTBOX_READ_DAMAGED 1u
+int fp_outbox_read_ex(fp_store_t *self, uint64_t from_global_seq, uint32_t max, unsigned flags,
+                      int (*fn)(void *ctx, uint64_t global_seq, uint64_t round, const char *topic,
+                                size_t tlen, const void *ev, size_t evlen),
+                      void *ctx);
+
 /* The smallest global_seq in the outbox: 0, or FP_STORE_EMPTY. */
 int fp_outbox_oldest(fp_store_t *self, uint64_t *global_seq);
 

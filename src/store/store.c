@@ -1186,7 +1186,7 @@ int fp_store_last_round(fp_store_t *self, uint64_t *round, uint64_t *global_seq)
     return rc;
 }
 
-int fp_store_scan(fp_store_t *self, int db, const MDB_val *from,
+static int s_scan(fp_store_t *self, int db, const MDB_val *from, bool raw,
                   int (*each)(void *ctx2, const MDB_val *k, const MDB_val *d), void *ctx2)
 {
     MDB_txn *txn;
@@ -1206,8 +1206,9 @@ int fp_store_scan(fp_store_t *self, int db, const MDB_val *from,
     int stop = 0;
     while ((rc = mdb_cursor_get(cur, &k, &d, op)) == 0) {
         op = MDB_NEXT;
-        /* A value whose checksum does not match is never handed on. */
-        if (fp_store_unseal(db, &k, &d) != 0) {
+        /* A value whose checksum does not match is never handed on
+           (raw: the caller checks it with fp_store_unseal). */
+        if (!raw && fp_store_unseal(db, &k, &d) != 0) {
             stop = FP_STORE_CORRUPT;
             break;
         }
@@ -1220,6 +1221,18 @@ int fp_store_scan(fp_store_t *self, int db, const MDB_val *from,
     if (stop != 0)
         return stop;
     return rc == MDB_NOTFOUND ? 0 : fp_store_lmdb_rc(rc);
+}
+
+int fp_store_scan(fp_store_t *self, int db, const MDB_val *from,
+                  int (*each)(void *ctx2, const MDB_val *k, const MDB_val *d), void *ctx2)
+{
+    return s_scan(self, db, from, false, each, ctx2);
+}
+
+int fp_store_scan_raw(fp_store_t *self, int db, const MDB_val *from,
+                      int (*each)(void *ctx2, const MDB_val *k, const MDB_val *d), void *ctx2)
+{
+    return s_scan(self, db, from, true, each, ctx2);
 }
 
 typedef struct {

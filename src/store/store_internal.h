@@ -172,6 +172,11 @@ int fp_store_read_begin(fp_store_t *self, MDB_txn **txn);
    end, each's non-zero value, or a negative error. */
 int fp_store_scan(fp_store_t *self, int db, const MDB_val *from,
                   int (*each)(void *ctx2, const MDB_val *k, const MDB_val *d), void *ctx2);
+/* fp_store_scan with each value as stored, its checksum unchecked and
+   still on it: each checks it (fp_store_unseal) and decides what a
+   damaged one means. */
+int fp_store_scan_raw(fp_store_t *self, int db, const MDB_val *from,
+                      int (*each)(void *ctx2, const MDB_val *k, const MDB_val *d), void *ctx2);
 /* After a committed delete while the store is FULL: a tiny second commit so
    LMDB can reuse the freed pages for the next round (see fp_outbox_trim). */
 void fp_store_after_free(fp_store_t *self);
