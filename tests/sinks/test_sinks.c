@@ -195,6 +195,16 @@ TEST(test_event_posting_date_and_json)
     fp_reader_event_t junk = raw;
     junk.evlen = 7;
     ASSERT_EQ(fp_sink_event_decode(&junk, &ev), -1);
+    ASSERT(strstr(fp_sink_damage_text(&junk), "not a Checkpoint"));
+    /* A value failing the state file's check (reader.h damaged): refused,
+       whatever its pointers say, and named so. */
+    junk = raw;
+    junk.damaged = true;
+    ASSERT_EQ(fp_sink_event_decode(&junk, &ev), -1);
+    ASSERT(strstr(fp_sink_damage_text(&junk), "fails the state file's check"));
+    junk = (fp_reader_event_t){.global_seq = 9, .damaged = true};
+    ASSERT_EQ(fp_sink_event_decode(&junk, &ev), -1);
+    ASSERT_STREQ(fp_sink_err_name(FP_SINK_ERR_damaged), "damaged");
     free(keep);
     fp_codec_destroy(&codec);
 }

@@ -625,6 +625,72 @@ TEST(test_full_disk)
     s_rmdir(dir);
 }
 
+typedef struct {
+    int n;
+    uint64_t seq[8];
+    bool damaged[8];
+} marks_t;
+
+static int s_mark_event(void *ctx, uint64_t gseq, uint64_t round, const char *topic, size_t tlen,
+                        const void *ev, size_t evlen)
+{
+    marks_t *m = ctx;
+    ASSERT(m->n < 8);
+    m->seq[m->n] = gseq;
+    m->damaged[m->n] = !ev;
+    if (!ev)
+        ASSERT(!topic && tlen == 0 && evlen == 0 && round == 0);
+    m->n++;
+    return 0;
+}
+
+/* A value damaged while the store is open (after the start's walk):
+   fp_outbox_read fails on it, FP_OUTBOX_READ_DAMAGED names it and goes
+   on. */
+TEST(test_outbox_read_damaged)
+{
+    const char *dir = s_newdir();
+    fp_store_t *st = s_open(dir, MAP, "plant-a");
+    fp_store_txn_t *t;
+    ASSERT_EQ(fp_store_begin(st, &t), 0);
+    for (uint64_t s = 1; s <= 5; s++) {
+        const char *ev = s == 3 ? "damage-me-here" : "fine";
+        ASSERT_EQ(fp_outbox_put(t, s, 1, (int64_t)s, "topic", 5, ev, strlen(ev)), 0);
+    }
+    ASSERT_EQ(fp_store_set_round(t, 1, 5), 0);
+    ASSERT_EQ(fp_store_commit(&t), 0);
+    char path[128];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    int fd = open(path, O_RDWR);
+    ASSERT(fd >= 0);
+    struct stat sb;
+    ASSERT_EQ(fstat(fd, &sb), 0);
+    char *buf = malloc((size_t)sb.st_size);
+    ASSERT(buf && pread(fd, buf, (size_t)sb.st_size, 0) == sb.st_size);
+    int copies = 0;
+    for (char *p = buf; (p = memmem(p, (size_t)(buf + sb.st_size - p), "damage-me", 9)); p++) {
+        ASSERT_EQ(pwrite(fd, "D", 1, p - buf), 1);
+        copies++;
+    }
+    ASSERT(copies >= 1);
+    free(buf);
+    close(fd);
+    marks_t m = {0};
+    ASSERT_EQ(fp_outbox_read(st, 1, 100, s_mark_event, &m), FP_STORE_CORRUPT);
+    ASSERT_EQ(m.n, 2); /* the events before it */
+    memset(&m, 0, sizeof m);
+    ASSERT_EQ(fp_outbox_read_ex(st, 1, 100, FP_OUTBOX_READ_DAMAGED, s_mark_event, &m), 5);
+    for (int i = 0; i < 5; i++) {
+        ASSERT_EQ(m.seq[i], (uint64_t)i + 1);
+        ASSERT_EQ(m.damaged[i], i == 2);
+    }
+    memset(&m, 0, sizeof m);
+    ASSERT_EQ(fp_outbox_read_ex(st, 3, 1, FP_OUTBOX_READ_DAMAGED, s_mark_event, &m), 1);
+    ASSERT(m.damaged[0]); /* counts toward max like any event */
+    fp_store_close(&st);
+    s_rmdir(dir);
+}
+
 TEST(test_outbox_order_and_trim)
 {
     const char *dir = s_newdir();
@@ -1232,6 +1298,7 @@ int main(int argc, char **argv)
     RUN(test_full_map);
     RUN(test_full_disk);
     RUN(test_outbox_order_and_trim);
+    RUN(test_outbox_read_damaged);
     RUN(test_deadletters);
     RUN(test_deadletter_trim);
     RUN(test_tool_open_beside_the_owner);
