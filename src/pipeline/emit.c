@@ -338,9 +338,12 @@ static void s_trim_deadletters(emit_t *self)
 static void s_housekeeping(emit_t *self, int64_t now)
 {
     s_trim_deadletters(self);
-    uint64_t deleted = 0;
-    fp_outbox_trim(self->store, fp_wall_ns() - self->cfg->retention_ms * 1000000, 10000,
-                   &deleted);
+    uint64_t deleted = 0, damaged = 0;
+    fp_outbox_trim_ex(self->store, fp_wall_ns() - self->cfg->retention_ms * 1000000, 10000,
+                      &deleted, &damaged);
+    if (damaged)
+        fp_log(FP_LOG_ERROR, "emit", "damaged event deleted from the outbox (every sink is past it)",
+               "global_seq=%llu", (unsigned long long)damaged);
     fp_outbox_detach_lagging(self->store, s_max_lag(self), s_detached, self);
     uint64_t outbox_bytes = 0, map_bytes = 0;
     self->warn_now = now >= self->next_lag_warn;

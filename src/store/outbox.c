@@ -335,11 +335,19 @@ static int s_min_position(fp_store_t *self, MDB_txn *txn, uint64_t *min)
 int fp_outbox_trim(fp_store_t *self, int64_t older_than_wall_ns, uint32_t max_delete,
                    uint64_t *deleted)
 {
+    return fp_outbox_trim_ex(self, older_than_wall_ns, max_delete, deleted, NULL);
+}
+
+int fp_outbox_trim_ex(fp_store_t *self, int64_t older_than_wall_ns, uint32_t max_delete,
+                      uint64_t *deleted, uint64_t *damaged)
+{
     assert(self);
     assert(!self->txn_open);
-    uint64_t n = 0;
+    uint64_t n = 0, dmg = 0;
     if (deleted)
         *deleted = 0;
+    if (damaged)
+        *damaged = 0;
     fp_store_w_t w;
     MDB_cursor *cur = NULL;
     int rc = fp_store_w_begin(self, &w);
@@ -367,10 +375,24 @@ int fp_outbox_trim(fp_store_t *self, int64_t older_than_wall_ns, uint32_t max_de
         const void *ev;
         size_t tlen, evlen;
         MDB_val v = d;
-        if (k.mv_size != 8 || fp_store_unseal(FP_STORE_DB_OUTBOX, &k, &v) != 0 ||
-            !s_event_parse(&v, &wall, &round, &topic, &tlen, &ev, &evlen)) {
+        if (k.mv_size != 8) {
             rc = FP_STORE_CORRUPT;
             break;
+        }
+        if (fp_store_unseal(FP_STORE_DB_OUTBOX, &k, &v) != 0 ||
+            !s_event_parse(&v, &wall, &round, &topic, &tlen, &ev, &evlen)) {
+            /* Damaged (after the start's walk): no reader can ever have
+               it, and its age is unreadable. Out once every holding
+               reader has gone past it (they skip it, counted), so that it
+               never holds retention back for good. */
+            if (fp_store_dec64(k.mv_data) > keep_after)
+                break;
+            rc = fp_store_w_del_damaged(&w, FP_STORE_DB_OUTBOX, cur, &k, &d);
+            if (rc == 0) {
+                n++;
+                dmg = fp_store_dec64(k.mv_data);
+            }
+            continue;
         }
         if (wall >= older_than_wall_ns || fp_store_dec64(k.mv_data) > keep_after)
             break;
@@ -395,6 +417,8 @@ int fp_outbox_trim(fp_store_t *self, int64_t older_than_wall_ns, uint32_t max_de
         return rc;
     if (deleted)
         *deleted = n;
+    if (damaged)
+        *damaged = dmg;
     fp_store_after_free(self);
     return 0;
 }

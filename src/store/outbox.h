@@ -87,6 +87,13 @@ int fp_outbox_put_reader_aux(fp_store_txn_t *t, const char *name, const uint64_t
    the freed pages serve the next round. 0 or a negative error. */
 int fp_outbox_trim(fp_store_t *self, int64_t older_than_wall_ns, uint32_t max_delete,
                    uint64_t *deleted);
+/* fp_outbox_trim, and *damaged (may be NULL) gets the global_seq of the
+   last damaged event it deleted (0: none). An event whose stored value
+   fails its checksum (damaged after the start's walk) has no readable
+   age: it is deleted as soon as every enabled, not detached reader is past
+   it, so it never stops retention (and, the map full, the commits). */
+int fp_outbox_trim_ex(fp_store_t *self, int64_t older_than_wall_ns, uint32_t max_delete,
+                      uint64_t *deleted, uint64_t *damaged);
 
 /* A reader's first start, before the pipeline runs: records reader `name`
    at `position` (enabled, not detached) in its own write txn when the

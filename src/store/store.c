@@ -284,6 +284,20 @@ int fp_store_w_del(fp_store_w_t *w, int db, MDB_cursor *cur, const MDB_val *k, c
     return cur ? mdb_cursor_del(cur, 0) : mdb_del(w->txn, w->store->dbi[db], &kk, NULL);
 }
 
+int fp_store_w_del_damaged(fp_store_w_t *w, int db, MDB_cursor *cur, const MDB_val *k,
+                           const MDB_val *d)
+{
+    /* Its stored checksum is what entered the digest (unless the damage
+       hit those bytes too: then the digest stays off, and the next
+       start's walk says so). */
+    w->dig[db].entries--;
+    if (d->mv_size >= FP_STORE_SUM_BYTES)
+        w->dig[db].sum -=
+            fp_store_dec32((const uint8_t *)d->mv_data + d->mv_size - FP_STORE_SUM_BYTES);
+    w->changed = true;
+    return mdb_cursor_del(cur, 0);
+}
+
 /* Puts the digest record in w's txn. */
 static int s_put_digest(fp_store_w_t *w)
 {

@@ -172,6 +172,10 @@ int fp_store_read_begin(fp_store_t *self, MDB_txn **txn);
    end, each's non-zero value, or a negative error. */
 int fp_store_scan(fp_store_t *self, int db, const MDB_val *from,
                   int (*each)(void *ctx2, const MDB_val *k, const MDB_val *d), void *ctx2);
+/* Deletes the value d of k at cur whose checksum does not match (a
+   damaged one): out of the digest by the checksum stored with it. */
+int fp_store_w_del_damaged(fp_store_w_t *w, int db, MDB_cursor *cur, const MDB_val *k,
+                           const MDB_val *d);
 /* fp_store_scan with each value as stored, its checksum unchecked and
    still on it: each checks it (fp_store_unseal) and decides what a
    damaged one means. */
