@@ -43,6 +43,12 @@
       forth. Events that position needs and the outbox no longer holds are
       a gap: logged loudly and counted (fp_reader_gap_events), never
       skipped in silence.
+    - A damaged event (its stored value fails the state file's check: the
+      file was damaged after the start's walk) is delivered like any other,
+      in its place, with damaged set and none of its bytes
+      (fp_outbox_read_ex, FP_OUTBOX_READ_DAMAGED): never a read error
+      retried for good. The type counts it and finishes with it (sinks.c:
+      class damaged).
     - Posting dead letters (an event the ERP refused): the type calls
       fp_reader_dead_letter from its callbacks; emit commits it with its
       next round together with the type's aux cursor (two u64, e.g. the
