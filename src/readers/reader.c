@@ -53,6 +53,7 @@ struct fp_reader {
     uint64_t aux[2];
     bool rewound, deferred, reopen; /* reopen: fp_reader_redo asked for it */
     uint64_t offered;       /* the last global_seq cb_deliver accepted */
+    uint64_t dmg_first, dmg_last; /* deferred: the last run of damaged events accepted (0: none) */
     /* The batch copied out of the map. */
     fp_reader_event_t *evs;
     size_t evs_cap, nevs;
@@ -171,6 +172,22 @@ static void s_back_to_finished(fp_reader_t *self)
     self->offered = atomic_load_explicit(&self->position, memory_order_relaxed);
 }
 
+/* A deferring type: damaged events right after the finished position
+   are finished too (the type has nothing pending before them and can
+   never keep them); else a damaged last event would wait for the next
+   event's finish. */
+static void s_past_damaged(fp_reader_t *self)
+{
+    uint64_t p = atomic_load_explicit(&self->position, memory_order_relaxed);
+    if (!self->dmg_first || self->dmg_last <= p)
+        return;
+    if (self->dmg_first != p + 1 || self->dmg_last > self->offered)
+        return;
+    atomic_store_explicit(&self->position, self->dmg_last, memory_order_relaxed);
+    s_report(self, self->dmg_last);
+    self->dmg_first = self->dmg_last = 0;
+}
+
 /* Reads and delivers one batch. true when it made progress. */
 static bool s_deliver(fp_reader_t *self)
 {
@@ -247,6 +264,17 @@ static bool s_deliver(fp_reader_t *self)
     if (!self->deferred) {
         atomic_store_explicit(&self->position, npos, memory_order_relaxed);
         s_report(self, npos);
+    } else {
+        for (int i = 0; i < done; i++) {
+            uint64_t g = self->evs[i].global_seq;
+            if (!self->evs[i].damaged)
+                continue;
+            if (self->dmg_first && self->dmg_last + 1 == g)
+                self->dmg_last = g;
+            else
+                self->dmg_first = self->dmg_last = g;
+        }
+        s_past_damaged(self);
     }
     if ((size_t)done < self->nevs && self->retry_next_ms >= 0) {
         /* A failure after a finished prefix (fp_reader_retry_in was
@@ -554,6 +582,7 @@ void fp_reader_finished(fp_reader_t *self, uint64_t position)
         return;
     atomic_store_explicit(&self->position, position, memory_order_relaxed);
     s_report(self, position);
+    s_past_damaged(self);
 }
 
 void fp_reader_retry_in(fp_reader_t *self, int ms)

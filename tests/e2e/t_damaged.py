@@ -78,8 +78,31 @@ def sinks_status(port):
     return json.loads(scrape(port, "/sinks")[1])[0]
 
 
+def wait_committed(fp, records):
+    """The outbox's events once they hold `records` records."""
+    end = time.time() + 15
+    while time.time() < end:
+        evs, _ = raw_replay(fp.endpoints["replay"], 1)
+        if sum(e["record_count"] for e in evs) == records:
+            return evs
+        time.sleep(0.2)
+    raise AssertionError("not all %d records in committed events" % records)
+
+
 @extra_test
 def damaged_outbox_event_counted_and_passed():
+    damaged_case(last=False)
+
+
+@extra_test
+def damaged_last_outbox_event_passed_by_a_deferring_sink():
+    """The damaged event is the last committed one: the jsonl sink (it
+    defers: finished at its file's fsync) is past it at once, not when the
+    next event is finished."""
+    damaged_case(last=True)
+
+
+def damaged_case(last):
     d = tempfile.mkdtemp(prefix="fp-dmg-")
     out = os.path.join(d, "out")
     os.mkdir(out)
@@ -91,26 +114,27 @@ def damaged_outbox_event_counted_and_passed():
     # the sink cannot write: it holds every event back, retrying
     shutil.rmtree(out)
     n = 0
+    marked = 30 if last else 15
     for i in range(1, 31):
-        order = MARK.decode() if i == 15 else "O%02d" % i
+        if i == marked and last:
+            assert prod.wait_acks(n, 20), "acks"
+            wait_committed(fp, n)  # the marked one is the last event
+        order = MARK.decode() if i == marked else "O%02d" % i
         prod.send(7, 1, [rec(i, PART, order=order, qty=i)])
         n += 1
         time.sleep(0.03)
     assert prod.wait_acks(n, 20), "acks"
     # every event committed (no record waits in an open interval)
-    end = time.time() + 15
-    while time.time() < end:
-        evs, tail = raw_replay(fp.endpoints["replay"], 1)
-        if sum(e["record_count"] for e in evs) == n:
-            break
-        time.sleep(0.2)
-    eq(sum(e["record_count"] for e in evs), n, "all records in committed events")
+    evs = wait_committed(fp, n)
     truth = [e["global_seq"] for e in evs]
     eq(truth, list(range(1, len(truth) + 1)), "the outbox before the damage")
     bad = [e["global_seq"] for e in evs if e["order"] == MARK.decode()]
     eq(len(bad), 1, "one event holds the distinctive order")
     g = bad[0]
-    assert 1 < g < truth[-1], "the damaged event has neighbours: %d of %r" % (g, truth)
+    if last:
+        eq(g, truth[-1], "the damaged event is the last one")
+    else:
+        assert 1 < g < truth[-1], "the damaged event has neighbours: %d of %r" % (g, truth)
     st = sinks_status(port)
     eq(st["position"], 0, "the sink has delivered nothing yet: %r" % st)
 
@@ -125,6 +149,7 @@ def damaged_outbox_event_counted_and_passed():
     eq([e["global_seq"] for e in evs], list(range(g + 1, truth[-1] + 1)),
        "replay from after it: the rest")
     words = tail.split()
+    eq(len(words), 3, "END after the damaged one: " + tail)
     eq(int(words[0]), truth[-1] + 1, "END next after the rest: " + tail)
 
     # the sink can write again: every other event once, in order, not stuck
