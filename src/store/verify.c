@@ -8,10 +8,12 @@
 #include "store_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -57,9 +59,39 @@ static void s_assert(MDB_env *env, const char *msg)
         snprintf(r->assert_msg, sizeof r->assert_msg, "%s", msg);
 }
 
+/* Who holds a page (s_walk_pages): none yet, a table, LMDB's main table
+   or free-list tree, the free list itself, a meta page. */
+enum { S_OWN_NONE = 0, S_OWN_MAIN = FP_STORE_NDBS + 1, S_OWN_FREETREE, S_OWN_FREE, S_OWN_META };
+
+static const char *s_owner_name(uint8_t o)
+{
+    return o >= 1 && o <= FP_STORE_NDBS ? fp_store_db_names[o - 1]
+           : o == S_OWN_MAIN            ? "(main)"
+           : o == S_OWN_FREETREE        ? "(free list tree)"
+           : o == S_OWN_FREE            ? "(free list)"
+           : o == S_OWN_META            ? "(meta)"
+                                        : "(none)";
+}
+
+/* Claims page pg for owner o: a page held twice (a free-list entry that
+   names a page in use, a tree that shares a page) is damage LMDB would
+   act on at the next commit: it hands a free page out as new and
+   overwrites it. */
+static int s_claim(fp_store_verify_t *r, uint8_t *own, uint64_t pg, uint8_t o)
+{
+    if (pg >= r->pages)
+        return s_bad(r, "page accounting: %s names page %llu, outside the file's %llu",
+                     s_owner_name(o), (unsigned long long)pg, (unsigned long long)r->pages);
+    if (own[pg] != S_OWN_NONE)
+        return s_bad(r, "page accounting: page %llu is in %s and in %s", (unsigned long long)pg,
+                     s_owner_name(own[pg]), s_owner_name(o));
+    own[pg] = o;
+    return 0;
+}
+
 /* The free list (LMDB's table 0): txnid -> a list of page numbers (a
-   count, then the pages). */
-static int s_walk_free(MDB_txn *txn, fp_store_verify_t *r)
+   count, then the pages); own (may be NULL) claims each of them. */
+static int s_walk_free(MDB_txn *txn, fp_store_verify_t *r, uint8_t *own)
 {
     MDB_cursor *cur;
     snprintf(r->table, sizeof r->table, "(free list)");
@@ -92,6 +124,10 @@ static int s_walk_free(MDB_txn *txn, fp_store_verify_t *r)
                 mdb_cursor_close(cur);
                 return s_bad(r, "free list: entry %llu names page %zu, outside the file's %llu",
                              (unsigned long long)r->at, pg, (unsigned long long)r->pages);
+            }
+            if (own && s_claim(r, own, pg, S_OWN_FREE) != 0) {
+                mdb_cursor_close(cur);
+                return FP_STORE_CORRUPT;
             }
         }
         r->free_pages += n;
@@ -247,6 +283,173 @@ static int s_walk_table(MDB_txn *txn, int db, MDB_dbi dbi, fp_store_verify_t *r,
         return s_bad(r, "table outbox: ends at event %llu, past meta global_seq %llu",
                      (unsigned long long)last_gseq, (unsigned long long)r->global_seq);
     return 0;
+}
+
+/* LMDB's on-disk layout (0.9, data format 1, 64-bit), read by hand: the
+   page header (pgno, pad, flags, lower/upper or an overflow's page
+   count), the nodes (lo, hi, flags, key size; a branch node's child page
+   is lo | hi << 16 | flags << 32), the meta record after the header. */
+#define S_PAGEHDR 16
+#define S_NODEHDR 8
+#define S_P_BRANCH 0x01
+#define S_P_LEAF 0x02
+#define S_P_OVERFLOW 0x04
+#define S_F_BIGDATA 0x01
+#define S_META_DBS 24      /* mm_dbs[2] (free list, main) in the meta record */
+#define S_META_TXNID 128   /* mm_txnid */
+#define S_DB_BYTES 48      /* sizeof(MDB_db) */
+#define S_DB_ROOT 40       /* md_root in an MDB_db */
+#define S_NO_PAGE UINT64_MAX
+
+static uint16_t s_u16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static uint64_t s_u64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Claims every page of the tree at root for owner o: branch and leaf
+   pages, and the overflow pages of big values. stack holds r->pages page
+   numbers (a page is pushed once: it is claimed when pushed). */
+static int s_claim_tree(const uint8_t *map, fp_store_verify_t *r, uint8_t *own, uint64_t *stack,
+                        uint64_t root, uint8_t o)
+{
+    if (root == S_NO_PAGE)
+        return 0;
+    size_t ps = (size_t)r->psize, top = 0;
+    if (s_claim(r, own, root, o) != 0)
+        return FP_STORE_CORRUPT;
+    stack[top++] = root;
+    while (top > 0) {
+        uint64_t pg = stack[--top];
+        const uint8_t *p = map + pg * ps;
+        uint16_t flags = s_u16(p + 10), lower = s_u16(p + 12), upper = s_u16(p + 14);
+        if (s_u64(p) != pg || !(flags & (S_P_BRANCH | S_P_LEAF)) || lower < S_PAGEHDR ||
+            lower > upper || upper > ps || (lower - S_PAGEHDR) % 2)
+            return s_bad(r, "page accounting: page %llu of %s has an impossible header",
+                         (unsigned long long)pg, s_owner_name(o));
+        for (size_t i = 0; i < (size_t)(lower - S_PAGEHDR) / 2; i++) {
+            size_t at = s_u16(p + S_PAGEHDR + 2 * i);
+            if (at < upper || at + S_NODEHDR > ps ||
+                at + S_NODEHDR + s_u16(p + at + 6) > ps)
+                return s_bad(r, "page accounting: page %llu of %s has an impossible node",
+                             (unsigned long long)pg, s_owner_name(o));
+            const uint8_t *n = p + at;
+            uint16_t lo = s_u16(n), hi = s_u16(n + 2), nf = s_u16(n + 4), ks = s_u16(n + 6);
+            uint64_t child;
+            if (flags & S_P_BRANCH) {
+                child = (uint64_t)lo | (uint64_t)hi << 16 | (uint64_t)nf << 32;
+                if (s_claim(r, own, child, o) != 0)
+                    return FP_STORE_CORRUPT;
+                stack[top++] = child;
+                continue;
+            }
+            if (!(nf & S_F_BIGDATA))
+                continue;
+            if (at + S_NODEHDR + ks + 8 > ps)
+                return s_bad(r, "page accounting: page %llu of %s has an impossible node",
+                             (unsigned long long)pg, s_owner_name(o));
+            child = s_u64(n + S_NODEHDR + ks);
+            if (child >= r->pages || s_u64(map + child * ps) != child ||
+                !(s_u16(map + child * ps + 10) & S_P_OVERFLOW))
+                return s_bad(r, "page accounting: page %llu of %s names no overflow page",
+                             (unsigned long long)pg, s_owner_name(o));
+            uint32_t count;
+            memcpy(&count, map + child * ps + 12, sizeof count);
+            for (uint64_t j = 0; j < count; j++)
+                if (s_claim(r, own, child + j, o) != 0)
+                    return FP_STORE_CORRUPT;
+        }
+    }
+    return 0;
+}
+
+/* Every page of the snapshot held exactly once: by a meta record, a tree
+   (each table's, the main table's, the free list's) or the free list.
+   The counts alone (2 meta + tree + free pages = the file's) miss a
+   free-list entry changed into the number of a page in use: a damaged
+   state the walk of the entries cannot see, and that the next commit
+   breaks for good (LMDB hands the page out as new and overwrites it: an
+   outbox leaf lost, a hole). The trees are read from the file as the
+   snapshot left them (txn's, which LMDB keeps from any writer). */
+static int s_walk_pages(const char *path, MDB_txn *txn, MDB_dbi main_dbi, fp_store_verify_t *r)
+{
+    int rc = 0;
+    size_t len = (size_t)(r->pages * r->psize);
+    uint8_t *own = calloc((size_t)r->pages, 1);
+    uint64_t *stack = malloc((size_t)r->pages * sizeof *stack);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    const uint8_t *map = fd < 0 ? MAP_FAILED : mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    if (fd >= 0)
+        close(fd);
+    if (!own || !stack || map == MAP_FAILED) {
+        snprintf(r->problem, sizeof r->problem, "page accounting: %s",
+                 map == MAP_FAILED ? strerror(errno) : "out of memory");
+        rc = -ENOMEM;
+        goto out;
+    }
+    snprintf(r->table, sizeof r->table, "(pages)");
+    /* The meta record of this snapshot; a running floorpost may have
+       written both meta pages since the txn began (state verify beside
+       it): then the roots are no longer on record, and the counts stand. */
+    uint64_t id = mdb_txn_id(txn);
+    const uint8_t *meta = NULL;
+    for (int i = 0; i < 2 && !meta; i++)
+        if (s_u64(map + (size_t)i * r->psize + S_PAGEHDR + S_META_TXNID) == id)
+            meta = map + (size_t)i * r->psize + S_PAGEHDR;
+    if (!meta)
+        goto out;
+    uint64_t free_root = s_u64(meta + S_META_DBS + S_DB_ROOT);
+    uint64_t main_root = s_u64(meta + S_META_DBS + S_DB_BYTES + S_DB_ROOT);
+    own[0] = own[1] = S_OWN_META;
+    if ((rc = s_claim_tree(map, r, own, stack, free_root, S_OWN_FREETREE)) != 0 ||
+        (rc = s_claim_tree(map, r, own, stack, main_root, S_OWN_MAIN)) != 0)
+        goto out;
+    MDB_cursor *cur;
+    if ((rc = mdb_cursor_open(txn, main_dbi, &cur)) != 0) {
+        rc = s_bad(r, "main table: %s", mdb_strerror(rc));
+        goto out;
+    }
+    MDB_val k, d;
+    MDB_cursor_op op = MDB_FIRST;
+    while (rc == 0 && mdb_cursor_get(cur, &k, &d, op) == 0) {
+        op = MDB_NEXT;
+        for (int i = 0; i < FP_STORE_NDBS; i++)
+            if (k.mv_size == strlen(fp_store_db_names[i]) &&
+                !memcmp(k.mv_data, fp_store_db_names[i], k.mv_size)) {
+                if (d.mv_size != S_DB_BYTES)
+                    rc = s_bad(r, "main table: table %s has a record of %zu bytes",
+                               fp_store_db_names[i], d.mv_size);
+                else
+                    rc = s_claim_tree(map, r, own, stack,
+                                      s_u64((const uint8_t *)d.mv_data + S_DB_ROOT),
+                                      (uint8_t)(i + 1));
+                break;
+            }
+    }
+    mdb_cursor_close(cur);
+    r->free_pages = 0; /* counted again */
+    if (rc != 0 || (rc = s_walk_free(txn, r, own)) != 0)
+        goto out;
+    for (uint64_t pg = 2; pg < r->pages; pg++)
+        if (own[pg] == S_OWN_NONE) {
+            rc = s_bad(r, "page accounting: page %llu is in no tree and not on the free list",
+                       (unsigned long long)pg);
+            goto out;
+        }
+out:
+    if (map != MAP_FAILED && map)
+        munmap((void *)map, len);
+    free(stack);
+    free(own);
+    return rc;
 }
 
 /* The walk itself (in the child, or in-process). */
@@ -406,7 +609,7 @@ static int s_walk(const char *dir, fp_store_verify_t *r)
                 goto out;
             }
     }
-    if ((rc = s_walk_free(txn, r)) != 0)
+    if ((rc = s_walk_free(txn, r, NULL)) != 0)
         goto out;
     if ((rc = mdb_stat(txn, 0, &st)) != 0) {
         rc = s_bad(r, "free list: %s", mdb_strerror(rc));
@@ -422,6 +625,8 @@ static int s_walk(const char *dir, fp_store_verify_t *r)
                    (unsigned long long)r->pages);
         goto out;
     }
+    if ((rc = s_walk_pages(path, txn, main_dbi, r)) != 0)
+        goto out;
     snprintf(r->table, sizeof r->table, "(done)");
     rc = 0;
 out:

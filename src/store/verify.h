@@ -23,7 +23,9 @@
     records have their layout; the outbox has no holes and ends at meta
     global_seq; the free list names pages inside the file; and the pages
     of all trees plus the free pages plus the two meta pages are exactly
-    the file's pages.
+    the file's pages, each held once (the trees read page by page from
+    the file in LMDB's on-disk layout: a free-list entry that names a page
+    in use would be handed out as new and overwritten at the next commit).
 
     Thread contract: call from one thread with no fork-unsafe lock held by
     others that the child needs (the child uses malloc and LMDB only, and

@@ -2,7 +2,8 @@
     walks clean with every table's count; a flipped byte inside a value, a
     zeroed data page, a cut file and a file that is no state are each
     reported with where; the walk in a child survives what LMDB does on a
-    damaged page; fp_store_open refuses what the walk refuses.
+    damaged page; a free list that names a page in use is refused though
+    the page counts add up; fp_store_open refuses what the walk refuses.
 
     Every test works in its own fresh directory under /tmp.
 */
@@ -241,6 +242,60 @@ TEST(test_cut_file_and_foreign_file)
     s_rmdir(dir);
 }
 
+/* A free-list entry changed into the number of a page in use (here: the
+   main table's root) while the counts still add up (the page it named is
+   then on no list): every entry still walks clean, so only the page
+   accounting by page number sees it. Accepted, the next commit would
+   hand the page out as new and overwrite it (t_state_verify.py's "16 bits
+   in page 6": an outbox leaf overwritten, a hole of 81 events). */
+TEST(test_free_list_naming_a_page_in_use_is_refused)
+{
+    const char *dir = s_newdir();
+    s_make(dir);
+    size_t len;
+    uint8_t *buf = (uint8_t *)s_read(dir, &len);
+    long psize = sysconf(_SC_PAGESIZE);
+    /* LMDB's meta record after the 16-byte page header: the free list's
+       and the main table's MDB_db (48 bytes each, md_root at 40) at 24,
+       mm_txnid at 128 */
+    uint64_t txn[2], free_root, main_root;
+    for (int i = 0; i < 2; i++)
+        memcpy(&txn[i], buf + (size_t)i * (size_t)psize + 16 + 128, 8);
+    const uint8_t *meta = buf + (txn[1] > txn[0] ? (size_t)psize : 0) + 16;
+    memcpy(&free_root, meta + 24 + 40, 8);
+    memcpy(&main_root, meta + 24 + 48 + 40, 8);
+    ASSERT(free_root != UINT64_MAX);
+    /* the free list's root is its only leaf: its first node's value is a
+       count and then the free pages; the first of them becomes main's root */
+    const uint8_t *leaf = buf + free_root * (size_t)psize;
+    uint16_t flags, at, ks;
+    memcpy(&flags, leaf + 10, 2);
+    ASSERT(flags & 0x02);
+    memcpy(&at, leaf + 16, 2);
+    memcpy(&ks, leaf + at + 6, 2);
+    size_t count_off = free_root * (size_t)psize + at + 8 + ks;
+    uint64_t count, was;
+    memcpy(&count, buf + count_off, 8);
+    ASSERT(count >= 1);
+    memcpy(&was, buf + count_off + 8, 8);
+    ASSERT(was != main_root);
+    free(buf);
+    fp_store_verify_t r;
+    memset(&r, 0, sizeof r);
+    ASSERT_EQ(fp_store_verify(dir, true, &r), 0);
+    s_write_at(dir, count_off + 8, &main_root, 8);
+    memset(&r, 0, sizeof r);
+    ASSERT_EQ(fp_store_verify(dir, true, &r), FP_STORE_CORRUPT);
+    char want[96];
+    snprintf(want, sizeof want, "page %llu is in (main) and in (free list)",
+             (unsigned long long)main_root);
+    if (!strstr(r.problem, want))
+        fprintf(stderr, "problem: %s\n", r.problem);
+    ASSERT(strstr(r.problem, want) != NULL);
+    s_refused_by_open(dir, want);
+    s_rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
@@ -248,5 +303,6 @@ int main(int argc, char **argv)
     RUN(test_flipped_value_byte_names_table_and_key);
     RUN(test_zeroed_data_page_is_refused_not_a_crash);
     RUN(test_cut_file_and_foreign_file);
+    RUN(test_free_list_naming_a_page_in_use_is_refused);
     return test_done();
 }
