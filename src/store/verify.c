@@ -371,6 +371,34 @@ static int s_claim_tree(const uint8_t *map, fp_store_verify_t *r, uint8_t *own, 
     return 0;
 }
 
+/* The free list's and the main table's roots of txn's snapshot, read
+   from its meta page right after the txn began (a running floorpost
+   overwrites that page two commits later; the pages of the snapshot stay
+   while the txn is open). known false: no meta page names the txn (the
+   file changed under the read, `state verify` beside a busy floorpost). */
+typedef struct {
+    bool known;
+    uint64_t free_root, main_root;
+} s_roots_t;
+
+static s_roots_t s_read_roots(const char *path, MDB_txn *txn, size_t psize)
+{
+    s_roots_t out = {false, S_NO_PAGE, S_NO_PAGE};
+    uint8_t m[S_PAGEHDR + S_META_TXNID + 8];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return out;
+    for (int i = 0; i < 2 && !out.known; i++)
+        if (pread(fd, m, sizeof m, (off_t)((size_t)i * psize)) == (ssize_t)sizeof m &&
+            s_u64(m + S_PAGEHDR + S_META_TXNID) == mdb_txn_id(txn)) {
+            out.known = true;
+            out.free_root = s_u64(m + S_PAGEHDR + S_META_DBS + S_DB_ROOT);
+            out.main_root = s_u64(m + S_PAGEHDR + S_META_DBS + S_DB_BYTES + S_DB_ROOT);
+        }
+    close(fd);
+    return out;
+}
+
 /* Every page of the snapshot held exactly once: by a meta record, a tree
    (each table's, the main table's, the free list's) or the free list.
    The counts alone (2 meta + tree + free pages = the file's) miss a
@@ -379,8 +407,11 @@ static int s_claim_tree(const uint8_t *map, fp_store_verify_t *r, uint8_t *own, 
    breaks for good (LMDB hands the page out as new and overwrites it: an
    outbox leaf lost, a hole). The trees are read from the file as the
    snapshot left them (txn's, which LMDB keeps from any writer). */
-static int s_walk_pages(const char *path, MDB_txn *txn, MDB_dbi main_dbi, fp_store_verify_t *r)
+static int s_walk_pages(const char *path, MDB_txn *txn, MDB_dbi main_dbi, s_roots_t roots,
+                        fp_store_verify_t *r)
 {
+    if (!roots.known)
+        return 0; /* the counts stand */
     int rc = 0;
     size_t len = (size_t)(r->pages * r->psize);
     uint8_t *own = calloc((size_t)r->pages, 1);
@@ -396,21 +427,9 @@ static int s_walk_pages(const char *path, MDB_txn *txn, MDB_dbi main_dbi, fp_sto
         goto out;
     }
     snprintf(r->table, sizeof r->table, "(pages)");
-    /* The meta record of this snapshot; a running floorpost may have
-       written both meta pages since the txn began (state verify beside
-       it): then the roots are no longer on record, and the counts stand. */
-    uint64_t id = mdb_txn_id(txn);
-    const uint8_t *meta = NULL;
-    for (int i = 0; i < 2 && !meta; i++)
-        if (s_u64(map + (size_t)i * r->psize + S_PAGEHDR + S_META_TXNID) == id)
-            meta = map + (size_t)i * r->psize + S_PAGEHDR;
-    if (!meta)
-        goto out;
-    uint64_t free_root = s_u64(meta + S_META_DBS + S_DB_ROOT);
-    uint64_t main_root = s_u64(meta + S_META_DBS + S_DB_BYTES + S_DB_ROOT);
     own[0] = own[1] = S_OWN_META;
-    if ((rc = s_claim_tree(map, r, own, stack, free_root, S_OWN_FREETREE)) != 0 ||
-        (rc = s_claim_tree(map, r, own, stack, main_root, S_OWN_MAIN)) != 0)
+    if ((rc = s_claim_tree(map, r, own, stack, roots.free_root, S_OWN_FREETREE)) != 0 ||
+        (rc = s_claim_tree(map, r, own, stack, roots.main_root, S_OWN_MAIN)) != 0)
         goto out;
     MDB_cursor *cur;
     if ((rc = mdb_cursor_open(txn, main_dbi, &cur)) != 0) {
@@ -512,6 +531,7 @@ static int s_walk(const char *dir, fp_store_verify_t *r)
         mdb_env_close(env);
         return s_bad(r, "cannot begin a read: %s", mdb_strerror(rc));
     }
+    s_roots_t roots = s_read_roots(path, txn, (size_t)r->psize);
     /* The main table: where LMDB keeps the named tables. Only ours. */
     MDB_dbi main_dbi;
     MDB_cursor *cur;
@@ -625,7 +645,7 @@ static int s_walk(const char *dir, fp_store_verify_t *r)
                    (unsigned long long)r->pages);
         goto out;
     }
-    if ((rc = s_walk_pages(path, txn, main_dbi, r)) != 0)
+    if ((rc = s_walk_pages(path, txn, main_dbi, roots, r)) != 0)
         goto out;
     snprintf(r->table, sizeof r->table, "(done)");
     rc = 0;
