@@ -115,7 +115,7 @@ static void s_event(const uint8_t *val, size_t vlen)
     if (n >= 0)
         json_decref(s_json_object(out, n));
 
-    fp_reader_event_t raw = {7, round, topic, tlen, aligned, evlen};
+    fp_reader_event_t raw = {7, round, topic, tlen, aligned, evlen, false};
     fp_sink_event_t sev;
     int src = fp_sink_event_decode(&raw, &sev);
     FUZZ_CHECK((src == 0) == (drc == FP_CODEC_OK));

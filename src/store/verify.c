@@ -7,6 +7,7 @@
 #include "store.h"
 #include "store_internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
@@ -369,6 +370,29 @@ static int s_claim_tree(const uint8_t *map, fp_store_verify_t *r, uint8_t *own, 
         }
     }
     return 0;
+}
+
+int fp_store_verify_claim_trees(const uint8_t *map, uint64_t pages, uint64_t psize,
+                                const uint64_t *roots, int nroots, uint8_t *own,
+                                fp_store_verify_t *r)
+{
+    assert(map && own && r && pages >= 2 && psize >= 64 && (roots || nroots == 0));
+    r->pages = pages;
+    r->psize = psize;
+    r->problem[0] = '\0';
+    memset(own, S_OWN_NONE, (size_t)pages);
+    own[0] = own[1] = S_OWN_META;
+    uint64_t *stack = malloc((size_t)pages * sizeof *stack);
+    if (!stack)
+        return -ENOMEM;
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < nroots; i++)
+        rc = s_claim_tree(map, r, own, stack, roots[i],
+                          i == 0 ? S_OWN_FREETREE
+                          : i == 1 ? S_OWN_MAIN
+                                   : (uint8_t)(1 + (i - 2) % FP_STORE_NDBS));
+    free(stack);
+    return rc;
 }
 
 /* The free list's and the main table's roots of txn's snapshot, read

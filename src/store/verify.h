@@ -67,6 +67,17 @@ typedef struct {
    (cannot walk: no such file, fork failed; r->problem says why). */
 int fp_store_verify(const char *dir, bool in_child, fp_store_verify_t *r);
 
+/* The page accounting's reading of LMDB pages by hand, alone (for
+   fuzz/fuzz_verify.c and the unit tests): map holds pages x psize bytes
+   (psize >= 64; pages >= 2, 0 and 1 the meta pages); the trees at
+   roots[0] (the free-list tree), roots[1] (the main table) and roots[2..]
+   (tables) are claimed page by page into own[pages] (which it clears
+   first; UINT64_MAX: no tree). 0, FP_STORE_CORRUPT (r->problem says which
+   page and why) or -ENOMEM. Sets r->pages and r->psize. */
+int fp_store_verify_claim_trees(const uint8_t *map, uint64_t pages, uint64_t psize,
+                                const uint64_t *roots, int nroots, uint8_t *own,
+                                fp_store_verify_t *r);
+
 /* The name of table i (0 .. FP_STORE_VERIFY_TABLES - 1). */
 const char *fp_store_verify_table(int i);
 

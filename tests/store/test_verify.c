@@ -296,6 +296,90 @@ TEST(test_free_list_naming_a_page_in_use_is_refused)
     s_rmdir(dir);
 }
 
+/* ---- the page accounting alone (fp_store_verify_claim_trees) ---- */
+
+#define PS 128
+
+/* Page pgno of map as a branch (children) or a leaf (one node with key
+   "k" and flags nf, data bytes d[0..dn)). */
+static void s_page(uint8_t *map, uint64_t pgno, bool branch, const uint64_t *children, int nc,
+                   uint16_t nf, const uint8_t *d, uint16_t dn)
+{
+    uint8_t *p = map + pgno * PS;
+    memset(p, 0, PS);
+    uint16_t upper = PS, lower = 16;
+    int n = branch ? nc : 1;
+    for (int i = 0; i < n; i++) {
+        uint16_t len = (uint16_t)(8 + 1 + (branch ? 0 : dn));
+        upper = (uint16_t)(upper - len - (len & 1));
+        uint8_t *node = p + upper;
+        uint64_t c = branch ? children[i] : 0;
+        uint16_t h[4] = {branch ? (uint16_t)c : dn, branch ? (uint16_t)(c >> 16) : 0,
+                         branch ? (uint16_t)(c >> 32) : nf, 1};
+        memcpy(node, h, 8);
+        node[8] = 'k';
+        if (!branch)
+            memcpy(node + 9, d, dn);
+        memcpy(p + lower, &upper, 2);
+        lower += 2;
+    }
+    uint16_t flags = branch ? 1 : 2;
+    memcpy(p, &pgno, 8);
+    memcpy(p + 10, &flags, 2);
+    memcpy(p + 12, &lower, 2);
+    memcpy(p + 14, &upper, 2);
+}
+
+TEST(test_page_accounting_by_hand)
+{
+    uint8_t map[8 * PS], own[8];
+    memset(map, 0, sizeof map);
+    const uint8_t xyz[3] = {'x', 'y', 'z'};
+    uint64_t kids[2] = {4, 5}, ov = 6;
+    s_page(map, 2, false, NULL, 0, 0, xyz, 3);
+    s_page(map, 3, true, kids, 2, 0, NULL, 0);
+    s_page(map, 4, false, NULL, 0, 0, xyz, 1);
+    s_page(map, 5, false, NULL, 0, 0x01 /* F_BIGDATA */, (const uint8_t *)&ov, 8);
+    uint8_t *o6 = map + 6 * PS;
+    uint16_t ovf = 0x04;
+    uint32_t count = 2;
+    memcpy(o6, &ov, 8);
+    memcpy(o6 + 10, &ovf, 2);
+    memcpy(o6 + 12, &count, 4);
+    fp_store_verify_t r;
+    memset(&r, 0, sizeof r);
+    /* the free-list tree at 2, the main table at 3: every page held once */
+    uint64_t roots[3] = {2, 3, 4};
+    ASSERT_EQ(fp_store_verify_claim_trees(map, 8, PS, roots, 2, own, &r), 0);
+    ASSERT_EQ(r.problem[0], '\0');
+    for (int pg = 2; pg < 8; pg++)
+        ASSERT(own[pg] != 0);
+    ASSERT(own[2] != own[3] && own[3] == own[4] && own[4] == own[7]);
+    /* a table rooted at a page the main table holds */
+    ASSERT_EQ(fp_store_verify_claim_trees(map, 8, PS, roots, 3, own, &r), FP_STORE_CORRUPT);
+    ASSERT(strstr(r.problem, "page 4 is in (main) and in ") != NULL);
+    /* (one root from here on: the free-list tree's) a branch naming a meta page */
+    uint64_t meta = 1;
+    s_page(map, 3, true, &meta, 1, 0, NULL, 0);
+    ASSERT_EQ(fp_store_verify_claim_trees(map, 8, PS, roots + 1, 1, own, &r), FP_STORE_CORRUPT);
+    ASSERT(strstr(r.problem, "page 1 is in (meta)") != NULL);
+    /* a child outside the file, a page that does not name itself, an overflow run past the end */
+    uint64_t far = 8;
+    s_page(map, 3, true, &far, 1, 0, NULL, 0);
+    ASSERT_EQ(fp_store_verify_claim_trees(map, 8, PS, roots + 1, 1, own, &r), FP_STORE_CORRUPT);
+    ASSERT(strstr(r.problem, "outside the file") != NULL);
+    s_page(map, 3, true, kids, 2, 0, NULL, 0);
+    uint64_t wrong = 9;
+    memcpy(map + 4 * PS, &wrong, 8);
+    ASSERT_EQ(fp_store_verify_claim_trees(map, 8, PS, roots + 1, 1, own, &r), FP_STORE_CORRUPT);
+    ASSERT(strstr(r.problem, "page 4 of (free list tree) has an impossible header") != NULL);
+    memcpy(map + 4 * PS, &kids[0], 8);
+    count = 3;
+    memcpy(o6 + 12, &count, 4);
+    ASSERT_EQ(fp_store_verify_claim_trees(map, 8, PS, roots + 1, 1, own, &r), FP_STORE_CORRUPT);
+    ASSERT(strstr(r.problem, "names page 8, outside") != NULL);
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
@@ -304,5 +388,6 @@ int main(int argc, char **argv)
     RUN(test_zeroed_data_page_is_refused_not_a_crash);
     RUN(test_cut_file_and_foreign_file);
     RUN(test_free_list_naming_a_page_in_use_is_refused);
+    RUN(test_page_accounting_by_hand);
     return test_done();
 }
