@@ -189,6 +189,21 @@ int fp_outbox_put_reader(fp_store_txn_t *t, const char *name, uint64_t position,
     return rc ? fp_store_txn_fail(t, fp_store_lmdb_rc(rc)) : 0;
 }
 
+/* A reader's record (position, flags, now, aux) put in w and committed;
+   w is ended either way. */
+static int s_reader_put_commit(fp_store_t *self, fp_store_w_t *w, MDB_val *k, uint64_t position,
+                               uint32_t flags, const uint64_t aux[2])
+{
+    uint8_t vb[S_READER_LEN];
+    s_reader_enc(vb, position, flags, fp_store_now_ns(), aux);
+    int rc = fp_store_w_put(w, FP_STORE_DB_READERS, NULL, k, vb, S_READER_LEN, 0);
+    if (rc != 0) {
+        fp_store_w_abort(w);
+        return fp_store_lmdb_rc(rc);
+    }
+    return fp_store_commit_rc(self, fp_store_w_commit(w));
+}
+
 int fp_outbox_add_reader(fp_store_t *self, const char *name, uint64_t position)
 {
     assert(self && name);
@@ -205,15 +220,8 @@ int fp_outbox_add_reader(fp_store_t *self, const char *name, uint64_t position)
         fp_store_w_abort(&w);
         return rc == 0 ? 0 : rc == FP_STORE_CORRUPT ? rc : fp_store_lmdb_rc(rc);
     }
-    uint8_t vb[S_READER_LEN];
     const uint64_t aux[2] = {0, 0};
-    s_reader_enc(vb, position, FP_OUTBOX_READER_ENABLED, fp_store_now_ns(), aux);
-    rc = fp_store_w_put(&w, FP_STORE_DB_READERS, NULL, &k, vb, S_READER_LEN, 0);
-    if (rc != 0) {
-        fp_store_w_abort(&w);
-        return fp_store_lmdb_rc(rc);
-    }
-    return fp_store_commit_rc(self, fp_store_w_commit(&w));
+    return s_reader_put_commit(self, &w, &k, position, FP_OUTBOX_READER_ENABLED, aux);
 }
 
 int fp_outbox_set_reader_flags(fp_store_t *self, const char *name, uint32_t set, uint32_t clear,
@@ -242,18 +250,11 @@ int fp_outbox_set_reader_flags(fp_store_t *self, const char *name, uint32_t set,
     }
     s_reader_aux(&d, aux);
     flags = (flags | set) & ~clear;
-    uint8_t vb[S_READER_LEN];
-    s_reader_enc(vb, pos, flags, fp_store_now_ns(), aux);
-    rc = fp_store_w_put(&w, FP_STORE_DB_READERS, NULL, &k, vb, S_READER_LEN, 0);
-    if (rc != 0) {
-        fp_store_w_abort(&w);
-        return fp_store_lmdb_rc(rc);
-    }
     if (position)
         *position = pos;
     if (flags_out)
         *flags_out = flags;
-    return fp_store_commit_rc(self, fp_store_w_commit(&w));
+    return s_reader_put_commit(self, &w, &k, pos, flags, aux);
 }
 
 int fp_outbox_put_reader_aux(fp_store_txn_t *t, const char *name, const uint64_t aux[2])
