@@ -385,9 +385,10 @@ class Floorpost:
         raise AssertionError("no drained summary in log:\n" + self.log())
 
 
-def replay(ctx, endpoint, from_seq, max_events=10000, timeout=10.0):
+def replay(ctx, endpoint, from_seq, max_events=10000, timeout=10.0, raw_end=False):
     """Asks floorpost's replay endpoint for events from global_seq from_seq.
-    Returns (events, (next, oldest, last_committed))."""
+    Returns (events, (next, oldest, last_committed)); raw_end: (events,
+    END's text as it came, e.g. an ERROR)."""
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
     s.connect(endpoint)
@@ -400,6 +401,8 @@ def replay(ctx, endpoint, from_seq, max_events=10000, timeout=10.0):
                 continue
             parts = s.recv_multipart()
             if parts[0] == b"END":
+                if raw_end:
+                    return events, parts[1].decode()
                 words = parts[1].decode().split()
                 return events, tuple(int(w) for w in words)
             events.append(decode_checkpoint(parts[0].decode(), parts[1]))

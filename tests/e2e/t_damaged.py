@@ -22,33 +22,18 @@ import time
 
 import zmq
 
-from fp import (FLOORPOST, PART, Floorpost, Producer, decode_checkpoint, eq, extra_test,
+from fp import (FLOORPOST, PART, Floorpost, Producer, eq, extra_test,
                 free_port, parse_metrics, rec, scrape)
+from fp import replay as fp_replay
 from t_jsonl import read_files, sinks_cli
 
 CTX = zmq.Context.instance()
 MARK = b"ZZDAMAGEDORDERZZ"
 
 
-def raw_replay(endpoint, from_seq, max_events=10000, timeout=10.0):
+def raw_replay(endpoint, from_seq):
     """(events, END's text): END's text as it is (an ERROR is not raised)."""
-    s = CTX.socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    s.connect(endpoint)
-    s.send(b"REPLAY %d %d" % (from_seq, max_events))
-    events = []
-    end = time.time() + timeout
-    try:
-        while time.time() < end:
-            if not s.poll(200):
-                continue
-            parts = s.recv_multipart()
-            if parts[0] == b"END":
-                return events, parts[1].decode()
-            events.append(decode_checkpoint(parts[0].decode(), parts[1]))
-        raise AssertionError("replay: no END within %.0f s" % timeout)
-    finally:
-        s.close()
+    return fp_replay(CTX, endpoint, from_seq, raw_end=True)
 
 
 def damage_event(path, gseq):
