@@ -53,6 +53,7 @@ struct fp_reader {
     uint64_t aux[2];
     bool rewound, deferred, reopen; /* reopen: fp_reader_redo asked for it */
     uint64_t offered;       /* the last global_seq cb_deliver accepted */
+    uint64_t delivering;    /* in cb_deliver: its batch's last global_seq (else 0) */
     uint64_t dmg_first, dmg_last; /* deferred: the last run of damaged events accepted (0: none) */
     /* The batch copied out of the map. */
     fp_reader_event_t *evs;
@@ -233,8 +234,10 @@ static bool s_deliver(fp_reader_t *self)
         self->evs[i].ev = self->blob + (uintptr_t)self->evs[i].ev;
     }
     self->retry_next_ms = -1;
+    self->delivering = self->evs[self->nevs - 1].global_seq;
     int done = self->o.type->cb_deliver(self->o.ctx, self, self->evs, self->nevs, err,
                                         sizeof err);
+    self->delivering = 0;
     /* A failure: a negative result, or a prefix (maybe 0) after which the
        type asked for a delay (fp_reader_retry_in: the sinks' back-off). */
     bool bad = done < 0 || (size_t)done > self->nevs;
@@ -578,7 +581,8 @@ void fp_reader_defer(fp_reader_t *self)
 void fp_reader_finished(fp_reader_t *self, uint64_t position)
 {
     uint64_t old = atomic_load_explicit(&self->position, memory_order_relaxed);
-    if (position <= old || position > self->offered)
+    uint64_t upto = self->offered > self->delivering ? self->offered : self->delivering;
+    if (position <= old || position > upto)
         return;
     atomic_store_explicit(&self->position, position, memory_order_relaxed);
     s_report(self, position);

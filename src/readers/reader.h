@@ -189,7 +189,9 @@ void fp_reader_defer(fp_reader_t *self);
 
 /* A deferring type: every accepted event <= position is finished (kept
    for good). Ignored when not ahead of the finished position or beyond
-   what was accepted. */
+   what was accepted; within cb_deliver, the batch it was given counts as
+   accepted (a type that finished it before returning, and returns it
+   whole). */
 void fp_reader_finished(fp_reader_t *self, uint64_t position);
 
 /* From cb_idle (a deferring type whose deferred work failed: a file

@@ -43,6 +43,17 @@
       position is before it comes again through staging (below), which
       skips its rows; the position catches up when idle and at close
       (s_pos_catch_up).
+    - Pipelined with one session (s_pipelined): while more committed events
+      wait than the batch holds, deliver encodes every table's data, sends
+      the transaction, hands over the first table's data and returns
+      without waiting for the commit (the reader defers: accepted is not
+      finished), so the reader reads and decodes the next batch while the
+      backend inserts; the next deliver (or cb_idle, or cb_close) reads
+      the result first (s_inflight_end) and only then finishes the batch
+      (fp_sink_finished). One transaction in flight at a time, the position
+      still in it with the rows; a failure there offers everything from
+      the finished position again. The last batch of a backlog, and every
+      delivery through staging, waits for its commit as before.
     - cb_open reads sink_position and rewinds the reader to it: after a
       crash the reader goes on exactly after the last committed row, and a
       database restored from a backup makes it deliver again from the
@@ -178,6 +189,12 @@ typedef struct {
     uint64_t db_pos;           /* sink_position as last read or committed (S_NO_POS: no row) */
     uint64_t done_pos;         /* the last event of a split delivery all committed (0: none) */
     bool reopen;               /* reconnected while idle to a changed position: reopen first */
+    /* Pipelined (s_deliver, one session): part[0]'s transaction is sent
+       and its data handed over, its result not read yet. */
+    bool inflight;
+    uint64_t inflight_first, inflight_last;
+    int inflight_before;       /* staged before it */
+    fp_sink_t *inflight_sink;  /* for s_close, which has no fp_sink_t */
     fp_codec_t *codec;         /* rebuilds a refused row's Checkpoint */
 } pg_t;
 
@@ -850,9 +867,14 @@ static int s_failed(pg_t *p, fp_sink_t *s, PGresult *r, const char *what)
 
 static void s_pos_catch_up(pg_t *p);
 
+static int s_inflight_end(pg_t *p, fp_sink_t *s);
+
 static void s_close(void *ctx)
 {
     pg_t *p = ctx;
+    if (p->inflight && p->conn)
+        s_inflight_end(p, p->inflight_sink); /* committed: finished; else it comes again */
+    p->inflight = false;
     s_pos_catch_up(p);
     if (p->conn)
         PQfinish(p->conn);
@@ -1016,6 +1038,10 @@ static int s_open(void *ctx, fp_sink_t *s)
         return -1;
     if (have)
         fp_sink_rewind(s, pos);
+    /* Accepted is not finished: a pipelined delivery (s_deliver) is
+       finished when its commit is read, after the next batch was read. */
+    fp_sink_defer(s);
+    p->inflight = false;
     p->db_pos = have ? pos : S_NO_POS;
     p->reopen = false;
     p->next_poll_ns = 0;
@@ -1333,9 +1359,86 @@ static void s_pos_catch_up(pg_t *p)
     PQclear(r);
 }
 
+/* The pipelined delivery's result (it feeds the COPY data of its later
+   tables as the server asks for them): committed, it is finished; a
+   conflict makes the next deliveries go through staging (it comes again
+   from the finished position: its events are gone from the reader's
+   buffer). 0, or what deliver returns. */
+static int s_inflight_end(pg_t *p, fp_sink_t *s)
+{
+    if (!p->inflight)
+        return 0;
+    s_part_t *c = &p->part[0];
+    p->inflight = false;
+    PGresult *r;
+    while ((r = PQgetResult(c->conn)) != NULL)
+        s_result(c, r);
+    uint64_t inserted = 0;
+    int rc = s_attempt_end(p, c, s, &inserted);
+    if (rc == S_CONFLICT) {
+        fp_log(FP_LOG_WARN, p->component, "an event_id is in the table already: delivering "
+               "through the staging tables with ON CONFLICT DO NOTHING", "from=%" PRIu64
+               " to=%" PRIu64, p->inflight_first, p->inflight_last);
+        p->staged = S_STAGED_AFTER_CONFLICT;
+        return fp_sink_fail(s, FP_SINK_ERR_server, "an event_id is in the table already: "
+                            "offered again through the staging tables");
+    }
+    if (rc != 0)
+        return rc;
+    if (p->inflight_before > 0 && p->staged == p->inflight_before)
+        p->staged--;
+    p->db_pos = p->inflight_last;
+    fp_sink_count_writes(s, inserted);
+    fp_sink_finished(s, p->inflight_last);
+    return 0;
+}
+
+/* One session, more committed events waiting: part c's transaction is
+   sent with every table's COPY data encoded first (the events are gone
+   once deliver returns) and the first table's handed over; deliver
+   returns without waiting for the commit, so the reader reads and decodes
+   the next batch while the backend inserts, and the next deliver (or
+   idle, or close) reads the result (s_inflight_end). The position is
+   still committed with the rows in the one transaction. 0, or what
+   deliver returns. */
+static int s_pipelined(pg_t *p, s_part_t *c, fp_sink_t *s, const fp_sink_event_t *evs, size_t n)
+{
+    s_part_set(c, evs, n);
+    for (int k = 0; k < FP_CK_KINDS; k++) {
+        size_t off = 0;
+        if (!c->nrows[k])
+            continue;
+        if (!s_encode_kind(&c->rows[k], NULL, &off, evs, n, k))
+            return fp_sink_fail(s, FP_SINK_ERR_io, "out of memory");
+        c->encoded[k] = true;
+    }
+    uint64_t last = evs[n - 1].raw->global_seq;
+    int rc = s_attempt_send(p, c, s, last, false);
+    if (rc != 0)
+        return rc;
+    p->inflight = true;
+    p->inflight_first = evs[0].raw->global_seq;
+    p->inflight_last = last;
+    p->inflight_before = p->staged;
+    p->inflight_sink = s;
+    PGresult *r = NULL;
+    while (c->fed == 0 && (r = PQgetResult(c->conn)) != NULL)
+        s_result(c, r); /* BEGIN, then the first COPY: fed */
+    c->evs = NULL;
+    c->nevs = 0;
+    if (r == NULL) /* the query ended already (an error) */
+        return s_inflight_end(p, s);
+    return 0;
+}
+
 static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t n)
 {
     pg_t *p = ctx;
+    if (p->inflight) {
+        int rc = s_inflight_end(p, s);
+        if (rc != 0)
+            return rc; /* offered again from the finished position */
+    }
     if (!p->conn || PQstatus(p->conn) != CONNECTION_OK) {
         fp_sink_fail(s, FP_SINK_ERR_connect, "not connected");
         return FP_READER_REOPEN;
@@ -1374,6 +1477,11 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
         np = (int)p->connections;
     if (np < 2) {
         s_part_t *c = &p->part[0];
+        if (p->connections == 1 && p->staged == 0 &&
+            evs[n - 1].raw->global_seq < fp_sink_committed(s)) {
+            int rc = s_pipelined(p, c, s, evs, n);
+            return rc != 0 ? rc : (int)n;
+        }
         s_part_set(c, evs, n);
         uint64_t inserted = 0, last = evs[n - 1].raw->global_seq;
         int before = p->staged;
@@ -1386,6 +1494,7 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
             return rc;
         p->db_pos = last;
         fp_sink_count_writes(s, inserted);
+        fp_sink_finished(s, last);
         return (int)n;
     }
     uint64_t last[S_CONN_MAX], ins[S_CONN_MAX];
@@ -1415,6 +1524,8 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
     if (rc[0] == 0)
         p->db_pos = last[0];
     fp_sink_count_writes(s, inserted);
+    if (done)
+        fp_sink_finished(s, evs[done - 1].raw->global_seq);
     if (first_bad < 0) {
         if (before > 0 && p->staged == before)
             p->staged--;
@@ -1554,6 +1665,10 @@ static void s_idle(void *ctx, fp_sink_t *s)
 {
     pg_t *p = ctx;
     int64_t now = fp_now_ns();
+    if (p->inflight && s_inflight_end(p, s) != 0) {
+        fp_sink_redo(s); /* offered again from the finished position, after a reopen */
+        return;
+    }
     s_pos_catch_up(p);
     if (p->verdict_poll_ms == 0 || now < p->next_poll_ns)
         return;

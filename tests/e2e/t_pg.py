@@ -242,6 +242,36 @@ def pg_totals_exact_after_ten_sigkills():
 
 
 @extra_test
+def pg_pipelined_backlog_exact_after_sigkills():
+    """A backlog delivered with one session is pipelined (sink_pg.c
+    s_pipelined: deliver returns once the data is handed over, the next
+    batch is read while the backend inserts, the commit is read at the
+    next deliver): exact through SIGKILLs in the middle of the drain."""
+    rng = random.Random(11)
+    with PgServer() as pg:
+        pg.stop()
+        mport = free_port()
+        fp = Floorpost(sinks=pg_sink(pg, batch_max=40), posting_interval_ms=60000,
+                       round_interval_ms=50, dedup_window=65536, workers=2, shards=2,
+                       metrics_port=mport).start()
+        gen, truth = crashgen(fp, records=30000, rate=20000, seed=13, restart_every=3000)
+        _, err = gen.communicate(timeout=300)
+        eq(gen.returncode, 0, "crashgen: " + err)
+        lag0 = sink_status(mport)["lag_events"]
+        assert lag0 > 2000, "a backlog of %d events only" % lag0
+        pg.start()
+        fp.kill_restarts(4, rng, gap=(0.3, 0.8))
+        end = time.time() + 60
+        while time.time() < end and sink_status(mport)["lag_events"] > 0:
+            time.sleep(0.2)
+        eq(sink_status(mport)["lag_events"], 0, "the backlog delivered")
+        rc, _ = fp.stop()
+        eq(rc, 0, "drain after the kills")
+        n = check_against_truth(pg, fp, truth, "pipelined backlog, 4 SIGKILLs")
+        print("     %d rows, a backlog of %d events, batches of 40" % (n, lag0))
+
+
+@extra_test
 def pg_down_30s_ingest_goes_on_totals_exact():
     with PgServer() as pg:
         mport = free_port()

@@ -313,6 +313,78 @@ TEST(test_restart_from_the_committed_position)
     free(c2);
 }
 
+/* A deferring type that finishes a batch before it returns it (sink_pg's
+   synchronous deliveries) or only at the next call (its pipelined ones). */
+typedef struct {
+    _Atomic int n;
+    uint64_t held; /* the last event of the batch accepted, not finished */
+    bool hold;     /* finish at the next call */
+} defer_t;
+
+static int s_defer_open(void *ctx, fp_reader_t *r, char *err, size_t errlen)
+{
+    fp_reader_defer(r);
+    return 0;
+}
+
+static int s_defer_deliver(void *ctx, fp_reader_t *r, const fp_reader_event_t *evs, size_t n,
+                           char *err, size_t errlen)
+{
+    defer_t *d = ctx;
+    if (d->held)
+        fp_reader_finished(r, d->held);
+    d->held = 0;
+    if (d->hold)
+        d->held = evs[n - 1].global_seq;
+    else
+        fp_reader_finished(r, evs[n - 1].global_seq);
+    atomic_fetch_add(&d->n, (int)n);
+    return (int)n;
+}
+
+static const fp_reader_type_t s_defer = {"defer", s_defer_open, s_defer_deliver, NULL, NULL};
+
+TEST(test_deferring_type_finishes_within_deliver_or_later)
+{
+    emit_t e;
+    s_emit_open(&e);
+    s_round(&e, 6, NULL, 0);
+    defer_t *d = calloc(1, sizeof *d);
+    fp_reader_opts_t o = {.name = "erp-d", .type = &s_defer, .ctx = d, .batch_max = 4,
+                          .retry_ms = 50};
+    char err[256];
+    fp_reader_t *r = fp_reader_start(e.ctx, e.store, &o, err, sizeof err);
+    ASSERT(r != NULL);
+    /* finished inside deliver: the batch it was given counts as accepted */
+    for (int i = 0; i < 500 && atomic_load(&d->n) < 6; i++)
+        usleep(10000);
+    ASSERT_EQ(atomic_load(&d->n), 6);
+    uint64_t pos = 0;
+    for (int i = 0; i < 50 && pos < 6; i++)
+        pos = s_last_report(&e, "erp-d", 100);
+    ASSERT_EQ(pos, 6);
+    ASSERT_EQ(fp_reader_position(r), 6);
+    s_notice(&e, FP_NOTICE_DONE);
+    fp_reader_stop(&r);
+    /* held to the next call: finished one batch later, never beyond */
+    s_round(&e, 6, "erp-d", pos);
+    memset(d, 0, sizeof *d);
+    d->hold = true;
+    r = fp_reader_start(e.ctx, e.store, &o, err, sizeof err);
+    ASSERT(r != NULL);
+    for (int i = 0; i < 500 && atomic_load(&d->n) < 6; i++)
+        usleep(10000);
+    ASSERT_EQ(atomic_load(&d->n), 6);
+    usleep(100000);
+    /* batches 7-10 then 11-12: the first finished at the second call, the
+       second held (no third call) */
+    ASSERT_EQ(fp_reader_position(r), 10);
+    s_notice(&e, FP_NOTICE_DONE);
+    fp_reader_stop(&r);
+    s_emit_close(&e);
+    free(d);
+}
+
 TEST(test_bad_options_refused)
 {
     emit_t e;
@@ -337,6 +409,7 @@ int main(int argc, char **argv)
     RUN(test_failure_and_partial_delivery_offer_again_without_repeats);
     RUN(test_prefix_goes_on_at_once_unless_a_failure_asked_for_a_delay);
     RUN(test_restart_from_the_committed_position);
+    RUN(test_deferring_type_finishes_within_deliver_or_later);
     RUN(test_bad_options_refused);
     return test_done();
 }
