@@ -52,8 +52,14 @@
       the result first (s_inflight_end) and only then finishes the batch
       (fp_sink_finished). One transaction in flight at a time, the position
       still in it with the rows; a failure there offers everything from
-      the finished position again. The last batch of a backlog, and every
-      delivery through staging, waits for its commit as before.
+      the finished position again. A split delivery (connections > 1,
+      below) is pipelined the same way: every part's data encoded, the
+      parts sent and driven until each has its first table's data in the
+      socket (s_parts_drive with handover), their results read at the
+      next call (s_split_end); the next delivery's first part writes the
+      position only after every part of this one is in. The last batch of
+      a backlog, and every delivery through staging, waits for its commits
+      as before.
     - cb_open reads sink_position and rewinds the reader to it: after a
       crash the reader goes on exactly after the last committed row, and a
       database restored from a backup makes it deliver again from the
@@ -155,6 +161,7 @@ typedef struct {
     bool encoded[FP_CK_KINDS]; /* rows[k] holds this delivery's data (a second attempt) */
     const fp_sink_event_t *evs; /* the part's events, while s_deliver runs */
     size_t nevs;
+    uint64_t first_seq, last_seq; /* their global_seqs (kept after s_deliver) */
     bool oom;                  /* s_feed ran out of memory */
     s_out_t q;                 /* the part's one query */
     /* one attempt (s_attempt_send .. s_attempt_end) */
@@ -194,6 +201,10 @@ typedef struct {
     bool inflight;
     uint64_t inflight_first, inflight_last;
     int inflight_before;       /* staged before it */
+    int inflight_np;           /* 0: part[0] alone (one session); else a split delivery's parts */
+    int parts_rc[S_CONN_MAX];  /* s_run_parts' results, kept while a split delivery is in flight */
+    uint64_t parts_ins[S_CONN_MAX], parts_pos[S_CONN_MAX], parts_end[S_CONN_MAX];
+    int64_t parts_deadline;
     fp_sink_t *inflight_sink;  /* for s_close, which has no fp_sink_t */
     fp_codec_t *codec;         /* rebuilds a refused row's Checkpoint */
 } pg_t;
@@ -1226,18 +1237,31 @@ static int s_part(pg_t *p, s_part_t *c, fp_sink_t *s, uint64_t last, uint64_t *i
    COPY data. rc[j] as s_attempt_end, ins[j] its rows. A session that
    takes longer than statement_timeout_ms + connect_timeout_ms to answer
    is taken for gone. */
+static void s_parts_drive(pg_t *p, fp_sink_t *s, int np, int *rc, uint64_t *ins,
+                          int64_t deadline, bool handover);
+
 static void s_run_parts(pg_t *p, fp_sink_t *s, int np, const uint64_t *last, int *rc,
-                        uint64_t *ins)
+                        uint64_t *ins, bool handover)
 {
     bool staged = p->staged > 0;
     for (int j = 0; j < np; j++) {
         rc[j] = s_attempt_send(p, &p->part[j], s, last[j], staged);
         ins[j] = 0;
     }
-    int64_t deadline = fp_now_ns() + (p->statement_timeout_ms + p->connect_timeout_ms) * 1000000;
+    p->parts_deadline =
+        fp_now_ns() + (p->statement_timeout_ms + p->connect_timeout_ms) * 1000000;
+    s_parts_drive(p, s, np, rc, ins, p->parts_deadline, handover);
+}
+
+/* s_run_parts' poll loop: until every part has its last result, or with
+   handover until every part has its first table's data in the kernel's
+   socket buffer (the rest is read and fed by a later call). */
+static void s_parts_drive(pg_t *p, fp_sink_t *s, int np, int *rc, uint64_t *ins,
+                          int64_t deadline, bool handover)
+{
     for (;;) {
         struct pollfd pfd[S_CONN_MAX];
-        int map[S_CONN_MAX], n = 0;
+        int map[S_CONN_MAX], n = 0, waiting = 0;
         for (int j = 0; j < np; j++) {
             s_part_t *c = &p->part[j];
             if (!c->active)
@@ -1277,8 +1301,10 @@ static void s_run_parts(pg_t *p, fp_sink_t *s, int np, const uint64_t *last, int
             pfd[n] = (struct pollfd){PQsocket(c->conn), (short)(POLLIN | (c->flush ? POLLOUT : 0)),
                                      0};
             map[n++] = j;
+            if (!handover || c->fed == 0 || c->flush)
+                waiting++;
         }
-        if (n == 0)
+        if (n == 0 || waiting == 0)
             return;
         int64_t left = deadline - fp_now_ns();
         if (left <= 0) {
@@ -1321,8 +1347,7 @@ static void s_parts_conflicts(pg_t *p, fp_sink_t *s, int np, const uint64_t *las
         if (rc[j] == S_CONFLICT) {
             fp_log(FP_LOG_WARN, p->component, "an event_id is in the table already: delivering "
                    "through the staging tables with ON CONFLICT DO NOTHING", "from=%" PRIu64
-                   " to=%" PRIu64, p->part[j].evs[0].raw->global_seq,
-                   p->part[j].evs[p->part[j].nevs - 1].raw->global_seq);
+                   " to=%" PRIu64, p->part[j].first_seq, p->part[j].last_seq);
             p->staged = S_STAGED_AFTER_CONFLICT;
             rc[j] = s_attempt(p, &p->part[j], s, last[j], true, &ins[j]);
         }
@@ -1333,6 +1358,8 @@ static void s_part_set(s_part_t *c, const fp_sink_event_t *evs, size_t n)
     s_count(c->nrows, evs, n);
     c->evs = evs;
     c->nevs = n;
+    c->first_seq = n ? evs[0].raw->global_seq : 0;
+    c->last_seq = n ? evs[n - 1].raw->global_seq : 0;
     c->oom = false;
     for (int k = 0; k < FP_CK_KINDS; k++)
         c->encoded[k] = false;
@@ -1359,6 +1386,62 @@ static void s_pos_catch_up(pg_t *p)
     PQclear(r);
 }
 
+/* Every table's COPY data of part c encoded now (its events are gone
+   once deliver returns). 0, or -1 out of memory. */
+static int s_encode_all(s_part_t *c)
+{
+    for (int k = 0; k < FP_CK_KINDS; k++) {
+        size_t off = 0;
+        if (!c->nrows[k])
+            continue;
+        if (!s_encode_kind(&c->rows[k], NULL, &off, c->evs, c->nevs, k))
+            return -1;
+        c->encoded[k] = true;
+    }
+    return 0;
+}
+
+/* A split delivery's parts 0..np-1 after s_run_parts: conflicts once more
+   through staging, the rows counted, the parts committed from the first
+   on finished (*done: their events). 0 when every part is in; else
+   FP_READER_REOPEN (a session is gone) or -1, with the failure recorded. */
+static int s_split_end(pg_t *p, fp_sink_t *s, int np, int before, size_t *done)
+{
+    int *rc = p->parts_rc;
+    uint64_t *ins = p->parts_ins;
+    s_parts_conflicts(p, s, np, p->parts_pos, rc, ins);
+    uint64_t inserted = 0, done_last = 0;
+    int first_bad = -1;
+    *done = 0;
+    for (int j = 0; j < np; j++) {
+        inserted += rc[j] == 0 ? ins[j] : 0;
+        if (first_bad < 0 && rc[j] != 0)
+            first_bad = j;
+        if (first_bad < 0) {
+            *done += p->part[j].last_seq - p->part[j].first_seq + 1;
+            done_last = p->part[j].last_seq;
+        }
+    }
+    if (rc[0] == 0)
+        p->db_pos = p->parts_pos[0];
+    fp_sink_count_writes(s, inserted);
+    if (done_last)
+        fp_sink_finished(s, done_last);
+    if (first_bad < 0) {
+        if (before > 0 && p->staged == before)
+            p->staged--;
+        p->done_pos = done_last;
+        return 0;
+    }
+    /* A later part may be in: what comes again goes through staging. */
+    if (p->staged < S_STAGED_AFTER_OPEN)
+        p->staged = S_STAGED_AFTER_OPEN;
+    for (int j = first_bad; j < np; j++)
+        if (rc[j] == FP_READER_REOPEN)
+            return FP_READER_REOPEN;
+    return -1;
+}
+
 /* The pipelined delivery's result (it feeds the COPY data of its later
    tables as the server asks for them): committed, it is finished; a
    conflict makes the next deliveries go through staging (it comes again
@@ -1368,8 +1451,15 @@ static int s_inflight_end(pg_t *p, fp_sink_t *s)
 {
     if (!p->inflight)
         return 0;
-    s_part_t *c = &p->part[0];
     p->inflight = false;
+    if (p->inflight_np) {
+        int np = p->inflight_np;
+        size_t done = 0;
+        p->inflight_np = 0;
+        s_parts_drive(p, s, np, p->parts_rc, p->parts_ins, p->parts_deadline, false);
+        return s_split_end(p, s, np, p->inflight_before, &done);
+    }
+    s_part_t *c = &p->part[0];
     PGresult *r;
     while ((r = PQgetResult(c->conn)) != NULL)
         s_result(c, r);
@@ -1404,13 +1494,9 @@ static int s_inflight_end(pg_t *p, fp_sink_t *s)
 static int s_pipelined(pg_t *p, s_part_t *c, fp_sink_t *s, const fp_sink_event_t *evs, size_t n)
 {
     s_part_set(c, evs, n);
-    for (int k = 0; k < FP_CK_KINDS; k++) {
-        size_t off = 0;
-        if (!c->nrows[k])
-            continue;
-        if (!s_encode_kind(&c->rows[k], NULL, &off, evs, n, k))
-            return fp_sink_fail(s, FP_SINK_ERR_io, "out of memory");
-        c->encoded[k] = true;
+    if (s_encode_all(c) != 0) {
+        c->evs = NULL;
+        return fp_sink_fail(s, FP_SINK_ERR_io, "out of memory");
     }
     uint64_t last = evs[n - 1].raw->global_seq;
     int rc = s_attempt_send(p, c, s, last, false);
@@ -1497,8 +1583,7 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
         fp_sink_finished(s, last);
         return (int)n;
     }
-    uint64_t last[S_CONN_MAX], ins[S_CONN_MAX];
-    int rc[S_CONN_MAX];
+    uint64_t *last = p->parts_pos;
     size_t at = 0;
     for (int j = 0; j < np; j++) {
         size_t len = (n - at) / (size_t)(np - j);
@@ -1507,38 +1592,36 @@ static int s_deliver(void *ctx, fp_sink_t *s, const fp_sink_event_t *evs, size_t
         last[j] = j == 0 ? evs[at - 1].raw->global_seq : 0;
     }
     int before = p->staged;
-    s_run_parts(p, s, np, last, rc, ins);
-    s_parts_conflicts(p, s, np, last, rc, ins);
-    uint64_t inserted = 0;
+    if (p->staged == 0 && evs[n - 1].raw->global_seq < fp_sink_committed(s)) {
+        /* A backlog: pipelined like one session's (s_pipelined), the
+           parts' results read at the next deliver (s_inflight_end). */
+        for (int j = 0; j < np; j++)
+            if (s_encode_all(&p->part[j]) != 0) {
+                for (int i = 0; i < np; i++)
+                    p->part[i].evs = NULL;
+                return fp_sink_fail(s, FP_SINK_ERR_io, "out of memory");
+            }
+        s_run_parts(p, s, np, last, p->parts_rc, p->parts_ins, true);
+        for (int j = 0; j < np; j++) {
+            p->part[j].evs = NULL;
+            p->part[j].nevs = 0;
+        }
+        p->inflight = true;
+        p->inflight_np = np;
+        p->inflight_before = before;
+        p->inflight_sink = s;
+        return (int)n;
+    }
+    s_run_parts(p, s, np, last, p->parts_rc, p->parts_ins, false);
     size_t done = 0;
-    int first_bad = -1;
+    int rc = s_split_end(p, s, np, before, &done); /* (a conflict encodes from evs) */
     for (int j = 0; j < np; j++) {
-        inserted += rc[j] == 0 ? ins[j] : 0;
-        if (first_bad < 0 && rc[j] != 0)
-            first_bad = j;
-        if (first_bad < 0)
-            done += p->part[j].nevs;
         p->part[j].evs = NULL;
         p->part[j].nevs = 0;
     }
-    if (rc[0] == 0)
-        p->db_pos = last[0];
-    fp_sink_count_writes(s, inserted);
-    if (done)
-        fp_sink_finished(s, evs[done - 1].raw->global_seq);
-    if (first_bad < 0) {
-        if (before > 0 && p->staged == before)
-            p->staged--;
-        p->done_pos = evs[n - 1].raw->global_seq;
+    if (rc == 0)
         return (int)n;
-    }
-    /* A later part may be in: what comes again goes through staging. */
-    if (p->staged < S_STAGED_AFTER_OPEN)
-        p->staged = S_STAGED_AFTER_OPEN;
-    for (int j = first_bad; j < np; j++)
-        if (rc[j] == FP_READER_REOPEN)
-            return done ? (int)done : FP_READER_REOPEN;
-    return (int)done;
+    return rc == FP_READER_REOPEN && done == 0 ? FP_READER_REOPEN : (int)done;
 }
 
 /* ---- the ERP's verdicts ---- */

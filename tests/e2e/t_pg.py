@@ -243,18 +243,25 @@ def pg_totals_exact_after_ten_sigkills():
 
 @extra_test
 def pg_pipelined_backlog_exact_after_sigkills():
-    """A backlog delivered with one session is pipelined (sink_pg.c
-    s_pipelined: deliver returns once the data is handed over, the next
-    batch is read while the backend inserts, the commit is read at the
-    next deliver): exact through SIGKILLs in the middle of the drain."""
-    rng = random.Random(11)
+    """A backlog is pipelined (sink_pg.c s_pipelined, and split deliveries
+    likewise: deliver returns once the data is handed over, the next
+    batch is read while the backends insert, the commits are read at the
+    next deliver): exact through SIGKILLs in the middle of the drain, with
+    one session and small batches, and with two sessions and split
+    deliveries."""
+    pipelined_backlog(dict(batch_max=40), 30000, 13)
+    pipelined_backlog(dict(batch_max=1000, connections=2), 60000, 17)
+
+
+def pipelined_backlog(sink_opts, records, seed):
+    rng = random.Random(seed)
     with PgServer() as pg:
         pg.stop()
         mport = free_port()
-        fp = Floorpost(sinks=pg_sink(pg, batch_max=40), posting_interval_ms=60000,
+        fp = Floorpost(sinks=pg_sink(pg, **sink_opts), posting_interval_ms=60000,
                        round_interval_ms=50, dedup_window=65536, workers=2, shards=2,
                        metrics_port=mport).start()
-        gen, truth = crashgen(fp, records=30000, rate=20000, seed=13, restart_every=3000)
+        gen, truth = crashgen(fp, records=records, rate=20000, seed=seed, restart_every=3000)
         _, err = gen.communicate(timeout=300)
         eq(gen.returncode, 0, "crashgen: " + err)
         lag0 = sink_status(mport)["lag_events"]
@@ -268,7 +275,7 @@ def pg_pipelined_backlog_exact_after_sigkills():
         rc, _ = fp.stop()
         eq(rc, 0, "drain after the kills")
         n = check_against_truth(pg, fp, truth, "pipelined backlog, 4 SIGKILLs")
-        print("     %d rows, a backlog of %d events, batches of 40" % (n, lag0))
+        print("     %d rows, a backlog of %d events, %r" % (n, lag0, sink_opts))
 
 
 @extra_test
