@@ -196,14 +196,14 @@ typedef struct {
     uint64_t db_pos;           /* sink_position as last read or committed (S_NO_POS: no row) */
     uint64_t done_pos;         /* the last event of a split delivery all committed (0: none) */
     bool reopen;               /* reconnected while idle to a changed position: reopen first */
-    /* Pipelined (s_deliver, one session): part[0]'s transaction is sent
-       and its data handed over, its result not read yet. */
+    /* Pipelined (s_pipelined, and split deliveries in s_deliver): the
+       transaction(s) sent and the data handed over, the results not read
+       yet; part[j].first_seq/last_seq say which events. */
     bool inflight;
-    uint64_t inflight_first, inflight_last;
     int inflight_before;       /* staged before it */
     int inflight_np;           /* 0: part[0] alone (one session); else a split delivery's parts */
     int parts_rc[S_CONN_MAX];  /* s_run_parts' results, kept while a split delivery is in flight */
-    uint64_t parts_ins[S_CONN_MAX], parts_pos[S_CONN_MAX], parts_end[S_CONN_MAX];
+    uint64_t parts_ins[S_CONN_MAX], parts_pos[S_CONN_MAX];
     int64_t parts_deadline;
     fp_sink_t *inflight_sink;  /* for s_close, which has no fp_sink_t */
     fp_codec_t *codec;         /* rebuilds a refused row's Checkpoint */
@@ -1216,14 +1216,21 @@ static int s_attempt(pg_t *p, s_part_t *c, fp_sink_t *s, uint64_t last, bool sta
     return s_attempt_end(p, c, s, inserted);
 }
 
+/* The log line of a conflict (part c's events; the next deliveries go
+   through staging). */
+static void s_log_conflict(const pg_t *p, const s_part_t *c)
+{
+    fp_log(FP_LOG_WARN, p->component, "an event_id is in the table already: delivering "
+           "through the staging tables with ON CONFLICT DO NOTHING", "from=%" PRIu64
+           " to=%" PRIu64, c->first_seq, c->last_seq);
+}
+
 /* Part c's attempt, and once more through staging after a conflict. */
 static int s_part(pg_t *p, s_part_t *c, fp_sink_t *s, uint64_t last, uint64_t *inserted)
 {
     int rc = s_attempt(p, c, s, last, p->staged > 0, inserted);
     if (rc == S_CONFLICT) {
-        fp_log(FP_LOG_WARN, p->component, "an event_id is in the table already: delivering "
-               "through the staging tables with ON CONFLICT DO NOTHING", "from=%" PRIu64
-               " to=%" PRIu64, c->evs[0].raw->global_seq, c->evs[c->nevs - 1].raw->global_seq);
+        s_log_conflict(p, c);
         p->staged = S_STAGED_AFTER_CONFLICT;
         rc = s_attempt(p, c, s, last, true, inserted);
     }
@@ -1345,9 +1352,7 @@ static void s_parts_conflicts(pg_t *p, fp_sink_t *s, int np, const uint64_t *las
 {
     for (int j = 0; j < np; j++)
         if (rc[j] == S_CONFLICT) {
-            fp_log(FP_LOG_WARN, p->component, "an event_id is in the table already: delivering "
-                   "through the staging tables with ON CONFLICT DO NOTHING", "from=%" PRIu64
-                   " to=%" PRIu64, p->part[j].first_seq, p->part[j].last_seq);
+            s_log_conflict(p, &p->part[j]);
             p->staged = S_STAGED_AFTER_CONFLICT;
             rc[j] = s_attempt(p, &p->part[j], s, last[j], true, &ins[j]);
         }
@@ -1466,9 +1471,7 @@ static int s_inflight_end(pg_t *p, fp_sink_t *s)
     uint64_t inserted = 0;
     int rc = s_attempt_end(p, c, s, &inserted);
     if (rc == S_CONFLICT) {
-        fp_log(FP_LOG_WARN, p->component, "an event_id is in the table already: delivering "
-               "through the staging tables with ON CONFLICT DO NOTHING", "from=%" PRIu64
-               " to=%" PRIu64, p->inflight_first, p->inflight_last);
+        s_log_conflict(p, c);
         p->staged = S_STAGED_AFTER_CONFLICT;
         return fp_sink_fail(s, FP_SINK_ERR_server, "an event_id is in the table already: "
                             "offered again through the staging tables");
@@ -1477,9 +1480,9 @@ static int s_inflight_end(pg_t *p, fp_sink_t *s)
         return rc;
     if (p->inflight_before > 0 && p->staged == p->inflight_before)
         p->staged--;
-    p->db_pos = p->inflight_last;
+    p->db_pos = c->last_seq;
     fp_sink_count_writes(s, inserted);
-    fp_sink_finished(s, p->inflight_last);
+    fp_sink_finished(s, c->last_seq);
     return 0;
 }
 
@@ -1503,8 +1506,6 @@ static int s_pipelined(pg_t *p, s_part_t *c, fp_sink_t *s, const fp_sink_event_t
     if (rc != 0)
         return rc;
     p->inflight = true;
-    p->inflight_first = evs[0].raw->global_seq;
-    p->inflight_last = last;
     p->inflight_before = p->staged;
     p->inflight_sink = s;
     PGresult *r = NULL;
