@@ -362,10 +362,13 @@ static void s_cand_add(agg_t *self, uint32_t op)
     agg_entry_t *e = &self->tab.pool[op];
     assert(!(e->flags & AGG_E_CAND));
     e->flags |= AGG_E_CAND;
+    e->cand_gen = self->flush_gen;
     e->cand_prev = AGG_NONE;
     e->cand_next = self->cand_head;
     if (self->cand_head != AGG_NONE)
         self->tab.pool[self->cand_head].cand_prev = op;
+    else
+        self->cand_tail = op;
     self->cand_head = op;
 }
 
@@ -378,6 +381,8 @@ static void s_cand_remove(agg_t *self, uint32_t op)
         self->cand_head = e->cand_next;
     if (e->cand_next != AGG_NONE)
         self->tab.pool[e->cand_next].cand_prev = e->cand_prev;
+    else
+        self->cand_tail = e->cand_prev;
     e->flags &= (uint8_t)~AGG_E_CAND;
 }
 
@@ -1141,21 +1146,28 @@ static bool s_idle(const agg_t *self, uint32_t op)
     return true;
 }
 
-/* Frees full head op and its children (nothing pending). */
-static void s_free_op(agg_t *self, uint32_t op)
+/* Frees full head op and its children (nothing pending); returns how many
+   entries that was. */
+static uint64_t s_free_op(agg_t *self, uint32_t op)
 {
+    uint64_t n = 1;
     uint32_t c = self->tab.pool[op].first_child;
     while (c != AGG_NONE) {
         uint32_t next = self->tab.pool[c].child_next;
         s_free(self, c);
         c = next;
+        n++;
     }
     s_free(self, op);
+    return n;
 }
 
-static void s_release(agg_t *self)
+/* Releases closed operations whose grace has passed, oldest first, until
+   about `budget` keys are freed. Returns what is left of the budget: 0
+   when it ran out, so that more may be due. */
+static uint64_t s_release(agg_t *self, uint64_t budget)
 {
-    while (self->fifo_head != AGG_NONE) {
+    while (self->fifo_head != AGG_NONE && budget > 0) {
         uint32_t ci = self->fifo_head;
         agg_cpt_t *c = &self->cs.pool[ci];
         agg_cpt_head_t *hp = agg_cs_head(&self->cs, ci);
@@ -1177,8 +1189,9 @@ static void s_release(agg_t *self)
         self->fifo_head = c->next;
         if (self->fifo_head == AGG_NONE)
             self->fifo_tail = AGG_NONE;
+        uint64_t freed = 1 + hp->nchild;
         if (c->op != AGG_NONE)
-            s_free_op(self, c->op);
+            freed += s_free_op(self, c->op);
         while (hp->first_child != AGG_NONE)
             s_cpt_drop(self, hp->first_child);
         intern_release(self->intern, hp->line);
@@ -1188,18 +1201,21 @@ static void s_release(agg_t *self)
         s_keys_update(self);
         self->stats.closed_operations--;
         self->stats.released++;
+        budget = freed < budget ? budget - freed : 0;
     }
+    return budget;
 }
 
 /* ---- compaction ---- */
 
 /* Whether closed full head op can go to the compact store now: nothing
    pending, nothing changed since the last export (its state is stored
-   as it is; marked, it waits for the next flush). */
+   as it is; marked, it waits for the next flush). One walk of its
+   children (s_idle's and more). */
 static bool s_at_rest(const agg_t *self, uint32_t op)
 {
     const agg_entry_t *pool = self->tab.pool;
-    if (pool[op].flags & AGG_E_EXPORT)
+    if (pool[op].count > 0 || (pool[op].flags & AGG_E_EXPORT))
         return false;
     for (uint32_t c = pool[op].first_child; c != AGG_NONE; c = pool[c].child_next)
         if (pool[c].count > 0 || (pool[c].flags & AGG_E_EXPORT))
@@ -1239,38 +1255,66 @@ static int s_compact_child(agg_t *self, uint32_t ci, uint32_t idx)
 
 /* Moves closed, idle full head op and its children to the compact store
    (its compact head, which it has since it closed) and frees their
-   entries and strings. Out of memory: what moved stays moved, the rest
-   waits for the next flush (a key is in one store or the other). */
-static void s_compact(agg_t *self, uint32_t op)
+   entries and strings. Returns the keys moved (the head too), or -1 out
+   of memory: what moved stays moved, the rest stays on the CAND list (a
+   key is in one store or the other). */
+static int64_t s_compact(agg_t *self, uint32_t op)
 {
     uint32_t ci = self->tab.pool[op].cpt;
+    int64_t n = 1;
     for (;;) {
         uint32_t c = self->tab.pool[op].first_child;
         if (c == AGG_NONE)
             break;
         uint32_t next = self->tab.pool[c].child_next;
         if (s_compact_child(self, ci, c) != 0)
-            return;
+            return -1;
         self->tab.pool[op].first_child = next;
+        n++;
     }
     agg_cpt_t *h = &self->cs.pool[ci];
     if (!self->cfg.no_export && !h->kb &&
         agg_key_keep(self, &self->tab.pool[op].key, &h->kb, &h->klen) != 0)
-        return;
+        return -1;
     h->op = AGG_NONE;
     s_free(self, op); /* off the CAND list */
+    return n;
 }
 
-/* Compacts every closed full head at rest (agg_flush, after emitting). */
-static void s_compact_all(agg_t *self)
+/* Compacts the closed full heads at rest that joined the CAND list before
+   the latest agg_flush began (so each had that flush's emission first, and
+   with a store the export after it), oldest first, until about `budget`
+   keys have moved. A head not at rest, or one that ran out of memory, goes
+   back to the list's new end, to be looked at again after the next flush.
+   Returns what is left of the budget: 0 when it ran out first. */
+static uint64_t s_compact_some(agg_t *self, uint64_t budget)
 {
-    uint32_t op = self->cand_head;
-    while (op != AGG_NONE) {
-        uint32_t next = self->tab.pool[op].cand_next;
-        if (s_idle(self, op) && s_at_rest(self, op))
-            s_compact(self, op);
-        op = next;
+    uint32_t op = self->cand_tail;
+    while (op != AGG_NONE && budget > 0 && self->tab.pool[op].cand_gen != self->flush_gen) {
+        uint32_t prev = self->tab.pool[op].cand_prev;
+        if (prev != AGG_NONE)
+            __builtin_prefetch(&self->tab.pool[prev]);
+        int64_t n = s_at_rest(self, op) ? s_compact(self, op) : -1;
+        if (n < 0) {
+            s_cand_remove(self, op);
+            s_cand_add(self, op);
+            n = 1;
+        }
+        budget = (uint64_t)n < budget ? budget - (uint64_t)n : 0;
+        op = prev;
     }
+    return budget;
+}
+
+bool agg_work(agg_t *self, uint64_t budget)
+{
+    assert(self);
+    if (!self->work_left || budget == 0)
+        return self->work_left;
+    self->work_left = s_compact_some(self, budget) == 0;
+    self->work_left |= s_release(self, budget) == 0;
+    self->stats.strings = intern_count(self->intern);
+    return self->work_left;
 }
 
 void agg_flush(agg_t *self, int mode, int64_t now_ns)
@@ -1293,7 +1337,9 @@ void agg_flush(agg_t *self, int mode, int64_t now_ns)
     }
     if (self->fifo_unsorted)
         agg_fifo_sort(self);
-    s_compact_all(self);
-    s_release(self);
+    /* Bounded: what does not fit is done in slices by agg_work, so a flush
+       never holds the shard up for long. */
+    self->work_left = s_compact_some(self, AGG_FLUSH_WORK) == 0;
+    self->work_left |= s_release(self, AGG_FLUSH_WORK) == 0;
     self->stats.strings = intern_count(self->intern);
 }

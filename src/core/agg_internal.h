@@ -97,7 +97,9 @@ struct agg {
     uint32_t fifo_head, fifo_tail; /* compact heads (cs) */
     agg_cstore_t cs;      /* closed keys at rest */
     uint64_t ckeys;       /* compact children in cs (keys held there) */
-    uint32_t cand_head;   /* CAND list: closed full heads not compacted yet */
+    uint32_t cand_head, cand_tail; /* CAND list: closed full heads not compacted
+                             yet, newest first (cand_gen never grows toward the tail) */
+    bool work_left;       /* the latest flush left compaction or release to agg_add */
     int64_t now;          /* now_ns of the latest agg_flush */
     uint32_t flush_gen;   /* agg_flush calls so far */
 

@@ -105,6 +105,7 @@ typedef struct {
     uint32_t line, station; /* symbols, first record's */
     uint32_t cpt;           /* closed: its compact head (agg_compact.h) */
     uint32_t cand_prev, cand_next; /* closed: the list of full heads to compact */
+    uint32_t cand_gen;      /* on it: the agg_flush generation it joined (or was put back) in */
 } __attribute__((aligned(64))) agg_entry_t;
 
 _Static_assert(offsetof(agg_entry_t, lineage) + sizeof(fp_seq_range_t) <= 128,

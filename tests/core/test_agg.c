@@ -963,10 +963,22 @@ TEST(test_model_random)
         for (int pi = 0; pi < M_OPS; pi++)
             ASSERT_EQ(got->yield[oi][pi], want->yield[oi][pi]); /* for the message */
 
-    /* Everything released after grace: no keys, no strings. */
-    agg_flush(a, AGG_FLUSH_LATE, now + 1000);
+    /* Everything released after grace: no keys, no strings; about
+       AGG_FLUSH_WORK keys per flush (agg.h "Bounded flushes"). */
+    uint64_t held = st->keys;
+    int flushes = 0;
+    while (st->keys > 0 && flushes < 100) {
+        uint64_t before = st->keys;
+        agg_flush(a, AGG_FLUSH_LATE, now + 1000);
+        flushes++;
+        /* the budget counts heads too, stats.keys does not */
+        ASSERT(before - st->keys >= (st->keys > 0 ? AGG_FLUSH_WORK / 2 : 1));
+        ASSERT(before - st->keys < AGG_FLUSH_WORK + 64); /* whole operations */
+    }
     ASSERT_EQ(st->keys, 0);
     ASSERT_EQ(st->strings, 0);
+    fprintf(stderr, "    held %" PRIu64 " released in %d flushes\n", held, flushes);
+    ASSERT(held > AGG_FLUSH_WORK && flushes >= 2 && flushes <= (int)(2 * held / AGG_FLUSH_WORK) + 1);
 
     /* Every event id is distinct. */
     qsort(ms.ids, ms.nids, sizeof *ms.ids, s_cmp_id);
@@ -2605,23 +2617,45 @@ static void s_late_records(bb_t *bb)
     bb_rec(bb, FP_KIND_MATERIAL, 7, "O1", "10", "STEEL", "LOT2", "KG");
 }
 
+/* A compacting agg_t a that never exports (no_export) and its reference
+   b, which tracks changes and is never exported, so its keys stay marked
+   and are never compacted (the old behaviour); *m receives b's first
+   export (clear and free it). Grace 10000. */
+static void s_new_pair(sink_t *ka, agg_t **a, sink_t *kb, agg_t **b, uint64_t max_keys,
+                       kvmap_t **m)
+{
+    agg_config_t cfg = {.instance = "fp1", .closed_key_grace_ns = 10000,
+                        .max_open_keys = max_keys, .no_export = true};
+    memset(ka, 0, sizeof *ka);
+    *a = agg_new(&cfg, s_on_emit, s_on_reject, ka);
+    *b = s_new(kb, max_keys, 10000);
+    ASSERT(*a);
+    *m = calloc(1, sizeof **m);
+    ASSERT(*m);
+    ASSERT_EQ(agg_export_dirty(*b, kv_cb, *m), 0); /* b tracks from now on */
+}
+
+static void s_free_pair(sink_t *ka, agg_t **a, sink_t *kb, agg_t **b, kvmap_t *m, bb_t *bb)
+{
+    kv_clear(m);
+    free(m);
+    agg_destroy(a);
+    agg_destroy(b);
+    bb_free(bb);
+    free(ka->ev);
+    free(kb->ev);
+}
+
 /* A closed operation at rest is compacted (its strings freed); a late
    correction for it gives the checkpoints a never-compacting agg_t gives
    (event_id, checkpoint_no, late, line), and release after grace still
-   happens. The reference agg_t b tracks changes and is never exported, so
-   its keys stay marked and are never compacted (the old behaviour). */
+   happens (b: s_new_pair's reference). */
 TEST(test_compacted_late_correction)
 {
     sink_t ka, kb;
-    agg_config_t cfg = {.instance = "fp1", .closed_key_grace_ns = 10000,
-                        .max_open_keys = 1000, .no_export = true};
-    memset(&ka, 0, sizeof ka);
-    agg_t *a = agg_new(&cfg, s_on_emit, s_on_reject, &ka);
-    agg_t *b = s_new(&kb, 1000, 10000);
-    ASSERT(a);
-    kvmap_t *m = calloc(1, sizeof *m);
-    ASSERT(m);
-    ASSERT_EQ(agg_export_dirty(b, kv_cb, m), 0); /* b tracks from now on */
+    agg_t *a, *b;
+    kvmap_t *m;
+    s_new_pair(&ka, &a, &kb, &b, 1000, &m);
     bb_t bb;
     bb_init(&bb, 1, 1);
     s_closed_op_records(&bb);
@@ -2673,13 +2707,7 @@ TEST(test_compacted_late_correction)
     c = s_find(&ka, 0, FP_CK_COMPLETION, "10", NULL);
     ASSERT(c && !c->late && c->checkpoint_no == 1);
     s_same_events(&ka, &kb);
-    kv_clear(m);
-    free(m);
-    agg_destroy(&a);
-    agg_destroy(&b);
-    bb_free(&bb);
-    free(ka.ev);
-    free(kb.ev);
+    s_free_pair(&ka, &a, &kb, &b, m, &bb);
 }
 
 /* Compacted keys export as the full ones did (same bytes), a restart from
@@ -2773,6 +2801,96 @@ TEST(test_compacted_export_import)
     free(kd.ev);
 }
 
+/* Bounded flushes (agg.h): one flush compacts about AGG_FLUSH_WORK keys
+   at most, agg_work the rest, a slice at a time between batches, and the
+   release after grace goes the same way; every checkpoint (late corrections of
+   keys compacted and of keys not yet compacted, their release, a reopen)
+   is what an agg_t that never compacts emits (b: s_new_pair's). */
+TEST(test_bounded_flush_work)
+{
+    enum { NOPS = 1000 };
+    sink_t ka, kb;
+    agg_t *a, *b;
+    kvmap_t *m;
+    s_new_pair(&ka, &a, &kb, &b, 100000, &m);
+    bb_t bb;
+    bb_init(&bb, 1, 1);
+    char o[16];
+    for (int i = 0; i < NOPS; i++) { /* 3 keys and a head each, closed */
+        snprintf(o, sizeof o, "O%d", i);
+        bb_rec(&bb, FP_KIND_PART_COUNT, 5, o, "10", NULL, NULL, NULL);
+        bb_rec(&bb, FP_KIND_MATERIAL, 1500, o, "10", "STEEL", "LOT1", "KG");
+        bb_rec(&bb, FP_KIND_SCRAP, 2, o, "10", "DENT", NULL, NULL);
+        bb_rec(&bb, FP_KIND_OP_COMPLETED, 0, o, "10", NULL, NULL, NULL);
+        if (bb.n >= 256)
+            s_add2(a, b, &bb);
+    }
+    s_add2(a, b, &bb);
+    const agg_stats_t *sa = agg_stats(a), *sb = agg_stats(b);
+    ASSERT_EQ(sa->compact_keys, 0); /* not before a flush */
+    agg_flush(a, AGG_FLUSH_LATE, 1000);
+    agg_flush(b, AGG_FLUSH_LATE, 1000);
+    /* 4 keys of work per operation (the head counts), whole operations */
+    uint64_t c = sa->compact_keys;
+    ASSERT(c >= 3 * (AGG_FLUSH_WORK / 4) && c <= 3 * (AGG_FLUSH_WORK / 4 + 1));
+    /* A late correction for O0 (compacted) and for O999 (not yet). */
+    bb_rec(&bb, FP_KIND_PART_COUNT, 1, "O0", "10", NULL, NULL, NULL);
+    bb_rec(&bb, FP_KIND_PART_COUNT, 1, "O999", "10", NULL, NULL, NULL);
+    s_add2(a, b, &bb); /* O0's completion comes back, O999 waits */
+    /* Slices of 32 keys of work between batches: 8 operations each. */
+    int slices = 0;
+    ASSERT(agg_work(a, 0)); /* some is left; a budget of 0 does none */
+    for (;;) {
+        uint64_t before = sa->compact_keys;
+        bool left = agg_work(a, 32);
+        (void)agg_work(b, 32);
+        slices++;
+        ASSERT(sa->compact_keys - before <= 3 * (32 / 4 + 1));
+        bb_rec(&bb, FP_KIND_PART_COUNT, 1, "X", "10", NULL, NULL, NULL);
+        s_add2(a, b, &bb);
+        if (!left)
+            break;
+        ASSERT(slices < 1000);
+    }
+    ASSERT(!agg_work(a, 32)); /* nothing left: no-op */
+    /* All but O0's and O999's keys (marked: at the next flush) are compacted. */
+    ASSERT(slices > 10);
+    ASSERT_EQ(sa->compact_keys, 3 * NOPS - 1 - 3);
+    agg_flush(a, AGG_FLUSH_LATE, 2000);
+    agg_flush(b, AGG_FLUSH_LATE, 2000);
+    ASSERT_EQ(sa->compact_keys, 3 * NOPS); /* the two after their corrections */
+    ASSERT_EQ(sa->keys, sb->keys);
+    s_same_events(&ka, &kb);
+
+    /* The grace passes: a flush releases a share, the batches the rest. */
+    agg_flush(a, AGG_FLUSH_LATE, 20000);
+    agg_flush(b, AGG_FLUSH_LATE, 20000);
+    ASSERT(sa->released >= AGG_FLUSH_WORK / 4 && sa->released <= AGG_FLUSH_WORK / 4 + 1);
+    ASSERT(sb->released < NOPS); /* b's full operations count alike */
+    slices = 0;
+    while ((sa->released < NOPS || sb->released < NOPS) && slices < 1000) {
+        uint64_t before = sa->released;
+        agg_work(a, 32);
+        agg_work(b, 32);
+        bb_rec(&bb, FP_KIND_PART_COUNT, 1, "X", "10", NULL, NULL, NULL);
+        s_add2(a, b, &bb);
+        slices++;
+        if (before < NOPS)
+            ASSERT(sa->released > before && sa->released - before <= 32 / 4 + 1);
+    }
+    ASSERT_EQ(sa->released, NOPS);
+    ASSERT_EQ(sb->released, NOPS);
+    ASSERT(slices > 10);
+    ASSERT(!agg_work(a, 32) && !agg_work(b, 32));
+    ASSERT_EQ(sa->keys, sb->keys);
+    ASSERT_EQ(sa->keys, 1); /* X's completion */
+    ASSERT_EQ(sa->strings, sb->strings);
+    agg_flush(a, AGG_FLUSH_ALL, 21000);
+    agg_flush(b, AGG_FLUSH_ALL, 21000);
+    s_same_events(&ka, &kb);
+    s_free_pair(&ka, &a, &kb, &b, m, &bb);
+}
+
 int main(int argc, char **argv)
 {
     test_init(argc, argv);
@@ -2806,5 +2924,6 @@ int main(int argc, char **argv)
     RUN(test_growth_while_releasing);
     RUN(test_compacted_late_correction);
     RUN(test_compacted_export_import);
+    RUN(test_bounded_flush_work);
     return test_done();
 }
