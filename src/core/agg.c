@@ -710,37 +710,69 @@ static void s_take(agg_t *self, uint32_t idx, uint32_t ci)
     s_keys_update(self);
 }
 
-/* The operation head of the record whose keys are in p: from one of its
-   entries found, else looked up, else created (AGG_NONE: no room). */
-static uint32_t s_head(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
-                       const agg_pre_t *p, uint32_t cm, uint32_t ch)
+/* The operation of the record whose keys are in p, found: its full head
+   from one of its entries found or from the table (returned), else its
+   compact head if the store has it (*ci; AGG_NONE: a new operation). hk
+   and h: the head's key and hash, for s_head_make. */
+typedef struct {
+    agg_key_t hk;
+    uint64_t h;
+    uint32_t ci;
+} agg_headq_t;
+
+static uint32_t s_head_find(agg_t *self, const agg_pre_t *p, uint32_t cm, uint32_t ch,
+                            agg_headq_t *q)
 {
+    q->ci = AGG_NONE;
     if (cm != AGG_NONE)
         return self->tab.pool[cm].op;
     if (ch != AGG_NONE)
         return self->tab.pool[ch].op;
     const agg_key_t *k = p->kind == FP_KIND_MATERIAL ? &p->child : &p->cm;
-    agg_key_t hk = {.kind = AGG_KIND_OP, .sym = {k->sym[AGG_F_PLANT], k->sym[AGG_F_ORDER], k->sym[AGG_F_OPERATION]}};
-    uint64_t h = agg_key_hash(&hk);
-    uint32_t op = agg_tab_find(&self->tab, &hk, h);
-    if (op != AGG_NONE)
-        return op;
+    q->hk = (agg_key_t){.kind = AGG_KIND_OP, .sym = {k->sym[AGG_F_PLANT], k->sym[AGG_F_ORDER], k->sym[AGG_F_OPERATION]}};
+    q->h = agg_key_hash(&q->hk);
+    uint32_t op = agg_tab_find(&self->tab, &q->hk, q->h);
+    if (op == AGG_NONE && self->cs.n > 0) {
+        uint64_t lo, hi;
+        (void)s_hash_strings(self, &q->hk, &lo, &hi);
+        q->ci = agg_cs_find(&self->cs, lo, hi);
+    }
+    return op;
+}
+
+/* Whether keys of operation op (a full head, or AGG_NONE with q->ci its
+   compact head or none) may be at rest in the compact store: only keys of
+   a closed operation are (agg_compact.h), and they hang from its compact
+   head. So a key missing from the table of an open operation, or of a new
+   one, is a new key: no probe of the store for it. */
+static bool s_may_rest(const agg_t *self, uint32_t op, const agg_headq_t *q)
+{
+    if (self->ckeys == 0)
+        return false;
+    if (op != AGG_NONE) {
+        const agg_entry_t *e = &self->tab.pool[op];
+        return (e->flags & AGG_E_CLOSED) && agg_cs_head(&self->cs, e->cpt)->nchild > 0;
+    }
+    return q->ci != AGG_NONE && agg_cs_head(&self->cs, q->ci)->nchild > 0;
+}
+
+/* The operation head s_head_find did not find in the table: the compact
+   one's revived, else a new one (AGG_NONE: no room). */
+static uint32_t s_head_make(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
+                            const agg_headq_t *q)
+{
     if (!agg_tab_room(&self->tab))
         return AGG_NONE;
-    if (self->cs.n > 0) {
-        uint64_t lo, hi;
-        (void)s_hash_strings(self, &hk, &lo, &hi);
-        uint32_t ci = agg_cs_find(&self->cs, lo, hi);
-        if (ci != AGG_NONE)
-            return s_revive(self, &hk, h, ci);
-    }
+    if (q->ci != AGG_NONE)
+        return s_revive(self, &q->hk, q->h, q->ci);
+    uint32_t op;
     uint32_t line = INTERN_EMPTY, station = INTERN_EMPTY;
     /* The line and station of the first record were mapped in pass 1. */
     if (r->str[FP_STR_LINE] && r->str[FP_STR_LINE] <= b->nstrings)
         line = self->map[r->str[FP_STR_LINE]];
     if (r->str[FP_STR_STATION] && r->str[FP_STR_STATION] <= b->nstrings)
         station = self->map[r->str[FP_STR_STATION]];
-    op = agg_entry_create(self, &hk, h, AGG_NONE, line, station);
+    op = agg_entry_create(self, &q->hk, q->h, AGG_NONE, line, station);
     agg_mark(self, op);
     return op;
 }
@@ -791,7 +823,9 @@ static void s_apply(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
            comes back (s_take), it is no new key. */
         uint32_t rcm = AGG_NONE, rch = AGG_NONE;
         uint64_t khcm[3], khch[3];
-        bool hashed = self->ckeys > 0; /* khcm, khch: the keys' event_id hashes */
+        agg_headq_t hq;
+        uint32_t op = s_head_find(self, p, cm, ch, &hq);
+        bool hashed = s_may_rest(self, op, &hq); /* khcm, khch: the keys' event_id hashes */
         if (hashed) {
             if (p->kind != FP_KIND_MATERIAL && cm == AGG_NONE)
                 rcm = s_cpt_find_key(self, &p->cm, khcm);
@@ -804,7 +838,8 @@ static void s_apply(agg_t *self, const fp_batch_hdr_t *b, const fp_record_t *r,
             s_refuse(self, b, r, "too_many_keys");
             return;
         }
-        uint32_t op = s_head(self, b, r, p, cm, ch);
+        if (op == AGG_NONE)
+            op = s_head_make(self, b, r, &hq);
         if (op == AGG_NONE) {
             s_refuse(self, b, r, "no_memory");
             return;
