@@ -132,6 +132,7 @@ void agg_destroy(agg_t **self_p)
     free(self->rel);
     free(self->kbuf);
     free(self->sbuf);
+    free(self->lx);
     free(self);
     *self_p = NULL;
 }
@@ -402,8 +403,62 @@ static void s_free(agg_t *self, uint32_t idx)
         intern_release(self->intern, e->station);
         self->nheads--;
     }
+    if (e->lx != AGG_NONE) {
+        self->lx[e->lx].free_next = self->lx_free;
+        self->lx_free = e->lx;
+    }
     agg_tab_remove(&self->tab, idx);
     s_keys_update(self);
+}
+
+/* ---- lineage blocks ----
+   An entry keeps its first lineage range inline, on its hot lines; when a
+   second (source, epoch) contributes to its pending records it takes a
+   block of AGG_LINEAGE - 1 more ranges from this pool, and keeps it until
+   it is freed. So a key with one source, most of them, carries 4 bytes for
+   the others instead of 96 (an entry is 192 bytes, not 320). The pool is
+   an array of blocks by index (it moves when it grows) with a free list. */
+
+int agg_lx_reserve(agg_t *self)
+{
+    if (self->lx_free != AGG_NONE || (self->lx_used > 0 && self->lx_used < self->lx_cap))
+        return 0;
+    uint32_t ncap = self->lx_cap ? self->lx_cap * 2 : 64;
+    if (ncap <= self->lx_cap)
+        return -1;
+    agg_lx_t *n = realloc(self->lx, (size_t)ncap * sizeof *n);
+    if (!n)
+        return -1;
+    self->lx = n;
+    self->lx_cap = ncap;
+    if (self->lx_used == 0)
+        self->lx_used = 1; /* index 0 is AGG_NONE */
+    return 0;
+}
+
+/* A block for e (agg_lx_reserve made room). */
+static void s_lx_take(agg_t *self, agg_entry_t *e)
+{
+    assert(e->lx == AGG_NONE);
+    if (self->lx_free != AGG_NONE) {
+        e->lx = self->lx_free;
+        self->lx_free = self->lx[e->lx].free_next;
+    } else {
+        assert(self->lx_used < self->lx_cap);
+        e->lx = self->lx_used++;
+    }
+}
+
+/* (agg_internal.h) */
+void agg_lineage_set(agg_t *self, agg_entry_t *e, const fp_seq_range_t *in, uint32_t n)
+{
+    assert(n >= 1 && n <= AGG_LINEAGE);
+    e->lineage0 = in[0];
+    if (n > 1 && e->lx == AGG_NONE)
+        s_lx_take(self, e);
+    for (uint32_t i = 1; i < n; i++)
+        self->lx[e->lx].r[i - 1] = in[i];
+    e->nlineage = (uint8_t)n;
 }
 
 /* ---- pending lists ---- */
@@ -445,8 +500,8 @@ static void s_emit(agg_t *self, uint32_t idx, bool final)
        one checkpoint per key, so (key, that record) names the checkpoint even
        after the key was released and reopened (checkpoint_no restarts). */
     uint64_t in[6] = {e->khash_lo,             e->khash_hi,
-                      e->checkpoint_no,        e->lineage[0].source_id,
-                      e->lineage[0].epoch,     e->lineage[0].first_seq};
+                      e->checkpoint_no,        e->lineage0.source_id,
+                      e->lineage0.epoch,       e->lineage0.first_seq};
     XXH128_canonical_t c;
     XXH128_canonicalFromHash(&c, XXH3_128bits(in, sizeof in));
     fp_event_id_write(self->idbuf, self->instance, c.digest);
@@ -464,7 +519,7 @@ static void s_emit(agg_t *self, uint32_t idx, bool final)
     ck.first_time_ns = e->first_ns;
     ck.last_time_ns = e->last_ns;
     ck.record_count = e->count;
-    memcpy(ck.lineage, e->lineage, e->nlineage * sizeof e->lineage[0]);
+    agg_lineage_get(self, e, ck.lineage);
     ck.nlineage = e->nlineage;
     ck.lineage_truncated = e->truncated;
     ck.late = (e->flags & AGG_E_LATE) != 0;
@@ -545,16 +600,16 @@ static void s_account_first(agg_t *self, uint32_t idx, const fp_batch_hdr_t *b,
     e->count = 1;
     self->pend.records[e->key.kind - 1]++;
     agg_mark(self, idx);
-    e->lineage[0] = (fp_seq_range_t){b->source_id, b->epoch, r->seq, r->seq};
+    e->lineage0 = (fp_seq_range_t){b->source_id, b->epoch, r->seq, r->seq};
     e->nlineage = 1;
 }
 
 /* The lineage of an entry with records pending, when its first range is
    of another (source, epoch). */
-static void s_lineage_other(agg_entry_t *e, const fp_batch_hdr_t *b, uint64_t seq)
+static void s_lineage_other(agg_t *self, agg_entry_t *e, const fp_batch_hdr_t *b, uint64_t seq)
 {
     for (uint32_t i = 1; i < e->nlineage; i++) {
-        fp_seq_range_t *l = &e->lineage[i];
+        fp_seq_range_t *l = &self->lx[e->lx].r[i - 1];
         if (l->source_id == b->source_id && l->epoch == b->epoch) {
             if (seq < l->first_seq)
                 l->first_seq = seq;
@@ -563,10 +618,14 @@ static void s_lineage_other(agg_entry_t *e, const fp_batch_hdr_t *b, uint64_t se
             return;
         }
     }
-    if (e->nlineage < AGG_LINEAGE)
-        e->lineage[e->nlineage++] = (fp_seq_range_t){b->source_id, b->epoch, seq, seq};
-    else
-        e->truncated = true;
+    if (e->nlineage == AGG_LINEAGE || (e->lx == AGG_NONE && agg_lx_reserve(self) != 0)) {
+        e->truncated = true; /* no room: as with more ranges than kept */
+        return;
+    }
+    if (e->lx == AGG_NONE)
+        s_lx_take(self, e);
+    self->lx[e->lx].r[e->nlineage - 1] = (fp_seq_range_t){b->source_id, b->epoch, seq, seq};
+    e->nlineage++;
 }
 
 /* Counts rec into entry idx (count, times, lineage) and lists it. The
@@ -588,13 +647,13 @@ static inline void s_account(agg_t *self, uint32_t idx, const fp_batch_hdr_t *b,
     e->count++;
     self->pend.records[e->key.kind - 1]++;
     agg_mark(self, idx);
-    fp_seq_range_t *l = &e->lineage[0];
+    fp_seq_range_t *l = &e->lineage0;
     if (__builtin_expect(l->source_id == b->source_id && l->epoch == b->epoch, 1)) {
         l->first_seq = seq < l->first_seq ? seq : l->first_seq;
         l->last_seq = seq > l->last_seq ? seq : l->last_seq;
         return;
     }
-    s_lineage_other(e, b, seq);
+    s_lineage_other(self, e, b, seq);
 }
 
 /* (agg_internal.h) */

@@ -145,6 +145,11 @@ struct agg {
     size_t attr_max;      /* >= line + station bytes of any operation ever created */
     bool fifo_unsorted;   /* agg_import appended to the FIFO out of order */
 
+    /* lineage ranges past an entry's first (agg.c "Lineage blocks"):
+       blocks by index, 0 unused; freed ones on a list */
+    union agg_lx *lx;
+    uint32_t lx_cap, lx_used, lx_free;
+
     agg_pre_t pre[AGG_CHUNK];
     agg_stats_t stats;
     agg_pending_t pend; /* = sums over entries of sum0 and count, per key kind */
@@ -201,6 +206,29 @@ const agg_pc_t *agg_period_at(agg_t *self, int64_t t);
    closed-operations FIFO, counts it closed; op goes on the CAND list. The
    caller checked agg_cs_room (closed_at, close_seq are op's). */
 void agg_fifo_append(agg_t *self, uint32_t op);
+
+/* An entry's lineage ranges past the first, AGG_LINEAGE - 1 of them. */
+typedef union agg_lx {
+    fp_seq_range_t r[AGG_LINEAGE - 1];
+    uint32_t free_next; /* while free */
+} agg_lx_t;
+
+/* Copies entry e's nlineage ranges into out[0..nlineage). */
+static inline void agg_lineage_get(const agg_t *self, const agg_entry_t *e, fp_seq_range_t *out)
+{
+    if (e->nlineage > 0)
+        out[0] = e->lineage0;
+    for (uint32_t i = 1; i < e->nlineage; i++)
+        out[i] = self->lx[e->lx].r[i - 1];
+}
+
+/* Makes sure one lineage block can be taken without failing: 0, or -1 out
+   of memory. */
+int agg_lx_reserve(agg_t *self);
+
+/* Sets entry e's lineage (n >= 1 ranges, at most AGG_LINEAGE); a second
+   range takes a block, which agg_lx_reserve must have made room for. */
+void agg_lineage_set(agg_t *self, agg_entry_t *e, const fp_seq_range_t *in, uint32_t n);
 
 /* Whether one more agg_cs_insert fits what agg_cs_reserve set aside. */
 static inline bool agg_cs_room(const agg_cstore_t *s)

@@ -97,7 +97,7 @@ static size_t s_state_write(const agg_t *self, const agg_entry_t *e, uint8_t *ou
         st.first_ns = e->first_ns;
         st.last_ns = e->last_ns;
         st.nlineage = e->nlineage;
-        memcpy(st.lineage, e->lineage, sizeof st.lineage);
+        agg_lineage_get(self, e, st.lineage);
     }
     size_t n = agg_fmt_state_write((int)e->key.kind, &st, out);
     assert(n <= AGG_FMT_STATE_MAX + self->attr_max);
@@ -270,8 +270,7 @@ static void s_fill(agg_t *self, uint32_t idx, const agg_fmt_state_t *st)
         e->sum1 = st->sum1;
         e->first_ns = st->first_ns;
         e->last_ns = st->last_ns;
-        e->nlineage = (uint8_t)st->nlineage;
-        memcpy(e->lineage, st->lineage, st->nlineage * sizeof e->lineage[0]);
+        agg_lineage_set(self, e, st->lineage, st->nlineage);
         e->truncated = (st->flags & AGG_PF_TRUNCATED) != 0;
         if (st->flags & AGG_PF_LATE)
             e->flags |= AGG_E_LATE;
@@ -330,6 +329,8 @@ int agg_import(agg_t *self, const void *key, size_t klen, const void *state, siz
     if (agg_tab_reserve(&self->tab, 2) != 0 || !agg_tab_room(&self->tab))
         return -2;
     if (agg_cs_reserve(&self->cs, 1) != 0) /* a closed head's compact head */
+        return -2;
+    if (st.count > 0 && st.nlineage > 1 && agg_lx_reserve(self) != 0) /* its lineage block */
         return -2;
     int rc = -2, nf = agg_fmt_nfields(k.kind);
     uint32_t sym[AGG_FIELDS] = {0}, line = INTERN_EMPTY, station = INTERN_EMPTY;

@@ -79,37 +79,47 @@ _Static_assert(sizeof(agg_key_t) == 32 && offsetof(agg_key_t, sym) == 4 &&
 typedef struct {
     /* Hot: the first two cache lines (the pool is 64-byte aligned) hold what
        agg_add reads and writes per record, so an update touches two
-       prefetched lines: key, sums, count, times, flags, lineage[0]. */
+       prefetched lines: key, sums, count, times, flags, the first lineage
+       range. */
     agg_key_t key;
     uint32_t op;          /* the operation entry (itself for a head) */
+    uint8_t flags;        /* AGG_E_* (agg_internal.h) */
+    uint8_t nlineage;     /* ranges used, 0..AGG_LINEAGE: lineage0, then lx's */
+    bool truncated;       /* a pending record's (source, epoch) found no lineage slot */
     int64_t sum0;         /* pending: completion yield | consumption quantity | scrap parts */
     int64_t sum1;         /* pending: completion scrap (parts); 0 for other kinds */
     uint64_t count;       /* pending records */
     int64_t first_ns, last_ns; /* pending records' event times, ns since Unix epoch */
-    uint8_t flags;        /* AGG_E_* (agg_internal.h) */
-    uint8_t nlineage;     /* ranges used in lineage, 0..AGG_LINEAGE */
-    bool truncated;       /* a pending record's (source, epoch) found no lineage slot */
     uint32_t list_prev, list_next; /* DIRTY or LATE list */
     uint32_t child_next;  /* next child of the same operation */
-    fp_seq_range_t lineage[AGG_LINEAGE];
+    uint32_t lx;          /* lineage ranges 2..AGG_LINEAGE: a block of the agg_t's
+                             lineage pool (agg.c), AGG_NONE until a second
+                             (source, epoch) contributes; kept until freed */
+    fp_seq_range_t lineage0; /* the first range */
     /* Cold: creation, emission, close, release, export. */
-    uint64_t khash_lo, khash_hi; /* XXH3-128 of kind + key strings (+ period): stable, for event_id */
-    uint64_t checkpoint_no; /* of the last emitted checkpoint; 0 = none yet */
-    uint32_t last_flush;    /* agg_flush generation of its last checkpoint */
-    uint32_t free_next;     /* the table's free list, while free */
-    int64_t closed_at;      /* operation: agg_t's now when it closed */
-    uint64_t close_seq;     /* operation: closing order (the FIFO's order) */
     uint32_t exp_prev, exp_next; /* EXPORT list (while tracking) */
-    /* operation heads only */
-    uint32_t first_child;
-    uint32_t line, station; /* symbols, first record's */
-    uint32_t cpt;           /* closed: its compact head (agg_compact.h) */
-    uint32_t cand_prev, cand_next; /* closed: the list of full heads to compact */
-    uint32_t cand_gen;      /* on it: the agg_flush generation it joined (or was put back) in */
+    uint32_t free_next;     /* the table's free list, while free */
+    union {
+        struct { /* checkpoint keys (kinds FP_CK_*) */
+            uint64_t khash_lo, khash_hi; /* XXH3-128 of kind + key strings (+ period): stable, for event_id */
+            uint64_t checkpoint_no; /* of the last emitted checkpoint; 0 = none yet */
+            uint32_t last_flush;    /* agg_flush generation of its last checkpoint */
+        };
+        struct { /* operation heads (AGG_KIND_OP) */
+            int64_t closed_at;      /* agg_t's now when it closed */
+            uint64_t close_seq;     /* closing order (the FIFO's order) */
+            uint32_t first_child;
+            uint32_t line, station; /* symbols, first record's */
+            uint32_t cpt;           /* closed: its compact head (agg_compact.h) */
+            uint32_t cand_prev, cand_next; /* closed: the list of full heads to compact */
+            uint32_t cand_gen;      /* on it: the agg_flush generation it joined (or was put back) in */
+        };
+    };
 } __attribute__((aligned(64))) agg_entry_t;
 
-_Static_assert(offsetof(agg_entry_t, lineage) + sizeof(fp_seq_range_t) <= 128,
-               "the hot fields and lineage[0] fit the first two cache lines");
+_Static_assert(offsetof(agg_entry_t, lineage0) + sizeof(fp_seq_range_t) <= 128,
+               "the hot fields and the first lineage range fit the first two cache lines");
+_Static_assert(sizeof(agg_entry_t) == 192, "an entry is three cache lines");
 
 typedef struct {
     uint32_t tag; /* low 32 bits of the entry's hash */
