@@ -6,7 +6,7 @@
     checkpoint_no and its event_id hash, per operation its line and station
     (the first record's: every later checkpoint carries them), its closing
     (closed_at, close_seq) and its place in the closed-operations FIFO.
-    A full agg_entry_t is 320 bytes and holds references on the key's
+    A full agg_entry_t is 192 bytes and holds references on the key's
     strings; an agg_cpt_t is 48 (a head 32 more) and holds none but line and station, so a
     closed operation "compacted" (agg.c) frees its order, operation,
     material and lot strings.
