@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """One run of BINARY at fpload's --rate (extra args go to fpload): 1 worker,
 1 shard, durability off; per-thread CPU and context switches while fpload ran.
-usage: one_run.py BINARY OUTPREFIX [RECORDS [fpload args...]]"""
+usage: one_run.py BINARY OUTPREFIX [RECORDS [fpload args...]]
+With SYSCALLS=1 in the environment, also `perf stat --per-thread` of its poll,
+getpid, read, write, recvfrom and sendto calls into OUTPREFIX.perfstat."""
 import os, subprocess, sys, time, signal, glob
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
@@ -48,10 +50,17 @@ def snap():
             pass
     return r
 a = snap()
+if os.environ.get("SYSCALLS"):
+    ps_ = subprocess.Popen(["perf", "stat", "--per-thread", "-e", ",".join(
+        "syscalls:sys_enter_" + c for c in ("poll", "getpid", "read", "write", "recvfrom", "sendto")),
+        "-o", out + ".perfstat", "-p", str(proc.pid)])
 ld = subprocess.run([os.path.join(ROOT, "build", "bench", "fpload"), "--push", "tcp://127.0.0.1:%d" % p["pull"],
                      "--sub", "tcp://127.0.0.1:%d" % p["pub"], "--records", str(recs), "--keys", "10000",
                      "--json", out + ".json"] + extra, capture_output=True, text=True)
 b = snap()
+if os.environ.get("SYSCALLS"):
+    ps_.send_signal(signal.SIGINT)
+    ps_.wait()
 proc.send_signal(signal.SIGTERM); proc.wait()
 print(ld.stdout.strip().splitlines()[-1][:110])
 M = recs / 1e6
