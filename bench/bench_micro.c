@@ -15,6 +15,10 @@
         AGG_FLUSH_LATE every 64 batches (a round) and a grace of 20 rounds:
         the closings, their compaction and release and the key creations
         beside them are timed with the records (a new agg_t per pass).
+    (d) record check: the worker's validation of (a)'s batches, parsed
+        before the clock starts: each string's flags once per batch
+        (length, NUL bytes: fp_record_string_flags), then fp_record_check
+        per record.
 
     Usage: bench_micro [--json FILE] [--quick]
     Prints a table; writes JSON (default build/bench/results/micro.json).
@@ -32,6 +36,7 @@
 #include "codec.h"
 #include "dedup.h"
 #include "plantgen.h"
+#include "record_check.h"
 
 #define BATCH 256u
 #define REPS 5
@@ -127,6 +132,49 @@ static double s_bench_parse(s_frame_t *fr, uint32_t nbatches, uint64_t *sink)
     }
     dedup_destroy(&d);
     *sink += acc;
+    return s_median(ns, REPS);
+}
+
+/* (d) Returns ns per record (median of REPS passes). */
+static double s_bench_check(s_frame_t *fr, uint32_t nbatches, uint64_t *sink)
+{
+    fp_batch_view_t *v = calloc(nbatches, sizeof *v);
+    uint8_t *flags = calloc(FP_BATCH_STRINGS_MAX + 1, 1);
+    if (!v || !flags)
+        exit(1);
+    for (uint32_t i = 0; i < nbatches; i++)
+        if (fp_codec_batch_parse(fr[i].buf, fr[i].len, 4u << 20, &v[i]) != FP_CODEC_OK)
+            exit(1);
+    double ns[REPS];
+    uint64_t ok = 0, total = 0;
+    for (int rep = -1; rep < REPS; rep++) { /* rep -1: warm-up */
+        uint64_t n = 0;
+        int64_t t0 = bu_now_ns();
+        for (uint32_t i = 0; i < nbatches; i++) {
+            bool any = false;
+            for (uint32_t s = 1; s <= v[i].nstrings; s++) {
+                uint32_t sl;
+                const char *str = fp_codec_batch_string(&v[i], s, &sl);
+                flags[s] = fp_record_string_flags(sl, memchr(str, 0, sl) != NULL);
+                any |= flags[s] != 0;
+            }
+            for (uint32_t k = 0; k < v[i].nrecords; k++)
+                ok += fp_record_check(&v[i].records[k], v[i].nstrings, any ? flags : NULL) ==
+                      FP_RECORD_OK;
+            n += v[i].nrecords;
+        }
+        int64_t t1 = bu_now_ns();
+        if (rep >= 0)
+            ns[rep] = (double)(t1 - t0) / (double)n;
+        total += n;
+    }
+    if (ok != total) {
+        fprintf(stderr, "bench_micro: a plant record failed its check\n");
+        exit(1);
+    }
+    free(flags);
+    free(v);
+    *sink += ok;
     return s_median(ns, REPS);
 }
 
@@ -286,6 +334,7 @@ int main(int argc, char **argv)
     const uint32_t nparse = 512;
     s_frame_t *fr = s_encode(&p, nparse);
     double parse_ns = s_bench_parse(fr, nparse, &sink);
+    double check_ns = s_bench_check(fr, nparse, &sink);
     for (uint32_t i = 0; i < nparse; i++)
         free(fr[i].buf);
     free(fr);
@@ -304,6 +353,8 @@ int main(int argc, char **argv)
     printf("|---|---:|---:|---|\n");
     printf("| verify+read+dedup, batch %u | %.2f | %.1f | target >= 20 M/s: %s |\n", BATCH,
            parse_ns, parse_mrps, parse_mrps >= 20.0 ? "met" : "MISSED");
+    printf("| record check (string flags per batch, fp_record_check), batch %u | %.2f | %.1f | |\n",
+           BATCH, check_ns, 1e3 / check_ns);
     printf("| agg_add upsert, %" PRIu64 " keys | %.2f | %.1f | %" PRIu64 " records/pass |\n",
            a4.keys, a4.ns_per_record, 1e3 / a4.ns_per_record, a4.records);
     printf("| agg_add upsert, %" PRIu64 " keys | %.2f | %.1f | %" PRIu64 " records/pass |\n",
@@ -321,11 +372,13 @@ int main(int argc, char **argv)
             "{\"benchmark\":\"micro\",\"batch_records\":%u,\"reps\":%d,\"statistic\":\"median\",\n"
             " \"verify_read_dedup\":{\"ns_per_record\":%.3f,\"m_records_per_s\":%.2f,"
             "\"target_m_records_per_s\":20,\"met\":%s},\n"
+            " \"record_check\":{\"ns_per_record\":%.3f},\n"
             " \"agg_upsert\":[{\"keys\":%" PRIu64 ",\"ns_per_record\":%.3f,\"m_upserts_per_s\":%.2f},"
             "{\"keys\":%" PRIu64 ",\"ns_per_record\":%.3f,\"m_upserts_per_s\":%.2f}],\n"
             " \"agg_churn\":{\"keys_held\":%" PRIu64 ",\"ns_per_record\":%.3f},\n"
             " \"sink\":%" PRIu64 ",\"events\":%" PRIu64 "}\n",
-            BATCH, REPS, parse_ns, parse_mrps, parse_mrps >= 20.0 ? "true" : "false", a4.keys,
+            BATCH, REPS, parse_ns, parse_mrps, parse_mrps >= 20.0 ? "true" : "false", check_ns,
+            a4.keys,
             a4.ns_per_record, 1e3 / a4.ns_per_record, a6.keys, a6.ns_per_record,
             1e3 / a6.ns_per_record, ac.keys, ac.ns_per_record, sink % 1000, s_events);
     fclose(f);

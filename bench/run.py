@@ -1340,9 +1340,16 @@ def main():
         md.append("| micro (one core) | ns/record | M/s |\n|---|---:|---:|")
         md.append("| verify+read+dedup, batch 256 | %.2f | %.1f |" % (v["ns_per_record"],
                                                                     v["m_records_per_s"]))
+        if "record_check" in m:
+            c = m["record_check"]["ns_per_record"]
+            md.append("| record check, batch 256 | %.2f | %.1f |" % (c, 1e3 / c))
         for u in m["agg_upsert"]:
             md.append("| agg_add upserts, %d keys | %.2f | %.1f |" % (u["keys"], u["ns_per_record"],
                                                                    u["m_upserts_per_s"]))
+        if "agg_churn" in m:
+            c = m["agg_churn"]
+            md.append("| agg_add + flushes, churn, %d keys held | %.2f | %.1f |" % (
+                c["keys_held"], c["ns_per_record"], 1e3 / c["ns_per_record"]))
         md.append("")
     md.append("| run | target | workers x shards | M rec/s in | M rec/s e2e | p50 ms | p90 ms | "
               "p99 ms | p99.9 ms | max ms | peak RSS MiB (bound: verdict) | bytes / key held | "

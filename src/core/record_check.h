@@ -74,18 +74,26 @@ static inline bool fp_record_in_range(const fp_record_t *r, uint32_t nstrings)
            fp_record_strs_ok(r, nstrings);
 }
 
-/* Checks r against its batch's string table: nstrings strings, stroff as in
-   an fp_batch_hdr_t (nstrings + 1 offsets; string i has length
-   stroff[i] - stroff[i-1] - 1), and has_nul: has_nul[i] != 0 when string i
-   holds a NUL byte (index 0 unused), or NULL when none of the batch's
-   strings does (the usual case: the check then costs nothing). A NUL would
-   make two different keys ("P\0A", "P\0B") print, post and store alike as
-   "P", so such a record is refused in any of its nine string fields, used
-   by its kind or not, like an over-long string. Returns FP_RECORD_OK or the
-   first failure. Inline: it runs once per record on the worker's hot
-   path. */
+/* What fp_record_check needs of each string of a batch, judged once per
+   string rather than once per record and field. */
+enum { FP_STRF_TOO_LONG = 1, FP_STRF_NUL = 2 };
+
+/* The flags of a batch string of len bytes that holds a NUL byte or not. */
+static inline uint8_t fp_record_string_flags(uint32_t len, bool has_nul)
+{
+    return (uint8_t)((len > FP_STRING_MAX ? FP_STRF_TOO_LONG : 0) | (has_nul ? FP_STRF_NUL : 0));
+}
+
+/* Checks r against its batch's string table: nstrings strings and flags:
+   flags[i] = fp_record_string_flags of string i (index 0 unused), or NULL
+   when every string's flags are 0 (the usual case: the string checks then
+   cost nothing). A NUL would make two different keys ("P\0A", "P\0B")
+   print, post and store alike as "P", so such a record is refused in any
+   of its nine string fields, used by its kind or not, like an over-long
+   string (which reports first). Returns FP_RECORD_OK or the first
+   failure. Inline: it runs once per record on the worker's hot path. */
 static inline fp_record_reason_t fp_record_check(const fp_record_t *r, uint32_t nstrings,
-                                                 const uint32_t *stroff, const uint8_t *has_nul)
+                                                 const uint8_t *flags)
 {
     if (r->kind < FP_KIND_PART_COUNT || r->kind > FP_KIND_MAX)
         return FP_RECORD_UNKNOWN_KIND;
@@ -93,13 +101,15 @@ static inline fp_record_reason_t fp_record_check(const fp_record_t *r, uint32_t 
         return FP_RECORD_BAD_STRING_INDEX;
     if (!r->str[FP_STR_PLANT] || !r->str[FP_STR_ORDER] || !r->str[FP_STR_OPERATION])
         return FP_RECORD_MISSING_KEY;
-    for (int f = 0; f < FP_STR_FIELDS; f++)
-        if (r->str[f] && stroff[r->str[f]] - stroff[r->str[f] - 1] - 1 > FP_STRING_MAX)
-            return FP_RECORD_STRING_TOO_LONG;
-    if (has_nul)
+    if (flags) {
+        uint8_t any = 0; /* flags[0] is 0: an absent field adds nothing */
         for (int f = 0; f < FP_STR_FIELDS; f++)
-            if (r->str[f] && has_nul[r->str[f]])
-                return FP_RECORD_STRING_HAS_NUL;
+            any |= flags[r->str[f]];
+        if (any & FP_STRF_TOO_LONG)
+            return FP_RECORD_STRING_TOO_LONG;
+        if (any & FP_STRF_NUL)
+            return FP_RECORD_STRING_HAS_NUL;
+    }
     if (r->kind == FP_KIND_MATERIAL && (!r->str[FP_STR_MATERIAL] || !r->str[FP_STR_UNIT]))
         return FP_RECORD_MISSING_MATERIAL;
     if ((r->kind == FP_KIND_SCRAP || r->kind == FP_KIND_SCRAP_COUNTER) && !r->str[FP_STR_REASON])

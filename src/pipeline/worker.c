@@ -81,7 +81,7 @@ typedef struct {
     char *strblob;
     size_t strblob_cap;
     uint64_t *strhash;  /* index 0 = absent */
-    uint8_t *has_nul;   /* index i: string i holds a NUL byte (record_check.h) */
+    uint8_t *strflags;  /* index i: string i's fp_record_string_flags (record_check.h) */
     uint32_t str_cap;
     uint32_t *route;    /* per record: shard, or UINT32_MAX = not forwarded */
     int64_t *delta;     /* per record: a counter reading's delta (route != UINT32_MAX) */
@@ -437,10 +437,10 @@ static void s_sync_dedup_metrics(worker_t *self)
 
 /* Copies v's string table into the scratch arrays: strblob (each string
    NUL-terminated), stroff[i] = the offset after string i, strhash[i] (the
-   routing hash; [0] = absent) and has_nul[i]; *any_nul: some string holds
-   a NUL byte. Sets *blob_len. 0 or -ENOMEM. */
+   routing hash; [0] = absent) and strflags[i]; *any_flag: some string is
+   too long or holds a NUL byte. Sets *blob_len. 0 or -ENOMEM. */
 static int s_string_table(worker_t *self, const fp_batch_view_t *v, size_t *blob_len,
-                          bool *any_nul)
+                          bool *any_flag)
 {
     size_t cap = self->str_cap;
     if (s_grow((void **)&self->strhash, &cap, v->nstrings + 1, sizeof(uint64_t)) != 0)
@@ -449,13 +449,14 @@ static int s_string_table(worker_t *self, const fp_batch_view_t *v, size_t *blob
     if (s_grow((void **)&self->stroff, &cap, v->nstrings + 1, sizeof(uint32_t)) != 0)
         return -ENOMEM;
     cap = self->str_cap;
-    if (s_grow((void **)&self->has_nul, &cap, v->nstrings + 1, 1) != 0)
+    if (s_grow((void **)&self->strflags, &cap, v->nstrings + 1, 1) != 0)
         return -ENOMEM;
     self->str_cap = (uint32_t)cap;
     size_t blob = 0;
-    *any_nul = false;
+    *any_flag = false;
     self->strhash[0] = 0;
     self->stroff[0] = 0;
+    self->strflags[0] = 0;
     for (uint32_t i = 1; i <= v->nstrings; i++) {
         uint32_t sl;
         const char *str = fp_codec_batch_string(v, i, &sl);
@@ -464,8 +465,8 @@ static int s_string_table(worker_t *self, const fp_batch_view_t *v, size_t *blob
         memcpy(self->strblob + blob, str, sl);
         self->strblob[blob + sl] = 0;
         self->strhash[i] = fp_route_str_hash(str, sl);
-        self->has_nul[i] = memchr(str, 0, sl) != NULL;
-        *any_nul |= self->has_nul[i];
+        self->strflags[i] = fp_record_string_flags(sl, memchr(str, 0, sl) != NULL);
+        *any_flag |= self->strflags[i] != 0;
         blob += sl + 1;
         self->stroff[i] = (uint32_t)blob;
     }
@@ -493,8 +494,8 @@ static void s_frame_past(worker_t *self, const fp_frame_meta_t *meta, const void
         return;
     }
     size_t blob;
-    bool any_nul;
-    if (dups < v->nrecords && s_string_table(self, v, &blob, &any_nul) != 0) {
+    bool any_flag;
+    if (dups < v->nrecords && s_string_table(self, v, &blob, &any_flag) != 0) {
         /* Nothing was marked: the whole frame is the dead letter (its
            resubmission skips the duplicates, src/cli/deadletters.c). */
         s_dead_frame(self, meta, data, len, v->source_id, v, FP_DL_no_memory);
@@ -608,8 +609,8 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
     }
     /* The string table, hashed once per batch. */
     size_t blob;
-    bool any_nul;
-    if (s_string_table(self, &v, &blob, &any_nul) != 0)
+    bool any_flag;
+    if (s_string_table(self, &v, &blob, &any_flag) != 0)
         goto nomem;
 
     size_t rcap = self->route_cap;
@@ -643,7 +644,7 @@ static void s_frame_fb(worker_t *self, const fp_frame_meta_t *meta, zmq_msg_t *p
             continue;
         }
         fp_record_reason_t bad =
-            fp_record_check(r, v.nstrings, self->stroff, any_nul ? self->has_nul : NULL);
+            fp_record_check(r, v.nstrings, any_flag ? self->strflags : NULL);
         if (bad != FP_RECORD_OK) {
             s_dead_record(self, &v, r, i, fp_record_reason_dl(bad), fp_record_reason_detail(bad));
             continue;
@@ -748,7 +749,7 @@ static void s_cleanup(worker_t *self)
     free(self->stroff);
     free(self->strblob);
     free(self->strhash);
-    free(self->has_nul);
+    free(self->strflags);
     free(self->route);
 }
 

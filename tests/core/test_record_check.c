@@ -8,19 +8,23 @@
 #include "record_check.h"
 #include "test.h"
 
-/* A string table like an fp_batch_hdr_t's: string i (1-based) has length
-   len[i-1]; stroff[i] - stroff[i-1] - 1 is that length. */
+/* A batch's string table as fp_record_check sees it: n strings, string i
+   (1-based) of length len[i-1], flags[i] its fp_record_string_flags (no
+   NUL bytes here), any: some string's flags are not 0. */
 typedef struct {
     uint32_t n;
-    uint32_t stroff[16];
+    uint8_t flags[16];
+    bool any;
 } table_t;
 
 static void s_table(table_t *t, const uint32_t *len, uint32_t n)
 {
+    memset(t, 0, sizeof *t);
     t->n = n;
-    t->stroff[0] = 0;
-    for (uint32_t i = 0; i < n; i++)
-        t->stroff[i + 1] = t->stroff[i] + len[i] + 1;
+    for (uint32_t i = 0; i < n; i++) {
+        t->flags[i + 1] = fp_record_string_flags(len[i], false);
+        t->any |= t->flags[i + 1] != 0;
+    }
 }
 
 /* Strings: 1 plant, 2 order, 3 operation, 4 material, 5 unit, 6 reason,
@@ -49,7 +53,7 @@ static fp_record_t s_rec(int kind)
 
 static fp_record_reason_t s_check(const fp_record_t *r)
 {
-    return fp_record_check(r, s_t.n, s_t.stroff, NULL);
+    return fp_record_check(r, s_t.n, s_t.any ? s_t.flags : NULL);
 }
 
 TEST(test_valid_record_of_each_kind)
@@ -106,7 +110,7 @@ TEST(test_bad_string_index_every_field)
     ASSERT_EQ(s_check(&r), FP_RECORD_BAD_STRING_INDEX);
     /* A batch with no strings: every index but 0 is out of range. */
     r = s_rec(FP_KIND_PART_COUNT);
-    ASSERT_EQ(fp_record_check(&r, 0, s_t.stroff, NULL), FP_RECORD_BAD_STRING_INDEX);
+    ASSERT_EQ(fp_record_check(&r, 0, NULL), FP_RECORD_BAD_STRING_INDEX);
 }
 
 TEST(test_missing_key)
@@ -141,30 +145,39 @@ TEST(test_string_too_long_any_field)
     ASSERT_EQ(s_check(&r), FP_RECORD_STRING_TOO_LONG);
 }
 
-/* has_nul[i]: string i holds a NUL byte ("P\0A"): refused in any of the
-   nine fields, after the length check and before the kind's own fields. */
+/* A string with a NUL byte ("P\0A"): refused in any of the nine fields,
+   after the length check and before the kind's own fields. */
 TEST(test_string_has_nul_any_field)
 {
-    uint8_t has_nul[9] = {0};
-    has_nul[7] = 1; /* string 7 (80 bytes) has a NUL in it */
+    uint8_t flags[16];
+    memcpy(flags, s_t.flags, sizeof flags);
+    flags[7] |= fp_record_string_flags(80, true); /* string 7 has a NUL in it */
+    ASSERT_EQ(flags[7], FP_STRF_NUL);
     for (int f = 0; f < FP_STR_FIELDS; f++) {
         fp_record_t r = s_rec(FP_KIND_PART_COUNT);
-        ASSERT_EQ(fp_record_check(&r, s_t.n, s_t.stroff, has_nul), FP_RECORD_OK);
+        ASSERT_EQ(fp_record_check(&r, s_t.n, flags), FP_RECORD_OK);
         r.str[f] = 7;
-        ASSERT_EQ(fp_record_check(&r, s_t.n, s_t.stroff, has_nul), FP_RECORD_STRING_HAS_NUL);
-        /* NULL: no string of the batch has one */
-        ASSERT_EQ(fp_record_check(&r, s_t.n, s_t.stroff, NULL), FP_RECORD_OK);
+        ASSERT_EQ(fp_record_check(&r, s_t.n, flags), FP_RECORD_STRING_HAS_NUL);
+        /* the batch's own flags: string 7 has none */
+        ASSERT_EQ(fp_record_check(&r, s_t.n, s_t.flags), FP_RECORD_OK);
+        /* NULL: no string of the batch is too long or has a NUL */
+        ASSERT_EQ(fp_record_check(&r, s_t.n, NULL), FP_RECORD_OK);
+        r.str[f] = 8; /* too long, in any field */
+        ASSERT_EQ(fp_record_check(&r, s_t.n, flags), FP_RECORD_STRING_TOO_LONG);
     }
     fp_record_t r = s_rec(FP_KIND_MATERIAL);
     r.str[FP_STR_UNIT] = 0;
     r.str[FP_STR_LOT] = 7;
-    ASSERT_EQ(fp_record_check(&r, s_t.n, s_t.stroff, has_nul), FP_RECORD_STRING_HAS_NUL);
-    r.str[FP_STR_LINE] = 8; /* too long reports first */
-    ASSERT_EQ(fp_record_check(&r, s_t.n, s_t.stroff, has_nul), FP_RECORD_STRING_TOO_LONG);
+    ASSERT_EQ(fp_record_check(&r, s_t.n, flags), FP_RECORD_STRING_HAS_NUL);
+    r.str[FP_STR_LINE] = 8; /* too long reports first, in a later field too */
+    ASSERT_EQ(fp_record_check(&r, s_t.n, flags), FP_RECORD_STRING_TOO_LONG);
+    r.str[FP_STR_LINE] = 0;
+    r.str[FP_STR_REASON] = 8;
+    ASSERT_EQ(fp_record_check(&r, s_t.n, flags), FP_RECORD_STRING_TOO_LONG);
     r = s_rec(FP_KIND_PART_COUNT);
     r.kind = 0;
     r.str[FP_STR_PLANT] = 7;
-    ASSERT_EQ(fp_record_check(&r, s_t.n, s_t.stroff, has_nul), FP_RECORD_UNKNOWN_KIND);
+    ASSERT_EQ(fp_record_check(&r, s_t.n, flags), FP_RECORD_UNKNOWN_KIND);
 }
 
 TEST(test_missing_kind_fields)
