@@ -437,7 +437,7 @@ static void s_sync_dedup_metrics(worker_t *self)
 
 /* Copies v's string table into the scratch arrays: strblob (each string
    NUL-terminated), stroff[i] = the offset after string i, strhash[i] (the
-   routing hash; [0] = absent) and strflags[i]; *any_flag: some string is
+   routing hash, 0 with one shard; [0] = absent) and strflags[i]; *any_flag: some string is
    too long or holds a NUL byte. Sets *blob_len. 0 or -ENOMEM. */
 static int s_string_table(worker_t *self, const fp_batch_view_t *v, size_t *blob_len,
                           bool *any_flag)
@@ -464,7 +464,8 @@ static int s_string_table(worker_t *self, const fp_batch_view_t *v, size_t *blob
             return -ENOMEM;
         memcpy(self->strblob + blob, str, sl);
         self->strblob[blob + sl] = 0;
-        self->strhash[i] = fp_route_str_hash(str, sl);
+        /* one shard: fp_route_shard needs no hash (route.h) */
+        self->strhash[i] = self->nshards > 1 ? fp_route_str_hash(str, sl) : 0;
         self->strflags[i] = fp_record_string_flags(sl, memchr(str, 0, sl) != NULL);
         *any_flag |= self->strflags[i] != 0;
         blob += sl + 1;
