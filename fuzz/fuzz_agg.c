@@ -186,11 +186,13 @@ static fp_batch_hdr_t *s_live_batch(const char strs[6][128], int kind, uint8_t c
     uint32_t *off = fp_batch_stroff(b);
     char *blob = fp_batch_strblob(b);
     uint32_t at = 0;
+    uint8_t flags[1 + 9] = {0}; /* fp_record_check's: C strings hold no NUL */
     for (uint32_t i = 0; i < nstr; i++) {
         off[i] = at;
         size_t l = strlen(table[i]);
         memcpy(blob + at, table[i], l + 1);
         at += (uint32_t)l + 1;
+        flags[i + 1] = fp_record_string_flags((uint32_t)l, false);
     }
     off[nstr] = at;
     fp_record_t *r = fp_batch_records(b);
@@ -214,7 +216,7 @@ static fp_batch_hdr_t *s_live_batch(const char strs[6][128], int kind, uint8_t c
         }
         if (x.kind == FP_KIND_SCRAP)
             x.str[FP_STR_REASON] = T_REASON;
-        if (fp_record_check(&x, nstr, off, NULL) == FP_RECORD_OK) /* C strings: no NUL */
+        if (fp_record_check(&x, nstr, flags) == FP_RECORD_OK)
             r[kept++] = x;
     }
     /* Records are in place before the string offsets: move them up. */
