@@ -19,6 +19,9 @@
         before the clock starts: each string's flags once per batch
         (length, NUL bytes: fp_record_string_flags), then fp_record_check
         per record.
+    (e) checkpoint encode: the shard's fp_codec_checkpoint_encode of one
+        consumption checkpoint (every field a posting has, one lineage
+        range, a day period), its event_id one of 1,024 made beforehand.
 
     Usage: bench_micro [--json FILE] [--quick]
     Prints a table; writes JSON (default build/bench/results/micro.json).
@@ -175,6 +178,56 @@ static double s_bench_check(s_frame_t *fr, uint32_t nbatches, uint64_t *sink)
     free(flags);
     free(v);
     *sink += ok;
+    return s_median(ns, REPS);
+}
+
+/* (e) Returns ns per checkpoint (median of REPS passes of n). */
+static double s_bench_encode(uint32_t n, uint64_t *sink)
+{
+    fp_codec_t *c = fp_codec_new();
+    if (!c)
+        exit(1);
+    static char ids[1024][48]; /* made before the clock starts */
+    for (uint32_t i = 0; i < 1024; i++)
+        snprintf(ids[i], sizeof ids[i], "fp-bench:%032x", i * 2654435761u);
+    fp_checkpoint_t ck;
+    memset(&ck, 0, sizeof ck);
+    ck.kind = FP_CK_CONSUMPTION;
+    ck.checkpoint_no = 3;
+    ck.instance = "fp-bench";
+    ck.plant = "1000";
+    ck.line = "L01";
+    ck.order = "PO-000123456";
+    ck.operation = "0010";
+    ck.first_time_ns = 1733650000000000000;
+    ck.last_time_ns = 1733650042000000000;
+    ck.record_count = 19;
+    ck.lineage[0] = (fp_seq_range_t){7, 2, 1000, 1018};
+    ck.nlineage = 1;
+    ck.posting_date = "2026-12-08";
+    ck.period = "day";
+    ck.period_start_ns = 1733616000000000000;
+    ck.period_end_ns = 1733702400000000000;
+    ck.material = "MAT-4711";
+    ck.lot = "LOT-2026-0042";
+    ck.unit = "KG";
+    ck.quantity = 12500;
+    double ns[REPS];
+    for (int rep = -1; rep < REPS; rep++) { /* rep -1: warm-up */
+        int64_t t0 = bu_now_ns();
+        for (uint32_t i = 0; i < n; i++) {
+            ck.event_id = ids[i & 1023];
+            const void *buf;
+            size_t len;
+            if (fp_codec_checkpoint_encode(c, &ck, &buf, &len) != FP_CODEC_OK)
+                exit(1);
+            *sink += len;
+        }
+        int64_t t1 = bu_now_ns();
+        if (rep >= 0)
+            ns[rep] = (double)(t1 - t0) / (double)n;
+    }
+    fp_codec_destroy(&c);
     return s_median(ns, REPS);
 }
 
@@ -335,6 +388,7 @@ int main(int argc, char **argv)
     s_frame_t *fr = s_encode(&p, nparse);
     double parse_ns = s_bench_parse(fr, nparse, &sink);
     double check_ns = s_bench_check(fr, nparse, &sink);
+    double encode_ns = s_bench_encode(quick ? 200000 : 500000, &sink);
     for (uint32_t i = 0; i < nparse; i++)
         free(fr[i].buf);
     free(fr);
@@ -355,6 +409,8 @@ int main(int argc, char **argv)
            parse_ns, parse_mrps, parse_mrps >= 20.0 ? "met" : "MISSED");
     printf("| record check (string flags per batch, fp_record_check), batch %u | %.2f | %.1f | |\n",
            BATCH, check_ns, 1e3 / check_ns);
+    printf("| checkpoint encode (one consumption checkpoint) | %.2f | %.1f | ns and M per checkpoint |\n",
+           encode_ns, 1e3 / encode_ns);
     printf("| agg_add upsert, %" PRIu64 " keys | %.2f | %.1f | %" PRIu64 " records/pass |\n",
            a4.keys, a4.ns_per_record, 1e3 / a4.ns_per_record, a4.records);
     printf("| agg_add upsert, %" PRIu64 " keys | %.2f | %.1f | %" PRIu64 " records/pass |\n",
@@ -373,12 +429,13 @@ int main(int argc, char **argv)
             " \"verify_read_dedup\":{\"ns_per_record\":%.3f,\"m_records_per_s\":%.2f,"
             "\"target_m_records_per_s\":20,\"met\":%s},\n"
             " \"record_check\":{\"ns_per_record\":%.3f},\n"
+            " \"checkpoint_encode\":{\"ns_per_checkpoint\":%.3f},\n"
             " \"agg_upsert\":[{\"keys\":%" PRIu64 ",\"ns_per_record\":%.3f,\"m_upserts_per_s\":%.2f},"
             "{\"keys\":%" PRIu64 ",\"ns_per_record\":%.3f,\"m_upserts_per_s\":%.2f}],\n"
             " \"agg_churn\":{\"keys_held\":%" PRIu64 ",\"ns_per_record\":%.3f},\n"
             " \"sink\":%" PRIu64 ",\"events\":%" PRIu64 "}\n",
             BATCH, REPS, parse_ns, parse_mrps, parse_mrps >= 20.0 ? "true" : "false", check_ns,
-            a4.keys,
+            encode_ns, a4.keys,
             a4.ns_per_record, 1e3 / a4.ns_per_record, a6.keys, a6.ns_per_record,
             1e3 / a6.ns_per_record, ac.keys, ac.ns_per_record, sink % 1000, s_events);
     fclose(f);

@@ -1343,6 +1343,9 @@ def main():
         if "record_check" in m:
             c = m["record_check"]["ns_per_record"]
             md.append("| record check, batch 256 | %.2f | %.1f |" % (c, 1e3 / c))
+        if "checkpoint_encode" in m:
+            c = m["checkpoint_encode"]["ns_per_checkpoint"]
+            md.append("| checkpoint encode, per checkpoint | %.2f | %.1f |" % (c, 1e3 / c))
         for u in m["agg_upsert"]:
             md.append("| agg_add upserts, %d keys | %.2f | %.1f |" % (u["keys"], u["ns_per_record"],
                                                                    u["m_upserts_per_s"]))
