@@ -236,8 +236,7 @@ fuzz-brief: fuzz-build
 
 # Quick suite (< 5 min) / everything; see docs/benchmarks.md. Results in
 # $(BUILD)/bench/results/; exits non-zero if any run's totals are not exact
-# (or a check fails, or a run is above its peak RSS bound: bench/run.py's
-# --no-rss-bounds only reports those).
+# (or a check fails; --rss-bounds: a run above its peak RSS bound).
 bench: $(BENCHES) $(BUILD)/floorpost
 	/usr/bin/python3 bench/run.py --build $(BUILD)
 
