@@ -13,7 +13,8 @@
     (c) churn: a 10,000-key plant of short operations (20 records each),
         so operations keep closing and new ones opening, with an
         AGG_FLUSH_LATE every 64 batches (a round) and a grace of 20 rounds:
-        the closings, their compaction and release and the key creations
+        the closings, their compaction and release (agg_work after each
+        batch, as the shard does after a burst) and the key creations
         beside them are timed with the records (a new agg_t per pass).
     (d) record check: the worker's validation of (a)'s batches, parsed
         before the clock starts: each string's flags once per batch
@@ -349,6 +350,9 @@ static s_agg_result_t s_bench_churn(uint32_t nbatches, int reps)
         for (uint32_t i = 0; i < nbatches; i++) {
             agg_add(a, bs[i]);
             n += bs[i]->nrecords;
+            /* what the shard does after a burst (shard.c): a slice of
+               the compaction and release the flush left */
+            agg_work(a, 32 + bs[i]->nrecords / 4);
             if (i % 64 == 63)
                 agg_flush(a, AGG_FLUSH_LATE, ++now);
         }

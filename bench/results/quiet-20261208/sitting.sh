@@ -34,5 +34,11 @@ for i in 1 2; do
     log "keys $b $i rc=$?"
   done
 done
+for b in base new; do
+  if [ $b = base ]; then F=$BASE/build/floorpost; else F=$NEW; fi
+  mkdir -p $R/dur-$b
+  /usr/bin/python3 bench/run.py --only durability --floorpost $F --out $R/dur-$b > $R/dur-$b/stdout.txt 2>&1
+  log "durability $b rc=$?"
+done
 /usr/bin/python3 bench/ab_summary.py $R ml --json $R/ml-summary.json > $R/ml-summary.txt 2>&1
 log "done"
